@@ -1,0 +1,273 @@
+"""What every vmtools command shares: the app factory, common options, input, output, errors.
+
+A command module does::
+
+    app = make_app("vm-plan", __doc__)
+
+    @app.command()
+    def plan(file: InputFile = "-", fmt: Format = OutputFormat.json, output: Output = None,
+             verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False,
+             version: Version = False) -> None:
+        with guard("vm-plan", verbose, quiet, debug):
+            doc = read_document("vm-plan", file, Snapshot)
+            ...
+            emit(text, output)
+
+    main = entry_point(app, "vm-plan")
+
+Settings come from flags, then ``VMTOOLS_<OPTION>`` environment variables, then the
+``[<command>]`` table (and ``[common]``) of ``$XDG_CONFIG_HOME/vmtools/vmtools.toml`` or
+``/etc/vmtools/vmtools.toml``, then defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import sys
+import tempfile
+import tomllib
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from vmtools import __version__
+from vmtools.errors import (EXIT_CODES, EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
+                            VmtoolsError)
+from vmtools.model import loads
+
+log = logging.getLogger("vmtools")
+
+EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(f"{code} {text.split(':')[0]}"
+                                              for code, text in EXIT_CODES.items()) + "."
+
+
+class OutputFormat(str, enum.Enum):
+    json = "json"
+    table = "table"
+
+
+def make_app(prog: str, help_text: str | None) -> typer.Typer:
+    """One typer app per console script, all with the same settings."""
+    return typer.Typer(
+        name=prog,
+        help=help_text,
+        epilog=EXIT_CODES_EPILOG,
+        add_completion=False,
+        no_args_is_help=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"],
+                          "auto_envvar_prefix": "VMTOOLS",
+                          "max_content_width": 100},
+    )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        prog = os.path.basename(sys.argv[0]) or "vmtools"
+        typer.echo(f"{prog} {__version__}")
+        raise typer.Exit(0)
+
+
+# The options every command has (SPEC.md). Declared once, used as parameter annotations.
+Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True,
+                                      help="More detail on stderr; repeat for debug logs.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+Version = Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                       help="Print the version and exit.")]
+Format = Annotated[OutputFormat, typer.Option("-f", "--format",
+                                              help="json (the document) or table (for people).")]
+Output = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", metavar="FILE",
+    help="Write the document to FILE (atomically: all or nothing) instead of stdout.")]
+InputFile = Annotated[str, typer.Argument(metavar="FILE",
+                                          help="Input document; - (the default) reads stdin.")]
+
+
+# --------------------------------------------------------------------------- errors
+
+def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
+        min(verbose + (1 if debug else 0), 2)]
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("paramiko", "pulp", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def error_line(prog: str, message: str) -> str:
+    """One line, whatever the message holds: newlines and control characters are escaped."""
+    text = " ".join(str(message).split("\n"))
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return f"{prog}: error: {text}"
+
+
+@contextlib.contextmanager
+def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False) -> Iterator[None]:
+    """Run a command body: vmtools errors become one stderr line and their exit code."""
+    setup_logging(prog, verbose, quiet, debug)
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except VmtoolsError as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(error_line(prog, str(exc)), file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: exit 70, no traceback
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(error_line(prog, f"internal error: {type(exc).__name__}: {exc} "
+                               "(a bug: please report it, with --debug output)"), file=sys.stderr)
+        raise typer.Exit(EXIT_SOFTWARE) from None
+
+
+def _silence_stdout() -> None:
+    # A reader that went away (vm-snapshot | head) is not an error worth a traceback; point
+    # stdout at /dev/null so the interpreter's final flush does not raise again.
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+# --------------------------------------------------------------------------- settings
+
+def config_paths() -> list[Path]:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [Path("/etc/vmtools/vmtools.toml"), Path(xdg) / "vmtools" / "vmtools.toml"]
+
+
+def load_config(prog: str) -> dict[str, Any]:
+    """Defaults for ``prog`` from the config files: ``[common]`` then ``[<prog>]``; later
+    files override earlier ones. Keys are option names with ``-`` or ``_``."""
+    explicit = os.environ.get("VMTOOLS_CONFIG")
+    paths = [Path(explicit)] if explicit else config_paths()
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            if explicit:
+                raise UsageError(f"{path}: no such configuration file (VMTOOLS_CONFIG)")
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        for table in ("common", prog):
+            section = data.get(table, {})
+            if not isinstance(section, dict):
+                raise UsageError(f"{path}: [{table}] must be a table")
+            merged.update({k.replace("-", "_"): v for k, v in section.items()})
+    return merged
+
+
+def entry_point(app: typer.Typer, prog: str):
+    """The console-script function: load the settings, run the app, map errors."""
+    def main() -> None:
+        try:
+            defaults = load_config(prog)
+        except UsageError as exc:
+            print(error_line(prog, str(exc)), file=sys.stderr)
+            sys.exit(exc.exit_code)
+        app(prog_name=prog, default_map=defaults)
+    main.__name__ = f"main_{prog.replace('-', '_')}"
+    return main
+
+
+# --------------------------------------------------------------------------- input
+
+def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
+    """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
+    if path == "-":
+        if sys.stdin is None:
+            raise UsageError(f"no {what} on standard input")
+        if sys.stdin.isatty():
+            print(f"{prog}: reading {what} from standard input (end with Ctrl-D)",
+                  file=sys.stderr)
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        name = "<stdin>"
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{path}: is a directory") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
+        name = path
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text (byte {exc.start})", name) from None
+    return data, name
+
+
+def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> Any:
+    """Read and validate one document of class ``cls`` (Snapshot, Plan, Report)."""
+    text, name = read_text(prog, path, what or cls.__name__.lower())
+    obj = loads(text, name)
+    try:
+        return cls.from_dict(obj)
+    except DataError as exc:
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from exc
+
+
+# --------------------------------------------------------------------------- output
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Print a finished document (or table) to stdout, or write it to ``-o FILE``."""
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text)
+
+
+__all__ = ["OutputFormat", "make_app", "entry_point", "guard", "read_text", "read_document",
+           "emit", "write_atomic", "Verbose", "Quiet", "Debug", "Version", "Format", "Output",
+           "InputFile", "EXIT_DATAERR", "log"]

@@ -1,0 +1,90 @@
+"""One exception tree for vmtools; each class carries the exit code of SPEC.md.
+
+Core modules raise these; the command-line boundary (:mod:`vmtools.cli._common`) turns
+them into one ``prog: error: message`` line on stderr and the matching exit code.
+"""
+
+from __future__ import annotations
+
+# The exit-code table of SPEC.md, in one place. Man pages and tests read it from here.
+EXIT_OK = 0
+EXIT_FAILED = 1        # the operation ran and failed (no feasible placement, an action failed)
+EXIT_USAGE = 2         # bad command line
+EXIT_DATAERR = 65      # bad input data
+EXIT_UNAVAILABLE = 69  # a service could not be reached
+EXIT_SOFTWARE = 70     # internal error (a bug)
+EXIT_TEMPFAIL = 75     # temporary: stale plan, lock held, solver found nothing in time
+
+EXIT_CODES = {
+    EXIT_OK: "success (an empty plan is a success: nothing to do)",
+    EXIT_FAILED: "the operation ran and failed: no feasible placement; an action failed",
+    EXIT_USAGE: "bad command line",
+    EXIT_DATAERR: "bad input data: malformed XML or JSON, wrong document format or major "
+                  "version, failed validation, a plan that fails the checker",
+    EXIT_UNAVAILABLE: "a service could not be reached: gmetad, gmond, xend, SSH",
+    EXIT_SOFTWARE: "internal error (a bug: please report)",
+    EXIT_TEMPFAIL: "temporary: stale plan refused, lock held by another run, solver found "
+                   "nothing within its time limit",
+}
+
+
+class VmtoolsError(Exception):
+    """Base of every error a user can be shown. ``str(err)`` is the one-line message."""
+
+    exit_code = EXIT_SOFTWARE
+
+
+class UsageError(VmtoolsError):
+    """The command line (or a setting) is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(VmtoolsError):
+    """Input data is malformed or fails validation.
+
+    ``where`` names the place (a file, ``line:col``, or a JSON path) and is printed before
+    the message, so ``DataError("expected an integer", where="vms[3].mem_mib")`` reads
+    ``vms[3].mem_mib: expected an integer``.
+    """
+
+    exit_code = EXIT_DATAERR
+
+    def __init__(self, message: str, where: str | None = None):
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def within(self, outer: str) -> "DataError":
+        """The same error, its location prefixed with ``outer`` (a file name, a document)."""
+        where = f"{outer}.{self.where}" if self.where and not self.where.startswith("[") \
+            else f"{outer}{self.where or ''}"
+        if self.where and ":" in outer:
+            where = f"{outer}: {self.where}"
+        err = type(self)(self.message, where)
+        err.__cause__ = self
+        return err
+
+
+class Unavailable(VmtoolsError):
+    """A service (gmetad, gmond, xend, sshd) could not be reached."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class TemporaryFailure(VmtoolsError):
+    """Try again later: stale plan, lock held, solver out of time."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class OperationFailed(VmtoolsError):
+    """The operation ran and failed (no feasible placement, a migration failed)."""
+
+    exit_code = EXIT_FAILED
+
+
+class InternalError(VmtoolsError):
+    """A bug in vmtools."""
+
+    exit_code = EXIT_SOFTWARE

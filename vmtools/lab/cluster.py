@@ -1,0 +1,135 @@
+"""The simulated Xen cluster: one JSON state file shared by every simulated Domain-0.
+
+The simulated xend (HTTP, XML-RPC), the xm/xl/xenstore-read stand-ins and the lab driver all
+read and change the cluster through this module, under an exclusive ``flock``, so a guest is
+always on exactly one host in the file, whatever process moved it.
+
+State schema (``cluster.json``)::
+
+    {"hosts": {"node-1": {"cpus": 8, "mem_mib": 16384, "dom0_mib": 1024, "xen": "4.17",
+                          "up": true, "ip": "127.0.1.1",
+                          "domains": {"web1": {"domid": 3, "mem_mib": 1024, "vcpus": 2,
+                                               "cpu_time": 12.5, "load": 0.4,
+                                               "net_bytes": 123456, "state": "-b----"}}}},
+     "next_domid": 10,
+     "migration": {"mib_per_s": 2048.0, "min_seconds": 0.05},
+     "faults": {}}
+
+``load`` is the guest's CPU demand in physical CPUs; ``cpu_time`` (seconds) and
+``net_bytes`` grow with it as the simulated clock advances (see :func:`advance`).
+Domain-0 is not stored: its memory is ``dom0_mib`` and it is added by the stand-ins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_MIGRATION = {"mib_per_s": 2048.0, "min_seconds": 0.05}
+
+
+class ClusterState:
+    """A handle on the state file. Every read and change takes the file lock."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    @classmethod
+    def from_env(cls) -> "ClusterState":
+        path = os.environ.get("VMTOOLS_LAB_STATE")
+        if not path:
+            raise RuntimeError("VMTOOLS_LAB_STATE is not set: no simulated cluster")
+        return cls(path)
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> dict:
+        with open(self.path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def _save(self, state: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cluster.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    def read(self) -> dict:
+        with self._locked(False):
+            return self._load()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict]:
+        """Yield the state for changing; it is saved when the block ends without error."""
+        with self._locked(True):
+            state = self._load()
+            yield state
+            self._save(state)
+
+    def write(self, state: dict) -> None:
+        with self._locked(True):
+            self._save(state)
+
+
+def new_state(hosts: dict[str, dict], migration: dict | None = None) -> dict:
+    """A state from ``{"node-1": {"cpus": 8, "mem_mib": 16384, "domains": {...}}, ...}``."""
+    state: dict[str, Any] = {"hosts": {}, "next_domid": 1,
+                             "migration": dict(migration or DEFAULT_MIGRATION), "faults": {},
+                             "clock": time.time()}
+    for i, (name, spec) in enumerate(sorted(hosts.items())):
+        host = {"cpus": 8, "mem_mib": 16384, "dom0_mib": 1024, "xen": "4.17", "up": True,
+                "ip": f"127.0.{1 + i // 250}.{1 + i % 250}", "domains": {}}
+        host.update({k: v for k, v in spec.items() if k != "domains"})
+        for dom, dspec in sorted(spec.get("domains", {}).items()):
+            host["domains"][dom] = _new_domain(state, dspec)
+        state["hosts"][name] = host
+    return state
+
+
+def _new_domain(state: dict, spec: dict) -> dict:
+    dom = {"domid": state["next_domid"], "mem_mib": 1024, "vcpus": 1, "cpu_time": 0.0,
+           "load": 0.1, "net_bytes": 0, "net_mbps": 0.0, "state": "-b----"}
+    dom.update(spec)
+    state["next_domid"] += 1
+    return dom
+
+
+def locate(state: dict, vm: str) -> list[str]:
+    """Hosts on which ``vm`` runs (one, unless something went very wrong)."""
+    return [h for h, spec in state["hosts"].items() if vm in spec["domains"]]
+
+
+def placement(state: dict) -> dict[str, str]:
+    """Guest → host for every guest of the cluster."""
+    return {vm: h for h, spec in state["hosts"].items() for vm in spec["domains"]}
+
+
+def advance(state: dict, now: float | None = None) -> None:
+    """Move the simulated clock to ``now``: CPU time and vif counters grow with each guest's
+    load, so two samples taken by a Domain-0 tool give the load back."""
+    now = time.time() if now is None else now
+    elapsed = max(0.0, now - state.get("clock", now))
+    state["clock"] = now
+    for host in state["hosts"].values():
+        for dom in host["domains"].values():
+            dom["cpu_time"] = round(dom["cpu_time"] + dom.get("load", 0.0) * elapsed, 3)
+            dom["net_bytes"] = int(dom["net_bytes"] + dom.get("net_mbps", 0.0) * 1e6 / 8 * elapsed)
+
+
+def migration_seconds(state: dict, mem_mib: int) -> float:
+    """How long a live migration of ``mem_mib`` takes in this cluster."""
+    m = state.get("migration", DEFAULT_MIGRATION)
+    return max(m.get("min_seconds", 0.0), mem_mib / m["mib_per_s"])

@@ -1,0 +1,75 @@
+"""Stand-ins for a Domain-0's Xen commands (``xm``, ``xl``, ``xenstore-read``, ``xenstore-ls``).
+
+Xen cannot run here, so the lab puts small scripts with those names first on PATH (locally,
+or for SSH sessions through sshd's ``SetEnv``). Each script runs :func:`main`, which answers
+as the real command does -- same output, same messages, same exit codes -- from the shared
+simulated cluster (:mod:`vmtools.lab.cluster`):
+
+- ``migrate`` and ``migrate-receive`` go to :mod:`vmtools.lab.migrate` (moves guests);
+- everything else (``list``, ``info``, ``xenstore-*``) goes to :mod:`vmtools.lab.toolstack`.
+
+Environment: ``VMTOOLS_LAB_STATE`` (the state file), ``VMTOOLS_LAB_HOST`` (which simulated
+Domain-0 this is).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+
+from vmtools.lab.cluster import ClusterState
+
+TOOLS = ("xm", "xl", "xenstore-read", "xenstore-ls")
+
+
+def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike | None = None,
+                     host: str | None = None, python: str | None = None) -> Path:
+    """Write the stand-in scripts into ``bin_dir``. With ``state_path``/``host`` they are
+    baked into the scripts (for SSH, where the environment is sshd's); otherwise the
+    scripts read ``VMTOOLS_LAB_STATE``/``VMTOOLS_LAB_HOST``."""
+    bin_dir = Path(bin_dir)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    python = python or sys.executable
+    env = ""
+    if state_path is not None:
+        env += f"VMTOOLS_LAB_STATE={shlex.quote(str(state_path))}; export VMTOOLS_LAB_STATE\n"
+    if host is not None:
+        env += f"VMTOOLS_LAB_HOST={shlex.quote(host)}; export VMTOOLS_LAB_HOST\n"
+    for tool in TOOLS:
+        script = bin_dir / tool
+        script.write_text(f"#!/bin/sh\n{env}exec {shlex.quote(python)} -m vmtools.lab.standin "
+                          f"{tool} \"$@\"\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return bin_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in TOOLS:
+        print(f"usage: python -m vmtools.lab.standin {{{'|'.join(TOOLS)}}} ARGS...",
+              file=sys.stderr)
+        return 2
+    tool, args = argv[0], argv[1:]
+    host = os.environ.get("VMTOOLS_LAB_HOST", "")
+    try:
+        state = ClusterState.from_env()
+    except RuntimeError as exc:
+        print(f"{tool}: {exc}", file=sys.stderr)
+        return 1
+    sub = args[0] if args else ""
+    if tool in ("xm", "xl") and sub in ("migrate", "migrate-receive"):
+        from vmtools.lab import migrate
+        rc, out, err = migrate.run(tool, args, host, state)
+    else:
+        from vmtools.lab import toolstack
+        rc, out, err = toolstack.run(tool, args, host, state)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""The documents of SPEC.md as one model: snapshot, plan, report (and their envelope).
+
+Every document is JSON that starts with ``"format"`` and ``"version"`` ("MAJOR.MINOR").
+Readers ignore unknown keys and refuse an unknown major version. Validation errors are
+:class:`~vmtools.errors.DataError` whose ``where`` is the JSON path of the bad value,
+e.g. ``vms[3].mem_mib: expected an integer, got "4G"``.
+
+Units live in the field names: ``cpu`` in physical CPUs (a host's capacity, a guest's
+demand), ``mem_mib`` in MiB, ``net_mbps`` in Mbit/s.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from vmtools import __version__
+from vmtools.errors import DataError
+
+SNAPSHOT_FORMAT = "vmtools.snapshot"
+PLAN_FORMAT = "vmtools.plan"
+REPORT_FORMAT = "vmtools.report"
+CONSTRAINTS_FORMAT = "vmtools.constraints"
+SUPPORTED_MAJOR = 1
+CURRENT_VERSION = "1.0"
+
+HOST_STATES = ("online", "offline")
+VM_STATES = ("running", "paused", "blocked", "unknown")
+MIGRATION_DRIVERS = ("xen", "xend-xmlrpc", "xm-ssh", "xl-ssh")
+DOM0_NAMES = frozenset({"Domain-0", "Domain-0--incoming"})
+
+# Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
+# carries whatever anyone on the network sent, so everything else is refused.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def is_safe_name(name: object) -> bool:
+    """True when ``name`` is a host or guest name vmtools will pass to other programs."""
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None
+
+
+def utc_now() -> str:
+    """The current time as SPEC.md writes it: ``2026-11-22T01:30:00Z``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch_to_iso(seconds: float) -> str:
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_to_epoch(text: str) -> float:
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=_dt.timezone.utc).timestamp()
+
+
+# --------------------------------------------------------------------------- validation
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+def join_path(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class Reader:
+    """Typed access to one JSON object, raising :class:`DataError` with its JSON path."""
+
+    def __init__(self, obj: Any, path: str = ""):
+        if not isinstance(obj, dict):
+            raise DataError(f"expected an object, got {_describe(obj)}", path or None)
+        self.obj = obj
+        self.path = path
+
+    def where(self, key: str | int) -> str:
+        return join_path(self.path, key)
+
+    def _get(self, key: str, required: bool, default: Any) -> tuple[bool, Any]:
+        if key not in self.obj or (self.obj[key] is None and not required):
+            if required:
+                raise DataError("missing", self.where(key))
+            return False, default
+        return True, self.obj[key]
+
+    def str(self, key: str, required: bool = True, default: Any = None,
+            choices: Iterable[str] | None = None) -> Any:
+        found, value = self._get(key, required, default)
+        if not found:
+            return value
+        if not isinstance(value, str):
+            raise DataError(f"expected a string, got {_describe(value)}", self.where(key))
+        if choices is not None and value not in choices:
+            raise DataError(f"expected one of {', '.join(choices)}; got {_describe(value)}",
+                            self.where(key))
+        return value
+
+    def name(self, key: str, required: bool = True, default: Any = None) -> Any:
+        value = self.str(key, required, default)
+        if value is not None and not is_safe_name(value):
+            raise DataError(f"unsafe name {_describe(value)}: names may hold only letters, "
+                            "digits, '.', '_' and '-'", self.where(key))
+        return value
+
+    def int(self, key: str, required: bool = True, default: Any = None,
+            minimum: int | None = 0) -> Any:
+        found, value = self._get(key, required, default)
+        if not found:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"expected an integer, got {_describe(value)}", self.where(key))
+        if minimum is not None and value < minimum:
+            raise DataError(f"expected an integer >= {minimum}, got {value}", self.where(key))
+        return value
+
+    def num(self, key: str, required: bool = True, default: Any = None,
+            minimum: float | None = 0.0) -> Any:
+        found, value = self._get(key, required, default)
+        if not found:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise DataError(f"expected a number, got {_describe(value)}", self.where(key))
+        if minimum is not None and value < minimum:
+            raise DataError(f"expected a number >= {minimum}, got {value}", self.where(key))
+        return float(value)
+
+    def bool(self, key: str, required: bool = True, default: Any = None) -> Any:
+        found, value = self._get(key, required, default)
+        if not found:
+            return value
+        if not isinstance(value, bool):
+            raise DataError(f"expected true or false, got {_describe(value)}", self.where(key))
+        return value
+
+    def obj_(self, key: str, required: bool = True) -> "Reader | None":
+        found, value = self._get(key, required, None)
+        return Reader(value, self.where(key)) if found else None
+
+    def list(self, key: str, required: bool = True) -> list[tuple[str, Any]]:
+        """The list at ``key`` as (path, item) pairs."""
+        found, value = self._get(key, required, [])
+        if not found:
+            return []
+        if not isinstance(value, list):
+            raise DataError(f"expected a list, got {_describe(value)}", self.where(key))
+        base = self.where(key)
+        return [(f"{base}[{i}]", item) for i, item in enumerate(value)]
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.obj.get(key, default)
+
+
+def check_envelope(obj: Any, expected_format: str, path: str = "") -> Reader:
+    """Check ``format`` and ``version`` of a document and return a reader on it."""
+    r = Reader(obj, path)
+    fmt = r.str("format")
+    if fmt != expected_format:
+        raise DataError(f"expected a {expected_format} document, got {_describe(fmt)}",
+                        r.where("format"))
+    version = r.str("version")
+    m = re.fullmatch(r"(\d+)\.(\d+)", version)
+    if not m:
+        raise DataError(f'expected "MAJOR.MINOR", got {_describe(version)}', r.where("version"))
+    if int(m.group(1)) != SUPPORTED_MAJOR:
+        raise DataError(f"version {version} of {expected_format} is not supported by this "
+                        f"vmtools {__version__} (it reads {SUPPORTED_MAJOR}.x); upgrade vmtools",
+                        r.where("version"))
+    return r
+
+
+def _unique(items: list, key: Callable[[Any], str], path: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        k = key(item)
+        if k in seen:
+            raise DataError(f"duplicate {what} {_describe(k)}", f"{path}[{i}]")
+        seen.add(k)
+
+
+# --------------------------------------------------------------------------- snapshot
+
+@dataclass
+class Host:
+    name: str
+    cluster: str = ""
+    state: str = "online"
+    cpu: float = 0.0                 # physical CPUs
+    mem_mib: int = 0                 # memory available to guests (Domain-0 excluded)
+    net_mbps: float | None = None
+    hypervisor: str = ""
+    migration: str = ""
+    reported: str | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str) -> "Host":
+        r = Reader(obj, path)
+        return cls(name=r.name("name"), cluster=r.str("cluster", False, ""),
+                   state=r.str("state", False, "online", HOST_STATES),
+                   cpu=r.num("cpu"), mem_mib=r.int("mem_mib"),
+                   net_mbps=r.num("net_mbps", False), hypervisor=r.str("hypervisor", False, ""),
+                   migration=r.str("migration", False, ""), reported=r.str("reported", False))
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "cluster": self.cluster, "state": self.state,
+             "cpu": self.cpu, "mem_mib": self.mem_mib}
+        if self.net_mbps is not None:
+            d["net_mbps"] = self.net_mbps
+        d.update(hypervisor=self.hypervisor, migration=self.migration, reported=self.reported)
+        return d
+
+
+@dataclass
+class VM:
+    name: str
+    host: str
+    state: str = "running"
+    vcpus: int = 1
+    cpu: float = 0.0                 # demand in physical CPUs (0.85 = 85 % of one CPU)
+    mem_mib: int = 0
+    net_mbps: float | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str) -> "VM":
+        r = Reader(obj, path)
+        return cls(name=r.name("name"), host=r.name("host"),
+                   state=r.str("state", False, "running"), vcpus=r.int("vcpus", False, 1),
+                   cpu=r.num("cpu"), mem_mib=r.int("mem_mib"), net_mbps=r.num("net_mbps", False))
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "host": self.host, "state": self.state, "vcpus": self.vcpus,
+             "cpu": self.cpu, "mem_mib": self.mem_mib}
+        if self.net_mbps is not None:
+            d["net_mbps"] = self.net_mbps
+        return d
+
+
+@dataclass
+class Problem:
+    kind: str
+    message: str
+    host: str | None = None
+    vm: str | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str) -> "Problem":
+        r = Reader(obj, path)
+        return cls(kind=r.str("kind"), message=r.str("message"), host=r.str("host", False),
+                   vm=r.str("vm", False))
+
+    def to_dict(self) -> dict:
+        d: dict = {"kind": self.kind}
+        if self.host is not None:
+            d["host"] = self.host
+        if self.vm is not None:
+            d["vm"] = self.vm
+        d["message"] = self.message
+        return d
+
+
+@dataclass
+class Snapshot:
+    hosts: list[Host] = field(default_factory=list)
+    vms: list[VM] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    source: str = ""
+    created: str = field(default_factory=utc_now)
+    generator: str = f"vm-snapshot {__version__}"
+    version: str = CURRENT_VERSION
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
+        r = check_envelope(obj, SNAPSHOT_FORMAT, path)
+        hosts = [Host.from_dict(item, p) for p, item in r.list("hosts")]
+        _unique(hosts, lambda h: h.name, r.where("hosts"), "host")
+        vms = [VM.from_dict(item, p) for p, item in r.list("vms")]
+        _unique(vms, lambda v: v.name, r.where("vms"), "guest")
+        names = {h.name for h in hosts}
+        for i, vm in enumerate(vms):
+            if vm.host not in names:
+                raise DataError(f"host {_describe(vm.host)} is not in hosts",
+                                join_path(r.where("vms"), i) + ".host")
+        problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
+        return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
+                   created=r.str("created", False, ""), generator=r.str("generator", False, ""),
+                   version=r.str("version"))
+
+    def to_dict(self) -> dict:
+        return {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
+                "created": self.created, "source": self.source,
+                "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
+                "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
+                "problems": [p.to_dict() for p in self.problems]}
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def vms_on(self, host: str) -> list[VM]:
+        return [v for v in self.vms if v.host == host]
+
+
+# --------------------------------------------------------------------------- plan
+
+ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off")
+
+
+@dataclass
+class Action:
+    id: int
+    vm: str
+    src: str
+    dst: str
+    mem_mib: int
+    after: list[int] = field(default_factory=list)
+    reason: str = ""
+    op: str = "migrate"
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str) -> "Action":
+        r = Reader(obj, path)
+        after = []
+        for p, item in r.list("after", False):
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise DataError(f"expected an action id, got {_describe(item)}", p)
+            after.append(item)
+        return cls(id=r.int("id", minimum=1), op=r.str("op", False, "migrate", ACTION_OPS),
+                   vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
+                   mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""))
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
+                "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
+
+
+@dataclass
+class Plan:
+    origin: Snapshot
+    placement: dict[str, str] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+    objective: str = "consolidate"
+    constraints: list[dict] = field(default_factory=list)
+    solver: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    explain: dict[str, str] | None = None
+    origin_digest: str = ""
+    created: str = field(default_factory=utc_now)
+    generator: str = f"vm-plan {__version__}"
+    version: str = CURRENT_VERSION
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str = "") -> "Plan":
+        r = check_envelope(obj, PLAN_FORMAT, path)
+        origin_raw = r.raw("origin")
+        origin = Snapshot.from_dict(origin_raw, r.where("origin"))
+        digest = r.str("origin_digest", False, "")
+        if digest and digest != document_digest(origin_raw):
+            raise DataError("does not match the origin snapshot (the plan was edited)",
+                            r.where("origin_digest"))
+        placement_r = r.obj_("placement")
+        placement = {k: placement_r.name(k) for k in placement_r.obj}
+        actions = [Action.from_dict(item, p) for p, item in r.list("actions")]
+        _unique(actions, lambda a: str(a.id), r.where("actions"), "action id")
+        constraints = [item for _, item in r.list("constraints", False)]
+        solver = r.obj_("solver", False)
+        summary = r.obj_("summary", False)
+        explain = r.obj_("explain", False)
+        return cls(origin=origin, placement=placement, actions=actions,
+                   objective=r.str("objective", False, "consolidate"), constraints=constraints,
+                   solver=solver.obj if solver else {}, summary=summary.obj if summary else {},
+                   explain=explain.obj if explain else None, origin_digest=digest,
+                   created=r.str("created", False, ""), generator=r.str("generator", False, ""),
+                   version=r.str("version"))
+
+    def to_dict(self) -> dict:
+        origin = self.origin.to_dict()
+        d = {"format": PLAN_FORMAT, "version": self.version, "generator": self.generator,
+             "created": self.created, "origin": origin,
+             "origin_digest": document_digest(origin), "objective": self.objective,
+             "constraints": list(self.constraints), "solver": dict(self.solver),
+             "placement": dict(sorted(self.placement.items())),
+             "actions": [a.to_dict() for a in self.actions], "summary": dict(self.summary)}
+        if self.explain is not None:
+            d["explain"] = dict(sorted(self.explain.items()))
+        return d
+
+
+# --------------------------------------------------------------------------- report
+
+ACTION_OUTCOMES = ("done", "failed", "skipped", "not-run")
+
+
+@dataclass
+class Report:
+    """What vm-apply did. ``actions`` entries carry id, vm, src, dst, outcome, started,
+    ended, transport and error; ``placement`` is where each touched guest was verified."""
+
+    plan_digest: str
+    actions: list[dict] = field(default_factory=list)
+    placement: dict[str, str | None] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    dry_run: bool = False
+    created: str = field(default_factory=utc_now)
+    generator: str = f"vm-apply {__version__}"
+    version: str = CURRENT_VERSION
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str = "") -> "Report":
+        r = check_envelope(obj, REPORT_FORMAT, path)
+        actions = []
+        for p, item in r.list("actions"):
+            a = Reader(item, p)
+            a.int("id", minimum=1)
+            a.str("outcome", choices=ACTION_OUTCOMES)
+            actions.append(item)
+        placement = r.obj_("placement", False)
+        summary = r.obj_("summary", False)
+        return cls(plan_digest=r.str("plan_digest", False, ""), actions=actions,
+                   placement=placement.obj if placement else {},
+                   summary=summary.obj if summary else {},
+                   dry_run=r.bool("dry_run", False, False), created=r.str("created", False, ""),
+                   generator=r.str("generator", False, ""), version=r.str("version"))
+
+    def to_dict(self) -> dict:
+        return {"format": REPORT_FORMAT, "version": self.version, "generator": self.generator,
+                "created": self.created, "plan_digest": self.plan_digest,
+                "dry_run": self.dry_run, "actions": list(self.actions),
+                "placement": dict(sorted(self.placement.items())), "summary": dict(self.summary)}
+
+
+# --------------------------------------------------------------------------- JSON text
+
+def dumps(doc: Any) -> str:
+    """Canonical text of a document: stable key order as built, 2-space indent, ASCII only."""
+    return json.dumps(doc, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+
+
+def document_digest(doc: Any) -> str:
+    """``sha256:<hex>`` of a document, independent of key order and whitespace."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def loads(text: str, source: str = "<stdin>") -> Any:
+    """Parse JSON text; a syntax error becomes a :class:`DataError` naming line and column."""
+    if not text.strip():
+        raise DataError("empty input: expected a JSON document", source)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", f"{source}:{exc.lineno}:{exc.colno}") from exc
+    except ValueError as exc:
+        raise DataError(f"invalid JSON: {exc}", source) from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+DOCUMENT_CLASSES = {SNAPSHOT_FORMAT: Snapshot, PLAN_FORMAT: Plan, REPORT_FORMAT: Report}

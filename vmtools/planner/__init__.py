@@ -1,0 +1,1 @@
+"""Planning: constraints, the MILP models (build only), solving, ordering, the replay checker."""
