@@ -81,7 +81,7 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stder
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 Version = Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
                                        help="Print the version and exit.")]
-Format = Annotated[OutputFormat, typer.Option("-f", "--format",
+Format = Annotated[OutputFormat, typer.Option("-f", "--format", envvar="VMTOOLS_FORMAT",
                                               help="json (the document) or table (for people).")]
 Output = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="FILE",
@@ -179,11 +179,31 @@ def load_config(prog: str) -> dict[str, Any]:
     return merged
 
 
+def _defaults_by_param(app: typer.Typer, prog: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Config keys are long option names (``time-limit``); click wants parameter names."""
+    if not config:
+        return {}
+    command = typer.main.get_command(app)
+    by_option: dict[str, str] = {}
+    for param in command.params:
+        for opt in getattr(param, "opts", []):
+            if opt.startswith("--"):
+                by_option[opt[2:].replace("-", "_")] = param.name
+        by_option.setdefault(param.name, param.name)
+    defaults = {}
+    for key, value in config.items():
+        if key in by_option:
+            defaults[by_option[key]] = value
+        else:
+            log.debug("config key %r is not an option of %s; ignored", key, prog)
+    return defaults
+
+
 def entry_point(app: typer.Typer, prog: str):
     """The console-script function: load the settings, run the app, map errors."""
     def main() -> None:
         try:
-            defaults = load_config(prog)
+            defaults = _defaults_by_param(app, prog, load_config(prog))
         except UsageError as exc:
             print(error_line(prog, str(exc)), file=sys.stderr)
             sys.exit(exc.exit_code)
