@@ -217,9 +217,9 @@ class Host:
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "cluster": self.cluster, "state": self.state,
-             "cpu": self.cpu, "mem_mib": self.mem_mib}
+             "cpu": float(self.cpu), "mem_mib": self.mem_mib}
         if self.net_mbps is not None:
-            d["net_mbps"] = self.net_mbps
+            d["net_mbps"] = float(self.net_mbps)
         d.update(hypervisor=self.hypervisor, migration=self.migration, reported=self.reported)
         return d
 
@@ -243,9 +243,9 @@ class VM:
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "host": self.host, "state": self.state, "vcpus": self.vcpus,
-             "cpu": self.cpu, "mem_mib": self.mem_mib}
+             "cpu": float(self.cpu), "mem_mib": self.mem_mib}
         if self.net_mbps is not None:
-            d["net_mbps"] = self.net_mbps
+            d["net_mbps"] = float(self.net_mbps)
         return d
 
 
