@@ -1,0 +1,36 @@
+# bash completion for vm-snapshot, vm-plan, vm-apply, vm-gmetric and vm-rebalance.
+# Install: copy to /usr/share/bash-completion/completions/ (one symlink per command name), or
+# `source` it from ~/.bashrc. Options are read from each command's --help, so they never drift.
+
+_vmtools_options() {
+    local cmd=$1
+    "$cmd" --help 2>/dev/null | grep -oE '(^|[ ,])--?[a-zA-Z][a-zA-Z0-9-]*' | tr -d ' ,' | sort -u
+}
+
+_vmtools_complete() {
+    local cur prev cmd
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD-1]}
+    cmd=${COMP_WORDS[0]}
+    case $prev in
+        -f|--format) COMPREPLY=($(compgen -W "json table" -- "$cur")); return ;;
+        --objective) COMPREPLY=($(compgen -W "consolidate balance repair" -- "$cur")); return ;;
+        --driver|--migration) COMPREPLY=($(compgen -W "xen xend-xmlrpc xm-ssh xl-ssh" -- "$cur")); return ;;
+        --toolstack) COMPREPLY=($(compgen -W "xl xm auto" -- "$cur")); return ;;
+        --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
+        --example) COMPREPLY=($(compgen -W "lab hotspot" -- "$cur")); return ;;
+        -o|--output|--input|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c)
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --state|--state-dir|-a) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        if [ "$cmd" = vm-rebalance ]; then
+            COMPREPLY=($(compgen -W "-c -a -k -n -q -h" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$(_vmtools_options "$cmd")" -- "$cur"))
+        fi
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-rebalance
