@@ -55,16 +55,6 @@ class DataError(VmtoolsError):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
 
-    def within(self, outer: str) -> "DataError":
-        """The same error, its location prefixed with ``outer`` (a file name, a document)."""
-        where = f"{outer}.{self.where}" if self.where and not self.where.startswith("[") \
-            else f"{outer}{self.where or ''}"
-        if self.where and ":" in outer:
-            where = f"{outer}: {self.where}"
-        err = type(self)(self.message, where)
-        err.__cause__ = self
-        return err
-
 
 class Unavailable(VmtoolsError):
     """A service (gmetad, gmond, xend, sshd) could not be reached."""
