@@ -63,6 +63,11 @@ class ClusterState:
 
     def _save(self, state: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cluster.", suffix=".tmp")
+        try:
+            # keep the file's mode: the SSH lab shares it with an unprivileged user
+            os.fchmod(fd, os.stat(self.path).st_mode & 0o777)
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=1, sort_keys=True)
         os.replace(tmp, self.path)

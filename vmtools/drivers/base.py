@@ -1,0 +1,89 @@
+"""The interface every migration transport implements, and the errors it raises.
+
+A driver object talks to ONE host (its :class:`Endpoint`): it lists the domains that host
+runs, answers whether it is alive, and asks it to migrate one of its guests to a
+destination address. What a driver never does is decide where a guest is after a failure:
+vm-apply asks both hosts (``list_guests``) and believes only them.
+
+Errors:
+
+- :class:`~vmtools.errors.Unavailable` -- the host could not be asked (refused, timed out,
+  SSH authentication, unknown host key: :class:`HostKeyError`).
+- :class:`MigrationRefused` -- the hypervisor answered that the migration failed or would not
+  start (xend fault, ``(xend.err ...)``, xm/xl non-zero exit). The guest should still be on
+  the source; vm-apply verifies.
+- :class:`MigrationUncertain` -- no answer: the client timeout expired or the connection
+  dropped while the (synchronous) migration ran. The migration may still be running or may
+  have finished: only the hosts can tell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmtools.errors import OperationFailed, Unavailable
+
+DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22}
+RELOCATION_PORT = 8002
+DOM0_NAMES = frozenset({"Domain-0"})
+
+
+class HostKeyError(Unavailable):
+    """The SSH host key is unknown or does not match known_hosts."""
+
+
+class MigrationRefused(OperationFailed):
+    """The hypervisor said the migration failed (or refused to start it)."""
+
+
+class MigrationUncertain(OperationFailed):
+    """The migration's outcome is unknown (client timeout, connection dropped)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one host: ``address:port`` for management, ``migrate`` is
+    the address handed to the hypervisor when this host is a migration's destination."""
+
+    name: str
+    transport: str
+    address: str
+    port: int
+    migrate: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.transport} {self.address}:{self.port})"
+
+
+class Driver:
+    """One transport to one host. Thread-safe: vm-apply calls it from several workers."""
+
+    transport = ""
+
+    def __init__(self, endpoint: Endpoint, connect_timeout: float = 10.0):
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+
+    def ping(self) -> None:
+        """Raise :class:`Unavailable` unless the host answers."""
+        self.list_guests()
+
+    def list_guests(self) -> set[str]:
+        """Names of the domains the host runs now, Domain-0 excluded (transitional names
+        such as ``web1--incoming`` included)."""
+        raise NotImplementedError
+
+    def locate(self, vm: str) -> bool:
+        """True when the host runs ``vm`` (under its own name)."""
+        return vm in self.list_guests()
+
+    def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
+        """Migrate ``vm`` from this host to ``dst_address``; return when the hypervisor
+        reports success. Raises MigrationRefused, MigrationUncertain or Unavailable."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.transport} {self.endpoint.address}:{self.endpoint.port}"
+
+    def close(self) -> None:
+        """Release connections (SSH)."""

@@ -1,0 +1,231 @@
+"""The ``xm-ssh`` and ``xl-ssh`` transports: the toolstack's own commands over SSH (paramiko).
+
+``xm migrate --live <vm> <dst>`` / ``xl migrate <vm> <dst>`` run on the source host;
+``xm list`` / ``xl list`` tell what a host runs. Every word sent is quoted
+(:func:`shlex.quote`), although names are checked safe long before.
+
+Host keys are checked against the system's ``/etc/ssh/ssh_known_hosts``, the user's
+``~/.ssh/known_hosts`` and any ``--known-hosts`` files; an unknown host is refused
+(paramiko ``RejectPolicy``) unless the operator opts in with ``--accept-new-host-keys``, which
+accepts and records the key (in the ``--known-hosts`` file, else the user's). A key that does
+not match is always refused. Authentication uses keys (``--ssh-key``, ``~/.ssh/id_*``) or the
+agent, never a password. One connection per host, shared by concurrent commands (channels).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+
+from vmtools.drivers.base import (DOM0_NAMES, Driver, Endpoint, HostKeyError, MigrationRefused,
+                                  MigrationUncertain)
+from vmtools.errors import Unavailable, UsageError
+
+log = logging.getLogger("vmtools.ssh")
+
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+class SshOptions:
+    """What every SSH connection of one run shares: user, key, known_hosts, policy."""
+
+    def __init__(self, user: str | None = None, key: str | None = None,
+                 known_hosts: list[str] | None = None, accept_new: bool = False,
+                 system_known_hosts: str = SYSTEM_KNOWN_HOSTS,
+                 user_known_hosts: str = USER_KNOWN_HOSTS):
+        self.user = user
+        self.key = key
+        self.known_hosts = [str(p) for p in (known_hosts or [])]
+        self.accept_new = accept_new
+        self.system_known_hosts = system_known_hosts
+        self.user_known_hosts = os.path.expanduser(user_known_hosts)
+        self.record_lock = threading.Lock()
+        if key is not None and not os.path.isfile(key):
+            raise UsageError(f"--ssh-key {key}: no such file")
+        for path in self.known_hosts:
+            if not os.path.isfile(path) and not accept_new:
+                raise UsageError(f"--known-hosts {path}: no such file")
+
+    @property
+    def record_path(self) -> str:
+        """Where an accepted new host key is written."""
+        return self.known_hosts[0] if self.known_hosts else self.user_known_hosts
+
+    def load_into(self, client: paramiko.SSHClient) -> None:
+        for path in [self.system_known_hosts, self.user_known_hosts, *self.known_hosts]:
+            if os.path.isfile(path):
+                try:
+                    client.load_system_host_keys(path)
+                except (OSError, paramiko.SSHException) as exc:
+                    raise UsageError(f"{path}: unreadable known_hosts file: {exc}") from None
+        client.set_missing_host_key_policy(
+            _RecordNewHostKey(self) if self.accept_new else paramiko.RejectPolicy())
+
+
+class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
+    """--accept-new-host-keys: trust a host seen for the first time, and record its key."""
+
+    def __init__(self, options: SshOptions):
+        self.options = options
+
+    def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko's API
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        path = Path(self.options.record_path)
+        with self.options.record_lock:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(path, "a", encoding="ascii") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        log.warning("accepted the new host key of %s (%s %s), recorded in %s", hostname,
+                    key.get_name(), key.fingerprint if hasattr(key, "fingerprint")
+                    else key.get_fingerprint().hex(), path)
+
+
+class SshDriver(Driver):
+    """``xm`` or ``xl`` over SSH on one host."""
+
+    def __init__(self, endpoint: Endpoint, options: SshOptions, connect_timeout: float = 10.0):
+        super().__init__(endpoint, connect_timeout)
+        self.options = options
+        self.tool = "xl" if endpoint.transport == "xl-ssh" else "xm"
+        self.transport = endpoint.transport
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    # ---- connection
+    def _connect(self) -> paramiko.SSHClient:
+        with self._lock:
+            client = self._client
+            if client is not None:
+                t = client.get_transport()
+                if t is not None and t.is_active():
+                    return client
+                client.close()
+                self._client = None
+            client = paramiko.SSHClient()
+            self.options.load_into(client)
+            ep = self.endpoint
+            try:
+                client.connect(ep.address, port=ep.port, username=self.options.user,
+                               key_filename=self.options.key, allow_agent=True,
+                               look_for_keys=self.options.key is None, passphrase=None,
+                               password=None, timeout=self.connect_timeout,
+                               banner_timeout=self.connect_timeout,
+                               auth_timeout=self.connect_timeout)
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                raise HostKeyError(
+                    f"{ep.name}: the SSH host key of {ep.address}:{ep.port} does not match "
+                    f"known_hosts (got {exc.key.get_name()}): refusing to connect (if the "
+                    "host was reinstalled, fix known_hosts by hand)") from None
+            except paramiko.AuthenticationException as exc:
+                client.close()
+                raise Unavailable(f"{ep.name}: SSH authentication to {ep.address}:{ep.port} "
+                                  f"failed: {exc} (check --ssh-user, --ssh-key or the agent)"
+                                  ) from None
+            except paramiko.SSHException as exc:
+                client.close()
+                if "known_hosts" in str(exc):
+                    raise HostKeyError(
+                        f"{ep.name}: unknown SSH host key for {ep.address}:{ep.port} (add it "
+                        "to known_hosts, e.g. with ssh-keyscan after checking its fingerprint, "
+                        "pass --known-hosts FILE, or opt in with --accept-new-host-keys)"
+                    ) from None
+                raise Unavailable(f"{ep.name}: SSH to {ep.address}:{ep.port} failed: {exc}"
+                                  ) from None
+            except (OSError, EOFError) as exc:
+                client.close()
+                raise Unavailable(f"{ep.name}: cannot connect to SSH at {ep.address}:{ep.port}:"
+                                  f" {exc}") from None
+            self._client = client
+            return client
+
+    def run(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        """Run a command on the host; returns (exit status, stdout, stderr); exit status
+        -1 means the connection dropped before the command ended. Raises TimeoutError."""
+        client = self._connect()
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            chan = client.get_transport().open_session(timeout=self.connect_timeout)
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unavailable(f"{self.endpoint.name}: SSH session failed: {exc}") from None
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() or chan.closed:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(command)
+                chan.status_event.wait(min(left, 0.5))
+            # drain what arrived with the exit status
+            chan.settimeout(2.0)
+            for reader, buf in ((chan.recv, out), (chan.recv_stderr, err)):
+                try:
+                    while data := reader(65536):
+                        buf += data
+                except (socket.timeout, OSError):
+                    pass
+            status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        finally:
+            chan.close()
+        return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    # ---- the driver interface
+    def list_guests(self) -> set[str]:
+        try:
+            rc, out, err = self.run([self.tool, "list"], self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.endpoint.name}: {self.tool} list did not answer within "
+                              f"{self.connect_timeout:g}s") from None
+        if rc != 0:
+            last = (err.strip().splitlines() or [f"exit status {rc}"])[-1]
+            raise Unavailable(f"{self.endpoint.name}: {self.tool} list failed: {last}")
+        names = set()
+        for line in out.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] not in DOM0_NAMES:
+                names.add(fields[0])
+        return names
+
+    def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
+        argv = [self.tool, "migrate"] + (["--live"] if self.tool == "xm" else []) \
+            + [vm, dst_address]
+        try:
+            rc, out, err = self.run(argv, timeout)
+        except TimeoutError:
+            raise MigrationUncertain(f"{self.tool} migrate did not end within {timeout:g}s "
+                                     "(the migration may still be running)") from None
+        if rc == 0:
+            return
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        if rc == -1:
+            raise MigrationUncertain(f"the SSH connection to {self.endpoint.name} dropped "
+                                     f"during {self.tool} migrate")
+        if any("undefined" in ln for ln in lines):
+            raise MigrationUncertain(f"{self.tool} migrate: " + " ".join(lines[-2:]))
+        message = next((ln for ln in lines if ln.startswith("Error:") or "failed" in ln
+                        or "invalid domain" in ln), lines[0] if lines else f"exit {rc}")
+        raise MigrationRefused(f"{self.tool} migrate exited {rc}: {message}")
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def close(self) -> None:
+        self._drop()

@@ -1,0 +1,82 @@
+"""The ``xend-xmlrpc`` transport: xend's legacy XML-RPC server (``xend-tcp-xmlrpc-server``,
+port 8006).
+
+``xend.domains(0)`` lists domain names; ``xend.domain.migrate(vm, dst, True)`` migrates,
+synchronously. Only the three positional arguments valid on every Xen version are sent (the
+fourth meant *resource* before 3.3 and *port* after). Faults: 3 = no such domain, 1 and 2 =
+the migration failed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import xmlrpc.client
+
+from vmtools.drivers.base import DOM0_NAMES, Driver, MigrationRefused, MigrationUncertain
+from vmtools.errors import Unavailable
+
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    def __init__(self, connect_timeout: float, timeout: float):
+        super().__init__()
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+
+    def request(self, host, handler, request_body, verbose=False):  # type: ignore[override]
+        # The stock Transport sends a request twice when the connection was reset: never
+        # resend a migration whose outcome is unknown.
+        return self.single_request(host, handler, request_body, verbose)
+
+    def make_connection(self, host):  # type: ignore[override]
+        conn = super().make_connection(host)
+        conn.timeout = self.connect_timeout
+        if conn.sock is None:
+            conn.connect()
+            conn.sock.settimeout(self.timeout)
+        return conn
+
+
+class XendXmlRpcDriver(Driver):
+    transport = "xend-xmlrpc"
+
+    def _proxy(self, timeout: float) -> xmlrpc.client.ServerProxy:
+        # one proxy per call: ServerProxy shares its connection and is not thread-safe
+        return xmlrpc.client.ServerProxy(
+            f"http://{self.endpoint.address}:{self.endpoint.port}/RPC2",
+            transport=_TimeoutTransport(self.connect_timeout, timeout), allow_none=True)
+
+    def list_guests(self) -> set[str]:
+        try:
+            names = self._proxy(self.connect_timeout).xend.domains(0)
+        except xmlrpc.client.Fault as exc:
+            raise Unavailable(f"{self.endpoint.name}: xend.domains failed: "
+                              f"{exc.faultString}") from None
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            raise Unavailable(f"{self.endpoint.name}: xend XML-RPC at {self.endpoint.address}:"
+                              f"{self.endpoint.port} did not answer: {_why(exc)}") from None
+        if not isinstance(names, list):
+            raise Unavailable(f"{self.endpoint.name}: xend.domains returned {type(names)}")
+        return {n for n in names if isinstance(n, str) and n not in DOM0_NAMES}
+
+    def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
+        try:
+            self._proxy(timeout).xend.domain.migrate(vm, dst_address, True)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == 3:
+                raise MigrationRefused(f"xend: domain {exc.faultString} does not exist on "
+                                       f"{self.endpoint.name}") from None
+            raise MigrationRefused(f"xend: {exc.faultString}") from None
+        except ConnectionRefusedError as exc:
+            raise Unavailable(f"{self.endpoint.name}: xend XML-RPC refused the connection: "
+                              f"{_why(exc)}") from None
+        except (socket.timeout, TimeoutError):
+            raise MigrationUncertain(f"no answer from xend within {timeout:g}s "
+                                     "(the migration may still be running)") from None
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            raise MigrationUncertain(f"connection to xend lost during the migration: "
+                                     f"{_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
