@@ -1,0 +1,257 @@
+"""Turn parsed Ganglia answers into a snapshot, by the rules of SPEC.md "Ganglia metrics".
+
+Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.GangliaDump`
+(one per source); output is a :class:`~vmtools.model.Snapshot`.
+
+- A host is a hypervisor iff it carries all five ``container.*`` host metrics; some but not
+  all is a ``partial-container`` problem and the host is left out.
+- ``container.mem_total`` (KB, Domain-0 already excluded) becomes ``mem_mib``;
+  ``container.cpu_num`` becomes ``cpu``; the optional vmtools extension
+  ``container.net_mbps`` (Mbit/s) becomes ``net_mbps`` (Ganglia cannot know a link's speed).
+- A host is offline iff ``TN > 4 x TMAX``; an offline host that lists guests keeps them, with
+  state ``unknown``, and an ``offline-host`` problem.
+- A cluster is stale when the grid's LOCALTIME is more than ``stale_after`` seconds ahead of
+  the cluster's (gmetad serves the last data it got from a gmond that stopped answering).
+- Guests: ``container.vms`` plus ``container.vms.1``, ``.2``... joined, Domain-0 left out;
+  demand from ``container.vm.<name>.{cpu,mem,vcpus,net}``, each missing field from the
+  guest's own gmond entry (``cpu_num``, ``mem_total``, ``cpu_user+cpu_system+cpu_nice``,
+  ``bytes_in+bytes_out``). A guest with no CPU or memory figure is a ``no-data`` problem and
+  is left out; a guest listed by two hosts is a ``duplicate-guest`` problem and is kept on
+  the first host by name.
+- Names must pass :func:`vmtools.model.is_safe_name`; any other name is an ``unsafe-name``
+  problem and never reaches the snapshot.
+Hosts and guests are sorted by name (gmond's order is hash order).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from vmtools.ganglia.xml import GangliaDump, RawHost
+from vmtools.model import (DOM0_NAMES, MIGRATION_DRIVERS, VM, Host, Problem, Snapshot,
+                           epoch_to_iso, is_safe_name)
+
+HOST_METRICS = ("container.mem_total", "container.cpu_num", "container.vms",
+                "container.driver.migration", "container.type")
+GUEST_PREFIX = "container.vm."
+DEFAULT_STALE_AFTER = 120.0
+_VMS_PART = re.compile(r"container\.vms\.(\d+)")
+_HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+# Problem kinds (documented in vmtools-formats(5)).
+PROBLEM_KINDS = ("duplicate-guest", "no-data", "partial-container", "not-a-number",
+                 "bad-value", "stale-cluster", "offline-host", "duplicate-host",
+                 "unsafe-name", "dropped-host", "dropped-cluster", "truncated")
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """An untrusted name, quoted and made printable for a problem sentence."""
+    shown = "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in text[:limit])
+    return '"' + shown + ('..."' if len(text) > limit else '"')
+
+
+@dataclass
+class _Seen:
+    host: RawHost
+    cluster: str
+    stale: bool
+
+
+class _Builder:
+    def __init__(self, stale_after: float):
+        self.stale_after = stale_after
+        self.problems: list[Problem] = []
+        self.hosts: dict[str, Host] = {}
+        self.raw: dict[str, RawHost] = {}
+        self.by_name: dict[str, RawHost] = {}   # every host entry, for guest fallback
+
+    def problem(self, kind: str, message: str, host: str | None = None,
+                vm: str | None = None) -> None:
+        self.problems.append(Problem(kind=kind, message=message, host=host, vm=vm))
+
+    def number(self, raw: RawHost, metric: str, host: str | None, vm: str | None = None,
+               integer: bool = False) -> float | None:
+        entry = raw.metrics.get(metric)
+        if entry is None:
+            return None
+        text = entry[0].strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            self.problem("not-a-number", f"{metric} of host {raw.name} is "
+                         f"{_show(entry[0], 40)}, not a number >= 0", host=host, vm=vm)
+            return None
+        return float(math.floor(value)) if integer else value
+
+    # ----------------------------------------------------------------- hosts
+
+    def add_dump(self, dump: GangliaDump) -> None:
+        for dropped in dump.dropped:
+            who = _show(dropped.name) if dropped.name else "(name unreadable)"
+            if dropped.kind == "host":
+                self.problem("dropped-host", f"host {who} at {dropped.where} was dropped: "
+                             f"{dropped.reason}",
+                             host=dropped.name if dropped.name and is_safe_name(dropped.name)
+                             else None)
+            elif dropped.kind == "cluster":
+                self.problem("dropped-cluster", f"cluster {who} at {dropped.where} was dropped "
+                             f"with all its hosts: {dropped.reason}")
+            else:
+                self.problem("truncated", f"{dropped.where}: {dropped.reason}; hosts after "
+                             "this point are missing")
+        for cluster in dump.clusters:
+            stale = False
+            if cluster.grid_localtime is not None and cluster.localtime is not None:
+                lag = cluster.grid_localtime - cluster.localtime
+                if lag > self.stale_after:
+                    stale = True
+                    self.problem("stale-cluster", f"cluster {_show(cluster.name)} was last "
+                                 f"heard {lag} s before {dump.source} answered (more than "
+                                 f"{self.stale_after:g} s): its gmond stopped answering and the "
+                                 "data may be old")
+            for raw in cluster.hosts:
+                self.add_host(raw, cluster.name, dump.source)
+
+    def add_host(self, raw: RawHost, cluster: str, source: str) -> None:
+        if not is_safe_name(raw.name):
+            self.problem("unsafe-name", f"a host in cluster {_show(cluster)} at line {raw.line} "
+                         f"of {source} is named {_show(raw.name)}: names may hold only "
+                         "letters, digits, '.', '_' and '-'; it is left out")
+            return
+        present = [m for m in HOST_METRICS if m in raw.metrics]
+        if raw.name in self.by_name:
+            first = self.by_name[raw.name]
+            if present or any(m in first.metrics for m in HOST_METRICS):
+                self.problem("duplicate-host", f"host {raw.name} appears twice (again in "
+                             f"{source}{', IP ' + raw.ip if raw.ip else ''}); the first one is "
+                             "kept", host=raw.name)
+            return
+        self.by_name[raw.name] = raw
+        if not present:
+            return  # an ordinary gmond host: maybe a guest's own entry
+        if len(present) < len(HOST_METRICS):
+            missing = [m for m in HOST_METRICS if m not in raw.metrics]
+            self.problem("partial-container", f"host {raw.name} publishes {', '.join(present)} "
+                         f"but not {', '.join(missing)}: it is not counted as a hypervisor "
+                         "(is vm-gmetric running on its Domain-0?)", host=raw.name)
+            return
+        cpu = self.number(raw, "container.cpu_num", raw.name, integer=True)
+        mem_kb = self.number(raw, "container.mem_total", raw.name)
+        if cpu is None or mem_kb is None:
+            return  # not-a-number already reported
+        net = self.number(raw, "container.net_mbps", raw.name)
+        hypervisor = raw.metrics["container.type"][0].strip()
+        if not _HYPERVISOR_TYPE.fullmatch(hypervisor):
+            self.problem("bad-value", f"container.type of host {raw.name} is "
+                         f"{_show(hypervisor, 40)}, not a hypervisor name like xen-4.17",
+                         host=raw.name)
+            hypervisor = ""
+        migration = raw.metrics["container.driver.migration"][0].strip()
+        if migration not in MIGRATION_DRIVERS:
+            self.problem("bad-value", f"container.driver.migration of host {raw.name} is "
+                         f"{_show(migration, 40)}, not one of {', '.join(MIGRATION_DRIVERS)}",
+                         host=raw.name)
+            migration = ""
+        state = "online"
+        if raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
+            state = "offline"
+        self.hosts[raw.name] = Host(
+            name=raw.name, cluster=cluster, state=state, cpu=cpu, mem_mib=int(mem_kb // 1024),
+            net_mbps=net, hypervisor=hypervisor, migration=migration,
+            reported=epoch_to_iso(raw.reported) if raw.reported else None)
+        self.raw[raw.name] = raw
+
+    # ----------------------------------------------------------------- guests
+
+    def guest_names(self, raw: RawHost) -> list[str]:
+        parts = [(0, raw.metrics["container.vms"][0])]
+        for metric, (value, _type) in raw.metrics.items():
+            m = _VMS_PART.fullmatch(metric)
+            if m:
+                parts.append((int(m.group(1)), value))
+        text = " ".join(value for _, value in sorted(parts))
+        return [name for name in text.split() if name not in DOM0_NAMES]
+
+    def guests(self) -> list[VM]:
+        placed: dict[str, VM] = {}
+        for host_name in sorted(self.hosts):
+            host, raw = self.hosts[host_name], self.raw[host_name]
+            names = self.guest_names(raw)
+            if host.state == "offline" and names:
+                self.problem("offline-host", f"host {host_name} has not reported for {raw.tn} s "
+                             f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
+                             f"{len(names)} guest(s); they are kept with state unknown",
+                             host=host_name)
+            for name in dict.fromkeys(names):
+                if not is_safe_name(name):
+                    self.problem("unsafe-name", f"host {host_name} lists a guest named "
+                                 f"{_show(name)}: names may hold only letters, digits, '.', "
+                                 "'_' and '-'; it is left out", host=host_name)
+                    continue
+                if name in placed:
+                    self.problem("duplicate-guest", f"guest {name} is listed by both "
+                                 f"{placed[name].host} and {host_name} (mid-migration?); it is "
+                                 f"kept on {placed[name].host}", host=host_name, vm=name)
+                    continue
+                vm = self.guest(name, host, raw)
+                if vm is not None:
+                    placed[name] = vm
+        return list(placed.values())
+
+    def guest(self, name: str, host: Host, raw: RawHost) -> VM | None:
+        prefix = f"{GUEST_PREFIX}{name}."
+        cpu_pct = self.number(raw, prefix + "cpu", host.name, name)
+        mem_kb = self.number(raw, prefix + "mem", host.name, name)
+        vcpus = self.number(raw, prefix + "vcpus", host.name, name, integer=True)
+        net_bps = self.number(raw, prefix + "net", host.name, name)
+        cpu = cpu_pct / 100.0 if cpu_pct is not None else None
+        own = self.by_name.get(name)
+        if own is not None and (cpu is None or mem_kb is None or vcpus is None
+                                or net_bps is None):
+            own_cpus = self.number(own, "cpu_num", None, name, integer=True)
+            if vcpus is None:
+                vcpus = own_cpus
+            if mem_kb is None:
+                mem_kb = self.number(own, "mem_total", None, name)
+            if cpu is None:
+                shares = [self.number(own, m, None, name)
+                          for m in ("cpu_user", "cpu_system", "cpu_nice")]
+                if own_cpus and all(s is not None for s in shares[:2]):
+                    # Percentages of the guest's whole capacity, so scale by its CPUs.
+                    cpu = sum(s or 0.0 for s in shares) / 100.0 * own_cpus
+            if net_bps is None:
+                rx = self.number(own, "bytes_in", None, name)
+                tx = self.number(own, "bytes_out", None, name)
+                if rx is not None and tx is not None:
+                    net_bps = rx + tx
+        if cpu is None or mem_kb is None:
+            missing = " and ".join(w for w, v in (("CPU", cpu), ("memory", mem_kb)) if v is None)
+            self.problem("no-data", f"host {host.name} lists guest {name} but neither "
+                         f"{prefix}* nor the guest's own gmond gives its {missing}; it is left "
+                         "out", host=host.name, vm=name)
+            return None
+        return VM(name=name, host=host.name,
+                  state="unknown" if host.state == "offline" else "running",
+                  vcpus=max(1, int(vcpus)) if vcpus else 1, cpu=round(cpu, 4),
+                  mem_mib=int(math.ceil(mem_kb / 1024.0)),
+                  net_mbps=round(net_bps * 8 / 1e6, 4) if net_bps is not None else None)
+
+
+def interpret(dumps: list[GangliaDump], *, stale_after: float = DEFAULT_STALE_AFTER,
+              source: str | None = None) -> Snapshot:
+    """Build the snapshot of one or more parsed Ganglia answers (their union)."""
+    builder = _Builder(stale_after)
+    for dump in dumps:
+        builder.add_dump(dump)
+    vms = builder.guests()
+    hosts = sorted(builder.hosts.values(), key=lambda h: h.name)
+    vms.sort(key=lambda v: v.name)
+    return Snapshot(hosts=hosts, vms=vms, problems=builder.problems,
+                    source=source if source is not None else ", ".join(d.source for d in dumps))
+
+
+__all__ = ["interpret", "DEFAULT_STALE_AFTER", "PROBLEM_KINDS", "HOST_METRICS"]

@@ -1,0 +1,204 @@
+"""Where Ganglia XML comes from: gmetad's XML port, gmetad's interactive port, gmond, a file.
+
+Each source is a small value object with ``name`` (used in messages and in the snapshot's
+``source``) and ``open()`` returning a binary stream. Network sources read the whole answer
+with a connect timeout, a timeout on every read and an overall deadline; any failure to get
+an answer is :class:`~vmtools.errors.Unavailable` naming the address.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import BinaryIO
+
+from vmtools.errors import Unavailable, UsageError
+
+GMETAD_XML_PORT = 8651
+GMETAD_INTERACTIVE_PORT = 8652
+GMOND_PORT = 8649
+DEFAULT_TIMEOUT = 10.0
+# A whole answer must arrive within this many read timeouts (a trickling peer is not a source).
+DEADLINE_FACTOR = 30
+EXAMPLES = {"lab": "lab-gmetad.xml", "hotspot": "lab-gmetad-hotspot.xml"}
+# gmetad refuses these in a path; '/' would change the query; spaces are allowed in names.
+_BAD_PATH_CHARS = set('>!@#$%`;|"\'<\\/&?*') | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def parse_address(text: str, default_port: int, what: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]:PORT`` -> (host, port)."""
+    text = text.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    if m:
+        host, port = m.group(1), m.group(2)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if not host or not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
+        raise UsageError(f"{what} {text!r}: expected HOST or HOST:PORT")
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{what} {text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fetch(host: str, port: int, name: str, request: bytes | None = None,
+          timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """Connect, optionally send one request line, read to EOF. Errors name ``name``."""
+    deadline = time.monotonic() + timeout * DEADLINE_FACTOR
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise Unavailable(f"{name}: cannot resolve {host}: {exc.strerror}") from None
+    except ConnectionRefusedError:
+        raise Unavailable(f"{name}: connection refused (is the daemon running and listening "
+                          "on that port?)") from None
+    except socket.timeout:
+        raise Unavailable(f"{name}: no connection within {timeout:g} s (--timeout)") from None
+    except OSError as exc:
+        raise Unavailable(f"{name}: cannot connect: {exc.strerror or exc}") from None
+    chunks: list[bytes] = []
+    with sock:
+        try:
+            if request is not None:
+                sock.sendall(request)
+            while True:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"{name}: the answer took longer than "
+                                      f"{timeout * DEADLINE_FACTOR:g} s; giving up")
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            raise Unavailable(f"{name}: no data for {timeout:g} s (--timeout); got "
+                              f"{sum(map(len, chunks))} bytes") from None
+        except OSError as exc:
+            raise Unavailable(f"{name}: connection failed while reading: "
+                              f"{exc.strerror or exc}") from None
+    data = b"".join(chunks)
+    if not data:
+        raise Unavailable(f"{name}: closed the connection without an answer (is this machine "
+                          "in gmetad's trusted_hosts?)")
+    return data
+
+
+@dataclass(frozen=True)
+class GmetadSource:
+    host: str
+    port: int = GMETAD_XML_PORT
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def name(self) -> str:
+        return f"gmetad://{_netloc(self.host, self.port)}"
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(fetch(self.host, self.port, self.name, None, self.timeout))
+
+
+@dataclass(frozen=True)
+class ClusterSource:
+    """One cluster through gmetad's interactive port: the request line ``/CLUSTER``."""
+
+    host: str
+    cluster: str
+    port: int = GMETAD_INTERACTIVE_PORT
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.cluster or self.cluster.strip() != self.cluster or \
+                any(ch in _BAD_PATH_CHARS for ch in self.cluster) or not self.cluster.isascii():
+            raise UsageError(f"--cluster {self.cluster!r}: a cluster name cannot hold control "
+                             "characters, leading or trailing spaces, or any of "
+                             "> ! @ # $ % ` ; | \" ' < \\ / & ? *")
+
+    @property
+    def name(self) -> str:
+        return f"gmetad://{_netloc(self.host, self.port)}/{self.cluster}"
+
+    def open(self) -> BinaryIO:
+        request = f"/{self.cluster}\n".encode("ascii")
+        return io.BytesIO(fetch(self.host, self.port, self.name, request, self.timeout))
+
+
+@dataclass(frozen=True)
+class GmondSource:
+    host: str
+    port: int = GMOND_PORT
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def name(self) -> str:
+        return f"gmond://{_netloc(self.host, self.port)}"
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(fetch(self.host, self.port, self.name, None, self.timeout))
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A saved dump; ``-`` is standard input. Read as a stream, never whole."""
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.path == "-" else self.path
+
+    def open(self) -> BinaryIO:
+        if self.path == "-":
+            if sys.stdin is None:
+                raise UsageError("no input on standard input")
+            if sys.stdin.isatty():
+                print("vm-snapshot: reading Ganglia XML from standard input (end with Ctrl-D)",
+                      file=sys.stderr)
+            return sys.stdin.buffer
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError:
+            raise UsageError(f"{self.path}: no such file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{self.path}: is a directory") from None
+        except OSError as exc:
+            raise UsageError(f"{self.path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class ExampleSource:
+    """A gmetad dump shipped with vmtools (captured from the real daemons)."""
+
+    example: str
+
+    def __post_init__(self) -> None:
+        if self.example not in EXAMPLES:
+            raise UsageError(f"--example {self.example!r}: unknown example; choose one of "
+                             f"{', '.join(EXAMPLES)}")
+
+    @property
+    def name(self) -> str:
+        return f"example:{self.example}"
+
+    def open(self) -> BinaryIO:
+        return resources.files("vmtools").joinpath("examples", EXAMPLES[self.example]).open("rb")
+
+
+def example_path(example: str) -> str:
+    """The file of a shipped example (for documentation and tests)."""
+    return str(resources.files("vmtools").joinpath("examples", EXAMPLES[example]))
+
+
+__all__ = ["GmetadSource", "ClusterSource", "GmondSource", "FileSource", "ExampleSource",
+           "parse_address", "fetch", "example_path", "EXAMPLES", "DEFAULT_TIMEOUT",
+           "GMETAD_XML_PORT", "GMETAD_INTERACTIVE_PORT", "GMOND_PORT"]

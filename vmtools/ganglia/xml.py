@@ -1,0 +1,398 @@
+"""Parse the XML that gmond (port 8649) and gmetad (ports 8651/8652) serve. Pure: no sockets.
+
+The parser streams (``lxml.etree.iterparse``, each HOST cleared once read), so a dump of
+thousands of hosts never sits in memory whole. It keeps only what vm-snapshot interprets:
+the ``container.*`` metrics and the few standard metrics of a guest's own gmond entry.
+
+Schema returned (:class:`GangliaDump`)::
+
+    GangliaDump(clusters=[Cluster(name, localtime, grid_localtime, hosts=[
+                    RawHost(name, ip, reported, tn, tmax, line, metrics={NAME: (VAL, TYPE)})])],
+                dropped=[Dropped(kind "host"|"cluster"|"input", name, where, reason)])
+
+``grid_localtime`` is the LOCALTIME of the outermost GRID (the time of gmetad's answer), or
+None for gmond's own answer, which has no GRID.
+
+Ganglia's XML comes off unauthenticated UDP and gmetad 3.7.2 re-emits values without escaping
+them, so malformed input is normal. Strictly, any defect is a :class:`DataError` whose
+``where`` is ``source:line:col``. With ``recover=True`` the document is cut at HOST and
+CLUSTER boundaries and every piece is parsed on its own: what parses is kept, what does not
+is listed in ``dropped`` (never guessed at, as libxml2's own recovery would).
+
+Entity declarations and external DTDs are refused before libxml2 sees them (billion laughs,
+XXE); the parser itself never resolves entities, loads a DTD or touches the network.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lxml import etree
+
+from vmtools.errors import DataError
+
+# The standard metrics of a guest's own gmond, used when its Domain-0 publishes nothing for it.
+FALLBACK_METRICS = frozenset({"cpu_num", "mem_total", "cpu_user", "cpu_system", "cpu_nice",
+                              "bytes_in", "bytes_out"})
+CONTAINER_PREFIX = "container."
+
+# How much of the head to scan for a DOCTYPE with entity declarations or an external DTD.
+_PROLOG_LIMIT = 1 << 20
+_ROOT_START = re.compile(rb"<[A-Za-z_]")
+_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_EXTERNAL_DTD = re.compile(rb"<!DOCTYPE\s+[^\s\[>]+\s+(SYSTEM|PUBLIC)\b", re.IGNORECASE)
+
+
+@dataclass
+class RawHost:
+    name: str
+    ip: str = ""
+    reported: int | None = None
+    tn: int | None = None
+    tmax: int | None = None
+    line: int = 0
+    metrics: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Cluster:
+    name: str
+    localtime: int | None = None
+    grid_localtime: int | None = None
+    grid: str = ""
+    hosts: list[RawHost] = field(default_factory=list)
+
+
+@dataclass
+class Dropped:
+    kind: str          # "host", "cluster" or "input"
+    name: str | None   # None when even the name could not be read
+    where: str         # source:line:col
+    reason: str
+
+
+@dataclass
+class GangliaDump:
+    source: str
+    clusters: list[Cluster] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+
+
+def _wanted(name: str) -> bool:
+    return name.startswith(CONTAINER_PREFIX) or name in FALLBACK_METRICS
+
+
+def _read_host(elem) -> RawHost:
+    host = RawHost(name=elem.get("NAME", ""), ip=elem.get("IP", ""),
+                   reported=_int(elem.get("REPORTED")), tn=_int(elem.get("TN")),
+                   tmax=_int(elem.get("TMAX")), line=elem.sourceline or 0)
+    metrics = host.metrics
+    for metric in elem.iterchildren("METRIC"):
+        name = metric.get("NAME")
+        if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
+            metrics[name] = (metric.get("VAL", ""), metric.get("TYPE", ""))
+    return host
+
+
+# --------------------------------------------------------------------------- input guard
+
+class _Head:
+    """A file-like that replays the bytes already read (the prolog) before the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self.head = head
+        self.rest = rest
+        self.total = len(head)
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            if size is None or size < 0 or size >= len(self.head):
+                chunk, self.head = self.head, b""
+            else:
+                chunk, self.head = self.head[:size], self.head[size:]
+            return chunk
+        chunk = self.rest.read(size if size and size > 0 else 1 << 16)
+        self.total += len(chunk)
+        return chunk
+
+
+def _line_col(data: bytes, offset: int) -> str:
+    line = data.count(b"\n", 0, offset) + 1
+    col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f"{line}:{col}"
+
+
+def _check_prolog(head: bytes, source: str) -> None:
+    """Refuse entity declarations and external DTDs: gmond and gmetad never send them."""
+    m = _ROOT_START.search(head)
+    prolog = head[:m.start()] if m else head
+    bad = _ENTITY_DECL.search(prolog)
+    if bad:
+        raise DataError("entity declarations are refused (entity expansion and external "
+                        "entities are attacks, not Ganglia data)",
+                        f"{source}:{_line_col(head, bad.start())}")
+    bad = _EXTERNAL_DTD.search(prolog)
+    if bad:
+        raise DataError("an external DTD is refused (Ganglia sends its DTD inline)",
+                        f"{source}:{_line_col(head, bad.start())}")
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    head = b""
+    while len(head) < _PROLOG_LIMIT:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            break
+        head += chunk
+        m = _ROOT_START.search(head)
+        if m and b"<!" not in head[m.start():m.start() + 2]:
+            break
+    return head
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           huge_tree=False, dtd_validation=False, remove_comments=True,
+                           remove_pis=True)
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, source: str, line_offset: int = 0) -> DataError:
+    line, col = exc.position if exc.position else (exc.lineno or 0, exc.offset or 0)
+    msg = re.sub(r", line \d+, column \d+$", "", exc.msg or str(exc)).strip()
+    return DataError(f"malformed XML: {msg} (gmond/gmetad sent a broken document; "
+                     "--recover keeps the hosts that parse)",
+                     f"{source}:{line + line_offset}:{col}")
+
+
+# --------------------------------------------------------------------------- strict, streaming
+
+def parse_ganglia(stream: BinaryIO | bytes, source: str = "<input>", *,
+                  recover: bool = False) -> GangliaDump:
+    """Parse one gmond or gmetad XML answer from a binary stream (or bytes).
+
+    Strict by default: the first defect raises :class:`DataError` (``source:line:col``).
+    With ``recover`` the whole input is read into memory so that a failed strict pass can be
+    followed by a piecewise one (see :func:`recover_ganglia`).
+    """
+    if isinstance(stream, (bytes, bytearray)):
+        stream = io.BytesIO(bytes(stream))
+    head = _read_head(stream)
+    if not head.strip():
+        raise DataError("empty input: expected a Ganglia XML document from gmond or gmetad",
+                        source)
+    _check_prolog(head, source)
+    if recover:
+        data = head + stream.read()
+        try:
+            return _parse_strict(io.BytesIO(data), source)
+        except DataError as exc:
+            return recover_ganglia(data, source, exc)
+    return _parse_strict(_Head(head, stream), source)
+
+
+def _parse_strict(stream, source: str) -> GangliaDump:
+    dump = GangliaDump(source=source)
+    grids: list[tuple[str, int | None]] = []
+    cluster: Cluster | None = None
+    loose: Cluster | None = None   # HOSTs directly under GANGLIA_XML (the DTD allows it)
+    events = etree.iterparse(stream, events=("start", "end"),
+                             tag=("GANGLIA_XML", "GRID", "CLUSTER", "HOST"),
+                             resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_comments=True, remove_pis=True)
+    root_checked = False
+    try:
+        for event, elem in events:
+            if not root_checked:
+                root_checked = True
+                _check_root(events.root, source)
+            tag = elem.tag
+            if event == "start":
+                if tag == "CLUSTER":
+                    top = grids[0][1] if grids else None
+                    cluster = Cluster(name=elem.get("NAME", ""),
+                                      localtime=_int(elem.get("LOCALTIME")),
+                                      grid_localtime=top, grid=grids[-1][0] if grids else "")
+                    dump.clusters.append(cluster)
+                elif tag == "GRID":
+                    grids.append((elem.get("NAME", ""), _int(elem.get("LOCALTIME"))))
+                continue
+            if tag == "HOST":
+                host = _read_host(elem)
+                if cluster is None:
+                    if loose is None:
+                        loose = Cluster(name="")
+                        dump.clusters.append(loose)
+                    loose.hosts.append(host)
+                else:
+                    cluster.hosts.append(host)
+            elif tag == "CLUSTER":
+                cluster = None
+            elif tag == "GRID":
+                grids.pop()
+            else:
+                continue
+            # Streaming: drop what has been read, and the siblings before it.
+            elem.clear(keep_tail=False)
+            parent = elem.getparent()
+            if parent is not None:
+                while elem.getprevious() is not None:
+                    del parent[0]
+    except etree.XMLSyntaxError as exc:
+        if getattr(stream, "total", 1) == 0:
+            raise DataError("empty input: expected a Ganglia XML document", source) from None
+        raise _syntax_error(exc, source) from None
+    if not root_checked:
+        root = getattr(events, "root", None)
+        if root is None:
+            raise DataError("no XML element found: expected a Ganglia XML document", source)
+        _check_root(root, source)
+    return dump
+
+
+def _check_root(root, source: str) -> None:
+    if root is not None and root.tag != "GANGLIA_XML":
+        raise DataError(f"not a Ganglia document: the root element is <{str(root.tag)[:40]}>, "
+                        "expected <GANGLIA_XML> (is this gmond's or gmetad's port?)",
+                        f"{source}:{root.sourceline or 1}:1")
+
+
+# --------------------------------------------------------------------------- recovery
+
+_TOKEN = re.compile(rb"<(/?)(GRID|CLUSTER|HOST)(?=[\s>/])")
+_TAG_END = re.compile(rb">")
+_NAME_ATTR = re.compile(rb'\bNAME="([^"<>]{0,200})"')
+
+
+def _name_in(chunk: bytes) -> str | None:
+    m = _NAME_ATTR.search(chunk[:2000])
+    if not m:
+        return None
+    return m.group(1).decode("ascii", "replace")
+
+
+def recover_ganglia(data: bytes, source: str, first_error: DataError | None = None) -> GangliaDump:
+    """Piecewise parse: every HOST element and every CLUSTER/GRID start tag on its own.
+
+    A HOST runs from ``<HOST`` to its ``</HOST>``; if another HOST, CLUSTER or the end comes
+    first, the piece is broken (a truncated line) and dropped. A CLUSTER whose start tag does
+    not parse is dropped with all its hosts.
+    """
+    dump = GangliaDump(source=source)
+    parser = _parser()
+    tokens = list(_TOKEN.finditer(data))
+    grids: list[tuple[str, int | None]] = []
+    cluster: Cluster | None = None
+    skipping_cluster = False
+    loose: Cluster | None = None
+
+    def where(offset: int) -> str:
+        return f"{source}:{_line_col(data, offset)}"
+
+    def start_tag(m: re.Match, tag: str):
+        end = _TAG_END.search(data, m.end())
+        if end is None:
+            return None, "the tag is cut off"
+        text = data[m.start():end.end()]
+        if text.endswith(b"/>"):
+            text = text[:-2] + b">"
+        try:
+            return etree.fromstring(text + b"</" + tag.encode() + b">", parser), None
+        except etree.XMLSyntaxError as exc:
+            return None, re.sub(r", line \d+, column \d+$", "", exc.msg or str(exc))
+
+    i = 0
+    while i < len(tokens):
+        m = tokens[i]
+        closing, tag = m.group(1) == b"/", m.group(2).decode()
+        if tag == "GRID":
+            if closing:
+                if grids:
+                    grids.pop()
+            else:
+                elem, _ = start_tag(m, tag)
+                grids.append((elem.get("NAME", "") if elem is not None else "",
+                              _int(elem.get("LOCALTIME")) if elem is not None else None))
+        elif tag == "CLUSTER":
+            if closing:
+                cluster, skipping_cluster = None, False
+            else:
+                elem, reason = start_tag(m, tag)
+                if elem is None:
+                    name = _name_in(data[m.start():m.start() + 2000])
+                    dump.dropped.append(Dropped("cluster", name, where(m.start()),
+                                                f"its CLUSTER tag does not parse: {reason}"))
+                    cluster, skipping_cluster = None, True
+                else:
+                    cluster = Cluster(name=elem.get("NAME", ""),
+                                      localtime=_int(elem.get("LOCALTIME")),
+                                      grid_localtime=grids[0][1] if grids else None,
+                                      grid=grids[-1][0] if grids else "")
+                    skipping_cluster = False
+                    dump.clusters.append(cluster)
+        elif tag == "HOST" and not closing:
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if nxt is not None and nxt.group(1) == b"/" and nxt.group(2) == b"HOST":
+                end = _TAG_END.search(data, nxt.end())
+                stop = end.end() if end else len(data)
+                i += 1
+                complete = end is not None
+            else:
+                stop = nxt.start() if nxt is not None else len(data)
+                complete = False
+            piece = data[m.start():stop]
+            if skipping_cluster:
+                pass  # already reported with its cluster
+            elif not complete:
+                dump.dropped.append(Dropped("host", _name_in(piece), where(m.start()),
+                                            "the HOST element is cut off (no </HOST>)"))
+            else:
+                try:
+                    elem = etree.fromstring(piece, parser)
+                except etree.XMLSyntaxError as exc:
+                    err = _syntax_error(exc, source)
+                    line, col = exc.position if exc.position else (exc.lineno or 1, 0)
+                    first_line = data.count(b"\n", 0, m.start())
+                    col_text = col if line > 1 else col + m.start() - (
+                        data.rfind(b"\n", 0, m.start()) + 1)
+                    msg = err.message.split(" (gmond/gmetad")[0]
+                    dump.dropped.append(Dropped("host", _name_in(piece),
+                                                f"{source}:{first_line + line}:{col_text}",
+                                                msg))
+                else:
+                    host = _read_host(elem)
+                    host.line = data.count(b"\n", 0, m.start()) + 1
+                    if cluster is None:
+                        if loose is None:
+                            loose = Cluster(name="")
+                            dump.clusters.append(loose)
+                        loose.hosts.append(host)
+                    else:
+                        cluster.hosts.append(host)
+        i += 1
+    if cluster is not None or grids:
+        dump.dropped.append(Dropped("input", None, where(len(data)),
+                                    "the document ends before its closing tags (truncated)"))
+    if not dump.clusters:
+        if first_error is not None:
+            raise first_error
+        raise DataError("no CLUSTER or HOST could be read", source)
+    return dump
+
+
+__all__ = ["parse_ganglia", "recover_ganglia", "GangliaDump", "Cluster", "RawHost", "Dropped",
+           "FALLBACK_METRICS"]
