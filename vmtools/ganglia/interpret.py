@@ -113,7 +113,8 @@ class _Builder:
                                  f"heard {lag} s before {dump.source} answered (more than "
                                  f"{self.stale_after:g} s): its gmond stopped answering and the "
                                  "data may be old")
-            for raw in cluster.hosts:
+            # gmond's order is hash order: sort, so problems come out in a stable order.
+            for raw in sorted(cluster.hosts, key=lambda h: (h.name, h.ip)):
                 self.add_host(raw, cluster.name, dump.source)
 
     def add_host(self, raw: RawHost, cluster: str, source: str) -> None:
