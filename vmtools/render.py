@@ -46,3 +46,39 @@ def snapshot_table(snapshot) -> str:
         parts.append(table(prows, ["problem", "host", "guest", "message"],
                            f"Problems ({len(snapshot.problems)})"))
     return "\n".join(parts)
+
+
+def plan_tables(plan_doc: dict) -> str:
+    """``vm-plan -f table``: the actions, then each host's use before and after."""
+    actions = [[a["id"], a["vm"], a["src"], a["dst"], f"{a['mem_mib'] / 1024:.1f}",
+                ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
+               for a in plan_doc.get("actions", [])]
+    out = table(actions, ["id", "vm", "from", "to", "GiB", "after", "reason"], "actions")
+    origin = plan_doc["origin"]
+    vms = {v["name"]: v for v in origin["vms"]}
+    before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
+    after: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
+    for v in origin["vms"]:
+        before[v["host"]][0] += v["cpu"]
+        before[v["host"]][1] += v["mem_mib"]
+        before[v["host"]][2] += 1
+    for name, host in plan_doc.get("placement", {}).items():
+        v = vms[name]
+        after[host][0] += v["cpu"]
+        after[host][1] += v["mem_mib"]
+        after[host][2] += 1
+    rows = []
+    for h in origin["hosts"]:
+        b, a = before[h["name"]], after[h["name"]]
+        rows.append([h["name"], h["state"], b[2], pct(b[0], h["cpu"]), pct(b[1], h["mem_mib"]),
+                     a[2], pct(a[0], h["cpu"]), pct(a[1], h["mem_mib"])])
+    out += "\n" + table(rows, ["host", "state", "guests", "cpu", "mem", "guests after",
+                               "cpu after", "mem after"], "hosts (before -> after)")
+    s = plan_doc.get("summary", {})
+    solver = plan_doc.get("solver", {})
+    out += (f"\n{plan_doc.get('objective')}: {s.get('hosts_before')} -> {s.get('hosts_after')} "
+            f"hosts (lower bound {s.get('hosts_lower_bound')}), {s.get('migrations')} "
+            f"migrations, {s.get('migrated_mib', 0) / 1024:.1f} GiB, {s.get('pivots')} pivots, "
+            f"about {s.get('estimated_seconds')} s; solver {solver.get('name')} "
+            f"{solver.get('status')}\n")
+    return out

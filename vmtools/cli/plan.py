@@ -1,0 +1,154 @@
+"""Read a snapshot and print a plan: a target placement and the migrations that reach it,
+ordered so that any execution respecting their `after` links stays within capacity.
+
+Objectives: consolidate (fewest hosts, then least memory moved), balance (end hotspots with
+the fewest migrations, then the lowest worst CPU use), repair (only satisfy the rules).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+                                 Version, emit, entry_point, guard, make_app, read_document,
+                                 read_text)
+from vmtools.errors import DataError, UsageError
+from vmtools.model import Snapshot, dumps, loads
+
+PROG = "vm-plan"
+app = make_app(PROG, __doc__)
+
+
+class Objective(str, enum.Enum):
+    consolidate = "consolidate"
+    balance = "balance"
+    repair = "repair"
+
+
+class CpuDemand(str, enum.Enum):
+    usage = "usage"
+    vcpus = "vcpus"
+
+
+def _fraction(name: str, value: float, high: float = 1.0) -> None:
+    if not 0 < value <= high:
+        raise UsageError(f"{name} {value:g}: expected a fraction in (0, {high:g}]")
+
+
+@app.command()
+def plan(
+    file: InputFile = "-",
+    objective: Annotated[Objective, typer.Option(
+        "--objective", help="consolidate: fewest active hosts, then least memory migrated; "
+        "balance: end hotspots with the fewest migrations; repair: only satisfy the rules "
+        "and end overloads.")] = Objective.consolidate,
+    constraints: Annotated[Optional[str], typer.Option(
+        "--constraints", metavar="FILE",
+        help="A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
+             "max_vms, capacity); echoed in the plan.")] = None,
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", metavar="SECONDS",
+        help="Total solver time; consolidation gives each stage a share.")] = 60.0,
+    solver: Annotated[str, typer.Option(
+        "--solver", metavar="NAME",
+        help="cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another "
+             "solver PuLP knows.")] = "cbc",
+    threads: Annotated[int, typer.Option("--threads", min=1,
+                                         help="Solver threads.")] = 1,
+    cpu_target: Annotated[float, typer.Option(
+        "--cpu-target", metavar="FRACTION",
+        help="Consolidation keeps each host's CPU use at most this fraction of its CPUs "
+             "(headroom).")] = 0.8,
+    cpu_threshold: Annotated[float, typer.Option(
+        "--cpu-threshold", metavar="FRACTION",
+        help="balance: a host above this fraction of its CPUs is a hotspot.")] = 0.9,
+    mem_threshold: Annotated[float, typer.Option(
+        "--mem-threshold", metavar="FRACTION",
+        help="balance: a host above this fraction of its memory is a hotspot.")] = 0.95,
+    min_gain: Annotated[float, typer.Option(
+        "--min-gain", metavar="FRACTION",
+        help="balance: move nothing unless the worst CPU use drops by at least this "
+             "much.")] = 0.05,
+    cpu_demand: Annotated[CpuDemand, typer.Option(
+        "--cpu-demand", help="usage: measured CPU use; vcpus: allocated virtual CPUs "
+        "(Entropy's 'simplify').")] = CpuDemand.usage,
+    allow_problems: Annotated[bool, typer.Option(
+        "--allow-problems", help="Plan even when the snapshot lists problems: the guests "
+        "named are pinned and their hosts take nothing new.")] = False,
+    require_optimal: Annotated[bool, typer.Option(
+        "--require-optimal", help="Refuse (exit 75) a plan not proven optimal within "
+        "--time-limit.")] = False,
+    bandwidth: Annotated[float, typer.Option(
+        "--bandwidth", metavar="MBIT/S",
+        help="Migration bandwidth, for the estimated duration.")] = 1000.0,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", min=1, help="Migrations run at once, for the estimated duration.")] = 2,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Add an explain object: why each guest moves.")] = False,
+    state: Annotated[Optional[str], typer.Option(
+        "--state", metavar="DIR", help="Keep hotspot history and recent moves here between "
+        "runs (cron).")] = None,
+    hotspot_window: Annotated[str, typer.Option(
+        "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
+        "seen in at least K of the last N snapshots.")] = "1/1",
+    hold: Annotated[float, typer.Option(
+        "--hold", metavar="MINUTES", help="With --state: or on a hotspot that lasted this "
+        "long.")] = 0.0,
+    cooldown: Annotated[float, typer.Option(
+        "--cooldown", metavar="MINUTES", help="With --state: a guest moved this recently is "
+        "not moved again, except to obey a hard rule.")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate-host sampling "
+                                      "(plans are reproducible).")] = 0,
+    fmt: Format = OutputFormat.json,
+    output: Output = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Print a plan (JSON) for the snapshot in FILE."""
+    with guard(PROG, verbose, quiet, debug):
+        from vmtools.planner.constraints import parse_constraints
+        from vmtools.planner.plan import Options, plan_with_state
+        from vmtools.render import plan_tables
+        for name, value, high in (("--cpu-target", cpu_target, 1.0),
+                                  ("--cpu-threshold", cpu_threshold, 1.0),
+                                  ("--mem-threshold", mem_threshold, 1.0)):
+            _fraction(name, value, high)
+        if not 0 <= min_gain < 1:
+            raise UsageError(f"--min-gain {min_gain:g}: expected a fraction in [0, 1)")
+        if not time_limit > 0 or not bandwidth > 0:
+            raise UsageError("--time-limit and --bandwidth must be more than 0")
+        m = re.fullmatch(r"(\d+)/(\d+)", hotspot_window)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise UsageError(f"--hotspot-window {hotspot_window}: expected K/N with "
+                             "1 <= K <= N, e.g. 3/5")
+        snap = read_document(PROG, file, Snapshot, "snapshot")
+        cons_obj = None
+        if constraints is not None:
+            text, name = read_text(PROG, constraints, "constraints")
+            try:
+                cons_obj = parse_constraints(loads(text, name), snap)
+            except DataError as exc:
+                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
+                    from None
+        else:
+            from vmtools.planner.constraints import Constraints
+            cons_obj = Constraints([])
+        opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
+                       cpu_target=cpu_target, cpu_threshold=cpu_threshold,
+                       mem_threshold=mem_threshold, min_gain=min_gain,
+                       cpu_demand=cpu_demand.value, allow_problems=allow_problems,
+                       require_optimal=require_optimal, bandwidth=bandwidth, parallel=parallel,
+                       explain=explain, threads=threads, seed=seed)
+        k, n = int(m.group(1)), int(m.group(2))
+        result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown)
+        doc = result.to_dict()
+        emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
+
+
+main = entry_point(app, PROG)

@@ -1,0 +1,365 @@
+"""Heuristics and bounds: the per-dimension lower bound on hosts, first-fit decreasing with
+the "sum of normalised demands" key (FFD-sum), relabelling of its bins onto physical hosts,
+a keep-what-stays repack, and Sandpiper's greedy hotspot relief (the balance baseline).
+
+All work on an :class:`~vmtools.planner.instance.Instance` and return placements as a list
+of host indices (one per guest), or None when they fail.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from vmtools.planner.instance import Instance
+
+EPS = 1e-6
+
+
+def units(inst: Instance) -> list[list[int]]:
+    """Guests that must travel together: gather groups (merged when they overlap) and singles."""
+    parent = list(range(inst.n_vms))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for group in inst.gather:
+        for v in group[1:]:
+            parent[find(v)] = find(group[0])
+    out: dict[int, list[int]] = {}
+    for v in range(inst.n_vms):
+        out.setdefault(find(v), []).append(v)
+    return list(out.values())
+
+
+class Packing:
+    """Free capacity of every host while guests are placed one unit at a time."""
+
+    def __init__(self, inst: Instance):
+        self.inst = inst
+        self.free = {d: list(inst.cap[d]) for d in inst.dims}
+        self.count = [0] * inst.n_hosts
+        self.spread_of: dict[int, list[int]] = {}
+        for gi, group in enumerate(inst.spread):
+            for v in group:
+                self.spread_of.setdefault(v, []).append(gi)
+        self.spread_on: list[set[int]] = [set() for _ in range(inst.n_hosts)]
+        self.placement = [-1] * inst.n_vms
+
+    def fits(self, unit: list[int], h: int) -> bool:
+        inst = self.inst
+        if self.count[h] + len(unit) > inst.count_cap[h]:
+            return False
+        for d in inst.dims:
+            if sum(inst.dem[d][v] for v in unit) > self.free[d][h] + EPS:
+                return False
+        for v in unit:
+            for g in self.spread_of.get(v, ()):
+                if g in self.spread_on[h]:
+                    return False
+        return True
+
+    def put(self, unit: list[int], h: int) -> None:
+        for v in unit:
+            for d in self.inst.dims:
+                self.free[d][h] -= self.inst.dem[d][v]
+            self.count[h] += 1
+            self.spread_on[h].update(self.spread_of.get(v, ()))
+            self.placement[v] = h
+
+
+def _allowed(inst: Instance, unit: list[int]) -> set[int]:
+    allowed = set(inst.allowed[unit[0]])
+    for v in unit[1:]:
+        allowed &= inst.allowed_set(v)
+    return allowed
+
+
+def _scale(inst: Instance) -> dict[str, float]:
+    out = {}
+    for d in inst.dims:
+        finite = [c for c in inst.cap[d] if math.isfinite(c) and c > 0]
+        out[d] = (sum(finite) / len(finite)) if finite else 1.0
+    return out
+
+
+def size_key(inst: Instance, unit: Iterable[int]) -> float:
+    scale = _scale(inst) if not hasattr(inst, "_scale") else inst._scale  # type: ignore
+    inst._scale = scale  # type: ignore[attr-defined]
+    return sum(sum(inst.dem[d][v] for v in unit) / scale[d] for d in inst.dims)
+
+
+def lower_bound(inst: Instance) -> int:
+    """Fewest hosts any placement needs: hosts holding fixed guests, plus enough of the
+    largest others to hold each dimension's total demand; at least the largest spread group."""
+    forced = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
+    usable = sorted({h for a in inst.allowed for h in a} - forced)
+    best = len(forced)
+    for d in inst.dims:
+        need = sum(inst.dem[d]) - sum(inst.cap[d][h] for h in forced)
+        k = len(forced)
+        for c in sorted((inst.cap[d][h] for h in usable), reverse=True):
+            if need <= EPS:
+                break
+            need -= c
+            k += 1
+        best = max(best, k)
+    if any(math.isfinite(c) for c in inst.count_cap):
+        need = inst.n_vms - sum(min(inst.count_cap[h], inst.n_vms) for h in forced)
+        k = len(forced)
+        for c in sorted((min(inst.count_cap[h], inst.n_vms) for h in usable), reverse=True):
+            if need <= 0:
+                break
+            need -= c
+            k += 1
+        best = max(best, k)
+    for group in inst.spread:
+        best = max(best, len(group))
+    return max(best, 1 if inst.n_vms else 0)
+
+
+def _host_order(inst: Instance) -> list[int]:
+    scale = _scale(inst)
+    return sorted(range(inst.n_hosts),
+                  key=lambda h: (-sum(min(inst.cap[d][h], 1e18) / scale[d] for d in inst.dims),
+                                 inst.hosts[h]))
+
+
+def ffd_sum(inst: Instance, host_order: list[int] | None = None) -> list[int] | None:
+    """First-fit decreasing by the sum of normalised demands, largest hosts first. Fixed
+    guests stay where they are. None when some guest fits nowhere."""
+    pack = Packing(inst)
+    all_units = units(inst)
+    rest = []
+    for unit in all_units:
+        fixed = [v for v in unit if inst.fixed[v]]
+        if fixed:
+            pack.put(unit, inst.cur[fixed[0]])
+        else:
+            rest.append(unit)
+    rest.sort(key=lambda u: (-size_key(inst, u), min(u)))
+    order = host_order or _host_order(inst)
+    open_hosts = list(order)
+    min_mem = min((sum(inst.dem["mem"][v] for v in u) for u in rest), default=0.0)
+    for unit in rest:
+        allowed = _allowed(inst, unit)
+        placed = False
+        full = []
+        for i, h in enumerate(open_hosts):
+            if pack.free["mem"][h] < min_mem - EPS or pack.count[h] >= inst.count_cap[h]:
+                full.append(i)
+                continue
+            if h in allowed and pack.fits(unit, h):
+                pack.put(unit, h)
+                placed = True
+                break
+        for i in reversed(full):
+            del open_hosts[i]
+        if not placed:
+            return None
+    return pack.placement
+
+
+def relabel(inst: Instance, placement: list[int]) -> list[int]:
+    """Map the bins of a packing onto interchangeable physical hosts so as to keep as much
+    memory in place as possible (greedy assignment within each class of identical hosts)."""
+    restricted = [v for v in range(inst.n_vms)
+                  if len(inst.allowed[v]) != len(inst.allowed[0]) or inst.fixed[v]]
+    has_fixed = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
+    classes: dict[tuple, list[int]] = {}
+    for h in range(inst.n_hosts):
+        if h in has_fixed:
+            continue
+        sig = (tuple(inst.cap[d][h] for d in inst.dims), inst.count_cap[h],
+               h in inst.frozen_hosts,
+               frozenset(v for v in restricted if h not in inst.allowed_set(v)))
+        classes.setdefault(sig, []).append(h)
+    mapping = list(range(inst.n_hosts))
+    members: dict[int, list[int]] = {}
+    for v, h in enumerate(placement):
+        members.setdefault(h, []).append(v)
+    for hosts in classes.values():
+        if len(hosts) < 2:
+            continue
+        bins = [h for h in hosts if h in members]
+        weight: list[tuple[float, int, int]] = []
+        for b in bins:
+            kept: dict[int, float] = {}
+            for v in members[b]:
+                if inst.cur[v] in hosts:
+                    kept[inst.cur[v]] = kept.get(inst.cur[v], 0.0) + inst.dem["mem"][v]
+            weight.extend((w, b, h) for h, w in kept.items())
+        weight.sort(key=lambda t: (-t[0], t[1], t[2]))
+        used_b: set[int] = set()
+        used_h: set[int] = set()
+        for w, b, h in weight:
+            if b not in used_b and h not in used_h:
+                mapping[b] = h
+                used_b.add(b)
+                used_h.add(h)
+        free_hosts = [h for h in hosts if h not in used_h]
+        for b in bins:
+            if b not in used_b:
+                h = free_hosts.pop(0)
+                mapping[b] = h
+                used_h.add(h)
+                used_b.add(b)
+        # Hosts not used as a bin's destination end up empty: that is fine.
+    return [mapping[h] for h in placement]
+
+
+def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
+    """Keep every guest of an open host where it is (evicting the largest while the host is
+    over its target), and pack the others best-fit decreasing into the open hosts."""
+    pack = Packing(inst)
+    evicted: list[list[int]] = []
+    all_units = units(inst)
+    by_host: dict[int, list[list[int]]] = {}
+    for unit in all_units:
+        fixed = [v for v in unit if inst.fixed[v]]
+        if fixed:
+            pack.put(unit, inst.cur[fixed[0]])
+            continue
+        hosts = {inst.cur[v] for v in unit}
+        h = inst.cur[unit[0]]
+        if len(hosts) == 1 and h in open_hosts and h in _allowed(inst, unit):
+            by_host.setdefault(h, []).append(unit)
+        else:
+            evicted.append(unit)
+    for h, us in by_host.items():
+        us.sort(key=lambda u: size_key(inst, u))   # smallest stay first
+        for u in us:
+            if pack.fits(u, h):
+                pack.put(u, h)
+            else:
+                evicted.append(u)
+    evicted.sort(key=lambda u: (-size_key(inst, u), min(u)))
+    scale = _scale(inst)
+    for unit in evicted:
+        best, best_room = -1, math.inf
+        for h in _allowed(inst, unit) & open_hosts:
+            if pack.fits(unit, h):
+                room = sum(pack.free[d][h] / scale[d] for d in inst.dims
+                           if math.isfinite(pack.free[d][h]))
+                if room < best_room:
+                    best, best_room = h, room
+        if best < 0:
+            return None
+        pack.put(unit, best)
+    return pack.placement
+
+
+def migrated_mib(inst: Instance, placement: list[int]) -> float:
+    return sum(inst.dem["mem"][v] for v in range(inst.n_vms) if placement[v] != inst.cur[v])
+
+
+def hosts_used(placement: list[int]) -> int:
+    return len(set(placement))
+
+
+def consolidate_heuristic(inst: Instance) -> tuple[list[int] | None, str]:
+    """The best heuristic target for 'fewest hosts, then least memory moved'."""
+    ffd = ffd_sum(inst)
+    if ffd is None:
+        return None, ""
+    best, how = relabel(inst, ffd), "ffd-sum+relabel"
+    kept = keep_open(inst, set(best))
+    if kept is not None and hosts_used(kept) <= hosts_used(best) \
+            and migrated_mib(inst, kept) < migrated_mib(inst, best):
+        best, how = kept, "ffd-sum+keep"
+    # Try keeping the currently fullest hosts of each class instead.
+    return best, how
+
+
+# --------------------------------------------------------------------------- balance
+
+def utilisation(inst: Instance, placement: list[int], hard: bool = True) -> list[float]:
+    """CPU use of each host over its capacity (times any capacity rule)."""
+    caps = inst.hard_cap["cpu"] if hard else inst.cap["cpu"]
+    use = [0.0] * inst.n_hosts
+    for v, h in enumerate(placement):
+        use[h] += inst.dem["cpu"][v]
+    return [u / c if c > 0 else (math.inf if u > 0 else 0.0) for u, c in zip(use, caps)]
+
+
+def mem_utilisation(inst: Instance, placement: list[int]) -> list[float]:
+    use = [0.0] * inst.n_hosts
+    for v, h in enumerate(placement):
+        use[h] += inst.dem["mem"][v]
+    return [u / c if c > 0 else (math.inf if u > 0 else 0.0)
+            for u, c in zip(use, inst.hard_cap["mem"])]
+
+
+def hotspots(inst: Instance, placement: list[int], cpu_threshold: float,
+             mem_threshold: float) -> list[int]:
+    cpu = utilisation(inst, placement)
+    mem = mem_utilisation(inst, placement)
+    return [h for h in range(inst.n_hosts)
+            if cpu[h] > cpu_threshold + EPS or mem[h] > mem_threshold + EPS]
+
+
+def sandpiper(inst: Instance, cpu_threshold: float, mem_threshold: float,
+              hot: list[int] | None = None) -> list[int]:
+    """Sandpiper's greedy: hottest host (by volume) first, its guests by decreasing
+    volume-to-size ratio, each to the least loaded host that can take it, until the host
+    is no longer hot. No swaps."""
+    place = list(inst.cur)
+    cpu_cap, mem_cap = inst.hard_cap["cpu"], inst.hard_cap["mem"]
+    cpu = [0.0] * inst.n_hosts
+    mem = [0.0] * inst.n_hosts
+    count = [0] * inst.n_hosts
+    for v, h in enumerate(place):
+        cpu[h] += inst.dem["cpu"][v]
+        mem[h] += inst.dem["mem"][v]
+        count[h] += 1
+
+    def vol(c: float, m: float) -> float:
+        return 1.0 / max(1e-3, 1 - min(c, 0.999)) / max(1e-3, 1 - min(m, 0.999))
+
+    def host_vol(h: int) -> float:
+        return vol(cpu[h] / cpu_cap[h] if cpu_cap[h] else 1, mem[h] / mem_cap[h] if mem_cap[h] else 1)
+
+    def is_hot(h: int) -> bool:
+        return cpu[h] > cpu_threshold * cpu_cap[h] + EPS or mem[h] > mem_threshold * mem_cap[h] + EPS
+
+    spread_of: dict[int, list[int]] = {}
+    for gi, g in enumerate(inst.spread):
+        for v in g:
+            spread_of.setdefault(v, []).append(gi)
+    hot_hosts = sorted(hot if hot is not None else [h for h in range(inst.n_hosts) if is_hot(h)],
+                       key=lambda h: -host_vol(h))
+    gathered = {v for g in inst.gather for v in g}
+    for h in hot_hosts:
+        guests = [v for v in range(inst.n_vms) if place[v] == h and not inst.fixed[v]
+                  and v not in gathered]
+        guests.sort(key=lambda v: -vol(inst.dem["cpu"][v] / cpu_cap[h],
+                                       inst.dem["mem"][v] / mem_cap[h]) / max(inst.dem["mem"][v], 1))
+        for v in guests:
+            if not is_hot(h):
+                break
+            best, best_vol = -1, math.inf
+            for t in inst.allowed[v]:
+                if t == h or count[t] + 1 > inst.count_cap[t]:
+                    continue
+                if cpu[t] + inst.dem["cpu"][v] > cpu_threshold * cpu_cap[t] + EPS:
+                    continue
+                if mem[t] + inst.dem["mem"][v] > min(mem_threshold * mem_cap[t],
+                                                     inst.cap["mem"][t]) + EPS:
+                    continue
+                if any(place[u] == t for g in spread_of.get(v, ()) for u in inst.spread[g]):
+                    continue
+                tv = host_vol(t)
+                if tv < best_vol:
+                    best, best_vol = t, tv
+            if best < 0:
+                continue
+            place[v] = best
+            for arr, amount in ((cpu, inst.dem["cpu"][v]), (mem, inst.dem["mem"][v])):
+                arr[h] -= amount
+                arr[best] += amount
+            count[h] -= 1
+            count[best] += 1
+    return place

@@ -1,0 +1,136 @@
+"""A snapshot and its rules as flat arrays the heuristics and MILP models work on.
+
+Hosts and guests are numbered; ``cap[d][h]`` is what a target placement may use of host
+``h`` in dimension ``d`` (``cpu``, ``mem``, ``net`` when the snapshot has it), ``dem[d][v]``
+what guest ``v`` needs. ``allowed[v]`` lists the hosts a guest may be placed on (ban, fence,
+maintenance, offline and frozen hosts removed); ``fixed[v]`` is set for guests that must not
+move (pin rules, guests named in the snapshot's problems, guests in cooldown).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from vmtools.model import Snapshot
+from vmtools.planner.constraints import Constraints
+
+
+@dataclass
+class Instance:
+    snapshot: Snapshot
+    constraints: Constraints
+    hosts: list[str]
+    vms: list[str]
+    dims: list[str]
+    cap: dict[str, list[float]]
+    dem: dict[str, list[float]]
+    count_cap: list[float]
+    cur: list[int]
+    allowed: list[list[int]]
+    fixed: list[bool]
+    frozen_hosts: set[int]                 # take nothing new (problems)
+    spread: list[list[int]] = field(default_factory=list)
+    gather: list[list[int]] = field(default_factory=list)
+    hard_cap: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def n_hosts(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def n_vms(self) -> int:
+        return len(self.vms)
+
+    def used(self, placement: list[int]) -> dict[str, list[float]]:
+        use = {d: [0.0] * self.n_hosts for d in self.dims}
+        for v, h in enumerate(placement):
+            for d in self.dims:
+                use[d][h] += self.dem[d][v]
+        return use
+
+    def valid(self, placement: list[int], eps: float = 1e-6) -> bool:
+        """True when ``placement`` meets every capacity and rule of a target."""
+        use = self.used(placement)
+        counts = [0] * self.n_hosts
+        for v, h in enumerate(placement):
+            counts[h] += 1
+            if h not in self.allowed_set(v):
+                return False
+        for h in range(self.n_hosts):
+            if counts[h] > self.count_cap[h]:
+                return False
+            if any(use[d][h] > self.cap[d][h] + eps for d in self.dims):
+                return False
+        for group in self.spread:
+            if len({placement[v] for v in group}) < len(group):
+                return False
+        for group in self.gather:
+            if len({placement[v] for v in group}) > 1:
+                return False
+        return True
+
+    def allowed_set(self, v: int) -> set[int]:
+        if not hasattr(self, "_allowed_sets"):
+            self._allowed_sets = [set(a) for a in self.allowed]
+        return self._allowed_sets[v]
+
+
+def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
+                   cpu_demand: str = "usage", fixed_vms: set[str] | None = None,
+                   frozen_hosts: set[str] | None = None) -> Instance:
+    """``cpu_limit`` is the fraction of each host's CPU a target may use (``--cpu-target``
+    for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair)."""
+    hosts = sorted(h.name for h in snap.hosts)
+    hidx = {h: i for i, h in enumerate(hosts)}
+    byname = {h.name: h for h in snap.hosts}
+    vms = sorted(v.name for v in snap.vms)
+    vbyname = {v.name: v for v in snap.vms}
+    has_net = any(h.net_mbps for h in snap.hosts) and any(v.net_mbps for v in snap.vms)
+    dims = ["cpu", "mem"] + (["net"] if has_net else [])
+
+    def demand(v, d):
+        vm = vbyname[v]
+        if d == "cpu":
+            return float(vm.vcpus) if cpu_demand == "vcpus" else vm.cpu
+        if d == "mem":
+            return float(vm.mem_mib)
+        return vm.net_mbps or 0.0
+
+    dem = {d: [demand(v, d) for v in vms] for d in dims}
+    cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
+           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
+    hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
+            "mem": list(cap["mem"])}
+    if has_net:
+        cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
+        hard["net"] = list(cap["net"])
+    count_cap = [float(cons.max_vms[h][0]) if h in cons.max_vms else math.inf for h in hosts]
+    cur = [hidx[vbyname[v].host] for v in vms]
+    frozen = {hidx[h] for h in (frozen_hosts or set()) if h in hidx}
+    usable = [i for i, h in enumerate(hosts)
+              if byname[h].state == "online" and h not in cons.maintenance and i not in frozen]
+    fixed_names = set(cons.pinned) | set(fixed_vms or ())
+    fixed = [v in fixed_names for v in vms]
+    allowed = []
+    for i, v in enumerate(vms):
+        if fixed[i]:
+            allowed.append([cur[i]])
+            continue
+        if not cons.fenced.get(v) and v not in cons.banned:
+            allowed.append(usable)
+        else:
+            allowed.append([h for h in usable if cons.allowed(v, hosts[h])])
+    # Guests that stay put keep their host usable for what they use now.
+    for d in dims:
+        fixed_load = [0.0] * len(hosts)
+        for i in range(len(vms)):
+            if fixed[i]:
+                fixed_load[cur[i]] += dem[d][i]
+        cap[d] = [max(c, f) for c, f in zip(cap[d], fixed_load)]
+    vidx = {v: i for i, v in enumerate(vms)}
+    return Instance(snapshot=snap, constraints=cons, hosts=hosts, vms=vms, dims=dims, cap=cap,
+                    dem=dem, count_cap=count_cap, cur=cur, allowed=allowed, fixed=fixed,
+                    frozen_hosts=frozen,
+                    spread=[[vidx[v] for v in r.vms] for r in cons.spread],
+                    gather=[[vidx[v] for v in r.vms] for r in cons.gather], hard_cap=hard)

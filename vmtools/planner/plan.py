@@ -1,0 +1,541 @@
+"""make_plan: a snapshot (and rules) in, a checked plan out.
+
+Objectives:
+
+* ``consolidate``: fewest active hosts, then least memory migrated (lexicographic). The host
+  count comes from FFD-sum when it meets the per-dimension lower bound (a proof), else from
+  a MILP warm-started with it; the memory stage is a candidate-restricted MILP warm-started
+  with the best heuristic. Above ``group_size`` hosts the cluster is split into groups
+  solved one after the other.
+* ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
+  the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
+* ``repair``: satisfy the rules and end overloads with the least memory moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field, replace
+
+from vmtools.errors import DataError, OperationFailed, TemporaryFailure
+from vmtools.model import DOM0_NAMES, Plan, Snapshot
+from vmtools.planner import heuristics as H
+from vmtools.planner.check import check_plan
+from vmtools.planner.constraints import Constraints
+from vmtools.planner.instance import Instance, build_instance
+from vmtools.planner.schedule import estimate_seconds, order_moves
+
+log = logging.getLogger("vmtools.planner")
+
+OBJECTIVES = ("consolidate", "balance", "repair")
+
+
+@dataclass
+class Options:
+    objective: str = "consolidate"
+    solver: str = "cbc"
+    time_limit: float = 60.0
+    cpu_target: float = 0.8
+    cpu_threshold: float = 0.9
+    mem_threshold: float = 0.95
+    min_gain: float = 0.05
+    cpu_demand: str = "usage"
+    allow_problems: bool = False
+    require_optimal: bool = False
+    bandwidth: float = 1000.0
+    parallel: int = 2
+    explain: bool = False
+    threads: int = 1
+    candidates: int = 10
+    group_size: int = 500
+    seed: int = 0
+    fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
+    hot_filter: set[str] | None = None                      # hosts allowed to count as hot
+
+
+@dataclass
+class Outcome:
+    placement: list[int]
+    status: str = "optimal"           # optimal, feasible, heuristic
+    solver: str = "none"
+    gap: float | None = 0.0
+    how: str = ""
+    build_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    lower_bound: int | None = None
+
+
+def _gib(mib: float) -> str:
+    return f"{mib / 1024:.0f} GiB" if mib >= 10240 else f"{mib / 1024:.1f} GiB"
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+def diagnose(inst: Instance) -> str:
+    """A reason a person can act on, for a placement problem nothing could solve."""
+    cons = inst.constraints
+    snap = inst.snapshot
+    usable = {h for a in inst.allowed for h in a}
+    for h_name in sorted(cons.maintenance):
+        here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
+        need = sum(inst.dem["mem"][v] for v in here)
+        use = inst.used(inst.cur)
+        free = sum(max(0.0, inst.cap["mem"][h] - use["mem"][h]) for h in usable)
+        if need > free:
+            return (f"evacuating {h_name} needs {_gib(need)}; the other hosts have "
+                    f"{_gib(free)} free")
+    for d, unit in (("mem", "memory"), ("cpu", "CPU")):
+        need = sum(inst.dem[d])
+        have = sum(inst.cap[d][h] for h in usable)
+        if need > have + 1e-6:
+            shown = (_gib(need), _gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
+                                                                  f"{have:.1f} CPUs")
+            hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
+            return (f"the guests need {shown[0]} of {unit}; the usable hosts offer "
+                    f"{shown[1]}{hint}")
+    for v in range(inst.n_vms):
+        if not inst.allowed[v]:
+            return f"{inst.vms[v]} has no usable host left (ban, fence, maintenance, offline)"
+        big = max((inst.cap["mem"][h] for h in inst.allowed[v]), default=0)
+        if inst.dem["mem"][v] > big:
+            return (f"{inst.vms[v]} needs {_gib(inst.dem['mem'][v])}; the largest host it "
+                    f"may use offers {_gib(big)}")
+    del snap
+    return ("no placement satisfies the rules and capacities together (try fewer rules, a "
+            "higher --cpu-target, or a longer --time-limit)")
+
+
+# --------------------------------------------------------------------------- candidates
+
+def _candidates(inst: Instance, warm: list[int], pool: list[int], k: int,
+                rng: random.Random, movable: set[int] | None = None) -> list[list[int]]:
+    """Current host, warm-start host and ``k`` random hosts of ``pool`` per guest; all of
+    ``pool`` when it is small. Gather groups share one candidate list."""
+    cands: list[list[int]] = []
+    for v in range(inst.n_vms):
+        if inst.fixed[v] or (movable is not None and v not in movable):
+            cands.append([inst.cur[v]] if inst.cur[v] in inst.allowed_set(v) or inst.fixed[v]
+                         else [warm[v]])
+            continue
+        allowed = inst.allowed_set(v)
+        mine = {warm[v]}
+        if inst.cur[v] in allowed:
+            mine.add(inst.cur[v])
+        opts = [h for h in pool if h in allowed]
+        if len(opts) <= k + 4:
+            mine.update(opts)
+        else:
+            mine.update(rng.sample(opts, k))
+        cands.append(sorted(mine))
+    for group in inst.gather:
+        common = set(cands[group[0]])
+        for v in group[1:]:
+            common |= set(cands[v])
+        for v in group:
+            common &= inst.allowed_set(v)
+        for v in group:
+            cands[v] = sorted(common)
+    return cands
+
+
+def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
+    from vmtools.planner.solve import solve
+    if warm is not None:
+        model.warm_start(inst, warm)
+    res = solve(model.prob, opts.solver, time_limit, warm_start=warm is not None,
+                threads=opts.threads)
+    if res.status in ("optimal", "feasible"):
+        place = model.placement(inst)
+        if inst.valid(place):
+            return place, res
+        log.debug("solver placement failed validation; keeping the warm start")
+    return None, res
+
+
+# --------------------------------------------------------------------------- consolidate
+
+def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
+    from vmtools.planner import milp
+    rng = random.Random(opts.seed)
+    lb = H.lower_bound(inst)
+    heur, how = H.consolidate_heuristic(inst)
+    out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic")
+    best = heur
+    cur_ok = inst.valid(inst.cur)
+    if cur_ok and (best is None or H.hosts_used(inst.cur) <= H.hosts_used(best)):
+        best, out.how = list(inst.cur), "current placement"
+    budget = max(1.0, deadline - time.monotonic())
+    hosts_proven = best is not None and H.hosts_used(best) <= lb
+    if best is None or not hosts_proven:
+        # Stage 1: fewest hosts by MILP, warm-started when a heuristic found something.
+        pool = sorted({h for a in inst.allowed for h in a})
+        full = inst.n_vms * len(pool) <= 60000
+        warm = best if best is not None else list(inst.cur)
+        cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
+                 else _candidates(inst, warm, pool, opts.candidates, rng))
+        t0 = time.monotonic()
+        model = milp.build_hosts(inst, cands)
+        out.build_seconds += time.monotonic() - t0
+        place, res = _solve_model(model, inst, opts, budget * 0.4,
+                                  best if best is not None else None)
+        out.solve_seconds += res.seconds
+        out.solver = opts.solver
+        if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
+            best = place
+        if res.status == "infeasible" and full:
+            raise OperationFailed(diagnose(inst))
+        hosts_proven = best is not None and (H.hosts_used(best) <= lb or
+                                             (res.status == "optimal" and full))
+        if res.bound is not None and best is not None:
+            out.lower_bound = max(lb, math.ceil(res.bound - 1e-6))
+    if best is None:
+        raise OperationFailed(diagnose(inst))
+    n_hosts = H.hosts_used(best)
+    if cur_ok and H.hosts_used(inst.cur) <= n_hosts:
+        out.placement, out.status, out.how = list(inst.cur), "optimal", "current placement"
+        out.gap = 0.0
+        return out
+    # Stage 2: least memory moved with that many hosts.
+    budget = max(1.0, deadline - time.monotonic())
+    pool = sorted(set(best))
+    cands = _candidates(inst, best, pool, opts.candidates, rng)
+    t0 = time.monotonic()
+    model = milp.build_moves(inst, cands, max_hosts=n_hosts)
+    out.build_seconds += time.monotonic() - t0
+    place, res = _solve_model(model, inst, opts, budget, best)
+    out.solve_seconds += res.seconds
+    out.solver = opts.solver
+    if place is not None and H.hosts_used(place) <= n_hosts and \
+            H.migrated_mib(inst, place) <= H.migrated_mib(inst, best):
+        best = place
+        out.how = f"milp ({sum(len(c) for c in cands) / max(1, inst.n_vms):.0f} candidate " \
+                  "hosts per guest)"
+        out.status = "optimal" if res.status == "optimal" and hosts_proven else "feasible"
+        out.gap = res.gap if res.status != "optimal" else 0.0
+    else:
+        out.status = "heuristic" if res.status in ("none", "infeasible") else "feasible"
+        out.gap = res.gap
+    out.placement = best
+    return out
+
+
+def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]]:
+    hs = set(hosts)
+    vms = [v for v in range(inst.n_vms) if inst.cur[v] in hs]
+    hmap = {h: i for i, h in enumerate(hosts)}
+    sub = Instance(
+        snapshot=inst.snapshot, constraints=inst.constraints,
+        hosts=[inst.hosts[h] for h in hosts], vms=[inst.vms[v] for v in vms], dims=inst.dims,
+        cap={d: [inst.cap[d][h] for h in hosts] for d in inst.dims},
+        dem={d: [inst.dem[d][v] for v in vms] for d in inst.dims},
+        count_cap=[inst.count_cap[h] for h in hosts], cur=[hmap[inst.cur[v]] for v in vms],
+        allowed=[[hmap[h] for h in inst.allowed[v] if h in hs] for v in vms],
+        fixed=[inst.fixed[v] for v in vms],
+        frozen_hosts={hmap[h] for h in inst.frozen_hosts if h in hs},
+        hard_cap={d: [inst.hard_cap[d][h] for h in hosts] for d in inst.hard_cap})
+    return sub, vms
+
+
+def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outcome:
+    """Split the hosts into groups of at most ``group_size`` (each with a mix of host
+    types and the guests on them) and consolidate each group on its own."""
+    if inst.n_hosts <= opts.group_size or inst.spread or inst.gather or \
+            any(len(a) != len(inst.allowed[0]) for a in inst.allowed):
+        return consolidate(inst, opts, deadline)
+    n_groups = math.ceil(inst.n_hosts / opts.group_size)
+    order = sorted(range(inst.n_hosts), key=lambda h: (tuple(inst.cap[d][h] for d in inst.dims),
+                                                       inst.hosts[h]))
+    groups = [order[i::n_groups] for i in range(n_groups)]
+    placement = list(inst.cur)
+    total = Outcome(placement=placement, lower_bound=H.lower_bound(inst), status="optimal",
+                    how=f"{n_groups} groups")
+    for i, group in enumerate(groups):
+        sub, vms = _sub_instance(inst, group)
+        left = max(1.0, (deadline - time.monotonic()) / (n_groups - i))
+        res = consolidate(sub, opts, time.monotonic() + left)
+        for j, v in enumerate(vms):
+            placement[v] = group[res.placement[j]]
+        total.build_seconds += res.build_seconds
+        total.solve_seconds += res.solve_seconds
+        total.solver = res.solver
+        rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
+        if rank[res.status] > rank[total.status]:
+            total.status = res.status
+        if res.gap is not None and (total.gap is None or res.gap > total.gap):
+            total.gap = res.gap
+    if total.status == "optimal" and H.hosts_used(placement) > (total.lower_bound or 0):
+        total.status = "feasible"     # each group is optimal; the whole is not proven
+    return total
+
+
+# --------------------------------------------------------------------------- balance
+
+def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
+    from vmtools.planner import milp
+    cur = list(inst.cur)
+    hot = H.hotspots(inst, cur, opts.cpu_threshold, opts.mem_threshold)
+    if opts.hot_filter is not None:
+        hot = [h for h in hot if inst.hosts[h] in opts.hot_filter]
+    out = Outcome(placement=cur, how="no hotspot")
+    if not hot:
+        return out
+    util = H.utilisation(inst, cur)
+    worst_before = max(util)
+    greedy = H.sandpiper(inst, opts.cpu_threshold, opts.mem_threshold, hot)
+    # Hot-host restriction: guests of the hot hosts may move, to the coolest hosts.
+    k_cool = 20
+    cool = sorted(range(inst.n_hosts), key=lambda h: (util[h], inst.hosts[h]))
+    movable = {v for v in range(inst.n_vms) if cur[v] in set(hot) and not inst.fixed[v]}
+    pool = sorted(set(cool[:k_cool]) | set(greedy[v] for v in movable))
+    rng = random.Random(opts.seed)
+    cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
+    t0 = time.monotonic()
+    model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
+                               mem_threshold=opts.mem_threshold)
+    out.build_seconds = time.monotonic() - t0
+    budget = max(1.0, deadline - time.monotonic())
+    place, res = _solve_model(model, inst, opts, budget / 2, greedy)
+    out.solve_seconds += res.seconds
+    out.solver = opts.solver
+    out.status = res.status if res.status in ("optimal", "feasible") else "heuristic"
+    out.gap = res.gap
+    best = greedy if place is None else place
+
+    def moves(p):
+        return sum(1 for v in range(inst.n_vms) if p[v] != cur[v])
+
+    def excess(p):
+        u = H.utilisation(inst, p)
+        m = H.mem_utilisation(inst, p)
+        return sum(max(0.0, x - opts.cpu_threshold) for x in u) + \
+            sum(max(0.0, x - opts.mem_threshold) for x in m)
+
+    if place is not None and (excess(greedy) + 1e-6 < excess(place) or
+                              (abs(excess(greedy) - excess(place)) <= 1e-6
+                               and moves(greedy) < moves(place))):
+        best = greedy
+    if place is not None:
+        # Stage 2: same number of moves and excess, lowest worst utilisation.
+        t0 = time.monotonic()
+        m2 = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
+                                max_moves=moves(best), max_excess=excess(best),
+                                mem_threshold=opts.mem_threshold)
+        out.build_seconds += time.monotonic() - t0
+        place2, res2 = _solve_model(m2, inst, opts, max(1.0, deadline - time.monotonic()), best)
+        out.solve_seconds += res2.seconds
+        if place2 is not None and max(H.utilisation(inst, place2)) < \
+                max(H.utilisation(inst, best)) - 1e-9 and moves(place2) <= moves(best):
+            best = place2
+        if res2.status not in ("optimal",):
+            out.status = "feasible" if out.status == "optimal" else out.status
+    out.how = "milp (hot hosts to the coolest)" if best is not greedy else "sandpiper greedy"
+    gain = worst_before - max(H.utilisation(inst, best))
+    if gain < opts.min_gain - 1e-9:
+        out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+        return out
+    out.placement = best
+    return out
+
+
+# --------------------------------------------------------------------------- repair
+
+def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str]]:
+    """Guests that must or may move to repair the placement, and why."""
+    why: list[str] = []
+    movable: set[int] = set()
+    use = inst.used(placement)
+    counts = [0] * inst.n_hosts
+    for h in placement:
+        counts[h] += 1
+    for v, h in enumerate(placement):
+        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+            movable.add(v)
+            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
+    for h in range(inst.n_hosts):
+        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + 1e-6]
+        if over or counts[h] > inst.count_cap[h]:
+            movable.update(v for v in range(inst.n_vms) if placement[v] == h)
+            why.append(f"{inst.hosts[h]} is over its {', '.join(over) or 'guest count'} limit")
+    for group in inst.spread:
+        if len({placement[v] for v in group}) < len(group):
+            movable.update(group)
+            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
+    for group in inst.gather:
+        if len({placement[v] for v in group}) > 1:
+            movable.update(group)
+            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
+    return {v for v in movable if not inst.fixed[v]}, why
+
+
+def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
+    from vmtools.planner import milp
+    cur = list(inst.cur)
+    movable, _ = violations(inst, cur)
+    out = Outcome(placement=cur, how="nothing to repair")
+    if not movable and inst.valid(cur):
+        return out
+    rng = random.Random(opts.seed)
+    pool = sorted({h for a in inst.allowed for h in a})
+    for widen in (False, True):
+        mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
+        k = len(pool) if inst.n_vms * len(pool) <= 60000 else opts.candidates
+        warm = list(cur)
+        cands = _candidates(inst, warm, pool, k, rng, mv)
+        cands = [c if c else [inst.cur[v]] for v, c in enumerate(cands)]
+        t0 = time.monotonic()
+        model = milp.build_moves(inst, cands)
+        out.build_seconds += time.monotonic() - t0
+        place, res = _solve_model(model, inst, opts,
+                                  max(1.0, (deadline - time.monotonic()) / (2 - widen)), None)
+        out.solve_seconds += res.seconds
+        out.solver = opts.solver
+        if place is not None:
+            out.placement = place
+            out.status = res.status if res.status == "optimal" and k == len(pool) and widen \
+                else ("optimal" if res.status == "optimal" and not widen and k == len(pool)
+                      else "feasible")
+            out.gap = res.gap
+            out.how = "milp (least memory moved)"
+            return out
+    raise OperationFailed(diagnose(inst))
+
+
+# --------------------------------------------------------------------------- the plan
+
+def problem_guests(snap: Snapshot) -> tuple[set[str], set[str]]:
+    names = {v.name for v in snap.vms}
+    vms = {p.vm for p in snap.problems if p.vm and p.vm in names}
+    hosts = {p.host for p in snap.problems if p.host}
+    hosts |= {v.host for v in snap.vms if v.name in vms}
+    return vms, hosts
+
+
+def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
+    """Plan for ``snap`` under ``cons``; the plan passes :func:`check_plan` or this raises."""
+    from vmtools.planner.solve import check_solver
+    if opts.objective not in OBJECTIVES:
+        raise DataError(f"unknown objective {opts.objective!r}")
+    started = time.monotonic()
+    deadline = started + opts.time_limit
+    bad_vms, bad_hosts = problem_guests(snap)
+    if snap.problems and not opts.allow_problems:
+        named = ", ".join(sorted(bad_vms) or sorted(bad_hosts)) or snap.problems[0].message
+        raise DataError(f"the snapshot is incoherent ({len(snap.problems)} problems: {named}); "
+                        "vm-plan will not plan blind (fix the cluster, or --allow-problems to "
+                        "pin those guests and give their hosts nothing new)", "snapshot.problems")
+    offline = {h.name for h in snap.hosts if h.state != "online"}
+    fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
+    fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
+    for v in opts.fixed_vms:            # cooldown, unless a hard rule makes it move
+        vm = next((x for x in snap.vms if x.name == v), None)
+        if vm is not None and cons.allowed(v, vm.host):
+            fixed.add(v)
+    check_solver(opts.solver)
+    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0}[opts.objective]
+    inst = build_instance(snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
+                          fixed_vms=fixed, frozen_hosts=bad_hosts)
+    if opts.objective == "consolidate":
+        out = consolidate_grouped(inst, opts, deadline)
+    elif opts.objective == "balance":
+        out = balance(inst, opts, deadline)
+    else:
+        out = repair(inst, opts, deadline)
+    if out.status == "heuristic" and opts.require_optimal:
+        raise TemporaryFailure("the solver found nothing within --time-limit and "
+                               "--require-optimal refuses the heuristic plan (give it more time)")
+    if out.status == "feasible" and opts.require_optimal:
+        raise TemporaryFailure(f"the solver did not prove its plan optimal within --time-limit "
+                               f"(gap {out.gap if out.gap is not None else 'unknown'}); "
+                               "--require-optimal refuses it (give it more time)")
+    target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+    reasons = _reasons(inst, out.placement, opts)
+    t0 = time.monotonic()
+    actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
+    order_seconds = time.monotonic() - t0
+    moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
+    active_before = len({v.host for v in snap.vms})
+    summary = {
+        "hosts_before": active_before,
+        "hosts_after": len(set(target.values())),
+        "hosts_lower_bound": out.lower_bound if out.lower_bound is not None
+        else H.lower_bound(inst),
+        "migrations": len(actions),
+        "migrated_mib": sum(a.mem_mib for a in actions),
+        "pivots": pivots,
+        "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
+        "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
+    }
+    del moved
+    solver = {"name": out.solver, "status": out.status,
+              "seconds": round(time.monotonic() - started, 2),
+              "build_seconds": round(out.build_seconds, 2),
+              "solve_seconds": round(out.solve_seconds, 2),
+              "order_seconds": round(order_seconds, 3),
+              "gap": None if out.gap is None else round(out.gap, 4),
+              "hosts_lower_bound": summary["hosts_lower_bound"], "method": out.how}
+    plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
+                constraints=cons.to_list(), solver=solver, summary=summary,
+                explain={a.vm: a.reason for a in actions} if opts.explain else None)
+    check_plan(plan, cons)
+    return plan
+
+
+def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
+    cons = inst.constraints
+    cur_hosts = set(inst.cur)
+    new_hosts = set(placement)
+    util = H.utilisation(inst, inst.cur)
+    out = {}
+    for v, h in enumerate(placement):
+        if h == inst.cur[v]:
+            continue
+        src = inst.hosts[inst.cur[v]]
+        name = inst.vms[v]
+        bad = cons.forbidden_by(name, src)
+        if bad is not None:
+            out[name] = f"{opts.objective}: {bad.label} forbids {name} on {src}"
+        elif opts.objective == "consolidate" and inst.cur[v] not in new_hosts:
+            out[name] = f"consolidate: empty {src}"
+        elif opts.objective == "consolidate":
+            out[name] = f"consolidate: make room on {inst.hosts[h]} / repack {src}"
+        elif opts.objective == "balance":
+            out[name] = f"balance: {src} at {util[inst.cur[v]]:.0%} CPU is a hotspot"
+        else:
+            out[name] = f"repair: {src} is over its limits or breaks a rule"
+    del cur_hosts
+    return out
+
+
+def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
+    """The snapshot as it will be once a plan's placement is reached (for tests, --state)."""
+    return replace(snap, vms=[replace(v, host=placement.get(v.name, v.host)) for v in snap.vms],
+                   problems=[])
+
+
+def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
+                    window: tuple[int, int] = (1, 1), hold: float = 0.0,
+                    cooldown: float = 0.0) -> Plan:
+    """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
+    persist, recently moved guests cool down, and the plan is recorded."""
+    from vmtools.planner import state as st
+    if state_dir is None:
+        return make_plan(snap, cons, opts)
+    state = st.load_state(state_dir)
+    now = st.snapshot_time(snap)
+    inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
+    hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
+                                                opts.mem_threshold)]
+    st.observe(state, now, hot)
+    opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
+                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown))
+    try:
+        plan = make_plan(snap, cons, opts)
+    finally:
+        st.save_state(state_dir, state)
+    st.record_plan(state, plan, now)
+    st.save_state(state_dir, state)
+    return plan

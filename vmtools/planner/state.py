@@ -1,0 +1,98 @@
+"""What vm-plan keeps between cron runs (``--state DIR``): which hosts were hot in the last
+snapshots, since when, and when each guest was last moved.
+
+The clock is the snapshot's ``created`` time, so replaying saved snapshots behaves as the
+live runs did. The file is ``DIR/vm-plan-state.json``, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from vmtools.errors import DataError, UsageError
+from vmtools.model import Plan, Snapshot, iso_to_epoch
+
+STATE_FILE = "vm-plan-state.json"
+KEEP = 50
+
+
+@dataclass
+class State:
+    observations: list[dict] = field(default_factory=list)   # {"time": t, "hot": [hosts]}
+    hot_since: dict[str, float] = field(default_factory=dict)
+    moved: dict[str, float] = field(default_factory=dict)
+
+
+def snapshot_time(snap: Snapshot) -> float:
+    try:
+        return iso_to_epoch(snap.created)
+    except (TypeError, ValueError):
+        return time.time()
+
+
+def load_state(directory: str) -> State:
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.isdir(directory):
+        raise UsageError(f"--state {directory}: no such directory")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        return State()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable state file ({exc}); remove it to start afresh", path) \
+            from None
+    return State(observations=list(obj.get("observations", [])),
+                 hot_since=dict(obj.get("hot_since", {})), moved=dict(obj.get("moved", {})))
+
+
+def save_state(directory: str, state: State) -> None:
+    path = os.path.join(directory, STATE_FILE)
+    fd, tmp = tempfile.mkstemp(prefix=".vm-plan-state.", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"observations": state.observations[-KEEP:], "hot_since": state.hot_since,
+                   "moved": state.moved}, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def observe(state: State, now: float, hot: list[str]) -> None:
+    """Record this snapshot's hot hosts (once per snapshot time)."""
+    if state.observations and state.observations[-1]["time"] >= now:
+        state.observations[-1] = {"time": now, "hot": sorted(hot)}
+    else:
+        state.observations.append({"time": now, "hot": sorted(hot)})
+    for h in list(state.hot_since):
+        if h not in hot:
+            del state.hot_since[h]
+    for h in hot:
+        state.hot_since.setdefault(h, now)
+
+
+def persistent_hotspots(state: State, now: float, window: tuple[int, int],
+                        hold_minutes: float) -> set[str]:
+    """Hosts hot in at least k of the last n observations, or hot for ``hold`` minutes."""
+    k, n = window
+    recent = state.observations[-n:]
+    counts: dict[str, int] = {}
+    for obs in recent:
+        for h in obs["hot"]:
+            counts[h] = counts.get(h, 0) + 1
+    out = {h for h, c in counts.items() if c >= k}
+    if hold_minutes > 0:
+        out |= {h for h, since in state.hot_since.items() if now - since >= hold_minutes * 60}
+    return out
+
+
+def cooling(state: State, now: float, cooldown_minutes: float) -> set[str]:
+    return {v for v, t in state.moved.items() if now - t < cooldown_minutes * 60}
+
+
+def record_plan(state: State, plan: Plan, now: float) -> None:
+    for a in plan.actions:
+        state.moved[a.vm] = now
+    horizon = now - 7 * 86400
+    state.moved = {v: t for v, t in state.moved.items() if t >= horizon}
