@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
 from vmtools.dom0.metrics import Settings, parse_spoof, publish_metrics
 from vmtools.errors import UsageError
@@ -24,14 +24,14 @@ DEFAULT_CONFIG = "/etc/ganglia/gmond.conf"
 app = make_app(PROG, __doc__)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_EPILOG)
 def gmetric(
     toolstack: Annotated[str, typer.Option(
         "--toolstack", metavar="xl|xm|auto",
         help="Which Xen toolstack to read: xl, xm, or auto (xl if it answers, else xm).")
     ] = "auto",
     config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", metavar="GMOND_CONF",
+        "--config", "-c", metavar="GMOND_CONF", envvar="VMTOOLS_GMOND_CONF",
         help=f"gmond.conf whose udp_send_channel blocks say where to send (unicast host or "
              f"multicast mcast_join, port, ttl). Default {DEFAULT_CONFIG}; ignored when "
              "--gmond is given.")] = None,
