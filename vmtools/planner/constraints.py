@@ -142,7 +142,12 @@ class Constraints:
 
 
 def _names(r: Reader, key: str, label: str) -> list[str]:
-    items = r.list(key)
+    if key not in r.obj:
+        raise DataError(f"needs {key}", label)
+    try:
+        items = r.list(key)
+    except DataError as exc:
+        raise DataError(f"{key}: {exc.message}", label) from None
     if not items:
         raise DataError(f"{key} is empty", label)
     out = []

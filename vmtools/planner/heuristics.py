@@ -166,8 +166,9 @@ def ffd_sum(inst: Instance, host_order: list[int] | None = None) -> list[int] | 
 def relabel(inst: Instance, placement: list[int]) -> list[int]:
     """Map the bins of a packing onto interchangeable physical hosts so as to keep as much
     memory in place as possible (greedy assignment within each class of identical hosts)."""
+    everywhere = max((len(a) for a in inst.allowed), default=0)
     restricted = [v for v in range(inst.n_vms)
-                  if len(inst.allowed[v]) != len(inst.allowed[0]) or inst.fixed[v]]
+                  if len(inst.allowed[v]) != everywhere or inst.fixed[v]]
     has_fixed = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     classes: dict[tuple, list[int]] = {}
     for h in range(inst.n_hosts):

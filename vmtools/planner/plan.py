@@ -51,6 +51,7 @@ class Options:
     threads: int = 1
     candidates: int = 10
     group_size: int = 500
+    full_model_pairs: int = 5000
     seed: int = 0
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
@@ -121,7 +122,7 @@ def _candidates(inst: Instance, warm: list[int], pool: list[int], k: int,
                          else [warm[v]])
             continue
         allowed = inst.allowed_set(v)
-        mine = {warm[v]}
+        mine = {warm[v]} if warm[v] in allowed else set()
         if inst.cur[v] in allowed:
             mine.add(inst.cur[v])
         opts = [h for h in pool if h in allowed]
@@ -201,7 +202,11 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     # Stage 2: least memory moved with that many hosts.
     budget = max(1.0, deadline - time.monotonic())
     pool = sorted(set(best))
-    cands = _candidates(inst, best, pool, opts.candidates, rng)
+    everywhere = sorted({h for a in inst.allowed for h in a})
+    if inst.n_vms * len(everywhere) <= opts.full_model_pairs:
+        pool = everywhere        # small: every host may be chosen, the optimum is global
+    cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
+                        else len(pool), rng)
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
@@ -243,7 +248,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     """Split the hosts into groups of at most ``group_size`` (each with a mix of host
     types and the guests on them) and consolidate each group on its own."""
     if inst.n_hosts <= opts.group_size or inst.spread or inst.gather or \
-            any(len(a) != len(inst.allowed[0]) for a in inst.allowed):
+            len({len(a) for a in inst.allowed}) > 1:
         return consolidate(inst, opts, deadline)
     n_groups = math.ceil(inst.n_hosts / opts.group_size)
     order = sorted(range(inst.n_hosts), key=lambda h: (tuple(inst.cap[d][h] for d in inst.dims),
