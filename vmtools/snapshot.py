@@ -8,14 +8,15 @@ for the rules and :mod:`vmtools.ganglia.xml` for the parser.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from vmtools.errors import DataError
-from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, interpret
+from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, SnapshotBuilder
 from vmtools.ganglia.sources import ClusterSource
-from vmtools.ganglia.xml import GangliaDump, parse_ganglia
-from vmtools.model import Snapshot
+from vmtools.ganglia.xml import Cluster, GangliaDump, RawHost, parse_ganglia
+from vmtools.model import SNAPSHOT_FORMAT, Snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 
@@ -26,12 +27,19 @@ class Source(Protocol):
     def open(self): ...
 
 
-def read_source(source: Source, *, recover: bool = False) -> GangliaDump:
-    """Fetch and parse one source."""
+def read_source(source: Source, *, recover: bool = False,
+                on_host: Callable[[Cluster, RawHost], None] | None = None) -> GangliaDump:
+    """Fetch and parse one source (streaming its hosts to ``on_host`` when given)."""
     stream = source.open()
+    if isinstance(source, ClusterSource) and on_host is not None:
+        asked = on_host
+
+        def on_host(cluster: Cluster, host: RawHost) -> None:  # noqa: F811 - a filter
+            if cluster.name == source.cluster:
+                asked(cluster, host)
     with contextlib.closing(stream) if stream is not None and not _is_stdin(stream) \
             else contextlib.nullcontext(stream):
-        dump = parse_ganglia(stream, source.name, recover=recover)
+        dump = parse_ganglia(stream, source.name, recover=recover, on_host=on_host)
     if isinstance(source, ClusterSource):
         # gmetad answers an unknown path with its parent (the whole grid): keep the cluster asked.
         wanted = [c for c in dump.clusters if c.name == source.cluster]
@@ -40,8 +48,7 @@ def read_source(source: Source, *, recover: bool = False) -> GangliaDump:
             raise DataError(f"gmetad has no cluster named {source.cluster!r} (it has {names}); "
                             "check --cluster", source.name)
         dump.clusters = wanted
-    hosts = sum(len(c.hosts) for c in dump.clusters)
-    log.info("%s: %d cluster(s), %d host(s)", source.name, len(dump.clusters), hosts)
+    log.info("%s: %d cluster(s)", source.name, len(dump.clusters))
     return dump
 
 
@@ -54,9 +61,37 @@ def take_snapshot(sources: Iterable[Source], *, recover: bool = False,
                   stale_after: float = DEFAULT_STALE_AFTER) -> Snapshot:
     """Read every source and return their union as a snapshot."""
     sources = list(sources)
-    dumps = [read_source(s, recover=recover) for s in sources]
-    return interpret(dumps, stale_after=stale_after,
-                     source=", ".join(s.name for s in sources))
+    builder = SnapshotBuilder(stale_after)
+    for source in sources:
+        # Hosts go straight from the parser to the builder: memory stays flat.
+        dump = read_source(source, recover=recover,
+                           on_host=lambda c, h, name=source.name: builder.add_host(c, h, name))
+        builder.add_dump(dump)
+    return builder.finish(", ".join(s.name for s in sources))
 
 
 __all__ = ["take_snapshot", "read_source"]
+
+
+def snapshot_json(snapshot: Snapshot) -> str:
+    """The canonical text of a snapshot, exactly as ``model.dumps(snapshot.to_dict())``, built
+    one host or guest at a time (a 40,000-guest snapshot as one dict tree and one pure-Python
+    indenting encoder costs several times the memory of the text)."""
+    head = {"format": SNAPSHOT_FORMAT, "version": snapshot.version,
+            "generator": snapshot.generator, "created": snapshot.created,
+            "source": snapshot.source}
+    lists = {"hosts": sorted(snapshot.hosts, key=lambda h: h.name),
+             "vms": sorted(snapshot.vms, key=lambda v: v.name),
+             "problems": snapshot.problems}
+
+    def enc(value) -> str:
+        return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
+
+    parts = [f"  {enc(k)}: {enc(v)}" for k, v in head.items()]
+    for key, items in lists.items():
+        if not items:
+            parts.append(f"  {enc(key)}: []")
+            continue
+        body = ",\n    ".join(enc(item.to_dict()).replace("\n", "\n    ") for item in items)
+        parts.append(f"  {enc(key)}: [\n    {body}\n  ]")
+    return "{\n" + ",\n".join(parts) + "\n}\n"

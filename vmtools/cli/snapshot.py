@@ -18,9 +18,8 @@ from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, EXAMPLES, GMETAD_INTERACTIVE_PORT,
                                      GMETAD_XML_PORT, GMOND_PORT, ClusterSource, ExampleSource,
                                      FileSource, GmetadSource, GmondSource, parse_address)
-from vmtools.model import dumps
 from vmtools.render import snapshot_table
-from vmtools.snapshot import take_snapshot
+from vmtools.snapshot import snapshot_json, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 PROG = "vm-snapshot"
@@ -99,7 +98,7 @@ def snapshot(
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)
         log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
-        text = snapshot_table(snap) if fmt == OutputFormat.table else dumps(snap.to_dict())
+        text = snapshot_table(snap) if fmt == OutputFormat.table else snapshot_json(snap)
         emit(text, output)
 
 

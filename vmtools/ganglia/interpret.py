@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
-from vmtools.ganglia.xml import GangliaDump, RawHost
+from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
 from vmtools.model import (DOM0_NAMES, MIGRATION_DRIVERS, VM, Host, Problem, Snapshot,
                            epoch_to_iso, is_safe_name)
 
@@ -52,20 +51,18 @@ def _show(text: str, limit: int = 60) -> str:
     return '"' + shown + ('..."' if len(text) > limit else '"')
 
 
-@dataclass
-class _Seen:
-    host: RawHost
-    cluster: str
-    stale: bool
+class SnapshotBuilder:
+    """Consumes parsed hosts one at a time (so a large dump never sits in memory whole) and
+    builds the snapshot at :meth:`finish`. ``add_host`` fits ``parse_ganglia(on_host=...)``."""
 
-
-class _Builder:
-    def __init__(self, stale_after: float):
+    def __init__(self, stale_after: float = DEFAULT_STALE_AFTER):
         self.stale_after = stale_after
         self.problems: list[Problem] = []
         self.hosts: dict[str, Host] = {}
-        self.raw: dict[str, RawHost] = {}
-        self.by_name: dict[str, RawHost] = {}   # every host entry, for guest fallback
+        # per hypervisor: its guests in listed order with (cpu %, mem KB, vcpus, net B/s)
+        self.listed: dict[str, list[tuple[str, tuple]]] = {}
+        self.container: dict[str, bool] = {}     # every host name seen: has container.*?
+        self.plain: dict[str, RawHost] = {}      # ordinary hosts: guests' own gmond entries
 
     def problem(self, kind: str, message: str, host: str | None = None,
                 vm: str | None = None) -> None:
@@ -73,23 +70,24 @@ class _Builder:
 
     def number(self, raw: RawHost, metric: str, host: str | None, vm: str | None = None,
                integer: bool = False) -> float | None:
-        entry = raw.metrics.get(metric)
-        if entry is None:
+        text = raw.metrics.get(metric)
+        if text is None:
             return None
-        text = entry[0].strip()
         try:
-            value = float(text)
+            value = float(text.strip())
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0:
             self.problem("not-a-number", f"{metric} of host {raw.name} is "
-                         f"{_show(entry[0], 40)}, not a number >= 0", host=host, vm=vm)
+                         f"{_show(text, 40)}, not a number >= 0", host=host, vm=vm)
             return None
         return float(math.floor(value)) if integer else value
 
-    # ----------------------------------------------------------------- hosts
+    # ----------------------------------------------------------------- dumps and hosts
 
     def add_dump(self, dump: GangliaDump) -> None:
+        """What a parsed answer says beyond its hosts (dropped parts, stale clusters), and
+        any hosts it still holds (those not streamed through :meth:`add_host`)."""
         for dropped in dump.dropped:
             who = _show(dropped.name) if dropped.name else "(name unreadable)"
             if dropped.kind == "host":
@@ -104,36 +102,34 @@ class _Builder:
                 self.problem("truncated", f"{dropped.where}: {dropped.reason}; hosts after "
                              "this point are missing")
         for cluster in dump.clusters:
-            stale = False
             if cluster.grid_localtime is not None and cluster.localtime is not None:
                 lag = cluster.grid_localtime - cluster.localtime
                 if lag > self.stale_after:
-                    stale = True
                     self.problem("stale-cluster", f"cluster {_show(cluster.name)} was last "
                                  f"heard {lag} s before {dump.source} answered (more than "
                                  f"{self.stale_after:g} s): its gmond stopped answering and the "
                                  "data may be old")
-            # gmond's order is hash order: sort, so problems come out in a stable order.
-            for raw in sorted(cluster.hosts, key=lambda h: (h.name, h.ip)):
-                self.add_host(raw, cluster.name, dump.source)
+            for raw in cluster.hosts:
+                self.add_host(cluster, raw, dump.source)
 
-    def add_host(self, raw: RawHost, cluster: str, source: str) -> None:
+    def add_host(self, cluster: Cluster, raw: RawHost, source: str = "") -> None:
         if not is_safe_name(raw.name):
-            self.problem("unsafe-name", f"a host in cluster {_show(cluster)} at line {raw.line} "
-                         f"of {source} is named {_show(raw.name)}: names may hold only "
-                         "letters, digits, '.', '_' and '-'; it is left out")
+            self.problem("unsafe-name", f"a host in cluster {_show(cluster.name)} at line "
+                         f"{raw.line} of {source} is named {_show(raw.name)}: names may hold "
+                         "only letters, digits, '.', '_' and '-'; it is left out")
             return
         present = [m for m in HOST_METRICS if m in raw.metrics]
-        if raw.name in self.by_name:
-            first = self.by_name[raw.name]
-            if present or any(m in first.metrics for m in HOST_METRICS):
+        if raw.name in self.container:
+            if present or self.container[raw.name]:
                 self.problem("duplicate-host", f"host {raw.name} appears twice (again in "
                              f"{source}{', IP ' + raw.ip if raw.ip else ''}); the first one is "
                              "kept", host=raw.name)
             return
-        self.by_name[raw.name] = raw
+        self.container[raw.name] = bool(present)
         if not present:
-            return  # an ordinary gmond host: maybe a guest's own entry
+            if any(m in raw.metrics for m in FALLBACK_METRICS):
+                self.plain[raw.name] = raw   # maybe a guest's own gmond entry
+            return
         if len(present) < len(HOST_METRICS):
             missing = [m for m in HOST_METRICS if m not in raw.metrics]
             self.problem("partial-container", f"host {raw.name} publishes {', '.join(present)} "
@@ -145,13 +141,13 @@ class _Builder:
         if cpu is None or mem_kb is None:
             return  # not-a-number already reported
         net = self.number(raw, "container.net_mbps", raw.name)
-        hypervisor = raw.metrics["container.type"][0].strip()
+        hypervisor = raw.metrics["container.type"].strip()
         if not _HYPERVISOR_TYPE.fullmatch(hypervisor):
             self.problem("bad-value", f"container.type of host {raw.name} is "
                          f"{_show(hypervisor, 40)}, not a hypervisor name like xen-4.17",
                          host=raw.name)
             hypervisor = ""
-        migration = raw.metrics["container.driver.migration"][0].strip()
+        migration = raw.metrics["container.driver.migration"].strip()
         if migration not in MIGRATION_DRIVERS:
             self.problem("bad-value", f"container.driver.migration of host {raw.name} is "
                          f"{_show(migration, 40)}, not one of {', '.join(MIGRATION_DRIVERS)}",
@@ -161,58 +157,62 @@ class _Builder:
         if raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
             state = "offline"
         self.hosts[raw.name] = Host(
-            name=raw.name, cluster=cluster, state=state, cpu=cpu, mem_mib=int(mem_kb // 1024),
-            net_mbps=net, hypervisor=hypervisor, migration=migration,
-            reported=epoch_to_iso(raw.reported) if raw.reported else None)
-        self.raw[raw.name] = raw
+            name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
+            mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
+            migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
+        names = self.guest_names(raw)
+        if state == "offline" and names:
+            self.problem("offline-host", f"host {raw.name} has not reported for {raw.tn} s "
+                         f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
+                         f"{len(names)} guest(s); they are kept with state unknown",
+                         host=raw.name)
+        listed = []
+        for name in dict.fromkeys(names):
+            if not is_safe_name(name):
+                self.problem("unsafe-name", f"host {raw.name} lists a guest named "
+                             f"{_show(name)}: names may hold only letters, digits, '.', "
+                             "'_' and '-'; it is left out", host=raw.name)
+                continue
+            prefix = f"{GUEST_PREFIX}{name}."
+            listed.append((name, (
+                self.number(raw, prefix + "cpu", raw.name, name),
+                self.number(raw, prefix + "mem", raw.name, name),
+                self.number(raw, prefix + "vcpus", raw.name, name, integer=True),
+                self.number(raw, prefix + "net", raw.name, name))))
+        self.listed[raw.name] = listed
 
-    # ----------------------------------------------------------------- guests
-
-    def guest_names(self, raw: RawHost) -> list[str]:
-        parts = [(0, raw.metrics["container.vms"][0])]
-        for metric, (value, _type) in raw.metrics.items():
+    @staticmethod
+    def guest_names(raw: RawHost) -> list[str]:
+        parts = [(0, raw.metrics["container.vms"])]
+        for metric, value in raw.metrics.items():
             m = _VMS_PART.fullmatch(metric)
             if m:
                 parts.append((int(m.group(1)), value))
         text = " ".join(value for _, value in sorted(parts))
         return [name for name in text.split() if name not in DOM0_NAMES]
 
+    # ----------------------------------------------------------------- guests
+
     def guests(self) -> list[VM]:
         placed: dict[str, VM] = {}
         for host_name in sorted(self.hosts):
-            host, raw = self.hosts[host_name], self.raw[host_name]
-            names = self.guest_names(raw)
-            if host.state == "offline" and names:
-                self.problem("offline-host", f"host {host_name} has not reported for {raw.tn} s "
-                             f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
-                             f"{len(names)} guest(s); they are kept with state unknown",
-                             host=host_name)
-            for name in dict.fromkeys(names):
-                if not is_safe_name(name):
-                    self.problem("unsafe-name", f"host {host_name} lists a guest named "
-                                 f"{_show(name)}: names may hold only letters, digits, '.', "
-                                 "'_' and '-'; it is left out", host=host_name)
-                    continue
+            host = self.hosts[host_name]
+            for name, figures in self.listed[host_name]:
                 if name in placed:
                     self.problem("duplicate-guest", f"guest {name} is listed by both "
                                  f"{placed[name].host} and {host_name} (mid-migration?); it is "
                                  f"kept on {placed[name].host}", host=host_name, vm=name)
                     continue
-                vm = self.guest(name, host, raw)
+                vm = self.guest(name, host, figures)
                 if vm is not None:
                     placed[name] = vm
         return list(placed.values())
 
-    def guest(self, name: str, host: Host, raw: RawHost) -> VM | None:
-        prefix = f"{GUEST_PREFIX}{name}."
-        cpu_pct = self.number(raw, prefix + "cpu", host.name, name)
-        mem_kb = self.number(raw, prefix + "mem", host.name, name)
-        vcpus = self.number(raw, prefix + "vcpus", host.name, name, integer=True)
-        net_bps = self.number(raw, prefix + "net", host.name, name)
+    def guest(self, name: str, host: Host, figures: tuple) -> VM | None:
+        cpu_pct, mem_kb, vcpus, net_bps = figures
         cpu = cpu_pct / 100.0 if cpu_pct is not None else None
-        own = self.by_name.get(name)
-        if own is not None and (cpu is None or mem_kb is None or vcpus is None
-                                or net_bps is None):
+        own = self.plain.get(name)
+        if own is not None and None in (cpu, mem_kb, vcpus, net_bps):
             own_cpus = self.number(own, "cpu_num", None, name, integer=True)
             if vcpus is None:
                 vcpus = own_cpus
@@ -232,8 +232,8 @@ class _Builder:
         if cpu is None or mem_kb is None:
             missing = " and ".join(w for w, v in (("CPU", cpu), ("memory", mem_kb)) if v is None)
             self.problem("no-data", f"host {host.name} lists guest {name} but neither "
-                         f"{prefix}* nor the guest's own gmond gives its {missing}; it is left "
-                         "out", host=host.name, vm=name)
+                         f"{GUEST_PREFIX}{name}.* nor the guest's own gmond gives its "
+                         f"{missing}; it is left out", host=host.name, vm=name)
             return None
         return VM(name=name, host=host.name,
                   state="unknown" if host.state == "offline" else "running",
@@ -241,18 +241,24 @@ class _Builder:
                   mem_mib=int(math.ceil(mem_kb / 1024.0)),
                   net_mbps=round(net_bps * 8 / 1e6, 4) if net_bps is not None else None)
 
+    def finish(self, source: str) -> Snapshot:
+        vms = self.guests()
+        vms.sort(key=lambda v: v.name)
+        hosts = sorted(self.hosts.values(), key=lambda h: h.name)
+        rank = {kind: i for i, kind in enumerate(PROBLEM_KINDS)}
+        # Sorted by kind, then host, then guest: gmond's order is hash order.
+        problems = sorted(self.problems, key=lambda p: (rank.get(p.kind, len(rank)),
+                                                        p.host or "", p.vm or "", p.message))
+        return Snapshot(hosts=hosts, vms=vms, problems=problems, source=source)
+
 
 def interpret(dumps: list[GangliaDump], *, stale_after: float = DEFAULT_STALE_AFTER,
               source: str | None = None) -> Snapshot:
     """Build the snapshot of one or more parsed Ganglia answers (their union)."""
-    builder = _Builder(stale_after)
+    builder = SnapshotBuilder(stale_after)
     for dump in dumps:
         builder.add_dump(dump)
-    vms = builder.guests()
-    hosts = sorted(builder.hosts.values(), key=lambda h: h.name)
-    vms.sort(key=lambda v: v.name)
-    return Snapshot(hosts=hosts, vms=vms, problems=builder.problems,
-                    source=source if source is not None else ", ".join(d.source for d in dumps))
+    return builder.finish(source if source is not None else ", ".join(d.source for d in dumps))
 
 
-__all__ = ["interpret", "DEFAULT_STALE_AFTER", "PROBLEM_KINDS", "HOST_METRICS"]
+__all__ = ["interpret", "SnapshotBuilder", "DEFAULT_STALE_AFTER", "PROBLEM_KINDS", "HOST_METRICS"]

@@ -7,7 +7,7 @@ the ``container.*`` metrics and the few standard metrics of a guest's own gmond 
 Schema returned (:class:`GangliaDump`)::
 
     GangliaDump(clusters=[Cluster(name, localtime, grid_localtime, hosts=[
-                    RawHost(name, ip, reported, tn, tmax, line, metrics={NAME: (VAL, TYPE)})])],
+                    RawHost(name, ip, reported, tn, tmax, line, metrics={NAME: VAL})])],
                 dropped=[Dropped(kind "host"|"cluster"|"input", name, where, reason)])
 
 ``grid_localtime`` is the LOCALTIME of the outermost GRID (the time of gmetad's answer), or
@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from lxml import etree
 
@@ -54,7 +54,7 @@ class RawHost:
     tn: int | None = None
     tmax: int | None = None
     line: int = 0
-    metrics: dict[str, tuple[str, str]] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)   # NAME -> VAL
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _read_host(elem) -> RawHost:
     for metric in elem.iterchildren("METRIC"):
         name = metric.get("NAME")
         if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
-            metrics[name] = (metric.get("VAL", ""), metric.get("TYPE", ""))
+            metrics[name] = metric.get("VAL", "")
     return host
 
 
@@ -182,12 +182,17 @@ def _syntax_error(exc: etree.XMLSyntaxError, source: str, line_offset: int = 0) 
 # --------------------------------------------------------------------------- strict, streaming
 
 def parse_ganglia(stream: BinaryIO | bytes, source: str = "<input>", *,
-                  recover: bool = False) -> GangliaDump:
+                  recover: bool = False,
+                  on_host: Callable[[Cluster, RawHost], None] | None = None) -> GangliaDump:
     """Parse one gmond or gmetad XML answer from a binary stream (or bytes).
 
     Strict by default: the first defect raises :class:`DataError` (``source:line:col``).
     With ``recover`` the whole input is read into memory so that a failed strict pass can be
     followed by a piecewise one (see :func:`recover_ganglia`).
+
+    ``on_host(cluster, host)``, when given, receives each host as soon as it is read, and the
+    host is not kept in ``cluster.hosts`` (so memory stays flat). It is ignored with
+    ``recover``: hosts are then only known good once the whole input has been read.
     """
     if isinstance(stream, (bytes, bytearray)):
         stream = io.BytesIO(bytes(stream))
@@ -202,10 +207,10 @@ def parse_ganglia(stream: BinaryIO | bytes, source: str = "<input>", *,
             return _parse_strict(io.BytesIO(data), source)
         except DataError as exc:
             return recover_ganglia(data, source, exc)
-    return _parse_strict(_Head(head, stream), source)
+    return _parse_strict(_Head(head, stream), source, on_host)
 
 
-def _parse_strict(stream, source: str) -> GangliaDump:
+def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
     dump = GangliaDump(source=source)
     grids: list[tuple[str, int | None]] = []
     cluster: Cluster | None = None
@@ -237,9 +242,13 @@ def _parse_strict(stream, source: str) -> GangliaDump:
                     if loose is None:
                         loose = Cluster(name="")
                         dump.clusters.append(loose)
-                    loose.hosts.append(host)
+                    owner = loose
                 else:
-                    cluster.hosts.append(host)
+                    owner = cluster
+                if on_host is None:
+                    owner.hosts.append(host)
+                else:
+                    on_host(owner, host)
             elif tag == "CLUSTER":
                 cluster = None
             elif tag == "GRID":
