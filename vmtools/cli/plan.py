@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document,
                                  read_text)
 from vmtools.errors import DataError, UsageError
@@ -39,7 +39,7 @@ def _fraction(name: str, value: float, high: float = 1.0) -> None:
         raise UsageError(f"{name} {value:g}: expected a fraction in (0, {high:g}]")
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_EPILOG)
 def plan(
     file: InputFile = "-",
     objective: Annotated[Objective, typer.Option(
