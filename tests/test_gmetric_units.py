@@ -27,6 +27,7 @@ XM_LIST = """\
 Name                                        ID   Mem VCPUs      State   Time(s)
 Domain-0                                     0  1024     2     r-----     98.1
 vm 1                                         4   256     1     -b----      0.4
+stopped-managed                                    512     1                 0.0
 """
 
 

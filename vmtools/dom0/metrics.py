@@ -432,10 +432,19 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
         next_at = time.monotonic()
         while not stop.is_set():
             started_cpu = time.process_time()
-            built = publisher.cycle()
-            log.info("cycle %d: %d metrics, %d problems, %.1f ms CPU", publisher.cycles,
-                     len(built.metrics), len(built.problems),
-                     (time.process_time() - started_cpu) * 1000)
+            try:
+                built = publisher.cycle()
+            except Exception as exc:  # noqa: BLE001 - one bad sample never ends the daemon
+                if settings.once:
+                    raise
+                publisher.cycles += 1
+                publisher.failures += 1
+                log.error("cycle %d failed: %s: %s (continuing)", publisher.cycles,
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            else:
+                log.info("cycle %d: %d metrics, %d problems, %.1f ms CPU", publisher.cycles,
+                         len(built.metrics), len(built.problems),
+                         (time.process_time() - started_cpu) * 1000)
             if settings.cycles is not None and publisher.cycles >= settings.cycles:
                 break
             next_at += settings.interval

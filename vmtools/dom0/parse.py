@@ -44,6 +44,9 @@ class Domain(NamedTuple):
 _DOMAIN_LINE = re.compile(
     r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+"
     r"(?P<state>[rbpscdw?-]{6})\s+(?P<time>\d+(?:\.\d+)?)(?:\s+\S.*)?$")
+# ``xm list`` shows managed domains that are not running with no ID and no state.
+_INACTIVE_LINE = re.compile(r"^(?P<name>\S.*?)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+"
+                            r"(?P<time>\d+(?:\.\d+)?)$")
 _HEADER = re.compile(r"^Name\s+ID\s+Mem\s+VCPUs\s+State\s+Time\(s\)")
 _INFO_LINE = re.compile(r"^(?P<key>[A-Za-z0-9_]+)\s*:\s?(?P<value>.*)$")
 
@@ -69,6 +72,8 @@ def parse_list(text: str, *, strict: bool = False, problems: list | None = None)
             continue
         m = _DOMAIN_LINE.match(stripped)
         if not m:
+            if _INACTIVE_LINE.match(stripped):
+                continue  # defined but not running: uses no resources of this host
             _problem(problems, strict, lineno, f"not a domain line: {_shown(stripped)!r}")
             continue
         domains.append(Domain(name=m["name"].rstrip(), domid=int(m["domid"]),
