@@ -316,13 +316,16 @@ class Run:
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             return dict(zip(hosts, pool.map(ask, hosts)))
 
-    def where_is(self, vm: str, src: str, dst: str, wait: float) -> tuple[str | None, str | None]:
+    def where_is(self, vm: str, src: str, dst: str, wait: float, settled_answer: bool = False
+                 ) -> tuple[str | None, str | None]:
         """Ask ``src`` and ``dst`` until they agree where ``vm`` runs, for up to ``wait``
         seconds: (host or None, a note on what could not be verified)."""
         deadline = time.monotonic() + wait
         interval = self.opts.poll
         note = None
+        polls = 0
         while True:
+            polls += 1
             seen = self.survey([src, dst])
             s, d = seen[src], seen[dst]
             s_ok, d_ok = isinstance(s, set), isinstance(d, set)
@@ -331,12 +334,17 @@ class Run:
             if not in_flight:
                 if s_ok and d_ok and on_src != on_dst:
                     return (dst if on_dst else src), None
-                if on_src and not d_ok:
+                # one host silent: believe the other only once it has said so a few times
+                if on_src and not d_ok and polls >= 3:
                     note = f"{dst} did not answer ({d}); {vm} verified on {src}"
                     return src, note
-                if on_dst and not s_ok:
+                if on_dst and not s_ok and polls >= 3:
                     note = f"{src} did not answer ({s}); {vm} verified on {dst}"
                     return dst, note
+                # the hypervisor answered and neither host runs the guest: no use waiting
+                if settled_answer and s_ok and d_ok and not on_src and not on_dst \
+                        and polls >= 3:
+                    return None, f"{vm} runs neither on {src} nor on {dst}"
             if time.monotonic() >= deadline:
                 if on_src and on_dst:
                     return None, f"{vm} runs on both {src} and {dst}"
@@ -521,7 +529,7 @@ class Run:
         # the migration may still be running: keep asking, for up to --verify-timeout.
         wait = self.opts.verify_timeout if uncertain else min(self.opts.verify_timeout,
                                                               max(5.0, self.opts.connect_timeout))
-        where, note = self.where_is(a.vm, a.src, a.dst, wait)
+        where, note = self.where_is(a.vm, a.src, a.dst, wait, settled_answer=not uncertain)
         end = time.time()
         if where == a.dst:
             outcome = "done"

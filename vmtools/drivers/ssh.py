@@ -150,13 +150,20 @@ class SshDriver(Driver):
     def run(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
         """Run a command on the host; returns (exit status, stdout, stderr); exit status
         -1 means the connection dropped before the command ended. Raises TimeoutError."""
-        client = self._connect()
         command = " ".join(shlex.quote(a) for a in argv)
-        try:
-            chan = client.get_transport().open_session(timeout=self.connect_timeout)
-            chan.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise Unavailable(f"{self.endpoint.name}: SSH session failed: {exc}") from None
+        for attempt in (1, 2):
+            client = self._connect()
+            try:
+                chan = client.get_transport().open_session(timeout=self.connect_timeout)
+                chan.exec_command(command)
+                break
+            except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+                # a connection that died since its last use: connect again, once (nothing
+                # ran: the command was not accepted)
+                self._drop()
+                if attempt == 2:
+                    raise Unavailable(f"{self.endpoint.name}: SSH session failed: "
+                                      f"{exc or type(exc).__name__}") from None
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:

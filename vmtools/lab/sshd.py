@@ -220,19 +220,19 @@ class SshLab:
     def drop_sessions(self, host: str) -> int:
         """Kill the sshd processes serving the host's open connections (the commands they
         ran keep running, as after a network cut). Returns how many were killed."""
-        proc = self.procs[host]
-        direct = []
-        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+        sessions = []
+        for pid in self.session_pids(host):
             try:
-                direct += [int(c) for c in (task / "children").read_text().split()]
+                if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
+                    sessions.append(pid)
             except OSError:
                 pass
-        for pid in direct:
+        for pid in sessions:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        return len(direct)
+        return len(sessions)
 
     def stop(self) -> None:
         for host, proc in list(self.procs.items()):
