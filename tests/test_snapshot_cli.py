@@ -142,3 +142,12 @@ def test_version_and_help():
 def test_settings_come_from_the_environment():
     proc = run("vm-snapshot", env={"VMTOOLS_EXAMPLE": "lab", "VMTOOLS_FORMAT": "table"})
     assert proc.returncode == 0 and "Hosts (6) from example:lab" in proc.stdout
+
+
+def test_streamed_json_is_the_canonical_text():
+    from vmtools.model import dumps
+    from vmtools.snapshot import snapshot_json
+    doc = json.loads(run("vm-snapshot", "-i", str(GANGLIA / "problems.xml")).stdout)
+    snap = Snapshot.from_dict(doc)
+    assert snapshot_json(snap) == dumps(doc) == dumps(snap.to_dict())
+    assert snapshot_json(Snapshot()) == dumps(Snapshot().to_dict())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from vmtools.errors import DataError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, SnapshotBuilder
@@ -73,9 +73,9 @@ def take_snapshot(sources: Iterable[Source], *, recover: bool = False,
 __all__ = ["take_snapshot", "read_source"]
 
 
-def snapshot_json(snapshot: Snapshot) -> str:
-    """The canonical text of a snapshot, exactly as ``model.dumps(snapshot.to_dict())``, built
-    one host or guest at a time (a 40,000-guest snapshot as one dict tree and one pure-Python
+def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
+    """The canonical text of a snapshot, exactly as ``model.dumps(snapshot.to_dict())``, one
+    host or guest at a time (a 40,000-guest snapshot as one dict tree and one pure-Python
     indenting encoder costs several times the memory of the text)."""
     head = {"format": SNAPSHOT_FORMAT, "version": snapshot.version,
             "generator": snapshot.generator, "created": snapshot.created,
@@ -87,11 +87,19 @@ def snapshot_json(snapshot: Snapshot) -> str:
     def enc(value) -> str:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
 
-    parts = [f"  {enc(k)}: {enc(v)}" for k, v in head.items()]
+    yield "{\n" + ",\n".join(f"  {enc(k)}: {enc(v)}" for k, v in head.items())
     for key, items in lists.items():
         if not items:
-            parts.append(f"  {enc(key)}: []")
+            yield f",\n  {enc(key)}: []"
             continue
-        body = ",\n    ".join(enc(item.to_dict()).replace("\n", "\n    ") for item in items)
-        parts.append(f"  {enc(key)}: [\n    {body}\n  ]")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+        sep = f",\n  {enc(key)}: [\n    "
+        for item in items:
+            yield sep + enc(item.to_dict()).replace("\n", "\n    ")
+            sep = ",\n    "
+        yield "\n  ]"
+    yield "\n}\n"
+
+
+def snapshot_json(snapshot: Snapshot) -> str:
+    """The canonical text of a snapshot (see :func:`snapshot_json_chunks`)."""
+    return "".join(snapshot_json_chunks(snapshot))

@@ -7,11 +7,12 @@ With no source option it reads gmetad's XML port on localhost:8651.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
 from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
@@ -19,14 +20,14 @@ from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, EXAMPLES, GMETAD_INTERACTI
                                      GMETAD_XML_PORT, GMOND_PORT, ClusterSource, ExampleSource,
                                      FileSource, GmetadSource, GmondSource, parse_address)
 from vmtools.render import snapshot_table
-from vmtools.snapshot import snapshot_json, take_snapshot
+from vmtools.snapshot import snapshot_json, snapshot_json_chunks, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 PROG = "vm-snapshot"
 app = make_app(PROG, __doc__)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_EPILOG)
 def snapshot(
     gmetad: Annotated[Optional[list[str]], typer.Option(
         "--gmetad", metavar="HOST[:PORT]",
@@ -98,8 +99,16 @@ def snapshot(
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)
         log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
-        text = snapshot_table(snap) if fmt == OutputFormat.table else snapshot_json(snap)
-        emit(text, output)
+        if fmt == OutputFormat.table:
+            emit(snapshot_table(snap), output)
+        elif output is None or str(output) == "-":
+            # Entry by entry: the snapshot is complete and valid, nothing can fail half-way
+            # but the reader, and 40,000 guests need not be one string in memory.
+            for chunk in snapshot_json_chunks(snap):
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            emit(snapshot_json(snap), output)
 
 
 main = entry_point(app, PROG)
