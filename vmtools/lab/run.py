@@ -1,0 +1,325 @@
+"""A whole simulated Xen cluster on this machine, wired to the real pipeline.
+
+``Lab(scenario).start()`` brings up, on loopback:
+
+- the shared cluster state (:mod:`vmtools.lab.cluster`) from a scenario file, whose guests'
+  load then follows the scenario's shapes (:mod:`vmtools.lab.scenario`);
+- a real gmond and gmetad (:class:`vmtools.lab.ganglia.GangliaLab`);
+- per Domain-0: a simulated xend (HTTP and XML-RPC, :class:`vmtools.lab.xend.XendLab`), a real
+  sshd with the ``xm``/``xl`` stand-ins on its PATH when this machine allows it (root,
+  openssh-server; :class:`vmtools.lab.sshd.SshLab`), and a real ``vm-gmetric`` daemon publishing
+  as that host (spoofed name and IP) from the stand-in toolstack;
+- a host map for ``vm-apply --hosts`` pointing each host at the transport its scenario names.
+
+Then ``snapshot()``, ``plan()``, ``apply()`` or ``pipeline()`` run the installed commands
+through real pipes, exactly as cron would. Only the hypervisor is simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from vmtools.lab import sshd as sshlab
+from vmtools.lab.cluster import ClusterState, advance, placement
+from vmtools.lab.ganglia import GangliaLab
+from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
+from vmtools.lab.standin import install_standins
+from vmtools.lab.xend import XendLab
+
+log = logging.getLogger("vmtools.lab")
+
+SSH_DRIVERS = ("xm-ssh", "xl-ssh")
+
+
+def command(name: str) -> str:
+    """The installed vmtools command ``name`` next to this interpreter, else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed (pip install vmtools)")
+    return found
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class Lab:
+    """A running lab. Use as a context manager, or ``start()`` then ``stop()``."""
+
+    def __init__(self, scenario: str | dict = "steady", workdir: str | os.PathLike | None = None,
+                 ssh: bool | None = None, interval: float = 2.0,
+                 mib_per_s: float = 8192.0, gmetad_step: int = 1):
+        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self._own_dir = workdir is None
+        self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vmtools-lab-"))
+        self.want_ssh = ssh
+        self.interval = interval
+        self.mib_per_s = mib_per_s
+        self.gmetad_step = gmetad_step
+        self.state = ClusterState(self.dir / "cluster.json")
+        self.ganglia: GangliaLab | None = None
+        self.xends: dict[str, XendLab] = {}
+        self.ssh: sshlab.SshLab | None = None
+        self.gmetrics: dict[str, subprocess.Popen] = {}
+        self.hosts_file = self.dir / "hosts.csv"
+        self.constraints_file: Path | None = None
+        self.state_dir = self.dir / "state"
+        self.plan_state = self.dir / "plan-state"
+        self._stop = threading.Event()
+        self._driver: threading.Thread | None = None
+        self.started = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "Lab":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        state = state_from_scenario(self.scenario)
+        state["migration"] = {"mib_per_s": self.mib_per_s, "min_seconds": 0.2}
+        ssh_ok = self.want_ssh
+        why = sshlab.available()
+        if ssh_ok is None:
+            ssh_ok = why is None
+        elif ssh_ok and why:
+            raise LabError(f"the lab cannot use SSH here: {why}")
+        if not ssh_ok:
+            for name, host in state["hosts"].items():
+                if host.get("migration") in SSH_DRIVERS:
+                    log.warning("%s: %s unavailable (%s); using xend's HTTP interface instead",
+                                name, host["migration"], why or "--no-ssh")
+                    host["migration"] = "xen"
+        self.state.write(state)
+        if "constraints" in self.scenario:
+            self.constraints_file = self.dir / "constraints.json"
+            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
+        self.state_dir.mkdir(exist_ok=True)
+        self.plan_state.mkdir(exist_ok=True)
+
+        self.started = time.time()
+        self._tick()
+        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
+        self._driver.start()
+
+        self.ganglia = GangliaLab(cluster="xen-lab", grid="lab-grid", step=self.gmetad_step,
+                                  workdir=self.dir / "ganglia").start()
+        hosts = sorted(state["hosts"])
+        for name in hosts:
+            self.xends[name] = XendLab(self.state, name).start()
+        if ssh_ok:
+            self.ssh = sshlab.SshLab(self.state.path, hosts, directory=self.dir / "ssh").start()
+        self._write_hostmap(state)
+        for name in hosts:
+            self._start_gmetric(name, state["hosts"][name])
+
+    def _write_hostmap(self, state: dict) -> None:
+        lines = ["# vm-apply --hosts: each simulated Domain-0 behind the transport it publishes",
+                 "name,manage,migrate"]
+        for name, host in sorted(state["hosts"].items()):
+            how = host.get("migration", "xen")
+            if how in SSH_DRIVERS and self.ssh:
+                port = self.ssh.port[name]
+            elif how == "xend-xmlrpc":
+                port = self.xends[name].xmlrpc_port
+            else:
+                port = self.xends[name].http_port
+            lines.append(f"{name},127.0.0.1:{port},{name}")
+        self.hosts_file.write_text("\n".join(lines) + "\n")
+
+    def _start_gmetric(self, name: str, host: dict) -> None:
+        bin_dir = install_standins(self.dir / "dom0" / name / "bin", self.state.path, name)
+        sysfs = self.dir / "dom0" / name / "sysfs"
+        sysfs.mkdir(parents=True, exist_ok=True)
+        toolstack = "xm" if str(host.get("xen", "4.17")).startswith("3.") else "xl"
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                   VMTOOLS_LAB_STATE=str(self.state.path), VMTOOLS_LAB_HOST=name,
+                   VMTOOLS_LAB_SYSFS=str(sysfs))
+        for key in [k for k in env if k.startswith("VMTOOLS_") and not k.startswith("VMTOOLS_LAB")]:
+            del env[key]          # the operator's own settings are not the lab's
+        env["XDG_CONFIG_HOME"] = str(self.dir / "no-config")
+        argv = [command("vm-gmetric"), "--gmond", self.ganglia.gmond_address,
+                "--spoof", f"{host['ip']}:{name}", "--interval", str(self.interval),
+                "--window", str(min(1.0, self.interval)), "--toolstack", toolstack,
+                "--migration", host.get("migration", "xen"), "--sysfs-root", str(sysfs), "-q"]
+        logfile = open(self.dir / "dom0" / name / "vm-gmetric.log", "ab")
+        self.gmetrics[name] = subprocess.Popen(argv, env=env, stdout=logfile, stderr=logfile,
+                                               stdin=subprocess.DEVNULL)
+        logfile.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for proc in self.gmetrics.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.gmetrics.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.gmetrics.clear()
+        if self.ssh:
+            self.ssh.stop()
+            self.ssh = None
+        for xend in self.xends.values():
+            xend.stop()
+        self.xends.clear()
+        if self.ganglia:
+            self.ganglia.stop()
+            self.ganglia = None
+        if self._driver:
+            self._driver.join(timeout=5)
+            self._driver = None
+
+    def cleanup(self) -> None:
+        """Stop, and remove the working directory if the lab made it."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the simulated world
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def _tick(self) -> None:
+        with self.state.transaction() as st:
+            apply_loads(st, self.scenario, self.elapsed())
+            advance(st)
+
+    def _drive(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self._tick()
+            except (OSError, ValueError) as exc:       # a torn read while stopping
+                log.debug("lab load driver: %s", exc)
+
+    def placement(self) -> dict[str, str]:
+        return placement(self.state.read())
+
+    def host_of(self, vm: str) -> list[str]:
+        return [h for h, spec in self.state.read()["hosts"].items() if vm in spec["domains"]]
+
+    def set_fault(self, key: str, value: Any) -> None:
+        with self.state.transaction() as st:
+            st.setdefault("faults", {})[key] = value
+
+    def set_host_up(self, host: str, up: bool) -> None:
+        with self.state.transaction() as st:
+            st["hosts"][host]["up"] = up
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+        env["XDG_CONFIG_HOME"] = str(self.dir / "no-config")
+        env["VMTOOLS_STATE_DIR"] = str(self.state_dir)
+        return env
+
+    def run(self, name: str, *args: str, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([command(name), *args], input=input, capture_output=True,
+                              text=True, timeout=timeout, env=self.env())
+
+    def snapshot_args(self) -> list[str]:
+        return ["--gmetad", self.ganglia.gmetad_address]
+
+    def apply_args(self) -> list[str]:
+        args = ["--hosts", str(self.hosts_file), "--state-dir", str(self.state_dir)]
+        if self.ssh:
+            args += ["--ssh-user", self.ssh.user, "--ssh-key", str(self.ssh.client_key),
+                     "--known-hosts", str(self.ssh.known_hosts)]
+        return args
+
+    def plan_args(self, objective: str = "consolidate") -> list[str]:
+        args = ["--objective", objective, "--state", str(self.plan_state)]
+        if self.constraints_file:
+            args += ["--constraints", str(self.constraints_file)]
+        return args
+
+    def snapshot(self) -> dict:
+        proc = self.run("vm-snapshot", *self.snapshot_args())
+        if proc.returncode != 0:
+            raise LabError(f"vm-snapshot exited {proc.returncode}: {proc.stderr.strip()}")
+        return json.loads(proc.stdout)
+
+    def wait_until(self, ready: Callable[[dict], bool], timeout: float = 60.0,
+                   what: str = "the snapshot to settle") -> dict:
+        """Take snapshots until ``ready(snapshot)``; returns that snapshot."""
+        deadline = time.time() + timeout
+        last: dict | None = None
+        while True:
+            try:
+                last = self.snapshot()
+                if ready(last):
+                    return last
+            except LabError as exc:
+                log.debug("waiting: %s", exc)
+            if time.time() > deadline:
+                problems = (last or {}).get("problems")
+                raise LabError(f"timed out after {timeout:.0f} s waiting for {what}"
+                               + (f"; problems: {problems}" if problems else ""))
+            time.sleep(0.5)
+
+    def wait_for_truth(self, timeout: float = 60.0) -> dict:
+        """Wait until Ganglia shows the cluster exactly as the simulation has it."""
+        def truthful(snap: dict) -> bool:
+            truth = self.placement()
+            seen = {v["name"]: v["host"] for v in snap["vms"]}
+            return (seen == truth and not snap["problems"]
+                    and len(snap["hosts"]) == len(self.scenario["hosts"]))
+        return self.wait_until(truthful, timeout, "Ganglia to show the simulated cluster")
+
+    def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
+                 apply_extra: list[str] = ()) -> tuple[dict, dict, dict | None, dict]:
+        """``vm-snapshot | vm-plan | vm-apply`` through real pipes. Returns (snapshot, plan,
+        report or None when the plan was empty, exit codes by command)."""
+        env = self.env()
+        snap = subprocess.Popen([command("vm-snapshot"), *self.snapshot_args()],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        tee_snapshot = subprocess.run([command("vm-plan"), *self.plan_args(objective),
+                                       *plan_extra], stdin=snap.stdout, capture_output=True,
+                                      text=True, env=env, timeout=300)
+        snap.stdout.close()
+        snap_err = snap.stderr.read().decode()
+        snap.stderr.close()
+        codes = {"vm-snapshot": snap.wait(), "vm-plan": tee_snapshot.returncode}
+        if codes["vm-snapshot"] != 0 or codes["vm-plan"] != 0:
+            raise LabError(f"pipeline failed {codes}: {snap_err.strip()} "
+                           f"{tee_snapshot.stderr.strip()}")
+        plan = json.loads(tee_snapshot.stdout)
+        if not plan["actions"]:
+            return plan["origin"], plan, None, codes
+        applied = subprocess.run([command("vm-apply"), *self.apply_args(), *apply_extra],
+                                 input=tee_snapshot.stdout, capture_output=True, text=True,
+                                 env=env, timeout=600)
+        codes["vm-apply"] = applied.returncode
+        self.last_apply_stderr = applied.stderr
+        report = json.loads(applied.stdout) if applied.stdout.strip() else None
+        return plan["origin"], plan, report, codes
