@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
-from vmtools.cli._common import (Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document)
 from vmtools.drivers import TRANSPORTS
 from vmtools.errors import EXIT_FAILED, UsageError
@@ -25,7 +25,7 @@ PROG = "vm-apply"
 app = make_app(PROG, __doc__)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_EPILOG)
 def apply(
     file: InputFile = "-",
     dry_run: Annotated[bool, typer.Option(
