@@ -1,0 +1,155 @@
+"""Run a simulated Xen cluster on this machine and drive the real pipeline against it.
+
+Starts a real gmond and gmetad, and per simulated Domain-0 a simulated xend (HTTP and
+XML-RPC), an sshd with xm/xl stand-ins (as root), and a real vm-gmetric publishing that host.
+Then prints the commands to try, and runs until interrupted (or --duration). With --demo it
+shows, one lab after another, consolidation, hotspot relief and a host evacuation.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version, entry_point,
+                                 guard, make_app)
+from vmtools.errors import OperationFailed, Unavailable, UsageError
+from vmtools.model import Plan, Snapshot
+from vmtools.render import plan_tables, snapshot_table
+
+app = make_app("vm-lab", __doc__)
+
+DEMO = (("steady", "consolidate", "pack 16 guests from 6 hosts onto as few as possible"),
+        ("hotspot", "balance", "node-1's guests turn CPU-hungry: relieve the hotspot"),
+        ("maintenance", "repair", "node-3 goes into maintenance: evacuate it"))
+
+
+def _say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optional[bool]):
+    from vmtools.lab.run import Lab, LabError
+    from vmtools.lab.scenario import load_scenario
+    try:
+        sc = load_scenario(scenario)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return Lab(sc, workdir=workdir, ssh=ssh, interval=interval).start()
+    except (LabError, RuntimeError, OSError) as exc:
+        raise Unavailable(f"cannot start the lab: {exc}") from None
+
+
+def _commands(lab) -> str:
+    snap = "vm-snapshot " + " ".join(map(shlex.quote, lab.snapshot_args()))
+    plan = "vm-plan " + " ".join(map(shlex.quote, lab.plan_args("consolidate")))
+    apply = "vm-apply " + " ".join(map(shlex.quote, lab.apply_args()))
+    return (f"  {snap} -f table\n"
+            f"  {snap} | {plan} -f table\n"
+            f"  {snap} | {plan} | {apply} -f table\n"
+            f"  VMTOOLS_STATE_DIR={shlex.quote(str(lab.state_dir))} is set for vm-apply's lock "
+            "and journal\n")
+
+
+def _demo_one(scenario: str, objective: str, title: str, workdir: Optional[Path],
+              interval: float, ssh: Optional[bool]) -> None:
+    from vmtools.lab.run import LabError
+    _say(f"=== {scenario}: {title}")
+    lab = _start(scenario, workdir / scenario if workdir else None, interval, ssh)
+    try:
+        snap = lab.wait_for_truth(90)
+        if scenario == "hotspot":
+            _say(f"waiting for the hotspot (at {lab.scenario['load'][0]['at']} s) to show in "
+                 "Ganglia...")
+            snap = lab.wait_until(lambda s: any(
+                sum(v["cpu"] for v in s["vms"] if v["host"] == h["name"]) > 0.9 * h["cpu"]
+                for h in s["hosts"]), 90, "the hotspot")
+        _say(snapshot_table(Snapshot.from_dict(snap)))
+        for _ in range(10):
+            origin, plan, report, codes = lab.pipeline(objective)
+            if plan["actions"] or objective != "balance":
+                break
+            time.sleep(interval)          # balance waits until the hotspot has lasted
+        _say(f"$ vm-snapshot | vm-plan --objective {objective} | vm-apply")
+        _say(plan_tables(plan))
+        if report is not None:
+            s = report["summary"]
+            _say(f"vm-apply: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
+                 f"{s.get('not-run', 0)} not run in {s.get('seconds', 0)} s "
+                 f"(exit {codes['vm-apply']})")
+            if codes["vm-apply"] != 0:
+                raise OperationFailed(f"vm-apply failed in the {scenario} demo: "
+                                      f"{lab.last_apply_stderr.strip().splitlines()[-1:]}")
+        after = lab.wait_for_truth(90)
+        _say("after vm-gmetric republished:")
+        _say(snapshot_table(Snapshot.from_dict(after)))
+        _, again, _, _ = lab.pipeline(objective)
+        _say(f"a second run plans {len(again['actions'])} migrations.\n")
+    except LabError as exc:
+        raise OperationFailed(f"{scenario} demo: {exc}") from None
+    finally:
+        lab.cleanup() if workdir is None else lab.stop()
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def lab(
+    scenario: Annotated[str, typer.Option(
+        "--scenario", "-s", metavar="NAME|FILE",
+        help="Built-in scenario (steady, hotspot, diurnal, maintenance) or a scenario JSON "
+             "file.")] = "steady",
+    workdir: Annotated[Optional[Path], typer.Option(
+        "--dir", metavar="DIR",
+        help="Keep the lab's files (state, logs, host map, ssh keys) in DIR; default: a "
+             "temporary directory removed at exit.")] = None,
+    interval: Annotated[float, typer.Option(
+        "--interval", metavar="SECONDS", min=0.5,
+        help="vm-gmetric's publishing interval on every simulated Domain-0.")] = 2.0,
+    ssh: Annotated[Optional[bool], typer.Option(
+        "--ssh/--no-ssh",
+        help="Serve xm-ssh/xl-ssh hosts through real sshds (needs root and openssh-server); "
+             "default: when possible, else those hosts use xend's HTTP interface.")] = None,
+    duration: Annotated[float, typer.Option(
+        "--duration", metavar="SECONDS", min=0,
+        help="Stop after this long; 0 runs until interrupted.")] = 0.0,
+    demo: Annotated[bool, typer.Option(
+        "--demo", help="Show consolidation, hotspot relief and a host evacuation, one lab "
+                       "after another, then exit.")] = False,
+    verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False, version: Version = False,
+) -> None:
+    """Run a simulated Xen cluster lab on loopback."""
+    with guard("vm-lab", verbose, quiet, debug):
+        if demo:
+            for name, objective, title in DEMO:
+                _demo_one(name, objective, title, workdir, interval, ssh)
+            return
+        lab_ = _start(scenario, workdir, interval, ssh)
+        try:
+            snap = lab_.wait_for_truth(90)
+            (lab_.dir / "lab.json").write_text(json.dumps({
+                "gmetad": lab_.ganglia.gmetad_address, "hosts_file": str(lab_.hosts_file),
+                "snapshot_args": lab_.snapshot_args(), "plan_args": lab_.plan_args(),
+                "apply_args": lab_.apply_args(), "state_dir": str(lab_.state_dir)}, indent=1))
+            _say(f"vm-lab: scenario {lab_.scenario['name']}: {len(snap['hosts'])} Domain-0s, "
+                 f"{len(snap['vms'])} guests, files in {lab_.dir}")
+            _say(lab_.scenario.get("description", ""))
+            _say("Try, in another shell:")
+            _say(_commands(lab_))
+            _say("Ctrl-C stops the lab.")
+            deadline = time.time() + duration if duration else None
+            while deadline is None or time.time() < deadline:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            _say("vm-lab: stopping")
+        finally:
+            lab_.cleanup() if workdir is None else lab_.stop()
+
+
+main = entry_point(app, "vm-lab")
