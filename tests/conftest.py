@@ -40,3 +40,20 @@ def run(name: str, *args: str, input: str | bytes | None = None, timeout: float 
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))
+
+
+@pytest.fixture
+def make_lab(tmp_path_factory):
+    """Start labs (:class:`vmtools.lab.run.Lab`) in the test; all are stopped at its end."""
+    from vmtools.lab.run import Lab
+    labs = []
+
+    def start(scenario, **kw):
+        workdir = Path(tmp_path_factory.mktemp("lab"))
+        lab = Lab(scenario, workdir=workdir, interval=1.0, **kw).start()
+        labs.append(lab)
+        return lab
+
+    yield start
+    for lab in labs:
+        lab.stop()

@@ -23,22 +23,6 @@ pytestmark = [pytest.mark.ganglia, pytest.mark.slow,
                                  reason="needs gmond and gmetad (ganglia-monitor, gmetad)")]
 
 
-@pytest.fixture
-def make_lab(tmp_path_factory):
-    from vmtools.lab.run import Lab
-    labs = []
-
-    def start(scenario, **kw):
-        workdir = Path(tmp_path_factory.mktemp("lab"))
-        lab = Lab(scenario, workdir=workdir, interval=1.0, **kw).start()
-        labs.append(lab)
-        return lab
-
-    yield start
-    for lab in labs:
-        lab.stop()
-
-
 def hosts_used(placement: dict) -> set:
     return set(placement.values())
 
