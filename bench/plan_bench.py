@@ -101,21 +101,21 @@ def bench_balance(n_hosts: int, n_vms: int, limit: float, solver: str, seed: int
     snap = generate(n_hosts, n_vms, seed, hot=hot)
     thr = 0.75
     inst = build_instance(snap, Constraints([]), cpu_limit=1.0)
-    hot_before = H.hotspots(inst, inst.cur, thr, 0.95)
+    hot_before = H.hotspots(inst, inst.cur, thr, 1.0)
     t0 = time.monotonic()
-    greedy = H.sandpiper(inst, thr, 0.95)
+    greedy = H.sandpiper(inst, thr, 1.0)
     g_s = time.monotonic() - t0
     g_moves = sum(1 for v in range(inst.n_vms) if greedy[v] != inst.cur[v])
-    g_left = len(H.hotspots(inst, greedy, thr, 0.95))
+    g_left = len(H.hotspots(inst, greedy, thr, 1.0))
     g_worst = max(H.utilisation(inst, greedy))
     t0 = time.monotonic()
     plan = make_plan(snap, Constraints([]), Options(objective="balance", cpu_threshold=thr,
-                                                    time_limit=limit, solver=solver,
+                                                    time_limit=limit, solver=solver, mem_threshold=1.0,
                                                     min_gain=0.0))
     total = time.monotonic() - t0
     place = [inst.hosts.index(plan.placement[v]) for v in inst.vms]
     return [f"{n_hosts}/{n_vms}", len(hot_before), g_left, g_moves, f"{g_worst:.2f}",
-            len(H.hotspots(inst, place, thr, 0.95)), plan.summary["migrations"],
+            len(H.hotspots(inst, place, thr, 1.0)), plan.summary["migrations"],
             f"{plan.summary['worst_cpu_after']:.2f}", plan.solver["status"], f"{g_s:.1f}",
             f"{total:.1f}"]
 
