@@ -141,3 +141,31 @@ def test_snapshot_pipe_from_a_saved_gmetad_dump():
     doc = json.loads(r.stdout)
     assert doc["summary"]["hosts_after"] < doc["summary"]["hosts_before"]
     check_plan(Plan.from_dict(doc))
+
+
+def test_cooldown_counts_moves_seen_in_snapshots_not_moves_planned(tmp_path: Path):
+    """A guest that really moved stays put for --cooldown; a planned move that never happened
+    (failed, dry run) does not block the guest."""
+    def two_hosts(created: str, a_on: str) -> Snapshot:
+        return Snapshot(hosts=[Host(name="h1", cpu=4, mem_mib=16 * GIB),
+                               Host(name="h2", cpu=4, mem_mib=16 * GIB),
+                               Host(name="h3", cpu=4, mem_mib=16 * GIB)],
+                        vms=[VM(name="a", host=a_on, cpu=2.5, mem_mib=GIB),
+                             VM(name="b", host="h1", cpu=2.5, mem_mib=GIB)],
+                        created=created)
+    args = ("--objective", "balance", "--hotspot-window", "1/1", "--cooldown", "30")
+    # Planned but never applied: the next run plans the same relief again.
+    state = tmp_path / "planned"
+    state.mkdir()
+    r1 = run("vm-plan", "--state", str(state), *args, input=text(two_hosts("2026-11-22T01:00:00Z", "h1")))
+    assert r1.returncode == 0 and len(json.loads(r1.stdout)["actions"]) == 1
+    r2 = run("vm-plan", "--state", str(state), *args, input=text(two_hosts("2026-11-22T01:05:00Z", "h1")))
+    assert r2.returncode == 0 and len(json.loads(r2.stdout)["actions"]) == 1
+    # Seen to move from h2 to h1 five minutes ago: a is in cooldown, only b may relieve h1.
+    state = tmp_path / "seen"
+    state.mkdir()
+    run("vm-plan", "--state", str(state), *args, input=text(two_hosts("2026-11-22T01:00:00Z", "h2")))
+    r3 = run("vm-plan", "--state", str(state), *args, input=text(two_hosts("2026-11-22T01:05:00Z", "h1")))
+    assert r3.returncode == 0, r3.stderr
+    moved = [a["vm"] for a in json.loads(r3.stdout)["actions"]]
+    assert moved == ["b"]

@@ -36,14 +36,15 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vmtools import __version__
-from vmtools.errors import (EXIT_CODES, EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
+from vmtools.errors import (EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
                             VmtoolsError)
 from vmtools.model import loads
 
 log = logging.getLogger("vmtools")
 
-EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(f"{code} {text.split(':')[0]}"
-                                              for code, text in EXIT_CODES.items()) + "."
+EXIT_CODES_EPILOG = ("Exit codes: 0 success (an empty plan too); 1 the operation failed; "
+                     "2 bad command line; 65 bad input data; 69 a service is unreachable; "
+                     "70 internal error; 75 temporary failure, try again later.")
 
 
 class OutputFormat(str, enum.Enum):

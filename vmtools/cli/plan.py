@@ -94,13 +94,13 @@ def plan(
         "runs (cron).")] = None,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
-        "seen in at least K of the last N snapshots.")] = "1/1",
+        "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
     hold: Annotated[float, typer.Option(
         "--hold", metavar="MINUTES", help="With --state: or on a hotspot that lasted this "
-        "long.")] = 0.0,
+        "long (0: off).")] = 0.0,
     cooldown: Annotated[float, typer.Option(
-        "--cooldown", metavar="MINUTES", help="With --state: a guest moved this recently is "
-        "not moved again, except to obey a hard rule.")] = 0.0,
+        "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
+        "recently is not moved again, except to obey a hard rule.")] = 30.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate-host sampling "
                                       "(plans are reproducible).")] = 0,
     fmt: Format = OutputFormat.json,

@@ -526,8 +526,8 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
-                    window: tuple[int, int] = (1, 1), hold: float = 0.0,
-                    cooldown: float = 0.0) -> Plan:
+                    window: tuple[int, int] = (3, 5), hold: float = 0.0,
+                    cooldown: float = 30.0) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
     persist, recently moved guests cool down, and the plan is recorded."""
     from vmtools.planner import state as st
@@ -539,12 +539,10 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
     st.observe(state, now, hot)
+    st.observe_moves(state, snap, now)
     opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown))
     try:
-        plan = make_plan(snap, cons, opts)
+        return make_plan(snap, cons, opts)
     finally:
         st.save_state(state_dir, state)
-    st.record_plan(state, plan, now)
-    st.save_state(state_dir, state)
-    return plan

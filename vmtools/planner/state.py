@@ -1,5 +1,9 @@
 """What vm-plan keeps between cron runs (``--state DIR``): which hosts were hot in the last
-snapshots, since when, and when each guest was last moved.
+snapshots, since when, where each guest was, and when each guest was last seen to move.
+
+A move is recorded when a snapshot shows a guest on another host than the previous snapshot
+did, not when a plan proposes it: a migration that failed, a plan that was only a dry run or
+was never applied puts no guest in cooldown, and a move made by hand or by another tool does.
 
 The clock is the snapshot's ``created`` time, so replaying saved snapshots behaves as the
 live runs did. The file is ``DIR/vm-plan-state.json``, written atomically.
@@ -25,6 +29,7 @@ class State:
     observations: list[dict] = field(default_factory=list)   # {"time": t, "hot": [hosts]}
     hot_since: dict[str, float] = field(default_factory=dict)
     moved: dict[str, float] = field(default_factory=dict)
+    placement: dict[str, str] = field(default_factory=dict)  # guest -> host, last snapshot
 
 
 def snapshot_time(snap: Snapshot) -> float:
@@ -47,7 +52,8 @@ def load_state(directory: str) -> State:
         raise DataError(f"unreadable state file ({exc}); remove it to start afresh", path) \
             from None
     return State(observations=list(obj.get("observations", [])),
-                 hot_since=dict(obj.get("hot_since", {})), moved=dict(obj.get("moved", {})))
+                 hot_since=dict(obj.get("hot_since", {})), moved=dict(obj.get("moved", {})),
+                 placement=dict(obj.get("placement", {})))
 
 
 def save_state(directory: str, state: State) -> None:
@@ -55,7 +61,8 @@ def save_state(directory: str, state: State) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".vm-plan-state.", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"observations": state.observations[-KEEP:], "hot_since": state.hot_since,
-                   "moved": state.moved}, fh, indent=1, sort_keys=True)
+                   "moved": state.moved, "placement": state.placement}, fh, indent=1,
+                  sort_keys=True)
     os.replace(tmp, path)
 
 
@@ -91,8 +98,12 @@ def cooling(state: State, now: float, cooldown_minutes: float) -> set[str]:
     return {v for v, t in state.moved.items() if now - t < cooldown_minutes * 60}
 
 
-def record_plan(state: State, plan: Plan, now: float) -> None:
-    for a in plan.actions:
-        state.moved[a.vm] = now
+def observe_moves(state: State, snap: Snapshot, now: float) -> None:
+    """Record the guests this snapshot shows on another host than the last one did."""
+    for vm in snap.vms:
+        before = state.placement.get(vm.name)
+        if before is not None and before != vm.host:
+            state.moved[vm.name] = now
+    state.placement = {vm.name: vm.host for vm in snap.vms}
     horizon = now - 7 * 86400
     state.moved = {v: t for v, t in state.moved.items() if t >= horizon}
