@@ -52,7 +52,8 @@ def plan(
              "max_vms, capacity); echoed in the plan.")] = None,
     time_limit: Annotated[float, typer.Option(
         "--time-limit", metavar="SECONDS",
-        help="Total solver time; consolidation gives each stage a share.")] = 60.0,
+        help="Time budget of the whole run (solver, ordering, checks); consolidation gives "
+             "each stage a share.")] = 60.0,
     solver: Annotated[str, typer.Option(
         "--solver", metavar="NAME",
         help="cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another "
