@@ -109,3 +109,47 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err and b"BrokenPipe" not in err
     assert proc.returncode in (0, 1)
+
+
+def test_a_dead_ssh_endpoint_is_one_line_not_a_paramiko_traceback(tmp_path):
+    """A port that accepts and hangs up (no SSH banner) must not let paramiko's transport
+    thread print its tracebacks: vm-apply says what failed, in one line."""
+    import socket
+    import threading
+
+    from vmtools.model import VM, Action, Host, Plan, Snapshot, dumps
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def hang_up():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    snap = Snapshot(hosts=[Host("n1", cpu=4, mem_mib=4096, migration="xm-ssh"),
+                           Host("n2", cpu=4, mem_mib=4096, migration="xm-ssh")],
+                    vms=[VM("web1", "n1", cpu=0.5, mem_mib=1024)])
+    plan = Plan(origin=snap, placement={"web1": "n2"},
+                actions=[Action(1, "web1", "n1", "n2", 1024, reason="test")])
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(f"n1,127.0.0.1:{port},n1\nn2,127.0.0.1:{port},n2\n")
+    (tmp_path / "known_hosts").write_text("")
+    try:
+        proc = run("vm-apply", "--hosts", str(hosts), "--state-dir", str(tmp_path / "st"),
+                   "--known-hosts", str(tmp_path / "known_hosts"), "--connect-timeout", "3",
+                   input=dumps(plan.to_dict()))
+    finally:
+        server.close()
+    assert proc.returncode in (69, 75)
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr and "paramiko" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert all(line.startswith("vm-apply: ") for line in lines), lines
+    assert [line for line in lines if line.startswith("vm-apply: error: ")] == lines[-1:]

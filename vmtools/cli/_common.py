@@ -103,8 +103,11 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("paramiko", "pulp", "urllib3"):
+    for noisy in ("pulp", "urllib3"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # paramiko logs its transport thread's tracebacks at ERROR; vmtools reports the same
+    # failure itself in one line, so paramiko speaks only with --debug.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def error_line(prog: str, message: str) -> str:
