@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 
 import pulp
@@ -40,15 +41,25 @@ class SolveResult:
 def _cbc(time_limit: float, warm: bool, threads: int, log_path: str | None):
     opts = dict(msg=False, timeLimit=max(1, int(time_limit + 0.999)), warmStart=warm,
                 logPath=log_path, threads=threads if threads > 1 else None)
-    bundled = pulp.PULP_CBC_CMD(**opts)
-    if bundled.available():
-        return bundled
+    # PuLP <= 3 bundles a CBC binary (its class is deprecated in 3.3); PuLP 4 finds CBC from
+    # the cbcbox package or PATH through COIN_CMD; Debian's coinor-cbc puts one on PATH.
+    bundled_cls = getattr(pulp, "PULP_CBC_CMD", None)
+    if bundled_cls is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            bundled = bundled_cls(**opts)
+        if bundled.available():
+            return bundled
+    coin = pulp.COIN_CMD(**opts)
+    if coin.available():
+        return coin
     path = shutil.which("cbc")
     if path:
         return pulp.COIN_CMD(path=path, **opts)
     raise Unavailable("no working CBC solver: PuLP's bundled CBC is missing (PuLP 4 no longer "
                       "ships it) and there is no cbc on PATH (install the Debian package "
-                      "coinor-cbc, or use --solver highs after pip install highspy)")
+                      "coinor-cbc or pip install 'pulp[cbc]', or use --solver highs after "
+                      "pip install highspy)")
 
 
 def solver_names() -> list[str]:
