@@ -78,6 +78,7 @@ class Lab:
         self.constraints_file: Path | None = None
         self.state_dir = self.dir / "state"
         self.plan_state = self.dir / "plan-state"
+        self.last_apply_stderr = ""
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
         self.started = 0.0
@@ -303,21 +304,21 @@ class Lab:
         env = self.env()
         snap = subprocess.Popen([command("vm-snapshot"), *self.snapshot_args()],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        tee_snapshot = subprocess.run([command("vm-plan"), *self.plan_args(objective),
+        planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
                                        *plan_extra], stdin=snap.stdout, capture_output=True,
                                       text=True, env=env, timeout=300)
         snap.stdout.close()
         snap_err = snap.stderr.read().decode()
         snap.stderr.close()
-        codes = {"vm-snapshot": snap.wait(), "vm-plan": tee_snapshot.returncode}
+        codes = {"vm-snapshot": snap.wait(), "vm-plan": planned.returncode}
         if codes["vm-snapshot"] != 0 or codes["vm-plan"] != 0:
             raise LabError(f"pipeline failed {codes}: {snap_err.strip()} "
-                           f"{tee_snapshot.stderr.strip()}")
-        plan = json.loads(tee_snapshot.stdout)
+                           f"{planned.stderr.strip()}")
+        plan = json.loads(planned.stdout)
         if not plan["actions"]:
             return plan["origin"], plan, None, codes
         applied = subprocess.run([command("vm-apply"), *self.apply_args(), *apply_extra],
-                                 input=tee_snapshot.stdout, capture_output=True, text=True,
+                                 input=planned.stdout, capture_output=True, text=True,
                                  env=env, timeout=600)
         codes["vm-apply"] = applied.returncode
         self.last_apply_stderr = applied.stderr
