@@ -41,7 +41,7 @@ def test_consolidation_matches_the_plan_and_a_second_run_plans_nothing(make_lab)
     assert len(hosts_used({v["name"]: v["host"] for v in before["vms"]})) == 6
 
     origin, plan, report, codes = lab.pipeline("consolidate")
-    assert codes == {"vm-snapshot": 0, "vm-plan": 0, "vm-apply": 0}
+    assert codes == {"vm-snapshot": 0, "vm-plan": 0, "vm-apply": 0}, lab.last_apply_stderr
     assert plan["summary"]["hosts_after"] < plan["summary"]["hosts_before"]
     assert {a["outcome"] for a in report["actions"]} == {"done"}
     # The simulated cluster is exactly the plan's target, and the report says so too.
@@ -71,7 +71,7 @@ def test_hotspot_is_relieved_once_it_has_lasted(make_lab):
     assert first["actions"] == [] and report is None, "acted on a hotspot seen only once"
     time.sleep(1.5)
     _, plan, report, codes = lab.pipeline("balance", plan_extra=extra)
-    assert codes["vm-apply"] == 0
+    assert codes["vm-apply"] == 0, lab.last_apply_stderr
     assert plan["actions"], "a hotspot seen twice in three snapshots was not relieved"
     assert all(a["src"] == "node-1" for a in plan["actions"])
     assert {a["outcome"] for a in report["actions"]} == {"done"}
@@ -109,7 +109,7 @@ def test_host_in_maintenance_is_emptied_and_stays_empty(make_lab):
     assert lab.placement() and "node-3" in hosts_used(lab.placement())
 
     _, plan, report, codes = lab.pipeline("repair")
-    assert codes["vm-apply"] == 0
+    assert codes["vm-apply"] == 0, lab.last_apply_stderr
     assert plan["actions"] and all(a["src"] == "node-3" for a in plan["actions"])
     assert "node-3" not in hosts_used(lab.placement())
 

@@ -359,6 +359,16 @@ class Run:
     def check_fresh(self, expected: dict[str, str]) -> None:
         """Each guest to move is where ``expected`` says and every touched host answers."""
         seen = self.survey(self.touched_hosts)
+        # A host that missed one question (a dropped SSH handshake, a busy xend) is asked
+        # again before the whole run is called off.
+        for delay in (1.0, 2.0):
+            silent = [h for h, res in seen.items()
+                      if isinstance(res, Exception) and not isinstance(res, HostKeyError)]
+            if not silent:
+                break
+            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g}s")
+            time.sleep(delay)
+            seen.update(self.survey(silent))
         reasons = []
         for h, res in seen.items():
             if isinstance(res, HostKeyError):
