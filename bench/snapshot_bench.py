@@ -15,7 +15,6 @@ and the same work in-process (no interpreter start-up) for the parse-only compar
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys

@@ -8,10 +8,8 @@ in the cluster, in the next snapshot, in the report and in the journal.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from pathlib import Path
 
 import pytest
 

@@ -3,7 +3,6 @@ hand-written hostile output), the XDR codec, gmond.conf parsing and the metric b
 
 from __future__ import annotations
 
-import os
 
 import pytest
 

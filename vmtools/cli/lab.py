@@ -20,7 +20,7 @@ import typer
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version, entry_point,
                                  guard, make_app)
 from vmtools.errors import OperationFailed, Unavailable, UsageError
-from vmtools.model import Plan, Snapshot
+from vmtools.model import Snapshot
 from vmtools.render import plan_tables, snapshot_table
 
 app = make_app("vm-lab", __doc__)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import socket
 import threading
@@ -31,7 +30,7 @@ from typing import Callable
 from vmtools import __version__
 from vmtools.dom0.parse import DOM0_NAME, Domain, info_int
 from vmtools.dom0.read import Dom0Reader, ToolstackError
-from vmtools.errors import DataError, Unavailable, UsageError, VmtoolsError
+from vmtools.errors import DataError, Unavailable, UsageError
 from vmtools.ganglia import xdr
 from vmtools.model import MIGRATION_DRIVERS, is_safe_name, utc_now
 

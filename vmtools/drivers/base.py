@@ -19,6 +19,7 @@ Errors:
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from vmtools.errors import OperationFailed, Unavailable
@@ -38,6 +39,25 @@ class MigrationRefused(OperationFailed):
 
 class MigrationUncertain(OperationFailed):
     """The migration's outcome is unknown (client timeout, connection dropped)."""
+
+
+def why(exc: BaseException) -> str:
+    """An exception as a short reason, even when its text is empty."""
+    return str(exc) or type(exc).__name__
+
+
+def migrate_call_failed(exc: BaseException, host: str, interface: str,
+                        timeout: float) -> Unavailable | MigrationUncertain:
+    """What a transport error raised by a synchronous migrate call means: refused before it
+    started (the host is unreachable), or lost afterwards (the outcome is unknown and the hosts
+    must be asked). xend's migrate call blocks until the transfer ends; a client timeout does
+    not cancel it."""
+    if isinstance(exc, ConnectionRefusedError):
+        return Unavailable(f"{host}: {interface} refused the connection: {why(exc)}")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return MigrationUncertain(f"no answer from xend within {timeout:g}s "
+                                  "(the migration may still be running)")
+    return MigrationUncertain(f"connection to xend lost during the migration: {why(exc)}")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ with ``op=migrate`` migrates synchronously. Every field any xend version reads i
 from __future__ import annotations
 
 import http.client
-import socket
 import urllib.parse
 
 from vmtools.drivers.base import (DOM0_NAMES, RELOCATION_PORT, Driver, MigrationRefused,
-                                  MigrationUncertain)
+                                  migrate_call_failed, why)
 from vmtools.errors import Unavailable
 
 
@@ -99,7 +98,7 @@ class XendHttpDriver(Driver):
             status, body = self._request("GET", "/xend/domain/", None, self.connect_timeout)
         except (OSError, http.client.HTTPException) as exc:
             raise Unavailable(f"{self.endpoint.name}: xend HTTP at {self.endpoint.address}:"
-                              f"{self.endpoint.port} did not answer: {_why(exc)}") from None
+                              f"{self.endpoint.port} did not answer: {why(exc)}") from None
         if status != 200:
             raise Unavailable(f"{self.endpoint.name}: xend HTTP answered {status} to "
                               "GET /xend/domain/")
@@ -120,21 +119,10 @@ class XendHttpDriver(Driver):
         path = "/xend/domain/" + urllib.parse.quote(vm, safe="")
         try:
             status, body = self._request("POST", path, form, timeout)
-        except ConnectionRefusedError as exc:
-            raise Unavailable(f"{self.endpoint.name}: xend HTTP refused the connection: "
-                              f"{_why(exc)}") from None
-        except (socket.timeout, TimeoutError):
-            raise MigrationUncertain(f"no answer from xend within {timeout:g}s "
-                                     "(the migration may still be running)") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise MigrationUncertain(f"connection to xend lost during the migration: "
-                                     f"{_why(exc)}") from None
+            raise migrate_call_failed(exc, self.endpoint.name, "xend HTTP", timeout) from None
         if status == 404:
             raise MigrationRefused(f"xend: domain {vm} does not exist on {self.endpoint.name}")
         err = xend_error(body)
         if status >= 300 or err is not None or (status == 202 and "failed" in body):
             raise MigrationRefused(f"xend: {err or body.strip() or f'HTTP {status}'}")
-
-
-def _why(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

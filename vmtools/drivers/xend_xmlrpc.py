@@ -10,10 +10,9 @@ the migration failed.
 from __future__ import annotations
 
 import http.client
-import socket
 import xmlrpc.client
 
-from vmtools.drivers.base import DOM0_NAMES, Driver, MigrationRefused, MigrationUncertain
+from vmtools.drivers.base import DOM0_NAMES, Driver, MigrationRefused, migrate_call_failed, why
 from vmtools.errors import Unavailable
 
 
@@ -54,7 +53,7 @@ class XendXmlRpcDriver(Driver):
                               f"{exc.faultString}") from None
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
             raise Unavailable(f"{self.endpoint.name}: xend XML-RPC at {self.endpoint.address}:"
-                              f"{self.endpoint.port} did not answer: {_why(exc)}") from None
+                              f"{self.endpoint.port} did not answer: {why(exc)}") from None
         if not isinstance(names, list):
             raise Unavailable(f"{self.endpoint.name}: xend.domains returned {type(names)}")
         return {n for n in names if isinstance(n, str) and n not in DOM0_NAMES}
@@ -67,16 +66,6 @@ class XendXmlRpcDriver(Driver):
                 raise MigrationRefused(f"xend: domain {exc.faultString} does not exist on "
                                        f"{self.endpoint.name}") from None
             raise MigrationRefused(f"xend: {exc.faultString}") from None
-        except ConnectionRefusedError as exc:
-            raise Unavailable(f"{self.endpoint.name}: xend XML-RPC refused the connection: "
-                              f"{_why(exc)}") from None
-        except (socket.timeout, TimeoutError):
-            raise MigrationUncertain(f"no answer from xend within {timeout:g}s "
-                                     "(the migration may still be running)") from None
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
-            raise MigrationUncertain(f"connection to xend lost during the migration: "
-                                     f"{_why(exc)}") from None
-
-
-def _why(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+            raise migrate_call_failed(exc, self.endpoint.name, "xend XML-RPC",
+                                      timeout) from None

@@ -20,7 +20,6 @@ it is never contacted).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket

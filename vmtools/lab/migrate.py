@@ -264,7 +264,7 @@ def _xl(args: list[str], host: str, state: ClusterState,
                 "migration sender: Target has acknowledged transfer.\n"
                 "migration sender: Giving target permission to start.\n"
                 "** Migration failed during final handshake **\n"
-                f"Domain state is now undefined !\n")
+                "Domain state is now undefined !\n")
         return 1, "", "".join(err) + ("migration sender: Target has acknowledged transfer.\n"
                                       "Migration failed, resuming at sender.\n")
     err += ["migration sender: Target has acknowledged transfer.\n",

@@ -92,7 +92,7 @@ def _answer(tool: str, args: list[str], host: str, st: dict) -> Answer:
         if tool == "xm":
             return 1, "", f"Error: Subcommand {sub} not found!\n" if sub else \
                 "Usage: xm <subcommand> [args]\n"
-        return 1, "", f"command not implemented\n" if sub else "Usage xl [-vfN] <subcommand>\n"
+        return 1, "", "command not implemented\n" if sub else "Usage xl [-vfN] <subcommand>\n"
     if spec is None or not spec.get("up", True):
         return 1, "", f"{tool}: could not connect to xenstore: No such file or directory\n"
     tree = _xenstore(spec, st)

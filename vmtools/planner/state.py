@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, iso_to_epoch
+from vmtools.model import Snapshot, iso_to_epoch
 
 STATE_FILE = "vm-plan-state.json"
 KEEP = 50
