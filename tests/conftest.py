@@ -1,4 +1,4 @@
-"""Shared test helpers: run a command in-process (CliRunner) or as the installed script."""
+"""Shared test helpers: run an installed command through real pipes; start labs."""
 
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ import typer
 from vmtools import __version__
 from vmtools.errors import (EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
                             VmtoolsError)
+from vmtools.inputs import input_name, open_input
 from vmtools.model import loads
 
 log = logging.getLogger("vmtools")
@@ -220,25 +221,12 @@ def entry_point(app: typer.Typer, prog: str):
 
 def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
     """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
-    if path == "-":
-        if sys.stdin is None:
-            raise UsageError(f"no {what} on standard input")
-        if sys.stdin.isatty():
-            print(f"{prog}: reading {what} from standard input (end with Ctrl-D)",
-                  file=sys.stderr)
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        name = "<stdin>"
-    else:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path}: is a directory") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror}") from None
-        name = path
+    with contextlib.ExitStack() as stack:
+        stream = open_input(path, prog, what)
+        if path != "-":
+            stack.enter_context(stream)
+        data = stream.read()
+    name = input_name(path)
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")

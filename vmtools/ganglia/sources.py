@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import re
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import BinaryIO
 
 from vmtools.errors import Unavailable, UsageError
+from vmtools.inputs import input_name, open_input
 
 GMETAD_XML_PORT = 8651
 GMETAD_INTERACTIVE_PORT = 8652
@@ -155,24 +155,10 @@ class FileSource:
 
     @property
     def name(self) -> str:
-        return "<stdin>" if self.path == "-" else self.path
+        return input_name(self.path)
 
     def open(self) -> BinaryIO:
-        if self.path == "-":
-            if sys.stdin is None:
-                raise UsageError("no input on standard input")
-            if sys.stdin.isatty():
-                print("vm-snapshot: reading Ganglia XML from standard input (end with Ctrl-D)",
-                      file=sys.stderr)
-            return sys.stdin.buffer
-        try:
-            return open(self.path, "rb")
-        except FileNotFoundError:
-            raise UsageError(f"{self.path}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{self.path}: is a directory") from None
-        except OSError as exc:
-            raise UsageError(f"{self.path}: {exc.strerror}") from None
+        return open_input(self.path, "vm-snapshot", "Ganglia XML")
 
 
 @dataclass(frozen=True)
