@@ -18,9 +18,11 @@ from lxml import etree
 
 from tests.conftest import run, script
 from tests.ganglia_lab import GangliaLab, binaries_missing
+from vmtools.dom0.metrics import HOST_METRICS
 from vmtools.ganglia import xdr
 from vmtools.lab.cluster import ClusterState, new_state
 from vmtools.lab.standin import install_standins
+from vmtools.model import is_safe_name
 
 GMETRIC = shutil.which("gmetric") or "/usr/bin/gmetric"
 
@@ -268,9 +270,12 @@ def test_real_gmond_gmetad_and_vm_snapshot_show_exactly_the_cluster(tmp_path):
             assert proc.returncode == 0, f"{host}: {err}"
             if host == "node-3":
                 assert "guest 'bad<x>'" in err and "guest 'caf\u00e9'" in err
-        ganglia.wait_for_metric("node-4", "container.vms.4", timeout=20)
-        for host in LAB_HOSTS:
-            ganglia.wait_for_metric(host, "container.type", timeout=20)
+        for host, spec in LAB_HOSTS.items():     # everything sent, through gmond and gmetad
+            wanted = set(HOST_METRICS) | {f"container.vm.{vm}.{m}" for vm in spec["domains"]
+                                          if is_safe_name(vm) for m in ("cpu", "mem", "vcpus")}
+            if host == "node-4":
+                wanted |= {f"container.vms.{i}" for i in range(1, 5)}
+            ganglia.wait_for_metrics(host, wanted, timeout=30)
         data = ganglia.gmetad_xml()
         root = _gmetad_tree(data)                 # well-formed: nothing unsafe got through
         hosts = {h.get("NAME"): h for h in root.iter("HOST")}

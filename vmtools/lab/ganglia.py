@@ -34,6 +34,16 @@ GMETAD = "/usr/sbin/gmetad"
 GMETRIC = "/usr/bin/gmetric"
 
 
+def recv_buffer(wanted: int = 4 << 20) -> int:
+    """The UDP receive buffer to ask gmond for: ``wanted``, capped by the kernel's
+    net.core.rmem_max (gmond exits when the kernel grants less than it asked for)."""
+    try:
+        cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return 212992
+    return min(wanted, cap)
+
+
 def binaries_missing() -> list[str]:
     """The Ganglia programs this lab needs that are not installed (empty when all are)."""
     return [path for path in (GMOND, GMETAD, GMETRIC)
@@ -142,6 +152,8 @@ class GangliaLab:
             "case_sensitive_hostnames 1\n")
 
     def start_gmond(self) -> None:
+        # A collector gmond wants a large receive buffer (Ganglia's own gmond.conf says so),
+        # and the lab gets bursts from several Domain-0s at once on a busy 2-core machine.
         """Start (or restart, after :meth:`kill_gmond`) gmond on the lab's port."""
         conf = self.dir / "gmond.conf"
         conf.write_text(
@@ -152,7 +164,8 @@ class GangliaLab:
             f'cluster {{\n  name = "{self.cluster}"\n  owner = "lab"\n'
             '  latlong = "unspecified"\n  url = "unspecified"\n}\n'
             'host {\n  location = "unspecified"\n}\n'
-            f"udp_recv_channel {{\n  port = {self.gmond_port}\n  bind = 127.0.0.1\n}}\n"
+            f"udp_recv_channel {{\n  port = {self.gmond_port}\n  bind = 127.0.0.1\n"
+            f"  buffer = {recv_buffer()}\n}}\n"
             f"tcp_accept_channel {{\n  port = {self.gmond_port}\n  bind = 127.0.0.1\n}}\n")
         self.gmond = subprocess.Popen(
             [_binary(GMOND), "-c", str(conf), "-f"], stdin=subprocess.DEVNULL,
@@ -280,6 +293,30 @@ class GangliaLab:
             return needle.encode() in data[start:end]
 
         self.wait_until(ready, timeout, f"{host} {metric} in gmetad")
+
+    def wait_for_metrics(self, host: str, metrics: Iterable[str],
+                         timeout: float = 15.0) -> None:
+        """Wait until gmetad serves every one of ``metrics`` for ``host``. Packets that a
+        publisher has sent may still sit in gmond's socket, and gmetad polls gmond when its
+        step says: until then gmetad shows part of a cycle."""
+        wanted = {f'NAME="{m}"'.encode() for m in metrics}
+        needle_host = f'<HOST NAME="{host}"'.encode()
+        missing: set[bytes] = set(wanted)
+
+        def ready() -> bool:
+            nonlocal missing
+            data = self.gmetad_xml()
+            start = data.find(needle_host)
+            section = data[start:data.find(b"</HOST>", start)] if start >= 0 else b""
+            missing = {w for w in wanted if w not in section}
+            return not missing
+
+        try:
+            self.wait_until(ready, timeout, f"{host}'s metrics in gmetad")
+        except TimeoutError as exc:
+            names = sorted(m.decode()[6:-1] for m in missing)
+            raise TimeoutError(f"{exc}: {len(names)} missing, e.g. {', '.join(names[:3])}") \
+                from None
 
     @property
     def gmetad_address(self) -> str:

@@ -41,6 +41,9 @@ def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike |
     # The stand-ins need only the standard library and this package: run them without the
     # site machinery (-S), which costs an editable install about 60 ms a call, and find the
     # package through PYTHONPATH instead. A real xl answers in a few ms; so should its double.
+    # Byte-code is cached even where PYTHONDONTWRITEBYTECODE is set (compiling the lab's
+    # modules on every call tripled a call's CPU time).
+    env += "unset PYTHONDONTWRITEBYTECODE\n"
     root = shlex.quote(str(Path(__file__).resolve().parent.parent.parent))
     env += f"PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}; export PYTHONPATH\n"
     for tool in TOOLS:
