@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 import pytest
+from pathlib import Path
 
 from vmtools.dom0.metrics import Sample, build_metrics, split_guest_list
 from vmtools.dom0.parse import Domain, parse_info, parse_list
@@ -89,7 +90,7 @@ def test_stand_in_errors_are_the_real_ones(tmp_path):
 
 def test_sysfs_counters_follow_the_simulated_clock(tmp_path):
     st = new_state({"node-1": {"domains": {"web1": {"net_mbps": 80.0, "net_bytes": 1000}}}})
-    net = toolstack.materialise_sysfs(tmp_path, st, "node-1")
+    net = Path(toolstack.materialise_sysfs(tmp_path, st, "node-1"))
     stats = net / "vif1.0" / "statistics"
     assert int((stats / "rx_bytes").read_text()) + int((stats / "tx_bytes").read_text()) == 1000
     st["hosts"]["node-1"]["domains"] = {}

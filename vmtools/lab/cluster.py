@@ -22,24 +22,24 @@ Domain-0 is not stored: its memory is ``dom0_mib`` and it is added by the stand-
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Iterator
 
 DEFAULT_MIGRATION = {"mib_per_s": 2048.0, "min_seconds": 0.05}
 
 
 class ClusterState:
-    """A handle on the state file. Every read and change takes the file lock."""
+    """A handle on the state file. Every read and change takes the file lock.
+
+    Every stand-in ``xl``/``xm`` call imports this module, and a real ``xl`` starts in a few
+    milliseconds, so it keeps to what the interpreter has loaded anyway: os.path rather than
+    pathlib, small context-manager classes rather than contextlib, no typing."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.path = os.path.abspath(os.fspath(path))
+        self.lock_path = self.path + ".lock"
 
     @classmethod
     def from_env(cls) -> "ClusterState":
@@ -48,50 +48,79 @@ class ClusterState:
             raise RuntimeError("VMTOOLS_LAB_STATE is not set: no simulated cluster")
         return cls(path)
 
-    @contextlib.contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _load(self) -> dict:
         with open(self.path, encoding="utf-8") as fh:
             return json.load(fh)
 
     def _save(self, state: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cluster.", suffix=".tmp")
+        # under the exclusive lock, so one temporary name per process is enough
+        head, tail = os.path.split(self.path)
+        tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             # keep the file's mode: the SSH lab shares it with an unprivileged user
             os.fchmod(fd, os.stat(self.path).st_mode & 0o777)
         except FileNotFoundError:
             pass
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=1, sort_keys=True)
+            # no indent: json's C encoder then does the work (a stand-in call saves the state)
+            json.dump(state, fh, sort_keys=True, separators=(",", ":"))
         os.replace(tmp, self.path)
 
     def read(self) -> dict:
-        with self._locked(False):
+        with _Lock(self.lock_path, exclusive=False):
             return self._load()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[dict]:
-        """Yield the state for changing; it is saved when the block ends without error."""
-        with self._locked(True):
-            state = self._load()
-            yield state
-            self._save(state)
+    def transaction(self) -> "_Transaction":
+        """``with state.transaction() as st:`` yields the state for changing; it is saved when
+        the block ends without error."""
+        return _Transaction(self)
 
     def write(self, state: dict) -> None:
-        with self._locked(True):
+        with _Lock(self.lock_path, exclusive=True):
             self._save(state)
+
+
+class _Lock:
+    def __init__(self, path: str, exclusive: bool):
+        self.path, self.exclusive = path, exclusive
+        self.fh = None
+
+    def __enter__(self) -> None:
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+class _Transaction:
+    def __init__(self, cluster: ClusterState):
+        self.cluster = cluster
+        self.lock = _Lock(cluster.lock_path, exclusive=True)
+        self.state: dict = {}
+
+    def __enter__(self) -> dict:
+        self.lock.__enter__()
+        try:
+            self.state = self.cluster._load()
+        except BaseException:
+            self.lock.__exit__(None, None, None)
+            raise
+        return self.state
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.cluster._save(self.state)
+        finally:
+            self.lock.__exit__(None, None, None)
 
 
 def new_state(hosts: dict[str, dict], migration: dict | None = None) -> dict:
     """A state from ``{"node-1": {"cpus": 8, "mem_mib": 16384, "domains": {...}}, ...}``."""
-    state: dict[str, Any] = {"hosts": {}, "next_domid": 1,
+    state: dict = {"hosts": {}, "next_domid": 1,
                              "migration": dict(migration or DEFAULT_MIGRATION), "faults": {},
                              "clock": time.time()}
     for i, (name, spec) in enumerate(sorted(hosts.items())):

@@ -15,10 +15,7 @@ Domain-0 this is).
 from __future__ import annotations
 
 import os
-import shlex
-import stat
 import sys
-from pathlib import Path
 
 from vmtools.lab.cluster import ClusterState
 
@@ -26,10 +23,13 @@ TOOLS = ("xm", "xl", "xenstore-read", "xenstore-ls")
 
 
 def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike | None = None,
-                     host: str | None = None, python: str | None = None) -> Path:
+                     host: str | None = None, python: str | None = None) -> os.PathLike:
     """Write the stand-in scripts into ``bin_dir``. With ``state_path``/``host`` they are
     baked into the scripts (for SSH, where the environment is sshd's); otherwise the
     scripts read ``VMTOOLS_LAB_STATE``/``VMTOOLS_LAB_HOST``."""
+    import shlex            # here, not at the top: every stand-in call imports this module
+    import stat
+    from pathlib import Path
     bin_dir = Path(bin_dir)
     bin_dir.mkdir(parents=True, exist_ok=True)
     python = python or sys.executable
@@ -48,8 +48,10 @@ def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike |
     env += f"PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}; export PYTHONPATH\n"
     for tool in TOOLS:
         script = bin_dir / tool
-        script.write_text(f"#!/bin/sh\n{env}exec {shlex.quote(python)} -S -m "
-                          f"vmtools.lab.standin {tool} \"$@\"\n")
+        # -c, not -m: runpy would import importlib.util and contextlib on every call
+        script.write_text(f"#!/bin/sh\n{env}exec {shlex.quote(python)} -S -c "
+                          f"'import sys, vmtools.lab.standin as s; sys.exit(s.main())' "
+                          f"{tool} \"$@\"\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return bin_dir
 

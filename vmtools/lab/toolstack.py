@@ -36,11 +36,7 @@ the CPU times it just read.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 from vmtools.lab.cluster import ClusterState, advance
 
@@ -212,6 +208,21 @@ def _norm(path: str) -> str:
     return path
 
 
+_NAMESPACE_DNS = bytes.fromhex("6ba7b8109dad11d180b400c04fd430c8")
+
+
+def _uuid5(name: str) -> str:
+    """RFC 4122's name-based (SHA-1) UUID in the DNS namespace, as ``uuid.uuid5`` makes it
+    (that module imports ``platform`` and costs a stand-in call a third of its start-up;
+    hashlib loads OpenSSL, so only xenstore answers import it)."""
+    import hashlib
+    b = bytearray(hashlib.sha1(_NAMESPACE_DNS + name.encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _xenstore(spec: dict, st: dict) -> dict[str, str]:
     """The host's xenstore as ``{path: value}``; every directory is a node with value ""."""
     tree: dict[str, str] = {}
@@ -224,7 +235,7 @@ def _xenstore(spec: dict, st: dict) -> dict[str, str]:
 
     for dom in _domains(spec, st):
         base = f"/local/domain/{dom['domid']}"
-        vm_uuid = uuid.uuid5(uuid.NAMESPACE_DNS, f"{dom['name']}.vmtools-lab")
+        vm_uuid = _uuid5(f"{dom['name']}.vmtools-lab")
         put(f"{base}/vm", f"/vm/{vm_uuid}")
         put(f"{base}/name", dom["name"])
         put(f"{base}/domid", str(dom["domid"]))
@@ -262,27 +273,30 @@ def _natural(text: str) -> tuple:
 
 # ----------------------------------------------------------------------------- sysfs
 
-def materialise_sysfs(root: str | os.PathLike, state: dict | ClusterState, host: str) -> Path:
+def materialise_sysfs(root: str | os.PathLike, state: dict | ClusterState, host: str) -> str:
     """Write ``<root>/sys/class/net/vif<domid>.0/statistics/{rx,tx}_bytes`` for the guests of
     ``host`` (rx + tx = the guest's ``net_bytes``) and remove vifs of guests that left.
-    Returns the ``sys/class/net`` directory."""
+    Returns the ``sys/class/net`` directory. (os.path, not pathlib: every stand-in call runs
+    this, and a real ``xl`` starts in a few milliseconds.)"""
     st = state.read() if isinstance(state, ClusterState) else state
-    net = Path(root) / "sys" / "class" / "net"
-    net.mkdir(parents=True, exist_ok=True)
+    net = os.path.join(root, "sys", "class", "net")
+    os.makedirs(net, exist_ok=True)
     spec = st["hosts"].get(host, {"domains": {}})
     live = set()
     for dom in spec["domains"].values():
         name = f"vif{dom['domid']}.0"
         live.add(name)
-        stats = net / name / "statistics"
-        stats.mkdir(parents=True, exist_ok=True)
+        stats = os.path.join(net, name, "statistics")
+        os.makedirs(stats, exist_ok=True)
         total = int(dom.get("net_bytes", 0))
         for counter, value in (("rx_bytes", total // 2), ("tx_bytes", total - total // 2)):
-            fd, tmp = tempfile.mkstemp(dir=stats, prefix=f".{counter}.")
-            with os.fdopen(fd, "w") as fh:
+            path = os.path.join(stats, counter)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
                 fh.write(f"{value}\n")
-            os.replace(tmp, stats / counter)
-    for entry in net.glob("vif*"):
-        if entry.name not in live:
-            shutil.rmtree(entry, ignore_errors=True)
+            os.replace(tmp, path)
+    for entry in os.listdir(net):
+        if entry.startswith("vif") and entry not in live:
+            import shutil          # rarely needed: a guest left this host
+            shutil.rmtree(os.path.join(net, entry), ignore_errors=True)
     return net
