@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vmtools.lab import sshd as sshlab
-from vmtools.lab.cluster import ClusterState, advance, placement
+from vmtools.lab.cluster import ClusterState, placement
 from vmtools.lab.ganglia import GangliaLab
 from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
 from vmtools.lab.standin import install_standins
@@ -210,9 +210,8 @@ class Lab:
         return time.time() - self.started
 
     def _tick(self) -> None:
-        with self.state.transaction() as st:
+        with self.state.transaction() as st:     # advanced to now, then the new loads
             apply_loads(st, self.scenario, self.elapsed())
-            advance(st)
 
     def _drive(self) -> None:
         while not self._stop.wait(0.5):
