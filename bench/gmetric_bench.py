@@ -11,7 +11,7 @@ Measured per cycle, in CPU milliseconds (user + system):
 - vm-gmetric: one Publisher in this process, cycle after cycle as the daemon runs them (no
   interpreter start-up): time.process_time() is its own CPU (parsing, building, XDR encoding,
   sending, sysfs reads); children CPU is its toolstack share (one `xm list`).
-The stand-in toolstack is a Python program (~35 ms of CPU a call, most of it the interpreter
+The stand-in toolstack is a Python program (~17 ms of CPU a call, most of it the interpreter
 starting), heavier than the real xl (C) and lighter than the real xm (Python 2 and xend), so
 both the totals and the publishing shares are shown.
 """
