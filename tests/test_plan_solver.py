@@ -60,6 +60,30 @@ def test_swap_needs_a_pivot():
     assert pivots == 1 and len(actions) == 3
 
 
+def test_a_pivot_never_lands_on_a_host_in_maintenance():
+    # The emptiest host is in maintenance: the pivot must take the other one, and the plan
+    # (consolidation with the maintenance rule) passes the checker.
+    s = snap({"h1": (8, 4), "h2": (8, 4), "h3": (8, 4), "m": (8, 64)},
+             {"a": ("h1", 0.1, 3), "b": ("h2", 0.1, 3)})
+    cons = parse_rules([{"rule": "fence", "vms": ["a"], "hosts": ["h2"]},
+                        {"rule": "fence", "vms": ["b"], "hosts": ["h1", "h3", "m"]},
+                        {"rule": "maintenance", "hosts": ["m"]}], s)
+    actions, pivots = order_moves(s, cons, {"a": "h2", "b": "h1"})
+    assert pivots == 1
+    assert [(x.vm, x.dst) for x in actions][0] == ("b", "h3")
+    assert all(x.dst != "m" for x in actions)
+
+
+def test_consolidating_never_maps_a_packing_onto_a_host_in_maintenance():
+    # First-fit packs a (leaving m) and b onto one host; the relabelling that keeps the most
+    # memory in place would have chosen m itself, which is identical but in maintenance.
+    s = snap({"h1": (8, 8), "h2": (8, 8), "m": (8, 8)},
+             {"a": ("m", 0.5, 4), "b": ("h2", 0.5, 2)})
+    p = plan(s, [{"rule": "maintenance", "hosts": ["m"]}])
+    assert p.placement == {"a": "h2", "b": "h2"}
+    assert [(x.vm, x.dst) for x in p.actions] == [("a", "h2")]
+
+
 def test_a_swap_no_pivot_can_break_is_an_error():
     s = snap({"h1": (8, 4), "h2": (8, 4), "h3": (8, 4)}, {"a": ("h1", 0.1, 3), "b": ("h2", 0.1, 3)})
     with pytest.raises(OperationFailed) as err:

@@ -8,10 +8,13 @@ of host indices (one per guest), or None when they fail.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable, Iterable
 
 from vmtools.planner.instance import Instance
+
+log = logging.getLogger("vmtools.planner.heuristics")
 
 EPS = 1e-6
 
@@ -178,13 +181,17 @@ def relabel(inst: Instance, placement: list[int]) -> list[int]:
     everywhere = max((len(a) for a in inst.allowed), default=0)
     restricted = [v for v in range(inst.n_vms)
                   if len(inst.allowed[v]) != everywhere or inst.fixed[v]]
+    # The hosts an unrestricted guest may use: hosts outside it (maintenance, offline) are
+    # never interchangeable with hosts inside it, whatever their capacity.
+    common = next((inst.allowed_set(v) for v in range(inst.n_vms)
+                   if len(inst.allowed[v]) == everywhere and not inst.fixed[v]), set())
     has_fixed = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     classes: dict[tuple, list[int]] = {}
     for h in range(inst.n_hosts):
         if h in has_fixed:
             continue
         sig = (tuple(inst.cap[d][h] for d in inst.dims), inst.count_cap[h],
-               h in inst.frozen_hosts,
+               h in inst.frozen_hosts, h in common,
                frozenset(v for v in restricted if h not in inst.allowed_set(v)))
         classes.setdefault(sig, []).append(h)
     mapping = list(range(inst.n_hosts))
@@ -283,6 +290,9 @@ def consolidate_heuristic(inst: Instance) -> tuple[list[int] | None, str]:
         if other is not None and hosts_used(other) < hosts_used(ffd):
             ffd, label = other, "ffd-max"
     best, how = relabel(inst, ffd), f"{label}+relabel"
+    if not inst.valid(best):        # relabelling must keep every rule; never risk it
+        log.warning("relabelled packing breaks a rule; using the packing as it is")
+        best, how = ffd, label
     kept = keep_open(inst, set(best))
     if kept is not None and hosts_used(kept) <= hosts_used(best) \
             and migrated_mib(inst, kept) < migrated_mib(inst, best):

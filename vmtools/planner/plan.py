@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-from vmtools.errors import DataError, OperationFailed, TemporaryFailure
+from vmtools.errors import DataError, InternalError, OperationFailed, TemporaryFailure
 from vmtools.model import DOM0_NAMES, Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner.check import check_plan
@@ -492,7 +492,11 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary,
                 explain={a.vm: a.reason for a in actions} if opts.explain else None)
-    check_plan(plan, cons)
+    try:
+        check_plan(plan, cons)
+    except DataError as exc:    # the planner's own plan, not the user's input: a bug
+        raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
+                            f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
 
 
