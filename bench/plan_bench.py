@@ -1,6 +1,7 @@
 """vm-plan benchmark: seeded realistic clusters, vm-plan against FFD and Sandpiper's greedy.
 
     /work/venv/bin/python bench/plan_bench.py [--quick] [--sizes 50x250,200x2000] [--solver cbc]
+                                              [--rules] [--no-balance]
 
 Clusters: three host types (30 % 16 CPU / 64 GiB, 40 % 32 / 128, 30 % 64 / 256), guests of
 1-16 vCPUs with 2 or 4 GiB per vCPU, CPU use skewed (half idle, a third moderate, the rest
@@ -8,6 +9,10 @@ busy), placed spread out (each guest on the first host with room in a shuffled o
 Consolidation: hosts (lower bound, FFD, vm-plan), memory moved (FFD+relabel, vm-plan),
 model-build and solve seconds. Balance: a few hosts made hot; hotspots left and migrations
 of Sandpiper's greedy against vm-plan.
+
+``--rules`` consolidates under a seeded mix of placement rules, as a production cluster has
+them: spread triples over 6 % of the guests, gather pairs over 1 %, 1 % banned from three
+hosts each, 1 % pinned, and the first two hosts in maintenance (FFD obeys them too).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from vmtools.model import VM, Host, Snapshot  # noqa: E402
 from vmtools.planner import heuristics as H  # noqa: E402
 from vmtools.planner.check import check_plan  # noqa: E402
-from vmtools.planner.constraints import Constraints  # noqa: E402
+from vmtools.planner.constraints import Constraints, parse_rules  # noqa: E402
 from vmtools.planner.instance import build_instance  # noqa: E402
 from vmtools.planner.plan import Options, make_plan  # noqa: E402
 from vmtools.render import table  # noqa: E402
@@ -73,9 +78,34 @@ def generate(n_hosts: int, n_vms: int, seed: int = 0, hot: int = 0) -> Snapshot:
     return Snapshot(hosts=hosts, vms=placed, source="bench")
 
 
-def bench_consolidate(n_hosts: int, n_vms: int, limit: float, solver: str, seed: int) -> list:
+def generate_rules(snap: Snapshot, seed: int) -> Constraints:
+    rng = random.Random(seed + 1)
+    names = [v.name for v in snap.vms]
+    hosts = [h.name for h in snap.hosts]
+    rng.shuffle(names)
+    n = len(names)
+    rules, k = [], 0
+    for _ in range(n // 50):
+        rules.append({"rule": "spread", "vms": names[k:k + 3]})
+        k += 3
+    for _ in range(n // 200):
+        rules.append({"rule": "gather", "vms": names[k:k + 2]})
+        k += 2
+    for _ in range(n // 100):
+        rules.append({"rule": "ban", "vms": [names[k]], "hosts": rng.sample(hosts, 3)})
+        k += 1
+    where = {v.name: v.host for v in snap.vms}
+    pins = [v for v in names[k:] if where[v] not in hosts[:2]][:n // 100]
+    rules.append({"rule": "pin", "vms": pins})
+    rules.append({"rule": "maintenance", "hosts": hosts[:2]})
+    return parse_rules(rules, snap)
+
+
+def bench_consolidate(n_hosts: int, n_vms: int, limit: float, solver: str, seed: int,
+                      with_rules: bool = False) -> list:
     snap = generate(n_hosts, n_vms, seed)
-    inst = build_instance(snap, Constraints([]), cpu_limit=0.8)
+    cons = generate_rules(snap, seed) if with_rules else Constraints([])
+    inst = build_instance(snap, cons, cpu_limit=0.8)
     t0 = time.monotonic()
     lb = H.lower_bound(inst)
     ffd = H.ffd_sum(inst)
@@ -85,9 +115,9 @@ def bench_consolidate(n_hosts: int, n_vms: int, limit: float, solver: str, seed:
     ffd_mib = H.migrated_mib(inst, ffd) if ffd else None
     rel_mib = H.migrated_mib(inst, rel) if rel else None
     t0 = time.monotonic()
-    plan = make_plan(snap, Constraints([]), Options(time_limit=limit, solver=solver, seed=seed))
+    plan = make_plan(snap, cons, Options(time_limit=limit, solver=solver, seed=seed))
     total = time.monotonic() - t0
-    check_plan(plan)
+    check_plan(plan, cons)
     s = plan.summary
     return [f"{n_hosts}/{n_vms}", lb, ffd_hosts, s["hosts_after"],
             f"{(ffd_mib or 0) / 1024:.0f}", f"{(rel_mib or 0) / 1024:.0f}",
@@ -127,6 +157,10 @@ def main() -> None:
     ap.add_argument("--solver", default="cbc", help="cbc (default) or highs")
     ap.add_argument("--seed", type=int, default=0, help="generator seed")
     ap.add_argument("--time-limit", type=float, default=None, help="per-run limit (s)")
+    ap.add_argument("--rules", action="store_true",
+                    help="consolidate under a seeded mix of spread, gather, ban, pin and "
+                         "maintenance rules")
+    ap.add_argument("--no-balance", action="store_true", help="skip the balance runs")
     args = ap.parse_args()
     sizes = [(50, 250, 5), (200, 2000, 30), (1000, 10000, 60), (5000, 30000, 180)]
     if args.quick:
@@ -138,11 +172,15 @@ def main() -> None:
             sizes.append((int(h), int(v), {50: 5, 200: 30, 1000: 60}.get(int(h), 120)))
     rows = []
     for h, v, limit in sizes:
-        rows.append(bench_consolidate(h, v, args.time_limit or limit, args.solver, args.seed))
+        rows.append(bench_consolidate(h, v, args.time_limit or limit, args.solver, args.seed,
+                                      args.rules))
         print(rows[-1], file=sys.stderr)
     print(table(rows, ["size", "LB", "FFD hosts", "hosts", "FFD GiB", "FFD+relabel GiB",
                        "GiB moved", "moves", "pivots", "status", "gap", "FFD s", "build s",
-                       "solve s", "total s"], "consolidate"))
+                       "solve s", "total s"],
+                "consolidate, with rules" if args.rules else "consolidate"))
+    if args.no_balance:
+        return
     rows = []
     for h, v, limit in sizes:
         rows.append(bench_balance(h, v, args.time_limit or limit, args.solver, args.seed))

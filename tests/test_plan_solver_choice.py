@@ -4,6 +4,9 @@ PATH (Debian's coinor-cbc; what PuLP 4, which bundles none, needs), else a clear
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import time
 
 import pulp
 import pytest
@@ -44,3 +47,41 @@ def test_a_cbc_on_path_plans_when_pulp_bundles_none(no_bundled_cbc):
     assert plan.summary["hosts_after"] == 1
     assert plan.solver["name"] == "cbc" and plan.solver["method"].startswith("milp")
     assert plan.solver["status"] == "optimal"
+
+
+# ----------------------------------------------------------------------------- the time limit
+# CBC reads -sec only between branch-and-bound nodes; the watchdog holds it to --time-limit.
+# A copy of sleep(1) named cbc stands for a CBC stuck in its root node.
+
+def _stuck_cbc(tmp_path, ignore_sigint: bool):
+    binary = tmp_path / "cbc"
+    shutil.copy(shutil.which("sleep"), binary)
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    return subprocess.Popen([str(binary), "60"], preexec_fn=pre)
+
+
+def test_a_solver_past_its_limit_is_interrupted(tmp_path):
+    proc = _stuck_cbc(tmp_path, ignore_sigint=False)
+    started = time.monotonic()
+    with solve._Watchdog("cbc", 1.0) as dog:
+        proc.wait(timeout=30)
+    assert proc.returncode == -2 and dog.fired          # SIGINT: CBC stops, keeps its best
+    assert 1.9 <= time.monotonic() - started < 10
+
+
+def test_a_solver_that_ignores_the_interrupt_is_killed(tmp_path):
+    proc = _stuck_cbc(tmp_path, ignore_sigint=True)
+    with solve._Watchdog("cbc", 1.0) as dog:
+        proc.wait(timeout=30)
+    assert proc.returncode == -9 and dog.fired
+
+
+def test_a_solver_within_its_limit_is_left_alone(tmp_path):
+    proc = _stuck_cbc(tmp_path, ignore_sigint=False)
+    try:
+        with solve._Watchdog("cbc", 30.0) as dog:
+            pass                                  # the solve returned in time
+        assert proc.poll() is None and not dog.fired
+    finally:
+        proc.kill()
+        proc.wait()

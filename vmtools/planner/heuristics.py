@@ -253,7 +253,15 @@ def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
                 pack.put(u, h)
             else:
                 evicted.append(u)
-    evicted.sort(key=lambda u: (-size_key(inst, u), min(u)))
+    # The most constrained first (spread peers, gathered groups, guests banned from or
+    # fenced to some hosts), while most open hosts still have room; then the largest first.
+    everywhere = max((len(a) for a in inst.allowed), default=0)
+
+    def constrained(unit: list[int]) -> bool:
+        return len(unit) > 1 or any(v in pack.spread_of or len(inst.allowed[v]) < everywhere
+                                    for v in unit)
+
+    evicted.sort(key=lambda u: (not constrained(u), -size_key(inst, u), min(u)))
     scale = _scale(inst)
     for unit in evicted:
         best, best_room = -1, math.inf
