@@ -7,7 +7,9 @@ import pytest
 from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Host, Problem, Snapshot
 from vmtools.planner.check import check_plan
+from vmtools.planner import heuristics as H
 from vmtools.planner.constraints import Constraints, parse_constraints, parse_rules
+from vmtools.planner.instance import build_instance
 from vmtools.planner.plan import Options, make_plan, with_placement
 from vmtools.planner.schedule import order_moves
 
@@ -183,3 +185,34 @@ def test_constraint_document_errors_name_the_rule(four):
     ok = parse_constraints({"format": "vmtools.constraints", "version": "1.0",
                             "rules": [{"rule": "pin", "vms": ["a"]}]}, four)
     assert isinstance(ok, Constraints) and ok.to_list() == [{"rule": "pin", "vms": ["a"]}]
+
+
+def test_first_fit_fills_the_hosts_that_stay_open_first():
+    # p is pinned on the small host, which stays open anyway: everything fits there.
+    s = snap({"big1": (16, 16), "big2": (16, 16), "small": (8, 8)},
+             {"p": ("small", 0.1, 1), "a": ("big1", 0.1, 4), "b": ("big2", 0.1, 3)})
+    inst = build_instance(s, parse_rules([{"rule": "pin", "vms": ["p"]}], s))
+    best, _ = H.consolidate_heuristic(inst)
+    assert [inst.hosts[h] for h in best] == ["small", "small", "small"]
+
+
+def test_a_large_cluster_under_rules_is_consolidated_in_groups():
+    # 12 hosts in groups of 4; every kind of rule, a gather pair split over two hosts.
+    hosts = {f"h{i:02d}": (8, 16) for i in range(12)}
+    vms = {f"g{i:02d}": (f"h{i % 12:02d}", 0.5, 2) for i in range(24)}
+    s = snap(hosts, vms)
+    rules = [{"rule": "spread", "vms": ["g00", "g01", "g02"]},
+             {"rule": "gather", "vms": ["g03", "g16"]},
+             {"rule": "pin", "vms": ["g05"]},
+             {"rule": "ban", "vms": ["g06"], "hosts": ["h00", "h01"]},
+             {"rule": "fence", "vms": ["g07"], "hosts": ["h07", "h08"]},
+             {"rule": "maintenance", "hosts": ["h09"]}]
+    p = plan(s, rules, group_size=4)
+    assert p.solver["method"].endswith("groups")
+    where = p.placement
+    assert len({where[v] for v in ("g00", "g01", "g02")}) == 3
+    assert where["g03"] == where["g16"]
+    assert where["g05"] == "h05" and where["g06"] not in ("h00", "h01")
+    assert where["g07"] in ("h07", "h08")
+    assert "h09" not in where.values()
+    assert p.summary["hosts_after"] < 12

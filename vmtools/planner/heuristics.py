@@ -125,9 +125,13 @@ def lower_bound(inst: Instance) -> int:
 
 
 def _host_order(inst: Instance) -> list[int]:
+    """Hosts that stay open anyway (they hold guests that do not move) first, then the
+    largest first: filling a pinned guest's host costs no extra host."""
     scale = _scale(inst)
+    forced = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     return sorted(range(inst.n_hosts),
-                  key=lambda h: (-sum(min(inst.cap[d][h], 1e18) / scale[d] for d in inst.dims),
+                  key=lambda h: (h not in forced,
+                                 -sum(min(inst.cap[d][h], 1e18) / scale[d] for d in inst.dims),
                                  inst.hosts[h]))
 
 

@@ -245,36 +245,104 @@ def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]
         fixed=[inst.fixed[v] for v in vms],
         frozen_hosts={hmap[h] for h in inst.frozen_hosts if h in hs},
         hard_cap={d: [inst.hard_cap[d][h] for h in hosts] for d in inst.hard_cap})
+    # Rules among the group's own guests; a spread peer in another group is on another host
+    # whatever happens, and the groups keep every gather group whole (see _host_groups).
+    vpos = {v: j for j, v in enumerate(vms)}
+    for rules, into in ((inst.spread, sub.spread), (inst.gather, sub.gather)):
+        for group in rules:
+            local = [vpos[v] for v in group if v in vpos]
+            if len(local) > 1:
+                into.append(local)
     return sub, vms
 
 
+def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
+    """Hosts split into groups of about ``size`` that can be consolidated apart: a mix of
+    host types in each (hosts dealt out in order of capacity), the current hosts of a gather
+    group's guests together, a guest fenced to a few hosts together with them. None when
+    some guest that may move would have no allowed host in its group."""
+    parent = list(range(inst.n_hosts))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: int, b: int) -> None:
+        parent[find(a)] = find(b)
+
+    for group in inst.gather:
+        for v in group[1:]:
+            union(inst.cur[v], inst.cur[group[0]])
+    everywhere = max((len(a) for a in inst.allowed), default=0)
+    for v in range(inst.n_vms):
+        if not inst.fixed[v] and len(inst.allowed[v]) < everywhere \
+                and len(inst.allowed[v]) <= size // 4:
+            for h in inst.allowed[v]:
+                union(h, inst.cur[v])
+    order = sorted(range(inst.n_hosts),
+                   key=lambda h: (tuple(inst.cap[d][h] for d in inst.dims), inst.hosts[h]))
+    members: dict[int, list[int]] = {}
+    for h in order:
+        members.setdefault(find(h), []).append(h)
+    n_groups = math.ceil(inst.n_hosts / size)
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    for i, hosts in enumerate(members[find(h)] for h in order if members[find(h)][0] == h):
+        k = i % n_groups
+        if len(groups[k]) + len(hosts) > size * 3 // 2:
+            k = min(range(n_groups), key=lambda j: len(groups[j]))
+        groups[k].extend(hosts)
+    group_of = [0] * inst.n_hosts
+    for k, hosts in enumerate(groups):
+        for h in hosts:
+            group_of[h] = k
+    reachable: dict[tuple[int, int], bool] = {}     # (allowed list, group): shared lists once
+    for v in range(inst.n_vms):
+        if inst.fixed[v]:
+            continue
+        key = (id(inst.allowed[v]), group_of[inst.cur[v]])
+        if key not in reachable:
+            reachable[key] = any(group_of[h] == key[1] for h in inst.allowed[v])
+        if not reachable[key]:
+            return None
+    return [g for g in groups if g]
+
+
 def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outcome:
-    """Split the hosts into groups of at most ``group_size`` (each with a mix of host
-    types and the guests on them) and consolidate each group on its own."""
-    if inst.n_hosts <= opts.group_size or inst.spread or inst.gather or \
-            len({len(a) for a in inst.allowed}) > 1:
+    """Split the hosts into groups of about ``group_size`` (:func:`_host_groups`) and
+    consolidate each group on its own; the whole cluster at once when it is small, when no
+    split keeps every guest able to stay in its group, or when a group alone cannot be
+    consolidated (its guests need room elsewhere)."""
+    groups = _host_groups(inst, opts.group_size) if inst.n_hosts > opts.group_size else None
+    if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
-    n_groups = math.ceil(inst.n_hosts / opts.group_size)
-    order = sorted(range(inst.n_hosts), key=lambda h: (tuple(inst.cap[d][h] for d in inst.dims),
-                                                       inst.hosts[h]))
-    groups = [order[i::n_groups] for i in range(n_groups)]
+    n_groups = len(groups)
     placement = list(inst.cur)
     total = Outcome(placement=placement, lower_bound=H.lower_bound(inst), status="optimal",
                     how=f"{n_groups} groups")
+    rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     for i, group in enumerate(groups):
         sub, vms = _sub_instance(inst, group)
         left = max(1.0, (deadline - time.monotonic()) / (n_groups - i))
-        res = consolidate(sub, opts, time.monotonic() + left)
+        try:
+            res = consolidate(sub, opts, time.monotonic() + left)
+        except OperationFailed as exc:
+            log.info("group %d of %d cannot be consolidated alone (%s): the whole cluster "
+                     "at once", i + 1, n_groups, exc)
+            return consolidate(inst, opts, deadline)
         for j, v in enumerate(vms):
             placement[v] = group[res.placement[j]]
         total.build_seconds += res.build_seconds
         total.solve_seconds += res.solve_seconds
         total.solver = res.solver
-        rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
         if rank[res.status] > rank[total.status]:
             total.status = res.status
         if res.gap is not None and (total.gap is None or res.gap > total.gap):
             total.gap = res.gap
+    if not inst.valid(placement):       # the groups' rules do not add up: never risk it
+        log.warning("the groups' placements together break a rule: the whole cluster at once")
+        return consolidate(inst, opts, deadline)
     if total.status == "optimal" and H.hosts_used(placement) > (total.lower_bound or 0):
         total.status = "feasible"     # each group is optimal; the whole is not proven
     return total
