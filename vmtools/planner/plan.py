@@ -6,7 +6,7 @@ Objectives:
   count comes from FFD-sum when it meets the per-dimension lower bound (a proof), else from
   a MILP warm-started with it; the memory stage is a candidate-restricted MILP warm-started
   with the best heuristic. Above ``group_size`` hosts the cluster is split into groups
-  solved one after the other.
+  solved one after the other (:func:`_host_groups` keeps every rule solvable per group).
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
