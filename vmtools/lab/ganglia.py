@@ -278,21 +278,18 @@ class GangliaLab:
                 raise TimeoutError(f"{what} not met within {timeout:g} s")
             time.sleep(0.2)
 
+    def _host_xml(self, host: str) -> bytes:
+        """gmetad's ``<HOST>`` element of ``host`` now (empty when gmetad has none)."""
+        data = self.gmetad_xml()
+        start = data.find(f'<HOST NAME="{host}"'.encode())
+        return data[start:data.find(b"</HOST>", start)] if start >= 0 else b""
+
     def wait_for_metric(self, host: str, metric: str, value: object | None = None,
                         timeout: float = 15.0) -> None:
         """Wait until gmetad serves ``metric`` for ``host`` (with ``value`` when given)."""
-        needle_host = f'<HOST NAME="{host}"'.encode()
         needle = f'NAME="{metric}" VAL="{value}"' if value is not None else f'NAME="{metric}"'
-
-        def ready() -> bool:
-            data = self.gmetad_xml()
-            start = data.find(needle_host)
-            if start < 0:
-                return False
-            end = data.find(b"</HOST>", start)
-            return needle.encode() in data[start:end]
-
-        self.wait_until(ready, timeout, f"{host} {metric} in gmetad")
+        self.wait_until(lambda: needle.encode() in self._host_xml(host), timeout,
+                        f"{host} {metric} in gmetad")
 
     def wait_for_metrics(self, host: str, metrics: Iterable[str],
                          timeout: float = 15.0) -> None:
@@ -300,14 +297,11 @@ class GangliaLab:
         publisher has sent may still sit in gmond's socket, and gmetad polls gmond when its
         step says: until then gmetad shows part of a cycle."""
         wanted = {f'NAME="{m}"'.encode() for m in metrics}
-        needle_host = f'<HOST NAME="{host}"'.encode()
         missing: set[bytes] = set(wanted)
 
         def ready() -> bool:
             nonlocal missing
-            data = self.gmetad_xml()
-            start = data.find(needle_host)
-            section = data[start:data.find(b"</HOST>", start)] if start >= 0 else b""
+            section = self._host_xml(host)
             missing = {w for w in wanted if w not in section}
             return not missing
 
