@@ -74,6 +74,57 @@ class Packing:
             self.placement[v] = h
 
 
+    def remove(self, unit: list[int], h: int) -> None:
+        for v in unit:
+            for d in self.inst.dims:
+                self.free[d][h] += self.inst.dem[d][v]
+            self.count[h] -= 1
+            self.spread_on[h].difference_update(self.spread_of.get(v, ()))
+            self.placement[v] = -1
+
+
+def drain(inst: Instance, placement: list[int], deadline: float,
+          clock: Callable[[], float]) -> list[int]:
+    """Empty open hosts, least-used first, while all their guests fit on the other open hosts
+    (best fit, every rule kept); returns the placement with fewer hosts, or the same one.
+    Used after solving groups apart, each of which rounds its host count up."""
+    pack = Packing(inst)
+    on: dict[int, list[list[int]]] = {}
+    for unit in units(inst):
+        h = placement[unit[0]]
+        pack.put(unit, h)
+        on.setdefault(h, []).append(unit)
+    fixed_hosts = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
+    open_hosts = set(on)
+    for h in sorted(open_hosts - fixed_hosts,
+                    key=lambda h: (-pack.free["mem"][h], inst.hosts[h])):
+        if clock() > deadline:
+            break
+        moving = sorted(on[h], key=lambda u: (-size_key(inst, u), min(u)))
+        for unit in moving:
+            pack.remove(unit, h)
+        others = sorted(open_hosts - {h}, key=lambda x: (pack.free["mem"][x], inst.hosts[x]))
+        placed: list[tuple[list[int], int]] = []
+        for unit in moving:
+            allowed = _allowed(inst, unit)
+            dst = next((x for x in others if x in allowed and pack.fits(unit, x)), None)
+            if dst is None:
+                break
+            pack.put(unit, dst)
+            placed.append((unit, dst))
+        if len(placed) < len(moving):           # undo: h stays open
+            for unit, dst in placed:
+                pack.remove(unit, dst)
+            for unit in moving:
+                pack.put(unit, h)
+            continue
+        open_hosts.discard(h)
+        del on[h]
+        for unit, dst in placed:
+            on[dst].append(unit)
+    return list(pack.placement)
+
+
 def _allowed(inst: Instance, unit: list[int]) -> set[int]:
     allowed = set(inst.allowed[unit[0]])
     for v in unit[1:]:

@@ -328,9 +328,10 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     total = Outcome(placement=placement, lower_bound=H.lower_bound(inst), status="optimal",
                     how=f"{n_groups} groups")
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
+    groups_done = deadline - 0.05 * max(0.0, deadline - time.monotonic())  # then: drain
     for i, group in enumerate(groups):
         sub, vms = _sub_instance(inst, group)
-        left = max(1.0, (deadline - time.monotonic()) / (n_groups - i))
+        left = max(1.0, (groups_done - time.monotonic()) / (n_groups - i))
         try:
             res = consolidate(sub, opts, time.monotonic() + left)
         except OperationFailed as exc:
@@ -349,6 +350,15 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     if not inst.valid(placement):       # the groups' rules do not add up: never risk it
         log.warning("the groups' placements together break a rule: the whole cluster at once")
         return consolidate(inst, opts, deadline)
+    if H.hosts_used(placement) > (total.lower_bound or 0):
+        drained = H.drain(inst, placement, deadline, time.monotonic)
+        if inst.valid(drained) and H.hosts_used(drained) < H.hosts_used(placement):
+            log.info("%d hosts emptied across groups", H.hosts_used(placement) -
+                     H.hosts_used(drained))
+            placement[:] = drained
+            total.how += ", then hosts emptied across groups"
+            if total.status == "optimal":
+                total.status = "feasible"
     if whole is not None and inst.valid(whole) and \
             (H.hosts_used(whole), H.migrated_mib(inst, whole)) < \
             (H.hosts_used(placement), H.migrated_mib(inst, placement)):
