@@ -19,19 +19,30 @@ log = logging.getLogger("vmtools.planner.heuristics")
 EPS = 1e-6
 
 
-def units(inst: Instance) -> list[list[int]]:
-    """Guests that must travel together: gather groups (merged when they overlap) and singles."""
-    parent = list(range(inst.n_vms))
+class Disjoint:
+    """Union-find over ``0..n-1``."""
 
-    def find(x: int) -> int:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
+    def union(self, a: int, b: int) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def units(inst: Instance) -> list[list[int]]:
+    """Guests that must travel together: gather groups (merged when they overlap) and singles."""
+    sets = Disjoint(inst.n_vms)
+    find = sets.find
     for group in inst.gather:
         for v in group[1:]:
-            parent[find(v)] = find(group[0])
+            sets.union(v, group[0])
     out: dict[int, list[int]] = {}
     for v in range(inst.n_vms):
         out.setdefault(find(v), []).append(v)

@@ -262,17 +262,8 @@ def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
     host types in each (hosts dealt out in order of capacity), the current hosts of a gather
     group's guests together, a guest fenced to a few hosts together with them. None when
     some guest that may move would have no allowed host in its group."""
-    parent = list(range(inst.n_hosts))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: int, b: int) -> None:
-        parent[find(a)] = find(b)
-
+    sets = H.Disjoint(inst.n_hosts)
+    find, union = sets.find, sets.union
     for group in inst.gather:
         for v in group[1:]:
             union(inst.cur[v], inst.cur[group[0]])
