@@ -83,7 +83,7 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measure(gmetric: str, n_guests: int, cycles: int) -> list[list]:
+def measure(n_guests: int, cycles: int) -> list[list]:
     """One row per publisher: [label, total, toolstack, publishing, gmetric runs, note]."""
     work = Path(tempfile.mkdtemp(prefix="gmetric-bench-"))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -178,14 +178,13 @@ def main() -> int:
         counts = [int(n) for n in opts.guests.split(",")]
     except ValueError:
         ap.error(f"--guests {opts.guests!r}: expected numbers separated by commas")
-    gmetric = shutil.which("gmetric")
-    if not gmetric:
+    if not shutil.which("gmetric"):
         print("gmetric is not installed (apt-get install ganglia-monitor)", file=sys.stderr)
         return 69
 
     summary = []
     for n in counts:
-        rows = measure(gmetric, n, cycles)
+        rows = measure(n, cycles)
         print(f"\nOne publishing cycle, {n} guests ({5 + 4 * n} metrics), mean of {cycles} "
               f"cycles, CPU ms (user+system)")
         print(tabulate(rows, headers=["publisher", "total", "toolstack (stand-ins)",

@@ -222,8 +222,8 @@ def test_draining_empties_hosts_whose_guests_fit_elsewhere_and_keeps_the_rules()
     s = snap({"a": (8, 8), "b": (8, 8), "c": (8, 8)},
              {"x": ("a", 0.5, 4), "y": ("b", 0.5, 2), "z": ("c", 0.5, 2)})
     inst = build_instance(s, parse_rules([], s))
-    drained = H.drain(inst, list(inst.cur), float("inf"), lambda: 0.0)
+    drained = H.drain(inst, list(inst.cur), float("inf"))
     assert [inst.hosts[h] for h in drained] == ["a", "a", "a"]
     inst = build_instance(s, parse_rules([{"rule": "spread", "vms": ["y", "z"]}], s))
-    drained = H.drain(inst, list(inst.cur), float("inf"), lambda: 0.0)
+    drained = H.drain(inst, list(inst.cur), float("inf"))
     assert H.hosts_used(drained) == 2 and inst.valid(drained)

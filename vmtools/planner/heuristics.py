@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Callable, Iterable
 
 from vmtools.planner.instance import Instance
@@ -94,8 +95,7 @@ class Packing:
             self.placement[v] = -1
 
 
-def drain(inst: Instance, placement: list[int], deadline: float,
-          clock: Callable[[], float]) -> list[int]:
+def drain(inst: Instance, placement: list[int], deadline: float) -> list[int]:
     """Empty open hosts, least-used first, while all their guests fit on the other open hosts
     (best fit, every rule kept); returns the placement with fewer hosts, or the same one.
     Used after solving groups apart, each of which rounds its host count up."""
@@ -109,7 +109,7 @@ def drain(inst: Instance, placement: list[int], deadline: float,
     open_hosts = set(on)
     for h in sorted(open_hosts - fixed_hosts,
                     key=lambda h: (-pack.free["mem"][h], inst.hosts[h])):
-        if clock() > deadline:
+        if time.monotonic() > deadline:
             break
         moving = sorted(on[h], key=lambda u: (-size_key(inst, u), min(u)))
         for unit in moving:

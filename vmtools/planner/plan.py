@@ -342,7 +342,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
         log.warning("the groups' placements together break a rule: the whole cluster at once")
         return consolidate(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
-        drained = H.drain(inst, placement, deadline, time.monotonic)
+        drained = H.drain(inst, placement, deadline)
         if inst.valid(drained) and H.hosts_used(drained) < H.hosts_used(placement):
             log.info("%d hosts emptied across groups", H.hosts_used(placement) -
                      H.hosts_used(drained))
