@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
-                                 Version, emit, entry_point, guard, make_app, read_document,
-                                 read_text)
+                                 Version, emit, entry_point, guard, log, make_app,
+                                 read_document, read_text)
 from vmtools.errors import DataError, UsageError
 from vmtools.model import Snapshot, dumps, loads
 
@@ -49,7 +49,12 @@ def plan(
     constraints: Annotated[Optional[str], typer.Option(
         "--constraints", metavar="FILE",
         help="A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
-             "max_vms, capacity); echoed in the plan.")] = None,
+             "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is "
+             "not in the snapshot loses those names (a warning, and rules_skipped in the "
+             "plan).")] = None,
+    strict_rules: Annotated[bool, typer.Option(
+        "--strict-rules", help="Refuse (exit 65) a constraints file naming a guest or host "
+        "that is not in the snapshot, instead of skipping those names.")] = False,
     time_limit: Annotated[float, typer.Option(
         "--time-limit", metavar="SECONDS",
         help="Time budget of the whole run (solver, ordering, checks); consolidation gives "
@@ -130,10 +135,12 @@ def plan(
                              "1 <= K <= N, e.g. 3/5")
         snap = read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
+        skipped: list[dict] = []
         if constraints is not None:
             text, name = read_text(PROG, constraints, "constraints")
             try:
-                cons_obj = parse_constraints(loads(text, name), snap)
+                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
+                                             skipped=skipped)
             except DataError as exc:
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None
@@ -147,7 +154,10 @@ def plan(
                        require_optimal=require_optimal, bandwidth=bandwidth, parallel=parallel,
                        explain=explain, threads=threads, seed=seed)
         k, n = int(m.group(1)), int(m.group(2))
+        for entry in skipped:
+            log.warning("%s: %s", name, entry["message"])
         result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown)
+        result.rules_skipped = skipped
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
