@@ -28,6 +28,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmtools import __version__
+
+UINT16_MAX = 2**16 - 1
+UINT32_MAX = 2**32 - 1
+# A guest cannot use more CPU than its vCPUs; sampling jitter stays well below this slack.
+CPU_SLACK = 1.5
 from vmtools.dom0.parse import DOM0_NAME, Domain, info_int
 from vmtools.dom0.read import Dom0Reader, ToolstackError
 from vmtools.errors import DataError, Unavailable, UsageError
@@ -135,12 +140,17 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             skipped.append({"name": dom.name, "domid": dom.domid,
                             "reason": "listed twice by the toolstack"})
             continue
+        if not 0 < dom.mem_mib * 1024 <= UINT32_MAX or not 0 < dom.vcpus <= UINT16_MAX:
+            skipped.append({"name": dom.name, "domid": dom.domid,
+                            "reason": f"implausible figures ({dom.mem_mib} MiB, {dom.vcpus} "
+                                      "vCPUs): not publishable as uint32 KB and uint16"})
+            continue
         seen.add(dom.name)
         guests.append(dom)
 
     if info is not None:
         try:
-            total_mib = info_int(info, "total_memory")
+            total_mib = info_int(info, "total_memory", 1, 2**40)
             if dom0 is not None:
                 dom0_mib = dom0.mem_mib
             elif dom0_kib is not None:
@@ -148,11 +158,17 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             else:
                 raise DataError("Domain-0 is not in the list and its memory is unknown",
                                 "Domain-0")
-            host("container.mem_total", max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
+            guest_kb = max(0, total_mib - dom0_mib) * 1024
+            if guest_kb > UINT32_MAX:
+                # The metric is a uint32 in KB (4 TiB): under-reporting is safe, lying is not.
+                problems.append(f"container.mem_total: {guest_kb} KB does not fit the "
+                                f"metric's uint32; {UINT32_MAX} is published")
+                guest_kb = UINT32_MAX
+            host("container.mem_total", guest_kb, "uint32", "KB")
         except DataError as exc:
             problems.append(f"container.mem_total not published: {exc}")
         try:
-            host("container.cpu_num", info_int(info, "nr_cpus"), "uint16", "CPUs")
+            host("container.cpu_num", info_int(info, "nr_cpus", 1, 2**16 - 1), "uint16", "CPUs")
         except DataError as exc:
             problems.append(f"container.cpu_num not published: {exc}")
     else:
@@ -172,8 +188,8 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
     host("container.driver.migration", migration, "string")
     if info is not None:
         try:
-            host("container.type", f"xen-{info_int(info, 'xen_major')}."
-                                   f"{info_int(info, 'xen_minor')}", "string")
+            host("container.type", f"xen-{info_int(info, 'xen_major', 0, 999)}."
+                                   f"{info_int(info, 'xen_minor', 0, 999)}", "string")
         except DataError as exc:
             problems.append(f"container.type not published: {exc}")
 
@@ -184,7 +200,11 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
         old = before.get((dom.name, dom.domid))
         if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
             cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
-            guest(f"{prefix}.cpu", f"{cpu:.1f}", "float", "%")
+            if math.isfinite(cpu) and cpu <= 100.0 * dom.vcpus * CPU_SLACK:
+                guest(f"{prefix}.cpu", f"{cpu:.1f}", "float", "%")
+            else:
+                problems.append(f"{prefix}.cpu: {cpu:g} % from {dom.vcpus} vCPU(s) is not "
+                                "possible (a CPU time went backwards or jumped); not published")
         else:
             log.info("%s: no earlier CPU time to compare with yet", dom.name)
         guest(f"{prefix}.mem", dom.mem_mib * 1024, "uint32", "KB")
@@ -318,7 +338,10 @@ class Publisher:
             dom0_kib = None
             if not any(d.domid == 0 for d in current.domains):
                 try:
-                    dom0_kib = int(self.reader.xenstore_read("/local/domain/0/memory/target"))
+                    text = self.reader.xenstore_read("/local/domain/0/memory/target")
+                    if not text.isdigit() or len(text) > 12:
+                        raise ValueError(f"not a KiB count: {text[:30]!r}")
+                    dom0_kib = int(text)
                 except (ToolstackError, ValueError) as exc:
                     problems.append(f"Domain-0 memory: {exc}")
             built = build_metrics(self.info, current, self.previous, self.migration(),
