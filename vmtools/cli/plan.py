@@ -120,6 +120,7 @@ def plan(
     with guard(PROG, verbose, quiet, debug):
         from vmtools.planner.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
+        from vmtools.planner.scratch import solver_guard
         from vmtools.render import plan_tables
         for name, value, high in (("--cpu-target", cpu_target, 1.0),
                                   ("--cpu-threshold", cpu_threshold, 1.0),
@@ -156,7 +157,8 @@ def plan(
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
             log.warning("%s: %s", name, entry["message"])
-        result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown)
+        with solver_guard():
+            result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown)
         result.rules_skipped = skipped
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)

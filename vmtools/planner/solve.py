@@ -9,12 +9,12 @@ PuLP's solvers (``pulp.listSolvers()``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import warnings
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pulp
 
 from vmtools.errors import Unavailable, UsageError
+from vmtools.planner.scratch import SOLVER_PROGRAMS, empty_scratch, kill_children, scratch_dir
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -97,9 +98,9 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     time_limit = max(1.0, time_limit)
     started = time.monotonic()
     log_path = None
+    scratch = scratch_dir()
     if name == "cbc":
-        fd, log_path = tempfile.mkstemp(prefix="vm-plan-cbc-", suffix=".log")
-        os.close(fd)
+        log_path = os.path.join(scratch, "cbc.log")
         solver = _cbc(time_limit, warm_start, threads, log_path)
     elif name == "highs":
         try:
@@ -109,6 +110,8 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
             solver = pulp.HiGHS_CMD(msg=False, timeLimit=time_limit, threads=threads)
     else:
         solver = pulp.getSolver(name, msg=False, timeLimit=time_limit)
+    if hasattr(solver, "tmpDir"):
+        solver.tmpDir = scratch          # PuLP's model and solution files, never $TMPDIR's
     watchdog = _Watchdog("cbc", time_limit) if name == "cbc" else None
     try:
         if watchdog:
@@ -125,11 +128,12 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     finally:
         text = ""
         if log_path:
-            try:
+            with contextlib.suppress(OSError):
                 with open(log_path, encoding="utf-8", errors="replace") as fh:
                     text = fh.read()
-            finally:
-                os.unlink(log_path)
+        if watchdog is not None and watchdog.fired:
+            kill_children(names=SOLVER_PROGRAMS)
+        empty_scratch()
     seconds = time.monotonic() - started
     objective = pulp.value(prob.objective) if prob.objective is not None else None
     sol = prob.sol_status
