@@ -226,3 +226,52 @@ def test_gmetric_never_publishes_an_implausible_figure(rng):
             assert m.value.isdigit() and low <= int(m.value) <= high, m
         elif m.type == "float":
             assert math.isfinite(float(m.value)) and float(m.value) >= 0, m
+
+
+# ----------------------------------------------------------------------------- the planner
+
+@settings(max_examples=int(os.environ.get("PLAN_EXAMPLES", "25")))
+@given(randoms, st.sampled_from(["consolidate", "balance", "repair"]))
+def test_every_objective_repairs_broken_rules_or_refuses_with_a_reason(rng, objective):
+    """Random placements under random rules (many already broken where the guests are):
+    a plan whose target keeps every rule and memory capacity, or a refusal (exit 1, 65 or
+    75) -- never the planner's own safety check failing (exit 70)."""
+    from vmtools.errors import InternalError, VmtoolsError
+    from vmtools.planner.constraints import parse_constraints
+    from vmtools.planner.instance import build_instance
+    from vmtools.planner.plan import Options, make_plan
+    doc = gen.snapshot_doc(rng, hosts=rng.randrange(2, 6), vms=rng.randrange(1, 12))
+    for vm in doc["vms"]:
+        if rng.random() < 0.3:
+            vm["cpu"] = round(rng.uniform(0, 6), 2)                  # some hot hosts
+    snap = Snapshot.from_dict(doc)
+    try:
+        cons = parse_constraints(gen.constraints_doc(rng, doc), snap, strict=False, skipped=[])
+    except DataError:
+        return                                                        # contradictory rules
+    try:
+        plan = make_plan(snap, cons, Options(objective=objective, time_limit=4,
+                                             seed=rng.randrange(100)))
+    except InternalError:
+        raise
+    except VmtoolsError as exc:
+        assert exc.exit_code in (1, 65, 75) and str(exc)
+        return
+    inst = build_instance(snap, cons, cpu_limit=1.0)
+    target = [inst.hosts.index(plan.placement.get(v, snap_host))
+              for v, snap_host in ((v.name, v.host) for v in snap.vms)]
+    index = {name: i for i, name in enumerate(inst.vms)}
+    order = [index[v.name] for v in snap.vms]
+    placement = [0] * inst.n_vms
+    for i, h in zip(order, target):
+        placement[i] = h
+    for v, h in enumerate(placement):
+        assert h in inst.allowed_set(v), f"{inst.vms[v]} ends on a host a rule forbids"
+    mem = inst.used(placement)["mem"]
+    assert all(mem[h] <= inst.cap["mem"][h] + 1e-6 for h in range(inst.n_hosts))
+    for h in range(inst.n_hosts):
+        assert placement.count(h) <= inst.count_cap[h]
+    for group in inst.spread:
+        assert len({placement[v] for v in group}) == len(group)
+    for group in inst.gather:
+        assert len({placement[v] for v in group}) == 1

@@ -68,6 +68,7 @@ class Outcome:
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     lower_bound: int | None = None
+    repaired: set[int] = field(default_factory=set)   # guests moved to repair a broken rule
 
 
 def _gib(mib: float) -> str:
@@ -431,6 +432,29 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
     return out
 
 
+def balance_after_repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
+    """``balance`` that first repairs what already breaks a hard rule or a capacity (a guest
+    on a banned host, a host in maintenance, spread guests together...), wherever it is: the
+    hot-host search alone never touches a cool host, and a plan may not leave a rule broken.
+    If nothing can repair it, :func:`repair` refuses with the reason (exit 1)."""
+    movable, why = violations(inst, inst.cur)
+    if not movable and inst.valid(inst.cur):
+        return balance(inst, opts, deadline)
+    log.info("balance: the current placement breaks rules (%s); repairing first",
+             "; ".join(why[:3]))
+    fixed = repair(inst, opts, time.monotonic() + max(1.0, (deadline - time.monotonic()) / 2))
+    after = balance(replace(inst, cur=list(fixed.placement)), opts, deadline)
+    after.repaired = {v for v in range(inst.n_vms) if fixed.placement[v] != inst.cur[v]}
+    after.how = f"repair ({fixed.how}), then {after.how}"
+    after.build_seconds += fixed.build_seconds
+    after.solve_seconds += fixed.solve_seconds
+    if after.solver == "none":
+        after.solver = fixed.solver
+    if fixed.status != "optimal" and after.status == "optimal":
+        after.status, after.gap = fixed.status, fixed.gap
+    return after
+
+
 # --------------------------------------------------------------------------- repair
 
 def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str]]:
@@ -534,7 +558,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "consolidate":
         out = consolidate_grouped(inst, opts, deadline)
     elif opts.objective == "balance":
-        out = balance(inst, opts, deadline)
+        out = balance_after_repair(inst, opts, deadline)
     else:
         out = repair(inst, opts, deadline)
     if out.status == "heuristic" and opts.require_optimal:
@@ -546,6 +570,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                "--require-optimal refuses it (give it more time)")
     target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
     reasons = _reasons(inst, out.placement, opts)
+    for v in out.repaired:
+        reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
+                                "breaks a rule")
     t0 = time.monotonic()
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
     order_seconds = time.monotonic() - t0
