@@ -10,6 +10,8 @@ Objectives:
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
+* ``auto`` (the cron policy, :mod:`vmtools.planner.policy`): repair, relieve persistent
+  hotspots, then empty whole hosts, within the run's budget (:mod:`vmtools.planner.budget`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from vmtools.planner.schedule import estimate_seconds, order_moves
 
 log = logging.getLogger("vmtools.planner")
 
-OBJECTIVES = ("consolidate", "balance", "repair")
+OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Options:
     solver: str = "cbc"
     time_limit: float = 60.0
     cpu_target: float = 0.8
+    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05
@@ -51,11 +54,19 @@ class Options:
     threads: int = 1
     candidates: int = 10
     group_size: int = 500
+    group_guests: int = 10_000      # and at most about this many guests in a group
     whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
     full_model_pairs: int = 5000
     seed: int = 0
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
+    # auto's budget per run (None or 0: no limit) and demand from history (--state)
+    max_migrations: int | None = 20
+    max_moved_gib: float | None = 50.0
+    max_duration_min: float | None = 4.0
+    demand: str = "p90"
+    demand_window: float = 60.0
+    cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
 
 
 @dataclass
@@ -81,7 +92,7 @@ def diagnose(inst: Instance) -> str:
     """A reason a person can act on, for a placement problem nothing could solve."""
     cons = inst.constraints
     snap = inst.snapshot
-    usable = {h for a in inst.allowed for h in a}
+    usable = inst.usable_hosts()
     for h_name in sorted(cons.maintenance):
         here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
         need = sum(inst.dem["mem"][v] for v in here)
@@ -144,6 +155,21 @@ def _candidates(inst: Instance, warm: list[int], pool: list[int], k: int,
     return cands
 
 
+# What PuLP builds, writes and CBC reads per second, in candidate (guest, host) pairs: measured
+# about 12,000 per second of CPU at 100,000 guests (the model in PuLP, its MPS file, CBC's
+# root); a model that would take more than half the time left is not built at all.
+MILP_PAIRS_PER_SECOND = 10_000
+
+
+def affordable(pairs: int, seconds_left: float) -> bool:
+    """True when a model of ``pairs`` candidate pairs can be built and solved in time."""
+    ok = pairs <= MILP_PAIRS_PER_SECOND * max(0.0, seconds_left) / 2
+    if not ok:
+        log.info("a model of %d candidate pairs does not fit the %.0f s left: skipped", pairs,
+                 seconds_left)
+    return ok
+
+
 def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
     from vmtools.planner.solve import solve
     if warm is not None:
@@ -172,13 +198,13 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
         best, out.how = list(inst.cur), "current placement"
     budget = max(1.0, deadline - time.monotonic())
     hosts_proven = best is not None and H.hosts_used(best) <= lb
-    pool_size = len({h for a in inst.allowed for h in a})
+    pool_size = len(inst.usable_hosts())
     # CBC cannot be interrupted in the root of the large host-count model (measured: 440 s
     # for a 12 s limit at 200 hosts / 2000 guests), so above the full-model size the host
     # count is the heuristic's and the status says it is not proven.
     if best is None or (not hosts_proven and inst.n_vms * pool_size <= 60000):
         # Stage 1: fewest hosts by MILP, warm-started when a heuristic found something.
-        pool = sorted({h for a in inst.allowed for h in a})
+        pool = sorted(inst.usable_hosts())
         full = inst.n_vms * len(pool) <= 60000
         warm = best if best is not None else list(inst.cur)
         cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
@@ -208,11 +234,15 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     # Stage 2: least memory moved with that many hosts.
     budget = max(1.0, deadline - time.monotonic())
     pool = sorted(set(best))
-    everywhere = sorted({h for a in inst.allowed for h in a})
+    everywhere = sorted(inst.usable_hosts())
     if inst.n_vms * len(everywhere) <= opts.full_model_pairs:
         pool = everywhere        # small: every host may be chosen, the optimum is global
     cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
                         else len(pool), rng)
+    if not affordable(sum(len(c) for c in cands), budget):
+        out.placement, out.status, out.gap = best, "heuristic", None
+        out.how += " (the migration model is too large for the time left)"
+        return out
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
@@ -233,6 +263,20 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     return out
 
 
+def _sub_allowed(inst: Instance, vms: list[int], hmap: dict[int, int]) -> list[list[int]]:
+    """The group's allowed lists, each distinct list mapped once and shared again (as
+    build_instance shares them: one list per guest was 15 s at 100,000 guests)."""
+    mapped: dict[int, list[int]] = {}
+    out = []
+    for v in vms:
+        a = inst.allowed[v]
+        local = mapped.get(id(a))
+        if local is None:
+            local = mapped[id(a)] = [hmap[h] for h in a if h in hmap]
+        out.append(local)
+    return out
+
+
 def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]]:
     hs = set(hosts)
     vms = [v for v in range(inst.n_vms) if inst.cur[v] in hs]
@@ -243,7 +287,7 @@ def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]
         cap={d: [inst.cap[d][h] for h in hosts] for d in inst.dims},
         dem={d: [inst.dem[d][v] for v in vms] for d in inst.dims},
         count_cap=[inst.count_cap[h] for h in hosts], cur=[hmap[inst.cur[v]] for v in vms],
-        allowed=[[hmap[h] for h in inst.allowed[v] if h in hs] for v in vms],
+        allowed=_sub_allowed(inst, vms, hmap),
         fixed=[inst.fixed[v] for v in vms],
         frozen_hosts={hmap[h] for h in inst.frozen_hosts if h in hs},
         hard_cap={d: [inst.hard_cap[d][h] for h in hosts] for d in inst.hard_cap})
@@ -307,7 +351,12 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     consolidate each group on its own; the whole cluster at once when it is small, when no
     split keeps every guest able to stay in its group, or when a group alone cannot be
     consolidated (its guests need room elsewhere)."""
-    groups = _host_groups(inst, opts.group_size) if inst.n_hosts > opts.group_size else None
+    size = opts.group_size
+    if inst.n_vms > opts.group_guests and inst.n_hosts * opts.group_guests < size * inst.n_vms:
+        # Many small guests (100,000 on 1,000 hosts): a group's heuristic and model grow with
+        # its guests times its hosts, so groups hold about group_guests guests each.
+        size = max(50, inst.n_hosts * opts.group_guests // inst.n_vms)
+    groups = _host_groups(inst, size) if inst.n_hosts > size else None
     if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
     n_groups = len(groups)
@@ -374,8 +423,7 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
     out = Outcome(placement=cur, how="no hotspot")
     if not hot:
         return out
-    util = H.utilisation(inst, cur)
-    worst_before = max(util)
+    util = [max(c, m) for c, m in zip(H.utilisation(inst, cur), H.mem_utilisation(inst, cur))]
     greedy = H.sandpiper(inst, opts.cpu_threshold, opts.mem_threshold, hot)
     # Hot-host restriction: guests of the hot hosts may move, to the coolest hosts.
     k_cool = 20
@@ -424,7 +472,8 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         if res2.status not in ("optimal",):
             out.status = "feasible" if out.status == "optimal" else out.status
     out.how = "milp (hot hosts to the coolest)" if best is not greedy else "sandpiper greedy"
-    gain = worst_before - max(H.utilisation(inst, best))
+    # On the worst dimension, so relieving a memory hotspot counts as a gain.
+    gain = _worst(inst, cur) - _worst(inst, best)
     if gain < opts.min_gain - 1e-9:
         out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
         return out
@@ -453,6 +502,12 @@ def balance_after_repair(inst: Instance, opts: Options, deadline: float) -> Outc
     if fixed.status != "optimal" and after.status == "optimal":
         after.status, after.gap = fixed.status, fixed.gap
     return after
+
+
+def _worst(inst: Instance, placement: list[int]) -> float:
+    """The highest utilisation of any host in CPU or memory."""
+    return max(H.utilisation(inst, placement) + H.mem_utilisation(inst, placement),
+               default=0.0)
 
 
 # --------------------------------------------------------------------------- repair
@@ -493,13 +548,15 @@ def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
     if not movable and inst.valid(cur):
         return out
     rng = random.Random(opts.seed)
-    pool = sorted({h for a in inst.allowed for h in a})
+    pool = sorted(inst.usable_hosts())
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
         k = len(pool) if inst.n_vms * len(pool) <= 60000 else opts.candidates
         warm = list(cur)
         cands = _candidates(inst, warm, pool, k, rng, mv)
         cands = [c if c else [inst.cur[v]] for v, c in enumerate(cands)]
+        if widen and not affordable(sum(len(c) for c in cands), deadline - time.monotonic()):
+            break
         t0 = time.monotonic()
         model = milp.build_moves(inst, cands)
         out.build_seconds += time.monotonic() - t0
@@ -552,10 +609,29 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         if vm is not None and cons.allowed(v, vm.host):
             fixed.add(v)
     check_solver(opts.solver)
-    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0}[opts.objective]
-    inst = build_instance(snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts)
-    if opts.objective == "consolidate":
+    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0,
+                 "auto": 1.0}[opts.objective]
+    mem_limit = (opts.mem_target or 1.0) if opts.objective == "consolidate" else 1.0
+    if opts.objective == "auto" and opts.mem_target is None:
+        opts = replace(opts, mem_target=0.9)
+    plan_snap = snap
+    if opts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        plan_snap = replace(snap, vms=[replace(v, cpu=opts.cpu_estimate.get(v.name, v.cpu))
+                                       for v in snap.vms])
+    inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+    auto = None
+    if opts.objective == "auto":
+        from vmtools.planner.policy import run_auto
+        last = {v.name: v.cpu for v in snap.vms}
+        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline)
+        out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
+            f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
+            for k in ("repair", "relieve", "consolidate")), lower_bound=None)
+        out.solve_seconds = auto.auto.solve_seconds
+        out.solver = opts.solver if auto.auto.repair_how else "none"
+        out.gap = None
+    elif opts.objective == "consolidate":
         out = consolidate_grouped(inst, opts, deadline)
     elif opts.objective == "balance":
         out = balance_after_repair(inst, opts, deadline)
@@ -569,12 +645,18 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                f"(gap {out.gap if out.gap is not None else 'unknown'}); "
                                "--require-optimal refuses it (give it more time)")
     target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-    reasons = _reasons(inst, out.placement, opts)
+    reasons = _reasons(inst, out.placement, opts) if auto is None else auto.reasons()
     for v in out.repaired:
         reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
                                 "breaks a rule")
     t0 = time.monotonic()
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
+    while auto is not None and auto.budget.max_seconds is not None and \
+            estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
+            and auto.trim():
+        out.placement = auto.placement()
+        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
     order_seconds = time.monotonic() - t0
     moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
     active_before = len({v.host for v in snap.vms})
@@ -589,7 +671,13 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
         "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
         "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
+        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
     }
+    if auto is not None:
+        summary.update(auto.summary())
+    if opts.cpu_estimate is not None:
+        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     del moved
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
@@ -645,7 +733,9 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
                     cooldown: float = 30.0) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
-    persist, recently moved guests cool down, and the plan is recorded."""
+    persist, recently moved guests cool down, each guest's CPU samples of the last
+    ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
+    plan is recorded."""
     from vmtools.planner import state as st
     if state_dir is None:
         return make_plan(snap, cons, opts)
@@ -656,8 +746,11 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                                                 opts.mem_threshold)]
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
+    from vmtools.planner import demand as dm
+    dm.record(state.samples, snap, now, opts.demand_window)
     opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
-                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown))
+                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
+                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
     try:
         return make_plan(snap, cons, opts)
     finally:

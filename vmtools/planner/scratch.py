@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from typing import Iterator
@@ -147,6 +148,12 @@ def solver_guard() -> Iterator[None]:
             previous[sig] = signal.signal(sig, _exit_on)
     try:
         yield
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            name = signal.Signals(exc.code - 128).name
+            print(f"vm-plan: error: stopped by {name}; the solver and its files are removed",
+                  file=sys.stderr)
+        raise
     finally:
         cleanup(every_child=True)
         for sig, handler in previous.items():

@@ -191,22 +191,30 @@ class _Watchdog:
                 found.append(int(entry))
         return found
 
-    def _signal(self, sig: int) -> None:
-        for pid in self._children():
-            try:
-                os.kill(pid, sig)
-                self.fired = True
-            except ProcessLookupError:
-                pass
-
     def _run(self) -> None:
+        # The clock runs from the solve call: writing a large model can take longer than the
+        # limit, so CBC may not exist yet when it is due. Keep watching until the solve ends:
+        # every solver child seen past the limit gets SIGINT, and SIGKILL a grace later.
         if self._stop.wait(self.limit + self.grace):
             return
-        log.info("%s is past its %.0f s limit: interrupting it", self.program, self.limit)
-        self._signal(signal.SIGINT)
-        if self._stop.wait(self.grace):
-            return
-        self._signal(signal.SIGKILL)
+        interrupted: dict[int, float] = {}
+        while True:
+            now = time.monotonic()
+            for pid in self._children():
+                first = interrupted.get(pid)
+                try:
+                    if first is None:
+                        log.info("%s is past its %.0f s limit: interrupting it", self.program,
+                                 self.limit)
+                        os.kill(pid, signal.SIGINT)
+                        interrupted[pid] = now
+                    elif now - first >= self.grace:
+                        os.kill(pid, signal.SIGKILL)
+                    self.fired = True
+                except ProcessLookupError:
+                    pass
+            if self._stop.wait(0.1):
+                return
 
 
 def _cbc_bound(text: str) -> float | None:

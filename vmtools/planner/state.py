@@ -31,6 +31,7 @@ class State:
     hot_since: dict[str, float] = field(default_factory=dict)
     moved: dict[str, float] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=dict)  # guest -> host, last snapshot
+    samples: dict[str, list] = field(default_factory=dict)   # guest -> [[time, cpu]] (demand)
 
 
 def snapshot_time(snap: Snapshot) -> float:
@@ -56,14 +57,15 @@ def load_state(directory: str) -> State:
         raise DataError(f"cannot read the state file: {exc.strerror}", path) from None
     try:
         text = data.decode("utf-8")
-        return _state_from(loads(text, path))
+        return _state_from(loads(text, path), path)
     except (DataError, UnicodeDecodeError) as exc:
         what = exc.message if isinstance(exc, DataError) and exc.where == path else str(exc)
         raise DataError(f"not a vm-plan state file ({what}); remove it and vm-plan starts "
-                        "afresh (it forgets recent hotspots and moves)", path) from None
+                        "afresh (it forgets recent hotspots, moves and demand history)",
+                        path) from None
 
 
-def _state_from(obj: object) -> State:
+def _state_from(obj: object, path: str = "state") -> State:
     r = Reader(obj)
     observations = []
     for where, item in r.list("observations", False):
@@ -75,7 +77,8 @@ def _state_from(obj: object) -> State:
             hot.append(name)
         observations.append({"time": o.num("time", minimum=None), "hot": hot})
     return State(observations=observations, hot_since=_times(r, "hot_since"),
-                 moved=_times(r, "moved"), placement=_names(r, "placement"))
+                 moved=_times(r, "moved"), placement=_names(r, "placement"),
+                 samples=_samples(r.raw("samples", {}), path))
 
 
 def _times(r: Reader, key: str) -> dict[str, float]:
@@ -88,6 +91,17 @@ def _names(r: Reader, key: str) -> dict[str, str]:
     return {} if sub is None else {k: sub.str(k) for k in sub.obj}
 
 
+def _samples(obj: object, path: str) -> dict[str, list]:
+    """Samples as saved, checked: a hand-edited or truncated file is refused by name."""
+    if not isinstance(obj, dict) or not all(
+            isinstance(rows, list) and all(isinstance(r, list) and len(r) == 2 and
+                                           all(isinstance(x, (int, float)) and
+                                               not isinstance(x, bool) for x in r)
+                                           for r in rows) for rows in obj.values()):
+        raise DataError("samples: expected {guest: [[time, cpu], ...]}", "samples")
+    return obj
+
+
 def save_state(directory: str, state: State) -> None:
     """Write the state atomically; a full disk or an unwritable directory is a
     :class:`LocalFailure` naming the directory (the old file, if any, stays whole)."""
@@ -98,7 +112,8 @@ def save_state(directory: str, state: State) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"observations": state.observations[-KEEP:],
                        "hot_since": state.hot_since, "moved": state.moved,
-                       "placement": state.placement}, fh, indent=1, sort_keys=True)
+                       "placement": state.placement, "samples": state.samples}, fh,
+                      indent=None, separators=(",", ":"), sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
