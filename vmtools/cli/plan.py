@@ -113,7 +113,7 @@ def plan(
 ) -> None:
     """Print a plan (JSON) for the snapshot in FILE."""
     with guard(PROG, verbose, quiet, debug):
-        from vmtools.planner.constraints import parse_constraints
+        from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.render import plan_tables
         for name, value, high in (("--cpu-target", cpu_target, 1.0),
@@ -138,7 +138,7 @@ def plan(
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None
         else:
-            from vmtools.planner.constraints import Constraints
+            from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
         opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
                        cpu_target=cpu_target, cpu_threshold=cpu_threshold,

@@ -28,22 +28,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmtools import __version__
-from vmtools.dom0.parse import DOM0_NAME, Domain, info_int
+from vmtools.dom0.parse import Domain, info_int
 from vmtools.dom0.read import Dom0Reader, ToolstackError
 from vmtools.errors import DataError, Unavailable, UsageError
 from vmtools.ganglia import xdr
-from vmtools.model import MIGRATION_DRIVERS, is_safe_name, utc_now
+from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, HOST_METRICS, MEM_TOTAL, TYPE, VMS,
+                                    guest_metric, vms_part)
+from vmtools.model import is_safe_name, utc_now
+from vmtools.xen import DOM0, TRANSPORTS, is_in_flight_name
 
 log = logging.getLogger("vmtools.gmetric")
 
 VMS_PART_CHARS = 850          # gmond cuts XML lines at 1 KB (reference §0.3: 925 still fit)
 INFO_REFRESH_SECONDS = 600    # total memory / CPUs / version rarely change: re-read now and then
 GROUP = "xen"
-HOST_METRICS = ("container.mem_total", "container.cpu_num", "container.vms",
-                "container.driver.migration", "container.type")
-# Names a domain carries only while it migrates (xl: sender/receiver; xm: sender).
-_TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")
-_TRANSIENT_PREFIXES = ("migrating-",)
 _UNSAFE_CHARS = set("<>&\"'")
 
 
@@ -96,10 +94,6 @@ def split_guest_list(names: list[str], limit: int = VMS_PART_CHARS) -> list[str]
     return parts
 
 
-def _transient(name: str) -> bool:
-    return name.endswith(_TRANSIENT_SUFFIXES) or name.startswith(_TRANSIENT_PREFIXES)
-
-
 def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample | None,
                   migration: str, tmax: int = 60, guest_dmax: int = 180,
                   dom0_kib: int | None = None, part_chars: int = VMS_PART_CHARS,
@@ -117,13 +111,13 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
     def guest(name: str, value: object, type: str, units: str) -> None:
         metrics.append(Metric(name, str(value), type, units, "both", tmax, guest_dmax))
 
-    dom0 = next((d for d in current.domains if d.name == DOM0_NAME or d.domid == 0), None)
+    dom0 = next((d for d in current.domains if d.name == DOM0 or d.domid == 0), None)
     guests: list[Domain] = []
     seen: set[str] = set()
     for dom in current.domains:
         if dom is dom0 or dom.domid == 0:
             continue
-        if _transient(dom.name):
+        if is_in_flight_name(dom.name):
             log.info("guest %r is migrating: left out of this cycle", dom.name)
             continue
         if not is_safe_name(dom.name) or not safe_text(dom.name):
@@ -148,13 +142,13 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             else:
                 raise DataError("Domain-0 is not in the list and its memory is unknown",
                                 "Domain-0")
-            host("container.mem_total", max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
+            host(MEM_TOTAL, max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
         except DataError as exc:
-            problems.append(f"container.mem_total not published: {exc}")
+            problems.append(f"{MEM_TOTAL} not published: {exc}")
         try:
-            host("container.cpu_num", info_int(info, "nr_cpus"), "uint16", "CPUs")
+            host(CPU_NUM, info_int(info, "nr_cpus"), "uint16", "CPUs")
         except DataError as exc:
-            problems.append(f"container.cpu_num not published: {exc}")
+            problems.append(f"{CPU_NUM} not published: {exc}")
     else:
         problems.append("toolstack info unknown: container.mem_total, container.cpu_num and "
                         "container.type not published")
@@ -165,35 +159,34 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
         parts.append("")
     for i, part in enumerate(parts):
         if i == 0:
-            host("container.vms", part, "string")
+            host(VMS, part, "string")
         else:
-            metrics.append(Metric(f"container.vms.{i}", part, "string", "", "zero", tmax,
+            metrics.append(Metric(vms_part(i), part, "string", "", "zero", tmax,
                                   guest_dmax))
-    host("container.driver.migration", migration, "string")
+    host(DRIVER_MIGRATION, migration, "string")
     if info is not None:
         try:
-            host("container.type", f"xen-{info_int(info, 'xen_major')}."
+            host(TYPE, f"xen-{info_int(info, 'xen_major')}."
                                    f"{info_int(info, 'xen_minor')}", "string")
         except DataError as exc:
-            problems.append(f"container.type not published: {exc}")
+            problems.append(f"{TYPE} not published: {exc}")
 
     before = {(d.name, d.domid): d for d in previous.domains} if previous else {}
     elapsed = current.when - previous.when if previous else 0.0
     for dom in guests:
-        prefix = f"container.vm.{dom.name}"
         old = before.get((dom.name, dom.domid))
         if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
             cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
-            guest(f"{prefix}.cpu", f"{cpu:.1f}", "float", "%")
+            guest(guest_metric(dom.name, "cpu"), f"{cpu:.1f}", "float", "%")
         else:
             log.info("%s: no earlier CPU time to compare with yet", dom.name)
-        guest(f"{prefix}.mem", dom.mem_mib * 1024, "uint32", "KB")
-        guest(f"{prefix}.vcpus", dom.vcpus, "uint16", "CPUs")
+        guest(guest_metric(dom.name, "mem"), dom.mem_mib * 1024, "uint32", "KB")
+        guest(guest_metric(dom.name, "vcpus"), dom.vcpus, "uint16", "CPUs")
         now_b, then_b = current.vif.get(dom.domid), previous.vif.get(dom.domid) if previous \
             else None
         if old is not None and elapsed > 0 and now_b is not None and then_b is not None \
                 and now_b >= then_b:
-            guest(f"{prefix}.net", f"{(now_b - then_b) / elapsed:.1f}", "float", "bytes/s")
+            guest(guest_metric(dom.name, "net"), f"{(now_b - then_b) / elapsed:.1f}", "float", "bytes/s")
     for m in metrics:
         if not safe_text(m.value):  # names are safe by construction; values come from xl
             problems.append(f"{m.name}: unsafe value left out")
@@ -313,7 +306,7 @@ class Publisher:
                                       self.migration(), self.s.effective_tmax(),
                                       self.s.effective_dmax())
                 built.metrics = [m for m in known.metrics
-                                 if m.name in HOST_METRICS and m.name != "container.vms"]
+                                 if m.name in HOST_METRICS and m.name != VMS]
         else:
             dom0_kib = None
             if not any(d.domid == 0 for d in current.domains):
@@ -327,7 +320,7 @@ class Publisher:
             built.problems[:0] = problems
             self.parts_used = max(self.parts_used,
                                   sum(1 for m in built.metrics
-                                      if m.name.startswith("container.vms.")) + 1)
+                                      if m.name.startswith(VMS + ".")) + 1)
             self.previous = current
         for skip in built.skipped:
             key = f"skip:{skip['name']}"
@@ -391,9 +384,9 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
     """Run vm-gmetric: a dry run (returns the document of what would be sent), ``--once``
     (one measured cycle; raises Unavailable when the toolstack failed) or the daemon loop
     (until SIGTERM/SIGINT or ``settings.cycles``; never dies on one bad sample)."""
-    if settings.migration and settings.migration not in MIGRATION_DRIVERS:
+    if settings.migration and settings.migration not in TRANSPORTS:
         raise UsageError(f"--migration {settings.migration!r}: expected one of "
-                         f"{', '.join(MIGRATION_DRIVERS)}")
+                         f"{', '.join(TRANSPORTS)}")
     if settings.interval <= 0:
         raise UsageError("--interval must be positive")
     one_shot = settings.once or settings.dry_run

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import paramiko
 
-from vmtools.drivers.base import (DOM0_NAMES, Driver, Endpoint, HostKeyError, MigrationRefused,
+from vmtools.drivers.base import (Driver, Endpoint, HostKeyError, MigrationRefused,
                                   MigrationUncertain)
 from vmtools.errors import Unavailable, UsageError
+from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.ssh")
 
