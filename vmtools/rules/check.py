@@ -80,11 +80,15 @@ def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
     return where
 
 
-def stale_guests(plan: Plan, current: Snapshot | dict[str, str]) -> list[str]:
-    """Guests the plan moves that are not (or no longer) where its origin says."""
+def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
+                 finished: Iterable[int] = ()) -> list[str]:
+    """Guests the plan moves that are not (or no longer) where it expects them: where its
+    origin says, or where the ``finished`` actions have taken them."""
     now = current if isinstance(current, dict) else {v.name: v.host for v in current.vms}
-    origin = {v.name: v.host for v in plan.origin.vms}
-    return sorted({a.vm for a in plan.actions if now.get(a.vm) != origin.get(a.vm)})
+    done = set(finished)
+    expected = placement_after(plan, done) if done else {v.name: v.host
+                                                          for v in plan.origin.vms}
+    return sorted({a.vm for a in plan.actions if now.get(a.vm) != expected.get(a.vm)})
 
 
 # --------------------------------------------------------------------------- structure

@@ -15,8 +15,8 @@ import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
-from vmtools.dom0.metrics import Settings, parse_spoof, publish_metrics
 from vmtools.errors import UsageError
+from vmtools.gmetric.publish import Settings, parse_spoof, publish_metrics
 from vmtools.model import dumps
 from vmtools.xen import TRANSPORTS
 
