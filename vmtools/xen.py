@@ -35,7 +35,7 @@ def is_in_flight_name(name: str) -> bool:
     return name.endswith(IN_FLIGHT_SUFFIXES) or name.startswith(IN_FLIGHT_PREFIXES)
 
 
-def in_flight(vm: str, names: set[str] | frozenset[str]) -> bool:
+def is_migrating(vm: str, names: set[str] | frozenset[str]) -> bool:
     """True when ``names`` (what a host runs) shows guest ``vm`` in flight."""
     return any(vm + s in names for s in IN_FLIGHT_SUFFIXES) or \
         any(p + vm in names for p in IN_FLIGHT_PREFIXES)

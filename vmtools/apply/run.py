@@ -44,7 +44,7 @@ from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFa
                             Unavailable)
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, in_flight
+from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
 
 log = logging.getLogger("vmtools.apply")
 
@@ -134,7 +134,7 @@ class Run:
             seen = self.survey([src, dst])
             s, d = seen[src], seen[dst]
             s_ok, d_ok = isinstance(s, set), isinstance(d, set)
-            in_flight = any(isinstance(x, set) and in_flight(vm, x) for x in (s, d))
+            in_flight = any(isinstance(x, set) and is_migrating(vm, x) for x in (s, d))
             on_src, on_dst = s_ok and vm in s, d_ok and vm in d
             if not in_flight:
                 if s_ok and d_ok and on_src != on_dst:
