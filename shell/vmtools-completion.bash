@@ -19,7 +19,7 @@ _vmtools_complete() {
         --toolstack) COMPREPLY=($(compgen -W "xl xm auto" -- "$cur")); return ;;
         --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
         --example) COMPREPLY=($(compgen -W "lab hotspot" -- "$cur")); return ;;
-        -o|--output|--input|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c)
+        -o|--output|--input|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--power-model|--ipmi-credentials)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --state|--state-dir|-a) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     esac
