@@ -14,7 +14,8 @@ _vmtools_complete() {
     cmd=${COMP_WORDS[0]}
     case $prev in
         -f|--format) COMPREPLY=($(compgen -W "json table" -- "$cur")); return ;;
-        --objective) COMPREPLY=($(compgen -W "consolidate balance repair" -- "$cur")); return ;;
+        --objective) COMPREPLY=($(compgen -W "auto consolidate balance repair" -- "$cur")); return ;;
+        --demand) COMPREPLY=($(compgen -W "last mean p50 p90 p95 max" -- "$cur")); return ;;
         --driver|--migration) COMPREPLY=($(compgen -W "xen xend-xmlrpc xm-ssh xl-ssh" -- "$cur")); return ;;
         --toolstack) COMPREPLY=($(compgen -W "xl xm auto" -- "$cur")); return ;;
         --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
