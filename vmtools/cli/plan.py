@@ -241,7 +241,7 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     enabled = power or (objective == "auto" and methods is not None
                         and any(m != "none" for m in methods.values()))
     if not enabled:
-        if power_model is not None and objective == "consolidate":
+        if power_model is not None and objective in ("consolidate", "auto"):
             return PowerOptions(methods={}, standby_after=standby_after, min_hosts=min_hosts,
                                 reserve=reserve, boot_timeout=boot_timeout, model=model)
         return None

@@ -188,13 +188,17 @@ def _efficiency_key(popts: PowerOptions, host: Host, mean_cpu: float, mean_mem: 
     return (w if w is not None else 100.0) / units
 
 
-def _use(snap: Snapshot, placement: dict[str, str], cpu_demand: str) -> dict[str, list[float]]:
+def _use(snap: Snapshot, placement: dict[str, str], opts) -> dict[str, list[float]]:
+    """host -> [CPU demand, MiB, guests] under ``placement`` (the planning demand: vCPUs,
+    or the estimate from history when vm-plan has one)."""
     use: dict[str, list[float]] = {h.name: [0.0, 0.0, 0] for h in snap.hosts}
+    estimate = getattr(opts, "cpu_estimate", None) or {}
     for v in snap.vms:
         host = placement.get(v.name, v.host)
         if host in use:
             u = use[host]
-            u[0] += float(v.vcpus) if cpu_demand == "vcpus" else v.cpu
+            u[0] += float(v.vcpus) if opts.cpu_demand == "vcpus" else \
+                estimate.get(v.name, v.cpu)
             u[1] += v.mem_mib
             u[2] += 1
     return use
@@ -221,7 +225,7 @@ def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
 
 def _hot_left(plan: Plan, trial: Snapshot, opts) -> list[str]:
     """Hosts still hot in the target that the objective wanted relieved."""
-    use = _use(trial, plan.placement, opts.cpu_demand)
+    use = _use(trial, plan.placement, opts)
     out = []
     for h in trial.hosts:
         if h.state != "online" or h.cpu <= 0:
@@ -292,7 +296,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             last = (plan, trial, hot, h.name)
             continue
         online = [h for h in trial.hosts if h.state == "online"]
-        ok, text = _reserve_ok(online, _use(trial, plan.placement, opts.cpu_demand),
+        ok, text = _reserve_ok(online, _use(trial, plan.placement, opts),
                                opts.cpu_target, popts.reserve, cons)
         if not ok and wakeable:
             h = wakeable.pop(0)
@@ -300,7 +304,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             continue
         break
 
-    if popts.model is not None and opts.objective == "consolidate":
+    if popts.model is not None and opts.objective in ("consolidate", "auto"):
         plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
 
     # Woken hosts that neither receive a guest nor hold the reserve go back to sleep.
@@ -323,7 +327,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
 
     # Switch off.
     target = dict(plan.placement)
-    use = _use(prepared, target, opts.cpu_demand)
+    use = _use(prepared, target, opts)
     staying = {h.name for h in prepared.hosts if h.state == "online"} | set(woken)
     for h in prepared.hosts:
         if h.state == "online":
@@ -415,7 +419,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
 
 def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions, opts,
                  off: set[str]) -> float:
-    use = _use(snap, placement, opts.cpu_demand)
+    use = _use(snap, placement, opts)
     total = 0.0
     for h in snap.hosts:
         if h.state == "online" and h.name not in off or use[h.name][2] > 0:
@@ -441,7 +445,7 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
         on.setdefault(h, []).append(v)
     empty = [h for h in usable if h.name not in on]
     swaps: dict[str, tuple[str, float]] = {}
-    use = _use(trial, target, opts.cpu_demand)
+    use = _use(trial, target, opts)
     for h in sorted((hosts[n] for n in on if n in hosts), key=lambda x: -(
             _watts(popts, x, use[x.name][0]) or 0.0)):
         guests = on[h.name]
@@ -463,6 +467,12 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
         if best is None:
             continue
         e, w = best
+        moving = {a.vm for a in plan.actions} | {x for x, hh in target.items()
+                                                  if hh != vms[x].host}
+        extra = [g for g in guests if g not in moving]
+        if opts.objective == "auto" and opts.max_migrations and \
+                len(moving) + len(extra) > opts.max_migrations:
+            continue            # auto's budget: not this run
         for g in guests:
             target[g] = e.name
         empty = [x for x in empty if x.name != e.name]
