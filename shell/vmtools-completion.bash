@@ -21,7 +21,7 @@ _vmtools_complete() {
         --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
         --example) COMPREPLY=($(compgen -W "lab hotspot" -- "$cur")); return ;;
         --baseline) COMPREPLY=($(compgen -W "none threshold sandpiper thr-mmt" -- "$cur")); return ;;
-        -o|--output|--input|--constraints|--hosts|--power-model|--journal|--resume|--known-hosts|--ssh-key|--config|-c)
+        -o|--output|--input|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--power-model|--ipmi-credentials)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --state|--state-dir|-a) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     esac
