@@ -19,7 +19,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Ou
                                  Version, emit, entry_point, guard, make_app, read_document,
                                  read_text)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Snapshot, dumps, loads
+from vmtools.model import Plan, Snapshot, dumps, loads
 
 PROG = "vm-plan"
 app = make_app(PROG, __doc__)
@@ -130,6 +130,31 @@ def plan(
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
+    power: Annotated[bool, typer.Option(
+        "--power", help="Also switch hosts off (power-off) and on (power-on): emptied hosts "
+        "go to standby, standby hosts wake when room is needed. On by default under "
+        "--objective auto when --hosts gives hosts a power method.")] = False,
+    hosts: Annotated[Optional[str], typer.Option(
+        "--hosts", metavar="FILE", help="The host map (as vm-apply's): only hosts whose power "
+        "column is ipmi or wol are switched off. Without it --power may switch any host.")
+    ] = None,
+    standby_after: Annotated[float, typer.Option(
+        "--standby-after", metavar="MINUTES", help="With --power: switch off a host only once "
+        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 30.0,
+    min_hosts: Annotated[int, typer.Option(
+        "--min-hosts", min=0, help="With --power: never fewer online hosts per "
+        "cluster.")] = 1,
+    reserve: Annotated[float, typer.Option(
+        "--reserve", metavar="HOSTS", help="With --power: keep this many hosts' worth (the "
+        "largest online host's CPU and memory) free online; 1 = N+1.")] = 1.0,
+    power_model: Annotated[Optional[str], typer.Option(
+        "--power-model", metavar="FILE", help="A vmtools.power document: consolidation "
+        "prefers the hosts that draw least for the capacity they give; hungriest hosts are "
+        "switched off first, most frugal woken first.")] = None,
+    boot_timeout: Annotated[float, typer.Option(
+        "--boot-timeout", metavar="SECONDS", help="With --power: a woken host that has not "
+        "reported this long after its power-on failed to boot; it is not woken again until "
+        "it reports.")] = 600.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate-host sampling "
                                       "(plans are reproducible).")] = 0,
     fmt: Format = OutputFormat.json,
@@ -138,7 +163,7 @@ def plan(
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
-) -> None:
+) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
     with guard(PROG, verbose, quiet, debug):
         from vmtools.rules.constraints import parse_constraints
@@ -162,7 +187,9 @@ def plan(
         if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
             raise UsageError(f"--hotspot-window {hotspot_window}: expected K/N with "
                              "1 <= K <= N, e.g. 3/5")
-        snap = read_document(PROG, file, Snapshot, "snapshot")
+        # vm-replay calls this command in process with the snapshot itself as FILE
+        in_process = isinstance(file, Snapshot)
+        snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         if constraints is not None:
             text, name = read_text(PROG, constraints, "constraints")
@@ -184,9 +211,46 @@ def plan(
                        max_duration_min=max_duration, demand=demand,
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
-        result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown)
+        power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
+                                    reserve, power_model, boot_timeout)
+        result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
+                                 power=power_opts)
+        if in_process:
+            return result
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
+
+
+def _power_options(power: bool, objective: str, hosts: str | None, standby_after: float,
+                   min_hosts: int, reserve: float, power_model: str | None,
+                   boot_timeout: float):
+    """PowerOptions when the plan switches hosts, else None (the flags are checked anyway)."""
+    from vmtools.planner.power import PowerOptions
+    if standby_after < 0 or reserve < 0 or boot_timeout <= 0:
+        raise UsageError("--standby-after and --reserve must be 0 or more, --boot-timeout more "
+                         "than 0")
+    methods = None
+    if hosts is not None:
+        from vmtools.apply.hostmap import read_hostmap
+        methods = {name: e.power for name, e in read_hostmap(hosts).items()}
+    model = None
+    if power_model is not None:
+        from vmtools.power_model import parse_power_model
+        text, name = read_text(PROG, power_model, "power model")
+        try:
+            model = parse_power_model(loads(text, name), name)
+        except DataError as exc:
+            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
+                from None
+    enabled = power or (objective == "auto" and methods is not None
+                        and any(m != "none" for m in methods.values()))
+    if not enabled:
+        if power_model is not None and objective in ("consolidate", "auto"):
+            return PowerOptions(methods={}, standby_after=standby_after, min_hosts=min_hosts,
+                                reserve=reserve, boot_timeout=boot_timeout, model=model)
+        return None
+    return PowerOptions(methods=methods, standby_after=standby_after, min_hosts=min_hosts,
+                        reserve=reserve, boot_timeout=boot_timeout, model=model)
 
 
 main = entry_point(app, PROG)

@@ -665,14 +665,23 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0) -> Plan:
+                    cooldown: float = 30.0, power=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
     persist, recently moved guests cool down, each guest's CPU samples of the last
     ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
-    plan is recorded."""
+    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
+    are also switched off and on."""
     from vmtools.planner import state as st
+
+    def plan_it(snap: Snapshot, opts: Options) -> Plan:
+        if power is None:
+            return make_plan(snap, cons, opts)
+        from vmtools.planner.power import make_power_plan
+        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
+                               make_plan)
+
     if state_dir is None:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
@@ -686,6 +695,6 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
     try:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     finally:
         st.save_state(state_dir, state)
