@@ -140,6 +140,10 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
         if rec is not None:
             notes[f"host {name}"] = f"{name} reports again although vmtools switched it off"
             del state.standby[name]
+        if h.state == "standby":            # the snapshot's source knows it is switched off
+            state.known.pop(name, None)
+            new_hosts.append(h)
+            continue
         if h.state == "online":
             if name in state.waking:
                 notes[f"host {name}"] = f"{name} is back online after its power-on"
