@@ -1,4 +1,4 @@
-# bash completion for vm-snapshot, vm-plan, vm-apply, vm-gmetric and vm-rebalance.
+# bash completion for vm-snapshot, vm-plan, vm-apply, vm-gmetric, vm-replay and vm-rebalance.
 # Install: copy to /usr/share/bash-completion/completions/ (one symlink per command name), or
 # `source` it from ~/.bashrc. Options are read from each command's --help, so they never drift.
 
@@ -20,6 +20,7 @@ _vmtools_complete() {
         --toolstack) COMPREPLY=($(compgen -W "xl xm auto" -- "$cur")); return ;;
         --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
         --example) COMPREPLY=($(compgen -W "lab hotspot" -- "$cur")); return ;;
+        --baseline) COMPREPLY=($(compgen -W "none threshold sandpiper thr-mmt" -- "$cur")); return ;;
         -o|--output|--input|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--power-model|--ipmi-credentials)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --state|--state-dir|-a) COMPREPLY=($(compgen -d -- "$cur")); return ;;
@@ -34,4 +35,4 @@ _vmtools_complete() {
         COMPREPLY=($(compgen -f -- "$cur"))
     fi
 }
-complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-rebalance
+complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-replay vm-rebalance

@@ -30,6 +30,8 @@ def complete(*words: str) -> list[str]:
     (("vm-apply", "--driver", "xe"), ["xen", "xend-xmlrpc"]),
     (("vm-gmetric", "--tool"), ["--toolstack"]),
     (("vm-snapshot", "--example", ""), ["hotspot", "lab"]),
+    (("vm-replay", "--base"), ["--baseline"]),
+    (("vm-replay", "--baseline", "th"), ["thr-mmt", "threshold"]),
     (("vm-rebalance", "-"), ["-a", "-c", "-h", "-k", "-n", "-q"]),
 ])
 def test_completion(words, expected):
