@@ -60,3 +60,49 @@ def test_shutdown_ipmi_and_wol_in_the_lab(make_lab):
     wol.send_magic_packet("02:16:3e:00:00:03", "127.0.0.1", lab.wol.port)
     assert wait_until(lambda: answers("127.0.0.1", port["node-3"], 0.5), 15, 0.2)
     assert lab.wol.received and lab.wol.ignored == 0
+
+
+E2E = {
+    "name": "power-e2e", "description": "four hosts, eight 3 GiB guests: consolidation empties two",
+    "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}
+              for i in range(1, 5)},
+    "guests": {f"g{i}": {"host": f"node-{1 + i % 4}", "mem_mib": 3072, "load": 0.3}
+               for i in range(8)},
+    "load": []}
+
+
+def test_consolidate_switch_off_then_a_hotspot_wakes_a_host(make_lab):
+    """The pipeline through real pipes: consolidation empties two hosts, which are switched
+    off (SSH shutdown, ipmi_sim confirms); later a hotspot no online host can relieve wakes
+    one of them (ipmitool chassis power on, sshd answers after the boot delay) and guests
+    move onto it."""
+    lab = make_lab(E2E, power=True, boot_seconds=2.0)
+    lab.wait_for_truth(timeout=90)
+    power = ["--power", "--hosts", str(lab.hosts_file), "--standby-after", "0",
+             "--reserve", "0", "--explain"]
+    _, plan, report, codes = lab.pipeline("consolidate", plan_extra=power,
+                                          apply_extra=["--boot-timeout", "60"])
+    assert codes == {"vm-snapshot": 0, "vm-plan": 0, "vm-apply": 0}, lab.last_apply_stderr
+    off = sorted(a["host"] for a in plan["actions"] if a["op"] == "power-off")
+    assert len(off) == 2
+    assert all(e["outcome"] == "done" for e in report["actions"]), report["actions"]
+    state = lab.state.read()["hosts"]
+    assert [state[h]["power"] for h in off] == ["off", "off"]
+    assert not any(state[h]["domains"] for h in off)
+    on_hosts = sorted(set(lab.placement().values()))
+    assert len(on_hosts) == 2
+
+    # every guest now needs 1.9 CPUs: both online hosts are hot and neither can help
+    lab.scenario["load"] = [{"guests": sorted(E2E["guests"]), "shape": "step",
+                             "at": lab.elapsed(), "load": [1.9]}]
+    lab.wait_until(lambda s: sum(v["cpu"] for v in s["vms"]) > 14, 60, "the hotspot")
+    _, plan2, report2, codes2 = lab.pipeline(
+        "balance", plan_extra=power + ["--hotspot-window", "1/1"],
+        apply_extra=["--boot-timeout", "60"])
+    assert codes2["vm-apply"] == 0, lab.last_apply_stderr
+    woken = [a["host"] for a in plan2["actions"] if a["op"] == "power-on"]
+    assert len(woken) == 1 and woken[0] in off
+    assert "persistent hotspot" in plan2["explain"][f"power-on {woken[0]}"]
+    assert all(e["outcome"] == "done" for e in report2["actions"]), report2["actions"]
+    assert lab.state.read()["hosts"][woken[0]]["power"] == "on"
+    assert woken[0] in lab.placement().values()
