@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import run
 from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Action, Host, Plan, Snapshot, epoch_to_iso, iso_to_epoch
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints, parse_rules
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.planner.plan import Options, make_plan, plan_with_state
 from vmtools.planner.power import PowerOptions, load_power_state
 from vmtools.power_model import parse_power_model

@@ -261,7 +261,7 @@ def make_power_plan(snap: Snapshot, cons, opts, popts: PowerOptions, state_dir: 
 
 def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state: PowerState,
                 cons, opts, popts: PowerOptions, now: float, make_plan) -> Plan:
-    from vmtools.planner.check import check_plan
+    from vmtools.rules.check import check_plan
     hosts = {h.name: h for h in prepared.hosts}
     live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
     mean_cpu = sum(h.cpu for h in live) / max(1, len(live))
