@@ -257,7 +257,8 @@ def test_failed_boot_is_remembered_and_not_woken_again(tmp_path):
     with open(os.path.join(d, "vm-plan-power.json"), "w") as fh:
         json.dump({"standby": {"h3": {"cluster": "c", "cpu": 4, "mem_mib": 8 * GIB,
                                       "since": iso_to_epoch(T0) - 3600}},
-                   "waking": {"h3": iso_to_epoch(T0) - 1200}}, fh)
+                   "waking": {"h3": {"cluster": "c", "cpu": 4, "mem_mib": 8 * GIB,
+                                     "since": iso_to_epoch(T0) - 1200}}}, fh)
     rules = parse_rules([{"rule": "maintenance", "hosts": ["h1"]}],
                         replace(s, hosts=s.hosts + [Host(name="h3", cluster="c", cpu=4,
                                                          mem_mib=8 * GIB, state="standby")]))
