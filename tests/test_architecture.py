@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
 LAYERS = [
     {"errors", "xen", "__init__"},
     {"model", "inputs"},
-    {"rules", "drivers", "power", "dom0", "power_model", "render"},
-    {"ganglia", "lab"},
+    {"rules", "drivers", "dom0", "power_model", "render"},
+    {"ganglia", "lab", "power"},
     {"snapshot", "planner", "apply", "gmetric"},
     {"replay"},
     {"cli"},
