@@ -21,6 +21,7 @@ _vmtools_complete() {
     case $prev in
         -f|--format) _vmtools_reply "json table" "$cur"; return ;;
         --objective) _vmtools_reply "auto consolidate balance repair" "$cur"; return ;;
+        --demand) _vmtools_reply "last mean p50 p90 p95 max" "$cur"; return ;;
         --driver|--migration) _vmtools_reply "xen xend-xmlrpc xm-ssh xl-ssh" "$cur"; return ;;
         --toolstack) _vmtools_reply "xl xm auto" "$cur"; return ;;
         --cpu-demand) _vmtools_reply "usage vcpus" "$cur"; return ;;
@@ -29,7 +30,7 @@ _vmtools_complete() {
         --scenario)
             _vmtools_reply "steady hotspot diurnal maintenance" "$cur"
             mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -f -- "$cur"); return ;;
-        -o|--output|--input|-i|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--snapshot)
+        -o|--output|--input|-i|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--snapshot|--power-model|--ipmi-credentials)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
         --state|--state-dir|--dir|--archive|--runs|-a|--sysfs-root)
             mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;

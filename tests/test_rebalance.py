@@ -130,7 +130,7 @@ def test_a_failing_snapshot_stops_the_run_with_a_summary(tmp_path):
     assert proc.returncode == 69
     assert "vm-snapshot failed (exit 69)" in proc.stdout
     assert f"127.0.0.1:{port}" in proc.stdout          # the failing step's own error line
-    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name[0] != "."]
     assert (run_dir / "snapshot.log").exists() and not (run_dir / "plan.json").exists()
 
 
@@ -165,7 +165,7 @@ def test_cron_run_against_the_lab_keeps_every_document(tmp_path, make_lab):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " migrations done" in proc.stdout.splitlines()[0]
     assert "hosts in use 6 -> 2" in proc.stdout
-    runs = sorted(p for p in archive.iterdir() if p.is_dir())
+    runs = sorted(p for p in archive.iterdir() if p.is_dir() and p.name[0] != ".")
     assert len(runs) == 2
     last = runs[-1]
     for name in ("snapshot.json", "plan.json", "report.json", "summary.txt", "result.json"):

@@ -29,7 +29,7 @@ CONSTRAINTS_FORMAT = "vmtools.constraints"
 SUPPORTED_MAJOR = 1
 CURRENT_VERSION = "1.0"
 
-HOST_STATES = ("online", "offline")
+HOST_STATES = ("online", "offline", "standby")
 VM_STATES = ("running", "paused", "blocked", "unknown")
 MIGRATION_DRIVERS = ("xen", "xend-xmlrpc", "xm-ssh", "xl-ssh")
 DOM0_NAMES = frozenset({"Domain-0", "Domain-0--incoming"})
@@ -318,11 +318,15 @@ class Snapshot:
 
 # --------------------------------------------------------------------------- plan
 
-ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off")
+ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off", "power-on")
+POWER_OPS = ("power-off", "power-on")
 
 
 @dataclass
 class Action:
+    """One step of a plan. A migration has ``vm``, ``src``, ``dst`` and ``mem_mib``; a
+    power action (``power-off``, ``power-on``) has ``host`` instead."""
+
     id: int
     vm: str
     src: str
@@ -331,6 +335,17 @@ class Action:
     after: list[int] = field(default_factory=list)
     reason: str = ""
     op: str = "migrate"
+    host: str = ""
+
+    @property
+    def is_power(self) -> bool:
+        return self.op in POWER_OPS
+
+    @classmethod
+    def power(cls, id: int, op: str, host: str, after: list[int] | None = None,
+              reason: str = "") -> "Action":
+        return cls(id=id, vm="", src="", dst="", mem_mib=0, after=list(after or []),
+                   reason=reason, op=op, host=host)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "Action":
@@ -340,11 +355,18 @@ class Action:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise DataError(f"expected an action id, got {_describe(item)}", p)
             after.append(item)
-        return cls(id=r.int("id", minimum=1), op=r.str("op", False, "migrate", ACTION_OPS),
+        op = r.str("op", False, "migrate", ACTION_OPS)
+        if op in POWER_OPS:
+            return cls.power(r.int("id", minimum=1), op, r.name("host"), after,
+                             r.str("reason", False, ""))
+        return cls(id=r.int("id", minimum=1), op=op,
                    vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
                    mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""))
 
     def to_dict(self) -> dict:
+        if self.op in POWER_OPS:
+            return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
+                    "reason": self.reason}
         return {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
                 "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
 

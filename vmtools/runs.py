@@ -57,7 +57,8 @@ def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
                           "hosts_before": s.get("hosts_before"),
                           "hosts_after": s.get("hosts_after"),
                           "migrations": len(actions), "migrated_mib": s.get("migrated_mib", 0),
-                          "solver_status": solver.get("status")}
+                          "solver_status": solver.get("status"),
+                          "deferred": s.get("deferred") or None}
         result["moves"] = [{"vm": a.get("vm"), "from": a.get("src"), "to": a.get("dst"),
                             "mem_mib": a.get("mem_mib")} for a in actions]
     if report is not None:
@@ -97,6 +98,10 @@ def summary_text(result: dict, run_dir: Path) -> str:
         lines.append(f"  plan: {plan['objective']}, hosts in use {plan['hosts_before']} -> "
                      f"{plan['hosts_after']}, {n} migration{'' if n == 1 else 's'}, "
                      f"{_gib(plan['migrated_mib'])} to move; solver: {plan['solver_status']}")
+        d = plan.get("deferred") or {}
+        if d.get("migrations"):
+            lines.append(f"  deferred to later runs: {d['migrations']} migrations, "
+                         f"{_gib(d.get('migrated_mib', 0))}")
     moves = result.get("moves") or []
     verb = "would move" if result.get("dry_run") else "move"
     for m in moves[:MAX_LISTED]:

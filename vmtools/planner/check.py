@@ -20,6 +20,8 @@ What "safe" means (SPEC.md):
   The limit is the capacity (times any ``capacity`` rule), or the initial use when that is
   already higher: a plan never makes an existing overload worse. ``max_vms`` is the same
   closure with weight 1 per guest;
+* power actions (:mod:`vmtools.planner.power_check`): a host is switched off only once every
+  guest has left it for good, a guest enters a standby host only after its ``power-on``;
 * rules at every moment: no guest ever set foot on a host it is banned or fenced from, or on a
   host in maintenance; pinned guests have no action; spread guests are never on one host at
   the same time (their stays must be ordered by ``after``); gather holds in the target.
@@ -34,12 +36,15 @@ from typing import Iterable, Sequence
 from vmtools.errors import DataError
 from vmtools.model import DOM0_NAMES, Action, Plan, Snapshot
 from vmtools.planner.constraints import Constraints, parse_rules
+from vmtools.planner.power_check import check_power
 
 # Tolerance for float resources (CPU in physical CPUs, network in Mbit/s).
 EPS = 1e-6
 
 
 def _act(a: Action) -> str:
+    if a.is_power:
+        return f"action {a.id} ({a.op} {a.host})"
     return f"action {a.id} ({a.vm} {a.src} -> {a.dst})"
 
 
@@ -74,7 +79,7 @@ def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
     done = set(finished)
     replay = replay_plan(plan)
     for aid in replay.order:
-        if aid in done:
+        if aid in done and not replay.actions[aid].is_power:
             a = replay.actions[aid]
             where[a.vm] = a.dst
     return where
@@ -84,7 +89,8 @@ def stale_guests(plan: Plan, current: Snapshot | dict[str, str]) -> list[str]:
     """Guests the plan moves that are not (or no longer) where its origin says."""
     now = current if isinstance(current, dict) else {v.name: v.host for v in current.vms}
     origin = {v.name: v.host for v in plan.origin.vms}
-    return sorted({a.vm for a in plan.actions if now.get(a.vm) != origin.get(a.vm)})
+    return sorted({a.vm for a in plan.actions
+                   if not a.is_power and now.get(a.vm) != origin.get(a.vm)})
 
 
 # --------------------------------------------------------------------------- structure
@@ -131,7 +137,8 @@ def replay_plan(plan: Plan) -> Replay:
         ancestors[aid] = bits
     by_vm: dict[str, list[Action]] = {}
     for aid in order:
-        by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
+        if not actions[aid].is_power:
+            by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
     replay = Replay(actions, order, ancestors, index, by_vm)
     for vm, acts in by_vm.items():
         for first, second in zip(acts, acts[1:]):
@@ -296,8 +303,11 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         if v.host not in hosts:
             raise DataError(f"guest {v.name} sits on unknown host {v.host}", "plan.origin")
 
-    # Actions one by one.
+    # Actions one by one (power actions: vmtools.planner.power_check).
+    woken = {a.host for a in plan.actions if a.op == "power-on"}
     for a in plan.actions:
+        if a.is_power:
+            continue
         if a.op != "migrate":
             raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
                             "plan.actions")
@@ -310,7 +320,8 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
                 raise DataError(f"{_act(a)}: unknown host {end}", "plan.actions")
         if a.src == a.dst:
             raise DataError(f"{_act(a)}: source and destination are the same", "plan.actions")
-        if hosts[a.dst].state != "online":
+        if hosts[a.dst].state != "online" and not (hosts[a.dst].state == "standby"
+                                                   and a.dst in woken):
             raise DataError(f"{_act(a)}: destination {a.dst} is {hosts[a.dst].state}",
                             "plan.actions")
         if a.mem_mib != vms[a.vm].mem_mib:
@@ -325,6 +336,7 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
                             "moment", "plan.actions")
 
     replay = replay_plan(plan)
+    check_power(plan, replay)
 
     # Chains from the origin, and the final placement.
     final = {v.name: v.host for v in origin.vms}
@@ -420,6 +432,8 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     incoming: dict[str, list[Action]] = {}
     outgoing: dict[str, list[Action]] = {}
     for a in plan.actions:
+        if a.is_power:
+            continue
         incoming.setdefault(a.dst, []).append(a)
         outgoing.setdefault(a.src, []).append(a)
     for h in origin.hosts:

@@ -87,9 +87,10 @@ class Instance:
 
 def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
                    cpu_demand: str = "usage", fixed_vms: set[str] | None = None,
-                   frozen_hosts: set[str] | None = None) -> Instance:
+                   frozen_hosts: set[str] | None = None, mem_limit: float = 1.0) -> Instance:
     """``cpu_limit`` is the fraction of each host's CPU a target may use (``--cpu-target``
-    for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair)."""
+    for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair); ``mem_limit`` the
+    fraction of its memory (``--mem-target`` for consolidate). ``hard_cap`` keeps the whole."""
     hosts = sorted(h.name for h in snap.hosts)
     hidx = {h: i for i, h in enumerate(hosts)}
     byname = {h.name: h for h in snap.hosts}
@@ -108,9 +109,10 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
 
     dem = {d: [demand(v, d) for v in vms] for d in dims}
     cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
-           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
+           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit)
+                   for h in hosts]}
     hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
-            "mem": list(cap["mem"])}
+            "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
     if has_net:
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])

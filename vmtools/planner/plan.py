@@ -10,6 +10,8 @@ Objectives:
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
+* ``auto`` (the cron policy, :mod:`vmtools.planner.policy`): repair, relieve persistent
+  hotspots, then empty whole hosts, within the run's budget (:mod:`vmtools.planner.budget`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from vmtools.planner.schedule import estimate_seconds, order_moves
 
 log = logging.getLogger("vmtools.planner")
 
-OBJECTIVES = ("consolidate", "balance", "repair")
+OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Options:
     solver: str = "cbc"
     time_limit: float = 60.0
     cpu_target: float = 0.8
+    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05
@@ -56,6 +59,13 @@ class Options:
     seed: int = 0
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
+    # auto's budget per run (None or 0: no limit) and demand from history (--state)
+    max_migrations: int | None = 20
+    max_moved_gib: float | None = 50.0
+    max_duration_min: float | None = 4.0
+    demand: str = "p90"
+    demand_window: float = 60.0
+    cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
 
 
 @dataclass
@@ -373,8 +383,7 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
     out = Outcome(placement=cur, how="no hotspot")
     if not hot:
         return out
-    util = H.utilisation(inst, cur)
-    worst_before = max(util)
+    util = [max(c, m) for c, m in zip(H.utilisation(inst, cur), H.mem_utilisation(inst, cur))]
     greedy = H.sandpiper(inst, opts.cpu_threshold, opts.mem_threshold, hot)
     # Hot-host restriction: guests of the hot hosts may move, to the coolest hosts.
     k_cool = 20
@@ -423,12 +432,19 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         if res2.status not in ("optimal",):
             out.status = "feasible" if out.status == "optimal" else out.status
     out.how = "milp (hot hosts to the coolest)" if best is not greedy else "sandpiper greedy"
-    gain = worst_before - max(H.utilisation(inst, best))
+    # On the worst dimension, so relieving a memory hotspot counts as a gain.
+    gain = _worst(inst, cur) - _worst(inst, best)
     if gain < opts.min_gain - 1e-9:
         out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
         return out
     out.placement = best
     return out
+
+
+def _worst(inst: Instance, placement: list[int]) -> float:
+    """The highest utilisation of any host in CPU or memory."""
+    return max(H.utilisation(inst, placement) + H.mem_utilisation(inst, placement),
+               default=0.0)
 
 
 # --------------------------------------------------------------------------- repair
@@ -528,10 +544,29 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         if vm is not None and cons.allowed(v, vm.host):
             fixed.add(v)
     check_solver(opts.solver)
-    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0}[opts.objective]
-    inst = build_instance(snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts)
-    if opts.objective == "consolidate":
+    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0,
+                 "auto": 1.0}[opts.objective]
+    mem_limit = (opts.mem_target or 1.0) if opts.objective == "consolidate" else 1.0
+    if opts.objective == "auto" and opts.mem_target is None:
+        opts = replace(opts, mem_target=0.9)
+    plan_snap = snap
+    if opts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        plan_snap = replace(snap, vms=[replace(v, cpu=opts.cpu_estimate.get(v.name, v.cpu))
+                                       for v in snap.vms])
+    inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+    auto = None
+    if opts.objective == "auto":
+        from vmtools.planner.policy import run_auto
+        last = {v.name: v.cpu for v in snap.vms}
+        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline)
+        out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
+            f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
+            for k in ("repair", "relieve", "consolidate")), lower_bound=None)
+        out.solve_seconds = auto.auto.solve_seconds
+        out.solver = opts.solver if auto.auto.repair_how else "none"
+        out.gap = None
+    elif opts.objective == "consolidate":
         out = consolidate_grouped(inst, opts, deadline)
     elif opts.objective == "balance":
         out = balance(inst, opts, deadline)
@@ -545,9 +580,15 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                f"(gap {out.gap if out.gap is not None else 'unknown'}); "
                                "--require-optimal refuses it (give it more time)")
     target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-    reasons = _reasons(inst, out.placement, opts)
+    reasons = _reasons(inst, out.placement, opts) if auto is None else auto.reasons()
     t0 = time.monotonic()
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
+    while auto is not None and auto.budget.max_seconds is not None and \
+            estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
+            and auto.trim():
+        out.placement = auto.placement()
+        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
     order_seconds = time.monotonic() - t0
     moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
     active_before = len({v.host for v in snap.vms})
@@ -562,7 +603,13 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
         "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
         "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
+        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
     }
+    if auto is not None:
+        summary.update(auto.summary())
+    if opts.cpu_estimate is not None:
+        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     del moved
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
@@ -616,12 +663,23 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0) -> Plan:
+                    cooldown: float = 30.0, power=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
-    persist, recently moved guests cool down, and the plan is recorded."""
+    persist, recently moved guests cool down, each guest's CPU samples of the last
+    ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
+    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
+    are also switched off and on."""
     from vmtools.planner import state as st
+
+    def plan_it(snap: Snapshot, opts: Options) -> Plan:
+        if power is None:
+            return make_plan(snap, cons, opts)
+        from vmtools.planner.power import make_power_plan
+        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
+                               make_plan)
+
     if state_dir is None:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
@@ -629,9 +687,12 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                                                 opts.mem_threshold)]
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
+    from vmtools.planner import demand as dm
+    dm.record(state.samples, snap, now, opts.demand_window)
     opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
-                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown))
+                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
+                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
     try:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     finally:
         st.save_state(state_dir, state)
