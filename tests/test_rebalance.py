@@ -95,8 +95,8 @@ def installed_like_a_venv(tmp_path: Path) -> Path:
 
 def test_from_a_venv_it_finds_its_siblings_and_a_dry_run_says_what_would_move(tmp_path):
     wrapper = installed_like_a_venv(tmp_path)
-    conf = write_conf(tmp_path / "r.conf", tmp_path / "runs", ["--example", "lab"], [],
-                      ["--hosts", str(tmp_path / "hosts.csv")])
+    conf = write_conf(tmp_path / "r.conf", tmp_path / "runs", ["--example", "lab"],
+                      ["--objective", "consolidate"], ["--hosts", str(tmp_path / "hosts.csv")])
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
     proc = subprocess.run([str(wrapper), "-c", str(conf), "-n"], capture_output=True,
                           text=True, timeout=300, env=env, cwd=tmp_path)
@@ -107,7 +107,7 @@ def test_from_a_venv_it_finds_its_siblings_and_a_dry_run_says_what_would_move(tm
     assert "hosts in use 6 -> 2, 16 migrations" in proc.stdout
     assert "    would move app1: node-2 -> node-3 (4.0 GiB)" in proc.stdout
     assert "hosts.csv" in proc.stdout.splitlines()[-1]          # the failing step's own error
-    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.name[0].isdigit()]
     result = json.loads((run_dir / "result.json").read_text())
     assert (result["exit"], result["failed_step"], result["dry_run"]) == (2, "report", True)
     assert len(result["moves"]) == 16 and result["moves"][0]["from"] == "node-2"
