@@ -1,5 +1,5 @@
 # bash completion for every vmtools command: vm-snapshot, vm-plan, vm-apply, vm-gmetric,
-# vm-lab, vm-status and vm-rebalance.
+# vm-lab, vm-status, vm-replay and vm-rebalance.
 # Install: packaging/install-venv links it for each command under
 # /usr/local/share/bash-completion/completions; by hand, copy it to
 # /usr/share/bash-completion/completions/ (one symlink per command name), or `source` it from
@@ -26,6 +26,7 @@ _vmtools_complete() {
         --toolstack) _vmtools_reply "xl xm auto" "$cur"; return ;;
         --cpu-demand) _vmtools_reply "usage vcpus" "$cur"; return ;;
         --example) _vmtools_reply "lab hotspot" "$cur"; return ;;
+        --baseline) _vmtools_reply "none threshold sandpiper thr-mmt" "$cur"; return ;;
         --solver) _vmtools_reply "cbc highs" "$cur"; return ;;
         --scenario)
             _vmtools_reply "steady hotspot diurnal maintenance" "$cur"
@@ -43,4 +44,4 @@ _vmtools_complete() {
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi
 }
-complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-lab vm-status vm-rebalance
+complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-lab vm-status vm-replay vm-rebalance

@@ -19,7 +19,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Ou
                                  Version, emit, entry_point, guard, make_app, read_document,
                                  read_text)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Snapshot, dumps, loads
+from vmtools.model import Plan, Snapshot, dumps, loads
 
 PROG = "vm-plan"
 app = make_app(PROG, __doc__)
@@ -163,10 +163,10 @@ def plan(
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
-) -> None:
+) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
     with guard(PROG, verbose, quiet, debug):
-        from vmtools.planner.constraints import parse_constraints
+        from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.render import plan_tables
         for name, value, high in (("--cpu-target", cpu_target, 1.0),
@@ -187,7 +187,9 @@ def plan(
         if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
             raise UsageError(f"--hotspot-window {hotspot_window}: expected K/N with "
                              "1 <= K <= N, e.g. 3/5")
-        snap = read_document(PROG, file, Snapshot, "snapshot")
+        # vm-replay calls this command in process with the snapshot itself as FILE
+        in_process = isinstance(file, Snapshot)
+        snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         if constraints is not None:
             text, name = read_text(PROG, constraints, "constraints")
@@ -197,7 +199,7 @@ def plan(
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None
         else:
-            from vmtools.planner.constraints import Constraints
+            from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
         opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
                        cpu_target=cpu_target, cpu_threshold=cpu_threshold,
@@ -213,6 +215,8 @@ def plan(
                                     reserve, power_model, boot_timeout)
         result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
                                  power=power_opts)
+        if in_process:
+            return result
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
@@ -227,7 +231,7 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
                          "than 0")
     methods = None
     if hosts is not None:
-        from vmtools.hostmap import read_hostmap
+        from vmtools.apply.hostmap import read_hostmap
         methods = {name: e.power for name, e in read_hostmap(hosts).items()}
     model = None
     if power_model is not None:
