@@ -36,7 +36,6 @@ def complete(*words: str) -> list[str]:
     (("vm-plan", "--time-limit", ""), []),
     (("vm-replay", "--base"), ["--baseline"]),
     (("vm-replay", "--baseline", "th"), ["thr-mmt", "threshold"]),
-    (("vm-rebalance", "-"), ["-a", "-c", "-h", "-k", "-n", "-q"]),
 ])
 def test_completion(words, expected):
     assert sorted(complete(*words)) == expected
