@@ -15,6 +15,9 @@ import pytest
 from tests.conftest import ROOT
 from vmtools.lab.ganglia import binaries_missing, free_port
 
+# The cron wrapper runs every command through real pipes, against the lab for one test.
+pytestmark = pytest.mark.slow
+
 REBALANCE = ROOT / "shell" / "vm-rebalance"
 
 
