@@ -249,11 +249,35 @@ def snap(loads: dict[str, list[tuple[float, int]]], cpu: float = 4, mem: int = 8
 def test_thr_mmt_moves_the_smallest_guests_off_an_overloaded_host_then_empties_the_idlest():
     s = snap({"h1": [(2.0, 4096), (1.0, 512), (0.5, 1024)], "h2": [(1.0, 1024)],
               "h3": [(0.2, 1024)]})
-    moves = {a.vm: a.dst for a in ThrMmt().decide(s)}
+    actions = ThrMmt().decide(s)
+    moves = {a.vm: a.dst for a in actions if a.op == "migrate"}
+    offs = [a for a in actions if a.op == "power-off"]
     # h1 at 3.5/4 > 0.8: its smallest guest (512 MiB) leaves (3.5 -> 2.5 = 0.625). With the
     # G5 curve it costs 13 W more on h2 (0.25 -> 0.5) but 9.65 W on h3 (0.05 -> 0.3): h3.
     # Then the least used host, h2 (0.25), is emptied: its guest fits on h3 (h1 overloaded).
     assert moves == {"h1-1": "h3", "h2-0": "h3"}
+    # h2, left empty, is switched off once its guest has left
+    assert [(a.host, a.after) for a in offs] == [
+        ("h2", [a.id for a in actions if a.op == "migrate" and a.src == "h2"])]
+
+
+def test_thr_mmt_switches_the_host_it_emptied_off_by_hand(tmp_path):
+    text = "time,guest,cpu,mem_mib,host\n0,g1,0.2,1000,a\n0,g2,0.2,1000,b\n600,g1,0.2,1000,\n" \
+           "600,g2,0.2,1000,\n"
+    t = read_csv_trace(write(tmp_path, "t.csv", text), write(tmp_path, "h.csv", HOSTS[:-9]))
+    r = replay(t, make_baseline("thr-mmt"), opts())
+    f = r.figures
+    # Tick 0: a and b both at 0.1; a (first by name) is emptied onto b (2 s), then switched
+    # off: 60 s halting at idle watts, then standby at 0 W. Tick 600 s: nothing to do.
+    assert (f["migrations"], f["power_offs"], f["power_ons"]) == (1, 1, 0)
+    joules = (110 * 2 + 100 * 60) + (110 * 2 + 120 * 1198)
+    assert f["energy_kwh"] == round(joules / 3.6e6, 4)
+    assert f["host_hours"] == round(1202 / 3600, 4)
+    assert r.series["active_hosts"] == [2, 1]
+    r = replay(t, make_baseline("thr-mmt:power=0"), opts())
+    assert r.figures["power_offs"] == 0
+    assert r.figures["energy_kwh"] == round((110 * 2 + 100 * 1198 + 110 * 2 + 120 * 1198)
+                                            / 3.6e6, 4)
 
 
 def test_sandpiper_needs_k_of_n_hot_observations():
