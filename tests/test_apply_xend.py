@@ -18,7 +18,7 @@ from tests.apply_lab import (assert_consistent, cluster_placement, hostmap_text,
                              plan_of, snapshot_of, start_xends)
 from tests.conftest import run, script
 from vmtools.apply import ApplyOptions, apply_plan
-from vmtools.hostmap import parse_hostmap
+from vmtools.apply.hostmap import parse_hostmap
 from vmtools.model import dumps
 
 GUESTS = ["a", "b", "c", "d"]

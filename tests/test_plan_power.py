@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import run
 from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Action, Host, Plan, Snapshot, epoch_to_iso, iso_to_epoch
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints, parse_rules
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.planner.plan import Options, make_plan, plan_with_state
 from vmtools.planner.power import PowerOptions, load_power_state
 from vmtools.power_model import parse_power_model
@@ -257,7 +257,8 @@ def test_failed_boot_is_remembered_and_not_woken_again(tmp_path):
     with open(os.path.join(d, "vm-plan-power.json"), "w") as fh:
         json.dump({"standby": {"h3": {"cluster": "c", "cpu": 4, "mem_mib": 8 * GIB,
                                       "since": iso_to_epoch(T0) - 3600}},
-                   "waking": {"h3": iso_to_epoch(T0) - 1200}}, fh)
+                   "waking": {"h3": {"cluster": "c", "cpu": 4, "mem_mib": 8 * GIB,
+                                     "since": iso_to_epoch(T0) - 1200}}}, fh)
     rules = parse_rules([{"rule": "maintenance", "hosts": ["h1"]}],
                         replace(s, hosts=s.hosts + [Host(name="h3", cluster="c", cpu=4,
                                                          mem_mib=8 * GIB, state="standby")]))

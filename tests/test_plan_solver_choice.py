@@ -14,7 +14,7 @@ import pytest
 from vmtools.errors import Unavailable
 from vmtools.model import VM, Host, Snapshot
 from vmtools.planner import solve
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.constraints import Constraints
 from vmtools.planner.plan import Options, make_plan
 
 

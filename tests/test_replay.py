@@ -108,7 +108,7 @@ def test_a_slow_migration_holds_memory_on_both_hosts_and_the_next_tick_is_busy(t
 
 
 def test_vm_plan_setting_runs_in_process(trace):
-    from vmtools.cli.replay import VmPlanRun
+    from vmtools.cli.vm_replay import VmPlanRun
     setting = VmPlanRun("--objective consolidate --cpu-target 1.0", 0, True, False)
     r = replay(trace, setting, opts())
     # tick 0: 2 CPUs fit on one host: g1 joins b. Tick 600 s: b carries 3.5 CPUs, vm-plan
@@ -121,7 +121,7 @@ def test_vm_plan_setting_runs_in_process(trace):
 
 
 def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
-    from vmtools.cli.replay import VmPlanRun
+    from vmtools.cli.vm_replay import VmPlanRun
     mine = tmp_path / "state"
     mine.mkdir()
     setting = VmPlanRun(f"--objective balance --state {mine} --hotspot-window 2/2", 0, True,
@@ -133,7 +133,7 @@ def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
 
 
 def test_bad_plan_options_are_usage_errors():
-    from vmtools.cli.replay import VmPlanRun
+    from vmtools.cli.vm_replay import VmPlanRun
     with pytest.raises(UsageError, match="No such option"):
         VmPlanRun("--objective consolidate --bogus", 0, True, False)
     with pytest.raises(UsageError, match="objective"):
@@ -143,7 +143,7 @@ def test_bad_plan_options_are_usage_errors():
 
 
 def test_failed_planning_is_a_failed_tick_with_why(tmp_path, trace):
-    from vmtools.cli.replay import VmPlanRun
+    from vmtools.cli.vm_replay import VmPlanRun
     rules = tmp_path / "rules.json"
     rules.write_text('{"format": "vmtools.constraints", "version": "1.0", "rules": '
                      '[{"rule": "pin", "vms": ["nosuchguest"]}]}')

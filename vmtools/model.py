@@ -31,8 +31,6 @@ CURRENT_VERSION = "1.0"
 
 HOST_STATES = ("online", "offline", "standby")
 VM_STATES = ("running", "paused", "blocked", "unknown")
-MIGRATION_DRIVERS = ("xen", "xend-xmlrpc", "xm-ssh", "xl-ssh")
-DOM0_NAMES = frozenset({"Domain-0", "Domain-0--incoming"})
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.

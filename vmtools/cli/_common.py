@@ -36,16 +36,15 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vmtools import __version__
-from vmtools.errors import (EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
+from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError, OptionError, UsageError,
                             VmtoolsError)
 from vmtools.inputs import input_name, open_input
 from vmtools.model import loads
 
 log = logging.getLogger("vmtools")
 
-EXIT_CODES_EPILOG = ("Exit codes: 0 success (an empty plan too); 1 the operation failed; "
-                     "2 bad command line; 65 bad input data; 69 a service is unreachable; "
-                     "70 internal error; 75 temporary failure, try again later.")
+EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(
+    f"{code} {text}" for code, text in EXIT_CODES_SHORT.items()) + "."
 
 
 class OutputFormat(str, enum.Enum):
@@ -129,7 +128,8 @@ def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False)
     except VmtoolsError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        print(error_line(prog, str(exc)), file=sys.stderr)
+        text = exc.as_flag() if isinstance(exc, OptionError) else str(exc)
+        print(error_line(prog, text), file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -24,9 +24,6 @@ from dataclasses import dataclass
 
 from vmtools.errors import OperationFailed, Unavailable
 
-DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22}
-RELOCATION_PORT = 8002
-DOM0_NAMES = frozenset({"Domain-0"})
 
 
 class HostKeyError(Unavailable):

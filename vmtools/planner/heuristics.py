@@ -14,10 +14,10 @@ import time
 from typing import Callable, Iterable
 
 from vmtools.planner.instance import Instance
+from vmtools.rules.capacity import EPS
 
 log = logging.getLogger("vmtools.planner.heuristics")
 
-EPS = 1e-6
 
 
 class Disjoint:

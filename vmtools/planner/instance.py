@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 from vmtools.model import Snapshot
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.capacity import EPS
+from vmtools.rules.constraints import Constraints
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Instance:
                 use[d][h] += self.dem[d][v]
         return use
 
-    def valid(self, placement: list[int], eps: float = 1e-6) -> bool:
+    def valid(self, placement: list[int], eps: float = EPS) -> bool:
         """True when ``placement`` meets every capacity and rule of a target."""
         use = self.used(placement)
         counts = [0] * self.n_hosts

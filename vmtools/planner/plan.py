@@ -23,12 +23,14 @@ import time
 from dataclasses import dataclass, field, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed, TemporaryFailure
-from vmtools.model import DOM0_NAMES, Plan, Snapshot
+from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints
 from vmtools.planner.instance import Instance, build_instance
 from vmtools.planner.schedule import estimate_seconds, order_moves
+from vmtools.rules.capacity import EPS
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints
+from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.planner")
 
@@ -102,7 +104,7 @@ def diagnose(inst: Instance) -> str:
     for d, unit in (("mem", "memory"), ("cpu", "CPU")):
         need = sum(inst.dem[d])
         have = sum(inst.cap[d][h] for h in usable)
-        if need > have + 1e-6:
+        if need > have + EPS:
             shown = (_gib(need), _gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
                                                                   f"{have:.1f} CPUs")
             hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
@@ -206,7 +208,7 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
         hosts_proven = best is not None and (H.hosts_used(best) <= lb or
                                              (res.status == "optimal" and full))
         if res.bound is not None and best is not None:
-            out.lower_bound = max(lb, math.ceil(res.bound - 1e-6))
+            out.lower_bound = max(lb, math.ceil(res.bound - EPS))
     if best is None:
         raise OperationFailed(diagnose(inst))
     n_hosts = H.hosts_used(best)
@@ -413,8 +415,8 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         return sum(max(0.0, x - opts.cpu_threshold) for x in u) + \
             sum(max(0.0, x - opts.mem_threshold) for x in m)
 
-    if place is not None and (excess(greedy) + 1e-6 < excess(place) or
-                              (abs(excess(greedy) - excess(place)) <= 1e-6
+    if place is not None and (excess(greedy) + EPS < excess(place) or
+                              (abs(excess(greedy) - excess(place)) <= EPS
                                and moves(greedy) < moves(place))):
         best = greedy
     if place is not None:
@@ -462,7 +464,7 @@ def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str
             movable.add(v)
             why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
     for h in range(inst.n_hosts):
-        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + 1e-6]
+        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + EPS]
         if over or counts[h] > inst.count_cap[h]:
             movable.update(v for v in range(inst.n_vms) if placement[v] == h)
             why.append(f"{inst.hosts[h]} is over its {', '.join(over) or 'guest count'} limit")

@@ -64,8 +64,8 @@ class PowerState:
 
     empty_since: dict[str, float] = field(default_factory=dict)
     standby: dict[str, dict] = field(default_factory=dict)   # host -> {"since", capacity...}
-    waking: dict[str, float] = field(default_factory=dict)   # host -> time of its power-on
-    boot_failed: dict[str, float] = field(default_factory=dict)
+    waking: dict[str, dict] = field(default_factory=dict)    # host -> {"since": power-on, ...}
+    boot_failed: dict[str, dict] = field(default_factory=dict)
     known: dict[str, dict] = field(default_factory=dict)     # host -> last capacity seen
 
 
@@ -128,18 +128,23 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
     new_hosts: list[Host] = []
     problems = list(snap.problems)
     for name, h in sorted(hosts.items()):
-        rec = state.standby.get(name)
+        rec = state.standby.get(name) or state.waking.get(name) or state.boot_failed.get(name)
         if rec is not None and guests_on.get(name, 0) == 0 and \
-                (h.state != "online" or not _reported_after(h, rec.get("since", now))):
+                (h.state != "online" or (h.reported is not None
+                                         and not _reported_after(h, rec.get("since", now)))):
             # switched off by vmtools: Ganglia's last word on it predates the power-off
             new_hosts.append(_standby_host(name, {**_capacity(h), **rec}, h.reported)
                              if h.state != "online" else
                              replace(h, state="standby"))
             problems = [p for p in problems if p.host != name or p.kind != "offline-host"]
             continue
-        if rec is not None:
+        if name in state.standby:
             notes[f"host {name}"] = f"{name} reports again although vmtools switched it off"
             del state.standby[name]
+        if h.state == "standby":            # the snapshot's source knows it is switched off
+            state.known.pop(name, None)
+            new_hosts.append(h)
+            continue
         if h.state == "online":
             if name in state.waking:
                 notes[f"host {name}"] = f"{name} is back online after its power-on"
@@ -150,20 +155,21 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
             problems.append(Problem("offline-host", f"host {name} is offline and vmtools did "
                                     "not switch it off", host=name))
         new_hosts.append(h)
-    for name, rec in sorted(state.standby.items()):
+    for name, rec in sorted({**state.boot_failed, **state.standby, **state.waking}.items()):
         if name not in hosts:
             new_hosts.append(_standby_host(name, rec))
     for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
         problems.append(Problem("offline-host", f"host {name} vanished from Ganglia and "
                                 "vmtools did not switch it off", host=name))
-    for name, t in sorted(state.waking.items()):
-        if name in state.standby and now - t > popts.boot_timeout:
-            state.boot_failed[name] = t
+    for name, rec in sorted(state.waking.items()):
+        if now - rec.get("since", now) > popts.boot_timeout:
+            state.boot_failed[name] = rec
             del state.waking[name]
-            notes[f"host {name}"] = (f"{name} did not come up within --boot-timeout "
-                                     f"{popts.boot_timeout:g}s of its power-on at "
-                                     f"{epoch_to_iso(t)}; it is not woken again until it "
-                                     "reports")
+    for name, rec in sorted(state.boot_failed.items()):
+        notes[f"host {name}"] = (f"{name} did not come up within --boot-timeout "
+                                 f"{popts.boot_timeout:g}s of its power-on at "
+                                 f"{epoch_to_iso(rec.get('since', now))}; it is not woken "
+                                 "again until it reports")
     return replace(snap, hosts=new_hosts, problems=problems), notes
 
 
@@ -255,7 +261,7 @@ def make_power_plan(snap: Snapshot, cons, opts, popts: PowerOptions, state_dir: 
 
 def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state: PowerState,
                 cons, opts, popts: PowerOptions, now: float, make_plan) -> Plan:
-    from vmtools.planner.check import check_plan
+    from vmtools.rules.check import check_plan
     hosts = {h.name: h for h in prepared.hosts}
     live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
     mean_cpu = sum(h.cpu for h in live) / max(1, len(live))
@@ -410,7 +416,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
         raise InternalError(f"the plan with power actions failed vm-plan's own safety check "
                             f"and is not printed (a bug, please report it): {exc}") from None
     for name in woken:
-        state.waking[name] = now
+        state.waking[name] = {**state.standby.pop(name, _capacity(hosts[name])), "since": now}
     for name in off:
         state.standby[name] = {**_capacity(hosts[name]), "since": now}
         state.empty_since.pop(name, None)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Action, Snapshot
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.constraints import Constraints
 from vmtools.planner.schedule import order_moves
 from vmtools.power_model import DEFAULT, PowerModel
 

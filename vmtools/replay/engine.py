@@ -514,7 +514,7 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
 
 class VmPlanSetting:
     """A vm-plan setting: ``run`` is vm-plan's planning for one snapshot (the command line
-    decides how it is built: see vmtools.cli.replay)."""
+    decides how it is built: see vmtools.cli.vm_replay)."""
 
     kind = "vm-plan"
 

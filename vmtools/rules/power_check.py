@@ -23,7 +23,7 @@ from vmtools.errors import DataError
 from vmtools.model import Plan
 
 if TYPE_CHECKING:
-    from vmtools.planner.check import Replay
+    from vmtools.rules.check import Replay
 
 
 def check_power(plan: Plan, replay: "Replay") -> None:

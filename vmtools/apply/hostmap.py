@@ -28,7 +28,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from vmtools.errors import DataError
+from vmtools.errors import DataError, OptionError
 from vmtools.model import is_safe_name
 
 _ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
@@ -141,12 +141,11 @@ def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dic
 
 
 def read_hostmap(path: str) -> dict[str, HostEntry]:
-    from vmtools.errors import UsageError
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
-        raise UsageError(f"--hosts {path}: no such file") from None
+        raise OptionError("hosts", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the host map: {exc}", path) from None
     return parse_hostmap(text, path)

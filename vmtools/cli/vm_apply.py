@@ -17,9 +17,9 @@ import typer
 from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document)
-from vmtools.drivers import TRANSPORTS
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
+from vmtools.xen import TRANSPORTS
 
 PROG = "vm-apply"
 app = make_app(PROG, __doc__)
@@ -97,7 +97,7 @@ def apply(
 ) -> None:
     """Run a plan's migrations and print a report (JSON)."""
     with guard(PROG, verbose, quiet, debug):
-        from vmtools.hostmap import read_hostmap
+        from vmtools.apply.hostmap import read_hostmap
         host_map = read_hostmap(str(hosts)) if hosts else {}
         from vmtools.drivers.ssh import SshOptions
         ssh = SshOptions(user=ssh_user, key=str(ssh_key) if ssh_key else None,

@@ -6,7 +6,7 @@ import pytest
 
 from vmtools.errors import DataError
 from vmtools.model import VM, Action, Host, Plan, Snapshot
-from vmtools.planner.check import check_plan, placement_after, runnable, stale_guests
+from vmtools.rules.check import check_plan, placement_after, runnable, stale_guests
 
 GIB = 1024
 

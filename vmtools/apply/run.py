@@ -23,225 +23,30 @@ when the run died is settled by asking the hosts.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from vmtools.drivers import DEFAULT_PORTS, TRANSPORTS, Driver, Endpoint, make_driver
+from vmtools.apply.hostmap import HostEntry
+from vmtools.apply.journal import Journal, iso, read_journal
+from vmtools.apply.lock import ClusterLock
+from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
+from vmtools.apply.refuse import check
+from vmtools.apply.signals import stop_on_signals
+from vmtools.drivers import Driver, Endpoint, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
-from vmtools.errors import DataError, OperationFailed, TemporaryFailure, Unavailable, UsageError
-from vmtools.hostmap import HostEntry
-from vmtools.model import (DOM0_NAMES, Action, Plan, Report, document_digest, epoch_to_iso,
-                           is_safe_name)
+from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFailure,
+                            Unavailable)
+from vmtools.model import Action, Plan, Report, document_digest
+from vmtools.rules.check import placement_after, runnable, stale_guests
+from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
 
 log = logging.getLogger("vmtools.apply")
-
-DEFAULT_STATE_DIR = "/var/lib/vmtools"
-# Names the toolstacks give a guest while it is in flight (xl: ``--incoming`` on the target,
-# ``--migratedaway`` on the sender; xend: ``migrating-`` on the sender).
-IN_FLIGHT_SUFFIXES = ("--incoming", "--migratedaway")
-IN_FLIGHT_PREFIXES = ("migrating-",)
-
-
-def default_state_dir() -> str:
-    return os.environ.get("VMTOOLS_STATE_DIR") or DEFAULT_STATE_DIR
-
-
-@dataclass
-class ApplyOptions:
-    parallel: int = 2
-    per_host: int = 1
-    dry_run: bool = False
-    force: bool = False
-    stop_on_failure: bool = False
-    driver: str | None = None                  # one transport for every host
-    hosts: dict[str, HostEntry] = field(default_factory=dict)
-    ssh: object | None = None                  # vmtools.drivers.ssh.SshOptions
-    timeout: float = 600.0                     # client timeout of one migration call
-    verify_timeout: float = 600.0              # how long to ask the hosts after an unknown end
-    connect_timeout: float = 10.0
-    state_dir: str | None = None
-    journal: str | None = None
-    resume: str | None = None                  # journal of the run to continue
-    poll: float = 0.25                         # first interval between two verifications
-
-    def validate(self) -> None:
-        if self.parallel < 1:
-            raise UsageError("--parallel must be at least 1")
-        if self.per_host < 1:
-            raise UsageError("--per-host must be at least 1")
-        if self.driver is not None and self.driver not in TRANSPORTS:
-            raise UsageError(f"--driver {self.driver}: expected one of {', '.join(TRANSPORTS)}")
-        for name in ("timeout", "verify_timeout", "connect_timeout"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
-
-
-Progress = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------- checks
-
-def refuse_bad_input(plan: Plan) -> None:
-    """Hostile names, unknown hosts, Domain-0, unsupported ops: DataError naming them."""
-    bad: list[str] = []
-
-    def check(name: object, where: str) -> None:
-        if not is_safe_name(name):
-            bad.append(f"{json.dumps(name) if isinstance(name, str) else repr(name)} ({where})")
-
-    for i, h in enumerate(plan.origin.hosts):
-        check(h.name, f"origin.hosts[{i}].name")
-    for i, v in enumerate(plan.origin.vms):
-        check(v.name, f"origin.vms[{i}].name")
-        check(v.host, f"origin.vms[{i}].host")
-    for i, a in enumerate(plan.actions):
-        for key in ("vm", "src", "dst"):
-            check(getattr(a, key), f"actions[{i}].{key}")
-    for vm, host in plan.placement.items():
-        check(vm, "placement")
-        check(host, f"placement.{vm}" if is_safe_name(vm) else "placement")
-    if bad:
-        raise DataError("unsafe names refused (names may hold only letters, digits, '.', '_' "
-                        "and '-'): " + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""),
-                        "plan")
-    hosts = {h.name for h in plan.origin.hosts}
-    for i, a in enumerate(plan.actions):
-        if a.op != "migrate":
-            raise DataError(f"op {a.op!r} is not supported by this vm-apply (only migrate)",
-                            f"plan.actions[{i}].op")
-        if a.vm in DOM0_NAMES:
-            raise DataError(f"action {a.id} moves {a.vm}: Domain-0 never migrates",
-                            f"plan.actions[{i}].vm")
-        for key in ("src", "dst"):
-            if getattr(a, key) not in hosts:
-                raise DataError(f"action {a.id}: host {getattr(a, key)} is not in the plan's "
-                                "snapshot", f"plan.actions[{i}].{key}")
-
-
-def check(plan: Plan) -> None:
-    """Everything that makes a plan unfit to run, as DataError (65)."""
-    refuse_bad_input(plan)
-    from vmtools.planner.check import check_plan
-    check_plan(plan)
-
-
-# --------------------------------------------------------------------------- lock
-
-class ClusterLock:
-    """One vm-apply at a time per cluster: an ``flock`` on ``<state_dir>/apply-<cluster>.lock``."""
-
-    def __init__(self, state_dir: Path, clusters: list[str]):
-        self.paths = [state_dir / f"apply-{_file_part(c)}.lock" for c in sorted(set(clusters))]
-        self.files: list = []
-
-    def acquire(self) -> None:
-        for path in self.paths:
-            fh = open(path, "a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                fh.close()
-                self.release()
-                raise TemporaryFailure(f"{path}: another vm-apply is running on this cluster "
-                                       f"({holder}); try again when it has finished") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} since {epoch_to_iso(time.time())}\n")
-            fh.flush()
-            self.files.append(fh)
-
-    def release(self) -> None:
-        for fh in self.files:
-            with contextlib.suppress(OSError):
-                fh.seek(0)
-                fh.truncate()
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
-        self.files.clear()
-
-
-def _file_part(text: str) -> str:
-    text = text or "default"
-    return text if is_safe_name(text) else "c-" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- journal
-
-class Journal:
-    """JSON lines, one per event, flushed and synced as written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
-
-    def write(self, event: str, **fields: object) -> None:
-        record = {"event": event, "time": _iso(time.time()), **fields}
-        line = json.dumps(record, ensure_ascii=True, sort_keys=False)
-        with self.lock:
-            self.fh.write(line + "\n")
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def read_journal(path: str) -> tuple[Plan, dict[int, dict], set[int]]:
-    """(plan, {id: end event of a done action}, ids started but never ended) of a journal."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"--resume {path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"--resume {path}: {exc.strerror}") from None
-    plan = None
-    ended: dict[int, dict] = {}
-    started: dict[int, dict] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):
-                break           # a last line cut short by a crash
-            raise DataError("not a vm-apply journal line", f"{path}:{n}") from None
-        kind = ev.get("event") if isinstance(ev, dict) else None
-        if kind == "begin" and plan is None:
-            plan = Plan.from_dict(ev.get("plan"), "plan")
-        elif kind == "start":
-            started[ev["id"]] = ev
-        elif kind == "end":
-            ended[ev["id"]] = ev
-    if plan is None:
-        raise DataError("no begin event with the plan: not a vm-apply journal", path)
-    done = {i: ev for i, ev in ended.items() if ev.get("outcome") == "done"}
-    in_flight = {i for i in started if i not in ended}
-    return plan, done, in_flight
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
-# --------------------------------------------------------------------------- the run
 
 @dataclass
 class _Outcome:
@@ -258,8 +63,8 @@ class _Outcome:
         a = self.action
         d = {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
              "mem_mib": a.mem_mib, "outcome": self.outcome,
-             "started": _iso(self.started) if self.started else None,
-             "ended": _iso(self.ended) if self.ended else None,
+             "started": iso(self.started) if self.started else None,
+             "ended": iso(self.ended) if self.ended else None,
              "seconds": round(self.ended - self.started, 3)
              if self.started and self.ended else None,
              "transport": self.transport, "error": self.error, "where": self.where}
@@ -298,7 +103,7 @@ class Run:
         transport = self.opts.driver or self.hosts[host].migration
         if transport not in TRANSPORTS:
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
-                            f"(expected one of {', '.join(TRANSPORTS)}; or pass --driver)",
+                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver for every host)",
                             f"plan.origin.hosts[{host}].migration")
         return Endpoint(host, transport, entry.address or host,
                         entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
@@ -329,7 +134,7 @@ class Run:
             seen = self.survey([src, dst])
             s, d = seen[src], seen[dst]
             s_ok, d_ok = isinstance(s, set), isinstance(d, set)
-            in_flight = any(isinstance(x, set) and _in_flight(vm, x) for x in (s, d))
+            in_flight = any(isinstance(x, set) and is_migrating(vm, x) for x in (s, d))
             on_src, on_dst = s_ok and vm in s, d_ok and vm in d
             if not in_flight:
                 if s_ok and d_ok and on_src != on_dst:
@@ -356,8 +161,9 @@ class Run:
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
             interval = min(interval * 2, 2.0)
 
-    def check_fresh(self, expected: dict[str, str]) -> None:
-        """Each guest to move is where ``expected`` says and every touched host answers."""
+    def check_fresh(self, finished: set[int]) -> None:
+        """Each guest the plan moves is where the plan expects it once the ``finished``
+        actions have landed, and every touched host answers."""
         seen = self.survey(self.touched_hosts)
         # A host that missed one question (a dropped SSH handshake, a busy xend) is asked
         # again before the whole run is called off.
@@ -380,13 +186,16 @@ class Run:
             if isinstance(res, set):
                 for vm in res:
                     found.setdefault(vm, []).append(h)
+        expected = placement_after(self.plan, finished)
+        now = {vm: hosts[0] for vm, hosts in found.items() if len(hosts) == 1}
         for vm in self.touched_vms:
-            want = expected[vm]
+            # not seen because the host it should be on did not answer: not counted stale
+            if vm not in found and isinstance(seen.get(expected[vm]), Exception):
+                now[vm] = expected[vm]
+        for vm in stale_guests(self.plan, now, finished):
             got = sorted(found.get(vm, []))
-            if got == [want] or (not got and isinstance(seen.get(want), Exception)):
-                continue
             reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
-                           f"on {want} as the plan expects")
+                           f"on {expected[vm]} as the plan expects")
         if self.journal:
             self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
         if reasons:
@@ -438,9 +247,6 @@ class Run:
         total = len(self.actions)
         threads: list[threading.Thread] = []
 
-        def finished(i: int) -> bool:
-            return i in self.outcomes and self.outcomes[i].outcome == "done"
-
         with self.cond:
             while True:
                 # dependents of failed actions will never run
@@ -451,11 +257,13 @@ class Run:
                         pending.remove(i)
                         self._not_run(i, f"after action {bad[0]}, which did not succeed")
                 if not self.stopping:
+                    done = [i for i, o in self.outcomes.items() if o.outcome == "done"]
+                    ready = {a.id for a in runnable(self.plan, done, running)}
                     for i in list(pending):
                         if len(running) >= self.opts.parallel:
                             break
                         a = self.actions[i]
-                        if not all(finished(p) for p in a.after):
+                        if i not in ready:
                             continue
                         if busy[a.src] >= self.opts.per_host or busy[a.dst] >= self.opts.per_host:
                             continue
@@ -592,42 +400,13 @@ class Run:
         end = time.time()
         summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
                    "skipped": counts["skipped"], "not-run": counts["not-run"],
-                   "migrated_mib": done_mib, "started": _iso(self.t0), "ended": _iso(end),
+                   "migrated_mib": done_mib, "started": iso(self.t0), "ended": iso(end),
                    "seconds": round(end - self.t0, 3), "parallel": self.opts.parallel,
                    "per_host": self.opts.per_host, "interrupted": self.stopping
                    if self.stopping and "SIG" in self.stopping else None,
                    "problems": list(self.problems)}
         return Report(plan_digest=document_digest(self.plan.to_dict()), actions=entries,
                       placement=placement, summary=summary, dry_run=dry_run)
-
-
-def _in_flight(vm: str, names: set[str]) -> bool:
-    return any(vm + s in names for s in IN_FLIGHT_SUFFIXES) or \
-        any(p + vm in names for p in IN_FLIGHT_PREFIXES)
-
-
-@contextlib.contextmanager
-def _signals(run: Run):
-    """SIGINT/SIGTERM: launch nothing new, let running migrations end (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if not run.stopping or "SIG" not in run.stopping:
-            run.stopping = f"interrupted by {name}"
-        if run.journal:
-            run.journal.write("signal", signal=name)
-        run.progress(f"{name}: starting nothing new; waiting for the running migrations to "
-                     "end (they cannot be cancelled safely)")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = None,
@@ -649,7 +428,7 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--state-dir {state_dir}: {exc.strerror}") from None
+        raise OptionError("state_dir", f"{state_dir}: {exc.strerror}") from None
     lock = ClusterLock(state_dir, [run.hosts[h].cluster for h in run.touched_hosts] or [""])
     lock.acquire()
     try:
@@ -692,11 +471,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             if run.journal:
                 run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
                                   error=note, recovered=True)
-    expected = {v.name: v.host for v in plan.origin.vms}
-    for i in _topological(plan):
-        if i in run.outcomes:
-            expected[run.actions[i].vm] = run.actions[i].dst
-    run.check_fresh(expected)
+    run.check_fresh(set(run.outcomes))
     todo = [a.id for a in plan.actions if a.id not in run.outcomes]
     if opts.dry_run:
         for i in todo:
@@ -707,15 +482,10 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             run.outcomes[i] = _Outcome(a, "skipped", error="dry run",
                                        transport=run.endpoints[a.src].transport)
         return run.report(run.final_placement(), dry_run=True)
-    with _signals(run):
+    with stop_on_signals(run):
         run.execute(todo)
     placement = run.final_placement()
     report = run.report(placement, dry_run=False)
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
     return report
-
-
-def _topological(plan: Plan) -> list[int]:
-    from vmtools.planner.check import replay_plan
-    return replay_plan(plan).order

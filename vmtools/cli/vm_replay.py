@@ -42,7 +42,7 @@ class VmPlanRun:
     """
 
     def __init__(self, text: str, verbose: int, quiet: bool, debug: bool):
-        from vmtools.cli import plan as plan_cli
+        from vmtools.cli import vm_plan as plan_cli
         self.text = text
         self.name = text.strip() or "vm-plan (defaults)"
         self.kind = "vm-plan"

@@ -166,7 +166,7 @@ def plan(
 ) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
     with guard(PROG, verbose, quiet, debug):
-        from vmtools.planner.constraints import parse_constraints
+        from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.render import plan_tables
         for name, value, high in (("--cpu-target", cpu_target, 1.0),
@@ -199,7 +199,7 @@ def plan(
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None
         else:
-            from vmtools.planner.constraints import Constraints
+            from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
         opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
                        cpu_target=cpu_target, cpu_threshold=cpu_threshold,
@@ -231,7 +231,7 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
                          "than 0")
     methods = None
     if hosts is not None:
-        from vmtools.hostmap import read_hostmap
+        from vmtools.apply.hostmap import read_hostmap
         methods = {name: e.power for name, e in read_hostmap(hosts).items()}
     model = None
     if power_model is not None:

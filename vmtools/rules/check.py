@@ -20,7 +20,7 @@ What "safe" means (SPEC.md):
   The limit is the capacity (times any ``capacity`` rule), or the initial use when that is
   already higher: a plan never makes an existing overload worse. ``max_vms`` is the same
   closure with weight 1 per guest;
-* power actions (:mod:`vmtools.planner.power_check`): a host is switched off only once every
+* power actions (:mod:`vmtools.rules.power_check`): a host is switched off only once every
   guest has left it for good, a guest enters a standby host only after its ``power-on``;
 * rules at every moment: no guest ever set foot on a host it is banned or fenced from, or on a
   host in maintenance; pinned guests have no action; spread guests are never on one host at
@@ -29,17 +29,17 @@ What "safe" means (SPEC.md):
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from vmtools.errors import DataError
-from vmtools.model import DOM0_NAMES, Action, Plan, Snapshot
-from vmtools.planner.constraints import Constraints, parse_rules
-from vmtools.planner.power_check import check_power
-
-# Tolerance for float resources (CPU in physical CPUs, network in Mbit/s).
-EPS = 1e-6
+from vmtools.model import Action, Plan, Snapshot
+from vmtools.rules.capacity import EPS, capacity, demand, initial_use
+from vmtools.rules.constraints import Constraints, parse_rules
+from vmtools.rules.power_check import check_power
+from vmtools.xen import DOM0_NAMES
 
 
 def _act(a: Action) -> str:
@@ -85,12 +85,16 @@ def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
     return where
 
 
-def stale_guests(plan: Plan, current: Snapshot | dict[str, str]) -> list[str]:
-    """Guests the plan moves that are not (or no longer) where its origin says."""
+def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
+                 finished: Iterable[int] = ()) -> list[str]:
+    """Guests the plan moves that are not (or no longer) where it expects them: where its
+    origin says, or where the ``finished`` actions have taken them."""
     now = current if isinstance(current, dict) else {v.name: v.host for v in current.vms}
-    origin = {v.name: v.host for v in plan.origin.vms}
+    done = set(finished)
+    expected = placement_after(plan, done) if done else {v.name: v.host
+                                                          for v in plan.origin.vms}
     return sorted({a.vm for a in plan.actions
-                   if not a.is_power and now.get(a.vm) != origin.get(a.vm)})
+                   if not a.is_power and now.get(a.vm) != expected.get(a.vm)})
 
 
 # --------------------------------------------------------------------------- structure
@@ -303,7 +307,7 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         if v.host not in hosts:
             raise DataError(f"guest {v.name} sits on unknown host {v.host}", "plan.origin")
 
-    # Actions one by one (power actions: vmtools.planner.power_check).
+    # Actions one by one (power actions: vmtools.rules.power_check).
     woken = {a.host for a in plan.actions if a.op == "power-on"}
     for a in plan.actions:
         if a.is_power:
@@ -418,17 +422,16 @@ def _check_spread_moments(plan: Plan, replay: Replay, cons: Constraints) -> None
                                 "plan.actions")
 
 
+# Each dimension of rules.capacity, with its unit and its name in an error message.
+_DIMENSIONS = (("mem", "MiB", "memory"), ("cpu", "CPUs", "CPU"), ("net", "Mbit/s", "network"),
+               ("count", "guests", "guests"))
+
+
 def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     origin = plan.origin
     vms = {v.name: v for v in origin.vms}
-    initial: dict[str, dict[str, float]] = {
-        h.name: {"mem": 0.0, "cpu": 0.0, "net": 0.0, "count": 0.0} for h in origin.hosts}
-    for v in origin.vms:
-        use = initial[v.host]
-        use["mem"] += v.mem_mib
-        use["cpu"] += v.cpu
-        use["net"] += v.net_mbps or 0.0
-        use["count"] += 1
+    initial = initial_use(origin)
+    needs = {name: demand(v) for name, v in vms.items()}
     incoming: dict[str, list[Action]] = {}
     outgoing: dict[str, list[Action]] = {}
     for a in plan.actions:
@@ -439,21 +442,14 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     for h in origin.hosts:
         if h.name not in incoming:
             continue
-        limits: list[tuple[str, float, str, str]] = [
-            ("mem", h.mem_mib * cons.mem_factor(h.name), "MiB", "memory"),
-            ("cpu", h.cpu * cons.cpu_factor(h.name), "CPUs", "CPU"),
-        ]
-        if h.net_mbps:
-            limits.append(("net", h.net_mbps, "Mbit/s", "network"))
-        if h.name in cons.max_vms:
-            limits.append(("count", float(cons.max_vms[h.name][0]), "guests", "guests"))
-        for key, cap, unit, what in limits:
-            def demand(a: Action) -> float:
-                v = vms[a.vm]
-                return {"mem": float(v.mem_mib), "cpu": v.cpu, "net": v.net_mbps or 0.0,
-                        "count": 1.0}[key]
-            inc = {a.id: demand(a) for a in incoming[h.name] if demand(a) > 0}
-            out = {a.id: demand(a) for a in outgoing.get(h.name, []) if demand(a) > 0}
+        caps = capacity(h, cons)
+        for key, unit, what in _DIMENSIONS:
+            cap = caps[key]
+            if math.isinf(cap):
+                continue          # a dimension the host does not publish, or no max_vms rule
+            inc = {a.id: needs[a.vm][key] for a in incoming[h.name] if needs[a.vm][key] > 0}
+            out = {a.id: needs[a.vm][key] for a in outgoing.get(h.name, [])
+                   if needs[a.vm][key] > 0}
             start = initial[h.name][key]
             limit = max(cap, start)
             if start + sum(inc.values()) <= limit + EPS:

@@ -15,9 +15,10 @@ import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
-from vmtools.dom0.metrics import Settings, parse_spoof, publish_metrics
 from vmtools.errors import UsageError
-from vmtools.model import MIGRATION_DRIVERS, dumps
+from vmtools.gmetric.publish import Settings, parse_spoof, publish_metrics
+from vmtools.model import dumps
+from vmtools.xen import TRANSPORTS
 
 PROG = "vm-gmetric"
 DEFAULT_CONFIG = "/etc/ganglia/gmond.conf"
@@ -54,7 +55,7 @@ def gmetric(
                           "and send nothing.")] = False,
     migration: Annotated[Optional[str], typer.Option(
         "--migration", metavar="DRIVER",
-        help=f"What to publish as container.driver.migration: {', '.join(MIGRATION_DRIVERS)}. "
+        help=f"What to publish as container.driver.migration: {', '.join(TRANSPORTS)}. "
              "Default: xl-ssh with xl, xm-ssh with xm.")] = None,
     tmax: Annotated[Optional[int], typer.Option(
         "--tmax", metavar="SECONDS",

@@ -1,19 +1,7 @@
-"""The metrics a Domain-0 publishes (SPEC.md, "Ganglia metrics") and the publishing loop.
-
-:func:`build_metrics` is pure: from ``xl/xm info``, two samples of ``xl/xm list`` + vif
-counters, it returns the metric set:
-
-- host (Entropy 1.0): ``container.mem_total`` (uint32 KB = total - Domain-0's memory),
-  ``container.cpu_num`` (uint16), ``container.vms`` (string, Domain-0 excluded; split into
-  ``container.vms.1``, ``.2``... past :data:`VMS_PART_CHARS` characters),
-  ``container.driver.migration`` (string), ``container.type`` (``xen-<major>.<minor>``);
-- per guest: ``container.vm.<name>.cpu`` (float %, of one CPU, from CPU-time deltas),
-  ``.mem`` (uint32 KB), ``.vcpus`` (uint16), ``.net`` (float bytes/s, vif rx+tx deltas).
-
-Every name and value is printable ASCII without ``< > & " '`` (gmetad re-emits values
-unescaped: one bad name breaks the whole grid's XML); a guest whose name is not a safe name
-is skipped and reported. :func:`publish_metrics` runs the cycles (daemon, ``--once`` or
-dry run) and sends with :mod:`vmtools.ganglia.xdr` / :mod:`vmtools.ganglia.send`.
+"""vm-gmetric's publishing: sample the Domain-0 cycle after cycle, build the metrics
+(:mod:`vmtools.gmetric.build`), encode them (:mod:`vmtools.ganglia.xdr`) and send them
+(:mod:`vmtools.ganglia.send`). :func:`publish_metrics` runs the cycles (daemon, ``--once``
+or dry run).
 """
 
 from __future__ import annotations
@@ -28,180 +16,19 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmtools import __version__
-from vmtools.dom0.parse import DOM0_NAME, Domain, info_int
 from vmtools.dom0.read import Dom0Reader, ToolstackError
-from vmtools.errors import DataError, Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable
 from vmtools.ganglia import xdr
-from vmtools.model import MIGRATION_DRIVERS, is_safe_name, utc_now
+from vmtools.ganglia.names import HOST_METRICS, VMS
+from vmtools.gmetric.build import Built, Metric, Sample, build_metrics
+from vmtools.model import is_safe_name, utc_now
+from vmtools.xen import TRANSPORTS
 
 log = logging.getLogger("vmtools.gmetric")
 
-VMS_PART_CHARS = 850          # gmond cuts XML lines at 1 KB (reference §0.3: 925 still fit)
 INFO_REFRESH_SECONDS = 600    # total memory / CPUs / version rarely change: re-read now and then
 GROUP = "xen"
-HOST_METRICS = ("container.mem_total", "container.cpu_num", "container.vms",
-                "container.driver.migration", "container.type")
-# Names a domain carries only while it migrates (xl: sender/receiver; xm: sender).
-_TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")
-_TRANSIENT_PREFIXES = ("migrating-",)
-_UNSAFE_CHARS = set("<>&\"'")
 
-
-@dataclass
-class Metric:
-    name: str
-    value: str
-    type: str
-    units: str = ""
-    slope: str = "both"
-    tmax: int = 60
-    dmax: int = 0
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "value": self.value, "type": self.type,
-                "units": self.units, "slope": self.slope, "tmax": self.tmax, "dmax": self.dmax}
-
-
-@dataclass
-class Sample:
-    """One reading of the Domain-0: ``when`` is ``time.monotonic()`` right after ``list``."""
-    when: float
-    domains: list[Domain]
-    vif: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass
-class Built:
-    metrics: list[Metric]
-    skipped: list[dict]
-    problems: list[str]
-
-
-def safe_text(text: str) -> bool:
-    """Printable ASCII without the characters gmetad would re-emit unescaped."""
-    return all(32 <= ord(ch) < 127 for ch in text) and not (_UNSAFE_CHARS & set(text))
-
-
-def split_guest_list(names: list[str], limit: int = VMS_PART_CHARS) -> list[str]:
-    """Space-separated parts of at most ``limit`` characters, never splitting a name."""
-    parts, current = [], ""
-    for name in names:
-        candidate = f"{current} {name}" if current else name
-        if current and len(candidate) > limit:
-            parts.append(current)
-            current = name
-        else:
-            current = candidate
-    parts.append(current)
-    return parts
-
-
-def _transient(name: str) -> bool:
-    return name.endswith(_TRANSIENT_SUFFIXES) or name.startswith(_TRANSIENT_PREFIXES)
-
-
-def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample | None,
-                  migration: str, tmax: int = 60, guest_dmax: int = 180,
-                  dom0_kib: int | None = None, part_chars: int = VMS_PART_CHARS,
-                  min_parts: int = 1) -> Built:
-    """The metric set for one cycle. ``info`` may be None (not known yet): the host metrics
-    that need it are then left out and a problem says so. ``min_parts`` keeps publishing
-    (empty) ``container.vms.N`` parts a previous cycle used, so no stale part survives."""
-    metrics: list[Metric] = []
-    skipped: list[dict] = []
-    problems: list[str] = []
-
-    def host(name: str, value: object, type: str, units: str = "", slope: str = "zero") -> None:
-        metrics.append(Metric(name, str(value), type, units, slope, tmax, 0))
-
-    def guest(name: str, value: object, type: str, units: str) -> None:
-        metrics.append(Metric(name, str(value), type, units, "both", tmax, guest_dmax))
-
-    dom0 = next((d for d in current.domains if d.name == DOM0_NAME or d.domid == 0), None)
-    guests: list[Domain] = []
-    seen: set[str] = set()
-    for dom in current.domains:
-        if dom is dom0 or dom.domid == 0:
-            continue
-        if _transient(dom.name):
-            log.info("guest %r is migrating: left out of this cycle", dom.name)
-            continue
-        if not is_safe_name(dom.name) or not safe_text(dom.name):
-            skipped.append({"name": dom.name, "domid": dom.domid,
-                            "reason": "unsafe name: publish only [A-Za-z0-9._-], starting "
-                                      "with a letter or digit"})
-            continue
-        if dom.name in seen:
-            skipped.append({"name": dom.name, "domid": dom.domid,
-                            "reason": "listed twice by the toolstack"})
-            continue
-        seen.add(dom.name)
-        guests.append(dom)
-
-    if info is not None:
-        try:
-            total_mib = info_int(info, "total_memory")
-            if dom0 is not None:
-                dom0_mib = dom0.mem_mib
-            elif dom0_kib is not None:
-                dom0_mib = dom0_kib // 1024
-            else:
-                raise DataError("Domain-0 is not in the list and its memory is unknown",
-                                "Domain-0")
-            host("container.mem_total", max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
-        except DataError as exc:
-            problems.append(f"container.mem_total not published: {exc}")
-        try:
-            host("container.cpu_num", info_int(info, "nr_cpus"), "uint16", "CPUs")
-        except DataError as exc:
-            problems.append(f"container.cpu_num not published: {exc}")
-    else:
-        problems.append("toolstack info unknown: container.mem_total, container.cpu_num and "
-                        "container.type not published")
-
-    names = [g.name for g in guests]
-    parts = split_guest_list(names, part_chars)
-    while len(parts) < min_parts:
-        parts.append("")
-    for i, part in enumerate(parts):
-        if i == 0:
-            host("container.vms", part, "string")
-        else:
-            metrics.append(Metric(f"container.vms.{i}", part, "string", "", "zero", tmax,
-                                  guest_dmax))
-    host("container.driver.migration", migration, "string")
-    if info is not None:
-        try:
-            host("container.type", f"xen-{info_int(info, 'xen_major')}."
-                                   f"{info_int(info, 'xen_minor')}", "string")
-        except DataError as exc:
-            problems.append(f"container.type not published: {exc}")
-
-    before = {(d.name, d.domid): d for d in previous.domains} if previous else {}
-    elapsed = current.when - previous.when if previous else 0.0
-    for dom in guests:
-        prefix = f"container.vm.{dom.name}"
-        old = before.get((dom.name, dom.domid))
-        if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
-            cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
-            guest(f"{prefix}.cpu", f"{cpu:.1f}", "float", "%")
-        else:
-            log.info("%s: no earlier CPU time to compare with yet", dom.name)
-        guest(f"{prefix}.mem", dom.mem_mib * 1024, "uint32", "KB")
-        guest(f"{prefix}.vcpus", dom.vcpus, "uint16", "CPUs")
-        now_b, then_b = current.vif.get(dom.domid), previous.vif.get(dom.domid) if previous \
-            else None
-        if old is not None and elapsed > 0 and now_b is not None and then_b is not None \
-                and now_b >= then_b:
-            guest(f"{prefix}.net", f"{(now_b - then_b) / elapsed:.1f}", "float", "bytes/s")
-    for m in metrics:
-        if not safe_text(m.value):  # names are safe by construction; values come from xl
-            problems.append(f"{m.name}: unsafe value left out")
-    metrics = [m for m in metrics if safe_text(m.value)]
-    return Built(metrics, skipped, problems)
-
-
-# ----------------------------------------------------------------------------- publishing
 
 @dataclass
 class Settings:
@@ -232,13 +59,13 @@ def parse_spoof(text: str) -> str:
     import ipaddress
     ip, sep, name = text.rpartition(":")
     if not sep or not ip or not name:
-        raise UsageError(f"--spoof {text!r}: expected IP:NAME, e.g. 10.0.0.1:node-1")
+        raise OptionError("spoof", f"{text!r}: expected IP:NAME, e.g. 10.0.0.1:node-1")
     try:
         ipaddress.ip_address(ip.strip("[]"))
     except ValueError:
-        raise UsageError(f"--spoof {text!r}: {ip!r} is not an IP address") from None
+        raise OptionError("spoof", f"{text!r}: {ip!r} is not an IP address") from None
     if not is_safe_name(name):
-        raise UsageError(f"--spoof {text!r}: {name!r} is not a safe host name "
+        raise OptionError("spoof", f"{text!r}: {name!r} is not a safe host name "
                          "([A-Za-z0-9._-])")
     return f"{ip.strip('[]')}:{name}"
 
@@ -313,7 +140,7 @@ class Publisher:
                                       self.migration(), self.s.effective_tmax(),
                                       self.s.effective_dmax())
                 built.metrics = [m for m in known.metrics
-                                 if m.name in HOST_METRICS and m.name != "container.vms"]
+                                 if m.name in HOST_METRICS and m.name != VMS]
         else:
             dom0_kib = None
             if not any(d.domid == 0 for d in current.domains):
@@ -327,7 +154,7 @@ class Publisher:
             built.problems[:0] = problems
             self.parts_used = max(self.parts_used,
                                   sum(1 for m in built.metrics
-                                      if m.name.startswith("container.vms.")) + 1)
+                                      if m.name.startswith(VMS + ".")) + 1)
             self.previous = current
         for skip in built.skipped:
             key = f"skip:{skip['name']}"
@@ -391,11 +218,11 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
     """Run vm-gmetric: a dry run (returns the document of what would be sent), ``--once``
     (one measured cycle; raises Unavailable when the toolstack failed) or the daemon loop
     (until SIGTERM/SIGINT or ``settings.cycles``; never dies on one bad sample)."""
-    if settings.migration and settings.migration not in MIGRATION_DRIVERS:
-        raise UsageError(f"--migration {settings.migration!r}: expected one of "
-                         f"{', '.join(MIGRATION_DRIVERS)}")
+    if settings.migration and settings.migration not in TRANSPORTS:
+        raise OptionError("migration", f"{settings.migration!r}: expected one of "
+                         f"{', '.join(TRANSPORTS)}")
     if settings.interval <= 0:
-        raise UsageError("--interval must be positive")
+        raise OptionError("interval", "must be positive")
     one_shot = settings.once or settings.dry_run
     if one_shot and not settings.dry_run:
         settings.cycles = 1

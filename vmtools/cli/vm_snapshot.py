@@ -17,10 +17,9 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
 from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, EXAMPLES, GMETAD_INTERACTIVE_PORT,
-                                     GMETAD_XML_PORT, GMOND_PORT, ClusterSource, ExampleSource,
-                                     FileSource, GmetadSource, GmondSource, parse_address)
+                                     GMETAD_XML_PORT, GMOND_PORT)
 from vmtools.render import snapshot_table
-from vmtools.snapshot import snapshot_json, snapshot_json_chunks, take_snapshot
+from vmtools.snapshot import choose_sources, snapshot_json, snapshot_json_chunks, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 PROG = "vm-snapshot"
@@ -74,26 +73,8 @@ def snapshot(
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
-        sources: list = []
-        gmetads = list(gmetad or [])
-        if not gmetads and (cluster or not (gmond or input_ or example)):
-            gmetads = ["localhost"]
-        for text in gmetads:
-            if cluster:
-                host, port = parse_address(text, GMETAD_INTERACTIVE_PORT, "--gmetad")
-                sources += [ClusterSource(host, name, port, timeout) for name in cluster]
-            else:
-                host, port = parse_address(text, GMETAD_XML_PORT, "--gmetad")
-                sources.append(GmetadSource(host, port, timeout))
-        for text in gmond or []:
-            host, port = parse_address(text, GMOND_PORT, "--gmond")
-            sources.append(GmondSource(host, port, timeout))
-        for path in input_ or []:
-            sources.append(FileSource(path))
-        if example is not None:
-            sources.append(ExampleSource(example))
-        if sum(1 for s in sources if isinstance(s, FileSource) and s.path == "-") > 1:
-            raise UsageError("--input -: standard input can be read only once")
+        sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
+                                 inputs=input_ or [], example=example, timeout=timeout)
         snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
         if snap.problems:
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
