@@ -121,7 +121,7 @@ def main() -> None:
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
     ticks = 72 if args.quick else args.ticks
-    from vmtools.cli.replay import VmPlanRun
+    from vmtools.cli.vm_replay import VmPlanRun
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
     opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
                       cpu_threshold=0.9, power_model=POWER)
