@@ -107,6 +107,39 @@ def test_a_slow_migration_holds_memory_on_both_hosts_and_the_next_tick_is_busy(t
     assert f["overload_hours"] == round(600 / 3600, 4)             # g2 runs on b until 1601 s
 
 
+class Scripted:
+    """A policy that returns given actions at given tick times (epoch seconds)."""
+
+    name, kind = "scripted", "baseline"
+
+    def __init__(self, plans):
+        self.plans = plans
+        self.seen = []
+
+    def decide(self, snap):
+        from vmtools.model import iso_to_epoch
+        self.seen.append(snap)
+        return self.plans.get(iso_to_epoch(snap.created), [])
+
+
+def test_power_actions_take_their_time_by_hand(trace):
+    from vmtools.model import Action
+    policy = Scripted({0: [Action.power(1, "power-off", "c")],
+                       600: [Action.power(1, "power-on", "c"),
+                             Action(2, "g2", "b", "c", 1000, after=[1])]})
+    r = replay(trace, policy, opts(halt_seconds=60, boot_seconds=180))
+    f = r.figures
+    # c: halting 60 s (idle), standby until 600 s (0 W), booting 180 s (idle); g2 leaves b at
+    # 780 s and lands at 782 s.
+    c = 100 * 60 + 100 * 180 + 100 * 2 + 200 * 418 + 125 * 600
+    b = 150 * 600 + 200 * 182 + 125 * 418 + 125 * 600
+    assert f["energy_kwh"] == round((150 * 1800 + b + c) / 3.6e6, 4)
+    assert (f["power_offs"], f["power_ons"], f["migrations"]) == (1, 1, 1)
+    assert f["overload_hours"] == round(182 / 3600, 4)
+    assert [h.state for h in policy.seen[1].hosts] == ["online", "online", "standby"]
+    assert [h.state for h in policy.seen[2].hosts] == ["online", "online", "online"]
+
+
 def test_vm_plan_setting_runs_in_process(trace):
     from vmtools.cli.vm_replay import VmPlanRun
     setting = VmPlanRun("--objective consolidate --cpu-target 1.0", 0, True, False)

@@ -13,13 +13,14 @@ import shlex
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
-                                 setup_logging)
+                                 setup_logging, write_atomic)
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
 
@@ -158,6 +159,9 @@ def replay(
     bandwidth: Annotated[float, typer.Option(
         "--bandwidth", metavar="MBIT/S", help="Bandwidth of one migration: it takes "
         "1 s + memory / bandwidth.")] = 1000.0,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
+        "offline).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     verbose: Verbose = 0,
@@ -227,6 +231,9 @@ def replay(
             if run["figures"]["memory_over_capacity"]:
                 typer.echo(f"{PROG}: warning: {run['name']}: a host's memory went over its "
                            "capacity during the replay (a bug: please report it)", err=True)
+        if html is not None:
+            from vmtools.replay.html import page
+            write_atomic(html, page(doc))
         emit(replay_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 
