@@ -234,6 +234,7 @@ def snapshots(tmp_path: Path, n: int = 6, cluster: str = "xen-lab") -> Path:
         s = Snapshot(hosts=hosts, vms=vms, created=f"2026-11-22T00:{5 * k:02d}:00Z")
         (run_dir / "snapshot.json").write_text(dumps(s.to_dict()))
         (run_dir / "plan.json").write_text('{"format": "vmtools.plan", "version": "1.0"}')
+        (run_dir / "result.json").write_text("[1, 2]")
     return d
 
 
