@@ -18,6 +18,7 @@ _vmtools_complete() {
         --demand) COMPREPLY=($(compgen -W "last mean p50 p90 p95 max" -- "$cur")); return ;;
         --driver|--migration) COMPREPLY=($(compgen -W "xen xend-xmlrpc xm-ssh xl-ssh" -- "$cur")); return ;;
         --toolstack) COMPREPLY=($(compgen -W "xl xm auto" -- "$cur")); return ;;
+        --shutdown-command) COMPREPLY=($(compgen -W "poweroff shutdown" -- "$cur")); return ;;
         --cpu-demand) COMPREPLY=($(compgen -W "usage vcpus" -- "$cur")); return ;;
         --example) COMPREPLY=($(compgen -W "lab hotspot" -- "$cur")); return ;;
         --baseline) COMPREPLY=($(compgen -W "none threshold sandpiper thr-mmt" -- "$cur")); return ;;

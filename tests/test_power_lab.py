@@ -66,7 +66,8 @@ E2E = {
     "name": "power-e2e", "description": "four hosts, eight 3 GiB guests: consolidation empties two",
     "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}
               for i in range(1, 5)},
-    "guests": {f"g{i}": {"host": f"node-{1 + i % 4}", "mem_mib": 3072, "load": 0.3}
+    "guests": {f"g{i}": {"host": f"node-{1 + i % 4}", "mem_mib": 3072, "vcpus": 2,
+                         "load": 0.3}
                for i in range(8)},
     "load": []}
 
@@ -94,7 +95,7 @@ def test_consolidate_switch_off_then_a_hotspot_wakes_a_host(make_lab):
 
     # every guest now needs 1.9 CPUs: both online hosts are hot and neither can help
     lab.scenario["load"] = [{"guests": sorted(E2E["guests"]), "shape": "step",
-                             "at": lab.elapsed(), "load": [1.9]}]
+                             "at": lab.elapsed(), "load": 1.9}]
     lab.wait_until(lambda s: sum(v["cpu"] for v in s["vms"]) > 14, 60, "the hotspot")
     _, plan2, report2, codes2 = lab.pipeline(
         "balance", plan_extra=power + ["--hotspot-window", "1/1"],
