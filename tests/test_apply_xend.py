@@ -21,6 +21,9 @@ from vmtools.apply import ApplyOptions, apply_plan
 from vmtools.apply.hostmap import parse_hostmap
 from vmtools.model import dumps
 
+# Every test runs a simulated xend per host on loopback and real migrations through it.
+pytestmark = pytest.mark.slow
+
 GUESTS = ["a", "b", "c", "d"]
 
 

@@ -24,6 +24,9 @@ from vmtools.lab.cluster import ClusterState, new_state
 from vmtools.lab.standin import install_standins
 from vmtools.model import is_safe_name
 
+# The real gmetric, gmond and gmetad, and stand-in toolstacks run by vm-gmetric.
+pytestmark = pytest.mark.slow
+
 GMETRIC = shutil.which("gmetric") or "/usr/bin/gmetric"
 
 

@@ -111,6 +111,7 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     assert proc.returncode in (0, 1)
 
 
+@pytest.mark.slow           # a listening server that never speaks SSH; waits for timeouts
 def test_a_dead_ssh_endpoint_is_one_line_not_a_paramiko_traceback(tmp_path):
     """A port that accepts and hangs up (no SSH banner) must not let paramiko's transport
     thread print its tracebacks: vm-apply says what failed, in one line."""
