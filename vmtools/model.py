@@ -1,4 +1,4 @@
-"""The documents of SPEC.md as one model: snapshot, plan, report (and their envelope).
+"""The documents of vmtools-formats(5) as one model: snapshot, plan, report (and their envelope).
 
 Every document is JSON that starts with ``"format"`` and ``"version"`` ("MAJOR.MINOR").
 Readers ignore unknown keys and refuse an unknown major version. Validation errors are
@@ -30,7 +30,6 @@ SUPPORTED_MAJOR = 1
 CURRENT_VERSION = "1.0"
 
 HOST_STATES = ("online", "offline", "standby")
-VM_STATES = ("running", "paused", "blocked", "unknown")
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
@@ -43,7 +42,7 @@ def is_safe_name(name: object) -> bool:
 
 
 def utc_now() -> str:
-    """The current time as SPEC.md writes it: ``2026-11-22T01:30:00Z``."""
+    """The current time as vmtools-formats(5) writes it: ``2026-11-22T01:30:00Z``."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -310,9 +309,6 @@ class Snapshot:
                 return h
         raise KeyError(name)
 
-    def vms_on(self, host: str) -> list[VM]:
-        return [v for v in self.vms if v.host == host]
-
 
 # --------------------------------------------------------------------------- plan
 
@@ -493,5 +489,3 @@ def loads(text: str, source: str = "<stdin>") -> Any:
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
-
-DOCUMENT_CLASSES = {SNAPSHOT_FORMAT: Snapshot, PLAN_FORMAT: Plan, REPORT_FORMAT: Report}

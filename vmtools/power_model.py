@@ -1,7 +1,7 @@
 """How many watts a host draws: the ``vmtools.power`` document (``--power-model FILE``).
 
 Shared by vm-replay (energy of a replay) and vm-plan (power-aware choices); it imports nothing
-of either. The document (SPEC.md, "Replay document")::
+of either. The document (vmtools-formats(5), POWER MODEL)::
 
     {"format": "vmtools.power", "version": "1.0",            # both optional
      "hosts": [{"match": "g4-*", "idle_w": 86, "peak_w": 117},

@@ -1,4 +1,5 @@
-"""The host map of SPEC.md (``vm-apply --hosts FILE``): where to reach each host.
+"""The host map (vmtools-formats(5), HOST MAP; ``vm-apply --hosts FILE``): where to reach
+each host.
 
 CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
 ``name,manage,migrate[,power,bmc,mac]``::

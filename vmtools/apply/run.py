@@ -103,7 +103,8 @@ class Run:
         transport = self.opts.driver or self.hosts[host].migration
         if transport not in TRANSPORTS:
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
-                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver for every host)",
+                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver "
+                            "for every host)",
                             f"plan.origin.hosts[{host}].migration")
         return Endpoint(host, transport, entry.address or host,
                         entry.port or DEFAULT_PORTS[transport], entry.migrate or host)

@@ -35,8 +35,8 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vmtools import __version__
-from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError, OptionError, UsageError,
-                            VmtoolsError)
+from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
+                            OptionError, UsageError, VmtoolsError)
 from vmtools.inputs import input_name, open_input
 from vmtools.model import loads
 
@@ -73,7 +73,7 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-# The options every command has (SPEC.md). Declared once, used as parameter annotations.
+# The options every command has (vmtools(7)). Declared once, used as parameter annotations.
 Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True,
                                       help="More detail on stderr; repeat for debug logs.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")]

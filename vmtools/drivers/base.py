@@ -90,17 +90,10 @@ class Driver:
         such as ``web1--incoming`` included)."""
         raise NotImplementedError
 
-    def locate(self, vm: str) -> bool:
-        """True when the host runs ``vm`` (under its own name)."""
-        return vm in self.list_guests()
-
     def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
         """Migrate ``vm`` from this host to ``dst_address``; return when the hypervisor
         reports success. Raises MigrationRefused, MigrationUncertain or Unavailable."""
         raise NotImplementedError
-
-    def describe(self) -> str:
-        return f"{self.transport} {self.endpoint.address}:{self.endpoint.port}"
 
     def close(self) -> None:
         """Release connections (SSH)."""

@@ -1,4 +1,4 @@
-"""Turn parsed Ganglia answers into a snapshot, by the rules of SPEC.md "Ganglia metrics".
+"""Turn parsed Ganglia answers into a snapshot, by the rules of vmtools-formats(5), GANGLIA METRICS.
 
 Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.GangliaDump`
 (one per source); output is a :class:`~vmtools.model.Snapshot`.

@@ -175,7 +175,8 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             else None
         if old is not None and elapsed > 0 and now_b is not None and then_b is not None \
                 and now_b >= then_b:
-            guest(guest_metric(dom.name, "net"), f"{(now_b - then_b) / elapsed:.1f}", "float", "bytes/s")
+            guest(guest_metric(dom.name, "net"), f"{(now_b - then_b) / elapsed:.1f}", "float",
+                  "bytes/s")
     for m in metrics:
         if not safe_text(m.value):  # names are safe by construction; values come from xl
             problems.append(f"{m.name}: unsafe value left out")

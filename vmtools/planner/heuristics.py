@@ -143,17 +143,8 @@ def _allowed(inst: Instance, unit: list[int]) -> set[int]:
     return allowed
 
 
-def _scale(inst: Instance) -> dict[str, float]:
-    out = {}
-    for d in inst.dims:
-        finite = [c for c in inst.cap[d] if math.isfinite(c) and c > 0]
-        out[d] = (sum(finite) / len(finite)) if finite else 1.0
-    return out
-
-
 def size_key(inst: Instance, unit: Iterable[int]) -> float:
-    scale = _scale(inst) if not hasattr(inst, "_scale") else inst._scale  # type: ignore
-    inst._scale = scale  # type: ignore[attr-defined]
+    scale = inst.scale
     return sum(sum(inst.dem[d][v] for v in unit) / scale[d] for d in inst.dims)
 
 
@@ -189,7 +180,7 @@ def lower_bound(inst: Instance) -> int:
 def _host_order(inst: Instance) -> list[int]:
     """Hosts that stay open anyway (they hold guests that do not move) first, then the
     largest first: filling a pinned guest's host costs no extra host."""
-    scale = _scale(inst)
+    scale = inst.scale
     forced = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     return sorted(range(inst.n_hosts),
                   key=lambda h: (h not in forced,
@@ -199,8 +190,7 @@ def _host_order(inst: Instance) -> list[int]:
 
 def max_key(inst: Instance, unit: Iterable[int]) -> float:
     """The largest normalised demand of a unit (FFD's other classic sort key)."""
-    scale = _scale(inst) if not hasattr(inst, "_scale") else inst._scale  # type: ignore
-    inst._scale = scale  # type: ignore[attr-defined]
+    scale = inst.scale
     return max(sum(inst.dem[d][v] for v in unit) / scale[d] for d in inst.dims)
 
 
@@ -328,7 +318,7 @@ def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
                                     for v in unit)
 
     evicted.sort(key=lambda u: (not constrained(u), -size_key(inst, u), min(u)))
-    scale = _scale(inst)
+    scale = inst.scale
     for unit in evicted:
         best, best_room = -1, math.inf
         for h in _allowed(inst, unit) & open_hosts:

@@ -9,6 +9,7 @@ move (pin rules, guests named in the snapshot's problems, guests in cooldown).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -34,6 +35,16 @@ class Instance:
     spread: list[list[int]] = field(default_factory=list)
     gather: list[list[int]] = field(default_factory=list)
     hard_cap: dict[str, list[float]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def scale(self) -> dict[str, float]:
+        """Per dimension, a typical host's capacity (the mean of the finite ones): a demand
+        divided by it compares across dimensions (the heuristics' sort keys)."""
+        out = {}
+        for d in self.dims:
+            finite = [c for c in self.cap[d] if math.isfinite(c) and c > 0]
+            out[d] = (sum(finite) / len(finite)) if finite else 1.0
+        return out
 
     @property
     def n_hosts(self) -> int:

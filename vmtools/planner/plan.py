@@ -91,7 +91,6 @@ def _gib(mib: float) -> str:
 def diagnose(inst: Instance) -> str:
     """A reason a person can act on, for a placement problem nothing could solve."""
     cons = inst.constraints
-    snap = inst.snapshot
     usable = {h for a in inst.allowed for h in a}
     for h_name in sorted(cons.maintenance):
         here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
@@ -117,7 +116,6 @@ def diagnose(inst: Instance) -> str:
         if inst.dem["mem"][v] > big:
             return (f"{inst.vms[v]} needs {_gib(inst.dem['mem'][v])}; the largest host it "
                     f"may use offers {_gib(big)}")
-    del snap
     return ("no placement satisfies the rules and capacities together (try fewer rules, a "
             "higher --cpu-target, or a longer --time-limit)")
 
@@ -592,7 +590,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
         actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
     order_seconds = time.monotonic() - t0
-    moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
     active_before = len({v.host for v in snap.vms})
     summary = {
         "hosts_before": active_before,
@@ -612,7 +609,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         summary.update(auto.summary())
     if opts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
-    del moved
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
               "build_seconds": round(out.build_seconds, 2),
@@ -633,7 +629,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
 
 def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
     cons = inst.constraints
-    cur_hosts = set(inst.cur)
     new_hosts = set(placement)
     util = H.utilisation(inst, inst.cur)
     out = {}
@@ -653,7 +648,6 @@ def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, s
             out[name] = f"balance: {src} at {util[inst.cur[v]]:.0%} CPU is a hotspot"
         else:
             out[name] = f"repair: {src} is over its limits or breaks a rule"
-    del cur_hosts
     return out
 
 

@@ -67,10 +67,6 @@ def _cbc(time_limit: float, warm: bool, threads: int, log_path: str | None):
                       "pip install highspy)")
 
 
-def solver_names() -> list[str]:
-    return ["cbc", "highs"] + [n for n in pulp.listSolvers() if n not in ("PULP_CBC_CMD",)]
-
-
 def check_solver(name: str) -> None:
     """Fail early (before any model is built) when the named solver is not usable."""
     if name == "cbc":

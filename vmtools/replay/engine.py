@@ -1,5 +1,5 @@
 """The simulation: one setting (a vm-plan command line or a baseline) over a trace, in simulated
-time, and the figures of SPEC.md's replay document.
+time, and the figures of the replay document (vmtools-formats(5), REPLAY).
 
 Time advances from event to event: a demand sample, a cron tick, an action that ends. Between
 two events nothing changes, so every figure is an exact sum over those intervals.

@@ -1,4 +1,4 @@
-"""The ``vmtools.replay`` document (SPEC.md, "Replay document") and its ``-f table`` view."""
+"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY) and its ``-f table`` view."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from vmtools.replay.trace import Trace
 
 REPLAY_FORMAT = "vmtools.replay"
 
-# The figures of the table, in SPEC.md's order, with how each is shown.
+# The figures of the table, in vmtools-formats(5)'s order, with how each is shown.
 COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
            ("overload_hours", "overload h", "{:.2f}"),
            ("over_threshold_hours", "over thr h", "{:.2f}"),

@@ -4,7 +4,7 @@ Independent of the solver and of the scheduler that made the plan; vm-apply runs
 before executing anything. :func:`check_plan` raises :class:`~vmtools.errors.DataError`
 (exit 65) naming the action, host and rule that fail, or returns None.
 
-What "safe" means (SPEC.md):
+What "safe" means (vmtools(7), SAFETY; vmtools-formats(5), PLAN):
 
 * action ids are unique, ``after`` names existing actions, the links have no cycle;
 * each action migrates a known guest (never Domain-0) between two known hosts, never to an

@@ -1,4 +1,4 @@
-"""The ``vmtools.constraints`` document (SPEC.md): parse, validate, detect contradictions.
+"""The ``vmtools.constraints`` document (vmtools-formats(5), CONSTRAINTS): parse, validate, detect contradictions.
 
 A document is ``{"format": "vmtools.constraints", "version": "1.0", "rules": [...]}``; each
 rule is one of:

@@ -1,4 +1,4 @@
-"""The replay checker's rules for ``power-off`` and ``power-on`` actions (SPEC.md).
+"""The replay checker's rules for ``power-off`` and ``power-on`` actions (vmtools(7), SAFETY).
 
 For every order of execution that respects ``after``:
 
