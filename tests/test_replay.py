@@ -107,6 +107,39 @@ def test_a_slow_migration_holds_memory_on_both_hosts_and_the_next_tick_is_busy(t
     assert f["overload_hours"] == round(600 / 3600, 4)             # g2 runs on b until 1601 s
 
 
+class Scripted:
+    """A policy that returns given actions at given tick times (epoch seconds)."""
+
+    name, kind = "scripted", "baseline"
+
+    def __init__(self, plans):
+        self.plans = plans
+        self.seen = []
+
+    def decide(self, snap):
+        from vmtools.model import iso_to_epoch
+        self.seen.append(snap)
+        return self.plans.get(iso_to_epoch(snap.created), [])
+
+
+def test_power_actions_take_their_time_by_hand(trace):
+    from vmtools.model import Action
+    policy = Scripted({0: [Action.power(1, "power-off", "c")],
+                       600: [Action.power(1, "power-on", "c"),
+                             Action(2, "g2", "b", "c", 1000, after=[1])]})
+    r = replay(trace, policy, opts(halt_seconds=60, boot_seconds=180))
+    f = r.figures
+    # c: halting 60 s (idle), standby until 600 s (0 W), booting 180 s (idle); g2 leaves b at
+    # 780 s and lands at 782 s.
+    c = 100 * 60 + 100 * 180 + 100 * 2 + 200 * 418 + 125 * 600
+    b = 150 * 600 + 200 * 182 + 125 * 418 + 125 * 600
+    assert f["energy_kwh"] == round((150 * 1800 + b + c) / 3.6e6, 4)
+    assert (f["power_offs"], f["power_ons"], f["migrations"]) == (1, 1, 1)
+    assert f["overload_hours"] == round(182 / 3600, 4)
+    assert [h.state for h in policy.seen[1].hosts] == ["online", "online", "standby"]
+    assert [h.state for h in policy.seen[2].hosts] == ["online", "online", "online"]
+
+
 def test_vm_plan_setting_runs_in_process(trace):
     from vmtools.cli.vm_replay import VmPlanRun
     setting = VmPlanRun("--objective consolidate --cpu-target 1.0", 0, True, False)
@@ -201,6 +234,7 @@ def snapshots(tmp_path: Path, n: int = 6, cluster: str = "xen-lab") -> Path:
         s = Snapshot(hosts=hosts, vms=vms, created=f"2026-11-22T00:{5 * k:02d}:00Z")
         (run_dir / "snapshot.json").write_text(dumps(s.to_dict()))
         (run_dir / "plan.json").write_text('{"format": "vmtools.plan", "version": "1.0"}')
+        (run_dir / "result.json").write_text("[1, 2]")
     return d
 
 
@@ -249,11 +283,35 @@ def snap(loads: dict[str, list[tuple[float, int]]], cpu: float = 4, mem: int = 8
 def test_thr_mmt_moves_the_smallest_guests_off_an_overloaded_host_then_empties_the_idlest():
     s = snap({"h1": [(2.0, 4096), (1.0, 512), (0.5, 1024)], "h2": [(1.0, 1024)],
               "h3": [(0.2, 1024)]})
-    moves = {a.vm: a.dst for a in ThrMmt().decide(s)}
+    actions = ThrMmt().decide(s)
+    moves = {a.vm: a.dst for a in actions if a.op == "migrate"}
+    offs = [a for a in actions if a.op == "power-off"]
     # h1 at 3.5/4 > 0.8: its smallest guest (512 MiB) leaves (3.5 -> 2.5 = 0.625). With the
     # G5 curve it costs 13 W more on h2 (0.25 -> 0.5) but 9.65 W on h3 (0.05 -> 0.3): h3.
     # Then the least used host, h2 (0.25), is emptied: its guest fits on h3 (h1 overloaded).
     assert moves == {"h1-1": "h3", "h2-0": "h3"}
+    # h2, left empty, is switched off once its guest has left
+    assert [(a.host, a.after) for a in offs] == [
+        ("h2", [a.id for a in actions if a.op == "migrate" and a.src == "h2"])]
+
+
+def test_thr_mmt_switches_the_host_it_emptied_off_by_hand(tmp_path):
+    text = "time,guest,cpu,mem_mib,host\n0,g1,0.2,1000,a\n0,g2,0.2,1000,b\n600,g1,0.2,1000,\n" \
+           "600,g2,0.2,1000,\n"
+    t = read_csv_trace(write(tmp_path, "t.csv", text), write(tmp_path, "h.csv", HOSTS[:-9]))
+    r = replay(t, make_baseline("thr-mmt"), opts())
+    f = r.figures
+    # Tick 0: a and b both at 0.1; a (first by name) is emptied onto b (2 s), then switched
+    # off: 60 s halting at idle watts, then standby at 0 W. Tick 600 s: nothing to do.
+    assert (f["migrations"], f["power_offs"], f["power_ons"]) == (1, 1, 0)
+    joules = (110 * 2 + 100 * 60) + (110 * 2 + 120 * 1198)
+    assert f["energy_kwh"] == round(joules / 3.6e6, 4)
+    assert f["host_hours"] == round(1202 / 3600, 4)
+    assert r.series["active_hosts"] == [2, 1]
+    r = replay(t, make_baseline("thr-mmt:power=0"), opts())
+    assert r.figures["power_offs"] == 0
+    assert r.figures["energy_kwh"] == round((110 * 2 + 100 * 1198 + 110 * 2 + 120 * 1198)
+                                            / 3.6e6, 4)
 
 
 def test_sandpiper_needs_k_of_n_hot_observations():

@@ -13,13 +13,14 @@ import shlex
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
-                                 setup_logging)
+                                 setup_logging, write_atomic)
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
 
@@ -130,12 +131,20 @@ def replay(
     hosts: Annotated[Optional[str], typer.Option(
         "--hosts", metavar="FILE",
         help="Hosts of a CSV trace: name,cpu,mem_mib[,net_mbps[,cluster]].")] = None,
+    rrd: Annotated[Optional[str], typer.Option(
+        "--rrd", metavar="DIR", help="Ganglia's RRD directory (gmetad's rrd_rootdir) as the "
+        "source; needs --from and --until.")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", metavar="NAME", help="With --rrd: the cluster to replay (default: the "
+        "only one).")] = None,
     start: Annotated[Optional[str], typer.Option(
         "--from", metavar="TIME", help="Start of the replay (2026-11-22T01:30:00Z or epoch "
         "seconds; default: the source's first sample).")] = None,
     until: Annotated[Optional[str], typer.Option(
         "--until", metavar="TIME", help="End of the replay (default: the source's last "
         "sample plus one sample interval).")] = None,
+    step: Annotated[float, typer.Option(
+        "--step", metavar="SECONDS", help="With --rrd: seconds between two samples read.")] = 300.0,
     power_model: Annotated[Optional[str], typer.Option(
         "--power-model", metavar="FILE", help="A vmtools.power document: idle and peak watts "
         "or a SPECpower curve per host (default: HP ProLiant ML110 G5).")] = None,
@@ -143,13 +152,16 @@ def replay(
         "--cpu-threshold", metavar="FRACTION",
         help="over_threshold_hours counts host-time above this share of the CPUs.")] = 0.9,
     parallel: Annotated[int, typer.Option(
-        "--parallel", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
+        "--parallel", "-P", metavar="N", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
     per_host: Annotated[int, typer.Option(
         "--per-host", min=1, help="Migrations touching one host at once, as vm-apply "
         "--per-host.")] = 1,
     bandwidth: Annotated[float, typer.Option(
         "--bandwidth", metavar="MBIT/S", help="Bandwidth of one migration: it takes "
         "1 s + memory / bandwidth.")] = 1000.0,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
+        "offline).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     verbose: Verbose = 0,
@@ -177,7 +189,16 @@ def replay(
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None)
         sources = list(sources or [])
-        if not sources:
+        if rrd is not None:
+            if sources:
+                raise UsageError("--rrd DIR is the source: give no SOURCE with it")
+            if opts.start is None or opts.until is None:
+                raise UsageError("--rrd needs --from and --until")
+            if not step > 0:
+                raise UsageError("--step must be more than 0")
+            from vmtools.replay.rrd import read_rrd
+            trace = read_rrd(rrd, opts.start, opts.until, step, cluster)
+        elif not sources:
             raise UsageError("no SOURCE: give snapshot files or directories, a CSV trace, or "
                              "--rrd DIR (see vm-replay --help)")
         elif len(sources) == 1 and sources[0].endswith(".csv"):
@@ -210,6 +231,9 @@ def replay(
             if run["figures"]["memory_over_capacity"]:
                 typer.echo(f"{PROG}: warning: {run['name']}: a host's memory went over its "
                            "capacity during the replay (a bug: please report it)", err=True)
+        if html is not None:
+            from vmtools.replay.html import page
+            write_atomic(html, page(doc))
         emit(replay_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 

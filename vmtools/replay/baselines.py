@@ -29,7 +29,10 @@ within capacity at every moment) and executed like any plan.
   least memory leave one by one until it is not. They are placed by power-aware best fit
   decreasing (by CPU demand, each on the host whose power grows least, never above the
   threshold, never on an overloaded host). Then under-loaded hosts, least used first, are
-  emptied when all their guests fit on other running hosts the same way.
+  emptied when all their guests fit on other running hosts the same way. With ``power=1``
+  (the default, as the paper's idle hosts are switched off) running hosts left empty are
+  switched off and standby hosts woken for the overloaded hosts' guests; ``power=0`` leaves
+  them on (idle).
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ class _View:
     guests: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, snap: Snapshot) -> "_View":
-        online = [h for h in snap.hosts if h.state == "online"]
+    def of(cls, snap: Snapshot, standby_too: bool = False) -> "_View":
+        states = ("online", "standby") if standby_too else ("online",)
+        online = [h for h in snap.hosts if h.state in states]
         v = cls(hosts=sorted(h.name for h in online),
                 cap_cpu={h.name: h.cpu for h in online},
                 cap_mem={h.name: float(h.mem_mib) for h in online},
@@ -272,7 +276,7 @@ class Sandpiper:
 
 class ThrMmt:
     kind = "baseline"
-    DEFAULTS = {"threshold": 0.8}
+    DEFAULTS = {"threshold": 0.8, "power": 1.0}
 
     def __init__(self, name: str = "thr-mmt", params: str = "",
                  power_model: PowerModel = DEFAULT):
@@ -281,7 +285,9 @@ class ThrMmt:
         self.power_model = power_model
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        v = _View.of(snap)
+        power_on = self.p["power"] > 0
+        v = _View.of(snap, standby_too=power_on)
+        standby = {h.name for h in snap.hosts if h.state == "standby"} if power_on else set()
         thr = self.p["threshold"]
         curve = {h: self.power_model.for_host(h) for h in v.hosts}
 
@@ -316,7 +322,7 @@ class ThrMmt:
             v.put(g, dst if dst is not None else v.vm_host[g])
             if dst is not None:
                 target[g] = dst
-        switched_off = {h for h in v.hosts if not v.guests[h]}
+        switched_off = {h for h in v.hosts if not v.guests[h] or h in standby}
         skip_under = set(overloaded) | switched_off
         skip_place = set(overloaded) | switched_off
         while True:
@@ -339,7 +345,31 @@ class ThrMmt:
             for g, dst in moves:
                 target[g] = dst
                 skip_under.add(dst)
-        return _actions(snap, target, "thr-mmt")
+        actions = _actions(snap, target, "thr-mmt")
+        if power_on:
+            actions = _with_power(actions, v, standby, "thr-mmt")
+        return actions
+
+
+def _with_power(actions: list[Action], v: _View, standby: set[str], why: str) -> list[Action]:
+    """Wake the standby hosts the moves go to (before them) and switch off the running hosts
+    left empty (after every move touching them), as Beloglazov & Buyya's idle hosts are."""
+    next_id = max((a.id for a in actions), default=0) + 1
+    out = list(actions)
+    for h in sorted({a.dst for a in actions if a.dst in standby}):
+        on = Action.power(next_id, "power-on", h, [], f"{why}: room needed")
+        next_id += 1
+        out.append(on)
+        for a in actions:
+            if a.dst == h:
+                a.after = sorted(set(a.after) | {on.id})
+    for h in v.hosts:
+        if h in standby or v.guests[h]:
+            continue
+        touching = sorted(a.id for a in actions if h in (a.src, a.dst))
+        out.append(Action.power(next_id, "power-off", h, touching, f"{why}: idle host"))
+        next_id += 1
+    return out
 
 
 def make_baseline(spec: str, power_model: PowerModel = DEFAULT):

@@ -20,7 +20,7 @@ COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
            ("migrated_gib", "GiB moved", "{:.1f}"), ("max_migrations_per_tick", "max/tick", "{}"),
            ("ping_pongs", "ping-pong", "{}"), ("plan_seconds_mean", "plan s mean", "{:.3f}"),
            ("plan_seconds_max", "plan s max", "{:.3f}"), ("failed_ticks", "failed", "{}"),
-           ("busy_ticks", "busy", "{}")]
+           ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}")]
 
 
 def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,

@@ -61,7 +61,8 @@ def read_snapshots(paths: list[str]) -> Trace:
     snaps: list[tuple[float, str, Snapshot]] = []
     for path in _snapshot_files(paths):
         obj = _read_json(path)
-        if isinstance(obj, dict) and obj.get("format") != SNAPSHOT_FORMAT and path not in paths:
+        if path not in paths and not (isinstance(obj, dict)
+                                      and obj.get("format") == SNAPSHOT_FORMAT):
             continue                       # a plan or report next to the snapshots
         try:
             snap = Snapshot.from_dict(obj)
