@@ -140,8 +140,9 @@ def _exit_on(signum: int, frame) -> None:  # noqa: ARG001 - a signal handler's s
 
 
 @contextlib.contextmanager
-def solver_guard() -> Iterator[None]:
-    """Run a vm-plan body so that no solver process or file outlives it (see the module)."""
+def solver_guard(every_child: bool = True) -> Iterator[None]:
+    """Run a vm-plan body so that no solver process or file outlives it (see the module);
+    ``every_child=False`` kills only solver programs (vm-plan run inside another program)."""
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):   # not the main thread: leave it
@@ -155,7 +156,7 @@ def solver_guard() -> Iterator[None]:
                   file=sys.stderr)
         raise
     finally:
-        cleanup(every_child=True)
+        cleanup(every_child=every_child)
         for sig, handler in previous.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(sig, handler)

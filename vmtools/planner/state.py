@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from vmtools.errors import DataError, LocalFailure, UsageError
+from vmtools.errors import DataError, LocalFailure, OptionError
 from vmtools.model import Reader, Snapshot, iso_to_epoch, loads
 
 STATE_FILE = "vm-plan-state.json"
@@ -47,7 +47,7 @@ def load_state(directory: str) -> State:
     naming the file and the fix: it is never half-trusted."""
     path = os.path.join(directory, STATE_FILE)
     if not os.path.isdir(directory):
-        raise UsageError(f"--state {directory}: no such directory")
+        raise OptionError("state", f"{directory}: no such directory")
     try:
         with open(path, "rb") as fh:
             data = fh.read()
