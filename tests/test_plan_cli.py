@@ -87,7 +87,7 @@ def test_rules_naming_deleted_guests_or_retired_hosts_are_skipped_with_a_warning
     assert r.stderr.count("warning") == 0 and r.stderr.count("not in the snapshot") == 3
     # The plan stays valid for vm-apply's checker: its constraints are the pruned ones.
     from vmtools.model import Plan
-    from vmtools.planner.check import check_plan
+    from vmtools.rules.check import check_plan
     check_plan(Plan.from_dict(doc))
 
 

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import generators as gen
-from vmtools.dom0.metrics import Sample, build_metrics
+from vmtools.gmetric.build import Sample, build_metrics
 from vmtools.dom0.parse import parse_info, parse_list
 from vmtools.errors import DataError
 from vmtools.ganglia.interpret import interpret
 from vmtools.ganglia.xml import parse_ganglia
-from vmtools.hostmap import parse_hostmap, valid_address
+from vmtools.apply.hostmap import parse_hostmap, valid_address
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, Plan, Snapshot, is_reserved_name,
                            loads)
 from vmtools.snapshot import snapshot_json
@@ -59,7 +59,7 @@ def test_ganglia_input_gives_a_valid_snapshot_or_a_data_error(rng: random.Random
         assert h.net_mbps is None or 0 < h.net_mbps <= 1e7
     for v in again.vms:
         assert not is_reserved_name(v.name)
-        assert math.isfinite(v.cpu) and 0 <= v.cpu <= caps[v.host] * 1.5
+        assert math.isfinite(v.cpu) and 0 <= v.cpu <= caps[v.host] * 1.5 + 1e-3
         assert 1 <= v.vcpus <= 65535 and 1 <= v.mem_mib <= HOST_MAX_MIB + 1
     for p in again.problems:
         if p.kind in ("bad-value", "not-a-number"):
@@ -126,7 +126,7 @@ def test_no_entity_is_ever_expanded_whatever_precedes_the_doctype(hide):
 
 @pytest.fixture(scope="module")
 def plan_doc():
-    from vmtools.planner.constraints import Constraints
+    from vmtools.rules.constraints import Constraints
     from vmtools.planner.plan import Options, make_plan
     snap = Snapshot.from_dict(gen.snapshot_doc(random.Random(7)))
     return make_plan(snap, Constraints([]), Options(objective="consolidate",
@@ -143,8 +143,8 @@ def _read(cls, text):
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rng=randoms)
 def test_mutated_documents_are_read_or_refused_with_a_data_error(plan_doc, rng):
-    from vmtools.planner.check import check_plan
-    from vmtools.planner.constraints import parse_constraints
+    from vmtools.rules.check import check_plan
+    from vmtools.rules.constraints import parse_constraints
     from vmtools.planner.state import _state_from
     snap_doc = gen.snapshot_doc(rng)
     snap = _read(Snapshot, gen.mutate_json(rng, snap_doc))
@@ -237,7 +237,7 @@ def test_every_objective_repairs_broken_rules_or_refuses_with_a_reason(rng, obje
     a plan whose target keeps every rule and memory capacity, or a refusal (exit 1, 65 or
     75) -- never the planner's own safety check failing (exit 70)."""
     from vmtools.errors import InternalError, VmtoolsError
-    from vmtools.planner.constraints import parse_constraints
+    from vmtools.rules.constraints import parse_constraints
     from vmtools.planner.instance import build_instance
     from vmtools.planner.plan import Options, make_plan
     doc = gen.snapshot_doc(rng, hosts=rng.randrange(2, 6), vms=rng.randrange(1, 12))
