@@ -304,8 +304,8 @@ class SnapshotBuilder:
                 if rx is not None and tx is not None:
                     net_bps = rx + tx
         if cpu is not None and cpu > host.cpu * CPU_SLACK:
-            self.problem("bad-value", f"guest {name} on host {host.name} uses {cpu:g} CPUs, "
-                         f"more than its host's {host.cpu:g} can give; its CPU figure is not "
+            self.problem("bad-value", f"the CPU use of guest {name} on host {host.name} is "
+                         f"{cpu:g} CPUs, more than its host's {host.cpu:g} can give; it is not "
                          "used", host=host.name, vm=name)
             cpu = None
         if cpu is None or mem_kb is None:
