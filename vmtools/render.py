@@ -198,6 +198,10 @@ def report_table(report: dict) -> str:
             outcome = "would run"
         where = a.get("where") or ("not asked" if offline else "-")
         seconds = "-" if a.get("seconds") is None else f"{a['seconds']:.1f}"
+        if a.get("vm") is None:                   # a power action: op and host
+            rows.append([a["id"], a.get("op", ""), a.get("host", ""), "", outcome, seconds,
+                         "-", a.get("error") or ""])
+            continue
         rows.append([a["id"], a["vm"], a["src"], a["dst"], outcome, seconds, where,
                      a.get("error") or ""])
     headers = ["id", "guest", "from", "to", "outcome", "seconds", "verified on", "error"]
