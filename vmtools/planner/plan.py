@@ -182,6 +182,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     heur, how = H.consolidate_heuristic(inst)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic")
     best = heur
+    log.info("heuristic (%s): %s, at least %d hosts needed", how,
+             f"{H.hosts_used(heur)} hosts" if heur is not None else "no placement", lb)
     cur_ok = inst.valid(inst.cur)
     if cur_ok and (best is None or H.hosts_used(inst.cur) <= H.hosts_used(best)):
         best, out.how = list(inst.cur), "current placement"
@@ -197,6 +199,7 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         warm = best if best is not None else list(inst.cur)
         cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
                  else _candidates(inst, warm, pool, opts.candidates, rng))
+        log.info("stage 1 of 2, fewest hosts: %s on %d guests", opts.solver, inst.n_vms)
         t0 = time.monotonic()
         model = milp.build_hosts(inst, cands)
         out.build_seconds += time.monotonic() - t0
@@ -212,6 +215,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
                                              (res.status == "optimal" and full))
         if res.bound is not None and best is not None:
             out.lower_bound = max(lb, math.ceil(res.bound - EPS))
+        log.info("stage 1 of 2: best so far %s hosts, bound %s (%s)",
+                 H.hosts_used(best) if best is not None else "-", out.lower_bound, res.status)
     if best is None:
         raise OperationFailed(diagnose(inst))
     n_hosts = H.hosts_used(best)
@@ -226,6 +231,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         pool = everywhere        # small: every host may be chosen, the optimum is global
     cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
                         else len(pool), rng)
+    log.info("stage 2 of 2, least memory moved on %d hosts: best so far %s to move",
+             n_hosts, _gib(H.migrated_mib(inst, best)))
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
