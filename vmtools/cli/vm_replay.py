@@ -20,7 +20,7 @@ import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
-                                 setup_logging, write_atomic)
+                                 setup_logging, write_atomic, _defaults_by_param, load_config)
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
 
@@ -54,9 +54,12 @@ class VmPlanRun:
         except ValueError as exc:
             raise UsageError(f"--plan {text!r}: {exc}") from None
         command = typer.main.get_command(plan_cli.app)
+        # what vm-plan's own entry point does: [common] and [vm-plan] of the configuration
+        # files are defaults, VMTOOLS_* variables and the options given come first
+        defaults = _defaults_by_param(plan_cli.app, "vm-plan", load_config("vm-plan"))
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                ctx = command.make_context("vm-plan", argv)
+                ctx = command.make_context("vm-plan", argv, default_map=defaults)
         except typer.Exit:
             raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
                 from None
