@@ -262,8 +262,11 @@ def test_determinism_of_every_baseline(tmp_path):
     settings = lambda: [make_baseline(n) for n in ("none", "threshold:max_over=0", "sandpiper",  # noqa: E731
                                                    "thr-mmt")]
     from vmtools.cli.vm_replay import VmPlanRun
-    a = run_replay(t, settings() + [VmPlanRun("--state s", 0, True, False)], SimOptions())
-    b = run_replay(t, settings() + [VmPlanRun("--state s", 0, True, False)], SimOptions())
+    plans = [VmPlanRun("--state s", 0, True, False) for _ in range(2)]
+    a = run_replay(t, settings() + plans[:1], SimOptions())
+    b = run_replay(t, settings() + plans[1:], SimOptions())
+    for p in plans:
+        p.close()
     assert len(a["runs"]) == 5
     for ra, rb in zip(a["runs"], b["runs"]):
         fa, fb = dict(ra["figures"]), dict(rb["figures"])
