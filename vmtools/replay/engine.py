@@ -232,7 +232,10 @@ class Simulation:
         free = {h: self.hosts[h].mem_mib - use[h] for h in on}
         host = hint if hint in free and free[hint] >= need else None
         if host is None:
-            best = max(on, key=lambda h: (free[h], -on.index(h)), default=None)
+            best = None
+            for h in on:                      # the most free memory; the first name on a tie
+                if best is None or free[h] > free[best]:
+                    best = h
             host = best if best is not None and free[best] >= need else None
         if host is not None:
             self.place[vm] = host
