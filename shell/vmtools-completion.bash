@@ -25,6 +25,7 @@ _vmtools_complete() {
         --driver|--migration) _vmtools_reply "xen xend-xmlrpc xm-ssh xl-ssh" "$cur"; return ;;
         --toolstack) _vmtools_reply "xl xm auto" "$cur"; return ;;
         --cpu-demand) _vmtools_reply "usage vcpus" "$cur"; return ;;
+        --shutdown-command) _vmtools_reply "poweroff shutdown" "$cur"; return ;;
         --example) _vmtools_reply "lab hotspot" "$cur"; return ;;
         --baseline) _vmtools_reply "none threshold sandpiper thr-mmt" "$cur"; return ;;
         --solver) _vmtools_reply "cbc highs" "$cur"; return ;;

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
 # Lowest first; a unit imports only units of lower layers (ARCHITECTURE.md).
 LAYERS = [
     {"errors", "xen", "__init__"},
-    {"model", "inputs"},
+    {"model", "inputs", "runs"},
     {"rules", "drivers", "dom0", "power_model", "render"},
     {"ganglia", "lab", "power"},
     {"snapshot", "planner", "apply", "gmetric", "runs"},

@@ -342,3 +342,25 @@ def test_cli_power_flags_and_host_map(tmp_path):
     bad = run("vm-plan", "--power-model", str(model), input=doc)
     assert bad.returncode == 65 and "curve_w" in bad.stderr
     assert run("vm-plan", "--power", "--reserve", "-1", input=doc).returncode == 2
+
+
+def test_a_stale_guest_list_of_a_switched_off_host_is_not_a_problem(tmp_path):
+    from vmtools.model import Problem
+    d = str(tmp_path)
+    s = four_hosts()
+    p1 = plan_with_state(s, Constraints([]), opts(), d, power=power(standby_after=0, reserve=0))
+    off = power_ops(p1)["power-off"]
+    gone = off[0]
+    moved_away = next(a.vm for a in p1.actions if a.op == "migrate" and a.src == gone)
+    s2 = later(s, 1, p1.placement)
+    # Ganglia still has the last list of the switched-off host, which sorts first here
+    s2 = replace(s2, vms=[replace(v, host=gone) if v.name == moved_away else v
+                          for v in s2.vms],
+                 problems=[Problem("duplicate-guest", "listed twice", host=p1.placement[
+                     moved_away], vm=moved_away)])
+    p2 = plan_with_state(s2, Constraints([]), opts(), d, power=power(standby_after=0,
+                                                                     reserve=0))
+    assert not p2.origin.problems
+    assert p2.origin.host(gone).state == "standby"
+    assert next(v.host for v in p2.origin.vms if v.name == moved_away) == \
+        p1.placement[moved_away]

@@ -66,7 +66,8 @@ E2E = {
     "name": "power-e2e", "description": "four hosts, eight 3 GiB guests: consolidation empties two",
     "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}
               for i in range(1, 5)},
-    "guests": {f"g{i}": {"host": f"node-{1 + i % 4}", "mem_mib": 3072, "load": 0.3}
+    "guests": {f"g{i}": {"host": f"node-{1 + i % 4}", "mem_mib": 3072, "vcpus": 2,
+                         "load": 0.3}
                for i in range(8)},
     "load": []}
 
@@ -94,7 +95,7 @@ def test_consolidate_switch_off_then_a_hotspot_wakes_a_host(make_lab):
 
     # every guest now needs 1.9 CPUs: both online hosts are hot and neither can help
     lab.scenario["load"] = [{"guests": sorted(E2E["guests"]), "shape": "step",
-                             "at": lab.elapsed(), "load": [1.9]}]
+                             "at": lab.elapsed(), "load": 1.9}]
     lab.wait_until(lambda s: sum(v["cpu"] for v in s["vms"]) > 14, 60, "the hotspot")
     _, plan2, report2, codes2 = lab.pipeline(
         "balance", plan_extra=power + ["--hotspot-window", "1/1"],
@@ -106,3 +107,48 @@ def test_consolidate_switch_off_then_a_hotspot_wakes_a_host(make_lab):
     assert all(e["outcome"] == "done" for e in report2["actions"]), report2["actions"]
     assert lab.state.read()["hosts"][woken[0]]["power"] == "on"
     assert woken[0] in lab.placement().values()
+
+
+def test_a_host_that_does_not_boot_leaves_its_migrations_not_run(make_lab, tmp_path):
+    """power-on through ipmi_sim, but the host never comes up within --boot-timeout: the
+    action fails, the migration into that host is not run, the guest stays where it was and
+    the report says why; a host without a power method is refused outright."""
+    import json
+
+    from tests.conftest import run
+    from vmtools.model import Action, Plan, Snapshot
+    scenario = {"name": "boot", "description": "two hosts, the second empty",
+                "hosts": {"node-1": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"},
+                          "node-2": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}},
+                "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "load": 0.2}},
+                "load": []}
+    lab = make_lab(scenario, power=True, boot_seconds=3600.0)
+    snap = Snapshot.from_dict(lab.wait_for_truth(timeout=90))
+    creds = ipmi.read_credentials(str(lab.bmcs.credentials)).for_host("node-2")
+    bmc = ipmi.Bmc("node-2", "127.0.0.1", lab.bmcs.port["node-2"], creds)
+    bmc.power_off()                                    # node-2 is empty: now standby
+    assert wait_until(lambda: not answers("127.0.0.1", lab.ssh.port["node-2"], 0.5), 10, 0.2)
+    origin = Snapshot(hosts=[h if h.name == "node-1" else
+                             type(h)(**{**h.__dict__, "state": "standby"}) for h in snap.hosts],
+                      vms=snap.vms, created=snap.created, source=snap.source)
+    plan = Plan(origin=origin, placement={"web1": "node-2"}, actions=[
+        Action.power(1, "power-on", "node-2", reason="room"),
+        Action(id=2, vm="web1", src="node-1", dst="node-2", mem_mib=1024, after=[1])])
+    doc = json.dumps(plan.to_dict())
+    proc = lab.run("vm-apply", *lab.apply_args(), "--boot-timeout", "3", input=doc)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    on, move = report["actions"]
+    assert on["op"] == "power-on" and on["outcome"] == "failed"
+    assert "did not come up within --boot-timeout 3s" in on["error"]
+    assert move["outcome"] == "not-run" and "after action 1" in move["error"]
+    assert report["placement"] == {"web1": "node-1"}
+    assert lab.placement() == {"web1": "node-1"}
+    assert bmc.power_status() == "on"            # switched on; it just never booted
+
+    plain = tmp_path / "hosts.csv"
+    plain.write_text("\n".join(line.split(",ipmi")[0] for line in
+                               lab.hosts_file.read_text().splitlines()) + "\n")
+    args = [a if a != str(lab.hosts_file) else str(plain) for a in lab.apply_args()]
+    refused = lab.run("vm-apply", *args, input=doc)
+    assert refused.returncode == 65 and "no power method" in refused.stderr

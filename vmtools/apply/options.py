@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmtools.apply.hostmap import HostEntry
+from vmtools.power.execute import PowerSettings
 from vmtools.errors import OptionError
 from vmtools.xen import TRANSPORTS
 
@@ -25,6 +26,7 @@ class ApplyOptions:
     parallel: int = 2
     per_host: int = 1
     dry_run: bool = False
+    offline: bool = False                      # with dry_run: check without asking any host
     force: bool = False
     stop_on_failure: bool = False
     driver: str | None = None                  # one transport for every host
@@ -37,9 +39,12 @@ class ApplyOptions:
     journal: str | None = None
     resume: str | None = None                  # journal of the run to continue
     poll: float = 0.25                         # first interval between two verifications
+    power: PowerSettings = field(default_factory=PowerSettings)   # power-off / power-on
 
     def validate(self) -> None:
         """:class:`~vmtools.errors.OptionError` naming the first setting out of range."""
+        if self.offline and not self.dry_run:
+            raise OptionError("offline", "works only with --dry-run (it asks no host)")
         if self.parallel < 1:
             raise OptionError("parallel", "must be at least 1")
         if self.per_host < 1:
@@ -49,3 +54,10 @@ class ApplyOptions:
         for name in ("timeout", "verify_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise OptionError(name, "must be positive")
+        for name in ("boot_timeout", "off_timeout"):
+            if getattr(self.power, name) <= 0:
+                raise OptionError(name, "must be positive")
+        if not 1 <= self.power.wol_port <= 65535:
+            raise OptionError("wol_port", "must be 1-65535")
+        if not 1 <= self.power.ssh_port <= 65535:
+            raise OptionError("ssh_port", "must be 1-65535")

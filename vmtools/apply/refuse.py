@@ -1,5 +1,6 @@
 """What vm-apply refuses before it touches anything: hostile names, hosts the snapshot does
-not know, Domain-0, ops other than ``migrate``, and any plan the replay checker refuses."""
+not know, Domain-0, ops other than ``migrate``, ``power-off`` and ``power-on``, and any plan
+the replay checker refuses."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def refuse_bad_input(plan: Plan) -> None:
         check(v.name, f"origin.vms[{i}].name")
         check(v.host, f"origin.vms[{i}].host")
     for i, a in enumerate(plan.actions):
-        for key in ("vm", "src", "dst"):
+        for key in (("host",) if a.is_power else ("vm", "src", "dst")):
             check(getattr(a, key), f"actions[{i}].{key}")
     for vm, host in plan.placement.items():
         check(vm, "placement")
@@ -36,9 +37,14 @@ def refuse_bad_input(plan: Plan) -> None:
                         "plan")
     hosts = {h.name for h in plan.origin.hosts}
     for i, a in enumerate(plan.actions):
+        if a.is_power:
+            if a.host not in hosts:
+                raise DataError(f"action {a.id}: host {a.host} is not in the plan's snapshot",
+                                f"plan.actions[{i}].host")
+            continue
         if a.op != "migrate":
-            raise DataError(f"op {a.op!r} is not supported by this vm-apply (only migrate)",
-                            f"plan.actions[{i}].op")
+            raise DataError(f"op {a.op!r} is not supported by this vm-apply (only migrate, "
+                            "power-off and power-on)", f"plan.actions[{i}].op")
         if a.vm in DOM0_NAMES:
             raise DataError(f"action {a.id} moves {a.vm}: Domain-0 never migrates",
                             f"plan.actions[{i}].vm")

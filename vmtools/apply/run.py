@@ -3,7 +3,8 @@
 :func:`apply_plan` is vm-apply without its command line. In order:
 
 1. refuse hostile names, hosts the snapshot does not know, Domain-0, ops other than
-   ``migrate`` (DataError, 65), and any plan the replay checker refuses (65);
+   ``migrate``, ``power-off`` and ``power-on`` (DataError, 65), any plan the replay checker
+   refuses (65), and a power action for a host without a power method in the host map;
 2. take the cluster's lock under the state directory (a second run: TemporaryFailure, 75);
 3. ask every host the plan touches, through its transport, what it runs: each guest to move
    must be where the plan's origin says and every host must answer, else TemporaryFailure
@@ -12,7 +13,11 @@
    action starts (``parallel`` in all, ``per_host`` per host, its ``after`` actions done);
 5. after each migration, ask both hosts where the guest runs; when the client gave up (timeout,
    dropped connection) keep asking until the hosts agree, never assume;
-6. a failed action makes its dependents ``not-run``; independent ones go on unless
+   a ``power-off`` or ``power-on`` runs through :mod:`vmtools.power.execute` (SSH shutdown
+   then the BMC or the silent transport confirms; IPMI or Wake-on-LAN then the transport
+   answers within the boot timeout);
+6. a failed action makes its dependents ``not-run`` (the migrations into a host that did not
+   come up are not run); independent ones go on unless
    ``stop_on_failure``; SIGINT/SIGTERM launch nothing new and let running ones end;
 7. ask the hosts once more where every touched guest is, and return the Report.
 
@@ -43,10 +48,21 @@ from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncert
 from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFailure,
                             Unavailable)
 from vmtools.model import Action, Plan, Report, document_digest
+from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
 from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
 
 log = logging.getLogger("vmtools.apply")
+
+
+def _ends(a: Action) -> tuple[str, ...]:
+    """The hosts an action occupies: its source and destination, or the host it switches."""
+    return (a.host,) if a.is_power else (a.src, a.dst)
+
+
+def _label(a: Action) -> str:
+    return f"{a.op} {a.host}" if a.is_power else f"{a.vm} {a.src} -> {a.dst}"
+
 
 @dataclass
 class _Outcome:
@@ -61,13 +77,15 @@ class _Outcome:
 
     def to_dict(self) -> dict:
         a = self.action
-        d = {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
-             "mem_mib": a.mem_mib, "outcome": self.outcome,
+        d = {"id": a.id, "op": a.op, "host": a.host} if a.is_power else \
+            {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
+             "mem_mib": a.mem_mib}
+        d.update({"outcome": self.outcome,
              "started": iso(self.started) if self.started else None,
              "ended": iso(self.ended) if self.ended else None,
              "seconds": round(self.ended - self.started, 3)
              if self.started and self.ended else None,
-             "transport": self.transport, "error": self.error, "where": self.where}
+             "transport": self.transport, "error": self.error, "where": self.where})
         if self.from_journal:
             d["from_journal"] = True
         return d
@@ -83,8 +101,10 @@ class Run:
         self.progress = progress or (lambda line: None)
         self.actions = {a.id: a for a in plan.actions}
         self.hosts = {h.name: h for h in plan.origin.hosts}
-        self.touched_hosts = sorted({a.src for a in plan.actions} | {a.dst for a in plan.actions})
-        self.touched_vms = sorted({a.vm for a in plan.actions})
+        self.touched_hosts = sorted({h for a in plan.actions for h in _ends(a)})
+        self.touched_vms = sorted({a.vm for a in plan.actions if not a.is_power})
+        # hosts that cannot be asked: standby until their power-on, off after their power-off
+        self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
         self.endpoints = {h: self._endpoint(h) for h in self.touched_hosts}
         self.drivers = drivers if drivers is not None else {
             h: make_driver(ep, options.ssh, options.connect_timeout)
@@ -97,6 +117,13 @@ class Run:
         self.t0 = time.time()
         self.mib_done = 0
         self.busy_seconds = 0.0
+        powered = [a for a in plan.actions if a.is_power]
+        self.power = PowerRunner(options.power, options.hosts, options.ssh, self.hosts,
+                                 needs_ipmi=any(options.hosts[a.host].power == "ipmi"
+                                                for a in powered)) if powered else None
+
+    def awake(self) -> list[str]:
+        return [h for h in self.touched_hosts if h not in self.asleep]
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
@@ -164,8 +191,8 @@ class Run:
 
     def check_fresh(self, finished: set[int]) -> None:
         """Each guest the plan moves is where the plan expects it once the ``finished``
-        actions have landed, and every touched host answers."""
-        seen = self.survey(self.touched_hosts)
+        actions have landed, and every touched host answers (standby hosts excepted)."""
+        seen = self.survey(self.awake())
         # A host that missed one question (a dropped SSH handshake, a busy xend) is asked
         # again before the whole run is called off.
         for delay in (1.0, 2.0):
@@ -234,9 +261,9 @@ class Run:
 
         load: Counter = Counter()
         for a in self.actions.values():
-            load[a.src] += a.mem_mib
-            load[a.dst] += a.mem_mib
-        return {i: (max(load[a.src], load[a.dst]), chain(i), -i)
+            for h in _ends(a):
+                load[h] += a.mem_mib
+        return {i: (max(load[h] for h in _ends(a)), chain(i), -i)
                 for i, a in self.actions.items()}
 
     def execute(self, todo: list[int]) -> None:
@@ -266,12 +293,12 @@ class Run:
                         a = self.actions[i]
                         if i not in ready:
                             continue
-                        if busy[a.src] >= self.opts.per_host or busy[a.dst] >= self.opts.per_host:
+                        if any(busy[h] >= self.opts.per_host for h in _ends(a)):
                             continue
                         pending.remove(i)
                         running.add(i)
-                        busy[a.src] += 1
-                        busy[a.dst] += 1
+                        for h in _ends(a):
+                            busy[h] += 1
                         self._announce_start(a, len(running), total)
                         t = threading.Thread(target=self._worker, args=(a, running, busy),
                                              name=f"action-{i}", daemon=True)
@@ -287,9 +314,15 @@ class Run:
 
     def _announce_start(self, a: Action, nrunning: int, total: int) -> None:
         started = sum(1 for o in self.outcomes.values() if not o.from_journal) + nrunning
-        self.progress(f"[{started}/{total}] start #{a.id} {a.vm} {a.src} -> {a.dst} "
-                      f"({a.mem_mib} MiB, {self.endpoints[a.src].transport}); "
+        how = self.transport(a)
+        size = "" if a.is_power else f"{a.mem_mib} MiB, "
+        self.progress(f"[{started}/{total}] start #{a.id} {_label(a)} ({size}{how}); "
                       f"{nrunning} running; {self._eta()}")
+
+    def transport(self, a: Action) -> str:
+        if a.is_power:
+            return self.power.describe(a.host) if self.power else "none"
+        return self.endpoints[a.src].transport
 
     def _eta(self) -> str:
         elapsed = time.time() - self.t0
@@ -300,23 +333,22 @@ class Run:
 
     def _not_run(self, i: int, why: str) -> None:
         a = self.actions[i]
-        self.outcomes[i] = _Outcome(a, "not-run", error=why,
-                                    transport=self.endpoints[a.src].transport)
+        self.outcomes[i] = _Outcome(a, "not-run", error=why, transport=self.transport(a))
         if self.journal:
-            self.journal.write("end", id=i, vm=a.vm, outcome="not-run", error=why)
+            self.journal.write("end", id=i, vm=a.vm, host=a.host, outcome="not-run", error=why)
 
     def _worker(self, a: Action, running: set[int], busy: Counter) -> None:
         try:
-            out = self.migrate_one(a)
+            out = self.power_one(a) if a.is_power else self.migrate_one(a)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging
             log.exception("internal error in action %s", a.id)
             out = _Outcome(a, "failed", error=f"internal error: {exc}",
-                           transport=self.endpoints[a.src].transport)
+                           transport=self.transport(a))
         with self.cond:
             self.outcomes[a.id] = out
             running.discard(a.id)
-            busy[a.src] -= 1
-            busy[a.dst] -= 1
+            for h in _ends(a):
+                busy[h] -= 1
             self.remaining_mib -= a.mem_mib
             if out.outcome == "done":
                 self.mib_done += a.mem_mib
@@ -325,7 +357,7 @@ class Run:
             counts = Counter(o.outcome for o in self.outcomes.values())
             took = f" in {out.ended - out.started:.1f}s" if out.started and out.ended else ""
             self.progress(f"[{counts['done'] + counts['failed']}/{len(self.actions)}] "
-                          f"{out.outcome} #{a.id} {a.vm} {a.src} -> {a.dst}{took}"
+                          f"{out.outcome} #{a.id} {_label(a)}{took}"
                           f"{': ' + out.error if out.error else ''}; {len(running)} running, "
                           f"{counts['failed']} failed; {self._eta()}")
             self.cond.notify_all()
@@ -372,9 +404,40 @@ class Run:
             self.busy_seconds += end - start
         return out
 
+    def power_one(self, a: Action) -> _Outcome:
+        """Switch a host off or on (:class:`vmtools.power.execute.PowerRunner`)."""
+        assert self.power is not None
+        how = self.power.describe(a.host)
+        start = time.time()
+        if self.journal:
+            self.journal.write("start", id=a.id, op=a.op, host=a.host, transport=how)
+        error = None
+        try:
+            if a.op == "power-off":
+                what = self.power.power_off(a.host, self.endpoints[a.host],
+                                            self.drivers[a.host])
+            else:
+                what = self.power.power_on(a.host, self.endpoints[a.host],
+                                           self.drivers[a.host])
+        except (OperationFailed, Unavailable) as exc:
+            error = str(exc)
+        end = time.time()
+        outcome = "failed" if error else "done"
+        if not error:
+            self.progress(f"{a.host}: {what}")
+            if a.op == "power-off":
+                self.asleep.add(a.host)
+            else:
+                self.asleep.discard(a.host)
+        out = _Outcome(a, outcome, start, end, error, None, how)
+        if self.journal:
+            self.journal.write("end", id=a.id, op=a.op, host=a.host, outcome=outcome,
+                               error=error, seconds=round(end - start, 3))
+        return out
+
     # ---- the end
     def final_placement(self) -> dict[str, str | None]:
-        seen = self.survey(self.touched_hosts)
+        seen = self.survey(self.awake())
         placement: dict[str, str | None] = {}
         last_known = {o.action.vm: o.where for o in sorted(
             (o for o in self.outcomes.values() if o.where), key=lambda o: o.ended or 0)}
@@ -397,7 +460,7 @@ class Run:
     def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
         entries = [self.outcomes[a.id].to_dict() for a in self.plan.actions]
         counts = Counter(e["outcome"] for e in entries)
-        done_mib = sum(e["mem_mib"] for e in entries if e["outcome"] == "done")
+        done_mib = sum(e.get("mem_mib", 0) for e in entries if e["outcome"] == "done")
         end = time.time()
         summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
                    "skipped": counts["skipped"], "not-run": counts["not-run"],
@@ -405,7 +468,11 @@ class Run:
                    "seconds": round(end - self.t0, 3), "parallel": self.opts.parallel,
                    "per_host": self.opts.per_host, "interrupted": self.stopping
                    if self.stopping and "SIG" in self.stopping else None,
-                   "problems": list(self.problems)}
+                   "problems": list(self.problems),
+                   "power_off": sorted(e["host"] for e in entries if e["op"] == "power-off"
+                                       and e["outcome"] == "done"),
+                   "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"
+                                      and e["outcome"] == "done")}
         return Report(plan_digest=document_digest(self.plan.to_dict()), actions=entries,
                       placement=placement, summary=summary, dry_run=dry_run)
 
@@ -424,6 +491,9 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
             raise DataError("the plan is not the one this journal ran", options.resume)
         plan = journal_plan
     check(plan)
+    refuse_unpowered(plan, options.hosts)
+    if options.offline:
+        return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
     state_dir = Path(options.state_dir or default_state_dir())
     try:
@@ -460,11 +530,19 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     plan, opts = run.plan, run.opts
     for i, ev in done_before.items():
         a = run.actions[i]
+        if a.is_power:
+            run.outcomes[i] = _Outcome(a, "done", None, None, None, None, run.transport(a),
+                                       from_journal=True)
+            (run.asleep.add if a.op == "power-off" else run.asleep.discard)(a.host)
+            continue
         run.outcomes[i] = _Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
                                    run.endpoints[a.src].transport, from_journal=True)
     # an action that was running when the last run died: only the hosts know how it ended
+    # (a power action is run again: switching on or off is idempotent)
     for i in sorted(in_flight):
         a = run.actions[i]
+        if a.is_power:
+            continue
         where, note = run.where_is(a.vm, a.src, a.dst, opts.verify_timeout)
         if where == a.dst:
             run.outcomes[i] = _Outcome(a, "done", None, None, note, where,
@@ -475,18 +553,49 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     run.check_fresh(set(run.outcomes))
     todo = [a.id for a in plan.actions if a.id not in run.outcomes]
     if opts.dry_run:
+        # Every touched host answered (check_fresh): each row says where its guest was
+        # verified to run now; nothing is an error.
+        placement = run.final_placement()
         for i in todo:
             a = run.actions[i]
-            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} ({a.mem_mib} MiB) "
-                         f"via {run.endpoints[a.src].transport} to "
-                         f"{run.endpoints[a.dst].migrate}")
-            run.outcomes[i] = _Outcome(a, "skipped", error="dry run",
-                                       transport=run.endpoints[a.src].transport)
-        return run.report(run.final_placement(), dry_run=True)
+            if a.is_power:
+                run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
+            else:
+                run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
+                             f"({a.mem_mib} MiB) via {run.endpoints[a.src].transport} to "
+                             f"{run.endpoints[a.dst].migrate}")
+            run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
+                                       transport=run.transport(a))
+        return run.report(placement, dry_run=True)
     with stop_on_signals(run):
         run.execute(todo)
     placement = run.final_placement()
     report = run.report(placement, dry_run=False)
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
+    return report
+
+
+def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Report:
+    """``--dry-run --offline``: what can be checked away from the cluster. The replay checker
+    and the plan's rules have passed (:func:`check`); each touched host must resolve to a
+    transport and, when a host map is given, be in it. No host is asked, no lock taken, no
+    journal written."""
+    run = Run(plan, options, progress, drivers={})
+    if options.hosts:
+        missing = [h for h in run.touched_hosts if h not in options.hosts]
+        if missing:
+            raise DataError(f"{', '.join(missing)}: not in the host map (add a line "
+                            "NAME,ADDRESS[:PORT],MIGRATION-ADDRESS for each)", "--hosts")
+    for a in plan.actions:
+        if a.is_power:
+            run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
+                         "(offline: no host asked)")
+        else:
+            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} ({a.mem_mib} MiB) "
+                         f"via {run.endpoints[a.src].transport} to "
+                         f"{run.endpoints[a.dst].migrate} (offline: no host asked)")
+        run.outcomes[a.id] = _Outcome(a, "skipped", transport=run.transport(a))
+    report = run.report({}, dry_run=True)
+    report.summary["offline"] = True
     return report

@@ -15,9 +15,9 @@ A command module does::
 
     main = entry_point(app, "vm-plan")
 
-Settings come from flags, then ``VMTOOLS_<OPTION>`` environment variables, then the
-``[<command>]`` table (and ``[common]``) of ``$XDG_CONFIG_HOME/vmtools/vmtools.toml`` or
-``/etc/vmtools/vmtools.toml``, then defaults.
+Settings come from flags, then ``VMTOOLS_<COMMAND>_<OPTION>`` environment variables, then the
+``[<command>]`` table (and ``[common]``) of ``/etc/vmtools/vmtools.toml`` and
+``$XDG_CONFIG_HOME/vmtools/vmtools.toml``, then defaults (``vmtools.cli._settings``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import tempfile
-import tomllib
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -50,6 +49,16 @@ EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(
 class OutputFormat(str, enum.Enum):
     json = "json"
     table = "table"
+    wide = "wide"
+
+
+def _format_callback(value: Any) -> Any:
+    """``-f wide`` is ``-f table`` without the 80-column limit."""
+    if value == OutputFormat.wide:
+        from vmtools import render
+        render.set_width(None)
+        return OutputFormat.table
+    return value
 
 
 def make_app(prog: str, help_text: str | None) -> typer.Typer:
@@ -63,7 +72,6 @@ def make_app(prog: str, help_text: str | None) -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"],
-                          "auto_envvar_prefix": "VMTOOLS",
                           "max_content_width": 100},
     )
 
@@ -82,8 +90,10 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stder
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 Version = Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
                                        help="Print the version and exit.")]
-Format = Annotated[OutputFormat, typer.Option("-f", "--format", envvar="VMTOOLS_FORMAT",
-                                              help="json (the document) or table (for people).")]
+Format = Annotated[OutputFormat, typer.Option(
+    "-f", "--format", callback=_format_callback,
+    help="json (the document), table (for people, fits 80 columns) or wide (the table with "
+         "every column, as wide as it needs).")]
 Output = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="FILE",
     help="Write the document to FILE (atomically: all or nothing) instead of stdout.")]
@@ -155,64 +165,12 @@ def _silence_stdout() -> None:
 
 # --------------------------------------------------------------------------- settings
 
-def config_paths() -> list[Path]:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [Path("/etc/vmtools/vmtools.toml"), Path(xdg) / "vmtools" / "vmtools.toml"]
-
-
-def load_config(prog: str) -> dict[str, Any]:
-    """Defaults for ``prog`` from the config files: ``[common]`` then ``[<prog>]``; later
-    files override earlier ones. Keys are option names with ``-`` or ``_``."""
-    explicit = os.environ.get("VMTOOLS_CONFIG")
-    paths = [Path(explicit)] if explicit else config_paths()
-    merged: dict[str, Any] = {}
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            if explicit:
-                raise UsageError(f"{path}: no such configuration file (VMTOOLS_CONFIG)")
-            continue
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"{path}: {exc}") from exc
-        for table in ("common", prog):
-            section = data.get(table, {})
-            if not isinstance(section, dict):
-                raise UsageError(f"{path}: [{table}] must be a table")
-            merged.update({k.replace("-", "_"): v for k, v in section.items()})
-    return merged
-
-
-def _defaults_by_param(app: typer.Typer, prog: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Config keys are long option names (``time-limit``); click wants parameter names."""
-    if not config:
-        return {}
-    command = typer.main.get_command(app)
-    by_option: dict[str, str] = {}
-    for param in command.params:
-        for opt in getattr(param, "opts", []):
-            if opt.startswith("--"):
-                by_option[opt[2:].replace("-", "_")] = param.name
-        by_option.setdefault(param.name, param.name)
-    defaults = {}
-    for key, value in config.items():
-        if key in by_option:
-            defaults[by_option[key]] = value
-        else:
-            log.debug("config key %r is not an option of %s; ignored", key, prog)
-    return defaults
-
-
 def entry_point(app: typer.Typer, prog: str):
-    """The console-script function: load the settings, run the app, map errors."""
+    """The console-script function: load the settings (``vmtools.cli._settings``: flags, then
+    ``VMTOOLS_<COMMAND>_<OPTION>``, then vmtools.toml), run the app, map usage errors."""
     def main() -> None:
-        try:
-            defaults = _defaults_by_param(app, prog, load_config(prog))
-        except UsageError as exc:
-            print(error_line(prog, str(exc)), file=sys.stderr)
-            sys.exit(exc.exit_code)
-        app(prog_name=prog, default_map=defaults)
+        from vmtools.cli._settings import run
+        sys.exit(run(app, prog, error_line))
     main.__name__ = f"main_{prog.replace('-', '_')}"
     return main
 

@@ -1,6 +1,7 @@
 """Execute a plan made by vm-plan: check it still matches the cluster, run its live
-migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, verify where every
-guest landed, and print a report.
+migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, switch hosts off (an
+orderly shutdown over SSH, confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where
+every guest landed, and print a report.
 
 Progress goes to stderr, one line per start and end; the report (JSON) to stdout. Every event
 is also written, as it happens, to a journal that --resume can continue from.
@@ -9,6 +10,7 @@ is also written, as it happens, to a journal that --resume can continue from.
 from __future__ import annotations
 
 import sys
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,10 +21,16 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Ou
                                  Version, emit, entry_point, guard, make_app, read_document)
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
+from vmtools.power.execute import PowerSettings
 from vmtools.xen import TRANSPORTS
 
 PROG = "vm-apply"
 app = make_app(PROG, __doc__)
+
+
+class ShutdownCommand(str, enum.Enum):
+    poweroff = "poweroff"
+    shutdown = "shutdown"
 
 
 @app.command(epilog=EXIT_CODES_EPILOG)
@@ -30,7 +38,13 @@ def apply(
     file: InputFile = "-",
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n",
-        help="Check the plan and the hosts, print what would run, move nothing.")] = False,
+        help="Check the plan and the hosts, print what would run and where each guest was "
+             "verified to run, move nothing.")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline",
+        help="With --dry-run: check the plan against the replay checker, its rules and the "
+             "host map without contacting any host (to review a plan away from the "
+             "cluster).")] = False,
     force: Annotated[bool, typer.Option(
         "--force",
         help="Run a stale plan (guests not where the plan's origin says, or hosts that do not "
@@ -76,6 +90,33 @@ def apply(
     connect_timeout: Annotated[float, typer.Option(
         "--connect-timeout", metavar="SECONDS",
         help="Timeout to connect to a host and of each question asked of it.")] = 10.0,
+    ipmi_credentials: Annotated[Path, typer.Option(
+        "--ipmi-credentials", metavar="FILE",
+        help="power actions: IPMI user and password (TOML, readable by root or you only; "
+             "handed to ipmitool in its environment, never its command line).")
+    ] = Path("/etc/vmtools/ipmi.toml"),
+    boot_timeout: Annotated[float, typer.Option(
+        "--boot-timeout", metavar="SECONDS",
+        help="power-on: how long a woken host has until its xend or sshd answers; past it "
+             "the action fails and the migrations into that host are not run.")] = 600.0,
+    power_off_timeout: Annotated[float, typer.Option(
+        "--power-off-timeout", metavar="SECONDS",
+        help="power-off: how long after the shutdown the BMC has to report the chassis off "
+             "(or the transport to stop answering, for Wake-on-LAN hosts).")] = 300.0,
+    wol_address: Annotated[str, typer.Option(
+        "--wol-address", metavar="ADDRESS",
+        help="Where Wake-on-LAN packets go: the broadcast address or a directed broadcast "
+             "(10.0.0.255).")] = "255.255.255.255",
+    wol_port: Annotated[int, typer.Option(
+        "--wol-port", metavar="PORT", help="UDP port of Wake-on-LAN packets.")] = 9,
+    shutdown_command: Annotated[ShutdownCommand, typer.Option(
+        "--shutdown-command",
+        help="power-off: poweroff, or shutdown (shutdown -h now), run on the Domain-0 over "
+             "SSH once it runs no guest.")] = ShutdownCommand.poweroff,
+    ssh_port: Annotated[int, typer.Option(
+        "--ssh-port", metavar="PORT",
+        help="power-off: SSH port of hosts managed through xend (xm-ssh/xl-ssh hosts use "
+             "their host map port).")] = 22,
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", metavar="DIR",
         help="Where the lock and the journals live (default $VMTOOLS_STATE_DIR or "
@@ -107,11 +148,15 @@ def apply(
         if resume is None or file != "-":
             plan = read_document(PROG, file, Plan, "plan")
         options = ApplyOptions(
-            parallel=parallel, per_host=per_host, dry_run=dry_run, force=force,
+            parallel=parallel, per_host=per_host, dry_run=dry_run, offline=offline, force=force,
             stop_on_failure=stop_on_failure, driver=driver, hosts=host_map, ssh=ssh,
             timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
             state_dir=str(state_dir) if state_dir else default_state_dir(),
-            journal=str(journal) if journal else None, resume=str(resume) if resume else None)
+            journal=str(journal) if journal else None, resume=str(resume) if resume else None,
+            power=PowerSettings(credentials=str(ipmi_credentials), boot_timeout=boot_timeout,
+                                off_timeout=power_off_timeout, wol_address=wol_address,
+                                wol_port=wol_port, shutdown_command=shutdown_command.value,
+                                ssh_port=ssh_port))
         if resume is not None and journal is not None:
             raise UsageError("--resume appends to the journal it continues; drop --journal")
 
@@ -121,12 +166,8 @@ def apply(
 
         report = apply_plan(plan, options, progress)
         if fmt == OutputFormat.table:
-            from vmtools.render import table
-            rows = [[a["id"], a["vm"], a["src"], a["dst"], a["outcome"], a["seconds"],
-                     a["transport"], a["error"] or ""] for a in report.actions]
-            text = table(rows, ["id", "vm", "src", "dst", "outcome", "s", "transport", "error"],
-                         f"vm-apply: {report.summary['done']} done, {report.summary['failed']} "
-                         f"failed, {report.summary['not-run']} not run")
+            from vmtools.render import report_table
+            text = report_table(report.to_dict())
         else:
             text = dumps(report.to_dict())
         emit(text, output)

@@ -32,7 +32,7 @@ def gmetric(
         help="Which Xen toolstack to read: xl, xm, or auto (xl if it answers, else xm).")
     ] = "auto",
     config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", metavar="GMOND_CONF", envvar="VMTOOLS_GMOND_CONF",
+        "--config", "-c", metavar="GMOND_CONF",
         help=f"gmond.conf whose udp_send_channel blocks say where to send (unicast host or "
              f"multicast mcast_join, port, ttl). Default {DEFAULT_CONFIG}; ignored when "
              "--gmond is given.")] = None,
@@ -51,7 +51,7 @@ def gmetric(
         "--once", help="Publish one cycle (CPU and network measured over --window) and exit; "
                        "exit 69 if the toolstack failed.")] = False,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Read the toolstack, print what would be sent (JSON, or -f table) "
+        "--dry-run", "-n", help="Read the toolstack, print what would be sent (JSON, or -f table) "
                           "and send nothing.")] = False,
     migration: Annotated[Optional[str], typer.Option(
         "--migration", metavar="DRIVER",

@@ -108,7 +108,8 @@ def plan(
         "--bandwidth", metavar="MBIT/S",
         help="Migration bandwidth, for the estimated duration.")] = 1000.0,
     parallel: Annotated[int, typer.Option(
-        "--parallel", min=1, help="Migrations run at once, for the estimated duration.")] = 2,
+        "--parallel", "-P", metavar="N", min=1,
+        help="Migrations run at once (as vm-apply --parallel), for the estimated duration.")] = 2,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Add an explain object: why each guest moves.")] = False,
     state: Annotated[Optional[str], typer.Option(

@@ -155,7 +155,7 @@ def replay(
         "--cpu-threshold", metavar="FRACTION",
         help="over_threshold_hours counts host-time above this share of the CPUs.")] = 0.9,
     parallel: Annotated[int, typer.Option(
-        "--parallel", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
+        "--parallel", "-P", metavar="N", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
     per_host: Annotated[int, typer.Option(
         "--per-host", min=1, help="Migrations touching one host at once, as vm-apply "
         "--per-host.")] = 1,

@@ -42,7 +42,7 @@ def snapshot(
         "--gmond", metavar="HOST[:PORT]",
         help=f"Read a gmond's own TCP port (default port {GMOND_PORT}). Repeatable.")] = None,
     input_: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", metavar="FILE", envvar="VMTOOLS_INPUT",
+        "--input", "-i", metavar="FILE",
         help="Read a saved gmetad or gmond XML dump; - reads stdin. Repeatable.")] = None,
     example: Annotated[Optional[str], typer.Option(
         "--example", metavar="NAME",

@@ -122,11 +122,27 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
     Returns (snapshot, notes for --explain)."""
     notes: dict[str, str] = {}
     hosts = {h.name: h for h in snap.hosts}
+    # A host switched off leaves its last guest list in Ganglia until it is called offline:
+    # a guest it listed before it was emptied shows up twice. It runs on the awake host.
+    asleep = set(state.standby) | set(state.waking) | set(state.boot_failed)
+    vms = {v.name: v for v in snap.vms}
+    problems = []
+    for p in snap.problems:
+        v = vms.get(p.vm or "")
+        if p.kind == "duplicate-guest" and v is not None and p.host and \
+                (p.host in asleep) != (v.host in asleep):
+            if v.host in asleep:
+                vms[v.name] = replace(v, host=p.host)
+            notes[f"host {p.host if p.host in asleep else v.host}"] = (
+                f"still lists {v.name} in Ganglia from before it was switched off; "
+                f"{v.name} runs on {vms[v.name].host}")
+            continue
+        problems.append(p)
+    snap = replace(snap, vms=[vms[v.name] for v in snap.vms])
     guests_on: dict[str, int] = {}
     for v in snap.vms:
         guests_on[v.host] = guests_on.get(v.host, 0) + 1
     new_hosts: list[Host] = []
-    problems = list(snap.problems)
     for name, h in sorted(hosts.items()):
         rec = state.standby.get(name) or state.waking.get(name) or state.boot_failed.get(name)
         if rec is not None and guests_on.get(name, 0) == 0 and \
