@@ -60,7 +60,7 @@ def wrap(line: str) -> str:
         return line
     import textwrap
     return textwrap.fill(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False,
-                         break_long_words=True)
+                         break_long_words=False)
 
 
 def pct(used: float, capacity: float) -> str:
@@ -219,6 +219,63 @@ def report_table(report: dict) -> str:
     out = table(rows, headers, title)
     for problem in s.get("problems") or []:
         out += wrap(f"problem: {problem}") + "\n"
+    return out
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "age unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def status_table(doc: dict) -> str:
+    """``vm-status``: one line per host, the problems, the last cron run; 80 columns."""
+    s = doc["summary"]
+    th = doc.get("thresholds", {})
+    head = (f"{plural(s['hosts'], 'host')} ({s['online']} online, {s['standby']} standby), "
+            f"{plural(s['guests'], 'guest')}; snapshot of {doc.get('snapshot_created') or '?'} "
+            f"from {doc.get('source') or '-'}")
+    rows = []
+    for h in doc["hosts"]:
+        def use(value, dim):
+            if value is None:
+                return "-"
+            return f"{100 * value:.0f}%" + ("!" if dim in h["hotspot"] else "")
+        rows.append([h["name"], h["state"], use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
+                     h["guests"], "-" if h.get("cpus") is None else f"{h['cpus']:g}",
+                     "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
+                     ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
+                      .replace("mem", "memory")) if h["hotspot"] else ""])
+    out = table(rows, ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""],
+                wrap(head))
+    out += (f"(! marks a hotspot: CPU above {100 * th.get('cpu', 0.9):.0f}% or memory above "
+            f"{100 * th.get('mem', 0.95):.0f}% of the host)\n")
+    if doc.get("problems"):
+        out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
+                                    for p in doc["problems"]])
+    else:
+        out += "\nNo problems.\n"
+    last = doc.get("last_run")
+    if last is None:
+        where = doc.get("runs_dir")
+        out += "\n" + wrap(f"No vm-rebalance run found{f' in {where}' if where else ''}.") + "\n"
+    else:
+        out += "\n" + wrap(f"Last vm-rebalance run: {last['run']}, {ago(last['age_seconds'])}: "
+                           f"{last['what']}") + "\n"
+        plan = last.get("plan")
+        if plan:
+            out += wrap(f"  plan: {plan.get('objective')}, hosts in use "
+                        f"{plan.get('hosts_before')} -> {plan.get('hosts_after')}, "
+                        f"{plural(plan.get('migrations') or 0, 'migration')}") + "\n"
+        for f in last.get("failures") or []:
+            out += wrap(f"  failed: {f['vm']} {f['from']} -> {f['to']}: {f['error']}") + "\n"
+        out += wrap(f"  documents and logs in {last['dir']}") + "\n"
     return out
 
 
