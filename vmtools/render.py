@@ -81,4 +81,30 @@ def plan_tables(plan_doc: dict) -> str:
             f"migrations, {s.get('migrated_mib', 0) / 1024:.1f} GiB, {s.get('pivots')} pivots, "
             f"about {s.get('estimated_seconds')} s; solver {solver.get('name')} "
             f"{solver.get('status')}\n")
+    return out + policy_lines(s)
+
+
+def policy_lines(s: dict) -> str:
+    """What ``--objective auto`` saw and left: hotspots, consolidation, the budget."""
+    out = ""
+    hot = [[h["host"], pct(h["cpu"], 1), pct(h["mem"], 1),
+            "relieved" if h["acted"] else "left", h.get("why", "")]
+           for h in s.get("hotspots", [])]
+    if hot:
+        out += table(hot, ["host", "cpu", "mem", "", "why"], "hotspots")
+    cons = s.get("consolidation")
+    if cons is not None:
+        freed = cons.get("hosts_freed") or []
+        out += f"consolidation: {len(freed)} hosts emptied" + \
+            (f" ({', '.join(freed)})" if freed else "") + "\n"
+        d = cons.get("deferred")
+        if d:
+            out += f"  {d['hosts']} more to empty later, next {d['next']}: {d['why']}\n"
+        left = cons.get("best_left")
+        if left:
+            out += f"  best host left: {left['host']}: {left['why']}\n"
+    d = s.get("deferred")
+    if d is not None:
+        out += (f"deferred to later runs: {d['migrations']} migrations, "
+                f"{d['migrated_mib'] / 1024:.1f} GiB\n")
     return out

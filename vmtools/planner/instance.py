@@ -9,11 +9,13 @@ move (pin rules, guests named in the snapshot's problems, guests in cooldown).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 from vmtools.model import Snapshot
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.capacity import EPS
+from vmtools.rules.constraints import Constraints
 
 
 @dataclass
@@ -34,6 +36,16 @@ class Instance:
     gather: list[list[int]] = field(default_factory=list)
     hard_cap: dict[str, list[float]] = field(default_factory=dict)
 
+    @functools.cached_property
+    def scale(self) -> dict[str, float]:
+        """Per dimension, a typical host's capacity (the mean of the finite ones): a demand
+        divided by it compares across dimensions (the heuristics' sort keys)."""
+        out = {}
+        for d in self.dims:
+            finite = [c for c in self.cap[d] if math.isfinite(c) and c > 0]
+            out[d] = (sum(finite) / len(finite)) if finite else 1.0
+        return out
+
     @property
     def n_hosts(self) -> int:
         return len(self.hosts)
@@ -49,7 +61,7 @@ class Instance:
                 use[d][h] += self.dem[d][v]
         return use
 
-    def valid(self, placement: list[int], eps: float = 1e-6) -> bool:
+    def valid(self, placement: list[int], eps: float = EPS) -> bool:
         """True when ``placement`` meets every capacity and rule of a target."""
         use = self.used(placement)
         counts = [0] * self.n_hosts
@@ -87,9 +99,10 @@ class Instance:
 
 def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
                    cpu_demand: str = "usage", fixed_vms: set[str] | None = None,
-                   frozen_hosts: set[str] | None = None) -> Instance:
+                   frozen_hosts: set[str] | None = None, mem_limit: float = 1.0) -> Instance:
     """``cpu_limit`` is the fraction of each host's CPU a target may use (``--cpu-target``
-    for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair)."""
+    for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair); ``mem_limit`` the
+    fraction of its memory (``--mem-target`` for consolidate). ``hard_cap`` keeps the whole."""
     hosts = sorted(h.name for h in snap.hosts)
     hidx = {h: i for i, h in enumerate(hosts)}
     byname = {h.name: h for h in snap.hosts}
@@ -108,9 +121,10 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
 
     dem = {d: [demand(v, d) for v in vms] for d in dims}
     cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
-           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
+           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit)
+                   for h in hosts]}
     hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
-            "mem": list(cap["mem"])}
+            "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
     if has_net:
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])

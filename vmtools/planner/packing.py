@@ -44,8 +44,7 @@ class _Ctx:
     def __init__(self, inst: Instance):
         self.inst = inst
         self.dims = inst.dims
-        scale = H._scale(inst)
-        self.scale = scale
+        self.scale = inst.scale
         self.units = H.units(inst)
         self.fixed: list[tuple[list[int], int]] = []
         self.rest: list[list[int]] = []

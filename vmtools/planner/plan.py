@@ -10,6 +10,8 @@ Objectives:
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
+* ``auto`` (the cron policy, :mod:`vmtools.planner.policy`): repair, relieve persistent
+  hotspots, then empty whole hosts, within the run's budget (:mod:`vmtools.planner.budget`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ from dataclasses import dataclass, field, replace
 
 from vmtools.errors import (DataError, InternalError, OperationFailed, TemporaryFailure,
                             Unavailable)
-from vmtools.model import DOM0_NAMES, Plan, Snapshot
+from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints
+from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance, build_instance
 from vmtools.planner.schedule import estimate_seconds, order_moves
+from vmtools.rules.capacity import EPS
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints
+from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.planner")
 
-OBJECTIVES = ("consolidate", "balance", "repair")
+OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Options:
     solver: str = "cbc"
     time_limit: float = 60.0
     cpu_target: float = 0.8
+    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05
@@ -53,10 +59,22 @@ class Options:
     candidates: int = 10
     group_size: int = 500
     whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
-    full_model_pairs: int = 5000
+    # guests x hosts up to which a MILP may put each guest on every host it is allowed on
+    # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
+    # large fewest-hosts model, measured 440 s for a 12 s limit at 200 hosts / 2000 guests)
+    all_hosts_pairs: int = 60_000
+    full_model_pairs: int = 5000               # ... below which stage 2 may use any host
+    cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
     seed: int = 0
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
+    # auto's budget per run (None or 0: no limit) and demand from history (--state)
+    max_migrations: int | None = 20
+    max_moved_gib: float | None = 50.0
+    max_duration_min: float | None = 4.0
+    demand: str = "p90"
+    demand_window: float = 60.0
+    cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
 
 
 @dataclass
@@ -83,7 +101,6 @@ def _gib(mib: float) -> str:
 def diagnose(inst: Instance) -> str:
     """A reason a person can act on, for a placement problem nothing could solve."""
     cons = inst.constraints
-    snap = inst.snapshot
     usable = {h for a in inst.allowed for h in a}
     for h_name in sorted(cons.maintenance):
         here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
@@ -96,7 +113,7 @@ def diagnose(inst: Instance) -> str:
     for d, unit in (("mem", "memory"), ("cpu", "CPU")):
         need = sum(inst.dem[d])
         have = sum(inst.cap[d][h] for h in usable)
-        if need > have + 1e-6:
+        if need > have + EPS:
             shown = (_gib(need), _gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
                                                                   f"{have:.1f} CPUs")
             hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
@@ -109,7 +126,6 @@ def diagnose(inst: Instance) -> str:
         if inst.dem["mem"][v] > big:
             return (f"{inst.vms[v]} needs {_gib(inst.dem['mem'][v])}; the largest host it "
                     f"may use offers {_gib(big)}")
-    del snap
     return ("no placement satisfies the rules and capacities together (try fewer rules, a "
             "higher --cpu-target, or a longer --time-limit)")
 
@@ -163,13 +179,14 @@ def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None,
 
 # --------------------------------------------------------------------------- consolidate
 
-def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """Fewest hosts, then least memory moved. The status is ``optimal`` only when both are
     proven: the host count meets a lower bound (or a MILP over every host proved it) and the
     memory stage solved a model in which every guest may go to every allowed host."""
     from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
-    budget = max(1.0, deadline - time.monotonic())
+    deadline = Deadline.of(deadline)
+    budget = deadline.left()
     lb, lb_how = bounds.host_lower_bound(inst, time.monotonic() + 0.05 * budget)
     heur, how = H.consolidate_heuristic(inst, time.monotonic() + 0.25 * budget, lb)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
@@ -200,7 +217,6 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
             out.status, out.gap = ("feasible" if solved else "heuristic"), host_gap()
         return out
     # Stage 2: least memory moved with that many hosts.
-    budget = max(1.0, deadline - time.monotonic())
     pool = sorted(set(best))
     everywhere = sorted({h for a in inst.allowed for h in a})
     if inst.n_vms * len(everywhere) <= opts.full_model_pairs:
@@ -210,7 +226,7 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, budget, best)
+    place, res = _solve_model(model, inst, opts, deadline.share(), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     moves_proven = False
@@ -234,7 +250,7 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     return out
 
 
-def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int] | None,
+def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[int] | None,
                   out: Outcome, rng: random.Random) -> bool:
     """Stage 1, when no heuristic met the lower bound: a MILP for the host count,
     warm-started with the best heuristic packing. Where it finds fewer hosts it sets
@@ -242,7 +258,6 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int
     True when the solver returned a solution or a bound."""
     from vmtools.planner import exact, milp
     from vmtools.planner.solve import solve
-    budget = max(1.0, deadline - time.monotonic())
     out.placement = None
     if exact.applies(inst):
         # Identical hosts, no rules: the model without host symmetry.
@@ -252,7 +267,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int
         try:
             # At least 2 s: PuLP's bundled CBC 2.10.3 crashes (SIGSEGV) on this model with
             # a start and -sec 1 (class1_40_3_5 of bench/vectorpack).
-            res = solve(prob, opts.solver, max(2.0, budget * 0.5),
+            res = solve(prob, opts.solver, max(2.0, deadline.share(0.5)),
                         warm_start=best is not None, threads=opts.threads)
         except Unavailable as exc:      # the solver was there a moment ago: it crashed
             if best is None:
@@ -271,15 +286,14 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int
         if res.status == "optimal" and place is not None and found is not None:
             out.lower_bound = max(out.lower_bound or 0, H.hosts_used(place))
             out.bound_how = "milp (identical hosts)"
-        elif res.bound is not None and math.ceil(res.bound - 1e-6) > (out.lower_bound or 0):
-            out.lower_bound = math.ceil(res.bound - 1e-6)
+        elif res.bound is not None and math.ceil(res.bound - EPS) > (out.lower_bound or 0):
+            out.lower_bound = math.ceil(res.bound - EPS)
             out.bound_how = "milp bound (identical hosts)"
         return res.status in ("optimal", "feasible") or res.bound is not None
     pool = sorted({h for a in inst.allowed for h in a})
-    # CBC cannot be interrupted in the root of the large host-count model (measured: 440 s
-    # for a 12 s limit at 200 hosts / 2000 guests), so above the full-model size the host
-    # count is the heuristic's and the status says it is not proven.
-    full = inst.n_vms * len(pool) <= 60000
+    # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
+    # not proven (CBC cannot be interrupted in the root of that model).
+    full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
     if best is not None and not full:
         return False
     warm = best if best is not None else list(inst.cur)
@@ -288,7 +302,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int
     t0 = time.monotonic()
     model = milp.build_hosts(inst, cands)
     out.build_seconds += time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, budget * 0.4, best)
+    place, res = _solve_model(model, inst, opts, deadline.share(0.4), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
@@ -299,8 +313,8 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: float, best: list[int
     if res.status == "optimal" and full and found is not None:
         out.lower_bound = max(out.lower_bound or 0, H.hosts_used(found))
         out.bound_how = "milp (hosts)"
-    elif res.bound is not None and math.ceil(res.bound - 1e-6) > (out.lower_bound or 0):
-        out.lower_bound = math.ceil(res.bound - 1e-6)
+    elif res.bound is not None and math.ceil(res.bound - EPS) > (out.lower_bound or 0):
+        out.lower_bound = math.ceil(res.bound - EPS)
         out.bound_how = "milp bound (hosts)"
     return res.status in ("optimal", "feasible") or res.bound is not None
 
@@ -374,11 +388,12 @@ def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
     return [g for g in groups if g]
 
 
-def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """Split the hosts into groups of about ``group_size`` (:func:`_host_groups`) and
     consolidate each group on its own; the whole cluster at once when it is small, when no
     split keeps every guest able to stay in its group, or when a group alone cannot be
     consolidated (its guests need room elsewhere)."""
+    deadline = Deadline.of(deadline)
     groups = _host_groups(inst, opts.group_size) if inst.n_hosts > opts.group_size else None
     if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
@@ -394,12 +409,11 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     total = Outcome(placement=placement, lower_bound=lower, status="optimal",
                     how=f"{n_groups} groups", bound_how=lower_how)
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
-    groups_done = deadline - 0.05 * max(0.0, deadline - time.monotonic())  # then: drain
+    groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
     for i, group in enumerate(groups):
         sub, vms = _sub_instance(inst, group)
-        left = max(1.0, (groups_done - time.monotonic()) / (n_groups - i))
         try:
-            res = consolidate(sub, opts, time.monotonic() + left)
+            res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
         except OperationFailed as exc:
             log.info("group %d of %d cannot be consolidated alone (%s): the whole cluster "
                      "at once", i + 1, n_groups, exc)
@@ -446,7 +460,8 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
 
 # --------------------------------------------------------------------------- balance
 
-def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
     hot = H.hotspots(inst, cur, opts.cpu_threshold, opts.mem_threshold)
@@ -455,22 +470,19 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
     out = Outcome(placement=cur, how="no hotspot")
     if not hot:
         return out
-    util = H.utilisation(inst, cur)
-    worst_before = max(util)
+    util = [max(c, m) for c, m in zip(H.utilisation(inst, cur), H.mem_utilisation(inst, cur))]
     greedy = H.sandpiper(inst, opts.cpu_threshold, opts.mem_threshold, hot)
     # Hot-host restriction: guests of the hot hosts may move, to the coolest hosts.
-    k_cool = 20
     cool = sorted(range(inst.n_hosts), key=lambda h: (util[h], inst.hosts[h]))
     movable = {v for v in range(inst.n_vms) if cur[v] in set(hot) and not inst.fixed[v]}
-    pool = sorted(set(cool[:k_cool]) | set(greedy[v] for v in movable))
+    pool = sorted(set(cool[:opts.cool_hosts]) | set(greedy[v] for v in movable))
     rng = random.Random(opts.seed)
     cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
     t0 = time.monotonic()
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
     out.build_seconds = time.monotonic() - t0
-    budget = max(1.0, deadline - time.monotonic())
-    place, res = _solve_model(model, inst, opts, budget / 2, greedy)
+    place, res = _solve_model(model, inst, opts, deadline.share(0.5), greedy)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     out.status = res.status if res.status in ("optimal", "feasible") else "heuristic"
@@ -486,8 +498,8 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         return sum(max(0.0, x - opts.cpu_threshold) for x in u) + \
             sum(max(0.0, x - opts.mem_threshold) for x in m)
 
-    if place is not None and (excess(greedy) + 1e-6 < excess(place) or
-                              (abs(excess(greedy) - excess(place)) <= 1e-6
+    if place is not None and (excess(greedy) + EPS < excess(place) or
+                              (abs(excess(greedy) - excess(place)) <= EPS
                                and moves(greedy) < moves(place))):
         best = greedy
     if place is not None:
@@ -497,7 +509,7 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
                                 max_moves=moves(best), max_excess=excess(best),
                                 mem_threshold=opts.mem_threshold)
         out.build_seconds += time.monotonic() - t0
-        place2, res2 = _solve_model(m2, inst, opts, max(1.0, deadline - time.monotonic()), best)
+        place2, res2 = _solve_model(m2, inst, opts, deadline.share(), best)
         out.solve_seconds += res2.seconds
         if place2 is not None and max(H.utilisation(inst, place2)) < \
                 max(H.utilisation(inst, best)) - 1e-9 and moves(place2) <= moves(best):
@@ -505,12 +517,19 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         if res2.status not in ("optimal",):
             out.status = "feasible" if out.status == "optimal" else out.status
     out.how = "milp (hot hosts to the coolest)" if best is not greedy else "sandpiper greedy"
-    gain = worst_before - max(H.utilisation(inst, best))
+    # On the worst dimension, so relieving a memory hotspot counts as a gain.
+    gain = _worst(inst, cur) - _worst(inst, best)
     if gain < opts.min_gain - 1e-9:
         out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
         return out
     out.placement = best
     return out
+
+
+def _worst(inst: Instance, placement: list[int]) -> float:
+    """The highest utilisation of any host in CPU or memory."""
+    return max(H.utilisation(inst, placement) + H.mem_utilisation(inst, placement),
+               default=0.0)
 
 
 # --------------------------------------------------------------------------- repair
@@ -528,7 +547,7 @@ def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str
             movable.add(v)
             why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
     for h in range(inst.n_hosts):
-        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + 1e-6]
+        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + EPS]
         if over or counts[h] > inst.count_cap[h]:
             movable.update(v for v in range(inst.n_vms) if placement[v] == h)
             why.append(f"{inst.hosts[h]} is over its {', '.join(over) or 'guest count'} limit")
@@ -543,7 +562,8 @@ def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str
     return {v for v in movable if not inst.fixed[v]}, why
 
 
-def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
     movable, _ = violations(inst, cur)
@@ -554,15 +574,14 @@ def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
     pool = sorted({h for a in inst.allowed for h in a})
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
-        k = len(pool) if inst.n_vms * len(pool) <= 60000 else opts.candidates
+        k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
         warm = list(cur)
         cands = _candidates(inst, warm, pool, k, rng, mv)
         cands = [c if c else [inst.cur[v]] for v, c in enumerate(cands)]
         t0 = time.monotonic()
         model = milp.build_moves(inst, cands)
         out.build_seconds += time.monotonic() - t0
-        place, res = _solve_model(model, inst, opts,
-                                  max(1.0, (deadline - time.monotonic()) / (2 - widen)), None)
+        place, res = _solve_model(model, inst, opts, deadline.share(1 / (2 - widen)), None)
         out.solve_seconds += res.seconds
         out.solver = opts.solver
         if place is not None:
@@ -592,10 +611,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
-    # --time-limit bounds the whole run: leave the heuristics, ordering, the replay checker and
-    # PuLP's I/O their share (measured: about 1 s per 1,000 guests at 10,000 guests).
-    reserve = min(0.2 * opts.time_limit, 1.0 + len(snap.vms) / 1000.0)
-    deadline = started + opts.time_limit - reserve
+    # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
+    # replay checker and PuLP's I/O their share.
+    deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
     bad_vms, bad_hosts = problem_guests(snap)
     if snap.problems and not opts.allow_problems:
         named = ", ".join(sorted(bad_vms) or sorted(bad_hosts)) or snap.problems[0].message
@@ -610,10 +628,29 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         if vm is not None and cons.allowed(v, vm.host):
             fixed.add(v)
     check_solver(opts.solver)
-    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0}[opts.objective]
-    inst = build_instance(snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts)
-    if opts.objective == "consolidate":
+    cpu_limit = {"consolidate": opts.cpu_target, "balance": 1.0, "repair": 1.0,
+                 "auto": 1.0}[opts.objective]
+    mem_limit = (opts.mem_target or 1.0) if opts.objective == "consolidate" else 1.0
+    if opts.objective == "auto" and opts.mem_target is None:
+        opts = replace(opts, mem_target=0.9)
+    plan_snap = snap
+    if opts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        plan_snap = replace(snap, vms=[replace(v, cpu=opts.cpu_estimate.get(v.name, v.cpu))
+                                       for v in snap.vms])
+    inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+    auto = None
+    if opts.objective == "auto":
+        from vmtools.planner.policy import run_auto
+        last = {v.name: v.cpu for v in snap.vms}
+        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline)
+        out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
+            f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
+            for k in ("repair", "relieve", "consolidate")), lower_bound=None)
+        out.solve_seconds = auto.auto.solve_seconds
+        out.solver = opts.solver if auto.auto.repair_how else "none"
+        out.gap = None
+    elif opts.objective == "consolidate":
         out = consolidate_grouped(inst, opts, deadline)
     elif opts.objective == "balance":
         out = balance(inst, opts, deadline)
@@ -627,11 +664,16 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                f"(gap {out.gap if out.gap is not None else 'unknown'}); "
                                "--require-optimal refuses it (give it more time)")
     target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-    reasons = _reasons(inst, out.placement, opts)
+    reasons = _reasons(inst, out.placement, opts) if auto is None else auto.reasons()
     t0 = time.monotonic()
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
+    while auto is not None and auto.budget.max_seconds is not None and \
+            estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
+            and auto.trim():
+        out.placement = auto.placement()
+        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
     order_seconds = time.monotonic() - t0
-    moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
     active_before = len({v.host for v in snap.vms})
     summary = {
         "hosts_before": active_before,
@@ -644,8 +686,13 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
         "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
         "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
+        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
     }
-    del moved
+    if auto is not None:
+        summary.update(auto.summary())
+    if opts.cpu_estimate is not None:
+        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
               "build_seconds": round(out.build_seconds, 2),
@@ -669,7 +716,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
 
 def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
     cons = inst.constraints
-    cur_hosts = set(inst.cur)
     new_hosts = set(placement)
     util = H.utilisation(inst, inst.cur)
     out = {}
@@ -689,7 +735,6 @@ def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, s
             out[name] = f"balance: {src} at {util[inst.cur[v]]:.0%} CPU is a hotspot"
         else:
             out[name] = f"repair: {src} is over its limits or breaks a rule"
-    del cur_hosts
     return out
 
 
@@ -701,12 +746,23 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0) -> Plan:
+                    cooldown: float = 30.0, power=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
-    persist, recently moved guests cool down, and the plan is recorded."""
+    persist, recently moved guests cool down, each guest's CPU samples of the last
+    ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
+    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
+    are also switched off and on."""
     from vmtools.planner import state as st
+
+    def plan_it(snap: Snapshot, opts: Options) -> Plan:
+        if power is None:
+            return make_plan(snap, cons, opts)
+        from vmtools.planner.power import make_power_plan
+        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
+                               make_plan)
+
     if state_dir is None:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
@@ -714,9 +770,12 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                                                 opts.mem_threshold)]
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
+    from vmtools.planner import demand as dm
+    dm.record(state.samples, snap, now, opts.demand_window)
     opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
-                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown))
+                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
+                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
     try:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     finally:
         st.save_state(state_dir, state)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from vmtools.errors import DataError, UsageError
+from vmtools.errors import DataError, OptionError
 from vmtools.model import Snapshot, iso_to_epoch
 
 STATE_FILE = "vm-plan-state.json"
@@ -30,6 +30,7 @@ class State:
     hot_since: dict[str, float] = field(default_factory=dict)
     moved: dict[str, float] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=dict)  # guest -> host, last snapshot
+    samples: dict[str, list] = field(default_factory=dict)   # guest -> [[time, cpu]] (demand)
 
 
 def snapshot_time(snap: Snapshot) -> float:
@@ -42,7 +43,7 @@ def snapshot_time(snap: Snapshot) -> float:
 def load_state(directory: str) -> State:
     path = os.path.join(directory, STATE_FILE)
     if not os.path.isdir(directory):
-        raise UsageError(f"--state {directory}: no such directory")
+        raise OptionError("state", f"{directory}: no such directory")
     try:
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)
@@ -53,7 +54,19 @@ def load_state(directory: str) -> State:
             from None
     return State(observations=list(obj.get("observations", [])),
                  hot_since=dict(obj.get("hot_since", {})), moved=dict(obj.get("moved", {})),
-                 placement=dict(obj.get("placement", {})))
+                 placement=dict(obj.get("placement", {})),
+                 samples=_samples(obj.get("samples", {}), path))
+
+
+def _samples(obj: object, path: str) -> dict[str, list]:
+    """Samples as saved, checked: a hand-edited or truncated file is refused by name."""
+    if not isinstance(obj, dict) or not all(
+            isinstance(rows, list) and all(isinstance(r, list) and len(r) == 2 and
+                                           all(isinstance(x, (int, float)) for x in r)
+                                           for r in rows) for rows in obj.values()):
+        raise DataError("samples: expected {guest: [[time, cpu], ...]}; remove the file to "
+                        "start afresh", path)
+    return obj
 
 
 def save_state(directory: str, state: State) -> None:
@@ -61,7 +74,8 @@ def save_state(directory: str, state: State) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".vm-plan-state.", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"observations": state.observations[-KEEP:], "hot_since": state.hot_since,
-                   "moved": state.moved, "placement": state.placement}, fh, indent=1,
+                   "moved": state.moved, "placement": state.placement,
+                   "samples": state.samples}, fh, indent=None, separators=(",", ":"),
                   sort_keys=True)
     os.replace(tmp, path)
 

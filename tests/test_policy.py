@@ -1,0 +1,271 @@
+"""``--objective auto``: budget prefixes, demand from history, memory hotspots, and why a
+hotspot or a host is left. Every plan passes the replay checker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.test_plan_solver import GIB, snap
+from vmtools.cli.vm_plan import app
+from vmtools.errors import UsageError
+from vmtools.model import Snapshot, epoch_to_iso
+from vmtools.planner import demand as dm
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import parse_rules
+from vmtools.planner.plan import Options, make_plan, plan_with_state, with_placement
+
+
+def auto(s: Snapshot, rules: list | None = None, **kw):
+    cons = parse_rules(rules or [], s)
+    p = make_plan(s, cons, Options(objective="auto", time_limit=20, **kw))
+    check_plan(p, cons)
+    return p
+
+
+def spread_out(n_hosts: int = 24, per_host: int = 2) -> Snapshot:
+    """Hosts a quarter full: most of them can be emptied, one guest pair at a time."""
+    hosts = {f"h{i:02d}": (16, 64) for i in range(n_hosts)}
+    vms = {f"v{i:02d}{j}": (f"h{i:02d}", 1.0, 8) for i in range(n_hosts) for j in range(per_host)}
+    return snap(hosts, vms)
+
+
+def used(s: Snapshot) -> int:
+    return len({v.host for v in s.vms})
+
+
+# --------------------------------------------------------------------------- budget
+
+def test_every_budgeted_prefix_is_safe_and_the_runs_reach_the_target():
+    s = spread_out()
+    full = auto(s, max_migrations=0, max_moved_gib=0, max_duration_min=0)
+    assert full.summary["deferred"]["migrations"] == 0
+    target_hosts = full.summary["hosts_after"]
+    assert target_hosts < used(s) and full.summary["migrations"] > 12
+
+    runs = 0
+    while True:
+        p = auto(s, max_migrations=4)
+        assert p.summary["migrations"] <= 4
+        # Whole hosts only: every host a guest leaves for consolidation ends empty.
+        after = with_placement(s, p.placement)
+        for a in p.actions:
+            assert a.reason.startswith("consolidate: empty")
+            assert not [v for v in after.vms if v.host == a.src]
+        left = p.summary["deferred"]
+        if not p.actions:
+            assert left["migrations"] == 0
+            break
+        runs += 1
+        s = after
+        assert runs < 20
+    assert runs >= 3 and used(s) == target_hosts
+
+
+def test_deferred_counts_what_the_budget_left():
+    s = spread_out()
+    full = auto(s, max_migrations=0, max_moved_gib=0, max_duration_min=0)
+    p = auto(s, max_moved_gib=32, max_migrations=0, max_duration_min=0)
+    assert p.summary["migrated_mib"] <= 32 * GIB
+    assert p.summary["migrations"] + p.summary["deferred"]["migrations"] == \
+        full.summary["migrations"]
+    assert p.summary["migrated_mib"] + p.summary["deferred"]["migrated_mib"] == \
+        full.summary["migrated_mib"]
+    assert p.summary["consolidation"]["deferred"]["why"].startswith("budget spent (--max-moved")
+
+
+def test_duration_budget_uses_bandwidth_and_parallel():
+    s = spread_out()
+    # 8 GiB at 1000 Mbit/s is about 70 s a guest: two minutes with two at a time is 2-3 moves.
+    p = auto(s, max_duration_min=2, max_migrations=0, max_moved_gib=0, parallel=2)
+    assert 0 < p.summary["migrations"] <= 4 and p.summary["estimated_seconds"] <= 120
+    faster = auto(s, max_duration_min=2, max_migrations=0, max_moved_gib=0, bandwidth=10000)
+    assert faster.summary["migrations"] > p.summary["migrations"]
+
+
+def test_a_host_too_big_for_any_run_is_left_whole_and_said_so():
+    s = snap({"a": (16, 64), "b": (16, 64)},
+             {"x1": ("a", 0.5, 8), "x2": ("a", 0.5, 8), "y": ("b", 0.5, 20)})
+    p = auto(s, max_moved_gib=6)
+    # Emptying either host moves more than 6 GiB: no run could do it, nothing is half done.
+    assert p.actions == [] and p.summary["deferred"]["migrations"] == 0
+    left = p.summary["consolidation"]["best_left"]
+    assert left["host"] == "a" and "more than one run's budget (--max-moved 6 GiB)" in left["why"]
+    assert auto(s, max_moved_gib=16).summary["consolidation"]["hosts_freed"] == ["a"]
+
+
+def test_rule_repairs_come_first_and_are_never_deferred():
+    s = spread_out(6)
+    rules = [{"rule": "maintenance", "hosts": ["h00"]}]
+    p = auto(s, rules, max_migrations=1)
+    repairs = [a for a in p.actions if a.reason.startswith("repair")]
+    assert {a.vm for a in repairs} == {"v000", "v001"}
+    assert p.summary["steps"][0]["kind"] == "repair"
+    assert all(a.dst != "h00" for a in p.actions)
+
+
+# --------------------------------------------------------------------------- hotspots
+
+def test_a_memory_hotspot_is_relieved_by_auto_and_by_balance():
+    # a at 97 % of its memory, CPU nearly idle; b has room.
+    s = snap({"a": (8, 32), "b": (8, 32)},
+             {"m1": ("a", 0.2, 16), "m2": ("a", 0.2, 8), "m3": ("a", 0.1, 7), "n": ("b", 0.2, 4)})
+    # 31 GiB of 32 = 97 %.
+    p = auto(s)
+    assert p.actions and all(a.src == "a" for a in p.actions)
+    assert p.summary["hotspots"][0]["dims"] == ["mem"] and p.summary["hotspots"][0]["acted"]
+    assert p.summary["worst_mem_after"] <= 0.9
+    b = make_plan(s, parse_rules([], s), Options(objective="balance", time_limit=20))
+    check_plan(b)
+    assert b.actions, "balance left a memory hotspot: --min-gain looked at CPU only"
+
+
+def test_a_cpu_hotspot_is_relieved_to_its_target():
+    s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
+             {"p1": ("a", 2.5, 4), "p2": ("a", 2.5, 4), "p3": ("a", 2.5, 4), "q": ("b", 1, 4),
+              "r": ("c", 1, 4)})
+    p = auto(s, max_duration_min=0)
+    assert p.actions and p.summary["hotspots"][0]["acted"]
+    assert p.summary["worst_cpu_after"] <= 0.8 + 1e-9
+
+
+def hot_pair() -> Snapshot:
+    return snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
+                {"p1": ("a", 3.8, 4), "p2": ("a", 3.8, 4), "q": ("b", 1, 4), "r": ("c", 1, 4)})
+
+
+def moved_from(p, host: str) -> list:
+    return [a for a in p.actions if a.src == host]
+
+
+def why(p, host: str) -> str:
+    entry, = [h for h in p.summary["hotspots"] if h["host"] == host]
+    assert not entry["acted"]
+    return entry["why"]
+
+
+def test_explains_a_hotspot_not_persistent_yet():
+    p = auto(hot_pair(), hot_filter=set())
+    assert why(p, "a").startswith("not persistent yet") and not moved_from(p, "a")
+
+
+def test_explains_a_hotspot_whose_guests_cool_down():
+    p = auto(hot_pair(), fixed_vms={"p1", "p2"})
+    assert "cooling down" in why(p, "a") and not moved_from(p, "a")
+
+
+def test_explains_a_hotspot_whose_relief_gains_too_little():
+    p = auto(hot_pair(), min_gain=0.5)
+    assert why(p, "a").startswith("gain") and "below --min-gain 0.50" in why(p, "a")
+    assert not moved_from(p, "a")
+
+
+def test_explains_a_hotspot_with_no_room_anywhere():
+    s = snap({"a": (8, 64), "b": (8, 64)},
+             {"p1": ("a", 3.8, 4), "p2": ("a", 3.8, 4), "q": ("b", 6.2, 4)})
+    p = auto(s)
+    assert why(p, "a").startswith("no room anywhere") and not p.actions
+
+
+def test_explains_a_hotspot_left_for_the_budget():
+    s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 64), "d": (8, 64)},
+             {"p1": ("a", 3.8, 4), "p2": ("a", 3.8, 4), "s1": ("b", 3.7, 4),
+              "s2": ("b", 3.7, 4), "q": ("c", 0.5, 4), "r": ("d", 0.5, 4)})
+    p = auto(s, max_migrations=1)
+    assert len(p.actions) == 1
+    assert why(p, "b").startswith("budget spent (--max-migrations 1)")
+    assert p.summary["deferred"]["migrations"] >= 1
+
+
+def test_explains_the_host_consolidation_could_not_free():
+    s = snap({"a": (8, 16), "b": (8, 16)}, {"x": ("a", 1, 10), "y": ("b", 1, 8)})
+    p = auto(s)
+    assert not p.actions
+    left = p.summary["consolidation"]["best_left"]
+    assert left["host"] == "b" and "fits on no other active host" in left["why"]
+
+
+def test_idle_cluster_plans_nothing_without_a_solver():
+    s = snap({"a": (8, 16), "b": (8, 16)}, {"x": ("a", 1, 10), "y": ("b", 1, 8)})
+    p = auto(s)
+    assert p.actions == [] and p.solver["name"] == "none"
+    assert p.summary["deferred"] == {"steps": 0, "migrations": 0, "migrated_mib": 0}
+
+
+# --------------------------------------------------------------------------- demand
+
+def test_estimates_over_a_recorded_window():
+    samples: dict = {}
+    base = 1_800_000_000
+    for i, cpu in enumerate([0.1, 0.2, 2.0, 0.3, 0.4, 0.5]):
+        s = snap({"a": (8, 16)}, {"x": ("a", cpu, 1)})
+        dm.record(samples, s, base + 300 * i, window_minutes=20)
+    # 20 minutes back from the last sample keeps 0.2 (15 min ago) onwards, not 0.1.
+    assert [r[1] for r in samples["x"]] == [0.2, 2.0, 0.3, 0.4, 0.5]
+    values = [r[1] for r in samples["x"]]
+    assert dm.estimate(values, "last") == 0.5
+    assert dm.estimate(values, "max") == 2.0
+    assert dm.estimate(values, "mean") == pytest.approx(3.4 / 5)
+    assert dm.estimate(values, "p50") == pytest.approx(0.4)
+    assert dm.estimate(values, "p90") == pytest.approx(0.5 + 0.6 * 1.5)
+    assert dm.estimates(samples, s, "p50")["x"] == 0.5       # never below the last sample
+    s2 = snap({"a": (8, 16)}, {"y": ("a", 1, 1)})
+    dm.record(samples, s2, base + 1800, 20)
+    assert set(samples) == {"y"}                              # gone guests are forgotten
+
+
+@pytest.mark.parametrize("text", ["p0", "p100", "median", "p9x", ""])
+def test_bad_demand_names_are_refused(text):
+    with pytest.raises(UsageError):
+        dm.parse_demand(text)
+
+
+def run_with_state(tmp_path, snaps: list[Snapshot], **kw):
+    p = None
+    for s in snaps:
+        p = plan_with_state(s, parse_rules([], s), Options(objective="auto", time_limit=20, **kw),
+                            str(tmp_path), window=(1, 1))
+        check_plan(p)
+    return p
+
+
+def timed(s: Snapshot, minute: int) -> Snapshot:
+    s.created = epoch_to_iso(1_800_000_000 + 60 * minute)
+    return s
+
+
+def test_a_busy_hour_keeps_its_host_open_until_it_leaves_the_window(tmp_path):
+    def at(minute: int, cpu: float) -> Snapshot:
+        return timed(snap({"a": (8, 64), "b": (8, 64)},
+                          {"x": ("a", cpu, 4), "y": ("b", 3.0, 4)}), minute)
+    busy = [at(5 * i, 4.0) for i in range(6)]            # x was busy for half an hour
+    quiet = at(35, 0.5)
+    p = run_with_state(tmp_path, busy + [quiet], demand="p90", demand_window=60)
+    assert p.actions == [], "the last quiet sample emptied a host the hour needs"
+    assert p.summary["demand"] == "p90 over 60 min"
+    (tmp_path / "vm-plan-state.json").unlink()
+    p = run_with_state(tmp_path, busy + [quiet], demand="last", demand_window=60)
+    assert p.actions, "with --demand last the quiet sample is enough to consolidate"
+    (tmp_path / "vm-plan-state.json").unlink()
+    later = [at(35 + 5 * i, 0.5) for i in range(13)]      # an hour of quiet afterwards
+    p = run_with_state(tmp_path, busy + later, demand="p90", demand_window=60)
+    assert p.actions
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_defaults_to_auto_and_shows_why_in_table(tmp_path):
+    s = hot_pair()
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(s.to_dict()))
+    r = CliRunner().invoke(app, [str(f)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["objective"] == "auto" and "deferred" in doc["summary"]
+    r = CliRunner().invoke(app, [str(f), "-f", "table", "--min-gain", "0.9"])
+    assert r.exit_code == 0 and "hotspots" in r.stdout and "below --min-gain" in r.stdout
+    assert "deferred to later runs" in r.stdout
+    r = CliRunner().invoke(app, [str(f), "--demand", "p101"])
+    assert r.exit_code == 2 and "--demand p101" in r.output

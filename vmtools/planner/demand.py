@@ -1,0 +1,76 @@
+"""Demand from history: each guest's recent CPU samples (kept in ``--state``) and the robust
+estimate vm-plan plans on (``--demand last|mean|pNN|max`` over ``--demand-window MINUTES``).
+
+Samples are ``{guest: [[epoch seconds, cpu], ...]}``, oldest first, one per snapshot time;
+a guest's samples older than the window are dropped, and so is a guest no snapshot shows any
+more. Memory is what a guest is allocated and needs no estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from vmtools.errors import UsageError
+from vmtools.model import Snapshot
+
+DEMANDS = "last, mean, max or pNN (1 <= NN <= 99)"
+
+
+def parse_demand(text: str) -> str:
+    """``last``, ``mean``, ``max`` or ``pNN``; raises UsageError otherwise."""
+    t = text.strip().lower()
+    if t in ("last", "mean", "max"):
+        return t
+    m = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", t)
+    if m and 1 <= float(m.group(1)) <= 99:
+        return t
+    raise UsageError(f"--demand {text}: expected {DEMANDS}")
+
+
+def record(samples: dict[str, list], snap: Snapshot, now: float,
+           window_minutes: float) -> None:
+    """Add this snapshot's CPU use of every guest; forget what left the window."""
+    horizon = now - window_minutes * 60
+    seen = set()
+    for vm in snap.vms:
+        seen.add(vm.name)
+        rows = samples.setdefault(vm.name, [])
+        if rows and rows[-1][0] >= now:       # the same snapshot again: replace
+            rows[-1] = [now, round(vm.cpu, 4)]
+        else:
+            rows.append([now, round(vm.cpu, 4)])
+        # Keep at least the newest sample, whatever the window.
+        while len(rows) > 1 and rows[0][0] < horizon:
+            rows.pop(0)
+    for name in [n for n in samples if n not in seen]:
+        del samples[name]
+
+
+def estimate(values: list[float], how: str) -> float:
+    """The statistic ``how`` of ``values`` (percentiles interpolate linearly)."""
+    if not values:
+        return 0.0
+    if how == "last":
+        return values[-1]
+    if how == "max":
+        return max(values)
+    if how == "mean":
+        return sum(values) / len(values)
+    q = float(how[1:]) / 100.0
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def estimates(samples: dict[str, list], snap: Snapshot, how: str) -> dict[str, float]:
+    """Each guest's planning demand: the estimate over its samples, never below its last
+    sample (a plan must hold for the load the hosts carry now: the replay checker counts
+    it, and so do the guests)."""
+    out = {}
+    for vm in snap.vms:
+        rows = samples.get(vm.name) or [[0, vm.cpu]]
+        out[vm.name] = max(vm.cpu, estimate([r[1] for r in rows], how))
+    return out

@@ -1,0 +1,490 @@
+"""``--objective auto``, the cron policy: one plan that repairs what breaks a hard rule,
+relieves persistent hotspots (CPU or memory), then consolidates what is worth it.
+
+The way from the current placement to the target is a list of **steps**, computed one after
+the other on the placement the earlier ones leave:
+
+1. ``repair``: every guest a rule forbids where it is, spread or gather groups broken, hosts
+   over their memory, guest-count or capacity-rule limits (a MILP over the guests involved,
+   least memory moved). A plan's target must obey the rules, so a repair is never deferred.
+2. ``relieve``: per persistent hotspot (CPU above ``--cpu-threshold`` or memory above
+   ``--mem-threshold``, worst first), guests leave until the host is back under its targets
+   (``--cpu-target``, ``--mem-target``) in the dimensions that were hot; the most relief per
+   MiB moved first, each to the fullest host that stays under its targets. A relief that
+   does not lower the worst utilisation (of any dimension) by ``--min-gain`` is left.
+3. ``consolidate``: hosts emptied whole, the least memory first (one host freed per step:
+   the best gain per GiB), their guests best-fit onto the other active hosts under the
+   targets. A host is emptied only when all its guests fit; never half.
+
+Demand is the planning estimate of :mod:`vmtools.planner.demand` (never below the last
+sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps in that order,
+skipping a step that does not fit and any later step that touches a host it touches, so the
+steps taken are exactly a placement the earlier computation saw. Nothing here solves a MILP
+unless a rule is broken: an idle run costs a scan of the hosts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from vmtools.planner import heuristics as H
+from vmtools.planner.deadline import Deadline
+from vmtools.planner.instance import Instance
+
+EPS = 1e-6
+
+
+@dataclass
+class Step:
+    kind: str                     # repair, relieve, consolidate
+    label: str                    # what a person reads: "empty node7"
+    moves: dict[int, int]         # guest -> destination host
+    mib: float
+    hosts: set[int]               # every host the step touches
+    reason: str                   # the reason each of its actions carries
+
+
+@dataclass
+class Auto:
+    steps: list[Step] = field(default_factory=list)
+    hotspots: list[dict] = field(default_factory=list)
+    consolidation: dict = field(default_factory=dict)
+    repair_how: str = ""
+    solve_seconds: float = 0.0
+
+
+class Load:
+    """Per-host use while steps are planned; fit tests against the targets."""
+
+    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float]):
+        self.inst = inst
+        self.place = list(placement)
+        self.last = last_cpu
+        n = inst.n_hosts
+        self.use = {d: [0.0] * n for d in inst.dims}
+        self.last_use = [0.0] * n
+        self.count = [0] * n
+        self.on: list[set[int]] = [set() for _ in range(n)]
+        for v, h in enumerate(self.place):
+            self._add(v, h)
+        self.spread_of: dict[int, list[int]] = {}
+        for gi, group in enumerate(inst.spread):
+            for v in group:
+                self.spread_of.setdefault(v, []).append(gi)
+
+    def _add(self, v: int, h: int, sign: int = 1) -> None:
+        for d in self.inst.dims:
+            self.use[d][h] += sign * self.inst.dem[d][v]
+        self.last_use[h] += sign * self.last[v]
+        self.count[h] += sign
+        (self.on[h].add if sign > 0 else self.on[h].discard)(v)
+
+    def move(self, v: int, h: int) -> None:
+        self._add(v, self.place[v], -1)
+        self.place[v] = h
+        self._add(v, h)
+
+    def util(self, h: int) -> tuple[float, float]:
+        cap = self.inst.hard_cap
+        return (_ratio(self.use["cpu"][h], cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
+
+    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float) -> bool:
+        inst = self.inst
+        if self.count[h] + len(unit) > inst.count_cap[h]:
+            return False
+        for v in unit:
+            if h not in inst.allowed_set(v):
+                return False
+        cap = inst.hard_cap
+        if self.use["cpu"][h] + sum(inst.dem["cpu"][v] for v in unit) > \
+                cpu_frac * cap["cpu"][h] + EPS:
+            return False
+        if self.last_use[h] + sum(self.last[v] for v in unit) > cap["cpu"][h] + EPS:
+            return False
+        if self.use["mem"][h] + sum(inst.dem["mem"][v] for v in unit) > \
+                min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
+            return False
+        if "net" in inst.dims and self.use["net"][h] + sum(inst.dem["net"][v] for v in unit) > \
+                inst.cap["net"][h] + EPS:
+            return False
+        for v in unit:
+            for g in self.spread_of.get(v, ()):
+                if any(p in self.on[h] for p in inst.spread[g] if p != v):
+                    return False
+        return True
+
+
+def _ratio(use: float, cap: float) -> float:
+    return use / cap if cap > 0 else (math.inf if use > 0 else 0.0)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+# --------------------------------------------------------------------------- repair
+
+def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]]:
+    """Guests that must or may move because a hard rule is broken (not CPU load: that is a
+    hotspot, relieved in its turn), and why."""
+    why: list[str] = []
+    movable: set[int] = set()
+    counts = [0] * inst.n_hosts
+    mem = [0.0] * inst.n_hosts
+    for v, h in enumerate(place):
+        counts[h] += 1
+        mem[h] += inst.dem["mem"][v]
+        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+            movable.add(v)
+            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
+    for h in range(inst.n_hosts):
+        if mem[h] > inst.hard_cap["mem"][h] + EPS or counts[h] > inst.count_cap[h]:
+            movable.update(v for v in range(inst.n_vms) if place[v] == h)
+            why.append(f"{inst.hosts[h]} is over its "
+                       f"{'memory' if mem[h] > inst.hard_cap['mem'][h] + EPS else 'guest count'}"
+                       " limit")
+    for group in inst.spread:
+        if len({place[v] for v in group}) < len(group):
+            movable.update(group)
+            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
+    for group in inst.gather:
+        if len({place[v] for v in group}) > 1:
+            movable.update(group)
+            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
+    return {v for v in movable if not inst.fixed[v]}, why
+
+
+def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) -> Step | None:
+    """Least memory moved to obey every rule, CPU within capacity on every host that takes
+    a guest (a host already over it takes none)."""
+    from dataclasses import replace as dc_replace
+
+    from vmtools.errors import OperationFailed
+    from vmtools.planner import milp
+    from vmtools.planner.plan import _solve_model, diagnose
+    movable, why = rule_breakers(inst, load.place)
+    if not movable:
+        return None
+    cpu_cap = inst.hard_cap["cpu"]
+    over = {h for h in range(inst.n_hosts) if load.use["cpu"][h] > cpu_cap[h] + EPS}
+    cap = dict(inst.cap)
+    cap["cpu"] = [max(c, load.use["cpu"][h]) for h, c in enumerate(cpu_cap)]
+    cap["mem"] = list(inst.hard_cap["mem"])
+    rinst = dc_replace(inst, cap=cap)
+    pool = sorted({h for a in inst.allowed for h in a} - over)
+    rng = random.Random(opts.seed)
+    for widen in (False, True):
+        mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
+        k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
+        cands = []
+        for v in range(inst.n_vms):
+            if v not in mv:
+                cands.append([load.place[v]])
+                continue
+            allowed = [h for h in pool if h in inst.allowed_set(v)]
+            pick = allowed if len(allowed) <= k else rng.sample(allowed, k)
+            mine = set(pick)
+            if load.place[v] in inst.allowed_set(v):
+                mine.add(load.place[v])
+            cands.append(sorted(mine) or [load.place[v]])
+        for group in inst.gather:
+            common = set.intersection(*(set(cands[v]) for v in group))
+            if not common:
+                common = set.intersection(*(inst.allowed_set(v) for v in group)) & set(pool)
+            for v in group:
+                cands[v] = sorted(common) or cands[v]
+        model = milp.build_moves(rinst, cands)
+        rinst_cur = dc_replace(rinst, cur=list(load.place))
+        place, res = _solve_model(model, rinst_cur, opts, deadline.share(1 / (2 - widen)), None)
+        auto.solve_seconds += res.seconds
+        if place is not None:
+            moves = {v: h for v, h in enumerate(place) if h != load.place[v]}
+            step = Step("repair", "repair: " + "; ".join(why[:3]) +
+                        (f" (and {len(why) - 3} more)" if len(why) > 3 else ""),
+                        moves, sum(inst.dem["mem"][v] for v in moves),
+                        set(moves.values()) | {load.place[v] for v in moves}, "")
+            auto.repair_how = f"milp ({res.status})"
+            return step
+    raise OperationFailed(diagnose(inst))
+
+
+# --------------------------------------------------------------------------- relieve
+
+def _units_on(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]]) -> list[list[int]]:
+    seen: set[int] = set()
+    out = []
+    for v in sorted(load.on[h]):
+        u = unit_of[v]
+        if u[0] in seen:
+            continue
+        seen.add(u[0])
+        if all(load.place[x] == h for x in u):
+            out.append(u)
+    return out
+
+
+def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_frac: float,
+                 mem_frac: float, active_only: bool) -> int:
+    """The fullest host (by its worse dimension) that takes ``unit`` under the targets."""
+    inst = load.inst
+    allowed = set(inst.allowed[unit[0]])
+    for v in unit[1:]:
+        allowed &= inst.allowed_set(v)
+    best, best_key = -1, None
+    for h in allowed:
+        if h == src or h in avoid or (active_only and load.count[h] == 0):
+            continue
+        if not load.fits(unit, h, cpu_frac, mem_frac):
+            continue
+        c, m = load.util(h)
+        key = (load.count[h] == 0, -max(c, m), inst.hosts[h])
+        if best_key is None or key < best_key:
+            best, best_key = h, key
+    return best
+
+
+def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
+             unit_of: dict[int, list[int]], avoid: set[int],
+             budget) -> tuple[Step | None, str]:
+    """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
+    targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
+    units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
+    cooling = [v for v in load.on[h] if inst.vms[v] in opts.fixed_vms]
+    if not units:
+        return None, ("its guests are cooling down after a recent move" if cooling
+                      else "none of its guests may move (pinned, or held by a rule)")
+    before = max(load.util(h))
+    cap = inst.hard_cap
+
+    def excess(d: str) -> float:
+        return load.use[d][h] - targets[d] * cap[d][h]
+
+    moves: dict[int, int] = {}
+    tried_rooms = False
+    too_big = None
+    while any(excess(d) > EPS for d in hot_dims) and units:
+        # Most relief (normalised, capped at what is still in excess) per MiB moved.
+        def score(u: list[int]) -> float:
+            gain = sum(min(sum(inst.dem[d][v] for v in u), max(0.0, excess(d))) / cap[d][h]
+                       for d in hot_dims if cap[d][h] > 0)
+            return gain / max(1.0, sum(inst.dem["mem"][v] for v in u))
+        units.sort(key=lambda u: (-score(u), min(u)))
+        placed = False
+        for u in list(units):
+            if score(u) <= 0:
+                break
+            over = budget.over([inst.dem["mem"][v] for v in list(moves) + u])
+            if over is not None:
+                too_big = too_big or over
+                continue
+            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
+            if dst < 0:
+                dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False)
+            tried_rooms = True
+            if dst < 0:
+                continue
+            for v in u:
+                load.move(v, dst)
+                moves[v] = dst
+            units.remove(u)
+            placed = True
+            break
+        if not placed:
+            break
+    if not moves:
+        if too_big and not tried_rooms:
+            return None, f"its guests are larger than one run's budget ({too_big})"
+        return None, "no room anywhere under the targets" if tried_rooms else \
+            "no guest's move would lower it"
+    after = max([max(load.util(h))] + [max(load.util(d)) for d in set(moves.values())])
+    gain = before - after
+    if gain < opts.min_gain - 1e-9:
+        for v in moves:
+            load.move(v, h)
+        return None, (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "
+                      "(worst dimension)")
+    mib = sum(inst.dem["mem"][v] for v in moves)
+    dims = " and ".join({"cpu": "CPU", "mem": "memory"}[d] for d in hot_dims)
+    label = f"relieve {inst.hosts[h]} ({dims}, worst {_pct(before)} -> {_pct(after)})"
+    return Step("relieve", label, moves, mib, {h} | set(moves.values()),
+                f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})"), ""
+
+
+# --------------------------------------------------------------------------- consolidate
+
+def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
+           closed: set[int], opts) -> tuple[dict[int, int] | None, str]:
+    """Every guest of ``h`` onto the other active hosts under the targets, or why not."""
+    units = _units_on(inst, load, h, unit_of)
+    if len(units) != len({unit_of[v][0] for v in load.on[h]}):
+        return None, "a gather group spans it and another host"
+    if any(inst.fixed[v] for u in units for v in u):
+        cooling = any(inst.vms[v] in opts.fixed_vms for u in units for v in u)
+        return None, ("a guest on it is cooling down after a recent move" if cooling
+                      else "a guest on it may not move (pinned, problem)")
+    units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
+    done: list[tuple[list[int], int]] = []
+    for u in units:
+        dst = _destination(load, u, h, closed, opts.cpu_target, opts.mem_target, True)
+        if dst < 0:
+            for uu, _ in reversed(done):
+                for v in uu:
+                    load.move(v, h)
+            name = inst.vms[u[0]] + (f" (+{len(u) - 1} gathered)" if len(u) > 1 else "")
+            return None, (f"{name} fits on no other active host under --cpu-target "
+                          f"{opts.cpu_target:g} / --mem-target {opts.mem_target:g}")
+        for v in u:
+            load.move(v, dst)
+        done.append((u, dst))
+    return {v: dst for u, dst in done for v in u}, ""
+
+
+# --------------------------------------------------------------------------- the steps
+
+def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+               budget) -> Auto:
+    """Every step of the way to the target, in priority order (see the module docstring).
+    ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
+    deadline = Deadline.of(deadline)
+    auto = Auto()
+    load = Load(inst, inst.cur, last_cpu)
+    unit_of = {v: u for u in H.units(inst) for v in u}
+    step = _repair(inst, load, opts, deadline, auto)
+    if step is not None:
+        for v, h in step.moves.items():
+            load.move(v, h)
+        auto.steps.append(step)
+
+    # Hotspots, on the placement the repair leaves; the worst first.
+    touched: set[int] = set()
+    hot = []
+    for h in range(inst.n_hosts):
+        c, m = load.util(h)
+        dims = [d for d, u, t in (("cpu", c, opts.cpu_threshold), ("mem", m, opts.mem_threshold))
+                if u > t + EPS]
+        if dims:
+            hot.append((max(c, m), h, dims, c, m))
+    hot.sort(key=lambda t: (-t[0], inst.hosts[t[1]]))
+    hot_hosts = {t[1] for t in hot}
+    for worst, h, dims, c, m in hot:
+        name = inst.hosts[h]
+        entry = {"host": name, "cpu": round(c, 3), "mem": round(m, 3),
+                 "dims": dims, "acted": False, "why": ""}
+        auto.hotspots.append(entry)
+        if opts.hot_filter is not None and name not in opts.hot_filter:
+            entry["why"] = "not persistent yet (--hotspot-window)"
+            continue
+        if deadline.passed():
+            entry["why"] = "out of --time-limit"
+            continue
+        step, why = _relieve(inst, load, h, dims, opts, unit_of, hot_hosts - {h}, budget)
+        if step is None:
+            entry["why"] = why
+            continue
+        entry["acted"] = True
+        entry["step"] = len(auto.steps)
+        touched |= step.hosts
+        auto.steps.append(step)
+
+    # Consolidation: hosts emptied whole, least memory first.
+    freed: list[str] = []
+    closed: set[int] = set()
+    best_left: dict | None = None
+    sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
+               and h not in inst.frozen_hosts]
+    sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
+    for h in sources:
+        if deadline.passed():
+            best_left = best_left or {"host": inst.hosts[h], "why": "out of --time-limit"}
+            break
+        if h in touched:        # took guests of an earlier step: emptying it undoes that
+            continue
+        over = budget.over([inst.dem["mem"][v] for v in load.on[h]])
+        if over is not None:       # a step no run could take: leave its host as it is
+            if best_left is None:
+                best_left = {"host": inst.hosts[h], "guests": load.count[h],
+                             "mem_mib": round(load.use["mem"][h]),
+                             "why": f"emptying it is more than one run's budget ({over})"}
+            continue
+        moves, why = _empty(inst, load, h, unit_of, closed | {h}, opts)
+        if moves is None:
+            if best_left is None:
+                best_left = {"host": inst.hosts[h], "guests": load.count[h],
+                             "mem_mib": round(load.use["mem"][h]), "why": why}
+            continue
+        closed.add(h)
+        dsts = set(moves.values())
+        touched |= dsts | {h}
+        freed.append(inst.hosts[h])
+        auto.steps.append(Step("consolidate", f"empty {inst.hosts[h]}", moves,
+                               sum(inst.dem["mem"][v] for v in moves), {h} | dsts,
+                               f"consolidate: empty {inst.hosts[h]}"))
+    auto.consolidation = {"hosts_freed": freed, "best_left": best_left}
+    return auto
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass
+class AutoRun:
+    """The steps of one ``auto`` run, the budget's choice among them, and what the plan's
+    summary and actions say about them."""
+    inst: Instance
+    auto: Auto
+    choice: object                     # budget.Choice
+    budget: object                     # budget.Budget
+
+    def placement(self) -> list[int]:
+        place = list(self.inst.cur)
+        for s in self.choice.taken:
+            for v, h in s.moves.items():
+                place[v] = h
+        return place
+
+    def reasons(self) -> dict[str, str]:
+        out = {}
+        for s in self.choice.taken:
+            for v in s.moves:
+                out[self.inst.vms[v]] = s.reason or s.label
+        return out
+
+    def trim(self) -> bool:
+        from vmtools.planner.budget import fit_duration
+        return fit_duration(self.choice, True)
+
+    def summary(self) -> dict:
+        inst, choice = self.inst, self.choice
+        why = {id(s): choice.why.get(id(s), "") for s in choice.deferred}
+        step_of = {i: s for i, s in enumerate(self.auto.steps)}
+        hotspots = []
+        for h in self.auto.hotspots:
+            h = dict(h)
+            i = h.pop("step", None)
+            if i is not None and step_of[i] in choice.deferred:
+                h["acted"], h["why"] = False, why[id(step_of[i])]
+            hotspots.append(h)
+        cons = dict(self.auto.consolidation)
+        taken = {s.label.removeprefix("empty ") for s in choice.taken if s.kind == "consolidate"}
+        cons["hosts_freed"] = [h for h in cons.get("hosts_freed", []) if h in taken]
+        cons_deferred = [s for s in choice.deferred if s.kind == "consolidate"]
+        if cons_deferred:
+            first = cons_deferred[0]
+            cons["deferred"] = {"hosts": len(cons_deferred), "next": first.label.removeprefix(
+                "empty "), "why": why[id(first)]}
+        return {"deferred": choice.summary(), "budget": self.budget.to_dict(),
+                "steps": [{"kind": s.kind, "what": s.label, "migrations": len(s.moves),
+                           "migrated_mib": round(s.mib)} for s in choice.taken],
+                "hotspots": hotspots, "consolidation": cons}
+
+
+def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float) -> AutoRun:
+    from vmtools.planner.budget import Budget, choose, unlimited
+    budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
+                    max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,
+                    max_seconds=(t * 60) if (t := unlimited(opts.max_duration_min)) else None,
+                    bandwidth=opts.bandwidth, parallel=opts.parallel)
+    auto = plan_steps(inst, last_cpu, opts, deadline, budget)
+    choice = choose(auto.steps, budget, {v: inst.dem["mem"][v] for v in range(inst.n_vms)})
+    return AutoRun(inst, auto, choice, budget)
