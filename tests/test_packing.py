@@ -14,8 +14,8 @@ import pytest
 from vmtools.model import VM, Host, Snapshot
 from vmtools.planner import bounds, exact, packing
 from vmtools.planner import heuristics as H
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints, parse_rules
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.planner.instance import build_instance
 from vmtools.planner.plan import Options, make_plan
 
