@@ -6,7 +6,7 @@
 Each instance of ``bench/vectorpack/`` (3 dimensions, see its README) becomes a snapshot:
 one host per bin of first-fit decreasing, and one spare empty host (capacities ``cpu``, ``mem_mib``, ``net_mbps`` =
 the bin's three capacities), one guest per item (its three sizes), placed as first-fit
-decreasing (key: sum of the sizes) placed them. ``vm-plan --cpu-target 1.0`` (the whole
+decreasing (key: sum of the sizes) placed them. ``vm-plan --objective consolidate --cpu-target 1.0`` (the whole
 bin) then consolidates it; the plan must pass vm-plan's own replay check (it does, or
 vm-plan exits 70, which this script reports as an error).
 
@@ -113,9 +113,9 @@ def run_one(path: str, time_limit: float, solver: str) -> dict:
     try:
         t0 = time.monotonic()
         env = dict(os.environ, PYTHONPATH=os.path.join(HERE, ".."))
-        proc = subprocess.run(vm_plan() + [fh.name, "--cpu-target", "1.0", "--time-limit",
-                                           str(time_limit), "--solver", solver],
-                              capture_output=True, text=True, env=env)
+        args = [fh.name, "--objective", "consolidate", "--cpu-target", "1.0",
+                "--time-limit", str(time_limit), "--solver", solver]
+        proc = subprocess.run(vm_plan() + args, capture_output=True, text=True, env=env)
         seconds = time.monotonic() - t0
     finally:
         os.unlink(fh.name)

@@ -52,7 +52,7 @@ def test_smallest_instances_reach_the_optimum_and_say_so_honestly(name):
     found = plan.summary["hosts_after"]
     assert found == opt
     lower = plan.summary["hosts_lower_bound"]
-    assert lower <= opt                       # a bound never above the optimum
+    assert lower <= opt and lower <= found    # a bound never above the optimum
     if plan.solver["status"] == "optimal":
         assert plan.solver["hosts_proven"] and lower == found
     assert plan.solver["hosts_proven"] == (lower >= found)

@@ -70,11 +70,18 @@ def build(inst: Instance, lower: int, warm: list[int] | None):
             terms.append((x[i, i], -(c - dem[i][k])))
             prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
                                                  pulp.LpConstraintLE, f"cap{k}_{i}", 0))
+        if not members:
+            continue
         if n <= 150:
-            for j in members:            # tightens the LP relaxation
+            for j in members:            # only a leader's host takes guests (tight form)
                 prob.addConstraint(pulp.LpConstraint(
                     pulp.LpAffineExpression([(x[j, i], 1), (x[i, i], -1)]),
                     pulp.LpConstraintLE, f"lead_{j}_{i}", 0))
+        else:                            # the same, aggregated (a capacity row may be absent)
+            prob.addConstraint(pulp.LpConstraint(
+                pulp.LpAffineExpression([(x[j, i], 1) for j in members]
+                                        + [(x[i, i], -len(members))]),
+                pulp.LpConstraintLE, f"lead_{i}", 0))
     leaders = pulp.LpAffineExpression([(x[i, i], 1) for i in range(n)])
     prob.setObjective(leaders)
     prob.addConstraint(pulp.LpConstraint(leaders, pulp.LpConstraintGE, "bound", lower))

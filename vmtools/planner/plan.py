@@ -283,10 +283,14 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
             out.placement = relabelled if inst.valid(relabelled) else place
             out.hosts_how = "milp (identical hosts)"
         found = out.placement or best
-        if res.status == "optimal" and place is not None and found is not None:
-            out.lower_bound = max(out.lower_bound or 0, H.hosts_used(place))
+        if res.status == "optimal" and res.objective is not None and found is not None \
+                and round(res.objective) <= H.hosts_used(found):
+            # The model's optimum (never the count of a mapped placement: a bound above a
+            # placement in hand would be a bug, and is refused here).
+            out.lower_bound = max(out.lower_bound or 0, round(res.objective))
             out.bound_how = "milp (identical hosts)"
-        elif res.bound is not None and math.ceil(res.bound - EPS) > (out.lower_bound or 0):
+        elif res.bound is not None and found is not None and \
+                (out.lower_bound or 0) < math.ceil(res.bound - EPS) <= H.hosts_used(found):
             out.lower_bound = math.ceil(res.bound - EPS)
             out.bound_how = "milp bound (identical hosts)"
         return res.status in ("optimal", "feasible") or res.bound is not None
@@ -310,10 +314,12 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
     if res.status == "infeasible" and full:
         raise OperationFailed(diagnose(inst))
     found = out.placement or best
-    if res.status == "optimal" and full and found is not None:
-        out.lower_bound = max(out.lower_bound or 0, H.hosts_used(found))
+    if res.status == "optimal" and full and found is not None and res.objective is not None \
+            and round(res.objective) <= H.hosts_used(found):
+        out.lower_bound = max(out.lower_bound or 0, round(res.objective))
         out.bound_how = "milp (hosts)"
-    elif res.bound is not None and math.ceil(res.bound - EPS) > (out.lower_bound or 0):
+    elif res.bound is not None and found is not None and \
+            (out.lower_bound or 0) < math.ceil(res.bound - EPS) <= H.hosts_used(found):
         out.lower_bound = math.ceil(res.bound - EPS)
         out.bound_how = "milp bound (hosts)"
     return res.status in ("optimal", "feasible") or res.bound is not None
