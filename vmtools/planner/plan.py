@@ -690,6 +690,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         "migrated_mib": sum(a.mem_mib for a in actions),
         "pivots": pivots,
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
+        "estimate_assumes": {"bandwidth_mbit_s": opts.bandwidth, "parallel": opts.parallel},
         "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
         "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
         "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
