@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pulp
 
 from vmtools.errors import Unavailable, UsageError
+from vmtools.planner.deadline import MIN_SOLVE_SECONDS
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -90,7 +91,7 @@ def check_solver(name: str) -> None:
 def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
           warm_start: bool = False, threads: int = 1) -> SolveResult:
     """Solve ``prob`` in place. Never raises on time limit: the status says what happened."""
-    time_limit = max(1.0, time_limit)
+    time_limit = max(MIN_SOLVE_SECONDS, time_limit)
     started = time.monotonic()
     log_path = None
     if name == "cbc":
