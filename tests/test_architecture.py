@@ -17,7 +17,7 @@ LAYERS = [
     {"model", "inputs", "runs"},
     {"rules", "drivers", "dom0", "power_model", "render"},
     {"ganglia", "power"},
-    {"snapshot", "planner", "apply", "gmetric", "lab"},
+    {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},
     {"cli"},
 ]
