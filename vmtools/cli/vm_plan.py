@@ -224,8 +224,13 @@ def plan(
             log.warning("%s: %s", name, entry["message"])
         power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
                                     reserve, power_model, boot_timeout)
+        from vmtools.cli._progress import Progress
         # In process (vm-replay) the caller's other children are none of vm-plan's business.
-        with solver_guard(every_child=not in_process):
+        with solver_guard(every_child=not in_process), \
+                Progress(PROG, quiet or in_process, verbose) as progress:
+            progress.follow("vmtools.planner")
+            progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
+                           f"{len(snap.hosts)} hosts, within {time_limit:g} s")
             result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
                                      power=power_opts)
         result.rules_skipped = skipped
