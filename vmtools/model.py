@@ -277,7 +277,7 @@ class VM:
                    state=r.str("state", False, "running"),
                    vcpus=r.int("vcpus", False, 1, maximum=HOST_MAX_CPU),
                    cpu=r.num("cpu", maximum=HOST_MAX_CPU),
-                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB),
+                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB + 1),   # ceil of a uint32 KB
                    net_mbps=r.num("net_mbps", False))
 
     def to_dict(self) -> dict:
