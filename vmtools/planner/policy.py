@@ -392,8 +392,9 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: float,
     freed: list[str] = []
     closed: set[int] = set()
     best_left: dict | None = None
+    # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.
     sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
-               and h not in inst.frozen_hosts]
+               and h not in inst.frozen_hosts and h not in hot_hosts]
     sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
     for h in sources:
         if time.monotonic() > deadline:
