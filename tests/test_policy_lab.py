@@ -56,8 +56,8 @@ def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
     assert codes["vm-apply"] == 0, lab.last_apply_stderr
     relieved = [a for a in plan["actions"] if a["src"] == "node-1"]
     assert relieved and all(a["reason"].startswith("relieve: node-1") for a in relieved)
-    after = lab.wait_for_truth()
-    assert cpu_use(after)["node-1"] <= 0.9, (plan["summary"], cpu_use(plan["origin"]))
+    # Ganglia's CPU figures lag a migration by an interval: wait for them to settle.
+    lab.wait_until(lambda s: cpu_use(s).get("node-1", 1) <= 0.9, what="node-1 below 90 %")
 
 
 def test_auto_repairs_maintenance_first_and_never_returns(make_lab):

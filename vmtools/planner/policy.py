@@ -373,7 +373,9 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: float,
         entry = {"host": name, "cpu": round(c, 3), "mem": round(m, 3),
                  "dims": dims, "acted": False, "why": ""}
         auto.hotspots.append(entry)
-        if opts.hot_filter is not None and name not in opts.hot_filter:
+        # CPU demand over capacity right now goes unserved: no waiting for persistence.
+        overloaded = load.last_use[h] > inst.hard_cap["cpu"][h] + EPS
+        if opts.hot_filter is not None and name not in opts.hot_filter and not overloaded:
             entry["why"] = "not persistent yet (--hotspot-window)"
             continue
         if time.monotonic() > deadline:
