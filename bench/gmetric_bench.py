@@ -33,7 +33,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmtools.dom0.metrics import Publisher, Settings  # noqa: E402
+from vmtools.gmetric.publish import Publisher, Settings  # noqa: E402
 from vmtools.ganglia.send import Channel, Sender  # noqa: E402
 from vmtools.lab.cluster import ClusterState, new_state  # noqa: E402
 from vmtools.lab.standin import install_standins  # noqa: E402

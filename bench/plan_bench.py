@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vmtools.model import VM, Host, Snapshot  # noqa: E402
 from vmtools.planner import heuristics as H  # noqa: E402
-from vmtools.planner.check import check_plan  # noqa: E402
-from vmtools.planner.constraints import Constraints, parse_rules  # noqa: E402
+from vmtools.rules.check import check_plan  # noqa: E402
+from vmtools.rules.constraints import Constraints, parse_rules  # noqa: E402
 from vmtools.planner.instance import build_instance  # noqa: E402
 from vmtools.planner.plan import Options, make_plan  # noqa: E402
 from vmtools.render import table  # noqa: E402

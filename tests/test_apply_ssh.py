@@ -17,7 +17,7 @@ from tests.conftest import run, script
 from vmtools.lab import sshd
 from vmtools.model import dumps
 
-pytestmark = pytest.mark.sshd
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 GUESTS = ["a", "b", "c"]
 
 why = sshd.available()

@@ -18,8 +18,11 @@ from tests.apply_lab import (assert_consistent, cluster_placement, hostmap_text,
                              plan_of, snapshot_of, start_xends)
 from tests.conftest import run, script
 from vmtools.apply import ApplyOptions, apply_plan
-from vmtools.hostmap import parse_hostmap
+from vmtools.apply.hostmap import parse_hostmap
 from vmtools.model import dumps
+
+# Every test runs a simulated xend per host on loopback and real migrations through it.
+pytestmark = pytest.mark.slow
 
 GUESTS = ["a", "b", "c", "d"]
 

@@ -44,7 +44,8 @@ def test_bad_option_is_a_usage_error(name):
     proc = run(name, "--no-such-option")
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert "No such option: --no-such-option" in proc.stderr
+    assert proc.stderr.startswith(f"{name}: error: no such option: --no-such-option")
+    assert proc.stderr.endswith(f"(see {name} --help)\n") and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

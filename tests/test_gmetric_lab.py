@@ -18,11 +18,14 @@ from lxml import etree
 
 from tests.conftest import run, script
 from tests.ganglia_lab import GangliaLab, binaries_missing
-from vmtools.dom0.metrics import HOST_METRICS
+from vmtools.ganglia.names import HOST_METRICS
 from vmtools.ganglia import xdr
 from vmtools.lab.cluster import ClusterState, new_state
 from vmtools.lab.standin import install_standins
 from vmtools.model import is_safe_name
+
+# The real gmetric, gmond and gmetad, and stand-in toolstacks run by vm-gmetric.
+pytestmark = pytest.mark.slow
 
 GMETRIC = shutil.which("gmetric") or "/usr/bin/gmetric"
 

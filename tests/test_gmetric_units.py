@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pathlib import Path
 
-from vmtools.dom0.metrics import Sample, build_metrics, split_guest_list
+from vmtools.gmetric.build import Sample, build_metrics, split_guest_list
 from vmtools.dom0.parse import Domain, parse_info, parse_list
 from vmtools.errors import DataError, UsageError
 from vmtools.ganglia import xdr

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT, run
 from vmtools.model import VM, Host, Plan, Problem, Snapshot, dumps
-from vmtools.planner.check import check_plan
+from vmtools.rules.check import check_plan
 
 GIB = 1024
 

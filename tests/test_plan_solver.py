@@ -6,9 +6,9 @@ import pytest
 
 from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Host, Problem, Snapshot
-from vmtools.planner.check import check_plan
+from vmtools.rules.check import check_plan
 from vmtools.planner import heuristics as H
-from vmtools.planner.constraints import Constraints, parse_constraints, parse_rules
+from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
 from vmtools.planner.instance import build_instance
 from vmtools.planner.plan import Options, make_plan, with_placement
 from vmtools.planner.schedule import order_moves

@@ -14,7 +14,7 @@ import pytest
 from vmtools.errors import Unavailable
 from vmtools.model import VM, Host, Snapshot
 from vmtools.planner import solve
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.constraints import Constraints
 from vmtools.planner.plan import Options, make_plan
 
 
@@ -60,6 +60,7 @@ def _stuck_cbc(tmp_path, ignore_sigint: bool):
     return subprocess.Popen([str(binary), "60"], preexec_fn=pre)
 
 
+@pytest.mark.slow           # waits out a real time limit
 def test_a_solver_past_its_limit_is_interrupted(tmp_path):
     proc = _stuck_cbc(tmp_path, ignore_sigint=False)
     started = time.monotonic()
@@ -69,6 +70,7 @@ def test_a_solver_past_its_limit_is_interrupted(tmp_path):
     assert 1.9 <= time.monotonic() - started < 10
 
 
+@pytest.mark.slow           # waits out a real time limit and the grace after it
 def test_a_solver_that_ignores_the_interrupt_is_killed(tmp_path):
     proc = _stuck_cbc(tmp_path, ignore_sigint=True)
     with solve._Watchdog("cbc", 1.0) as dog:

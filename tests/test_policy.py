@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.test_plan_solver import GIB, snap
-from vmtools.cli.plan import app
+from vmtools.cli.vm_plan import app
 from vmtools.errors import UsageError
 from vmtools.model import Snapshot, epoch_to_iso
 from vmtools.planner import demand as dm
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import parse_rules
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import parse_rules
 from vmtools.planner.plan import Options, make_plan, plan_with_state, with_placement
 
 

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
-from vmtools.hostmap import parse_hostmap
+from vmtools.apply.hostmap import parse_hostmap
 from vmtools.lab import bmc as lab_bmc
 from vmtools.lab.cluster import ClusterState, new_state
 from vmtools.power import ipmi, wol
@@ -143,6 +143,7 @@ def bmc_lab(tmp_path):
     lab.stop()
 
 
+@pytest.mark.slow           # ipmi_sim is a daemon
 @needs_ipmi
 def test_ipmi_power_cycle_through_ipmi_sim(bmc_lab, caplog):
     state, lab = bmc_lab
@@ -161,6 +162,7 @@ def test_ipmi_power_cycle_through_ipmi_sim(bmc_lab, caplog):
     assert lab.password not in caplog.text
 
 
+@pytest.mark.slow           # ipmi_sim is a daemon
 @needs_ipmi
 def test_ipmi_wrong_password_is_unavailable(bmc_lab):
     _, lab = bmc_lab

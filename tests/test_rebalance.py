@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -13,6 +14,9 @@ import pytest
 
 from tests.conftest import ROOT
 from vmtools.lab.ganglia import binaries_missing, free_port
+
+# The cron wrapper runs every command through real pipes, against the lab for one test.
+pytestmark = pytest.mark.slow
 
 REBALANCE = ROOT / "shell" / "vm-rebalance"
 
@@ -36,11 +40,89 @@ def write_conf(path: Path, archive: Path, snapshot: list[str], plan: list[str],
     return path
 
 
-def test_usage_and_bad_flags():
-    proc = rebalance("-h")
-    assert proc.returncode == 0 and "Usage: vm-rebalance" in proc.stdout
-    assert rebalance("-k", "soon").returncode == 2
-    assert rebalance("extra").returncode == 2
+def test_usage_version_and_bad_flags():
+    from vmtools import __version__
+    for flag in ("-h", "--help"):
+        proc = rebalance(flag)
+        assert proc.returncode == 0 and "Usage: vm-rebalance" in proc.stdout
+    assert rebalance("--version").stdout == f"vm-rebalance {__version__}\n"
+    for args in (("-k", "soon"), ("extra",), ("--bogus",), ("-x",), ("-c",)):
+        proc = rebalance(*args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.startswith("vm-rebalance: error: ") and proc.stderr.count("\n") == 1
+
+
+def test_shellcheck_finds_nothing_in_the_shell_scripts():
+    import shutil
+    if not shutil.which("shellcheck"):
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing (.ci/run installs it)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = [REBALANCE, ROOT / "contrib" / "vm-gmetric.init",
+               *sorted((ROOT / "packaging").iterdir())]
+    proc = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    proc = subprocess.run(["shellcheck", "-s", "bash", str(ROOT / "shell" /
+                                                         "vmtools-completion.bash")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_settings_file_named_explicitly_must_exist(tmp_path, how):
+    missing = tmp_path / "rebalance.conf"
+    args, env = ((["-c", str(missing)], None) if how == "flag"
+                 else ([], {"VMTOOLS_REBALANCE_CONFIG": str(missing)}))
+    proc = rebalance(*args, "-a", str(tmp_path / "runs"), env=env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"vm-rebalance: error: {missing}: no such settings file " \
+                          "(see vm-rebalance --help)\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def installed_like_a_venv(tmp_path: Path) -> Path:
+    """A venv's bin/ (the wrapper beside the console scripts), reached through a symlink in
+    another directory as /usr/local/bin/vm-rebalance would be; returns the symlink."""
+    import shutil
+    import sys
+    venv_bin = tmp_path / "opt" / "bin"
+    venv_bin.mkdir(parents=True)
+    shutil.copy(REBALANCE, venv_bin / "vm-rebalance")
+    for name in ("vm-snapshot", "vm-plan", "vm-apply"):
+        (venv_bin / name).symlink_to(Path(sys.executable).parent / name)
+    local_bin = tmp_path / "usr-local-bin"
+    local_bin.mkdir()
+    (local_bin / "vm-rebalance").symlink_to(venv_bin / "vm-rebalance")
+    return local_bin / "vm-rebalance"
+
+
+def test_from_a_venv_it_finds_its_siblings_and_a_dry_run_says_what_would_move(tmp_path):
+    wrapper = installed_like_a_venv(tmp_path)
+    conf = write_conf(tmp_path / "r.conf", tmp_path / "runs", ["--example", "lab"],
+                      ["--objective", "consolidate"], ["--hosts", str(tmp_path / "hosts.csv")])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    proc = subprocess.run([str(wrapper), "-c", str(conf), "-n"], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    # No hosts.csv: vm-apply's check fails (exit 2) and the summary says so, with the plan.
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("vm-rebalance ") and first.endswith("vm-apply failed (exit 2)")
+    assert "hosts in use 6 -> 2, 16 migrations" in proc.stdout
+    assert "    would move app1: node-2 -> node-3 (4.0 GiB)" in proc.stdout
+    assert "hosts.csv" in proc.stdout.splitlines()[-1]          # the failing step's own error
+    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.name[0].isdigit()]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert (result["exit"], result["failed_step"], result["dry_run"]) == (2, "report", True)
+    assert len(result["moves"]) == 16 and result["moves"][0]["from"] == "node-2"
+
+
+def test_a_missing_command_is_exit_69_naming_it(tmp_path):
+    wrapper = installed_like_a_venv(tmp_path)
+    (tmp_path / "opt" / "bin" / "vm-apply").unlink()
+    proc = subprocess.run([str(wrapper), "-a", str(tmp_path / "runs")], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 69
+    assert proc.stderr.startswith("vm-rebalance: error: vm-apply: not found next to ")
 
 
 def test_a_failing_snapshot_stops_the_run_with_a_summary(tmp_path):
@@ -78,16 +160,18 @@ def test_cron_run_against_the_lab_keeps_every_document(tmp_path, make_lab):
 
     dry = rebalance("-c", str(conf), "-n", env=env)
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert "(dry run)" in dry.stdout
+    assert dry.stdout.splitlines()[0].endswith("checked against the hosts, none started")
+    assert "would move" in dry.stdout
     before = dict(lab.placement())
 
     proc = rebalance("-c", str(conf), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "actions applied" in proc.stdout and "hosts 6 -> 2" in proc.stdout
+    assert " migrations done" in proc.stdout.splitlines()[0]
+    assert "hosts in use 6 -> 2" in proc.stdout
     runs = sorted(p for p in archive.iterdir() if p.is_dir() and p.name[0] != ".")
     assert len(runs) == 2
     last = runs[-1]
-    for name in ("snapshot.json", "plan.json", "report.json", "summary.txt"):
+    for name in ("snapshot.json", "plan.json", "report.json", "summary.txt", "result.json"):
         assert (last / name).exists(), name
     plan = json.loads((last / "plan.json").read_text())
     report = json.loads((last / "report.json").read_text())

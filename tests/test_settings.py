@@ -21,12 +21,12 @@ def source_of(proc: subprocess.CompletedProcess) -> str:
 
 def test_flag_beats_environment_beats_config_file_beats_default(tmp_path):
     conf = tmp_path / "vmtools.toml"
-    conf.write_text('[common]\ntimeout = 5\n[vm-snapshot]\nexample = "hotspot"\n')
+    conf.write_text('[common]\nverbose = 0\n[vm-snapshot]\ntimeout = 5\nexample = "hotspot"\n')
     cfg = {"VMTOOLS_CONFIG": str(conf)}
     assert source_of(run("vm-snapshot", env=cfg)) == "example:hotspot"
-    assert source_of(run("vm-snapshot", env={**cfg, "VMTOOLS_EXAMPLE": "lab"})) == "example:lab"
-    assert source_of(run("vm-snapshot", "--example", "hotspot",
-                         env={**cfg, "VMTOOLS_EXAMPLE": "lab"})) == "example:hotspot"
+    env = {**cfg, "VMTOOLS_SNAPSHOT_EXAMPLE": "lab"}
+    assert source_of(run("vm-snapshot", env=env)) == "example:lab"
+    assert source_of(run("vm-snapshot", "--example", "hotspot", env=env)) == "example:hotspot"
 
 
 def test_config_file_under_xdg_config_home_is_read(tmp_path):
@@ -111,6 +111,7 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     assert proc.returncode in (0, 1)
 
 
+@pytest.mark.slow           # a listening server that never speaks SSH; waits for timeouts
 def test_a_dead_ssh_endpoint_is_one_line_not_a_paramiko_traceback(tmp_path):
     """A port that accepts and hangs up (no SSH banner) must not let paramiko's transport
     thread print its tracebacks: vm-apply says what failed, in one line."""
@@ -153,3 +154,80 @@ def test_a_dead_ssh_endpoint_is_one_line_not_a_paramiko_traceback(tmp_path):
     lines = proc.stderr.splitlines()
     assert all(line.startswith("vm-apply: ") for line in lines), lines
     assert [line for line in lines if line.startswith("vm-apply: error: ")] == lines[-1:]
+
+
+def test_each_command_has_its_own_namespace():
+    """VMTOOLS_<COMMAND>_<OPTION>: vm-plan's setting never reaches vm-snapshot, and the old
+    shared names (VMTOOLS_EXAMPLE, VMTOOLS_FORMAT, VMTOOLS_VERSION) do nothing."""
+    env = {"VMTOOLS_PLAN_EXAMPLE": "hotspot", "VMTOOLS_EXAMPLE": "hotspot",
+           "VMTOOLS_FORMAT": "table", "VMTOOLS_VERSION": "1", "VMTOOLS_HELP": "1"}
+    assert source_of(run("vm-snapshot", "--example", "lab", env=env)) == "example:lab"
+
+
+@pytest.mark.parametrize("var", ["VMTOOLS_SNAPSHOT_FORMAT", "VMTOOLS_SNAPSHOT_VERSION",
+                                 "VMTOOLS_SNAPSHOT_OUTPUT", "VMTOOLS_SNAPSHOT_EXAMPEL"])
+def test_format_output_version_are_not_settings_and_typos_are_named(var):
+    proc = run("vm-snapshot", "--example", "lab", env={var: "table"})
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["format"] == "vmtools.snapshot"      # a pipe gets JSON
+    assert proc.stderr.startswith(f"vm-snapshot: warning: {var} ignored: ")
+    if var.endswith("EXAMPEL"):
+        assert proc.stderr.rstrip().endswith("did you mean example?")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[vm-plan]\nobjectiv = "balance"\n',
+     "[vm-plan] objectiv: not a setting of vm-plan; did you mean objective?"),
+    ('[vm-plan]\ntime_limt = 3\n',
+     "[vm-plan] time_limt: not a setting of vm-plan; did you mean time-limit?"),
+    ('[common]\nformat = "table"\n', "[common] format: --format is not a setting"),
+    ('[vm-plan]\noutput = "x"\n', "[vm-plan] output: --output is not a setting"),
+    ('[common]\ntimeout = 5\n', "[common] timeout: not a common setting"),
+    ('[vm-pln]\nobjective = "balance"\n', "[vm-pln]: no such table; tables are [common] and "
+     "one per command; did you mean vm-plan?"),
+    ('vm-plan = 1\n', "vm-plan: expected a table [vm-plan]"),
+])
+def test_a_bad_key_in_vmtools_toml_is_an_error_naming_file_key_and_closest(tmp_path, text,
+                                                                           message):
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text(text)
+    proc = run("vm-plan", env={"VMTOOLS_CONFIG": str(conf)}, input="{}")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"vm-plan: error: {conf}: {message}"), proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_another_commands_table_is_left_to_that_command(tmp_path):
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-apply]\nper-hots = 1\n[vm-snapshot]\nexample = "lab"\n')
+    assert source_of(run("vm-snapshot", env={"VMTOOLS_CONFIG": str(conf)})) == "example:lab"
+    proc = run("vm-apply", env={"VMTOOLS_CONFIG": str(conf)}, input="{}")
+    assert proc.returncode == 2 and "did you mean per-host?" in proc.stderr
+
+
+def test_the_shipped_example_settings_file_is_valid_for_every_command(tmp_path):
+    from tests.conftest import ROOT
+    env = {"VMTOOLS_CONFIG": str(ROOT / "contrib" / "vmtools.toml")}
+    for name in ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay"):
+        proc = run(name, "--version", env=env)
+        assert proc.returncode == 0 and proc.stderr == "", (name, proc.stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "vm-plan: error: no such option: --bogus"),
+    (["--threads", "x"], "vm-plan: error: invalid value for '--threads'"),
+    (["--objective", "nope"], "vm-plan: error: invalid value for '--objective'"),
+    (["a", "b"], "vm-plan: error: "),
+])
+def test_usage_errors_are_one_line_in_the_common_style_exit_2(args, message):
+    proc = run("vm-plan", *args, input="{}")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stderr.endswith(" (see vm-plan --help)\n") and proc.stderr.count("\n") == 1
+
+
+def test_help_has_plain_metavars_and_says_where_settings_come_from():
+    text = run("vm-plan", "--help").stdout
+    assert "<int range>" not in text and "<str>" not in text and " <" not in text
+    assert "--threads N" in text
+    assert "VMTOOLS_PLAN_<OPTION>" in text

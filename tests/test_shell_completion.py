@@ -30,7 +30,24 @@ def complete(*words: str) -> list[str]:
     (("vm-apply", "--driver", "xe"), ["xen", "xend-xmlrpc"]),
     (("vm-gmetric", "--tool"), ["--toolstack"]),
     (("vm-snapshot", "--example", ""), ["hotspot", "lab"]),
-    (("vm-rebalance", "-"), ["-a", "-c", "-h", "-k", "-n", "-q"]),
+    (("vm-rebalance", "--d"), ["--dry-run"]),
+    (("vm-lab", "--sce"), ["--scenario"]),
+    (("vm-plan", "--solver", ""), ["cbc", "highs"]),
+    (("vm-plan", "--time-limit", ""), []),
+    (("vm-replay", "--base"), ["--baseline"]),
+    (("vm-replay", "--baseline", "th"), ["thr-mmt", "threshold"]),
 ])
 def test_completion(words, expected):
     assert sorted(complete(*words)) == expected
+
+
+def test_vm_rebalance_short_options_come_from_its_help():
+    assert {"-a", "-c", "-h", "-k", "-n", "-q", "--version"} <= set(complete("vm-rebalance", "-"))
+
+
+def test_every_console_script_is_completed():
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    line = COMPLETION.read_text().splitlines()[-1]
+    assert line.startswith("complete -F _vmtools_complete ")
+    assert set(scripts) | {"vm-rebalance"} <= set(line.split()[3:])

@@ -140,7 +140,7 @@ def test_version_and_help():
 
 
 def test_settings_come_from_the_environment():
-    proc = run("vm-snapshot", env={"VMTOOLS_EXAMPLE": "lab", "VMTOOLS_FORMAT": "table"})
+    proc = run("vm-snapshot", "-f", "table", env={"VMTOOLS_SNAPSHOT_EXAMPLE": "lab"})
     assert proc.returncode == 0 and "Hosts (6) from example:lab" in proc.stdout
 
 

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import run
 from tests.ganglia_lab import GangliaLab, binaries_missing
 
-pytestmark = [pytest.mark.ganglia,
+pytestmark = [pytest.mark.ganglia, pytest.mark.slow,
               pytest.mark.skipif(bool(binaries_missing()),
                                  reason="needs gmond, gmetad and gmetric "
                                         "(apt-get install ganglia-monitor gmetad)")]

@@ -1,4 +1,4 @@
-"""One exception tree for vmtools; each class carries the exit code of SPEC.md.
+"""One exception tree for vmtools; each class carries its exit code (vmtools(7), EXIT STATUS).
 
 Core modules raise these; the command-line boundary (:mod:`vmtools.cli._common`) turns
 them into one ``prog: error: message`` line on stderr and the matching exit code.
@@ -6,7 +6,7 @@ them into one ``prog: error: message`` line on stderr and the matching exit code
 
 from __future__ import annotations
 
-# The exit-code table of SPEC.md, in one place. Man pages and tests read it from here.
+# The exit-code table of vmtools(7), in one place: every command's --help epilog is built from it.
 EXIT_OK = 0
 EXIT_FAILED = 1        # the operation ran and failed (no feasible placement, an action failed)
 EXIT_USAGE = 2         # bad command line
@@ -27,6 +27,17 @@ EXIT_CODES = {
                    "nothing within its time limit",
 }
 
+# The same table in the few words a --help epilog has room for.
+EXIT_CODES_SHORT = {
+    EXIT_OK: "success (an empty plan too)",
+    EXIT_FAILED: "the operation failed",
+    EXIT_USAGE: "bad command line",
+    EXIT_DATAERR: "bad input data",
+    EXIT_UNAVAILABLE: "a service is unreachable",
+    EXIT_SOFTWARE: "internal error",
+    EXIT_TEMPFAIL: "temporary failure, try again later",
+}
+
 
 class VmtoolsError(Exception):
     """Base of every error a user can be shown. ``str(err)`` is the one-line message."""
@@ -38,6 +49,19 @@ class UsageError(VmtoolsError):
     """The command line (or a setting) is wrong."""
 
     exit_code = EXIT_USAGE
+
+
+class OptionError(UsageError):
+    """A setting of a core function is wrong. ``option`` is the setting's name (``per_host``);
+    the command line shows it as its flag (``--per-host must be at least 1``)."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        self.message = message
+        super().__init__(f"{option} {message}")
+
+    def as_flag(self) -> str:
+        return f"--{self.option.replace('_', '-')} {self.message}"
 
 
 class DataError(VmtoolsError):

@@ -1,4 +1,4 @@
-"""The documents of SPEC.md as one model: snapshot, plan, report (and their envelope).
+"""The documents of vmtools-formats(5) as one model: snapshot, plan, report (and their envelope).
 
 Every document is JSON that starts with ``"format"`` and ``"version"`` ("MAJOR.MINOR").
 Readers ignore unknown keys and refuse an unknown major version. Validation errors are
@@ -29,10 +29,7 @@ CONSTRAINTS_FORMAT = "vmtools.constraints"
 SUPPORTED_MAJOR = 1
 CURRENT_VERSION = "1.0"
 
-HOST_STATES = ("online", "offline")
-VM_STATES = ("running", "paused", "blocked", "unknown")
-MIGRATION_DRIVERS = ("xen", "xend-xmlrpc", "xm-ssh", "xl-ssh")
-DOM0_NAMES = frozenset({"Domain-0", "Domain-0--incoming"})
+HOST_STATES = ("online", "offline", "standby")
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
@@ -45,7 +42,7 @@ def is_safe_name(name: object) -> bool:
 
 
 def utc_now() -> str:
-    """The current time as SPEC.md writes it: ``2026-11-22T01:30:00Z``."""
+    """The current time as vmtools-formats(5) writes it: ``2026-11-22T01:30:00Z``."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -312,17 +309,18 @@ class Snapshot:
                 return h
         raise KeyError(name)
 
-    def vms_on(self, host: str) -> list[VM]:
-        return [v for v in self.vms if v.host == host]
-
 
 # --------------------------------------------------------------------------- plan
 
-ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off")
+ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off", "power-on")
+POWER_OPS = ("power-off", "power-on")
 
 
 @dataclass
 class Action:
+    """One step of a plan. A migration has ``vm``, ``src``, ``dst`` and ``mem_mib``; a
+    power action (``power-off``, ``power-on``) has ``host`` instead."""
+
     id: int
     vm: str
     src: str
@@ -331,6 +329,17 @@ class Action:
     after: list[int] = field(default_factory=list)
     reason: str = ""
     op: str = "migrate"
+    host: str = ""
+
+    @property
+    def is_power(self) -> bool:
+        return self.op in POWER_OPS
+
+    @classmethod
+    def power(cls, id: int, op: str, host: str, after: list[int] | None = None,
+              reason: str = "") -> "Action":
+        return cls(id=id, vm="", src="", dst="", mem_mib=0, after=list(after or []),
+                   reason=reason, op=op, host=host)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "Action":
@@ -340,11 +349,18 @@ class Action:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise DataError(f"expected an action id, got {_describe(item)}", p)
             after.append(item)
-        return cls(id=r.int("id", minimum=1), op=r.str("op", False, "migrate", ACTION_OPS),
+        op = r.str("op", False, "migrate", ACTION_OPS)
+        if op in POWER_OPS:
+            return cls.power(r.int("id", minimum=1), op, r.name("host"), after,
+                             r.str("reason", False, ""))
+        return cls(id=r.int("id", minimum=1), op=op,
                    vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
                    mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""))
 
     def to_dict(self) -> dict:
+        if self.op in POWER_OPS:
+            return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
+                    "reason": self.reason}
         return {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
                 "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
 
@@ -473,5 +489,3 @@ def loads(text: str, source: str = "<stdin>") -> Any:
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
-
-DOCUMENT_CLASSES = {SNAPSHOT_FORMAT: Snapshot, PLAN_FORMAT: Plan, REPORT_FORMAT: Report}

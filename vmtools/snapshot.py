@@ -12,9 +12,11 @@ import json
 import logging
 from typing import Callable, Iterable, Iterator, Protocol
 
-from vmtools.errors import DataError
+from vmtools.errors import DataError, OptionError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, SnapshotBuilder
-from vmtools.ganglia.sources import ClusterSource
+from vmtools.ganglia.sources import (GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT,
+                                     ClusterSource, ExampleSource, FileSource, GmetadSource,
+                                     GmondSource, parse_address)
 from vmtools.ganglia.xml import Cluster, GangliaDump, RawHost, parse_ganglia
 from vmtools.model import SNAPSHOT_FORMAT, Snapshot
 
@@ -25,6 +27,35 @@ class Source(Protocol):
     name: str
 
     def open(self): ...
+
+
+def choose_sources(*, gmetad: list[str], cluster: list[str], gmond: list[str],
+                   inputs: list[str], example: str | None, timeout: float) -> list[Source]:
+    """The sources vm-snapshot reads, from its options: each ``gmetad`` address (its XML
+    port; with ``cluster`` names, its interactive port asked for each cluster), each
+    ``gmond``, each saved dump in ``inputs`` (``-`` is stdin), the shipped ``example``.
+    With no source at all (or only clusters), gmetad on localhost."""
+    sources: list[Source] = []
+    gmetads = list(gmetad)
+    if not gmetads and (cluster or not (gmond or inputs or example)):
+        gmetads = ["localhost"]
+    for text in gmetads:
+        if cluster:
+            host, port = parse_address(text, GMETAD_INTERACTIVE_PORT, "gmetad")
+            sources += [ClusterSource(host, name, port, timeout) for name in cluster]
+        else:
+            host, port = parse_address(text, GMETAD_XML_PORT, "gmetad")
+            sources.append(GmetadSource(host, port, timeout))
+    for text in gmond:
+        host, port = parse_address(text, GMOND_PORT, "gmond")
+        sources.append(GmondSource(host, port, timeout))
+    for path in inputs:
+        sources.append(FileSource(path))
+    if example is not None:
+        sources.append(ExampleSource(example))
+    if sum(1 for s in sources if isinstance(s, FileSource) and s.path == "-") > 1:
+        raise OptionError("input", "-: standard input can be read only once")
+    return sources
 
 
 def read_source(source: Source, *, recover: bool = False,

@@ -15,9 +15,9 @@ A command module does::
 
     main = entry_point(app, "vm-plan")
 
-Settings come from flags, then ``VMTOOLS_<OPTION>`` environment variables, then the
-``[<command>]`` table (and ``[common]``) of ``$XDG_CONFIG_HOME/vmtools/vmtools.toml`` or
-``/etc/vmtools/vmtools.toml``, then defaults.
+Settings come from flags, then ``VMTOOLS_<COMMAND>_<OPTION>`` environment variables, then the
+``[<command>]`` table (and ``[common]``) of ``/etc/vmtools/vmtools.toml`` and
+``$XDG_CONFIG_HOME/vmtools/vmtools.toml``, then defaults (``vmtools.cli._settings``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import tempfile
-import tomllib
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -36,16 +35,15 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vmtools import __version__
-from vmtools.errors import (EXIT_DATAERR, EXIT_SOFTWARE, DataError, UsageError,
-                            VmtoolsError)
+from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
+                            OptionError, UsageError, VmtoolsError)
 from vmtools.inputs import input_name, open_input
 from vmtools.model import loads
 
 log = logging.getLogger("vmtools")
 
-EXIT_CODES_EPILOG = ("Exit codes: 0 success (an empty plan too); 1 the operation failed; "
-                     "2 bad command line; 65 bad input data; 69 a service is unreachable; "
-                     "70 internal error; 75 temporary failure, try again later.")
+EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(
+    f"{code} {text}" for code, text in EXIT_CODES_SHORT.items()) + "."
 
 
 class OutputFormat(str, enum.Enum):
@@ -64,7 +62,6 @@ def make_app(prog: str, help_text: str | None) -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"],
-                          "auto_envvar_prefix": "VMTOOLS",
                           "max_content_width": 100},
     )
 
@@ -76,14 +73,14 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-# The options every command has (SPEC.md). Declared once, used as parameter annotations.
+# The options every command has (vmtools(7)). Declared once, used as parameter annotations.
 Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True,
                                       help="More detail on stderr; repeat for debug logs.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 Version = Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
                                        help="Print the version and exit.")]
-Format = Annotated[OutputFormat, typer.Option("-f", "--format", envvar="VMTOOLS_FORMAT",
+Format = Annotated[OutputFormat, typer.Option("-f", "--format",
                                               help="json (the document) or table (for people).")]
 Output = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="FILE",
@@ -129,7 +126,8 @@ def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False)
     except VmtoolsError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        print(error_line(prog, str(exc)), file=sys.stderr)
+        text = exc.as_flag() if isinstance(exc, OptionError) else str(exc)
+        print(error_line(prog, text), file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -155,64 +153,12 @@ def _silence_stdout() -> None:
 
 # --------------------------------------------------------------------------- settings
 
-def config_paths() -> list[Path]:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [Path("/etc/vmtools/vmtools.toml"), Path(xdg) / "vmtools" / "vmtools.toml"]
-
-
-def load_config(prog: str) -> dict[str, Any]:
-    """Defaults for ``prog`` from the config files: ``[common]`` then ``[<prog>]``; later
-    files override earlier ones. Keys are option names with ``-`` or ``_``."""
-    explicit = os.environ.get("VMTOOLS_CONFIG")
-    paths = [Path(explicit)] if explicit else config_paths()
-    merged: dict[str, Any] = {}
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            if explicit:
-                raise UsageError(f"{path}: no such configuration file (VMTOOLS_CONFIG)")
-            continue
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"{path}: {exc}") from exc
-        for table in ("common", prog):
-            section = data.get(table, {})
-            if not isinstance(section, dict):
-                raise UsageError(f"{path}: [{table}] must be a table")
-            merged.update({k.replace("-", "_"): v for k, v in section.items()})
-    return merged
-
-
-def _defaults_by_param(app: typer.Typer, prog: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Config keys are long option names (``time-limit``); click wants parameter names."""
-    if not config:
-        return {}
-    command = typer.main.get_command(app)
-    by_option: dict[str, str] = {}
-    for param in command.params:
-        for opt in getattr(param, "opts", []):
-            if opt.startswith("--"):
-                by_option[opt[2:].replace("-", "_")] = param.name
-        by_option.setdefault(param.name, param.name)
-    defaults = {}
-    for key, value in config.items():
-        if key in by_option:
-            defaults[by_option[key]] = value
-        else:
-            log.debug("config key %r is not an option of %s; ignored", key, prog)
-    return defaults
-
-
 def entry_point(app: typer.Typer, prog: str):
-    """The console-script function: load the settings, run the app, map errors."""
+    """The console-script function: load the settings (``vmtools.cli._settings``: flags, then
+    ``VMTOOLS_<COMMAND>_<OPTION>``, then vmtools.toml), run the app, map usage errors."""
     def main() -> None:
-        try:
-            defaults = _defaults_by_param(app, prog, load_config(prog))
-        except UsageError as exc:
-            print(error_line(prog, str(exc)), file=sys.stderr)
-            sys.exit(exc.exit_code)
-        app(prog_name=prog, default_map=defaults)
+        from vmtools.cli._settings import run
+        sys.exit(run(app, prog, error_line))
     main.__name__ = f"main_{prog.replace('-', '_')}"
     return main
 

@@ -27,8 +27,6 @@ from typing import NamedTuple
 
 from vmtools.errors import DataError
 
-DOM0_NAME = "Domain-0"
-
 
 class Domain(NamedTuple):
     name: str

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from vmtools.dom0.parse import Domain, parse_info, parse_list
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable
 
 log = logging.getLogger("vmtools.dom0")
 
@@ -70,7 +70,7 @@ class Dom0Reader:
 
     def __init__(self, toolstack: str = "auto", timeout: float = 10.0, sysfs_root: str = "/"):
         if toolstack not in TOOLSTACKS:
-            raise UsageError(f"--toolstack {toolstack!r}: expected one of xl, xm, auto")
+            raise OptionError("toolstack", f"{toolstack!r}: expected one of xl, xm, auto")
         self.requested = toolstack
         self.tool: str | None = None if toolstack == "auto" else toolstack
         self.timeout = timeout

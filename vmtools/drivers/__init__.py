@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-from vmtools.drivers.base import (DEFAULT_PORTS, Driver, Endpoint, HostKeyError,
+from vmtools.drivers.base import (Driver, Endpoint, HostKeyError,
                                   MigrationRefused, MigrationUncertain)
 from vmtools.errors import UsageError
-
-TRANSPORTS = tuple(DEFAULT_PORTS)
+from vmtools.xen import SSH_TRANSPORTS, TRANSPORTS
 
 
 def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 10.0) -> Driver:
@@ -20,12 +19,12 @@ def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 1
     if endpoint.transport == "xend-xmlrpc":
         from vmtools.drivers.xend_xmlrpc import XendXmlRpcDriver
         return XendXmlRpcDriver(endpoint, connect_timeout)
-    if endpoint.transport in ("xm-ssh", "xl-ssh"):
+    if endpoint.transport in SSH_TRANSPORTS:
         from vmtools.drivers.ssh import SshDriver, SshOptions
         return SshDriver(endpoint, ssh_options or SshOptions(), connect_timeout)
     raise UsageError(f"unknown migration transport {endpoint.transport!r} "
                      f"(expected one of {', '.join(TRANSPORTS)})")
 
 
-__all__ = ["DEFAULT_PORTS", "Driver", "Endpoint", "HostKeyError", "MigrationRefused",
-           "MigrationUncertain", "TRANSPORTS", "make_driver"]
+__all__ = ["Driver", "Endpoint", "HostKeyError", "MigrationRefused",
+           "MigrationUncertain", "make_driver"]

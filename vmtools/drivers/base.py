@@ -24,9 +24,6 @@ from dataclasses import dataclass
 
 from vmtools.errors import OperationFailed, Unavailable
 
-DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22}
-RELOCATION_PORT = 8002
-DOM0_NAMES = frozenset({"Domain-0"})
 
 
 class HostKeyError(Unavailable):
@@ -93,17 +90,10 @@ class Driver:
         such as ``web1--incoming`` included)."""
         raise NotImplementedError
 
-    def locate(self, vm: str) -> bool:
-        """True when the host runs ``vm`` (under its own name)."""
-        return vm in self.list_guests()
-
     def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
         """Migrate ``vm`` from this host to ``dst_address``; return when the hypervisor
         reports success. Raises MigrationRefused, MigrationUncertain or Unavailable."""
         raise NotImplementedError
-
-    def describe(self) -> str:
-        return f"{self.transport} {self.endpoint.address}:{self.endpoint.port}"
 
     def close(self) -> None:
         """Release connections (SSH)."""

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import paramiko
 
-from vmtools.drivers.base import (DOM0_NAMES, Driver, Endpoint, HostKeyError, MigrationRefused,
+from vmtools.drivers.base import (Driver, Endpoint, HostKeyError, MigrationRefused,
                                   MigrationUncertain)
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable, UsageError
+from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.ssh")
 
@@ -49,10 +50,10 @@ class SshOptions:
         self.user_known_hosts = os.path.expanduser(user_known_hosts)
         self.record_lock = threading.Lock()
         if key is not None and not os.path.isfile(key):
-            raise UsageError(f"--ssh-key {key}: no such file")
+            raise OptionError("ssh_key", f"{key}: no such file")
         for path in self.known_hosts:
             if not os.path.isfile(path) and not accept_new:
-                raise UsageError(f"--known-hosts {path}: no such file")
+                raise OptionError("known_hosts", f"{path}: no such file")
 
     @property
     def record_path(self) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import http.client
 import urllib.parse
 
-from vmtools.drivers.base import (DOM0_NAMES, RELOCATION_PORT, Driver, MigrationRefused,
-                                  migrate_call_failed, why)
+from vmtools.drivers.base import Driver, MigrationRefused, migrate_call_failed, why
+from vmtools.xen import DOM0_NAMES, RELOCATION_PORT
 from vmtools.errors import Unavailable
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import http.client
 import xmlrpc.client
 
-from vmtools.drivers.base import DOM0_NAMES, Driver, MigrationRefused, migrate_call_failed, why
+from vmtools.drivers.base import Driver, MigrationRefused, migrate_call_failed, why
+from vmtools.xen import DOM0_NAMES
 from vmtools.errors import Unavailable
 
 

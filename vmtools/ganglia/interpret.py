@@ -1,4 +1,4 @@
-"""Turn parsed Ganglia answers into a snapshot, by the rules of SPEC.md "Ganglia metrics".
+"""Turn parsed Ganglia answers into a snapshot, by the rules of vmtools-formats(5), GANGLIA METRICS.
 
 Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.GangliaDump`
 (one per source); output is a :class:`~vmtools.model.Snapshot`.
@@ -29,14 +29,13 @@ import math
 import re
 
 from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
-from vmtools.model import (DOM0_NAMES, MIGRATION_DRIVERS, VM, Host, Problem, Snapshot,
+from vmtools.xen import DOM0_NAMES, TRANSPORTS
+from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, GUEST_PREFIX, HOST_METRICS,
+                                    MEM_TOTAL, NET_MBPS, TYPE, VMS, VMS_PART)
+from vmtools.model import (VM, Host, Problem, Snapshot,
                            epoch_to_iso, is_safe_name)
 
-HOST_METRICS = ("container.mem_total", "container.cpu_num", "container.vms",
-                "container.driver.migration", "container.type")
-GUEST_PREFIX = "container.vm."
 DEFAULT_STALE_AFTER = 120.0
-_VMS_PART = re.compile(r"container\.vms\.(\d+)")
 _HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 # Problem kinds (documented in vmtools-formats(5)).
@@ -136,21 +135,21 @@ class SnapshotBuilder:
                          f"but not {', '.join(missing)}: it is not counted as a hypervisor "
                          "(is vm-gmetric running on its Domain-0?)", host=raw.name)
             return
-        cpu = self.number(raw, "container.cpu_num", raw.name, integer=True)
-        mem_kb = self.number(raw, "container.mem_total", raw.name)
+        cpu = self.number(raw, CPU_NUM, raw.name, integer=True)
+        mem_kb = self.number(raw, MEM_TOTAL, raw.name)
         if cpu is None or mem_kb is None:
             return  # not-a-number already reported
-        net = self.number(raw, "container.net_mbps", raw.name)
-        hypervisor = raw.metrics["container.type"].strip()
+        net = self.number(raw, NET_MBPS, raw.name)
+        hypervisor = raw.metrics[TYPE].strip()
         if not _HYPERVISOR_TYPE.fullmatch(hypervisor):
             self.problem("bad-value", f"container.type of host {raw.name} is "
                          f"{_show(hypervisor, 40)}, not a hypervisor name like xen-4.17",
                          host=raw.name)
             hypervisor = ""
-        migration = raw.metrics["container.driver.migration"].strip()
-        if migration not in MIGRATION_DRIVERS:
+        migration = raw.metrics[DRIVER_MIGRATION].strip()
+        if migration not in TRANSPORTS:
             self.problem("bad-value", f"container.driver.migration of host {raw.name} is "
-                         f"{_show(migration, 40)}, not one of {', '.join(MIGRATION_DRIVERS)}",
+                         f"{_show(migration, 40)}, not one of {', '.join(TRANSPORTS)}",
                          host=raw.name)
             migration = ""
         state = "online"
@@ -183,9 +182,9 @@ class SnapshotBuilder:
 
     @staticmethod
     def guest_names(raw: RawHost) -> list[str]:
-        parts = [(0, raw.metrics["container.vms"])]
+        parts = [(0, raw.metrics[VMS])]
         for metric, value in raw.metrics.items():
-            m = _VMS_PART.fullmatch(metric)
+            m = VMS_PART.fullmatch(metric)
             if m:
                 parts.append((int(m.group(1)), value))
         text = " ".join(value for _, value in sorted(parts))

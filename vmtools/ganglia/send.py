@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from vmtools.errors import DataError, Unavailable, UsageError
+from vmtools.errors import DataError, OptionError, Unavailable, UsageError
 
 log = logging.getLogger("vmtools.ganglia.send")
 
@@ -157,10 +157,10 @@ def parse_destination(text: str) -> Channel:
     m = re.fullmatch(r"\[(?P<h6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?|(?P<h>[^:\s]+)(?::(?P<p>\d+))?",
                      text.strip())
     if not m:
-        raise UsageError(f"--gmond {text!r}: expected HOST:PORT")
+        raise OptionError("gmond", f"{text!r}: expected HOST:PORT")
     port = int(m["p6"] or m["p"] or DEFAULT_PORT)
     if not 0 < port < 65536:
-        raise UsageError(f"--gmond {text!r}: port out of range")
+        raise OptionError("gmond", f"{text!r}: port out of range")
     return Channel(m["h6"] or m["h"], port)
 
 

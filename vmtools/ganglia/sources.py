@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import BinaryIO
 
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable
 from vmtools.inputs import input_name, open_input
 
 GMETAD_XML_PORT = 8651
@@ -30,8 +30,9 @@ EXAMPLES = {"lab": "lab-gmetad.xml", "hotspot": "lab-gmetad-hotspot.xml"}
 _BAD_PATH_CHARS = set('>!@#$%`;|"\'<\\/&?*') | {chr(c) for c in range(32)} | {chr(127)}
 
 
-def parse_address(text: str, default_port: int, what: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6]:PORT`` -> (host, port)."""
+def parse_address(text: str, default_port: int, option: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]:PORT`` -> (host, port); ``option`` names the setting
+    in an error."""
     text = text.strip()
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
     if m:
@@ -41,11 +42,11 @@ def parse_address(text: str, default_port: int, what: str) -> tuple[str, int]:
     else:
         host, port = text, None
     if not host or not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
-        raise UsageError(f"{what} {text!r}: expected HOST or HOST:PORT")
+        raise OptionError(option, f"{text!r}: expected HOST or HOST:PORT")
     if port is None:
         return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{what} {text!r}: the port must be a number from 1 to 65535")
+        raise OptionError(option, f"{text!r}: the port must be a number from 1 to 65535")
     return host, int(port)
 
 
@@ -120,9 +121,9 @@ class ClusterSource:
     def __post_init__(self) -> None:
         if not self.cluster or self.cluster.strip() != self.cluster or \
                 any(ch in _BAD_PATH_CHARS for ch in self.cluster) or not self.cluster.isascii():
-            raise UsageError(f"--cluster {self.cluster!r}: a cluster name cannot hold control "
-                             "characters, leading or trailing spaces, or any of "
-                             "> ! @ # $ % ` ; | \" ' < \\ / & ? *")
+            raise OptionError("cluster", f"{self.cluster!r}: a cluster name cannot hold control "
+                              "characters, leading or trailing spaces, or any of "
+                              "> ! @ # $ % ` ; | \" ' < \\ / & ? *")
 
     @property
     def name(self) -> str:
@@ -169,8 +170,8 @@ class ExampleSource:
 
     def __post_init__(self) -> None:
         if self.example not in EXAMPLES:
-            raise UsageError(f"--example {self.example!r}: unknown example; choose one of "
-                             f"{', '.join(EXAMPLES)}")
+            raise OptionError("example", f"{self.example!r}: unknown example; choose one of "
+                              f"{', '.join(EXAMPLES)}")
 
     @property
     def name(self) -> str:

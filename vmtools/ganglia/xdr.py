@@ -14,13 +14,12 @@ host by the packet's source address.
   float, double); gmond prints typed values with the packet's ``fmt``;
 - 136 metadata request (gmond asks for metadata it lacks).
 
-:func:`gmetric_packets` builds exactly the two packets ``/usr/bin/gmetric`` 3.x sends for
-the same arguments (metadata, then the value as a ``"%s"`` string packet), byte for byte.
+vm-gmetric's packets are byte for byte those ``/usr/bin/gmetric`` 3.x sends for the same
+arguments (tests/test_gmetric_lab.py compares them).
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from typing import Iterable, NamedTuple
 
@@ -100,33 +99,6 @@ def encode_value(host: str, name: str, value: object, kind: int = STRING, spoof:
     except struct.error as exc:
         raise DataError(f"value {value!r} does not fit message {kind}: {exc}", name) from None
     return _checked(head + packed, name)
-
-
-def gmetric_packets(name: str, value: object, type: str = "string", units: str = "",
-                    slope: str = "both", tmax: int = 60, dmax: int = 0,
-                    spoof: str | None = None, host: str | None = None,
-                    groups: Iterable[str] = (), cluster: str | None = None,
-                    desc: str | None = None, title: str | None = None,
-                    heartbeat: bool = False) -> list[bytes]:
-    """The packets ``gmetric`` sends for these options: ``[metadata, value]``.
-
-    ``spoof`` is ``"IP:hostname"`` (gmetric ``-S``); ``host`` defaults to ``gethostname()``
-    as in gmetric; ``heartbeat`` is gmetric ``-H`` (with spoof)."""
-    ident = spoof if spoof else (host if host is not None else socket.gethostname())
-    extra: list[tuple[str, str]] = []
-    if spoof:
-        extra.append(("SPOOF_HOST", spoof))
-    if heartbeat:
-        extra.append(("SPOOF_HEARTBEAT", "yes"))
-    if cluster:
-        extra.append(("CLUSTER", cluster))
-    extra += [("GROUP", g) for g in groups]
-    if desc:
-        extra.append(("DESC", desc))
-    if title:
-        extra.append(("TITLE", title))
-    meta = encode_metadata(ident, name, type, units, slope, tmax, dmax, bool(spoof), extra)
-    return [meta, encode_value(ident, name, value, STRING, bool(spoof), "%s")]
 
 
 # ----------------------------------------------------------------------------- decode

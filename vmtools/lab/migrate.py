@@ -27,9 +27,8 @@ import signal
 import time
 
 from vmtools.lab.cluster import ClusterState, migration_seconds
+from vmtools.xen import DOM0, INCOMING_SUFFIX as INCOMING
 
-DOM0 = "Domain-0"
-INCOMING = "--incoming"
 POLL = 0.05
 
 XM_MIGRATE_USAGE = """\

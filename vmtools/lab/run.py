@@ -9,7 +9,11 @@
   sshd with the ``xm``/``xl`` stand-ins on its PATH when this machine allows it (root,
   openssh-server; :class:`vmtools.lab.sshd.SshLab`), and a real ``vm-gmetric`` daemon publishing
   as that host (spoofed name and IP) from the stand-in toolstack;
-- a host map for ``vm-apply --hosts`` pointing each host at the transport its scenario names.
+- a host map for ``vm-apply --hosts`` pointing each host at the transport its scenario names;
+- with ``power=True``, simulated power (:mod:`vmtools.lab.power`): each host's BMC is OpenIPMI's
+  ``ipmi_sim`` on loopback (a scenario host's ``power_method``: ``ipmi``, the default) or a
+  Wake-on-LAN listener on a loopback UDP port (``wol``, with its ``mac``); a host switched off
+  stops its xend, sshd and vm-gmetric, and one switched on starts them ``boot_seconds`` later.
 
 Then ``snapshot()``, ``plan()``, ``apply()`` or ``pipeline()`` run the installed commands
 through real pipes, exactly as cron would. Only the hypervisor is simulated.
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vmtools.lab import sshd as sshlab
+from vmtools.lab import power as labpower
 from vmtools.lab.cluster import ClusterState, placement
 from vmtools.lab.ganglia import GangliaLab
 from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
@@ -61,7 +66,8 @@ class Lab:
 
     def __init__(self, scenario: str | dict = "steady", workdir: str | os.PathLike | None = None,
                  ssh: bool | None = None, interval: float = 2.0,
-                 mib_per_s: float = 8192.0, gmetad_step: int = 1):
+                 mib_per_s: float = 8192.0, gmetad_step: int = 1, power: bool = False,
+                 boot_seconds: float = 3.0):
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vmtools-lab-"))
@@ -79,6 +85,13 @@ class Lab:
         self.state_dir = self.dir / "state"
         self.plan_state = self.dir / "plan-state"
         self.last_apply_stderr = ""
+        self.power = power
+        self.boot_seconds = boot_seconds
+        self.bmcs = None
+        self.wol = None
+        self.down: set[str] = set()            # hosts whose services are stopped (power off)
+        self.macs: dict[str, str] = {}
+        self._power_lock = threading.Lock()
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
         self.started = 0.0
@@ -135,6 +148,8 @@ class Lab:
             self.xends[name] = XendLab(self.state, name).start()
         if ssh_ok:
             self.ssh = sshlab.SshLab(self.state.path, hosts, directory=self.dir / "ssh").start()
+        if self.power:
+            self._start_power(state)
         self._write_hostmap(state)
         for name in hosts:
             self._start_gmetric(name, state["hosts"][name])
@@ -150,8 +165,25 @@ class Lab:
                 port = self.xends[name].xmlrpc_port
             else:
                 port = self.xends[name].http_port
-            lines.append(f"{name},127.0.0.1:{port},{name}")
+            power = ""
+            if self.bmcs and name in self.bmcs.port:
+                power = f",ipmi,127.0.0.1:{self.bmcs.port[name]},"
+            elif self.wol and name in self.macs:
+                power = f",wol,,{self.macs[name]}"
+            lines.append(f"{name},127.0.0.1:{port},{name}{power}")
         self.hosts_file.write_text("\n".join(lines) + "\n")
+
+    def _start_power(self, state: dict) -> None:
+        from vmtools.lab.bmc import BmcLab, WolListener
+        ipmi = sorted(n for n, h in self.scenario["hosts"].items()
+                      if h.get("power_method", "ipmi") == "ipmi")
+        self.macs = {n: h.get("mac", f"02:00:00:00:{i // 256:02x}:{i % 256:02x}")
+                     for i, (n, h) in enumerate(sorted(self.scenario["hosts"].items()))
+                     if h.get("power_method") == "wol"}
+        if ipmi:
+            self.bmcs = BmcLab(self.state.path, ipmi, self.dir / "bmc").start()
+        if self.macs:
+            self.wol = WolListener(self.state.path, self.macs).start()
 
     def _start_gmetric(self, name: str, host: dict) -> None:
         bin_dir = install_standins(self.dir / "dom0" / name / "bin", self.state.path, name)
@@ -175,6 +207,14 @@ class Lab:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._driver:
+            self._driver.join(timeout=5)
+        if self.wol:
+            self.wol.stop()
+            self.wol = None
+        if self.bmcs:
+            self.bmcs.stop()
+            self.bmcs = None
         for proc in self.gmetrics.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -217,8 +257,52 @@ class Lab:
         while not self._stop.wait(0.5):
             try:
                 self._tick()
+                if self.power:
+                    self._power_tick()
             except (OSError, ValueError) as exc:       # a torn read while stopping
                 log.debug("lab load driver: %s", exc)
+
+    def _power_tick(self) -> None:
+        """Hosts switched off lose their services; booted hosts get them back."""
+        with self._power_lock:
+            with self.state.transaction() as st:
+                booted = [n for n in st["hosts"]
+                          if labpower.booted(st, n, self.boot_seconds)]
+                off = [n for n, h in st["hosts"].items() if labpower.power_of(h) != "on"]
+                hosts = dict(st["hosts"])
+            for name in off:
+                if name not in self.down and self.ganglia is not None:
+                    self._services(name, hosts[name], up=False)
+            for name in booted:
+                if name in self.down:
+                    self._services(name, hosts[name], up=True)
+
+    def _services(self, name: str, host: dict, up: bool) -> None:
+        if not up:
+            self.down.add(name)
+            proc = self.gmetrics.pop(name, None)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if self.ssh:
+                self.ssh.stop_host(name)
+            xend = self.xends.pop(name, None)
+            if xend is not None:
+                xend.stop()
+                self.xends[name] = XendLab(self.state, name, http_port=xend.http_port,
+                                           xmlrpc_port=xend.xmlrpc_port)
+            log.info("%s is off: xend, sshd and vm-gmetric stopped", name)
+            return
+        self.xends[name].start()
+        if self.ssh:
+            self.ssh.start_host(name)
+        self._start_gmetric(name, host)
+        self.down.discard(name)
+        log.info("%s booted: xend, sshd and vm-gmetric started", name)
 
     def placement(self) -> dict[str, str]:
         return placement(self.state.read())
@@ -252,6 +336,10 @@ class Lab:
 
     def apply_args(self) -> list[str]:
         args = ["--hosts", str(self.hosts_file), "--state-dir", str(self.state_dir)]
+        if self.bmcs:
+            args += ["--ipmi-credentials", str(self.bmcs.credentials)]
+        if self.wol:
+            args += ["--wol-address", "127.0.0.1", "--wol-port", str(self.wol.port)]
         if self.ssh:
             args += ["--ssh-user", self.ssh.user, "--ssh-key", str(self.ssh.client_key),
                      "--known-hosts", str(self.ssh.known_hosts)]

@@ -197,6 +197,50 @@ class SshLab:
         pub = Path(str(hostkey) + ".pub").read_text().split()
         return f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
 
+    # ---- power: a host switched off stops its sshd; switched on, it starts on the same port
+    def stop_host(self, host: str) -> None:
+        proc = self.procs.pop(host, None)
+        if proc is None:
+            return
+        children = self.session_pids_of(proc)
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def start_host(self, host: str) -> None:
+        assert self.dir is not None
+        if host in self.procs:
+            return
+        hdir = self.dir / host
+        log = open(hdir / "sshd.log", "ab")
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(hdir / "sshd_config")],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[host] = proc
+
+    def session_pids_of(self, proc: subprocess.Popen) -> list[int]:
+        found: list[int] = []
+        todo = [proc.pid]
+        while todo:
+            pid = todo.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    children = (task / "children").read_text().split()
+                except OSError:
+                    continue
+                for c in children:
+                    found.append(int(c))
+                    todo.append(int(c))
+        return found
+
     # ---- failure injection and teardown
     def session_pids(self, host: str) -> list[int]:
         """Processes below the host's sshd (its per-connection sshd and their commands)."""

@@ -1,4 +1,5 @@
-"""Stand-ins for a Domain-0's Xen commands (``xm``, ``xl``, ``xenstore-read``, ``xenstore-ls``).
+"""Stand-ins for a Domain-0's Xen commands (``xm``, ``xl``, ``xenstore-read``, ``xenstore-ls``)
+and its ``poweroff``/``shutdown``.
 
 Xen cannot run here, so the lab puts small scripts with those names first on PATH (locally,
 or for SSH sessions through sshd's ``SetEnv``). Each script runs :func:`main`, which answers
@@ -6,6 +7,7 @@ as the real command does -- same output, same messages, same exit codes -- from 
 simulated cluster (:mod:`vmtools.lab.cluster`):
 
 - ``migrate`` and ``migrate-receive`` go to :mod:`vmtools.lab.migrate` (moves guests);
+- ``poweroff`` and ``shutdown -h`` switch the simulated host off (:mod:`vmtools.lab.power`);
 - everything else (``list``, ``info``, ``xenstore-*``) goes to :mod:`vmtools.lab.toolstack`.
 
 Environment: ``VMTOOLS_LAB_STATE`` (the state file), ``VMTOOLS_LAB_HOST`` (which simulated
@@ -19,7 +21,7 @@ import sys
 
 from vmtools.lab.cluster import ClusterState
 
-TOOLS = ("xm", "xl", "xenstore-read", "xenstore-ls")
+TOOLS = ("xm", "xl", "xenstore-read", "xenstore-ls", "poweroff", "shutdown")
 
 
 def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike | None = None,
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{tool}: {exc}", file=sys.stderr)
         return 1
     sub = args[0] if args else ""
+    if tool in ("poweroff", "shutdown"):
+        from vmtools.lab import power
+        return power.poweroff(tool, args)
     if tool in ("xm", "xl") and sub in ("migrate", "migrate-receive"):
         from vmtools.lab import migrate
         rc, out, err = migrate.run(tool, args, host, state)

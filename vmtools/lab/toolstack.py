@@ -39,8 +39,7 @@ import os
 import time
 
 from vmtools.lab.cluster import ClusterState, advance
-
-DOM0 = "Domain-0"
+from vmtools.xen import DOM0
 
 XM_NOT_RUNNING = ("Error: Unable to connect to xend: No such file or directory. "
                   "Is xend running?\n")

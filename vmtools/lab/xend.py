@@ -33,7 +33,8 @@ import xmlrpc.server
 from typing import Any
 
 from vmtools.lab.cluster import ClusterState
-from vmtools.lab.migrate import DOM0, MigrationError, find_domain, migrate_domain
+from vmtools.lab.migrate import MigrationError, find_domain, migrate_domain
+from vmtools.xen import DOM0
 
 
 # --------------------------------------------------------------------------- SXP

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Callable, Iterable
 
+from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
+from vmtools.rules.capacity import EPS
+
+# guests x hosts up to which FFD is tried with the max key too when the sum key misses the
+# lower bound (a pass costs about 0.2 s at 2,000 guests, 4 s at 10,000).
+MAX_KEY_PAIRS = 2_000_000
 
 log = logging.getLogger("vmtools.planner.heuristics")
 
-EPS = 1e-6
 
 
 class Disjoint:
@@ -95,10 +99,11 @@ class Packing:
             self.placement[v] = -1
 
 
-def drain(inst: Instance, placement: list[int], deadline: float) -> list[int]:
+def drain(inst: Instance, placement: list[int], deadline: Deadline | float) -> list[int]:
     """Empty open hosts, least-used first, while all their guests fit on the other open hosts
     (best fit, every rule kept); returns the placement with fewer hosts, or the same one.
     Used after solving groups apart, each of which rounds its host count up."""
+    deadline = Deadline.of(deadline)
     pack = Packing(inst)
     on: dict[int, list[list[int]]] = {}
     for unit in units(inst):
@@ -109,7 +114,7 @@ def drain(inst: Instance, placement: list[int], deadline: float) -> list[int]:
     open_hosts = set(on)
     for h in sorted(open_hosts - fixed_hosts,
                     key=lambda h: (-pack.free["mem"][h], inst.hosts[h])):
-        if time.monotonic() > deadline:
+        if deadline.passed():
             break
         moving = sorted(on[h], key=lambda u: (-size_key(inst, u), min(u)))
         for unit in moving:
@@ -143,17 +148,8 @@ def _allowed(inst: Instance, unit: list[int]) -> set[int]:
     return allowed
 
 
-def _scale(inst: Instance) -> dict[str, float]:
-    out = {}
-    for d in inst.dims:
-        finite = [c for c in inst.cap[d] if math.isfinite(c) and c > 0]
-        out[d] = (sum(finite) / len(finite)) if finite else 1.0
-    return out
-
-
 def size_key(inst: Instance, unit: Iterable[int]) -> float:
-    scale = _scale(inst) if not hasattr(inst, "_scale") else inst._scale  # type: ignore
-    inst._scale = scale  # type: ignore[attr-defined]
+    scale = inst.scale
     return sum(sum(inst.dem[d][v] for v in unit) / scale[d] for d in inst.dims)
 
 
@@ -189,7 +185,7 @@ def lower_bound(inst: Instance) -> int:
 def _host_order(inst: Instance) -> list[int]:
     """Hosts that stay open anyway (they hold guests that do not move) first, then the
     largest first: filling a pinned guest's host costs no extra host."""
-    scale = _scale(inst)
+    scale = inst.scale
     forced = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     return sorted(range(inst.n_hosts),
                   key=lambda h: (h not in forced,
@@ -199,8 +195,7 @@ def _host_order(inst: Instance) -> list[int]:
 
 def max_key(inst: Instance, unit: Iterable[int]) -> float:
     """The largest normalised demand of a unit (FFD's other classic sort key)."""
-    scale = _scale(inst) if not hasattr(inst, "_scale") else inst._scale  # type: ignore
-    inst._scale = scale  # type: ignore[attr-defined]
+    scale = inst.scale
     return max(sum(inst.dem[d][v] for v in unit) / scale[d] for d in inst.dims)
 
 
@@ -328,7 +323,7 @@ def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
                                     for v in unit)
 
     evicted.sort(key=lambda u: (not constrained(u), -size_key(inst, u), min(u)))
-    scale = _scale(inst)
+    scale = inst.scale
     for unit in evicted:
         best, best_room = -1, math.inf
         for h in _allowed(inst, unit) & open_hosts:
@@ -358,8 +353,8 @@ def consolidate_heuristic(inst: Instance) -> tuple[list[int] | None, str]:
         return None, ""
     # The sum key usually reaches the bound; where it does not, the max key sometimes does
     # (measured: 200 hosts / 2000 guests, seed 2: 115 -> 114 = the bound). Worth a second
-    # pass only while a pass is cheap (about 0.2 s at 2,000 guests, 4 s at 10,000).
-    if hosts_used(ffd) > lower_bound(inst) and inst.n_vms * inst.n_hosts <= 2_000_000:
+    # pass only while a pass is cheap (MAX_KEY_PAIRS).
+    if hosts_used(ffd) > lower_bound(inst) and inst.n_vms * inst.n_hosts <= MAX_KEY_PAIRS:
         other = ffd_sum(inst, key=max_key)
         if other is not None and hosts_used(other) < hosts_used(ffd):
             ffd, label = other, "ffd-max"

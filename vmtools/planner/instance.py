@@ -9,11 +9,13 @@ move (pin rules, guests named in the snapshot's problems, guests in cooldown).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 from vmtools.model import Snapshot
-from vmtools.planner.constraints import Constraints
+from vmtools.rules.capacity import EPS
+from vmtools.rules.constraints import Constraints
 
 
 @dataclass
@@ -34,6 +36,16 @@ class Instance:
     gather: list[list[int]] = field(default_factory=list)
     hard_cap: dict[str, list[float]] = field(default_factory=dict)
 
+    @functools.cached_property
+    def scale(self) -> dict[str, float]:
+        """Per dimension, a typical host's capacity (the mean of the finite ones): a demand
+        divided by it compares across dimensions (the heuristics' sort keys)."""
+        out = {}
+        for d in self.dims:
+            finite = [c for c in self.cap[d] if math.isfinite(c) and c > 0]
+            out[d] = (sum(finite) / len(finite)) if finite else 1.0
+        return out
+
     @property
     def n_hosts(self) -> int:
         return len(self.hosts)
@@ -49,7 +61,7 @@ class Instance:
                 use[d][h] += self.dem[d][v]
         return use
 
-    def valid(self, placement: list[int], eps: float = 1e-6) -> bool:
+    def valid(self, placement: list[int], eps: float = EPS) -> bool:
         """True when ``placement`` meets every capacity and rule of a target."""
         use = self.used(placement)
         counts = [0] * self.n_hosts

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pulp
 
 from vmtools.planner.instance import Instance
+from vmtools.rules.capacity import EPS
 
 
 @dataclass
@@ -181,6 +182,6 @@ def build_balance(inst: Instance, cands: list[list[int]], hot: list[int], thresh
         _add(prob, moves, pulp.LpConstraintLE, max_moves, "max_moves")
         _add(prob, [(e, 1) for e in list(excess.values()) + list(mem_excess.values())],
              pulp.LpConstraintLE,
-             (max_excess or 0.0) + 1e-6, "max_excess")
+             (max_excess or 0.0) + EPS, "max_excess")
         prob.setObjective(pulp.LpAffineExpression([(u, 1.0)]))
     return Model(prob, x, {}, {"worst": u, **{f"excess_{h}": e for h, e in excess.items()}})

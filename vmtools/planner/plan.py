@@ -23,12 +23,15 @@ import time
 from dataclasses import dataclass, field, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed, TemporaryFailure
-from vmtools.model import DOM0_NAMES, Plan, Snapshot
+from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
-from vmtools.planner.check import check_plan
-from vmtools.planner.constraints import Constraints
+from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance, build_instance
 from vmtools.planner.schedule import estimate_seconds, order_moves
+from vmtools.rules.capacity import EPS
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints
+from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.planner")
 
@@ -55,7 +58,12 @@ class Options:
     candidates: int = 10
     group_size: int = 500
     whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
-    full_model_pairs: int = 5000
+    # guests x hosts up to which a MILP may put each guest on every host it is allowed on
+    # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
+    # large fewest-hosts model, measured 440 s for a 12 s limit at 200 hosts / 2000 guests)
+    all_hosts_pairs: int = 60_000
+    full_model_pairs: int = 5000               # ... below which stage 2 may use any host
+    cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
     seed: int = 0
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
@@ -89,7 +97,6 @@ def _gib(mib: float) -> str:
 def diagnose(inst: Instance) -> str:
     """A reason a person can act on, for a placement problem nothing could solve."""
     cons = inst.constraints
-    snap = inst.snapshot
     usable = {h for a in inst.allowed for h in a}
     for h_name in sorted(cons.maintenance):
         here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
@@ -102,7 +109,7 @@ def diagnose(inst: Instance) -> str:
     for d, unit in (("mem", "memory"), ("cpu", "CPU")):
         need = sum(inst.dem[d])
         have = sum(inst.cap[d][h] for h in usable)
-        if need > have + 1e-6:
+        if need > have + EPS:
             shown = (_gib(need), _gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
                                                                   f"{have:.1f} CPUs")
             hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
@@ -115,7 +122,6 @@ def diagnose(inst: Instance) -> str:
         if inst.dem["mem"][v] > big:
             return (f"{inst.vms[v]} needs {_gib(inst.dem['mem'][v])}; the largest host it "
                     f"may use offers {_gib(big)}")
-    del snap
     return ("no placement satisfies the rules and capacities together (try fewer rules, a "
             "higher --cpu-target, or a longer --time-limit)")
 
@@ -169,7 +175,7 @@ def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None,
 
 # --------------------------------------------------------------------------- consolidate
 
-def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     from vmtools.planner import milp
     rng = random.Random(opts.seed)
     lb = H.lower_bound(inst)
@@ -179,23 +185,22 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     cur_ok = inst.valid(inst.cur)
     if cur_ok and (best is None or H.hosts_used(inst.cur) <= H.hosts_used(best)):
         best, out.how = list(inst.cur), "current placement"
-    budget = max(1.0, deadline - time.monotonic())
+    deadline = Deadline.of(deadline)
     hosts_proven = best is not None and H.hosts_used(best) <= lb
     pool_size = len({h for a in inst.allowed for h in a})
-    # CBC cannot be interrupted in the root of the large host-count model (measured: 440 s
-    # for a 12 s limit at 200 hosts / 2000 guests), so above the full-model size the host
-    # count is the heuristic's and the status says it is not proven.
-    if best is None or (not hosts_proven and inst.n_vms * pool_size <= 60000):
+    # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
+    # not proven (CBC cannot be interrupted in the root of that model).
+    if best is None or (not hosts_proven and inst.n_vms * pool_size <= opts.all_hosts_pairs):
         # Stage 1: fewest hosts by MILP, warm-started when a heuristic found something.
         pool = sorted({h for a in inst.allowed for h in a})
-        full = inst.n_vms * len(pool) <= 60000
+        full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
         warm = best if best is not None else list(inst.cur)
         cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
                  else _candidates(inst, warm, pool, opts.candidates, rng))
         t0 = time.monotonic()
         model = milp.build_hosts(inst, cands)
         out.build_seconds += time.monotonic() - t0
-        place, res = _solve_model(model, inst, opts, budget * 0.4,
+        place, res = _solve_model(model, inst, opts, deadline.share(0.4),
                                   best if best is not None else None)
         out.solve_seconds += res.seconds
         out.solver = opts.solver
@@ -206,7 +211,7 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
         hosts_proven = best is not None and (H.hosts_used(best) <= lb or
                                              (res.status == "optimal" and full))
         if res.bound is not None and best is not None:
-            out.lower_bound = max(lb, math.ceil(res.bound - 1e-6))
+            out.lower_bound = max(lb, math.ceil(res.bound - EPS))
     if best is None:
         raise OperationFailed(diagnose(inst))
     n_hosts = H.hosts_used(best)
@@ -215,7 +220,6 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
         out.gap = 0.0
         return out
     # Stage 2: least memory moved with that many hosts.
-    budget = max(1.0, deadline - time.monotonic())
     pool = sorted(set(best))
     everywhere = sorted({h for a in inst.allowed for h in a})
     if inst.n_vms * len(everywhere) <= opts.full_model_pairs:
@@ -225,7 +229,7 @@ def consolidate(inst: Instance, opts: Options, deadline: float) -> Outcome:
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, budget, best)
+    place, res = _solve_model(model, inst, opts, deadline.share(), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     if place is not None and H.hosts_used(place) <= n_hosts and \
@@ -311,11 +315,12 @@ def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
     return [g for g in groups if g]
 
 
-def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """Split the hosts into groups of about ``group_size`` (:func:`_host_groups`) and
     consolidate each group on its own; the whole cluster at once when it is small, when no
     split keeps every guest able to stay in its group, or when a group alone cannot be
     consolidated (its guests need room elsewhere)."""
+    deadline = Deadline.of(deadline)
     groups = _host_groups(inst, opts.group_size) if inst.n_hosts > opts.group_size else None
     if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
@@ -329,12 +334,11 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
     total = Outcome(placement=placement, lower_bound=H.lower_bound(inst), status="optimal",
                     how=f"{n_groups} groups")
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
-    groups_done = deadline - 0.05 * max(0.0, deadline - time.monotonic())  # then: drain
+    groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
     for i, group in enumerate(groups):
         sub, vms = _sub_instance(inst, group)
-        left = max(1.0, (groups_done - time.monotonic()) / (n_groups - i))
         try:
-            res = consolidate(sub, opts, time.monotonic() + left)
+            res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
         except OperationFailed as exc:
             log.info("group %d of %d cannot be consolidated alone (%s): the whole cluster "
                      "at once", i + 1, n_groups, exc)
@@ -374,7 +378,8 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: float) -> Outco
 
 # --------------------------------------------------------------------------- balance
 
-def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
     hot = H.hotspots(inst, cur, opts.cpu_threshold, opts.mem_threshold)
@@ -386,18 +391,16 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
     util = [max(c, m) for c, m in zip(H.utilisation(inst, cur), H.mem_utilisation(inst, cur))]
     greedy = H.sandpiper(inst, opts.cpu_threshold, opts.mem_threshold, hot)
     # Hot-host restriction: guests of the hot hosts may move, to the coolest hosts.
-    k_cool = 20
     cool = sorted(range(inst.n_hosts), key=lambda h: (util[h], inst.hosts[h]))
     movable = {v for v in range(inst.n_vms) if cur[v] in set(hot) and not inst.fixed[v]}
-    pool = sorted(set(cool[:k_cool]) | set(greedy[v] for v in movable))
+    pool = sorted(set(cool[:opts.cool_hosts]) | set(greedy[v] for v in movable))
     rng = random.Random(opts.seed)
     cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
     t0 = time.monotonic()
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
     out.build_seconds = time.monotonic() - t0
-    budget = max(1.0, deadline - time.monotonic())
-    place, res = _solve_model(model, inst, opts, budget / 2, greedy)
+    place, res = _solve_model(model, inst, opts, deadline.share(0.5), greedy)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     out.status = res.status if res.status in ("optimal", "feasible") else "heuristic"
@@ -413,8 +416,8 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
         return sum(max(0.0, x - opts.cpu_threshold) for x in u) + \
             sum(max(0.0, x - opts.mem_threshold) for x in m)
 
-    if place is not None and (excess(greedy) + 1e-6 < excess(place) or
-                              (abs(excess(greedy) - excess(place)) <= 1e-6
+    if place is not None and (excess(greedy) + EPS < excess(place) or
+                              (abs(excess(greedy) - excess(place)) <= EPS
                                and moves(greedy) < moves(place))):
         best = greedy
     if place is not None:
@@ -424,7 +427,7 @@ def balance(inst: Instance, opts: Options, deadline: float) -> Outcome:
                                 max_moves=moves(best), max_excess=excess(best),
                                 mem_threshold=opts.mem_threshold)
         out.build_seconds += time.monotonic() - t0
-        place2, res2 = _solve_model(m2, inst, opts, max(1.0, deadline - time.monotonic()), best)
+        place2, res2 = _solve_model(m2, inst, opts, deadline.share(), best)
         out.solve_seconds += res2.seconds
         if place2 is not None and max(H.utilisation(inst, place2)) < \
                 max(H.utilisation(inst, best)) - 1e-9 and moves(place2) <= moves(best):
@@ -462,7 +465,7 @@ def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str
             movable.add(v)
             why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
     for h in range(inst.n_hosts):
-        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + 1e-6]
+        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + EPS]
         if over or counts[h] > inst.count_cap[h]:
             movable.update(v for v in range(inst.n_vms) if placement[v] == h)
             why.append(f"{inst.hosts[h]} is over its {', '.join(over) or 'guest count'} limit")
@@ -477,7 +480,8 @@ def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str
     return {v for v in movable if not inst.fixed[v]}, why
 
 
-def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
+def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
     movable, _ = violations(inst, cur)
@@ -488,15 +492,14 @@ def repair(inst: Instance, opts: Options, deadline: float) -> Outcome:
     pool = sorted({h for a in inst.allowed for h in a})
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
-        k = len(pool) if inst.n_vms * len(pool) <= 60000 else opts.candidates
+        k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
         warm = list(cur)
         cands = _candidates(inst, warm, pool, k, rng, mv)
         cands = [c if c else [inst.cur[v]] for v, c in enumerate(cands)]
         t0 = time.monotonic()
         model = milp.build_moves(inst, cands)
         out.build_seconds += time.monotonic() - t0
-        place, res = _solve_model(model, inst, opts,
-                                  max(1.0, (deadline - time.monotonic()) / (2 - widen)), None)
+        place, res = _solve_model(model, inst, opts, deadline.share(1 / (2 - widen)), None)
         out.solve_seconds += res.seconds
         out.solver = opts.solver
         if place is not None:
@@ -526,10 +529,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
-    # --time-limit bounds the whole run: leave the heuristics, ordering, the replay checker and
-    # PuLP's I/O their share (measured: about 1 s per 1,000 guests at 10,000 guests).
-    reserve = min(0.2 * opts.time_limit, 1.0 + len(snap.vms) / 1000.0)
-    deadline = started + opts.time_limit - reserve
+    # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
+    # replay checker and PuLP's I/O their share.
+    deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
     bad_vms, bad_hosts = problem_guests(snap)
     if snap.problems and not opts.allow_problems:
         named = ", ".join(sorted(bad_vms) or sorted(bad_hosts)) or snap.problems[0].message
@@ -590,7 +592,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
         actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
     order_seconds = time.monotonic() - t0
-    moved = [a for a in actions if a.reason and not a.reason.startswith("pivot")]
     active_before = len({v.host for v in snap.vms})
     summary = {
         "hosts_before": active_before,
@@ -610,7 +611,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         summary.update(auto.summary())
     if opts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
-    del moved
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
               "build_seconds": round(out.build_seconds, 2),
@@ -631,7 +631,6 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
 
 def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
     cons = inst.constraints
-    cur_hosts = set(inst.cur)
     new_hosts = set(placement)
     util = H.utilisation(inst, inst.cur)
     out = {}
@@ -651,7 +650,6 @@ def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, s
             out[name] = f"balance: {src} at {util[inst.cur[v]]:.0%} CPU is a hotspot"
         else:
             out[name] = f"repair: {src} is over its limits or breaks a rule"
-    del cur_hosts
     return out
 
 
@@ -663,14 +661,23 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0) -> Plan:
+                    cooldown: float = 30.0, power=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
     persist, recently moved guests cool down, each guest's CPU samples of the last
     ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
-    plan is recorded."""
+    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
+    are also switched off and on."""
     from vmtools.planner import state as st
+
+    def plan_it(snap: Snapshot, opts: Options) -> Plan:
+        if power is None:
+            return make_plan(snap, cons, opts)
+        from vmtools.planner.power import make_power_plan
+        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
+                               make_plan)
+
     if state_dir is None:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
@@ -684,6 +691,6 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
     try:
-        return make_plan(snap, cons, opts)
+        return plan_it(snap, opts)
     finally:
         st.save_state(state_dir, state)

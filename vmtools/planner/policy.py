@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass, field
 
 from vmtools.planner import heuristics as H
+from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
 
 EPS = 1e-6
@@ -156,7 +156,7 @@ def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]
     return {v for v in movable if not inst.fixed[v]}, why
 
 
-def _repair(inst: Instance, load: Load, opts, deadline: float, auto: Auto) -> Step | None:
+def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) -> Step | None:
     """Least memory moved to obey every rule, CPU within capacity on every host that takes
     a guest (a host already over it takes none)."""
     from dataclasses import replace as dc_replace
@@ -177,7 +177,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: float, auto: Auto) -> St
     rng = random.Random(opts.seed)
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
-        k = len(pool) if inst.n_vms * len(pool) <= 60000 else opts.candidates
+        k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
         cands = []
         for v in range(inst.n_vms):
             if v not in mv:
@@ -197,8 +197,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: float, auto: Auto) -> St
                 cands[v] = sorted(common) or cands[v]
         model = milp.build_moves(rinst, cands)
         rinst_cur = dc_replace(rinst, cur=list(load.place))
-        place, res = _solve_model(model, rinst_cur, opts,
-                                  max(1.0, (deadline - time.monotonic()) / (2 - widen)), None)
+        place, res = _solve_model(model, rinst_cur, opts, deadline.share(1 / (2 - widen)), None)
         auto.solve_seconds += res.seconds
         if place is not None:
             moves = {v: h for v, h in enumerate(place) if h != load.place[v]}
@@ -344,10 +343,11 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
 
 # --------------------------------------------------------------------------- the steps
 
-def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: float,
+def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
                budget) -> Auto:
     """Every step of the way to the target, in priority order (see the module docstring).
     ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
+    deadline = Deadline.of(deadline)
     auto = Auto()
     load = Load(inst, inst.cur, last_cpu)
     unit_of = {v: u for u in H.units(inst) for v in u}
@@ -378,7 +378,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: float,
         if opts.hot_filter is not None and name not in opts.hot_filter and not overloaded:
             entry["why"] = "not persistent yet (--hotspot-window)"
             continue
-        if time.monotonic() > deadline:
+        if deadline.passed():
             entry["why"] = "out of --time-limit"
             continue
         step, why = _relieve(inst, load, h, dims, opts, unit_of, hot_hosts - {h}, budget)
@@ -399,7 +399,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: float,
                and h not in inst.frozen_hosts and h not in hot_hosts]
     sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
     for h in sources:
-        if time.monotonic() > deadline:
+        if deadline.passed():
             best_left = best_left or {"host": inst.hosts[h], "why": "out of --time-limit"}
             break
         if h in touched:        # took guests of an earlier step: emptying it undoes that
@@ -482,7 +482,7 @@ class AutoRun:
                 "hotspots": hotspots, "consolidation": cons}
 
 
-def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: float) -> AutoRun:
+def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float) -> AutoRun:
     from vmtools.planner.budget import Budget, choose, unlimited
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,

@@ -6,7 +6,7 @@ both ends until it lands), and no spread peer is there. At the end of a round th
 that left free their source. Each move into host ``h`` in round ``r`` gets ``after`` links
 to enough of the departures from ``h`` of earlier rounds that, even if every move into ``h``
 up to round ``r`` ran at once, ``h`` stays within its limits. That makes any execution that
-respects ``after`` safe, which :func:`vmtools.planner.check.check_plan` verifies again.
+respects ``after`` safe, which :func:`vmtools.rules.check.check_plan` verifies again.
 
 A round that can start nothing is a cycle (A must go where B is and B where A is); it is
 broken with a pivot: a small guest sitting on a blocked destination moves to a host with
@@ -15,32 +15,10 @@ room first, and on to its target later. A plan that cannot be ordered is an erro
 
 from __future__ import annotations
 
-import math
-
 from vmtools.errors import OperationFailed
 from vmtools.model import Action, Snapshot
-from vmtools.planner.constraints import Constraints
-
-EPS = 1e-6
-DIMS = ("mem", "cpu", "net", "count")
-
-
-def host_limits(snap: Snapshot, cons: Constraints) -> tuple[dict, dict]:
-    """(initial use, limit) per host and dimension, as the checker counts them."""
-    use = {h.name: {d: 0.0 for d in DIMS} for h in snap.hosts}
-    for v in snap.vms:
-        u = use[v.host]
-        u["mem"] += v.mem_mib
-        u["cpu"] += v.cpu
-        u["net"] += v.net_mbps or 0.0
-        u["count"] += 1
-    limit = {}
-    for h in snap.hosts:
-        lim = {"mem": h.mem_mib * cons.mem_factor(h.name), "cpu": h.cpu * cons.cpu_factor(h.name),
-               "net": h.net_mbps if h.net_mbps else math.inf,
-               "count": float(cons.max_vms[h.name][0]) if h.name in cons.max_vms else math.inf}
-        limit[h.name] = {d: max(lim[d], use[h.name][d]) for d in DIMS}
-    return use, limit
+from vmtools.rules.capacity import DIMS, EPS, demand, host_limits
+from vmtools.rules.constraints import Constraints
 
 
 def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
@@ -52,8 +30,7 @@ def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
     vms = {v.name: v for v in snap.vms}
     online = {h.name for h in snap.hosts if h.state == "online"}
     use, limit = host_limits(snap, cons)
-    dem = {v.name: {"mem": float(v.mem_mib), "cpu": v.cpu, "net": v.net_mbps or 0.0,
-                    "count": 1.0} for v in snap.vms}
+    dem = {v.name: demand(v) for v in snap.vms}
     where = {v.name: v.host for v in snap.vms}
     pending = {v: h for v, h in target.items() if where[v] != h}
     peers: dict[str, set[str]] = {}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pulp
 
 from vmtools.errors import Unavailable, UsageError
+from vmtools.planner.deadline import MIN_SOLVE_SECONDS
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -67,10 +68,6 @@ def _cbc(time_limit: float, warm: bool, threads: int, log_path: str | None):
                       "pip install highspy)")
 
 
-def solver_names() -> list[str]:
-    return ["cbc", "highs"] + [n for n in pulp.listSolvers() if n not in ("PULP_CBC_CMD",)]
-
-
 def check_solver(name: str) -> None:
     """Fail early (before any model is built) when the named solver is not usable."""
     if name == "cbc":
@@ -94,7 +91,7 @@ def check_solver(name: str) -> None:
 def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
           warm_start: bool = False, threads: int = 1) -> SolveResult:
     """Solve ``prob`` in place. Never raises on time limit: the status says what happened."""
-    time_limit = max(1.0, time_limit)
+    time_limit = max(MIN_SOLVE_SECONDS, time_limit)
     started = time.monotonic()
     log_path = None
     if name == "cbc":

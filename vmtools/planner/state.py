@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from vmtools.errors import DataError, UsageError
+from vmtools.errors import DataError, OptionError
 from vmtools.model import Snapshot, iso_to_epoch
 
 STATE_FILE = "vm-plan-state.json"
@@ -43,7 +43,7 @@ def snapshot_time(snap: Snapshot) -> float:
 def load_state(directory: str) -> State:
     path = os.path.join(directory, STATE_FILE)
     if not os.path.isdir(directory):
-        raise UsageError(f"--state {directory}: no such directory")
+        raise OptionError("state", f"{directory}: no such directory")
     try:
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)

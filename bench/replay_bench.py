@@ -1,0 +1,153 @@
+"""vm-replay benchmark: a day of real VM CPU traces (PlanetLab, 2011-03-03, as CloudSim ships
+them) replayed through vm-plan settings and the built-in baselines.
+
+    python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
+                                 [--plan "OPTIONS"]... [--baseline NAME]...
+                                 [--write-csv DIR] [--html FILE]
+
+Variants (bench/data/planetlab/README.md has the data's source and licence):
+
+* ``cloudsim``: CloudSim's set-up of Beloglazov & Buyya (2012), ``examples/power/Constants.java``
+  and ``planetlab/PlanetLabConstants.java``: 800 hosts alternating HP ProLiant ML110 G4
+  (2 x 1860 MIPS) and G5 (2 x 2660 MIPS), 4096 MB each; 1,052 VMs, the i-th (files sorted by
+  name) of type i // ceil(1052 / 4): 2500, 2000, 1000, 500 MIPS with 870, 1740, 1740, 613 MB.
+  CPU demand = the trace's % x the VM's MIPS; 1 CPU = 1000 MIPS here, so a G4 host has 3.72
+  CPUs and a G5 5.32. Memory binds (a host takes 2-4 guests by memory, many more by CPU).
+  Power: each host type's SPECpower curve (CloudSim's PowerModelSpecPowerHpProLiantMl110G4/G5).
+* ``cpu``: the same with 4x the memory per host (16384 MB), so CPU, not memory, binds.
+* ``speed``: the issue's size, 200 hosts / 2,000 guests (guest j replays trace j mod 1052,
+  types as above over the 2,000), 16384 MB hosts: the speed target (a day in 5 minutes for
+  vmtools' settings, baselines in seconds).
+
+Guests start dealt round the hosts in order (each to the next host with the memory), as an
+unconsolidated cluster holds them; CloudSim starts from its own power-aware placement instead.
+Ticks every 5 minutes, the traces' own interval; 288 ticks in a day. Migrations at 1 Gbit/s
+(CloudSim's host bandwidth), 2 at once, 1 per host (vm-apply's defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vmtools.model import Host, epoch_to_iso, iso_to_epoch  # noqa: E402
+from vmtools.power_model import HP_ML110_G4, HP_ML110_G5, HostPower, PowerModel  # noqa: E402
+from vmtools.render import table  # noqa: E402
+from vmtools.replay.baselines import make_baseline  # noqa: E402
+from vmtools.replay.engine import SimOptions, replay  # noqa: E402
+from vmtools.replay.report import COLUMNS  # noqa: E402
+from vmtools.replay.sources import _deal  # noqa: E402
+from vmtools.replay.trace import Demand, Sample, Trace  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "planetlab", "20110303")
+START = iso_to_epoch("2011-03-03T00:00:00Z")
+VM_MIPS = (2500, 2000, 1000, 500)
+VM_RAM = (870, 1740, 1740, 613)
+HOST_MIPS = (1860, 2660)          # per core, 2 cores
+MIPS_PER_CPU = 1000.0
+POWER = PowerModel([HostPower("g4-*", HP_ML110_G4), HostPower("g5-*", HP_ML110_G5)],
+                   "HP ProLiant ML110 G4 / G5 (SPECpower, as CloudSim)")
+
+SETTINGS = ["--objective auto --state s --time-limit 20",
+            "--objective consolidate --time-limit 20",
+            "--objective balance --state s --time-limit 20"]
+BASELINES = ["none", "threshold", "sandpiper", "thr-mmt"]
+
+
+def load_traces() -> list[list[float]]:
+    """The day's CPU utilisation (%) per VM, files sorted by name, 288 values each."""
+    out = []
+    for name in sorted(os.listdir(DATA)):
+        with open(os.path.join(DATA, name), encoding="ascii") as fh:
+            out.append([float(x) for x in fh.read().split()])
+    return out
+
+
+def build(variant: str, ticks: int) -> Trace:
+    traces = load_traces()
+    if variant == "speed":
+        n_hosts, n_vms, mem = 200, 2000, 16384
+    else:
+        n_hosts, n_vms, mem = 800, len(traces), 4096 if variant == "cloudsim" else 16384
+    hosts = [Host(name=f"g{4 + i % 2}-{i:04d}", cluster="planetlab",
+                  cpu=2 * HOST_MIPS[i % 2] / MIPS_PER_CPU, mem_mib=mem, net_mbps=None,
+                  hypervisor="xen", migration="xen") for i in range(n_hosts)]
+    per_type = math.ceil(n_vms / len(VM_MIPS))
+    samples = [Sample(START + k * 300.0, {}) for k in range(ticks)]
+    for j in range(n_vms):
+        kind = j // per_type
+        series = traces[j % len(traces)]
+        for k in range(ticks):
+            util = series[k] / 100.0
+            cpu = round(util * VM_MIPS[kind] / MIPS_PER_CPU, 4)
+            samples[k].vms[f"vm{j:04d}"] = Demand(cpu, VM_RAM[kind], None, 1)
+    placement = _deal(samples[0].vms, hosts, "planetlab")
+    return Trace(f"planetlab/20110303 ({variant})", hosts, placement, samples, 300.0)
+
+
+def write_csv(trace: Trace, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "hosts.csv"), "w", encoding="ascii") as fh:
+        fh.write("name,cpu,mem_mib,cluster\n")
+        for h in trace.hosts:
+            fh.write(f"{h.name},{h.cpu:g},{h.mem_mib},{h.cluster}\n")
+    with open(os.path.join(directory, "trace.csv"), "w", encoding="ascii") as fh:
+        fh.write("time,guest,cpu,mem_mib,host\n")
+        for i, s in enumerate(trace.samples):
+            t = epoch_to_iso(s.time)
+            for vm in sorted(s.vms):
+                d = s.vms[vm]
+                fh.write(f"{t},{vm},{d.cpu:g},{d.mem_mib},{trace.placement[vm] if i == 0 else ''}\n")
+    with open(os.path.join(directory, "power.json"), "w", encoding="ascii") as fh:
+        fh.write('{"format": "vmtools.power", "version": "1.0", "hosts": [\n'
+                 f'  {{"match": "g4-*", "curve_w": {list(HP_ML110_G4)}}},\n'
+                 f'  {{"match": "g5-*", "curve_w": {list(HP_ML110_G5)}}}]}}\n')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", default="all", choices=["cloudsim", "cpu", "speed", "all"])
+    ap.add_argument("--quick", action="store_true", help="a quarter of the day (72 ticks)")
+    ap.add_argument("--ticks", type=int, default=288)
+    ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "
+                    "consolidate, balance, each with --time-limit 20)")
+    ap.add_argument("--baseline", action="append", help="baselines (default: all four)")
+    ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
+                    "CSV input (trace.csv, hosts.csv, power.json) and stop")
+    args = ap.parse_args()
+    ticks = 72 if args.quick else args.ticks
+    from vmtools.cli.vm_replay import VmPlanRun
+    variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
+    opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
+                      cpu_threshold=0.9, power_model=POWER)
+    for variant in variants:
+        trace = build(variant, ticks)
+        if args.write_csv:
+            write_csv(trace, os.path.join(args.write_csv, variant))
+            print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
+            continue
+        rows = []
+        settings = [VmPlanRun(s, 0, True, False) for s in (args.plan or SETTINGS)]
+        settings += [make_baseline(b, POWER) for b in (args.baseline or BASELINES)]
+        for policy in settings:
+            t0 = time.perf_counter()
+            r = replay(trace, policy, opts)
+            wall = time.perf_counter() - t0
+            if hasattr(policy, "close"):
+                policy.close()
+            f = r.figures
+            rows.append([r.name, f"{wall:.1f}"] + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
+            print(f"  {variant}: {r.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+        n_vms = len(trace.samples[0].vms)
+        print(table(rows, ["setting", "wall s"] + [h for _, h, _ in COLUMNS],
+                    f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks} ticks "
+                    "of 5 min"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The layering of ARCHITECTURE.md, checked on the source: every import is read with ast."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
+
+# Lowest first; a unit imports only units of lower layers (ARCHITECTURE.md).
+LAYERS = [
+    {"errors", "xen", "__init__"},
+    {"model", "inputs", "runs"},
+    {"rules", "drivers", "dom0", "power_model", "render"},
+    {"ganglia", "lab", "power"},
+    {"snapshot", "planner", "apply", "gmetric", "runs"},
+    {"replay"},
+    {"cli"},
+]
+RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+# Third-party libraries and the one unit each may appear in.
+CONFINED = {"typer": "cli", "click": "cli", "pulp": "planner", "highspy": "planner",
+            "paramiko": "drivers", "lxml": "ganglia", "tabulate": "render"}
+ONLY_CLI_IMPORTS = {"lab"}
+
+
+def unit_of(module: str) -> str:
+    """``vmtools.planner.plan`` -> ``planner``; ``vmtools`` (its __init__) -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(imported module, line, at module level?) for every import in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    top = {id(node) for node in tree.body}
+    for node in tree.body:          # run at import time: under ``try:`` or an ``if``, but not
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue                # under ``if TYPE_CHECKING:`` (annotations only)
+        if isinstance(node, (ast.If, ast.Try)):
+            top |= {id(n) for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno, id(node) in top) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, node.lineno, id(node) in top))
+            if node.module == "vmtools":     # from vmtools import __version__ / a subpackage
+                found += [(f"vmtools.{a.name}", node.lineno, id(node) in top)
+                          for a in node.names if a.name != "__version__"]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}:{node.lineno}: relative import; write vmtools.x")
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def all_imports():
+    for path in SOURCES:
+        name = module_name(path)
+        for target, line, top in imports(path):
+            yield path, name, target, line, top
+
+
+def test_every_unit_has_a_layer():
+    units = {unit_of(module_name(p)) for p in SOURCES}
+    assert units <= set(RANK), f"add {sorted(units - set(RANK))} to ARCHITECTURE.md's layers"
+
+
+def test_no_arrow_runs_sideways_or_back_up():
+    bad = []
+    for path, name, target, line, _ in all_imports():
+        if not target.startswith("vmtools"):
+            continue
+        src, dst = unit_of(name), unit_of(target)
+        if src == dst or dst == "__init__":
+            continue
+        if dst not in RANK or RANK[dst] >= RANK[src]:
+            bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {src} (layer "
+                       f"{RANK[src]}) imports {target} (layer {RANK.get(dst)})")
+        if dst in ONLY_CLI_IMPORTS and src != "cli":
+            bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: only cli imports {dst}")
+    assert not bad, "\n".join(bad)
+
+
+def test_third_party_libraries_stay_confined():
+    bad = []
+    for path, name, target, line, _ in all_imports():
+        lib = target.split(".")[0]
+        if lib in CONFINED and unit_of(name) != CONFINED[lib]:
+            bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {lib} outside "
+                       f"{CONFINED[lib]}/")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle_between_modules():
+    """Among module-level imports (a function-level import runs later and cannot deadlock
+    an import, but a cycle of module-level ones is a design knot)."""
+    graph: dict[str, set[str]] = {module_name(p): set() for p in SOURCES}
+    for _, name, target, _, top in all_imports():
+        if top and target in graph and target != name:
+            graph[name].add(target)
+    # a package's __init__ re-exporting its own modules is not a cycle
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_rule_itself_catches_an_arrow_back_up(tmp_path):
+    """The checks above would fail on a rules module that imports the planner."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from vmtools.planner.plan import make_plan\nimport pulp\n")
+    found = imports(bad)
+    assert ("vmtools.planner.plan", 1, True) in found and ("pulp", 2, True) in found
+    assert RANK[unit_of("vmtools.planner.plan")] > RANK["rules"]
+    assert CONFINED["pulp"] != "rules"
+
+
+@pytest.mark.parametrize("module", ["vmtools.model", "vmtools.rules.check", "vmtools.xen"])
+def test_low_layers_load_no_heavy_library(module):
+    code = (f"import sys, {module}; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & "
+            f"{set(CONFINED)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [], f"importing {module} loads {out}"

@@ -1,0 +1,14 @@
+"""vm-apply without its command line: run a plan's migrations safely.
+
+- :mod:`.options` -- :class:`ApplyOptions`, the settings;
+- :mod:`.hostmap` -- the ``--hosts`` CSV: where to reach each host;
+- :mod:`.refuse` -- what is refused before anything is touched (and the replay checker);
+- :mod:`.lock` -- one vm-apply per cluster; :mod:`.journal` -- the event log, for resuming;
+- :mod:`.run` -- :func:`apply_plan` and the run itself (survey, scheduler, verification);
+- :mod:`.signals` -- SIGINT/SIGTERM start nothing new.
+"""
+
+from vmtools.apply.options import DEFAULT_STATE_DIR, ApplyOptions, default_state_dir
+from vmtools.apply.run import apply_plan
+
+__all__ = ["ApplyOptions", "DEFAULT_STATE_DIR", "apply_plan", "default_state_dir"]

@@ -1,0 +1,60 @@
+"""vm-apply's settings, as the core sees them (the command line maps its flags onto them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from vmtools.apply.hostmap import HostEntry
+from vmtools.power.execute import PowerSettings
+from vmtools.errors import OptionError
+from vmtools.xen import TRANSPORTS
+
+DEFAULT_STATE_DIR = "/var/lib/vmtools"
+
+# One line of progress for people, on stderr at the command line.
+Progress = Callable[[str], None]
+
+
+def default_state_dir() -> str:
+    return os.environ.get("VMTOOLS_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+@dataclass
+class ApplyOptions:
+    parallel: int = 2
+    per_host: int = 1
+    dry_run: bool = False
+    force: bool = False
+    stop_on_failure: bool = False
+    driver: str | None = None                  # one transport for every host
+    hosts: dict[str, HostEntry] = field(default_factory=dict)
+    ssh: object | None = None                  # vmtools.drivers.ssh.SshOptions
+    timeout: float = 600.0                     # client timeout of one migration call
+    verify_timeout: float = 600.0              # how long to ask the hosts after an unknown end
+    connect_timeout: float = 10.0
+    state_dir: str | None = None
+    journal: str | None = None
+    resume: str | None = None                  # journal of the run to continue
+    poll: float = 0.25                         # first interval between two verifications
+    power: PowerSettings = field(default_factory=PowerSettings)   # power-off / power-on
+
+    def validate(self) -> None:
+        """:class:`~vmtools.errors.OptionError` naming the first setting out of range."""
+        if self.parallel < 1:
+            raise OptionError("parallel", "must be at least 1")
+        if self.per_host < 1:
+            raise OptionError("per_host", "must be at least 1")
+        if self.driver is not None and self.driver not in TRANSPORTS:
+            raise OptionError("driver", f"{self.driver}: expected one of {', '.join(TRANSPORTS)}")
+        for name in ("timeout", "verify_timeout", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise OptionError(name, "must be positive")
+        for name in ("boot_timeout", "off_timeout"):
+            if getattr(self.power, name) <= 0:
+                raise OptionError(name, "must be positive")
+        if not 1 <= self.power.wol_port <= 65535:
+            raise OptionError("wol_port", "must be 1-65535")
+        if not 1 <= self.power.ssh_port <= 65535:
+            raise OptionError("ssh_port", "must be 1-65535")

@@ -1,0 +1,571 @@
+"""Execute a plan: check it, lock the cluster, migrate in parallel, verify, report.
+
+:func:`apply_plan` is vm-apply without its command line. In order:
+
+1. refuse hostile names, hosts the snapshot does not know, Domain-0, ops other than
+   ``migrate``, ``power-off`` and ``power-on`` (DataError, 65), any plan the replay checker
+   refuses (65), and a power action for a host without a power method in the host map;
+2. take the cluster's lock under the state directory (a second run: TemporaryFailure, 75);
+3. ask every host the plan touches, through its transport, what it runs: each guest to move
+   must be where the plan's origin says and every host must answer, else TemporaryFailure
+   (75) before anything moved -- unless ``force``; an unknown SSH host key is 69;
+4. run the actions with a streaming scheduler: the moment a slot frees, the best ready
+   action starts (``parallel`` in all, ``per_host`` per host, its ``after`` actions done);
+5. after each migration, ask both hosts where the guest runs; when the client gave up (timeout,
+   dropped connection) keep asking until the hosts agree, never assume;
+   a ``power-off`` or ``power-on`` runs through :mod:`vmtools.power.execute` (SSH shutdown
+   then the BMC or the silent transport confirms; IPMI or Wake-on-LAN then the transport
+   answers within the boot timeout);
+6. a failed action makes its dependents ``not-run`` (the migrations into a host that did not
+   come up are not run); independent ones go on unless
+   ``stop_on_failure``; SIGINT/SIGTERM launch nothing new and let running ones end;
+7. ask the hosts once more where every touched guest is, and return the Report.
+
+Every event goes to a journal (JSON lines, flushed and synced per event) so a run can be
+audited and resumed (``resume``): done actions are not run again, an action that was running
+when the run died is settled by asking the hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmtools.apply.hostmap import HostEntry
+from vmtools.apply.journal import Journal, iso, read_journal
+from vmtools.apply.lock import ClusterLock
+from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
+from vmtools.apply.refuse import check
+from vmtools.apply.signals import stop_on_signals
+from vmtools.drivers import Driver, Endpoint, make_driver
+from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
+from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFailure,
+                            Unavailable)
+from vmtools.model import Action, Plan, Report, document_digest
+from vmtools.power.execute import PowerRunner, refuse_unpowered
+from vmtools.rules.check import placement_after, runnable, stale_guests
+from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
+
+log = logging.getLogger("vmtools.apply")
+
+
+def _ends(a: Action) -> tuple[str, ...]:
+    """The hosts an action occupies: its source and destination, or the host it switches."""
+    return (a.host,) if a.is_power else (a.src, a.dst)
+
+
+def _label(a: Action) -> str:
+    return f"{a.op} {a.host}" if a.is_power else f"{a.vm} {a.src} -> {a.dst}"
+
+
+@dataclass
+class _Outcome:
+    action: Action
+    outcome: str
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    where: str | None = None
+    transport: str = ""
+    from_journal: bool = False
+
+    def to_dict(self) -> dict:
+        a = self.action
+        d = {"id": a.id, "op": a.op, "host": a.host} if a.is_power else \
+            {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
+             "mem_mib": a.mem_mib}
+        d.update({"outcome": self.outcome,
+             "started": iso(self.started) if self.started else None,
+             "ended": iso(self.ended) if self.ended else None,
+             "seconds": round(self.ended - self.started, 3)
+             if self.started and self.ended else None,
+             "transport": self.transport, "error": self.error, "where": self.where})
+        if self.from_journal:
+            d["from_journal"] = True
+        return d
+
+
+class Run:
+    """One execution of one plan (the state :func:`apply_plan` needs while it runs)."""
+
+    def __init__(self, plan: Plan, options: ApplyOptions, progress: Progress | None,
+                 drivers: dict[str, Driver] | None):
+        self.plan = plan
+        self.opts = options
+        self.progress = progress or (lambda line: None)
+        self.actions = {a.id: a for a in plan.actions}
+        self.hosts = {h.name: h for h in plan.origin.hosts}
+        self.touched_hosts = sorted({h for a in plan.actions for h in _ends(a)})
+        self.touched_vms = sorted({a.vm for a in plan.actions if not a.is_power})
+        # hosts that cannot be asked: standby until their power-on, off after their power-off
+        self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
+        self.endpoints = {h: self._endpoint(h) for h in self.touched_hosts}
+        self.drivers = drivers if drivers is not None else {
+            h: make_driver(ep, options.ssh, options.connect_timeout)
+            for h, ep in self.endpoints.items()}
+        self.outcomes: dict[int, _Outcome] = {}
+        self.cond = threading.Condition()
+        self.stopping: str | None = None
+        self.journal: Journal | None = None
+        self.problems: list[str] = []
+        self.t0 = time.time()
+        self.mib_done = 0
+        self.busy_seconds = 0.0
+        powered = [a for a in plan.actions if a.is_power]
+        self.power = PowerRunner(options.power, options.hosts, options.ssh, self.hosts,
+                                 needs_ipmi=any(options.hosts[a.host].power == "ipmi"
+                                                for a in powered)) if powered else None
+
+    def awake(self) -> list[str]:
+        return [h for h in self.touched_hosts if h not in self.asleep]
+
+    def _endpoint(self, host: str) -> Endpoint:
+        entry = self.opts.hosts.get(host, HostEntry(host))
+        transport = self.opts.driver or self.hosts[host].migration
+        if transport not in TRANSPORTS:
+            raise DataError(f"host {host}: migration transport {transport!r} is unknown "
+                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver "
+                            "for every host)",
+                            f"plan.origin.hosts[{host}].migration")
+        return Endpoint(host, transport, entry.address or host,
+                        entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
+
+    # ---- asking the hosts
+    def survey(self, hosts: list[str]) -> dict[str, set[str] | Exception]:
+        """What each host runs, asked in parallel; an exception for a host that did not answer."""
+        def ask(h: str) -> set[str] | Exception:
+            try:
+                return self.drivers[h].list_guests()
+            except (Unavailable, OperationFailed) as exc:
+                return exc
+        if not hosts:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            return dict(zip(hosts, pool.map(ask, hosts)))
+
+    def where_is(self, vm: str, src: str, dst: str, wait: float, settled_answer: bool = False
+                 ) -> tuple[str | None, str | None]:
+        """Ask ``src`` and ``dst`` until they agree where ``vm`` runs, for up to ``wait``
+        seconds: (host or None, a note on what could not be verified)."""
+        deadline = time.monotonic() + wait
+        interval = self.opts.poll
+        note = None
+        polls = 0
+        while True:
+            polls += 1
+            seen = self.survey([src, dst])
+            s, d = seen[src], seen[dst]
+            s_ok, d_ok = isinstance(s, set), isinstance(d, set)
+            in_flight = any(isinstance(x, set) and is_migrating(vm, x) for x in (s, d))
+            on_src, on_dst = s_ok and vm in s, d_ok and vm in d
+            if not in_flight:
+                if s_ok and d_ok and on_src != on_dst:
+                    return (dst if on_dst else src), None
+                # one host silent: believe the other only once it has said so a few times
+                if on_src and not d_ok and polls >= 3:
+                    note = f"{dst} did not answer ({d}); {vm} verified on {src}"
+                    return src, note
+                if on_dst and not s_ok and polls >= 3:
+                    note = f"{src} did not answer ({s}); {vm} verified on {dst}"
+                    return dst, note
+                # the hypervisor answered and neither host runs the guest: no use waiting
+                if settled_answer and s_ok and d_ok and not on_src and not on_dst \
+                        and polls >= 3:
+                    return None, f"{vm} runs neither on {src} nor on {dst}"
+            if time.monotonic() >= deadline:
+                if on_src and on_dst:
+                    return None, f"{vm} runs on both {src} and {dst}"
+                if in_flight:
+                    return None, f"{vm} is still migrating after {wait:g}s"
+                if s_ok and d_ok:
+                    return None, f"{vm} runs neither on {src} nor on {dst}"
+                return None, f"could not ask the hosts: {s if not s_ok else d}"
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            interval = min(interval * 2, 2.0)
+
+    def check_fresh(self, finished: set[int]) -> None:
+        """Each guest the plan moves is where the plan expects it once the ``finished``
+        actions have landed, and every touched host answers (standby hosts excepted)."""
+        seen = self.survey(self.awake())
+        # A host that missed one question (a dropped SSH handshake, a busy xend) is asked
+        # again before the whole run is called off.
+        for delay in (1.0, 2.0):
+            silent = [h for h, res in seen.items()
+                      if isinstance(res, Exception) and not isinstance(res, HostKeyError)]
+            if not silent:
+                break
+            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g}s")
+            time.sleep(delay)
+            seen.update(self.survey(silent))
+        reasons = []
+        for h, res in seen.items():
+            if isinstance(res, HostKeyError):
+                raise res
+            if isinstance(res, Exception):
+                reasons.append(f"host {h} does not answer: {res}")
+        found: dict[str, list[str]] = {}
+        for h, res in seen.items():
+            if isinstance(res, set):
+                for vm in res:
+                    found.setdefault(vm, []).append(h)
+        expected = placement_after(self.plan, finished)
+        now = {vm: hosts[0] for vm, hosts in found.items() if len(hosts) == 1}
+        for vm in self.touched_vms:
+            # not seen because the host it should be on did not answer: not counted stale
+            if vm not in found and isinstance(seen.get(expected[vm]), Exception):
+                now[vm] = expected[vm]
+        for vm in stale_guests(self.plan, now, finished):
+            got = sorted(found.get(vm, []))
+            reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
+                           f"on {expected[vm]} as the plan expects")
+        if self.journal:
+            self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
+        if reasons:
+            text = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more"
+                                             if len(reasons) > 5 else "")
+            if not self.opts.force:
+                raise TemporaryFailure(f"the plan is stale, nothing was moved: {text} "
+                                       "(make a new snapshot and plan, or pass --force)")
+            self.problems.append(f"ran with --force although stale: {text}")
+            self.progress(f"warning: --force: running a stale plan: {text}")
+
+    # ---- the scheduler
+    def priorities(self) -> dict[int, tuple]:
+        """Higher first: the longest chain of work still behind an action, then the most
+        loaded of its two hosts (both in MiB, proportional to migration time)."""
+        succ: dict[int, list[int]] = {i: [] for i in self.actions}
+        for a in self.actions.values():
+            for p in a.after:
+                succ[p].append(a.id)
+        tail: dict[int, float] = {}
+
+        def chain(i: int) -> float:
+            if i not in tail:
+                stack = [i]
+                while stack:
+                    j = stack[-1]
+                    todo = [s for s in succ[j] if s not in tail]
+                    if todo:
+                        stack.extend(todo)
+                        continue
+                    stack.pop()
+                    tail[j] = self.actions[j].mem_mib + max((tail[s] for s in succ[j]),
+                                                            default=0)
+            return tail[i]
+
+        load: Counter = Counter()
+        for a in self.actions.values():
+            for h in _ends(a):
+                load[h] += a.mem_mib
+        return {i: (max(load[h] for h in _ends(a)), chain(i), -i)
+                for i, a in self.actions.items()}
+
+    def execute(self, todo: list[int]) -> None:
+        prio = self.priorities()
+        pending = sorted(todo, key=lambda i: prio[i], reverse=True)
+        running: set[int] = set()
+        busy: Counter = Counter()
+        self.remaining_mib = sum(self.actions[i].mem_mib for i in pending)
+        total = len(self.actions)
+        threads: list[threading.Thread] = []
+
+        with self.cond:
+            while True:
+                # dependents of failed actions will never run
+                for i in list(pending):
+                    bad = [p for p in self.actions[i].after
+                           if p in self.outcomes and self.outcomes[p].outcome != "done"]
+                    if bad:
+                        pending.remove(i)
+                        self._not_run(i, f"after action {bad[0]}, which did not succeed")
+                if not self.stopping:
+                    done = [i for i, o in self.outcomes.items() if o.outcome == "done"]
+                    ready = {a.id for a in runnable(self.plan, done, running)}
+                    for i in list(pending):
+                        if len(running) >= self.opts.parallel:
+                            break
+                        a = self.actions[i]
+                        if i not in ready:
+                            continue
+                        if any(busy[h] >= self.opts.per_host for h in _ends(a)):
+                            continue
+                        pending.remove(i)
+                        running.add(i)
+                        for h in _ends(a):
+                            busy[h] += 1
+                        self._announce_start(a, len(running), total)
+                        t = threading.Thread(target=self._worker, args=(a, running, busy),
+                                             name=f"action-{i}", daemon=True)
+                        t.start()
+                        threads.append(t)
+                if not running:
+                    break
+                self.cond.wait(timeout=0.5)
+            for i in pending:
+                self._not_run(i, self.stopping or "not runnable")
+        for t in threads:
+            t.join()
+
+    def _announce_start(self, a: Action, nrunning: int, total: int) -> None:
+        started = sum(1 for o in self.outcomes.values() if not o.from_journal) + nrunning
+        how = self.transport(a)
+        size = "" if a.is_power else f"{a.mem_mib} MiB, "
+        self.progress(f"[{started}/{total}] start #{a.id} {_label(a)} ({size}{how}); "
+                      f"{nrunning} running; {self._eta()}")
+
+    def transport(self, a: Action) -> str:
+        if a.is_power:
+            return self.power.describe(a.host) if self.power else "none"
+        return self.endpoints[a.src].transport
+
+    def _eta(self) -> str:
+        elapsed = time.time() - self.t0
+        if self.mib_done <= 0 or elapsed <= 0:
+            return "time left unknown"
+        left = self.remaining_mib / (self.mib_done / elapsed)
+        return f"~{left:.0f}s left"
+
+    def _not_run(self, i: int, why: str) -> None:
+        a = self.actions[i]
+        self.outcomes[i] = _Outcome(a, "not-run", error=why, transport=self.transport(a))
+        if self.journal:
+            self.journal.write("end", id=i, vm=a.vm, host=a.host, outcome="not-run", error=why)
+
+    def _worker(self, a: Action, running: set[int], busy: Counter) -> None:
+        try:
+            out = self.power_one(a) if a.is_power else self.migrate_one(a)
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging
+            log.exception("internal error in action %s", a.id)
+            out = _Outcome(a, "failed", error=f"internal error: {exc}",
+                           transport=self.transport(a))
+        with self.cond:
+            self.outcomes[a.id] = out
+            running.discard(a.id)
+            for h in _ends(a):
+                busy[h] -= 1
+            self.remaining_mib -= a.mem_mib
+            if out.outcome == "done":
+                self.mib_done += a.mem_mib
+            if out.outcome == "failed" and self.opts.stop_on_failure and not self.stopping:
+                self.stopping = f"stopped after action {a.id} failed (--stop-on-failure)"
+            counts = Counter(o.outcome for o in self.outcomes.values())
+            took = f" in {out.ended - out.started:.1f}s" if out.started and out.ended else ""
+            self.progress(f"[{counts['done'] + counts['failed']}/{len(self.actions)}] "
+                          f"{out.outcome} #{a.id} {_label(a)}{took}"
+                          f"{': ' + out.error if out.error else ''}; {len(running)} running, "
+                          f"{counts['failed']} failed; {self._eta()}")
+            self.cond.notify_all()
+
+    def migrate_one(self, a: Action) -> _Outcome:
+        src, dst = self.endpoints[a.src], self.endpoints[a.dst]
+        start = time.time()
+        if self.journal:
+            self.journal.write("start", id=a.id, vm=a.vm, src=a.src, dst=a.dst,
+                               transport=src.transport, destination=dst.migrate)
+        error = None
+        uncertain = False
+        try:
+            self.drivers[a.src].migrate(a.vm, dst.migrate, self.opts.timeout)
+        except MigrationUncertain as exc:
+            error, uncertain = str(exc), True
+        except (MigrationRefused, Unavailable, OperationFailed) as exc:
+            error = str(exc)
+        # On a clear answer the hosts agree at once; after a timeout or a dropped connection
+        # the migration may still be running: keep asking, for up to --verify-timeout.
+        wait = self.opts.verify_timeout if uncertain else min(self.opts.verify_timeout,
+                                                              max(5.0, self.opts.connect_timeout))
+        where, note = self.where_is(a.vm, a.src, a.dst, wait, settled_answer=not uncertain)
+        end = time.time()
+        if where == a.dst:
+            outcome = "done"
+            if error:
+                error = f"{error}; but {a.vm} verified running on {a.dst}"
+        else:
+            outcome = "failed"
+            if where == a.src:
+                error = f"{error or 'the hypervisor reported success'}; {a.vm} verified " \
+                        f"still on {a.src}"
+            else:
+                error = f"{error + '; ' if error else ''}{note}"
+                note = None
+        if note:
+            error = f"{error + '; ' if error else ''}{note}"
+        out = _Outcome(a, outcome, start, end, error, where, src.transport)
+        if self.journal:
+            self.journal.write("end", id=a.id, vm=a.vm, outcome=outcome, where=where,
+                               error=error, seconds=round(end - start, 3))
+        if outcome == "done":
+            self.busy_seconds += end - start
+        return out
+
+    def power_one(self, a: Action) -> _Outcome:
+        """Switch a host off or on (:class:`vmtools.power.execute.PowerRunner`)."""
+        assert self.power is not None
+        how = self.power.describe(a.host)
+        start = time.time()
+        if self.journal:
+            self.journal.write("start", id=a.id, op=a.op, host=a.host, transport=how)
+        error = None
+        try:
+            if a.op == "power-off":
+                what = self.power.power_off(a.host, self.endpoints[a.host],
+                                            self.drivers[a.host])
+            else:
+                what = self.power.power_on(a.host, self.endpoints[a.host],
+                                           self.drivers[a.host])
+        except (OperationFailed, Unavailable) as exc:
+            error = str(exc)
+        end = time.time()
+        outcome = "failed" if error else "done"
+        if not error:
+            self.progress(f"{a.host}: {what}")
+            if a.op == "power-off":
+                self.asleep.add(a.host)
+            else:
+                self.asleep.discard(a.host)
+        out = _Outcome(a, outcome, start, end, error, None, how)
+        if self.journal:
+            self.journal.write("end", id=a.id, op=a.op, host=a.host, outcome=outcome,
+                               error=error, seconds=round(end - start, 3))
+        return out
+
+    # ---- the end
+    def final_placement(self) -> dict[str, str | None]:
+        seen = self.survey(self.awake())
+        placement: dict[str, str | None] = {}
+        last_known = {o.action.vm: o.where for o in sorted(
+            (o for o in self.outcomes.values() if o.where), key=lambda o: o.ended or 0)}
+        for vm in self.touched_vms:
+            hosts = sorted(h for h, res in seen.items() if isinstance(res, set) and vm in res)
+            silent = [h for h, res in seen.items() if not isinstance(res, set)]
+            if len(hosts) == 1:
+                placement[vm] = hosts[0]
+            elif len(hosts) > 1:
+                placement[vm] = None
+                self.problems.append(f"{vm} runs on {' and '.join(hosts)}")
+            else:
+                placement[vm] = None
+                where = (f"; hosts that did not answer: {', '.join(silent)}" if silent else "")
+                self.problems.append(f"{vm} was not found on any host the plan touches{where}"
+                                     + (f" (last verified on {last_known[vm]})"
+                                        if last_known.get(vm) else ""))
+        return placement
+
+    def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
+        entries = [self.outcomes[a.id].to_dict() for a in self.plan.actions]
+        counts = Counter(e["outcome"] for e in entries)
+        done_mib = sum(e.get("mem_mib", 0) for e in entries if e["outcome"] == "done")
+        end = time.time()
+        summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
+                   "skipped": counts["skipped"], "not-run": counts["not-run"],
+                   "migrated_mib": done_mib, "started": iso(self.t0), "ended": iso(end),
+                   "seconds": round(end - self.t0, 3), "parallel": self.opts.parallel,
+                   "per_host": self.opts.per_host, "interrupted": self.stopping
+                   if self.stopping and "SIG" in self.stopping else None,
+                   "problems": list(self.problems),
+                   "power_off": sorted(e["host"] for e in entries if e["op"] == "power-off"
+                                       and e["outcome"] == "done"),
+                   "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"
+                                      and e["outcome"] == "done")}
+        return Report(plan_digest=document_digest(self.plan.to_dict()), actions=entries,
+                      placement=placement, summary=summary, dry_run=dry_run)
+
+
+def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = None,
+               drivers: dict[str, Driver] | None = None) -> Report:
+    """Run ``plan`` (see the module docstring); returns the Report. Raises DataError (65),
+    TemporaryFailure (75), Unavailable (69) before anything moved."""
+    options.validate()
+    done_before: dict[int, dict] = {}
+    in_flight: set[int] = set()
+    if options.resume:
+        journal_plan, done_before, in_flight = read_journal(options.resume)
+        if plan is not None and document_digest(plan.to_dict()) != \
+                document_digest(journal_plan.to_dict()):
+            raise DataError("the plan is not the one this journal ran", options.resume)
+        plan = journal_plan
+    check(plan)
+    refuse_unpowered(plan, options.hosts)
+    run = Run(plan, options, progress, drivers)
+    state_dir = Path(options.state_dir or default_state_dir())
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError("state_dir", f"{state_dir}: {exc.strerror}") from None
+    lock = ClusterLock(state_dir, [run.hosts[h].cluster for h in run.touched_hosts] or [""])
+    lock.acquire()
+    try:
+        if not options.dry_run:
+            digest = document_digest(plan.to_dict())
+            path = Path(options.resume or options.journal or state_dir / "journal" /
+                        f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[7:19]}.jsonl")
+            run.journal = Journal(path)
+            if options.resume:
+                run.journal.write("resume", pid=os.getpid())
+            else:
+                run.journal.write("begin", pid=os.getpid(), plan_digest=digest,
+                                  plan=plan.to_dict(), parallel=options.parallel,
+                                  per_host=options.per_host, force=options.force)
+            run.progress(f"journal: {path}")
+        try:
+            return _apply(run, done_before, in_flight)
+        finally:
+            if run.journal:
+                run.journal.close()
+            for d in run.drivers.values():
+                d.close()
+    finally:
+        lock.release()
+
+
+def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Report:
+    plan, opts = run.plan, run.opts
+    for i, ev in done_before.items():
+        a = run.actions[i]
+        if a.is_power:
+            run.outcomes[i] = _Outcome(a, "done", None, None, None, None, run.transport(a),
+                                       from_journal=True)
+            (run.asleep.add if a.op == "power-off" else run.asleep.discard)(a.host)
+            continue
+        run.outcomes[i] = _Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
+                                   run.endpoints[a.src].transport, from_journal=True)
+    # an action that was running when the last run died: only the hosts know how it ended
+    # (a power action is run again: switching on or off is idempotent)
+    for i in sorted(in_flight):
+        a = run.actions[i]
+        if a.is_power:
+            continue
+        where, note = run.where_is(a.vm, a.src, a.dst, opts.verify_timeout)
+        if where == a.dst:
+            run.outcomes[i] = _Outcome(a, "done", None, None, note, where,
+                                       run.endpoints[a.src].transport, from_journal=True)
+            if run.journal:
+                run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
+                                  error=note, recovered=True)
+    run.check_fresh(set(run.outcomes))
+    todo = [a.id for a in plan.actions if a.id not in run.outcomes]
+    if opts.dry_run:
+        for i in todo:
+            a = run.actions[i]
+            if a.is_power:
+                run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
+            else:
+                run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
+                             f"({a.mem_mib} MiB) via {run.endpoints[a.src].transport} to "
+                             f"{run.endpoints[a.dst].migrate}")
+            run.outcomes[i] = _Outcome(a, "skipped", error="dry run",
+                                       transport=run.transport(a))
+        return run.report(run.final_placement(), dry_run=True)
+    with stop_on_signals(run):
+        run.execute(todo)
+    placement = run.final_placement()
+    report = run.report(placement, dry_run=False)
+    if run.journal:
+        run.journal.write("finish", summary=report.summary, placement=placement)
+    return report

@@ -1,0 +1,177 @@
+"""Execute a plan made by vm-plan: check it still matches the cluster, run its live
+migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, switch hosts off (an
+orderly shutdown over SSH, confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where
+every guest landed, and print a report.
+
+Progress goes to stderr, one line per start and end; the report (JSON) to stdout. Every event
+is also written, as it happens, to a journal that --resume can continue from.
+"""
+
+from __future__ import annotations
+
+import sys
+import enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+                                 Version, emit, entry_point, guard, make_app, read_document)
+from vmtools.errors import EXIT_FAILED, UsageError
+from vmtools.model import Plan, dumps
+from vmtools.power.execute import PowerSettings
+from vmtools.xen import TRANSPORTS
+
+PROG = "vm-apply"
+app = make_app(PROG, __doc__)
+
+
+class ShutdownCommand(str, enum.Enum):
+    poweroff = "poweroff"
+    shutdown = "shutdown"
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def apply(
+    file: InputFile = "-",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n",
+        help="Check the plan and the hosts, print what would run, move nothing.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force",
+        help="Run a stale plan (guests not where the plan's origin says, or hosts that do not "
+             "answer); the checker still runs.")] = False,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", "-P", metavar="N", help="Migrations running at once, in all.")] = 2,
+    per_host: Annotated[int, typer.Option(
+        "--per-host", metavar="N",
+        help="Migrations touching one host (as source or destination) at once.")] = 1,
+    stop_on_failure: Annotated[bool, typer.Option(
+        "--stop-on-failure",
+        help="After a failed action, start nothing new (running ones finish).")] = False,
+    driver: Annotated[Optional[str], typer.Option(
+        "--driver", metavar="TRANSPORT",
+        help=f"Use this transport for every host ({', '.join(TRANSPORTS)}) instead of each "
+             "host's migration field in the plan's snapshot.")] = None,
+    hosts: Annotated[Optional[Path], typer.Option(
+        "--hosts", metavar="FILE",
+        help="Host map CSV name,manage,migrate: where to reach each host (address[:port]) and "
+             "the migration address to hand the hypervisor.")] = None,
+    ssh_user: Annotated[Optional[str], typer.Option(
+        "--ssh-user", metavar="USER", help="SSH user for xm-ssh/xl-ssh (default: yours).")] = None,
+    ssh_key: Annotated[Optional[Path], typer.Option(
+        "--ssh-key", metavar="FILE",
+        help="SSH private key (default: the agent and ~/.ssh/id_*). Never a password.")] = None,
+    known_hosts: Annotated[Optional[list[Path]], typer.Option(
+        "--known-hosts", metavar="FILE",
+        help="More known_hosts files (after /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts). "
+             "Repeatable.")] = None,
+    accept_new_host_keys: Annotated[bool, typer.Option(
+        "--accept-new-host-keys",
+        help="Trust hosts whose SSH key is unknown, and record their key (in the first "
+             "--known-hosts file, else ~/.ssh/known_hosts). A changed key is always refused.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Client timeout of one migration call. It does not cancel the migration: the "
+             "hosts are asked how it ended.")] = 600.0,
+    verify_timeout: Annotated[float, typer.Option(
+        "--verify-timeout", metavar="SECONDS",
+        help="After a timeout or a dropped connection, how long to keep asking both hosts "
+             "until they agree where the guest runs.")] = 600.0,
+    connect_timeout: Annotated[float, typer.Option(
+        "--connect-timeout", metavar="SECONDS",
+        help="Timeout to connect to a host and of each question asked of it.")] = 10.0,
+    ipmi_credentials: Annotated[Path, typer.Option(
+        "--ipmi-credentials", metavar="FILE",
+        help="power actions: IPMI user and password (TOML, readable by root or you only; "
+             "handed to ipmitool in its environment, never its command line).")
+    ] = Path("/etc/vmtools/ipmi.toml"),
+    boot_timeout: Annotated[float, typer.Option(
+        "--boot-timeout", metavar="SECONDS",
+        help="power-on: how long a woken host has until its xend or sshd answers; past it "
+             "the action fails and the migrations into that host are not run.")] = 600.0,
+    power_off_timeout: Annotated[float, typer.Option(
+        "--power-off-timeout", metavar="SECONDS",
+        help="power-off: how long after the shutdown the BMC has to report the chassis off "
+             "(or the transport to stop answering, for Wake-on-LAN hosts).")] = 300.0,
+    wol_address: Annotated[str, typer.Option(
+        "--wol-address", metavar="ADDRESS",
+        help="Where Wake-on-LAN packets go: the broadcast address or a directed broadcast "
+             "(10.0.0.255).")] = "255.255.255.255",
+    wol_port: Annotated[int, typer.Option(
+        "--wol-port", metavar="PORT", help="UDP port of Wake-on-LAN packets.")] = 9,
+    shutdown_command: Annotated[ShutdownCommand, typer.Option(
+        "--shutdown-command",
+        help="power-off: poweroff, or shutdown (shutdown -h now), run on the Domain-0 over "
+             "SSH once it runs no guest.")] = ShutdownCommand.poweroff,
+    ssh_port: Annotated[int, typer.Option(
+        "--ssh-port", metavar="PORT",
+        help="power-off: SSH port of hosts managed through xend (xm-ssh/xl-ssh hosts use "
+             "their host map port).")] = 22,
+    state_dir: Annotated[Optional[Path], typer.Option(
+        "--state-dir", metavar="DIR",
+        help="Where the lock and the journals live (default $VMTOOLS_STATE_DIR or "
+             "/var/lib/vmtools).")] = None,
+    journal: Annotated[Optional[Path], typer.Option(
+        "--journal", metavar="FILE",
+        help="Journal file (JSON lines, one per event; default STATE_DIR/journal/"
+             "TIME-DIGEST.jsonl).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", metavar="JOURNAL",
+        help="Continue the run this journal recorded, after asking the hosts again; the plan "
+             "comes from the journal (a FILE given too must be the same plan).")] = None,
+    fmt: Format = OutputFormat.json,
+    output: Output = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Run a plan's migrations and print a report (JSON)."""
+    with guard(PROG, verbose, quiet, debug):
+        from vmtools.apply.hostmap import read_hostmap
+        host_map = read_hostmap(str(hosts)) if hosts else {}
+        from vmtools.drivers.ssh import SshOptions
+        ssh = SshOptions(user=ssh_user, key=str(ssh_key) if ssh_key else None,
+                         known_hosts=[str(p) for p in known_hosts or []],
+                         accept_new=accept_new_host_keys)
+        plan = None
+        if resume is None or file != "-":
+            plan = read_document(PROG, file, Plan, "plan")
+        options = ApplyOptions(
+            parallel=parallel, per_host=per_host, dry_run=dry_run, force=force,
+            stop_on_failure=stop_on_failure, driver=driver, hosts=host_map, ssh=ssh,
+            timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
+            state_dir=str(state_dir) if state_dir else default_state_dir(),
+            journal=str(journal) if journal else None, resume=str(resume) if resume else None,
+            power=PowerSettings(credentials=str(ipmi_credentials), boot_timeout=boot_timeout,
+                                off_timeout=power_off_timeout, wol_address=wol_address,
+                                wol_port=wol_port, shutdown_command=shutdown_command.value,
+                                ssh_port=ssh_port))
+        if resume is not None and journal is not None:
+            raise UsageError("--resume appends to the journal it continues; drop --journal")
+
+        def progress(line: str) -> None:
+            if not quiet:
+                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+        report = apply_plan(plan, options, progress)
+        if fmt == OutputFormat.table:
+            from vmtools.render import table
+            rows = [[a["id"], a.get("vm", a["op"]), a.get("src", a.get("host", "")),
+                     a.get("dst", ""), a["outcome"], a["seconds"], a["transport"],
+                     a["error"] or ""] for a in report.actions]
+            text = table(rows, ["id", "vm", "src", "dst", "outcome", "s", "transport", "error"],
+                         f"vm-apply: {report.summary['done']} done, {report.summary['failed']} "
+                         f"failed, {report.summary['not-run']} not run")
+        else:
+            text = dumps(report.to_dict())
+        emit(text, output)
+        if report.summary.get("failed") or report.summary.get("not-run"):
+            raise typer.Exit(EXIT_FAILED)
+
+
+main = entry_point(app, PROG)

@@ -1,0 +1,240 @@
+"""Replay recorded history through vm-plan settings and built-in baselines, in simulated time,
+and print a replay document: energy, overload, SLA figures, migrations and flapping per setting.
+
+SOURCE is a directory of snapshot documents (vm-rebalance's archive), snapshot files, or a CSV
+trace (time,guest,cpu,mem_mib[,net_mbps], with --hosts); or Ganglia's RRD files with --rrd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
+                                 Verbose, Version, emit, entry_point, guard, make_app, read_text,
+                                 setup_logging, write_atomic)
+from vmtools.errors import OperationFailed, UsageError
+from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
+
+PROG = "vm-replay"
+app = make_app(PROG, __doc__)
+
+
+def _time(option: str, text: str) -> float:
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else iso_to_epoch(text)
+    except ValueError:
+        raise UsageError(f"{option} {text}: expected 2026-11-22T01:30:00Z or epoch "
+                         "seconds") from None
+
+
+class VmPlanRun:
+    """One ``--plan "OPTIONS"``: parsed by vm-plan's own command line, run in process on each
+    tick's snapshot. A ``--state DIR`` in OPTIONS is replaced by a fresh directory of this run
+    (the real one is never touched), so cooldown and hotspot windows run on the replay's clock.
+    """
+
+    def __init__(self, text: str, verbose: int, quiet: bool, debug: bool):
+        from vmtools.cli import vm_plan as plan_cli
+        self.text = text
+        self.name = text.strip() or "vm-plan (defaults)"
+        self.kind = "vm-plan"
+        self.logging = (verbose, quiet, debug)
+        self.callback = plan_cli.plan
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            raise UsageError(f"--plan {text!r}: {exc}") from None
+        command = typer.main.get_command(plan_cli.app)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                ctx = command.make_context("vm-plan", argv)
+        except typer.Exit:
+            raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
+                from None
+        except typer.exceptions.TyperException as exc:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            raise UsageError(f"--plan {text!r}: {message}") from None
+        self.params = dict(ctx.params)
+        if self.params.get("file", "-") != "-":
+            raise UsageError(f"--plan {text!r}: no input file: the replay gives vm-plan each "
+                             "tick's snapshot")
+        if self.params.get("output") is not None:
+            raise UsageError(f"--plan {text!r}: -o has no place here")
+        self.state_dir = None
+        if self.params.get("state") is not None:
+            self.state_dir = tempfile.mkdtemp(prefix="vm-replay-state.")
+            self.params["state"] = self.state_dir
+        self.params["verbose"] = max(self.params.get("verbose", 0), verbose)
+        self.params["quiet"] = quiet
+        self.params["debug"] = debug
+        self.params["version"] = False
+
+    def decide(self, snap: Snapshot) -> list:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                plan = self.callback(**dict(self.params, file=snap))
+        except typer.Exit as exc:
+            if exc.exit_code == 130:
+                raise KeyboardInterrupt from None
+            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+            why = lines[-1] if lines else f"vm-plan exited with {exc.exit_code}"
+            why = why.removeprefix("vm-plan: error: ")
+            raise OperationFailed(f"(exit {exc.exit_code}) {why}") from None
+        finally:
+            setup_logging(PROG, *self.logging)
+            if self.logging[0] > 0 and err.getvalue():
+                sys.stderr.write(err.getvalue())
+        return list(plan.actions)
+
+    def close(self) -> None:
+        if self.state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _progress_printer(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(name: str, k: int, n: int) -> None:
+        end = "\n" if k == n else ""
+        sys.stderr.write(f"\r{PROG}: {name}: tick {k}/{n}" + end)
+        sys.stderr.flush()
+    return show
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def replay(
+    sources: Annotated[Optional[list[str]], typer.Argument(
+        metavar="SOURCE", help="Snapshot directories or files, or one CSV trace.",
+        show_default=False)] = None,
+    plan: Annotated[Optional[list[str]], typer.Option(
+        "--plan", metavar="\"VM-PLAN OPTIONS\"",
+        help="A vm-plan setting to replay, its options as vm-plan's command line takes them, "
+             "e.g. --plan \"--objective balance --state x\" (repeatable: one run each). Without "
+             "--plan and --baseline: vm-plan's defaults and the none baseline.")] = None,
+    baseline: Annotated[Optional[list[str]], typer.Option(
+        "--baseline", metavar="NAME[:K=V,...]",
+        help="A built-in setting: none, threshold, sandpiper, thr-mmt (repeatable; "
+             "parameters in vm-replay(1)).")] = None,
+    every: Annotated[float, typer.Option(
+        "--every", metavar="MINUTES", help="Minutes between two cron runs.")] = 5.0,
+    hosts: Annotated[Optional[str], typer.Option(
+        "--hosts", metavar="FILE",
+        help="Hosts of a CSV trace: name,cpu,mem_mib[,net_mbps[,cluster]].")] = None,
+    rrd: Annotated[Optional[str], typer.Option(
+        "--rrd", metavar="DIR", help="Ganglia's RRD directory (gmetad's rrd_rootdir) as the "
+        "source; needs --from and --until.")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", metavar="NAME", help="With --rrd: the cluster to replay (default: the "
+        "only one).")] = None,
+    start: Annotated[Optional[str], typer.Option(
+        "--from", metavar="TIME", help="Start of the replay (2026-11-22T01:30:00Z or epoch "
+        "seconds; default: the source's first sample).")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        "--until", metavar="TIME", help="End of the replay (default: the source's last "
+        "sample plus one sample interval).")] = None,
+    step: Annotated[float, typer.Option(
+        "--step", metavar="SECONDS", help="With --rrd: seconds between two samples read.")] = 300.0,
+    power_model: Annotated[Optional[str], typer.Option(
+        "--power-model", metavar="FILE", help="A vmtools.power document: idle and peak watts "
+        "or a SPECpower curve per host (default: HP ProLiant ML110 G5).")] = None,
+    cpu_threshold: Annotated[float, typer.Option(
+        "--cpu-threshold", metavar="FRACTION",
+        help="over_threshold_hours counts host-time above this share of the CPUs.")] = 0.9,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", "-P", metavar="N", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
+    per_host: Annotated[int, typer.Option(
+        "--per-host", min=1, help="Migrations touching one host at once, as vm-apply "
+        "--per-host.")] = 1,
+    bandwidth: Annotated[float, typer.Option(
+        "--bandwidth", metavar="MBIT/S", help="Bandwidth of one migration: it takes "
+        "1 s + memory / bandwidth.")] = 1000.0,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
+        "offline).")] = None,
+    fmt: Format = OutputFormat.json,
+    output: Output = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Replay SOURCE through each setting and print a replay document (JSON)."""
+    with guard(PROG, verbose, quiet, debug):
+        from vmtools.power_model import DEFAULT, parse_power_model
+        from vmtools.replay.baselines import make_baseline
+        from vmtools.replay.engine import SimOptions, run_replay
+        from vmtools.replay.report import replay_table
+        from vmtools.replay.sources import read_csv_trace, read_snapshots
+        if not every > 0 or not bandwidth > 0:
+            raise UsageError("--every and --bandwidth must be more than 0")
+        if not 0 < cpu_threshold <= 1:
+            raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
+        model = DEFAULT
+        if power_model is not None:
+            text, name = read_text(PROG, power_model, "power model")
+            model = parse_power_model(loads(text, name), name)
+        opts = SimOptions(every_minutes=every, parallel=parallel, per_host=per_host,
+                          bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
+                          start=_time("--from", start) if start else None,
+                          until=_time("--until", until) if until else None)
+        sources = list(sources or [])
+        if rrd is not None:
+            if sources:
+                raise UsageError("--rrd DIR is the source: give no SOURCE with it")
+            if opts.start is None or opts.until is None:
+                raise UsageError("--rrd needs --from and --until")
+            if not step > 0:
+                raise UsageError("--step must be more than 0")
+            from vmtools.replay.rrd import read_rrd
+            trace = read_rrd(rrd, opts.start, opts.until, step, cluster)
+        elif not sources:
+            raise UsageError("no SOURCE: give snapshot files or directories, a CSV trace, or "
+                             "--rrd DIR (see vm-replay --help)")
+        elif len(sources) == 1 and sources[0].endswith(".csv"):
+            trace = read_csv_trace(sources[0], hosts)
+        else:
+            if hosts is not None:
+                raise UsageError("--hosts goes with a CSV trace, not with snapshots")
+            trace = read_snapshots(sources)
+        for note in trace.notes[:10]:
+            typer.echo(f"{PROG}: note: {note}", err=True) if not quiet else None
+        if len(trace.notes) > 10 and not quiet:
+            typer.echo(f"{PROG}: note: ... and {len(trace.notes) - 10} more (in the document)",
+                       err=True)
+        settings: list = []
+        try:
+            for text in plan or ([] if baseline else [""]):
+                settings.append(VmPlanRun(text, verbose, quiet, debug))
+            for spec in baseline or ([] if plan else ["none"]):
+                settings.append(make_baseline(spec, model))
+            names = [s.name for s in settings]
+            dup = next((n for n in names if names.count(n) > 1), None)
+            if dup is not None:
+                raise UsageError(f"setting {dup!r} is given twice")
+            doc = run_replay(trace, settings, opts, _progress_printer(quiet))
+        finally:
+            for s in settings:
+                if hasattr(s, "close"):
+                    s.close()
+        for run in doc["runs"]:
+            if run["figures"]["memory_over_capacity"]:
+                typer.echo(f"{PROG}: warning: {run['name']}: a host's memory went over its "
+                           "capacity during the replay (a bug: please report it)", err=True)
+        if html is not None:
+            from vmtools.replay.html import page
+            write_atomic(html, page(doc))
+        emit(replay_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
+
+
+main = entry_point(app, PROG)

@@ -1,0 +1,95 @@
+"""Read Ganglia (gmetad, gmond or a saved XML dump) and print a snapshot of the Xen hosts and
+their guests: capacity, demand and the problems that make it incoherent.
+
+With no source option it reads gmetad's XML port on localhost:8651.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+                                 emit, entry_point, guard, make_app)
+from vmtools.errors import UsageError
+from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
+from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, EXAMPLES, GMETAD_INTERACTIVE_PORT,
+                                     GMETAD_XML_PORT, GMOND_PORT)
+from vmtools.render import snapshot_table
+from vmtools.snapshot import choose_sources, snapshot_json, snapshot_json_chunks, take_snapshot
+
+log = logging.getLogger("vmtools.snapshot")
+PROG = "vm-snapshot"
+app = make_app(PROG, __doc__)
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def snapshot(
+    gmetad: Annotated[Optional[list[str]], typer.Option(
+        "--gmetad", metavar="HOST[:PORT]",
+        help=f"Read gmetad's XML port (default port {GMETAD_XML_PORT}; with --cluster, the "
+             f"interactive port, default {GMETAD_INTERACTIVE_PORT}). Repeatable: the union is "
+             "read and hosts seen twice are problems. Default: localhost when no other source "
+             "is given.")] = None,
+    cluster: Annotated[Optional[list[str]], typer.Option(
+        "--cluster", metavar="NAME",
+        help="Ask gmetad's interactive port for this cluster only (path query /NAME), so a "
+             "large grid need not be downloaded whole. Repeatable.")] = None,
+    gmond: Annotated[Optional[list[str]], typer.Option(
+        "--gmond", metavar="HOST[:PORT]",
+        help=f"Read a gmond's own TCP port (default port {GMOND_PORT}). Repeatable.")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option(
+        "--input", "-i", metavar="FILE",
+        help="Read a saved gmetad or gmond XML dump; - reads stdin. Repeatable.")] = None,
+    example: Annotated[Optional[str], typer.Option(
+        "--example", metavar="NAME",
+        help=f"Read a gmetad dump shipped with vmtools: {', '.join(EXAMPLES)} (a small Xen "
+             "lab cluster; the same with one CPU-hot host).")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Connect timeout and timeout of every read from gmetad or gmond; a whole answer "
+             "must arrive within 30 times this.")] = DEFAULT_TIMEOUT,
+    recover: Annotated[bool, typer.Option(
+        "--recover",
+        help="On malformed XML, keep every cluster and host that parses and list the dropped "
+             "ones as problems, instead of failing with exit 65.")] = False,
+    stale_after: Annotated[float, typer.Option(
+        "--stale-after", metavar="SECONDS",
+        help="A cluster whose gmond was last heard this long before gmetad's answer is "
+             "stale (a problem).")] = DEFAULT_STALE_AFTER,
+    fmt: Format = OutputFormat.json,
+    output: Output = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia reports."""
+    with guard(PROG, verbose, quiet, debug):
+        if not timeout > 0:
+            raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
+        if not stale_after >= 0:
+            raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
+        sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
+                                 inputs=input_ or [], example=example, timeout=timeout)
+        snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
+        if snap.problems:
+            log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
+                        snap.problems[0].kind, snap.problems[0].message)
+        log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
+        if fmt == OutputFormat.table:
+            emit(snapshot_table(snap), output)
+        elif output is None or str(output) == "-":
+            # Entry by entry: the snapshot is complete and valid, nothing can fail half-way
+            # but the reader, and 40,000 guests need not be one string in memory.
+            for chunk in snapshot_json_chunks(snap):
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            emit(snapshot_json(snap), output)
+
+
+main = entry_point(app, PROG)

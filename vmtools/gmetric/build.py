@@ -1,0 +1,184 @@
+"""The metrics a Domain-0 publishes (vmtools-formats(5), "Ganglia metrics"), built from what
+its toolstack says. Pure: no sockets, no subprocesses.
+
+:func:`build_metrics` takes ``xl/xm info`` and two samples of ``xl/xm list`` + vif
+counters, and returns the metric set:
+
+- host (Entropy 1.0): ``container.mem_total`` (uint32 KB = total - Domain-0's memory),
+  ``container.cpu_num`` (uint16), ``container.vms`` (string, Domain-0 excluded; split into
+  ``container.vms.1``, ``.2``... past :data:`VMS_PART_CHARS` characters),
+  ``container.driver.migration`` (string), ``container.type`` (``xen-<major>.<minor>``);
+- per guest: ``container.vm.<name>.cpu`` (float %, of one CPU, from CPU-time deltas),
+  ``.mem`` (uint32 KB), ``.vcpus`` (uint16), ``.net`` (float bytes/s, vif rx+tx deltas).
+
+Every name and value is printable ASCII without ``< > & " '`` (gmetad re-emits values
+unescaped: one bad name breaks the whole grid's XML); a guest whose name is not a safe name
+is skipped and reported. The names come from :mod:`vmtools.ganglia.names`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from vmtools.dom0.parse import Domain, info_int
+from vmtools.errors import DataError
+from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, MEM_TOTAL, TYPE, VMS, guest_metric,
+                                    vms_part)
+from vmtools.model import is_safe_name
+from vmtools.xen import DOM0, is_in_flight_name
+
+log = logging.getLogger("vmtools.gmetric")
+
+VMS_PART_CHARS = 850          # gmond cuts XML lines at 1 KB (reference §0.3: 925 still fit)
+_UNSAFE_CHARS = set("<>&\"'")
+
+
+@dataclass
+class Metric:
+    name: str
+    value: str
+    type: str
+    units: str = ""
+    slope: str = "both"
+    tmax: int = 60
+    dmax: int = 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "value": self.value, "type": self.type,
+                "units": self.units, "slope": self.slope, "tmax": self.tmax, "dmax": self.dmax}
+
+
+@dataclass
+class Sample:
+    """One reading of the Domain-0: ``when`` is ``time.monotonic()`` right after ``list``."""
+    when: float
+    domains: list[Domain]
+    vif: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Built:
+    metrics: list[Metric]
+    skipped: list[dict]
+    problems: list[str]
+
+
+def safe_text(text: str) -> bool:
+    """Printable ASCII without the characters gmetad would re-emit unescaped."""
+    return all(32 <= ord(ch) < 127 for ch in text) and not (_UNSAFE_CHARS & set(text))
+
+
+def split_guest_list(names: list[str], limit: int = VMS_PART_CHARS) -> list[str]:
+    """Space-separated parts of at most ``limit`` characters, never splitting a name."""
+    parts, current = [], ""
+    for name in names:
+        candidate = f"{current} {name}" if current else name
+        if current and len(candidate) > limit:
+            parts.append(current)
+            current = name
+        else:
+            current = candidate
+    parts.append(current)
+    return parts
+
+
+def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample | None,
+                  migration: str, tmax: int = 60, guest_dmax: int = 180,
+                  dom0_kib: int | None = None, part_chars: int = VMS_PART_CHARS,
+                  min_parts: int = 1) -> Built:
+    """The metric set for one cycle. ``info`` may be None (not known yet): the host metrics
+    that need it are then left out and a problem says so. ``min_parts`` keeps publishing
+    (empty) ``container.vms.N`` parts a previous cycle used, so no stale part survives."""
+    metrics: list[Metric] = []
+    skipped: list[dict] = []
+    problems: list[str] = []
+
+    def host(name: str, value: object, type: str, units: str = "", slope: str = "zero") -> None:
+        metrics.append(Metric(name, str(value), type, units, slope, tmax, 0))
+
+    def guest(name: str, value: object, type: str, units: str) -> None:
+        metrics.append(Metric(name, str(value), type, units, "both", tmax, guest_dmax))
+
+    dom0 = next((d for d in current.domains if d.name == DOM0 or d.domid == 0), None)
+    guests: list[Domain] = []
+    seen: set[str] = set()
+    for dom in current.domains:
+        if dom is dom0 or dom.domid == 0:
+            continue
+        if is_in_flight_name(dom.name):
+            log.info("guest %r is migrating: left out of this cycle", dom.name)
+            continue
+        if not is_safe_name(dom.name) or not safe_text(dom.name):
+            skipped.append({"name": dom.name, "domid": dom.domid,
+                            "reason": "unsafe name: publish only [A-Za-z0-9._-], starting "
+                                      "with a letter or digit"})
+            continue
+        if dom.name in seen:
+            skipped.append({"name": dom.name, "domid": dom.domid,
+                            "reason": "listed twice by the toolstack"})
+            continue
+        seen.add(dom.name)
+        guests.append(dom)
+
+    if info is not None:
+        try:
+            total_mib = info_int(info, "total_memory")
+            if dom0 is not None:
+                dom0_mib = dom0.mem_mib
+            elif dom0_kib is not None:
+                dom0_mib = dom0_kib // 1024
+            else:
+                raise DataError("Domain-0 is not in the list and its memory is unknown",
+                                "Domain-0")
+            host(MEM_TOTAL, max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
+        except DataError as exc:
+            problems.append(f"{MEM_TOTAL} not published: {exc}")
+        try:
+            host(CPU_NUM, info_int(info, "nr_cpus"), "uint16", "CPUs")
+        except DataError as exc:
+            problems.append(f"{CPU_NUM} not published: {exc}")
+    else:
+        problems.append("toolstack info unknown: container.mem_total, container.cpu_num and "
+                        "container.type not published")
+
+    names = [g.name for g in guests]
+    parts = split_guest_list(names, part_chars)
+    while len(parts) < min_parts:
+        parts.append("")
+    for i, part in enumerate(parts):
+        if i == 0:
+            host(VMS, part, "string")
+        else:
+            metrics.append(Metric(vms_part(i), part, "string", "", "zero", tmax,
+                                  guest_dmax))
+    host(DRIVER_MIGRATION, migration, "string")
+    if info is not None:
+        try:
+            host(TYPE, f"xen-{info_int(info, 'xen_major')}."
+                                   f"{info_int(info, 'xen_minor')}", "string")
+        except DataError as exc:
+            problems.append(f"{TYPE} not published: {exc}")
+
+    before = {(d.name, d.domid): d for d in previous.domains} if previous else {}
+    elapsed = current.when - previous.when if previous else 0.0
+    for dom in guests:
+        old = before.get((dom.name, dom.domid))
+        if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
+            cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
+            guest(guest_metric(dom.name, "cpu"), f"{cpu:.1f}", "float", "%")
+        else:
+            log.info("%s: no earlier CPU time to compare with yet", dom.name)
+        guest(guest_metric(dom.name, "mem"), dom.mem_mib * 1024, "uint32", "KB")
+        guest(guest_metric(dom.name, "vcpus"), dom.vcpus, "uint16", "CPUs")
+        now_b, then_b = current.vif.get(dom.domid), previous.vif.get(dom.domid) if previous \
+            else None
+        if old is not None and elapsed > 0 and now_b is not None and then_b is not None \
+                and now_b >= then_b:
+            guest(guest_metric(dom.name, "net"), f"{(now_b - then_b) / elapsed:.1f}", "float",
+                  "bytes/s")
+    for m in metrics:
+        if not safe_text(m.value):  # names are safe by construction; values come from xl
+            problems.append(f"{m.name}: unsafe value left out")
+    metrics = [m for m in metrics if safe_text(m.value)]
+    return Built(metrics, skipped, problems)

@@ -1,0 +1,521 @@
+"""Power management in vm-plan: switch emptied hosts off, wake standby hosts when room is
+needed (``--power``; on under ``--objective auto`` when the host map gives hosts a power
+method).
+
+What it decides, on top of the placement the objective chose:
+
+* **standby hosts**: a host vmtools switched off is ``standby`` with the capacity it last had.
+  vm-plan knows them from its state (``--state DIR``, file ``vm-plan-power.json``): Ganglia
+  first calls such a host offline, then forgets it; vm-plan puts it back in the snapshot as
+  ``standby``. A host that goes offline or vanishes *without* vmtools switching it off stays
+  a problem (``offline-host``).
+* **wake** (``power-on``): when the online hosts cannot take the guests (no feasible
+  placement, e.g. a maintenance evacuation), when a persistent hotspot is still hot in the
+  target, or when less than ``--reserve`` hosts' worth of free capacity would stay online, the
+  fewest standby hosts are woken, most frugal first (``--power-model``; else the largest
+  first). Migrations into a woken host run ``after`` its power-on. A host that did not come
+  back within ``--boot-timeout`` of its power-on is not chosen again until it reports.
+* **switch off** (``power-off``): an online host with no guest in the snapshot and the
+  target, empty for ``--standby-after`` minutes (from the state), whose power method is not
+  ``none``; never below ``--min-hosts`` online hosts in its cluster, never leaving less than
+  ``--reserve`` hosts' worth of free CPU and memory online in its cluster (N+1 with the
+  default 1: one host's failure can be absorbed). Hungriest hosts first.
+* **frugal hosts** (``--power-model``): after consolidation, the guests of a host that draws
+  more than an empty online host would for the same load move there whole, when that saves
+  at least ``MIN_SAVING_W`` watts.
+
+Every decision (and every host kept on by a limit) goes in ``--explain`` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+
+from vmtools.errors import DataError, InternalError, OperationFailed
+from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
+
+log = logging.getLogger("vmtools.planner")
+
+STATE_FILE = "vm-plan-power.json"
+MIN_SAVING_W = 1.0
+
+
+@dataclass
+class PowerOptions:
+    methods: dict[str, str] | None = None   # host -> ipmi/wol/none (host map); None: any host
+    standby_after: float = 30.0             # minutes a host stays empty before it is switched off
+    min_hosts: int = 1                      # online hosts kept per cluster
+    reserve: float = 1.0                    # hosts' worth of free capacity kept online
+    boot_timeout: float = 600.0             # seconds a woken host has to report
+    model: object | None = None             # vmtools.power_model.PowerModel
+
+    def switchable(self, host: str) -> bool:
+        return self.methods is None or self.methods.get(host, "none") != "none"
+
+
+@dataclass
+class PowerState:
+    """What vm-plan remembers about power between runs."""
+
+    empty_since: dict[str, float] = field(default_factory=dict)
+    standby: dict[str, dict] = field(default_factory=dict)   # host -> {"since", capacity...}
+    waking: dict[str, dict] = field(default_factory=dict)    # host -> {"since": power-on, ...}
+    boot_failed: dict[str, dict] = field(default_factory=dict)
+    known: dict[str, dict] = field(default_factory=dict)     # host -> last capacity seen
+
+
+def load_power_state(directory: str | None) -> PowerState:
+    if directory is None:
+        return PowerState()
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        return PowerState()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable power state ({exc}); remove it to start afresh (vm-plan "
+                        "then forgets which hosts it switched off)", path) from None
+    if not isinstance(obj, dict):
+        raise DataError("expected an object; remove it to start afresh", path)
+    return PowerState(**{k: dict(obj.get(k, {})) for k in
+                         ("empty_since", "standby", "waking", "boot_failed", "known")})
+
+
+def save_power_state(directory: str | None, state: PowerState) -> None:
+    if directory is None:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".vm-plan-power.", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(state.__dict__, fh, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(directory, STATE_FILE))
+
+
+def _capacity(h: Host) -> dict:
+    return {"cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib, "net_mbps": h.net_mbps,
+            "hypervisor": h.hypervisor, "migration": h.migration}
+
+
+def _standby_host(name: str, rec: dict, reported: str | None = None) -> Host:
+    return Host(name=name, cluster=rec.get("cluster", ""), state="standby",
+                cpu=float(rec.get("cpu", 0.0)), mem_mib=int(rec.get("mem_mib", 0)),
+                net_mbps=rec.get("net_mbps"), hypervisor=rec.get("hypervisor", ""),
+                migration=rec.get("migration", ""), reported=reported)
+
+
+def _reported_after(h: Host, t: float, margin: float = 60.0) -> bool:
+    try:
+        return h.reported is not None and iso_to_epoch(h.reported) > t + margin
+    except ValueError:
+        return False
+
+
+def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now: float
+                     ) -> tuple[Snapshot, dict[str, str]]:
+    """The snapshot as vm-plan plans on it: hosts vmtools switched off are ``standby`` with
+    their last capacity, hosts lost without vmtools are problems. Updates ``state``.
+    Returns (snapshot, notes for --explain)."""
+    notes: dict[str, str] = {}
+    hosts = {h.name: h for h in snap.hosts}
+    # A host switched off leaves its last guest list in Ganglia until it is called offline:
+    # a guest it listed before it was emptied shows up twice. It runs on the awake host.
+    asleep = set(state.standby) | set(state.waking) | set(state.boot_failed)
+    vms = {v.name: v for v in snap.vms}
+    problems = []
+    for p in snap.problems:
+        v = vms.get(p.vm or "")
+        if p.kind == "duplicate-guest" and v is not None and p.host and \
+                (p.host in asleep) != (v.host in asleep):
+            if v.host in asleep:
+                vms[v.name] = replace(v, host=p.host)
+            notes[f"host {p.host if p.host in asleep else v.host}"] = (
+                f"still lists {v.name} in Ganglia from before it was switched off; "
+                f"{v.name} runs on {vms[v.name].host}")
+            continue
+        problems.append(p)
+    snap = replace(snap, vms=[vms[v.name] for v in snap.vms])
+    guests_on: dict[str, int] = {}
+    for v in snap.vms:
+        guests_on[v.host] = guests_on.get(v.host, 0) + 1
+    new_hosts: list[Host] = []
+    for name, h in sorted(hosts.items()):
+        rec = state.standby.get(name) or state.waking.get(name) or state.boot_failed.get(name)
+        if rec is not None and guests_on.get(name, 0) == 0 and \
+                (h.state != "online" or (h.reported is not None
+                                         and not _reported_after(h, rec.get("since", now)))):
+            # switched off by vmtools: Ganglia's last word on it predates the power-off
+            new_hosts.append(_standby_host(name, {**_capacity(h), **rec}, h.reported)
+                             if h.state != "online" else
+                             replace(h, state="standby"))
+            problems = [p for p in problems if p.host != name or p.kind != "offline-host"]
+            continue
+        if name in state.standby:
+            notes[f"host {name}"] = f"{name} reports again although vmtools switched it off"
+            del state.standby[name]
+        if h.state == "standby":            # the snapshot's source knows it is switched off
+            state.known.pop(name, None)
+            new_hosts.append(h)
+            continue
+        if h.state == "online":
+            if name in state.waking:
+                notes[f"host {name}"] = f"{name} is back online after its power-on"
+            state.waking.pop(name, None)
+            state.boot_failed.pop(name, None)
+            state.known[name] = _capacity(h)
+        elif name in state.known and not any(p.host == name for p in problems):
+            problems.append(Problem("offline-host", f"host {name} is offline and vmtools did "
+                                    "not switch it off", host=name))
+        new_hosts.append(h)
+    for name, rec in sorted({**state.boot_failed, **state.standby, **state.waking}.items()):
+        if name not in hosts:
+            new_hosts.append(_standby_host(name, rec))
+    for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
+        problems.append(Problem("offline-host", f"host {name} vanished from Ganglia and "
+                                "vmtools did not switch it off", host=name))
+    for name, rec in sorted(state.waking.items()):
+        if now - rec.get("since", now) > popts.boot_timeout:
+            state.boot_failed[name] = rec
+            del state.waking[name]
+    for name, rec in sorted(state.boot_failed.items()):
+        notes[f"host {name}"] = (f"{name} did not come up within --boot-timeout "
+                                 f"{popts.boot_timeout:g}s of its power-on at "
+                                 f"{epoch_to_iso(rec.get('since', now))}; it is not woken "
+                                 "again until it reports")
+    return replace(snap, hosts=new_hosts, problems=problems), notes
+
+
+# --------------------------------------------------------------------------- capacity sums
+
+def _watts(popts: PowerOptions, host: Host, cpu_use: float) -> float | None:
+    if popts.model is None:
+        return None
+    util = cpu_use / host.cpu if host.cpu > 0 else 0.0
+    return popts.model.watts(host.name, util)
+
+
+def _efficiency_key(popts: PowerOptions, host: Host, mean_cpu: float, mean_mem: float,
+                    cpu_target: float) -> float:
+    """Watts per unit of capacity (at the consolidation target): lower is more frugal.
+    Without a power model, bigger hosts count as more frugal (fewest hosts)."""
+    units = 0.5 * (host.cpu / mean_cpu if mean_cpu else 0) + \
+        0.5 * (host.mem_mib / mean_mem if mean_mem else 0)
+    if units <= 0:
+        return math.inf
+    w = _watts(popts, host, host.cpu * cpu_target)
+    return (w if w is not None else 100.0) / units
+
+
+def _use(snap: Snapshot, placement: dict[str, str], opts) -> dict[str, list[float]]:
+    """host -> [CPU demand, MiB, guests] under ``placement`` (the planning demand: vCPUs,
+    or the estimate from history when vm-plan has one)."""
+    use: dict[str, list[float]] = {h.name: [0.0, 0.0, 0] for h in snap.hosts}
+    estimate = getattr(opts, "cpu_estimate", None) or {}
+    for v in snap.vms:
+        host = placement.get(v.name, v.host)
+        if host in use:
+            u = use[host]
+            u[0] += float(v.vcpus) if opts.cpu_demand == "vcpus" else \
+                estimate.get(v.name, v.cpu)
+            u[1] += v.mem_mib
+            u[2] += 1
+    return use
+
+
+def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
+                cons) -> tuple[bool, str]:
+    """Free CPU (at the target) and memory on ``hosts`` against ``reserve`` times the
+    largest of them."""
+    if not hosts:
+        return reserve <= 0, "no host online"
+    free_cpu = sum(max(0.0, h.cpu * cons.cpu_factor(h.name) * cpu_target - use[h.name][0])
+                   for h in hosts)
+    free_mem = sum(max(0.0, h.mem_mib * cons.mem_factor(h.name) - use[h.name][1])
+                   for h in hosts)
+    worth_cpu = max(h.cpu * cpu_target for h in hosts) * reserve
+    worth_mem = max(h.mem_mib for h in hosts) * reserve
+    text = (f"{free_cpu:.1f} CPUs and {free_mem / 1024:.1f} GiB free against a reserve of "
+            f"{worth_cpu:.1f} CPUs and {worth_mem / 1024:.1f} GiB")
+    return free_cpu + 1e-9 >= worth_cpu and free_mem + 1e-9 >= worth_mem, text
+
+
+# --------------------------------------------------------------------------- the plan
+
+def _hot_left(plan: Plan, trial: Snapshot, opts) -> list[str]:
+    """Hosts still hot in the target that the objective wanted relieved."""
+    use = _use(trial, plan.placement, opts)
+    out = []
+    for h in trial.hosts:
+        if h.state != "online" or h.cpu <= 0:
+            continue
+        cpu, mem = use[h.name][0] / h.cpu, use[h.name][1] / max(1, h.mem_mib)
+        if cpu > opts.cpu_threshold + 1e-9 or mem > opts.mem_threshold + 1e-9:
+            if opts.hot_filter is None or h.name in opts.hot_filter:
+                out.append(h.name)
+    return sorted(out)
+
+
+def _with_online(snap: Snapshot, names: set[str]) -> Snapshot:
+    return replace(snap, hosts=[replace(h, state="online") if h.name in names else h
+                                for h in snap.hosts])
+
+
+def make_power_plan(snap: Snapshot, cons, opts, popts: PowerOptions, state_dir: str | None,
+                    now: float, make_plan) -> Plan:
+    """``make_plan`` (the objective's planner) with hosts switched on and off around it."""
+    state = load_power_state(state_dir)
+    prepared, notes = prepare_snapshot(snap, state, popts, now)
+    try:
+        return _power_plan(snap, prepared, notes, state, cons, opts, popts, now, make_plan)
+    finally:
+        save_power_state(state_dir, state)
+
+
+def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state: PowerState,
+                cons, opts, popts: PowerOptions, now: float, make_plan) -> Plan:
+    from vmtools.rules.check import check_plan
+    hosts = {h.name: h for h in prepared.hosts}
+    live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
+    mean_cpu = sum(h.cpu for h in live) / max(1, len(live))
+    mean_mem = sum(h.mem_mib for h in live) / max(1, len(live))
+
+    def eff(h: Host) -> float:
+        return _efficiency_key(popts, h, mean_cpu, mean_mem, opts.cpu_target)
+
+    wakeable = sorted((h for h in prepared.hosts if h.state == "standby"
+                       and h.name not in state.waking and h.name not in state.boot_failed
+                       and popts.switchable(h.name) and h.name not in cons.maintenance),
+                      key=lambda h: (eff(h), h.name))
+    woken: dict[str, str] = {}
+    last: tuple[Plan, Snapshot, list[str], str] | None = None   # before a wake for a hotspot
+    hot_done = False
+    while True:
+        trial = _with_online(prepared, set(woken))
+        try:
+            plan = make_plan(trial, cons, opts)
+        except OperationFailed as exc:
+            if not wakeable:
+                raise
+            h = wakeable.pop(0)
+            woken[h.name] = f"the online hosts cannot take the guests ({exc})"
+            continue
+        hot = _hot_left(plan, trial, opts)
+        if last is not None:
+            if len(hot) >= len(last[2]):
+                # the host woken for the hotspot did not cool it: it stays asleep
+                plan, trial, hot, name = last
+                del woken[name]
+                hot_done = True
+            last = None
+        if hot and wakeable and not hot_done:
+            h = wakeable.pop(0)
+            woken[h.name] = (f"persistent hotspot {', '.join(hot)} stays hot: the online "
+                             "hosts lack the room to relieve it")
+            last = (plan, trial, hot, h.name)
+            continue
+        online = [h for h in trial.hosts if h.state == "online"]
+        ok, text = _reserve_ok(online, _use(trial, plan.placement, opts),
+                               opts.cpu_target, popts.reserve, cons)
+        if not ok and wakeable:
+            h = wakeable.pop(0)
+            woken[h.name] = f"demand leaves {text} (--reserve {popts.reserve:g})"
+            continue
+        break
+
+    if popts.model is not None and opts.objective in ("consolidate", "auto"):
+        plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
+
+    # Woken hosts that neither receive a guest nor hold the reserve go back to sleep.
+    receiving = {a.dst for a in plan.actions}
+    for name in list(woken):
+        if name not in receiving and not woken[name].startswith("demand"):
+            del woken[name]
+
+    actions: list[Action] = []
+    next_id = max((a.id for a in plan.actions), default=0) + 1
+    power_on: dict[str, int] = {}
+    for name in sorted(woken):
+        actions.append(Action.power(next_id, "power-on", name,
+                                    reason=f"power-on: {woken[name]}"))
+        power_on[name] = next_id
+        next_id += 1
+    migrations = [replace(a, after=sorted(set(a.after) | ({power_on[a.dst]}
+                                                          if a.dst in power_on else set())))
+                  for a in plan.actions]
+
+    # Switch off.
+    target = dict(plan.placement)
+    use = _use(prepared, target, opts)
+    staying = {h.name for h in prepared.hosts if h.state == "online"} | set(woken)
+    for h in prepared.hosts:
+        if h.state == "online":
+            if use[h.name][2] == 0 and not any(v.host == h.name for v in prepared.vms):
+                state.empty_since.setdefault(h.name, now)
+            else:
+                state.empty_since.pop(h.name, None)
+    for name in list(state.empty_since):
+        if name not in hosts or hosts[name].state != "online":
+            del state.empty_since[name]
+    frozen = {p.host for p in prepared.problems if p.host}
+    candidates = []
+    for h in prepared.hosts:
+        if h.state != "online" or use[h.name][2] > 0 or h.name in frozen:
+            continue
+        since = state.empty_since.get(h.name)
+        emptied_now = any(v.host == h.name for v in prepared.vms)
+        if not popts.switchable(h.name):
+            continue
+        if emptied_now:
+            if popts.standby_after > 0:
+                continue
+            idle = 0.0
+        else:
+            idle = (now - since) / 60.0 if since is not None else 0.0
+            if idle + 1e-9 < popts.standby_after:
+                if notes is not None and popts.standby_after > 0:
+                    notes[f"keep {h.name} on"] = (f"empty for {idle:.0f} min, less than "
+                                                  f"--standby-after {popts.standby_after:g}")
+                continue
+        candidates.append((h, idle, emptied_now))
+    candidates.sort(key=lambda c: (-eff(c[0]), -c[1], c[0].name))
+    off: dict[str, str] = {}
+    for h, idle, emptied_now in candidates:
+        cluster = [x for x in prepared.hosts if x.cluster == h.cluster and x.name in staying]
+        if len(cluster) - 1 < popts.min_hosts:
+            notes[f"keep {h.name} on"] = (f"--min-hosts {popts.min_hosts}: {len(cluster)} "
+                                          f"hosts online in cluster {h.cluster or '(none)'}")
+            continue
+        rest = [x for x in cluster if x.name != h.name]
+        ok, text = _reserve_ok(rest, use, opts.cpu_target, popts.reserve, cons)
+        if not ok:
+            notes[f"keep {h.name} on"] = (f"--reserve {popts.reserve:g}: without it {text}")
+            continue
+        staying.discard(h.name)
+        w = _watts(popts, h, 0.0)
+        saves = f", saves {w:.0f} W idle" if w is not None else ""
+        off[h.name] = (f"power-off: {h.name} " +
+                       ("emptied by this plan" if emptied_now else f"empty for {idle:.0f} min")
+                       + f" (--standby-after {popts.standby_after:g}){saves}; "
+                       f"{len(rest)} hosts stay online in "
+                       f"{h.cluster or 'the cluster'}, {text}")
+    for name in sorted(off):
+        after = sorted(a.id for a in migrations if a.src == name)
+        actions.append(Action.power(next_id, "power-off", name, after, off[name]))
+        next_id += 1
+
+    all_actions = sorted(actions + migrations, key=lambda a: a.id)
+    explain = dict(plan.explain) if plan.explain is not None else None
+    if explain is not None:
+        for a in actions:
+            explain[f"{a.op} {a.host}"] = a.reason
+        explain.update(notes)
+    summary = dict(plan.summary)
+    summary["power_off"] = sorted(off)
+    summary["power_on"] = sorted(woken)
+    summary["hosts_standby"] = sorted({h.name for h in prepared.hosts if h.state == "standby"}
+                                      - set(woken) | set(off))
+    if popts.model is not None:
+        summary["watts_before"] = round(_total_watts(prepared, {v.name: v.host for v in
+                                                                 prepared.vms}, popts, opts,
+                                                     set()), 1)
+        summary["watts_after"] = round(_total_watts(prepared, target, popts, opts,
+                                                    set(off)), 1)
+    result = replace(plan, origin=prepared, actions=all_actions, summary=summary,
+                     explain=explain)
+    try:
+        check_plan(result, cons)
+    except DataError as exc:
+        raise InternalError(f"the plan with power actions failed vm-plan's own safety check "
+                            f"and is not printed (a bug, please report it): {exc}") from None
+    for name in woken:
+        state.waking[name] = {**state.standby.pop(name, _capacity(hosts[name])), "since": now}
+    for name in off:
+        state.standby[name] = {**_capacity(hosts[name]), "since": now}
+        state.empty_since.pop(name, None)
+    return result
+
+
+def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions, opts,
+                 off: set[str]) -> float:
+    use = _use(snap, placement, opts)
+    total = 0.0
+    for h in snap.hosts:
+        if h.state == "online" and h.name not in off or use[h.name][2] > 0:
+            total += _watts(popts, h, use[h.name][0]) or 0.0
+    return total
+
+
+def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
+                   notes: dict[str, str]) -> Plan:
+    """Move the whole guest set of a hungry host onto an empty online host that would draw
+    less for it (same rules, same capacity limits); re-order the moves."""
+    from vmtools.planner.plan import problem_guests
+    from vmtools.planner.schedule import estimate_seconds, order_moves
+    target = dict(plan.placement)
+    vms = {v.name: v for v in trial.vms}
+    hosts = {h.name: h for h in trial.hosts}
+    _, bad_hosts = problem_guests(trial)
+    fixed = set(cons.pinned) | set(opts.fixed_vms)
+    usable = [h for h in trial.hosts if h.state == "online" and h.name not in cons.maintenance
+              and h.name not in bad_hosts and h.cpu > 0]
+    on = {}
+    for v, h in target.items():
+        on.setdefault(h, []).append(v)
+    empty = [h for h in usable if h.name not in on]
+    swaps: dict[str, tuple[str, float]] = {}
+    use = _use(trial, target, opts)
+    for h in sorted((hosts[n] for n in on if n in hosts), key=lambda x: -(
+            _watts(popts, x, use[x.name][0]) or 0.0)):
+        guests = on[h.name]
+        if any(g in fixed for g in guests):
+            continue
+        cpu, mem = use[h.name][0], use[h.name][1]
+        now_w = _watts(popts, h, cpu) or 0.0
+        best = None
+        for e in empty:
+            if cpu > e.cpu * cons.cpu_factor(e.name) * opts.cpu_target + 1e-9 or \
+                    mem > e.mem_mib * cons.mem_factor(e.name) or \
+                    (e.name in cons.max_vms and len(guests) > cons.max_vms[e.name][0]):
+                continue
+            if not all(cons.allowed(g, e.name) for g in guests):
+                continue
+            w = _watts(popts, e, cpu) or 0.0
+            if w < now_w - MIN_SAVING_W and (best is None or w < best[1]):
+                best = (e, w)
+        if best is None:
+            continue
+        e, w = best
+        moving = {a.vm for a in plan.actions} | {x for x, hh in target.items()
+                                                  if hh != vms[x].host}
+        extra = [g for g in guests if g not in moving]
+        if opts.objective == "auto" and opts.max_migrations and \
+                len(moving) + len(extra) > opts.max_migrations:
+            continue            # auto's budget: not this run
+        for g in guests:
+            target[g] = e.name
+        empty = [x for x in empty if x.name != e.name]
+        if h.name in {x.name for x in usable}:
+            empty.append(h)
+        swaps[h.name] = (e.name, now_w - w)
+    if not swaps:
+        return plan
+    reasons = {a.vm: a.reason for a in plan.actions}
+    for src, (dst, saved) in swaps.items():
+        notes[f"power-model {src}"] = (f"the guests of {src} go to {dst}, which draws "
+                                       f"{saved:.0f} W less for the same load "
+                                       f"({popts.model.source})")
+        for g in on[src]:
+            if target[g] != vms[g].host:
+                reasons[g] = reasons.get(g) or f"{opts.objective}: frugal host {dst} " \
+                    f"replaces {src} ({saved:.0f} W less)"
+    actions, pivots = order_moves(trial, cons, target, reasons, bad_hosts)
+    summary = dict(plan.summary)
+    summary.update(migrations=len(actions), migrated_mib=sum(a.mem_mib for a in actions),
+                   pivots=pivots, estimated_seconds=estimate_seconds(actions, opts.bandwidth,
+                                                                     opts.parallel))
+    explain = {a.vm: a.reason for a in actions} if plan.explain is not None else None
+    return replace(plan, placement=target, actions=actions, summary=summary, explain=explain)

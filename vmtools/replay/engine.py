@@ -1,0 +1,538 @@
+"""The simulation: one setting (a vm-plan command line or a baseline) over a trace, in simulated
+time, and the figures of the replay document (vmtools-formats(5), REPLAY).
+
+Time advances from event to event: a demand sample, a cron tick, an action that ends. Between
+two events nothing changes, so every figure is an exact sum over those intervals.
+
+* **Cron tick** every ``every_minutes`` from the start of the trace. The tick builds the
+  snapshot of that moment (the replay's own placement, the demand of the latest sample, the
+  snapshot's ``created`` = the tick) and asks the policy for actions. Planning takes no
+  simulated time (its wall-clock time is reported apart, so figures stay deterministic).
+  A tick that finds the previous plan still running is *busy* and skipped, as vm-rebalance's
+  lock makes a second cron run leave at once.
+* **Execution** follows vm-apply's scheduler: the moment a slot frees, the ready action with the
+  highest priority starts (the most loaded of its two hosts in MiB, then the longest chain of
+  work behind it, then the lowest id); at most ``parallel`` migrations run at once and at most
+  ``per_host`` touch one host; an action waits for its ``after`` actions. A migration takes
+  ``1 s + memory / bandwidth`` (vm-plan's estimate): the guest runs (uses CPU) on its source
+  until it lands and holds its memory on both hosts meanwhile. An action whose guest has left
+  (shut down) is not run, nor are the actions after it.
+* **Power** (``power-off``/``power-on`` actions): see :class:`PowerHooks`; a host in standby
+  draws the power model's standby watts (0 by default) and takes nothing.
+
+Figures (per setting): ``host_hours`` (host-time with at least one guest, resident or arriving);
+``energy_kwh`` (every host: its power model's watts at its CPU use, capped at 100 %, idle when
+it has no guest, standby watts when switched off); ``overload_hours`` (host-time with CPU demand
+above capacity) and ``over_threshold_hours`` (above ``cpu_threshold`` of it);
+``unmet_cpu_share`` (CPU demand above capacity over all CPU demand, integrated over time);
+``slatah``, ``pdm``, ``slav`` as Beloglazov & Buyya (2012) define them: SLATAH = mean over the
+hosts that were active of the share of their active time at 100 % CPU (demand >= capacity);
+PDM = mean over the guests of the CPU degradation during their migrations (10 % of their CPU
+demand while in flight) over their whole CPU demand; SLAV = SLATAH x PDM;
+``memory_over_capacity`` (host-intervals whose memory, in-flight guests counted on both ends,
+exceeded capacity: always 0 unless something is wrong); ``migrations`` and ``migrated_gib``
+(landed); ``max_migrations_per_tick``; ``ping_pongs`` (migrations to a host the guest left, by
+landing elsewhere, at most an hour before); ``plan_seconds_mean``/``plan_seconds_max`` (wall
+clock of the planning calls); ``failed_ticks`` (planning raised an error; ``failures`` says
+why); ``busy_ticks``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
+
+from vmtools.errors import UsageError, VmtoolsError
+from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
+from vmtools.power_model import DEFAULT, PowerModel
+from vmtools.replay.trace import Demand, Trace
+
+log = logging.getLogger("vmtools.replay")
+
+EPS = 1e-9
+PING_PONG_SECONDS = 3600.0
+PDM_SHARE = 0.10              # Beloglazov & Buyya: a migration costs 10 % of the guest's CPU
+MIB_TO_MBIT = 8.388608        # as vm-plan's estimate_seconds counts it
+MIGRATION_OVERHEAD_S = 1.0
+
+
+class Policy(Protocol):
+    """A setting under replay: ``decide`` returns the actions of one cron run."""
+
+    name: str
+    kind: str                 # "vm-plan" or "baseline"
+
+    def decide(self, snap: Snapshot) -> list[Action]: ...
+
+
+@dataclass
+class SimOptions:
+    every_minutes: float = 5.0
+    parallel: int = 2
+    per_host: int = 1
+    bandwidth: float = 1000.0         # Mbit/s per migration
+    cpu_threshold: float = 0.9
+    power_model: PowerModel = field(default_factory=lambda: DEFAULT)
+    boot_seconds: float = 180.0       # power-on until the host takes guests
+    halt_seconds: float = 60.0        # power-off until the host draws standby watts
+    start: float | None = None        # epoch seconds; default: the trace's
+    until: float | None = None
+
+
+@dataclass
+class RunResult:
+    name: str
+    kind: str
+    figures: dict
+    series: dict
+    failures: list[dict] = field(default_factory=list)
+
+
+def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
+    return MIGRATION_OVERHEAD_S + mem_mib * MIB_TO_MBIT / max(bandwidth_mbps, 1e-3)
+
+
+def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
+    """vm-apply's order among ready actions (higher first): the most loaded of the action's
+    two hosts (MiB moved through it in the plan), the longest chain of work behind it, the
+    lowest id."""
+    succ: dict[int, list[int]] = {i: [] for i in actions}
+    for a in actions.values():
+        for p in a.after:
+            if p in succ:
+                succ[p].append(a.id)
+    tail: dict[int, float] = {}
+    for i in sorted(actions):
+        stack = [i]
+        while stack:
+            j = stack[-1]
+            if j in tail:
+                stack.pop()
+                continue
+            todo = [s for s in succ[j] if s not in tail]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            tail[j] = actions[j].mem_mib + max((tail[s] for s in succ[j]), default=0)
+    load: Counter = Counter()
+    for a in actions.values():
+        if a.op == "migrate":
+            load[a.src] += a.mem_mib
+            load[a.dst] += a.mem_mib
+    return {i: (max(load[a.src], load[a.dst]), tail[i], -i) for i, a in actions.items()}
+
+
+def action_host(a: Action) -> str:
+    """The host a power action switches (``host``, where the plan carries it)."""
+    return getattr(a, "host", None) or a.src or a.dst
+
+
+class PowerHooks:
+    """How power actions play out. ``start`` returns the action's duration; ``finish`` puts
+    the host in its new state. Host states: ``on``, ``standby``, ``booting``, ``halting``
+    (the last two draw idle watts and take no new guest). Override to model more."""
+
+    def start(self, sim: "Simulation", a: Action, now: float) -> float:
+        host = action_host(a)
+        if a.op == "power-off":
+            sim.power[host] = "halting"
+            return sim.opts.halt_seconds
+        sim.power[host] = "booting"
+        return sim.opts.boot_seconds
+
+    def finish(self, sim: "Simulation", a: Action, now: float) -> None:
+        sim.power[action_host(a)] = "standby" if a.op == "power-off" else "on"
+
+
+class Simulation:
+    def __init__(self, trace: Trace, policy: Policy, opts: SimOptions,
+                 hooks: PowerHooks | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        self.trace = trace
+        self.policy = policy
+        self.opts = opts
+        self.hooks = hooks or PowerHooks()
+        self.progress = progress
+        self.hosts = {h.name: h for h in trace.hosts}
+        self.host_names = sorted(self.hosts)
+        self.curves = {h: opts.power_model.for_host(h) for h in self.host_names}
+        self.power = {h: "on" for h in self.host_names}
+        self.place = dict(trace.placement)          # guest -> host it runs on
+        self.demand: dict[str, Demand] = {}
+        self.waiting: dict[str, str | None] = {}    # arrived guests no host could take yet
+        self.flight: dict[str, int] = {}            # guest -> migrate action id in flight
+        self.actions: dict[int, Action] = {}
+        self.pending: list[int] = []
+        self.running: dict[int, float] = {}         # action id -> end time
+        self.done: set[int] = set()
+        self.dead: set[int] = set()                 # not run
+        self.busy: Counter = Counter()
+        self.left: dict[str, dict[str, float]] = {}  # guest -> host -> time it left
+        self.now = 0.0
+        self.next_sample = 0
+        # accumulators
+        self.active_s = 0.0
+        self.energy_j = 0.0
+        self.overload_s = 0.0
+        self.over_thr_s = 0.0
+        self.unmet_cpu_s = 0.0
+        self.cpu_s = 0.0
+        self.t_active: Counter = Counter()
+        self.t_full: Counter = Counter()
+        self.c_req: Counter = Counter()
+        self.c_deg: Counter = Counter()
+        self.mem_over = 0
+        self.migrations = 0
+        self.migrated_mib = 0.0
+        self.max_per_tick = 0
+        self.ping_pongs = 0
+        self.power_actions = Counter()
+        self.plan_seconds: list[float] = []
+        self.failures: list[dict] = []
+        self.busy_ticks = 0
+        self.tick_energy_j = 0.0
+        self.tick_migrations = 0
+
+    # ------------------------------------------------------------------ demand
+    def _apply_samples(self) -> None:
+        samples = self.trace.samples
+        while self.next_sample < len(samples) and samples[self.next_sample].time <= self.now + EPS:
+            s = samples[self.next_sample]
+            self.next_sample += 1
+            for vm in list(self.place):
+                if vm not in s.vms:
+                    self._leave(vm)
+            for vm in list(self.waiting):
+                if vm not in s.vms:
+                    del self.waiting[vm]
+            self.demand = dict(s.vms)
+            for vm in sorted(s.vms):
+                if vm not in self.place and vm not in self.waiting:
+                    self.waiting[vm] = s.seen_on.get(vm)
+            for vm in sorted(self.waiting):
+                self._arrive(vm, self.waiting[vm])
+
+    def _mem_use(self) -> Counter:
+        use: Counter = Counter()
+        for vm, h in self.place.items():
+            use[h] += self.demand[vm].mem_mib
+        for vm, i in self.flight.items():
+            use[self.actions[i].dst] += self.demand[vm].mem_mib
+        return use
+
+    def _arrive(self, vm: str, hint: str | None) -> None:
+        need = self.demand[vm].mem_mib
+        use = self._mem_use()
+        on = [h for h in self.host_names if self.power[h] == "on"]
+        free = {h: self.hosts[h].mem_mib - use[h] for h in on}
+        host = hint if hint in free and free[hint] >= need else None
+        if host is None:
+            best = max(on, key=lambda h: (free[h], -on.index(h)), default=None)
+            host = best if best is not None and free[best] >= need else None
+        if host is not None:
+            self.place[vm] = host
+            del self.waiting[vm]
+
+    def _leave(self, vm: str) -> None:
+        del self.place[vm]
+        i = self.flight.pop(vm, None)
+        if i is not None:                         # shut down in flight: the move is void
+            a = self.actions[i]
+            del self.running[i]
+            self.busy[a.src] -= 1
+            self.busy[a.dst] -= 1
+            self.dead.add(i)
+
+    # ------------------------------------------------------------------ integration
+    def _integrate(self, dt: float) -> None:
+        if dt <= 0:
+            return
+        cpu: Counter = Counter()
+        mem: Counter = Counter()
+        active: set[str] = set()
+        for vm, h in self.place.items():
+            d = self.demand[vm]
+            cpu[h] += d.cpu
+            mem[h] += d.mem_mib
+            active.add(h)
+            self.c_req[vm] += d.cpu * dt
+        for vm, i in self.flight.items():
+            d = self.demand[vm]
+            dst = self.actions[i].dst
+            mem[dst] += d.mem_mib
+            active.add(dst)
+            self.c_deg[vm] += PDM_SHARE * d.cpu * dt
+        watts = 0.0
+        thr = self.opts.cpu_threshold
+        for h in self.host_names:
+            cap = self.hosts[h].cpu
+            c = cpu[h]
+            state = self.power[h]
+            if state == "standby":
+                watts += self.curves[h].standby_w
+            else:
+                watts += self.curves[h].watts(c / cap if cap > 0 else 1.0)
+            self.cpu_s += c * dt
+            if c > cap + EPS:
+                self.overload_s += dt
+                self.unmet_cpu_s += (c - cap) * dt
+            if c > thr * cap + EPS:
+                self.over_thr_s += dt
+            if h in active:
+                self.t_active[h] += dt
+                if c >= cap - EPS:
+                    self.t_full[h] += dt
+            if mem[h] > self.hosts[h].mem_mib + EPS:
+                self.mem_over += 1
+        self.active_s += len(active) * dt
+        self.energy_j += watts * dt
+        self.tick_energy_j += watts * dt
+
+    # ------------------------------------------------------------------ execution
+    def _finish(self, i: int) -> None:
+        a = self.actions[i]
+        del self.running[i]
+        if a.op == "migrate":
+            self.busy[a.src] -= 1
+            self.busy[a.dst] -= 1
+            del self.flight[a.vm]
+            self.place[a.vm] = a.dst
+            self.left.setdefault(a.vm, {})[a.src] = self.now
+            self.migrations += 1
+            self.migrated_mib += a.mem_mib
+        else:
+            self.busy[action_host(a)] -= 1
+            self.hooks.finish(self, a, self.now)
+            self.power_actions[a.op] += 1
+        self.done.add(i)
+
+    def _start_ready(self) -> None:
+        for i in list(self.pending):
+            a = self.actions[i]
+            if any(p in self.dead for p in a.after):
+                self.pending.remove(i)
+                self.dead.add(i)
+                continue
+            if not all(p in self.done for p in a.after):
+                continue
+            if a.op == "migrate":
+                if sum(1 for j in self.running if self.actions[j].op == "migrate") \
+                        >= self.opts.parallel:
+                    continue
+                if self.busy[a.src] >= self.opts.per_host or self.busy[a.dst] >= self.opts.per_host:
+                    continue
+                self.pending.remove(i)
+                if self.place.get(a.vm) != a.src or a.vm in self.flight:
+                    self.dead.add(i)              # the guest left (shut down) meanwhile
+                    continue
+                self.busy[a.src] += 1
+                self.busy[a.dst] += 1
+                self.flight[a.vm] = i
+                if self.now - self.left.get(a.vm, {}).get(a.dst, -math.inf) <= PING_PONG_SECONDS:
+                    self.ping_pongs += 1
+                self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
+                self.tick_migrations += 1
+            else:
+                host = action_host(a)
+                self.pending.remove(i)
+                self.busy[host] += 1
+                self.running[i] = self.now + self.hooks.start(self, a, self.now)
+
+    def _next_event(self, limit: float) -> float:
+        t = limit
+        if self.next_sample < len(self.trace.samples):
+            t = min(t, self.trace.samples[self.next_sample].time)
+        if self.running:
+            t = min(t, min(self.running.values()))
+        return t
+
+    def advance(self, to: float) -> None:
+        """Run simulated time up to ``to``, handling whatever happens at ``to`` itself."""
+        while True:
+            t = max(self.now, self._next_event(to))
+            self._integrate(t - self.now)
+            self.now = t
+            self._apply_samples()
+            for i in sorted((i for i, end in self.running.items() if end <= self.now + EPS),
+                            key=lambda i: (self.running[i], i)):
+                self._finish(i)
+            self._start_ready()
+            if self.now >= to - EPS and not any(
+                    end <= self.now + EPS for end in self.running.values()):
+                break
+
+    # ------------------------------------------------------------------ ticks
+    def snapshot(self) -> Snapshot:
+        hosts = []
+        for name in self.host_names:
+            h = self.hosts[name]
+            state = self.power[name]
+            if state == "on":
+                hosts.append(h)
+            else:       # standby, or switching: the planner must not count on it
+                hosts.append(replace(h, state="standby" if "standby" in HOST_STATES
+                                     else "offline"))
+        vms = []
+        for vm in sorted(self.place):
+            d = self.demand[vm]
+            vms.append(VM(name=vm, host=self.place[vm], vcpus=d.vcpus, cpu=d.cpu,
+                          mem_mib=d.mem_mib, net_mbps=d.net_mbps))
+        return Snapshot(hosts=hosts, vms=vms, source=self.trace.source,
+                        created=epoch_to_iso(self.now), generator="vm-replay")
+
+    def tick(self) -> None:
+        if self.pending or self.running:
+            self.busy_ticks += 1
+            return
+        snap = self.snapshot()
+        t0 = time.perf_counter()
+        try:
+            actions = self.policy.decide(snap)
+        except VmtoolsError as exc:
+            self.failures.append({"time": snap.created, "why": str(exc)})
+            log.info("%s: %s: planning failed: %s", self.policy.name, snap.created, exc)
+            actions = []
+        self.plan_seconds.append(time.perf_counter() - t0)
+        self.actions = {a.id: a for a in actions}
+        self.done.clear()
+        self.dead.clear()
+        prio = priorities(self.actions)
+        self.pending = sorted(self.actions, key=lambda i: prio[i], reverse=True)
+        self.max_per_tick = max(self.max_per_tick,
+                                sum(1 for a in actions if a.op == "migrate"))
+        self._start_ready()
+
+    def run(self) -> RunResult:
+        trace, opts = self.trace, self.opts
+        start, end, n_ticks = window(trace, opts)
+        every = opts.every_minutes * 60.0
+        # demand at the start: the latest sample at or before it
+        self.now = start
+        first = trace.samples[0]
+        self.demand = dict(first.vms)
+        self.next_sample = 1
+        while self.next_sample < len(trace.samples) \
+                and trace.samples[self.next_sample].time <= start + EPS:
+            self.next_sample += 1
+        self.demand = dict(trace.samples[self.next_sample - 1].vms)
+        for vm in list(self.place):
+            if vm not in self.demand:
+                del self.place[vm]
+        for vm in sorted(self.demand):
+            if vm not in self.place:
+                self.waiting[vm] = trace.samples[self.next_sample - 1].seen_on.get(vm)
+                self._arrive(vm, self.waiting[vm])
+        times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
+        for k in range(n_ticks):
+            t = start + k * every
+            self.advance(t)
+            if k:
+                self._close_tick(migrations, watts, t - (start + (k - 1) * every))
+            cpu: Counter = Counter()
+            occupied = set(self.place.values()) | {self.actions[i].dst
+                                                    for i in self.flight.values()}
+            for vm, h in self.place.items():
+                cpu[h] += self.demand[vm].cpu
+            times.append(epoch_to_iso(t))
+            active.append(len(occupied))
+            overloaded.append(sum(1 for h in self.host_names if cpu[h] > self.hosts[h].cpu + EPS))
+            host_cpu.append([round(cpu[h] / self.hosts[h].cpu, 3) if self.hosts[h].cpu else 0.0
+                             for h in self.host_names])
+            self.tick()
+            if self.progress:
+                self.progress(k + 1, n_ticks)
+        self.advance(end)
+        self._close_tick(migrations, watts, end - (start + (n_ticks - 1) * every))
+        series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
+                  "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
+                  "host_cpu": host_cpu}
+        return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks), series,
+                         list(self.failures))
+
+    def _close_tick(self, migrations: list, watts: list, dt: float) -> None:
+        migrations.append(self.tick_migrations)
+        watts.append(round(self.tick_energy_j / dt, 1) if dt > 0 else 0.0)
+        self.tick_migrations = 0
+        self.tick_energy_j = 0.0
+
+    def figures(self, n_ticks: int) -> dict:
+        ratios = [self.t_full[h] / self.t_active[h] for h in self.host_names
+                  if self.t_active[h] > 0]
+        slatah = sum(ratios) / len(ratios) if ratios else 0.0
+        guests = [vm for vm, c in self.c_req.items() if c > 0]
+        pdm = sum(self.c_deg[vm] / self.c_req[vm] for vm in guests) / len(guests) \
+            if guests else 0.0
+        ps = self.plan_seconds
+        return {
+            "host_hours": round(self.active_s / 3600, 4),
+            "energy_kwh": round(self.energy_j / 3.6e6, 4),
+            "overload_hours": round(self.overload_s / 3600, 4),
+            "over_threshold_hours": round(self.over_thr_s / 3600, 4),
+            "unmet_cpu_share": round(self.unmet_cpu_s / self.cpu_s, 6) if self.cpu_s else 0.0,
+            "slatah": round(slatah, 6),
+            "pdm": round(pdm, 8),
+            "slav": round(slatah * pdm, 10),
+            "memory_over_capacity": self.mem_over,
+            "migrations": self.migrations,
+            "migrated_gib": round(self.migrated_mib / 1024, 3),
+            "max_migrations_per_tick": self.max_per_tick,
+            "ping_pongs": self.ping_pongs,
+            "plan_seconds_mean": round(sum(ps) / len(ps), 4) if ps else 0.0,
+            "plan_seconds_max": round(max(ps), 4) if ps else 0.0,
+            "failed_ticks": len(self.failures),
+            "busy_ticks": self.busy_ticks,
+            "ticks": n_ticks,
+            "power_offs": self.power_actions["power-off"],
+            "power_ons": self.power_actions["power-on"],
+        }
+
+
+def window(trace: Trace, opts: SimOptions) -> tuple[float, float, int]:
+    """(start, end, number of ticks) of a replay: the trace's span, clipped to ``start`` and
+    ``until``; ticks at start, start + every, ... before the end."""
+    start = trace.start if opts.start is None else max(opts.start, trace.start)
+    end = trace.end if opts.until is None else min(opts.until, trace.end)
+    if end <= start:
+        raise UsageError(f"nothing to replay between {epoch_to_iso(start)} and "
+                         f"{epoch_to_iso(end)} (the trace runs from "
+                         f"{epoch_to_iso(trace.start)} to {epoch_to_iso(trace.end)})")
+    every = opts.every_minutes * 60.0
+    return start, end, max(1, math.ceil((end - start) / every - EPS))
+
+
+def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
+           hooks: PowerHooks | None = None,
+           progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Replay ``trace`` through ``policy``; the figures and per-tick series of one run."""
+    return Simulation(trace, policy, opts or SimOptions(), hooks, progress).run()
+
+
+class VmPlanSetting:
+    """A vm-plan setting: ``run`` is vm-plan's planning for one snapshot (the command line
+    decides how it is built: see vmtools.cli.vm_replay)."""
+
+    kind = "vm-plan"
+
+    def __init__(self, name: str, run: Callable[[Snapshot], Plan]):
+        self.name = name
+        self.run = run
+
+    def decide(self, snap: Snapshot) -> list[Action]:
+        return list(self.run(snap).actions)
+
+
+def run_replay(trace: Trace, policies: list, opts: SimOptions,
+               progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Every setting over ``trace``: the ``vmtools.replay`` document."""
+    from vmtools.replay.report import replay_document
+    start, end, n_ticks = window(trace, opts)
+    runs = []
+    for policy in policies:
+        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
+        runs.append(replay(trace, policy, opts, progress=report))
+    return replay_document(trace, runs, opts, start, end, n_ticks)

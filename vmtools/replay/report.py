@@ -1,0 +1,60 @@
+"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY) and its ``-f table`` view."""
+
+from __future__ import annotations
+
+from vmtools import __version__
+from vmtools.model import epoch_to_iso
+from vmtools.render import table
+from vmtools.replay.engine import RunResult, SimOptions
+from vmtools.replay.trace import Trace
+
+REPLAY_FORMAT = "vmtools.replay"
+
+# The figures of the table, in vmtools-formats(5)'s order, with how each is shown.
+COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
+           ("overload_hours", "overload h", "{:.2f}"),
+           ("over_threshold_hours", "over thr h", "{:.2f}"),
+           ("unmet_cpu_share", "unmet CPU", "{:.4%}"), ("slatah", "SLATAH", "{:.4%}"),
+           ("pdm", "PDM", "{:.5%}"), ("slav", "SLAV", "{:.7f}"),
+           ("memory_over_capacity", "mem over", "{}"), ("migrations", "migr.", "{}"),
+           ("migrated_gib", "GiB moved", "{:.1f}"), ("max_migrations_per_tick", "max/tick", "{}"),
+           ("ping_pongs", "ping-pong", "{}"), ("plan_seconds_mean", "plan s mean", "{:.3f}"),
+           ("plan_seconds_max", "plan s max", "{:.3f}"), ("failed_ticks", "failed", "{}"),
+           ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}")]
+
+
+def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
+                    start: float, until: float, n_ticks: int) -> dict:
+    return {
+        "format": REPLAY_FORMAT, "version": "1.0", "generator": f"vm-replay {__version__}",
+        "source": trace.source, "from": epoch_to_iso(start), "until": epoch_to_iso(until),
+        "every_minutes": opts.every_minutes, "ticks": n_ticks,
+        "hosts": len(trace.hosts), "guests": len({vm for s in trace.samples for vm in s.vms}),
+        "settings": {"parallel": opts.parallel, "per_host": opts.per_host,
+                     "bandwidth_mbps": opts.bandwidth, "cpu_threshold": opts.cpu_threshold,
+                     "power_model": opts.power_model.source},
+        "notes": list(trace.notes),
+        "runs": [{"name": r.name, "kind": r.kind, "figures": r.figures, "failures": r.failures,
+                  "series": r.series} for r in runs],
+    }
+
+
+def replay_table(doc: dict) -> str:
+    rows = []
+    for run in doc["runs"]:
+        f = run["figures"]
+        rows.append([run["name"], run["kind"]] + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
+    out = table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS],
+                f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
+                f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
+                f"{doc['guests']} guests")
+    for run in doc["runs"]:
+        for fail in run["failures"][:5]:
+            out += f"{run['name']}: {fail['time']}: planning failed: {fail['why']}\n"
+        if len(run["failures"]) > 5:
+            out += f"{run['name']}: ... and {len(run['failures']) - 5} more failed ticks\n"
+    for note in doc["notes"][:20]:
+        out += f"note: {note}\n"
+    if len(doc["notes"]) > 20:
+        out += f"note: ... and {len(doc['notes']) - 20} more (see the JSON document)\n"
+    return out

@@ -1,0 +1,110 @@
+"""What a replay reads, whatever its source: the hosts, where each guest starts, and samples of
+every guest's demand over time.
+
+A :class:`Trace` holds:
+
+* ``hosts``: capacity of each host (:class:`~vmtools.model.Host`, all ``online``);
+* ``placement``: guest -> host at the first sample (the replay's own placement from then on);
+* ``samples``: sorted by time; each maps every guest present at that time to its
+  :class:`Demand` and, where the source says, the host the source saw it on (used only to place
+  a guest that appears mid-way);
+* ``step``: the usual time between two samples (their median spacing), which the last sample
+  also lasts;
+* ``notes``: what the reading decided about odd input (gaps, guests arriving or leaving), for
+  the document and stderr.
+
+How odd input is handled (documented in vm-replay(1)):
+
+* a guest missing from some samples but present again later is a *gap*: its last demand holds;
+* a guest absent from every later sample has *left* (shut down) at the first sample without it;
+* a guest first seen after the first sample *arrives* then, on the host the source names if it
+  has the memory, else on the running host with the most free memory;
+* samples further apart than three times ``step`` are a gap in time: demand holds meanwhile.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from vmtools.model import Host, epoch_to_iso
+
+
+@dataclass(frozen=True)
+class Demand:
+    cpu: float                       # physical CPUs
+    mem_mib: int
+    net_mbps: float | None = None
+    vcpus: int = 1
+
+
+@dataclass
+class Sample:
+    time: float                                  # epoch seconds
+    vms: dict[str, Demand]
+    seen_on: dict[str, str] = field(default_factory=dict)   # guest -> host, where known
+
+
+@dataclass
+class Trace:
+    source: str
+    hosts: list[Host]
+    placement: dict[str, str]
+    samples: list[Sample]
+    step: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def start(self) -> float:
+        return self.samples[0].time
+
+    @property
+    def end(self) -> float:
+        return self.samples[-1].time + self.step
+
+
+def sample_step(times: list[float], default: float = 300.0) -> float:
+    """The median spacing of ``times`` (``default`` for a single sample)."""
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    return float(statistics.median(gaps)) if gaps else default
+
+
+def finish(trace: Trace) -> Trace:
+    """Fill the gaps of ``trace`` (a guest's last demand holds until it is seen again) and add
+    notes on gaps, arrivals and departures. Samples must be sorted by time."""
+    samples = trace.samples
+    last_seen: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        for vm in s.vms:
+            last_seen[vm] = i
+    current: dict[str, Demand] = {}
+    gaps: dict[str, int] = {}
+    left: dict[str, float] = {}
+    arrived: list[str] = []
+    for i, s in enumerate(samples):
+        for vm, d in s.vms.items():
+            if vm not in current and i > 0:
+                arrived.append(vm)
+            current[vm] = d
+        for vm in list(current):
+            if vm in s.vms:
+                continue
+            if last_seen[vm] > i:                 # seen again later: a gap, the value holds
+                s.vms[vm] = current[vm]
+                gaps[vm] = gaps.get(vm, 0) + 1
+            else:
+                left[vm] = s.time
+                del current[vm]
+    for vm in sorted(gaps):
+        trace.notes.append(f"guest {vm} has no sample at {gaps[vm]} time(s) before it is seen "
+                           "again: its last demand holds meanwhile")
+    for vm in sorted(arrived):
+        first = next(s.time for s in samples if vm in s.vms)
+        trace.notes.append(f"guest {vm} appears at {epoch_to_iso(first)}: placed then")
+    for vm in sorted(left):
+        trace.notes.append(f"guest {vm} is gone from {epoch_to_iso(left[vm])}: it leaves then")
+    for a, b in zip(samples, samples[1:]):
+        if b.time - a.time > 3 * trace.step:
+            trace.notes.append(f"no sample between {epoch_to_iso(a.time)} and "
+                               f"{epoch_to_iso(b.time)}: demand holds at its last value")
+    return trace

@@ -1,0 +1,473 @@
+"""The replay checker: is a plan safe to run in ANY order that respects its ``after`` links?
+
+Independent of the solver and of the scheduler that made the plan; vm-apply runs it again
+before executing anything. :func:`check_plan` raises :class:`~vmtools.errors.DataError`
+(exit 65) naming the action, host and rule that fail, or returns None.
+
+What "safe" means (vmtools(7), SAFETY; vmtools-formats(5), PLAN):
+
+* action ids are unique, ``after`` names existing actions, the links have no cycle;
+* each action migrates a known guest (never Domain-0) between two known hosts, never to an
+  offline host; the actions of one guest are totally ordered by ``after`` and chain from
+  where the guest is in the origin snapshot; the last one lands where ``placement`` says;
+  every guest is placed;
+* capacity at every moment of every execution: a migrating guest counts on its source and
+  its destination from the moment it starts until it lands. For one host and resource the
+  worst moment is a *maximum-weight closure* over the events "action a started" (weight
+  +demand if a comes in) and "action a finished" (-demand if a leaves), where a start needs
+  the finish of every ``after`` action and a finish needs its own start. We solve it exactly
+  with a min cut on the graph of the host's incoming actions and their ancestors.
+  The limit is the capacity (times any ``capacity`` rule), or the initial use when that is
+  already higher: a plan never makes an existing overload worse. ``max_vms`` is the same
+  closure with weight 1 per guest;
+* power actions (:mod:`vmtools.rules.power_check`): a host is switched off only once every
+  guest has left it for good, a guest enters a standby host only after its ``power-on``;
+* rules at every moment: no guest ever set foot on a host it is banned or fenced from, or on a
+  host in maintenance; pinned guests have no action; spread guests are never on one host at
+  the same time (their stays must be ordered by ``after``); gather holds in the target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from vmtools.errors import DataError
+from vmtools.model import Action, Plan, Snapshot
+from vmtools.rules.capacity import EPS, capacity, demand, initial_use
+from vmtools.rules.constraints import Constraints, parse_rules
+from vmtools.rules.power_check import check_power
+from vmtools.xen import DOM0_NAMES
+
+
+def _act(a: Action) -> str:
+    if a.is_power:
+        return f"action {a.id} ({a.op} {a.host})"
+    return f"action {a.id} ({a.vm} {a.src} -> {a.dst})"
+
+
+@dataclass
+class Replay:
+    """What the checker learnt about a plan; reusable by vm-apply."""
+
+    actions: dict[int, Action]
+    order: list[int]                   # a topological order of the action ids
+    ancestors: dict[int, int]          # id -> bitset of indices in ``order`` of its ancestors
+    index: dict[int, int]              # id -> its index in ``order``
+    by_vm: dict[str, list[Action]]     # each guest's actions, in execution order
+
+    def precedes(self, a: int, b: int) -> bool:
+        """True when action ``a`` must have finished before action ``b`` may start."""
+        return bool(self.ancestors[b] >> self.index[a] & 1)
+
+
+# --------------------------------------------------------------------------- helpers for vm-apply
+
+def runnable(plan: Plan, finished: Iterable[int], running: Iterable[int] = ()) -> list[Action]:
+    """Actions not yet started whose ``after`` actions have all finished."""
+    done = set(finished)
+    busy = set(running)
+    return [a for a in plan.actions
+            if a.id not in done and a.id not in busy and all(p in done for p in a.after)]
+
+
+def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
+    """Where each guest of the origin is once the ``finished`` actions have landed."""
+    where = {v.name: v.host for v in plan.origin.vms}
+    done = set(finished)
+    replay = replay_plan(plan)
+    for aid in replay.order:
+        if aid in done and not replay.actions[aid].is_power:
+            a = replay.actions[aid]
+            where[a.vm] = a.dst
+    return where
+
+
+def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
+                 finished: Iterable[int] = ()) -> list[str]:
+    """Guests the plan moves that are not (or no longer) where it expects them: where its
+    origin says, or where the ``finished`` actions have taken them."""
+    now = current if isinstance(current, dict) else {v.name: v.host for v in current.vms}
+    done = set(finished)
+    expected = placement_after(plan, done) if done else {v.name: v.host
+                                                          for v in plan.origin.vms}
+    return sorted({a.vm for a in plan.actions
+                   if not a.is_power and now.get(a.vm) != expected.get(a.vm)})
+
+
+# --------------------------------------------------------------------------- structure
+
+def replay_plan(plan: Plan) -> Replay:
+    """Check the structure of the actions (ids, links, cycles, per-guest chains)."""
+    actions: dict[int, Action] = {}
+    for a in plan.actions:
+        if a.id in actions:
+            raise DataError(f"duplicate action id {a.id}", "plan.actions")
+        actions[a.id] = a
+    for a in plan.actions:
+        for p in a.after:
+            if p not in actions:
+                raise DataError(f"{_act(a)}: after names action {p}, which does not exist",
+                                "plan.actions")
+            if p == a.id:
+                raise DataError(f"{_act(a)}: after names the action itself", "plan.actions")
+    # Kahn's algorithm; what is left over sits on a cycle.
+    indeg = {aid: len(set(a.after)) for aid, a in actions.items()}
+    succ: dict[int, list[int]] = {aid: [] for aid in actions}
+    for a in plan.actions:
+        for p in set(a.after):
+            succ[p].append(a.id)
+    queue = deque(sorted(aid for aid, d in indeg.items() if d == 0))
+    order: list[int] = []
+    while queue:
+        aid = queue.popleft()
+        order.append(aid)
+        for s in succ[aid]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                queue.append(s)
+    if len(order) != len(actions):
+        stuck = sorted(aid for aid, d in indeg.items() if d > 0)
+        raise DataError(f"the after links form a cycle through actions "
+                        f"{', '.join(map(str, stuck[:10]))}", "plan.actions")
+    index = {aid: i for i, aid in enumerate(order)}
+    ancestors: dict[int, int] = {}
+    for aid in order:
+        bits = 0
+        for p in actions[aid].after:
+            bits |= ancestors[p] | (1 << index[p])
+        ancestors[aid] = bits
+    by_vm: dict[str, list[Action]] = {}
+    for aid in order:
+        if not actions[aid].is_power:
+            by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
+    replay = Replay(actions, order, ancestors, index, by_vm)
+    for vm, acts in by_vm.items():
+        for first, second in zip(acts, acts[1:]):
+            if not replay.precedes(first.id, second.id):
+                raise DataError(f"{_act(second)} may run at the same time as {_act(first)}: "
+                                f"the actions of {vm} must be ordered by after", "plan.actions")
+    return replay
+
+
+# --------------------------------------------------------------------------- max closure
+
+class _FlowGraph:
+    """Dinic's max flow on a small graph (a few hundred nodes at most in practice)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.adj: list[list[int]] = [[] for _ in range(n)]
+        self.to: list[int] = []
+        self.cap: list[float] = []
+
+    def add(self, u: int, v: int, c: float) -> None:
+        self.adj[u].append(len(self.to))
+        self.to.append(v)
+        self.cap.append(c)
+        self.adj[v].append(len(self.to))
+        self.to.append(u)
+        self.cap.append(0.0)
+
+    def max_flow(self, s: int, t: int) -> float:
+        flow = 0.0
+        while True:
+            level = [-1] * self.n
+            level[s] = 0
+            q = deque([s])
+            while q:
+                u = q.popleft()
+                for e in self.adj[u]:
+                    if self.cap[e] > EPS and level[self.to[e]] < 0:
+                        level[self.to[e]] = level[u] + 1
+                        q.append(self.to[e])
+            if level[t] < 0:
+                return flow
+            it = [0] * self.n
+            while True:
+                pushed = self._push(s, t, float("inf"), level, it)
+                if pushed <= EPS:
+                    break
+                flow += pushed
+
+    def _push(self, s: int, t: int, limit: float, level: list[int], it: list[int]) -> float:
+        # Iterative DFS along the level graph; returns the flow pushed on one path.
+        path: list[int] = []
+        u = s
+        while True:
+            if u == t:
+                f = min([limit] + [self.cap[e] for e in path])
+                for e in path:
+                    self.cap[e] -= f
+                    self.cap[e ^ 1] += f
+                return f
+            advanced = False
+            while it[u] < len(self.adj[u]):
+                e = self.adj[u][it[u]]
+                v = self.to[e]
+                if self.cap[e] > EPS and level[v] == level[u] + 1:
+                    path.append(e)
+                    u = v
+                    advanced = True
+                    break
+                it[u] += 1
+            if not advanced:
+                if not path:
+                    return 0.0
+                level[u] = -1          # dead end: never visit again in this phase
+                e = path.pop()
+                u = self.to[e ^ 1]
+                it[u] += 1
+
+    def source_side(self, s: int) -> set[int]:
+        seen = {s}
+        q = deque([s])
+        while q:
+            u = q.popleft()
+            for e in self.adj[u]:
+                if self.cap[e] > EPS and self.to[e] not in seen:
+                    seen.add(self.to[e])
+                    q.append(self.to[e])
+        return seen
+
+
+def worst_moment(replay: Replay, incoming: dict[int, float], outgoing: dict[int, float]
+                 ) -> tuple[float, list[int], list[int]]:
+    """The largest amount a host can hold above its initial use, over every execution.
+
+    ``incoming``/``outgoing`` map action ids to the demand they bring/take away. Returns
+    (extra, started incoming ids, finished outgoing ids) of a worst moment.
+    """
+    if not incoming:
+        return 0.0, [], []
+    # The events that matter: incoming actions and all their ancestors.
+    nodes: set[int] = set()
+    stack = list(incoming)
+    while stack:
+        aid = stack.pop()
+        if aid in nodes:
+            continue
+        nodes.add(aid)
+        stack.extend(replay.actions[aid].after)
+    if not any(o in nodes for o in outgoing):
+        # Nothing leaves before the last arrival could start: all may arrive together.
+        return sum(incoming.values()), sorted(incoming), []
+    ids = sorted(nodes)
+    pos = {aid: i for i, aid in enumerate(ids)}
+    n = len(ids)
+    s, t = 2 * n, 2 * n + 1          # node 2i = start of ids[i], 2i+1 = its finish
+    g = _FlowGraph(2 * n + 2)
+    inf = sum(incoming.values()) + sum(outgoing.values()) + 1.0
+    total_pos = 0.0
+    for aid in ids:
+        i = pos[aid]
+        g.add(2 * i + 1, 2 * i, inf)                     # finish needs start
+        for p in replay.actions[aid].after:
+            g.add(2 * i, 2 * pos[p] + 1, inf)            # start needs the finish of p
+        if incoming.get(aid, 0.0) > 0:
+            g.add(s, 2 * i, incoming[aid])
+            total_pos += incoming[aid]
+        if outgoing.get(aid, 0.0) > 0:
+            g.add(2 * i + 1, t, outgoing[aid])
+    cut = g.max_flow(s, t)
+    side = g.source_side(s)
+    started = sorted(aid for aid in ids if 2 * pos[aid] in side and aid in incoming)
+    finished = sorted(aid for aid in ids if 2 * pos[aid] + 1 in side and aid in outgoing)
+    return total_pos - cut, started, finished
+
+
+# --------------------------------------------------------------------------- the checker
+
+def _constraints_of(plan: Plan, constraints: object) -> Constraints:
+    if isinstance(constraints, Constraints):
+        return constraints
+    items = plan.constraints if constraints is None else constraints
+    try:
+        return parse_rules(list(items), plan.origin)  # type: ignore[arg-type]
+    except DataError as exc:
+        raise DataError(exc.message, f"plan.constraints: {exc.where}" if exc.where
+                        else "plan.constraints") from None
+
+
+def _fmt(x: float, unit: str) -> str:
+    return f"{x:.0f} MiB" if unit == "MiB" else (f"{x:.0f} guests" if unit == "guests"
+                                                 else f"{x:.2f} {unit}")
+
+
+def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = None) -> None:
+    """Raise :class:`DataError` unless ``plan`` is safe to run in any order its ``after``
+    links allow. ``constraints`` defaults to the rules echoed in the plan."""
+    origin = plan.origin
+    cons = _constraints_of(plan, constraints)
+    hosts = {h.name: h for h in origin.hosts}
+    vms = {v.name: v for v in origin.vms}
+    for v in origin.vms:
+        if v.host not in hosts:
+            raise DataError(f"guest {v.name} sits on unknown host {v.host}", "plan.origin")
+
+    # Actions one by one (power actions: vmtools.rules.power_check).
+    woken = {a.host for a in plan.actions if a.op == "power-on"}
+    for a in plan.actions:
+        if a.is_power:
+            continue
+        if a.op != "migrate":
+            raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
+                            "plan.actions")
+        if a.vm in DOM0_NAMES:
+            raise DataError(f"{_act(a)}: Domain-0 never moves", "plan.actions")
+        if a.vm not in vms:
+            raise DataError(f"{_act(a)}: unknown guest {a.vm}", "plan.actions")
+        for end in (a.src, a.dst):
+            if end not in hosts:
+                raise DataError(f"{_act(a)}: unknown host {end}", "plan.actions")
+        if a.src == a.dst:
+            raise DataError(f"{_act(a)}: source and destination are the same", "plan.actions")
+        if hosts[a.dst].state != "online" and not (hosts[a.dst].state == "standby"
+                                                   and a.dst in woken):
+            raise DataError(f"{_act(a)}: destination {a.dst} is {hosts[a.dst].state}",
+                            "plan.actions")
+        if a.mem_mib != vms[a.vm].mem_mib:
+            raise DataError(f"{_act(a)}: mem_mib {a.mem_mib} differs from the guest's "
+                            f"{vms[a.vm].mem_mib} MiB in the origin", "plan.actions")
+        if a.vm in cons.pinned:
+            raise DataError(f"{_act(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
+                            "plan.actions")
+        bad = cons.forbidden_by(a.vm, a.dst)
+        if bad is not None:
+            raise DataError(f"{_act(a)}: {bad.label} forbids {a.vm} on {a.dst}, even for a "
+                            "moment", "plan.actions")
+
+    replay = replay_plan(plan)
+    check_power(plan, replay)
+
+    # Chains from the origin, and the final placement.
+    final = {v.name: v.host for v in origin.vms}
+    for vm, acts in replay.by_vm.items():
+        where = final[vm]
+        for a in acts:
+            if a.src != where:
+                raise DataError(f"{_act(a)}: {vm} is on {where} at that point, not on {a.src}",
+                                "plan.actions")
+            where = a.dst
+        final[vm] = where
+    for name in plan.placement:
+        if name not in vms:
+            raise DataError(f"unknown guest {name}", "plan.placement")
+    for name, host in final.items():
+        if name not in plan.placement:
+            raise DataError(f"{name} is not placed", "plan.placement")
+        if plan.placement[name] != host:
+            raise DataError(f"{name}: the actions leave it on {host}, the placement says "
+                            f"{plan.placement[name]}", "plan.placement")
+
+    # Rules in the target.
+    for name, host in final.items():
+        bad = cons.forbidden_by(name, host)
+        if bad is not None:
+            raise DataError(f"{name} ends on {host}, which {bad.label} forbids",
+                            "plan.placement")
+    for g in cons.gather:
+        ends = sorted({final[v] for v in g.vms})
+        if len(ends) > 1:
+            raise DataError(f"{g.label}: its guests end on {', '.join(ends)}, not on one host",
+                            "plan.placement")
+    for sp in cons.spread:
+        seen: dict[str, str] = {}
+        for v in sp.vms:
+            if final[v] in seen:
+                raise DataError(f"{sp.label}: {seen[final[v]]} and {v} both end on {final[v]}",
+                                "plan.placement")
+            seen[final[v]] = v
+
+    _check_spread_moments(plan, replay, cons)
+    _check_capacity(plan, replay, cons)
+
+
+def _stays(vm: str, origin_host: str, replay: Replay) -> list[tuple[str, int | None, int | None]]:
+    """The hosts ``vm`` occupies: (host, action that brings it or None for the origin,
+    action whose landing ends the stay or None for the end of the plan)."""
+    acts = replay.by_vm.get(vm, [])
+    stays = []
+    host, start = origin_host, None
+    for a in acts:
+        stays.append((host, start, a.id))
+        host, start = a.dst, a.id
+    stays.append((host, start, None))
+    return stays
+
+
+def _check_spread_moments(plan: Plan, replay: Replay, cons: Constraints) -> None:
+    where = {v.name: v.host for v in plan.origin.vms}
+    for sp in cons.spread:
+        stays = {v: _stays(v, where[v], replay) for v in sp.vms}
+        for i, u in enumerate(sp.vms):
+            for v in sp.vms[i + 1:]:
+                for hu, su, eu in stays[u]:
+                    for hv, sv, ev in stays[v]:
+                        if hu != hv or (su is None and sv is None):
+                            continue      # different hosts, or both there before the plan
+                        # The stays are disjoint iff one ends (lands elsewhere) before the
+                        # other starts.
+                        u_first = eu is not None and sv is not None and \
+                            (eu == sv or replay.precedes(eu, sv))
+                        v_first = ev is not None and su is not None and \
+                            (ev == su or replay.precedes(ev, su))
+                        if not (u_first or v_first):
+                            by = [x for x in (su, sv) if x is not None]
+                            raise DataError(
+                                f"{sp.label}: {u} and {v} may be on {hu} at the same time "
+                                f"(action {by[0]}); order their moves with after",
+                                "plan.actions")
+
+
+# Each dimension of rules.capacity, with its unit and its name in an error message.
+_DIMENSIONS = (("mem", "MiB", "memory"), ("cpu", "CPUs", "CPU"), ("net", "Mbit/s", "network"),
+               ("count", "guests", "guests"))
+
+
+def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
+    origin = plan.origin
+    vms = {v.name: v for v in origin.vms}
+    initial = initial_use(origin)
+    needs = {name: demand(v) for name, v in vms.items()}
+    incoming: dict[str, list[Action]] = {}
+    outgoing: dict[str, list[Action]] = {}
+    for a in plan.actions:
+        if a.is_power:
+            continue
+        incoming.setdefault(a.dst, []).append(a)
+        outgoing.setdefault(a.src, []).append(a)
+    for h in origin.hosts:
+        if h.name not in incoming:
+            continue
+        caps = capacity(h, cons)
+        for key, unit, what in _DIMENSIONS:
+            cap = caps[key]
+            if math.isinf(cap):
+                continue          # a dimension the host does not publish, or no max_vms rule
+            inc = {a.id: needs[a.vm][key] for a in incoming[h.name] if needs[a.vm][key] > 0}
+            out = {a.id: needs[a.vm][key] for a in outgoing.get(h.name, [])
+                   if needs[a.vm][key] > 0}
+            start = initial[h.name][key]
+            limit = max(cap, start)
+            if start + sum(inc.values()) <= limit + EPS:
+                continue
+            extra, started, finished = worst_moment(replay, inc, out)
+            if start + extra > limit + EPS:
+                rule = ""
+                if key == "count":
+                    rule = f" ({cons.max_vms[h.name][1].label})"
+                elif key == "mem" and h.name in cons.mem_cap:
+                    rule = f" ({cons.mem_cap[h.name][1].label})"
+                elif key == "cpu" and h.name in cons.cpu_cap:
+                    rule = f" ({cons.cpu_cap[h.name][1].label})"
+                still = ""
+                if finished:
+                    still = f" once actions {', '.join(map(str, finished))} have finished"
+                raise DataError(
+                    f"host {h.name}: {what} use may reach {_fmt(start + extra, unit)} of "
+                    f"{_fmt(limit, unit)}{rule} while actions "
+                    f"{', '.join(map(str, started))} run together{still}; add after "
+                    "dependencies so they cannot", "plan.actions")

@@ -1,0 +1,290 @@
+"""The ``vmtools.constraints`` document (vmtools-formats(5), CONSTRAINTS): parse, validate, detect contradictions.
+
+A document is ``{"format": "vmtools.constraints", "version": "1.0", "rules": [...]}``; each
+rule is one of:
+
+==============  =====================================================================
+``ban``         ``vms`` never on ``hosts`` (not even for a moment: no pivot there)
+``fence``       ``vms`` only on ``hosts``
+``pin``         ``vms`` never move
+``spread``      ``vms`` on distinct hosts, at every moment
+``gather``      ``vms`` on one host, in the target placement
+``maintenance`` ``hosts`` are evacuated and take nothing new
+``max_vms``     at most ``count`` guests on each of ``hosts``, at every moment
+``capacity``    ``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity
+==============  =====================================================================
+
+Errors are :class:`~vmtools.errors.DataError` whose ``where`` names the rule
+(``rules[2] (fence)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from vmtools.errors import DataError
+from vmtools.model import CONSTRAINTS_FORMAT, Reader, Snapshot, check_envelope
+
+RULE_KINDS = ("ban", "fence", "pin", "spread", "gather", "maintenance", "max_vms", "capacity")
+
+# Which keys each rule needs (True) or may have (False).
+_FIELDS: dict[str, dict[str, bool]] = {
+    "ban": {"vms": True, "hosts": True},
+    "fence": {"vms": True, "hosts": True},
+    "pin": {"vms": True},
+    "spread": {"vms": True},
+    "gather": {"vms": True},
+    "maintenance": {"hosts": True},
+    "max_vms": {"hosts": True, "count": True},
+    "capacity": {"hosts": True, "cpu": False, "mem": False},
+}
+
+
+@dataclass
+class Rule:
+    rule: str
+    vms: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    count: int | None = None
+    cpu: float | None = None
+    mem: float | None = None
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """How messages name the rule: ``rules[2] (fence)``."""
+        return f"rules[{self.index}] ({self.rule})"
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"rule": self.rule}
+        if "vms" in _FIELDS[self.rule]:
+            d["vms"] = list(self.vms)
+        if "hosts" in _FIELDS[self.rule]:
+            d["hosts"] = list(self.hosts)
+        for key in ("count", "cpu", "mem"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclass
+class Constraints:
+    rules: list[Rule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.banned: dict[str, set[str]] = {}
+        self.fenced: dict[str, set[str]] = {}
+        self.fence_rule: dict[str, Rule] = {}
+        self.ban_rule: dict[tuple[str, str], Rule] = {}
+        self.pinned: dict[str, Rule] = {}
+        self.maintenance: dict[str, Rule] = {}
+        self.max_vms: dict[str, tuple[int, Rule]] = {}
+        self.cpu_cap: dict[str, tuple[float, Rule]] = {}
+        self.mem_cap: dict[str, tuple[float, Rule]] = {}
+        self.spread: list[Rule] = []
+        self.gather: list[Rule] = []
+        for r in self.rules:
+            if r.rule == "ban":
+                for v in r.vms:
+                    self.banned.setdefault(v, set()).update(r.hosts)
+                    for h in r.hosts:
+                        self.ban_rule.setdefault((v, h), r)
+            elif r.rule == "fence":
+                for v in r.vms:
+                    cur = self.fenced.get(v)
+                    self.fenced[v] = set(r.hosts) if cur is None else cur & set(r.hosts)
+                    self.fence_rule[v] = r
+            elif r.rule == "pin":
+                for v in r.vms:
+                    self.pinned.setdefault(v, r)
+            elif r.rule == "maintenance":
+                for h in r.hosts:
+                    self.maintenance.setdefault(h, r)
+            elif r.rule == "max_vms":
+                for h in r.hosts:
+                    if h not in self.max_vms or r.count < self.max_vms[h][0]:
+                        self.max_vms[h] = (r.count, r)
+            elif r.rule == "capacity":
+                for h in r.hosts:
+                    if r.cpu is not None and (h not in self.cpu_cap or r.cpu < self.cpu_cap[h][0]):
+                        self.cpu_cap[h] = (r.cpu, r)
+                    if r.mem is not None and (h not in self.mem_cap or r.mem < self.mem_cap[h][0]):
+                        self.mem_cap[h] = (r.mem, r)
+            elif r.rule == "spread":
+                self.spread.append(r)
+            elif r.rule == "gather":
+                self.gather.append(r)
+
+    # ------------------------------------------------------------------ queries
+    def forbidden_by(self, vm: str, host: str) -> Rule | None:
+        """The rule that forbids ``vm`` from ever setting foot on ``host``, or None."""
+        if host in self.maintenance:
+            return self.maintenance[host]
+        if host in self.banned.get(vm, ()):
+            return self.ban_rule[(vm, host)]
+        allowed = self.fenced.get(vm)
+        if allowed is not None and host not in allowed:
+            return self.fence_rule[vm]
+        return None
+
+    def allowed(self, vm: str, host: str) -> bool:
+        return self.forbidden_by(vm, host) is None
+
+    def cpu_factor(self, host: str) -> float:
+        return self.cpu_cap[host][0] if host in self.cpu_cap else 1.0
+
+    def mem_factor(self, host: str) -> float:
+        return self.mem_cap[host][0] if host in self.mem_cap else 1.0
+
+    def to_list(self) -> list[dict]:
+        return [r.to_dict() for r in self.rules]
+
+
+def _names(r: Reader, key: str, label: str) -> list[str]:
+    if key not in r.obj:
+        raise DataError(f"needs {key}", label)
+    try:
+        items = r.list(key)
+    except DataError as exc:
+        raise DataError(f"{key}: {exc.message}", label) from None
+    if not items:
+        raise DataError(f"{key} is empty", label)
+    out = []
+    for path, item in items:
+        if not isinstance(item, str) or not item:
+            raise DataError(f"{path}: expected a name, got {item!r}", label)
+        out.append(item)
+    if len(set(out)) != len(out):
+        raise DataError(f"{key} names the same one twice", label)
+    return out
+
+
+def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Constraints:
+    """Validate a list of rule objects (a document's ``rules`` or a plan's ``constraints``).
+
+    With ``snapshot``, every guest and host a rule names must exist in it, and rules are
+    checked against each other and against the snapshot for contradictions.
+    """
+    rules: list[Rule] = []
+    for i, obj in enumerate(items):
+        path = f"rules[{i}]"
+        r = Reader(obj, path)
+        kind = r.raw("rule")
+        if not isinstance(kind, str) or kind not in RULE_KINDS:
+            raise DataError(f"unknown rule {kind!r}; expected one of {', '.join(RULE_KINDS)}",
+                            path)
+        label = f"{path} ({kind})"
+        fields = _FIELDS[kind]
+        for key in obj:
+            if key != "rule" and key not in fields:
+                raise DataError(f"unexpected key {key!r} (a {kind} rule has "
+                                f"{', '.join(fields)})", label)
+        rule = Rule(rule=kind, index=i)
+        if "vms" in fields:
+            rule.vms = _names(r, "vms", label)
+        if "hosts" in fields:
+            rule.hosts = _names(r, "hosts", label)
+        try:
+            if kind == "max_vms":
+                rule.count = r.int("count", minimum=0)
+            if kind == "capacity":
+                rule.cpu = r.num("cpu", False)
+                rule.mem = r.num("mem", False)
+        except DataError as exc:
+            raise DataError(f"{exc.where}: {exc.message}", label) from None
+        if kind == "capacity":
+            if rule.cpu is None and rule.mem is None:
+                raise DataError("needs cpu or mem (a fraction of the host's capacity)", label)
+            if rule.cpu is not None and not 0 < rule.cpu <= 4:
+                raise DataError(f"cpu must be a fraction in (0, 4], got {rule.cpu}", label)
+            if rule.mem is not None and not 0 < rule.mem <= 1:
+                raise DataError(f"mem must be a fraction in (0, 1] (memory is never "
+                                f"overcommitted), got {rule.mem}", label)
+        if kind in ("spread", "gather") and len(rule.vms) < 2:
+            raise DataError("needs at least two guests", label)
+        rules.append(rule)
+    c = Constraints(rules)
+    if snapshot is not None:
+        _check_names(c, snapshot)
+        _check_contradictions(c, snapshot)
+    return c
+
+
+def parse_constraints(obj: Any, snapshot: Snapshot | None = None) -> Constraints:
+    """Validate a whole ``vmtools.constraints`` document."""
+    r = check_envelope(obj, CONSTRAINTS_FORMAT)
+    return parse_rules([item for _, item in r.list("rules")], snapshot)
+
+
+def _check_names(c: Constraints, snap: Snapshot) -> None:
+    vms = {v.name for v in snap.vms}
+    hosts = {h.name for h in snap.hosts}
+    for r in c.rules:
+        for v in r.vms:
+            if v not in vms:
+                raise DataError(f"unknown guest {v!r} (not in the snapshot)", r.label)
+        for h in r.hosts:
+            if h not in hosts:
+                raise DataError(f"unknown host {h!r} (not in the snapshot)", r.label)
+
+
+def _check_contradictions(c: Constraints, snap: Snapshot) -> None:
+    where = {v.name: v.host for v in snap.vms}
+    usable = {h.name for h in snap.hosts if h.state == "online"}
+    for v in where:
+        if v in c.pinned:
+            bad = c.forbidden_by(v, where[v])
+            if bad is not None:
+                raise DataError(f"{c.pinned[v].label} pins {v} on {where[v]}, where "
+                                f"{bad.label} forbids it", bad.label)
+            continue
+        if v not in c.fenced and v not in c.banned:
+            continue
+        if not any(c.allowed(v, h) for h in usable):
+            r = c.fence_rule.get(v) or c.ban_rule[(v, next(iter(c.banned[v])))]
+            raise DataError(f"no online host is left for {v} once ban, fence and maintenance "
+                            "rules are applied", r.label)
+    for g in c.gather:
+        pinned_hosts = {where[v] for v in g.vms if v in c.pinned}
+        if len(pinned_hosts) > 1:
+            raise DataError(f"gathers guests pinned on different hosts "
+                            f"({', '.join(sorted(pinned_hosts))})", g.label)
+        common = set(usable)
+        for v in g.vms:
+            common = {h for h in common if c.allowed(v, h)}
+        if pinned_hosts:
+            common &= pinned_hosts
+        if not common:
+            raise DataError("no host is allowed for all of these guests", g.label)
+        for s in c.spread:
+            both = set(g.vms) & set(s.vms)
+            if len(both) >= 2:
+                raise DataError(f"{s.label} spreads {', '.join(sorted(both))}, which this "
+                                "rule gathers", g.label)
+        for h, (count, r) in c.max_vms.items():
+            if count < len(g.vms) and common <= {h}:
+                raise DataError(f"gathers {len(g.vms)} guests on {h}, where {r.label} allows "
+                                f"{count}", g.label)
+    for s in c.spread:
+        seen: dict[str, str] = {}
+        for v in s.vms:
+            if v in c.pinned:
+                h = where[v]
+                if h in seen:
+                    raise DataError(f"spreads {seen[h]} and {v}, pinned together on {h}",
+                                    s.label)
+                seen[h] = v
+        if len(s.vms) > len(usable):
+            raise DataError(f"spreads {len(s.vms)} guests over {len(usable)} online hosts",
+                            s.label)
+    for h, (count, r) in c.max_vms.items():
+        pinned_here = [v for v in c.pinned if where.get(v) == h]
+        if len(pinned_here) > count:
+            raise DataError(f"allows {count} guests on {h}, where {len(pinned_here)} are "
+                            "pinned", r.label)
+    for h, r in c.maintenance.items():
+        pinned_here = sorted(v for v in c.pinned if where.get(v) == h)
+        if pinned_here:
+            raise DataError(f"evacuates {h}, where {c.pinned[pinned_here[0]].label} pins "
+                            f"{pinned_here[0]}", r.label)

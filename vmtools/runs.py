@@ -1,0 +1,172 @@
+"""vm-rebalance's run directories: what one cron run did, for its summary and for vm-status.
+
+A run directory (``ARCHIVE/YYYYMMDDTHHMMSSZ``) holds ``snapshot.json``, ``plan.json``,
+``report.json``, one log per step, ``summary.txt`` (what cron mails) and ``result.json`` (the
+same, for programs). vm-rebalance calls ``python -m vmtools.runs finish DIR ...`` at the end of
+a run; vm-status reads the newest ``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_LISTED = 20           # moves named in a summary; the rest are counted
+RESULT = "result.json"
+COMMANDS = {"snapshot": "vm-snapshot", "plan": "vm-plan", "report": "vm-apply"}  # step: command
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _gib(mib: Any) -> str:
+    try:
+        return f"{float(mib) / 1024:.1f} GiB"
+    except (TypeError, ValueError):
+        return "? GiB"
+
+
+def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
+             started: float, finished: float) -> dict:
+    """The result of one run, from the documents it left."""
+    plan = _load(run_dir / "plan.json")
+    report = _load(run_dir / "report.json")
+    result: dict[str, Any] = {
+        "format": "vmtools.rebalance-run", "version": "1.0", "run": run_dir.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "seconds": round(finished - started, 1), "exit": exit_code, "failed_step": step,
+        "dry_run": dry_run, "plan": None, "moves": [], "outcomes": {}}
+    if plan is not None:
+        s = plan.get("summary") or {}
+        solver = plan.get("solver") or {}
+        actions = [a for a in plan.get("actions") or [] if isinstance(a, dict)]
+        result["plan"] = {"objective": plan.get("objective"),
+                          "hosts_before": s.get("hosts_before"),
+                          "hosts_after": s.get("hosts_after"),
+                          "migrations": len(actions), "migrated_mib": s.get("migrated_mib", 0),
+                          "solver_status": solver.get("status"),
+                          "deferred": s.get("deferred") or None}
+        result["moves"] = [{"vm": a.get("vm"), "from": a.get("src"), "to": a.get("dst"),
+                            "mem_mib": a.get("mem_mib")} for a in actions]
+    if report is not None:
+        counts = collections.Counter(str(a.get("outcome")) for a in report.get("actions") or []
+                                     if isinstance(a, dict))
+        result["outcomes"] = dict(sorted(counts.items()))
+        result["failures"] = [{"vm": a.get("vm"), "from": a.get("src"), "to": a.get("dst"),
+                               "error": a.get("error")}
+                              for a in report.get("actions") or []
+                              if isinstance(a, dict) and a.get("outcome") == "failed"]
+    return result
+
+
+def headline(result: dict) -> str:
+    """One line: what the run did."""
+    plan = result.get("plan") or {}
+    n = plan.get("migrations", 0)
+    moves = f"{n} migration{'' if n == 1 else 's'}"
+    if result.get("exit"):
+        step = result.get("failed_step")
+        return f"{COMMANDS.get(step, step or 'a step')} failed (exit {result['exit']})"
+    if result.get("plan") is None:
+        return "no plan"
+    if n == 0:
+        return "nothing to do"
+    if result.get("dry_run"):
+        return f"dry run: {moves} checked against the hosts, none started"
+    done = (result.get("outcomes") or {}).get("done", 0)
+    return f"{done} of {moves} done"
+
+
+def summary_text(result: dict, run_dir: Path) -> str:
+    lines = [f"vm-rebalance {result['run']}: {headline(result)}"]
+    plan = result.get("plan")
+    if plan:
+        n = plan["migrations"]
+        lines.append(f"  plan: {plan['objective']}, hosts in use {plan['hosts_before']} -> "
+                     f"{plan['hosts_after']}, {n} migration{'' if n == 1 else 's'}, "
+                     f"{_gib(plan['migrated_mib'])} to move; solver: {plan['solver_status']}")
+        d = plan.get("deferred") or {}
+        if d.get("migrations"):
+            lines.append(f"  deferred to later runs: {d['migrations']} migrations, "
+                         f"{_gib(d.get('migrated_mib', 0))}")
+    moves = result.get("moves") or []
+    verb = "would move" if result.get("dry_run") else "move"
+    for m in moves[:MAX_LISTED]:
+        lines.append(f"    {verb} {m['vm']}: {m['from']} -> {m['to']} ({_gib(m['mem_mib'])})")
+    if len(moves) > MAX_LISTED:
+        lines.append(f"    ... and {len(moves) - MAX_LISTED} more (plan.json)")
+    if result.get("outcomes"):
+        lines.append("  apply: " + ", ".join(f"{n} {k}" for k, n in result["outcomes"].items())
+                     + (" (dry run: checked, nothing moved)" if result.get("dry_run") else ""))
+    for f in result.get("failures") or []:
+        lines.append(f"    failed: {f['vm']} {f['from']} -> {f['to']}: {f['error']}")
+    lines.append(f"  took {result['seconds']:.0f} s; documents and logs in {run_dir}")
+    step = result.get("failed_step")
+    if result.get("exit") and step:
+        try:
+            tail = (run_dir / f"{step}.log").read_text(errors="replace").splitlines()[-5:]
+        except OSError:
+            tail = []
+        if tail:
+            lines.append("  last lines of the failing step:")
+            lines += [f"    {line}" for line in tail]
+    return "\n".join(lines) + "\n"
+
+
+def latest(archive: Path) -> tuple[Path, dict] | None:
+    """The newest run directory under ``archive`` that has a result, and that result."""
+    try:
+        dirs = sorted((p for p in archive.iterdir() if p.is_dir() and p.name[:1].isdigit()),
+                      key=lambda p: p.name, reverse=True)
+    except OSError:
+        return None
+    for d in dirs:
+        result = _load(d / RESULT)
+        if result is not None:
+            return d, result
+    return None
+
+
+def _finish(args: argparse.Namespace) -> int:
+    run_dir = Path(args.dir)
+    result = describe(run_dir, args.exit, args.step or None, args.dry_run, args.started,
+                      time.time())
+    text = summary_text(result, run_dir)
+    for name, data in ((RESULT, json.dumps(result, indent=2) + "\n"), ("summary.txt", text)):
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, run_dir / name)
+    if not args.quiet or args.exit or (result.get("plan") or {}).get("migrations"):
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vmtools.runs")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    finish = sub.add_parser("finish", help="write result.json and summary.txt of a run")
+    finish.add_argument("dir")
+    finish.add_argument("--exit", type=int, default=0)
+    finish.add_argument("--step", default="")
+    finish.add_argument("--dry-run", action="store_true")
+    finish.add_argument("--quiet", action="store_true")
+    finish.add_argument("--started", type=float, required=True)
+    args = parser.parse_args(argv)
+    return _finish(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
