@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plan_bench import generate  # noqa: E402
 
 from vmtools.model import epoch_to_iso  # noqa: E402
-from vmtools.planner.check import check_plan  # noqa: E402
-from vmtools.planner.constraints import Constraints  # noqa: E402
+from vmtools.rules.check import check_plan  # noqa: E402
+from vmtools.rules.constraints import Constraints  # noqa: E402
 from vmtools.planner.plan import Options, make_plan, plan_with_state, with_placement  # noqa: E402
 from vmtools.render import table  # noqa: E402
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from vmtools.errors import UsageError
+from vmtools.errors import OptionError
 from vmtools.model import Snapshot
 
 DEMANDS = "last, mean, max or pNN (1 <= NN <= 99)"
@@ -25,7 +25,7 @@ def parse_demand(text: str) -> str:
     m = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", t)
     if m and 1 <= float(m.group(1)) <= 99:
         return t
-    raise UsageError(f"--demand {text}: expected {DEMANDS}")
+    raise OptionError("demand", f"{text}: expected {DEMANDS}")
 
 
 def record(samples: dict[str, list], snap: Snapshot, now: float,

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
-
-EPS = 1e-6
+from vmtools.rules.capacity import EPS
 
 
 @dataclass
