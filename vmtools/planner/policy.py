@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
+from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance
 from vmtools.rules.capacity import EPS
 
@@ -55,14 +56,24 @@ class Auto:
 
 
 class Load:
-    """Per-host use while steps are planned; fit tests against the targets."""
+    """Per-host use while steps are planned; fit tests against the targets.
 
-    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float]):
+    With ``series`` (each guest's CPU samples over the demand window, aligned in time), a
+    host's CPU demand is the statistic ``how`` of its guests' *summed* samples, never below
+    what they use now: guests whose peaks come at different times share headroom, and a
+    host is only as full as the window says it was. Without it, a host's CPU demand is the
+    sum of its guests' planning demands."""
+
+    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float],
+                 series: list[list[float]] | None = None, how: str = "max"):
         self.inst = inst
         self.place = list(placement)
         self.last = last_cpu
+        self.series = series
+        self.how = how
         n = inst.n_hosts
         self.use = {d: [0.0] * n for d in inst.dims}
+        self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
         self.last_use = [0.0] * n
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
@@ -77,6 +88,10 @@ class Load:
         for d in self.inst.dims:
             self.use[d][h] += sign * self.inst.dem[d][v]
         self.last_use[h] += sign * self.last[v]
+        if self.sums is not None:
+            row = self.sums[h]
+            for i, x in enumerate(self.series[v]):
+                row[i] += sign * x
         self.count[h] += sign
         (self.on[h].add if sign > 0 else self.on[h].discard)(v)
 
@@ -85,9 +100,21 @@ class Load:
         self.place[v] = h
         self._add(v, h)
 
+    def cpu(self, h: int, unit: list[int] = ()) -> float:
+        """CPU demand of host ``h`` (with ``unit`` added)."""
+        if self.sums is None:
+            return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
+        row = self.sums[h]
+        if unit:
+            row = list(row)
+            for v in unit:
+                for i, x in enumerate(self.series[v]):
+                    row[i] += x
+        return max(estimate(row, self.how), self.last_use[h] + sum(self.last[v] for v in unit))
+
     def util(self, h: int) -> tuple[float, float]:
         cap = self.inst.hard_cap
-        return (_ratio(self.use["cpu"][h], cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
+        return (_ratio(self.cpu(h), cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
 
     def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float) -> bool:
         inst = self.inst
@@ -97,9 +124,6 @@ class Load:
             if h not in inst.allowed_set(v):
                 return False
         cap = inst.hard_cap
-        if self.use["cpu"][h] + sum(inst.dem["cpu"][v] for v in unit) > \
-                cpu_frac * cap["cpu"][h] + EPS:
-            return False
         if self.last_use[h] + sum(self.last[v] for v in unit) > cap["cpu"][h] + EPS:
             return False
         if self.use["mem"][h] + sum(inst.dem["mem"][v] for v in unit) > \
@@ -112,7 +136,7 @@ class Load:
             for g in self.spread_of.get(v, ()):
                 if any(p in self.on[h] for p in inst.spread[g] if p != v):
                     return False
-        return True
+        return self.cpu(h, unit) <= cpu_frac * cap["cpu"][h] + EPS
 
 
 def _ratio(use: float, cap: float) -> float:
@@ -258,7 +282,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     cap = inst.hard_cap
 
     def excess(d: str) -> float:
-        return load.use[d][h] - targets[d] * cap[d][h]
+        return (load.cpu(h) if d == "cpu" else load.use[d][h]) - targets[d] * cap[d][h]
 
     moves: dict[int, int] = {}
     tried_rooms = False
@@ -343,12 +367,12 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
 # --------------------------------------------------------------------------- the steps
 
 def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
-               budget) -> Auto:
+               budget, series: list[list[float]] | None = None) -> Auto:
     """Every step of the way to the target, in priority order (see the module docstring).
     ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
-    load = Load(inst, inst.cur, last_cpu)
+    load = Load(inst, inst.cur, last_cpu, series, opts.demand)
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
@@ -481,12 +505,13 @@ class AutoRun:
                 "hotspots": hotspots, "consolidation": cons}
 
 
-def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float) -> AutoRun:
+def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+             series: list[list[float]] | None = None) -> AutoRun:
     from vmtools.planner.budget import Budget, choose, unlimited
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,
                     max_seconds=(t * 60) if (t := unlimited(opts.max_duration_min)) else None,
                     bandwidth=opts.bandwidth, parallel=opts.parallel)
-    auto = plan_steps(inst, last_cpu, opts, deadline, budget)
+    auto = plan_steps(inst, last_cpu, opts, deadline, budget, series)
     choice = choose(auto.steps, budget, {v: inst.dem["mem"][v] for v in range(inst.n_vms)})
     return AutoRun(inst, auto, choice, budget)
