@@ -257,6 +257,29 @@ def test_dry_run_moves_nothing(lab):
     assert [a["outcome"] for a in report["actions"]] == ["skipped", "skipped"]
     assert "would migrate #1 a n1 -> n4" in proc.stderr
     assert cluster_placement(lab["state"]) == {"a": "n1", "b": "n1", "c": "n2", "d": "n3"}
+    # each row says where its guest was verified to run; a dry run is no error
+    assert [(a["where"], a["error"]) for a in report["actions"]] == [("n1", None), ("n2", None)]
+    table = apply_cli(lab, path, "--dry-run", "-f", "table", "-q").stdout
+    row = next(line for line in table.splitlines() if line.startswith("1 "))
+    assert row.split() == ["1", "a", "n1", "n4", "would", "run", "-", "n1"]
+
+
+def test_offline_dry_run_asks_no_host(lab):
+    _, path = write_plan(lab, [("a", "n4"), ("c", "n3")])
+    dead = lab["dir"] / "dead.csv"                 # every host at a port nobody listens on
+    dead.write_text("".join(f"{h},127.0.0.1:9,{h}\n" for h in ("n1", "n2", "n3", "n4")))
+    proc = apply_cli(lab, path, "--dry-run", "--offline", transport_hosts=dead)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["dry_run"] is True and report["summary"]["offline"] is True
+    assert [(a["outcome"], a["where"]) for a in report["actions"]] == [("skipped", None)] * 2
+    # the checker and the host map still hold: a host missing from the map is named
+    partial = lab["dir"] / "partial.csv"
+    partial.write_text("n1,127.0.0.1:9,n1\n")
+    proc = apply_cli(lab, path, "--dry-run", "--offline", transport_hosts=partial)
+    assert proc.returncode == 65 and "n2, n3, n4: not in the host map" in proc.stderr
+    proc = apply_cli(lab, path, "--offline")
+    assert proc.returncode == 2 and "--offline works only with --dry-run" in proc.stderr
 
 
 def test_bad_host_map_names_the_line(lab):

@@ -17,7 +17,7 @@ LAYERS = [
     {"model", "inputs", "runs"},
     {"rules", "drivers", "dom0", "power_model", "render"},
     {"ganglia", "lab", "power"},
-    {"snapshot", "planner", "apply", "gmetric", "runs"},
+    {"snapshot", "planner", "apply", "gmetric", "status"},
     {"replay"},
     {"cli"},
 ]

@@ -45,7 +45,9 @@ def test_table_output(tmp_path: Path):
     f.write_text(text(snapshot()))
     r = run("vm-plan", str(f), "-f", "table")
     assert r.returncode == 0, r.stderr
-    assert "actions" in r.stdout and "cpu after" in r.stdout and "4 -> 2 hosts" in r.stdout
+    assert "Migrations" in r.stdout and "CPU %" in r.stdout
+    assert "hosts in use 4 -> 2" in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 80
 
 
 def test_constraints_file_is_echoed_and_bad_rules_exit_65(tmp_path: Path):

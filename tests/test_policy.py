@@ -265,7 +265,7 @@ def test_cli_defaults_to_auto_and_shows_why_in_table(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["objective"] == "auto" and "deferred" in doc["summary"]
     r = CliRunner().invoke(app, [str(f), "-f", "table", "--min-gain", "0.9"])
-    assert r.exit_code == 0 and "hotspots" in r.stdout and "below --min-gain" in r.stdout
+    assert r.exit_code == 0 and "Hotspots" in r.stdout and "below --min-gain" in r.stdout
     assert "deferred to later runs" in r.stdout
     r = CliRunner().invoke(app, [str(f), "--demand", "p101"])
     assert r.exit_code == 2 and "--demand p101" in r.output

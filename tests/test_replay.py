@@ -261,8 +261,13 @@ def test_determinism_of_every_baseline(tmp_path):
     t = read_snapshots([str(snapshots(tmp_path, 12))])
     settings = lambda: [make_baseline(n) for n in ("none", "threshold:max_over=0", "sandpiper",  # noqa: E731
                                                    "thr-mmt")]
-    a = run_replay(t, settings(), SimOptions())
-    b = run_replay(t, settings(), SimOptions())
+    from vmtools.cli.vm_replay import VmPlanRun
+    plans = [VmPlanRun("--state s", 0, True, False) for _ in range(2)]
+    a = run_replay(t, settings() + plans[:1], SimOptions())
+    b = run_replay(t, settings() + plans[1:], SimOptions())
+    for p in plans:
+        p.close()
+    assert len(a["runs"]) == 5
     for ra, rb in zip(a["runs"], b["runs"]):
         fa, fb = dict(ra["figures"]), dict(rb["figures"])
         for k in ("plan_seconds_mean", "plan_seconds_max"):

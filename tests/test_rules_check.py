@@ -205,3 +205,20 @@ def test_bad_rules_in_the_plan_are_named(two):
     refused(plan(two, [], [{"rule": "frobnicate", "vms": ["a"]}]), "rules[0]", "unknown rule")
     refused(plan(two, [], [{"rule": "ban", "vms": ["zz"], "hosts": ["h1"]}]),
             "rules[0] (ban)", "unknown guest")
+
+
+def test_a_rule_kind_is_one_object(monkeypatch, two):
+    """A kind the primitives express (here: a guest kept off hosts, like ban) is one class
+    registered in rules.kinds.KINDS: parsing, the lookups and the checker follow."""
+    from vmtools.rules import kinds
+    from vmtools.rules.constraints import parse_rules
+
+    class Avoid(kinds.Ban):
+        name = "avoid"
+
+    monkeypatch.setitem(kinds.KINDS, "avoid", Avoid())
+    cons = parse_rules([{"rule": "avoid", "vms": ["b"], "hosts": ["h3"]}], two)
+    assert cons.forbidden_by("b", "h3").label == "rules[0] (avoid)"
+    assert cons.to_list() == [{"rule": "avoid", "vms": ["b"], "hosts": ["h3"]}]
+    with pytest.raises(DataError, match=r"rules\[0\] \(avoid\) forbids b on h3"):
+        check_plan(plan(two, [(1, "b", "h2", "h3", [])]), cons)

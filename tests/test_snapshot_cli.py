@@ -51,8 +51,15 @@ def test_table_shows_hosts_and_guests_per_host():
     out = proc.stdout
     assert "Hosts (6)" in out and "Guests on node-4 (4)" in out
     node4 = next(line for line in out.splitlines() if line.startswith("node-4 "))
-    assert "95%" in node4 and "xen-4.17" in node4
+    assert "95%" in node4 and "30.0" in node4          # CPU %, mem GiB
     assert not out.lstrip().startswith("{")
+    assert max(map(len, out.splitlines())) <= 80
+
+
+def test_wide_tables_have_every_column():
+    out = run("vm-snapshot", "--example", "hotspot", "-f", "wide").stdout
+    node4 = next(line for line in out.splitlines() if line.startswith("node-4 "))
+    assert "xen-lab" in node4 and "xen-4.17" in node4
 
 
 def test_output_file_is_written_and_stdout_stays_empty(tmp_path):

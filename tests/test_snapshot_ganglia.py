@@ -54,6 +54,16 @@ def test_by_gmetad_xml_port(lab):
     check(doc)
 
 
+def test_vm_status_live_from_gmetad(lab):
+    proc = run("vm-status", "--gmetad", lab.gmetad_address, "--runs", "")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.startswith("xen-")}
+    assert rows["xen-2"][:5] == ["xen-2", "online", "39%", "56%", "2"]
+    assert rows["xen-3"][:5] == ["xen-3", "online", "0%", "0%", "0"]
+    assert max(map(len, proc.stdout.splitlines())) <= 80
+
+
 def test_by_cluster_on_the_interactive_port(lab):
     proc = run("vm-snapshot", "--gmetad", lab.interactive_address, "--cluster", "xen-it")
     assert proc.returncode == 0, proc.stderr

@@ -5,12 +5,62 @@ from __future__ import annotations
 from tabulate import tabulate
 
 TABLEFMT = "simple"
+WIDTH: int | None = 80          # None: as wide as the cells (``-f wide``)
+ELLIPSIS = "..."
+
+
+def set_width(width: int | None) -> None:
+    """Tables fit ``width`` columns (80 by default); None lets them be as wide as they are."""
+    global WIDTH
+    WIDTH = width
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 migration``, ``2 migrations``."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def gib(mib: float) -> str:
+    return f"{mib / 1024:.1f}"
+
+
+def _fit(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
+    """Shorten the widest column's cells (with ...) until the table fits ``width``."""
+    def widths() -> list[int]:
+        # tabulate's "simple": a header gets 2 columns of padding, columns 2 spaces between
+        return [max([len(headers[i]) + 2] + [len(r[i]) for r in rows])
+                for i in range(len(headers))]
+    for _ in range(len(headers) * 4):
+        w = widths()
+        total = sum(w) + 2 * (len(w) - 1)
+        if total <= width:
+            break
+        i = max(range(len(w)), key=lambda k: w[k])
+        limit = max(len(headers[i]) + 2, len(ELLIPSIS) + 4, w[i] - (total - width))
+        if limit >= w[i]:
+            break
+        rows = [[c if k != i or len(c) <= limit else c[:limit - len(ELLIPSIS)] + ELLIPSIS
+                 for k, c in enumerate(r)] for r in rows]
+    return rows
 
 
 def table(rows: list[list], headers: list[str], title: str | None = None) -> str:
-    text = tabulate(rows, headers=headers, tablefmt=TABLEFMT, floatfmt=".2f",
-                    disable_numparse=True) if rows else "(none)"
-    return f"{title}\n{text}\n" if title else text + "\n"
+    cells = [["" if c is None else (f"{c:.2f}" if isinstance(c, float) else str(c)) for c in r]
+             for r in rows]
+    if cells and WIDTH:
+        cells = _fit(cells, list(headers), WIDTH)
+    text = tabulate(cells, headers=headers, tablefmt=TABLEFMT,
+                    disable_numparse=True) if cells else "(none)"
+    return f"{wrap(title)}\n{text}\n" if title else text + "\n"
+
+
+def wrap(line: str) -> str:
+    """A long line of prose, folded to the table width (indented continuation lines)."""
+    if not WIDTH or len(line) <= WIDTH:
+        return line
+    import textwrap
+    return textwrap.fill(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def pct(used: float, capacity: float) -> str:
@@ -18,42 +68,99 @@ def pct(used: float, capacity: float) -> str:
 
 
 def snapshot_table(snapshot) -> str:
-    """Hosts (capacity and use), the guests of each host, and the problems of a snapshot."""
+    """Hosts (capacity and use), the guests of each host, and the problems of a snapshot.
+    Units are in the headers: CPUs (count), CPU % (of the host's CPUs), GiB, Mbit/s."""
     by_host: dict[str, list] = {}
     for vm in snapshot.vms:
         by_host.setdefault(vm.host, []).append(vm)
+    wide = WIDTH is None
     rows = []
     for h in sorted(snapshot.hosts, key=lambda h: h.name):
         guests = by_host.get(h.name, [])
         cpu_used = sum(v.cpu for v in guests)
         mem_used = sum(v.mem_mib for v in guests)
-        rows.append([h.name, h.cluster, h.state, f"{h.cpu:g}", pct(cpu_used, h.cpu),
-                     str(h.mem_mib), pct(mem_used, h.mem_mib), str(len(guests)),
-                     h.hypervisor, h.migration])
-    parts = [table(rows, ["host", "cluster", "state", "cpus", "cpu use", "mem MiB", "mem use",
-                          "guests", "hypervisor", "migration"],
+        row = [h.name, h.state, f"{h.cpu:g}", pct(cpu_used, h.cpu), gib(h.mem_mib),
+               pct(mem_used, h.mem_mib), str(len(guests)), h.migration]
+        if wide:
+            row[1:1] = [h.cluster]
+            row.append(h.hypervisor)
+        rows.append(row)
+    headers = ["host", "state", "CPUs", "CPU %", "mem GiB", "mem %", "guests", "migration"]
+    if wide:
+        headers[1:1] = ["cluster"]
+        headers.append("hypervisor")
+    parts = [table(rows, headers,
                    f"Hosts ({len(snapshot.hosts)}) from {snapshot.source or '-'}")]
     for h in sorted(snapshot.hosts, key=lambda h: h.name):
         guests = sorted(by_host.get(h.name, []), key=lambda v: v.name)
         if not guests:
             continue
-        grows = [[v.name, v.state, str(v.vcpus), f"{v.cpu:.2f}", str(v.mem_mib),
+        grows = [[v.name, v.state, str(v.vcpus), f"{v.cpu:.2f}", gib(v.mem_mib),
                   "-" if v.net_mbps is None else f"{v.net_mbps:.2f}"] for v in guests]
-        parts.append(table(grows, ["guest", "state", "vcpus", "cpu", "mem MiB", "net Mbit/s"],
+        parts.append(table(grows, ["guest", "state", "vCPUs", "CPUs used", "mem GiB",
+                                   "net Mbit/s"],
                            f"Guests on {h.name} ({len(guests)})"))
     if snapshot.problems:
-        prows = [[p.kind, p.host or "", p.vm or "", p.message] for p in snapshot.problems]
-        parts.append(table(prows, ["problem", "host", "guest", "message"],
-                           f"Problems ({len(snapshot.problems)})"))
+        parts.append(problem_list([(p.kind, p.host, p.vm, p.message)
+                                   for p in snapshot.problems]))
     return "\n".join(parts)
+
+
+def problem_list(problems: list[tuple[str, str | None, str | None, str]]) -> str:
+    """Problems in full: a list folded to the width (a table in ``-f wide``)."""
+    title = f"Problems ({len(problems)})"
+    if WIDTH is None:
+        return table([[k, h or "", v or "", m] for k, h, v, m in problems],
+                     ["problem", "host", "guest", "message"], title)
+    lines = [title]
+    for kind, host, vm, message in problems:
+        where = ", ".join(x for x in (f"host {host}" if host else "",
+                                      f"guest {vm}" if vm else "") if x)
+        lines.append(wrap(f"- {kind}{f' ({where})' if where else ''}: {message}"))
+    return "\n".join(lines) + "\n"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def solver_words(solver: dict) -> str:
+    name, status = solver.get("name"), solver.get("status")
+    if name in (None, "none"):
+        return f"no solver run ({status})" if status else "no solver run"
+    return f"solver {name}: {status}"
+
+
+def plan_summary_line(plan_doc: dict) -> str:
+    """One line for people: hosts in use, migrations, memory, time (with what it assumed)."""
+    s = plan_doc.get("summary", {})
+    n = s.get("migrations") or 0
+    line = (f"{plan_doc.get('objective')}: hosts in use {s.get('hosts_before')} -> "
+            f"{s.get('hosts_after')} (at least {s.get('hosts_lower_bound')} needed), "
+            f"{plural(n, 'migration')}, {gib(s.get('migrated_mib', 0))} GiB to move")
+    if s.get("pivots"):
+        line += (f" (with {plural(s['pivots'], 'pivot')}: moves through a third host to "
+                 "break a cycle)")
+    if n:
+        est = s.get("estimate_assumes") or {}
+        line += f", about {duration(s.get('estimated_seconds') or 0)}"
+        if est:
+            line += (f" at {est.get('bandwidth_mbit_s', 0):g} Mbit/s, "
+                     f"{est.get('parallel')} at once")
+    return line + f"; {solver_words(plan_doc.get('solver', {}))}"
 
 
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
-    actions = [[a["id"], a["vm"], a["src"], a["dst"], f"{a['mem_mib'] / 1024:.1f}",
+    actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
-    out = table(actions, ["id", "vm", "from", "to", "GiB", "after", "reason"], "actions")
+    out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
+                "Migrations (after: the ids that must end first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
@@ -70,18 +177,106 @@ def plan_tables(plan_doc: dict) -> str:
     rows = []
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
-        rows.append([h["name"], h["state"], b[2], pct(b[0], h["cpu"]), pct(b[1], h["mem_mib"]),
-                     a[2], pct(a[0], h["cpu"]), pct(a[1], h["mem_mib"])])
-    out += "\n" + table(rows, ["host", "state", "guests", "cpu", "mem", "guests after",
-                               "cpu after", "mem after"], "hosts (before -> after)")
-    s = plan_doc.get("summary", {})
-    solver = plan_doc.get("solver", {})
-    out += (f"\n{plan_doc.get('objective')}: {s.get('hosts_before')} -> {s.get('hosts_after')} "
-            f"hosts (lower bound {s.get('hosts_lower_bound')}), {s.get('migrations')} "
-            f"migrations, {s.get('migrated_mib', 0) / 1024:.1f} GiB, {s.get('pivots')} pivots, "
-            f"about {s.get('estimated_seconds')} s; solver {solver.get('name')} "
-            f"{solver.get('status')}\n")
-    return out + policy_lines(s)
+        rows.append([h["name"], h["state"], f"{b[2]} -> {a[2]}",
+                     f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
+                     f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
+    out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
+                        "Hosts, before -> after (CPU % of the host's CPUs, as planned)")
+    out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
+    return out + policy_lines(plan_doc.get("summary", {}))
+
+
+def report_table(report: dict) -> str:
+    """``vm-apply -f table``: one row per migration, with where its guest was verified."""
+    s = report.get("summary", {})
+    dry = report.get("dry_run")
+    offline = s.get("offline")
+    rows = []
+    for a in report.get("actions", []):
+        outcome = a["outcome"]
+        if dry and outcome == "skipped":
+            outcome = "would run"
+        where = a.get("where") or ("not asked" if offline else "-")
+        seconds = "-" if a.get("seconds") is None else f"{a['seconds']:.1f}"
+        if a.get("vm") is None:                   # a power action: op and host
+            rows.append([a["id"], a.get("op", ""), a.get("host", ""), "", outcome, seconds,
+                         "-", a.get("error") or ""])
+            continue
+        rows.append([a["id"], a["vm"], a["src"], a["dst"], outcome, seconds, where,
+                     a.get("error") or ""])
+    headers = ["id", "guest", "from", "to", "outcome", "seconds", "verified on", "error"]
+    if WIDTH is None:
+        headers.insert(7, "transport")
+        for row, a in zip(rows, report.get("actions", [])):
+            row.insert(7, a.get("transport", ""))
+    if dry:
+        title = (f"vm-apply --dry-run{' --offline' if offline else ''}: "
+                 f"{plural(len(rows), 'migration')} would run, nothing moved"
+                 + ("; no host asked" if offline else "; every touched host asked"))
+    else:
+        title = (f"vm-apply: {s.get('done', 0)} done, {s.get('failed', 0)} failed, "
+                 f"{s.get('not-run', 0)} not run")
+    out = table(rows, headers, title)
+    for problem in s.get("problems") or []:
+        out += wrap(f"problem: {problem}") + "\n"
+    return out
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "age unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def status_table(doc: dict) -> str:
+    """``vm-status``: one line per host, the problems, the last cron run; 80 columns."""
+    s = doc["summary"]
+    th = doc.get("thresholds", {})
+    head = (f"{plural(s['hosts'], 'host')} ({s['online']} online, {s['standby']} standby), "
+            f"{plural(s['guests'], 'guest')}; snapshot of {doc.get('snapshot_created') or '?'} "
+            f"from {doc.get('source') or '-'}")
+    rows = []
+    for h in doc["hosts"]:
+        def use(value, dim):
+            if value is None:
+                return "-"
+            return f"{100 * value:.0f}%" + ("!" if dim in h["hotspot"] else "")
+        rows.append([h["name"], h["state"], use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
+                     h["guests"], "-" if h.get("cpus") is None else f"{h['cpus']:g}",
+                     "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
+                     ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
+                      .replace("mem", "memory")) if h["hotspot"] else ""])
+    out = table(rows, ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""],
+                wrap(head))
+    out += (f"(! marks a hotspot: CPU above {100 * th.get('cpu', 0.9):.0f}% or memory above "
+            f"{100 * th.get('mem', 0.95):.0f}% of the host)\n")
+    if doc.get("problems"):
+        out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
+                                    for p in doc["problems"]])
+    else:
+        out += "\nNo problems.\n"
+    last = doc.get("last_run")
+    if last is None:
+        where = doc.get("runs_dir")
+        out += "\n" + wrap(f"No vm-rebalance run found{f' in {where}' if where else ''}.") + "\n"
+    else:
+        out += "\n" + wrap(f"Last vm-rebalance run: {last['run']}, {ago(last['age_seconds'])}: "
+                           f"{last['what']}") + "\n"
+        plan = last.get("plan")
+        if plan:
+            out += wrap(f"  plan: {plan.get('objective')}, hosts in use "
+                        f"{plan.get('hosts_before')} -> {plan.get('hosts_after')}, "
+                        f"{plural(plan.get('migrations') or 0, 'migration')}") + "\n"
+        for f in last.get("failures") or []:
+            out += wrap(f"  failed: {f['vm']} {f['from']} -> {f['to']}: {f['error']}") + "\n"
+        out += wrap(f"  documents and logs in {last['dir']}") + "\n"
+    return out
 
 
 def policy_lines(s: dict) -> str:
@@ -91,11 +286,11 @@ def policy_lines(s: dict) -> str:
             "relieved" if h["acted"] else "left", h.get("why", "")]
            for h in s.get("hotspots", [])]
     if hot:
-        out += table(hot, ["host", "cpu", "mem", "", "why"], "hotspots")
+        out += table(hot, ["host", "CPU %", "mem %", "", "why"], "Hotspots")
     cons = s.get("consolidation")
     if cons is not None:
         freed = cons.get("hosts_freed") or []
-        out += f"consolidation: {len(freed)} hosts emptied" + \
+        out += f"consolidation: {plural(len(freed), 'host')} emptied" + \
             (f" ({', '.join(freed)})" if freed else "") + "\n"
         d = cons.get("deferred")
         if d:
@@ -105,6 +300,6 @@ def policy_lines(s: dict) -> str:
             out += f"  best host left: {left['host']}: {left['why']}\n"
     d = s.get("deferred")
     if d is not None:
-        out += (f"deferred to later runs: {d['migrations']} migrations, "
+        out += (f"deferred to later runs: {plural(d['migrations'], 'migration')}, "
                 f"{d['migrated_mib'] / 1024:.1f} GiB\n")
     return out

@@ -26,6 +26,7 @@ class ApplyOptions:
     parallel: int = 2
     per_host: int = 1
     dry_run: bool = False
+    offline: bool = False                      # with dry_run: check without asking any host
     force: bool = False
     stop_on_failure: bool = False
     driver: str | None = None                  # one transport for every host
@@ -42,6 +43,8 @@ class ApplyOptions:
 
     def validate(self) -> None:
         """:class:`~vmtools.errors.OptionError` naming the first setting out of range."""
+        if self.offline and not self.dry_run:
+            raise OptionError("offline", "works only with --dry-run (it asks no host)")
         if self.parallel < 1:
             raise OptionError("parallel", "must be at least 1")
         if self.per_host < 1:

@@ -492,6 +492,8 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
         plan = journal_plan
     check(plan)
     refuse_unpowered(plan, options.hosts)
+    if options.offline:
+        return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
     state_dir = Path(options.state_dir or default_state_dir())
     try:
@@ -551,6 +553,9 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     run.check_fresh(set(run.outcomes))
     todo = [a.id for a in plan.actions if a.id not in run.outcomes]
     if opts.dry_run:
+        # Every touched host answered (check_fresh): each row says where its guest was
+        # verified to run now; nothing is an error.
+        placement = run.final_placement()
         for i in todo:
             a = run.actions[i]
             if a.is_power:
@@ -559,13 +564,38 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                 run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
                              f"({a.mem_mib} MiB) via {run.endpoints[a.src].transport} to "
                              f"{run.endpoints[a.dst].migrate}")
-            run.outcomes[i] = _Outcome(a, "skipped", error="dry run",
+            run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
-        return run.report(run.final_placement(), dry_run=True)
+        return run.report(placement, dry_run=True)
     with stop_on_signals(run):
         run.execute(todo)
     placement = run.final_placement()
     report = run.report(placement, dry_run=False)
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
+    return report
+
+
+def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Report:
+    """``--dry-run --offline``: what can be checked away from the cluster. The replay checker
+    and the plan's rules have passed (:func:`check`); each touched host must resolve to a
+    transport and, when a host map is given, be in it. No host is asked, no lock taken, no
+    journal written."""
+    run = Run(plan, options, progress, drivers={})
+    if options.hosts:
+        missing = [h for h in run.touched_hosts if h not in options.hosts]
+        if missing:
+            raise DataError(f"{', '.join(missing)}: not in the host map (add a line "
+                            "NAME,ADDRESS[:PORT],MIGRATION-ADDRESS for each)", "--hosts")
+    for a in plan.actions:
+        if a.is_power:
+            run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
+                         "(offline: no host asked)")
+        else:
+            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} ({a.mem_mib} MiB) "
+                         f"via {run.endpoints[a.src].transport} to "
+                         f"{run.endpoints[a.dst].migrate} (offline: no host asked)")
+        run.outcomes[a.id] = _Outcome(a, "skipped", transport=run.transport(a))
+    report = run.report({}, dry_run=True)
+    report.summary["offline"] = True
     return report

@@ -49,6 +49,16 @@ EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(
 class OutputFormat(str, enum.Enum):
     json = "json"
     table = "table"
+    wide = "wide"
+
+
+def _format_callback(value: Any) -> Any:
+    """``-f wide`` is ``-f table`` without the 80-column limit."""
+    if value == OutputFormat.wide:
+        from vmtools import render
+        render.set_width(None)
+        return OutputFormat.table
+    return value
 
 
 def make_app(prog: str, help_text: str | None) -> typer.Typer:
@@ -80,8 +90,10 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stder
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 Version = Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
                                        help="Print the version and exit.")]
-Format = Annotated[OutputFormat, typer.Option("-f", "--format",
-                                              help="json (the document) or table (for people).")]
+Format = Annotated[OutputFormat, typer.Option(
+    "-f", "--format", callback=_format_callback,
+    help="json (the document), table (for people, fits 80 columns) or wide (the table with "
+         "every column, as wide as it needs).")]
 Output = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="FILE",
     help="Write the document to FILE (atomically: all or nothing) instead of stdout.")]

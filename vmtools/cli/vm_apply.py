@@ -38,7 +38,13 @@ def apply(
     file: InputFile = "-",
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n",
-        help="Check the plan and the hosts, print what would run, move nothing.")] = False,
+        help="Check the plan and the hosts, print what would run and where each guest was "
+             "verified to run, move nothing.")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline",
+        help="With --dry-run: check the plan against the replay checker, its rules and the "
+             "host map without contacting any host (to review a plan away from the "
+             "cluster).")] = False,
     force: Annotated[bool, typer.Option(
         "--force",
         help="Run a stale plan (guests not where the plan's origin says, or hosts that do not "
@@ -142,7 +148,7 @@ def apply(
         if resume is None or file != "-":
             plan = read_document(PROG, file, Plan, "plan")
         options = ApplyOptions(
-            parallel=parallel, per_host=per_host, dry_run=dry_run, force=force,
+            parallel=parallel, per_host=per_host, dry_run=dry_run, offline=offline, force=force,
             stop_on_failure=stop_on_failure, driver=driver, hosts=host_map, ssh=ssh,
             timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
             state_dir=str(state_dir) if state_dir else default_state_dir(),
@@ -160,13 +166,8 @@ def apply(
 
         report = apply_plan(plan, options, progress)
         if fmt == OutputFormat.table:
-            from vmtools.render import table
-            rows = [[a["id"], a.get("vm", a["op"]), a.get("src", a.get("host", "")),
-                     a.get("dst", ""), a["outcome"], a["seconds"], a["transport"],
-                     a["error"] or ""] for a in report.actions]
-            text = table(rows, ["id", "vm", "src", "dst", "outcome", "s", "transport", "error"],
-                         f"vm-apply: {report.summary['done']} done, {report.summary['failed']} "
-                         f"failed, {report.summary['not-run']} not run")
+            from vmtools.render import report_table
+            text = report_table(report.to_dict())
         else:
             text = dumps(report.to_dict())
         emit(text, output)

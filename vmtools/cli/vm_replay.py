@@ -21,6 +21,7 @@ import typer
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
                                  setup_logging, write_atomic)
+from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
 
@@ -54,9 +55,19 @@ class VmPlanRun:
         except ValueError as exc:
             raise UsageError(f"--plan {text!r}: {exc}") from None
         command = typer.main.get_command(plan_cli.app)
+        # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
+        # and [vm-plan] of the settings files, give the options the string leaves out
+        params = settable(command)
+        try:
+            settings = load_config("vm-plan", list(params))
+            env, _ = load_environment("vm-plan", params)
+        except SettingsError as exc:
+            raise UsageError(f"--plan {text!r}: {exc}") from None
+        settings.update(env)
+        defaults = {params[name].name: value for name, value in settings.items()}
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                ctx = command.make_context("vm-plan", argv)
+                ctx = command.make_context("vm-plan", argv, default_map=defaults)
         except typer.Exit:
             raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
                 from None

@@ -22,7 +22,8 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-from vmtools.errors import DataError, InternalError, OperationFailed, TemporaryFailure
+from vmtools.errors import (DataError, InternalError, OperationFailed, TemporaryFailure,
+                            Unavailable)
 from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
@@ -87,6 +88,9 @@ class Outcome:
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     lower_bound: int | None = None
+    hosts_how: str = ""               # what found the host count
+    bound_how: str = ""               # what gave the lower bound
+    hosts_proven: bool = False
 
 
 def _gib(mib: float) -> str:
@@ -177,48 +181,41 @@ def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None,
 # --------------------------------------------------------------------------- consolidate
 
 def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
-    from vmtools.planner import milp
+    """Fewest hosts, then least memory moved. The status is ``optimal`` only when both are
+    proven: the host count meets a lower bound (or a MILP over every host proved it) and the
+    memory stage solved a model in which every guest may go to every allowed host."""
+    from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
-    lb = H.lower_bound(inst)
-    heur, how = H.consolidate_heuristic(inst)
-    out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic")
+    deadline = Deadline.of(deadline)
+    budget = deadline.left()
+    lb, lb_how = bounds.host_lower_bound(inst, time.monotonic() + 0.05 * budget)
+    heur, how = H.consolidate_heuristic(inst, time.monotonic() + 0.25 * budget, lb)
+    out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
+                  hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
     cur_ok = inst.valid(inst.cur)
     if cur_ok and (best is None or H.hosts_used(inst.cur) <= H.hosts_used(best)):
-        best, out.how = list(inst.cur), "current placement"
-    deadline = Deadline.of(deadline)
-    hosts_proven = best is not None and H.hosts_used(best) <= lb
-    pool_size = len({h for a in inst.allowed for h in a})
-    # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
-    # not proven (CBC cannot be interrupted in the root of that model).
-    if best is None or (not hosts_proven and inst.n_vms * pool_size <= opts.all_hosts_pairs):
-        # Stage 1: fewest hosts by MILP, warm-started when a heuristic found something.
-        pool = sorted({h for a in inst.allowed for h in a})
-        full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
-        warm = best if best is not None else list(inst.cur)
-        cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
-                 else _candidates(inst, warm, pool, opts.candidates, rng))
-        t0 = time.monotonic()
-        model = milp.build_hosts(inst, cands)
-        out.build_seconds += time.monotonic() - t0
-        place, res = _solve_model(model, inst, opts, deadline.share(0.4),
-                                  best if best is not None else None)
-        out.solve_seconds += res.seconds
-        out.solver = opts.solver
-        if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
-            best = place
-        if res.status == "infeasible" and full:
-            raise OperationFailed(diagnose(inst))
-        hosts_proven = best is not None and (H.hosts_used(best) <= lb or
-                                             (res.status == "optimal" and full))
-        if res.bound is not None and best is not None:
-            out.lower_bound = max(lb, math.ceil(res.bound - EPS))
+        best, out.how, out.hosts_how = list(inst.cur), "current placement", "current placement"
+    solved = False          # a solver returned a placement or a bound
+    if best is None or H.hosts_used(best) > out.lower_bound:
+        solved = _fewest_hosts(inst, opts, deadline, best, out, rng)
+        best = out.placement if out.placement is not None and out.hosts_how.startswith("milp") \
+            else best
     if best is None:
         raise OperationFailed(diagnose(inst))
     n_hosts = H.hosts_used(best)
+    out.hosts_proven = n_hosts <= (out.lower_bound or 0)
+
+    def host_gap() -> float:
+        return round((n_hosts - (out.lower_bound or 0)) / max(1, n_hosts), 4)
+
     if cur_ok and H.hosts_used(inst.cur) <= n_hosts:
-        out.placement, out.status, out.how = list(inst.cur), "optimal", "current placement"
-        out.gap = 0.0
+        # Nothing to gain: no move is the least memory moved for that many hosts.
+        out.placement, out.how = list(inst.cur), "current placement"
+        if out.hosts_proven:
+            out.status, out.gap = "optimal", 0.0
+        else:
+            out.status, out.gap = ("feasible" if solved else "heuristic"), host_gap()
         return out
     # Stage 2: least memory moved with that many hosts.
     pool = sorted(set(best))
@@ -233,18 +230,100 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     place, res = _solve_model(model, inst, opts, deadline.share(), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
+    moves_proven = False
     if place is not None and H.hosts_used(place) <= n_hosts and \
             H.migrated_mib(inst, place) <= H.migrated_mib(inst, best):
         best = place
         out.how = f"milp ({sum(len(c) for c in cands) / max(1, inst.n_vms):.0f} candidate " \
                   "hosts per guest)"
-        out.status = "optimal" if res.status == "optimal" and hosts_proven else "feasible"
-        out.gap = res.gap if res.status != "optimal" else 0.0
-    else:
-        out.status = "heuristic" if res.status in ("none", "infeasible") else "feasible"
-        out.gap = res.gap
+        solved = True
+        moves_proven = res.status == "optimal" and pool is everywhere
+    elif res.status in ("optimal", "feasible"):
+        solved = True
+    if out.hosts_proven and moves_proven:
+        out.status, out.gap = "optimal", 0.0
+    elif not out.hosts_proven:
+        out.status, out.gap = ("feasible" if solved else "heuristic"), host_gap()
+    else:       # the host count is proven, the memory moved is not
+        out.status = "feasible" if solved else "heuristic"
+        out.gap = res.gap if pool is everywhere else None
     out.placement = best
     return out
+
+
+def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[int] | None,
+                  out: Outcome, rng: random.Random) -> bool:
+    """Stage 1, when no heuristic met the lower bound: a MILP for the host count,
+    warm-started with the best heuristic packing. Where it finds fewer hosts it sets
+    ``out.placement`` and ``out.hosts_how``; a proof or a bound raises ``out.lower_bound``.
+    True when the solver returned a solution or a bound."""
+    from vmtools.planner import exact, milp
+    from vmtools.planner.solve import solve
+    out.placement = None
+    if exact.applies(inst):
+        # Identical hosts, no rules: the model without host symmetry.
+        t0 = time.monotonic()
+        prob, order, x = exact.build(inst, out.lower_bound or 0, best)
+        out.build_seconds += time.monotonic() - t0
+        try:
+            # At least 2 s: PuLP's bundled CBC 2.10.3 crashes (SIGSEGV) on this model with
+            # a start and -sec 1 (class1_40_3_5 of bench/vectorpack).
+            res = solve(prob, opts.solver, max(2.0, deadline.share(0.5)),
+                        warm_start=best is not None, threads=opts.threads)
+        except Unavailable as exc:      # the solver was there a moment ago: it crashed
+            if best is None:
+                raise
+            log.warning("the host-count MILP failed (%s); keeping the heuristic packing", exc)
+            return False
+        out.solve_seconds += res.seconds
+        out.solver = opts.solver
+        place = exact.placement(inst, order, x) if res.status in ("optimal",
+                                                                   "feasible") else None
+        if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
+            relabelled = H.relabel(inst, place)
+            out.placement = relabelled if inst.valid(relabelled) else place
+            out.hosts_how = "milp (identical hosts)"
+        found = out.placement or best
+        if res.status == "optimal" and res.objective is not None and found is not None \
+                and round(res.objective) <= H.hosts_used(found):
+            # The model's optimum (never the count of a mapped placement: a bound above a
+            # placement in hand would be a bug, and is refused here).
+            out.lower_bound = max(out.lower_bound or 0, round(res.objective))
+            out.bound_how = "milp (identical hosts)"
+        elif res.bound is not None and found is not None and \
+                (out.lower_bound or 0) < math.ceil(res.bound - EPS) <= H.hosts_used(found):
+            out.lower_bound = math.ceil(res.bound - EPS)
+            out.bound_how = "milp bound (identical hosts)"
+        return res.status in ("optimal", "feasible") or res.bound is not None
+    pool = sorted({h for a in inst.allowed for h in a})
+    # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
+    # not proven (CBC cannot be interrupted in the root of that model).
+    full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
+    if best is not None and not full:
+        return False
+    warm = best if best is not None else list(inst.cur)
+    cands = ([sorted(set(inst.allowed[v])) for v in range(inst.n_vms)] if full
+             else _candidates(inst, warm, pool, opts.candidates, rng))
+    t0 = time.monotonic()
+    model = milp.build_hosts(inst, cands)
+    out.build_seconds += time.monotonic() - t0
+    place, res = _solve_model(model, inst, opts, deadline.share(0.4), best)
+    out.solve_seconds += res.seconds
+    out.solver = opts.solver
+    if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
+        out.placement, out.hosts_how = place, "milp (hosts)"
+    if res.status == "infeasible" and full:
+        raise OperationFailed(diagnose(inst))
+    found = out.placement or best
+    if res.status == "optimal" and full and found is not None and res.objective is not None \
+            and round(res.objective) <= H.hosts_used(found):
+        out.lower_bound = max(out.lower_bound or 0, round(res.objective))
+        out.bound_how = "milp (hosts)"
+    elif res.bound is not None and found is not None and \
+            (out.lower_bound or 0) < math.ceil(res.bound - EPS) <= H.hosts_used(found):
+        out.lower_bound = math.ceil(res.bound - EPS)
+        out.bound_how = "milp bound (hosts)"
+    return res.status in ("optimal", "feasible") or res.bound is not None
 
 
 def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]]:
@@ -332,8 +411,10 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     if inst.n_vms * inst.n_hosts <= opts.whole_heuristic_pairs:
         whole, whole_how = H.consolidate_heuristic(inst)
     placement = list(inst.cur)
-    total = Outcome(placement=placement, lower_bound=H.lower_bound(inst), status="optimal",
-                    how=f"{n_groups} groups")
+    from vmtools.planner import bounds
+    lower, lower_how = bounds.host_lower_bound(inst, time.monotonic() + 2.0)
+    total = Outcome(placement=placement, lower_bound=lower, status="optimal",
+                    how=f"{n_groups} groups", bound_how=lower_how)
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
     for i, group in enumerate(groups):
@@ -365,15 +446,22 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             total.how += ", then hosts emptied across groups"
             if total.status == "optimal":
                 total.status = "feasible"
+    total.hosts_how = f"{n_groups} groups"
     if whole is not None and inst.valid(whole) and \
             (H.hosts_used(whole), H.migrated_mib(inst, whole)) < \
             (H.hosts_used(placement), H.migrated_mib(inst, placement)):
         log.info("the whole-cluster heuristic beats the groups: %d hosts against %d",
                  H.hosts_used(whole), H.hosts_used(placement))
-        total.placement, total.how, total.status, total.gap = whole, whole_how, "heuristic", None
-        return total
-    if total.status == "optimal" and H.hosts_used(placement) > (total.lower_bound or 0):
-        total.status = "feasible"     # each group is optimal; the whole is not proven
+        total.placement, total.how, total.status = whole, whole_how, "heuristic"
+        total.hosts_how = whole_how.split("+")[0]
+    # Each group may be optimal, the whole is not: guests never move between groups, and
+    # the groups' host counts add up to more than the cluster's bound.
+    n_hosts = H.hosts_used(total.placement)
+    total.hosts_proven = n_hosts <= (total.lower_bound or 0)
+    if total.status == "optimal":
+        total.status = "feasible"
+    total.gap = None if total.hosts_proven else \
+        round((n_hosts - (total.lower_bound or 0)) / max(1, n_hosts), 4)
     return total
 
 
@@ -607,6 +695,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         "migrated_mib": sum(a.mem_mib for a in actions),
         "pivots": pivots,
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
+        "estimate_assumes": {"bandwidth_mbit_s": opts.bandwidth, "parallel": opts.parallel},
         "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
         "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
         "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
@@ -623,6 +712,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
               "order_seconds": round(order_seconds, 3),
               "gap": None if out.gap is None else round(out.gap, 4),
               "hosts_lower_bound": summary["hosts_lower_bound"], "method": out.how}
+    if opts.objective == "consolidate":
+        solver.update(hosts_method=out.hosts_how, hosts_proven=out.hosts_proven,
+                      bound_method=out.bound_how)
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary,
                 explain={a.vm: a.reason for a in actions} if opts.explain else None)

@@ -38,6 +38,7 @@ from vmtools.errors import DataError
 from vmtools.model import Action, Plan, Snapshot
 from vmtools.rules.capacity import EPS, capacity, demand, initial_use
 from vmtools.rules.constraints import Constraints, parse_rules
+from vmtools.rules.kinds import KINDS
 from vmtools.rules.power_check import check_power
 from vmtools.xen import DOM0_NAMES
 
@@ -368,58 +369,12 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         if bad is not None:
             raise DataError(f"{name} ends on {host}, which {bad.label} forbids",
                             "plan.placement")
-    for g in cons.gather:
-        ends = sorted({final[v] for v in g.vms})
-        if len(ends) > 1:
-            raise DataError(f"{g.label}: its guests end on {', '.join(ends)}, not on one host",
-                            "plan.placement")
-    for sp in cons.spread:
-        seen: dict[str, str] = {}
-        for v in sp.vms:
-            if final[v] in seen:
-                raise DataError(f"{sp.label}: {seen[final[v]]} and {v} both end on {final[v]}",
-                                "plan.placement")
-            seen[final[v]] = v
+    for rule in cons.rules:
+        KINDS[rule.rule].check_target(rule, final)
 
-    _check_spread_moments(plan, replay, cons)
+    for rule in cons.rules:
+        KINDS[rule.rule].check_moments(rule, plan, replay)
     _check_capacity(plan, replay, cons)
-
-
-def _stays(vm: str, origin_host: str, replay: Replay) -> list[tuple[str, int | None, int | None]]:
-    """The hosts ``vm`` occupies: (host, action that brings it or None for the origin,
-    action whose landing ends the stay or None for the end of the plan)."""
-    acts = replay.by_vm.get(vm, [])
-    stays = []
-    host, start = origin_host, None
-    for a in acts:
-        stays.append((host, start, a.id))
-        host, start = a.dst, a.id
-    stays.append((host, start, None))
-    return stays
-
-
-def _check_spread_moments(plan: Plan, replay: Replay, cons: Constraints) -> None:
-    where = {v.name: v.host for v in plan.origin.vms}
-    for sp in cons.spread:
-        stays = {v: _stays(v, where[v], replay) for v in sp.vms}
-        for i, u in enumerate(sp.vms):
-            for v in sp.vms[i + 1:]:
-                for hu, su, eu in stays[u]:
-                    for hv, sv, ev in stays[v]:
-                        if hu != hv or (su is None and sv is None):
-                            continue      # different hosts, or both there before the plan
-                        # The stays are disjoint iff one ends (lands elsewhere) before the
-                        # other starts.
-                        u_first = eu is not None and sv is not None and \
-                            (eu == sv or replay.precedes(eu, sv))
-                        v_first = ev is not None and su is not None and \
-                            (ev == su or replay.precedes(ev, su))
-                        if not (u_first or v_first):
-                            by = [x for x in (su, sv) if x is not None]
-                            raise DataError(
-                                f"{sp.label}: {u} and {v} may be on {hu} at the same time "
-                                f"(action {by[0]}); order their moves with after",
-                                "plan.actions")
 
 
 # Each dimension of rules.capacity, with its unit and its name in an error message.

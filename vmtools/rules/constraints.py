@@ -1,4 +1,5 @@
-"""The ``vmtools.constraints`` document (vmtools-formats(5), CONSTRAINTS): parse, validate, detect contradictions.
+"""The ``vmtools.constraints`` document (vmtools-formats(5), CONSTRAINTS): parse, validate,
+detect contradictions.
 
 A document is ``{"format": "vmtools.constraints", "version": "1.0", "rules": [...]}``; each
 rule is one of:
@@ -14,8 +15,9 @@ rule is one of:
 ``capacity``    ``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity
 ==============  =====================================================================
 
-Errors are :class:`~vmtools.errors.DataError` whose ``where`` names the rule
-(``rules[2] (fence)``).
+Each kind is an object of :mod:`vmtools.rules.kinds` (its fields, its validation, what it adds
+to the lookups of :class:`Constraints`, its part of the replay checker). Errors are
+:class:`~vmtools.errors.DataError` whose ``where`` names the rule (``rules[2] (fence)``).
 """
 
 from __future__ import annotations
@@ -25,20 +27,12 @@ from typing import Any, Iterable
 
 from vmtools.errors import DataError
 from vmtools.model import CONSTRAINTS_FORMAT, Reader, Snapshot, check_envelope
+from vmtools.rules.kinds import KINDS
 
-RULE_KINDS = ("ban", "fence", "pin", "spread", "gather", "maintenance", "max_vms", "capacity")
+RULE_KINDS = tuple(KINDS)
 
-# Which keys each rule needs (True) or may have (False).
-_FIELDS: dict[str, dict[str, bool]] = {
-    "ban": {"vms": True, "hosts": True},
-    "fence": {"vms": True, "hosts": True},
-    "pin": {"vms": True},
-    "spread": {"vms": True},
-    "gather": {"vms": True},
-    "maintenance": {"hosts": True},
-    "max_vms": {"hosts": True, "count": True},
-    "capacity": {"hosts": True, "cpu": False, "mem": False},
-}
+# Which keys each rule needs (True) or may have (False): each kind says (rules.kinds).
+_FIELDS: dict[str, dict[str, bool]] = {name: kind.fields for name, kind in KINDS.items()}
 
 
 @dataclass
@@ -57,15 +51,7 @@ class Rule:
         return f"rules[{self.index}] ({self.rule})"
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"rule": self.rule}
-        if "vms" in _FIELDS[self.rule]:
-            d["vms"] = list(self.vms)
-        if "hosts" in _FIELDS[self.rule]:
-            d["hosts"] = list(self.hosts)
-        for key in ("count", "cpu", "mem"):
-            if getattr(self, key) is not None:
-                d[key] = getattr(self, key)
-        return d
+        return KINDS[self.rule].to_dict(self)
 
 
 @dataclass
@@ -85,36 +71,7 @@ class Constraints:
         self.spread: list[Rule] = []
         self.gather: list[Rule] = []
         for r in self.rules:
-            if r.rule == "ban":
-                for v in r.vms:
-                    self.banned.setdefault(v, set()).update(r.hosts)
-                    for h in r.hosts:
-                        self.ban_rule.setdefault((v, h), r)
-            elif r.rule == "fence":
-                for v in r.vms:
-                    cur = self.fenced.get(v)
-                    self.fenced[v] = set(r.hosts) if cur is None else cur & set(r.hosts)
-                    self.fence_rule[v] = r
-            elif r.rule == "pin":
-                for v in r.vms:
-                    self.pinned.setdefault(v, r)
-            elif r.rule == "maintenance":
-                for h in r.hosts:
-                    self.maintenance.setdefault(h, r)
-            elif r.rule == "max_vms":
-                for h in r.hosts:
-                    if h not in self.max_vms or r.count < self.max_vms[h][0]:
-                        self.max_vms[h] = (r.count, r)
-            elif r.rule == "capacity":
-                for h in r.hosts:
-                    if r.cpu is not None and (h not in self.cpu_cap or r.cpu < self.cpu_cap[h][0]):
-                        self.cpu_cap[h] = (r.cpu, r)
-                    if r.mem is not None and (h not in self.mem_cap or r.mem < self.mem_cap[h][0]):
-                        self.mem_cap[h] = (r.mem, r)
-            elif r.rule == "spread":
-                self.spread.append(r)
-            elif r.rule == "gather":
-                self.gather.append(r)
+            KINDS[r.rule].index(self, r)
 
     # ------------------------------------------------------------------ queries
     def forbidden_by(self, vm: str, host: str) -> Rule | None:
@@ -171,11 +128,11 @@ def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Const
         path = f"rules[{i}]"
         r = Reader(obj, path)
         kind = r.raw("rule")
-        if not isinstance(kind, str) or kind not in RULE_KINDS:
-            raise DataError(f"unknown rule {kind!r}; expected one of {', '.join(RULE_KINDS)}",
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise DataError(f"unknown rule {kind!r}; expected one of {', '.join(KINDS)}",
                             path)
         label = f"{path} ({kind})"
-        fields = _FIELDS[kind]
+        fields = KINDS[kind].fields
         for key in obj:
             if key != "rule" and key not in fields:
                 raise DataError(f"unexpected key {key!r} (a {kind} rule has "
@@ -185,24 +142,7 @@ def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Const
             rule.vms = _names(r, "vms", label)
         if "hosts" in fields:
             rule.hosts = _names(r, "hosts", label)
-        try:
-            if kind == "max_vms":
-                rule.count = r.int("count", minimum=0)
-            if kind == "capacity":
-                rule.cpu = r.num("cpu", False)
-                rule.mem = r.num("mem", False)
-        except DataError as exc:
-            raise DataError(f"{exc.where}: {exc.message}", label) from None
-        if kind == "capacity":
-            if rule.cpu is None and rule.mem is None:
-                raise DataError("needs cpu or mem (a fraction of the host's capacity)", label)
-            if rule.cpu is not None and not 0 < rule.cpu <= 4:
-                raise DataError(f"cpu must be a fraction in (0, 4], got {rule.cpu}", label)
-            if rule.mem is not None and not 0 < rule.mem <= 1:
-                raise DataError(f"mem must be a fraction in (0, 1] (memory is never "
-                                f"overcommitted), got {rule.mem}", label)
-        if kind in ("spread", "gather") and len(rule.vms) < 2:
-            raise DataError("needs at least two guests", label)
+        KINDS[kind].parse(rule, r, label)
         rules.append(rule)
     c = Constraints(rules)
     if snapshot is not None:

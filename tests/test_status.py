@@ -1,0 +1,95 @@
+"""vm-status: the morning view, from a snapshot file (live from gmetad is in
+test_snapshot_ganglia.py), with the standby hosts of vm-plan's state and vm-rebalance's last
+run; 80 columns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.conftest import run
+
+def snapshot(tmp_path, example="hotspot"):
+    path = tmp_path / "snap.json"
+    proc = run("vm-snapshot", "--example", example, "-o", str(path))
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def lines_fit(text: str, width: int = 80) -> bool:
+    """Every line fits, but for one word longer than the width (a long path)."""
+    return all(len(line) <= width or " " not in line.strip() for line in text.splitlines())
+
+
+def test_from_a_snapshot_file_hotspots_flagged_in_80_columns(tmp_path):
+    proc = run("vm-status", str(snapshot(tmp_path)), "--runs", str(tmp_path / "none"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert lines_fit(out)
+    assert out.startswith("6 hosts (6 online, 0 standby), 24 guests; snapshot of ")
+    node4 = next(line for line in out.splitlines() if line.startswith("node-4 "))
+    assert node4.split()[:5] == ["node-4", "online", "95%!", "35%", "4"]
+    assert node4.endswith("hotspot: CPU")
+    node1 = next(line for line in out.splitlines() if line.startswith("node-1 "))
+    assert "!" not in node1 and "hotspot" not in node1
+    assert "No problems." in out
+    assert "No vm-rebalance run found in" in out
+
+
+def test_thresholds_move_the_flags(tmp_path):
+    out = run("vm-status", str(snapshot(tmp_path)), "--runs", "", "--cpu-threshold", "0.1",
+              "-f", "json").stdout
+    doc = json.loads(out)
+    assert doc["format"] == "vmtools.status"
+    assert doc["summary"]["hotspots"] == ["node-4", "node-5", "node-6"]
+    assert doc["last_run"] is None
+
+
+def test_standby_hosts_and_the_last_cron_run(tmp_path):
+    state = tmp_path / "runs" / ".plan-state"
+    state.mkdir(parents=True)
+    (state / "vm-plan-power.json").write_text(json.dumps(
+        {"standby": {"node-9": {"cluster": "xen-lab", "cpu": 8, "mem_mib": 32768,
+                                "since": time.time() - 3600}}}))
+    run_dir = tmp_path / "runs" / "20261128T060000Z"
+    run_dir.mkdir()
+    plan = run("vm-plan", str(snapshot(tmp_path)), "--objective", "consolidate").stdout
+    (run_dir / "plan.json").write_text(plan)
+    (run_dir / "report.log").write_text("vm-apply: error: node-3 does not answer\n")
+    done = subprocess.run([sys.executable, "-m", "vmtools.runs", "finish", str(run_dir),
+                           "--exit", "75", "--step", "report", "--started",
+                           str(time.time() - 30)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    proc = run("vm-status", str(tmp_path / "snap.json"), "--runs", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert lines_fit(out)
+    assert out.startswith("7 hosts (6 online, 1 standby)")
+    node9 = next(line for line in out.splitlines() if line.startswith("node-9 "))
+    assert node9.split()[:5] == ["node-9", "standby", "-", "-", "0"]
+    assert "Last vm-rebalance run: 20261128T060000Z, " in out
+    assert "vm-apply failed (exit 75)" in out
+    assert "plan: consolidate, hosts in use 6 -> " in out
+
+
+def test_problems_are_listed_in_full(tmp_path):
+    from tests.conftest import FIXTURES
+    snap = tmp_path / "snap.json"
+    proc = run("vm-snapshot", "-i", str(FIXTURES / "ganglia" / "problems.xml"), "-o", str(snap))
+    assert proc.returncode == 0, proc.stderr
+    out = run("vm-status", str(snap), "--runs", "").stdout
+    assert lines_fit(out)
+    assert "Problems (8)" in out
+    assert "- unsafe-name (host node-b): host node-b lists a guest named" in out
+
+
+def test_bad_input_and_unreachable_gmetad():
+    proc = run("vm-status", "-", input="{}")
+    assert proc.returncode == 65 and proc.stdout == ""
+    proc = run("vm-status", "--gmetad", "127.0.0.1:1", "--timeout", "1", "--runs", "")
+    assert proc.returncode == 69 and proc.stdout == ""
+    assert proc.stderr.startswith("vm-status: error: gmetad://127.0.0.1:1: ")
+    proc = run("vm-status", "x.json", "--gmetad", "localhost")
+    assert proc.returncode == 2

@@ -1,0 +1,87 @@
+"""The morning view of a Xen cluster: one line per host (state, CPU and memory use with the
+hotspots flagged, guests, capacity), the problems, and what the last vm-rebalance run did and
+when. In 80 columns.
+
+Reads a snapshot FILE (vm-snapshot's document), or with no FILE takes one live from gmetad
+(--gmetad, default localhost:8651). Standby hosts come from vm-plan's --state directory, the
+last run from vm-rebalance's archive (--runs).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
+                                 Verbose, Version, emit, entry_point, guard, make_app,
+                                 read_document)
+from vmtools.errors import UsageError
+from vmtools.ganglia.sources import DEFAULT_TIMEOUT, GMETAD_XML_PORT
+from vmtools.model import Snapshot, dumps
+
+PROG = "vm-status"
+RUNS_DIR = "/var/lib/vmtools/runs"
+app = make_app(PROG, __doc__)
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def status(
+    file: Annotated[Optional[str], typer.Argument(
+        metavar="[FILE]", help="A snapshot document (- reads stdin). Default: take one live "
+                               "from gmetad.")] = None,
+    gmetad: Annotated[Optional[list[str]], typer.Option(
+        "--gmetad", metavar="HOST[:PORT]",
+        help=f"Without FILE: read gmetad's XML port (default localhost, port "
+             f"{GMETAD_XML_PORT}). Repeatable.")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Connect and read timeout for gmetad.")] = DEFAULT_TIMEOUT,
+    runs: Annotated[str, typer.Option(
+        "--runs", metavar="DIR",
+        help="vm-rebalance's archive (its -a), for the last run; '' to leave it out.")
+    ] = RUNS_DIR,
+    state: Annotated[Optional[str], typer.Option(
+        "--state", metavar="DIR",
+        help="vm-plan's --state directory, for the hosts it switched off (standby). Default: "
+             "vm-rebalance's, RUNS/.plan-state.")] = None,
+    cpu_threshold: Annotated[float, typer.Option(
+        "--cpu-threshold", metavar="FRACTION",
+        help="Flag a host above this fraction of its CPUs (as vm-plan's).")] = 0.9,
+    mem_threshold: Annotated[float, typer.Option(
+        "--mem-threshold", metavar="FRACTION",
+        help="Flag a host above this fraction of its memory (as vm-plan's).")] = 0.95,
+    fmt: Format = OutputFormat.table,
+    output: Output = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Print the state of the cluster for people (or -f json: a vmtools.status document)."""
+    with guard(PROG, verbose, quiet, debug):
+        from vmtools.render import status_table
+        from vmtools.status import build_status
+        for name, value in (("--cpu-threshold", cpu_threshold),
+                            ("--mem-threshold", mem_threshold)):
+            if not 0 < value <= 1:
+                raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
+        if not timeout > 0:
+            raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
+        if file is not None:
+            if gmetad:
+                raise UsageError("give a snapshot FILE or --gmetad, not both")
+            snap = read_document(PROG, file, Snapshot, "snapshot")
+        else:
+            from vmtools.snapshot import choose_sources, take_snapshot
+            snap = take_snapshot(choose_sources(gmetad=list(gmetad or []), cluster=[],
+                                                gmond=[], inputs=[], example=None,
+                                                timeout=timeout))
+        runs_dir = runs or None
+        state_dir = state if state is not None else (f"{runs_dir}/.plan-state"
+                                                     if runs_dir else None)
+        doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold)
+        emit(status_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
+
+
+main = entry_point(app, PROG)

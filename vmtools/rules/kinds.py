@@ -1,0 +1,237 @@
+"""Rule kinds as objects: each kind of a ``vmtools.constraints`` rule knows its fields, how
+to validate itself, what it adds to the lookups every part reads, and how the replay checker
+verifies it (BtrPlace-style: a constraint carries its own checker).
+
+What the planner obeys it reads from :class:`~vmtools.rules.constraints.Constraints` in a few
+primitives that every kind is expressed in:
+
+- hosts a guest may never set foot on (``forbidden_by``): ban, fence, maintenance;
+- guests that never move (``pinned``): pin;
+- per-host limits (``max_vms``, ``cpu_factor``/``mem_factor``, :mod:`vmtools.rules.capacity`):
+  max_vms, capacity;
+- groups kept apart at every moment (``spread``) or together in the target (``gather``).
+
+So a new kind that these primitives express is one class here, added to :data:`KINDS`; the
+instance builder, the MILP, the heuristics, the scheduler and the checker need no change. A
+kind that needs a new primitive adds it to ``Constraints`` and to the planner's model parts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vmtools.errors import DataError
+
+if TYPE_CHECKING:
+    from vmtools.model import Plan, Reader
+    from vmtools.rules.check import Replay
+    from vmtools.rules.constraints import Constraints, Rule
+
+
+class RuleKind:
+    """One kind of rule. Subclasses set :attr:`name` and :attr:`fields` and override what
+    applies to them; the defaults do nothing."""
+
+    name = ""
+    # Which keys a rule of this kind needs (True) or may have (False), besides "rule".
+    fields: dict[str, bool] = {}
+
+    def parse(self, rule: "Rule", r: "Reader", label: str) -> None:
+        """Read and validate the kind's own values (beyond ``vms`` and ``hosts``)."""
+
+    def index(self, cons: "Constraints", rule: "Rule") -> None:
+        """Add ``rule`` to the lookups of ``cons`` (the primitives the planner reads)."""
+
+    def check_target(self, rule: "Rule", final: dict[str, str]) -> None:
+        """Raise DataError when the plan's final placement ``final`` breaks ``rule``."""
+
+    def check_moments(self, rule: "Rule", plan: "Plan", replay: "Replay") -> None:
+        """Raise DataError when some execution order of ``plan`` breaks ``rule`` on the way."""
+
+    def to_dict(self, rule: "Rule") -> dict[str, Any]:
+        d: dict[str, Any] = {"rule": self.name}
+        if "vms" in self.fields:
+            d["vms"] = list(rule.vms)
+        if "hosts" in self.fields:
+            d["hosts"] = list(rule.hosts)
+        for key in ("count", "cpu", "mem"):
+            if getattr(rule, key) is not None:
+                d[key] = getattr(rule, key)
+        return d
+
+
+class Ban(RuleKind):
+    """``vms`` never on ``hosts``, not even for a moment (no pivot there)."""
+
+    name = "ban"
+    fields = {"vms": True, "hosts": True}
+
+    def index(self, cons, rule):
+        for v in rule.vms:
+            cons.banned.setdefault(v, set()).update(rule.hosts)
+            for h in rule.hosts:
+                cons.ban_rule.setdefault((v, h), rule)
+
+
+class Fence(RuleKind):
+    """``vms`` only on ``hosts`` (several fences of one guest intersect)."""
+
+    name = "fence"
+    fields = {"vms": True, "hosts": True}
+
+    def index(self, cons, rule):
+        for v in rule.vms:
+            cur = cons.fenced.get(v)
+            cons.fenced[v] = set(rule.hosts) if cur is None else cur & set(rule.hosts)
+            cons.fence_rule[v] = rule
+
+
+class Pin(RuleKind):
+    """``vms`` never move."""
+
+    name = "pin"
+    fields = {"vms": True}
+
+    def index(self, cons, rule):
+        for v in rule.vms:
+            cons.pinned.setdefault(v, rule)
+
+
+class Group(RuleKind):
+    """Rules over a group of at least two guests."""
+
+    fields = {"vms": True}
+
+    def parse(self, rule, r, label):
+        if len(rule.vms) < 2:
+            raise DataError("needs at least two guests", label)
+
+
+class Spread(Group):
+    """``vms`` on distinct hosts, at every moment."""
+
+    name = "spread"
+
+    def index(self, cons, rule):
+        cons.spread.append(rule)
+
+    def check_target(self, rule, final):
+        seen: dict[str, str] = {}
+        for v in rule.vms:
+            if final[v] in seen:
+                raise DataError(f"{rule.label}: {seen[final[v]]} and {v} both end on "
+                                f"{final[v]}", "plan.placement")
+            seen[final[v]] = v
+
+    def check_moments(self, rule, plan, replay):
+        where = {v.name: v.host for v in plan.origin.vms}
+        stays = {v: _stays(v, where[v], replay) for v in rule.vms}
+        for i, u in enumerate(rule.vms):
+            for v in rule.vms[i + 1:]:
+                for hu, su, eu in stays[u]:
+                    for hv, sv, ev in stays[v]:
+                        if hu != hv or (su is None and sv is None):
+                            continue      # different hosts, or both there before the plan
+                        # The stays are disjoint iff one ends (lands elsewhere) before the
+                        # other starts.
+                        u_first = eu is not None and sv is not None and \
+                            (eu == sv or replay.precedes(eu, sv))
+                        v_first = ev is not None and su is not None and \
+                            (ev == su or replay.precedes(ev, su))
+                        if not (u_first or v_first):
+                            by = [x for x in (su, sv) if x is not None]
+                            raise DataError(
+                                f"{rule.label}: {u} and {v} may be on {hu} at the same time "
+                                f"(action {by[0]}); order their moves with after",
+                                "plan.actions")
+
+
+class Gather(Group):
+    """``vms`` on one host, in the target placement."""
+
+    name = "gather"
+
+    def index(self, cons, rule):
+        cons.gather.append(rule)
+
+    def check_target(self, rule, final):
+        ends = sorted({final[v] for v in rule.vms})
+        if len(ends) > 1:
+            raise DataError(f"{rule.label}: its guests end on {', '.join(ends)}, not on one "
+                            "host", "plan.placement")
+
+
+class Maintenance(RuleKind):
+    """``hosts`` are evacuated and take nothing new."""
+
+    name = "maintenance"
+    fields = {"hosts": True}
+
+    def index(self, cons, rule):
+        for h in rule.hosts:
+            cons.maintenance.setdefault(h, rule)
+
+
+class MaxVms(RuleKind):
+    """At most ``count`` guests on each of ``hosts``, at every moment."""
+
+    name = "max_vms"
+    fields = {"hosts": True, "count": True}
+
+    def parse(self, rule, r, label):
+        try:
+            rule.count = r.int("count", minimum=0)
+        except DataError as exc:
+            raise DataError(f"{exc.where}: {exc.message}", label) from None
+
+    def index(self, cons, rule):
+        for h in rule.hosts:
+            if h not in cons.max_vms or rule.count < cons.max_vms[h][0]:
+                cons.max_vms[h] = (rule.count, rule)
+
+
+class Capacity(RuleKind):
+    """``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity."""
+
+    name = "capacity"
+    fields = {"hosts": True, "cpu": False, "mem": False}
+
+    def parse(self, rule, r, label):
+        try:
+            rule.cpu = r.num("cpu", False)
+            rule.mem = r.num("mem", False)
+        except DataError as exc:
+            raise DataError(f"{exc.where}: {exc.message}", label) from None
+        if rule.cpu is None and rule.mem is None:
+            raise DataError("needs cpu or mem (a fraction of the host's capacity)", label)
+        if rule.cpu is not None and not 0 < rule.cpu <= 4:
+            raise DataError(f"cpu must be a fraction in (0, 4], got {rule.cpu}", label)
+        if rule.mem is not None and not 0 < rule.mem <= 1:
+            raise DataError(f"mem must be a fraction in (0, 1] (memory is never "
+                            f"overcommitted), got {rule.mem}", label)
+
+    def index(self, cons, rule):
+        for h in rule.hosts:
+            if rule.cpu is not None and (h not in cons.cpu_cap or rule.cpu < cons.cpu_cap[h][0]):
+                cons.cpu_cap[h] = (rule.cpu, rule)
+            if rule.mem is not None and (h not in cons.mem_cap or rule.mem < cons.mem_cap[h][0]):
+                cons.mem_cap[h] = (rule.mem, rule)
+
+
+# Every kind, in the order error messages list them.
+KINDS: dict[str, RuleKind] = {k.name: k for k in (Ban(), Fence(), Pin(), Spread(), Gather(),
+                                                   Maintenance(), MaxVms(), Capacity())}
+
+
+def _stays(vm: str, origin_host: str, replay: "Replay"
+           ) -> list[tuple[str, int | None, int | None]]:
+    """The hosts ``vm`` occupies: (host, action that brings it or None for the origin,
+    action whose landing ends the stay or None for the end of the plan)."""
+    acts = replay.by_vm.get(vm, [])
+    stays = []
+    host, start = origin_host, None
+    for a in acts:
+        stays.append((host, start, a.id))
+        host, start = a.dst, a.id
+    stays.append((host, start, None))
+    return stays

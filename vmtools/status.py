@@ -1,0 +1,87 @@
+"""vm-status's core: the morning view of a cluster, as a ``vmtools.status`` document.
+
+From a snapshot (a file, or taken live from gmetad by the command line), vm-plan's power state
+(which hosts vmtools switched off: standby) and vm-rebalance's newest run directory: one entry
+per host (state, CPU and memory use, hotspots, guests), the snapshot's problems, and what the
+last cron run did and when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from vmtools.model import Snapshot
+from vmtools.runs import headline, latest
+
+POWER_STATE_FILE = "vm-plan-power.json"      # vmtools.planner.power.STATE_FILE
+
+
+def standby_hosts(state_dir: str | None) -> dict[str, dict]:
+    """Hosts vm-plan switched off, from its state directory (``{}`` when there is none)."""
+    if not state_dir:
+        return {}
+    try:
+        with open(os.path.join(state_dir, POWER_STATE_FILE), encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    standby = obj.get("standby") if isinstance(obj, dict) else None
+    return {str(k): v if isinstance(v, dict) else {} for k, v in (standby or {}).items()}
+
+
+def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
+                 cpu_threshold: float = 0.9, mem_threshold: float = 0.95,
+                 now: float | None = None) -> dict:
+    """The ``vmtools.status`` document."""
+    now = time.time() if now is None else now
+    guests: dict[str, list] = {}
+    for vm in snap.vms:
+        guests.setdefault(vm.host, []).append(vm)
+    standby = standby_hosts(state_dir)
+    hosts = []
+    for h in sorted(snap.hosts, key=lambda h: h.name):
+        mine = guests.get(h.name, [])
+        cpu = sum(v.cpu for v in mine) / h.cpu if h.cpu else None
+        mem = sum(v.mem_mib for v in mine) / h.mem_mib if h.mem_mib else None
+        hot = [name for name, use, limit in (("cpu", cpu, cpu_threshold),
+                                             ("mem", mem, mem_threshold))
+               if use is not None and use > limit and h.state == "online"]
+        state = "standby" if h.name in standby and h.state != "online" else h.state
+        hosts.append({"name": h.name, "cluster": h.cluster, "state": state,
+                      "cpus": h.cpu, "mem_mib": h.mem_mib,
+                      "cpu_use": None if cpu is None else round(cpu, 3),
+                      "mem_use": None if mem is None else round(mem, 3),
+                      "guests": len(mine), "hotspot": hot})
+    for name in sorted(set(standby) - {h.name for h in snap.hosts}):
+        rec = standby[name]
+        hosts.append({"name": name, "cluster": rec.get("cluster", ""), "state": "standby",
+                      "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
+                      "mem_use": None, "guests": 0, "hotspot": []})
+    last = None
+    if runs_dir:
+        found = latest(Path(runs_dir))
+        if found is not None:
+            run_dir, result = found
+            last = {"dir": str(run_dir), "run": result.get("run"),
+                    "finished": result.get("finished"), "exit": result.get("exit"),
+                    "what": headline(result), "dry_run": bool(result.get("dry_run")),
+                    "plan": result.get("plan"), "failures": result.get("failures") or []}
+            try:
+                last["age_seconds"] = round(now - os.stat(run_dir / "result.json").st_mtime)
+            except OSError:
+                last["age_seconds"] = None
+    return {"format": "vmtools.status", "version": "1.0", "source": snap.source,
+            "snapshot_created": snap.created,
+            "thresholds": {"cpu": cpu_threshold, "mem": mem_threshold},
+            "hosts": hosts,
+            "summary": {"hosts": len(hosts),
+                        "online": sum(1 for h in hosts if h["state"] == "online"),
+                        "standby": sum(1 for h in hosts if h["state"] == "standby"),
+                        "guests": len(snap.vms),
+                        "hotspots": [h["name"] for h in hosts if h["hotspot"]],
+                        "problems": len(snap.problems)},
+            "problems": [p.to_dict() for p in snap.problems],
+            "last_run": last, "runs_dir": runs_dir}
