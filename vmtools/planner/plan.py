@@ -784,7 +784,13 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     st.observe_moves(state, snap, now)
     from vmtools.planner import demand as dm
     dm.record(state.samples, snap, now, opts.demand_window)
-    opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
+    persistent = st.persistent_hotspots(state, now, window, hold)
+    if opts.objective == "auto":
+        # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
+        # wakes a host for it when no online host has the room).
+        util = H.utilisation(inst, inst.cur)
+        persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+    opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
                    cpu_history=dm.history(state.samples, snap))
