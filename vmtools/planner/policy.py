@@ -74,6 +74,7 @@ class Load:
         n = inst.n_hosts
         self.use = {d: [0.0] * n for d in inst.dims}
         self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
+        self.cached: dict[int, float] = {}
         self.last_use = [0.0] * n
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
@@ -88,6 +89,7 @@ class Load:
         for d in self.inst.dims:
             self.use[d][h] += sign * self.inst.dem[d][v]
         self.last_use[h] += sign * self.last[v]
+        self.cached.pop(h, None)
         if self.sums is not None:
             row = self.sums[h]
             for i, x in enumerate(self.series[v]):
@@ -104,19 +106,28 @@ class Load:
         """CPU demand of host ``h`` (with ``unit`` added)."""
         if self.sums is None:
             return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
-        row = self.sums[h]
-        if unit:
-            row = list(row)
-            for v in unit:
-                for i, x in enumerate(self.series[v]):
-                    row[i] += x
+        if not unit:
+            if h not in self.cached:
+                self.cached[h] = max(estimate(self.sums[h], self.how), self.last_use[h])
+            return self.cached[h]
+        row = list(self.sums[h])
+        for v in unit:
+            for i, x in enumerate(self.series[v]):
+                row[i] += x
         return max(estimate(row, self.how), self.last_use[h] + sum(self.last[v] for v in unit))
 
     def util(self, h: int) -> tuple[float, float]:
         cap = self.inst.hard_cap
         return (_ratio(self.cpu(h), cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
 
-    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float) -> bool:
+    def totals(self, unit: list[int]) -> tuple[float, float, float]:
+        """What ``unit`` adds to a host: (CPU now, memory, network)."""
+        dem = self.inst.dem
+        return (sum(self.last[v] for v in unit), sum(dem["mem"][v] for v in unit),
+                sum(dem["net"][v] for v in unit) if "net" in dem else 0.0)
+
+    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float,
+             totals: tuple[float, float, float] | None = None) -> bool:
         inst = self.inst
         if self.count[h] + len(unit) > inst.count_cap[h]:
             return False
@@ -124,13 +135,12 @@ class Load:
             if h not in inst.allowed_set(v):
                 return False
         cap = inst.hard_cap
-        if self.last_use[h] + sum(self.last[v] for v in unit) > cap["cpu"][h] + EPS:
+        last, mem, net = totals or self.totals(unit)
+        if self.last_use[h] + last > cpu_frac * cap["cpu"][h] + EPS:
+            return False          # the window's demand is never below the use now
+        if self.use["mem"][h] + mem > min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
             return False
-        if self.use["mem"][h] + sum(inst.dem["mem"][v] for v in unit) > \
-                min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
-            return False
-        if "net" in inst.dims and self.use["net"][h] + sum(inst.dem["net"][v] for v in unit) > \
-                inst.cap["net"][h] + EPS:
+        if net and self.use["net"][h] + net > inst.cap["net"][h] + EPS:
             return False
         for v in unit:
             for g in self.spread_of.get(v, ()):
@@ -256,10 +266,11 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
     for v in unit[1:]:
         allowed &= inst.allowed_set(v)
     best, best_key = -1, None
+    totals = load.totals(unit)
     for h in allowed:
         if h == src or h in avoid or (active_only and load.count[h] == 0):
             continue
-        if not load.fits(unit, h, cpu_frac, mem_frac):
+        if not load.fits(unit, h, cpu_frac, mem_frac, totals):
             continue
         c, m = load.util(h)
         key = (load.count[h] == 0, -max(c, m), inst.hosts[h])
