@@ -214,8 +214,13 @@ def plan(
         k, n = int(m.group(1)), int(m.group(2))
         power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
                                     reserve, power_model, boot_timeout)
-        result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
-                                 power=power_opts)
+        from vmtools.cli._progress import Progress
+        with Progress(PROG, quiet or in_process, verbose) as progress:
+            progress.follow("vmtools.planner")
+            progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
+                           f"{len(snap.hosts)} hosts, within {time_limit:g} s")
+            result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
+                                     power=power_opts)
         if in_process:
             return result
         doc = result.to_dict()

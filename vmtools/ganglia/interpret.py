@@ -17,7 +17,7 @@ Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.Gang
   guest's own gmond entry (``cpu_num``, ``mem_total``, ``cpu_user+cpu_system+cpu_nice``,
   ``bytes_in+bytes_out``). A guest with no CPU or memory figure is a ``no-data`` problem and
   is left out; a guest listed by two hosts is a ``duplicate-guest`` problem and is kept on
-  the first host by name.
+  the host that reported most recently (the first by name when they are as fresh).
 - Names must pass :func:`vmtools.model.is_safe_name`; any other name is an ``unsafe-name``
   problem and never reaches the snapshot.
 Hosts and guests are sorted by name (gmond's order is hash order).
@@ -60,6 +60,7 @@ class SnapshotBuilder:
         self.hosts: dict[str, Host] = {}
         # per hypervisor: its guests in listed order with (cpu %, mem KB, vcpus, net B/s)
         self.listed: dict[str, list[tuple[str, tuple]]] = {}
+        self.age: dict[str, float] = {}      # host -> seconds since its last report (TN)
         self.container: dict[str, bool] = {}     # every host name seen: has container.*?
         self.plain: dict[str, RawHost] = {}      # ordinary hosts: guests' own gmond entries
 
@@ -179,6 +180,7 @@ class SnapshotBuilder:
                 self.number(raw, prefix + "vcpus", raw.name, name, integer=True),
                 self.number(raw, prefix + "net", raw.name, name))))
         self.listed[raw.name] = listed
+        self.age[raw.name] = raw.tn if raw.tn is not None else 0
 
     @staticmethod
     def guest_names(raw: RawHost) -> list[str]:
@@ -194,7 +196,9 @@ class SnapshotBuilder:
 
     def guests(self) -> list[VM]:
         placed: dict[str, VM] = {}
-        for host_name in sorted(self.hosts):
+        # A guest listed twice is kept where it was reported last: a host that stopped
+        # reporting (switched off, or dead) keeps its last guest list in gmond for a while.
+        for host_name in sorted(self.hosts, key=lambda h: (self.age.get(h, 0), h)):
             host = self.hosts[host_name]
             for name, figures in self.listed[host_name]:
                 if name in placed:

@@ -18,7 +18,7 @@ DEMANDS = "last, mean, max or pNN (1 <= NN <= 99)"
 
 
 def parse_demand(text: str) -> str:
-    """``last``, ``mean``, ``max`` or ``pNN``; raises UsageError otherwise."""
+    """``last``, ``mean``, ``max`` or ``pNN``; raises OptionError otherwise."""
     t = text.strip().lower()
     if t in ("last", "mean", "max"):
         return t

@@ -193,6 +193,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
+    log.info("heuristic (%s): %s, at least %d hosts needed", how,
+             f"{H.hosts_used(heur)} hosts" if heur is not None else "no placement", lb)
     cur_ok = inst.valid(inst.cur)
     if cur_ok and (best is None or H.hosts_used(inst.cur) <= H.hosts_used(best)):
         best, out.how, out.hosts_how = list(inst.cur), "current placement", "current placement"
@@ -201,6 +203,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         solved = _fewest_hosts(inst, opts, deadline, best, out, rng)
         best = out.placement if out.placement is not None and out.hosts_how.startswith("milp") \
             else best
+        log.info("stage 1 of 2, fewest hosts: best so far %s hosts, bound %s",
+                 H.hosts_used(best) if best is not None else "-", out.lower_bound)
     if best is None:
         raise OperationFailed(diagnose(inst))
     n_hosts = H.hosts_used(best)
@@ -224,6 +228,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         pool = everywhere        # small: every host may be chosen, the optimum is global
     cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
                         else len(pool), rng)
+    log.info("stage 2 of 2, least memory moved on %d hosts: best so far %s to move",
+             n_hosts, _gib(H.migrated_mib(inst, best)))
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0

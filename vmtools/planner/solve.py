@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable
 from vmtools.planner.deadline import MIN_SOLVE_SECONDS
 
 log = logging.getLogger("vmtools.planner.solve")
@@ -82,8 +82,8 @@ def check_solver(name: str) -> None:
                                   "the highs binary)") from None
         return
     if name not in pulp.listSolvers():
-        raise UsageError(f"--solver: unknown solver {name!r}; expected cbc, highs or one of "
-                         f"{', '.join(pulp.listSolvers())}")
+        raise OptionError("solver", f"{name!r}: unknown solver; expected cbc, highs or one of "
+                                    f"{', '.join(pulp.listSolvers())}")
     if not pulp.getSolver(name, msg=False).available():
         raise Unavailable(f"solver {name} is not available on this machine")
 
