@@ -16,8 +16,8 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
                                  emit, entry_point, guard, make_app)
 from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
-from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, EXAMPLES, GMETAD_INTERACTIVE_PORT,
-                                     GMETAD_XML_PORT, GMOND_PORT)
+from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
+from vmtools.ganglia.sources import DEFAULT_TIMEOUT, EXAMPLES
 from vmtools.render import snapshot_table
 from vmtools.snapshot import choose_sources, snapshot_json, snapshot_json_chunks, take_snapshot
 
