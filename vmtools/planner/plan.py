@@ -204,9 +204,9 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
     deadline = Deadline.of(deadline)
-    budget = deadline.left()
-    lb, lb_how = bounds.host_lower_bound(inst, time.monotonic() + 0.05 * budget)
-    heur, how = H.consolidate_heuristic(inst, time.monotonic() + 0.25 * budget, lb)
+    # the bounds and the packing heuristics stop at any moment: no floor
+    lb, lb_how = bounds.host_lower_bound(inst, deadline.part(0.05, floor=0).at)
+    heur, how = H.consolidate_heuristic(inst, deadline.part(0.25, floor=0).at, lb)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
