@@ -75,6 +75,7 @@ class Options:
     demand: str = "p90"
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
+    cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
 
 
 @dataclass
@@ -186,9 +187,9 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
     deadline = Deadline.of(deadline)
-    budget = deadline.left()
-    lb, lb_how = bounds.host_lower_bound(inst, time.monotonic() + 0.05 * budget)
-    heur, how = H.consolidate_heuristic(inst, time.monotonic() + 0.25 * budget, lb)
+    # the bounds and the packing heuristics stop at any moment: no floor
+    lb, lb_how = bounds.host_lower_bound(inst, deadline.part(0.05, floor=0).at)
+    heur, how = H.consolidate_heuristic(inst, deadline.part(0.25, floor=0).at, lb)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
@@ -655,7 +656,11 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "auto":
         from vmtools.planner.policy import run_auto
         last = {v.name: v.cpu for v in snap.vms}
-        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline)
+        series = None
+        if opts.cpu_history and opts.cpu_demand == "usage":
+            k = len(next(iter(opts.cpu_history.values())))
+            series = [opts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
+        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
         out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
             f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
             for k in ("repair", "relieve", "consolidate")), lower_bound=None)
@@ -785,9 +790,16 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     st.observe_moves(state, snap, now)
     from vmtools.planner import demand as dm
     dm.record(state.samples, snap, now, opts.demand_window)
-    opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
+    persistent = st.persistent_hotspots(state, now, window, hold)
+    if opts.objective == "auto":
+        # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
+        # wakes a host for it when no online host has the room).
+        util = H.utilisation(inst, inst.cur)
+        persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+    opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
-                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
+                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
+                   cpu_history=dm.history(state.samples, snap))
     try:
         return plan_it(snap, opts)
     finally:

@@ -60,10 +60,13 @@ def load_state(directory: str) -> State:
 
 def _samples(obj: object, path: str) -> dict[str, list]:
     """Samples as saved, checked: a hand-edited or truncated file is refused by name."""
-    if not isinstance(obj, dict) or not all(
-            isinstance(rows, list) and all(isinstance(r, list) and len(r) == 2 and
-                                           all(isinstance(x, (int, float)) for x in r)
-                                           for r in rows) for rows in obj.values()):
+    try:
+        ok = isinstance(obj, dict) and all(
+            isinstance(rows, list) and all(float(t) == t and float(c) == c for t, c in rows)
+            for rows in obj.values())
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise DataError("samples: expected {guest: [[time, cpu], ...]}; remove the file to "
                         "start afresh", path)
     return obj
@@ -73,10 +76,12 @@ def save_state(directory: str, state: State) -> None:
     path = os.path.join(directory, STATE_FILE)
     fd, tmp = tempfile.mkstemp(prefix=".vm-plan-state.", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"observations": state.observations[-KEEP:], "hot_since": state.hot_since,
-                   "moved": state.moved, "placement": state.placement,
-                   "samples": state.samples}, fh, indent=None, separators=(",", ":"),
-                  sort_keys=True)
+        # dumps, not dump: only dumps takes the C encoder (1.5 s against 0.1 s for the
+        # samples of 2,000 guests).
+        fh.write(json.dumps({"observations": state.observations[-KEEP:],
+                             "hot_since": state.hot_since, "moved": state.moved,
+                             "placement": state.placement, "samples": state.samples},
+                            separators=(",", ":"), sort_keys=True))
     os.replace(tmp, path)
 
 
