@@ -154,6 +154,12 @@ def plan_summary_line(plan_doc: dict) -> str:
     return line + f"; {solver_words(plan_doc.get('solver', {}))}"
 
 
+def _demand_words(plan_doc: dict) -> str:
+    """Which CPU demand the plan used: why its CPU % may differ from the snapshot's."""
+    demand = (plan_doc.get("summary") or {}).get("demand")
+    return f"{demand} per guest" if demand else "as in the snapshot"
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
     actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
@@ -181,7 +187,7 @@ def plan_tables(plan_doc: dict) -> str:
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
-                        "Hosts, before -> after (CPU % of the host's CPUs, as planned)")
+                        f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())

@@ -131,8 +131,8 @@ def plan(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
     hold: Annotated[float, typer.Option(
-        "--hold", metavar="MINUTES", help="With --state: or on a hotspot that lasted this "
-        "long (0: off).")] = 0.0,
+        "--hold", metavar="MINUTES", help="With --state: also act on a hotspot that has "
+        "lasted this long, however few snapshots saw it (0: off).")] = 0.0,
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
