@@ -69,10 +69,10 @@ class Options:
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
     # auto's budget per run (None or 0: no limit) and demand from history (--state)
-    max_migrations: int | None = 20
+    max_migrations: int | None = 40
     max_moved_gib: float | None = 50.0
     max_duration_min: float | None = 4.0
-    demand: str = "p90"
+    demand: str = "max"
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
