@@ -4,11 +4,12 @@
                                [--time-limit 30] [--solver cbc] [--jobs 1] [--csv FILE]
 
 Each instance of ``bench/vectorpack/`` (3 dimensions, see its README) becomes a snapshot:
-one host per bin of first-fit decreasing, and one spare empty host (capacities ``cpu``, ``mem_mib``, ``net_mbps`` =
-the bin's three capacities), one guest per item (its three sizes), placed as first-fit
-decreasing (key: sum of the sizes) placed them. ``vm-plan --objective consolidate --cpu-target 1.0`` (the whole
-bin) then consolidates it; the plan must pass vm-plan's own replay check (it does, or
-vm-plan exits 70, which this script reports as an error).
+one host per bin of first-fit decreasing and one spare empty host (capacities ``cpu``,
+``mem_mib``, ``net_mbps`` = the bin's three capacities), one guest per item (its three
+sizes), placed as first-fit decreasing (key: sum of the sizes) placed them.
+``vm-plan --objective consolidate --cpu-target 1.0`` (the whole bin) then consolidates it;
+the plan must pass vm-plan's own replay check (it does, or vm-plan exits 70, which this
+script reports as an error).
 
 Per instance: items, hosts at the start (FFD), hosts found, the published lower bound and
 optimum (``-`` when unknown), the best result of the study's heuristics, vm-plan's status,

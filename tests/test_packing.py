@@ -100,8 +100,8 @@ def _random_cluster(seed: int, n_hosts: int = 12, n_vms: int = 60):
              for i in range(n_hosts)]
     vms = []
     for j in range(n_vms):
-        vms.append(VM(name=f"v{j:02d}", host=hosts[j % n_hosts].name, cpu=round(rng.uniform(.1, 2), 2),
-                      mem_mib=rng.choice([1, 2, 3, 4]) * 1024))
+        vms.append(VM(name=f"v{j:02d}", host=hosts[j % n_hosts].name,
+                      cpu=round(rng.uniform(.1, 2), 2), mem_mib=rng.choice([1, 2, 3, 4]) * 1024))
     return Snapshot(hosts=hosts, vms=vms)
 
 
