@@ -126,7 +126,11 @@ def run_one(path: str, time_limit: float, solver: str) -> dict:
         row.update(found=None, status=f"exit {proc.returncode}", method=proc.stderr.strip()[-80:],
                    plan_lb=None)
         return row
-    plan = json.loads(proc.stdout)
+    try:
+        plan = json.loads(proc.stdout)
+    except ValueError:
+        row.update(found=None, status="bad JSON", method=proc.stdout[:80], plan_lb=None)
+        return row
     row.update(found=plan["summary"]["hosts_after"], status=plan["solver"]["status"],
                method=plan["solver"].get("method", ""),
                plan_lb=plan["summary"].get("hosts_lower_bound"))

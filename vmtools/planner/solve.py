@@ -9,11 +9,13 @@ PuLP's solvers (``pulp.listSolvers()``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -112,7 +114,8 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
             with watchdog:
                 prob.solve(solver)
         else:
-            prob.solve(solver)
+            with _stdout_to_stderr():
+                prob.solve(solver)
     except pulp.PulpSolverError as exc:
         if watchdog is None or not watchdog.fired:
             raise Unavailable(f"solver {name} failed to run: {exc}") from None
@@ -138,6 +141,26 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     if sol in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
         return SolveResult("feasible", objective, _cbc_bound(text), seconds)
     return SolveResult("none", None, _cbc_bound(text), seconds)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Solvers run in this process may write to file descriptor 1 whatever their options say
+    (HiGHS 1.16 prints its banner there with output off): that is vm-plan's document, so
+    point it at stderr while they run."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _Watchdog:
