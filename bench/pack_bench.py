@@ -100,9 +100,8 @@ def known() -> dict[str, dict[str, int]]:
 
 def vm_plan() -> list[str]:
     """vm-plan of the tree this script is in (not whatever is installed)."""
-    return [sys.executable, "-c", "import sys; sys.argv[0] = 'vm-plan'\n"
-            "try:\n    from vmtools.cli.vm_plan import main\n"
-            "except ImportError:\n    from vmtools.cli.plan import main\nmain()"]
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'vm-plan'; "
+            "from vmtools.cli.vm_plan import main; main()"]
 
 
 def run_one(path: str, time_limit: float, solver: str) -> dict:

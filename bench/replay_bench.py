@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import sys
 import time
 
@@ -57,6 +58,12 @@ SETTINGS = ["--objective auto --state s --time-limit 20",
             "--objective consolidate --time-limit 20",
             "--objective balance --state s --time-limit 20"]
 BASELINES = ["none", "threshold", "sandpiper", "thr-mmt"]
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its children (CBC runs as a child)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def load_traces() -> list[list[float]]:
@@ -135,16 +142,18 @@ def main() -> None:
         settings = [VmPlanRun(s, 0, True, False) for s in (args.plan or SETTINGS)]
         settings += [make_baseline(b, POWER) for b in (args.baseline or BASELINES)]
         for policy in settings:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             r = replay(trace, policy, opts)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, _cpu() - c0
             if hasattr(policy, "close"):
                 policy.close()
             f = r.figures
-            rows.append([r.name, f"{wall:.1f}"] + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
-            print(f"  {variant}: {r.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+            rows.append([r.name, f"{wall:.1f}", f"{cpu:.1f}"]
+                        + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
+            print(f"  {variant}: {r.name}: {wall:.1f} s, {cpu:.1f} s CPU", file=sys.stderr,
+                  flush=True)
         n_vms = len(trace.samples[0].vms)
-        print(table(rows, ["setting", "wall s"] + [h for _, h, _ in COLUMNS],
+        print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
                     f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks} ticks "
                     "of 5 min"))
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,37 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """A temporary root of this session's own, unless --basetemp says otherwise.
+
+    The SSH lab runs the stand-ins as an unprivileged user, who must reach the lab's state
+    under the test's tmp_path. pytest makes ``/tmp/pytest-of-<user>`` private again (0700)
+    whenever another pytest session starts on the machine, which cut a running session's SSH
+    labs off mid-test ("xm: Permission denied", "Authentication failed"). A directory outside
+    that root is left alone. It is removed when the session passes, kept (and named) when not.
+    """
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="vmtools-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    path = config.stash.get(_OWN_BASETEMP, None)
+    if path is None:
+        return
+    if getattr(config, "_vmtools_failed", False):
+        print(f"\ntemporary files of the failed tests kept in {path}", file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._vmtools_failed = exitstatus not in (0, 5)
+
 
 
 def script(name: str) -> str:

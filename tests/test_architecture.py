@@ -16,8 +16,8 @@ LAYERS = [
     {"errors", "xen", "__init__"},
     {"model", "inputs", "runs"},
     {"rules", "drivers", "dom0", "power_model", "render"},
-    {"ganglia", "lab", "power"},
-    {"snapshot", "planner", "apply", "gmetric", "status"},
+    {"ganglia", "power"},
+    {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},
     {"cli"},
 ]

@@ -37,6 +37,10 @@ def test_consolidation_matches_the_plan_and_a_second_run_plans_nothing(make_lab)
     lab = make_lab("steady")
     before = lab.wait_for_truth()
     assert len(hosts_used({v["name"]: v["host"] for v in before["vms"]})) == 6
+    # the lab's keys, state and logs are private (the SSH lab's user owns the state)
+    import os
+    assert os.stat(lab.dir).st_mode & 0o777 == 0o700
+    assert os.stat(lab.state.path).st_mode & 0o777 == 0o600
 
     origin, plan, report, codes = lab.pipeline("consolidate")
     assert codes == {"vm-snapshot": 0, "vm-plan": 0, "vm-apply": 0}, lab.last_apply_stderr

@@ -105,6 +105,7 @@ def _random_cluster(seed: int, n_hosts: int = 12, n_vms: int = 60):
     return Snapshot(hosts=hosts, vms=vms)
 
 
+@pytest.mark.slow           # the whole portfolio and a MILP per seed: 3 to 10 s each
 @pytest.mark.parametrize("seed", range(4))
 def test_every_heuristic_obeys_the_rules(seed):
     s = _random_cluster(seed)
@@ -138,6 +139,7 @@ def test_every_heuristic_obeys_the_rules(seed):
     check_plan(plan, parse_rules(rules, s))
 
 
+@pytest.mark.slow           # a MILP solved to proof: about 15 s
 def test_identical_hosts_model_proves_what_the_heuristics_miss():
     # class7_40_3_5: heuristics stop at 19, the optimum is 18 (lower bound 17): only the
     # symmetry-free model finds and proves 18.

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from vmtools.errors import DataError, OptionError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, SnapshotBuilder
-from vmtools.ganglia.sources import (GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT,
-                                     ClusterSource, ExampleSource, FileSource, GmetadSource,
+from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
+from vmtools.ganglia.sources import (ClusterSource, ExampleSource, FileSource, GmetadSource,
                                      GmondSource, parse_address)
 from vmtools.ganglia.xml import Cluster, GangliaDump, RawHost, parse_ganglia
 from vmtools.model import SNAPSHOT_FORMAT, Snapshot

@@ -112,7 +112,16 @@ def gmetric(
                             dmax=dmax, metadata_interval=metadata_interval,
                             sysfs_root=str(sysfs_root), timeout=timeout, window=window,
                             cycles=cycles)
-        doc = publish_metrics(settings)
+        if dry_run or once:
+            from vmtools.cli._progress import Progress
+            wait = window if window is not None else min(interval, 5.0)
+            with Progress(PROG, quiet, verbose) as progress:
+                if wait:
+                    progress.stage(f"sampling the toolstack twice, {wait:g} s apart, for CPU "
+                                   "and network rates (--window)")
+                doc = publish_metrics(settings)
+        else:
+            doc = publish_metrics(settings)
         if doc is not None:
             if fmt == OutputFormat.table:
                 from vmtools.render import table

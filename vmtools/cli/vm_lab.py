@@ -48,6 +48,28 @@ def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optiona
         raise Unavailable(f"cannot start the lab: {exc}") from None
 
 
+def _env_file(lab) -> Path:
+    """DIR/env: the lab's settings as VMTOOLS_<COMMAND>_<OPTION> variables, so that after
+    ``. DIR/env`` a bare ``vm-snapshot | vm-plan | vm-apply`` works against the lab (SSH user,
+    key and known_hosts included)."""
+    lines = ["# vm-lab: . this file, then: vm-snapshot | vm-plan | vm-apply -f table"]
+    for prefix, args in (("SNAPSHOT", lab.snapshot_args()), ("PLAN", lab.plan_args()),
+                         ("APPLY", lab.apply_args())):
+        i = 0
+        while i < len(args):
+            name = args[i][2:].upper().replace("-", "_")
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                lines.append(f"export VMTOOLS_{prefix}_{name}={shlex.quote(args[i + 1])}")
+                i += 2
+            else:
+                lines.append(f"export VMTOOLS_{prefix}_{name}=1")
+                i += 1
+    path = lab.dir / "env"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def _commands(lab) -> str:
     snap = "vm-snapshot " + " ".join(map(shlex.quote, lab.snapshot_args()))
     plan = "vm-plan " + " ".join(map(shlex.quote, lab.plan_args("consolidate")))
@@ -125,14 +147,28 @@ def lab(
     verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False, version: Version = False,
 ) -> None:
     """Run a simulated Xen cluster lab on loopback."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    # `vm-lab ... &` from a script starts with SIGINT ignored; SIGTERM (kill %1, systemd) must
+    # stop the lab as Ctrl-C does: every daemon it started goes with it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
     with guard("vm-lab", verbose, quiet, debug):
         if demo:
             for name, objective, title in DEMO:
                 _demo_one(name, objective, title, workdir, interval, ssh)
             return
-        lab_ = _start(scenario, workdir, interval, ssh)
+        from vmtools.cli._progress import Progress
+        with Progress("vm-lab", quiet, verbose) as progress:
+            progress.stage(f"starting scenario {scenario}: gmond, gmetad, and per Domain-0 a "
+                           "xend, an sshd and vm-gmetric")
+            lab_ = _start(scenario, workdir, interval, ssh)
         try:
-            snap = lab_.wait_for_truth(90)
+            with Progress("vm-lab", quiet, verbose) as progress:
+                progress.stage("waiting until Ganglia shows every host and guest")
+                snap = lab_.wait_for_truth(90)
             (lab_.dir / "lab.json").write_text(json.dumps({
                 "gmetad": lab_.ganglia.gmetad_address, "hosts_file": str(lab_.hosts_file),
                 "snapshot_args": lab_.snapshot_args(), "plan_args": lab_.plan_args(),
@@ -140,8 +176,11 @@ def lab(
             _say(f"vm-lab: scenario {lab_.scenario['name']}: {len(snap['hosts'])} Domain-0s, "
                  f"{len(snap['vms'])} guests, files in {lab_.dir}")
             _say(lab_.scenario.get("description", ""))
+            env = _env_file(lab_)
             _say("Try, in another shell:")
             _say(_commands(lab_))
+            _say(f"or, with the lab's settings in the environment:\n  . {env}\n"
+                 "  vm-snapshot | vm-plan | vm-apply -f table\n")
             _say("Ctrl-C stops the lab.")
             deadline = time.time() + duration if duration else None
             while deadline is None or time.time() < deadline:

@@ -21,6 +21,7 @@ import typer
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
                                  setup_logging, write_atomic)
+from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
 
@@ -54,9 +55,19 @@ class VmPlanRun:
         except ValueError as exc:
             raise UsageError(f"--plan {text!r}: {exc}") from None
         command = typer.main.get_command(plan_cli.app)
+        # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
+        # and [vm-plan] of the settings files, give the options the string leaves out
+        params = settable(command)
+        try:
+            settings = load_config("vm-plan", list(params))
+            env, _ = load_environment("vm-plan", params)
+        except SettingsError as exc:
+            raise UsageError(f"--plan {text!r}: {exc}") from None
+        settings.update(env)
+        defaults = {params[name].name: value for name, value in settings.items()}
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                ctx = command.make_context("vm-plan", argv)
+                ctx = command.make_context("vm-plan", argv, default_map=defaults)
         except typer.Exit:
             raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
                 from None
@@ -159,6 +170,12 @@ def replay(
     bandwidth: Annotated[float, typer.Option(
         "--bandwidth", metavar="MBIT/S", help="Bandwidth of one migration: it takes "
         "1 s + memory / bandwidth.")] = 1000.0,
+    boot_seconds: Annotated[float, typer.Option(
+        "--boot-seconds", metavar="SECONDS", help="A power-on takes this long before the host "
+        "takes guests; it draws idle watts meanwhile.")] = 180.0,
+    halt_seconds: Annotated[float, typer.Option(
+        "--halt-seconds", metavar="SECONDS", help="A power-off takes this long before the host "
+        "draws its standby watts (0 by default).")] = 60.0,
     html: Annotated[Optional[Path], typer.Option(
         "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
         "offline).")] = None,
@@ -178,6 +195,8 @@ def replay(
         from vmtools.replay.sources import read_csv_trace, read_snapshots
         if not every > 0 or not bandwidth > 0:
             raise UsageError("--every and --bandwidth must be more than 0")
+        if boot_seconds < 0 or halt_seconds < 0:
+            raise UsageError("--boot-seconds and --halt-seconds must be 0 or more")
         if not 0 < cpu_threshold <= 1:
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
@@ -186,6 +205,7 @@ def replay(
             model = parse_power_model(loads(text, name), name)
         opts = SimOptions(every_minutes=every, parallel=parallel, per_host=per_host,
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
+                          boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None)
         sources = list(sources or [])

@@ -17,7 +17,8 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
                                  Verbose, Version, emit, entry_point, guard, make_app,
                                  read_document)
 from vmtools.errors import UsageError
-from vmtools.ganglia.sources import DEFAULT_TIMEOUT, GMETAD_XML_PORT
+from vmtools.ganglia.names import GMETAD_XML_PORT
+from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.model import Snapshot, dumps
 
 PROG = "vm-status"

@@ -1,4 +1,5 @@
-"""The Ganglia metric names of the contract (vmtools-formats(5), "Ganglia metrics").
+"""The Ganglia metric names of the contract (vmtools-formats(5), GANGLIA METRICS), and
+Ganglia's default ports.
 
 vm-gmetric writes them on each Domain-0 and vm-snapshot reads them back from gmetad; both
 take the names from here, so the two sides cannot drift apart.
@@ -28,7 +29,13 @@ HOST_METRICS = (MEM_TOTAL, CPU_NUM, VMS, DRIVER_MIGRATION, TYPE)
 GUEST_PREFIX = "container.vm."
 GUEST_FIELDS = ("cpu", "mem", "vcpus", "net")
 
-VMS_PART = re.compile(r"container\.vms\.(\d+)")
+VMS_PART = re.compile(r"container\.vms\.(\d{1,6})")   # bounded: a 5,000-digit part is garbage
+
+# Ganglia's default ports: gmond's (XML over TCP, metrics over UDP), gmetad's XML dump and its
+# interactive (path query) port.
+GMOND_PORT = 8649
+GMETAD_XML_PORT = 8651
+GMETAD_INTERACTIVE_PORT = 8652
 
 
 def vms_part(n: int) -> str:

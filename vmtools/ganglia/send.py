@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from vmtools.errors import DataError, OptionError, Unavailable, UsageError
+from vmtools.ganglia.names import GMOND_PORT
 
 log = logging.getLogger("vmtools.ganglia.send")
 
-DEFAULT_PORT = 8649
+DEFAULT_PORT = GMOND_PORT
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,9 @@ from importlib import resources
 from typing import BinaryIO
 
 from vmtools.errors import OptionError, Unavailable
+from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
 from vmtools.inputs import input_name, open_input
 
-GMETAD_XML_PORT = 8651
-GMETAD_INTERACTIVE_PORT = 8652
-GMOND_PORT = 8649
 DEFAULT_TIMEOUT = 10.0
 # A whole answer must arrive within this many read timeouts (a trickling peer is not a source).
 DEADLINE_FACTOR = 30

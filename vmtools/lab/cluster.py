@@ -78,11 +78,12 @@ class ClusterState:
         head, tail = os.path.split(path)
         tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            # keep the file's mode: the SSH lab shares it with an unprivileged user
-            os.fchmod(fd, os.stat(self.path).st_mode & 0o777)
-        except FileNotFoundError:
-            pass
+        if os.geteuid() == 0:
+            # The SSH lab gives its directory to an unprivileged user (0700, files 0600):
+            # what root writes there belongs to that user too.
+            owner = os.stat(head or ".")
+            if owner.st_uid != 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from vmtools.ganglia import names
+
 GMOND = "/usr/sbin/gmond"
 GMETAD = "/usr/sbin/gmetad"
 GMETRIC = "/usr/bin/gmetric"
@@ -246,14 +248,14 @@ class GangliaLab:
         per guest (``{"web1": {"cpu": 85.0, "mem": 1048576, "vcpus": 2, "net": 4000.0}}``),
         the ``container.vm.<name>.*`` metrics."""
         metrics: list[tuple[str, object, str]] = [
-            ("container.mem_total", mem_kb, "uint32"), ("container.cpu_num", cpus, "uint16"),
-            ("container.vms", " ".join(vms), "string"),
-            ("container.driver.migration", migration, "string"),
-            ("container.type", hypervisor, "string")]
+            (names.MEM_TOTAL, mem_kb, "uint32"), (names.CPU_NUM, cpus, "uint16"),
+            (names.VMS, " ".join(vms), "string"),
+            (names.DRIVER_MIGRATION, migration, "string"),
+            (names.TYPE, hypervisor, "string")]
         types = {"cpu": "float", "mem": "uint32", "vcpus": "uint16", "net": "float"}
         for name, fields in vms.items():
             for key, val in fields.items():
-                metrics.append((f"container.vm.{name}.{key}", val, types.get(key, "float")))
+                metrics.append((names.guest_metric(name, key), val, types.get(key, "float")))
         self.publish_many(host_ip, host_name, metrics)
 
     # ----------------------------------------------------------------- reading

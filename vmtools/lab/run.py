@@ -106,7 +106,7 @@ class Lab:
 
     def start(self) -> "Lab":
         self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o755)
+        os.chmod(self.dir, 0o700)          # keys, state and logs: the operator's alone
         try:
             self._start()
         except BaseException:

@@ -120,11 +120,17 @@ class SshLab:
             else:
                 raise RuntimeError(f"{parent} is not searchable by {self.user}: put the lab "
                                    "state in a world-searchable directory")
-        os.chmod(state_dir, 0o777)
+        # The stand-ins run as the lab user and change the state: the state's directory and
+        # files become that user's, private (0700, 0600); root reaches them anyway.
+        user = pwd.getpwnam(self.user)
+        os.chown(state_dir, user.pw_uid, user.pw_gid)
+        os.chmod(state_dir, 0o700)
         lock = self.state_path.with_name(self.state_path.name + ".lock")
         lock.touch()
-        for path in (self.state_path, lock):
-            os.chmod(path, 0o666)
+        for path in (self.state_path, lock, Path(str(self.state_path) + ".marshal")):
+            if path.exists():
+                os.chown(path, user.pw_uid, user.pw_gid)
+                os.chmod(path, 0o600)
 
     def start(self) -> "SshLab":
         why = available()

@@ -26,7 +26,7 @@ EPS = 1e-6
 
 def _hosts_reachable(inst: Instance) -> list[int]:
     """Every host a guest can end on: allowed hosts and fixed guests' own hosts."""
-    out = H.usable_hosts(inst)
+    out = inst.usable_hosts()
     out |= {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
     return sorted(out)
 

@@ -11,21 +11,21 @@ from __future__ import annotations
 import math
 import re
 
-from vmtools.errors import UsageError
+from vmtools.errors import OptionError
 from vmtools.model import Snapshot
 
 DEMANDS = "last, mean, max or pNN (1 <= NN <= 99)"
 
 
 def parse_demand(text: str) -> str:
-    """``last``, ``mean``, ``max`` or ``pNN``; raises UsageError otherwise."""
+    """``last``, ``mean``, ``max`` or ``pNN``; raises OptionError otherwise."""
     t = text.strip().lower()
     if t in ("last", "mean", "max"):
         return t
     m = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", t)
     if m and 1 <= float(m.group(1)) <= 99:
         return t
-    raise UsageError(f"--demand {text}: expected {DEMANDS}")
+    raise OptionError("demand", f"{text}: expected {DEMANDS}")
 
 
 def record(samples: dict[str, list], snap: Snapshot, now: float,
@@ -73,4 +73,24 @@ def estimates(samples: dict[str, list], snap: Snapshot, how: str) -> dict[str, f
     for vm in snap.vms:
         rows = samples.get(vm.name) or [[0, vm.cpu]]
         out[vm.name] = max(vm.cpu, estimate([r[1] for r in rows], how))
+    return out
+
+
+def history(samples: dict[str, list], snap: Snapshot) -> dict[str, list[float]]:
+    """Each guest's CPU at every sample time of the window, aligned (a guest not sampled at
+    some time holds its nearest earlier value, or its first one), so that a host's demand
+    can be summed over its guests time by time. Empty with fewer than two sample times."""
+    times = sorted({r[0] for vm in snap.vms for r in samples.get(vm.name, ())})
+    if len(times) < 2:
+        return {}
+    out = {}
+    for vm in snap.vms:
+        rows = samples.get(vm.name) or [[times[-1], vm.cpu]]
+        at = {r[0]: r[1] for r in rows}
+        value = rows[0][1]
+        values = []
+        for t in times:
+            value = at.get(t, value)
+            values.append(value)
+        out[vm.name] = values
     return out

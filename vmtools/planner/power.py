@@ -245,10 +245,12 @@ def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
 
 # --------------------------------------------------------------------------- the plan
 
-def _hot_left(plan: Plan, trial: Snapshot, opts) -> list[str]:
-    """Hosts still hot in the target that the objective wanted relieved."""
+def _hot_left(plan: Plan, trial: Snapshot, opts) -> tuple[list[str], float]:
+    """Hosts still hot in the target that the objective wanted relieved, and how far above
+    the thresholds they are in all (CPUs, plus memory as a fraction of a host's)."""
     use = _use(trial, plan.placement, opts)
     out = []
+    excess = 0.0
     for h in trial.hosts:
         if h.state != "online" or h.cpu <= 0:
             continue
@@ -256,7 +258,9 @@ def _hot_left(plan: Plan, trial: Snapshot, opts) -> list[str]:
         if cpu > opts.cpu_threshold + 1e-9 or mem > opts.mem_threshold + 1e-9:
             if opts.hot_filter is None or h.name in opts.hot_filter:
                 out.append(h.name)
-    return sorted(out)
+                excess += max(0.0, use[h.name][0] - opts.cpu_threshold * h.cpu) + \
+                    max(0.0, mem - opts.mem_threshold)
+    return sorted(out), excess
 
 
 def _with_online(snap: Snapshot, names: set[str]) -> Snapshot:
@@ -291,7 +295,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
                        and popts.switchable(h.name) and h.name not in cons.maintenance),
                       key=lambda h: (eff(h), h.name))
     woken: dict[str, str] = {}
-    last: tuple[Plan, Snapshot, list[str], str] | None = None   # before a wake for a hotspot
+    last: tuple[Plan, Snapshot, float, str] | None = None   # before a wake for a hotspot
     hot_done = False
     while True:
         trial = _with_online(prepared, set(woken))
@@ -303,11 +307,11 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             h = wakeable.pop(0)
             woken[h.name] = f"the online hosts cannot take the guests ({exc})"
             continue
-        hot = _hot_left(plan, trial, opts)
+        hot, excess = _hot_left(plan, trial, opts)
         if last is not None:
-            if len(hot) >= len(last[2]):
+            if excess > last[2] - 0.05:
                 # the host woken for the hotspot did not cool it: it stays asleep
-                plan, trial, hot, name = last
+                plan, trial, excess, name = last
                 del woken[name]
                 hot_done = True
             last = None
@@ -315,7 +319,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             h = wakeable.pop(0)
             woken[h.name] = (f"persistent hotspot {', '.join(hot)} stays hot: the online "
                              "hosts lack the room to relieve it")
-            last = (plan, trial, hot, h.name)
+            last = (plan, trial, excess, h.name)
             continue
         online = [h for h in trial.hosts if h.state == "online"]
         ok, text = _reserve_ok(online, _use(trial, plan.placement, opts),

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -24,8 +23,9 @@ from dataclasses import dataclass
 
 import pulp
 
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable
 from vmtools.planner.deadline import MIN_SOLVE_SECONDS
+from vmtools.planner.scratch import SOLVER_PROGRAMS, empty_scratch, kill_children, scratch_dir
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -84,8 +84,8 @@ def check_solver(name: str) -> None:
                                   "the highs binary)") from None
         return
     if name not in pulp.listSolvers():
-        raise UsageError(f"--solver: unknown solver {name!r}; expected cbc, highs or one of "
-                         f"{', '.join(pulp.listSolvers())}")
+        raise OptionError("solver", f"{name!r}: unknown solver; expected cbc, highs or one of "
+                                    f"{', '.join(pulp.listSolvers())}")
     if not pulp.getSolver(name, msg=False).available():
         raise Unavailable(f"solver {name} is not available on this machine")
 
@@ -96,9 +96,9 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     time_limit = max(MIN_SOLVE_SECONDS, time_limit)
     started = time.monotonic()
     log_path = None
+    scratch = scratch_dir()
     if name == "cbc":
-        fd, log_path = tempfile.mkstemp(prefix="vm-plan-cbc-", suffix=".log")
-        os.close(fd)
+        log_path = os.path.join(scratch, "cbc.log")
         solver = _cbc(time_limit, warm_start, threads, log_path)
     elif name == "highs":
         try:
@@ -108,6 +108,8 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
             solver = pulp.HiGHS_CMD(msg=False, timeLimit=time_limit, threads=threads)
     else:
         solver = pulp.getSolver(name, msg=False, timeLimit=time_limit)
+    if hasattr(solver, "tmpDir"):
+        solver.tmpDir = scratch          # PuLP's model and solution files, never $TMPDIR's
     watchdog = _Watchdog("cbc", time_limit) if name == "cbc" else None
     try:
         if watchdog:
@@ -125,11 +127,12 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     finally:
         text = ""
         if log_path:
-            try:
+            with contextlib.suppress(OSError):
                 with open(log_path, encoding="utf-8", errors="replace") as fh:
                     text = fh.read()
-            finally:
-                os.unlink(log_path)
+        if watchdog is not None and watchdog.fired:
+            kill_children(names=SOLVER_PROGRAMS)
+        empty_scratch()
     seconds = time.monotonic() - started
     objective = pulp.value(prob.objective) if prob.objective is not None else None
     sol = prob.sol_status
@@ -207,22 +210,30 @@ class _Watchdog:
                 found.append(int(entry))
         return found
 
-    def _signal(self, sig: int) -> None:
-        for pid in self._children():
-            try:
-                os.kill(pid, sig)
-                self.fired = True
-            except ProcessLookupError:
-                pass
-
     def _run(self) -> None:
+        # The clock runs from the solve call: writing a large model can take longer than the
+        # limit, so CBC may not exist yet when it is due. Keep watching until the solve ends:
+        # every solver child seen past the limit gets SIGINT, and SIGKILL a grace later.
         if self._stop.wait(self.limit + self.grace):
             return
-        log.info("%s is past its %.0f s limit: interrupting it", self.program, self.limit)
-        self._signal(signal.SIGINT)
-        if self._stop.wait(self.grace):
-            return
-        self._signal(signal.SIGKILL)
+        interrupted: dict[int, float] = {}
+        while True:
+            now = time.monotonic()
+            for pid in self._children():
+                first = interrupted.get(pid)
+                try:
+                    if first is None:
+                        log.info("%s is past its %.0f s limit: interrupting it", self.program,
+                                 self.limit)
+                        os.kill(pid, signal.SIGINT)
+                        interrupted[pid] = now
+                    elif now - first >= self.grace:
+                        os.kill(pid, signal.SIGKILL)
+                    self.fired = True
+                except ProcessLookupError:
+                    pass
+            if self._stop.wait(0.1):
+                return
 
 
 def _cbc_bound(text: str) -> float | None:

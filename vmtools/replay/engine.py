@@ -174,7 +174,11 @@ class Simulation:
         self.busy: Counter = Counter()
         self.left: dict[str, dict[str, float]] = {}  # guest -> host -> time it left
         self.now = 0.0
+        self.req_since = 0.0
         self.next_sample = 0
+        self.h_cpu: dict[str, float] = {}
+        self.h_mem: dict[str, float] = {}
+        self.h_n: dict[str, int] = {}
         # accumulators
         self.active_s = 0.0
         self.energy_j = 0.0
@@ -204,6 +208,7 @@ class Simulation:
         while self.next_sample < len(samples) and samples[self.next_sample].time <= self.now + EPS:
             s = samples[self.next_sample]
             self.next_sample += 1
+            self._flush_requested()
             for vm in list(self.place):
                 if vm not in s.vms:
                     self._leave(vm)
@@ -216,6 +221,31 @@ class Simulation:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
+            self._recount()
+
+    def _flush_requested(self) -> None:
+        """Add each placed guest's CPU demand since the last flush to its PDM denominator
+        (demand and the set of placed guests change only when a sample applies)."""
+        dt = self.now - self.req_since
+        if dt > 0:
+            for vm in self.place:
+                self.c_req[vm] += self.demand[vm].cpu * dt
+        self.req_since = self.now
+
+    def _recount(self) -> None:
+        """Each host's CPU (resident guests), memory and guest count (arriving ones too)."""
+        self.h_cpu = dict.fromkeys(self.host_names, 0.0)
+        self.h_mem = dict.fromkeys(self.host_names, 0.0)
+        self.h_n = dict.fromkeys(self.host_names, 0)
+        for vm, h in self.place.items():
+            d = self.demand[vm]
+            self.h_cpu[h] += d.cpu
+            self.h_mem[h] += d.mem_mib
+            self.h_n[h] += 1
+        for vm, i in self.flight.items():
+            dst = self.actions[i].dst
+            self.h_mem[dst] += self.demand[vm].mem_mib
+            self.h_n[dst] += 1
 
     def _mem_use(self) -> Counter:
         use: Counter = Counter()
@@ -232,7 +262,10 @@ class Simulation:
         free = {h: self.hosts[h].mem_mib - use[h] for h in on}
         host = hint if hint in free and free[hint] >= need else None
         if host is None:
-            best = max(on, key=lambda h: (free[h], -on.index(h)), default=None)
+            best = None
+            for h in on:                      # the most free memory; the first name on a tie
+                if best is None or free[h] > free[best]:
+                    best = h
             host = best if best is not None and free[best] >= need else None
         if host is not None:
             self.place[vm] = host
@@ -252,28 +285,15 @@ class Simulation:
     def _integrate(self, dt: float) -> None:
         if dt <= 0:
             return
-        cpu: Counter = Counter()
-        mem: Counter = Counter()
-        active: set[str] = set()
-        for vm, h in self.place.items():
-            d = self.demand[vm]
-            cpu[h] += d.cpu
-            mem[h] += d.mem_mib
-            active.add(h)
-            self.c_req[vm] += d.cpu * dt
-        for vm, i in self.flight.items():
-            d = self.demand[vm]
-            dst = self.actions[i].dst
-            mem[dst] += d.mem_mib
-            active.add(dst)
-            self.c_deg[vm] += PDM_SHARE * d.cpu * dt
+        for vm in self.flight:
+            self.c_deg[vm] += PDM_SHARE * self.demand[vm].cpu * dt
         watts = 0.0
         thr = self.opts.cpu_threshold
+        n_active = 0
         for h in self.host_names:
             cap = self.hosts[h].cpu
-            c = cpu[h]
-            state = self.power[h]
-            if state == "standby":
+            c = self.h_cpu[h]
+            if self.power[h] == "standby":
                 watts += self.curves[h].standby_w
             else:
                 watts += self.curves[h].watts(c / cap if cap > 0 else 1.0)
@@ -283,13 +303,14 @@ class Simulation:
                 self.unmet_cpu_s += (c - cap) * dt
             if c > thr * cap + EPS:
                 self.over_thr_s += dt
-            if h in active:
+            if self.h_n[h]:
+                n_active += 1
                 self.t_active[h] += dt
                 if c >= cap - EPS:
                     self.t_full[h] += dt
-            if mem[h] > self.hosts[h].mem_mib + EPS:
+            if self.h_mem[h] > self.hosts[h].mem_mib + EPS:
                 self.mem_over += 1
-        self.active_s += len(active) * dt
+        self.active_s += n_active * dt
         self.energy_j += watts * dt
         self.tick_energy_j += watts * dt
 
@@ -302,6 +323,11 @@ class Simulation:
             self.busy[a.dst] -= 1
             del self.flight[a.vm]
             self.place[a.vm] = a.dst
+            d = self.demand[a.vm]
+            self.h_cpu[a.src] -= d.cpu
+            self.h_cpu[a.dst] += d.cpu
+            self.h_mem[a.src] -= d.mem_mib
+            self.h_n[a.src] -= 1
             self.left.setdefault(a.vm, {})[a.src] = self.now
             self.migrations += 1
             self.migrated_mib += a.mem_mib
@@ -333,6 +359,8 @@ class Simulation:
                 self.busy[a.src] += 1
                 self.busy[a.dst] += 1
                 self.flight[a.vm] = i
+                self.h_mem[a.dst] += self.demand[a.vm].mem_mib
+                self.h_n[a.dst] += 1
                 if self.now - self.left.get(a.vm, {}).get(a.dst, -math.inf) <= PING_PONG_SECONDS:
                     self.ping_pongs += 1
                 self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
@@ -427,6 +455,8 @@ class Simulation:
             if vm not in self.place:
                 self.waiting[vm] = trace.samples[self.next_sample - 1].seen_on.get(vm)
                 self._arrive(vm, self.waiting[vm])
+        self.req_since = start
+        self._recount()
         times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
         for k in range(n_ticks):
             t = start + k * every
@@ -447,6 +477,7 @@ class Simulation:
             if self.progress:
                 self.progress(k + 1, n_ticks)
         self.advance(end)
+        self._flush_requested()
         self._close_tick(migrations, watts, end - (start + (n_ticks - 1) * every))
         series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),

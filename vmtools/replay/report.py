@@ -40,21 +40,35 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
 
 
 def replay_table(doc: dict) -> str:
-    rows = []
-    for run in doc["runs"]:
-        f = run["figures"]
-        rows.append([run["name"], run["kind"]] + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
-    out = table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS],
-                f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
-                f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
-                f"{doc['guests']} guests")
+    """``-f table``: one row per figure, one column per setting (numbered, named above), to
+    fit 80 columns; ``-f wide``: one row per setting, every figure a column."""
+    from vmtools import render
+    title = (f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
+             f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
+             f"{doc['guests']} guests")
+    if render.WIDTH is None:
+        rows = []
+        for run in doc["runs"]:
+            f = run["figures"]
+            rows.append([run["name"], run["kind"]]
+                        + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
+        out = table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS], title)
+    else:
+        out = render.wrap(title) + "\n"
+        for i, run in enumerate(doc["runs"], 1):
+            out += render.wrap(f"  {i}: {run['name'] or '(defaults)'} ({run['kind']})") + "\n"
+        rows = [[head] + [fmt.format(run["figures"][key]) for run in doc["runs"]]
+                for key, head, fmt in COLUMNS]
+        out += table(rows, ["figure"] + [str(i) for i in range(1, len(doc["runs"]) + 1)])
     for run in doc["runs"]:
         for fail in run["failures"][:5]:
-            out += f"{run['name']}: {fail['time']}: planning failed: {fail['why']}\n"
+            out += render.wrap(f"{run['name']}: {fail['time']}: planning failed: "
+                               f"{fail['why']}") + "\n"
         if len(run["failures"]) > 5:
-            out += f"{run['name']}: ... and {len(run['failures']) - 5} more failed ticks\n"
+            out += render.wrap(f"{run['name']}: ... and {len(run['failures']) - 5} more failed "
+                               "ticks") + "\n"
     for note in doc["notes"][:20]:
-        out += f"note: {note}\n"
+        out += render.wrap(f"note: {note}") + "\n"
     if len(doc["notes"]) > 20:
         out += f"note: ... and {len(doc['notes']) - 20} more (see the JSON document)\n"
     return out
