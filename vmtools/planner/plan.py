@@ -338,7 +338,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
             out.lower_bound = math.ceil(res.bound - EPS)
             out.bound_how = "milp bound (identical hosts)"
         return res.status in ("optimal", "feasible") or res.bound is not None
-    pool = sorted({h for a in inst.allowed for h in a})
+    pool = sorted(inst.usable_hosts())
     # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
     # not proven (CBC cannot be interrupted in the root of that model).
     full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
