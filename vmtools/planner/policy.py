@@ -206,7 +206,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) ->
     cap["cpu"] = [max(c, load.use["cpu"][h]) for h, c in enumerate(cpu_cap)]
     cap["mem"] = list(inst.hard_cap["mem"])
     rinst = dc_replace(inst, cap=cap)
-    pool = sorted({h for a in inst.allowed for h in a} - over)
+    pool = sorted(inst.usable_hosts() - over)
     rng = random.Random(opts.seed)
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
