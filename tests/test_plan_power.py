@@ -332,6 +332,10 @@ def test_cli_power_flags_and_host_map(tmp_path):
     offs = [a["host"] for a in plan["actions"] if a["op"] == "power-off"]
     assert offs and "h4" not in offs
     assert all(f"power-off {h}" in plan["explain"] for h in offs)
+    table = run("vm-plan", "--power", "--hosts", str(hosts), "--standby-after", "0",
+                "--reserve", "0", "-f", "table", input=doc)
+    assert table.returncode == 0 and "power-off" in table.stdout
+    assert "online -> standby" in table.stdout
     bad = run("vm-plan", "--power", "--hosts", str(tmp_path / "none.csv"), input=doc)
     assert bad.returncode == 2 and "no such file" in bad.stderr
     hosts.write_text("h1,,,ipmi\n")
