@@ -94,7 +94,7 @@ def test_report_outcomes_are_checked():
 
 
 @pytest.mark.parametrize("text, where", [
-    ("", "<stdin>"), ("{\n  \"a\": 1,\n}", "<stdin>:3:1"), ("[NaN]", "<stdin>"),
+    ("", "<stdin>"), ("{\n  \"a\": 1,\n}", "<stdin>:3:1"), ("[NaN]", "<stdin>:1:2"), ("{\"a\":\n [1e400]}", "<stdin>:2:3"),
 ])
 def test_json_syntax_errors_name_line_and_column(text, where):
     with pytest.raises(DataError) as err:

@@ -62,10 +62,35 @@ def test_constraints_file_is_echoed_and_bad_rules_exit_65(tmp_path: Path):
     assert [a["vm"] for a in doc["actions"]] == ["c"]
     rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
                                  "rules": [{"rule": "spread", "vms": ["a", "zz"]}]}))
-    r = run("vm-plan", "--constraints", str(rules), input=text(snapshot()))
+    r = run("vm-plan", "--strict-rules", "--constraints", str(rules), input=text(snapshot()))
     assert r.returncode == 65 and r.stdout == ""
     assert "rules[0] (spread)" in r.stderr and "zz" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rules_naming_deleted_guests_or_retired_hosts_are_skipped_with_a_warning(
+        tmp_path: Path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "spread", "vms": ["a", "zz"]},                         # nothing left: dropped
+        {"rule": "maintenance", "hosts": ["node3", "node-gone"]},       # narrowed
+        {"rule": "fence", "vms": ["b"], "hosts": ["node-gone"]}]}))     # b pinned instead
+    r = run("vm-plan", "--objective", "repair", "--constraints", str(rules),
+            input=text(snapshot()))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    outcomes = {(s["rule"], s["outcome"]) for s in doc["rules_skipped"]}
+    assert outcomes == {(0, "dropped"), (1, "narrowed"), (2, "pinned")}
+    assert doc["rules_skipped"][0]["unknown_vms"] == ["zz"]
+    assert {"rule": "maintenance", "hosts": ["node3"]} in doc["constraints"]
+    assert {"rule": "pin", "vms": ["b"]} in doc["constraints"]
+    assert "b" not in {a["vm"] for a in doc["actions"]}
+    assert [a["vm"] for a in doc["actions"]] == ["c"]      # node3 is still evacuated
+    assert r.stderr.count("warning") == 0 and r.stderr.count("not in the snapshot") == 3
+    # The plan stays valid for vm-apply's checker: its constraints are the pruned ones.
+    from vmtools.model import Plan
+    from vmtools.rules.check import check_plan
+    check_plan(Plan.from_dict(doc))
 
 
 def test_infeasible_exits_1_with_a_reason(tmp_path: Path):

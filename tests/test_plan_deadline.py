@@ -36,3 +36,10 @@ def test_no_deadline_never_passes_and_floats_still_work():
     assert not forever.passed() and forever.left() == math.inf
     assert forever.part(0.5) is forever
     assert Deadline.of(forever) is forever
+
+
+def test_a_stage_that_stops_at_any_moment_takes_no_floor():
+    past = Deadline(time.monotonic() - 5)
+    assert past.share(0.25, floor=0) == 0.0
+    assert past.part(0.25, floor=0).at <= time.monotonic()
+    assert Deadline.after(10.0).part(0.05, floor=0).left() <= 0.5

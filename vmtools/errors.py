@@ -98,6 +98,11 @@ class OperationFailed(VmtoolsError):
     exit_code = EXIT_FAILED
 
 
+class LocalFailure(OperationFailed):
+    """The machine vmtools runs on failed it: a full disk, an unwritable state or journal
+    directory. Not a bug: the message names the path and what to fix."""
+
+
 class InternalError(VmtoolsError):
     """A bug in vmtools."""
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 from vmtools import __version__
 from vmtools.errors import DataError
+from vmtools.xen import is_dom0, is_in_flight_name
 
 SNAPSHOT_FORMAT = "vmtools.snapshot"
 PLAN_FORMAT = "vmtools.plan"
@@ -34,6 +35,12 @@ HOST_STATES = ("online", "offline", "standby")
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def is_reserved_name(name: str) -> bool:
+    """True for Domain-0 and the names of guests in flight: never a host or guest of a snapshot
+    (a guest published under such a name would make vm-apply think a migration is under way)."""
+    return is_dom0(name) or is_in_flight_name(name)
 
 
 def is_safe_name(name: object) -> bool:
@@ -57,7 +64,20 @@ def iso_to_epoch(text: str) -> float:
 
 # --------------------------------------------------------------------------- validation
 
+# Bounds on any number a document may carry where vmtools reads it: integers exact in a
+# float (the planner computes in floats), numbers far beyond any cluster. A 400-digit integer
+# or 1e300 is an input error naming its path, never an OverflowError.
+MAX_INT = 2**53
+MAX_NUMBER = 1e15
+# Deeper JSON than this is no vmtools document (a plan nests 6 levels); refused before anything
+# walks it recursively.
+MAX_DEPTH = 64
+
+
 def _describe(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        text = str(value) if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
+        return text
     if isinstance(value, str):
         return json.dumps(value if len(value) <= 40 else value[:37] + "...")
     if value is None:
@@ -114,26 +134,37 @@ class Reader:
         return value
 
     def int(self, key: str, required: bool = True, default: Any = None,
-            minimum: int | None = 0) -> Any:
+            minimum: int | None = 0, maximum: int = MAX_INT) -> Any:
         found, value = self._get(key, required, default)
         if not found:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             raise DataError(f"expected an integer, got {_describe(value)}", self.where(key))
         if minimum is not None and value < minimum:
-            raise DataError(f"expected an integer >= {minimum}, got {value}", self.where(key))
+            raise DataError(f"expected an integer >= {minimum}, got {_describe(value)}",
+                            self.where(key))
+        if value > maximum:
+            raise DataError(f"expected an integer <= {maximum}, got {_describe(value)}",
+                            self.where(key))
         return value
 
     def num(self, key: str, required: bool = True, default: Any = None,
-            minimum: float | None = 0.0) -> Any:
+            minimum: float | None = 0.0, maximum: float = MAX_NUMBER,
+            positive: bool = False) -> Any:
         found, value = self._get(key, required, default)
         if not found:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
+                or (isinstance(value, float) and not math.isfinite(value)):
             raise DataError(f"expected a number, got {_describe(value)}", self.where(key))
         if minimum is not None and value < minimum:
-            raise DataError(f"expected a number >= {minimum}, got {value}", self.where(key))
+            raise DataError(f"expected a number >= {minimum:g}, got {_describe(value)}",
+                            self.where(key))
+        if positive and value <= 0:
+            raise DataError(f"expected a number > 0, got {_describe(value)}", self.where(key))
+        if value > maximum:
+            raise DataError(f"expected a number <= {maximum:g}, got {_describe(value)}",
+                            self.where(key))
         return float(value)
 
     def bool(self, key: str, required: bool = True, default: Any = None) -> Any:
@@ -191,6 +222,13 @@ def _unique(items: list, key: Callable[[Any], str], path: str, what: str) -> Non
 
 # --------------------------------------------------------------------------- snapshot
 
+# What the Ganglia metrics can carry (SPEC.md): container.cpu_num is a uint16,
+# container.mem_total a uint32 in KB. A snapshot claiming more was not made from Ganglia.
+HOST_MAX_CPU = 2**16 - 1
+HOST_MIN_CPU = 0.01   # a host with no CPU would divide every objective by zero
+HOST_MAX_MIB = (2**32 - 1) // 1024
+
+
 @dataclass
 class Host:
     name: str
@@ -208,8 +246,9 @@ class Host:
         r = Reader(obj, path)
         return cls(name=r.name("name"), cluster=r.str("cluster", False, ""),
                    state=r.str("state", False, "online", HOST_STATES),
-                   cpu=r.num("cpu"), mem_mib=r.int("mem_mib"),
-                   net_mbps=r.num("net_mbps", False), hypervisor=r.str("hypervisor", False, ""),
+                   cpu=r.num("cpu", minimum=HOST_MIN_CPU, maximum=HOST_MAX_CPU),
+                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB),
+                   net_mbps=r.num("net_mbps", False, positive=True), hypervisor=r.str("hypervisor", False, ""),
                    migration=r.str("migration", False, ""), reported=r.str("reported", False))
 
     def to_dict(self) -> dict:
@@ -235,8 +274,11 @@ class VM:
     def from_dict(cls, obj: Any, path: str) -> "VM":
         r = Reader(obj, path)
         return cls(name=r.name("name"), host=r.name("host"),
-                   state=r.str("state", False, "running"), vcpus=r.int("vcpus", False, 1),
-                   cpu=r.num("cpu"), mem_mib=r.int("mem_mib"), net_mbps=r.num("net_mbps", False))
+                   state=r.str("state", False, "running"),
+                   vcpus=r.int("vcpus", False, 1, maximum=HOST_MAX_CPU),
+                   cpu=r.num("cpu", maximum=HOST_MAX_CPU),
+                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB + 1),   # ceil of a uint32 KB
+                   net_mbps=r.num("net_mbps", False))
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "host": self.host, "state": self.state, "vcpus": self.vcpus,
@@ -375,6 +417,7 @@ class Plan:
     solver: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     explain: dict[str, str] | None = None
+    rules_skipped: list[dict] = field(default_factory=list)   # see constraints.prune_unknown
     origin_digest: str = ""
     created: str = field(default_factory=utc_now)
     generator: str = f"vm-plan {__version__}"
@@ -397,7 +440,8 @@ class Plan:
         solver = r.obj_("solver", False)
         summary = r.obj_("summary", False)
         explain = r.obj_("explain", False)
-        return cls(origin=origin, placement=placement, actions=actions,
+        skipped = [item for _, item in r.list("rules_skipped", False)]
+        return cls(origin=origin, placement=placement, actions=actions, rules_skipped=skipped,
                    objective=r.str("objective", False, "consolidate"), constraints=constraints,
                    solver=solver.obj if solver else {}, summary=summary.obj if summary else {},
                    explain=explain.obj if explain else None, origin_digest=digest,
@@ -414,6 +458,8 @@ class Plan:
              "actions": [a.to_dict() for a in self.actions], "summary": dict(self.summary)}
         if self.explain is not None:
             d["explain"] = dict(sorted(self.explain.items()))
+        if self.rules_skipped:
+            d["rules_skipped"] = list(self.rules_skipped)
         return d
 
 
@@ -474,18 +520,107 @@ def document_digest(doc: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def loads(text: str, source: str = "<stdin>") -> Any:
-    """Parse JSON text; a syntax error becomes a :class:`DataError` naming line and column."""
+def loads(text: str, source: str = "<stdin>", max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON text; a syntax error becomes a :class:`DataError` naming line and column.
+
+    Refused as input errors too: ``NaN``/``Infinity``, a number too large for a float
+    (``1e400``) or an integer of more digits than Python reads, and nesting deeper than
+    ``max_depth`` (checked without recursion, before anything walks the document)."""
     if not text.strip():
         raise DataError("empty input: expected a JSON document", source)
+    huge: list[_Huge] = []
+
+    def parse_int(digits: str) -> Any:
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+            huge.append(_Huge(digits))
+            return huge[-1]
+        return int(digits)
+
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                         parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", f"{source}:{exc.lineno}:{exc.colno}") from exc
+    except _NumberRefused as exc:
+        raise DataError(f"invalid JSON: {exc.args[0]}",
+                        _where_token(text, str(exc.args[1]), source)) from None
+    except RecursionError:
+        raise DataError(f"JSON nested more than {max_depth} levels deep: not a vmtools "
+                        "document", source) from None
     except ValueError as exc:
-        raise DataError(f"invalid JSON: {exc}", source) from exc
+        # e.g. an integer of more than 4,300 digits (Python's int parsing limit)
+        raise DataError(f"invalid JSON: {exc}", source) from None
+    path = too_deep(obj, max_depth)
+    if path is not None:
+        raise DataError(f"JSON nested more than {max_depth} levels deep: not a vmtools "
+                        "document", f"{source}: {path}")
+    if huge:
+        path = _find(obj, lambda v: isinstance(v, _Huge))
+        raise DataError(f"expected a number, got an integer of {len(huge[0].lstrip('-'))} "
+                        f"digits (at most {MAX_INT_DIGITS})", f"{source}: {path}")
+    return obj
+
+
+# No figure of a vmtools document needs more digits than this (2**53 has 16).
+MAX_INT_DIGITS = 18
+
+
+class _Huge(str):
+    """An integer literal too long to be a figure; found again by :func:`_find`."""
+
+
+class _NumberRefused(ValueError):
+    pass
+
+
+def _find(obj: Any, wanted: Callable[[Any], bool]) -> str:
+    """The JSON path of the first value (in document order) for which ``wanted`` is true."""
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, path = stack.pop()
+        if wanted(value):
+            return path or "(top)"
+        if isinstance(value, dict):
+            stack.extend(reversed([(v, join_path(path, str(k)[:40])) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(v, join_path(path, i)) for i, v in enumerate(value)]))
+    return "(top)"
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
+    raise _NumberRefused(f"{name} is not a number JSON allows", name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 24 else text[:21] + "..."
+        raise _NumberRefused(f"the number {shown} is too large for a float (finite numbers "
+                             "only)", text)
+    return value
+
+
+def _where_token(text: str, token: str, source: str) -> str:
+    """``source:line:col`` of the first occurrence of a refused number's text."""
+    offset = text.find(token)
+    if offset < 0:
+        return source
+    line = text.count("\n", 0, offset) + 1
+    return f"{source}:{line}:{offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+
+
+def too_deep(obj: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """The JSON path of the first value nested deeper than ``max_depth``, or None."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > max_depth:
+            return path if len(path) <= 60 else path[:30] + "..." + path[-20:]
+        if isinstance(value, dict):
+            stack.extend((v, join_path(path, str(k)[:40]), depth + 1)
+                         for k, v in value.items() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, join_path(path, i), depth + 1)
+                         for i, v in enumerate(value) if isinstance(v, (dict, list)))
+    return None
 

@@ -6,7 +6,6 @@ from tabulate import tabulate
 
 TABLEFMT = "simple"
 WIDTH: int | None = 80          # None: as wide as the cells (``-f wide``)
-ELLIPSIS = "..."
 
 
 def set_width(width: int | None) -> None:
@@ -24,33 +23,34 @@ def gib(mib: float) -> str:
     return f"{mib / 1024:.1f}"
 
 
-def _fit(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
-    """Shorten the widest column's cells (with ...) until the table fits ``width``."""
-    def widths() -> list[int]:
-        # tabulate's "simple": a header gets 2 columns of padding, columns 2 spaces between
-        return [max([len(headers[i]) + 2] + [len(r[i]) for r in rows])
-                for i in range(len(headers))]
-    for _ in range(len(headers) * 4):
-        w = widths()
+def _fit(rows: list[list[str]], headers: list[str], width: int) -> list[int | None]:
+    """Column widths that make the table fit ``width``: the widest columns' text is wrapped
+    inside its cells (nothing is cut; ``-f wide`` keeps one line per row)."""
+    # tabulate's "simple": a header gets 2 columns of padding, columns 2 spaces between
+    w = [max([len(headers[i]) + 2] + [len(r[i]) for r in rows]) for i in range(len(headers))]
+    limits: list[int | None] = [None] * len(headers)
+    for _ in range(len(headers)):
         total = sum(w) + 2 * (len(w) - 1)
         if total <= width:
             break
         i = max(range(len(w)), key=lambda k: w[k])
-        limit = max(len(headers[i]) + 2, len(ELLIPSIS) + 4, w[i] - (total - width))
+        limit = max(len(headers[i]) + 2, 12, w[i] - (total - width))
         if limit >= w[i]:
             break
-        rows = [[c if k != i or len(c) <= limit else c[:limit - len(ELLIPSIS)] + ELLIPSIS
-                 for k, c in enumerate(r)] for r in rows]
-    return rows
+        limits[i] = w[i] = limit
+    return limits
 
 
 def table(rows: list[list], headers: list[str], title: str | None = None) -> str:
     cells = [["" if c is None else (f"{c:.2f}" if isinstance(c, float) else str(c)) for c in r]
              for r in rows]
-    if cells and WIDTH:
-        cells = _fit(cells, list(headers), WIDTH)
-    text = tabulate(cells, headers=headers, tablefmt=TABLEFMT,
-                    disable_numparse=True) if cells else "(none)"
+    limits = _fit(cells, list(headers), WIDTH) if cells and WIDTH else None
+    if limits and any(limits):
+        text = tabulate(cells, headers=headers, tablefmt=TABLEFMT, disable_numparse=True,
+                        maxcolwidths=limits)
+    else:
+        text = tabulate(cells, headers=headers, tablefmt=TABLEFMT,
+                        disable_numparse=True) if cells else "(none)"
     return f"{wrap(title)}\n{text}\n" if title else text + "\n"
 
 
@@ -154,6 +154,12 @@ def plan_summary_line(plan_doc: dict) -> str:
     return line + f"; {solver_words(plan_doc.get('solver', {}))}"
 
 
+def _demand_words(plan_doc: dict) -> str:
+    """Which CPU demand the plan used: why its CPU % may differ from the snapshot's."""
+    demand = (plan_doc.get("summary") or {}).get("demand")
+    return f"{demand} per guest" if demand else "as in the snapshot"
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
     actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
@@ -188,9 +194,10 @@ def plan_tables(plan_doc: dict) -> str:
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
-                        "Hosts, before -> after (CPU % of the host's CPUs, as planned)")
+                        f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
-    return out + policy_lines(plan_doc.get("summary", {}))
+    policy = policy_lines(plan_doc.get("summary", {}))
+    return out + "".join(wrap(line) + "\n" for line in policy.splitlines())
 
 
 def report_table(report: dict) -> str:

@@ -18,6 +18,9 @@ CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
 - ``bmc``: the BMC's ``address[:port]`` (port 623 by default), required for ``ipmi``;
 - ``mac``: the MAC address Wake-on-LAN wakes, required for ``wol``.
 
+Addresses are RFC 1123 host names, IPv4, or IPv6 without a zone or with a zone of
+``[A-Za-z0-9_.-]`` (:func:`valid_address`); anything else is refused.
+
 :func:`parse_hostmap` returns ``{name: HostEntry}``; errors are DataError at ``FILE:LINE``.
 """
 
@@ -32,7 +35,36 @@ from dataclasses import dataclass
 from vmtools.errors import DataError, OptionError
 from vmtools.model import is_safe_name
 
-_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 each,
+# 253 in all. An IPv6 zone (``fe80::1%eth0``) may hold only [A-Za-z0-9_.-]: Python's ipaddress
+# takes any text after '%', and ``xl migrate`` hands the address to ``sh -c`` on the source.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_IPV4ISH = re.compile(r"[0-9.]+")
+
+
+def valid_address(text: str) -> bool:
+    """True for an RFC 1123 host name, an IPv4 address, or an IPv6 address without a zone or
+    with a zone of [A-Za-z0-9_.-]. Nothing else, so no accepted address carries a character a
+    shell treats specially."""
+    if not text or len(text) > 253 or not text.isascii() or not text.isprintable():
+        return False
+    if ":" in text:
+        address, _, zone = text.partition("%")
+        if "%" in text and not _ZONE.fullmatch(zone):
+            return False
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+        return True
+    if _IPV4ISH.fullmatch(text):
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            return False
+        return True
+    return all(_LABEL.fullmatch(label) for label in text.split("."))
 
 
 @dataclass(frozen=True)
@@ -54,13 +86,12 @@ HOSTMAP_COLUMNS = ("name", "manage", "migrate", "power", "bmc", "mac")
 def _address(text: str, where: str, what: str) -> str:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    try:
-        ipaddress.ip_address(text)
-        return text
-    except ValueError:
-        pass
-    if not _ADDRESS.fullmatch(text):
-        raise DataError(f"{what} {text!r} is not a host name or IP address", where)
+    if not valid_address(text):
+        shown = "".join(ch if ch.isprintable() and ch.isascii() else f"\\x{ord(ch):02x}"
+                        for ch in text[:60])
+        raise DataError(f"{what} {shown!r} is not a host name (RFC 1123), an IPv4 address or "
+                        "an IPv6 address (a zone may hold only letters, digits, '_', '.' "
+                        "and '-')", where)
     return text
 
 

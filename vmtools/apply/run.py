@@ -33,14 +33,15 @@ import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtools.apply.ask import survey, where_is
 from vmtools.apply.hostmap import HostEntry
 from vmtools.apply.journal import Journal, iso, read_journal
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
+from vmtools.apply.order import ends, priorities
 from vmtools.apply.refuse import check
 from vmtools.apply.signals import stop_on_signals
 from vmtools.drivers import Driver, Endpoint, make_driver
@@ -50,14 +51,9 @@ from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFa
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
+from vmtools.xen import DEFAULT_PORTS, TRANSPORTS
 
 log = logging.getLogger("vmtools.apply")
-
-
-def _ends(a: Action) -> tuple[str, ...]:
-    """The hosts an action occupies: its source and destination, or the host it switches."""
-    return (a.host,) if a.is_power else (a.src, a.dst)
 
 
 def _label(a: Action) -> str:
@@ -101,7 +97,7 @@ class Run:
         self.progress = progress or (lambda line: None)
         self.actions = {a.id: a for a in plan.actions}
         self.hosts = {h.name: h for h in plan.origin.hosts}
-        self.touched_hosts = sorted({h for a in plan.actions for h in _ends(a)})
+        self.touched_hosts = sorted({h for a in plan.actions for h in ends(a)})
         self.touched_vms = sorted({a.vm for a in plan.actions if not a.is_power})
         # hosts that cannot be asked: standby until their power-on, off after their power-off
         self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
@@ -136,58 +132,13 @@ class Run:
         return Endpoint(host, transport, entry.address or host,
                         entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
 
-    # ---- asking the hosts
+    # ---- asking the hosts (vmtools.apply.ask)
     def survey(self, hosts: list[str]) -> dict[str, set[str] | Exception]:
-        """What each host runs, asked in parallel; an exception for a host that did not answer."""
-        def ask(h: str) -> set[str] | Exception:
-            try:
-                return self.drivers[h].list_guests()
-            except (Unavailable, OperationFailed) as exc:
-                return exc
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            return dict(zip(hosts, pool.map(ask, hosts)))
+        return survey(self.drivers, hosts)
 
     def where_is(self, vm: str, src: str, dst: str, wait: float, settled_answer: bool = False
                  ) -> tuple[str | None, str | None]:
-        """Ask ``src`` and ``dst`` until they agree where ``vm`` runs, for up to ``wait``
-        seconds: (host or None, a note on what could not be verified)."""
-        deadline = time.monotonic() + wait
-        interval = self.opts.poll
-        note = None
-        polls = 0
-        while True:
-            polls += 1
-            seen = self.survey([src, dst])
-            s, d = seen[src], seen[dst]
-            s_ok, d_ok = isinstance(s, set), isinstance(d, set)
-            in_flight = any(isinstance(x, set) and is_migrating(vm, x) for x in (s, d))
-            on_src, on_dst = s_ok and vm in s, d_ok and vm in d
-            if not in_flight:
-                if s_ok and d_ok and on_src != on_dst:
-                    return (dst if on_dst else src), None
-                # one host silent: believe the other only once it has said so a few times
-                if on_src and not d_ok and polls >= 3:
-                    note = f"{dst} did not answer ({d}); {vm} verified on {src}"
-                    return src, note
-                if on_dst and not s_ok and polls >= 3:
-                    note = f"{src} did not answer ({s}); {vm} verified on {dst}"
-                    return dst, note
-                # the hypervisor answered and neither host runs the guest: no use waiting
-                if settled_answer and s_ok and d_ok and not on_src and not on_dst \
-                        and polls >= 3:
-                    return None, f"{vm} runs neither on {src} nor on {dst}"
-            if time.monotonic() >= deadline:
-                if on_src and on_dst:
-                    return None, f"{vm} runs on both {src} and {dst}"
-                if in_flight:
-                    return None, f"{vm} is still migrating after {wait:g}s"
-                if s_ok and d_ok:
-                    return None, f"{vm} runs neither on {src} nor on {dst}"
-                return None, f"could not ask the hosts: {s if not s_ok else d}"
-            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-            interval = min(interval * 2, 2.0)
+        return where_is(self.drivers, vm, src, dst, wait, self.opts.poll, settled_answer)
 
     def check_fresh(self, finished: set[int]) -> None:
         """Each guest the plan moves is where the plan expects it once the ``finished``
@@ -200,7 +151,7 @@ class Run:
                       if isinstance(res, Exception) and not isinstance(res, HostKeyError)]
             if not silent:
                 break
-            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g}s")
+            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g} s")
             time.sleep(delay)
             seen.update(self.survey(silent))
         reasons = []
@@ -236,38 +187,8 @@ class Run:
             self.progress(f"warning: --force: running a stale plan: {text}")
 
     # ---- the scheduler
-    def priorities(self) -> dict[int, tuple]:
-        """Higher first: the longest chain of work still behind an action, then the most
-        loaded of its two hosts (both in MiB, proportional to migration time)."""
-        succ: dict[int, list[int]] = {i: [] for i in self.actions}
-        for a in self.actions.values():
-            for p in a.after:
-                succ[p].append(a.id)
-        tail: dict[int, float] = {}
-
-        def chain(i: int) -> float:
-            if i not in tail:
-                stack = [i]
-                while stack:
-                    j = stack[-1]
-                    todo = [s for s in succ[j] if s not in tail]
-                    if todo:
-                        stack.extend(todo)
-                        continue
-                    stack.pop()
-                    tail[j] = self.actions[j].mem_mib + max((tail[s] for s in succ[j]),
-                                                            default=0)
-            return tail[i]
-
-        load: Counter = Counter()
-        for a in self.actions.values():
-            for h in _ends(a):
-                load[h] += a.mem_mib
-        return {i: (max(load[h] for h in _ends(a)), chain(i), -i)
-                for i, a in self.actions.items()}
-
     def execute(self, todo: list[int]) -> None:
-        prio = self.priorities()
+        prio = priorities(self.actions)
         pending = sorted(todo, key=lambda i: prio[i], reverse=True)
         running: set[int] = set()
         busy: Counter = Counter()
@@ -293,11 +214,11 @@ class Run:
                         a = self.actions[i]
                         if i not in ready:
                             continue
-                        if any(busy[h] >= self.opts.per_host for h in _ends(a)):
+                        if any(busy[h] >= self.opts.per_host for h in ends(a)):
                             continue
                         pending.remove(i)
                         running.add(i)
-                        for h in _ends(a):
+                        for h in ends(a):
                             busy[h] += 1
                         self._announce_start(a, len(running), total)
                         t = threading.Thread(target=self._worker, args=(a, running, busy),
@@ -315,7 +236,7 @@ class Run:
     def _announce_start(self, a: Action, nrunning: int, total: int) -> None:
         started = sum(1 for o in self.outcomes.values() if not o.from_journal) + nrunning
         how = self.transport(a)
-        size = "" if a.is_power else f"{a.mem_mib} MiB, "
+        size = "" if a.is_power else f"{a.mem_mib / 1024:.1f} GiB, "
         self.progress(f"[{started}/{total}] start #{a.id} {_label(a)} ({size}{how}); "
                       f"{nrunning} running; {self._eta()}")
 
@@ -329,7 +250,7 @@ class Run:
         if self.mib_done <= 0 or elapsed <= 0:
             return "time left unknown"
         left = self.remaining_mib / (self.mib_done / elapsed)
-        return f"~{left:.0f}s left"
+        return f"about {left:.0f} s left"
 
     def _not_run(self, i: int, why: str) -> None:
         a = self.actions[i]
@@ -347,7 +268,7 @@ class Run:
         with self.cond:
             self.outcomes[a.id] = out
             running.discard(a.id)
-            for h in _ends(a):
+            for h in ends(a):
                 busy[h] -= 1
             self.remaining_mib -= a.mem_mib
             if out.outcome == "done":
@@ -355,7 +276,7 @@ class Run:
             if out.outcome == "failed" and self.opts.stop_on_failure and not self.stopping:
                 self.stopping = f"stopped after action {a.id} failed (--stop-on-failure)"
             counts = Counter(o.outcome for o in self.outcomes.values())
-            took = f" in {out.ended - out.started:.1f}s" if out.started and out.ended else ""
+            took = f" in {out.ended - out.started:.1f} s" if out.started and out.ended else ""
             self.progress(f"[{counts['done'] + counts['failed']}/{len(self.actions)}] "
                           f"{out.outcome} #{a.id} {_label(a)}{took}"
                           f"{': ' + out.error if out.error else ''}; {len(running)} running, "
@@ -562,7 +483,8 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                 run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
             else:
                 run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
-                             f"({a.mem_mib} MiB) via {run.endpoints[a.src].transport} to "
+                             f"({a.mem_mib / 1024:.1f} GiB) via "
+                             f"{run.endpoints[a.src].transport} to "
                              f"{run.endpoints[a.dst].migrate}")
             run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
@@ -592,7 +514,8 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
             run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
                          "(offline: no host asked)")
         else:
-            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} ({a.mem_mib} MiB) "
+            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
+                         f"({a.mem_mib / 1024:.1f} GiB) "
                          f"via {run.endpoints[a.src].transport} to "
                          f"{run.endpoints[a.dst].migrate} (offline: no host asked)")
         run.outcomes[a.id] = _Outcome(a, "skipped", transport=run.transport(a))

@@ -147,6 +147,14 @@ def lab(
     verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False, version: Version = False,
 ) -> None:
     """Run a simulated Xen cluster lab on loopback."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    # `vm-lab ... &` from a script starts with SIGINT ignored; SIGTERM (kill %1, systemd) must
+    # stop the lab as Ctrl-C does: every daemon it started goes with it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
     with guard("vm-lab", verbose, quiet, debug):
         if demo:
             for name, objective, title in DEMO:

@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
-                                 Version, emit, entry_point, guard, make_app, read_document,
-                                 read_text)
+                                 Version, emit, entry_point, guard, log, make_app,
+                                 read_document, read_text)
 from vmtools.errors import DataError, UsageError
 from vmtools.model import Plan, Snapshot, dumps, loads
 
@@ -54,7 +54,12 @@ def plan(
     constraints: Annotated[Optional[str], typer.Option(
         "--constraints", metavar="FILE",
         help="A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
-             "max_vms, capacity); echoed in the plan.")] = None,
+             "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is "
+             "not in the snapshot loses those names (a warning, and rules_skipped in the "
+             "plan).")] = None,
+    strict_rules: Annotated[bool, typer.Option(
+        "--strict-rules", help="Refuse (exit 65) a constraints file naming a guest or host "
+        "that is not in the snapshot, instead of skipping those names.")] = False,
     time_limit: Annotated[float, typer.Option(
         "--time-limit", metavar="SECONDS",
         help="Time budget of the whole run (solver, ordering, checks); consolidation gives "
@@ -126,8 +131,8 @@ def plan(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
     hold: Annotated[float, typer.Option(
-        "--hold", metavar="MINUTES", help="With --state: or on a hotspot that lasted this "
-        "long (0: off).")] = 0.0,
+        "--hold", metavar="MINUTES", help="With --state: also act on a hotspot that has "
+        "lasted this long, however few snapshots saw it (0: off).")] = 0.0,
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
@@ -169,6 +174,7 @@ def plan(
     with guard(PROG, verbose, quiet, debug):
         from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
+        from vmtools.planner.scratch import solver_guard
         from vmtools.render import plan_tables
         for name, value, high in (("--cpu-target", cpu_target, 1.0),
                                   ("--mem-target", mem_target or 1.0, 1.0),
@@ -192,10 +198,12 @@ def plan(
         in_process = isinstance(file, Snapshot)
         snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
+        skipped: list[dict] = []
         if constraints is not None:
             text, name = read_text(PROG, constraints, "constraints")
             try:
-                cons_obj = parse_constraints(loads(text, name), snap)
+                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
+                                             skipped=skipped)
             except DataError as exc:
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None
@@ -212,15 +220,20 @@ def plan(
                        max_duration_min=max_duration, demand=demand,
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
+        for entry in skipped:
+            log.warning("%s: %s", name, entry["message"])
         power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
                                     reserve, power_model, boot_timeout)
         from vmtools.cli._progress import Progress
-        with Progress(PROG, quiet or in_process, verbose) as progress:
+        # In process (vm-replay) the caller's other children are none of vm-plan's business.
+        with solver_guard(every_child=not in_process), \
+                Progress(PROG, quiet or in_process, verbose) as progress:
             progress.follow("vmtools.planner")
             progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {time_limit:g} s")
             result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
                                      power=power_opts)
+        result.rules_skipped = skipped
         if in_process:
             return result
         doc = result.to_dict()

@@ -83,9 +83,11 @@ def snapshot(
         if fmt == OutputFormat.table:
             emit(snapshot_table(snap), output)
         elif output is None or str(output) == "-":
-            # Entry by entry: the snapshot is complete and valid, nothing can fail half-way
-            # but the reader, and 40,000 guests need not be one string in memory.
-            for chunk in snapshot_json_chunks(snap):
+            # Encoded whole before the first byte goes out (a value the encoder refuses must
+            # not leave half a snapshot on stdout), but entry by entry: 40,000 guests as one
+            # dict tree and one indenting encoder would cost several times the text.
+            chunks = list(snapshot_json_chunks(snap))
+            for chunk in chunks:
                 sys.stdout.write(chunk)
             sys.stdout.flush()
         else:

@@ -37,14 +37,18 @@ class Domain(NamedTuple):
     cpu_time: float
 
 
-# Read from the right: ID, Mem, VCPUs, State, Time(s) are fixed; the name is what is left.
-# ``xl list -v`` appends a UUID, a reason code and a security label: allowed after the time.
-_DOMAIN_LINE = re.compile(
-    r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+"
-    r"(?P<state>[rbpscdw?-]{6})\s+(?P<time>\d+(?:\.\d+)?)(?:\s+\S.*)?$")
+# Read from the right: ID, Mem, VCPUs, State, Time(s) are the last five fields (``xl list -v``
+# appends a UUID, a reason code and a security label after the time) and the name is all that is
+# left. The name is greedy, so a domain named ``web1 2 64 1 r----- 0.0`` cannot pass its own name
+# off as another domain's fields. Numbers are bounded (a Xen domid is below 32768, a Time(s) has
+# one decimal): a 4,300-digit figure is garbage, not a domain.
+_FIELDS = (r"\s+(?P<domid>\d{1,5})\s+(?P<mem>\d{1,10})\s+(?P<vcpus>\d{1,5})\s+"
+           r"(?P<state>[rbpscdw?-]{6})\s+(?P<time>\d{1,15}(?:\.\d{1,6})?)")
+_DOMAIN_LINE = re.compile(r"^(?P<name>\S.*)" + _FIELDS + r"$")
+_DOMAIN_LINE_V = re.compile(r"^(?P<name>\S.*)" + _FIELDS + r"(?:\s+\S+){1,3}$")
 # ``xm list`` shows managed domains that are not running with no ID and no state.
-_INACTIVE_LINE = re.compile(r"^(?P<name>\S.*?)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+"
-                            r"(?P<time>\d+(?:\.\d+)?)$")
+_INACTIVE_LINE = re.compile(r"^(?P<name>\S.*)\s+(?P<mem>\d{1,10})\s+(?P<vcpus>\d{1,5})\s+"
+                            r"(?P<time>\d{1,15}(?:\.\d{1,6})?)$")
 _HEADER = re.compile(r"^Name\s+ID\s+Mem\s+VCPUs\s+State\s+Time\(s\)")
 _INFO_LINE = re.compile(r"^(?P<key>[A-Za-z0-9_]+)\s*:\s?(?P<value>.*)$")
 
@@ -68,7 +72,7 @@ def parse_list(text: str, *, strict: bool = False, problems: list | None = None)
         stripped = line.strip()
         if not stripped or _HEADER.match(stripped):
             continue
-        m = _DOMAIN_LINE.match(stripped)
+        m = _DOMAIN_LINE.match(stripped) or _DOMAIN_LINE_V.match(stripped)
         if not m:
             if _INACTIVE_LINE.match(stripped):
                 continue  # defined but not running: uses no resources of this host
@@ -95,12 +99,16 @@ def parse_info(text: str, *, strict: bool = False,
     return info
 
 
-def info_int(info: dict[str, str], key: str) -> int:
-    """An integer field of ``parse_info``'s result, or a DataError naming the field."""
+def info_int(info: dict[str, str], key: str, low: int = 0, high: int = 2**32 - 1) -> int:
+    """An integer field of ``parse_info``'s result within ``[low, high]``, or a DataError
+    naming the field (``nr_cpus: -1`` or a 4,300-digit figure is never published)."""
     value = info.get(key)
     if value is None:
         raise DataError(f"no {key} in the toolstack's info output", key)
-    try:
-        return int(value.split()[0])
-    except (ValueError, IndexError):
-        raise DataError(f"expected an integer, got {_shown(value)!r}", key) from None
+    first = value.split()[0] if value.split() else ""
+    if not re.fullmatch(r"-?\d{1,12}", first):
+        raise DataError(f"expected an integer, got {_shown(value)!r}", key)
+    number = int(first)
+    if not low <= number <= high:
+        raise DataError(f"expected an integer from {low} to {high}, got {_shown(first)}", key)
+    return number

@@ -22,7 +22,7 @@ from vmtools.errors import OptionError, Unavailable
 log = logging.getLogger("vmtools.dom0")
 
 TOOLSTACKS = ("xl", "xm", "auto")
-_VIF = re.compile(r"vif(\d+)\.\d+(?:-emu)?$")
+_VIF = re.compile(r"vif(\d{1,5})\.\d{1,5}(?:-emu)?$")
 
 
 class ToolstackError(Unavailable):
@@ -122,7 +122,10 @@ class Dom0Reader:
             for counter in ("rx_bytes", "tx_bytes"):
                 try:
                     with open(self.net_dir / entry / "statistics" / counter, "rb") as fh:
-                        value = int(fh.read().strip() or b"0")
+                        text = fh.read(64).strip() or b"0"
+                    if not text.isdigit() or len(text) > 20:
+                        raise ValueError(f"not a byte counter: {text[:30]!r}")
+                    value = int(text)
                 except (OSError, ValueError) as exc:
                     log.debug("%s/%s: %s", entry, counter, exc)
                     continue

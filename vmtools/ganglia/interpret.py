@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
 from vmtools.xen import DOM0_NAMES, TRANSPORTS
 from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, GUEST_PREFIX, HOST_METRICS,
                                     MEM_TOTAL, NET_MBPS, TYPE, VMS, VMS_PART)
 from vmtools.model import (VM, Host, Problem, Snapshot,
-                           epoch_to_iso, is_safe_name)
+                           epoch_to_iso, is_reserved_name, is_safe_name)
 
 DEFAULT_STALE_AFTER = 120.0
 _HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -41,7 +42,36 @@ _HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 # Problem kinds (documented in vmtools-formats(5)).
 PROBLEM_KINDS = ("duplicate-guest", "no-data", "partial-container", "not-a-number",
                  "bad-value", "stale-cluster", "offline-host", "duplicate-host",
-                 "unsafe-name", "dropped-host", "dropped-cluster", "truncated")
+                 "unsafe-name", "reserved-name", "dropped-host", "dropped-cluster", "truncated")
+
+UINT16_MAX = 2**16 - 1
+UINT32_MAX = 2**32 - 1
+FLOAT_MAX = 1e12
+# Each metric vm-snapshot reads: (declared type, lowest, highest plausible value). The types are
+# the ones vm-gmetric declares (SPEC.md "Ganglia metrics") or gmond's own; the float ranges are
+# what no real host reaches (10 Tbit/s, 65,535 CPUs busy). Guest fields by their last component.
+METRIC_TYPES: dict[str, tuple[str, float, float]] = {
+    "container.mem_total": ("uint32", 0, UINT32_MAX),         # KB for guests
+    "container.cpu_num": ("uint16", 1, UINT16_MAX),           # a host with no CPU divides by 0
+    "container.net_mbps": ("float", 1e-3, 1e7),               # Mbit/s, 0 would divide by 0
+    "cpu": ("float", 0, 100.0 * UINT16_MAX),                  # % of one CPU
+    "mem": ("uint32", 1, UINT32_MAX),                         # KB; a running guest has some
+    "vcpus": ("uint16", 1, UINT16_MAX),
+    "net": ("float", 0, 1.25e12),                             # bytes/s
+    "cpu_num": ("uint16", 1, UINT16_MAX),                     # a guest's own gmond
+    "mem_total": ("float", 1, 2.0**40),                       # KB
+    "cpu_user": ("float", 0, 100), "cpu_system": ("float", 0, 100),
+    "cpu_nice": ("float", 0, 100),
+    "bytes_in": ("float", 0, 1.25e12), "bytes_out": ("float", 0, 1.25e12),
+}
+# A guest can use no more CPU than its host has; measurement jitter stays well below this slack.
+CPU_SLACK = 1.5
+# A REPORTED time this far past the answer's own time is a lie, not clock skew.
+FUTURE_SLACK = 86400
+
+
+def _range(low: float, high: float) -> str:
+    return f"{low:g} to {high:.0f}" if high >= 1e6 and high == int(high) else f"{low:g} to {high:g}"
 
 
 def _show(text: str, limit: int = 60) -> str:
@@ -54,8 +84,9 @@ class SnapshotBuilder:
     """Consumes parsed hosts one at a time (so a large dump never sits in memory whole) and
     builds the snapshot at :meth:`finish`. ``add_host`` fits ``parse_ganglia(on_host=...)``."""
 
-    def __init__(self, stale_after: float = DEFAULT_STALE_AFTER):
+    def __init__(self, stale_after: float = DEFAULT_STALE_AFTER, now: float | None = None):
         self.stale_after = stale_after
+        self.now = now if now is not None else time.time()
         self.problems: list[Problem] = []
         self.hosts: dict[str, Host] = {}
         # per hypervisor: its guests in listed order with (cpu %, mem KB, vcpus, net B/s)
@@ -70,18 +101,48 @@ class SnapshotBuilder:
 
     def number(self, raw: RawHost, metric: str, host: str | None, vm: str | None = None,
                integer: bool = False) -> float | None:
+        """The value of ``metric`` checked against its declared type and plausible range
+        (:data:`METRIC_TYPES`), or None (absent, or refused with a problem naming it)."""
         text = raw.metrics.get(metric)
         if text is None:
             return None
+        field = metric.rsplit(".", 1)[-1] if metric.startswith(GUEST_PREFIX) else metric
+        kind, low, high = METRIC_TYPES.get(field, ("float", 0.0, FLOAT_MAX))
+        who = f"host {raw.name}" if vm is None else \
+            f"guest {vm} on host {host}" if raw.name == host else f"guest {vm}'s own gmond"
         try:
-            value = float(text.strip())
+            value = float(text.strip()) if len(text) <= 64 else math.nan
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
-            self.problem("not-a-number", f"{metric} of host {raw.name} is "
-                         f"{_show(text, 40)}, not a number >= 0", host=host, vm=vm)
+        if not math.isfinite(value):
+            self.problem("not-a-number", f"{metric} of {who} is {_show(text, 40)}, not a "
+                         f"finite number; it is not used", host=host, vm=vm)
+            return None
+        if not low <= value <= high or (kind != "float" and value != math.floor(value)):
+            self.problem("bad-value", f"{metric} of {who} is {_show(text, 40)}, outside its "
+                         f"type {kind} ({_range(low, high)}); it is not used",
+                         host=host, vm=vm)
             return None
         return float(math.floor(value)) if integer else value
+
+    def times(self, raw: RawHost) -> bool:
+        """REPORTED, TN and TMAX must be Ganglia's uint32 seconds, REPORTED not in the future;
+        False (with a problem) when one is not, and the host's freshness is then unknown."""
+        good = True
+        for attr, value in (("REPORTED", raw.reported), ("TN", raw.tn), ("TMAX", raw.tmax)):
+            text = raw.times.get(attr)
+            if text is not None and value is None:
+                self.problem("bad-value", f"{attr} of host {raw.name} is {_show(text, 40)}, "
+                             f"not a uint32 count of seconds; the host is taken as offline",
+                             host=raw.name)
+                good = False
+        if raw.reported is not None and self.now is not None \
+                and raw.reported > self.now + FUTURE_SLACK:
+            self.problem("bad-value", f"REPORTED of host {raw.name} is {raw.reported}, "
+                         f"{raw.reported - int(self.now)} s in the future; the host is taken "
+                         "as offline", host=raw.name)
+            good = False
+        return good
 
     # ----------------------------------------------------------------- dumps and hosts
 
@@ -118,6 +179,11 @@ class SnapshotBuilder:
                          f"{raw.line} of {source} is named {_show(raw.name)}: names may hold "
                          "only letters, digits, '.', '_' and '-'; it is left out")
             return
+        if is_reserved_name(raw.name):
+            self.problem("reserved-name", f"a host in cluster {_show(cluster.name)} at line "
+                         f"{raw.line} of {source} is named {raw.name}, a name Xen gives "
+                         "Domain-0 or a guest in flight, never a host; it is left out")
+            return
         present = [m for m in HOST_METRICS if m in raw.metrics]
         if raw.name in self.container:
             if present or self.container[raw.name]:
@@ -139,7 +205,9 @@ class SnapshotBuilder:
         cpu = self.number(raw, CPU_NUM, raw.name, integer=True)
         mem_kb = self.number(raw, MEM_TOTAL, raw.name)
         if cpu is None or mem_kb is None:
-            return  # not-a-number already reported
+            # Already a problem naming the metric; a capacity that cannot be trusted takes
+            # the host (and so its guests) out of the snapshot.
+            return
         net = self.number(raw, NET_MBPS, raw.name)
         hypervisor = raw.metrics[TYPE].strip()
         if not _HYPERVISOR_TYPE.fullmatch(hypervisor):
@@ -154,14 +222,16 @@ class SnapshotBuilder:
                          host=raw.name)
             migration = ""
         state = "online"
-        if raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
+        if not self.times(raw):
+            state = "offline"
+        elif raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
             state = "offline"
         self.hosts[raw.name] = Host(
             name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
             migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
         names = self.guest_names(raw)
-        if state == "offline" and names:
+        if state == "offline" and names and raw.tn is not None and raw.tmax is not None:
             self.problem("offline-host", f"host {raw.name} has not reported for {raw.tn} s "
                          f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
                          f"{len(names)} guest(s); they are kept with state unknown",
@@ -172,6 +242,11 @@ class SnapshotBuilder:
                 self.problem("unsafe-name", f"host {raw.name} lists a guest named "
                              f"{_show(name)}: names may hold only letters, digits, '.', "
                              "'_' and '-'; it is left out", host=raw.name)
+                continue
+            if is_reserved_name(name):
+                self.problem("reserved-name", f"host {raw.name} lists a guest named {name}, "
+                             "the name Xen gives a guest in flight (a migration under way, or "
+                             "a spoofed packet); it is left out", host=raw.name)
                 continue
             prefix = f"{GUEST_PREFIX}{name}."
             listed.append((name, (
@@ -232,6 +307,11 @@ class SnapshotBuilder:
                 tx = self.number(own, "bytes_out", None, name)
                 if rx is not None and tx is not None:
                     net_bps = rx + tx
+        if cpu is not None and cpu > host.cpu * CPU_SLACK:
+            self.problem("bad-value", f"the CPU use of guest {name} on host {host.name} is "
+                         f"{cpu:g} CPUs, more than its host's {host.cpu:g} can give; it is not "
+                         "used", host=host.name, vm=name)
+            cpu = None
         if cpu is None or mem_kb is None:
             missing = " and ".join(w for w, v in (("CPU", cpu), ("memory", mem_kb)) if v is None)
             self.problem("no-data", f"host {host.name} lists guest {name} but neither "

@@ -29,7 +29,7 @@ HOST_METRICS = (MEM_TOTAL, CPU_NUM, VMS, DRIVER_MIGRATION, TYPE)
 GUEST_PREFIX = "container.vm."
 GUEST_FIELDS = ("cpu", "mem", "vcpus", "net")
 
-VMS_PART = re.compile(r"container\.vms\.(\d+)")
+VMS_PART = re.compile(r"container\.vms\.(\d{1,6})")   # bounded: a 5,000-digit part is garbage
 
 # Ganglia's default ports: gmond's (XML over TCP, metrics over UDP), gmetad's XML dump and its
 # interactive (path query) port.

@@ -19,13 +19,22 @@ them, so malformed input is normal. Strictly, any defect is a :class:`DataError`
 CLUSTER boundaries and every piece is parsed on its own: what parses is kept, what does not
 is listed in ``dropped`` (never guessed at, as libxml2's own recovery would).
 
-Entity declarations and external DTDs are refused before libxml2 sees them (billion laughs,
-XXE); the parser itself never resolves entities, loads a DTD or touches the network.
+Entity declarations and external DTDs are refused (billion laughs, XXE): the parser never
+resolves entities, loads a DTD or touches the network, and once it has read the prolog (at the
+root element's start, before any HOST), a DTD that declares any entity or names an external
+subset stops the parse. The check reads what libxml2 itself parsed, so no comment or
+processing instruction before the DOCTYPE can hide a declaration from it; a quick look at the
+raw prolog text refuses the common case before libxml2 sees it at all.
+
+Numbers in attributes (``TN``, ``TMAX``, ``REPORTED``, ``LOCALTIME``) are Ganglia's uint32
+seconds: anything else (``inf``, ``1e400``, ``-1``, ``2e10``) reads as None, and the raw
+text is kept in ``RawHost.times`` so vm-snapshot can name it in a problem.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -55,6 +64,7 @@ class RawHost:
     tmax: int | None = None
     line: int = 0
     metrics: dict[str, str] = field(default_factory=dict)   # NAME -> VAL
+    times: dict[str, str] = field(default_factory=dict)     # REPORTED/TN/TMAX as sent
 
 
 @dataclass
@@ -81,16 +91,24 @@ class GangliaDump:
     dropped: list[Dropped] = field(default_factory=list)
 
 
+UINT32_MAX = 2**32 - 1
+
+
 def _int(value: str | None) -> int | None:
+    """A Ganglia uint32 attribute (seconds), or None when it is not one: not a number,
+    non-finite, negative, a fraction's overflow or beyond 2**32 - 1."""
     if value is None:
         return None
+    text = value.strip()
+    if len(text) > 40:
+        return None
     try:
-        return int(value)
+        number = float(text)
     except ValueError:
-        try:
-            return int(float(value))
-        except ValueError:
-            return None
+        return None
+    if not math.isfinite(number) or not 0 <= number <= UINT32_MAX:
+        return None
+    return int(number)
 
 
 def _wanted(name: str) -> bool:
@@ -100,7 +118,9 @@ def _wanted(name: str) -> bool:
 def _read_host(elem) -> RawHost:
     host = RawHost(name=elem.get("NAME", ""), ip=elem.get("IP", ""),
                    reported=_int(elem.get("REPORTED")), tn=_int(elem.get("TN")),
-                   tmax=_int(elem.get("TMAX")), line=elem.sourceline or 0)
+                   tmax=_int(elem.get("TMAX")), line=elem.sourceline or 0,
+                   times={k: v for k in ("REPORTED", "TN", "TMAX")
+                          if (v := elem.get(k)) is not None})
     metrics = host.metrics
     for metric in elem.iterchildren("METRIC"):
         name = metric.get("NAME")
@@ -137,18 +157,35 @@ def _line_col(data: bytes, offset: int) -> str:
     return f"{line}:{col}"
 
 
+class EntityRefused(DataError):
+    """A DTD that declares entities or names an external subset: never recovered from."""
+
+
+def _check_dtd(root, source: str) -> None:
+    """Refuse what libxml2 parsed in the prolog: an internal subset declaring any entity, or
+    an external subset. Called at the root's start, before any element below it is read."""
+    docinfo = root.getroottree().docinfo
+    where = f"{source}:1:1"
+    dtd = docinfo.internalDTD
+    if dtd is not None and next(iter(dtd.iterentities()), None) is not None:
+        raise EntityRefused("entity declarations are refused (entity expansion and external "
+                            "entities are attacks, not Ganglia data)", where)
+    if docinfo.system_url or docinfo.public_id:
+        raise EntityRefused("an external DTD is refused (Ganglia sends its DTD inline)", where)
+
+
 def _check_prolog(head: bytes, source: str) -> None:
     """Refuse entity declarations and external DTDs: gmond and gmetad never send them."""
     m = _ROOT_START.search(head)
     prolog = head[:m.start()] if m else head
     bad = _ENTITY_DECL.search(prolog)
     if bad:
-        raise DataError("entity declarations are refused (entity expansion and external "
-                        "entities are attacks, not Ganglia data)",
-                        f"{source}:{_line_col(head, bad.start())}")
+        raise EntityRefused("entity declarations are refused (entity expansion and external "
+                            "entities are attacks, not Ganglia data)",
+                            f"{source}:{_line_col(head, bad.start())}")
     bad = _EXTERNAL_DTD.search(prolog)
     if bad:
-        raise DataError("an external DTD is refused (Ganglia sends its DTD inline)",
+        raise EntityRefused("an external DTD is refused (Ganglia sends its DTD inline)",
                         f"{source}:{_line_col(head, bad.start())}")
 
 
@@ -205,6 +242,8 @@ def parse_ganglia(stream: BinaryIO | bytes, source: str = "<input>", *,
         data = head + stream.read()
         try:
             return _parse_strict(io.BytesIO(data), source)
+        except EntityRefused:
+            raise
         except DataError as exc:
             return recover_ganglia(data, source, exc)
     return _parse_strict(_Head(head, stream), source, on_host)
@@ -224,7 +263,9 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
         for event, elem in events:
             if not root_checked:
                 root_checked = True
-                _check_root(events.root, source)
+                root = elem.getroottree().getroot()
+                _check_root(root, source)
+                _check_dtd(root, source)
             tag = elem.tag
             if event == "start":
                 if tag == "CLUSTER":
@@ -270,6 +311,7 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
         if root is None:
             raise DataError("no XML element found: expected a Ganglia XML document", source)
         _check_root(root, source)
+        _check_dtd(root, source)
     return dump
 
 

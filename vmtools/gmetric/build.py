@@ -19,6 +19,7 @@ is skipped and reported. The names come from :mod:`vmtools.ganglia.names`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from vmtools.dom0.parse import Domain, info_int
@@ -27,6 +28,11 @@ from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, MEM_TOTAL, TYPE, V
                                     vms_part)
 from vmtools.model import is_safe_name
 from vmtools.xen import DOM0, is_in_flight_name
+
+UINT16_MAX = 2**16 - 1
+UINT32_MAX = 2**32 - 1
+# A guest cannot use more CPU than its vCPUs; sampling jitter stays well below this slack.
+CPU_SLACK = 1.5
 
 log = logging.getLogger("vmtools.gmetric")
 
@@ -118,12 +124,17 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             skipped.append({"name": dom.name, "domid": dom.domid,
                             "reason": "listed twice by the toolstack"})
             continue
+        if not 0 < dom.mem_mib * 1024 <= UINT32_MAX or not 0 < dom.vcpus <= UINT16_MAX:
+            skipped.append({"name": dom.name, "domid": dom.domid,
+                            "reason": f"implausible figures ({dom.mem_mib} MiB, {dom.vcpus} "
+                                      "vCPUs): not publishable as uint32 KB and uint16"})
+            continue
         seen.add(dom.name)
         guests.append(dom)
 
     if info is not None:
         try:
-            total_mib = info_int(info, "total_memory")
+            total_mib = info_int(info, "total_memory", 1, 2**40)
             if dom0 is not None:
                 dom0_mib = dom0.mem_mib
             elif dom0_kib is not None:
@@ -131,11 +142,17 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             else:
                 raise DataError("Domain-0 is not in the list and its memory is unknown",
                                 "Domain-0")
-            host(MEM_TOTAL, max(0, total_mib - dom0_mib) * 1024, "uint32", "KB")
+            guest_kb = max(0, total_mib - dom0_mib) * 1024
+            if guest_kb > UINT32_MAX:
+                # The metric is a uint32 in KB (4 TiB): under-reporting is safe, lying is not.
+                problems.append(f"{MEM_TOTAL}: {guest_kb} KB does not fit the metric's uint32; "
+                                f"{UINT32_MAX} is published")
+                guest_kb = UINT32_MAX
+            host(MEM_TOTAL, guest_kb, "uint32", "KB")
         except DataError as exc:
             problems.append(f"{MEM_TOTAL} not published: {exc}")
         try:
-            host(CPU_NUM, info_int(info, "nr_cpus"), "uint16", "CPUs")
+            host(CPU_NUM, info_int(info, "nr_cpus", 1, UINT16_MAX), "uint16", "CPUs")
         except DataError as exc:
             problems.append(f"{CPU_NUM} not published: {exc}")
     else:
@@ -155,8 +172,8 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
     host(DRIVER_MIGRATION, migration, "string")
     if info is not None:
         try:
-            host(TYPE, f"xen-{info_int(info, 'xen_major')}."
-                                   f"{info_int(info, 'xen_minor')}", "string")
+            host(TYPE, f"xen-{info_int(info, 'xen_major', 0, 999)}."
+                       f"{info_int(info, 'xen_minor', 0, 999)}", "string")
         except DataError as exc:
             problems.append(f"{TYPE} not published: {exc}")
 
@@ -166,7 +183,11 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
         old = before.get((dom.name, dom.domid))
         if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
             cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
-            guest(guest_metric(dom.name, "cpu"), f"{cpu:.1f}", "float", "%")
+            if math.isfinite(cpu) and cpu <= 100.0 * dom.vcpus * CPU_SLACK:
+                guest(guest_metric(dom.name, "cpu"), f"{cpu:.1f}", "float", "%")
+            else:
+                problems.append(f"{guest_metric(dom.name, 'cpu')}: {cpu:g} % from {dom.vcpus} "
+                                "vCPU(s) is not possible (a CPU time jumped); not published")
         else:
             log.info("%s: no earlier CPU time to compare with yet", dom.name)
         guest(guest_metric(dom.name, "mem"), dom.mem_mib * 1024, "uint32", "KB")

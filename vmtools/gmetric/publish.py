@@ -145,7 +145,10 @@ class Publisher:
             dom0_kib = None
             if not any(d.domid == 0 for d in current.domains):
                 try:
-                    dom0_kib = int(self.reader.xenstore_read("/local/domain/0/memory/target"))
+                    text = self.reader.xenstore_read("/local/domain/0/memory/target")
+                    if not text.isdigit() or len(text) > 12:
+                        raise ValueError(f"not a KiB count: {text[:30]!r}")
+                    dom0_kib = int(text)
                 except (ToolstackError, ValueError) as exc:
                     problems.append(f"Domain-0 memory: {exc}")
             built = build_metrics(self.info, current, self.previous, self.migration(),

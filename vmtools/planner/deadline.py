@@ -56,17 +56,17 @@ class Deadline:
     def passed(self) -> bool:
         return time.monotonic() > self.at
 
-    def share(self, fraction: float = 1.0) -> float:
-        """Seconds for one stage: ``fraction`` of the time left, at least
-        :data:`MIN_SOLVE_SECONDS`."""
-        return max(MIN_SOLVE_SECONDS, self.left() * fraction)
+    def share(self, fraction: float = 1.0, floor: float = MIN_SOLVE_SECONDS) -> float:
+        """Seconds for one stage: ``fraction`` of the time left, at least ``floor`` (a
+        solver's :data:`MIN_SOLVE_SECONDS` unless the stage can stop at any moment, 0)."""
+        return max(floor, self.left() * fraction)
 
-    def part(self, fraction: float) -> "Deadline":
+    def part(self, fraction: float, floor: float = MIN_SOLVE_SECONDS) -> "Deadline":
         """A deadline for a stage that may use ``fraction`` of the time left (at least
-        :data:`MIN_SOLVE_SECONDS`), so later stages keep the rest."""
+        ``floor`` seconds), so later stages keep the rest."""
         if not math.isfinite(self.at):
             return self
-        return Deadline.after(self.share(fraction))
+        return Deadline.after(self.share(fraction, floor))
 
     def __repr__(self) -> str:
         return f"Deadline(in {self.left():.3f}s)"

@@ -74,3 +74,23 @@ def estimates(samples: dict[str, list], snap: Snapshot, how: str) -> dict[str, f
         rows = samples.get(vm.name) or [[0, vm.cpu]]
         out[vm.name] = max(vm.cpu, estimate([r[1] for r in rows], how))
     return out
+
+
+def history(samples: dict[str, list], snap: Snapshot) -> dict[str, list[float]]:
+    """Each guest's CPU at every sample time of the window, aligned (a guest not sampled at
+    some time holds its nearest earlier value, or its first one), so that a host's demand
+    can be summed over its guests time by time. Empty with fewer than two sample times."""
+    times = sorted({r[0] for vm in snap.vms for r in samples.get(vm.name, ())})
+    if len(times) < 2:
+        return {}
+    out = {}
+    for vm in snap.vms:
+        rows = samples.get(vm.name) or [[times[-1], vm.cpu]]
+        at = {r[0]: r[1] for r in rows}
+        value = rows[0][1]
+        values = []
+        for t in times:
+            value = at.get(t, value)
+            values.append(value)
+        out[vm.name] = values
+    return out

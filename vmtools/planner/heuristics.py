@@ -158,7 +158,7 @@ def lower_bound(inst: Instance) -> int:
     """Fewest hosts any placement needs: hosts holding fixed guests, plus enough of the
     largest others to hold each dimension's total demand; at least the largest spread group."""
     forced = {inst.cur[v] for v in range(inst.n_vms) if inst.fixed[v]}
-    usable = sorted({h for a in inst.allowed for h in a} - forced)
+    usable = sorted(inst.usable_hosts() - forced)
     best = len(forced)
     for d in inst.dims:
         need = sum(inst.dem[d]) - sum(inst.cap[d][h] for h in forced)

@@ -82,6 +82,15 @@ class Instance:
                 return False
         return True
 
+    def usable_hosts(self) -> set[int]:
+        """Every host some guest may use: the union of the allowed lists, each distinct list
+        read once (unconstrained guests share one list; 100,000 guests x 1,000 hosts read
+        guest by guest cost 11 s a call)."""
+        seen: dict[int, list[int]] = {}
+        for a in self.allowed:
+            seen.setdefault(id(a), a)
+        return {h for a in seen.values() for h in a}
+
     def allowed_set(self, v: int) -> set[int]:
         if not hasattr(self, "_allowed_sets"):
             # Unconstrained guests share one list of hosts; share its set too (one set per

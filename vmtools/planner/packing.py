@@ -29,6 +29,7 @@ import time
 from typing import Callable
 
 from vmtools.planner import heuristics as H
+from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
 
 log = logging.getLogger("vmtools.planner.packing")
@@ -343,8 +344,7 @@ def best_packing(inst: Instance, lower: int, deadline: float) -> tuple[list[int]
     # FFD-sum takes about 0.5 s per 10,000 guests x 1,000 hosts; the others are similar or
     # slower: try them only while the budget allows.
     # The local search gets what the constructions leave, and at least a fifth.
-    now = time.monotonic()
-    build_by = now + 0.8 * max(0.0, deadline - now)
+    build_by = Deadline.of(deadline).part(0.8, floor=0).at
     for name, fn in tries:
         if H.hosts_used(best) <= lower or time.monotonic() > build_by:
             break

@@ -58,6 +58,7 @@ class Options:
     threads: int = 1
     candidates: int = 10
     group_size: int = 500
+    group_guests: int = 10_000      # and at most about this many guests in a group
     whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
     # guests x hosts up to which a MILP may put each guest on every host it is allowed on
     # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
@@ -75,6 +76,7 @@ class Options:
     demand: str = "p90"
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
+    cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Outcome:
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     lower_bound: int | None = None
+    repaired: set[int] = field(default_factory=set)   # guests moved to repair a broken rule
     hosts_how: str = ""               # what found the host count
     bound_how: str = ""               # what gave the lower bound
     hosts_proven: bool = False
@@ -101,7 +104,7 @@ def _gib(mib: float) -> str:
 def diagnose(inst: Instance) -> str:
     """A reason a person can act on, for a placement problem nothing could solve."""
     cons = inst.constraints
-    usable = {h for a in inst.allowed for h in a}
+    usable = inst.usable_hosts()
     for h_name in sorted(cons.maintenance):
         here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
         need = sum(inst.dem["mem"][v] for v in here)
@@ -163,6 +166,21 @@ def _candidates(inst: Instance, warm: list[int], pool: list[int], k: int,
     return cands
 
 
+# What PuLP builds, writes and CBC reads per second, in candidate (guest, host) pairs: measured
+# about 12,000 per second of CPU at 100,000 guests (the model in PuLP, its MPS file, CBC's
+# root); a model that would take more than half the time left is not built at all.
+MILP_PAIRS_PER_SECOND = 10_000
+
+
+def affordable(pairs: int, seconds_left: float) -> bool:
+    """True when a model of ``pairs`` candidate pairs can be built and solved in time."""
+    ok = pairs <= MILP_PAIRS_PER_SECOND * max(0.0, seconds_left) / 2
+    if not ok:
+        log.info("a model of %d candidate pairs does not fit the %.0f s left: skipped", pairs,
+                 seconds_left)
+    return ok
+
+
 def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
     from vmtools.planner.solve import solve
     if warm is not None:
@@ -186,9 +204,9 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
     deadline = Deadline.of(deadline)
-    budget = deadline.left()
-    lb, lb_how = bounds.host_lower_bound(inst, time.monotonic() + 0.05 * budget)
-    heur, how = H.consolidate_heuristic(inst, time.monotonic() + 0.25 * budget, lb)
+    # the bounds and the packing heuristics stop at any moment: no floor
+    lb, lb_how = bounds.host_lower_bound(inst, deadline.part(0.05, floor=0).at)
+    heur, how = H.consolidate_heuristic(inst, deadline.part(0.25, floor=0).at, lb)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
@@ -222,13 +240,19 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         return out
     # Stage 2: least memory moved with that many hosts.
     pool = sorted(set(best))
-    everywhere = sorted({h for a in inst.allowed for h in a})
+    everywhere = sorted(inst.usable_hosts())
     if inst.n_vms * len(everywhere) <= opts.full_model_pairs:
         pool = everywhere        # small: every host may be chosen, the optimum is global
     cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
                         else len(pool), rng)
     log.info("stage 2 of 2, least memory moved on %d hosts: best so far %s to move",
              n_hosts, _gib(H.migrated_mib(inst, best)))
+    if not affordable(sum(len(c) for c in cands), deadline.left()):
+        out.placement = best
+        out.status = "feasible" if solved else "heuristic"
+        out.gap = None if out.hosts_proven else host_gap()
+        out.how += " (the migration model is too large for the time left)"
+        return out
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
@@ -253,6 +277,20 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         out.status = "feasible" if solved else "heuristic"
         out.gap = res.gap if pool is everywhere else None
     out.placement = best
+    return out
+
+
+def _sub_allowed(inst: Instance, vms: list[int], hmap: dict[int, int]) -> list[list[int]]:
+    """The group's allowed lists, each distinct list mapped once and shared again (as
+    build_instance shares them: one list per guest was 15 s at 100,000 guests)."""
+    mapped: dict[int, list[int]] = {}
+    out = []
+    for v in vms:
+        a = inst.allowed[v]
+        local = mapped.get(id(a))
+        if local is None:
+            local = mapped[id(a)] = [hmap[h] for h in a if h in hmap]
+        out.append(local)
     return out
 
 
@@ -300,7 +338,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
             out.lower_bound = math.ceil(res.bound - EPS)
             out.bound_how = "milp bound (identical hosts)"
         return res.status in ("optimal", "feasible") or res.bound is not None
-    pool = sorted({h for a in inst.allowed for h in a})
+    pool = sorted(inst.usable_hosts())
     # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
     # not proven (CBC cannot be interrupted in the root of that model).
     full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
@@ -341,7 +379,7 @@ def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]
         cap={d: [inst.cap[d][h] for h in hosts] for d in inst.dims},
         dem={d: [inst.dem[d][v] for v in vms] for d in inst.dims},
         count_cap=[inst.count_cap[h] for h in hosts], cur=[hmap[inst.cur[v]] for v in vms],
-        allowed=[[hmap[h] for h in inst.allowed[v] if h in hs] for v in vms],
+        allowed=_sub_allowed(inst, vms, hmap),
         fixed=[inst.fixed[v] for v in vms],
         frozen_hosts={hmap[h] for h in inst.frozen_hosts if h in hs},
         hard_cap={d: [inst.hard_cap[d][h] for h in hosts] for d in inst.hard_cap})
@@ -406,7 +444,12 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     split keeps every guest able to stay in its group, or when a group alone cannot be
     consolidated (its guests need room elsewhere)."""
     deadline = Deadline.of(deadline)
-    groups = _host_groups(inst, opts.group_size) if inst.n_hosts > opts.group_size else None
+    size = opts.group_size
+    if inst.n_vms > opts.group_guests and inst.n_hosts * opts.group_guests < size * inst.n_vms:
+        # Many small guests (100,000 on 1,000 hosts): a group's heuristic and model grow with
+        # its guests times its hosts, so groups hold about group_guests guests each.
+        size = max(50, inst.n_hosts * opts.group_guests // inst.n_vms)
+    groups = _host_groups(inst, size) if inst.n_hosts > size else None
     if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
     n_groups = len(groups)
@@ -538,6 +581,30 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     return out
 
 
+def balance_after_repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    """``balance`` that first repairs what already breaks a hard rule or a capacity (a guest
+    on a banned host, a host in maintenance, spread guests together...), wherever it is: the
+    hot-host search alone never touches a cool host, and a plan may not leave a rule broken.
+    If nothing can repair it, :func:`repair` refuses with the reason (exit 1)."""
+    movable, why = violations(inst, inst.cur)
+    if not movable and inst.valid(inst.cur):
+        return balance(inst, opts, deadline)
+    log.info("balance: the current placement breaks rules (%s); repairing first",
+             "; ".join(why[:3]))
+    deadline = Deadline.of(deadline)
+    fixed = repair(inst, opts, deadline.part(0.5))
+    after = balance(replace(inst, cur=list(fixed.placement)), opts, deadline)
+    after.repaired = {v for v in range(inst.n_vms) if fixed.placement[v] != inst.cur[v]}
+    after.how = f"repair ({fixed.how}), then {after.how}"
+    after.build_seconds += fixed.build_seconds
+    after.solve_seconds += fixed.solve_seconds
+    if after.solver == "none":
+        after.solver = fixed.solver
+    if fixed.status != "optimal" and after.status == "optimal":
+        after.status, after.gap = fixed.status, fixed.gap
+    return after
+
+
 def _worst(inst: Instance, placement: list[int]) -> float:
     """The highest utilisation of any host in CPU or memory."""
     return max(H.utilisation(inst, placement) + H.mem_utilisation(inst, placement),
@@ -583,13 +650,15 @@ def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome
     if not movable and inst.valid(cur):
         return out
     rng = random.Random(opts.seed)
-    pool = sorted({h for a in inst.allowed for h in a})
+    pool = sorted(inst.usable_hosts())
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
         k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
         warm = list(cur)
         cands = _candidates(inst, warm, pool, k, rng, mv)
         cands = [c if c else [inst.cur[v]] for v, c in enumerate(cands)]
+        if widen and not affordable(sum(len(c) for c in cands), deadline.left()):
+            break
         t0 = time.monotonic()
         model = milp.build_moves(inst, cands)
         out.build_seconds += time.monotonic() - t0
@@ -655,7 +724,11 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "auto":
         from vmtools.planner.policy import run_auto
         last = {v.name: v.cpu for v in snap.vms}
-        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline)
+        series = None
+        if opts.cpu_history and opts.cpu_demand == "usage":
+            k = len(next(iter(opts.cpu_history.values())))
+            series = [opts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
+        auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
         out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
             f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
             for k in ("repair", "relieve", "consolidate")), lower_bound=None)
@@ -665,7 +738,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     elif opts.objective == "consolidate":
         out = consolidate_grouped(inst, opts, deadline)
     elif opts.objective == "balance":
-        out = balance(inst, opts, deadline)
+        out = balance_after_repair(inst, opts, deadline)
     else:
         out = repair(inst, opts, deadline)
     if out.status == "heuristic" and opts.require_optimal:
@@ -677,6 +750,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                "--require-optimal refuses it (give it more time)")
     target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
     reasons = _reasons(inst, out.placement, opts) if auto is None else auto.reasons()
+    for v in out.repaired:
+        reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
+                                "breaks a rule")
     t0 = time.monotonic()
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
     while auto is not None and auto.budget.max_seconds is not None and \
@@ -785,9 +861,16 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     st.observe_moves(state, snap, now)
     from vmtools.planner import demand as dm
     dm.record(state.samples, snap, now, opts.demand_window)
-    opts = replace(opts, hot_filter=st.persistent_hotspots(state, now, window, hold),
+    persistent = st.persistent_hotspots(state, now, window, hold)
+    if opts.objective == "auto":
+        # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
+        # wakes a host for it when no online host has the room).
+        util = H.utilisation(inst, inst.cur)
+        persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+    opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
-                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand))
+                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
+                   cpu_history=dm.history(state.samples, snap))
     try:
         return plan_it(snap, opts)
     finally:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
+from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance
-
-EPS = 1e-6
+from vmtools.rules.capacity import EPS
 
 
 @dataclass
@@ -56,14 +56,25 @@ class Auto:
 
 
 class Load:
-    """Per-host use while steps are planned; fit tests against the targets."""
+    """Per-host use while steps are planned; fit tests against the targets.
 
-    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float]):
+    With ``series`` (each guest's CPU samples over the demand window, aligned in time), a
+    host's CPU demand is the statistic ``how`` of its guests' *summed* samples, never below
+    what they use now: guests whose peaks come at different times share headroom, and a
+    host is only as full as the window says it was. Without it, a host's CPU demand is the
+    sum of its guests' planning demands."""
+
+    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float],
+                 series: list[list[float]] | None = None, how: str = "max"):
         self.inst = inst
         self.place = list(placement)
         self.last = last_cpu
+        self.series = series
+        self.how = how
         n = inst.n_hosts
         self.use = {d: [0.0] * n for d in inst.dims}
+        self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
+        self.cached: dict[int, float] = {}
         self.last_use = [0.0] * n
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
@@ -78,6 +89,11 @@ class Load:
         for d in self.inst.dims:
             self.use[d][h] += sign * self.inst.dem[d][v]
         self.last_use[h] += sign * self.last[v]
+        self.cached.pop(h, None)
+        if self.sums is not None:
+            row = self.sums[h]
+            for i, x in enumerate(self.series[v]):
+                row[i] += sign * x
         self.count[h] += sign
         (self.on[h].add if sign > 0 else self.on[h].discard)(v)
 
@@ -86,11 +102,32 @@ class Load:
         self.place[v] = h
         self._add(v, h)
 
+    def cpu(self, h: int, unit: list[int] = ()) -> float:
+        """CPU demand of host ``h`` (with ``unit`` added)."""
+        if self.sums is None:
+            return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
+        if not unit:
+            if h not in self.cached:
+                self.cached[h] = max(estimate(self.sums[h], self.how), self.last_use[h])
+            return self.cached[h]
+        row = list(self.sums[h])
+        for v in unit:
+            for i, x in enumerate(self.series[v]):
+                row[i] += x
+        return max(estimate(row, self.how), self.last_use[h] + sum(self.last[v] for v in unit))
+
     def util(self, h: int) -> tuple[float, float]:
         cap = self.inst.hard_cap
-        return (_ratio(self.use["cpu"][h], cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
+        return (_ratio(self.cpu(h), cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
 
-    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float) -> bool:
+    def totals(self, unit: list[int]) -> tuple[float, float, float]:
+        """What ``unit`` adds to a host: (CPU now, memory, network)."""
+        dem = self.inst.dem
+        return (sum(self.last[v] for v in unit), sum(dem["mem"][v] for v in unit),
+                sum(dem["net"][v] for v in unit) if "net" in dem else 0.0)
+
+    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float,
+             totals: tuple[float, float, float] | None = None) -> bool:
         inst = self.inst
         if self.count[h] + len(unit) > inst.count_cap[h]:
             return False
@@ -98,22 +135,18 @@ class Load:
             if h not in inst.allowed_set(v):
                 return False
         cap = inst.hard_cap
-        if self.use["cpu"][h] + sum(inst.dem["cpu"][v] for v in unit) > \
-                cpu_frac * cap["cpu"][h] + EPS:
+        last, mem, net = totals or self.totals(unit)
+        if self.last_use[h] + last > cpu_frac * cap["cpu"][h] + EPS:
+            return False          # the window's demand is never below the use now
+        if self.use["mem"][h] + mem > min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
             return False
-        if self.last_use[h] + sum(self.last[v] for v in unit) > cap["cpu"][h] + EPS:
-            return False
-        if self.use["mem"][h] + sum(inst.dem["mem"][v] for v in unit) > \
-                min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
-            return False
-        if "net" in inst.dims and self.use["net"][h] + sum(inst.dem["net"][v] for v in unit) > \
-                inst.cap["net"][h] + EPS:
+        if net and self.use["net"][h] + net > inst.cap["net"][h] + EPS:
             return False
         for v in unit:
             for g in self.spread_of.get(v, ()):
                 if any(p in self.on[h] for p in inst.spread[g] if p != v):
                     return False
-        return True
+        return self.cpu(h, unit) <= cpu_frac * cap["cpu"][h] + EPS
 
 
 def _ratio(use: float, cap: float) -> float:
@@ -173,7 +206,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) ->
     cap["cpu"] = [max(c, load.use["cpu"][h]) for h, c in enumerate(cpu_cap)]
     cap["mem"] = list(inst.hard_cap["mem"])
     rinst = dc_replace(inst, cap=cap)
-    pool = sorted({h for a in inst.allowed for h in a} - over)
+    pool = sorted(inst.usable_hosts() - over)
     rng = random.Random(opts.seed)
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
@@ -233,10 +266,11 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
     for v in unit[1:]:
         allowed &= inst.allowed_set(v)
     best, best_key = -1, None
+    totals = load.totals(unit)
     for h in allowed:
         if h == src or h in avoid or (active_only and load.count[h] == 0):
             continue
-        if not load.fits(unit, h, cpu_frac, mem_frac):
+        if not load.fits(unit, h, cpu_frac, mem_frac, totals):
             continue
         c, m = load.util(h)
         key = (load.count[h] == 0, -max(c, m), inst.hosts[h])
@@ -259,7 +293,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     cap = inst.hard_cap
 
     def excess(d: str) -> float:
-        return load.use[d][h] - targets[d] * cap[d][h]
+        return (load.cpu(h) if d == "cpu" else load.use[d][h]) - targets[d] * cap[d][h]
 
     moves: dict[int, int] = {}
     tried_rooms = False
@@ -344,12 +378,12 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
 # --------------------------------------------------------------------------- the steps
 
 def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
-               budget) -> Auto:
+               budget, series: list[list[float]] | None = None) -> Auto:
     """Every step of the way to the target, in priority order (see the module docstring).
     ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
-    load = Load(inst, inst.cur, last_cpu)
+    load = Load(inst, inst.cur, last_cpu, series, opts.demand)
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
@@ -373,7 +407,9 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
         entry = {"host": name, "cpu": round(c, 3), "mem": round(m, 3),
                  "dims": dims, "acted": False, "why": ""}
         auto.hotspots.append(entry)
-        if opts.hot_filter is not None and name not in opts.hot_filter:
+        # CPU demand over capacity right now goes unserved: no waiting for persistence.
+        overloaded = load.last_use[h] > inst.hard_cap["cpu"][h] + EPS
+        if opts.hot_filter is not None and name not in opts.hot_filter and not overloaded:
             entry["why"] = "not persistent yet (--hotspot-window)"
             continue
         if deadline.passed():
@@ -392,8 +428,9 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
     freed: list[str] = []
     closed: set[int] = set()
     best_left: dict | None = None
+    # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.
     sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
-               and h not in inst.frozen_hosts]
+               and h not in inst.frozen_hosts and h not in hot_hosts]
     sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
     for h in sources:
         if deadline.passed():
@@ -479,12 +516,13 @@ class AutoRun:
                 "hotspots": hotspots, "consolidation": cons}
 
 
-def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float) -> AutoRun:
+def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+             series: list[list[float]] | None = None) -> AutoRun:
     from vmtools.planner.budget import Budget, choose, unlimited
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,
                     max_seconds=(t * 60) if (t := unlimited(opts.max_duration_min)) else None,
                     bandwidth=opts.bandwidth, parallel=opts.parallel)
-    auto = plan_steps(inst, last_cpu, opts, deadline, budget)
+    auto = plan_steps(inst, last_cpu, opts, deadline, budget, series)
     choice = choose(auto.steps, budget, {v: inst.dem["mem"][v] for v in range(inst.n_vms)})
     return AutoRun(inst, auto, choice, budget)

@@ -9,12 +9,13 @@ PuLP's solvers (``pulp.listSolvers()``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import signal
-import tempfile
+import sys
 import threading
 import time
 import warnings
@@ -24,6 +25,7 @@ import pulp
 
 from vmtools.errors import OptionError, Unavailable
 from vmtools.planner.deadline import MIN_SOLVE_SECONDS
+from vmtools.planner.scratch import SOLVER_PROGRAMS, empty_scratch, kill_children, scratch_dir
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -94,9 +96,9 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     time_limit = max(MIN_SOLVE_SECONDS, time_limit)
     started = time.monotonic()
     log_path = None
+    scratch = scratch_dir()
     if name == "cbc":
-        fd, log_path = tempfile.mkstemp(prefix="vm-plan-cbc-", suffix=".log")
-        os.close(fd)
+        log_path = os.path.join(scratch, "cbc.log")
         solver = _cbc(time_limit, warm_start, threads, log_path)
     elif name == "highs":
         try:
@@ -106,13 +108,16 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
             solver = pulp.HiGHS_CMD(msg=False, timeLimit=time_limit, threads=threads)
     else:
         solver = pulp.getSolver(name, msg=False, timeLimit=time_limit)
+    if hasattr(solver, "tmpDir"):
+        solver.tmpDir = scratch          # PuLP's model and solution files, never $TMPDIR's
     watchdog = _Watchdog("cbc", time_limit) if name == "cbc" else None
     try:
         if watchdog:
             with watchdog:
                 prob.solve(solver)
         else:
-            prob.solve(solver)
+            with _stdout_to_stderr():
+                prob.solve(solver)
     except pulp.PulpSolverError as exc:
         if watchdog is None or not watchdog.fired:
             raise Unavailable(f"solver {name} failed to run: {exc}") from None
@@ -122,11 +127,12 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     finally:
         text = ""
         if log_path:
-            try:
+            with contextlib.suppress(OSError):
                 with open(log_path, encoding="utf-8", errors="replace") as fh:
                     text = fh.read()
-            finally:
-                os.unlink(log_path)
+        if watchdog is not None and watchdog.fired:
+            kill_children(names=SOLVER_PROGRAMS)
+        empty_scratch()
     seconds = time.monotonic() - started
     objective = pulp.value(prob.objective) if prob.objective is not None else None
     sol = prob.sol_status
@@ -138,6 +144,26 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     if sol in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
         return SolveResult("feasible", objective, _cbc_bound(text), seconds)
     return SolveResult("none", None, _cbc_bound(text), seconds)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Solvers run in this process may write to file descriptor 1 whatever their options say
+    (HiGHS 1.16 prints its banner there with output off): that is vm-plan's document, so
+    point it at stderr while they run."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _Watchdog:
@@ -184,22 +210,30 @@ class _Watchdog:
                 found.append(int(entry))
         return found
 
-    def _signal(self, sig: int) -> None:
-        for pid in self._children():
-            try:
-                os.kill(pid, sig)
-                self.fired = True
-            except ProcessLookupError:
-                pass
-
     def _run(self) -> None:
+        # The clock runs from the solve call: writing a large model can take longer than the
+        # limit, so CBC may not exist yet when it is due. Keep watching until the solve ends:
+        # every solver child seen past the limit gets SIGINT, and SIGKILL a grace later.
         if self._stop.wait(self.limit + self.grace):
             return
-        log.info("%s is past its %.0f s limit: interrupting it", self.program, self.limit)
-        self._signal(signal.SIGINT)
-        if self._stop.wait(self.grace):
-            return
-        self._signal(signal.SIGKILL)
+        interrupted: dict[int, float] = {}
+        while True:
+            now = time.monotonic()
+            for pid in self._children():
+                first = interrupted.get(pid)
+                try:
+                    if first is None:
+                        log.info("%s is past its %.0f s limit: interrupting it", self.program,
+                                 self.limit)
+                        os.kill(pid, signal.SIGINT)
+                        interrupted[pid] = now
+                    elif now - first >= self.grace:
+                        os.kill(pid, signal.SIGKILL)
+                    self.fired = True
+                except ProcessLookupError:
+                    pass
+            if self._stop.wait(0.1):
+                return
 
 
 def _cbc_bound(text: str) -> float | None:

@@ -117,11 +117,15 @@ def _names(r: Reader, key: str, label: str) -> list[str]:
     return out
 
 
-def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Constraints:
+def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None, *,
+                strict: bool = True, skipped: list[dict] | None = None) -> Constraints:
     """Validate a list of rule objects (a document's ``rules`` or a plan's ``constraints``).
 
-    With ``snapshot``, every guest and host a rule names must exist in it, and rules are
-    checked against each other and against the snapshot for contradictions.
+    With ``snapshot``, every guest and host a rule names must exist in it (``strict``), and
+    rules are checked against each other and against the snapshot for contradictions.
+    Without ``strict``, names the snapshot does not know (a guest deleted since the file was
+    written, a host retired) are left out of their rule, see :func:`prune_unknown`, and one
+    entry per rule touched is appended to ``skipped``.
     """
     rules: list[Rule] = []
     for i, obj in enumerate(items):
@@ -144,6 +148,8 @@ def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Const
             rule.hosts = _names(r, "hosts", label)
         KINDS[kind].parse(rule, r, label)
         rules.append(rule)
+    if snapshot is not None and not strict:
+        rules = prune_unknown(rules, snapshot, skipped if skipped is not None else [])
     c = Constraints(rules)
     if snapshot is not None:
         _check_names(c, snapshot)
@@ -151,10 +157,56 @@ def parse_rules(items: Iterable[Any], snapshot: Snapshot | None = None) -> Const
     return c
 
 
-def parse_constraints(obj: Any, snapshot: Snapshot | None = None) -> Constraints:
-    """Validate a whole ``vmtools.constraints`` document."""
+def parse_constraints(obj: Any, snapshot: Snapshot | None = None, *, strict: bool = True,
+                      skipped: list[dict] | None = None) -> Constraints:
+    """Validate a whole ``vmtools.constraints`` document (see :func:`parse_rules`)."""
     r = check_envelope(obj, CONSTRAINTS_FORMAT)
-    return parse_rules([item for _, item in r.list("rules")], snapshot)
+    return parse_rules([item for _, item in r.list("rules")], snapshot, strict=strict,
+                       skipped=skipped)
+
+
+def prune_unknown(rules: list[Rule], snap: Snapshot, skipped: list[dict]) -> list[Rule]:
+    """The rules with the guests and hosts ``snap`` does not know left out.
+
+    A rule is kept as long as it still means something: ``spread``/``gather`` with two guests
+    left, any other rule with a guest (or host) left on each side it names. What cannot be kept
+    is dropped, except a ``fence`` none of whose hosts exists: its guests are pinned instead
+    (a fenced guest never goes anywhere the operator did not allow). Each rule touched adds
+    ``{"rule": index, "kind": kind, "unknown_vms": [...], "unknown_hosts": [...],
+    "outcome": "narrowed"|"dropped"|"pinned", "message": sentence}`` to ``skipped``.
+    """
+    vms = {v.name for v in snap.vms}
+    hosts = {h.name for h in snap.hosts}
+    out: list[Rule] = []
+    for r in rules:
+        gone_vms = [v for v in r.vms if v not in vms]
+        gone_hosts = [h for h in r.hosts if h not in hosts]
+        if not gone_vms and not gone_hosts:
+            out.append(r)
+            continue
+        left_vms = [v for v in r.vms if v in vms]
+        left_hosts = [h for h in r.hosts if h in hosts]
+        fields = _FIELDS[r.rule]
+        need_vms = 2 if r.rule in ("spread", "gather") else 1
+        if r.rule == "fence" and left_vms and not left_hosts:
+            outcome = "pinned"
+            out.append(Rule(rule="pin", vms=left_vms, index=r.index))
+        elif ("vms" in fields and len(left_vms) < need_vms) or \
+                ("hosts" in fields and not left_hosts):
+            outcome = "dropped"
+        else:
+            outcome = "narrowed"
+            out.append(Rule(rule=r.rule, vms=left_vms, hosts=left_hosts, count=r.count,
+                            cpu=r.cpu, mem=r.mem, index=r.index))
+        names = ", ".join([f"guest {v}" for v in gone_vms] + [f"host {h}" for h in gone_hosts])
+        did = {"narrowed": "the rest of the rule holds",
+               "dropped": "nothing is left of it, so it is skipped",
+               "pinned": f"its guests ({', '.join(left_vms)}) stay where they are"}[outcome]
+        skipped.append({"rule": r.index, "kind": r.rule, "unknown_vms": gone_vms,
+                        "unknown_hosts": gone_hosts, "outcome": outcome,
+                        "message": f"{r.label} names {names}, not in the snapshot: {did} "
+                                   "(--strict-rules refuses such a file)"})
+    return out
 
 
 def _check_names(c: Constraints, snap: Snapshot) -> None:

@@ -1,0 +1,223 @@
+"""Command-level fuzzing: generated hostile inputs through the installed commands, real pipes.
+
+    python bench/fuzz.py [--runs N | --seconds S] [--seed K] [--jobs J] [--keep DIR]
+
+Every run is one command on one generated input (see tests/fuzz/generators.py):
+
+- ``vm-snapshot --input X.xml`` (and ``--recover``): lying metrics, hostile times and names,
+  hidden entity declarations, truncation;
+- ``vm-plan`` on a mutated snapshot, with a generated constraints file (some naming guests
+  and hosts that are gone, sometimes ``--strict-rules``) and a generated ``--state`` file,
+  under a random objective;
+- ``vm-apply --dry-run`` on a mutated plan, with a generated host map (hostile addresses);
+- ``vm-gmetric --dry-run`` against stand-in ``xl`` output (names mimicking the fixed fields,
+  huge and negative figures).
+
+A run fails the harness when the command exits 70, prints a traceback, leaves anything on
+stdout while failing, prints more than one error line, or runs past its timeout (a hang).
+The summary gives runs per command and exit code; failures are kept under ``--keep`` with the
+command line to replay them. Exit status: 0 when no run failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fuzz import generators as gen  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 60.0
+COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric")
+
+
+def _script(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("VMTOOLS_CONFIG", None)
+    env["XDG_CONFIG_HOME"] = "/nonexistent-vmtools-fuzz-config"
+    return env
+
+
+_PLAN_CACHE: dict[int, dict] = {}
+
+
+def _plan_for(seed: int, snapshot_text: str, workdir: Path) -> dict | None:
+    """A real plan of a valid snapshot (made once per seed bucket), to mutate."""
+    key = seed % 8
+    if key not in _PLAN_CACHE:
+        proc = subprocess.run([_script("vm-plan"), "--objective", "consolidate",
+                               "--time-limit", "5"], input=snapshot_text.encode(),
+                              capture_output=True, timeout=TIMEOUT, env=_env(), cwd=workdir)
+        if proc.returncode != 0:
+            return None
+        _PLAN_CACHE[key] = json.loads(proc.stdout)
+    return _PLAN_CACHE[key]
+
+
+def make_case(seed: int, command: str, workdir: Path) -> tuple[list[str], bytes | None, dict]:
+    """The argv, stdin and extra environment of one run."""
+    rng = random.Random(seed)
+    env = {}
+    if command == "vm-snapshot":
+        path = workdir / "in.xml"
+        path.write_bytes(gen.ganglia_xml(rng, hosts=rng.randrange(1, 12)))
+        args = ["--input", str(path)] + (["--recover"] if rng.random() < 0.5 else [])
+        return [_script(command), *args], None, env
+    snap = gen.snapshot_doc(rng, hosts=rng.randrange(2, 7), vms=rng.randrange(1, 20))
+    if command == "vm-plan":
+        args = ["--objective", rng.choice(["consolidate", "balance", "repair"]),
+                "--time-limit", "5"]
+        if rng.random() < 0.6:
+            cons = workdir / "rules.json"
+            doc = gen.constraints_doc(rng, snap)
+            cons.write_text(gen.mutate_json(rng, doc) if rng.random() < 0.3 else json.dumps(doc))
+            args += ["--constraints", str(cons)]
+            if rng.random() < 0.3:
+                args.append("--strict-rules")
+        if rng.random() < 0.3:
+            state = workdir / "state"
+            state.mkdir(exist_ok=True)
+            (state / "vm-plan-state.json").write_text(gen.mutate_json(rng, gen.state_doc(rng))
+                                                      if rng.random() < 0.5 else
+                                                      json.dumps(gen.state_doc(rng)))
+            args += ["--state", str(state)]
+        text = gen.mutate_json(rng, snap) if rng.random() < 0.5 else json.dumps(snap)
+        return [_script(command), *args], text.encode(), env
+    if command == "vm-apply":
+        plan = _plan_for(seed, json.dumps(snap), workdir)
+        if plan is None:
+            return [_script("vm-apply"), "--dry-run"], b"{}", env
+        hosts = workdir / "hosts.csv"
+        hosts.write_text(gen.hostmap_text(rng, [h["name"] for h in plan["origin"]["hosts"]]))
+        # Unreachable on purpose (closed loopback ports): a dry run must say 69, not hang.
+        args = ["--dry-run", "--hosts", str(hosts), "--connect-timeout", "2",
+                "--state-dir", str(workdir / "apply-state")]
+        text = gen.mutate_json(rng, plan) if rng.random() < 0.5 else json.dumps(plan)
+        return [_script(command), *args], text.encode(), env
+    # vm-gmetric against stand-in toolstack commands that print generated text
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    listing, _ = gen.xl_list(rng)
+    (workdir / "list.txt").write_text(listing)
+    (workdir / "info.txt").write_text(gen.xl_info(rng))
+    (bin_dir / "xl").write_text(f"#!/bin/sh\ncase \"$1\" in list) cat {workdir}/list.txt;; "
+                                f"info) cat {workdir}/info.txt;; *) exit 1;; esac\n")
+    (bin_dir / "xenstore-read").write_text("#!/bin/sh\necho 1048576\n")
+    for tool in ("xl", "xenstore-read"):
+        (bin_dir / tool).chmod(0o755)
+    env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '')}"
+    args = ["--dry-run", "--toolstack", "xl", "--window", "0", "--gmond", "127.0.0.1:9"]
+    return [_script(command), *args], None, env
+
+
+def judge(proc_rc: int | None, stdout: bytes, stderr: bytes, command: str = "") -> str | None:
+    """Why this run breaks the promise, or None. ``vm-gmetric --dry-run`` exits 69 after
+    printing what it did learn when the toolstack had problems (documented): not a failure."""
+    err = stderr.decode("utf-8", "replace")
+    if command == "vm-gmetric" and proc_rc == 69 and "the output shows what was known" in err:
+        stdout = b""
+    if proc_rc is None:
+        return "hang (timeout)"
+    if proc_rc == 70:
+        return "exit 70"
+    if "Traceback" in err:
+        return "traceback"
+    if proc_rc not in (0, 1) and stdout.strip():
+        return f"exit {proc_rc} with output on stdout"
+    if proc_rc not in (0, 1) and sum(1 for line in err.splitlines() if ": error: " in line) != 1:
+        return f"exit {proc_rc} without exactly one error line"
+    return None
+
+
+def one_run(seed: int, command: str, keep: Path | None) -> tuple[str, int | None, str | None]:
+    with tempfile.TemporaryDirectory(prefix="vmtools-fuzz.") as tmp:
+        workdir = Path(tmp)
+        argv, stdin, extra = make_case(seed, command, workdir)
+        env = _env()
+        env.update(extra)
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=TIMEOUT,
+                                  env=env, cwd=workdir)
+            rc, out, err = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            rc, out, err = None, exc.stdout or b"", exc.stderr or b""
+        if os.environ.get("FUZZ_SHOW"):
+            print(command, seed, rc, err.decode("utf-8", "replace")[-300:], file=sys.stderr)
+        why = judge(rc, out, err, command)
+        if why and keep is not None:
+            dest = keep / f"{command}-{seed}"
+            shutil.copytree(workdir, dest, dirs_exist_ok=True)
+            (dest / "stdin").write_bytes(stdin or b"")
+            (dest / "argv.json").write_text(json.dumps(argv))
+            (dest / "stderr").write_bytes(err)
+            (dest / "why").write_text(why + "\n")
+        return command, rc, why
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=None, help="runs in all (default: by --seconds)")
+    ap.add_argument("--seconds", type=float, default=180.0, help="stop starting runs after this")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--commands", default=",".join(COMMANDS))
+    ap.add_argument("--keep", type=Path, default=None, help="keep failing cases here")
+    args = ap.parse_args(argv)
+    commands = [c for c in args.commands.split(",") if c]
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    counts: collections.Counter = collections.Counter()
+    failures: list[tuple[str, int, str]] = []
+    slowest = 0.0
+
+    def seeds():
+        i = 0
+        while args.runs is None or i < args.runs:
+            if args.runs is None and time.monotonic() - started > args.seconds:
+                return
+            yield args.seed + i, commands[i % len(commands)]
+            i += 1
+
+    def task(item):
+        t0 = time.monotonic()
+        result = one_run(item[0], item[1], args.keep)
+        return item[0], result, time.monotonic() - t0
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for seed, (command, rc, why), took in pool.map(task, seeds()):
+            counts[(command, rc)] += 1
+            slowest = max(slowest, took)
+            if why:
+                failures.append((command, seed, why))
+                print(f"FAIL {command} seed {seed}: {why}", file=sys.stderr)
+    total = sum(counts.values())
+    print(f"{total} runs in {time.monotonic() - started:.0f} s (slowest run {slowest:.1f} s, "
+          f"timeout {TIMEOUT:.0f} s), {len(failures)} failing")
+    for command in commands:
+        by_rc = {rc: n for (c, rc), n in sorted(counts.items(), key=lambda kv: str(kv[0][1]))
+                 if c == command}
+        print(f"  {command}: " + ", ".join(f"exit {rc}: {n}" for rc, n in by_rc.items()))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

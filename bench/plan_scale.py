@@ -1,0 +1,102 @@
+"""vm-plan at the largest sizes: does ``--time-limit`` hold for the whole run, and what memory.
+
+    python bench/plan_scale.py [--hosts 1000] [--vms 100000] [--time-limit 60]
+                               [--objectives consolidate,balance,repair] [--seed 0]
+
+Generates a cluster of many small guests (about 100 per host: 0.5 to 4 GiB, mostly idle, some
+hot hosts), writes the snapshot (about 10 MB at 100,000 guests), and runs the installed
+``vm-plan`` on it once per objective as a separate process. Prints, per objective: exit code,
+wall seconds against the limit, the plan's own solver status and method, migrations, and peak
+memory (the largest resident set among vm-plan and its solver, from the kernel's rusage of
+each child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def generate(n_hosts: int, n_vms: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    hosts = [{"name": f"node{i:05d}", "cluster": "scale", "state": "online",
+              "cpu": float(rng.choice([32, 48, 64])), "mem_mib": rng.choice([256, 384]) * 1024,
+              "hypervisor": "xen-4.17", "migration": "xl-ssh"} for i in range(n_hosts)]
+    free = {h["name"]: [h["cpu"], h["mem_mib"]] for h in hosts}
+    names = list(free)
+    vms = []
+    hot = set(names[: max(1, n_hosts // 50)])
+    for j in range(n_vms):
+        vcpus = rng.choice([1, 1, 2, 2, 4])
+        mem = rng.choice([512, 1024, 1024, 2048, 4096])
+        for _ in range(50):
+            host = rng.choice(names)
+            util = rng.uniform(0.5, 0.95) if host in hot else rng.uniform(0.01, 0.3)
+            cpu = round(vcpus * util, 3)
+            if free[host][1] >= mem and free[host][0] >= cpu:
+                free[host][0] -= cpu
+                free[host][1] -= mem
+                vms.append({"name": f"vm{j:06d}", "host": host, "state": "running",
+                            "vcpus": vcpus, "cpu": cpu, "mem_mib": mem})
+                break
+    return {"format": "vmtools.snapshot", "version": "1.0", "generator": "plan_scale",
+            "created": "2026-11-22T01:30:00Z", "source": "bench", "hosts": hosts, "vms": vms,
+            "problems": []}
+
+
+def run(snapshot: Path, objective: str, limit: float) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    proc = subprocess.run([str(BIN / "vm-plan"), "--objective", objective, "--time-limit",
+                           str(limit), str(snapshot)], capture_output=True,
+                          env=dict(os.environ, XDG_CONFIG_HOME="/nonexistent"))
+    wall = time.monotonic() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = {"objective": objective, "rc": proc.returncode, "wall": wall,
+           # ru_maxrss of children is the largest of any child so far: only a rise is news
+           "peak_mib": peak / 1024 if peak > before else None}
+    if proc.returncode == 0:
+        plan = json.loads(proc.stdout)
+        out.update(status=plan["solver"]["status"], method=plan["solver"].get("method", ""),
+                   migrations=plan["summary"]["migrations"],
+                   hosts=f'{plan["summary"]["hosts_before"]}->{plan["summary"]["hosts_after"]}')
+    else:
+        out["error"] = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--vms", type=int, default=100000)
+    ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--objectives", default="consolidate,balance,repair")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    doc = generate(args.hosts, args.vms, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "snapshot.json"
+        path.write_text(json.dumps(doc))
+        print(f"{len(doc['hosts'])} hosts, {len(doc['vms'])} guests, "
+              f"{path.stat().st_size / 1e6:.1f} MB snapshot, --time-limit {args.time_limit:g}")
+        for objective in args.objectives.split(","):
+            r = run(path, objective, args.time_limit)
+            peak = f"{r['peak_mib']:.0f} MiB" if r["peak_mib"] else "(below an earlier run)"
+            tail = (f"{r.get('status')} ({r.get('method')}), {r.get('migrations')} migrations, "
+                    f"hosts {r.get('hosts')}") if r["rc"] == 0 else r.get("error")
+            print(f"  {objective:<12} exit {r['rc']}  {r['wall']:6.1f} s  peak {peak}  {tail}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""vm-apply under faults (issue 10): a full disk under the journal, a torn journal line, two
+runs with different state directories, guests left in flight, a guest landing on a host the
+plan did not name, an unreachable host in a dry run. Simulated xends on loopback, the
+installed script through real pipes; after each run the report and the cluster agree."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import time
+
+import pytest
+
+from tests.apply_lab import (assert_consistent, cluster_placement, hostmap_text, make_cluster,
+                             plan_of, snapshot_of, start_xends)
+from tests.conftest import run, script
+from vmtools.model import dumps
+
+pytestmark = pytest.mark.slow
+
+GUESTS = ["a", "b", "c", "d"]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    state = make_cluster(tmp_path, {
+        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
+        "n2": {"domains": {"c": {"mem_mib": 1024}}},
+        "n3": {"domains": {"d": {"mem_mib": 512}}},
+        "n4": {}}, mib_per_s=4096)
+    labs = start_xends(state)
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(hostmap_text(labs, "xen"))
+    yield {"state": state, "labs": labs, "hosts": hosts, "dir": tmp_path,
+           "state_dir": tmp_path / "vmstate", "locks": tmp_path / "locks"}
+    for x in labs.values():
+        x.stop()
+
+
+def write_plan(lab, moves, name="plan.json"):
+    plan = plan_of(snapshot_of(lab["state"], "xen"), moves)
+    path = lab["dir"] / name
+    path.write_text(dumps(plan.to_dict()))
+    return path
+
+
+def apply_args(lab, *args, state_dir=None):
+    return ["--hosts", str(lab["hosts"]), "--state-dir", str(state_dir or lab["state_dir"]),
+            *args]
+
+
+def test_a_full_disk_under_the_journal_still_gives_a_report_and_resume_finishes(lab):
+    path = write_plan(lab, [("a", "n4"), ("c", "n3", [1]), ("d", "n2", [2]), ("b", "n4", [3])])
+    journal = lab["dir"] / "j" / "run.jsonl"
+    # The begin event carries the whole plan; let the file grow a little past it, then fail.
+    begin = len(json.dumps({"event": "begin", "plan": json.loads(path.read_text())})) + 400
+    limit = begin + 700
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    proc = subprocess.run([script("vm-apply"), str(path), "--journal", str(journal),
+                           *apply_args(lab)], capture_output=True, text=True,
+                          preexec_fn=small_disk, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "bug" not in proc.stderr
+    report = json.loads(proc.stdout)
+    outcomes = [a["outcome"] for a in report["actions"]]
+    assert "not-run" in outcomes and "failed" not in outcomes, outcomes
+    assert any("journal" in p and "cannot be written" in p for p in report["summary"]["problems"])
+    assert_consistent(lab["state"], report, GUESTS)        # done ones verified, none lost
+    # --resume, with room again, runs the rest; a second --resume finds nothing to do
+    for _ in range(2):
+        proc = run("vm-apply", "--resume", str(journal), *apply_args(lab))
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert [a["outcome"] for a in report["actions"]] == ["done"] * 4
+    assert_consistent(lab["state"], report, GUESTS)
+    assert cluster_placement(lab["state"]) == {"a": "n4", "b": "n4", "c": "n3", "d": "n2"}
+
+
+def test_an_unwritable_journal_is_an_environment_error_before_anything_moves(lab):
+    path = write_plan(lab, [("a", "n4")])
+    blocker = lab["dir"] / "not-a-dir"
+    blocker.write_text("")
+    proc = run("vm-apply", str(path), "--journal", str(blocker / "run.jsonl"), *apply_args(lab))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "cannot write the journal" in proc.stderr and "nothing was moved" in proc.stderr
+    assert cluster_placement(lab["state"])["a"] == "n1"
+
+
+def test_a_torn_last_journal_line_is_tolerated_by_resume_twice(lab):
+    path = write_plan(lab, [("a", "n4"), ("c", "n3", [1])])
+    journal = lab["dir"] / "run.jsonl"
+    proc = run("vm-apply", str(path), "--journal", str(journal), *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+    lines = journal.read_text().splitlines()
+    cut = [ln for ln in lines if json.loads(ln)["event"] != "finish"]
+    journal.write_text("\n".join(cut) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    for _ in range(2):
+        proc = run("vm-apply", "--resume", str(journal), *apply_args(lab))
+        assert proc.returncode == 0, proc.stderr
+        assert [a["outcome"] for a in json.loads(proc.stdout)["actions"]] == ["done", "done"]
+
+
+def test_two_runs_with_different_state_directories_never_run_together(lab):
+    with lab["state"].transaction() as st:
+        st["faults"]["slow"] = {"a": 12.0}                  # 3 s
+    path = write_plan(lab, [("a", "n4")])
+    first = subprocess.Popen([script("vm-apply"), str(path), *apply_args(lab)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while "a--incoming" not in lab["state"].read()["hosts"]["n4"]["domains"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run("vm-apply", str(path), *apply_args(lab, state_dir=lab["dir"] / "other"))
+        assert second.returncode == 75, second.stderr
+        assert "another vm-apply is running on host" in second.stderr
+    finally:
+        out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert_consistent(lab["state"], json.loads(out), GUESTS)
+
+
+def test_a_guest_still_in_flight_makes_the_plan_stale(lab):
+    with lab["state"].transaction() as st:                 # a killed run left a--incoming
+        st["hosts"]["n4"]["domains"]["a--incoming"] = dict(st["hosts"]["n1"]["domains"]["a"])
+    path = write_plan(lab, [("a", "n4")])
+    proc = run("vm-apply", str(path), *apply_args(lab))
+    assert proc.returncode == 75 and proc.stdout == ""
+    assert "a is in flight on n4" in proc.stderr and "a--incoming" in proc.stderr
+
+
+def test_a_guest_landing_on_an_unexpected_host_is_found_and_stops_new_moves(lab):
+    # n4's migrate address points at n3: a wrong line in the host map
+    text = lab["hosts"].read_text().replace(",n4\n", ",n3\n")
+    lab["hosts"].write_text(text)
+    path = write_plan(lab, [("a", "n4"), ("b", "n4", [1]), ("c", "n4", [2])])
+    proc = run("vm-apply", str(path), *apply_args(lab))
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    first = report["actions"][0]
+    assert first["outcome"] == "failed" and first["where"] == "n3"
+    assert "landed on n3" in first["error"]
+    assert [a["outcome"] for a in report["actions"][1:]] == ["not-run", "not-run"]
+    assert report["placement"]["a"] == "n3"
+    assert any("landed on n3" in p for p in report["summary"]["problems"])
+    st = lab["state"].read()
+    assert "a" in st["hosts"]["n3"]["domains"]
+
+
+def test_an_unreachable_host_in_a_dry_run_is_69_in_plain_words(lab):
+    lab["labs"]["n4"].stop()
+    path = write_plan(lab, [("a", "n4")])
+    proc = run("vm-apply", "--dry-run", str(path), *apply_args(lab, "--connect-timeout", "2"))
+    assert proc.returncode == 69 and proc.stdout == ""
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("vm-apply: error: cannot reach host n4 (xen at 127.0.0.1:")
+    assert "nothing was moved" in line and "stale" not in line

@@ -1,0 +1,75 @@
+"""``vm-plan --objective auto`` (the default) on the lab's scenarios, end to end through real
+gmond/gmetad, vm-snapshot, vm-plan and vm-apply, as cron would run it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.test_e2e_lab import cpu_use, hosts_used
+from vmtools.lab.ganglia import binaries_missing
+from vmtools.lab.scenario import load_scenario
+
+pytestmark = [pytest.mark.ganglia, pytest.mark.slow,
+              pytest.mark.skipif(bool(binaries_missing()),
+                                 reason="needs gmond and gmetad (ganglia-monitor, gmetad)")]
+
+
+def test_auto_consolidates_in_budgeted_runs_emptying_whole_hosts(make_lab):
+    lab = make_lab("steady")
+    before = lab.wait_for_truth()
+    start = hosts_used({v["name"]: v["host"] for v in before["vms"]})
+    runs = 0
+    while True:
+        _, plan, report, codes = lab.pipeline("auto", plan_extra=["--max-migrations", "3"])
+        assert plan["objective"] == "auto"
+        if not plan["actions"]:
+            assert plan["summary"]["deferred"]["migrations"] == 0
+            break
+        runs += 1
+        assert runs <= 6, "auto never settled"
+        assert codes["vm-apply"] == 0, (lab.last_apply_stderr, report, plan["actions"])
+        assert len(plan["actions"]) <= 3
+        assert {a["outcome"] for a in report["actions"]} == {"done"}
+        placement = lab.placement()
+        # Every host a guest left is empty now: no host half-emptied for nothing.
+        assert not {a["src"] for a in plan["actions"]} & hosts_used(placement)
+        lab.wait_for_truth()
+    assert runs >= 2, "a budget of 3 migrations should take more than one run here"
+    assert len(hosts_used(lab.placement())) < len(start)
+
+
+def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
+    scenario = load_scenario("hotspot")
+    scenario["load"][0]["at"] = 0
+    lab = make_lab(scenario)
+    lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 0.9 and not s["problems"] and
+                   len(s["vms"]) == len(scenario["guests"]), what="the hotspot")
+    extra = ["--hotspot-window", "2/3"]
+    _, first, _, _ = lab.pipeline("auto", plan_extra=extra)
+    assert not [a for a in first["actions"] if a["src"] == "node-1"]
+    seen = {h["host"]: h for h in first["summary"]["hotspots"]}
+    assert seen["node-1"]["why"].startswith("not persistent yet")
+    time.sleep(1.5)
+    _, plan, report, codes = lab.pipeline("auto", plan_extra=extra)
+    assert codes["vm-apply"] == 0, lab.last_apply_stderr
+    relieved = [a for a in plan["actions"] if a["src"] == "node-1"]
+    assert relieved and all(a["reason"].startswith("relieve: node-1") for a in relieved)
+    # Ganglia's CPU figures lag a migration by an interval: wait for them to settle.
+    lab.wait_until(lambda s: cpu_use(s).get("node-1", 1) <= 0.9, what="node-1 below 90 %")
+
+
+def test_auto_repairs_maintenance_first_and_never_returns(make_lab):
+    lab = make_lab("maintenance")
+    lab.wait_for_truth()
+    assert "node-3" in hosts_used(lab.placement())
+    _, plan, report, codes = lab.pipeline("auto")
+    assert codes["vm-apply"] == 0, lab.last_apply_stderr
+    assert plan["summary"]["steps"][0]["kind"] == "repair"
+    assert "node-3" not in hosts_used(lab.placement())
+    for _ in range(2):
+        lab.wait_for_truth()
+        _, plan, _, _ = lab.pipeline("auto")
+        assert all(a["dst"] != "node-3" for a in plan["actions"])
+    assert "node-3" not in hosts_used(lab.placement())

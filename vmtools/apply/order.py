@@ -1,0 +1,43 @@
+"""The order vm-apply starts a plan's actions in: which hosts an action occupies, and which
+ready action goes first when a slot frees."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vmtools.model import Action
+
+
+def ends(a: Action) -> tuple[str, ...]:
+    """The hosts an action occupies: its source and destination, or the host it switches."""
+    return (a.host,) if a.is_power else (a.src, a.dst)
+
+
+def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
+    """Higher first: the longest chain of work still behind an action, then the most
+    loaded of its two hosts (both in MiB, proportional to migration time)."""
+    succ: dict[int, list[int]] = {i: [] for i in actions}
+    for a in actions.values():
+        for p in a.after:
+            succ[p].append(a.id)
+    tail: dict[int, float] = {}
+
+    def chain(i: int) -> float:
+        if i not in tail:
+            stack = [i]
+            while stack:
+                j = stack[-1]
+                todo = [s for s in succ[j] if s not in tail]
+                if todo:
+                    stack.extend(todo)
+                    continue
+                stack.pop()
+                tail[j] = actions[j].mem_mib + max((tail[s] for s in succ[j]), default=0)
+        return tail[i]
+
+    load: Counter = Counter()
+    for a in actions.values():
+        for h in ends(a):
+            load[h] += a.mem_mib
+    return {i: (max(load[h] for h in ends(a)), chain(i), -i)
+            for i, a in actions.items()}
