@@ -169,9 +169,10 @@ def plan_tables(plan_doc: dict) -> str:
                 a["host"] if a["op"] == "power-on" else "", "",
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
-    out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                "Actions (after: the ids that must end first)")
     switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
+    out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
+                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
+                "first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
