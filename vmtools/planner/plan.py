@@ -70,10 +70,10 @@ class Options:
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
     # auto's budget per run (None or 0: no limit) and demand from history (--state)
-    max_migrations: int | None = 20
+    max_migrations: int | None = 40
     max_moved_gib: float | None = 50.0
     max_duration_min: float | None = 4.0
-    demand: str = "p90"
+    demand: str = "max"
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
@@ -338,7 +338,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
             out.lower_bound = math.ceil(res.bound - EPS)
             out.bound_how = "milp bound (identical hosts)"
         return res.status in ("optimal", "feasible") or res.bound is not None
-    pool = sorted({h for a in inst.allowed for h in a})
+    pool = sorted(inst.usable_hosts())
     # Above opts.all_hosts_pairs the host count is the heuristic's and the status says it is
     # not proven (CBC cannot be interrupted in the root of that model).
     full = inst.n_vms * len(pool) <= opts.all_hosts_pairs
