@@ -151,7 +151,7 @@ class Run:
                       if isinstance(res, Exception) and not isinstance(res, HostKeyError)]
             if not silent:
                 break
-            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g}s")
+            self.progress(f"no answer from {', '.join(silent)}; asking again in {delay:g} s")
             time.sleep(delay)
             seen.update(self.survey(silent))
         reasons = []
@@ -236,7 +236,7 @@ class Run:
     def _announce_start(self, a: Action, nrunning: int, total: int) -> None:
         started = sum(1 for o in self.outcomes.values() if not o.from_journal) + nrunning
         how = self.transport(a)
-        size = "" if a.is_power else f"{a.mem_mib} MiB, "
+        size = "" if a.is_power else f"{a.mem_mib / 1024:.1f} GiB, "
         self.progress(f"[{started}/{total}] start #{a.id} {_label(a)} ({size}{how}); "
                       f"{nrunning} running; {self._eta()}")
 
@@ -250,7 +250,7 @@ class Run:
         if self.mib_done <= 0 or elapsed <= 0:
             return "time left unknown"
         left = self.remaining_mib / (self.mib_done / elapsed)
-        return f"~{left:.0f}s left"
+        return f"about {left:.0f} s left"
 
     def _not_run(self, i: int, why: str) -> None:
         a = self.actions[i]
@@ -276,7 +276,7 @@ class Run:
             if out.outcome == "failed" and self.opts.stop_on_failure and not self.stopping:
                 self.stopping = f"stopped after action {a.id} failed (--stop-on-failure)"
             counts = Counter(o.outcome for o in self.outcomes.values())
-            took = f" in {out.ended - out.started:.1f}s" if out.started and out.ended else ""
+            took = f" in {out.ended - out.started:.1f} s" if out.started and out.ended else ""
             self.progress(f"[{counts['done'] + counts['failed']}/{len(self.actions)}] "
                           f"{out.outcome} #{a.id} {_label(a)}{took}"
                           f"{': ' + out.error if out.error else ''}; {len(running)} running, "
@@ -483,7 +483,8 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                 run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
             else:
                 run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
-                             f"({a.mem_mib} MiB) via {run.endpoints[a.src].transport} to "
+                             f"({a.mem_mib / 1024:.1f} GiB) via "
+                             f"{run.endpoints[a.src].transport} to "
                              f"{run.endpoints[a.dst].migrate}")
             run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
@@ -513,7 +514,8 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
             run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
                          "(offline: no host asked)")
         else:
-            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} ({a.mem_mib} MiB) "
+            run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
+                         f"({a.mem_mib / 1024:.1f} GiB) "
                          f"via {run.endpoints[a.src].transport} to "
                          f"{run.endpoints[a.dst].migrate} (offline: no host asked)")
         run.outcomes[a.id] = _Outcome(a, "skipped", transport=run.transport(a))
