@@ -585,13 +585,37 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     return out
 
 
+def broken_rules(inst: Instance, placement: list[int]) -> list[str]:
+    """What ``placement`` breaks that balancing alone would leave broken: a guest on a host
+    a rule forbids, spread or gather groups, guest-count limits, memory over capacity. (CPU
+    over capacity is a hotspot: balancing is about exactly that.)"""
+    why: list[str] = []
+    counts = [0] * inst.n_hosts
+    mem = [0.0] * inst.n_hosts
+    for v, h in enumerate(placement):
+        counts[h] += 1
+        mem[h] += inst.dem["mem"][v]
+        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
+    for h in range(inst.n_hosts):
+        if counts[h] > inst.count_cap[h] or mem[h] > inst.cap["mem"][h] + 1e-6:
+            why.append(f"{inst.hosts[h]} is over its memory or guest-count limit")
+    for group in inst.spread:
+        if len({placement[v] for v in group}) < len(group):
+            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
+    for group in inst.gather:
+        if len({placement[v] for v in group}) > 1:
+            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
+    return why
+
+
 def balance_after_repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """``balance`` that first repairs what already breaks a hard rule or a capacity (a guest
     on a banned host, a host in maintenance, spread guests together...), wherever it is: the
     hot-host search alone never touches a cool host, and a plan may not leave a rule broken.
     If nothing can repair it, :func:`repair` refuses with the reason (exit 1)."""
-    movable, why = violations(inst, inst.cur)
-    if not movable and inst.valid(inst.cur):
+    why = broken_rules(inst, inst.cur)
+    if not why:
         return balance(inst, opts, deadline)
     log.info("balance: the current placement breaks rules (%s); repairing first",
              "; ".join(why[:3]))
