@@ -4,11 +4,12 @@
                                [--time-limit 30] [--solver cbc] [--jobs 1] [--csv FILE]
 
 Each instance of ``bench/vectorpack/`` (3 dimensions, see its README) becomes a snapshot:
-one host per bin of first-fit decreasing, and one spare empty host (capacities ``cpu``, ``mem_mib``, ``net_mbps`` =
-the bin's three capacities), one guest per item (its three sizes), placed as first-fit
-decreasing (key: sum of the sizes) placed them. ``vm-plan --objective consolidate --cpu-target 1.0`` (the whole
-bin) then consolidates it; the plan must pass vm-plan's own replay check (it does, or
-vm-plan exits 70, which this script reports as an error).
+one host per bin of first-fit decreasing and one spare empty host (capacities ``cpu``,
+``mem_mib``, ``net_mbps`` = the bin's three capacities), one guest per item (its three
+sizes), placed as first-fit decreasing (key: sum of the sizes) placed them.
+``vm-plan --objective consolidate --cpu-target 1.0`` (the whole bin) then consolidates it;
+the plan must pass vm-plan's own replay check (it does, or vm-plan exits 70, which this
+script reports as an error).
 
 Per instance: items, hosts at the start (FFD), hosts found, the published lower bound and
 optimum (``-`` when unknown), the best result of the study's heuristics, vm-plan's status,
@@ -124,7 +125,11 @@ def run_one(path: str, time_limit: float, solver: str) -> dict:
         row.update(found=None, status=f"exit {proc.returncode}", method=proc.stderr.strip()[-80:],
                    plan_lb=None)
         return row
-    plan = json.loads(proc.stdout)
+    try:
+        plan = json.loads(proc.stdout)
+    except ValueError:
+        row.update(found=None, status="bad JSON", method=proc.stdout[:80], plan_lb=None)
+        return row
     row.update(found=plan["summary"]["hosts_after"], status=plan["solver"]["status"],
                method=plan["solver"].get("method", ""),
                plan_lb=plan["summary"].get("hosts_lower_bound"))

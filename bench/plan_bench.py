@@ -1,7 +1,7 @@
 """vm-plan benchmark: seeded realistic clusters, vm-plan against FFD and Sandpiper's greedy.
 
     /work/venv/bin/python bench/plan_bench.py [--quick] [--sizes 50x250,200x2000] [--solver cbc]
-                                              [--rules] [--no-balance]
+                                              [--rules] [--no-balance] [--planetlab]
 
 Clusters: three host types (30 % 16 CPU / 64 GiB, 40 % 32 / 128, 30 % 64 / 256), guests of
 1-16 vCPUs with 2 or 4 GiB per vCPU, CPU use skewed (half idle, a third moderate, the rest
@@ -126,6 +126,34 @@ def bench_consolidate(n_hosts: int, n_vms: int, limit: float, solver: str, seed:
             plan.solver["build_seconds"], plan.solver["solve_seconds"], f"{total:.1f}"]
 
 
+def planetlab_snapshot() -> Snapshot:
+    """The first 5-minute step of the PlanetLab day (2011-03-03) in CloudSim's set-up, as
+    bench/replay_bench.py builds it: 800 hosts of 4,096 MB, 1,052 guests dealt round them."""
+    import math
+    import replay_bench
+    trace = replay_bench.build("cloudsim", 1)
+    first = trace.samples[0].vms
+    vms = [VM(name=n, host=trace.placement[n], cpu=d.cpu, mem_mib=d.mem_mib,
+              vcpus=max(1, math.ceil(d.cpu))) for n, d in first.items()]
+    return Snapshot(hosts=trace.hosts, vms=vms, source="planetlab/20110303")
+
+
+def bench_planetlab(limit: float, solver: str) -> list:
+    import math
+    snap = planetlab_snapshot()
+    mem_bound = math.ceil(sum(v.mem_mib for v in snap.vms) / max(h.mem_mib for h in snap.hosts))
+    t0 = time.monotonic()
+    plan = make_plan(snap, Constraints([]), Options(objective="consolidate", time_limit=limit,
+                                                    solver=solver))
+    total = time.monotonic() - t0
+    check_plan(plan, Constraints([]))
+    s = plan.summary
+    print(f"lower bound from: {plan.solver.get('bound_method')}", file=sys.stderr)
+    return ["800/1052", mem_bound, s["hosts_lower_bound"], s["hosts_after"],
+            f"{s['migrated_mib'] / 1024:.0f}", plan.solver["status"], plan.solver.get("gap"),
+            f"{total:.1f}"]
+
+
 def bench_balance(n_hosts: int, n_vms: int, limit: float, solver: str, seed: int) -> list:
     hot = max(2, n_hosts // 50)
     snap = generate(n_hosts, n_vms, seed, hot=hot)
@@ -161,7 +189,15 @@ def main() -> None:
                     help="consolidate under a seeded mix of spread, gather, ban, pin and "
                          "maintenance rules")
     ap.add_argument("--no-balance", action="store_true", help="skip the balance runs")
+    ap.add_argument("--planetlab", action="store_true",
+                    help="only the PlanetLab day's first step in CloudSim's set-up (800 hosts, "
+                         "1,052 guests; --time-limit, default 60)")
     args = ap.parse_args()
+    if args.planetlab:
+        print(table([bench_planetlab(args.time_limit or 60.0, args.solver)],
+                    ["size", "memory bound", "LB", "hosts", "GiB moved", "status", "gap",
+                     "total s"], "consolidate, PlanetLab first step"))
+        return
     sizes = [(50, 250, 5), (200, 2000, 30), (1000, 10000, 60), (5000, 30000, 180)]
     if args.quick:
         sizes = sizes[:2]

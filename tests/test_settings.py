@@ -231,3 +231,21 @@ def test_help_has_plain_metavars_and_says_where_settings_come_from():
     assert "<int range>" not in text and "<str>" not in text and " <" not in text
     assert "--threads N" in text
     assert "VMTOOLS_PLAN_<OPTION>" in text
+
+
+def test_a_pipeline_after_a_failed_step_says_so_and_pipestatus_has_the_first_status():
+    import sys
+    from pathlib import Path
+    bin_dir = Path(sys.executable).parent
+    script = (f"set -o pipefail; {bin_dir}/vm-snapshot --gmetad 127.0.0.1:1 --timeout 1 "
+              f"| {bin_dir}/vm-plan | {bin_dir}/vm-apply; "
+              'rc=$? codes="${PIPESTATUS[*]}"; echo "$rc $codes"; exit $rc')
+    env = dict(os.environ, XDG_CONFIG_HOME="/nonexistent-vmtools-test-config")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=env)
+    # pipefail: the pipeline fails; its status is the rightmost failure's, PIPESTATUS has all
+    assert proc.returncode == 65 and proc.stdout == "65 69 65 65\n"
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("vm-snapshot: error: gmetad://127.0.0.1:1: ")
+    assert all("the command before this one in the pipe printed nothing" in line
+               for line in lines[1:]) and len(lines) == 3

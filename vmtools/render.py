@@ -154,13 +154,25 @@ def plan_summary_line(plan_doc: dict) -> str:
     return line + f"; {solver_words(plan_doc.get('solver', {}))}"
 
 
+def _demand_words(plan_doc: dict) -> str:
+    """Which CPU demand the plan used: why its CPU % may differ from the snapshot's."""
+    demand = (plan_doc.get("summary") or {}).get("demand")
+    return f"{demand} per guest" if demand else "as in the snapshot"
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
     actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
+               if "vm" in a else                     # a power action: op and host
+               [a["id"], a["op"], a["host"] if a["op"] == "power-off" else "",
+                a["host"] if a["op"] == "power-on" else "", "",
+                ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
+    switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
     out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                "Migrations (after: the ids that must end first)")
+                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
+                "first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
@@ -177,11 +189,13 @@ def plan_tables(plan_doc: dict) -> str:
     rows = []
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
-        rows.append([h["name"], h["state"], f"{b[2]} -> {a[2]}",
+        state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
+                 }.get(switched.get(h["name"], ""), h["state"])
+        rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
-                        "Hosts, before -> after (CPU % of the host's CPUs, as planned)")
+                        f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())

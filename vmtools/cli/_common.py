@@ -185,12 +185,24 @@ def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
             stack.enter_context(stream)
         data = stream.read()
     name = input_name(path)
+    if path == "-" and not data.strip() and _stdin_is_pipe():
+        raise DataError("empty input: the command before this one in the pipe printed nothing "
+                        "(its own error is above; under `set -o pipefail` the pipeline exits "
+                        "with that command's status)", name)
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"not UTF-8 text (byte {exc.start})", name) from None
     return data, name
+
+
+def _stdin_is_pipe() -> bool:
+    import stat
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> Any:

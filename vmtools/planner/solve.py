@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -115,7 +116,8 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
             with watchdog:
                 prob.solve(solver)
         else:
-            prob.solve(solver)
+            with _stdout_to_stderr():
+                prob.solve(solver)
     except pulp.PulpSolverError as exc:
         if watchdog is None or not watchdog.fired:
             raise Unavailable(f"solver {name} failed to run: {exc}") from None
@@ -142,6 +144,26 @@ def solve(prob: pulp.LpProblem, name: str = "cbc", time_limit: float = 60.0,
     if sol in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
         return SolveResult("feasible", objective, _cbc_bound(text), seconds)
     return SolveResult("none", None, _cbc_bound(text), seconds)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Solvers run in this process may write to file descriptor 1 whatever their options say
+    (HiGHS 1.16 prints its banner there with output off): that is vm-plan's document, so
+    point it at stderr while they run."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _Watchdog:
