@@ -332,6 +332,10 @@ def test_cli_power_flags_and_host_map(tmp_path):
     offs = [a["host"] for a in plan["actions"] if a["op"] == "power-off"]
     assert offs and "h4" not in offs
     assert all(f"power-off {h}" in plan["explain"] for h in offs)
+    table = run("vm-plan", "--power", "--hosts", str(hosts), "--standby-after", "0",
+                "--reserve", "0", "-f", "table", input=doc)
+    assert table.returncode == 0 and "power-off" in table.stdout
+    assert "online -> standby" in table.stdout
     bad = run("vm-plan", "--power", "--hosts", str(tmp_path / "none.csv"), input=doc)
     assert bad.returncode == 2 and "no such file" in bad.stderr
     hosts.write_text("h1,,,ipmi\n")
@@ -364,3 +368,19 @@ def test_a_stale_guest_list_of_a_switched_off_host_is_not_a_problem(tmp_path):
     assert p2.origin.host(gone).state == "standby"
     assert next(v.host for v in p2.origin.vms if v.name == moved_away) == \
         p1.placement[moved_away]
+
+
+def test_auto_switches_power_on_when_the_host_map_gives_a_power_method(tmp_path):
+    doc = json.dumps(four_hosts().to_dict())
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text("h1,,,ipmi,10.0.0.1\nh2,,,ipmi,10.0.0.2\nh3,,,ipmi,10.0.0.3\n"
+                     "h4,,,ipmi,10.0.0.4\n")
+    args = ["--hosts", str(hosts), "--standby-after", "0", "--reserve", "0"]
+    auto = json.loads(run("vm-plan", "--objective", "auto", *args, input=doc).stdout)
+    assert any(a["op"] == "power-off" for a in auto["actions"])
+    hosts.write_text("h1\nh2\nh3\nh4\n")            # no power method: no power actions
+    plain = json.loads(run("vm-plan", "--objective", "auto", *args, input=doc).stdout)
+    assert not any(a["op"] != "migrate" for a in plain["actions"])
+    hosts.write_text("h1,,,ipmi,10.0.0.1\n")
+    cons = json.loads(run("vm-plan", "--objective", "consolidate", *args, input=doc).stdout)
+    assert not any(a["op"] != "migrate" for a in cons["actions"])   # only auto turns it on

@@ -164,9 +164,15 @@ def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
     actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
+               if "vm" in a else                     # a power action: op and host
+               [a["id"], a["op"], a["host"] if a["op"] == "power-off" else "",
+                a["host"] if a["op"] == "power-on" else "", "",
+                ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
+    switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
     out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                "Migrations (after: the ids that must end first)")
+                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
+                "first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
@@ -183,7 +189,9 @@ def plan_tables(plan_doc: dict) -> str:
     rows = []
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
-        rows.append([h["name"], h["state"], f"{b[2]} -> {a[2]}",
+        state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
+                 }.get(switched.get(h["name"], ""), h["state"])
+        rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],

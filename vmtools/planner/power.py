@@ -176,7 +176,8 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
             new_hosts.append(_standby_host(name, rec))
     for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
         problems.append(Problem("offline-host", f"host {name} vanished from Ganglia and "
-                                "vmtools did not switch it off", host=name))
+                                "vmtools did not switch it off (if it was retired, remove it "
+                                f"from \"known\" in {STATE_FILE})", host=name))
     for name, rec in sorted(state.waking.items()):
         if now - rec.get("since", now) > popts.boot_timeout:
             state.boot_failed[name] = rec
