@@ -537,6 +537,16 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     pool = sorted(set(cool[:opts.cool_hosts]) | set(greedy[v] for v in movable))
     rng = random.Random(opts.seed)
     cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
+    if not affordable(sum(len(c) for c in cands), deadline.left()):
+        # too large to build in time (100,000 guests): Sandpiper's greedy, checked as below
+        out.status, out.gap = "heuristic", None
+        gain = _worst(inst, cur) - _worst(inst, greedy)
+        if gain < opts.min_gain - 1e-9:
+            out.how = f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+            return out
+        out.placement, out.how = greedy, "sandpiper greedy (the model is too large for the " \
+            "time left)"
+        return out
     t0 = time.monotonic()
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
