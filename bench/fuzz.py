@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,13 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         result = one_run(item[0], item[1], args.keep)
         return item[0], result, time.monotonic() - t0
 
+    def record(result) -> None:
+        nonlocal slowest
+        seed, (command, rc, why), took = result
+        counts[(command, rc)] += 1
+        slowest = max(slowest, took)
+        if why:
+            failures.append((command, seed, why))
+            print(f"FAIL {command} seed {seed}: {why}", file=sys.stderr)
+
+    # At most 2 x jobs runs queued (Executor.map would take the whole endless seed stream).
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for seed, (command, rc, why), took in pool.map(task, seeds()):
-            counts[(command, rc)] += 1
-            slowest = max(slowest, took)
-            if why:
-                failures.append((command, seed, why))
-                print(f"FAIL {command} seed {seed}: {why}", file=sys.stderr)
+        queued: set = set()
+        for item in seeds():
+            queued.add(pool.submit(task, item))
+            if len(queued) >= 2 * args.jobs:
+                done, queued = wait(queued, return_when=FIRST_COMPLETED)
+                for f in done:
+                    record(f.result())
+        for f in queued:
+            record(f.result())
     total = sum(counts.values())
     print(f"{total} runs in {time.monotonic() - started:.0f} s (slowest run {slowest:.1f} s, "
           f"timeout {TIMEOUT:.0f} s), {len(failures)} failing")

@@ -158,3 +158,37 @@ def test_an_unreachable_host_in_a_dry_run_is_69_in_plain_words(lab):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("vm-apply: error: cannot reach host n4 (xen at 127.0.0.1:")
     assert "nothing was moved" in line and "stale" not in line
+
+
+def test_a_guest_another_management_node_is_moving_is_never_migrated_again(lab):
+    """A run from another machine (its own state directory and lock directory) moves c while
+    this run waits to move it: this run asks both hosts right before and does not start."""
+    from vmtools.apply import ApplyOptions, apply_plan
+    from vmtools.apply.hostmap import parse_hostmap
+    with lab["state"].transaction() as st:
+        st["faults"]["slow"] = {"a": 12.0, "c": 12.0}        # 3 s each
+    path = write_plan(lab, [("a", "n4"), ("c", "n3", [1])])
+    other = plan_of(snapshot_of(lab["state"], "xen"), [("c", "n4")])
+    first = subprocess.Popen([script("vm-apply"), str(path), *apply_args(lab)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while "a--incoming" not in lab["state"].read()["hosts"]["n4"]["domains"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        report = apply_plan(other, ApplyOptions(
+            hosts=parse_hostmap(lab["hosts"].read_text()), state_dir=str(lab["dir"] / "elsewhere"),
+            lock_dir=str(lab["dir"] / "elsewhere-locks")))
+        assert report.summary["done"] == 1
+    finally:
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 1, err
+    report = json.loads(out)
+    assert report["actions"][0]["outcome"] == "done"
+    second = report["actions"][1]
+    assert second["outcome"] == "failed" and second["error"].startswith("not started: c ")
+    # the other run may still be moving c when this one ends: then it says so
+    assert report["placement"]["c"] == "n4" or any(
+        p.startswith("c is in flight") for p in report["summary"]["problems"])
+    st = lab["state"].read()
+    assert [h for h, spec in st["hosts"].items() if "c" in spec["domains"]] == ["n4"]

@@ -169,12 +169,12 @@ def test_stale_plan_is_refused_and_nothing_moves(lab):
     assert_consistent(lab["state"], report, GUESTS)
 
 
-def test_unreachable_destination_makes_the_plan_stale(lab):
+def test_unreachable_destination_is_69_and_nothing_moves(lab):
     lab["labs"]["n4"].stop()
     _, path = write_plan(lab, [("a", "n4")])
     proc = apply_cli(lab, path, "--connect-timeout", "2")
-    assert proc.returncode == 75
-    assert "n4 does not answer" in proc.stderr
+    assert proc.returncode == 69
+    assert "cannot reach host n4" in proc.stderr and "nothing was moved" in proc.stderr
     assert cluster_placement(lab["state"])["a"] == "n1"
 
 

@@ -1,5 +1,13 @@
 """vm-apply's journal: JSON lines, one per event (begin, check, start, end, signal, resume,
-finish), flushed and synced as written, so a run can be audited and resumed."""
+finish), flushed and synced as written, so a run can be audited and resumed.
+
+A journal that cannot be written (a full disk, a file-size limit, an unwritable directory) is
+the machine's failure, not a bug: :class:`Journal` opens with a :class:`LocalFailure` naming
+the path, and a write that fails mid-run marks the journal ``broken`` (the run starts nothing
+new; the report still comes out) instead of raising into a migration's thread. A last line cut
+short by a crash or a full disk is ended before the next run appends, and a reader skips it
+(at the end, or followed by the ``resume`` event of the run that ended it).
+"""
 
 from __future__ import annotations
 
@@ -8,36 +16,82 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-from vmtools.errors import DataError, OptionError
+from vmtools.errors import DataError, LocalFailure, OptionError
 from vmtools.model import Plan
 
 
 class Journal:
     """JSON lines, one per event, flushed and synced as written."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_broken: Callable[[str], None] | None = None):
         self.path = path
         self.lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
+        self.broken: str | None = None
+        self.on_broken = on_broken
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a+", encoding="utf-8")
+            # A line a crash or a full disk cut short: end it, so the next event is a line
+            # of its own (appended to the cut one, it would make both unreadable).
+            self.fh.seek(0, os.SEEK_END)
+            if self.fh.tell() > 0:
+                self.fh.seek(self.fh.tell() - 1)
+                if self.fh.read(1) != "\n":
+                    self.fh.write("\n")
+                    self.fh.flush()
+        except OSError as exc:
+            raise LocalFailure(f"cannot write the journal {path}: {exc.strerror} (free space, "
+                               "fix the directory's permissions, or choose another "
+                               "--state-dir or --journal); nothing was moved") from None
 
     def write(self, event: str, **fields: object) -> None:
         record = {"event": event, "time": iso(time.time()), **fields}
         line = json.dumps(record, ensure_ascii=True, sort_keys=False)
         with self.lock:
-            self.fh.write(line + "\n")
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
+            if self.broken:
+                return
+            try:
+                self.fh.write(line + "\n")
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+            except OSError as exc:
+                self.broken = (f"the journal {self.path} cannot be written ({exc.strerror}): "
+                               "nothing new is started (free space and --resume it)")
+                callback = self.on_broken
+            else:
+                return
+        if callback is not None:
+            callback(self.broken)
 
     def close(self) -> None:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+
+
+def _parse_line(line: str) -> object | None:
+    """One journal line; a line whose start was cut (a crash, then a run that appended to
+    it) is read from the last record start in it. None when nothing in it parses."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        pass
+    at = line.rfind('{"event": ')
+    while at > 0:
+        try:
+            return json.loads(line[at:])
+        except ValueError:
+            at = line.rfind('{"event": ', 0, at)
+    return None
 
 
 def read_journal(path: str) -> tuple[Plan, dict[int, dict], set[int]]:
     """(plan, {id: end event of a done action}, ids started but never ended) of a journal."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             lines = fh.read().splitlines()
     except FileNotFoundError:
         raise OptionError("resume", f"{path}: no such file") from None
@@ -49,23 +103,29 @@ def read_journal(path: str) -> tuple[Plan, dict[int, dict], set[int]]:
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
+        ev = _parse_line(line)
+        if ev is None:
             if n == len(lines):
-                break           # a last line cut short by a crash
-            raise DataError("not a vm-apply journal line", f"{path}:{n}") from None
-        kind = ev.get("event") if isinstance(ev, dict) else None
+                break           # a last line cut short by a crash or a full disk
+            following = next((_parse_line(ln) for ln in lines[n:] if ln.strip()), None)
+            if isinstance(following, dict) and following.get("event") == "resume":
+                continue        # cut short, then ended by the --resume that followed
+            raise DataError("not a vm-apply journal line", f"{path}:{n}")
+        if not isinstance(ev, dict):
+            raise DataError("not a vm-apply journal line", f"{path}:{n}")
+        kind = ev.get("event")
         if kind == "begin" and plan is None:
             plan = Plan.from_dict(ev.get("plan"), "plan")
-        elif kind == "start":
-            started[ev["id"]] = ev
-        elif kind == "end":
-            ended[ev["id"]] = ev
+        elif kind in ("start", "end"):
+            aid = ev.get("id")
+            if isinstance(aid, bool) or not isinstance(aid, int):
+                raise DataError("a start or end event without an action id", f"{path}:{n}")
+            (started if kind == "start" else ended)[aid] = ev
     if plan is None:
         raise DataError("no begin event with the plan: not a vm-apply journal", path)
-    done = {i: ev for i, ev in ended.items() if ev.get("outcome") == "done"}
-    in_flight = {i for i in started if i not in ended}
+    known = {a.id for a in plan.actions}
+    done = {i: ev for i, ev in ended.items() if ev.get("outcome") == "done" and i in known}
+    in_flight = {i for i in started if i not in ended and i in known}
     return plan, done, in_flight
 
 

@@ -1,4 +1,22 @@
-"""One vm-apply at a time per cluster."""
+"""One vm-apply at a time per cluster, wherever the runs start from.
+
+Two locks, both ``flock``s (released by the kernel when the process dies, however it dies):
+
+- the cluster lock, ``<state_dir>/apply-<cluster>.lock``, as before: two runs that share a
+  state directory never run together;
+- a lock per host the plan touches, in one machine-wide directory (``/run/lock/vmtools``,
+  else ``$TMPDIR/vmtools-locks``) that does not depend on ``--state-dir``: cron and an
+  operator with different state directories, or a ``--resume`` from another directory, see
+  each other's runs on any shared host. A host is named by its cluster, its Ganglia name and
+  the address vm-apply manages it at, so two clusters (or two simulated labs on one machine)
+  never block each other by sharing a host name.
+
+Runs on other management nodes cannot see a local lock. What they cannot step over is the
+hosts themselves: before each migration vm-apply asks both hosts, and a guest a host reports
+in flight (``<vm>--incoming``, ``migrating-<vm>``) is never migrated again
+(:meth:`vmtools.apply.run.Run.refuse_start`); the freshness check refuses a plan whose guests
+are in flight before anything moves.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +24,55 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
 import time
 from pathlib import Path
 
 from vmtools.errors import TemporaryFailure
 from vmtools.model import epoch_to_iso, is_safe_name
 
+MACHINE_LOCK_DIR = "/run/lock/vmtools"
+
+
+def machine_lock_dir() -> Path:
+    """The machine-wide lock directory: /run/lock/vmtools, or under $TMPDIR when /run/lock
+    cannot be written (not root)."""
+    for candidate in (Path(MACHINE_LOCK_DIR), Path(tempfile.gettempdir()) / "vmtools-locks"):
+        try:
+            candidate.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir())
+
 
 class ClusterLock:
-    """One vm-apply at a time per cluster: an ``flock`` on ``<state_dir>/apply-<cluster>.lock``."""
+    """The cluster's lock in the state directory, then one lock per touched host in the
+    machine-wide directory (see the module)."""
 
-    def __init__(self, state_dir: Path, clusters: list[str]):
+    def __init__(self, state_dir: Path, clusters: list[str], endpoints: list = (),
+                 lock_dir: str | os.PathLike | None = None):
         self.paths = [state_dir / f"apply-{_file_part(c)}.lock" for c in sorted(set(clusters))]
+        hosts_dir = Path(lock_dir) if lock_dir is not None else machine_lock_dir()
+        with contextlib.suppress(OSError):
+            hosts_dir.mkdir(parents=True, exist_ok=True)
+        keys = sorted({(getattr(ep, "name", ""), f"{getattr(ep, 'address', '')}:"
+                        f"{getattr(ep, 'port', '')}") for ep in endpoints})
+        cluster = ",".join(sorted(set(clusters)))
+        self.paths += [hosts_dir / f"apply-host-{_file_part(name)}-"
+                       f"{hashlib.sha256(f'{cluster}|{name}|{where}'.encode()).hexdigest()[:12]}"
+                       ".lock" for name, where in keys]
         self.files: list = []
 
     def acquire(self) -> None:
-        for path in self.paths:
-            fh = open(path, "a+")
+        for path in self.paths:        # always in this order: two runs cannot deadlock
+            try:
+                fh = open(path, "a+")
+            except OSError as exc:
+                self.release()
+                raise TemporaryFailure(f"{path}: cannot open the lock: {exc.strerror}") \
+                    from None
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -30,12 +80,15 @@ class ClusterLock:
                 holder = fh.read().strip() or "another process"
                 fh.close()
                 self.release()
-                raise TemporaryFailure(f"{path}: another vm-apply is running on this cluster "
+                what = "this cluster" if "apply-host-" not in path.name else \
+                    f"host {path.name[len('apply-host-'):].rsplit('-', 1)[0]}"
+                raise TemporaryFailure(f"{path}: another vm-apply is running on {what} "
                                        f"({holder}); try again when it has finished") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} since {epoch_to_iso(time.time())}\n")
-            fh.flush()
+            with contextlib.suppress(OSError):
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} since {epoch_to_iso(time.time())}\n")
+                fh.flush()
             self.files.append(fh)
 
     def release(self) -> None:

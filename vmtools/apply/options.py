@@ -39,6 +39,7 @@ class ApplyOptions:
     journal: str | None = None
     resume: str | None = None                  # journal of the run to continue
     poll: float = 0.25                         # first interval between two verifications
+    lock_dir: str | None = None                # per-host locks (None: vmtools.apply.lock's)
     power: PowerSettings = field(default_factory=PowerSettings)   # power-off / power-on
 
     def validate(self) -> None:

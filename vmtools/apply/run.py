@@ -46,12 +46,12 @@ from vmtools.apply.refuse import check
 from vmtools.apply.signals import stop_on_signals
 from vmtools.drivers import Driver, Endpoint, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
-from vmtools.errors import (DataError, OperationFailed, OptionError, TemporaryFailure,
-                            Unavailable)
+from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
+                            TemporaryFailure, Unavailable)
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS
+from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
 
 log = logging.getLogger("vmtools.apply")
 
@@ -105,11 +105,14 @@ class Run:
         self.drivers = drivers if drivers is not None else {
             h: make_driver(ep, options.ssh, options.connect_timeout)
             for h, ep in self.endpoints.items()}
+        self.injected = drivers is not None
         self.outcomes: dict[int, _Outcome] = {}
         self.cond = threading.Condition()
         self.stopping: str | None = None
         self.journal: Journal | None = None
         self.problems: list[str] = []
+        self.asked_too: list[str] = []
+        self.finished = 0
         self.t0 = time.time()
         self.mib_done = 0
         self.busy_seconds = 0.0
@@ -120,6 +123,53 @@ class Run:
 
     def awake(self) -> list[str]:
         return [h for h in self.touched_hosts if h not in self.asleep]
+
+    def others(self) -> list[str]:
+        """The cluster's online hosts the plan does not touch (asked only when a guest is not
+        where the plan's hosts say), with a driver made for each on first use."""
+        clusters = {self.hosts[h].cluster for h in self.touched_hosts}
+        out = []
+        for name, host in sorted(self.hosts.items()):
+            if name in self.endpoints or host.state != "online" or host.cluster not in clusters:
+                continue
+            if self.injected and name not in self.drivers:
+                continue
+            try:
+                self.endpoints[name] = self._endpoint(name)
+            except DataError:
+                continue
+            if name not in self.drivers:
+                self.drivers[name] = make_driver(self.endpoints[name], self.opts.ssh,
+                                                 self.opts.connect_timeout)
+            out.append(name)
+        return out + [h for h in self.asked_too if h not in out]
+
+    def find_elsewhere(self, vm: str) -> tuple[str | None, list[str]]:
+        """Ask every other host of the cluster whether it runs ``vm``: (the host, or None;
+        the hosts that did not answer)."""
+        extra = self.others()
+        self.asked_too = sorted(set(self.asked_too) | set(extra))
+        seen = self.survey(extra)
+        found = sorted(h for h, res in seen.items() if isinstance(res, set) and vm in res)
+        silent = sorted(h for h, res in seen.items() if not isinstance(res, set))
+        return (found[0] if len(found) == 1 else None), silent
+
+    def unexpected(self, vm: str, host: str, why: str) -> None:
+        """A guest went where no action sent it: start nothing new."""
+        with self.cond:
+            if not self.stopping:
+                self.stopping = (f"{vm} landed on {host}, which the plan did not name ({why}); "
+                                 "nothing new is started")
+                self.problems.append(self.stopping)
+            self.cond.notify_all()
+
+    def journal_broken(self, why: str) -> None:
+        with self.cond:
+            if not self.stopping:
+                self.stopping = why
+                self.problems.append(why)
+            self.cond.notify_all()
+        self.progress(f"error: {why}")
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
@@ -158,8 +208,22 @@ class Run:
         for h, res in seen.items():
             if isinstance(res, HostKeyError):
                 raise res
-            if isinstance(res, Exception):
-                reasons.append(f"host {h} does not answer: {res}")
+        silent = {h: res for h, res in seen.items() if isinstance(res, Exception)}
+        if silent and not self.opts.force:
+            raise Unavailable("cannot reach " + "; ".join(
+                unreachable_words(h, self.endpoints[h], res)
+                for h, res in sorted(silent.items())) + "; nothing was moved (check that the "
+                "host is up and its xend or sshd answers, and its address in --hosts)")
+        for h, res in silent.items():
+            reasons.append(f"host {h} does not answer: {res}")
+        for h, res in seen.items():
+            if isinstance(res, set):
+                for vm in self.touched_vms:
+                    if is_migrating(vm, res):
+                        flying = sorted(n for n in res if n != vm and vm in n)
+                        reasons.append(f"{vm} is in flight on {h} ({', '.join(flying)} exists): "
+                                       "another run is moving it, or a killed one left it "
+                                       "half-way")
         found: dict[str, list[str]] = {}
         for h, res in seen.items():
             if isinstance(res, set):
@@ -234,11 +298,11 @@ class Run:
             t.join()
 
     def _announce_start(self, a: Action, nrunning: int, total: int) -> None:
-        started = sum(1 for o in self.outcomes.values() if not o.from_journal) + nrunning
+        self.started_count = getattr(self, "started_count", 0) + 1
         how = self.transport(a)
         size = "" if a.is_power else f"{a.mem_mib / 1024:.1f} GiB, "
-        self.progress(f"[{started}/{total}] start #{a.id} {_label(a)} ({size}{how}); "
-                      f"{nrunning} running; {self._eta()}")
+        self.progress(f"start #{a.id} {_label(a)} ({size}{how}); {self.started_count} of "
+                      f"{total} started, {nrunning} running; {self._eta()}")
 
     def transport(self, a: Action) -> str:
         if a.is_power:
@@ -277,15 +341,23 @@ class Run:
                 self.stopping = f"stopped after action {a.id} failed (--stop-on-failure)"
             counts = Counter(o.outcome for o in self.outcomes.values())
             took = f" in {out.ended - out.started:.1f} s" if out.started and out.ended else ""
-            self.progress(f"[{counts['done'] + counts['failed']}/{len(self.actions)}] "
-                          f"{out.outcome} #{a.id} {_label(a)}{took}"
-                          f"{': ' + out.error if out.error else ''}; {len(running)} running, "
+            self.finished += 1
+            self.progress(f"{out.outcome} #{a.id} {_label(a)}{took}"
+                          f"{': ' + out.error if out.error else ''}; {self.finished} of "
+                          f"{len(self.actions)} ended, {len(running)} running, "
                           f"{counts['failed']} failed; {self._eta()}")
             self.cond.notify_all()
 
     def migrate_one(self, a: Action) -> _Outcome:
         src, dst = self.endpoints[a.src], self.endpoints[a.dst]
         start = time.time()
+        refused = self.refuse_start(a)
+        if refused:
+            out = _Outcome(a, "failed", start, time.time(), refused, None, src.transport)
+            if self.journal:
+                self.journal.write("end", id=a.id, vm=a.vm, outcome="failed", where=None,
+                                   error=refused, seconds=0.0)
+            return out
         if self.journal:
             self.journal.write("start", id=a.id, vm=a.vm, src=a.src, dst=a.dst,
                                transport=src.transport, destination=dst.migrate)
@@ -302,6 +374,15 @@ class Run:
         wait = self.opts.verify_timeout if uncertain else min(self.opts.verify_timeout,
                                                               max(5.0, self.opts.connect_timeout))
         where, note = self.where_is(a.vm, a.src, a.dst, wait, settled_answer=not uncertain)
+        if where is None:
+            elsewhere, silent = self.find_elsewhere(a.vm)
+            if elsewhere is not None:
+                where = elsewhere
+                note = (f"{a.vm} landed on {elsewhere}, not on {a.dst} (is {a.dst}'s migrate "
+                        f"address {dst.migrate} in the host map right?)")
+                self.unexpected(a.vm, elsewhere, f"migrated to {dst.migrate}")
+            elif silent:
+                note = f"{note}; not found elsewhere either ({', '.join(silent)} did not answer)"
         end = time.time()
         if where == a.dst:
             outcome = "done"
@@ -310,11 +391,12 @@ class Run:
         else:
             outcome = "failed"
             if where == a.src:
-                error = f"{error or 'the hypervisor reported success'}; {a.vm} verified " \
-                        f"still on {a.src}"
+                # the note, when there is one, already says where it was verified
+                error = f"{error or 'the hypervisor reported success'}; " + \
+                        (note or f"{a.vm} verified still on {a.src}")
             else:
                 error = f"{error + '; ' if error else ''}{note}"
-                note = None
+            note = None
         if note:
             error = f"{error + '; ' if error else ''}{note}"
         out = _Outcome(a, outcome, start, end, error, where, src.transport)
@@ -324,6 +406,28 @@ class Run:
         if outcome == "done":
             self.busy_seconds += end - start
         return out
+
+    def refuse_start(self, a: Action) -> str | None:
+        """Why a migration must not start now, asked of the hosts right before: the guest is in
+        flight on any host the plan touches (another vm-apply, from another machine or state
+        directory, or a killed one) or is not on its source any more. None when it may start.
+        A migration by someone else to a host outside the plan is seen only once it lands."""
+        # Every host the plan touches, not only these two: a migration started elsewhere
+        # shows as <vm>--incoming on its destination, which may be any of them.
+        seen = self.survey(sorted(set(self.awake()) | {a.src, a.dst}))
+        for h in sorted(seen, key=lambda h: (h not in (a.src, a.dst), h)):
+            res = seen[h]
+            if isinstance(res, set) and is_migrating(a.vm, res):
+                flying = sorted(n for n in res if n != a.vm and a.vm in n)
+                return (f"not started: {a.vm} is already migrating ({', '.join(flying)} on "
+                        f"{h}): another run is moving it, or a killed one left it half-way")
+        s = seen[a.src]
+        if isinstance(s, set) and a.vm not in s:
+            d = seen[a.dst]
+            if isinstance(d, set) and a.vm in d:
+                return f"not started: {a.vm} already runs on {a.dst} (moved by someone else)"
+            return f"not started: {a.vm} is no longer on {a.src}"
+        return None
 
     def power_one(self, a: Action) -> _Outcome:
         """Switch a host off or on (:class:`vmtools.power.execute.PowerRunner`)."""
@@ -365,15 +469,29 @@ class Run:
         for vm in self.touched_vms:
             hosts = sorted(h for h, res in seen.items() if isinstance(res, set) and vm in res)
             silent = [h for h, res in seen.items() if not isinstance(res, set)]
-            if len(hosts) == 1:
+            flying = sorted(h for h, res in seen.items()
+                            if isinstance(res, set) and is_migrating(vm, res))
+            if flying:
+                # moved by someone else right now: where it ends is not known yet
+                placement[vm] = None
+                self.problems.append(f"{vm} is in flight (seen on {', '.join(flying)}): "
+                                     "another run is moving it; ask the hosts again later")
+            elif len(hosts) == 1:
                 placement[vm] = hosts[0]
             elif len(hosts) > 1:
                 placement[vm] = None
                 self.problems.append(f"{vm} runs on {' and '.join(hosts)}")
             else:
+                elsewhere, also_silent = self.find_elsewhere(vm)
+                if elsewhere is not None:
+                    placement[vm] = elsewhere
+                    self.problems.append(f"{vm} runs on {elsewhere}, a host the plan does not "
+                                         "touch")
+                    continue
                 placement[vm] = None
+                silent = silent + also_silent
                 where = (f"; hosts that did not answer: {', '.join(silent)}" if silent else "")
-                self.problems.append(f"{vm} was not found on any host the plan touches{where}"
+                self.problems.append(f"{vm} was not found on any host of the cluster{where}"
                                      + (f" (last verified on {last_known[vm]})"
                                         if last_known.get(vm) else ""))
         return placement
@@ -421,20 +539,23 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OptionError("state_dir", f"{state_dir}: {exc.strerror}") from None
-    lock = ClusterLock(state_dir, [run.hosts[h].cluster for h in run.touched_hosts] or [""])
+    lock = ClusterLock(state_dir, [run.hosts[h].cluster for h in run.touched_hosts] or [""],
+                       [run.endpoints[h] for h in run.touched_hosts], options.lock_dir)
     lock.acquire()
     try:
         if not options.dry_run:
             digest = document_digest(plan.to_dict())
             path = Path(options.resume or options.journal or state_dir / "journal" /
                         f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[7:19]}.jsonl")
-            run.journal = Journal(path)
+            run.journal = Journal(path, on_broken=run.journal_broken)
             if options.resume:
                 run.journal.write("resume", pid=os.getpid())
             else:
                 run.journal.write("begin", pid=os.getpid(), plan_digest=digest,
                                   plan=plan.to_dict(), parallel=options.parallel,
                                   per_host=options.per_host, force=options.force)
+            if run.journal.broken:
+                raise LocalFailure(f"{run.journal.broken}; nothing was moved")
             run.progress(f"journal: {path}")
         try:
             return _apply(run, done_before, in_flight)
@@ -522,3 +643,19 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report
+
+
+def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:
+    """A host that did not answer, in words an operator acts on."""
+    text = str(exc)
+    for pattern, words in (
+            ("Error reading SSH protocol banner", "no SSH server answered there (nothing "
+             "listens, a firewall drops it, or the host is overloaded)"),
+            ("Unable to connect", "the connection was refused (is sshd running?)"),
+            ("Connection refused", "the connection was refused (is the service running?)"),
+            ("timed out", "no answer in time (the host is down or unreachable)"),
+            ("Name or service not known", "the name does not resolve (check --hosts)"),
+            ("No route to host", "no route to the host")):
+        if pattern in text:
+            return f"host {host} ({ep.transport} at {ep.address}:{ep.port}): {words}"
+    return f"host {host} ({ep.transport} at {ep.address}:{ep.port}): {text}"

@@ -92,7 +92,7 @@ def plan(
     max_migrations: Annotated[int, typer.Option(
         "--max-migrations", metavar="N",
         help="auto: at most N migrations per run (0: no limit); the rest is left to later "
-             "runs (summary.deferred).")] = 20,
+             "runs (summary.deferred).")] = 40,
     max_moved: Annotated[float, typer.Option(
         "--max-moved", metavar="GIB",
         help="auto: at most this much guest memory migrated per run (0: no limit).")] = 50.0,
@@ -123,7 +123,7 @@ def plan(
     demand: Annotated[str, typer.Option(
         "--demand", metavar="last|mean|pNN|max",
         help="With --state: plan on this statistic of each guest's CPU samples over "
-             "--demand-window (never below the last sample).")] = "p90",
+             "--demand-window (never below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
         help="With --state: how far back --demand looks.")] = 60.0,

@@ -177,6 +177,12 @@ class SshDriver(Driver):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    # Closing the channel would end the remote command (xl aborts a migration
+                    # whose SSH session closes): leave it running, drained in the background,
+                    # and let the caller ask the hosts how it ends.
+                    threading.Thread(target=_drain_until_done, args=(chan,),
+                                     name="ssh-left-running", daemon=True).start()
+                    chan = None
                     raise TimeoutError(command)
                 chan.status_event.wait(min(left, 0.5))
             # drain what arrived with the exit status
@@ -189,7 +195,8 @@ class SshDriver(Driver):
                     pass
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
         finally:
-            chan.close()
+            if chan is not None:
+                chan.close()
         return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     # ---- the driver interface
@@ -237,3 +244,21 @@ class SshDriver(Driver):
 
     def close(self) -> None:
         self._drop()
+
+
+def _drain_until_done(chan) -> None:
+    """Read and drop what a command left running prints, until it ends; then close."""
+    try:
+        while not (chan.exit_status_ready() or chan.closed):
+            while chan.recv_ready():
+                chan.recv(65536)
+            while chan.recv_stderr_ready():
+                chan.recv_stderr(65536)
+            chan.status_event.wait(1.0)
+    except Exception:  # noqa: BLE001 - the connection went away: nothing is left to read
+        pass
+    finally:
+        try:
+            chan.close()
+        except Exception:  # noqa: BLE001
+            pass

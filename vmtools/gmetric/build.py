@@ -31,7 +31,7 @@ from vmtools.xen import DOM0, is_in_flight_name
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
-# A guest cannot use more CPU than its vCPUs; sampling jitter stays well below this slack.
+# A guest cannot use more CPU than its host has; sampling jitter stays well below this slack.
 CPU_SLACK = 1.5
 
 log = logging.getLogger("vmtools.gmetric")
@@ -177,17 +177,21 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
         except DataError as exc:
             problems.append(f"{TYPE} not published: {exc}")
 
+    try:
+        host_cpus = info_int(info, "nr_cpus", 1, UINT16_MAX) if info is not None else UINT16_MAX
+    except DataError:
+        host_cpus = UINT16_MAX
     before = {(d.name, d.domid): d for d in previous.domains} if previous else {}
     elapsed = current.when - previous.when if previous else 0.0
     for dom in guests:
         old = before.get((dom.name, dom.domid))
         if old is not None and elapsed > 0 and dom.cpu_time >= old.cpu_time:
             cpu = (dom.cpu_time - old.cpu_time) / elapsed * 100.0
-            if math.isfinite(cpu) and cpu <= 100.0 * dom.vcpus * CPU_SLACK:
+            if math.isfinite(cpu) and cpu <= 100.0 * max(dom.vcpus, host_cpus) * CPU_SLACK:
                 guest(guest_metric(dom.name, "cpu"), f"{cpu:.1f}", "float", "%")
             else:
-                problems.append(f"{guest_metric(dom.name, 'cpu')}: {cpu:g} % from {dom.vcpus} "
-                                "vCPU(s) is not possible (a CPU time jumped); not published")
+                problems.append(f"{guest_metric(dom.name, 'cpu')}: {cpu:g} % is more than "
+                                "the host's CPUs can give (a CPU time jumped); not published")
         else:
             log.info("%s: no earlier CPU time to compare with yet", dom.name)
         guest(guest_metric(dom.name, "mem"), dom.mem_mib * 1024, "uint32", "KB")

@@ -25,7 +25,7 @@ from vmtools.planner.policy import Step
 
 @dataclass
 class Budget:
-    max_migrations: int | None = 20
+    max_migrations: int | None = 40
     max_moved_mib: float | None = 50 * 1024
     max_seconds: float | None = 240.0
     bandwidth: float = 1000.0

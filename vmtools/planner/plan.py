@@ -36,6 +36,9 @@ from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.planner")
 
+# auto never moves a guest back to a host it was seen to leave this recently (no ping-pong)
+NO_RETURN_MINUTES = 60.0
+
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
@@ -70,13 +73,14 @@ class Options:
     fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
     hot_filter: set[str] | None = None                      # hosts allowed to count as hot
     # auto's budget per run (None or 0: no limit) and demand from history (--state)
-    max_migrations: int | None = 20
+    max_migrations: int | None = 40
     max_moved_gib: float | None = 50.0
     max_duration_min: float | None = 4.0
-    demand: str = "p90"
+    demand: str = "max"
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
+    recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
 
 
 @dataclass
@@ -533,6 +537,16 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     pool = sorted(set(cool[:opts.cool_hosts]) | set(greedy[v] for v in movable))
     rng = random.Random(opts.seed)
     cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
+    if not affordable(sum(len(c) for c in cands), deadline.left()):
+        # too large to build in time (100,000 guests): Sandpiper's greedy, checked as below
+        out.status, out.gap = "heuristic", None
+        gain = _worst(inst, cur) - _worst(inst, greedy)
+        if gain < opts.min_gain - 1e-9:
+            out.how = f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+            return out
+        out.placement, out.how = greedy, "sandpiper greedy (the model is too large for the " \
+            "time left)"
+        return out
     t0 = time.monotonic()
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
@@ -581,13 +595,37 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     return out
 
 
+def broken_rules(inst: Instance, placement: list[int]) -> list[str]:
+    """What ``placement`` breaks that balancing alone would leave broken: a guest on a host
+    a rule forbids, spread or gather groups, guest-count limits, memory over capacity. (CPU
+    over capacity is a hotspot: balancing is about exactly that.)"""
+    why: list[str] = []
+    counts = [0] * inst.n_hosts
+    mem = [0.0] * inst.n_hosts
+    for v, h in enumerate(placement):
+        counts[h] += 1
+        mem[h] += inst.dem["mem"][v]
+        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
+    for h in range(inst.n_hosts):
+        if counts[h] > inst.count_cap[h] or mem[h] > inst.cap["mem"][h] + 1e-6:
+            why.append(f"{inst.hosts[h]} is over its memory or guest-count limit")
+    for group in inst.spread:
+        if len({placement[v] for v in group}) < len(group):
+            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
+    for group in inst.gather:
+        if len({placement[v] for v in group}) > 1:
+            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
+    return why
+
+
 def balance_after_repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """``balance`` that first repairs what already breaks a hard rule or a capacity (a guest
     on a banned host, a host in maintenance, spread guests together...), wherever it is: the
     hot-host search alone never touches a cool host, and a plan may not leave a rule broken.
     If nothing can repair it, :func:`repair` refuses with the reason (exit 1)."""
-    movable, why = violations(inst, inst.cur)
-    if not movable and inst.valid(inst.cur):
+    why = broken_rules(inst, inst.cur)
+    if not why:
         return balance(inst, opts, deadline)
     log.info("balance: the current placement breaks rules (%s); repairing first",
              "; ".join(why[:3]))
@@ -870,7 +908,8 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
-                   cpu_history=dm.history(state.samples, snap))
+                   cpu_history=dm.history(state.samples, snap),
+                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES))
     try:
         return plan_it(snap, opts)
     finally:
