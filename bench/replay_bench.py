@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vmtools.model import Host, epoch_to_iso, iso_to_epoch  # noqa: E402
 from vmtools.power_model import HP_ML110_G4, HP_ML110_G5, HostPower, PowerModel  # noqa: E402
-from vmtools.render import table  # noqa: E402
+from vmtools.render import set_width, table  # noqa: E402
 from vmtools.replay.baselines import make_baseline  # noqa: E402
 from vmtools.replay.engine import SimOptions, replay  # noqa: E402
 from vmtools.replay.report import COLUMNS  # noqa: E402
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
+    set_width(None)                  # a bench table is as wide as its cells
     ticks = 72 if args.quick else args.ticks
     from vmtools.cli.vm_replay import VmPlanRun
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]

@@ -222,11 +222,11 @@ def test_bad_demand_names_are_refused(text):
         dm.parse_demand(text)
 
 
-def run_with_state(tmp_path, snaps: list[Snapshot], **kw):
+def run_with_state(tmp_path, snaps: list[Snapshot], cooldown: float = 30.0, **kw):
     p = None
     for s in snaps:
         p = plan_with_state(s, parse_rules([], s), Options(objective="auto", time_limit=20, **kw),
-                            str(tmp_path), window=(1, 1))
+                            str(tmp_path), window=(1, 1), cooldown=cooldown)
         check_plan(p)
     return p
 
@@ -285,3 +285,18 @@ def test_guests_whose_peaks_alternate_share_a_host_under_the_windows_demand(tmp_
     together = [at(5 * i, 3.5 if i % 2 else 0.5, 3.5 if i % 2 else 0.5) for i in range(12)]
     p = run_with_state(tmp_path, together, demand="max", demand_window=60)
     assert p.summary["hosts_after"] == 3, "guests that peak together were packed together"
+
+
+def test_a_guest_never_goes_back_to_a_host_it_left_within_the_hour(tmp_path):
+    # x was seen moving a -> b ten minutes ago; b is now hot and a is the only host with room.
+    def at(minute: int, x_host: str, x_cpu: float) -> Snapshot:
+        return timed(snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
+                          {"x": (x_host, x_cpu, 4), "w": ("b", 4.0, 8), "z": ("c", 6.0, 4)}),
+                     minute)
+    history = [at(0, "a", 1.0), at(5, "a", 1.0), at(10, "b", 3.9), at(15, "b", 3.9)]
+    p = run_with_state(tmp_path, history, cooldown=0)
+    assert not [a for a in p.actions if a.vm == "x" and a.dst == "a"]
+    (tmp_path / "vm-plan-state.json").unlink()
+    # Without the record of the move (a fresh state), x is relieved to a.
+    p = run_with_state(tmp_path, history[2:], cooldown=0)
+    assert [a for a in p.actions if a.vm == "x" and a.dst == "a"]

@@ -36,6 +36,9 @@ from vmtools.xen import DOM0_NAMES
 
 log = logging.getLogger("vmtools.planner")
 
+# auto never moves a guest back to a host it was seen to leave this recently (no ping-pong)
+NO_RETURN_MINUTES = 60.0
+
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
@@ -77,6 +80,7 @@ class Options:
     demand_window: float = 60.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
+    recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
 
 
 @dataclass
@@ -533,6 +537,16 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     pool = sorted(set(cool[:opts.cool_hosts]) | set(greedy[v] for v in movable))
     rng = random.Random(opts.seed)
     cands = _candidates(inst, greedy, pool, len(pool), rng, movable)
+    if not affordable(sum(len(c) for c in cands), deadline.left()):
+        # too large to build in time (100,000 guests): Sandpiper's greedy, checked as below
+        out.status, out.gap = "heuristic", None
+        gain = _worst(inst, cur) - _worst(inst, greedy)
+        if gain < opts.min_gain - 1e-9:
+            out.how = f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+            return out
+        out.placement, out.how = greedy, "sandpiper greedy (the model is too large for the " \
+            "time left)"
+        return out
     t0 = time.monotonic()
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
@@ -894,7 +908,8 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
-                   cpu_history=dm.history(state.samples, snap))
+                   cpu_history=dm.history(state.samples, snap),
+                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES))
     try:
         return plan_it(snap, opts)
     finally:

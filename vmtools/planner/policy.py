@@ -75,6 +75,8 @@ class Load:
         self.use = {d: [0.0] * n for d in inst.dims}
         self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
         self.cached: dict[int, float] = {}
+        self.recent_left: dict[str, str] = {}
+        self.host_index = {name: i for i, name in enumerate(inst.hosts)}
         self.last_use = [0.0] * n
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
@@ -267,8 +269,11 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
         allowed &= inst.allowed_set(v)
     best, best_key = -1, None
     totals = load.totals(unit)
+    # Never back to a host a guest left within the hour (the state's record): no ping-pong.
+    left = {load.host_index[x] for v in unit
+            if (x := load.recent_left.get(inst.vms[v])) in load.host_index}
     for h in allowed:
-        if h == src or h in avoid or (active_only and load.count[h] == 0):
+        if h == src or h in avoid or h in left or (active_only and load.count[h] == 0):
             continue
         if not load.fits(unit, h, cpu_frac, mem_frac, totals):
             continue
@@ -384,6 +389,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
     deadline = Deadline.of(deadline)
     auto = Auto()
     load = Load(inst, inst.cur, last_cpu, series, opts.demand)
+    load.recent_left = opts.recent_left or {}
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:

@@ -32,6 +32,7 @@ class State:
     moved: dict[str, float] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=dict)  # guest -> host, last snapshot
     samples: dict[str, list] = field(default_factory=dict)   # guest -> [[time, cpu]] (demand)
+    left: dict[str, list] = field(default_factory=dict)      # guest -> [host it left, time]
 
 
 def snapshot_time(snap: Snapshot) -> float:
@@ -78,7 +79,17 @@ def _state_from(obj: object, path: str = "state") -> State:
         observations.append({"time": o.num("time", minimum=None), "hot": hot})
     return State(observations=observations, hot_since=_times(r, "hot_since"),
                  moved=_times(r, "moved"), placement=_names(r, "placement"),
-                 samples=_samples(r.raw("samples", {}), path))
+                 samples=_samples(r.raw("samples", {}), path),
+                 left=_left(r.raw("left", {}), path))
+
+
+def _left(obj: object, path: str) -> dict[str, list]:
+    ok = isinstance(obj, dict) and all(
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and
+        isinstance(v[1], (int, float)) and not isinstance(v[1], bool) for v in obj.values())
+    if not ok:
+        raise DataError("left: expected {guest: [host, time]}", path)
+    return obj
 
 
 def _times(r: Reader, key: str) -> dict[str, float]:
@@ -117,7 +128,8 @@ def save_state(directory: str, state: State) -> None:
             # samples of 2,000 guests).
             fh.write(json.dumps({"observations": state.observations[-KEEP:],
                                  "hot_since": state.hot_since, "moved": state.moved,
-                                 "placement": state.placement, "samples": state.samples},
+                                 "placement": state.placement, "samples": state.samples,
+                                 "left": state.left},
                                 separators=(",", ":"), sort_keys=True))
             fh.flush()
             os.fsync(fh.fileno())
@@ -169,6 +181,13 @@ def observe_moves(state: State, snap: Snapshot, now: float) -> None:
         before = state.placement.get(vm.name)
         if before is not None and before != vm.host:
             state.moved[vm.name] = now
+            state.left[vm.name] = [before, now]
     state.placement = {vm.name: vm.host for vm in snap.vms}
     horizon = now - 7 * 86400
     state.moved = {v: t for v, t in state.moved.items() if t >= horizon}
+    state.left = {v: x for v, x in state.left.items() if x[1] >= now - 86400}
+
+
+def recently_left(state: State, now: float, minutes: float) -> dict[str, str]:
+    """Guest -> the host it was seen to leave less than ``minutes`` ago."""
+    return {v: x[0] for v, x in state.left.items() if now - x[1] < minutes * 60}
