@@ -28,4 +28,24 @@ def assert_consistent(state: ClusterState, report: dict, guests: list[str]) -> N
 
 
 __all__ = ["make_cluster", "snapshot_of", "plan_of", "start_xends", "hostmap_text",
-           "cluster_placement", "assert_consistent"]
+           "cluster_placement", "assert_consistent", "GUESTS", "four_hosts"]
+
+
+GUESTS = ["a", "b", "c", "d"]
+
+
+def four_hosts(tmp_path):
+    """The lab of the vm-apply tests: 4 hosts (n1-n4), guests a-d, a simulated xend per host on
+    loopback; 1 GiB migrates in 0.25 s."""
+    state = make_cluster(tmp_path, {
+        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
+        "n2": {"domains": {"c": {"mem_mib": 1024}}},
+        "n3": {"domains": {"d": {"mem_mib": 512}}},
+        "n4": {}}, mib_per_s=4096)
+    labs = start_xends(state)
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(hostmap_text(labs, "xen"))
+    yield {"state": state, "labs": labs, "hosts": hosts, "dir": tmp_path,
+           "state_dir": tmp_path / "vmstate", "locks": tmp_path / "locks"}
+    for x in labs.values():
+        x.stop()

@@ -12,30 +12,14 @@ import time
 
 import pytest
 
-from tests.apply_lab import (assert_consistent, cluster_placement, hostmap_text, make_cluster,
-                             plan_of, snapshot_of, start_xends)
+from tests.apply_lab import (GUESTS, assert_consistent, cluster_placement, four_hosts, plan_of,
+                             snapshot_of)
 from tests.conftest import run, script
 from vmtools.model import dumps
 
 pytestmark = pytest.mark.slow
 
-GUESTS = ["a", "b", "c", "d"]
-
-
-@pytest.fixture
-def lab(tmp_path):
-    state = make_cluster(tmp_path, {
-        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
-        "n2": {"domains": {"c": {"mem_mib": 1024}}},
-        "n3": {"domains": {"d": {"mem_mib": 512}}},
-        "n4": {}}, mib_per_s=4096)
-    labs = start_xends(state)
-    hosts = tmp_path / "hosts.csv"
-    hosts.write_text(hostmap_text(labs, "xen"))
-    yield {"state": state, "labs": labs, "hosts": hosts, "dir": tmp_path,
-           "state_dir": tmp_path / "vmstate", "locks": tmp_path / "locks"}
-    for x in labs.values():
-        x.stop()
+lab = pytest.fixture(name="lab")(four_hosts)
 
 
 def write_plan(lab, moves, name="plan.json"):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.apply_lab import (assert_consistent, cluster_placement, hostmap_text, make_cluster,
-                             plan_of, snapshot_of, start_xends)
+from tests.apply_lab import (GUESTS, assert_consistent, cluster_placement, four_hosts,
+                             hostmap_text, plan_of, snapshot_of)
 from tests.conftest import run, script
 from vmtools.apply import ApplyOptions, apply_plan
 from vmtools.apply.hostmap import parse_hostmap
@@ -24,24 +24,7 @@ from vmtools.model import dumps
 # Every test runs a simulated xend per host on loopback and real migrations through it.
 pytestmark = pytest.mark.slow
 
-GUESTS = ["a", "b", "c", "d"]
-
-
-@pytest.fixture
-def lab(tmp_path):
-    """4 hosts, 4 guests; 1 GiB migrates in 0.25 s."""
-    state = make_cluster(tmp_path, {
-        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
-        "n2": {"domains": {"c": {"mem_mib": 1024}}},
-        "n3": {"domains": {"d": {"mem_mib": 512}}},
-        "n4": {}}, mib_per_s=4096)
-    labs = start_xends(state)
-    hosts = tmp_path / "hosts.csv"
-    hosts.write_text(hostmap_text(labs, "xen"))
-    yield {"state": state, "labs": labs, "hosts": hosts, "dir": tmp_path,
-           "state_dir": tmp_path / "vmstate"}
-    for x in labs.values():
-        x.stop()
+lab = pytest.fixture(name="lab")(four_hosts)
 
 
 def write_plan(lab, moves, migration="xen", name="plan.json"):
