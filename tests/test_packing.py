@@ -167,3 +167,16 @@ def test_highs_keeps_its_banner_off_the_plan(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["solver"]["name"] == "highs"
+
+
+def test_configuration_bound_sees_what_the_volume_bound_misses():
+    # Five 1,400 MiB guests on 4,096 MiB hosts: the volume says 2 hosts, but no host holds
+    # three of them; the configuration LP proves 3 (and vm-plan's packing meets it).
+    s = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=4096) for i in range(5)],
+                 vms=[VM(name=f"v{i}", host=f"h{i}", cpu=0.1, mem_mib=1400) for i in range(5)])
+    inst = build_instance(s, Constraints([]), cpu_limit=0.8)
+    assert H.lower_bound(inst) == 2
+    assert bounds.host_lower_bound(inst, time.monotonic() + 10) == (3, "configuration LP (mem)")
+    plan = make_plan(s, Constraints([]), Options(objective="consolidate", time_limit=10))
+    assert plan.summary["hosts_after"] == 3 == plan.summary["hosts_lower_bound"]
+    assert plan.solver["hosts_proven"]

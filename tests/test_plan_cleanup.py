@@ -63,9 +63,7 @@ def test_a_signal_mid_solve_kills_cbc_and_removes_its_files(tmp_path: Path, sig)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     snap = _snapshot(tmp_path, 200, 2000)
-    # consolidate: auto, the default, runs no solver unless a rule is broken
-    proc = subprocess.Popen([script("vm-plan"), "--objective", "consolidate", "--time-limit",
-                             "60", str(snap)],
+    proc = subprocess.Popen([script("vm-plan"), "--objective", "consolidate", "--time-limit", "60", str(snap)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(scratch))
     solver: list[int] = []
     deadline = time.monotonic() + 60

@@ -182,3 +182,18 @@ def test_cron_run_against_the_lab_keeps_every_document(tmp_path, make_lab):
     lab.wait_for_truth()
     quiet = rebalance("-c", str(conf), "-q", env=env)
     assert (quiet.returncode, quiet.stdout) == (0, "")
+
+
+def test_summary_words_for_one_migration_and_deferred_work(tmp_path):
+    from vmtools.runs import describe, headline, summary_text
+    (tmp_path / "plan.json").write_text(json.dumps({
+        "objective": "auto", "solver": {"name": "none", "status": "heuristic"},
+        "summary": {"hosts_before": 3, "hosts_after": 2, "migrated_mib": 2048,
+                    "deferred": {"migrations": 1, "migrated_mib": 1024}},
+        "actions": [{"vm": "web1", "src": "n1", "dst": "n2", "mem_mib": 2048}]}))
+    result = describe(tmp_path, 0, None, True, 0.0, 5.0)
+    assert headline(result) == "dry run: 1 migration checked against the hosts, none started"
+    text = summary_text(result, tmp_path)
+    assert "hosts in use 3 -> 2, 1 migration, 2.0 GiB to move" in text
+    assert "deferred to later runs: 1 migration, 1.0 GiB" in text
+    assert "    would move web1: n1 -> n2 (2.0 GiB)" in text

@@ -100,7 +100,8 @@ def summary_text(result: dict, run_dir: Path) -> str:
                      f"{_gib(plan['migrated_mib'])} to move; solver: {plan['solver_status']}")
         d = plan.get("deferred") or {}
         if d.get("migrations"):
-            lines.append(f"  deferred to later runs: {d['migrations']} migrations, "
+            lines.append(f"  deferred to later runs: {d['migrations']} "
+                         f"migration{'' if d['migrations'] == 1 else 's'}, "
                          f"{_gib(d.get('migrated_mib', 0))}")
     moves = result.get("moves") or []
     verb = "would move" if result.get("dry_run") else "move"

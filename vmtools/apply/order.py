@@ -19,7 +19,8 @@ def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
     succ: dict[int, list[int]] = {i: [] for i in actions}
     for a in actions.values():
         for p in a.after:
-            succ[p].append(a.id)
+            if p in succ:        # a plan's own actions only (vm-replay's baselines too)
+                succ[p].append(a.id)
     tail: dict[int, float] = {}
 
     def chain(i: int) -> float:

@@ -25,7 +25,9 @@ import pulp
 
 from vmtools.errors import OptionError, Unavailable
 from vmtools.planner.deadline import MIN_SOLVE_SECONDS
-from vmtools.planner.scratch import SOLVER_PROGRAMS, empty_scratch, kill_children, scratch_dir
+from vmtools.planner.scratch import (
+    SOLVER_PROGRAMS, children, empty_scratch, kill_children, scratch_dir,
+)
 
 log = logging.getLogger("vmtools.planner.solve")
 
@@ -191,24 +193,7 @@ class _Watchdog:
         self._thread.join()
 
     def _children(self) -> list[int]:
-        me, found = os.getpid(), []
-        try:
-            entries = os.listdir("/proc")
-        except OSError:
-            return []
-        for entry in entries:
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            comm = stat[stat.find("(") + 1:stat.rfind(")")]
-            fields = stat[stat.rfind(")") + 2:].split()
-            if comm == self.program and len(fields) > 1 and fields[1] == str(me):
-                found.append(int(entry))
-        return found
+        return children(names=frozenset({self.program}))
 
     def _run(self) -> None:
         # The clock runs from the solve call: writing a large model can take longer than the

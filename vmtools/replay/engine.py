@@ -46,6 +46,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
+from vmtools.apply.order import priorities
 from vmtools.errors import UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
@@ -94,37 +95,6 @@ class RunResult:
 
 def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
     return MIGRATION_OVERHEAD_S + mem_mib * MIB_TO_MBIT / max(bandwidth_mbps, 1e-3)
-
-
-def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
-    """vm-apply's order among ready actions (higher first): the most loaded of the action's
-    two hosts (MiB moved through it in the plan), the longest chain of work behind it, the
-    lowest id."""
-    succ: dict[int, list[int]] = {i: [] for i in actions}
-    for a in actions.values():
-        for p in a.after:
-            if p in succ:
-                succ[p].append(a.id)
-    tail: dict[int, float] = {}
-    for i in sorted(actions):
-        stack = [i]
-        while stack:
-            j = stack[-1]
-            if j in tail:
-                stack.pop()
-                continue
-            todo = [s for s in succ[j] if s not in tail]
-            if todo:
-                stack.extend(todo)
-                continue
-            stack.pop()
-            tail[j] = actions[j].mem_mib + max((tail[s] for s in succ[j]), default=0)
-    load: Counter = Counter()
-    for a in actions.values():
-        if a.op == "migrate":
-            load[a.src] += a.mem_mib
-            load[a.dst] += a.mem_mib
-    return {i: (max(load[a.src], load[a.dst]), tail[i], -i) for i, a in actions.items()}
 
 
 def action_host(a: Action) -> str:
