@@ -190,6 +190,14 @@ def advance(state: dict, now: float | None = None) -> None:
             dom["net_bytes"] = int(dom["net_bytes"] + dom.get("net_mbps", 0.0) * 1e6 / 8 * elapsed)
 
 
+def go_down(state: dict, name: str) -> None:
+    """Host ``name`` goes down (a crash, a power-off): as on Xen, it loses every domain it held,
+    the paused ``--incoming`` ones of migrations it was receiving included."""
+    host = state["hosts"][name]
+    host["up"] = False
+    host["domains"].clear()
+
+
 def migration_seconds(state: dict, mem_mib: int) -> float:
     """How long a live migration of ``mem_mib`` takes in this cluster."""
     m = state.get("migration", DEFAULT_MIGRATION)

@@ -26,7 +26,7 @@ import select
 import signal
 import time
 
-from vmtools.lab.cluster import ClusterState, migration_seconds
+from vmtools.lab.cluster import ClusterState, go_down, migration_seconds
 from vmtools.xen import DOM0, INCOMING_SUFFIX as INCOMING
 
 POLL = 0.05
@@ -142,6 +142,8 @@ def migrate_domain(state: ClusterState, src: str, dom: str, destination: str,
         dies = name in faults.get("dst_dies", ())
         lose_ack = name in faults.get("lose_ack", ())
 
+    reset = MigrationError(2, f"can't connect: [Errno 104] Connection reset by peer "
+                              f"(from {destination})", stage="transfer")
     deadline = time.monotonic() + seconds
     half = time.monotonic() + seconds / 2
     while True:
@@ -149,32 +151,51 @@ def migrate_domain(state: ClusterState, src: str, dom: str, destination: str,
         if now >= deadline:
             break
         if aborted():
-            with state.transaction() as st:
-                st["hosts"][dst]["domains"].pop(name + INCOMING, None)
+            _discard(state, dst, name + INCOMING)
             raise MigrationError(1, "migration aborted by the sender", stage="transfer")
         if dies and now >= half:
             with state.transaction() as st:
-                host = st["hosts"][dst]
-                host["up"] = False
-                host["domains"].clear()      # a dead host takes its guests with it
-            raise MigrationError(2, f"can't connect: [Errno 104] Connection reset by peer "
-                                    f"(from {destination})", stage="transfer")
+                go_down(st, dst)             # a dead host takes its guests with it
+            raise reset
+        failure = _broken(state.read(), src, dst, name, reset)
+        if failure is not None:
+            _discard(state, dst, name + INCOMING)
+            raise failure
         time.sleep(min(POLL, deadline - now))
 
     with state.transaction() as st:
-        hosts = st["hosts"]
-        incoming = hosts[dst]["domains"].pop(name + INCOMING, None)
-        if incoming is None or not hosts[dst].get("up", True):
-            raise MigrationError(2, f"can't connect: [Errno 104] Connection reset by peer "
-                                    f"(from {destination})", stage="transfer")
-        if not hosts[src].get("up", True) or name not in hosts[src]["domains"]:
-            raise MigrationError(1, "domain vanished on the source during migration",
-                                 stage="transfer")
-        guest = hosts[src]["domains"].pop(name)
-        guest["domid"] = incoming["domid"]
-        hosts[dst]["domains"][name] = guest
+        failure = _broken(st, src, dst, name, reset)
+        if failure is not None:              # saved: the incoming domain must not linger
+            st["hosts"][dst]["domains"].pop(name + INCOMING, None)
+        else:
+            hosts = st["hosts"]
+            incoming = hosts[dst]["domains"].pop(name + INCOMING)
+            guest = hosts[src]["domains"].pop(name)
+            guest["domid"] = incoming["domid"]
+            hosts[dst]["domains"][name] = guest
+    if failure is not None:
+        raise failure
     if lose_ack:
         raise MigrationError(1, "[Errno 32] Broken pipe", stage="ack")
+
+
+def _broken(st: dict, src: str, dst: str, name: str,
+            reset: MigrationError) -> MigrationError | None:
+    """Why the transfer of ``name`` from ``src`` to ``dst`` cannot go on, or None: the receiver
+    went down or lost the incoming domain, or the sender went down or lost the guest."""
+    hosts = st["hosts"]
+    if not hosts[dst].get("up", True) or name + INCOMING not in hosts[dst]["domains"]:
+        return reset
+    if not hosts[src].get("up", True) or name not in hosts[src]["domains"]:
+        return MigrationError(1, "domain vanished on the source during migration",
+                              stage="transfer")
+    return None
+
+
+def _discard(state: ClusterState, dst: str, incoming: str) -> None:
+    """The receiver of a failed transfer destroys its paused ``--incoming`` domain."""
+    with state.transaction() as st:
+        st["hosts"][dst]["domains"].pop(incoming, None)
 
 
 # --------------------------------------------------------------------------- xm / xl

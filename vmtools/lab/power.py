@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from vmtools.lab.cluster import ClusterState
+from vmtools.lab.cluster import ClusterState, go_down
 
 
 def power_of(host: dict) -> str:
@@ -39,9 +39,11 @@ def switch_on(state: dict, name: str, now: float | None = None) -> bool:
 
 
 def switch_off(state: dict, name: str) -> None:
+    """The host stops with whatever runs on it: its guests, and the ``--incoming`` domains of
+    migrations it was receiving, are gone (a migration from it fails at its sender's end)."""
     host = state["hosts"][name]
     host["power"] = "off"
-    host["up"] = False
+    go_down(state, name)
     host.pop("boot_at", None)
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from vmtools.lab import sshd as sshlab
 from vmtools.lab import power as labpower
-from vmtools.lab.cluster import ClusterState, placement
+from vmtools.lab.cluster import ClusterState, go_down, placement
 from vmtools.lab.ganglia import GangliaLab
 from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
 from vmtools.lab.standin import install_standins
@@ -315,8 +315,25 @@ class Lab:
             st.setdefault("faults", {})[key] = value
 
     def set_host_up(self, host: str, up: bool) -> None:
+        """Crash ``host`` (``up=False``: it loses its guests and the ``--incoming`` domains of
+        migrations it was receiving; its xend and toolstack stop answering) or bring it back
+        (``up=True``, empty)."""
         with self.state.transaction() as st:
-            st["hosts"][host]["up"] = up
+            if up:
+                st["hosts"][host]["up"] = True
+            else:
+                go_down(st, host)
+
+    def stop_xend(self, host: str) -> None:
+        """Stop ``host``'s xend alone: its HTTP and XML-RPC ports refuse connections, the
+        migrations it was sending fail (the guests stay), the host and its guests run on."""
+        with self._power_lock:
+            self.xends[host].stop()
+
+    def start_xend(self, host: str) -> None:
+        """Start ``host``'s xend again, on the same ports (no effect when it runs)."""
+        with self._power_lock:
+            self.xends[host].start()
 
     # ------------------------------------------------------------------ the pipeline
 

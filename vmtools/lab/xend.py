@@ -150,6 +150,7 @@ class XendLab:
         self._threads: list[threading.Thread] = []
         self.http_port = 0
         self.xmlrpc_port = 0
+        self._stopping = threading.Event()
 
     # ---- shared helpers
     def host_state(self) -> dict:
@@ -162,10 +163,21 @@ class XendLab:
             return False
 
     def migrate(self, dom: str, destination: str, live: bool) -> None:
-        migrate_domain(self.state, self.host, dom, destination, live)
+        # xend does the transfer itself: when it stops, the migration fails and the
+        # receiver discards its --incoming domain; the guest stays on this host
+        migrate_domain(self.state, self.host, dom, destination, live,
+                       aborted=self._stopping.is_set)
 
     # ---- lifecycle
+    def running(self) -> bool:
+        return bool(self._servers)
+
     def start(self) -> "XendLab":
+        """Bind and serve; after a ``stop()`` this binds the same ports again (a restarted
+        xend). Starting a running xend does nothing."""
+        if self._servers:
+            return self
+        self._stopping.clear()
         lab = self
 
         class HTTPHandler(_XendHTTPHandler):
@@ -198,6 +210,11 @@ class XendLab:
         return self
 
     def stop(self) -> None:
+        """Close both ports (connections are refused until ``start()``) and fail the
+        migrations this xend is sending."""
+        self._stopping.set()
+        if self._servers:
+            self._ports = (self.http_port, self.xmlrpc_port)
         for server in self._servers:
             server.shutdown()
             server.server_close()
