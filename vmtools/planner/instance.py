@@ -166,3 +166,42 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
                     frozen_hosts=frozen,
                     spread=[[vidx[v] for v in r.vms] for r in cons.spread],
                     gather=[[vidx[v] for v in r.vms] for r in cons.gather], hard_cap=hard)
+
+
+_WORDS = {"cpu": "CPU", "mem": "memory", "net": "network"}
+
+
+def violations(inst: Instance, placement: list[int], dims: list[str] | tuple[str, ...] | None = None,
+               cap: dict[str, list[float]] | None = None) -> tuple[set[int], list[str]]:
+    """What ``placement`` breaks, and the guests that must or may move to repair it: a guest on
+    a host a rule forbids, spread guests together, gather guests apart, a guest-count limit, and
+    use above ``cap`` (default: the targets) in ``dims`` (default: every dimension). Pinned
+    guests are never movable."""
+    dims = inst.dims if dims is None else dims
+    cap = inst.cap if cap is None else cap
+    why: list[str] = []
+    movable: set[int] = set()
+    use = inst.used(placement)
+    counts = [0] * inst.n_hosts
+    for h in placement:
+        counts[h] += 1
+    for v, h in enumerate(placement):
+        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+            movable.add(v)
+            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
+    for h in range(inst.n_hosts):
+        over = [_WORDS.get(d, d) for d in dims if use[d][h] > cap[d][h] + EPS]
+        if counts[h] > inst.count_cap[h]:
+            over.append("guest count")
+        if over:
+            movable.update(v for v in range(inst.n_vms) if placement[v] == h)
+            why.append(f"{inst.hosts[h]} is over its {', '.join(over)} limit")
+    for group in inst.spread:
+        if len({placement[v] for v in group}) < len(group):
+            movable.update(group)
+            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
+    for group in inst.gather:
+        if len({placement[v] for v in group}) > 1:
+            movable.update(group)
+            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
+    return {v for v in movable if not inst.fixed[v]}, why

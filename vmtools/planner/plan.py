@@ -27,7 +27,7 @@ from vmtools.errors import (DataError, InternalError, OperationFailed, Temporary
 from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.instance import Instance, build_instance
+from vmtools.planner.instance import Instance, build_instance, violations
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -599,24 +599,7 @@ def broken_rules(inst: Instance, placement: list[int]) -> list[str]:
     """What ``placement`` breaks that balancing alone would leave broken: a guest on a host
     a rule forbids, spread or gather groups, guest-count limits, memory over capacity. (CPU
     over capacity is a hotspot: balancing is about exactly that.)"""
-    why: list[str] = []
-    counts = [0] * inst.n_hosts
-    mem = [0.0] * inst.n_hosts
-    for v, h in enumerate(placement):
-        counts[h] += 1
-        mem[h] += inst.dem["mem"][v]
-        if h not in inst.allowed_set(v) and not inst.fixed[v]:
-            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
-    for h in range(inst.n_hosts):
-        if counts[h] > inst.count_cap[h] or mem[h] > inst.cap["mem"][h] + 1e-6:
-            why.append(f"{inst.hosts[h]} is over its memory or guest-count limit")
-    for group in inst.spread:
-        if len({placement[v] for v in group}) < len(group):
-            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
-    for group in inst.gather:
-        if len({placement[v] for v in group}) > 1:
-            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
-    return why
+    return violations(inst, placement, dims=("mem",))[1]
 
 
 def balance_after_repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
@@ -650,34 +633,6 @@ def _worst(inst: Instance, placement: list[int]) -> float:
 
 
 # --------------------------------------------------------------------------- repair
-
-def violations(inst: Instance, placement: list[int]) -> tuple[set[int], list[str]]:
-    """Guests that must or may move to repair the placement, and why."""
-    why: list[str] = []
-    movable: set[int] = set()
-    use = inst.used(placement)
-    counts = [0] * inst.n_hosts
-    for h in placement:
-        counts[h] += 1
-    for v, h in enumerate(placement):
-        if h not in inst.allowed_set(v) and not inst.fixed[v]:
-            movable.add(v)
-            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
-    for h in range(inst.n_hosts):
-        over = [d for d in inst.dims if use[d][h] > inst.cap[d][h] + EPS]
-        if over or counts[h] > inst.count_cap[h]:
-            movable.update(v for v in range(inst.n_vms) if placement[v] == h)
-            why.append(f"{inst.hosts[h]} is over its {', '.join(over) or 'guest count'} limit")
-    for group in inst.spread:
-        if len({placement[v] for v in group}) < len(group):
-            movable.update(group)
-            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
-    for group in inst.gather:
-        if len({placement[v] for v in group}) > 1:
-            movable.update(group)
-            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
-    return {v for v in movable if not inst.fixed[v]}, why
-
 
 def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     deadline = Deadline.of(deadline)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
-from vmtools.planner.instance import Instance
+from vmtools.planner.instance import Instance, violations
 from vmtools.rules.capacity import EPS
 
 
@@ -164,31 +164,7 @@ def _pct(x: float) -> str:
 def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]]:
     """Guests that must or may move because a hard rule is broken (not CPU load: that is a
     hotspot, relieved in its turn), and why."""
-    why: list[str] = []
-    movable: set[int] = set()
-    counts = [0] * inst.n_hosts
-    mem = [0.0] * inst.n_hosts
-    for v, h in enumerate(place):
-        counts[h] += 1
-        mem[h] += inst.dem["mem"][v]
-        if h not in inst.allowed_set(v) and not inst.fixed[v]:
-            movable.add(v)
-            why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
-    for h in range(inst.n_hosts):
-        if mem[h] > inst.hard_cap["mem"][h] + EPS or counts[h] > inst.count_cap[h]:
-            movable.update(v for v in range(inst.n_vms) if place[v] == h)
-            why.append(f"{inst.hosts[h]} is over its "
-                       f"{'memory' if mem[h] > inst.hard_cap['mem'][h] + EPS else 'guest count'}"
-                       " limit")
-    for group in inst.spread:
-        if len({place[v] for v in group}) < len(group):
-            movable.update(group)
-            why.append(f"spread guests {', '.join(inst.vms[v] for v in group)} share a host")
-    for group in inst.gather:
-        if len({place[v] for v in group}) > 1:
-            movable.update(group)
-            why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
-    return {v for v in movable if not inst.fixed[v]}, why
+    return violations(inst, place, dims=("mem",), cap=inst.hard_cap)
 
 
 def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) -> Step | None:
@@ -498,7 +474,7 @@ class AutoRun:
         return fit_duration(self.choice, True)
 
     def summary(self) -> dict:
-        inst, choice = self.inst, self.choice
+        choice = self.choice
         why = {id(s): choice.why.get(id(s), "") for s in choice.deferred}
         step_of = {i: s for i, s in enumerate(self.auto.steps)}
         hotspots = []
