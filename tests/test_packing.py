@@ -140,15 +140,16 @@ def test_every_heuristic_obeys_the_rules(seed):
 
 
 @pytest.mark.slow           # a MILP solved to proof: about 15 s
-def test_identical_hosts_model_proves_what_the_heuristics_miss():
-    # class7_40_3_5: heuristics stop at 19, the optimum is 18 (lower bound 17): only the
-    # symmetry-free model finds and proves 18.
+def test_identical_hosts_model_proves_what_the_bounds_miss():
+    # class7_40_3_5: the one-pass heuristics stop at 19, the optimum is 18 and the bounds say
+    # 17: the tabu search finds 18, the symmetry-free model proves it.
     snap = vector_snapshot("class7_40_3_5")
     inst = build_instance(snap, Constraints([]), cpu_limit=1.0)
     assert exact.applies(inst)
     plan = make_plan(snap, Constraints([]), Options(cpu_target=1.0, time_limit=20))
     assert plan.summary["hosts_after"] == 18
-    assert plan.solver["hosts_method"] == "milp (identical hosts)"
+    assert plan.solver["hosts_proven"] and plan.solver["hosts_lower_bound"] == 18
+    assert plan.solver["bound_method"].startswith("milp")
 
 
 @pytest.mark.slow

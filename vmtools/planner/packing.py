@@ -31,6 +31,7 @@ from typing import Callable
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
+from vmtools.planner.reduce import reduce_hosts
 
 log = logging.getLogger("vmtools.planner.packing")
 
@@ -172,6 +173,11 @@ def bin_centric_pairs(ctx: _Ctx, deadline: float, width: int = 12) -> list[int] 
     nd = len(dims)
     size = _key(ctx, "sum")
     left = sorted(ctx.rest, key=lambda u: (-size(u), min(u)))
+    # Guests by their exact demand, to find the guest that fills a host exactly.
+    finite = [i for i, d in enumerate(dims) if all(math.isfinite(c) for c in ctx.inst.cap[d])]
+    by_demand: dict[tuple, list] = {}
+    for u in left:
+        by_demand.setdefault(_exact(ctx.dem[id(u)], finite), []).append(u)
     for h in ctx.order:
         if not left:
             break
@@ -183,7 +189,11 @@ def bin_centric_pairs(ctx: _Ctx, deadline: float, width: int = 12) -> list[int] 
             fit = [u for u in left if ctx.fits(pack, u, h)]
             if not fit:
                 break
-            if len(fit) == 1:
+            choice = _completing(ctx, pack, h, fit, free, finite, by_demand) \
+                if finite and len(fit) > 1 else None
+            if choice is not None:
+                pass
+            elif len(fit) == 1:
                 choice = fit[0]
             else:
                 def vol(u):
@@ -209,7 +219,35 @@ def bin_centric_pairs(ctx: _Ctx, deadline: float, width: int = 12) -> list[int] 
                         best, choice = total, u
             pack.put(choice, h)
             left.remove(choice)
+            by_demand[_exact(ctx.dem[id(choice)], finite)].remove(choice)
     return pack.placement if not left else None
+
+
+def _exact(dem: tuple, finite: list[int]) -> tuple:
+    return tuple(round(dem[i], 6) for i in finite)
+
+
+def _completing(ctx: _Ctx, pack: H.Packing, h: int, fit: list, free: list[float],
+                finite: list[int], by_demand: dict) -> list[int] | None:
+    """A guest ``u`` of ``fit`` that, with one other guest left, fills host ``h`` exactly
+    in every finite dimension (triplets and pairs that were cut to fit), or None."""
+    for u in fit:
+        du = ctx.dem[id(u)]
+        rest = tuple(round(free[i] - du[i], 6) for i in finite)
+        if any(r < 0 for r in rest):
+            continue
+        if all(r == 0 for r in rest):
+            return u
+        for w in by_demand.get(rest, ()):
+            if w is not u and ctx.fits(pack, w, h):
+                if ctx.plain:
+                    return u
+                pack.put(u, h)
+                ok = ctx.fits(pack, w, h)
+                pack.remove(u, h)
+                if ok:
+                    return u
+    return None
 
 
 def best_fit(ctx: _Ctx, key: str, how: str) -> list[int] | None:
@@ -343,8 +381,8 @@ def best_packing(inst: Instance, lower: int, deadline: float) -> tuple[list[int]
                    lambda w=w: bin_centric_pairs(ctx, build_by, w)) for w in (12, 40, 120)]
     # FFD-sum takes about 0.5 s per 10,000 guests x 1,000 hosts; the others are similar or
     # slower: try them only while the budget allows.
-    # The local search gets what the constructions leave, and at least a fifth.
-    build_by = Deadline.of(deadline).part(0.8, floor=0).at
+    # The local searches get what the constructions leave, and at least half.
+    build_by = Deadline.of(deadline).part(0.5, floor=0).at
     for name, fn in tries:
         if H.hosts_used(best) <= lower or time.monotonic() > build_by:
             break
@@ -359,5 +397,10 @@ def best_packing(inst: Instance, lower: int, deadline: float) -> tuple[list[int]
         place = empty_hosts(inst, best, deadline, ctx)
         if H.hosts_used(place) < H.hosts_used(best) and inst.valid(place):
             label += f", {H.hosts_used(best) - H.hosts_used(place)} hosts emptied"
+            best = place
+    if H.hosts_used(best) > lower and time.monotonic() < deadline:
+        place = reduce_hosts(ctx, best, deadline, lower)
+        if H.hosts_used(place) < H.hosts_used(best) and inst.valid(place):
+            label += f", {H.hosts_used(best) - H.hosts_used(place)} closed by tabu search"
             best = place
     return best, label
