@@ -196,31 +196,40 @@ def bin_centric_pairs(ctx: _Ctx, deadline: float, width: int = 12) -> list[int] 
             elif len(fit) == 1:
                 choice = fit[0]
             else:
-                def vol(u):
-                    dem = ctx.dem[id(u)]
-                    return sum(dem[i] * n[i] for i in range(nd))
-                top = sorted(fit, key=lambda u: -sum(ctx.dem[id(u)][i] * n[i] * free[i] * n[i]
-                                                     for i in range(nd)))[:width]
-                best, choice = -1.0, top[0]
-                for u in top:
-                    du = ctx.dem[id(u)]
-                    room = [free[i] - du[i] for i in range(nd)]
-                    follow = 0.0
-                    for w in fit:
-                        if w is u:
-                            continue
-                        dw = ctx.dem[id(w)]
-                        if all(dw[i] <= room[i] + EPS for i in range(nd)):
-                            fv = vol(w)
-                            if fv > follow:
-                                follow = fv
-                    total = vol(u) + follow
-                    if total > best + 1e-12:
-                        best, choice = total, u
+                choice = _look_ahead(ctx, fit, free, n, width)
             pack.put(choice, h)
             left.remove(choice)
             by_demand[_exact(ctx.dem[id(choice)], finite)].remove(choice)
     return pack.placement if not left else None
+
+
+def _look_ahead(ctx: _Ctx, fit: list, free: list[float], n: list[float], width: int):
+    """Of the ``width`` guests of ``fit`` that match the room ``free`` best (dot product),
+    the one that with the largest guest to fit after it fills the most (normalised by ``n``)."""
+    nd = len(n)
+    live = [i for i in range(nd) if n[i] > 0]
+    dem = ctx.dem
+    vol = {id(u): sum(dem[id(u)][i] * n[i] for i in live) for u in fit}
+    top = sorted(fit, key=lambda u: -sum(dem[id(u)][i] * n[i] * free[i] * n[i]
+                                         for i in live))[:width]
+    by_vol = sorted(fit, key=lambda u: -vol[id(u)])
+    best, choice = -1.0, top[0]
+    for u in top:
+        du = dem[id(u)]
+        vu = vol[id(u)]
+        room = [free[i] - du[i] for i in range(nd)]
+        for w in by_vol:         # largest first: the first that fits is the best follower
+            if vu + vol[id(w)] <= best + 1e-12:
+                break
+            if w is u:
+                continue
+            dw = dem[id(w)]
+            if all(dw[i] <= room[i] + EPS for i in range(nd)):
+                best, choice = vu + vol[id(w)], u
+                break
+        if vu > best + 1e-12:    # nothing follows it: alone it may still fill the most
+            best, choice = vu, u
+    return choice
 
 
 def _exact(dem: tuple, finite: list[int]) -> tuple:
