@@ -37,6 +37,7 @@ EPS = 1e-6
 MAX_UNITS = 5000            # one step scans every host: O(hosts x swaps)
 PAIRS_UP_TO = 8             # guests on a host (or in the pool) up to which pairs are swapped
 TENURE = 7
+CLOSE = 3                   # hosts emptied into the pool; the pool must fit in one less
 
 
 def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
@@ -47,16 +48,16 @@ def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
         return placement
     search = _Search(ctx, placement, random.Random(seed))
     best = placement
-    n_open = len(search.bins) + len(search.closed_forced)
+    n_open = len(set(placement))
     while n_open > lower and time.monotonic() < deadline:
-        if not search.close_one():
+        spare = search.close(CLOSE)
+        if not spare:
             break
-        if search.run(deadline):
-            best = search.placement()
-            n_open -= 1
-            log.debug("tabu: %d hosts after %d steps", n_open, search.steps)
-        else:
+        if not search.run(deadline, spare):
             break
+        best = search.placement()
+        n_open = len(set(best))
+        log.debug("tabu: %d hosts after %d steps", n_open, search.steps)
     return best
 
 
@@ -76,8 +77,6 @@ class _Search:
             h = placement[u[0]]
             self.pack.put(u, h)
             self.bins.setdefault(h, []).append(i)
-        # hosts that stay open for their fixed guests, whatever the search does
-        self.closed_forced = {h for h in ctx.forced if h not in self.bins}
         self.pool: list[int] = []
         self.tabu: dict[tuple[int, int], int] = {}
         self.steps = 0
@@ -89,17 +88,46 @@ class _Search:
     def placement(self) -> list[int]:
         return list(self.pack.placement)
 
-    def close_one(self) -> bool:
-        """Move the guests of the least-loaded closable host to the pool."""
-        candidates = [h for h in self.bins if h not in self.ctx.forced]
-        if not candidates:
+    def close(self, k: int) -> list[int]:
+        """Move the guests of the ``k`` least-loaded closable hosts to the pool; the hosts."""
+        candidates = sorted((h for h in self.bins if h not in self.ctx.forced),
+                            key=lambda h: (sum(self.vol[i] for i in self.bins[h]),
+                                           len(self.bins[h]), h))[:k]
+        for h in candidates:
+            for i in self.bins.pop(h):
+                self.pack.remove(self.units[i], h)
+                self.pool.append(i)
+        return candidates
+
+    def _into_spare(self, spare: list[int]) -> bool:
+        """Put the whole pool on the closed hosts but one (first-fit decreasing, two sort
+        keys); False, and nothing changed, when it does not fit."""
+        scale = [self.ctx.scale[d] for d in self.dims]
+        hosts = sorted(spare, key=lambda h: -sum(
+            min(self.ctx.inst.cap[d][h], 1e18) / c for d, c in zip(self.dims, scale)))[:-1]
+        if not hosts and self.pool:
             return False
-        h = min(candidates, key=lambda h: (sum(self.vol[i] for i in self.bins[h]),
-                                           len(self.bins[h])))
-        for i in self.bins.pop(h):
-            self.pack.remove(self.units[i], h)
-            self.pool.append(i)
-        return True
+        for d_i, d in enumerate(self.dims):
+            if sum(self.dem[i][d_i] for i in self.pool) > \
+                    sum(self.pack.free[d][h] for h in hosts) + EPS:
+                return False
+        keys = (lambda i: -self.vol[i], lambda i: -max(self.dem[i]))
+        for key in keys:
+            done = []
+            for i in sorted(self.pool, key=key):
+                h = next((h for h in hosts if self.ctx.fits(self.pack, self.units[i], h)), None)
+                if h is None:
+                    break
+                self.pack.put(self.units[i], h)
+                done.append((i, h))
+            if len(done) == len(self.pool):
+                for i, h in done:
+                    self.bins.setdefault(h, []).append(i)
+                self.pool = []
+                return True
+            for i, h in done:
+                self.pack.remove(self.units[i], h)
+        return False
 
     # ------------------------------------------------------------------ moves
     def _fits_vec(self, need: list[float], room: list[float]) -> bool:
@@ -169,15 +197,16 @@ class _Search:
             self.pool.append(i)
             self.tabu[(i, h)] = self.steps + TENURE + len(self.pool)
 
-    def run(self, deadline: float) -> bool:
-        """Steps until the pool is empty (True) or the deadline (False)."""
+    def run(self, deadline: float, spare: list[int]) -> bool:
+        """Steps until the pool fits on one host less than ``spare`` (the hosts it came
+        from): True; or the deadline: False."""
         best_pool = float("inf")
         stale = 0
         patience = 100 + 5 * len(self.bins)
         nd = self.nd
         while True:
             self._insert()
-            if not self.pool:
+            if not self.pool or self._into_spare(spare):
                 self.tabu.clear()
                 return True
             pool_vol = sum(self.vol[i] for i in self.pool)
@@ -216,8 +245,10 @@ class _Search:
                         if not self.ctx.plain and not self._legal(h, out, into):
                             continue
                         best_key, best_move = key, (h, out, into)
-            if best_move is None:
-                return False
+            if best_move is None:           # every step is tabu or none fits
+                self._kick()
+                best_pool, stale = float("inf"), 0
+                continue
             h, out, into = best_move
             units = self.units
             for i in out:
