@@ -26,6 +26,7 @@ from vmtools.errors import (DataError, InternalError, OperationFailed, Temporary
                             Unavailable)
 from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
+from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance, build_instance, violations
 from vmtools.planner.schedule import estimate_seconds, order_moves
@@ -212,7 +213,7 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     lb, lb_how = bounds.host_lower_bound(inst, deadline.part(0.05, floor=0).at)
     # Where no MILP will search the host count (_fewest_hosts), the packing heuristics get
     # half the time instead of a quarter: fewer hosts come first.
-    heur, how = H.consolidate_heuristic(
+    heur, how = packing.consolidate_heuristic(
         inst, deadline.part(0.25 if _host_milp_runs(inst, opts) else 0.5, floor=0).at, lb)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
@@ -471,7 +472,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     # (about 6 s at 1,000 hosts / 10,000 guests), it guards against that.
     whole = None
     if inst.n_vms * inst.n_hosts <= opts.whole_heuristic_pairs:
-        whole, whole_how = H.consolidate_heuristic(inst)
+        whole, whole_how = packing.consolidate_heuristic(inst)
     placement = list(inst.cur)
     from vmtools.planner import bounds
     lower, lower_how = bounds.host_lower_bound(inst, time.monotonic() + 2.0)

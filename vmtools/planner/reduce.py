@@ -1,23 +1,25 @@
 """Close one more host by a tabu search over swaps with a pool of unplaced guests.
 
-After the constructions of :mod:`vmtools.planner.packing`, the least-loaded open host is
-closed and its guests go to a *pool*. Each step then either puts a pool guest on an open host
-where it fits, or swaps: one or two guests of an open host go to the pool and one or two pool
-guests take their place, when they fit there. Steps are chosen to shrink the pool's volume
-(the sum of its guests' normalised demands): large guests go into hosts and small ones come
-out, and small ones are easy to place. When no step shrinks it, the best step that is not
-*tabu* is taken anyway (a guest that just left a host may not go back to it for a few steps),
-so the search walks out of local optima. When the pool is empty a host has been closed; the
-next least-loaded host is closed in turn, until the deadline.
+After the constructions of :mod:`vmtools.planner.packing`, the three least-loaded open hosts
+are emptied into a *pool*; the search succeeds when the pool fits on two of them (one host
+fewer). Each step first puts pool guests on open hosts where they fit, then swaps: one or two
+guests of an open host go to the pool and one or two pool guests take their place, when they
+fit there. The step chosen shrinks the pool's volume (the sum of its guests' normalised
+demands) the most: large guests go into hosts and small ones come out, and small ones are
+easy to place. When no step shrinks it, the best step that is not *tabu* is taken anyway (a
+guest that just left a host may not go back to it for a few steps), and when the pool has
+not shrunk for a while a few guests go to it at random; so the search walks out of local
+optima. After a success the next three hosts are emptied, until the deadline, the lower
+bound, or a number of steps without success.
 
-This is the consistent-neighbourhood search of Buljubašić and Vasquez (2016), which solves
-the bin-packing and two-dimensional vector-packing benchmarks nearly always to the optimum,
-reduced to its swap moves. It finds the exact fills the one-pass heuristics miss (triplets,
-hosts of two or three guests, where the optimum is a matching).
+This is the consistent-neighbourhood search of Buljubašić and Vasquez (2016, bin packing and
+two-dimensional vector packing), reduced to its swap moves. It finds the exact fills the
+one-pass heuristics miss (hosts of two or three guests, where the optimum is a matching).
 
 Every step keeps every rule: the capacity check comes first, and when rules apply
-(:attr:`_Ctx.plain` is false) the move is tried on a :class:`~vmtools.planner.heuristics.
-Packing`, which checks allowed hosts, spread groups and guest-count caps.
+(:attr:`_Ctx.plain` is false) the move is tried on a
+:class:`~vmtools.planner.heuristics.Packing`, which checks allowed hosts, spread groups and
+guest-count caps. Fixed guests never move and their hosts are never emptied.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ EPS = 1e-6
 MAX_UNITS = 5000            # one step scans every host: O(hosts x swaps)
 PAIRS_UP_TO = 8             # guests on a host (or in the pool) up to which pairs are swapped
 TENURE = 7
+# Steps without closing a host after which the search gives up (small clusters would
+# otherwise spend their whole share where the bound is below the optimum; 40 guests of
+# bench/vectorpack's class 6 need 5,600 steps, about 1 s).
+IDLE_STEPS_PER_GUEST = 250
 CLOSE = 3                   # hosts emptied into the pool; the pool must fit in one less
 
 
@@ -53,7 +59,7 @@ def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
         spare = search.close(CLOSE)
         if not spare:
             break
-        if not search.run(deadline, spare):
+        if not search.run(deadline, spare, search.steps + IDLE_STEPS_PER_GUEST * len(ctx.rest)):
             break
         best = search.placement()
         n_open = len(set(best))
@@ -197,9 +203,9 @@ class _Search:
             self.pool.append(i)
             self.tabu[(i, h)] = self.steps + TENURE + len(self.pool)
 
-    def run(self, deadline: float, spare: list[int]) -> bool:
+    def run(self, deadline: float, spare: list[int], last_step: int) -> bool:
         """Steps until the pool fits on one host less than ``spare`` (the hosts it came
-        from): True; or the deadline: False."""
+        from): True; or the deadline or step ``last_step``: False."""
         best_pool = float("inf")
         stale = 0
         patience = 100 + 5 * len(self.bins)
@@ -218,7 +224,7 @@ class _Search:
                     self._kick()
                     best_pool, stale = float("inf"), 0
                     continue
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.steps >= last_step:
                 return False
             self.steps += 1
             step = self.steps
