@@ -1,16 +1,16 @@
 """Close one more host by a tabu search over swaps with a pool of unplaced guests.
 
-After the constructions of :mod:`vmtools.planner.packing`, the three least-loaded open hosts
-are emptied into a *pool*; the search succeeds when the pool fits on two of them (one host
-fewer). Each step first puts pool guests on open hosts where they fit, then swaps: one or two
+After the constructions of :mod:`vmtools.planner.packing`, the least-loaded open hosts are
+emptied into a *pool* (three of them; after a failure one, then two); the search succeeds
+when the pool fits on one host fewer than it came from. Each step first puts pool guests on open hosts where they fit, then swaps: one or two
 guests of an open host go to the pool and one or two pool guests take their place, when they
 fit there. The step chosen shrinks the pool's volume (the sum of its guests' normalised
 demands) the most: large guests go into hosts and small ones come out, and small ones are
 easy to place. When no step shrinks it, the best step that is not *tabu* is taken anyway (a
 guest that just left a host may not go back to it for a few steps), and when the pool has
 not shrunk for a while a few guests go to it at random; so the search walks out of local
-optima. After a success the next three hosts are emptied, until the deadline, the lower
-bound, or a number of steps without success.
+optima. After a success the next hosts are emptied, until the deadline, the lower bound, or
+each number of hosts has failed in turn (a number of steps without success).
 
 This is the consistent-neighbourhood search of Buljubašić and Vasquez (2016, bin packing and
 two-dimensional vector packing), reduced to its swap moves. It finds the exact fills the
@@ -39,11 +39,14 @@ EPS = 1e-6
 MAX_UNITS = 5000            # one step scans every host: O(hosts x swaps)
 PAIRS_UP_TO = 8             # guests on a host (or in the pool) up to which pairs are swapped
 TENURE = 7
-# Steps without closing a host after which the search gives up (small clusters would
-# otherwise spend their whole share where the bound is below the optimum; 40 guests of
-# bench/vectorpack's class 6 need 5,600 steps, about 1 s).
-IDLE_STEPS_PER_GUEST = 250
-CLOSE = 3                   # hosts emptied into the pool; the pool must fit in one less
+# Steps without closing a host after which the search starts again from the best placement
+# with another number of hosts emptied, and gives up once each has failed (small clusters
+# would otherwise spend their whole share where the bound is below the optimum; 40 guests
+# of bench/vectorpack's class 6 need 1,000 to 5,600 steps, about 1 s).
+IDLE_STEPS_PER_GUEST = 100
+# How many hosts are emptied into the pool (it must fit on one less), in turn: three finds
+# the exact fills of triplets, one the host that a few swaps free.
+CLOSE = (3, 1, 2)
 
 
 def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
@@ -52,18 +55,27 @@ def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
     ``deadline`` (or reaches ``lower``), else ``placement`` itself."""
     if len(ctx.rest) > MAX_UNITS or not ctx.rest:
         return placement
-    search = _Search(ctx, placement, random.Random(seed))
+    rng = random.Random(seed)
+    search = _Search(ctx, placement, rng)
     best = placement
     n_open = len(set(placement))
-    while n_open > lower and time.monotonic() < deadline:
-        spare = search.close(CLOSE)
+    failed = 0
+    turn = 0
+    while n_open > lower and failed < len(CLOSE) and time.monotonic() < deadline:
+        spare = search.close(CLOSE[turn % len(CLOSE)])
         if not spare:
             break
-        if not search.run(deadline, spare, search.steps + IDLE_STEPS_PER_GUEST * len(ctx.rest)):
-            break
-        best = search.placement()
-        n_open = len(set(best))
-        log.debug("tabu: %d hosts after %d steps", n_open, search.steps)
+        if search.run(deadline, spare, search.steps + IDLE_STEPS_PER_GUEST * len(ctx.rest)):
+            best = search.placement()
+            n_open = len(set(best))
+            failed = 0
+            log.debug("tabu: %d hosts after %d steps", n_open, search.steps)
+        else:       # back to the best placement, and empty another number of hosts
+            failed += 1
+            turn += 1
+            steps = search.steps
+            search = _Search(ctx, best, rng)
+            search.steps = steps
     return best
 
 
