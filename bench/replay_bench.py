@@ -124,6 +124,11 @@ def main() -> None:
     ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "
                     "consolidate, balance, each with --time-limit 20)")
     ap.add_argument("--baseline", action="append", help="baselines (default: all four)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="play the day N times back to back (vm-replay --repeat)")
+    ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
+                    help="left out of the figures (vm-replay --warm-up); with --repeat 2 "
+                    "--warm-up 1440 the figures are the second day's: the steady state")
     ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
@@ -132,9 +137,9 @@ def main() -> None:
     from vmtools.cli.vm_replay import VmPlanRun
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
     opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
-                      cpu_threshold=0.9, power_model=POWER)
+                      cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60)
     for variant in variants:
-        trace = build(variant, ticks)
+        trace = build(variant, ticks).repeated(args.repeat)
         if args.write_csv:
             write_csv(trace, os.path.join(args.write_csv, variant))
             print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
@@ -155,7 +160,7 @@ def main() -> None:
                   flush=True)
         n_vms = len(trace.samples[0].vms)
         print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
-                    f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks} ticks "
+                    f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks * args.repeat} ticks "
                     "of 5 min"))
 
 

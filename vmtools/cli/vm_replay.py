@@ -154,6 +154,14 @@ def replay(
     until: Annotated[Optional[str], typer.Option(
         "--until", metavar="TIME", help="End of the replay (default: the source's last "
         "sample plus one sample interval).")] = None,
+    repeat: Annotated[int, typer.Option(
+        "--repeat", metavar="N", min=1, help="Play the source N times back to back (a "
+        "recorded day as N days; with --warm-up, the days after the first show the steady "
+        "state).")] = 1,
+    warm_up: Annotated[float, typer.Option(
+        "--warm-up", metavar="MINUTES", help="Run the first MINUTES of the replay but leave "
+        "them out of every figure and series: the settings start from where they have led "
+        "the cluster, not from the source's placement.")] = 0.0,
     step: Annotated[float, typer.Option(
         "--step", metavar="SECONDS", help="With --rrd: seconds between two samples read.")] = 300.0,
     power_model: Annotated[Optional[str], typer.Option(
@@ -207,7 +215,10 @@ def replay(
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
-                          until=_time("--until", until) if until else None)
+                          until=_time("--until", until) if until else None,
+                          warm_up=warm_up * 60)
+        if warm_up < 0:
+            raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         sources = list(sources or [])
         if rrd is not None:
             if sources:
@@ -227,6 +238,7 @@ def replay(
             if hosts is not None:
                 raise UsageError("--hosts goes with a CSV trace, not with snapshots")
             trace = read_snapshots(sources)
+        trace = trace.repeated(repeat)
         for note in trace.notes[:10]:
             typer.echo(f"{PROG}: note: {note}", err=True) if not quiet else None
         if len(trace.notes) > 10 and not quiet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vmtools import __version__
 from vmtools.model import epoch_to_iso
 from vmtools.render import table
-from vmtools.replay.engine import RunResult, SimOptions
+from vmtools.replay.engine import RunResult, SimOptions, warm_up_ticks
 from vmtools.replay.trace import Trace
 
 REPLAY_FORMAT = "vmtools.replay"
@@ -25,10 +25,12 @@ COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
 
 def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
                     start: float, until: float, n_ticks: int) -> dict:
+    warm = warm_up_ticks(opts, n_ticks)
     return {
         "format": REPLAY_FORMAT, "version": "1.0", "generator": f"vm-replay {__version__}",
         "source": trace.source, "from": epoch_to_iso(start), "until": epoch_to_iso(until),
-        "every_minutes": opts.every_minutes, "ticks": n_ticks,
+        "every_minutes": opts.every_minutes, "ticks": n_ticks - warm,
+        "warm_up_ticks": warm, "measured_from": epoch_to_iso(start + warm * opts.every_minutes * 60),
         "hosts": len(trace.hosts), "guests": len({vm for s in trace.samples for vm in s.vms}),
         "settings": {"parallel": opts.parallel, "per_host": opts.per_host,
                      "bandwidth_mbps": opts.bandwidth, "cpu_threshold": opts.cpu_threshold,
