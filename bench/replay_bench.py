@@ -14,7 +14,9 @@ Variants (bench/data/planetlab/README.md has the data's source and licence):
   CPU demand = the trace's % x the VM's MIPS; 1 CPU = 1000 MIPS here, so a G4 host has 3.72
   CPUs and a G5 5.32. Memory binds (a host takes 2-4 guests by memory, many more by CPU).
   Power: each host type's SPECpower curve (CloudSim's PowerModelSpecPowerHpProLiantMl110G4/G5).
-* ``cpu``: the same with 4x the memory per host (16384 MB), so CPU, not memory, binds.
+* ``cpu``: the same with 16x the memory per host (65536 MB), so CPU, not memory, binds: the
+  guests' memory (1,275 GiB) fills 20 hosts, their CPU demand (157-209 CPUs over the day) needs
+  at least 37-50 G5 hosts at 80 %. (With 4x, 16384 MB, memory still bound: 78 hosts full.)
 * ``speed``: the issue's size, 200 hosts / 2,000 guests (guest j replays trace j mod 1052,
   types as above over the 2,000), 16384 MB hosts: the speed target (a day in 5 minutes for
   vmtools' settings, baselines in seconds).
@@ -80,7 +82,7 @@ def build(variant: str, ticks: int) -> Trace:
     if variant == "speed":
         n_hosts, n_vms, mem = 200, 2000, 16384
     else:
-        n_hosts, n_vms, mem = 800, len(traces), 4096 if variant == "cloudsim" else 16384
+        n_hosts, n_vms, mem = 800, len(traces), 4096 if variant == "cloudsim" else 65536
     hosts = [Host(name=f"g{4 + i % 2}-{i:04d}", cluster="planetlab",
                   cpu=2 * HOST_MIPS[i % 2] / MIPS_PER_CPU, mem_mib=mem, net_mbps=None,
                   hypervisor="xen", migration="xen") for i in range(n_hosts)]
