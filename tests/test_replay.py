@@ -12,7 +12,8 @@ from vmtools.errors import DataError, UsageError
 from vmtools.model import VM, Host, Snapshot, dumps
 from vmtools.power_model import PowerModel, parse_power_model
 from vmtools.replay.baselines import Sandpiper, ThrMmt, Threshold, make_baseline
-from vmtools.replay.engine import SimOptions, migration_seconds, replay, run_replay
+from vmtools.replay.engine import SimOptions, migration_seconds, replay
+from vmtools.replay.report import run_replay
 from vmtools.replay.sources import read_csv_trace, read_snapshots
 
 LINEAR = parse_power_model({"hosts": [{"match": "*", "idle_w": 100, "peak_w": 200}]})

@@ -7,7 +7,8 @@
 - :mod:`.run` -- :func:`apply_plan` and the run itself (the scheduler, each action, the report);
 - :mod:`.ask` -- asking the hosts what they run and where a guest is;
 - :mod:`.order` -- which ready action starts first;
-- :mod:`.signals` -- SIGINT/SIGTERM start nothing new.
+- :mod:`.signals` -- SIGINT/SIGTERM reach the run instead of killing it (it then starts
+  nothing new: :meth:`.run.Run.interrupted`).
 """
 
 from vmtools.apply.options import DEFAULT_STATE_DIR, ApplyOptions, default_state_dir

@@ -43,7 +43,7 @@ from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
 from vmtools.apply.refuse import check
-from vmtools.apply.signals import stop_on_signals
+from vmtools.apply.signals import signals_to
 from vmtools.drivers import Driver, Endpoint, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
 from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
@@ -170,6 +170,17 @@ class Run:
                 self.problems.append(why)
             self.cond.notify_all()
         self.progress(f"error: {why}")
+
+    def interrupted(self, signal_name: str) -> None:
+        """SIGINT/SIGTERM (from :func:`~vmtools.apply.signals.signals_to`, in the main
+        thread): launch nothing new, let running migrations end (they cannot be cancelled
+        safely)."""
+        if not self.stopping or "SIG" not in self.stopping:
+            self.stopping = f"interrupted by {signal_name}"
+        if self.journal:
+            self.journal.write("signal", signal=signal_name)
+        self.progress(f"{signal_name}: starting nothing new; waiting for the running "
+                      "migrations to end (they cannot be cancelled safely)")
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
@@ -610,7 +621,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
         return run.report(placement, dry_run=True)
-    with stop_on_signals(run):
+    with signals_to(run.interrupted):
         run.execute(todo)
     placement = run.final_placement()
     report = run.report(placement, dry_run=False)

@@ -190,8 +190,8 @@ def replay(
     with guard(PROG, verbose, quiet, debug):
         from vmtools.power_model import DEFAULT, parse_power_model
         from vmtools.replay.baselines import make_baseline
-        from vmtools.replay.engine import SimOptions, run_replay
-        from vmtools.replay.report import replay_table
+        from vmtools.replay.engine import SimOptions
+        from vmtools.replay.report import replay_table, run_replay
         from vmtools.replay.sources import read_csv_trace, read_snapshots
         if not every > 0 or not bandwidth > 0:
             raise UsageError("--every and --bandwidth must be more than 0")

@@ -525,15 +525,3 @@ class VmPlanSetting:
 
     def decide(self, snap: Snapshot) -> list[Action]:
         return list(self.run(snap).actions)
-
-
-def run_replay(trace: Trace, policies: list, opts: SimOptions,
-               progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Every setting over ``trace``: the ``vmtools.replay`` document."""
-    from vmtools.replay.report import replay_document
-    start, end, n_ticks = window(trace, opts)
-    runs = []
-    for policy in policies:
-        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
-        runs.append(replay(trace, policy, opts, progress=report))
-    return replay_document(trace, runs, opts, start, end, n_ticks)
