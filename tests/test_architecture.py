@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,44 @@ def test_the_rule_itself_catches_an_arrow_back_up(tmp_path):
     assert ("vmtools.planner.plan", 1, True) in found and ("pulp", 2, True) in found
     assert RANK[unit_of("vmtools.planner.plan")] > RANK["rules"]
     assert CONFINED["pulp"] != "rules"
+
+
+# Core modules whose errors still spell a flag out (ARCHITECTURE.md: a core names the
+# setting, the command line shows the flag), and planner/ (plan.py, solve.py, state.py),
+# which its owners are reworking. Mend one, then drop it from here.
+STILL_NAME_FLAGS = {"apply/journal.py", "apply/options.py", "apply/run.py", "drivers/ssh.py",
+                    "ganglia/send.py", "ganglia/sources.py", "power/execute.py", "snapshot.py"}
+FLAG = re.compile(r"(^|[\s(])--[a-z]")
+
+
+def test_core_errors_name_settings_not_flags():
+    bad = []
+    for path in SOURCES:
+        rel = path.relative_to(PACKAGE).as_posix()
+        if unit_of(module_name(path)) in ("cli", "lab", "planner") or rel in STILL_NAME_FLAGS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                bad += [f"{rel}:{node.lineno}: {c.value.strip()!r}" for c in ast.walk(node.exc)
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                        and FLAG.search(c.value)]
+    assert not bad, ("name the setting ({name}, settings=...), not its flag:\n"
+                     + "\n".join(bad))
+
+
+def test_a_setting_in_an_error_shows_as_its_flag_on_the_command_line():
+    from vmtools.errors import DataError, OptionError
+    e = OptionError("rrd", "/x holds 2 clusters: choose one with {cluster}",
+                    settings=("cluster",))
+    assert str(e) == "rrd /x holds 2 clusters: choose one with cluster"
+    assert e.on_command_line() == "--rrd /x holds 2 clusters: choose one with --cluster"
+    assert OptionError("per_host", "must be at least 1").on_command_line() == \
+        "--per-host must be at least 1"
+    d = DataError("no value between {start} and {until} in {x}", "dir",
+                  settings=("start", "until"))
+    assert str(d) == "dir: no value between start and until in {x}"
+    assert d.on_command_line({"start": "--from"}) == \
+        "dir: no value between --from and --until in {x}"
 
 
 @pytest.mark.parametrize("module", ["vmtools.model", "vmtools.rules.check", "vmtools.xen"])
