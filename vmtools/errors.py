@@ -45,7 +45,8 @@ class VmtoolsError(Exception):
     A core never writes a command-line flag: it names a setting in a message as ``{name}``
     and lists ``name`` in ``settings``. ``str(err)`` shows the setting's name, and
     :meth:`on_command_line` (what ``cli/_common.guard`` prints) its flag, ``--name`` with
-    ``_`` as ``-`` unless ``flags`` says otherwise (``{"start": "--from"}``).
+    ``_`` as ``-`` unless ``flags`` says otherwise (``{"start": "--from"}``). Code that
+    raises a new error from another's ``message`` passes ``settings=exc.settings`` along.
     """
 
     exit_code = EXIT_SOFTWARE
