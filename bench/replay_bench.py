@@ -136,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     set_width(None)                  # a bench table is as wide as its cells
     ticks = 72 if args.quick else args.ticks
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
     opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
                       cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60)
@@ -147,7 +147,7 @@ def main() -> None:
             print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
             continue
         rows = []
-        settings = [VmPlanRun(s, 0, True, False) for s in (args.plan or SETTINGS)]
+        settings = [vm_plan_setting(s, 0, True, False) for s in (args.plan or SETTINGS)]
         settings += [make_baseline(b, POWER) for b in (args.baseline or BASELINES)]
         for policy in settings:
             t0, c0 = time.perf_counter(), _cpu()

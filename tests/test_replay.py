@@ -12,7 +12,8 @@ from vmtools.errors import DataError, UsageError
 from vmtools.model import VM, Host, Snapshot, dumps
 from vmtools.power_model import PowerModel, parse_power_model
 from vmtools.replay.baselines import Sandpiper, ThrMmt, Threshold, make_baseline
-from vmtools.replay.engine import SimOptions, migration_seconds, replay, run_replay
+from vmtools.replay.engine import SimOptions, migration_seconds, replay
+from vmtools.replay.report import run_replay
 from vmtools.replay.sources import read_csv_trace, read_snapshots
 
 LINEAR = parse_power_model({"hosts": [{"match": "*", "idle_w": 100, "peak_w": 200}]})
@@ -141,8 +142,8 @@ def test_power_actions_take_their_time_by_hand(trace):
 
 
 def test_vm_plan_setting_runs_in_process(trace):
-    from vmtools.cli.vm_replay import VmPlanRun
-    setting = VmPlanRun("--objective consolidate --cpu-target 1.0", 0, True, False)
+    from vmtools.cli.vm_replay import vm_plan_setting
+    setting = vm_plan_setting("--objective consolidate --cpu-target 1.0", 0, True, False)
     r = replay(trace, setting, opts())
     # tick 0: 2 CPUs fit on one host: g1 joins b. Tick 600 s: b carries 3.5 CPUs, vm-plan
     # splits it again (g1 back to a: a ping-pong, within the hour). Tick 1200 s: packs again.
@@ -154,11 +155,11 @@ def test_vm_plan_setting_runs_in_process(trace):
 
 
 def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     mine = tmp_path / "state"
     mine.mkdir()
-    setting = VmPlanRun(f"--objective balance --state {mine} --hotspot-window 2/2", 0, True,
-                        False)
+    setting = vm_plan_setting(f"--objective balance --state {mine} --hotspot-window 2/2", 0,
+                              True, False)
     replay(trace, setting, opts(every_minutes=5))
     assert list(mine.iterdir()) == []
     assert setting.state_dir and Path(setting.state_dir, "vm-plan-state.json").exists()
@@ -166,23 +167,23 @@ def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
 
 
 def test_bad_plan_options_are_usage_errors():
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     with pytest.raises(UsageError, match="No such option"):
-        VmPlanRun("--objective consolidate --bogus", 0, True, False)
+        vm_plan_setting("--objective consolidate --bogus", 0, True, False)
     with pytest.raises(UsageError, match="objective"):
-        VmPlanRun("--objective sideways", 0, True, False)
+        vm_plan_setting("--objective sideways", 0, True, False)
     with pytest.raises(UsageError, match="no input file"):
-        VmPlanRun("snap.json", 0, True, False)
+        vm_plan_setting("snap.json", 0, True, False)
 
 
 def test_failed_planning_is_a_failed_tick_with_why(tmp_path, trace):
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     rules = tmp_path / "rules.json"
     rules.write_text('{"format": "vmtools.constraints", "version": "1.0", "rules": '
                      '[{"rule": "pin", "vms": ["nosuchguest"]}]}')
     # --strict-rules: a rule naming a guest that is not there is an input error (without it,
     # vm-plan skips the name with a warning)
-    r = replay(trace, VmPlanRun(f"--constraints {rules} --strict-rules", 0, True, False),
+    r = replay(trace, vm_plan_setting(f"--constraints {rules} --strict-rules", 0, True, False),
                opts())
     assert r.figures["failed_ticks"] == 3 and r.figures["migrations"] == 0
     assert r.failures[0]["time"] == "1970-01-01T00:00:00Z"
@@ -216,8 +217,9 @@ def test_csv_errors_name_the_line(tmp_path):
     with pytest.raises(DataError, match="host z is not in"):
         read_csv_trace(write(tmp_path, "t.csv", TRACE.replace("0,g1,1.0,1000,a",
                                                               "0,g1,1.0,1000,z")), h)
-    with pytest.raises(UsageError, match="needs --hosts"):
+    with pytest.raises(UsageError, match="needs hosts FILE") as exc:
         read_csv_trace(write(tmp_path, "t.csv", TRACE), None)
+    assert "t.csv: a CSV trace needs --hosts FILE (" in exc.value.on_command_line()
 
 
 def test_without_a_host_column_guests_are_dealt_round_the_hosts(tmp_path):
@@ -264,8 +266,8 @@ def test_determinism_of_every_baseline(tmp_path):
     t = read_snapshots([str(snapshots(tmp_path, 12))])
     settings = lambda: [make_baseline(n) for n in ("none", "threshold:max_over=0", "sandpiper",  # noqa: E731
                                                    "thr-mmt")]
-    from vmtools.cli.vm_replay import VmPlanRun
-    plans = [VmPlanRun("--state s", 0, True, False) for _ in range(2)]
+    from vmtools.cli.vm_replay import vm_plan_setting
+    plans = [vm_plan_setting("--state s", 0, True, False) for _ in range(2)]
     a = run_replay(t, settings() + plans[:1], SimOptions())
     b = run_replay(t, settings() + plans[1:], SimOptions())
     for p in plans:

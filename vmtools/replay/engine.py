@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -537,27 +539,27 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
 
 
 class VmPlanSetting:
-    """A vm-plan setting: ``run`` is vm-plan's planning for one snapshot (the command line
-    decides how it is built: see vmtools.cli.vm_replay)."""
+    """A vm-plan setting (``text``: its options as vm-plan's command line takes them).
+
+    ``plan(snapshot, state_dir)`` is vm-plan's planning for one snapshot; the command line
+    decides how it is built (vmtools.cli.vm_replay). A setting that ``keeps_state`` gets a
+    fresh state directory of its own for the whole replay instead of the one it names (the
+    real one is never touched), so cooldown and hotspot windows run on the replay's clock;
+    :meth:`close` removes it.
+    """
 
     kind = "vm-plan"
 
-    def __init__(self, name: str, run: Callable[[Snapshot], Plan]):
-        self.name = name
-        self.run = run
+    def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
+                 keeps_state: bool = False):
+        self.text = text
+        self.name = text.strip() or "vm-plan (defaults)"
+        self.plan = plan
+        self.state_dir = tempfile.mkdtemp(prefix="vm-replay-state.") if keeps_state else None
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.run(snap).actions)
+        return list(self.plan(snap, self.state_dir).actions)
 
-
-def run_replay(trace: Trace, policies: list, opts: SimOptions,
-               progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Every setting over ``trace``: the ``vmtools.replay`` document."""
-    from vmtools.replay.report import replay_document
-    start, end, n_ticks = window(trace, opts)
-    warm_up_ticks(opts, n_ticks)             # a warm-up longer than the replay: say so first
-    runs = []
-    for policy in policies:
-        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
-        runs.append(replay(trace, policy, opts, progress=report))
-    return replay_document(trace, runs, opts, start, end, n_ticks)
+    def close(self) -> None:
+        if self.state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)

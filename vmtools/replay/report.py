@@ -1,11 +1,13 @@
-"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY) and its ``-f table`` view."""
+"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY): every setting replayed over
+one window of a trace (:func:`run_replay`), and its ``-f table`` view."""
 
 from __future__ import annotations
 
-from vmtools import __version__
+from typing import Callable
+
+from vmtools import __version__, render
 from vmtools.model import epoch_to_iso
-from vmtools.render import table
-from vmtools.replay.engine import RunResult, SimOptions, warm_up_ticks
+from vmtools.replay.engine import RunResult, SimOptions, replay, warm_up_ticks, window
 from vmtools.replay.trace import Trace
 
 REPLAY_FORMAT = "vmtools.replay"
@@ -21,6 +23,18 @@ COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
            ("ping_pongs", "ping-pong", "{}"), ("plan_seconds_mean", "plan s mean", "{:.3f}"),
            ("plan_seconds_max", "plan s max", "{:.3f}"), ("failed_ticks", "failed", "{}"),
            ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}")]
+
+
+def run_replay(trace: Trace, policies: list, opts: SimOptions,
+               progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Every setting over ``trace``: the ``vmtools.replay`` document."""
+    start, end, n_ticks = window(trace, opts)
+    warm_up_ticks(opts, n_ticks)             # a warm-up longer than the replay: say so first
+    runs = []
+    for policy in policies:
+        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
+        runs.append(replay(trace, policy, opts, progress=report))
+    return replay_document(trace, runs, opts, start, end, n_ticks)
 
 
 def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
@@ -44,7 +58,6 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
 def replay_table(doc: dict) -> str:
     """``-f table``: one row per figure, one column per setting (numbered, named above), to
     fit 80 columns; ``-f wide``: one row per setting, every figure a column."""
-    from vmtools import render
     title = (f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
              f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
              f"{doc['guests']} guests")
@@ -54,14 +67,14 @@ def replay_table(doc: dict) -> str:
             f = run["figures"]
             rows.append([run["name"], run["kind"]]
                         + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
-        out = table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS], title)
+        out = render.table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS], title)
     else:
         out = render.wrap(title) + "\n"
         for i, run in enumerate(doc["runs"], 1):
             out += render.wrap(f"  {i}: {run['name'] or '(defaults)'} ({run['kind']})") + "\n"
         rows = [[head] + [fmt.format(run["figures"][key]) for run in doc["runs"]]
                 for key, head, fmt in COLUMNS]
-        out += table(rows, ["figure"] + [str(i) for i in range(1, len(doc["runs"]) + 1)])
+        out += render.table(rows, ["figure"] + [str(i) for i in range(1, len(doc["runs"]) + 1)])
     for run in doc["runs"]:
         for fail in run["failures"][:5]:
             out += render.wrap(f"{run['name']}: {fail['time']}: planning failed: "
