@@ -14,7 +14,9 @@ Variants (bench/data/planetlab/README.md has the data's source and licence):
   CPU demand = the trace's % x the VM's MIPS; 1 CPU = 1000 MIPS here, so a G4 host has 3.72
   CPUs and a G5 5.32. Memory binds (a host takes 2-4 guests by memory, many more by CPU).
   Power: each host type's SPECpower curve (CloudSim's PowerModelSpecPowerHpProLiantMl110G4/G5).
-* ``cpu``: the same with 4x the memory per host (16384 MB), so CPU, not memory, binds.
+* ``cpu``: the same with 16x the memory per host (65536 MB), so CPU, not memory, binds: the
+  guests' memory (1,275 GiB) fills 20 hosts, their CPU demand (157-209 CPUs over the day) needs
+  at least 37-50 G5 hosts at 80 %. (With 4x, 16384 MB, memory still bound: 78 hosts full.)
 * ``speed``: the issue's size, 200 hosts / 2,000 guests (guest j replays trace j mod 1052,
   types as above over the 2,000), 16384 MB hosts: the speed target (a day in 5 minutes for
   vmtools' settings, baselines in seconds).
@@ -80,7 +82,7 @@ def build(variant: str, ticks: int) -> Trace:
     if variant == "speed":
         n_hosts, n_vms, mem = 200, 2000, 16384
     else:
-        n_hosts, n_vms, mem = 800, len(traces), 4096 if variant == "cloudsim" else 16384
+        n_hosts, n_vms, mem = 800, len(traces), 4096 if variant == "cloudsim" else 65536
     hosts = [Host(name=f"g{4 + i % 2}-{i:04d}", cluster="planetlab",
                   cpu=2 * HOST_MIPS[i % 2] / MIPS_PER_CPU, mem_mib=mem, net_mbps=None,
                   hypervisor="xen", migration="xen") for i in range(n_hosts)]
@@ -124,23 +126,28 @@ def main() -> None:
     ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "
                     "consolidate, balance, each with --time-limit 20)")
     ap.add_argument("--baseline", action="append", help="baselines (default: all four)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="play the day N times back to back (vm-replay --repeat)")
+    ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
+                    help="left out of the figures (vm-replay --warm-up); with --repeat 2 "
+                    "--warm-up 1440 the figures are the second day's: the steady state")
     ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
     set_width(None)                  # a bench table is as wide as its cells
     ticks = 72 if args.quick else args.ticks
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
     opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
-                      cpu_threshold=0.9, power_model=POWER)
+                      cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60)
     for variant in variants:
-        trace = build(variant, ticks)
+        trace = build(variant, ticks).repeated(args.repeat)
         if args.write_csv:
             write_csv(trace, os.path.join(args.write_csv, variant))
             print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
             continue
         rows = []
-        settings = [VmPlanRun(s, 0, True, False) for s in (args.plan or SETTINGS)]
+        settings = [vm_plan_setting(s, 0, True, False) for s in (args.plan or SETTINGS)]
         settings += [make_baseline(b, POWER) for b in (args.baseline or BASELINES)]
         for policy in settings:
             t0, c0 = time.perf_counter(), _cpu()
@@ -155,7 +162,7 @@ def main() -> None:
                   flush=True)
         n_vms = len(trace.samples[0].vms)
         print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
-                    f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks} ticks "
+                    f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks * args.repeat} ticks "
                     "of 5 min"))
 
 

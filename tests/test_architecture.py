@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+MODULES = {module_name(p) for p in SOURCES}
+
+
 def imports(path: Path) -> list[tuple[str, int, bool]]:
-    """(imported module, line, at module level?) for every import in ``path``."""
+    """(imported module, line, at module level?) for every import in ``path``; ``from
+    vmtools.x import y`` also counts as importing ``vmtools.x.y`` when that is a module."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     top = {id(node) for node in tree.body}
     for node in tree.body:          # run at import time: under ``try:`` or an ``if``, but not
@@ -57,15 +63,13 @@ def imports(path: Path) -> list[tuple[str, int, bool]]:
             found += [(a.name, node.lineno, id(node) in top) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module, node.lineno, id(node) in top))
-            if node.module == "vmtools":     # from vmtools import __version__ / a subpackage
-                found += [(f"vmtools.{a.name}", node.lineno, id(node) in top)
-                          for a in node.names if a.name != "__version__"]
+            found += [(f"{node.module}.{a.name}", node.lineno, id(node) in top)
+                      for a in node.names if f"{node.module}.{a.name}" in MODULES]
         elif isinstance(node, ast.ImportFrom) and node.level:
             raise AssertionError(f"{path}:{node.lineno}: relative import; write vmtools.x")
     return found
 
 
-SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def all_imports():
@@ -106,16 +110,8 @@ def test_third_party_libraries_stay_confined():
     assert not bad, "\n".join(bad)
 
 
-def test_no_import_cycle_between_modules():
-    """Among module-level imports (a function-level import runs later and cannot deadlock
-    an import, but a cycle of module-level ones is a design knot)."""
-    graph: dict[str, set[str]] = {module_name(p): set() for p in SOURCES}
-    for _, name, target, _, top in all_imports():
-        if top and target in graph and target != name:
-            graph[name].add(target)
-    # a package's __init__ re-exporting its own modules is not a cycle
-    for name in graph:
-        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+def cycle_within(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a closed path), or None."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -136,7 +132,73 @@ def test_no_import_cycle_between_modules():
     for node in sorted(graph):
         if node not in state:
             cycle = visit(node)
-            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle_between_modules():
+    """Among module-level imports (a function-level import runs later and cannot deadlock
+    an import, but a cycle of module-level ones is a design knot)."""
+    graph: dict[str, set[str]] = {module_name(p): set() for p in SOURCES}
+    for _, name, target, _, top in all_imports():
+        if top and target in graph and target != name:
+            graph[name].add(target)
+    # a package's __init__ re-exporting its own modules is not a cycle
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    cycle = cycle_within(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Packages whose modules still import each other in a circle (function-level imports that
+# hide it): the planner, being reworked by its own owners. Untie one, then drop it from here.
+KNOTTED_PACKAGES = {"vmtools.planner"}
+
+
+def package_of(name: str) -> str:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return name if path.is_dir() else name.rpartition(".")[0]
+
+
+def package_graphs() -> dict[str, dict[str, set[str]]]:
+    """Per package, which of its modules each of its modules imports: at module level, in a
+    function or under ``if TYPE_CHECKING:`` alike (each is a fact one module needs from the
+    other, whenever it is loaded)."""
+    graphs: dict[str, dict[str, set[str]]] = {}
+    for path in SOURCES:
+        name = module_name(path)
+        graphs.setdefault(package_of(name), {})[name] = set()
+    for path in SOURCES:
+        name = module_name(path)
+        package = package_of(name)
+        for target, _, _ in imports(path):
+            if target != name and target in graphs[package]:
+                graphs[package][name].add(target)
+    return graphs
+
+
+def test_no_import_cycle_within_a_package():
+    """Not even through an import inside a function or under TYPE_CHECKING: such a cycle
+    works at run time but means two modules each hold part of the other's facts."""
+    cycles = [" -> ".join(cycle) for package, graph in sorted(package_graphs().items())
+              if package not in KNOTTED_PACKAGES and (cycle := cycle_within(graph))]
+    assert not cycles, "import cycle: " + "; ".join(cycles)
+
+
+def test_the_rule_itself_catches_a_hidden_cycle(tmp_path):
+    """A TYPE_CHECKING import back, or one inside a function, closes a cycle."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                   "    from vmtools.rules.check import Replay\n"
+                   "def f():\n    from vmtools.rules import kinds\n")
+    found = {target for target, _, _ in imports(bad)}
+    assert {"vmtools.rules.check", "vmtools.rules.kinds"} <= found
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert cycle_within(graph) == ["a", "b", "c", "a"]
+    assert cycle_within({"a": {"b"}, "b": set()}) is None
+    assert package_of("vmtools.rules.check") == "vmtools.rules"
+    assert package_of("vmtools.rules") == "vmtools.rules"
 
 
 def test_the_rule_itself_catches_an_arrow_back_up(tmp_path):
@@ -147,6 +209,44 @@ def test_the_rule_itself_catches_an_arrow_back_up(tmp_path):
     assert ("vmtools.planner.plan", 1, True) in found and ("pulp", 2, True) in found
     assert RANK[unit_of("vmtools.planner.plan")] > RANK["rules"]
     assert CONFINED["pulp"] != "rules"
+
+
+# Core modules whose errors still spell a flag out (ARCHITECTURE.md: a core names the
+# setting, the command line shows the flag), and planner/ (plan.py, solve.py, state.py),
+# which its owners are reworking. Mend one, then drop it from here.
+STILL_NAME_FLAGS = {"apply/journal.py", "apply/options.py", "apply/run.py", "drivers/ssh.py",
+                    "ganglia/send.py", "ganglia/sources.py", "power/execute.py", "snapshot.py"}
+FLAG = re.compile(r"(^|[\s(])--[a-z]")
+
+
+def test_core_errors_name_settings_not_flags():
+    bad = []
+    for path in SOURCES:
+        rel = path.relative_to(PACKAGE).as_posix()
+        if unit_of(module_name(path)) in ("cli", "lab", "planner") or rel in STILL_NAME_FLAGS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                bad += [f"{rel}:{node.lineno}: {c.value.strip()!r}" for c in ast.walk(node.exc)
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                        and FLAG.search(c.value)]
+    assert not bad, ("name the setting ({name}, settings=...), not its flag:\n"
+                     + "\n".join(bad))
+
+
+def test_a_setting_in_an_error_shows_as_its_flag_on_the_command_line():
+    from vmtools.errors import DataError, OptionError
+    e = OptionError("rrd", "/x holds 2 clusters: choose one with {cluster}",
+                    settings=("cluster",))
+    assert str(e) == "rrd /x holds 2 clusters: choose one with cluster"
+    assert e.on_command_line() == "--rrd /x holds 2 clusters: choose one with --cluster"
+    assert OptionError("per_host", "must be at least 1").on_command_line() == \
+        "--per-host must be at least 1"
+    d = DataError("no value between {start} and {until} in {x}", "dir",
+                  settings=("start", "until"))
+    assert str(d) == "dir: no value between start and until in {x}"
+    assert d.on_command_line({"start": "--from"}) == \
+        "dir: no value between --from and --until in {x}"
 
 
 @pytest.mark.parametrize("module", ["vmtools.model", "vmtools.rules.check", "vmtools.xen"])

@@ -300,3 +300,41 @@ def test_a_guest_never_goes_back_to_a_host_it_left_within_the_hour(tmp_path):
     # Without the record of the move (a fresh state), x is relieved to a.
     p = run_with_state(tmp_path, history[2:], cooldown=0)
     assert [a for a in p.actions if a.vm == "x" and a.dst == "a"]
+
+
+# --------------------------------------------------------------------------- what goes first
+
+def test_an_overloaded_host_is_relieved_first_by_its_quickest_sufficient_move():
+    # a carries 9 CPUs on 8: the smallest guest whose departure alone ends that is s2 (2 CPUs,
+    # 2 GiB; s1 is smaller but frees too little, big frees enough but is 16 GiB). Its move is
+    # priority 3 and the consolidation of c and d is 0: vm-apply starts the relief first.
+    s = snap({"a": (8, 64), "b": (16, 64), "c": (16, 64), "d": (16, 64)},
+             {"s1": ("a", 0.5, 1), "s2": ("a", 2, 2), "big": ("a", 5, 16), "x": ("a", 1.5, 4),
+              "q": ("b", 4, 4), "c1": ("c", 0.5, 1), "d1": ("d", 0.5, 1)})
+    p = auto(s, max_duration_min=0)
+    first = [a for a in p.actions if a.priority == 3]
+    assert [a.vm for a in first] == ["s2"] and first[0].src == "a"
+    assert {a.priority for a in p.actions if a.reason.startswith("consolidate")} == {0}
+    assert any(a.reason.startswith("consolidate") for a in p.actions)
+    from vmtools.apply.order import priorities
+    prio = priorities({a.id: a for a in p.actions})
+    assert max(prio, key=prio.get) == first[0].id
+    # the priority travels in the plan document and back
+    doc = p.to_dict()
+    assert [a["priority"] for a in doc["actions"] if a["vm"] == "s2"] == [3]
+    assert all("priority" not in a for a in doc["actions"] if a["vm"] != "s2"
+               and not a["reason"].startswith("relieve"))
+
+
+def test_a_plans_priority_is_read_and_checked():
+    from vmtools.errors import DataError
+    from vmtools.model import Action
+    a = Action.from_dict({"id": 1, "vm": "v", "src": "a", "dst": "b", "mem_mib": 1,
+                          "priority": 9}, "plan.actions[0]")
+    assert a.priority == 9 and a.to_dict()["priority"] == 9
+    assert "priority" not in Action.from_dict({"id": 1, "vm": "v", "src": "a", "dst": "b",
+                                               "mem_mib": 1}, "p").to_dict()
+    for bad in (10, -1, "3", 2.5, True):
+        with pytest.raises(DataError, match=r"plan.actions\[0\].priority"):
+            Action.from_dict({"id": 1, "vm": "v", "src": "a", "dst": "b", "mem_mib": 1,
+                              "priority": bad}, "plan.actions[0]")

@@ -12,7 +12,8 @@ from vmtools.errors import DataError, UsageError
 from vmtools.model import VM, Host, Snapshot, dumps
 from vmtools.power_model import PowerModel, parse_power_model
 from vmtools.replay.baselines import Sandpiper, ThrMmt, Threshold, make_baseline
-from vmtools.replay.engine import SimOptions, migration_seconds, replay, run_replay
+from vmtools.replay.engine import SimOptions, migration_seconds, replay
+from vmtools.replay.report import run_replay
 from vmtools.replay.sources import read_csv_trace, read_snapshots
 
 LINEAR = parse_power_model({"hosts": [{"match": "*", "idle_w": 100, "peak_w": 200}]})
@@ -141,8 +142,8 @@ def test_power_actions_take_their_time_by_hand(trace):
 
 
 def test_vm_plan_setting_runs_in_process(trace):
-    from vmtools.cli.vm_replay import VmPlanRun
-    setting = VmPlanRun("--objective consolidate --cpu-target 1.0", 0, True, False)
+    from vmtools.cli.vm_replay import vm_plan_setting
+    setting = vm_plan_setting("--objective consolidate --cpu-target 1.0", 0, True, False)
     r = replay(trace, setting, opts())
     # tick 0: 2 CPUs fit on one host: g1 joins b. Tick 600 s: b carries 3.5 CPUs, vm-plan
     # splits it again (g1 back to a: a ping-pong, within the hour). Tick 1200 s: packs again.
@@ -154,11 +155,11 @@ def test_vm_plan_setting_runs_in_process(trace):
 
 
 def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     mine = tmp_path / "state"
     mine.mkdir()
-    setting = VmPlanRun(f"--objective balance --state {mine} --hotspot-window 2/2", 0, True,
-                        False)
+    setting = vm_plan_setting(f"--objective balance --state {mine} --hotspot-window 2/2", 0,
+                              True, False)
     replay(trace, setting, opts(every_minutes=5))
     assert list(mine.iterdir()) == []
     assert setting.state_dir and Path(setting.state_dir, "vm-plan-state.json").exists()
@@ -166,23 +167,23 @@ def test_vm_plan_state_lives_in_a_directory_of_the_replay(tmp_path, trace):
 
 
 def test_bad_plan_options_are_usage_errors():
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     with pytest.raises(UsageError, match="No such option"):
-        VmPlanRun("--objective consolidate --bogus", 0, True, False)
+        vm_plan_setting("--objective consolidate --bogus", 0, True, False)
     with pytest.raises(UsageError, match="objective"):
-        VmPlanRun("--objective sideways", 0, True, False)
+        vm_plan_setting("--objective sideways", 0, True, False)
     with pytest.raises(UsageError, match="no input file"):
-        VmPlanRun("snap.json", 0, True, False)
+        vm_plan_setting("snap.json", 0, True, False)
 
 
 def test_failed_planning_is_a_failed_tick_with_why(tmp_path, trace):
-    from vmtools.cli.vm_replay import VmPlanRun
+    from vmtools.cli.vm_replay import vm_plan_setting
     rules = tmp_path / "rules.json"
     rules.write_text('{"format": "vmtools.constraints", "version": "1.0", "rules": '
                      '[{"rule": "pin", "vms": ["nosuchguest"]}]}')
     # --strict-rules: a rule naming a guest that is not there is an input error (without it,
     # vm-plan skips the name with a warning)
-    r = replay(trace, VmPlanRun(f"--constraints {rules} --strict-rules", 0, True, False),
+    r = replay(trace, vm_plan_setting(f"--constraints {rules} --strict-rules", 0, True, False),
                opts())
     assert r.figures["failed_ticks"] == 3 and r.figures["migrations"] == 0
     assert r.failures[0]["time"] == "1970-01-01T00:00:00Z"
@@ -216,8 +217,9 @@ def test_csv_errors_name_the_line(tmp_path):
     with pytest.raises(DataError, match="host z is not in"):
         read_csv_trace(write(tmp_path, "t.csv", TRACE.replace("0,g1,1.0,1000,a",
                                                               "0,g1,1.0,1000,z")), h)
-    with pytest.raises(UsageError, match="needs --hosts"):
+    with pytest.raises(UsageError, match="needs hosts FILE") as exc:
         read_csv_trace(write(tmp_path, "t.csv", TRACE), None)
+    assert "t.csv: a CSV trace needs --hosts FILE (" in exc.value.on_command_line()
 
 
 def test_without_a_host_column_guests_are_dealt_round_the_hosts(tmp_path):
@@ -264,8 +266,8 @@ def test_determinism_of_every_baseline(tmp_path):
     t = read_snapshots([str(snapshots(tmp_path, 12))])
     settings = lambda: [make_baseline(n) for n in ("none", "threshold:max_over=0", "sandpiper",  # noqa: E731
                                                    "thr-mmt")]
-    from vmtools.cli.vm_replay import VmPlanRun
-    plans = [VmPlanRun("--state s", 0, True, False) for _ in range(2)]
+    from vmtools.cli.vm_replay import vm_plan_setting
+    plans = [vm_plan_setting("--state s", 0, True, False) for _ in range(2)]
     a = run_replay(t, settings() + plans[:1], SimOptions())
     b = run_replay(t, settings() + plans[1:], SimOptions())
     for p in plans:
@@ -392,3 +394,43 @@ def test_cli_bad_inputs(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr
     r = run("vm-replay", t, "--hosts", h, "--baseline", "drs")
     assert r.returncode == 2
+
+
+def test_repeat_plays_the_trace_back_to_back_and_warm_up_leaves_the_first_part_out(trace):
+    twice = trace.repeated(2)
+    assert twice.start == trace.start and twice.end == trace.start + 2 * 1800
+    assert [s.time for s in twice.samples] == [0, 600, 1200, 1800, 2400, 3000]
+    assert twice.samples[4].vms["g2"].cpu == 2.0            # the burst again, 1800 s later
+    one = replay(trace, make_baseline("none"), opts()).figures
+    # Nothing moves under "none": the second pass alone equals one pass, to the joule.
+    second = replay(twice, make_baseline("none"), opts(warm_up=1800)).figures
+    assert second["ticks"] == 3
+    for key in ("energy_kwh", "overload_hours", "unmet_cpu_share", "host_hours"):
+        assert second[key] == one[key]
+    both = replay(twice, make_baseline("none"), opts()).figures
+    assert both["overload_hours"] == pytest.approx(2 * one["overload_hours"], abs=1e-4)
+
+
+def test_warm_up_moves_count_in_no_figure(trace):
+    # threshold moves g2 at 600 s (as in the test by hand above): inside a 20-minute warm-up
+    # the move happens (c carries g2 afterwards) but the figures do not count it.
+    policy = "threshold:max_over=0,max_load_candidate=0.9"
+    r = replay(trace, make_baseline(policy), opts(warm_up=1200))
+    assert r.figures["migrations"] == 0 and r.figures["ticks"] == 1
+    assert r.series["active_hosts"] == [3]                   # a, b and c (g2 landed there)
+    with pytest.raises(UsageError, match="leaves nothing to measure"):
+        run_replay(trace, [make_baseline("none")], opts(warm_up=1800))
+
+
+def test_cli_repeat_and_warm_up(tmp_path):
+    t, h = write(tmp_path, "t.csv", TRACE), write(tmp_path, "h.csv", HOSTS)
+    r = run("vm-replay", t, "--hosts", h, "--every", "10", "--repeat", "3", "--warm-up", "30")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ticks"] == 6 and doc["warm_up_ticks"] == 3
+    assert doc["measured_from"] == "1970-01-01T00:30:00Z"
+    assert len(doc["runs"][0]["series"]["time"]) == 6
+    r = run("vm-replay", t, "--hosts", h, "--every", "10", "--warm-up", "30")
+    assert r.returncode == 2 and "leaves nothing to measure" in r.stderr
+    r = run("vm-replay", t, "--hosts", h, "--warm-up", "-5")
+    assert r.returncode == 2 and "--warm-up" in r.stderr

@@ -50,7 +50,8 @@ def test_page_opens_offline_and_draws_every_chart(tmp_path):
 
 def test_page_survives_hostile_names(tmp_path):
     from vmtools.replay.html import page as make_page
-    from vmtools.replay.engine import SimOptions, run_replay
+    from vmtools.replay.engine import SimOptions
+    from vmtools.replay.report import run_replay
     from vmtools.replay.sources import read_csv_trace
     from vmtools.replay.baselines import NoMigration
     trace = read_csv_trace(write(tmp_path, "t.csv", TRACE), write(tmp_path, "h.csv", HOSTS))

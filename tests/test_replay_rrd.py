@@ -82,9 +82,11 @@ def test_vm_replay_reads_the_rrds(history):
 
 def test_rrd_bad_arguments(history, tmp_path):
     lab, t0, t1 = history
-    with pytest.raises(UsageError, match="--cluster nowhere: not in"):
+    with pytest.raises(UsageError, match="cluster nowhere: not in") as exc:
         read_rrd(str(lab.dir / "rrds"), t0, t1, 2, "nowhere")
+    assert exc.value.on_command_line().startswith("--cluster nowhere: not in")
     r = run("vm-replay", "--rrd", str(lab.dir / "rrds"), "--step", "2")
     assert r.returncode == 2 and "--rrd needs --from and --until" in r.stderr
     r = run("vm-replay", "--rrd", str(tmp_path), "--from", "0", "--until", "10")
     assert r.returncode == 2 and "holds 0 clusters" in r.stderr
+    assert "(none): choose one with --cluster\n" in r.stderr

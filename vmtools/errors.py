@@ -40,9 +40,39 @@ EXIT_CODES_SHORT = {
 
 
 class VmtoolsError(Exception):
-    """Base of every error a user can be shown. ``str(err)`` is the one-line message."""
+    """Base of every error a user can be shown. ``str(err)`` is the one-line message.
+
+    A core never writes a command-line flag: it names a setting in a message as ``{name}``
+    and lists ``name`` in ``settings``. ``str(err)`` shows the setting's name, and
+    :meth:`on_command_line` (what ``cli/_common.guard`` prints) its flag, ``--name`` with
+    ``_`` as ``-`` unless ``flags`` says otherwise (``{"start": "--from"}``). Code that
+    raises a new error from another's ``message`` passes ``settings=exc.settings`` along.
+    """
 
     exit_code = EXIT_SOFTWARE
+
+    def __init__(self, *args: object, settings: tuple[str, ...] = ()):
+        super().__init__(*args)
+        self.settings = tuple(settings)
+
+    def __str__(self) -> str:
+        return self._shown(lambda name: name)
+
+    def on_command_line(self, flags: dict[str, str] | None = None) -> str:
+        """The message with each setting it names shown as its flag."""
+        flags = flags or {}
+        return self._shown(lambda name: flags.get(name) or flag(name))
+
+    def _shown(self, show) -> str:
+        text = super().__str__()
+        for name in self.settings:
+            text = text.replace("{" + name + "}", show(name))
+        return text
+
+
+def flag(setting: str) -> str:
+    """The command-line flag of a core setting: ``per_host`` -> ``--per-host``."""
+    return "--" + setting.replace("_", "-")
 
 
 class UsageError(VmtoolsError):
@@ -53,15 +83,13 @@ class UsageError(VmtoolsError):
 
 class OptionError(UsageError):
     """A setting of a core function is wrong. ``option`` is the setting's name (``per_host``);
-    the command line shows it as its flag (``--per-host must be at least 1``)."""
+    the command line shows it as its flag (``--per-host must be at least 1``). ``message``
+    may name other settings as ``{name}`` (listed in ``settings``)."""
 
-    def __init__(self, option: str, message: str):
+    def __init__(self, option: str, message: str, *, settings: tuple[str, ...] = ()):
         self.option = option
         self.message = message
-        super().__init__(f"{option} {message}")
-
-    def as_flag(self) -> str:
-        return f"--{self.option.replace('_', '-')} {self.message}"
+        super().__init__(f"{{{option}}} {message}", settings=(option, *settings))
 
 
 class DataError(VmtoolsError):
@@ -74,10 +102,11 @@ class DataError(VmtoolsError):
 
     exit_code = EXIT_DATAERR
 
-    def __init__(self, message: str, where: str | None = None):
+    def __init__(self, message: str, where: str | None = None, *,
+                 settings: tuple[str, ...] = ()):
         self.message = message
         self.where = where
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(f"{where}: {message}" if where else message, settings=settings)
 
 
 class Unavailable(VmtoolsError):

@@ -356,6 +356,7 @@ class Snapshot:
 
 ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off", "power-on")
 POWER_OPS = ("power-off", "power-on")
+MAX_PRIORITY = 9          # an action's "priority": 0 (default) to 9, higher starts first
 
 
 @dataclass
@@ -372,6 +373,7 @@ class Action:
     reason: str = ""
     op: str = "migrate"
     host: str = ""
+    priority: int = 0        # higher starts first when vm-apply has a free slot (0-9)
 
     @property
     def is_power(self) -> bool:
@@ -397,14 +399,18 @@ class Action:
                              r.str("reason", False, ""))
         return cls(id=r.int("id", minimum=1), op=op,
                    vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
-                   mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""))
+                   mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""),
+                   priority=r.int("priority", False, 0, maximum=MAX_PRIORITY))
 
     def to_dict(self) -> dict:
         if self.op in POWER_OPS:
             return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
                     "reason": self.reason}
-        return {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
-                "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
+        out = {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
+               "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
+        if self.priority:
+            out["priority"] = self.priority
+        return out
 
 
 @dataclass

@@ -4,10 +4,12 @@
 - :mod:`.hostmap` -- the ``--hosts`` CSV: where to reach each host;
 - :mod:`.refuse` -- what is refused before anything is touched (and the replay checker);
 - :mod:`.lock` -- one vm-apply per cluster; :mod:`.journal` -- the event log, for resuming;
-- :mod:`.run` -- :func:`apply_plan` and the run itself (the scheduler, each action, the report);
+- :mod:`.run` -- :func:`apply_plan` and the run itself (the scheduler, each action, what
+  the hosts say); :mod:`.report` -- each action's outcome and the report's summary;
 - :mod:`.ask` -- asking the hosts what they run and where a guest is;
 - :mod:`.order` -- which ready action starts first;
-- :mod:`.signals` -- SIGINT/SIGTERM start nothing new.
+- :mod:`.signals` -- SIGINT/SIGTERM reach the run instead of killing it (it then starts
+  nothing new: :meth:`.run.Run.interrupted`).
 """
 
 from vmtools.apply.options import DEFAULT_STATE_DIR, ApplyOptions, default_state_dir

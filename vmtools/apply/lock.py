@@ -11,6 +11,13 @@ Two locks, both ``flock``s (released by the kernel when the process dies, howeve
   the address vm-apply manages it at, so two clusters (or two simulated labs on one machine)
   never block each other by sharing a host name.
 
+A lock file exists only while a run holds it: the run removes it, still holding the lock,
+when it lets go, so the directory does not fill with one file per host ever touched. A run
+that opened the file just before it was removed would then hold a lock on a file nobody else
+can open; so a lock counts only once the path still names the very file locked (else the run
+starts again on the new file). A run killed outright leaves its files behind (the kernel frees
+the flock, not the name): the next run on that host takes the file over and removes it.
+
 Runs on other management nodes cannot see a local lock. What they cannot step over is the
 hosts themselves: before each migration vm-apply asks both hosts, and a guest a host reports
 in flight (``<vm>--incoming``, ``migrating-<vm>``) is never migrated again
@@ -68,22 +75,18 @@ class ClusterLock:
     def acquire(self) -> None:
         for path in self.paths:        # always in this order: two runs cannot deadlock
             try:
-                fh = open(path, "a+")
+                fh = _take(path)
             except OSError as exc:
                 self.release()
                 raise TemporaryFailure(f"{path}: cannot open the lock: {exc.strerror}") \
                     from None
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                fh.close()
+            except _Held as held:
                 self.release()
                 what = "this cluster" if "apply-host-" not in path.name else \
                     f"host {path.name[len('apply-host-'):].rsplit('-', 1)[0]}"
                 raise TemporaryFailure(f"{path}: another vm-apply is running on {what} "
-                                       f"({holder}); try again when it has finished") from None
+                                       f"({held.holder}); try again when it has finished") \
+                    from None
             with contextlib.suppress(OSError):
                 fh.seek(0)
                 fh.truncate()
@@ -93,12 +96,60 @@ class ClusterLock:
 
     def release(self) -> None:
         for fh in self.files:
+            # Removed while still locked (see the module): a run that opened it meanwhile
+            # finds, once it has the lock, that the path no longer names it.
+            removed = False
             with contextlib.suppress(OSError):
-                fh.seek(0)
-                fh.truncate()
+                if _same_file(fh.name, fh):
+                    os.unlink(fh.name)
+                    removed = True
+            with contextlib.suppress(OSError):
+                if not removed:
+                    fh.seek(0)
+                    fh.truncate()
                 fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
         self.files.clear()
+
+
+class _Held(Exception):
+    def __init__(self, holder: str):
+        self.holder = holder
+
+
+# Starting again on a new file happens only when a holder let go between our open and our
+# flock; more than a few times in a row means something keeps replacing the file.
+_TRIES = 20
+
+
+def _take(path: Path):
+    """``path`` open and flocked, the path still naming the file locked; raises _Held (with
+    what the holder wrote) when another process holds it, OSError when it cannot be opened."""
+    for _ in range(_TRIES):
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise _Held(holder) from None
+        except BaseException:
+            fh.close()
+            raise
+        if _same_file(path, fh):
+            return fh
+        fh.close()                     # removed by the run that just let go: open it anew
+    raise OSError(0, "it is replaced again and again (is something removing it?)")
+
+
+def _same_file(path: str | os.PathLike, fh) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fh.fileno())
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _file_part(text: str) -> str:

@@ -14,8 +14,9 @@ def ends(a: Action) -> tuple[str, ...]:
 
 
 def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
-    """Higher first: the longest chain of work still behind an action, then the most
-    loaded of its two hosts (both in MiB, proportional to migration time)."""
+    """Higher first: the plan's ``priority`` of the action (relief of a host whose demand is
+    over its capacity before anything else), then the most loaded of its two hosts, then the
+    longest chain of work still behind it (both in MiB, proportional to migration time)."""
     succ: dict[int, list[int]] = {i: [] for i in actions}
     for a in actions.values():
         for p in a.after:
@@ -40,5 +41,5 @@ def priorities(actions: dict[int, Action]) -> dict[int, tuple]:
     for a in actions.values():
         for h in ends(a):
             load[h] += a.mem_mib
-    return {i: (max(load[h] for h in ends(a)), chain(i), -i)
+    return {i: (a.priority, max(load[h] for h in ends(a)), chain(i), -i)
             for i, a in actions.items()}

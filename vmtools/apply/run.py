@@ -33,17 +33,17 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmtools.apply.ask import survey, where_is
 from vmtools.apply.hostmap import HostEntry
-from vmtools.apply.journal import Journal, iso, read_journal
+from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
 from vmtools.apply.refuse import check
-from vmtools.apply.signals import stop_on_signals
+from vmtools.apply.report import Outcome, make_report
+from vmtools.apply.signals import signals_to
 from vmtools.drivers import Driver, Endpoint, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
 from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
@@ -58,33 +58,6 @@ log = logging.getLogger("vmtools.apply")
 
 def _label(a: Action) -> str:
     return f"{a.op} {a.host}" if a.is_power else f"{a.vm} {a.src} -> {a.dst}"
-
-
-@dataclass
-class _Outcome:
-    action: Action
-    outcome: str
-    started: float | None = None
-    ended: float | None = None
-    error: str | None = None
-    where: str | None = None
-    transport: str = ""
-    from_journal: bool = False
-
-    def to_dict(self) -> dict:
-        a = self.action
-        d = {"id": a.id, "op": a.op, "host": a.host} if a.is_power else \
-            {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
-             "mem_mib": a.mem_mib}
-        d.update({"outcome": self.outcome,
-             "started": iso(self.started) if self.started else None,
-             "ended": iso(self.ended) if self.ended else None,
-             "seconds": round(self.ended - self.started, 3)
-             if self.started and self.ended else None,
-             "transport": self.transport, "error": self.error, "where": self.where})
-        if self.from_journal:
-            d["from_journal"] = True
-        return d
 
 
 class Run:
@@ -106,7 +79,7 @@ class Run:
             h: make_driver(ep, options.ssh, options.connect_timeout)
             for h, ep in self.endpoints.items()}
         self.injected = drivers is not None
-        self.outcomes: dict[int, _Outcome] = {}
+        self.outcomes: dict[int, Outcome] = {}
         self.cond = threading.Condition()
         self.stopping: str | None = None
         self.journal: Journal | None = None
@@ -170,6 +143,17 @@ class Run:
                 self.problems.append(why)
             self.cond.notify_all()
         self.progress(f"error: {why}")
+
+    def interrupted(self, signal_name: str) -> None:
+        """SIGINT/SIGTERM (from :func:`~vmtools.apply.signals.signals_to`, in the main
+        thread): launch nothing new, let running migrations end (they cannot be cancelled
+        safely)."""
+        if not self.stopping or "SIG" not in self.stopping:
+            self.stopping = f"interrupted by {signal_name}"
+        if self.journal:
+            self.journal.write("signal", signal=signal_name)
+        self.progress(f"{signal_name}: starting nothing new; waiting for the running "
+                      "migrations to end (they cannot be cancelled safely)")
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
@@ -318,7 +302,7 @@ class Run:
 
     def _not_run(self, i: int, why: str) -> None:
         a = self.actions[i]
-        self.outcomes[i] = _Outcome(a, "not-run", error=why, transport=self.transport(a))
+        self.outcomes[i] = Outcome(a, "not-run", error=why, transport=self.transport(a))
         if self.journal:
             self.journal.write("end", id=i, vm=a.vm, host=a.host, outcome="not-run", error=why)
 
@@ -327,7 +311,7 @@ class Run:
             out = self.power_one(a) if a.is_power else self.migrate_one(a)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging
             log.exception("internal error in action %s", a.id)
-            out = _Outcome(a, "failed", error=f"internal error: {exc}",
+            out = Outcome(a, "failed", error=f"internal error: {exc}",
                            transport=self.transport(a))
         with self.cond:
             self.outcomes[a.id] = out
@@ -348,12 +332,12 @@ class Run:
                           f"{counts['failed']} failed; {self._eta()}")
             self.cond.notify_all()
 
-    def migrate_one(self, a: Action) -> _Outcome:
+    def migrate_one(self, a: Action) -> Outcome:
         src, dst = self.endpoints[a.src], self.endpoints[a.dst]
         start = time.time()
         refused = self.refuse_start(a)
         if refused:
-            out = _Outcome(a, "failed", start, time.time(), refused, None, src.transport)
+            out = Outcome(a, "failed", start, time.time(), refused, None, src.transport)
             if self.journal:
                 self.journal.write("end", id=a.id, vm=a.vm, outcome="failed", where=None,
                                    error=refused, seconds=0.0)
@@ -399,7 +383,7 @@ class Run:
             note = None
         if note:
             error = f"{error + '; ' if error else ''}{note}"
-        out = _Outcome(a, outcome, start, end, error, where, src.transport)
+        out = Outcome(a, outcome, start, end, error, where, src.transport)
         if self.journal:
             self.journal.write("end", id=a.id, vm=a.vm, outcome=outcome, where=where,
                                error=error, seconds=round(end - start, 3))
@@ -429,7 +413,7 @@ class Run:
             return f"not started: {a.vm} is no longer on {a.src}"
         return None
 
-    def power_one(self, a: Action) -> _Outcome:
+    def power_one(self, a: Action) -> Outcome:
         """Switch a host off or on (:class:`vmtools.power.execute.PowerRunner`)."""
         assert self.power is not None
         how = self.power.describe(a.host)
@@ -454,7 +438,7 @@ class Run:
                 self.asleep.add(a.host)
             else:
                 self.asleep.discard(a.host)
-        out = _Outcome(a, outcome, start, end, error, None, how)
+        out = Outcome(a, outcome, start, end, error, None, how)
         if self.journal:
             self.journal.write("end", id=a.id, op=a.op, host=a.host, outcome=outcome,
                                error=error, seconds=round(end - start, 3))
@@ -497,23 +481,9 @@ class Run:
         return placement
 
     def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
-        entries = [self.outcomes[a.id].to_dict() for a in self.plan.actions]
-        counts = Counter(e["outcome"] for e in entries)
-        done_mib = sum(e.get("mem_mib", 0) for e in entries if e["outcome"] == "done")
-        end = time.time()
-        summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
-                   "skipped": counts["skipped"], "not-run": counts["not-run"],
-                   "migrated_mib": done_mib, "started": iso(self.t0), "ended": iso(end),
-                   "seconds": round(end - self.t0, 3), "parallel": self.opts.parallel,
-                   "per_host": self.opts.per_host, "interrupted": self.stopping
-                   if self.stopping and "SIG" in self.stopping else None,
-                   "problems": list(self.problems),
-                   "power_off": sorted(e["host"] for e in entries if e["op"] == "power-off"
-                                       and e["outcome"] == "done"),
-                   "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"
-                                      and e["outcome"] == "done")}
-        return Report(plan_digest=document_digest(self.plan.to_dict()), actions=entries,
-                      placement=placement, summary=summary, dry_run=dry_run)
+        interrupted = self.stopping if self.stopping and "SIG" in self.stopping else None
+        return make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
+                           self.opts.parallel, self.opts.per_host, interrupted, dry_run)
 
 
 def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = None,
@@ -573,11 +543,11 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     for i, ev in done_before.items():
         a = run.actions[i]
         if a.is_power:
-            run.outcomes[i] = _Outcome(a, "done", None, None, None, None, run.transport(a),
+            run.outcomes[i] = Outcome(a, "done", None, None, None, None, run.transport(a),
                                        from_journal=True)
             (run.asleep.add if a.op == "power-off" else run.asleep.discard)(a.host)
             continue
-        run.outcomes[i] = _Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
+        run.outcomes[i] = Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
                                    run.endpoints[a.src].transport, from_journal=True)
     # an action that was running when the last run died: only the hosts know how it ended
     # (a power action is run again: switching on or off is idempotent)
@@ -587,7 +557,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             continue
         where, note = run.where_is(a.vm, a.src, a.dst, opts.verify_timeout)
         if where == a.dst:
-            run.outcomes[i] = _Outcome(a, "done", None, None, note, where,
+            run.outcomes[i] = Outcome(a, "done", None, None, note, where,
                                        run.endpoints[a.src].transport, from_journal=True)
             if run.journal:
                 run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
@@ -607,10 +577,10 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                              f"({a.mem_mib / 1024:.1f} GiB) via "
                              f"{run.endpoints[a.src].transport} to "
                              f"{run.endpoints[a.dst].migrate}")
-            run.outcomes[i] = _Outcome(a, "skipped", where=placement.get(a.vm),
+            run.outcomes[i] = Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
         return run.report(placement, dry_run=True)
-    with stop_on_signals(run):
+    with signals_to(run.interrupted):
         run.execute(todo)
     placement = run.final_placement()
     report = run.report(placement, dry_run=False)
@@ -639,7 +609,7 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
                          f"({a.mem_mib / 1024:.1f} GiB) "
                          f"via {run.endpoints[a.src].transport} to "
                          f"{run.endpoints[a.dst].migrate} (offline: no host asked)")
-        run.outcomes[a.id] = _Outcome(a, "skipped", transport=run.transport(a))
+        run.outcomes[a.id] = Outcome(a, "skipped", transport=run.transport(a))
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report

@@ -1,31 +1,24 @@
-"""SIGINT and SIGTERM during a run: start nothing new, let the running migrations end."""
+"""SIGINT and SIGTERM during a run: the run is told, and the process is not killed."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from typing import TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:
-    from vmtools.apply.run import Run
+from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def stop_on_signals(run: Run) -> Iterator[None]:
-    """SIGINT/SIGTERM: launch nothing new, let running migrations end (main thread only)."""
+def signals_to(interrupted: Callable[[str], None]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM call ``interrupted`` with the signal's name
+    (``"SIGINT"``) instead of their default action; the old handlers come back on leaving.
+    Signals reach only the main thread, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if not run.stopping or "SIG" not in run.stopping:
-            run.stopping = f"interrupted by {name}"
-        if run.journal:
-            run.journal.write("signal", signal=name)
-        run.progress(f"{name}: starting nothing new; waiting for the running migrations to "
-                     "end (they cannot be cancelled safely)")
+        interrupted(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

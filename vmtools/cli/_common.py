@@ -36,7 +36,7 @@ import typer
 
 from vmtools import __version__
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
-                            OptionError, UsageError, VmtoolsError)
+                            UsageError, VmtoolsError)
 from vmtools.inputs import input_name, open_input
 from vmtools.model import loads
 
@@ -128,8 +128,11 @@ def error_line(prog: str, message: str) -> str:
 
 
 @contextlib.contextmanager
-def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False) -> Iterator[None]:
-    """Run a command body: vmtools errors become one stderr line and their exit code."""
+def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
+          flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Run a command body: vmtools errors become one stderr line and their exit code. A
+    setting a message names shows as its flag: ``--name``, or what ``flags`` says
+    (``{"start": "--from"}``)."""
     setup_logging(prog, verbose, quiet, debug)
     try:
         yield
@@ -138,7 +141,7 @@ def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False)
     except VmtoolsError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        text = exc.as_flag() if isinstance(exc, OptionError) else str(exc)
+        text = exc.on_command_line(flags)
         print(error_line(prog, text), file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

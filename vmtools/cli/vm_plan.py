@@ -243,11 +243,10 @@ def plan(
 def _power_options(power: bool, objective: str, hosts: str | None, standby_after: float,
                    min_hosts: int, reserve: float, power_model: str | None,
                    boot_timeout: float):
-    """PowerOptions when the plan switches hosts, else None (the flags are checked anyway)."""
-    from vmtools.planner.power import PowerOptions
-    if standby_after < 0 or reserve < 0 or boot_timeout <= 0:
-        raise UsageError("--standby-after and --reserve must be 0 or more, --boot-timeout more "
-                         "than 0")
+    """The settings checked, the host map and the power model read: planner.options says
+    whether the plan switches hosts."""
+    from vmtools.planner.options import check_power_settings, power_options
+    check_power_settings(standby_after, reserve, boot_timeout)   # before any file is read
     methods = None
     if hosts is not None:
         from vmtools.apply.hostmap import read_hostmap
@@ -261,15 +260,8 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
         except DataError as exc:
             raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                 from None
-    enabled = power or (objective == "auto" and methods is not None
-                        and any(m != "none" for m in methods.values()))
-    if not enabled:
-        if power_model is not None and objective in ("consolidate", "auto"):
-            return PowerOptions(methods={}, standby_after=standby_after, min_hosts=min_hosts,
-                                reserve=reserve, boot_timeout=boot_timeout, model=model)
-        return None
-    return PowerOptions(methods=methods, standby_after=standby_after, min_hosts=min_hosts,
-                        reserve=reserve, boot_timeout=boot_timeout, model=model)
+    return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
+                         boot_timeout)
 
 
 main = entry_point(app, PROG)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shlex
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,7 +21,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
                                  setup_logging, write_atomic)
 from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
-from vmtools.model import Snapshot, dumps, iso_to_epoch, loads
+from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, loads
 
 PROG = "vm-replay"
 app = make_app(PROG, __doc__)
@@ -37,63 +35,49 @@ def _time(option: str, text: str) -> float:
                          "seconds") from None
 
 
-class VmPlanRun:
+def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
     """One ``--plan "OPTIONS"``: parsed by vm-plan's own command line, run in process on each
-    tick's snapshot. A ``--state DIR`` in OPTIONS is replaced by a fresh directory of this run
-    (the real one is never touched), so cooldown and hotspot windows run on the replay's clock.
-    """
+    tick's snapshot (a replay.engine.VmPlanSetting)."""
+    from vmtools.cli import vm_plan as plan_cli
+    from vmtools.replay.engine import VmPlanSetting
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"--plan {text!r}: {exc}") from None
+    command = typer.main.get_command(plan_cli.app)
+    # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
+    # and [vm-plan] of the settings files, give the options the string leaves out
+    params = settable(command)
+    try:
+        settings = load_config("vm-plan", list(params))
+        env, _ = load_environment("vm-plan", params)
+    except SettingsError as exc:
+        raise UsageError(f"--plan {text!r}: {exc}") from None
+    settings.update(env)
+    defaults = {params[name].name: value for name, value in settings.items()}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ctx = command.make_context("vm-plan", argv, default_map=defaults)
+    except typer.Exit:
+        raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
+            from None
+    except typer.exceptions.TyperException as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        raise UsageError(f"--plan {text!r}: {message}") from None
+    args = dict(ctx.params)
+    if args.get("file", "-") != "-":
+        raise UsageError(f"--plan {text!r}: no input file: the replay gives vm-plan each "
+                         "tick's snapshot")
+    if args.get("output") is not None:
+        raise UsageError(f"--plan {text!r}: -o has no place here")
+    args.update(verbose=max(args.get("verbose", 0), verbose), quiet=quiet, debug=debug,
+                version=False)
 
-    def __init__(self, text: str, verbose: int, quiet: bool, debug: bool):
-        from vmtools.cli import vm_plan as plan_cli
-        self.text = text
-        self.name = text.strip() or "vm-plan (defaults)"
-        self.kind = "vm-plan"
-        self.logging = (verbose, quiet, debug)
-        self.callback = plan_cli.plan
-        try:
-            argv = shlex.split(text)
-        except ValueError as exc:
-            raise UsageError(f"--plan {text!r}: {exc}") from None
-        command = typer.main.get_command(plan_cli.app)
-        # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
-        # and [vm-plan] of the settings files, give the options the string leaves out
-        params = settable(command)
-        try:
-            settings = load_config("vm-plan", list(params))
-            env, _ = load_environment("vm-plan", params)
-        except SettingsError as exc:
-            raise UsageError(f"--plan {text!r}: {exc}") from None
-        settings.update(env)
-        defaults = {params[name].name: value for name, value in settings.items()}
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                ctx = command.make_context("vm-plan", argv, default_map=defaults)
-        except typer.Exit:
-            raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
-                from None
-        except typer.exceptions.TyperException as exc:
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            raise UsageError(f"--plan {text!r}: {message}") from None
-        self.params = dict(ctx.params)
-        if self.params.get("file", "-") != "-":
-            raise UsageError(f"--plan {text!r}: no input file: the replay gives vm-plan each "
-                             "tick's snapshot")
-        if self.params.get("output") is not None:
-            raise UsageError(f"--plan {text!r}: -o has no place here")
-        self.state_dir = None
-        if self.params.get("state") is not None:
-            self.state_dir = tempfile.mkdtemp(prefix="vm-replay-state.")
-            self.params["state"] = self.state_dir
-        self.params["verbose"] = max(self.params.get("verbose", 0), verbose)
-        self.params["quiet"] = quiet
-        self.params["debug"] = debug
-        self.params["version"] = False
-
-    def decide(self, snap: Snapshot) -> list:
+    def plan(snap: Snapshot, state_dir: str | None) -> Plan:
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                plan = self.callback(**dict(self.params, file=snap))
+                return plan_cli.plan(**dict(args, file=snap, state=state_dir))
         except typer.Exit as exc:
             if exc.exit_code == 130:
                 raise KeyboardInterrupt from None
@@ -102,14 +86,11 @@ class VmPlanRun:
             why = why.removeprefix("vm-plan: error: ")
             raise OperationFailed(f"(exit {exc.exit_code}) {why}") from None
         finally:
-            setup_logging(PROG, *self.logging)
-            if self.logging[0] > 0 and err.getvalue():
+            setup_logging(PROG, verbose, quiet, debug)
+            if verbose > 0 and err.getvalue():
                 sys.stderr.write(err.getvalue())
-        return list(plan.actions)
 
-    def close(self) -> None:
-        if self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None)
 
 
 def _progress_printer(quiet: bool):
@@ -154,6 +135,14 @@ def replay(
     until: Annotated[Optional[str], typer.Option(
         "--until", metavar="TIME", help="End of the replay (default: the source's last "
         "sample plus one sample interval).")] = None,
+    repeat: Annotated[int, typer.Option(
+        "--repeat", metavar="N", min=1, help="Play the source N times back to back (a "
+        "recorded day as N days; with --warm-up, the days after the first show the steady "
+        "state).")] = 1,
+    warm_up: Annotated[float, typer.Option(
+        "--warm-up", metavar="MINUTES", help="Run the first MINUTES of the replay but leave "
+        "them out of every figure and series: the settings start from where they have led "
+        "the cluster, not from the source's placement.")] = 0.0,
     step: Annotated[float, typer.Option(
         "--step", metavar="SECONDS", help="With --rrd: seconds between two samples read.")] = 300.0,
     power_model: Annotated[Optional[str], typer.Option(
@@ -187,11 +176,11 @@ def replay(
     version: Version = False,
 ) -> None:
     """Replay SOURCE through each setting and print a replay document (JSON)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, flags={"start": "--from"}):
         from vmtools.power_model import DEFAULT, parse_power_model
         from vmtools.replay.baselines import make_baseline
-        from vmtools.replay.engine import SimOptions, run_replay
-        from vmtools.replay.report import replay_table
+        from vmtools.replay.engine import SimOptions
+        from vmtools.replay.report import replay_table, run_replay
         from vmtools.replay.sources import read_csv_trace, read_snapshots
         if not every > 0 or not bandwidth > 0:
             raise UsageError("--every and --bandwidth must be more than 0")
@@ -207,7 +196,10 @@ def replay(
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
-                          until=_time("--until", until) if until else None)
+                          until=_time("--until", until) if until else None,
+                          warm_up=warm_up * 60)
+        if warm_up < 0:
+            raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         sources = list(sources or [])
         if rrd is not None:
             if sources:
@@ -227,6 +219,7 @@ def replay(
             if hosts is not None:
                 raise UsageError("--hosts goes with a CSV trace, not with snapshots")
             trace = read_snapshots(sources)
+        trace = trace.repeated(repeat)
         for note in trace.notes[:10]:
             typer.echo(f"{PROG}: note: {note}", err=True) if not quiet else None
         if len(trace.notes) > 10 and not quiet:
@@ -235,7 +228,7 @@ def replay(
         settings: list = []
         try:
             for text in plan or ([] if baseline else [""]):
-                settings.append(VmPlanRun(text, verbose, quiet, debug))
+                settings.append(vm_plan_setting(text, verbose, quiet, debug))
             for spec in baseline or ([] if plan else ["none"]):
                 settings.append(make_baseline(spec, model))
             names = [s.name for s in settings]

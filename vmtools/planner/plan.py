@@ -758,13 +758,15 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
                                 "breaks a rule")
     t0 = time.monotonic()
-    actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts)
+    priority = auto.priorities() if auto is not None else {}
+    actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
     while auto is not None and auto.budget.max_seconds is not None and \
             estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
             and auto.trim():
         out.placement = auto.placement()
         target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts)
+        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts,
+                                      auto.priorities())
     order_seconds = time.monotonic() - t0
     active_before = len({v.host for v in snap.vms})
     summary = {

@@ -44,6 +44,13 @@ class Step:
     mib: float
     hosts: set[int]               # every host the step touches
     reason: str                   # the reason each of its actions carries
+    urgent: set[int] = field(default_factory=set)   # guests whose move ends an overload now
+
+
+# Action priorities (vm-apply starts the highest first): CPU demand over capacity right now is
+# guests starved of CPU, relieved before anything else; then rule repairs, then hotspots,
+# then consolidation.
+PRIORITY = {"overload": 3, "repair": 2, "relieve": 1, "consolidate": 0}
 
 
 @dataclass
@@ -277,8 +284,34 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
         return (load.cpu(h) if d == "cpu" else load.use[d][h]) - targets[d] * cap[d][h]
 
     moves: dict[int, int] = {}
+    urgent: set[int] = set()
     tried_rooms = False
     too_big = None
+    cpu_cap = cap["cpu"][h]
+
+    def take(u: list[int], dst: int) -> None:
+        if load.last_use[h] > cpu_cap + EPS:        # over capacity now: this move ends it
+            urgent.update(u)
+        for v in u:
+            load.move(v, dst)
+            moves[v] = dst
+        units.remove(u)
+
+    if load.last_use[h] > cpu_cap + EPS:
+        # Guests are starved of CPU now: first the one move that ends it soonest (the least
+        # memory among the guests whose departure alone brings the host within capacity).
+        need = load.last_use[h] - cpu_cap
+        for u in sorted(units, key=lambda u: (sum(inst.dem["mem"][v] for v in u), min(u))):
+            if sum(load.last[v] for v in u) < need - EPS or \
+                    budget.over([inst.dem["mem"][v] for v in u]) is not None:
+                continue
+            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
+            if dst < 0:
+                dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False)
+            tried_rooms = True
+            if dst >= 0:
+                take(u, dst)
+                break
     while any(excess(d) > EPS for d in hot_dims) and units:
         # Most relief (normalised, capped at what is still in excess) per MiB moved.
         def score(u: list[int]) -> float:
@@ -300,10 +333,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
             tried_rooms = True
             if dst < 0:
                 continue
-            for v in u:
-                load.move(v, dst)
-                moves[v] = dst
-            units.remove(u)
+            take(u, dst)
             placed = True
             break
         if not placed:
@@ -324,7 +354,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     dims = " and ".join({"cpu": "CPU", "mem": "memory"}[d] for d in hot_dims)
     label = f"relieve {inst.hosts[h]} ({dims}, worst {_pct(before)} -> {_pct(after)})"
     return Step("relieve", label, moves, mib, {h} | set(moves.values()),
-                f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})"), ""
+                f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})", urgent), ""
 
 
 # --------------------------------------------------------------------------- consolidate
@@ -467,6 +497,15 @@ class AutoRun:
         for s in self.choice.taken:
             for v in s.moves:
                 out[self.inst.vms[v]] = s.reason or s.label
+        return out
+
+    def priorities(self) -> dict[str, int]:
+        """Each moving guest's action priority (:data:`PRIORITY`)."""
+        out = {}
+        for s in self.choice.taken:
+            for v in s.moves:
+                kind = "overload" if v in s.urgent else s.kind
+                out[self.inst.vms[v]] = PRIORITY[kind]
         return out
 
     def trim(self) -> bool:

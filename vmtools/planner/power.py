@@ -517,7 +517,8 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
             if target[g] != vms[g].host:
                 reasons[g] = reasons.get(g) or f"{opts.objective}: frugal host {dst} " \
                     f"replaces {src} ({saved:.0f} W less)"
-    actions, pivots = order_moves(trial, cons, target, reasons, bad_hosts)
+    actions, pivots = order_moves(trial, cons, target, reasons, bad_hosts,
+                                  {a.vm: a.priority for a in plan.actions if a.priority})
     summary = dict(plan.summary)
     summary.update(migrations=len(actions), migrated_mib=sum(a.mem_mib for a in actions),
                    pivots=pivots, estimated_seconds=estimate_seconds(actions, opts.bandwidth,

@@ -23,9 +23,12 @@ from vmtools.rules.constraints import Constraints
 
 def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
                 reasons: dict[str, str] | None = None,
-                frozen_hosts: set[str] | None = None) -> tuple[list[Action], int]:
-    """Actions that take ``snap`` to ``target``; returns (actions, number of pivots)."""
+                frozen_hosts: set[str] | None = None,
+                priority: dict[str, int] | None = None) -> tuple[list[Action], int]:
+    """Actions that take ``snap`` to ``target``; returns (actions, number of pivots).
+    ``priority``: each guest's action priority (vm-apply starts higher first; default 0)."""
     reasons = reasons or {}
+    priority = priority or {}
     frozen = frozen_hosts or set()
     vms = {v.name: v for v in snap.vms}
     online = {h.name for h in snap.hosts if h.state == "online"}
@@ -106,7 +109,8 @@ def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
             reason = (f"pivot: make room on {src}" if is_pivot
                       else reasons.get(v, "move to the target placement"))
             actions.append(Action(id=aid, vm=v, src=src, dst=dst, mem_mib=vms[v].mem_mib,
-                                  after=sorted(after), reason=reason))
+                                  after=sorted(after), reason=reason,
+                                  priority=priority.get(v, 0)))
             last_action[v] = aid
             new_departures.append((src, aid, v))
         for src, aid, v in new_departures:

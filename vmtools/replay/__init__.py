@@ -8,5 +8,6 @@ replayed through vm-plan settings and built-in baselines in simulated time.
 * :mod:`.engine`: the simulation (cron ticks, plans executed with vm-apply's scheduling rules)
   and its figures;
 * :mod:`.baselines`: none, threshold, sandpiper, thr-mmt;
-* :mod:`.report`: the ``vmtools.replay`` document and its table; :mod:`.html`: the page.
+* :mod:`.report`: every setting over a trace into the ``vmtools.replay`` document, and its
+  table; :mod:`.html`: the page.
 """

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vmtools.errors import OperationFailed, UsageError
+from vmtools.errors import OperationFailed, OptionError
 from vmtools.model import Action, Snapshot
 from vmtools.rules.constraints import Constraints
 from vmtools.planner.schedule import order_moves
@@ -137,14 +137,15 @@ def _params(name: str, text: str, defaults: dict[str, float]) -> dict[str, float
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in defaults:
-            raise UsageError(f"--baseline {name}: unknown parameter {item!r} (known: "
-                             f"{', '.join(sorted(defaults))})")
+            raise OptionError("baseline", f"{name}: unknown parameter {item!r} (known: "
+                              f"{', '.join(sorted(defaults))})")
         try:
             out[key] = float(value)
         except ValueError:
-            raise UsageError(f"--baseline {name}: {key}={value!r}: expected a number") from None
+            raise OptionError("baseline", f"{name}: {key}={value!r}: expected a number") \
+                from None
         if out[key] < 0:
-            raise UsageError(f"--baseline {name}: {key} must be >= 0")
+            raise OptionError("baseline", f"{name}: {key} must be >= 0")
     return out
 
 
@@ -207,7 +208,7 @@ class Sandpiper:
         self.name = name
         self.p = _params("sandpiper", params, self.DEFAULTS)
         if not 1 <= self.p["k"] <= self.p["n"]:
-            raise UsageError("--baseline sandpiper: needs 1 <= k <= n")
+            raise OptionError("baseline", "sandpiper: needs 1 <= k <= n")
         self.history: dict[str, list[tuple[float, float, float]]] = {}
 
     @staticmethod
@@ -384,5 +385,5 @@ def make_baseline(spec: str, power_model: PowerModel = DEFAULT):
         return Sandpiper(spec, params)
     if name == "thr-mmt":
         return ThrMmt(spec, params, power_model)
-    raise UsageError(f"--baseline {spec}: expected one of {', '.join(NAMES)} "
-                     "(optionally NAME:key=value,...)")
+    raise OptionError("baseline", f"{spec}: expected one of {', '.join(NAMES)} "
+                      "(optionally NAME:key=value,...)")

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -82,6 +84,7 @@ class SimOptions:
     halt_seconds: float = 60.0        # power-off until the host draws standby watts
     start: float | None = None        # epoch seconds; default: the trace's
     until: float | None = None
+    warm_up: float = 0.0              # seconds run but left out of the figures and series
 
 
 @dataclass
@@ -149,7 +152,11 @@ class Simulation:
         self.h_cpu: dict[str, float] = {}
         self.h_mem: dict[str, float] = {}
         self.h_n: dict[str, int] = {}
-        # accumulators
+        self._reset_figures()
+
+    def _reset_figures(self) -> None:
+        """Zero every figure: at the start, and again when the warm-up ends (what the settings
+        did meanwhile stays in their placement and state, not in the figures)."""
         self.active_s = 0.0
         self.energy_j = 0.0
         self.overload_s = 0.0
@@ -428,11 +435,18 @@ class Simulation:
         self.req_since = start
         self._recount()
         times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
+        warm = warm_up_ticks(opts, n_ticks)
         for k in range(n_ticks):
             t = start + k * every
             self.advance(t)
             if k:
                 self._close_tick(migrations, watts, t - (start + (k - 1) * every))
+            if k == warm and warm:
+                # the warm-up ends: the figures and the series start from here
+                self._flush_requested()
+                self._reset_figures()
+                for series in (times, active, overloaded, migrations, watts, host_cpu):
+                    series.clear()
             cpu: Counter = Counter()
             occupied = set(self.place.values()) | {self.actions[i].dst
                                                     for i in self.flight.values()}
@@ -452,8 +466,8 @@ class Simulation:
         series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
                   "host_cpu": host_cpu}
-        return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks), series,
-                         list(self.failures))
+        return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks - warm),
+                         series, list(self.failures))
 
     def _close_tick(self, migrations: list, watts: list, dt: float) -> None:
         migrations.append(self.tick_migrations)
@@ -506,6 +520,17 @@ def window(trace: Trace, opts: SimOptions) -> tuple[float, float, int]:
     return start, end, max(1, math.ceil((end - start) / every - EPS))
 
 
+def warm_up_ticks(opts: SimOptions, n_ticks: int) -> int:
+    """How many of the replay's ``n_ticks`` ticks the warm-up takes (they run, uncounted)."""
+    if opts.warm_up <= 0:
+        return 0
+    warm = math.ceil(opts.warm_up / (opts.every_minutes * 60.0) - EPS)
+    if warm >= n_ticks:
+        raise UsageError(f"a warm-up of {opts.warm_up / 60:g} min leaves nothing to measure: "
+                         f"the replay has {n_ticks} ticks of {opts.every_minutes:g} min")
+    return warm
+
+
 def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
            hooks: PowerHooks | None = None,
            progress: Callable[[int, int], None] | None = None) -> RunResult:
@@ -514,26 +539,27 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
 
 
 class VmPlanSetting:
-    """A vm-plan setting: ``run`` is vm-plan's planning for one snapshot (the command line
-    decides how it is built: see vmtools.cli.vm_replay)."""
+    """A vm-plan setting (``text``: its options as vm-plan's command line takes them).
+
+    ``plan(snapshot, state_dir)`` is vm-plan's planning for one snapshot; the command line
+    decides how it is built (vmtools.cli.vm_replay). A setting that ``keeps_state`` gets a
+    fresh state directory of its own for the whole replay instead of the one it names (the
+    real one is never touched), so cooldown and hotspot windows run on the replay's clock;
+    :meth:`close` removes it.
+    """
 
     kind = "vm-plan"
 
-    def __init__(self, name: str, run: Callable[[Snapshot], Plan]):
-        self.name = name
-        self.run = run
+    def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
+                 keeps_state: bool = False):
+        self.text = text
+        self.name = text.strip() or "vm-plan (defaults)"
+        self.plan = plan
+        self.state_dir = tempfile.mkdtemp(prefix="vm-replay-state.") if keeps_state else None
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.run(snap).actions)
+        return list(self.plan(snap, self.state_dir).actions)
 
-
-def run_replay(trace: Trace, policies: list, opts: SimOptions,
-               progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Every setting over ``trace``: the ``vmtools.replay`` document."""
-    from vmtools.replay.report import replay_document
-    start, end, n_ticks = window(trace, opts)
-    runs = []
-    for policy in policies:
-        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
-        runs.append(replay(trace, policy, opts, progress=report))
-    return replay_document(trace, runs, opts, start, end, n_ticks)
+    def close(self) -> None:
+        if self.state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -1,11 +1,13 @@
-"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY) and its ``-f table`` view."""
+"""The ``vmtools.replay`` document (vmtools-formats(5), REPLAY): every setting replayed over
+one window of a trace (:func:`run_replay`), and its ``-f table`` view."""
 
 from __future__ import annotations
 
-from vmtools import __version__
+from typing import Callable
+
+from vmtools import __version__, render
 from vmtools.model import epoch_to_iso
-from vmtools.render import table
-from vmtools.replay.engine import RunResult, SimOptions
+from vmtools.replay.engine import RunResult, SimOptions, replay, warm_up_ticks, window
 from vmtools.replay.trace import Trace
 
 REPLAY_FORMAT = "vmtools.replay"
@@ -23,12 +25,26 @@ COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
            ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}")]
 
 
+def run_replay(trace: Trace, policies: list, opts: SimOptions,
+               progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Every setting over ``trace``: the ``vmtools.replay`` document."""
+    start, end, n_ticks = window(trace, opts)
+    warm_up_ticks(opts, n_ticks)             # a warm-up longer than the replay: say so first
+    runs = []
+    for policy in policies:
+        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
+        runs.append(replay(trace, policy, opts, progress=report))
+    return replay_document(trace, runs, opts, start, end, n_ticks)
+
+
 def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
                     start: float, until: float, n_ticks: int) -> dict:
+    warm = warm_up_ticks(opts, n_ticks)
     return {
         "format": REPLAY_FORMAT, "version": "1.0", "generator": f"vm-replay {__version__}",
         "source": trace.source, "from": epoch_to_iso(start), "until": epoch_to_iso(until),
-        "every_minutes": opts.every_minutes, "ticks": n_ticks,
+        "every_minutes": opts.every_minutes, "ticks": n_ticks - warm,
+        "warm_up_ticks": warm, "measured_from": epoch_to_iso(start + warm * opts.every_minutes * 60),
         "hosts": len(trace.hosts), "guests": len({vm for s in trace.samples for vm in s.vms}),
         "settings": {"parallel": opts.parallel, "per_host": opts.per_host,
                      "bandwidth_mbps": opts.bandwidth, "cpu_threshold": opts.cpu_threshold,
@@ -42,7 +58,6 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
 def replay_table(doc: dict) -> str:
     """``-f table``: one row per figure, one column per setting (numbered, named above), to
     fit 80 columns; ``-f wide``: one row per setting, every figure a column."""
-    from vmtools import render
     title = (f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
              f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
              f"{doc['guests']} guests")
@@ -52,14 +67,14 @@ def replay_table(doc: dict) -> str:
             f = run["figures"]
             rows.append([run["name"], run["kind"]]
                         + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
-        out = table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS], title)
+        out = render.table(rows, ["setting", "kind"] + [head for _, head, _ in COLUMNS], title)
     else:
         out = render.wrap(title) + "\n"
         for i, run in enumerate(doc["runs"], 1):
             out += render.wrap(f"  {i}: {run['name'] or '(defaults)'} ({run['kind']})") + "\n"
         rows = [[head] + [fmt.format(run["figures"][key]) for run in doc["runs"]]
                 for key, head, fmt in COLUMNS]
-        out += table(rows, ["figure"] + [str(i) for i in range(1, len(doc["runs"]) + 1)])
+        out += render.table(rows, ["figure"] + [str(i) for i in range(1, len(doc["runs"]) + 1)])
     for run in doc["runs"]:
         for fail in run["failures"][:5]:
             out += render.wrap(f"{run['name']}: {fail['time']}: planning failed: "

@@ -28,7 +28,7 @@ import os
 import shutil
 import subprocess
 
-from vmtools.errors import DataError, Unavailable, UsageError
+from vmtools.errors import DataError, OptionError, Unavailable
 from vmtools.model import Host, is_safe_name
 from vmtools.replay.trace import Demand, Sample, Trace, finish
 
@@ -88,7 +88,8 @@ def xport(files: list[str], start: float, end: float, step: float) -> tuple[floa
             columns = [[] for _ in these]
         elif these != times:
             raise DataError("its RRD files do not share one time grid (different steps); "
-                            "pass a --step they all have", os.path.dirname(part[0]))
+                            "pass a {step} they all have", os.path.dirname(part[0]),
+                            settings=("step",))
         for row, vals in zip(columns, values):
             row.extend(vals)
     return actual, times, columns
@@ -114,17 +115,18 @@ def _guest_files(host_dir: str, notes: list[str]) -> dict[str, dict[str, str]]:
 def read_rrd(root: str, start: float, until: float, step: float,
              cluster: str | None = None) -> Trace:
     if not os.path.isdir(root):
-        raise UsageError(f"--rrd {root}: no such directory")
+        raise OptionError("rrd", f"{root}: no such directory")
     clusters = sorted(d for d in os.listdir(root)
                       if os.path.isdir(os.path.join(root, d)) and d != "__SummaryInfo__")
     if cluster is None:
         if len(clusters) != 1:
-            raise UsageError(f"--rrd {root} holds {len(clusters)} clusters "
-                             f"({', '.join(clusters) or 'none'}): choose one with --cluster")
+            raise OptionError("rrd", f"{root} holds {len(clusters)} clusters "
+                              f"({', '.join(clusters) or 'none'}): choose one with {{cluster}}",
+                              settings=("cluster",))
         cluster = clusters[0]
     elif cluster not in clusters:
-        raise UsageError(f"--cluster {cluster}: not in {root} (it holds "
-                         f"{', '.join(clusters) or 'no cluster'})")
+        raise OptionError("cluster", f"{cluster}: not in {root} (it holds "
+                          f"{', '.join(clusters) or 'no cluster'})")
     cdir = os.path.join(root, cluster)
     notes: list[str] = []
     hosts: list[Host] = []
@@ -152,7 +154,7 @@ def read_rrd(root: str, start: float, until: float, step: float,
             grid = times
         elif times != grid:
             raise DataError("its RRD files do not share the other hosts' time grid; pass a "
-                            "--step they all have", hdir)
+                            "{step} they all have", hdir, settings=("step",))
         cpus = next((r[0] for r in rows if r[0] is not None), None)
         mem_kb = next((r[1] for r in rows if r[1] is not None), None)
         if not cpus or not mem_kb:
@@ -206,8 +208,8 @@ def read_rrd(root: str, start: float, until: float, step: float,
         if s.vms:
             samples.append(s)
     if not samples:
-        raise DataError(f"no guest has a value between --from and --until (step "
-                        f"{actual_step:g} s)", cdir)
+        raise DataError(f"no guest has a value between {{start}} and {{until}} (step "
+                        f"{actual_step:g} s)", cdir, settings=("start", "until"))
     trace = Trace(f"rrd://{cdir}", hosts, dict(samples[0].seen_on), samples, actual_step,
                   notes)
     return finish(trace)

@@ -193,7 +193,8 @@ def read_hosts_csv(path: str) -> list[Host]:
 
 def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
     if hosts_path is None:
-        raise UsageError(f"{path}: a CSV trace needs --hosts FILE (name,cpu,mem_mib per host)")
+        raise UsageError(f"{path}: a CSV trace needs {{hosts}} FILE (name,cpu,mem_mib per "
+                         "host)", settings=("hosts",))
     hosts = read_hosts_csv(hosts_path)
     by_name = {h.name: h for h in hosts}
     cols = ["time", "guest", "cpu", "mem_mib", "net_mbps", "host", "vcpus"]

@@ -62,6 +62,22 @@ class Trace:
     def end(self) -> float:
         return self.samples[-1].time + self.step
 
+    def repeated(self, times: int) -> "Trace":
+        """The trace played ``times`` times back to back: each repetition starts where the
+        previous one ends (its samples shifted by the trace's span), the guests keep their
+        names, and the placement is the first repetition's."""
+        if times <= 1:
+            return self
+        span = self.end - self.start
+        samples = list(self.samples)
+        for k in range(1, times):
+            samples += [Sample(s.time + k * span, dict(s.vms), dict(s.seen_on))
+                        for s in self.samples]
+        notes = list(self.notes) + [f"the trace is played {times} times back to back, "
+                                    f"{span / 3600:g} h each"]
+        return Trace(f"{self.source} x{times}", self.hosts, dict(self.placement), samples,
+                     self.step, notes)
+
 
 def sample_step(times: list[float], default: float = 300.0) -> float:
     """The median spacing of ``times`` (``default`` for a single sample)."""

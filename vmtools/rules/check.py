@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from vmtools.errors import DataError
@@ -40,28 +39,8 @@ from vmtools.rules.capacity import EPS, capacity, demand, initial_use
 from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.rules.kinds import KINDS
 from vmtools.rules.power_check import check_power
+from vmtools.rules.precedence import Replay, action_label, replay_plan
 from vmtools.xen import DOM0_NAMES
-
-
-def _act(a: Action) -> str:
-    if a.is_power:
-        return f"action {a.id} ({a.op} {a.host})"
-    return f"action {a.id} ({a.vm} {a.src} -> {a.dst})"
-
-
-@dataclass
-class Replay:
-    """What the checker learnt about a plan; reusable by vm-apply."""
-
-    actions: dict[int, Action]
-    order: list[int]                   # a topological order of the action ids
-    ancestors: dict[int, int]          # id -> bitset of indices in ``order`` of its ancestors
-    index: dict[int, int]              # id -> its index in ``order``
-    by_vm: dict[str, list[Action]]     # each guest's actions, in execution order
-
-    def precedes(self, a: int, b: int) -> bool:
-        """True when action ``a`` must have finished before action ``b`` may start."""
-        return bool(self.ancestors[b] >> self.index[a] & 1)
 
 
 # --------------------------------------------------------------------------- helpers for vm-apply
@@ -96,61 +75,6 @@ def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
                                                           for v in plan.origin.vms}
     return sorted({a.vm for a in plan.actions
                    if not a.is_power and now.get(a.vm) != expected.get(a.vm)})
-
-
-# --------------------------------------------------------------------------- structure
-
-def replay_plan(plan: Plan) -> Replay:
-    """Check the structure of the actions (ids, links, cycles, per-guest chains)."""
-    actions: dict[int, Action] = {}
-    for a in plan.actions:
-        if a.id in actions:
-            raise DataError(f"duplicate action id {a.id}", "plan.actions")
-        actions[a.id] = a
-    for a in plan.actions:
-        for p in a.after:
-            if p not in actions:
-                raise DataError(f"{_act(a)}: after names action {p}, which does not exist",
-                                "plan.actions")
-            if p == a.id:
-                raise DataError(f"{_act(a)}: after names the action itself", "plan.actions")
-    # Kahn's algorithm; what is left over sits on a cycle.
-    indeg = {aid: len(set(a.after)) for aid, a in actions.items()}
-    succ: dict[int, list[int]] = {aid: [] for aid in actions}
-    for a in plan.actions:
-        for p in set(a.after):
-            succ[p].append(a.id)
-    queue = deque(sorted(aid for aid, d in indeg.items() if d == 0))
-    order: list[int] = []
-    while queue:
-        aid = queue.popleft()
-        order.append(aid)
-        for s in succ[aid]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                queue.append(s)
-    if len(order) != len(actions):
-        stuck = sorted(aid for aid, d in indeg.items() if d > 0)
-        raise DataError(f"the after links form a cycle through actions "
-                        f"{', '.join(map(str, stuck[:10]))}", "plan.actions")
-    index = {aid: i for i, aid in enumerate(order)}
-    ancestors: dict[int, int] = {}
-    for aid in order:
-        bits = 0
-        for p in actions[aid].after:
-            bits |= ancestors[p] | (1 << index[p])
-        ancestors[aid] = bits
-    by_vm: dict[str, list[Action]] = {}
-    for aid in order:
-        if not actions[aid].is_power:
-            by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
-    replay = Replay(actions, order, ancestors, index, by_vm)
-    for vm, acts in by_vm.items():
-        for first, second in zip(acts, acts[1:]):
-            if not replay.precedes(first.id, second.id):
-                raise DataError(f"{_act(second)} may run at the same time as {_act(first)}: "
-                                f"the actions of {vm} must be ordered by after", "plan.actions")
-    return replay
 
 
 # --------------------------------------------------------------------------- max closure
@@ -317,28 +241,29 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
             raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
                             "plan.actions")
         if a.vm in DOM0_NAMES:
-            raise DataError(f"{_act(a)}: Domain-0 never moves", "plan.actions")
+            raise DataError(f"{action_label(a)}: Domain-0 never moves", "plan.actions")
         if a.vm not in vms:
-            raise DataError(f"{_act(a)}: unknown guest {a.vm}", "plan.actions")
+            raise DataError(f"{action_label(a)}: unknown guest {a.vm}", "plan.actions")
         for end in (a.src, a.dst):
             if end not in hosts:
-                raise DataError(f"{_act(a)}: unknown host {end}", "plan.actions")
+                raise DataError(f"{action_label(a)}: unknown host {end}", "plan.actions")
         if a.src == a.dst:
-            raise DataError(f"{_act(a)}: source and destination are the same", "plan.actions")
+            raise DataError(f"{action_label(a)}: source and destination are the same",
+                            "plan.actions")
         if hosts[a.dst].state != "online" and not (hosts[a.dst].state == "standby"
                                                    and a.dst in woken):
-            raise DataError(f"{_act(a)}: destination {a.dst} is {hosts[a.dst].state}",
+            raise DataError(f"{action_label(a)}: destination {a.dst} is {hosts[a.dst].state}",
                             "plan.actions")
         if a.mem_mib != vms[a.vm].mem_mib:
-            raise DataError(f"{_act(a)}: mem_mib {a.mem_mib} differs from the guest's "
+            raise DataError(f"{action_label(a)}: mem_mib {a.mem_mib} differs from the guest's "
                             f"{vms[a.vm].mem_mib} MiB in the origin", "plan.actions")
         if a.vm in cons.pinned:
-            raise DataError(f"{_act(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
+            raise DataError(f"{action_label(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
                             "plan.actions")
         bad = cons.forbidden_by(a.vm, a.dst)
         if bad is not None:
-            raise DataError(f"{_act(a)}: {bad.label} forbids {a.vm} on {a.dst}, even for a "
-                            "moment", "plan.actions")
+            raise DataError(f"{action_label(a)}: {bad.label} forbids {a.vm} on {a.dst}, even "
+                            "for a moment", "plan.actions")
 
     replay = replay_plan(plan)
     check_power(plan, replay)
@@ -349,8 +274,8 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         where = final[vm]
         for a in acts:
             if a.src != where:
-                raise DataError(f"{_act(a)}: {vm} is on {where} at that point, not on {a.src}",
-                                "plan.actions")
+                raise DataError(f"{action_label(a)}: {vm} is on {where} at that point, not on "
+                                f"{a.src}", "plan.actions")
             where = a.dst
         final[vm] = where
     for name in plan.placement:

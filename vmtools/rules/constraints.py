@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from vmtools.errors import DataError
 from vmtools.model import CONSTRAINTS_FORMAT, Reader, Snapshot, check_envelope
 from vmtools.rules.kinds import KINDS
+from vmtools.rules.primitives import Primitives, Rule
 
 RULE_KINDS = tuple(KINDS)
 
@@ -36,66 +37,18 @@ _FIELDS: dict[str, dict[str, bool]] = {name: kind.fields for name, kind in KINDS
 
 
 @dataclass
-class Rule:
-    rule: str
-    vms: list[str] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=list)
-    count: int | None = None
-    cpu: float | None = None
-    mem: float | None = None
-    index: int = 0
+class Constraints(Primitives):
+    """The rules of a document and the primitives they come to (each kind adds its part)."""
 
-    @property
-    def label(self) -> str:
-        """How messages name the rule: ``rules[2] (fence)``."""
-        return f"rules[{self.index}] ({self.rule})"
-
-    def to_dict(self) -> dict:
-        return KINDS[self.rule].to_dict(self)
-
-
-@dataclass
-class Constraints:
     rules: list[Rule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.banned: dict[str, set[str]] = {}
-        self.fenced: dict[str, set[str]] = {}
-        self.fence_rule: dict[str, Rule] = {}
-        self.ban_rule: dict[tuple[str, str], Rule] = {}
-        self.pinned: dict[str, Rule] = {}
-        self.maintenance: dict[str, Rule] = {}
-        self.max_vms: dict[str, tuple[int, Rule]] = {}
-        self.cpu_cap: dict[str, tuple[float, Rule]] = {}
-        self.mem_cap: dict[str, tuple[float, Rule]] = {}
-        self.spread: list[Rule] = []
-        self.gather: list[Rule] = []
+        Primitives.__init__(self)
         for r in self.rules:
             KINDS[r.rule].index(self, r)
 
-    # ------------------------------------------------------------------ queries
-    def forbidden_by(self, vm: str, host: str) -> Rule | None:
-        """The rule that forbids ``vm`` from ever setting foot on ``host``, or None."""
-        if host in self.maintenance:
-            return self.maintenance[host]
-        if host in self.banned.get(vm, ()):
-            return self.ban_rule[(vm, host)]
-        allowed = self.fenced.get(vm)
-        if allowed is not None and host not in allowed:
-            return self.fence_rule[vm]
-        return None
-
-    def allowed(self, vm: str, host: str) -> bool:
-        return self.forbidden_by(vm, host) is None
-
-    def cpu_factor(self, host: str) -> float:
-        return self.cpu_cap[host][0] if host in self.cpu_cap else 1.0
-
-    def mem_factor(self, host: str) -> float:
-        return self.mem_cap[host][0] if host in self.mem_cap else 1.0
-
     def to_list(self) -> list[dict]:
-        return [r.to_dict() for r in self.rules]
+        return [KINDS[r.rule].to_dict(r) for r in self.rules]
 
 
 def _names(r: Reader, key: str, label: str) -> list[str]:

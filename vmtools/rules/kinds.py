@@ -3,7 +3,7 @@ to validate itself, what it adds to the lookups every part reads, and how the re
 verifies it (BtrPlace-style: a constraint carries its own checker).
 
 What the planner obeys it reads from :class:`~vmtools.rules.constraints.Constraints` in a few
-primitives that every kind is expressed in:
+primitives that every kind is expressed in (:class:`~vmtools.rules.primitives.Primitives`):
 
 - hosts a guest may never set foot on (``forbidden_by``): ban, fence, maintenance;
 - guests that never move (``pinned``): pin;
@@ -13,19 +13,17 @@ primitives that every kind is expressed in:
 
 So a new kind that these primitives express is one class here, added to :data:`KINDS`; the
 instance builder, the MILP, the heuristics, the scheduler and the checker need no change. A
-kind that needs a new primitive adds it to ``Constraints`` and to the planner's model parts.
+kind that needs a new primitive adds it to ``Primitives`` and to the planner's model parts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vmtools.errors import DataError
-
-if TYPE_CHECKING:
-    from vmtools.model import Plan, Reader
-    from vmtools.rules.check import Replay
-    from vmtools.rules.constraints import Constraints, Rule
+from vmtools.model import Plan, Reader
+from vmtools.rules.precedence import Replay
+from vmtools.rules.primitives import Primitives, Rule
 
 
 class RuleKind:
@@ -36,19 +34,19 @@ class RuleKind:
     # Which keys a rule of this kind needs (True) or may have (False), besides "rule".
     fields: dict[str, bool] = {}
 
-    def parse(self, rule: "Rule", r: "Reader", label: str) -> None:
+    def parse(self, rule: Rule, r: Reader, label: str) -> None:
         """Read and validate the kind's own values (beyond ``vms`` and ``hosts``)."""
 
-    def index(self, cons: "Constraints", rule: "Rule") -> None:
-        """Add ``rule`` to the lookups of ``cons`` (the primitives the planner reads)."""
+    def index(self, cons: Primitives, rule: Rule) -> None:
+        """Add ``rule`` to the primitives the planner reads (a ``Constraints`` being built)."""
 
-    def check_target(self, rule: "Rule", final: dict[str, str]) -> None:
+    def check_target(self, rule: Rule, final: dict[str, str]) -> None:
         """Raise DataError when the plan's final placement ``final`` breaks ``rule``."""
 
-    def check_moments(self, rule: "Rule", plan: "Plan", replay: "Replay") -> None:
+    def check_moments(self, rule: Rule, plan: Plan, replay: Replay) -> None:
         """Raise DataError when some execution order of ``plan`` breaks ``rule`` on the way."""
 
-    def to_dict(self, rule: "Rule") -> dict[str, Any]:
+    def to_dict(self, rule: Rule) -> dict[str, Any]:
         d: dict[str, Any] = {"rule": self.name}
         if "vms" in self.fields:
             d["vms"] = list(rule.vms)
@@ -223,7 +221,7 @@ KINDS: dict[str, RuleKind] = {k.name: k for k in (Ban(), Fence(), Pin(), Spread(
                                                    Maintenance(), MaxVms(), Capacity())}
 
 
-def _stays(vm: str, origin_host: str, replay: "Replay"
+def _stays(vm: str, origin_host: str, replay: Replay
            ) -> list[tuple[str, int | None, int | None]]:
     """The hosts ``vm`` occupies: (host, action that brings it or None for the origin,
     action whose landing ends the stay or None for the end of the plan)."""

@@ -17,16 +17,12 @@ order), so it adds no second notion of ordering.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmtools.errors import DataError
 from vmtools.model import Plan
-
-if TYPE_CHECKING:
-    from vmtools.rules.check import Replay
+from vmtools.rules.precedence import Replay, action_label
 
 
-def check_power(plan: Plan, replay: "Replay") -> None:
+def check_power(plan: Plan, replay: Replay) -> None:
     origin = plan.origin
     hosts = {h.name: h for h in origin.hosts}
     power = [a for a in plan.actions if a.is_power]
@@ -35,7 +31,7 @@ def check_power(plan: Plan, replay: "Replay") -> None:
     where = "plan.actions"
     seen: dict[str, int] = {}
     for a in power:
-        label = f"action {a.id} ({a.op} {a.host})"
+        label = action_label(a)
         if a.host not in hosts:
             raise DataError(f"{label}: unknown host {a.host}", where)
         if a.host in seen:
@@ -57,7 +53,7 @@ def check_power(plan: Plan, replay: "Replay") -> None:
                                 "in standby holds nothing", "plan.origin")
     migrations = [a for a in plan.actions if not a.is_power]
     for a in power:
-        label = f"action {a.id} ({a.op} {a.host})"
+        label = action_label(a)
         if a.op == "power-off":
             residents = sorted(v for v, h in plan.placement.items() if h == a.host)
             if residents:

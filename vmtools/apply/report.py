@@ -1,0 +1,63 @@
+"""What a vm-apply run reports (vmtools-formats(5), REPORT): each action's outcome, and the
+summary of them all."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from vmtools.apply.journal import iso
+from vmtools.model import Action, Plan, Report, document_digest
+
+
+@dataclass
+class Outcome:
+    """How one action ended: done, failed, skipped (dry run) or not-run."""
+
+    action: Action
+    outcome: str
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    where: str | None = None
+    transport: str = ""
+    from_journal: bool = False
+
+    def to_dict(self) -> dict:
+        a = self.action
+        d = {"id": a.id, "op": a.op, "host": a.host} if a.is_power else \
+            {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
+             "mem_mib": a.mem_mib}
+        d.update({"outcome": self.outcome,
+                  "started": iso(self.started) if self.started else None,
+                  "ended": iso(self.ended) if self.ended else None,
+                  "seconds": round(self.ended - self.started, 3)
+                  if self.started and self.ended else None,
+                  "transport": self.transport, "error": self.error, "where": self.where})
+        if self.from_journal:
+            d["from_journal"] = True
+        return d
+
+
+def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, str | None],
+                problems: list[str], started: float, parallel: int, per_host: int,
+                interrupted: str | None, dry_run: bool) -> Report:
+    """The Report of a run that began at ``started``: one entry per action of ``plan``, in
+    the plan's order (every action has an outcome by now), and the summary."""
+    entries = [outcomes[a.id].to_dict() for a in plan.actions]
+    counts = Counter(e["outcome"] for e in entries)
+    done_mib = sum(e.get("mem_mib", 0) for e in entries if e["outcome"] == "done")
+    end = time.time()
+    summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
+               "skipped": counts["skipped"], "not-run": counts["not-run"],
+               "migrated_mib": done_mib, "started": iso(started), "ended": iso(end),
+               "seconds": round(end - started, 3), "parallel": parallel,
+               "per_host": per_host, "interrupted": interrupted,
+               "problems": list(problems),
+               "power_off": sorted(e["host"] for e in entries if e["op"] == "power-off"
+                                   and e["outcome"] == "done"),
+               "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"
+                                  and e["outcome"] == "done")}
+    return Report(plan_digest=document_digest(plan.to_dict()), actions=entries,
+                  placement=placement, summary=summary, dry_run=dry_run)

@@ -1,0 +1,64 @@
+"""A rule as read, and the few primitives every rule kind is expressed in: what the planner
+and the checker read, whatever kinds of rule produced them (:mod:`vmtools.rules.kinds` says
+what each kind adds; :class:`~vmtools.rules.constraints.Constraints` holds both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Rule:
+    """One rule of a ``vmtools.constraints`` document; its kind says which fields it has."""
+
+    rule: str
+    vms: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    count: int | None = None
+    cpu: float | None = None
+    mem: float | None = None
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """How messages name the rule: ``rules[2] (fence)``."""
+        return f"rules[{self.index}] ({self.rule})"
+
+
+class Primitives:
+    """Hosts a guest may never set foot on, guests that never move, per-host limits, groups
+    kept apart or together; each with the rule that asks for it (for messages)."""
+
+    def __init__(self) -> None:
+        self.banned: dict[str, set[str]] = {}
+        self.fenced: dict[str, set[str]] = {}
+        self.fence_rule: dict[str, Rule] = {}
+        self.ban_rule: dict[tuple[str, str], Rule] = {}
+        self.pinned: dict[str, Rule] = {}
+        self.maintenance: dict[str, Rule] = {}
+        self.max_vms: dict[str, tuple[int, Rule]] = {}
+        self.cpu_cap: dict[str, tuple[float, Rule]] = {}
+        self.mem_cap: dict[str, tuple[float, Rule]] = {}
+        self.spread: list[Rule] = []
+        self.gather: list[Rule] = []
+
+    def forbidden_by(self, vm: str, host: str) -> Rule | None:
+        """The rule that forbids ``vm`` from ever setting foot on ``host``, or None."""
+        if host in self.maintenance:
+            return self.maintenance[host]
+        if host in self.banned.get(vm, ()):
+            return self.ban_rule[(vm, host)]
+        allowed = self.fenced.get(vm)
+        if allowed is not None and host not in allowed:
+            return self.fence_rule[vm]
+        return None
+
+    def allowed(self, vm: str, host: str) -> bool:
+        return self.forbidden_by(vm, host) is None
+
+    def cpu_factor(self, host: str) -> float:
+        return self.cpu_cap[host][0] if host in self.cpu_cap else 1.0
+
+    def mem_factor(self, host: str) -> float:
+        return self.mem_cap[host][0] if host in self.mem_cap else 1.0
