@@ -29,10 +29,6 @@ import itertools
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vmtools.planner.packing import _Ctx
 
 log = logging.getLogger("vmtools.planner.reduce")
 
@@ -53,10 +49,12 @@ ROUNDS = 4
 CLOSE = (3, 1, 2)
 
 
-def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
+def reduce_hosts(ctx, placement: list[int], deadline: float,
                  lower: int, seed: int = 0) -> list[int]:
     """A placement with fewer hosts than ``placement`` when the search finds one before
-    ``deadline`` (or reaches ``lower``), else ``placement`` itself."""
+    ``deadline`` (or reaches ``lower``), else ``placement`` itself. ``ctx`` is the packing
+    portfolio's view of the instance (:class:`vmtools.planner.packing._Ctx`: units, their
+    demands, the rules' checks)."""
     if len(ctx.rest) > MAX_UNITS or not ctx.rest:
         return placement
     rng = random.Random(seed)
@@ -84,7 +82,7 @@ def reduce_hosts(ctx: "_Ctx", placement: list[int], deadline: float,
 
 
 class _Search:
-    def __init__(self, ctx: "_Ctx", placement: list[int], rng: random.Random):
+    def __init__(self, ctx, placement: list[int], rng: random.Random):
         self.ctx = ctx
         self.rng = rng
         self.dims = ctx.dims
