@@ -126,7 +126,8 @@ def plan(
              "--demand-window (never below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
-        help="With --state: how far back --demand looks.")] = 60.0,
+        help="With --state: how far back --demand looks (chosen from replays: see "
+             "vm-plan(1)).")] = 120.0,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",

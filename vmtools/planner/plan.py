@@ -77,7 +77,7 @@ class Options:
     max_moved_gib: float | None = 50.0
     max_duration_min: float | None = 4.0
     demand: str = "max"
-    demand_window: float = 60.0
+    demand_window: float = 120.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
