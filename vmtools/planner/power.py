@@ -481,7 +481,11 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
         cpu, mem = use[h.name][0], use[h.name][1]
         now_w = _watts(popts, h, cpu) or 0.0
         best = None
+        # never back to a host one of them left within the hour (no ping-pong)
+        left = {opts.recent_left.get(g) for g in guests} if opts.recent_left else set()
         for e in empty:
+            if e.name in left:
+                continue
             if cpu > e.cpu * cons.cpu_factor(e.name) * opts.cpu_target + 1e-9 or \
                     mem > e.mem_mib * cons.mem_factor(e.name) or \
                     (e.name in cons.max_vms and len(guests) > cons.max_vms[e.name][0]):
