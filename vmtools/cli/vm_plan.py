@@ -147,7 +147,7 @@ def plan(
     ] = None,
     standby_after: Annotated[float, typer.Option(
         "--standby-after", metavar="MINUTES", help="With --power: switch off a host only once "
-        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 30.0,
+        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 10.0,
     min_hosts: Annotated[int, typer.Option(
         "--min-hosts", min=0, help="With --power: never fewer online hosts per "
         "cluster.")] = 1,
