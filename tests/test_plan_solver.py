@@ -8,6 +8,7 @@ from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Host, Problem, Snapshot
 from vmtools.rules.check import check_plan
 from vmtools.planner import heuristics as H
+from vmtools.planner import packing
 from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
 from vmtools.planner.instance import build_instance
 from vmtools.planner.plan import Options, make_plan, with_placement
@@ -192,7 +193,7 @@ def test_first_fit_fills_the_hosts_that_stay_open_first():
     s = snap({"big1": (16, 16), "big2": (16, 16), "small": (8, 8)},
              {"p": ("small", 0.1, 1), "a": ("big1", 0.1, 4), "b": ("big2", 0.1, 3)})
     inst = build_instance(s, parse_rules([{"rule": "pin", "vms": ["p"]}], s))
-    best, _ = H.consolidate_heuristic(inst)
+    best, _ = packing.consolidate_heuristic(inst)
     assert [inst.hosts[h] for h in best] == ["small", "small", "small"]
 
 

@@ -1,6 +1,7 @@
 """Heuristics and bounds: the per-dimension lower bound on hosts, first-fit decreasing with
 the "sum of normalised demands" key (FFD-sum), relabelling of its bins onto physical hosts,
-a keep-what-stays repack, and Sandpiper's greedy hotspot relief (the balance baseline).
+a keep-what-stays repack, and Sandpiper's greedy hotspot relief (the balance baseline). The
+packing portfolio built on them is :mod:`vmtools.planner.packing`.
 
 All work on an :class:`~vmtools.planner.instance.Instance` and return placements as a list
 of host indices (one per guest), or None when they fail.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Callable, Iterable
 
 from vmtools.planner.deadline import Deadline
@@ -345,31 +345,6 @@ def migrated_mib(inst: Instance, placement: list[int]) -> float:
 
 def hosts_used(placement: list[int]) -> int:
     return len(set(placement))
-
-
-def consolidate_heuristic(inst: Instance, deadline: float | None = None,
-                          lower: int | None = None) -> tuple[list[int] | None, str]:
-    """The best heuristic target for 'fewest hosts, then least memory moved': the packing
-    portfolio (:func:`~vmtools.planner.packing.best_packing`) until ``deadline`` or the
-    bound ``lower``, relabelled onto the physical hosts, or kept in place where it can."""
-    from vmtools.planner.packing import best_packing
-    if deadline is None:
-        # FFD-sum, and the other sort keys while a pass is cheap (about 0.2 s at 2,000
-        # guests, 4 s at 10,000).
-        cheap = inst.n_vms * inst.n_hosts <= MAX_KEY_PAIRS
-        deadline = time.monotonic() + (5.0 if cheap else 0.0)
-    ffd, label = best_packing(inst, lower_bound(inst) if lower is None else lower, deadline)
-    if ffd is None:
-        return None, ""
-    best, how = relabel(inst, ffd), f"{label}+relabel"
-    if not inst.valid(best):        # relabelling must keep every rule; never risk it
-        log.warning("relabelled packing breaks a rule; using the packing as it is")
-        best, how = ffd, label
-    kept = keep_open(inst, set(best))
-    if kept is not None and hosts_used(kept) <= hosts_used(best) \
-            and migrated_mib(inst, kept) < migrated_mib(inst, best):
-        best, how = kept, f"{label}+keep"
-    return best, how
 
 
 # --------------------------------------------------------------------------- balance
