@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed
 from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
+from vmtools.planner.instance import problem_guests
 
 log = logging.getLogger("vmtools.planner")
 
@@ -458,7 +459,6 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
                    notes: dict[str, str]) -> Plan:
     """Move the whole guest set of a hungry host onto an empty online host that would draw
     less for it (same rules, same capacity limits); re-order the moves."""
-    from vmtools.planner.plan import problem_guests
     from vmtools.planner.schedule import estimate_seconds, order_moves
     target = dict(plan.placement)
     vms = {v.name: v for v in trial.vms}
