@@ -8,7 +8,8 @@ target), until a run plans nothing. Reported: how many runs that took, the large
 migrations, GiB and estimated minutes against the budget of 20 / 50 GiB / 4 min), every run's
 planning seconds (wall clock and CPU: on a shared machine the wall clock says more about
 the neighbours), and the hosts reached; then the idle run at that fixpoint (the median of five),
-without and with ``--state`` (a state directory holding an hour of five-minute samples).
+without and with ``--state`` (a state directory holding ``--demand-window``'s default of
+five-minute samples).
 ``--compare`` adds one ``--objective consolidate`` plan of the same cluster (the whole way in
 one run, as before).
 """
@@ -82,13 +83,14 @@ def idle(snap, seed: int) -> list:
         plain_cpu.append(time.process_time() - c0)
         assert not plan.actions
     with tempfile.TemporaryDirectory() as state:
-        base = time.time() - 3600
-        for i in range(13):                          # an hour of five-minute samples
+        n = int(Options().demand_window // 5) + 1   # the default window of 5-minute samples
+        base = time.time() - 300 * n
+        for i in range(n):
             s = replace(snap, created=epoch_to_iso(base + 300 * i))
             plan_with_state(s, cons, Options(objective="auto", seed=seed), state)
         timed, timed_cpu = [], []
         for i in range(5):
-            s = replace(snap, created=epoch_to_iso(base + 300 * (13 + i)))
+            s = replace(snap, created=epoch_to_iso(base + 300 * (n + i)))
             t0, c0 = time.monotonic(), time.process_time()
             plan = plan_with_state(s, cons, Options(objective="auto", seed=seed), state)
             timed.append(time.monotonic() - t0)

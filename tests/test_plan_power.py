@@ -313,6 +313,20 @@ def test_power_model_keeps_the_frugal_hosts_on():
     check_plan(p)
 
 
+def test_power_model_never_sends_guests_back_to_a_host_they_left_within_the_hour():
+    # The same cluster, but a, b and c left g4-1 and g4-2 minutes ago: they stay on g5 hosts.
+    s = snap({"g5-1": (8, 16), "g5-2": (8, 16), "g4-1": (8, 16), "g4-2": (8, 16)},
+             {"a": ("g5-1", 1, 4), "b": ("g5-1", 1, 4), "c": ("g5-2", 1, 4)})
+    model = parse_power_model({"hosts": [{"match": "g4-*", "idle_w": 86, "peak_w": 117},
+                                         {"match": "*", "idle_w": 93.7, "peak_w": 135}]})
+    p = plan_with_state(s, Constraints([]), opts(recent_left={"a": "g4-1", "b": "g4-2",
+                                                              "c": "g4-1"}), None,
+                        power=power(standby_after=0, reserve=0, model=model))
+    assert not any(k.startswith("power-model") for k in p.explain)
+    assert not [a for a in p.actions if a.op == "migrate" and a.dst.startswith("g4")]
+    check_plan(p)
+
+
 def test_without_power_nothing_changes():
     p = make_plan(four_hosts(), Constraints([]), opts())
     assert not any(a.is_power for a in p.actions)

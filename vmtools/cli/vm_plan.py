@@ -126,7 +126,8 @@ def plan(
              "--demand-window (never below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
-        help="With --state: how far back --demand looks.")] = 60.0,
+        help="With --state: how far back --demand looks (chosen from replays: see "
+             "vm-plan(1)).")] = 120.0,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
@@ -146,7 +147,7 @@ def plan(
     ] = None,
     standby_after: Annotated[float, typer.Option(
         "--standby-after", metavar="MINUTES", help="With --power: switch off a host only once "
-        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 30.0,
+        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 10.0,
     min_hosts: Annotated[int, typer.Option(
         "--min-hosts", min=0, help="With --power: never fewer online hosts per "
         "cluster.")] = 1,

@@ -20,7 +20,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vmtools.planner.policy import Step
+
+@dataclass
+class Step:
+    """One step of the policy's way to its target (:mod:`vmtools.planner.policy`): the
+    budget takes or defers steps whole."""
+    kind: str                     # repair, relieve, consolidate
+    label: str                    # what a person reads: "empty node7"
+    moves: dict[int, int]         # guest -> destination host
+    mib: float
+    hosts: set[int]               # every host the step touches
+    reason: str                   # the reason each of its actions carries
+    urgent: set[int] = field(default_factory=set)   # guests whose move ends an overload now
 
 
 @dataclass

@@ -205,3 +205,52 @@ def violations(inst: Instance, placement: list[int], dims: list[str] | tuple[str
             movable.update(group)
             why.append(f"gather guests {', '.join(inst.vms[v] for v in group)} are apart")
     return {v for v in movable if not inst.fixed[v]}, why
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+def gib(mib: float) -> str:
+    """Memory for a person: '12 GiB', '1.5 GiB'."""
+    return f"{mib / 1024:.0f} GiB" if mib >= 10240 else f"{mib / 1024:.1f} GiB"
+
+
+def diagnose(inst: Instance) -> str:
+    """A reason a person can act on, for a placement problem nothing could solve."""
+    cons = inst.constraints
+    usable = inst.usable_hosts()
+    for h_name in sorted(cons.maintenance):
+        here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
+        need = sum(inst.dem["mem"][v] for v in here)
+        use = inst.used(inst.cur)
+        free = sum(max(0.0, inst.cap["mem"][h] - use["mem"][h]) for h in usable)
+        if need > free:
+            return (f"evacuating {h_name} needs {gib(need)}; the other hosts have "
+                    f"{gib(free)} free")
+    for d, unit in (("mem", "memory"), ("cpu", "CPU")):
+        need = sum(inst.dem[d])
+        have = sum(inst.cap[d][h] for h in usable)
+        if need > have + EPS:
+            shown = (gib(need), gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
+                                                                  f"{have:.1f} CPUs")
+            hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
+            return (f"the guests need {shown[0]} of {unit}; the usable hosts offer "
+                    f"{shown[1]}{hint}")
+    for v in range(inst.n_vms):
+        if not inst.allowed[v]:
+            return f"{inst.vms[v]} has no usable host left (ban, fence, maintenance, offline)"
+        big = max((inst.cap["mem"][h] for h in inst.allowed[v]), default=0)
+        if inst.dem["mem"][v] > big:
+            return (f"{inst.vms[v]} needs {gib(inst.dem['mem'][v])}; the largest host it "
+                    f"may use offers {gib(big)}")
+    return ("no placement satisfies the rules and capacities together (try fewer rules, a "
+            "higher --cpu-target, or a longer --time-limit)")
+
+
+def problem_guests(snap: Snapshot) -> tuple[set[str], set[str]]:
+    """The guests a snapshot's problems name, and the hosts those problems touch: the guests
+    stay where they are, the hosts take nothing new."""
+    names = {v.name for v in snap.vms}
+    vms = {p.vm for p in snap.problems if p.vm and p.vm in names}
+    hosts = {p.host for p in snap.problems if p.host}
+    hosts |= {v.host for v in snap.vms if v.name in vms}
+    return vms, hosts

@@ -28,7 +28,8 @@ from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.instance import Instance, build_instance, violations
+from vmtools.planner.instance import (Instance, build_instance, diagnose, gib, problem_guests,
+                                      violations)
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -78,7 +79,7 @@ class Options:
     max_moved_gib: float | None = 50.0
     max_duration_min: float | None = 4.0
     demand: str = "max"
-    demand_window: float = 60.0
+    demand_window: float = 120.0
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
@@ -98,44 +99,6 @@ class Outcome:
     hosts_how: str = ""               # what found the host count
     bound_how: str = ""               # what gave the lower bound
     hosts_proven: bool = False
-
-
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.0f} GiB" if mib >= 10240 else f"{mib / 1024:.1f} GiB"
-
-
-# --------------------------------------------------------------------------- diagnosis
-
-def diagnose(inst: Instance) -> str:
-    """A reason a person can act on, for a placement problem nothing could solve."""
-    cons = inst.constraints
-    usable = inst.usable_hosts()
-    for h_name in sorted(cons.maintenance):
-        here = [v for v in range(inst.n_vms) if inst.hosts[inst.cur[v]] == h_name]
-        need = sum(inst.dem["mem"][v] for v in here)
-        use = inst.used(inst.cur)
-        free = sum(max(0.0, inst.cap["mem"][h] - use["mem"][h]) for h in usable)
-        if need > free:
-            return (f"evacuating {h_name} needs {_gib(need)}; the other hosts have "
-                    f"{_gib(free)} free")
-    for d, unit in (("mem", "memory"), ("cpu", "CPU")):
-        need = sum(inst.dem[d])
-        have = sum(inst.cap[d][h] for h in usable)
-        if need > have + EPS:
-            shown = (_gib(need), _gib(have)) if d == "mem" else (f"{need:.1f} CPUs",
-                                                                  f"{have:.1f} CPUs")
-            hint = " (raise --cpu-target or use --cpu-demand usage)" if d == "cpu" else ""
-            return (f"the guests need {shown[0]} of {unit}; the usable hosts offer "
-                    f"{shown[1]}{hint}")
-    for v in range(inst.n_vms):
-        if not inst.allowed[v]:
-            return f"{inst.vms[v]} has no usable host left (ban, fence, maintenance, offline)"
-        big = max((inst.cap["mem"][h] for h in inst.allowed[v]), default=0)
-        if inst.dem["mem"][v] > big:
-            return (f"{inst.vms[v]} needs {_gib(inst.dem['mem'][v])}; the largest host it "
-                    f"may use offers {_gib(big)}")
-    return ("no placement satisfies the rules and capacities together (try fewer rules, a "
-            "higher --cpu-target, or a longer --time-limit)")
 
 
 # --------------------------------------------------------------------------- candidates
@@ -186,26 +149,13 @@ def affordable(pairs: int, seconds_left: float) -> bool:
     return ok
 
 
-def _solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
-    from vmtools.planner.solve import solve
-    if warm is not None:
-        model.warm_start(inst, warm)
-    res = solve(model.prob, opts.solver, time_limit, warm_start=warm is not None,
-                threads=opts.threads)
-    if res.status in ("optimal", "feasible"):
-        place = model.placement(inst)
-        if inst.valid(place):
-            return place, res
-        log.debug("solver placement failed validation; keeping the warm start")
-    return None, res
-
-
 # --------------------------------------------------------------------------- consolidate
 
 def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """Fewest hosts, then least memory moved. The status is ``optimal`` only when both are
     proven: the host count meets a lower bound (or a MILP over every host proved it) and the
     memory stage solved a model in which every guest may go to every allowed host."""
+    from vmtools.planner.solve import solve_model
     from vmtools.planner import bounds, milp
     rng = random.Random(opts.seed)
     deadline = Deadline.of(deadline)
@@ -254,7 +204,7 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     cands = _candidates(inst, best, pool, opts.candidates if pool is not everywhere
                         else len(pool), rng)
     log.info("stage 2 of 2, least memory moved on %d hosts: best so far %s to move",
-             n_hosts, _gib(H.migrated_mib(inst, best)))
+             n_hosts, gib(H.migrated_mib(inst, best)))
     if not affordable(sum(len(c) for c in cands), deadline.left()):
         out.placement = best
         out.status = "feasible" if solved else "heuristic"
@@ -264,7 +214,7 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     t0 = time.monotonic()
     model = milp.build_moves(inst, cands, max_hosts=n_hosts)
     out.build_seconds += time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, deadline.share(), best)
+    place, res = solve_model(model, inst, opts, deadline.share(), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     moves_proven = False
@@ -316,7 +266,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
     ``out.placement`` and ``out.hosts_how``; a proof or a bound raises ``out.lower_bound``.
     True when the solver returned a solution or a bound."""
     from vmtools.planner import exact, milp
-    from vmtools.planner.solve import solve
+    from vmtools.planner.solve import solve, solve_model
     out.placement = None
     if exact.applies(inst):
         # Identical hosts, no rules: the model without host symmetry.
@@ -365,7 +315,7 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
     t0 = time.monotonic()
     model = milp.build_hosts(inst, cands)
     out.build_seconds += time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, deadline.share(0.4), best)
+    place, res = solve_model(model, inst, opts, deadline.share(0.4), best)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     if place is not None and (best is None or H.hosts_used(place) < H.hosts_used(best)):
@@ -531,6 +481,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
 # --------------------------------------------------------------------------- balance
 
 def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    from vmtools.planner.solve import solve_model
     deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
@@ -562,7 +513,7 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     model = milp.build_balance(inst, cands, hot, opts.cpu_threshold,
                                mem_threshold=opts.mem_threshold)
     out.build_seconds = time.monotonic() - t0
-    place, res = _solve_model(model, inst, opts, deadline.share(0.5), greedy)
+    place, res = solve_model(model, inst, opts, deadline.share(0.5), greedy)
     out.solve_seconds += res.seconds
     out.solver = opts.solver
     out.status = res.status if res.status in ("optimal", "feasible") else "heuristic"
@@ -589,7 +540,7 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
                                 max_moves=moves(best), max_excess=excess(best),
                                 mem_threshold=opts.mem_threshold)
         out.build_seconds += time.monotonic() - t0
-        place2, res2 = _solve_model(m2, inst, opts, deadline.share(), best)
+        place2, res2 = solve_model(m2, inst, opts, deadline.share(), best)
         out.solve_seconds += res2.seconds
         if place2 is not None and max(H.utilisation(inst, place2)) < \
                 max(H.utilisation(inst, best)) - 1e-9 and moves(place2) <= moves(best):
@@ -646,6 +597,7 @@ def _worst(inst: Instance, placement: list[int]) -> float:
 # --------------------------------------------------------------------------- repair
 
 def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
+    from vmtools.planner.solve import solve_model
     deadline = Deadline.of(deadline)
     from vmtools.planner import milp
     cur = list(inst.cur)
@@ -666,7 +618,7 @@ def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome
         t0 = time.monotonic()
         model = milp.build_moves(inst, cands)
         out.build_seconds += time.monotonic() - t0
-        place, res = _solve_model(model, inst, opts, deadline.share(1 / (2 - widen)), None)
+        place, res = solve_model(model, inst, opts, deadline.share(1 / (2 - widen)), None)
         out.solve_seconds += res.seconds
         out.solver = opts.solver
         if place is not None:
@@ -681,14 +633,6 @@ def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome
 
 
 # --------------------------------------------------------------------------- the plan
-
-def problem_guests(snap: Snapshot) -> tuple[set[str], set[str]]:
-    names = {v.name for v in snap.vms}
-    vms = {p.vm for p in snap.problems if p.vm and p.vm in names}
-    hosts = {p.host for p in snap.problems if p.host}
-    hosts |= {v.host for v in snap.vms if v.name in vms}
-    return vms, hosts
-
 
 def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     """Plan for ``snap`` under ``cons``; the plan passes :func:`check_plan` or this raises."""

@@ -30,21 +30,11 @@ import random
 from dataclasses import dataclass, field
 
 from vmtools.planner import heuristics as H
+from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
-from vmtools.planner.instance import Instance, violations
+from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.capacity import EPS
-
-
-@dataclass
-class Step:
-    kind: str                     # repair, relieve, consolidate
-    label: str                    # what a person reads: "empty node7"
-    moves: dict[int, int]         # guest -> destination host
-    mib: float
-    hosts: set[int]               # every host the step touches
-    reason: str                   # the reason each of its actions carries
-    urgent: set[int] = field(default_factory=set)   # guests whose move ends an overload now
 
 
 # Action priorities (vm-apply starts the highest first): CPU demand over capacity right now is
@@ -181,7 +171,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) ->
 
     from vmtools.errors import OperationFailed
     from vmtools.planner import milp
-    from vmtools.planner.plan import _solve_model, diagnose
+    from vmtools.planner.solve import solve_model
     movable, why = rule_breakers(inst, load.place)
     if not movable:
         return None
@@ -215,7 +205,7 @@ def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) ->
                 cands[v] = sorted(common) or cands[v]
         model = milp.build_moves(rinst, cands)
         rinst_cur = dc_replace(rinst, cur=list(load.place))
-        place, res = _solve_model(model, rinst_cur, opts, deadline.share(1 / (2 - widen)), None)
+        place, res = solve_model(model, rinst_cur, opts, deadline.share(1 / (2 - widen)), None)
         auto.solve_seconds += res.seconds
         if place is not None:
             moves = {v: h for v, h in enumerate(place) if h != load.place[v]}
@@ -509,7 +499,6 @@ class AutoRun:
         return out
 
     def trim(self) -> bool:
-        from vmtools.planner.budget import fit_duration
         return fit_duration(self.choice, True)
 
     def summary(self) -> dict:
@@ -539,7 +528,6 @@ class AutoRun:
 
 def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
              series: list[list[float]] | None = None) -> AutoRun:
-    from vmtools.planner.budget import Budget, choose, unlimited
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,
                     max_seconds=(t * 60) if (t := unlimited(opts.max_duration_min)) else None,

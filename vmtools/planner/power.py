@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed
 from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
+from vmtools.planner.instance import problem_guests
 
 log = logging.getLogger("vmtools.planner")
 
@@ -48,7 +49,7 @@ MIN_SAVING_W = 1.0
 @dataclass
 class PowerOptions:
     methods: dict[str, str] | None = None   # host -> ipmi/wol/none (host map); None: any host
-    standby_after: float = 30.0             # minutes a host stays empty before it is switched off
+    standby_after: float = 10.0             # minutes a host stays empty before it is switched off
     min_hosts: int = 1                      # online hosts kept per cluster
     reserve: float = 1.0                    # hosts' worth of free capacity kept online
     boot_timeout: float = 600.0             # seconds a woken host has to report
@@ -458,7 +459,6 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
                    notes: dict[str, str]) -> Plan:
     """Move the whole guest set of a hungry host onto an empty online host that would draw
     less for it (same rules, same capacity limits); re-order the moves."""
-    from vmtools.planner.plan import problem_guests
     from vmtools.planner.schedule import estimate_seconds, order_moves
     target = dict(plan.placement)
     vms = {v.name: v for v in trial.vms}
@@ -481,7 +481,11 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
         cpu, mem = use[h.name][0], use[h.name][1]
         now_w = _watts(popts, h, cpu) or 0.0
         best = None
+        # never back to a host one of them left within the hour (no ping-pong)
+        left = {opts.recent_left.get(g) for g in guests} if opts.recent_left else set()
         for e in empty:
+            if e.name in left:
+                continue
             if cpu > e.cpu * cons.cpu_factor(e.name) * opts.cpu_target + 1e-9 or \
                     mem > e.mem_mib * cons.mem_factor(e.name) or \
                     (e.name in cons.max_vms and len(guests) > cons.max_vms[e.name][0]):

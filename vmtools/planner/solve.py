@@ -230,3 +230,18 @@ def _cbc_bound(text: str) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
+    """Solve a built model (``milp.build_*``), warm-started from ``warm`` when given; the
+    placement it found if the instance accepts it, else None, and the solver's result."""
+    if warm is not None:
+        model.warm_start(inst, warm)
+    res = solve(model.prob, opts.solver, time_limit, warm_start=warm is not None,
+                threads=opts.threads)
+    if res.status in ("optimal", "feasible"):
+        place = model.placement(inst)
+        if inst.valid(place):
+            return place, res
+        log.debug("solver placement failed validation; keeping the warm start")
+    return None, res
