@@ -2,6 +2,7 @@
 
     python bench/pack_bench.py [--classes 1,2,C] [--sizes 20,40] [--index 5]
                                [--time-limit 30] [--solver cbc] [--jobs 1] [--csv FILE]
+                               [--portfolio SECONDS]
 
 Each instance of ``bench/vectorpack/`` (3 dimensions, see its README) becomes a snapshot:
 one host per bin of first-fit decreasing and one spare empty host (capacities ``cpu``,
@@ -20,6 +21,11 @@ optimum (or, optimum unknown, above the published lower bound while the plan's o
 lower than the count), ``unproven`` when the count is right but the plan's own
 ``hosts_lower_bound`` is below it (the plan claims what it did not prove), else ``ok``.
 Totals at the end; the exit status is 1 on a wrong claim or a failed run.
+
+``--portfolio SECONDS`` runs only vm-plan's packing heuristics (``best_packing``: the
+constructions and the local searches, no MILP, no memory stage) in this process for SECONDS
+per instance: a quick look at many instances; its ``optimal`` means the heuristic met the
+lower bound it was given.
 """
 
 from __future__ import annotations
@@ -138,6 +144,28 @@ def run_one(path: str, time_limit: float, solver: str) -> dict:
     return row
 
 
+def run_portfolio(path: str, seconds: float) -> dict:
+    """The packing heuristics alone (no MILP, no memory stage), in this process: what
+    vm-plan's first stage finds in ``seconds``."""
+    from vmtools.planner import bounds, packing
+    from vmtools.planner.instance import build_instance
+    from vmtools.model import Snapshot
+    from vmtools.rules.constraints import Constraints
+    name = os.path.basename(path)[:-4]
+    cap, items = read_vbp(path)
+    snap = Snapshot.from_dict(snapshot(name, cap, items))
+    t0 = time.monotonic()
+    inst = build_instance(snap, Constraints([]), cpu_limit=1.0)
+    lower, _ = bounds.host_lower_bound(inst, t0 + 0.05 * seconds)
+    place, label = packing.best_packing(inst, lower, time.monotonic() + seconds)
+    found = len(set(place)) if place is not None else None
+    took = time.monotonic() - t0
+    return {"instance": name, "items": len(items), "start": len(snap.hosts) - SPARE,
+            "seconds": took, "found": found, "plan_seconds": round(took, 2),
+            "status": "heuristic" if found is None or found > lower else "optimal",
+            "method": label, "plan_lb": lower}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--classes", help="comma-separated classes (1-9 Panigrahy, C Caprara-Toth, "
@@ -148,6 +176,9 @@ def main() -> int:
     ap.add_argument("--solver", default="cbc")
     ap.add_argument("--jobs", type=int, default=1, help="instances run at once")
     ap.add_argument("--csv", help="also write the rows here")
+    ap.add_argument("--portfolio", type=float, metavar="SECONDS",
+                    help="run only the packing heuristics, in-process, for SECONDS each (no "
+                         "MILP): a quick check of the first stage on many instances")
     args = ap.parse_args()
     classes = set(args.classes.split(",")) if args.classes else None
     sizes = set(args.sizes.split(",")) if args.sizes else None
@@ -162,8 +193,14 @@ def main() -> int:
             continue
         paths.append((cls, int(n), int(idx), os.path.join(DATA, "instances", fname)))
     paths.sort()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, p, args.time_limit, args.solver) for *_, p in paths]
+    if args.portfolio:
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs)
+        run, arg = run_portfolio, (args.portfolio,)
+    else:
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
+        run, arg = run_one, (args.time_limit, args.solver)
+    with executor as pool:
+        futures = [pool.submit(run, p, *arg) for *_, p in paths]
         rows = []
         for fut in futures:
             row = fut.result()
