@@ -63,8 +63,12 @@ def test_a_signal_mid_solve_kills_cbc_and_removes_its_files(tmp_path: Path, sig)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     snap = _snapshot(tmp_path, 200, 2000)
-    proc = subprocess.Popen([script("vm-plan"), "--objective", "consolidate", "--time-limit", "60", str(snap)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(scratch))
+    # SIGINT at its default in vm-plan: a test run started in the background by a shell
+    # without job control inherits it ignored (and vm-plan, like any program, keeps that).
+    proc = subprocess.Popen([script("vm-plan"), "--objective", "consolidate", "--time-limit",
+                             "60", str(snap)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(scratch),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     solver: list[int] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not solver:

@@ -56,8 +56,11 @@ def test_a_cbc_on_path_plans_when_pulp_bundles_none(no_bundled_cbc):
 def _stuck_cbc(tmp_path, ignore_sigint: bool):
     binary = tmp_path / "cbc"
     shutil.copy(shutil.which("sleep"), binary)
-    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-    return subprocess.Popen([str(binary), "60"], preexec_fn=pre)
+    # Set SIGINT either way: a test run started in the background by a shell without job
+    # control inherits SIGINT ignored, and so would the stand-in.
+    action = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
+    return subprocess.Popen([str(binary), "60"],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, action))
 
 
 @pytest.mark.slow           # waits out a real time limit
