@@ -2,8 +2,11 @@
 them) replayed through vm-plan settings and the built-in baselines.
 
     python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
-                                 [--plan "OPTIONS"]... [--baseline NAME]...
-                                 [--write-csv DIR] [--html FILE]
+                                 [--repeat N] [--warm-up MINUTES]
+                                 [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
+
+``--repeat 2 --warm-up 1440`` gives the second day: each setting as it runs once it has brought
+the cluster where it keeps it (vm-replay's own --repeat and --warm-up).
 
 Variants (bench/data/planetlab/README.md has the data's source and licence):
 
