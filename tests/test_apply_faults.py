@@ -87,17 +87,23 @@ def test_a_torn_last_journal_line_is_tolerated_by_resume_twice(lab):
         assert [a["outcome"] for a in json.loads(proc.stdout)["actions"]] == ["done", "done"]
 
 
+def start_until_in_flight(lab, path) -> subprocess.Popen:
+    """vm-apply of ``path`` in the background, once guest a is arriving on n4 (at most 10 s)."""
+    proc = subprocess.Popen([script("vm-apply"), str(path), *apply_args(lab)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while "a--incoming" not in lab["state"].read()["hosts"]["n4"]["domains"] and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def test_two_runs_with_different_state_directories_never_run_together(lab):
     with lab["state"].transaction() as st:
         st["faults"]["slow"] = {"a": 12.0}                  # 3 s
     path = write_plan(lab, [("a", "n4")])
-    first = subprocess.Popen([script("vm-apply"), str(path), *apply_args(lab)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_until_in_flight(lab, path)
     try:
-        deadline = time.monotonic() + 10
-        while "a--incoming" not in lab["state"].read()["hosts"]["n4"]["domains"] and \
-                time.monotonic() < deadline:
-            time.sleep(0.05)
         second = run("vm-apply", str(path), *apply_args(lab, state_dir=lab["dir"] / "other"))
         assert second.returncode == 75, second.stderr
         assert "another vm-apply is running on host" in second.stderr
@@ -153,13 +159,8 @@ def test_a_guest_another_management_node_is_moving_is_never_migrated_again(lab):
         st["faults"]["slow"] = {"a": 12.0, "c": 12.0}        # 3 s each
     path = write_plan(lab, [("a", "n4"), ("c", "n3", [1])])
     other = plan_of(snapshot_of(lab["state"], "xen"), [("c", "n4")])
-    first = subprocess.Popen([script("vm-apply"), str(path), *apply_args(lab)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_until_in_flight(lab, path)
     try:
-        deadline = time.monotonic() + 10
-        while "a--incoming" not in lab["state"].read()["hosts"]["n4"]["domains"] and \
-                time.monotonic() < deadline:
-            time.sleep(0.05)
         report = apply_plan(other, ApplyOptions(
             hosts=parse_hostmap(lab["hosts"].read_text()), state_dir=str(lab["dir"] / "elsewhere"),
             lock_dir=str(lab["dir"] / "elsewhere-locks")))

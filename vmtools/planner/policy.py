@@ -279,6 +279,14 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     too_big = None
     cpu_cap = cap["cpu"][h]
 
+    def room(u: list[int]) -> int:
+        """The destination of ``u``: an active host if one has room, else any (or -1)."""
+        for active_only in (True, False):
+            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, active_only)
+            if dst >= 0:
+                return dst
+        return -1
+
     def take(u: list[int], dst: int) -> None:
         if load.last_use[h] > cpu_cap + EPS:        # over capacity now: this move ends it
             urgent.update(u)
@@ -295,9 +303,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
             if sum(load.last[v] for v in u) < need - EPS or \
                     budget.over([inst.dem["mem"][v] for v in u]) is not None:
                 continue
-            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
-            if dst < 0:
-                dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False)
+            dst = room(u)
             tried_rooms = True
             if dst >= 0:
                 take(u, dst)
@@ -317,9 +323,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
             if over is not None:
                 too_big = too_big or over
                 continue
-            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
-            if dst < 0:
-                dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False)
+            dst = room(u)
             tried_rooms = True
             if dst < 0:
                 continue
