@@ -32,47 +32,18 @@ def remote_script(toolstack: str, command: str) -> str:
             "exec " + SHUTDOWN_COMMANDS[command])
 
 
-class _Shell(SshDriver):
-    """SshDriver whose ``run`` sends one shell text (the script), not quoted words."""
-
-    def run_script(self, script: str, timeout: float) -> tuple[int, str, str]:
-        import paramiko
-        client = self._connect()
-        try:
-            chan = client.get_transport().open_session(timeout=self.connect_timeout)
-            chan.exec_command(script)
-        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
-            self._drop()
-            raise Unavailable(f"{self.endpoint.name}: SSH session failed: "
-                              f"{exc or type(exc).__name__}") from None
-        chan.settimeout(timeout)
-        out, err = bytearray(), bytearray()
-        try:
-            while True:
-                data = chan.recv(65536)
-                if not data:
-                    break
-                out += data
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-            status = chan.recv_exit_status() if chan.exit_status_ready() else -1
-        except (OSError, EOFError):
-            status = -1                 # the connection went down with the host
-        finally:
-            chan.close()
-        return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-
-
 def shutdown_host(name: str, address: str, port: int, options: SshOptions,
                   toolstack: str = "xl", command: str = "poweroff",
                   timeout: float = 60.0, connect_timeout: float = 10.0) -> str:
     """Shut ``name`` down over SSH at ``address:port`` if no guest runs there. Returns a
     short description of what happened; raises OperationFailed when the host refused (a
     guest runs there, the command failed) and Unavailable when SSH could not reach it."""
-    driver = _Shell(Endpoint(name, f"{toolstack}-ssh", address, port, address), options,
-                    connect_timeout)
+    driver = SshDriver(Endpoint(name, f"{toolstack}-ssh", address, port, address), options,
+                       connect_timeout)
     try:
-        status, _out, err = driver.run_script(remote_script(toolstack, command), timeout)
+        status, _out, err = driver.run_text(remote_script(toolstack, command), timeout)
+    except TimeoutError:            # no answer: whether it went down is for the caller to see
+        status, err = -1, ""
     finally:
         driver.close()
     last = (err.strip().splitlines() or [""])[-1]

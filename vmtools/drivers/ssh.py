@@ -151,7 +151,11 @@ class SshDriver(Driver):
     def run(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
         """Run a command on the host; returns (exit status, stdout, stderr); exit status
         -1 means the connection dropped before the command ended. Raises TimeoutError."""
-        command = " ".join(shlex.quote(a) for a in argv)
+        return self.run_text(" ".join(shlex.quote(a) for a in argv), timeout)
+
+    def run_text(self, command: str, timeout: float) -> tuple[int, str, str]:
+        """:meth:`run` for a command line already written as shell text (a fixed script of
+        this program's own, never text from Ganglia or a plan)."""
         for attempt in (1, 2):
             client = self._connect()
             try:
