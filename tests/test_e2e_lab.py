@@ -14,6 +14,7 @@ import time
 import pytest
 
 from vmtools.lab.ganglia import binaries_missing
+from vmtools.lab.run import LabError
 from vmtools.lab.scenario import load_scenario
 
 pytestmark = [pytest.mark.ganglia, pytest.mark.slow,
@@ -95,7 +96,16 @@ def test_load_that_comes_and_goes_moves_no_guest_back_and_forth(make_lab):
     saw_hot = False
     deadline = time.time() + 40
     while time.time() < deadline:
-        snap, plan, report, _ = lab.pipeline("balance")      # vm-plan's defaults, as cron
+        try:
+            snap, plan, report, _ = lab.pipeline("balance")  # vm-plan's defaults, as cron
+        except LabError as exc:
+            # A guest's metrics late in Ganglia (a loaded machine stalls vm-gmetric): vm-plan
+            # refuses that snapshot (no-data, 65) and moves nothing, as a cron run would; the
+            # next run goes on.
+            if "'vm-plan': 65" not in str(exc) or "no-data" not in str(exc):
+                raise
+            time.sleep(1.0)
+            continue
         saw_hot |= cpu_use(snap).get("node-2", 0) > 0.9
         moves += [(a["vm"], a["src"], a["dst"]) for a in plan["actions"]]
         time.sleep(1.0)
