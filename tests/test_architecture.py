@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "xen", "__init__"},
     {"model", "inputs", "runs"},
     {"rules", "drivers", "dom0", "power_model", "render"},
-    {"ganglia", "power"},
+    {"ganglia", "power", "prometheus"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},
     {"cli"},
@@ -25,7 +25,8 @@ LAYERS = [
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 # Third-party libraries and the one unit each may appear in.
 CONFINED = {"typer": "cli", "click": "cli", "pulp": "planner", "highspy": "planner",
-            "paramiko": "drivers", "lxml": "ganglia", "tabulate": "render"}
+            "paramiko": "drivers", "lxml": "ganglia", "tabulate": "render",
+            "prometheus_client": "prometheus"}
 ONLY_CLI_IMPORTS = {"lab"}
 
 
