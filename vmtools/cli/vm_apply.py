@@ -23,6 +23,7 @@ from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
 from vmtools.drivers.registry import names as transport_names
+from vmtools.text import printable
 
 PROG = "vm-apply"
 app = make_app(PROG, __doc__)
@@ -162,7 +163,7 @@ def apply(
 
         def progress(line: str) -> None:
             if not quiet:
-                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+                print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
         report = apply_plan(plan, options, progress)
         if fmt == OutputFormat.table:

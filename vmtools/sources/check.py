@@ -2,13 +2,14 @@
 
 :func:`check_reading` is the one check of host and guest figures any source calls (and
 :func:`merge_readings` calls again on every reading, so no source can hand the planner a
-figure it would refuse). What breaks a rule becomes a problem of vmtools-formats(5) and never
+figure it would refuse); every number goes through :func:`vmtools.numbers.problem`, the one
+check of finite, bounded numbers. What breaks a rule becomes a problem of vmtools-formats(5) and never
 reaches the snapshot:
 
 - a name that is not :func:`~vmtools.model.is_safe_name` (``unsafe-name``) or that Xen gives
   Domain-0 or a guest in flight (``reserved-name``): the host or guest is left out;
 - a host's ``cpu`` outside ``HOST_MIN_CPU``..``HOST_MAX_CPU`` or not finite, its ``mem_mib``
-  not an integer in 0..``HOST_MAX_MIB``, an unknown ``state`` (``bad-value``): the host and its
+  not an integer in ``HOST_MIN_MIB``..``HOST_MAX_MIB``, an unknown ``state`` (``bad-value``): the host and its
   guests are left out (a capacity that cannot be trusted places nothing);
 - a host's ``net_mbps`` not finite or outside 0.001..10^7 Mbit/s, a ``hypervisor`` that is not
   a name like ``xen-4.17``, a ``migration`` transport not in
@@ -32,8 +33,9 @@ import re
 from dataclasses import replace
 from typing import Collection, Iterable
 
-from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_CPU, HOST_STATES, VM, Host,
-                           Problem, Snapshot, is_reserved_name, is_safe_name)
+from vmtools import numbers
+from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_CPU, HOST_MIN_MIB, HOST_STATES,
+                           VM, Host, Problem, Snapshot, is_reserved_name, is_safe_name)
 from vmtools.sources.base import Reading
 
 # Problem kinds (documented in vmtools-formats(5)), in the order a snapshot lists them.
@@ -57,12 +59,7 @@ def show(value: object, limit: int = 60) -> str:
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _integer(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return numbers.problem(value) is None and math.isfinite(value)   # type: ignore[arg-type]
 
 
 def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
@@ -101,22 +98,24 @@ class _Checker:
         bad = None
         if h.state not in HOST_STATES:
             bad = f"state {show(h.state, 20)} (expected {', '.join(HOST_STATES)})"
-        elif not _finite(h.cpu) or not HOST_MIN_CPU <= h.cpu <= HOST_MAX_CPU:
-            bad = f"{show(h.cpu, 20)} CPUs (expected {HOST_MIN_CPU:g} to {HOST_MAX_CPU})"
-        elif not _integer(h.mem_mib, 0, HOST_MAX_MIB):
-            bad = f"{show(h.mem_mib, 20)} MiB of memory (expected an integer, 0 to " \
-                  f"{HOST_MAX_MIB})"
+        else:
+            for what, why in (
+                    ("CPUs", numbers.problem(h.cpu, lo=HOST_MIN_CPU, hi=HOST_MAX_CPU)),
+                    ("MiB of memory", numbers.problem(h.mem_mib, lo=HOST_MIN_MIB,
+                                                      hi=HOST_MAX_MIB, integer=True))):
+                if why:
+                    bad = f"{what}: {why}"
+                    break
         if bad:
             self.problem("bad-value", f"host {h.name} from {self.source} has {bad}; the host "
                          "and its guests are left out", host=h.name)
             return None
         changes: dict = {}
-        if h.net_mbps is not None and not (_finite(h.net_mbps) and
-                                           HOST_MIN_NET_MBPS <= h.net_mbps <= HOST_MAX_NET_MBPS):
-            self.problem("bad-value", f"the network capacity of host {h.name} from "
-                         f"{self.source} is {show(h.net_mbps, 20)} Mbit/s, not "
-                         f"{HOST_MIN_NET_MBPS:g} to {HOST_MAX_NET_MBPS:g}; it is not used",
-                         host=h.name)
+        why = None if h.net_mbps is None else \
+            numbers.problem(h.net_mbps, lo=HOST_MIN_NET_MBPS, hi=HOST_MAX_NET_MBPS)
+        if why:
+            self.problem("bad-value", f"the network capacity (Mbit/s) of host {h.name} from "
+                         f"{self.source}: {why}; it is not used", host=h.name)
             changes["net_mbps"] = None
         if h.hypervisor and not (isinstance(h.hypervisor, str) and
                                  HYPERVISOR_NAME.fullmatch(h.hypervisor)):
@@ -142,23 +141,24 @@ class _Checker:
                          vm=v.name)
             return None
         bad = None
-        if not _finite(v.cpu) or not 0 <= v.cpu <= host.cpu * CPU_SLACK:
-            bad = f"a CPU use of {show(v.cpu, 20)} CPUs (its host has {host.cpu:g})"
-        elif not _integer(v.mem_mib, 0, HOST_MAX_MIB + 1):
-            bad = f"{show(v.mem_mib, 20)} MiB of memory (expected an integer, 0 to " \
-                  f"{HOST_MAX_MIB + 1})"
+        why = numbers.problem(v.cpu, lo=0, hi=host.cpu * CPU_SLACK)
+        if why:
+            bad = f"a CPU use (CPUs; its host has {host.cpu:g}): {why}"
+        else:
+            why = numbers.problem(v.mem_mib, lo=0, hi=HOST_MAX_MIB + 1, integer=True)
+            if why:
+                bad = f"MiB of memory: {why}"
         if bad:
             self.problem("bad-value", f"guest {v.name} on host {host.name} from {self.source} "
                          f"has {bad}; it is left out", host=host.name, vm=v.name)
             return None
         changes: dict = {}
-        if not _integer(v.vcpus, 1, HOST_MAX_CPU):
+        if numbers.problem(v.vcpus, lo=1, hi=HOST_MAX_CPU, integer=True):
             self.problem("bad-value", f"guest {v.name} from {self.source} has "
                          f"{show(v.vcpus, 20)} virtual CPUs; 1 is assumed",
                          host=host.name, vm=v.name)
             changes["vcpus"] = 1
-        if v.net_mbps is not None and not (_finite(v.net_mbps) and
-                                           0 <= v.net_mbps <= GUEST_MAX_NET_MBPS):
+        if v.net_mbps is not None and numbers.problem(v.net_mbps, lo=0, hi=GUEST_MAX_NET_MBPS):
             self.problem("bad-value", f"the network use of guest {v.name} from {self.source} "
                          f"is {show(v.net_mbps, 20)} Mbit/s; it is not used",
                          host=host.name, vm=v.name)
