@@ -38,6 +38,10 @@ class MigrationUncertain(OperationFailed):
     """The migration's outcome is unknown (client timeout, connection dropped)."""
 
 
+# The guest-lifecycle operations a driver may carry out (its ``lifecycle`` capabilities).
+LIFECYCLE_CAPABILITIES = ("suspend", "resume", "create", "checkpoint")
+
+
 def why(exc: BaseException) -> str:
     """An exception as a short reason, even when its text is empty."""
     return str(exc) or type(exc).__name__
@@ -93,6 +97,37 @@ class Driver:
     def migrate(self, vm: str, dst_address: str, timeout: float) -> None:
         """Migrate ``vm`` from this host to ``dst_address``; return when the hypervisor
         reports success. Raises MigrationRefused, MigrationUncertain or Unavailable."""
+        raise NotImplementedError
+
+    # ---- the guest lifecycle (optional): ``lifecycle`` names the operations this transport
+    # carries out; vm-apply refuses a plan asking a host for one its driver lacks, before
+    # anything runs. Each raises MigrationRefused (the toolstack said no), MigrationUncertain
+    # (no answer: ask the host) or Unavailable, like migrate.
+    lifecycle: frozenset[str] = frozenset()
+
+    def suspend(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to the file ``image`` on this host and destroy the guest."""
+        raise NotImplementedError
+
+    def checkpoint(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to ``image`` and leave it running."""
+        raise NotImplementedError
+
+    def resume(self, image: str, timeout: float) -> None:
+        """Start the guest saved in ``image`` on this host (the image is left in place)."""
+        raise NotImplementedError
+
+    def create(self, config: str, timeout: float) -> None:
+        """Start a new guest from the configuration file ``config`` on this host."""
+        raise NotImplementedError
+
+    def file_exists(self, path: str) -> bool:
+        """Whether this host sees a regular file at ``path`` (Unavailable if it cannot
+        tell)."""
+        raise NotImplementedError
+
+    def remove_file(self, path: str) -> None:
+        """Remove the file at ``path`` on this host (a resumed guest's image)."""
         raise NotImplementedError
 
     def close(self) -> None:
