@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from vmtools.apply.report import Outcome
-from vmtools.drivers.base import MigrationRefused, MigrationUncertain
+from vmtools.drivers import registry
+from vmtools.drivers.base import LIFECYCLE_NEEDS, MigrationRefused, MigrationUncertain
 from vmtools.errors import DataError, OperationFailed, Unavailable
 from vmtools.model import (Action, Plan, dumps, loads, parse_suspended, suspended_document,
                            utc_now)
@@ -39,16 +40,20 @@ def label(a: Action) -> str:
     return f"{a.op} {a.vm} on {a.where} ({target})"
 
 
-def refuse_incapable(plan: Plan, drivers: dict, transports: dict[str, str]) -> None:
-    """A lifecycle action on a host whose driver cannot carry it out: DataError before
-    anything runs, naming the host, its transport and the op."""
+def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
+                     transports: dict[str, str]) -> None:
+    """A lifecycle action on a host whose driver lacks a capability it needs
+    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`): DataError before anything runs, naming
+    the host, its transport and the op. ``capabilities``: each host's driver's."""
+    able = sorted(name for name in registry.names()
+                  if all(set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(name).capabilities()
+                         for op in LIFECYCLE_NEEDS))
     for i, a in enumerate(plan.actions):
-        if not a.is_lifecycle:
+        if not a.is_lifecycle or a.where not in capabilities:
             continue
-        driver = drivers.get(a.where)
-        if driver is not None and a.op not in getattr(driver, "lifecycle", ()):
+        if not set(LIFECYCLE_NEEDS[a.op]) <= capabilities[a.where]:
             raise DataError(f"action {a.id} ({a.op} {a.vm}): the {transports[a.where]} "
-                            f"transport of {a.where} cannot {a.op} guests (xm-ssh and xl-ssh "
+                            f"transport of {a.where} cannot {a.op} guests ({', '.join(able)} "
                             "can)", f"plan.actions[{i}].op")
 
 
@@ -79,16 +84,16 @@ def run_lifecycle(run, a: Action) -> Outcome:
     uncertain = False
     try:
         if a.op == "suspend":
-            driver.suspend(a.vm, a.image, run.opts.timeout)
+            driver.suspend_guest(a.vm, a.image, run.opts.timeout)
         elif a.op == "checkpoint":
-            driver.checkpoint(a.vm, a.image, run.opts.timeout)
+            driver.checkpoint_guest(a.vm, a.image, run.opts.timeout)
         elif a.op == "resume":
-            driver.resume(a.image, run.opts.timeout)
+            driver.resume_guest(a.image, run.opts.timeout)
         else:
-            driver.create(a.config, run.opts.timeout)
+            driver.create_guest(a.config, run.opts.timeout)
     except MigrationUncertain as exc:
         error, uncertain = str(exc), True
-    except (MigrationRefused, Unavailable, OperationFailed) as exc:
+    except (MigrationRefused, Unavailable, OperationFailed) as exc:   # NotSupported too
         error = str(exc)
     # a clear answer shows at once; after no answer the operation may still be running
     done, where, note = settle(run, a, run.opts.verify_timeout if uncertain

@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vmtools.apply.hostmap import HostEntry
+from vmtools.drivers.hostmap import HostEntry
 from vmtools.power.execute import PowerSettings
 from vmtools.errors import OptionError
 from vmtools.model import is_safe_path
-from vmtools.xen import DEFAULT_IMAGE_DIR, TRANSPORTS
+from vmtools.xen import DEFAULT_IMAGE_DIR
+from vmtools.drivers import registry
 
 DEFAULT_STATE_DIR = "/var/lib/vmtools"
 
@@ -52,8 +53,9 @@ class ApplyOptions:
             raise OptionError("parallel", "must be at least 1")
         if self.per_host < 1:
             raise OptionError("per_host", "must be at least 1")
-        if self.driver is not None and self.driver not in TRANSPORTS:
-            raise OptionError("driver", f"{self.driver}: expected one of {', '.join(TRANSPORTS)}")
+        if self.driver is not None and not registry.is_transport(self.driver):
+            raise OptionError("driver", f"{self.driver}: expected one of "
+                              f"{', '.join(registry.names())}")
         if not is_safe_path(self.image_dir.rstrip("/") or "/"):
             raise OptionError("image_dir", f"{self.image_dir!r}: expected an absolute path of "
                               "letters, digits and '._+-' between slashes, without '..'")

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 from vmtools.apply.ask import survey, where_is
-from vmtools.apply.hostmap import HostEntry
+from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lifecycle import label as lifecycle_label
 from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
@@ -53,7 +53,8 @@ from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionErro
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
+from vmtools.drivers import registry
+from vmtools.xen import is_migrating
 
 log = logging.getLogger("vmtools.apply")
 
@@ -163,13 +164,13 @@ class Run:
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
         transport = self.opts.driver or self.hosts[host].migration
-        if transport not in TRANSPORTS:
+        if not registry.is_transport(transport):
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
-                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver "
+                            f"(expected one of {', '.join(registry.names())}; or choose one driver "
                             "for every host)",
                             f"plan.origin.hosts[{host}].migration")
         return Endpoint(host, transport, entry.address or host,
-                        entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
+                        entry.port or registry.default_port(transport), entry.migrate or host)
 
     # ---- asking the hosts (vmtools.apply.ask)
     def survey(self, hosts: list[str]) -> dict[str, set[str] | Exception]:
@@ -560,7 +561,7 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
                                                     for h, e in run.endpoints.items()})
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
-    refuse_incapable(plan, run.drivers, {h: e.transport for h, e in run.endpoints.items()})
+    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
     state_dir = Path(options.state_dir or default_state_dir())
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -688,13 +689,13 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     return report
 
 
-def _capabilities(run: Run) -> dict:
-    """What each host's driver class can do, without connecting (for --offline)."""
-    from types import SimpleNamespace
-    from vmtools.drivers.ssh import SshDriver
-    from vmtools.xen import SSH_TRANSPORTS
-    return {h: SimpleNamespace(lifecycle=SshDriver.lifecycle if ep.transport in SSH_TRANSPORTS
-                               else frozenset()) for h, ep in run.endpoints.items()}
+def _capabilities(run: Run) -> dict[str, frozenset[str]]:
+    """Each touched host's driver's optional capabilities (of its class when no driver is
+    made: --offline)."""
+    from vmtools.drivers import registry
+    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
+            else registry.driver_class(ep.transport).capabilities()
+            for h, ep in run.endpoints.items()}
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

@@ -102,6 +102,11 @@ class SshDriver(Driver):
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint, connect_timeout: float = 10.0,
+                     ssh_options: SshOptions | None = None, **_settings) -> "SshDriver":
+        return cls(endpoint, ssh_options or SshOptions(), connect_timeout)
+
     # ---- connection
     def _connect(self) -> paramiko.SSHClient:
         with self._lock:
@@ -242,8 +247,7 @@ class SshDriver(Driver):
                         or "invalid domain" in ln), lines[0] if lines else f"exit {rc}")
         raise MigrationRefused(f"{self.tool} migrate exited {rc}: {message}")
 
-    # ---- the guest lifecycle
-    lifecycle = frozenset(("suspend", "resume", "create", "checkpoint"))
+    # ---- the guest lifecycle (optional capabilities of the Driver interface)
 
     def _toolstack(self, argv: list[str], timeout: float, what: str) -> None:
         try:
@@ -262,16 +266,16 @@ class SshDriver(Driver):
                        else f"exit {rc}")
         raise MigrationRefused(f"{self.tool} {what} exited {rc}: {message}")
 
-    def suspend(self, vm: str, image: str, timeout: float) -> None:
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "save", vm, image], timeout, "save")
 
-    def checkpoint(self, vm: str, image: str, timeout: float) -> None:
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "save", "-c", vm, image], timeout, "save -c")
 
-    def resume(self, image: str, timeout: float) -> None:
+    def resume_guest(self, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "restore", image], timeout, "restore")
 
-    def create(self, config: str, timeout: float) -> None:
+    def create_guest(self, config: str, timeout: float) -> None:
         self._toolstack([self.tool, "create", config], timeout, "create")
 
     def file_exists(self, path: str) -> bool:
@@ -320,3 +324,6 @@ def _drain_until_done(chan) -> None:
             chan.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+DRIVER = SshDriver
