@@ -137,6 +137,10 @@ def plan(
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
+    settle: Annotated[float, typer.Option(
+        "--settle", metavar="MINUTES", help="With --state, auto: a guest seen to move this "
+        "recently is not moved by consolidation (relief and repairs may still move it once "
+        "--cooldown is over), so no host just filled is emptied again.")] = 60.0,
     power: Annotated[bool, typer.Option(
         "--power", help="Also switch hosts off (power-off) and on (power-on): emptied hosts "
         "go to standby, standby hosts wake when room is needed. On by default under "
@@ -186,6 +190,8 @@ def plan(
             raise UsageError(f"--min-gain {min_gain:g}: expected a fraction in [0, 1)")
         if not time_limit > 0 or not bandwidth > 0:
             raise UsageError("--time-limit and --bandwidth must be more than 0")
+        if settle < 0 or cooldown < 0:
+            raise UsageError("--settle and --cooldown must be 0 or more minutes")
         if max_migrations < 0 or max_moved < 0 or max_duration < 0 or demand_window <= 0:
             raise UsageError("--max-migrations, --max-moved and --max-duration must be 0 (no "
                              "limit) or more, --demand-window more than 0")
@@ -233,7 +239,7 @@ def plan(
             progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {time_limit:g} s")
             result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
-                                     power=power_opts)
+                                     power=power_opts, settle=settle)
         result.rules_skipped = skipped
         if in_process:
             return result
