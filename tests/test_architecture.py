@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
 LAYERS = [
     {"errors", "xen", "__init__"},
     {"model", "inputs", "runs"},
-    {"rules", "drivers", "dom0", "power_model", "render"},
+    {"rules", "drivers", "dom0", "power_model", "render", "knowledge"},
     {"ganglia", "power"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},

@@ -65,6 +65,9 @@ class RawHost:
     line: int = 0
     metrics: dict[str, str] = field(default_factory=dict)   # NAME -> VAL
     times: dict[str, str] = field(default_factory=dict)     # REPORTED/TN/TMAX as sent
+    # container.* metrics older than their TMAX (or their DMAX, when it is set): NAME ->
+    # (TN, TMAX, DMAX). Only the late ones are kept: 40,000 guests' ages would cost memory.
+    late: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +114,17 @@ def _int(value: str | None) -> int | None:
     return int(number)
 
 
+def _age(host: RawHost, name: str, tn_text: str, tmax_text: str | None,
+         dmax_text: str | None) -> None:
+    """Record ``name`` in ``host.late`` when its TN is past its TMAX, or its DMAX when set
+    (an attribute that is not a uint32 leaves the metric's age unknown: not late)."""
+    tn, tmax, dmax = _int(tn_text), _int(tmax_text), _int(dmax_text)
+    if tn is None or tmax is None:
+        return
+    if (tmax > 0 and tn > tmax) or (dmax is not None and dmax > 0 and tn > dmax):
+        host.late[name] = (tn, tmax, dmax or 0)
+
+
 def _wanted(name: str) -> bool:
     return name.startswith(CONTAINER_PREFIX) or name in FALLBACK_METRICS
 
@@ -126,6 +140,9 @@ def _read_host(elem) -> RawHost:
         name = metric.get("NAME")
         if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
             metrics[name] = metric.get("VAL", "")
+            tn = metric.get("TN")
+            if tn is not None and tn != "0" and name[0] == "c":
+                _age(host, name, tn, metric.get("TMAX"), metric.get("DMAX"))
     return host
 
 

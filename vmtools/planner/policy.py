@@ -265,6 +265,9 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
     cooling = [v for v in load.on[h] if inst.vms[v] in opts.fixed_vms]
     if not units:
+        if h in inst.frozen_hosts:
+            return None, ("it is frozen (a snapshot problem names it): its guests stay unless "
+                          "its known guests alone overload it")
         return None, ("its guests are cooling down after a recent move" if cooling
                       else "none of its guests may move (pinned, or held by a rule)")
     before = max(load.util(h))
