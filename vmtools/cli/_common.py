@@ -37,8 +37,9 @@ import typer
 from vmtools import __version__
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
                             UsageError, VmtoolsError)
-from vmtools.inputs import input_name, open_input
+from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
+from vmtools.text import one_line, printable
 
 log = logging.getLogger("vmtools")
 
@@ -103,6 +104,14 @@ InputFile = Annotated[str, typer.Argument(metavar="FILE",
 
 # --------------------------------------------------------------------------- errors
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote what hosts answered (an ``xl migrate`` error, a host name from a
+    state file): control characters are shown escaped, never sent to the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
+
+
 def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
         min(verbose + (1 if debug else 0), 2)]
@@ -110,7 +119,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.setFormatter(_EscapingFormatter(f"{prog}: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("pulp", "urllib3"):
@@ -122,9 +131,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
 
 def error_line(prog: str, message: str) -> str:
     """One line, whatever the message holds: newlines and control characters are escaped."""
-    text = " ".join(str(message).split("\n"))
-    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return f"{prog}: error: {text}"
+    return f"{prog}: error: {one_line(message)}"
 
 
 @contextlib.contextmanager
@@ -182,22 +189,17 @@ def entry_point(app: typer.Typer, prog: str):
 
 def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
     """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
+    name = input_name(path)
     with contextlib.ExitStack() as stack:
         stream = open_input(path, prog, what)
         if path != "-":
             stack.enter_context(stream)
-        data = stream.read()
-    name = input_name(path)
+        data = read_limited(stream, name, what, MAX_DOCUMENT_BYTES)
     if path == "-" and not data.strip() and _stdin_is_pipe():
         raise DataError("empty input: the command before this one in the pipe printed nothing "
                         "(its own error is above; under `set -o pipefail` the pipeline exits "
                         "with that command's status)", name)
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text (byte {exc.start})", name) from None
-    return data, name
+    return decode(data, name, what), name
 
 
 def _stdin_is_pipe() -> bool:
@@ -246,6 +248,8 @@ def emit(text: str, output: Path | None) -> None:
     """Print a finished document (or table) to stdout, or write it to ``-o FILE``."""
     if not text.endswith("\n"):
         text += "\n"
+    # A table shows names and error texts that came from hosts (JSON is ASCII already).
+    text = printable(text, newlines=True)
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

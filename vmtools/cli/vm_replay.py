@@ -22,6 +22,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
 from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, loads
+from vmtools.text import printable
 
 PROG = "vm-replay"
 app = make_app(PROG, __doc__)
@@ -99,7 +100,7 @@ def _progress_printer(quiet: bool):
 
     def show(name: str, k: int, n: int) -> None:
         end = "\n" if k == n else ""
-        sys.stderr.write(f"\r{PROG}: {name}: tick {k}/{n}" + end)
+        sys.stderr.write(f"\r{PROG}: {printable(name)}: tick {k}/{n}" + end)
         sys.stderr.flush()
     return show
 
@@ -120,6 +121,11 @@ def replay(
              "parameters in vm-replay(1)).")] = None,
     every: Annotated[float, typer.Option(
         "--every", metavar="MINUTES", help="Minutes between two cron runs.")] = 5.0,
+    lookahead: Annotated[bool, typer.Option(
+        "--lookahead", help="Give each tick the demand of the interval that starts then (what "
+        "CloudSim's simulations do: the policy sees the next interval). Default: the demand "
+        "of the interval that just ended, averaged, as monitoring reports it; the placement "
+        "is judged on the next.")] = False,
     hosts: Annotated[Optional[str], typer.Option(
         "--hosts", metavar="FILE",
         help="Hosts of a CSV trace: name,cpu,mem_mib[,net_mbps[,cluster]].")] = None,
@@ -197,7 +203,7 @@ def replay(
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None,
-                          warm_up=warm_up * 60)
+                          warm_up=warm_up * 60, lookahead=lookahead)
         if warm_up < 0:
             raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         sources = list(sources or [])

@@ -14,7 +14,7 @@ Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.Gang
   host metric (capacity, guest list) is a ``stale-host`` problem, a late guest metric a
   ``stale-guest`` problem; both are kept at their last figures. A non-empty
   ``container.problem`` (vm-gmetric could not read the whole guest list) is an
-  ``incomplete-guest-list`` problem. A host that publishes everything but ``container.vms``
+  ``incomplete-host`` problem. A host that publishes everything but ``container.vms``
   is kept with no guests and a ``partial-container`` problem (its guests are unknown).
 - A cluster is stale when the grid's LOCALTIME is more than ``stale_after`` seconds ahead of
   the cluster's (gmetad serves the last data it got from a gmond that stopped answering).
@@ -37,16 +37,16 @@ import re
 import time
 
 from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
-from vmtools.xen import DOM0_NAMES, TRANSPORTS, is_in_flight_name, is_migrating
+from vmtools.drivers import registry
+from vmtools.xen import DOM0_NAMES, is_in_flight_name, is_migrating
 from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, GUEST_PREFIX, HOST_METRICS,
                                     MEM_TOTAL, NET_MBPS, PROBLEM, TYPE, VMS, VMS_PART)
-from vmtools.knowledge import PROBLEM_KINDS
 from vmtools.model import (VM, Host, Problem, Snapshot,
                            epoch_to_iso, is_reserved_name, is_safe_name)
+from vmtools.sources.check import CPU_SLACK, PROBLEM_KINDS, show as _show, sort_problems
 
 DEFAULT_STALE_AFTER = 120.0
 _HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
@@ -55,7 +55,9 @@ FLOAT_MAX = 1e12
 # the ones vm-gmetric declares (SPEC.md "Ganglia metrics") or gmond's own; the float ranges are
 # what no real host reaches (10 Tbit/s, 65,535 CPUs busy). Guest fields by their last component.
 METRIC_TYPES: dict[str, tuple[str, float, float]] = {
-    "container.mem_total": ("uint32", 0, UINT32_MAX),         # KB for guests
+    # KB for guests; under 1 MiB is a broken or spoofed packet (a host of 0 MiB divides every
+    # utilisation by zero)
+    "container.mem_total": ("uint32", 1024, UINT32_MAX),
     "container.cpu_num": ("uint16", 1, UINT16_MAX),           # a host with no CPU divides by 0
     "container.net_mbps": ("float", 1e-3, 1e7),               # Mbit/s, 0 would divide by 0
     "cpu": ("float", 0, 100.0 * UINT16_MAX),                  # % of one CPU
@@ -68,8 +70,6 @@ METRIC_TYPES: dict[str, tuple[str, float, float]] = {
     "cpu_nice": ("float", 0, 100),
     "bytes_in": ("float", 0, 1.25e12), "bytes_out": ("float", 0, 1.25e12),
 }
-# A guest can use no more CPU than its host has; measurement jitter stays well below this slack.
-CPU_SLACK = 1.5
 # A REPORTED time this far past the answer's own time is a lie, not clock skew.
 FUTURE_SLACK = 86400
 
@@ -80,12 +80,6 @@ def _range(low: float, high: float) -> str:
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _show(text: str, limit: int = 60) -> str:
-    """An untrusted name, quoted and made printable for a problem sentence."""
-    shown = "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in text[:limit])
-    return '"' + shown + ('..."' if len(text) > limit else '"')
 
 
 class SnapshotBuilder:
@@ -232,31 +226,32 @@ class SnapshotBuilder:
                          host=raw.name)
             hypervisor = ""
         migration = raw.metrics[DRIVER_MIGRATION].strip()
-        if migration not in TRANSPORTS:
+        if not registry.is_transport(migration):
             self.problem("bad-value", f"container.driver.migration of host {raw.name} is "
-                         f"{_show(migration, 40)}, not one of {', '.join(TRANSPORTS)}",
+                         f"{_show(migration, 40)}, not one of {', '.join(registry.names())}",
                          host=raw.name)
             migration = ""
-        state = "online"
+        state, why = "online", ""
         if not self.times(raw):
-            state = "offline"
+            state, why = "offline", ("has report times that are not uint32 seconds (the "
+                                     "bad-value problem above)")
         elif raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
-            state = "offline"
+            state, why = "offline", (f"has not reported for {raw.tn} s (more than 4 x TMAX = "
+                                     f"{4 * raw.tmax} s)")
         self.hosts[raw.name] = Host(
             name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
             migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
         names = self.guest_names(raw) if VMS in raw.metrics else []
-        if state == "offline" and names and raw.tn is not None and raw.tmax is not None:
-            self.problem("offline-host", f"host {raw.name} has not reported for {raw.tn} s "
-                         f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
+        if state == "offline" and names:
+            self.problem("offline-host", f"host {raw.name} {why} but still lists "
                          f"{_count(len(names), 'guest')}; they are kept with state unknown",
                          host=raw.name)
         elif state == "online":
             self.lateness(raw, names)
         said = raw.metrics.get(PROBLEM, "").strip()
         if said:
-            self.problem("incomplete-guest-list", f"host {raw.name}: vm-gmetric could not "
+            self.problem("incomplete-host", f"host {raw.name}: vm-gmetric could not "
                          f"read its whole guest list ({_show(said, 120)}) and left {VMS} out "
                          "this cycle", host=raw.name)
         listed = []
@@ -386,11 +381,9 @@ class SnapshotBuilder:
         vms = self.guests()
         vms.sort(key=lambda v: v.name)
         hosts = sorted(self.hosts.values(), key=lambda h: h.name)
-        rank = {kind: i for i, kind in enumerate(PROBLEM_KINDS)}
         # Sorted by kind, then host, then guest: gmond's order is hash order.
-        problems = sorted(self.problems, key=lambda p: (rank.get(p.kind, len(rank)),
-                                                        p.host or "", p.vm or "", p.message))
-        return Snapshot(hosts=hosts, vms=vms, problems=problems, source=source)
+        return Snapshot(hosts=hosts, vms=vms, problems=sort_problems(self.problems),
+                        source=source)
 
 
 def interpret(dumps: list[GangliaDump], *, stale_after: float = DEFAULT_STALE_AFTER,

@@ -15,7 +15,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from vmtools.knowledge import assess
+from vmtools.sources.knowledge import assess
 from vmtools.model import Snapshot
 from vmtools.rules.capacity import EPS
 from vmtools.rules.constraints import Constraints

@@ -28,7 +28,7 @@ from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
-from vmtools.knowledge import DEFAULT_MAX_FROZEN, Knowledge, assess, plural
+from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN, Knowledge, assess, plural
 from vmtools.planner.instance import Instance, build_instance, diagnose, gib, violations
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
@@ -803,7 +803,7 @@ def frozen_summary(snap: Snapshot, know: Knowledge, inst: Instance, placement: l
         unknown = sorted({p.vm for p in f.problems if p.vm and p.vm not in listed})
         sizes = {v: known_sizes.get(v) for v in unknown}
         full = any(m is None for m in sizes.values()) or "partial-container" in f.kinds \
-            or "incomplete-guest-list" in f.kinds
+            or "incomplete-host" in f.kinds
         leaving = sorted(inst.vms[v] for v in inst.leaving
                          if inst.hosts[inst.cur[v]] == h and placement[v] != inst.cur[v])
         out.append({"host": h, "knowledge": f.knowledge, "kinds": f.kinds, "why": f.why(),

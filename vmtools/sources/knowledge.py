@@ -22,7 +22,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "duplicate-guest": ("unknown", "a guest listed by two hosts"),
     "no-data": ("unknown", "a listed guest with no CPU or memory figure"),
     "stale-guest": ("stale", "a guest's metrics older than their TMAX or DMAX"),
-    "incomplete-guest-list": ("unknown", "vm-gmetric could not read the whole guest list"),
+    "incomplete-host": ("unknown", "the host could not read its whole guest list"),
     "partial-container": ("unknown", "a host with some but not all container.* metrics"),
     "not-a-number": ("unknown", "a figure that is not a finite number"),
     "bad-value": ("unknown", "a figure outside its type or a plausible range"),
