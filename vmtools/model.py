@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from vmtools import __version__
+from vmtools import __version__, numbers
 from vmtools.errors import DataError
+from vmtools.inputs import MAX_FILE_BYTES, input_name, read_file
+from vmtools.numbers import MAX_INT, MAX_NUMBER, describe
 from vmtools.xen import is_dom0, is_in_flight_name
 
 SNAPSHOT_FORMAT = "vmtools.snapshot"
@@ -64,29 +66,13 @@ def iso_to_epoch(text: str) -> float:
 
 # --------------------------------------------------------------------------- validation
 
-# Bounds on any number a document may carry where vmtools reads it: integers exact in a
-# float (the planner computes in floats), numbers far beyond any cluster. A 400-digit integer
-# or 1e300 is an input error naming its path, never an OverflowError.
-MAX_INT = 2**53
-MAX_NUMBER = 1e15
+# Bounds on any number a document may carry where vmtools reads it (vmtools.numbers): integers
+# exact in a float (the planner computes in floats), numbers far beyond any cluster. A
+# 400-digit integer or 1e300 is an input error naming its path, never an OverflowError.
 # Deeper JSON than this is no vmtools document (a plan nests 6 levels); refused before anything
 # walks it recursively.
 MAX_DEPTH = 64
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        text = str(value) if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
-        return text
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return "an object" if isinstance(value, dict) else "a list"
-    return repr(value)
+_describe = describe
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -138,15 +124,7 @@ class Reader:
         found, value = self._get(key, required, default)
         if not found:
             return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DataError(f"expected an integer, got {_describe(value)}", self.where(key))
-        if minimum is not None and value < minimum:
-            raise DataError(f"expected an integer >= {minimum}, got {_describe(value)}",
-                            self.where(key))
-        if value > maximum:
-            raise DataError(f"expected an integer <= {maximum}, got {_describe(value)}",
-                            self.where(key))
-        return value
+        return numbers.integer(value, self.where(key), lo=minimum, hi=maximum)
 
     def num(self, key: str, required: bool = True, default: Any = None,
             minimum: float | None = 0.0, maximum: float = MAX_NUMBER,
@@ -154,18 +132,9 @@ class Reader:
         found, value = self._get(key, required, default)
         if not found:
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or (isinstance(value, float) and not math.isfinite(value)):
-            raise DataError(f"expected a number, got {_describe(value)}", self.where(key))
-        if minimum is not None and value < minimum:
-            raise DataError(f"expected a number >= {minimum:g}, got {_describe(value)}",
-                            self.where(key))
-        if positive and value <= 0:
-            raise DataError(f"expected a number > 0, got {_describe(value)}", self.where(key))
-        if value > maximum:
-            raise DataError(f"expected a number <= {maximum:g}, got {_describe(value)}",
-                            self.where(key))
-        return float(value)
+        if positive and (minimum is None or minimum <= 0):
+            return numbers.number(value, self.where(key), lo=0.0, lo_open=True, hi=maximum)
+        return numbers.number(value, self.where(key), lo=minimum, hi=maximum)
 
     def bool(self, key: str, required: bool = True, default: Any = None) -> Any:
         found, value = self._get(key, required, default)
@@ -227,6 +196,7 @@ def _unique(items: list, key: Callable[[Any], str], path: str, what: str) -> Non
 HOST_MAX_CPU = 2**16 - 1
 HOST_MIN_CPU = 0.01   # a host with no CPU would divide every objective by zero
 HOST_MAX_MIB = (2**32 - 1) // 1024
+HOST_MIN_MIB = 1      # a host with no memory would divide every utilisation by zero
 
 
 @dataclass
@@ -247,7 +217,7 @@ class Host:
         return cls(name=r.name("name"), cluster=r.str("cluster", False, ""),
                    state=r.str("state", False, "online", HOST_STATES),
                    cpu=r.num("cpu", minimum=HOST_MIN_CPU, maximum=HOST_MAX_CPU),
-                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB),
+                   mem_mib=r.int("mem_mib", minimum=HOST_MIN_MIB, maximum=HOST_MAX_MIB),
                    net_mbps=r.num("net_mbps", False, positive=True), hypervisor=r.str("hypervisor", False, ""),
                    migration=r.str("migration", False, ""), reported=r.str("reported", False))
 
@@ -354,15 +324,43 @@ class Snapshot:
 
 # --------------------------------------------------------------------------- plan
 
-ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off", "power-on")
+ACTION_OPS = ("migrate", "suspend", "resume", "create", "checkpoint", "boot", "shutdown",
+              "power-off", "power-on")
 POWER_OPS = ("power-off", "power-on")
+# The guest lifecycle (vmtools-formats(5), PLAN): a suspend saves a guest's memory to an
+# image and destroys it, a resume starts it again from the image, a create starts a new guest
+# from its configuration file, a checkpoint saves an image and leaves the guest running.
+LIFECYCLE_OPS = ("suspend", "resume", "create", "checkpoint")
 MAX_PRIORITY = 9          # an action's "priority": 0 (default) to 9, higher starts first
+
+# Image and configuration paths: absolute, normalised, made of these characters only, so that
+# no path reaches a shell with a character it treats specially (they are quoted all the same)
+# and none climbs out of its directory.
+_SAFE_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._+-]{0,254})+")
+MAX_PATH = 1024
+
+
+def is_safe_path(path: object) -> bool:
+    """True for an absolute path of letters, digits and ``._+-`` between slashes, with no
+    empty, ``.`` or ``..`` component (``/var/lib/xen/save/web1.save``)."""
+    if not isinstance(path, str) or len(path) > MAX_PATH or not _SAFE_PATH.fullmatch(path):
+        return False
+    return all(part not in (".", "..") for part in path.split("/")[1:])
+
+
+def path_in(path: str, directory: str) -> bool:
+    """True when ``path`` (a safe path) is a file directly inside ``directory``."""
+    parent, _, name = path.rpartition("/")
+    return bool(name) and parent == directory.rstrip("/") and is_safe_path(path)
 
 
 @dataclass
 class Action:
     """One step of a plan. A migration has ``vm``, ``src``, ``dst`` and ``mem_mib``; a
-    power action (``power-off``, ``power-on``) has ``host`` instead."""
+    power action (``power-off``, ``power-on``) has ``host`` instead. The lifecycle ops: a
+    ``suspend`` or ``checkpoint`` has ``vm``, ``src`` (where the guest runs), ``image`` and
+    ``mem_mib``; a ``resume`` has ``vm``, ``dst``, ``image``, and the guest's ``mem_mib``,
+    ``vcpus`` and ``cpu``; a ``create`` the same with ``config`` instead of ``image``."""
 
     id: int
     vm: str
@@ -374,10 +372,28 @@ class Action:
     op: str = "migrate"
     host: str = ""
     priority: int = 0        # higher starts first when vm-apply has a free slot (0-9)
+    image: str = ""          # suspend, resume, checkpoint: the image file
+    config: str = ""         # create: the guest's configuration file on its host
+    vcpus: int = 0           # resume, create: the guest's virtual CPUs
+    cpu: float = 0.0         # resume, create: its CPU demand (physical CPUs)
 
     @property
     def is_power(self) -> bool:
         return self.op in POWER_OPS
+
+    @property
+    def is_lifecycle(self) -> bool:
+        return self.op in LIFECYCLE_OPS
+
+    @property
+    def starts_guest(self) -> bool:
+        """A resume or a create: the guest claims its memory on ``dst`` when it starts."""
+        return self.op in ("resume", "create")
+
+    @property
+    def where(self) -> str:
+        """The one host a lifecycle action runs on."""
+        return self.dst if self.starts_guest else self.src
 
     @classmethod
     def power(cls, id: int, op: str, host: str, after: list[int] | None = None,
@@ -397,6 +413,23 @@ class Action:
         if op in POWER_OPS:
             return cls.power(r.int("id", minimum=1), op, r.name("host"), after,
                              r.str("reason", False, ""))
+        if op in LIFECYCLE_OPS:
+            starts = op in ("resume", "create")
+            out = cls(id=r.int("id", minimum=1), op=op, vm=r.name("vm"),
+                      src="" if starts else r.name("src"), dst=r.name("dst") if starts else "",
+                      mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB + 1), after=after,
+                      reason=r.str("reason", False, ""),
+                      priority=r.int("priority", False, 0, maximum=MAX_PRIORITY))
+            key = "config" if op == "create" else "image"
+            value = r.str(key)
+            if not is_safe_path(value):
+                raise DataError(f"unsafe path {_describe(value)}: an absolute path of letters, "
+                                "digits and '._+-' between slashes, without '..'", r.where(key))
+            setattr(out, key, value)
+            if starts:
+                out.vcpus = r.int("vcpus", minimum=1, maximum=HOST_MAX_CPU)
+                out.cpu = r.num("cpu", False, 0.0, maximum=HOST_MAX_CPU)
+            return out
         return cls(id=r.int("id", minimum=1), op=op,
                    vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
                    mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""),
@@ -406,6 +439,23 @@ class Action:
         if self.op in POWER_OPS:
             return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
                     "reason": self.reason}
+        if self.op in LIFECYCLE_OPS:
+            out: dict = {"id": self.id, "op": self.op, "vm": self.vm}
+            if self.starts_guest:
+                out["dst"] = self.dst
+            else:
+                out["src"] = self.src
+            if self.op == "create":
+                out["config"] = self.config
+            else:
+                out["image"] = self.image
+            out["mem_mib"] = self.mem_mib
+            if self.starts_guest:
+                out.update(vcpus=self.vcpus, cpu=float(self.cpu))
+            out.update(after=list(self.after), reason=self.reason)
+            if self.priority:
+                out["priority"] = self.priority
+            return out
         out = {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
                "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
         if self.priority:
@@ -512,6 +562,36 @@ class Report:
                 "placement": dict(sorted(self.placement.items())), "summary": dict(self.summary)}
 
 
+# --------------------------------------------------------------------------- suspended guests
+
+SUSPENDED_FORMAT = "vmtools.suspended"
+
+
+def parse_suspended(obj: Any, path: str = "") -> dict[str, dict]:
+    """A ``vmtools.suspended`` ledger (vmtools-formats(5), SUSPENDED GUESTS) as
+    ``{vm: {"name", "host", "image", "mem_mib", "vcpus", "cpu", "suspended"}}``."""
+    r = check_envelope(obj, SUSPENDED_FORMAT, path)
+    out: dict[str, dict] = {}
+    for p, item in r.list("guests"):
+        g = Reader(item, p)
+        entry = {"name": g.name("name"), "host": g.name("host"), "image": g.str("image"),
+                 "mem_mib": g.int("mem_mib", minimum=1, maximum=HOST_MAX_MIB + 1),
+                 "vcpus": g.int("vcpus", False, 1, minimum=1, maximum=HOST_MAX_CPU),
+                 "cpu": g.num("cpu", False, 0.0, maximum=HOST_MAX_CPU),
+                 "suspended": g.str("suspended", False, "")}
+        if not is_safe_path(entry["image"]):
+            raise DataError(f"unsafe path {_describe(entry['image'])}", g.where("image"))
+        if entry["name"] in out:
+            raise DataError(f"duplicate guest {_describe(entry['name'])}", p)
+        out[entry["name"]] = entry
+    return out
+
+
+def suspended_document(guests: dict[str, dict]) -> dict:
+    return {"format": SUSPENDED_FORMAT, "version": CURRENT_VERSION,
+            "guests": [guests[k] for k in sorted(guests)]}
+
+
 # --------------------------------------------------------------------------- JSON text
 
 def dumps(doc: Any) -> str:
@@ -565,6 +645,28 @@ def loads(text: str, source: str = "<stdin>", max_depth: int = MAX_DEPTH) -> Any
         raise DataError(f"expected a number, got an integer of {len(huge[0].lstrip('-'))} "
                         f"digits (at most {MAX_INT_DIGITS})", f"{source}: {path}")
     return obj
+
+
+def load_file(path: str, what: str, parse: Callable[[Any], Any] | None = None, *,
+              limit: int = MAX_FILE_BYTES, prog: str = "vmtools") -> Any:
+    """The one loader of a JSON file: read bounded (:func:`vmtools.inputs.read_file`), parse
+    (:func:`loads`), then ``parse(obj)`` (the reader's validation). Any decoding, size or shape
+    error is a :class:`DataError` (exit 65) naming the file and the place in it."""
+    text = read_file(path, what, limit=limit, prog=prog)
+    name = input_name(path)
+    obj = loads(text, name)
+    if parse is None:
+        return obj
+    try:
+        return parse(obj)
+    except DataError as exc:
+        if exc.where and exc.where.startswith(name):
+            raise
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name,
+                        settings=exc.settings) from None
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        # A reader that trusted the shape of a hand-edited file: still the file's fault.
+        raise DataError(f"not a valid {what}: {type(exc).__name__}: {exc}", name) from None
 
 
 # No figure of a vmtools document needs more digits than this (2**53 has 16).

@@ -187,18 +187,32 @@ def plan_tables(plan_doc: dict) -> str:
         after[host][1] += v["mem_mib"]
         after[host][2] += 1
     rows = []
+    frozen = {f["host"]: f for f in plan_doc.get("summary", {}).get("frozen") or []}
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
         state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
                  }.get(switched.get(h["name"], ""), h["state"])
+        if h["name"] in frozen:
+            state += ", frozen"
         rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
                         f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
+    if frozen:
+        out += "\n" + frozen_table(list(frozen.values()))
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())
+
+
+def frozen_table(frozen: list[dict]) -> str:
+    """The frozen hosts of a plan or a status view: nothing moves onto them, their guests
+    stay; why (the problem kinds and the first message)."""
+    rows = [[f["host"], f.get("knowledge", ""), ", ".join(f.get("kinds", [])),
+             ", ".join(f.get("leaving") or []) or "-", f.get("why", "")] for f in frozen]
+    return table(rows, ["host", "known", "problems", "leaving", "why"],
+                 f"Frozen hosts ({len(frozen)}): nothing moves onto them, their guests stay")
 
 
 def report_table(report: dict) -> str:

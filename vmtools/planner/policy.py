@@ -267,6 +267,9 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
     cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.fixed_vms)
     if not units:
+        if h in inst.frozen_hosts:
+            return None, "frozen", ("it is frozen (a snapshot problem names it): its guests stay "
+                                    "unless its known guests alone overload it")
         if cooling:
             return None, "cooldown", (f"its guests are cooling down after a recent move: "
                                       f"{_moved(opts, cooling)} (--cooldown "
