@@ -72,6 +72,9 @@ class RawHost:
     line: int = 0
     metrics: dict[str, str] = field(default_factory=dict)   # NAME -> VAL
     times: dict[str, str] = field(default_factory=dict)     # REPORTED/TN/TMAX as sent
+    # container.* metrics older than their TMAX (or their DMAX, when it is set): NAME ->
+    # (TN, TMAX, DMAX). Only the late ones are kept: 40,000 guests' ages would cost memory.
+    late: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,11 +121,23 @@ def _int(value: str | None) -> int | None:
     return int(number)
 
 
+def _age(late: dict, name: str, tn_text: str, tmax_text: str | None,
+         dmax_text: str | None) -> None:
+    """Record ``name`` in ``late`` (a host's) when its TN is past its TMAX, or its DMAX when set
+    (an attribute that is not a uint32 leaves the metric's age unknown: not late)."""
+    tn, tmax, dmax = _int(tn_text), _int(tmax_text), _int(dmax_text)
+    if tn is None or tmax is None:
+        return
+    if (tmax > 0 and tn > tmax) or (dmax is not None and dmax > 0 and tn > dmax):
+        late[name] = (tn, tmax, dmax or 0)
+
+
 def _wanted(name: str) -> bool:
     return name.startswith(CONTAINER_PREFIX) or name in FALLBACK_METRICS
 
 
-def _read_host(elem, metrics: dict[str, str] | None = None) -> RawHost:
+def _read_host(elem, metrics: dict[str, str] | None = None,
+               late: dict | None = None) -> RawHost:
     """The host of a HOST element; ``metrics``: what the streaming parser already took from
     its METRIC children (they are gone from ``elem`` by then)."""
     host = RawHost(name=elem.get("NAME", ""), ip=elem.get("IP", ""),
@@ -132,16 +147,20 @@ def _read_host(elem, metrics: dict[str, str] | None = None) -> RawHost:
                           if (v := elem.get(k)) is not None})
     if metrics is not None:
         host.metrics = metrics
+        host.late = late if late is not None else {}
         return host
     for metric in elem.iterchildren("METRIC"):
-        _take_metric(host.metrics, metric)
+        _take_metric(host.metrics, metric, host.late)
     return host
 
 
-def _take_metric(metrics: dict[str, str], metric) -> None:
+def _take_metric(metrics: dict[str, str], metric, late: dict) -> None:
     name = metric.get("NAME")
     if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
         metrics[name] = metric.get("VAL", "")
+        tn = metric.get("TN")
+        if tn is not None and tn != "0" and name[0] == "c":
+            _age(late, name, tn, metric.get("TMAX"), metric.get("DMAX"))
 
 
 def _drop_read(elem) -> None:
@@ -287,6 +306,7 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                              huge_tree=False, remove_comments=True, remove_pis=True)
     root_checked = False
     metrics: dict[str, str] | None = None    # of the HOST being read
+    late: dict = {}                          # its late container.* metrics
     count = 0
     try:
         for event, elem in events:
@@ -301,12 +321,12 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                     if metrics is not None:
                         count += 1
                         if count <= MAX_METRICS_PER_HOST:
-                            _take_metric(metrics, elem)
+                            _take_metric(metrics, elem, late)
                     _drop_read(elem)
                 continue
             if event == "start":
                 if tag == "HOST":
-                    metrics, count = {}, 0
+                    metrics, count, late = {}, 0, {}
                 elif tag == "CLUSTER":
                     top = grids[0][1] if grids else None
                     cluster = Cluster(name=elem.get("NAME", ""),
@@ -317,7 +337,7 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                     grids.append((elem.get("NAME", ""), _int(elem.get("LOCALTIME"))))
                 continue
             if tag == "HOST":
-                host = _read_host(elem, metrics if metrics is not None else {})
+                host = _read_host(elem, metrics if metrics is not None else {}, late)
                 metrics = None
                 if count > MAX_METRICS_PER_HOST:
                     dump.dropped.append(Dropped(
