@@ -534,6 +534,7 @@ class Simulation:
         self.req_since = start
         self._recount()
         times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
+        host_off: list[list[int]] = []
         warm = warm_up_ticks(opts, n_ticks)
         for k in range(n_ticks):
             t = start + k * every
@@ -545,7 +546,8 @@ class Simulation:
                 self._flush_requested()
                 self.warm_up_figures = self.figures(warm)
                 self._reset_figures()
-                for series in (times, active, overloaded, migrations, watts, host_cpu):
+                for series in (times, active, overloaded, migrations, watts, host_cpu,
+                               host_off):
                     series.clear()
             cpu: Counter = Counter()
             occupied = set(self.place.values()) | {self.actions[i].dst
@@ -557,6 +559,7 @@ class Simulation:
             overloaded.append(sum(1 for h in self.host_names if cpu[h] > self.hosts[h].cpu + EPS))
             host_cpu.append([round(cpu[h] / self.hosts[h].cpu, 3) if self.hosts[h].cpu else 0.0
                              for h in self.host_names])
+            host_off.append([i for i, h in enumerate(self.host_names) if self.power[h] != "on"])
             self.tick()
             if self.progress:
                 self.progress(k + 1, n_ticks)
@@ -565,7 +568,7 @@ class Simulation:
         self._close_tick(migrations, watts, end - (start + (n_ticks - 1) * every))
         series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
-                  "host_cpu": host_cpu}
+                  "host_cpu": host_cpu, "host_off": host_off}
         return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks - warm),
                          series, list(self.failures), self.warm_up_figures)
 
