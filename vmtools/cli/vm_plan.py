@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
                                  read_document, read_text)
 from vmtools.errors import DataError, UsageError
@@ -166,13 +166,14 @@ def plan(
                                       "(plans are reproducible).")] = 0,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.planner.scratch import solver_guard
@@ -237,6 +238,9 @@ def plan(
         result.rules_skipped = skipped
         if in_process:
             return result
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import plan_families
+            figures(*plan_families(result))
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 

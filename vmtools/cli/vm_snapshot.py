@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
 from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
@@ -62,13 +62,14 @@ def snapshot(
              "stale (a problem).")] = DEFAULT_STALE_AFTER,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia reports."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
@@ -80,6 +81,9 @@ def snapshot(
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)
         log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import snapshot_families
+            figures(*snapshot_families(snap))
         if fmt == OutputFormat.table:
             emit(snapshot_table(snap), output)
         elif output is None or str(output) == "-":
