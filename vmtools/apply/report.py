@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from vmtools.apply.journal import iso
 from vmtools.model import Action, Plan, Report, document_digest
+from vmtools.text import printable
 
 
 @dataclass
@@ -34,7 +35,9 @@ class Outcome:
                   "ended": iso(self.ended) if self.ended else None,
                   "seconds": round(self.ended - self.started, 3)
                   if self.started and self.ended else None,
-                  "transport": self.transport, "error": self.error, "where": self.where})
+                  "transport": self.transport,
+                  "error": None if self.error is None else printable(self.error),
+                  "where": None if self.where is None else printable(self.where)})
         if self.from_journal:
             d["from_journal"] = True
         return d
@@ -54,7 +57,7 @@ def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, s
                "migrated_mib": done_mib, "started": iso(started), "ended": iso(end),
                "seconds": round(end - started, 3), "parallel": parallel,
                "per_host": per_host, "interrupted": interrupted,
-               "problems": list(problems),
+               "problems": [printable(p) for p in problems],
                "power_off": sorted(e["host"] for e in entries if e["op"] == "power-off"
                                    and e["outcome"] == "done"),
                "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"

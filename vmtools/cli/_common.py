@@ -39,7 +39,7 @@ from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataE
                             UsageError, VmtoolsError)
 from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
-from vmtools.text import one_line
+from vmtools.text import one_line, printable
 
 log = logging.getLogger("vmtools")
 
@@ -109,6 +109,14 @@ TextfileDir = Annotated[Optional[Path], typer.Option(
 
 # --------------------------------------------------------------------------- errors
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote what hosts answered (an ``xl migrate`` error, a host name from a
+    state file): control characters are shown escaped, never sent to the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
+
+
 def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
         min(verbose + (1 if debug else 0), 2)]
@@ -116,7 +124,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.setFormatter(_EscapingFormatter(f"{prog}: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("pulp", "urllib3"):
@@ -286,6 +294,8 @@ def emit(text: str, output: Path | None) -> None:
     """Print a finished document (or table) to stdout, or write it to ``-o FILE``."""
     if not text.endswith("\n"):
         text += "\n"
+    # A table shows names and error texts that came from hosts (JSON is ASCII already).
+    text = printable(text, newlines=True)
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

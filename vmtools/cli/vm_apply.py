@@ -22,6 +22,7 @@ from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug,
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
+from vmtools.text import printable
 from vmtools.xen import TRANSPORTS
 
 PROG = "vm-apply"
@@ -163,7 +164,7 @@ def apply(
 
         def progress(line: str) -> None:
             if not quiet:
-                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+                print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
         report = apply_plan(plan, options, progress)
         if textfile_dir is not None:
