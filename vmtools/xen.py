@@ -1,5 +1,5 @@
 """Facts about Xen that every part of vmtools shares: Domain-0's names, the names a guest
-carries while it migrates, and the migration transports with their default ports.
+carries while it migrates, and xend's relocation port.
 
 Imports nothing (the lab's stand-ins import it on every simulated ``xl`` call).
 """
@@ -17,11 +17,8 @@ INCOMING_SUFFIX = "--incoming"
 IN_FLIGHT_SUFFIXES = (INCOMING_SUFFIX, "--migratedaway")
 IN_FLIGHT_PREFIXES = ("migrating-",)
 
-# The migration transports (published as ``container.driver.migration``) and the port each
-# reaches a Domain-0 on: xend's HTTP/SXP server, xend's XML-RPC server, SSH for xm/xl.
-DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22}
-TRANSPORTS = tuple(DEFAULT_PORTS)
-SSH_TRANSPORTS = ("xm-ssh", "xl-ssh")
+# The migration transports and their ports are a table of their own:
+# vmtools.drivers.registry.
 # xend's relocation server, the port a migration's memory stream goes to.
 RELOCATION_PORT = 8002
 

@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vmtools.apply.hostmap import HostEntry
+from vmtools.drivers.hostmap import HostEntry
 from vmtools.power.execute import PowerSettings
 from vmtools.errors import OptionError
-from vmtools.xen import TRANSPORTS
+from vmtools.drivers import registry
 
 DEFAULT_STATE_DIR = "/var/lib/vmtools"
 
@@ -50,8 +50,9 @@ class ApplyOptions:
             raise OptionError("parallel", "must be at least 1")
         if self.per_host < 1:
             raise OptionError("per_host", "must be at least 1")
-        if self.driver is not None and self.driver not in TRANSPORTS:
-            raise OptionError("driver", f"{self.driver}: expected one of {', '.join(TRANSPORTS)}")
+        if self.driver is not None and not registry.is_transport(self.driver):
+            raise OptionError("driver", f"{self.driver}: expected one of "
+                              f"{', '.join(registry.names())}")
         for name in ("timeout", "verify_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise OptionError(name, "must be positive")

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 from vmtools.apply.ask import survey, where_is
-from vmtools.apply.hostmap import HostEntry
+from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
@@ -51,7 +51,8 @@ from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionErro
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, is_migrating
+from vmtools.drivers import registry
+from vmtools.xen import is_migrating
 
 log = logging.getLogger("vmtools.apply")
 
@@ -158,13 +159,13 @@ class Run:
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
         transport = self.opts.driver or self.hosts[host].migration
-        if transport not in TRANSPORTS:
+        if not registry.is_transport(transport):
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
-                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver "
+                            f"(expected one of {', '.join(registry.names())}; or choose one driver "
                             "for every host)",
                             f"plan.origin.hosts[{host}].migration")
         return Endpoint(host, transport, entry.address or host,
-                        entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
+                        entry.port or registry.default_port(transport), entry.migrate or host)
 
     # ---- asking the hosts (vmtools.apply.ask)
     def survey(self, hosts: list[str]) -> dict[str, set[str] | Exception]:

@@ -22,8 +22,8 @@ from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug,
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
+from vmtools.drivers.registry import names as transport_names
 from vmtools.text import printable
-from vmtools.xen import TRANSPORTS
 
 PROG = "vm-apply"
 app = make_app(PROG, __doc__)
@@ -60,7 +60,7 @@ def apply(
         help="After a failed action, start nothing new (running ones finish).")] = False,
     driver: Annotated[Optional[str], typer.Option(
         "--driver", metavar="TRANSPORT",
-        help=f"Use this transport for every host ({', '.join(TRANSPORTS)}) instead of each "
+        help=f"Use this transport for every host ({', '.join(transport_names())}) instead of each "
              "host's migration field in the plan's snapshot.")] = None,
     hosts: Annotated[Optional[Path], typer.Option(
         "--hosts", metavar="FILE",
@@ -140,7 +140,7 @@ def apply(
 ) -> None:
     """Run a plan's migrations and print a report (JSON)."""
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
-        from vmtools.apply.hostmap import read_hostmap
+        from vmtools.drivers.hostmap import read_hostmap
         host_map = read_hostmap(str(hosts)) if hosts else {}
         from vmtools.drivers.ssh import SshOptions
         ssh = SshOptions(user=ssh_user, key=str(ssh_key) if ssh_key else None,

@@ -254,7 +254,7 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     check_power_settings(standby_after, reserve, boot_timeout)   # before any file is read
     methods = None
     if hosts is not None:
-        from vmtools.apply.hostmap import read_hostmap
+        from vmtools.drivers.hostmap import read_hostmap
         methods = {name: e.power for name, e in read_hostmap(hosts).items()}
     model = None
     if power_model is not None:

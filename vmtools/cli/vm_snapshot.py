@@ -19,7 +19,7 @@ from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT, EXAMPLES
 from vmtools.render import snapshot_table
-from vmtools.snapshot import choose_sources, snapshot_json, snapshot_json_chunks, take_snapshot
+from vmtools.snapshot import make_sources, snapshot_json, snapshot_json_chunks, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 PROG = "vm-snapshot"
@@ -74,9 +74,10 @@ def snapshot(
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
-        sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
-                                 inputs=input_ or [], example=example, timeout=timeout)
-        snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
+        sources = make_sources("ganglia", dict(
+            gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [], inputs=input_ or [],
+            example=example, timeout=timeout, recover=recover, stale_after=stale_after))
+        snap = take_snapshot(sources)
         if snap.problems:
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)

@@ -1,30 +1,24 @@
-"""Migration transports: one module per way of reaching a Domain-0.
+"""Migration transports: one module per way of reaching a Domain-0, named in one table.
 
-``make_driver(endpoint, ...)`` picks the class for the endpoint's transport
-(``xen``, ``xend-xmlrpc``, ``xm-ssh``, ``xl-ssh``).
+:mod:`vmtools.drivers.registry` lists the transports (``xen``, ``xend-xmlrpc``, ``xm-ssh``,
+``xl-ssh``) with their ports; ``make_driver(endpoint, ...)`` builds the driver of the
+endpoint's transport from that table. :mod:`vmtools.drivers.hostmap` is the host map (where
+to reach each host), read by vm-apply and by the power actions.
 """
 
 from __future__ import annotations
 
-from vmtools.drivers.base import (Driver, Endpoint, HostKeyError,
-                                  MigrationRefused, MigrationUncertain)
-from vmtools.errors import UsageError
-from vmtools.xen import SSH_TRANSPORTS, TRANSPORTS
+from vmtools.drivers import registry
+from vmtools.drivers.base import (Driver, Endpoint, HostKeyError, MigrationRefused,
+                                  MigrationUncertain, NotSupported)
 
 
-def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 10.0) -> Driver:
-    if endpoint.transport == "xen":
-        from vmtools.drivers.xend_http import XendHttpDriver
-        return XendHttpDriver(endpoint, connect_timeout)
-    if endpoint.transport == "xend-xmlrpc":
-        from vmtools.drivers.xend_xmlrpc import XendXmlRpcDriver
-        return XendXmlRpcDriver(endpoint, connect_timeout)
-    if endpoint.transport in SSH_TRANSPORTS:
-        from vmtools.drivers.ssh import SshDriver, SshOptions
-        return SshDriver(endpoint, ssh_options or SshOptions(), connect_timeout)
-    raise UsageError(f"unknown migration transport {endpoint.transport!r} "
-                     f"(expected one of {', '.join(TRANSPORTS)})")
+def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 10.0,
+                **settings) -> Driver:
+    """The driver of ``endpoint.transport``; UsageError for a transport not in the table."""
+    cls = registry.driver_class(endpoint.transport)
+    return cls.for_endpoint(endpoint, connect_timeout, ssh_options=ssh_options, **settings)
 
 
-__all__ = ["Driver", "Endpoint", "HostKeyError", "MigrationRefused",
-           "MigrationUncertain", "make_driver"]
+__all__ = ["Driver", "Endpoint", "HostKeyError", "MigrationRefused", "MigrationUncertain",
+           "NotSupported", "make_driver", "registry"]

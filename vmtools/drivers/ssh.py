@@ -100,6 +100,11 @@ class SshDriver(Driver):
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint, connect_timeout: float = 10.0,
+                     ssh_options: SshOptions | None = None, **_settings) -> "SshDriver":
+        return cls(endpoint, ssh_options or SshOptions(), connect_timeout)
+
     # ---- connection
     def _connect(self) -> paramiko.SSHClient:
         with self._lock:
@@ -266,3 +271,6 @@ def _drain_until_done(chan) -> None:
             chan.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+DRIVER = SshDriver

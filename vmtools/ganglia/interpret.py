@@ -30,19 +30,16 @@ import re
 import time
 
 from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
-from vmtools.xen import DOM0_NAMES, TRANSPORTS
+from vmtools.drivers import registry
+from vmtools.xen import DOM0_NAMES
 from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, GUEST_PREFIX, HOST_METRICS,
                                     MEM_TOTAL, NET_MBPS, TYPE, VMS, VMS_PART)
 from vmtools.model import (VM, Host, Problem, Snapshot,
                            epoch_to_iso, is_reserved_name, is_safe_name)
+from vmtools.sources.check import CPU_SLACK, PROBLEM_KINDS, show as _show, sort_problems
 
 DEFAULT_STALE_AFTER = 120.0
 _HYPERVISOR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-
-# Problem kinds (documented in vmtools-formats(5)).
-PROBLEM_KINDS = ("duplicate-guest", "no-data", "partial-container", "not-a-number",
-                 "bad-value", "stale-cluster", "offline-host", "duplicate-host",
-                 "unsafe-name", "reserved-name", "dropped-host", "dropped-cluster", "truncated")
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
@@ -66,20 +63,12 @@ METRIC_TYPES: dict[str, tuple[str, float, float]] = {
     "cpu_nice": ("float", 0, 100),
     "bytes_in": ("float", 0, 1.25e12), "bytes_out": ("float", 0, 1.25e12),
 }
-# A guest can use no more CPU than its host has; measurement jitter stays well below this slack.
-CPU_SLACK = 1.5
 # A REPORTED time this far past the answer's own time is a lie, not clock skew.
 FUTURE_SLACK = 86400
 
 
 def _range(low: float, high: float) -> str:
     return f"{low:g} to {high:.0f}" if high >= 1e6 and high == int(high) else f"{low:g} to {high:g}"
-
-
-def _show(text: str, limit: int = 60) -> str:
-    """An untrusted name, quoted and made printable for a problem sentence."""
-    shown = "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in text[:limit])
-    return '"' + shown + ('..."' if len(text) > limit else '"')
 
 
 class SnapshotBuilder:
@@ -218,9 +207,9 @@ class SnapshotBuilder:
                          host=raw.name)
             hypervisor = ""
         migration = raw.metrics[DRIVER_MIGRATION].strip()
-        if migration not in TRANSPORTS:
+        if not registry.is_transport(migration):
             self.problem("bad-value", f"container.driver.migration of host {raw.name} is "
-                         f"{_show(migration, 40)}, not one of {', '.join(TRANSPORTS)}",
+                         f"{_show(migration, 40)}, not one of {', '.join(registry.names())}",
                          host=raw.name)
             migration = ""
         state, why = "online", ""
@@ -331,11 +320,9 @@ class SnapshotBuilder:
         vms = self.guests()
         vms.sort(key=lambda v: v.name)
         hosts = sorted(self.hosts.values(), key=lambda h: h.name)
-        rank = {kind: i for i, kind in enumerate(PROBLEM_KINDS)}
         # Sorted by kind, then host, then guest: gmond's order is hash order.
-        problems = sorted(self.problems, key=lambda p: (rank.get(p.kind, len(rank)),
-                                                        p.host or "", p.vm or "", p.message))
-        return Snapshot(hosts=hosts, vms=vms, problems=problems, source=source)
+        return Snapshot(hosts=hosts, vms=vms, problems=sort_problems(self.problems),
+                        source=source)
 
 
 def interpret(dumps: list[GangliaDump], *, stale_after: float = DEFAULT_STALE_AFTER,

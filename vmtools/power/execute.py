@@ -22,15 +22,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from vmtools.drivers import registry
 from vmtools.errors import DataError, OperationFailed, Unavailable
 from vmtools.power import ipmi
 from vmtools.power.boot import answers, wait_until
 from vmtools.power.wol import DEFAULT_ADDRESS, DEFAULT_PORT, send_magic_packet
 
 log = logging.getLogger("vmtools.power")
-
-SSH_TRANSPORTS = ("xm-ssh", "xl-ssh")
-
 
 @dataclass
 class PowerSettings:
@@ -98,7 +96,8 @@ class PowerRunner:
         if guests:
             raise OperationFailed(f"{host} still runs {', '.join(sorted(guests)[:5])}: not "
                                   "switched off")
-        if endpoint.transport in SSH_TRANSPORTS:
+        if registry.is_transport(endpoint.transport) and \
+                registry.transport(endpoint.transport).ssh:
             address, port = endpoint.address, endpoint.port
         else:
             address, port = endpoint.address, self.settings.ssh_port

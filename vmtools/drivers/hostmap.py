@@ -1,5 +1,6 @@
 """The host map (vmtools-formats(5), HOST MAP; ``vm-apply --hosts FILE``): where to reach
-each host.
+each host. It sits with the transports because both sides read it: vm-apply (where to send a
+migration) and the power actions of :mod:`vmtools.power` (how to switch a host on and off).
 
 CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
 ``name,manage,migrate[,power,bmc,mac]``::
@@ -152,8 +153,27 @@ def parse_hostmap(text: str, source: str = "hosts") -> dict[str, HostEntry]:
     return entries
 
 
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
+
+
+def parse_mac(text: str, where: str | None = None) -> bytes:
+    """``00:16:3e:12:34:56`` or ``00-16-3E-12-34-56`` → 6 bytes. Refuses the broadcast
+    and multicast addresses (no NIC has one as its own)."""
+    if not isinstance(text, str) or not _MAC.fullmatch(text):
+        raise DataError(f"MAC address {text!r} is not six hexadecimal pairs separated by "
+                        "':' or '-' (e.g. 00:16:3e:12:34:56)", where)
+    mac = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    if mac[0] & 1:
+        raise DataError(f"MAC address {text} is a multicast or broadcast address, not a "
+                        "network card's", where)
+    return mac
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
 def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dict:
-    from vmtools.power.wol import format_mac, parse_mac
     power = power.lower() or "none"
     if power not in POWER_METHODS:
         raise DataError(f"power {power!r}: expected ipmi, wol or none", where)
