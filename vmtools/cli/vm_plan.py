@@ -122,12 +122,13 @@ def plan(
         "CPU samples here between runs (cron).")] = None,
     demand: Annotated[str, typer.Option(
         "--demand", metavar="last|mean|pNN|max",
-        help="With --state: plan on this statistic of each guest's CPU samples over "
-             "--demand-window (never below the last sample).")] = "max",
+        help="With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan "
+             "on this statistic of each guest's CPU samples over --demand-window (never "
+             "below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
-        help="With --state: how far back --demand looks (chosen from replays: see "
-             "vm-plan(1)).")] = 120.0,
+        help="With --state or a snapshot's samples: how far back --demand looks (chosen "
+             "from replays: see vm-plan(1)).")] = 120.0,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",

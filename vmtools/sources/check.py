@@ -41,7 +41,8 @@ from vmtools.sources.base import Reading
 # Problem kinds (documented in vmtools-formats(5)), in the order a snapshot lists them.
 PROBLEM_KINDS = ("duplicate-guest", "no-data", "partial-container", "not-a-number",
                  "bad-value", "stale-cluster", "offline-host", "duplicate-host",
-                 "unsafe-name", "reserved-name", "dropped-host", "dropped-cluster", "truncated")
+                 "unsafe-name", "reserved-name", "dropped-host", "dropped-cluster", "truncated",
+                 "incomplete-host", "duplicate-series")
 # A guest can use no more CPU than its host has; measurement jitter stays well below this slack.
 CPU_SLACK = 1.5
 HOST_MIN_NET_MBPS = 1e-3          # 0 would divide by zero
@@ -237,10 +238,14 @@ def merge_readings(readings: Iterable[Reading], transports: Collection[str]) -> 
                                         host=v.host, vm=v.name))
                 continue
             vms[v.name] = v
+    samples = {name: [[t, c] for t, c in series] for r in readings
+               for name, series in r.samples.items()
+               if name in vms and vms[name].host in {h.name for h in r.hosts}}
     return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
                     vms=sorted(vms.values(), key=lambda v: v.name),
                     problems=sort_problems(problems),
-                    source=", ".join(r.source for r in readings))
+                    source=", ".join(r.source for r in readings),
+                    samples=samples if any(r.samples for r in readings) else None)
 
 
 __all__ = ["check_reading", "merge_readings", "sort_problems", "show", "PROBLEM_KINDS",
