@@ -9,9 +9,9 @@ What the answers hold is judged here (the query client only checks their shape):
 
 - a value that is NaN or infinite is ``not-a-number``; one outside what a host or guest can
   have (10^308 bytes, -1 CPUs) is ``bad-value``; either way the figure is not used;
-- a host whose ``host_last_seen`` is older than ``stale_after`` seconds is offline
-  (``offline-host``: its guests, if still listed, are kept with state ``unknown``); one seen
-  in the last hour with no current figures is named in an ``offline-host`` problem;
+- a host whose ``host_last_seen`` is older than ``stale_after`` seconds is ``stale-host`` (kept
+  at its last figures: the planners freeze it); one seen in the last hour with no current
+  figures is named in a ``vanished-host`` problem;
 - a host whose ``host_complete`` is 0 is ``incomplete-host`` (its guest list is unknown: the
   guests it serves are not a list to believe); one whose ``host_guests`` says more guests than
   have figures is ``no-data``; a host without memory or CPUs is ``partial-container`` and is
@@ -171,8 +171,8 @@ class PrometheusSource:
             stale = age is not None and age > s.stale_after
             if mem is None or cpus is None:
                 if stale:
-                    j.problem("offline-host", f"host {name} last reported {age:.0f} s ago "
-                              "(more than the stale-after time); its guests are unknown",
+                    j.problem("vanished-host", f"host {name} last reported {age:.0f} s ago "
+                              "and has no current figures; its guests are unknown",
                               host=name)
                 elif (name,) in seen:
                     j.problem("partial-container", f"host {name} has "
@@ -185,9 +185,9 @@ class PrometheusSource:
                         migration=labels.get("migration", s.profile.migration),
                         reported=epoch_to_iso(last) if last is not None else None)
             if stale:
-                host.state = "offline"
-                j.problem("offline-host", f"host {name} last reported {age:.0f} s ago (more "
-                          "than the stale-after time); its figures are stale", host=name)
+                j.problem("stale-host", f"host {name} last reported {age:.0f} s ago (more "
+                          "than the stale-after time); it is kept at its last figures",
+                          host=name)
             if "host_complete" in hosts_:
                 complete = j.number("host_complete", hosts_["host_complete"].get((name,)), 0,
                                     1, name)
@@ -233,7 +233,7 @@ class PrometheusSource:
             vms[vm] = VM(name=vm, host=host, vcpus=int(vcpus), cpu=round(cpu, 4),
                          mem_mib=max(1, int(mem // MIB)),
                          net_mbps=None if net is None else round(net * 8 / 1e6, 4),
-                         state="unknown" if h.state != "online" else "running")
+                         state="running")
         for name, listed in hosts_.get("host_guests", {}).items():
             host = name[0]
             n = j.number("host_guests", listed, 0, 1e6, host)
