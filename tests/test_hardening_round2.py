@@ -247,3 +247,107 @@ def test_vm_rebalance_passes_an_archive_path_with_a_space_as_one_word(tmp_path):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["failed_step"] == "report" and result["plan"]["migrations"] > 0
     assert (archive / ".plan-state").is_dir()
+
+
+# ----------------------------------------------------------------- the atomic write
+
+@pytest.mark.parametrize("target", ["DIR", "", "DIR/", "missing/doc.json"])
+def test_output_to_a_directory_or_nowhere_is_a_usage_error(tmp_path, target):
+    target = target.replace("DIR", str(tmp_path))
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "-o", target, input=snap)
+    one_error_line(proc, 2, "vm-plan", "cannot write" if "missing" in target else "")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def replay_files(tmp_path, trace: str | None = None, hosts: str | None = None):
+    from tests.test_replay import HOSTS, TRACE
+    t, h = tmp_path / "t.csv", tmp_path / "h.csv"
+    t.write_text(TRACE if trace is None else trace)
+    h.write_text(HOSTS if hosts is None else hosts)
+    return str(t), str(h)
+
+
+def test_replay_html_and_output_to_a_directory_are_usage_errors(tmp_path):
+    t, h = replay_files(tmp_path)
+    for flag in ("--html", "-o"):
+        proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", flag, str(tmp_path))
+        one_error_line(proc, 2, "vm-replay", "is a directory")
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none",
+               env={"VMTOOLS_REPLAY_HTML": ""})
+    one_error_line(proc, 2, "vm-replay")
+
+
+# ----------------------------------------------------------------- every read has a limit
+
+def test_a_peer_that_never_stops_sending_is_cut_at_the_answer_limit():
+    import socket
+    import threading
+
+    from vmtools.errors import VmtoolsError
+    from vmtools.ganglia.sources import fetch
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def flood():
+        conn, _ = server.accept()
+        with conn:
+            block = b"<" * 65536
+            try:
+                while not stop.is_set():
+                    conn.sendall(block)
+            except OSError:
+                pass
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    with pytest.raises(DataError, match=r"larger than 4 MiB: not a Ganglia answer") as err:
+        fetch("127.0.0.1", server.getsockname()[1], "gmond://127.0.0.1", timeout=5,
+              limit=4 * 2**20)
+    assert isinstance(err.value, VmtoolsError) and err.value.exit_code == 65
+    stop.set()
+    server.close()
+
+
+def test_one_host_with_endless_metrics_is_dropped_not_held(tmp_path):
+    from vmtools.ganglia.xml import MAX_METRICS_PER_HOST
+    xml = tmp_path / "big.xml"
+    metric = ('<METRIC NAME="container.guest.g{0}.cpu" VAL="1" TYPE="float" UNITS="" TN="1" '
+              'TMAX="60" DMAX="0" SLOPE="both"/>\n')
+    with open(xml, "w") as fh:
+        fh.write('<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond"><CLUSTER NAME="c" '
+                 'LOCALTIME="1765000000">\n<HOST NAME="h1" REPORTED="1765000000" TN="1" '
+                 'TMAX="20">\n')
+        for i in range(MAX_METRICS_PER_HOST + 10):
+            fh.write(metric.format(i))
+        fh.write("</HOST></CLUSTER></GANGLIA_XML>\n")
+    proc = run("vm-snapshot", "-i", str(xml))
+    assert proc.returncode == 0, proc.stderr
+    (problem,) = json.loads(proc.stdout)["problems"]
+    assert problem["kind"] == "dropped-host" and problem["host"] == "h1"
+    assert f"{MAX_METRICS_PER_HOST + 10} metrics" in problem["message"]
+
+
+def test_a_toolstack_printing_without_end_is_killed_at_the_output_limit(tmp_path, monkeypatch):
+    from vmtools.dom0 import read
+    from vmtools.dom0.read import ToolstackError, run_command
+    xl = tmp_path / "xl"
+    xl.write_text("#!/bin/sh\nexec tr '\\0' x < /dev/zero\n")
+    xl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(read, "MAX_OUTPUT_BYTES", 2 * 2**20)
+    with pytest.raises(ToolstackError, match=r"xl list: printed more than 2 MiB, killed"):
+        run_command(["xl", "list"], timeout=20)
+
+
+@pytest.mark.parametrize("prog, args", [
+    ("vm-plan", ["--constraints", "/dev/zero"]),
+    ("vm-plan", ["--power-model", "/dev/zero"]),
+    ("vm-apply", ["--hosts", "/dev/zero"]),
+])
+def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
+    proc = run(prog, *args, input=doc)
+    one_error_line(proc, 65, prog, "/dev/zero", "larger than")
