@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
                                  read_document, read_text)
 from vmtools.errors import DataError, UsageError
@@ -132,12 +132,13 @@ def plan(
         "CPU samples here between runs (cron).")] = None,
     demand: Annotated[str, typer.Option(
         "--demand", metavar="last|mean|pNN|max",
-        help="With --state: plan on this statistic of each guest's CPU samples over "
-             "--demand-window (never below the last sample).")] = "max",
+        help="With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan "
+             "on this statistic of each guest's CPU samples over --demand-window (never "
+             "below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
-        help="With --state: how far back --demand looks (chosen from replays: see "
-             "vm-plan(1)).")] = 120.0,
+        help="With --state or a snapshot's samples: how far back --demand looks (chosen "
+             "from replays: see vm-plan(1)).")] = 120.0,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
@@ -211,13 +212,14 @@ def plan(
         "/var/lib/vmtools).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.planner.scratch import solver_guard
@@ -301,6 +303,9 @@ def plan(
             log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
                         entry["host"], f"; {', '.join(entry['leaving'])} leave it to end an "
                         "overload" if entry["leaving"] else "", entry["why"])
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import plan_families
+            figures(*plan_families(result))
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 

@@ -870,7 +870,15 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
         return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
                                make_plan)
 
+    from vmtools.planner import demand as dm
     if state_dir is None:
+        if snap.samples:      # the source's own history: the demand window from the first run
+            samples: dict[str, list] = {}
+            now = st.snapshot_time(snap)
+            dm.merge(samples, snap.samples)
+            dm.record(samples, snap, now, opts.demand_window)
+            opts = replace(opts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
+                           cpu_history=dm.history(samples, snap))
         return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
@@ -890,7 +898,7 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
     state.placement.update(keep)
-    from vmtools.planner import demand as dm
+    dm.merge(state.samples, snap.samples)
     dm.record(state.samples, snap, now, opts.demand_window)
     persistent = st.persistent_hotspots(state, now, window, hold)
     if opts.objective == "auto":

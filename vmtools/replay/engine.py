@@ -172,6 +172,7 @@ class Simulation:
         self.h_mem: dict[str, float] = {}
         self.h_n: dict[str, int] = {}
         self.sample_times = [s.time for s in trace.samples]
+        self.held: set[str] = set()                 # guests whose memory growth was held
         self.warm_up_figures: dict | None = None
         self._reset_figures()
 
@@ -213,13 +214,54 @@ class Simulation:
             for vm in list(self.waiting):
                 if vm not in s.vms:
                     del self.waiting[vm]
+            before = self.demand
             self.demand = dict(s.vms)
+            self._hold_growth(before)
             for vm in sorted(s.vms):
                 if vm not in self.place and vm not in self.waiting:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
             self._recount()
+
+    def _hold_growth(self, before: dict[str, Demand]) -> None:
+        """A guest whose memory grows in the trace beyond what its host has free keeps what it
+        can get, as on a real host: Xen cannot balloon a guest past the host's free memory (the
+        guest sees its target unmet). Said once per guest on stderr; the replay's figures then
+        never show a host over its memory (which would be vmtools' own bug)."""
+        use = self._mem_use()
+        over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
+        if not over:
+            return
+        where: dict[str, list[str]] = {}
+        for vm, h in self.place.items():
+            where.setdefault(vm, []).append(h)
+        for vm, i in self.flight.items():
+            where.setdefault(vm, []).append(self.actions[i].dst)
+        for vm in sorted(where):
+            old = before.get(vm)
+            new = self.demand.get(vm)
+            if old is None or new is None or new.mem_mib <= old.mem_mib:
+                continue
+            hosts = [h for h in where[vm] if h in over]
+            if not hosts:
+                continue
+            cut = min(new.mem_mib - old.mem_mib,
+                      max(math.ceil(use[h] - self.hosts[h].mem_mib) for h in hosts))
+            if cut <= 0:
+                continue
+            self.demand[vm] = replace(new, mem_mib=new.mem_mib - cut)
+            for h in where[vm]:
+                use[h] -= cut
+            over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
+            if vm not in self.held:
+                self.held.add(vm)
+                log.warning("note: the trace grows guest %s to %d MiB at %s, more than host "
+                            "%s has free: it gets %d MiB (Xen cannot balloon a guest past its "
+                            "host's free memory)", vm, new.mem_mib, epoch_to_iso(self.now),
+                            "/".join(hosts), new.mem_mib - cut)
+            if not over:
+                return
 
     def _flush_requested(self) -> None:
         """Add each placed guest's CPU demand since the last flush to its PDM denominator
@@ -492,6 +534,7 @@ class Simulation:
         self.req_since = start
         self._recount()
         times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
+        host_off: list[list[int]] = []
         warm = warm_up_ticks(opts, n_ticks)
         for k in range(n_ticks):
             t = start + k * every
@@ -503,7 +546,8 @@ class Simulation:
                 self._flush_requested()
                 self.warm_up_figures = self.figures(warm)
                 self._reset_figures()
-                for series in (times, active, overloaded, migrations, watts, host_cpu):
+                for series in (times, active, overloaded, migrations, watts, host_cpu,
+                               host_off):
                     series.clear()
             cpu: Counter = Counter()
             occupied = set(self.place.values()) | {self.actions[i].dst
@@ -515,6 +559,7 @@ class Simulation:
             overloaded.append(sum(1 for h in self.host_names if cpu[h] > self.hosts[h].cpu + EPS))
             host_cpu.append([round(cpu[h] / self.hosts[h].cpu, 3) if self.hosts[h].cpu else 0.0
                              for h in self.host_names])
+            host_off.append([i for i, h in enumerate(self.host_names) if self.power[h] != "on"])
             self.tick()
             if self.progress:
                 self.progress(k + 1, n_ticks)
@@ -523,7 +568,7 @@ class Simulation:
         self._close_tick(migrations, watts, end - (start + (n_ticks - 1) * every))
         series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
-                  "host_cpu": host_cpu}
+                  "host_cpu": host_cpu, "host_off": host_off}
         return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks - warm),
                          series, list(self.failures), self.warm_up_figures)
 

@@ -116,13 +116,13 @@ def _rows(path: str) -> list[tuple[int, list[str]]]:
     out = []
     reader = csv.reader(io.StringIO(text, newline=""))
     while True:
+        n = reader.line_num + 1             # where the record starts (a quote may span lines)
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"not a CSV line: {exc}", f"{path}:{reader.line_num}") from None
-        n = reader.line_num
+            raise DataError(f"not a CSV line: {exc}", f"{path}:{n}") from None
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         out.append((n, [c.strip() for c in row]))
