@@ -351,3 +351,97 @@ def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
     doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
     proc = run(prog, *args, input=doc)
     one_error_line(proc, 65, prog, "/dev/zero", "larger than")
+
+
+# ----------------------------------------------------------------- vm-replay's readers and bounds
+
+@pytest.mark.parametrize("edit, where, what", [
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,0.5\r,1000,b"), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", '0,g2,"0.5\x00,1000,b'), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,1e308,1000,b"), "t.csv:3", "cpu: expected"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,nan,1000,b"), "t.csv:3", "finite"),
+    (lambda t: t.replace("1200,g3", "100000000000000000000,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "10000-01-01T00:00:00Z,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "3000000000,g3"), "t.csv:10", "mistyped time"),
+])
+def test_replay_csv_errors_name_file_and_line(tmp_path, edit, where, what):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, edit(TRACE).replace("\n0,", "\n1764547200,")
+                        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", where, what)
+
+
+def test_a_mistyped_epoch_names_its_line_not_a_54_year_replay(tmp_path):
+    from tests.test_replay import TRACE
+    text = TRACE.replace("\n0,", "\n64547200,", 1).replace("\n0,", "\n1764547200,") \
+        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,")
+    t, h = replay_files(tmp_path, text)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "t.csv:2", "mistyped time")
+
+
+@pytest.mark.parametrize("hosts, what", [("name,cpu,mem_mib\na,1e-320,4096\n", "cpu"),
+                                         ("name,cpu,mem_mib\na,2,0\n", "mem_mib"),
+                                         ("name,cpu,mem_mib\na,inf,4096\n", "cpu")])
+def test_replay_host_capacities_get_a_snapshots_bounds(tmp_path, hosts, what):
+    t, h = replay_files(tmp_path, hosts=hosts)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "h.csv:2", what)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--repeat", "100000000"], "--repeat"), (["--every", "1e-300"], "--every"),
+    (["--every", "0.001"], "--every"), (["--step", "inf"], "--step"),
+])
+def test_replay_length_is_bounded_before_the_first_tick(tmp_path, args, option):
+    import resource
+    t, h = replay_files(tmp_path)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", *args, timeout=60)
+    one_error_line(proc, 2, "vm-replay", option)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024  # KB: < 1 GiB
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_replays_private_state_directory(tmp_path):
+    import glob
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    from tests.conftest import script
+    lines = ["time,guest,cpu,mem_mib,host"]
+    for k in range(3000):
+        lines += [f"{1764547200 + 300 * k},g{i},{0.2 + 0.1 * (i % 3)},512,{'abc'[i % 3]}"
+                  for i in range(6)]
+    t, h = replay_files(tmp_path, "\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen([script("vm-replay"), t, "--hosts", h, "--plan",
+                             "--objective balance --state x"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    pattern = os.path.join(str(tmp_path), "vm-replay-state.*")
+    deadline = time.monotonic() + 60
+    while not glob.glob(pattern) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert glob.glob(pattern), "the replay never made its state directory"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert glob.glob(pattern) == []
+    assert tempfile.gettempdir()
+
+
+def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, TRACE.replace("600,g1,1.0,1000,", "600,g1,1.0,5000,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", "--plan", "")
+    assert proc.returncode == 0, proc.stderr
+    assert "a bug" not in proc.stderr
+    assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])

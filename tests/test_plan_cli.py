@@ -36,7 +36,12 @@ def test_plan_from_stdin_is_a_checked_plan():
     doc = json.loads(r.stdout)
     assert doc["format"] == "vmtools.plan" and doc["summary"]["hosts_after"] == 2
     assert doc["summary"]["migrated_mib"] == 4 * GIB
-    assert set(doc["explain"]) == {a["vm"] for a in doc["actions"]}
+    moved = {a["vm"] for a in doc["actions"]}
+    assert moved <= set(doc["explain"])
+    # auto also says why each host still in use was not emptied
+    others = set(doc["explain"]) - moved
+    assert others == {"not emptied node1", "not emptied node2"}
+    assert all(doc["explain"][k].startswith("no-room: ") for k in others)
     check_plan(Plan.from_dict(doc))
 
 

@@ -325,6 +325,19 @@ def status_table(doc: dict) -> str:
 def policy_lines(s: dict) -> str:
     """What ``--objective auto`` saw and left: hotspots, consolidation, the budget."""
     out = ""
+    if s.get("migrations") == 0 and ("hotspots" in s or "consolidation" in s):
+        why: dict[str, list[str]] = {}
+        for h in s.get("hotspots", []):
+            if not h.get("acted"):
+                why.setdefault(h.get("reason") or "left", []).append(f"hotspot {h['host']}")
+        for e in (s.get("consolidation") or {}).get("left", []):
+            if e.get("reason") not in ("hotspot", "touched"):
+                why.setdefault(e["reason"], []).append(e["host"])
+        if why:
+            out += "nothing moved: " + "; ".join(
+                f"{code}: {', '.join(hosts[:4])}" + (f" (+{len(hosts) - 4})" if len(hosts) > 4
+                                                    else "")
+                for code, hosts in why.items()) + "\n"
     hot = [[h["host"], pct(h["cpu"], 1), pct(h["mem"], 1),
             "relieved" if h["acted"] else "left", h.get("why", "")]
            for h in s.get("hotspots", [])]
@@ -338,8 +351,17 @@ def policy_lines(s: dict) -> str:
         d = cons.get("deferred")
         if d:
             out += f"  {d['hosts']} more to empty later, next {d['next']}: {d['why']}\n"
-        left = cons.get("best_left")
-        if left:
+        lefts = [e for e in cons.get("left", []) if e.get("reason") not in ("hotspot",
+                                                                           "touched")]
+        if lefts:
+            out += "  not emptied (least memory first):\n"
+            for e in lefts[:8]:
+                out += wrap(f"    {e['host']}: {e['reason']}: {e['why']}") + "\n"
+            more = len(lefts) - 8 + (cons.get("left_more") or 0)
+            if more > 0:
+                out += f"    ... and {plural(more, 'host')} more (see the JSON summary)\n"
+        elif cons.get("best_left"):
+            left = cons["best_left"]
             out += f"  best host left: {left['host']}: {left['why']}\n"
     d = s.get("deferred")
     if d is not None:

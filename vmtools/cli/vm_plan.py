@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
                                  read_document, read_text)
 from vmtools.errors import DataError, UsageError
@@ -131,12 +131,13 @@ def plan(
         "CPU samples here between runs (cron).")] = None,
     demand: Annotated[str, typer.Option(
         "--demand", metavar="last|mean|pNN|max",
-        help="With --state: plan on this statistic of each guest's CPU samples over "
-             "--demand-window (never below the last sample).")] = "max",
+        help="With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan "
+             "on this statistic of each guest's CPU samples over --demand-window (never "
+             "below the last sample).")] = "max",
     demand_window: Annotated[float, typer.Option(
         "--demand-window", metavar="MINUTES",
-        help="With --state: how far back --demand looks (chosen from replays: see "
-             "vm-plan(1)).")] = 120.0,
+        help="With --state or a snapshot's samples: how far back --demand looks (chosen "
+             "from replays: see vm-plan(1)).")] = 120.0,
     hotspot_window: Annotated[str, typer.Option(
         "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
         "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
@@ -146,6 +147,10 @@ def plan(
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
+    settle: Annotated[float, typer.Option(
+        "--settle", metavar="MINUTES", help="With --state, auto: a guest seen to move this "
+        "recently is not moved by consolidation (relief and repairs may still move it once "
+        "--cooldown is over), so no host just filled is emptied again.")] = 60.0,
     power: Annotated[bool, typer.Option(
         "--power", help="Also switch hosts off (power-off) and on (power-on): emptied hosts "
         "go to standby, standby hosts wake when room is needed. On by default under "
@@ -175,13 +180,14 @@ def plan(
                                       "(plans are reproducible).")] = 0,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> Optional[Plan]:
     """Print a plan (JSON) for the snapshot in FILE."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.rules.constraints import parse_constraints
         from vmtools.planner.plan import Options, plan_with_state
         from vmtools.planner.scratch import solver_guard
@@ -200,6 +206,8 @@ def plan(
             raise UsageError(f"--min-gain {min_gain:g}: expected a fraction in [0, 1)")
         if not time_limit > 0 or not bandwidth > 0:
             raise UsageError("--time-limit and --bandwidth must be more than 0")
+        if settle < 0 or cooldown < 0:
+            raise UsageError("--settle and --cooldown must be 0 or more minutes")
         if max_migrations < 0 or max_moved < 0 or max_duration < 0 or demand_window <= 0:
             raise UsageError("--max-migrations, --max-moved and --max-duration must be 0 (no "
                              "limit) or more, --demand-window more than 0")
@@ -248,7 +256,7 @@ def plan(
             progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {time_limit:g} s")
             result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
-                                     power=power_opts)
+                                     power=power_opts, settle=settle)
         result.rules_skipped = skipped
         if in_process:
             return result
@@ -256,6 +264,9 @@ def plan(
             log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
                         entry["host"], f"; {', '.join(entry['leaving'])} leave it to end an "
                         "overload" if entry["leaving"] else "", entry["why"])
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import plan_families
+            figures(*plan_families(result))
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 

@@ -85,6 +85,12 @@ class Options:
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
+    # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
+    # where they are; how many minutes ago each guest was seen to move (for the reasons)
+    settling_vms: set[str] = field(default_factory=set)
+    moved_ago: dict[str, float] = field(default_factory=dict)
+    cooldown: float = 30.0
+    settle: float = 60.0
 
 
 @dataclass
@@ -759,6 +765,8 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         explain = {a.vm: a.reason for a in actions}
         for entry in summary["frozen"]:
             explain[f"frozen {entry['host']}"] = entry["why"]
+        if auto is not None:
+            explain.update(auto.explain_left())
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
@@ -847,7 +855,7 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0, power=None) -> Plan:
+                    cooldown: float = 30.0, power=None, settle: float | None = None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
     persist, recently moved guests cool down, each guest's CPU samples of the last
     ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
@@ -862,7 +870,15 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
         return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
                                make_plan)
 
+    from vmtools.planner import demand as dm
     if state_dir is None:
+        if snap.samples:      # the source's own history: the demand window from the first run
+            samples: dict[str, list] = {}
+            now = st.snapshot_time(snap)
+            dm.merge(samples, snap.samples)
+            dm.record(samples, snap, now, opts.demand_window)
+            opts = replace(opts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
+                           cpu_history=dm.history(samples, snap))
         return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
@@ -882,7 +898,7 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
     state.placement.update(keep)
-    from vmtools.planner import demand as dm
+    dm.merge(state.samples, snap.samples)
     dm.record(state.samples, snap, now, opts.demand_window)
     persistent = st.persistent_hotspots(state, now, window, hold)
     if opts.objective == "auto":
@@ -890,8 +906,12 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
         persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+    settle = opts.settle if settle is None else settle
     opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
+                   settling_vms=st.cooling(state, now, settle), cooldown=cooldown,
+                   settle=settle, moved_ago={v: (now - t) / 60 for v, t in state.moved.items()
+                                             if now - t < max(cooldown, settle) * 60},
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
                    cpu_history=dm.history(state.samples, snap),
                    recent_left=st.recently_left(state, now, NO_RETURN_MINUTES),

@@ -476,8 +476,8 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
     for h in sorted((hosts[n] for n in on if n in hosts), key=lambda x: -(
             _watts(popts, x, use[x.name][0]) or 0.0)):
         guests = on[h.name]
-        if h.name in bad_hosts or any(g in fixed for g in guests):
-            continue
+        if h.name in bad_hosts or any(g in fixed or g in opts.settling_vms for g in guests):
+            continue            # frozen, cooling down, or settling after a move (--settle)
         cpu, mem = use[h.name][0], use[h.name][1]
         now_w = _watts(popts, h, cpu) or 0.0
         best = None

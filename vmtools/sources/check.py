@@ -237,10 +237,14 @@ def merge_readings(readings: Iterable[Reading], transports: Collection[str]) -> 
                                         host=v.host, vm=v.name))
                 continue
             vms[v.name] = v
+    samples = {name: [[t, c] for t, c in series] for r in readings
+               for name, series in r.samples.items()
+               if name in vms and vms[name].host in {h.name for h in r.hosts}}
     return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
                     vms=sorted(vms.values(), key=lambda v: v.name),
                     problems=sort_problems(problems),
-                    source=", ".join(r.source for r in readings))
+                    source=", ".join(r.source for r in readings),
+                    samples=samples if any(r.samples for r in readings) else None)
 
 
 __all__ = ["check_reading", "merge_readings", "sort_problems", "show", "PROBLEM_KINDS",
