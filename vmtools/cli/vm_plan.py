@@ -17,7 +17,7 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document)
+                                 read_document, started)
 from vmtools.errors import DataError, UsageError
 from vmtools.inputs import input_name
 from vmtools.model import Plan, Snapshot, dumps, load_file
@@ -271,7 +271,7 @@ def plan(
                        explain=explain, threads=threads, seed=seed, mem_target=mem_target,
                        max_migrations=max_migrations, max_moved_gib=max_moved,
                        max_duration_min=max_duration, demand=demand,
-                       demand_window=demand_window)
+                       demand_window=demand_window, started=started())
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
             log.warning("%s: %s", name, entry["message"])
