@@ -25,7 +25,7 @@ LAYERS = [
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 # Third-party libraries and the one unit each may appear in.
 CONFINED = {"typer": "cli", "click": "cli", "pulp": "planner", "highspy": "planner",
-            "paramiko": "drivers", "lxml": "ganglia", "tabulate": "render"}
+            "paramiko": "drivers", "XenAPI": "drivers", "lxml": "ganglia", "tabulate": "render"}
 ONLY_CLI_IMPORTS = {"lab"}
 
 
