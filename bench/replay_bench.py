@@ -2,7 +2,7 @@
 them) replayed through vm-plan settings and the built-in baselines.
 
     python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
-                                 [--repeat N] [--warm-up MINUTES]
+                                 [--repeat N] [--warm-up MINUTES] [--lookahead]
                                  [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
 
 ``--repeat 2 --warm-up 1440`` gives the second day: each setting as it runs once it has brought
@@ -26,7 +26,8 @@ Variants (bench/data/planetlab/README.md has the data's source and licence):
 
 Guests start dealt round the hosts in order (each to the next host with the memory), as an
 unconsolidated cluster holds them; CloudSim starts from its own power-aware placement instead.
-Ticks every 5 minutes, the traces' own interval; 288 ticks in a day. Migrations at 1 Gbit/s
+Ticks every 5 minutes, the traces' own interval; 288 ticks in a day. Each tick sees the 5 minutes
+that ended (vm-replay's lag); ``--lookahead`` gives it the 5 minutes that start, as CloudSim. Migrations at 1 Gbit/s
 (CloudSim's host bandwidth), 2 at once, 1 per host (vm-apply's defaults).
 """
 
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
                     help="left out of the figures (vm-replay --warm-up); with --repeat 2 "
                     "--warm-up 1440 the figures are the second day's: the steady state")
+    ap.add_argument("--lookahead", action="store_true", help="each tick sees the interval "
+                    "that starts (vm-replay --lookahead, as CloudSim); default: the one that "
+                    "ended (lag)")
     ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
@@ -142,7 +146,8 @@ def main() -> None:
     from vmtools.cli.vm_replay import vm_plan_setting
     variants = ["cloudsim", "cpu", "speed"] if args.variant == "all" else [args.variant]
     opts = SimOptions(every_minutes=5, parallel=2, per_host=1, bandwidth=1000.0,
-                      cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60)
+                      cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60,
+                      lookahead=args.lookahead)
     for variant in variants:
         trace = build(variant, ticks).repeated(args.repeat)
         if args.write_csv:
@@ -166,7 +171,7 @@ def main() -> None:
         n_vms = len(trace.samples[0].vms)
         print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
                     f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks * args.repeat} ticks "
-                    "of 5 min"))
+                    f"of 5 min, {opts.convention}"))
 
 
 if __name__ == "__main__":

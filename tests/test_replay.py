@@ -72,9 +72,9 @@ def test_no_migration_by_hand(trace):
 
 def test_threshold_moves_the_busy_guest_by_hand(trace):
     policy = make_baseline("threshold:max_over=0,max_load_candidate=0.9")
-    r = replay(trace, policy, opts())
+    r = replay(trace, policy, opts(lookahead=True))
     f = r.figures
-    # At 600 s b carries 2.5 CPUs (hot); g2 (2 CPUs) goes to c, the only host it fits on,
+    # --lookahead: the tick at 600 s sees the burst that starts then. At 600 s b carries 2.5 CPUs (hot); g2 (2 CPUs) goes to c, the only host it fits on,
     # in 1 s + 1000 MiB / 8388.608 Mbit/s = 2 s, running on b until it lands at 602 s.
     assert f["migrations"] == 1 and f["max_migrations_per_tick"] == 1
     assert f["migrated_gib"] == round(1000 / 1024, 3)
@@ -101,7 +101,7 @@ def test_threshold_moves_the_busy_guest_by_hand(trace):
 def test_a_slow_migration_holds_memory_on_both_hosts_and_the_next_tick_is_busy(trace):
     # 1000 MiB at 8.388608 Mbit/s: 1001 s, longer than the 600 s between two ticks.
     r = replay(trace, make_baseline("threshold:max_over=0,max_load_candidate=0.9"),
-               opts(bandwidth=8.388608))
+               opts(bandwidth=8.388608, lookahead=True))
     f = r.figures
     assert f["migrations"] == 1 and f["busy_ticks"] == 1
     assert f["memory_over_capacity"] == 0
@@ -144,7 +144,7 @@ def test_power_actions_take_their_time_by_hand(trace):
 def test_vm_plan_setting_runs_in_process(trace):
     from vmtools.cli.vm_replay import vm_plan_setting
     setting = vm_plan_setting("--objective consolidate --cpu-target 1.0", 0, True, False)
-    r = replay(trace, setting, opts())
+    r = replay(trace, setting, opts(lookahead=True))
     # tick 0: 2 CPUs fit on one host: g1 joins b. Tick 600 s: b carries 3.5 CPUs, vm-plan
     # splits it again (g1 back to a: a ping-pong, within the hour). Tick 1200 s: packs again.
     assert r.series["migrations"] == [1, 1, 1]
@@ -369,8 +369,8 @@ def test_cli_document_and_table(tmp_path):
             "--baseline", "none", "--baseline", "thr-mmt")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["format"] == "vmtools.replay" and doc["version"] == "1.0"
-    assert doc["ticks"] == 3 and doc["every_minutes"] == 10
+    assert doc["format"] == "vmtools.replay" and doc["version"] == "1.1"
+    assert doc["ticks"] == 3 and doc["every_minutes"] == 10 and doc["convention"] == "lag"
     assert [(x["name"], x["kind"]) for x in doc["runs"]] == [
         ("--objective consolidate", "vm-plan"), ("none", "baseline"), ("thr-mmt", "baseline")]
     spec_figures = {"host_hours", "energy_kwh", "overload_hours", "over_threshold_hours",
@@ -382,6 +382,48 @@ def test_cli_document_and_table(tmp_path):
         assert {"time", "active_hosts", "overloaded_hosts", "migrations", "watts"} <= set(x["series"])
     r = run("vm-replay", t, "--hosts", h, "-f", "table", "--baseline", "sandpiper")
     assert r.returncode == 0 and "SLATAH" in r.stdout and "sandpiper" in r.stdout
+    assert "each tick sees the interval that ended" in " ".join(r.stdout.split())
+    r = run("vm-replay", t, "--hosts", h, "--every", "10", "--lookahead",
+            "--baseline", "threshold:max_over=0,max_load_candidate=0.9")
+    doc = json.loads(r.stdout)
+    assert doc["convention"] == "lookahead"
+    # g2's 1000 MiB take 1 s + 8.4 s at the default 1000 Mbit/s: overloaded that long only
+    assert doc["runs"][0]["figures"]["overload_hours"] == round(9.388608 / 3600, 4)
+
+
+# --------------------------------------------------------------------------- lag
+
+def test_lag_each_tick_sees_the_interval_that_ended(trace):
+    lag, ahead = Scripted({}), Scripted({})
+    replay(trace, lag, opts())
+    replay(trace, ahead, opts(lookahead=True))
+    g2 = [[v.cpu for v in s.vms if v.name == "g2"][0] for s in lag.seen]
+    # the first tick has no interval behind it: its first sample; then 0-600 s, 600-1200 s
+    assert g2 == [0.5, 0.5, 2.0]
+    assert [[v.cpu for v in s.vms if v.name == "g2"][0] for s in ahead.seen] == [0.5, 2.0, 0.5]
+    # every 20 minutes over 10-minute samples: the average of the 20 minutes that ended
+    slow = Scripted({})
+    replay(trace, slow, opts(every_minutes=20))
+    assert [[v.cpu for v in s.vms if v.name == "g2"][0] for s in slow.seen] == [0.5, 1.25]
+    # memory is the allocation now, whatever the convention
+    assert {v.mem_mib for s in lag.seen for v in s.vms} == {1000}
+
+
+def test_lag_a_spike_no_policy_can_foresee_counts_as_overload(trace):
+    policy = "threshold:max_over=0,max_load_candidate=0.9"
+    ahead = replay(trace, make_baseline(policy), opts(lookahead=True)).figures
+    lag = replay(trace, make_baseline(policy), opts()).figures
+    # --lookahead moves g2 as its burst starts: 2 s overloaded. With lag the tick at 600 s sees
+    # 0-600 s (b at half its CPUs), the burst runs its 600 s on b, and the tick at 1200 s,
+    # seeing it, moves g2 when the burst is over: a migration for nothing.
+    assert ahead["overload_hours"] == round(2 / 3600, 4) and ahead["migrations"] == 1
+    assert lag["overload_hours"] == round(600 / 3600, 4)
+    assert lag["unmet_cpu_share"] == round(0.5 * 600 / 4500, 6)
+    assert lag["migrations"] == 1
+    # the same holds for a vm-plan setting: the baselines and vm-plan see the same snapshots
+    from vmtools.cli.vm_replay import vm_plan_setting
+    setting = vm_plan_setting("--objective balance", 0, True, False)
+    assert replay(trace, setting, opts()).figures["overload_hours"] == round(600 / 3600, 4)
 
 
 def test_cli_bad_inputs(tmp_path):
@@ -415,7 +457,7 @@ def test_warm_up_moves_count_in_no_figure(trace):
     # threshold moves g2 at 600 s (as in the test by hand above): inside a 20-minute warm-up
     # the move happens (c carries g2 afterwards) but the figures do not count it.
     policy = "threshold:max_over=0,max_load_candidate=0.9"
-    r = replay(trace, make_baseline(policy), opts(warm_up=1200))
+    r = replay(trace, make_baseline(policy), opts(warm_up=1200, lookahead=True))
     assert r.figures["migrations"] == 0 and r.figures["ticks"] == 1
     assert r.series["active_hosts"] == [3]                   # a, b and c (g2 landed there)
     with pytest.raises(UsageError, match="leaves nothing to measure"):

@@ -1,13 +1,26 @@
-"""Opening a command's input: a file, or ``-`` for standard input (with a notice when stdin is
-a terminal, so a user who forgot the pipe knows why nothing happens). Errors are
-:class:`~vmtools.errors.UsageError` lines naming the file."""
+"""Opening and reading a command's input: a file, or ``-`` for standard input (with a notice
+when stdin is a terminal, so a user who forgot the pipe knows why nothing happens).
+
+Every file vmtools reads goes through :func:`read_file` (documents, constraints, host maps,
+settings, power models, state files, traces): read with a size limit, decoded as UTF-8, any
+failure one :class:`~vmtools.errors.DataError` naming the file (exit 65), never a
+MemoryError. A file that cannot be opened is a :class:`~vmtools.errors.UsageError` naming it
+(the path came from the command line or a setting). ``vmtools.model.load_file`` adds JSON and
+the document's own validation on top.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import BinaryIO
 
-from vmtools.errors import UsageError
+from vmtools.errors import DataError, UsageError
+
+MIB = 2**20
+# A snapshot of 100,000 guests is ~20 MiB of JSON: ten times that is no vmtools document.
+MAX_DOCUMENT_BYTES = 256 * MIB
+# Constraints, host maps, settings, power models, state files: written by hand or by vmtools.
+MAX_FILE_BYTES = 16 * MIB
 
 
 def open_input(path: str, prog: str, what: str = "input") -> BinaryIO:
@@ -19,6 +32,8 @@ def open_input(path: str, prog: str, what: str = "input") -> BinaryIO:
             print(f"{prog}: reading {what} from standard input (end with Ctrl-D)",
                   file=sys.stderr)
         return sys.stdin.buffer
+    if "\0" in str(path):
+        raise UsageError(f"{what} path {str(path)!r} holds a NUL character")
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -31,4 +46,45 @@ def open_input(path: str, prog: str, what: str = "input") -> BinaryIO:
 
 def input_name(path: str) -> str:
     """How messages name the input."""
-    return "<stdin>" if path == "-" else path
+    return "<stdin>" if path == "-" else str(path)
+
+
+def _size(limit: int) -> str:
+    return f"{limit // MIB} MiB" if limit >= MIB and limit % MIB == 0 else f"{limit} bytes"
+
+
+def read_limited(stream: BinaryIO, name: str, what: str = "input",
+                 limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """At most ``limit`` bytes of ``stream``; more is a :class:`DataError` naming ``name``."""
+    try:
+        data = stream.read(limit + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or exc}", name) from None
+    except MemoryError:
+        raise DataError(f"{what} does not fit in memory", name) from None
+    if data is None:
+        data = b""
+    if len(data) > limit:
+        raise DataError(f"{what} larger than {_size(limit)}: not a vmtools {what}", name)
+    return data
+
+
+def decode(data: bytes, name: str, what: str = "input") -> str:
+    """UTF-8 text, or a :class:`DataError` naming the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} is not UTF-8 text (byte {exc.start})", name) from None
+
+
+def read_file(path: str, what: str = "input", *, limit: int = MAX_FILE_BYTES,
+              prog: str = "vmtools") -> str:
+    """The text of ``path`` (``-``: standard input), bounded and decoded (see the module)."""
+    stream = open_input(path, prog, what)
+    name = input_name(path)
+    try:
+        data = read_limited(stream, name, what, limit)
+    finally:
+        if path != "-":
+            stream.close()
+    return decode(data, name, what)

@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from vmtools import __version__
+from vmtools import __version__, numbers
 from vmtools.errors import DataError
+from vmtools.inputs import MAX_FILE_BYTES, input_name, read_file
+from vmtools.numbers import MAX_INT, MAX_NUMBER, describe
 from vmtools.xen import is_dom0, is_in_flight_name
 
 SNAPSHOT_FORMAT = "vmtools.snapshot"
@@ -64,29 +66,13 @@ def iso_to_epoch(text: str) -> float:
 
 # --------------------------------------------------------------------------- validation
 
-# Bounds on any number a document may carry where vmtools reads it: integers exact in a
-# float (the planner computes in floats), numbers far beyond any cluster. A 400-digit integer
-# or 1e300 is an input error naming its path, never an OverflowError.
-MAX_INT = 2**53
-MAX_NUMBER = 1e15
+# Bounds on any number a document may carry where vmtools reads it (vmtools.numbers): integers
+# exact in a float (the planner computes in floats), numbers far beyond any cluster. A
+# 400-digit integer or 1e300 is an input error naming its path, never an OverflowError.
 # Deeper JSON than this is no vmtools document (a plan nests 6 levels); refused before anything
 # walks it recursively.
 MAX_DEPTH = 64
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        text = str(value) if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
-        return text
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 40 else value[:37] + "...")
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return "an object" if isinstance(value, dict) else "a list"
-    return repr(value)
+_describe = describe
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -138,15 +124,7 @@ class Reader:
         found, value = self._get(key, required, default)
         if not found:
             return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DataError(f"expected an integer, got {_describe(value)}", self.where(key))
-        if minimum is not None and value < minimum:
-            raise DataError(f"expected an integer >= {minimum}, got {_describe(value)}",
-                            self.where(key))
-        if value > maximum:
-            raise DataError(f"expected an integer <= {maximum}, got {_describe(value)}",
-                            self.where(key))
-        return value
+        return numbers.integer(value, self.where(key), lo=minimum, hi=maximum)
 
     def num(self, key: str, required: bool = True, default: Any = None,
             minimum: float | None = 0.0, maximum: float = MAX_NUMBER,
@@ -154,18 +132,9 @@ class Reader:
         found, value = self._get(key, required, default)
         if not found:
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or (isinstance(value, float) and not math.isfinite(value)):
-            raise DataError(f"expected a number, got {_describe(value)}", self.where(key))
-        if minimum is not None and value < minimum:
-            raise DataError(f"expected a number >= {minimum:g}, got {_describe(value)}",
-                            self.where(key))
-        if positive and value <= 0:
-            raise DataError(f"expected a number > 0, got {_describe(value)}", self.where(key))
-        if value > maximum:
-            raise DataError(f"expected a number <= {maximum:g}, got {_describe(value)}",
-                            self.where(key))
-        return float(value)
+        if positive and (minimum is None or minimum <= 0):
+            return numbers.number(value, self.where(key), lo=0.0, lo_open=True, hi=maximum)
+        return numbers.number(value, self.where(key), lo=minimum, hi=maximum)
 
     def bool(self, key: str, required: bool = True, default: Any = None) -> Any:
         found, value = self._get(key, required, default)
@@ -227,6 +196,7 @@ def _unique(items: list, key: Callable[[Any], str], path: str, what: str) -> Non
 HOST_MAX_CPU = 2**16 - 1
 HOST_MIN_CPU = 0.01   # a host with no CPU would divide every objective by zero
 HOST_MAX_MIB = (2**32 - 1) // 1024
+HOST_MIN_MIB = 1      # a host with no memory would divide every utilisation by zero
 
 
 @dataclass
@@ -247,7 +217,7 @@ class Host:
         return cls(name=r.name("name"), cluster=r.str("cluster", False, ""),
                    state=r.str("state", False, "online", HOST_STATES),
                    cpu=r.num("cpu", minimum=HOST_MIN_CPU, maximum=HOST_MAX_CPU),
-                   mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB),
+                   mem_mib=r.int("mem_mib", minimum=HOST_MIN_MIB, maximum=HOST_MAX_MIB),
                    net_mbps=r.num("net_mbps", False, positive=True), hypervisor=r.str("hypervisor", False, ""),
                    migration=r.str("migration", False, ""), reported=r.str("reported", False))
 
@@ -565,6 +535,28 @@ def loads(text: str, source: str = "<stdin>", max_depth: int = MAX_DEPTH) -> Any
         raise DataError(f"expected a number, got an integer of {len(huge[0].lstrip('-'))} "
                         f"digits (at most {MAX_INT_DIGITS})", f"{source}: {path}")
     return obj
+
+
+def load_file(path: str, what: str, parse: Callable[[Any], Any] | None = None, *,
+              limit: int = MAX_FILE_BYTES, prog: str = "vmtools") -> Any:
+    """The one loader of a JSON file: read bounded (:func:`vmtools.inputs.read_file`), parse
+    (:func:`loads`), then ``parse(obj)`` (the reader's validation). Any decoding, size or shape
+    error is a :class:`DataError` (exit 65) naming the file and the place in it."""
+    text = read_file(path, what, limit=limit, prog=prog)
+    name = input_name(path)
+    obj = loads(text, name)
+    if parse is None:
+        return obj
+    try:
+        return parse(obj)
+    except DataError as exc:
+        if exc.where and exc.where.startswith(name):
+            raise
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name,
+                        settings=exc.settings) from None
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        # A reader that trusted the shape of a hand-edited file: still the file's fault.
+        raise DataError(f"not a valid {what}: {type(exc).__name__}: {exc}", name) from None
 
 
 # No figure of a vmtools document needs more digits than this (2**53 has 16).

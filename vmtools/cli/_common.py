@@ -37,8 +37,9 @@ import typer
 from vmtools import __version__
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
                             UsageError, VmtoolsError)
-from vmtools.inputs import input_name, open_input
+from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
+from vmtools.text import one_line
 
 log = logging.getLogger("vmtools")
 
@@ -122,9 +123,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
 
 def error_line(prog: str, message: str) -> str:
     """One line, whatever the message holds: newlines and control characters are escaped."""
-    text = " ".join(str(message).split("\n"))
-    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return f"{prog}: error: {text}"
+    return f"{prog}: error: {one_line(message)}"
 
 
 @contextlib.contextmanager
@@ -182,22 +181,17 @@ def entry_point(app: typer.Typer, prog: str):
 
 def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
     """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
+    name = input_name(path)
     with contextlib.ExitStack() as stack:
         stream = open_input(path, prog, what)
         if path != "-":
             stack.enter_context(stream)
-        data = stream.read()
-    name = input_name(path)
+        data = read_limited(stream, name, what, MAX_DOCUMENT_BYTES)
     if path == "-" and not data.strip() and _stdin_is_pipe():
         raise DataError("empty input: the command before this one in the pipe printed nothing "
                         "(its own error is above; under `set -o pipefail` the pipeline exits "
                         "with that command's status)", name)
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text (byte {exc.start})", name) from None
-    return data, name
+    return decode(data, name, what), name
 
 
 def _stdin_is_pipe() -> bool:

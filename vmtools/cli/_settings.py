@@ -27,6 +27,10 @@ from typing import Any, Callable
 
 import typer
 
+from vmtools import numbers
+from vmtools.errors import DataError
+from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
+
 # Options that mean the same thing in every command that has them.
 COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug"})
 # Never settings: what to print and where is the command line's business alone.
@@ -93,8 +97,15 @@ def load_config(prog: str, valid: list[str]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in paths:
         try:
+            if "\0" in str(path):
+                raise SettingsError(f"{str(path)!r}: a settings path holds a NUL character "
+                                    "(VMTOOLS_CONFIG)")
             with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+                data = tomllib.loads(decode(read_limited(fh, str(path), "settings file",
+                                                         MAX_FILE_BYTES), str(path),
+                                            "settings file"))
+        except DataError as exc:
+            raise SettingsError(str(exc)) from None
         except FileNotFoundError:
             if explicit:
                 raise SettingsError(f"{path}: no such settings file (VMTOOLS_CONFIG)") from None
@@ -144,6 +155,42 @@ def load_environment(prog: str, params: dict[str, Any]) -> tuple[dict[str, Any],
         param = params[name]
         values[name] = text.split() if getattr(param, "multiple", False) else text
     return values, warnings
+
+
+def _number_kind(param: Any) -> type | None:
+    desc = getattr(param, "type_descriptor", None)
+    kind = getattr(desc, "annotation", None)
+    return kind if kind in (int, float) else None
+
+
+def check_numbers(command: Any) -> None:
+    """Every number option, whether from a flag, a ``VMTOOLS_*`` variable or vmtools.toml,
+    goes through :func:`vmtools.numbers.problem`: finite (no ``inf``/``nan``), within the
+    option's declared range (a count like ``--verbose`` is never negative), and at most
+    :data:`~vmtools.numbers.MAX_OPTION` (an int: a uint32) in size. A value outside is a usage
+    error, exit 2, naming the option; the command's own checks come after."""
+    for param in command.params:
+        kind = _number_kind(param)
+        if kind is None or getattr(param, "param_type_name", "") != "option":
+            continue
+        inner = param.process_value
+
+        def process_value(ctx: Any, value: Any, _inner=inner, _param=param, _kind=kind) -> Any:
+            value = _inner(ctx, value)
+            limit = numbers.UINT32_MAX if _kind is int else numbers.MAX_OPTION
+            low = getattr(_param, "min", None)
+            high = getattr(_param, "max", None)
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                if item is None:
+                    continue
+                bad = numbers.problem(item, lo=-limit if low is None else low,
+                                      hi=limit if high is None else min(high, limit),
+                                      integer=_kind is int)
+                if bad:
+                    raise typer.BadParameter(bad, ctx=ctx, param=_param)
+            return value
+
+        param.process_value = process_value
 
 
 def _tidy_help(command: Any, prog: str) -> None:
@@ -202,6 +249,7 @@ def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],
     status."""
     command = typer.main.get_command(app)
     _tidy_help(command, prog)
+    check_numbers(command)
     params = settable(command)
     try:
         defaults = load_config(prog, list(params))

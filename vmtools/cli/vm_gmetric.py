@@ -1,6 +1,7 @@
 """Publish a Xen Domain-0's hosts and guests metrics to Ganglia, speaking gmond's protocol
 itself (no gmetric process): the five Entropy container.* metrics and, per guest,
-container.vm.NAME.cpu|mem|vcpus|net.
+container.vm.NAME.cpu|mem|vcpus|net. With --prometheus-listen it also (or, without --gmond
+and --config, only) serves the same figures to Prometheus as an exporter.
 
 Runs in the foreground as a daemon (for systemd or an init script), or --once (cron).
 --dry-run prints what would be sent and sends nothing.
@@ -18,6 +19,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
 from vmtools.errors import UsageError
 from vmtools.gmetric.publish import Settings, parse_spoof, publish_metrics
 from vmtools.model import dumps
+from vmtools.prometheus.names import EXPORTER_PORT
 from vmtools.xen import TRANSPORTS
 
 PROG = "vm-gmetric"
@@ -85,6 +87,12 @@ def gmetric(
     cycles: Annotated[Optional[int], typer.Option(
         "--cycles", metavar="N",
         help="Stop the daemon after N cycles (tests, benchmarks).")] = None,
+    prometheus_listen: Annotated[Optional[str], typer.Option(
+        "--prometheus-listen", metavar="[ADDR]:PORT",
+        help="Serve the same figures to Prometheus (text exposition format, every path) on "
+             f"ADDR:PORT; :PORT listens on every address (the usual port is {EXPORTER_PORT}). "
+             "Without --gmond and --config nothing is sent to Ganglia. Daemon mode only.")
+    ] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     verbose: Verbose = 0,
@@ -102,16 +110,26 @@ def gmetric(
                             ("--metadata-interval", metadata_interval), ("--cycles", cycles)):
             if value is not None and value < 0:
                 raise UsageError(f"{name} {value:g}: must be 0 or more")
+        listen = None
+        if prometheus_listen is not None:
+            from vmtools.prometheus.exposition import parse_listen
+            listen = parse_listen(prometheus_listen, EXPORTER_PORT)
+            if once:
+                raise UsageError("--once with --prometheus-listen: the exporter serves between "
+                                 "cycles, run vm-gmetric as a daemon")
+        ganglia = listen is None or bool(gmond) or config is not None
         if gmond:
             channels = [parse_destination(g) for g in gmond]
-        else:
+        elif ganglia:
             channels = channels_from_conf(str(config or DEFAULT_CONFIG))
+        else:
+            channels = []
         settings = Settings(toolstack=toolstack, channels=channels,
                             spoof=parse_spoof(spoof) if spoof else None, interval=interval,
                             once=once, dry_run=dry_run, migration=migration, tmax=tmax,
                             dmax=dmax, metadata_interval=metadata_interval,
                             sysfs_root=str(sysfs_root), timeout=timeout, window=window,
-                            cycles=cycles)
+                            cycles=cycles, prometheus_listen=listen, ganglia=ganglia)
         if dry_run or once:
             from vmtools.cli._progress import Progress
             wait = window if window is not None else min(interval, 5.0)

@@ -120,6 +120,11 @@ def replay(
              "parameters in vm-replay(1)).")] = None,
     every: Annotated[float, typer.Option(
         "--every", metavar="MINUTES", help="Minutes between two cron runs.")] = 5.0,
+    lookahead: Annotated[bool, typer.Option(
+        "--lookahead", help="Give each tick the demand of the interval that starts then (what "
+        "CloudSim's simulations do: the policy sees the next interval). Default: the demand "
+        "of the interval that just ended, averaged, as monitoring reports it; the placement "
+        "is judged on the next.")] = False,
     hosts: Annotated[Optional[str], typer.Option(
         "--hosts", metavar="FILE",
         help="Hosts of a CSV trace: name,cpu,mem_mib[,net_mbps[,cluster]].")] = None,
@@ -197,7 +202,7 @@ def replay(
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None,
-                          warm_up=warm_up * 60)
+                          warm_up=warm_up * 60, lookahead=lookahead)
         if warm_up < 0:
             raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         sources = list(sources or [])

@@ -51,7 +51,9 @@ FLOAT_MAX = 1e12
 # the ones vm-gmetric declares (SPEC.md "Ganglia metrics") or gmond's own; the float ranges are
 # what no real host reaches (10 Tbit/s, 65,535 CPUs busy). Guest fields by their last component.
 METRIC_TYPES: dict[str, tuple[str, float, float]] = {
-    "container.mem_total": ("uint32", 0, UINT32_MAX),         # KB for guests
+    # KB for guests; under 1 MiB is a broken or spoofed packet (a host of 0 MiB divides every
+    # utilisation by zero)
+    "container.mem_total": ("uint32", 1024, UINT32_MAX),
     "container.cpu_num": ("uint16", 1, UINT16_MAX),           # a host with no CPU divides by 0
     "container.net_mbps": ("float", 1e-3, 1e7),               # Mbit/s, 0 would divide by 0
     "cpu": ("float", 0, 100.0 * UINT16_MAX),                  # % of one CPU
@@ -221,19 +223,20 @@ class SnapshotBuilder:
                          f"{_show(migration, 40)}, not one of {', '.join(TRANSPORTS)}",
                          host=raw.name)
             migration = ""
-        state = "online"
+        state, why = "online", ""
         if not self.times(raw):
-            state = "offline"
+            state, why = "offline", ("has report times that are not uint32 seconds (the "
+                                     "bad-value problem above)")
         elif raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
-            state = "offline"
+            state, why = "offline", (f"has not reported for {raw.tn} s (more than 4 x TMAX = "
+                                     f"{4 * raw.tmax} s)")
         self.hosts[raw.name] = Host(
             name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
             migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
         names = self.guest_names(raw)
-        if state == "offline" and names and raw.tn is not None and raw.tmax is not None:
-            self.problem("offline-host", f"host {raw.name} has not reported for {raw.tn} s "
-                         f"(more than 4 x TMAX = {4 * (raw.tmax or 0)} s) but still lists "
+        if state == "offline" and names:
+            self.problem("offline-host", f"host {raw.name} {why} but still lists "
                          f"{len(names)} guest(s); they are kept with state unknown",
                          host=raw.name)
         listed = []

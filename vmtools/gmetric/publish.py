@@ -46,6 +46,8 @@ class Settings:
     timeout: float = 10.0
     window: float | None = None
     cycles: int | None = None
+    prometheus_listen: tuple[str, int] | None = None   # serve the exporter there
+    ganglia: bool = True                               # send to gmond (the channels)
 
     def effective_tmax(self) -> int:
         return self.tmax if self.tmax is not None else max(60, int(math.ceil(2 * self.interval)))
@@ -89,6 +91,10 @@ class Publisher:
         self.failures = 0             # toolstack failures and unexpected output, all cycles
         self.cycles = 0
         self.last: Built | None = None
+        # The last cycle as the exporter serves it, replaced in one assignment (the exporter
+        # reads it from its own thread): (built, toolstack reading, the guest list is every
+        # guest, wall-clock time of the cycle).
+        self.view: tuple[Built, Sample | None, bool, float] | None = None
 
     # -- reading
     def _refresh_info(self, problems: list[str]) -> None:
@@ -133,6 +139,10 @@ class Publisher:
         problems: list[str] = []
         self._refresh_info(problems)
         current = self.sample(problems)
+        # Lines of `list` the parser refused are guests the list would hide.
+        complete = current is not None and not any(
+            p.startswith(f"{self.reader.tool} list:") for p in problems)
+        cycle_at = time.time()
         if current is None:
             built = Built([], [], problems)
             if self.info is not None:  # publish what is known: the host's static metrics
@@ -169,6 +179,7 @@ class Publisher:
             log.warning("%s", problem)
         self.failures += sum(1 for p in built.problems)
         self.last = built
+        self.view = (built, current, complete, cycle_at)
         return built
 
     # -- encoding
@@ -232,12 +243,16 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
     window = settings.window if settings.window is not None else min(settings.interval, 5.0)
     stop = stop or threading.Event()
     sender = None
-    if not settings.dry_run:
+    if not settings.dry_run and settings.ganglia:
         if sender_factory is None:
             from vmtools.ganglia.send import Sender
             sender_factory = Sender
         sender = sender_factory(settings.channels)
     publisher = Publisher(settings, sender=sender)
+    exporter = None
+    if settings.prometheus_listen and not settings.dry_run:
+        from vmtools.gmetric.exporter import start_exporter
+        exporter = start_exporter(publisher, *settings.prometheus_listen)
     old_handlers = {}
     if not one_shot and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -286,5 +301,7 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+        if exporter is not None:
+            exporter.close()
         if sender is not None:
             sender.close()

@@ -5,8 +5,15 @@ Time advances from event to event: a demand sample, a cron tick, an action that 
 two events nothing changes, so every figure is an exact sum over those intervals.
 
 * **Cron tick** every ``every_minutes`` from the start of the trace. The tick builds the
-  snapshot of that moment (the replay's own placement, the demand of the latest sample, the
-  snapshot's ``created`` = the tick) and asks the policy for actions. Planning takes no
+  snapshot of that moment (the replay's own placement, the snapshot's ``created`` = the tick)
+  and asks the policy for actions. What demand the snapshot carries is the replay's
+  *convention*: by default (``lag``) each guest's CPU and network demand averaged over the
+  interval that just ended (``every_minutes`` before the tick), as a monitoring system reports
+  it, while the placement is judged on the demand that follows; with ``lookahead`` the demand
+  of the latest sample, the one that holds from the tick on (a policy sees the next interval,
+  as CloudSim's simulations do). Memory is the guest's allocation at the tick either way (the
+  toolstack knows it at once). A guest with no demand in the interval (the first tick of a
+  trace, a guest just arrived) carries its latest sample. Planning takes no
   simulated time (its wall-clock time is reported apart, so figures stay deterministic).
   A tick that finds the previous plan still running is *busy* and skipped, as vm-rebalance's
   lock makes a second cron run leave at once.
@@ -39,6 +46,7 @@ why); ``busy_ticks``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import shutil
@@ -85,6 +93,11 @@ class SimOptions:
     start: float | None = None        # epoch seconds; default: the trace's
     until: float | None = None
     warm_up: float = 0.0              # seconds run but left out of the figures and series
+    lookahead: bool = False           # the tick sees the interval that starts (else: that ended)
+
+    @property
+    def convention(self) -> str:
+        return "lookahead" if self.lookahead else "lag"
 
 
 @dataclass
@@ -152,6 +165,7 @@ class Simulation:
         self.h_cpu: dict[str, float] = {}
         self.h_mem: dict[str, float] = {}
         self.h_n: dict[str, int] = {}
+        self.sample_times = [s.time for s in trace.samples]
         self._reset_figures()
 
     def _reset_figures(self) -> None:
@@ -372,6 +386,41 @@ class Simulation:
                 break
 
     # ------------------------------------------------------------------ ticks
+    def lagged(self) -> dict[str, Demand]:
+        """Each placed guest's demand as a monitoring system reports it at the tick: CPU and
+        network averaged over the ``every_minutes`` that just ended (the trace's samples as
+        step functions, over the part of the interval the guest was there); its memory and
+        vCPUs now. A guest with no sample in the interval carries its latest one."""
+        t1 = self.now
+        t0 = t1 - self.opts.every_minutes * 60.0
+        samples = self.trace.samples
+        i = max(0, bisect.bisect_right(self.sample_times, t0 + EPS) - 1)
+        parts = []
+        while i < len(samples) and samples[i].time < t1 - EPS:
+            s = samples[i]
+            end = samples[i + 1].time if i + 1 < len(samples) else s.time + self.trace.step
+            lo, hi = max(s.time, t0), min(end, t1)
+            if hi > lo + EPS:
+                parts.append((s.vms, hi - lo))
+            i += 1
+        out = {}
+        for vm in self.place:
+            now = self.demand[vm]
+            covered = cpu = net = 0.0
+            for vms, dt in parts:
+                d = vms.get(vm)
+                if d is not None:
+                    covered += dt
+                    cpu += d.cpu * dt
+                    net += (d.net_mbps or 0.0) * dt
+            if covered <= EPS:
+                out[vm] = now
+            else:
+                out[vm] = replace(now, cpu=round(cpu / covered, 6),
+                                  net_mbps=None if now.net_mbps is None
+                                  else round(net / covered, 6))
+        return out
+
     def snapshot(self) -> Snapshot:
         hosts = []
         for name in self.host_names:
@@ -383,8 +432,9 @@ class Simulation:
                 hosts.append(replace(h, state="standby" if "standby" in HOST_STATES
                                      else "offline"))
         vms = []
+        seen = self.demand if self.opts.lookahead else self.lagged()
         for vm in sorted(self.place):
-            d = self.demand[vm]
+            d = seen[vm]
             vms.append(VM(name=vm, host=self.place[vm], vcpus=d.vcpus, cpu=d.cpu,
                           mem_mib=d.mem_mib, net_mbps=d.net_mbps))
         return Snapshot(hosts=hosts, vms=vms, source=self.trace.source,

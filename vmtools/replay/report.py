@@ -41,9 +41,10 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
                     start: float, until: float, n_ticks: int) -> dict:
     warm = warm_up_ticks(opts, n_ticks)
     return {
-        "format": REPLAY_FORMAT, "version": "1.0", "generator": f"vm-replay {__version__}",
+        "format": REPLAY_FORMAT, "version": "1.1", "generator": f"vm-replay {__version__}",
         "source": trace.source, "from": epoch_to_iso(start), "until": epoch_to_iso(until),
-        "every_minutes": opts.every_minutes, "ticks": n_ticks - warm,
+        "every_minutes": opts.every_minutes, "convention": opts.convention,
+        "ticks": n_ticks - warm,
         "warm_up_ticks": warm, "measured_from": epoch_to_iso(start + warm * opts.every_minutes * 60),
         "hosts": len(trace.hosts), "guests": len({vm for s in trace.samples for vm in s.vms}),
         "settings": {"parallel": opts.parallel, "per_host": opts.per_host,
@@ -58,9 +59,12 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
 def replay_table(doc: dict) -> str:
     """``-f table``: one row per figure, one column per setting (numbered, named above), to
     fit 80 columns; ``-f wide``: one row per setting, every figure a column."""
+    seen = {"lag": "each tick sees the interval that ended",
+            "lookahead": "each tick sees the interval that starts"}.get(
+                doc.get("convention", "lookahead"), "")
     title = (f"replay of {doc['source']}: {doc['from']} to {doc['until']}, "
-             f"{doc['ticks']} ticks every {doc['every_minutes']:g} min, {doc['hosts']} hosts, "
-             f"{doc['guests']} guests")
+             f"{doc['ticks']} ticks every {doc['every_minutes']:g} min ({seen}), "
+             f"{doc['hosts']} hosts, {doc['guests']} guests")
     if render.WIDTH is None:
         rows = []
         for run in doc["runs"]:

@@ -1,0 +1,34 @@
+"""Text from the hosts is data: the one escaping every terminal and report path uses.
+
+Error texts of ``xl``/``xm`` over SSH, xend's answers, host and guest names read from a
+state file: any of them may carry ``ESC[2J`` or a carriage return. :func:`printable` turns
+every character that is not printable (controls, escapes, line and paragraph separators)
+into ``\\xNN``/``\\uNNNN``, so a host can never clear the screen, colour a line or set the
+window title of the operator who reads its output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
+
+def printable(value: Any, *, newlines: bool = False) -> str:
+    """``str(value)`` with every non-printable character escaped (``newlines``: keep ``\\n``
+    for multi-line text that is ours, escaping only what is inside)."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or (newlines and ch == "\n") else _escape(ch)
+                   for ch in text)
+
+
+def one_line(value: Any) -> str:
+    """A message on one line: newlines become spaces, the rest as :func:`printable`."""
+    text = value if isinstance(value, str) else str(value)
+    return printable(" ".join(text.split("\n")))
