@@ -290,6 +290,10 @@ class Snapshot:
     created: str = field(default_factory=utc_now)
     generator: str = f"vm-snapshot {__version__}"
     version: str = CURRENT_VERSION
+    # Rules the platform itself declares (vmtools.constraints rule objects, e.g. a XAPI
+    # pool's anti-affinity VM groups as spread, its disabled hosts as maintenance): vm-plan
+    # obeys them with those of --constraints. Optional (version 1.1).
+    rules: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
@@ -304,16 +308,22 @@ class Snapshot:
                 raise DataError(f"host {_describe(vm.host)} is not in hosts",
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
+        rules = []
+        for p, item in r.list("rules", False):
+            if not isinstance(item, dict):
+                raise DataError(f"expected a rule object, got {_describe(item)}", p)
+            rules.append(item)
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
-                   version=r.str("version"))
+                   version=r.str("version"), rules=rules)
 
     def to_dict(self) -> dict:
         return {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
                 "created": self.created, "source": self.source,
                 "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
                 "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
-                "problems": [p.to_dict() for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems],
+                **({"rules": list(self.rules)} if self.rules else {})}
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -101,7 +101,22 @@ def take_snapshot(sources: Iterable[Source], *, recover: bool = False,
     return builder.finish(", ".join(s.name for s in sources))
 
 
-__all__ = ["take_snapshot", "read_source"]
+def take_xapi_snapshot(url: str, *, credentials: str | None = None, ca_file: str | None = None,
+                       fingerprints: list[str] = (), insecure: bool = False,
+                       timeout: float = 10.0, window: float = 60.0) -> Snapshot:
+    """Read a XCP-ng / XenServer pool through its master (:mod:`vmtools.xapi.source`)."""
+    from vmtools.drivers.xapi import XapiPool, XapiSettings
+    from vmtools.xapi.source import read_pool
+    pool = XapiPool(XapiSettings(url, credentials=credentials, ca_file=ca_file,
+                                 fingerprints=tuple(fingerprints), insecure=insecure,
+                                 timeout=timeout))
+    try:
+        return read_pool(pool, window=window)
+    finally:
+        pool.close()
+
+
+__all__ = ["take_snapshot", "take_xapi_snapshot", "read_source"]
 
 
 def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
@@ -114,6 +129,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
     lists = {"hosts": sorted(snapshot.hosts, key=lambda h: h.name),
              "vms": sorted(snapshot.vms, key=lambda v: v.name),
              "problems": snapshot.problems}
+    if snapshot.rules:
+        lists["rules"] = snapshot.rules
 
     def enc(value) -> str:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
@@ -125,7 +142,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
             continue
         sep = f",\n  {enc(key)}: [\n    "
         for item in items:
-            yield sep + enc(item.to_dict()).replace("\n", "\n    ")
+            yield sep + enc(item if isinstance(item, dict) else item.to_dict()
+                            ).replace("\n", "\n    ")
             sep = ",\n    "
         yield "\n  ]"
     yield "\n}\n"

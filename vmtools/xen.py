@@ -18,10 +18,14 @@ IN_FLIGHT_SUFFIXES = (INCOMING_SUFFIX, "--migratedaway")
 IN_FLIGHT_PREFIXES = ("migrating-",)
 
 # The migration transports (published as ``container.driver.migration``) and the port each
-# reaches a Domain-0 on: xend's HTTP/SXP server, xend's XML-RPC server, SSH for xm/xl.
-DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22}
+# reaches a Domain-0 on: xend's HTTP/SXP server, xend's XML-RPC server, SSH for xm/xl and
+# for libvirt's virsh (plain Xen with libxl, or KVM), and XAPI's HTTPS on a XCP-ng /
+# XenServer pool master (every host of a pool is reached through its master).
+DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22,
+                 "libvirt-ssh": 22, "xapi": 443}
 TRANSPORTS = tuple(DEFAULT_PORTS)
-SSH_TRANSPORTS = ("xm-ssh", "xl-ssh")
+SSH_TRANSPORTS = ("xm-ssh", "xl-ssh", "libvirt-ssh")
+XAPI_TRANSPORT = "xapi"
 # xend's relocation server, the port a migration's memory stream goes to.
 RELOCATION_PORT = 8002
 

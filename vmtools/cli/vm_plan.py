@@ -200,11 +200,26 @@ def plan(
         snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         skipped: list[dict] = []
+        # The platform's own rules (a XAPI pool's anti-affinity groups, its disabled hosts)
+        # come first, then the operator's: one set, checked together.
+        platform_rules = list(snap.rules)
         if constraints is not None:
             text, name = read_text(PROG, constraints, "constraints")
+            doc = loads(text, name)
+            if platform_rules and isinstance(doc, dict) and isinstance(doc.get("rules"), list):
+                doc = dict(doc, rules=platform_rules + doc["rules"])
+                name = f"{name} with the snapshot's {len(platform_rules)} rules first"
             try:
-                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
-                                             skipped=skipped)
+                cons_obj = parse_constraints(doc, snap, strict=strict_rules, skipped=skipped)
+            except DataError as exc:
+                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
+                    from None
+        elif platform_rules:
+            from vmtools.rules.constraints import parse_rules
+            name = "snapshot.rules"
+            try:
+                cons_obj = parse_rules(platform_rules, snap, strict=strict_rules,
+                                       skipped=skipped)
             except DataError as exc:
                 raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
                     from None

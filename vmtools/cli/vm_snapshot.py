@@ -1,7 +1,8 @@
 """Read Ganglia (gmetad, gmond or a saved XML dump) and print a snapshot of the Xen hosts and
 their guests: capacity, demand and the problems that make it incoherent.
 
-With no source option it reads gmetad's XML port on localhost:8651.
+With no source option it reads gmetad's XML port on localhost:8651. With --xapi it reads a
+XCP-ng / XenServer pool through its master's XAPI instead.
 """
 
 from __future__ import annotations
@@ -60,6 +61,33 @@ def snapshot(
         "--stale-after", metavar="SECONDS",
         help="A cluster whose gmond was last heard this long before gmetad's answer is "
              "stale (a problem).")] = DEFAULT_STALE_AFTER,
+    xapi: Annotated[Optional[str], typer.Option(
+        "--xapi", metavar="URL",
+        help="Read a XCP-ng / XenServer pool through its master's XAPI (https://MASTER): "
+             "hosts, guests, anti-affinity VM groups, CPU and network from /rrd_updates. The "
+             "user and password come from $VMTOOLS_XAPI_USER and $VMTOOLS_XAPI_PASSWORD, else "
+             "--xapi-credentials; never from the command line.")] = None,
+    xapi_credentials: Annotated[Optional[str], typer.Option(
+        "--xapi-credentials", metavar="FILE",
+        help="XAPI user and password (TOML username, password; owned by root or you, mode "
+             "600). Default: the environment, else /etc/vmtools/xapi.toml.")] = None,
+    xapi_ca: Annotated[Optional[str], typer.Option(
+        "--xapi-ca", metavar="FILE",
+        help="Verify the pool's TLS certificates against this CA bundle (PEM) instead of the "
+             "system's.")] = None,
+    xapi_fingerprint: Annotated[Optional[list[str]], typer.Option(
+        "--xapi-fingerprint", metavar="SHA256",
+        help="Accept only a certificate with this SHA-256 fingerprint (openssl x509 "
+             "-fingerprint -sha256; one per host of the pool when each has its own). "
+             "Repeatable.")] = None,
+    xapi_insecure: Annotated[bool, typer.Option(
+        "--xapi-insecure",
+        help="Do NOT verify the pool's TLS certificate (anyone on the path can read the "
+             "password): for a lab only; warned on every run.")] = False,
+    window: Annotated[float, typer.Option(
+        "--window", metavar="SECONDS",
+        help="With --xapi: average each guest's CPU and network over this many seconds of "
+             "XAPI's RRDs.")] = 60.0,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     verbose: Verbose = 0,
@@ -67,15 +95,27 @@ def snapshot(
     debug: Debug = False,
     version: Version = False,
 ) -> None:
-    """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia reports."""
+    """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia (or XAPI) reports."""
     with guard(PROG, verbose, quiet, debug):
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
-        sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
-                                 inputs=input_ or [], example=example, timeout=timeout)
-        snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
+        if xapi is not None:
+            if gmetad or cluster or gmond or input_ or example:
+                raise UsageError("--xapi reads a pool by itself: drop --gmetad, --cluster, "
+                                 "--gmond, --input and --example")
+            if not window > 0:
+                raise UsageError(f"--window {window:g}: must be more than 0 seconds")
+            from vmtools.snapshot import take_xapi_snapshot
+            snap = take_xapi_snapshot(xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+                                      fingerprints=xapi_fingerprint or [],
+                                      insecure=xapi_insecure, timeout=timeout, window=window)
+        else:
+            sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [],
+                                     gmond=gmond or [], inputs=input_ or [], example=example,
+                                     timeout=timeout)
+            snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
         if snap.problems:
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)

@@ -1,7 +1,8 @@
 """Migration transports: one module per way of reaching a Domain-0.
 
 ``make_driver(endpoint, ...)`` picks the class for the endpoint's transport
-(``xen``, ``xend-xmlrpc``, ``xm-ssh``, ``xl-ssh``).
+(``xen``, ``xend-xmlrpc``, ``xm-ssh``, ``xl-ssh``, ``libvirt-ssh``, ``xapi``).
+``close_shared()`` ends what drivers share (XAPI sessions) once a run is over.
 """
 
 from __future__ import annotations
@@ -9,10 +10,24 @@ from __future__ import annotations
 from vmtools.drivers.base import (Driver, Endpoint, HostKeyError,
                                   MigrationRefused, MigrationUncertain)
 from vmtools.errors import UsageError
-from vmtools.xen import SSH_TRANSPORTS, TRANSPORTS
+from vmtools.xen import SSH_TRANSPORTS, TRANSPORTS, XAPI_TRANSPORT
 
 
-def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 10.0) -> Driver:
+def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 10.0,
+                xapi=None) -> Driver:
+    """The driver of ``endpoint``'s transport. ``xapi`` (a
+    :class:`~vmtools.drivers.xapi.XapiSettings`) is the pool master every ``xapi`` host is
+    reached through; the hosts of one master share one session."""
+    if endpoint.transport == XAPI_TRANSPORT:
+        if xapi is None:
+            raise UsageError(f"host {endpoint.name} is managed through XAPI: give the pool "
+                             "master's URL ({xapi})", settings=("xapi",))
+        from vmtools.drivers.xapi import XapiDriver, pool_for
+        return XapiDriver(endpoint, pool_for(xapi), connect_timeout)
+    if endpoint.transport == "libvirt-ssh":
+        from vmtools.drivers.libvirt import LibvirtDriver
+        from vmtools.drivers.ssh import SshOptions
+        return LibvirtDriver(endpoint, ssh_options or SshOptions(), connect_timeout)
     if endpoint.transport == "xen":
         from vmtools.drivers.xend_http import XendHttpDriver
         return XendHttpDriver(endpoint, connect_timeout)
@@ -26,5 +41,13 @@ def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 1
                      f"(expected one of {', '.join(TRANSPORTS)})")
 
 
-__all__ = ["Driver", "Endpoint", "HostKeyError", "MigrationRefused",
+def close_shared() -> None:
+    """Log out of every XAPI session a run opened (nothing when none was)."""
+    import sys
+    xapi = sys.modules.get("vmtools.drivers.xapi")
+    if xapi is not None:
+        xapi.close_pools()
+
+
+__all__ = ["close_shared", "Driver", "Endpoint", "HostKeyError", "MigrationRefused",
            "MigrationUncertain", "make_driver"]

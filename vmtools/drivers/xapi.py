@@ -187,7 +187,8 @@ class XapiSettings:
                              "credentials file")
         if parsed.scheme == "http" and not self.insecure:
             raise UsageError(f"XAPI URL {self.url}: plain http would send the password in "
-                             "clear; use https (or --xapi-insecure, only for a lab)")
+                             "clear; use https (or {xapi_insecure}, only for a lab)",
+                             settings=("xapi_insecure",))
         if self.ca_file is not None and not os.path.isfile(self.ca_file):
             raise UsageError(f"XAPI CA file {self.ca_file}: no such file")
         self.fingerprints = tuple(parse_fingerprint(f) if len(f) != 64 else f.lower()
@@ -377,8 +378,9 @@ class XapiPool:
                                "new fingerprint)")
         if isinstance(exc, ssl.SSLCertVerificationError):
             return Unavailable(f"XAPI at {base}: the certificate does not verify "
-                               f"({exc.verify_message}): pass the pool's CA with --xapi-ca, "
-                               "or pin its fingerprint with --xapi-fingerprint")
+                               f"({exc.verify_message}): pass the pool's CA with {{xapi_ca}}, "
+                               "or pin its fingerprint with {xapi_fingerprint}",
+                               settings=("xapi_ca", "xapi_fingerprint"))
         if isinstance(exc, ssl.SSLError):
             return Unavailable(f"XAPI at {base}: TLS failed ({exc.reason or exc.__class__.__name__})")
         if isinstance(exc, xmlrpc.client.Fault):
@@ -701,9 +703,9 @@ class XapiDriver(Driver):
         while not self.is_live():
             if time.monotonic() >= deadline:
                 raise OperationFailed(f"{self.endpoint.name} did not come up within "
-                                      f"--boot-timeout {boot_timeout:g}s after {how} (XAPI "
+                                      f"{{boot_timeout}} {boot_timeout:g}s after {how} (XAPI "
                                       "does not report it live); the migrations that needed "
-                                      "it are not run")
+                                      "it are not run", settings=("boot_timeout",))
             time.sleep(poll)
         try:
             self.pool.call("host.enable", host)
