@@ -29,7 +29,7 @@ from tabulate import tabulate  # noqa: E402
 from vmtools.lab.handmade import (hostmap_text, make_cluster, plan_of,  # noqa: E402
                                   snapshot_of, start_xends)
 from vmtools.apply import ApplyOptions, apply_plan  # noqa: E402
-from vmtools.apply.hostmap import parse_hostmap  # noqa: E402
+from vmtools.drivers.hostmap import parse_hostmap  # noqa: E402
 from vmtools.lab.cluster import migration_seconds  # noqa: E402
 from vmtools.model import iso_to_epoch  # noqa: E402
 

@@ -2,7 +2,7 @@
 them) replayed through vm-plan settings and the built-in baselines.
 
     python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
-                                 [--repeat N] [--warm-up MINUTES] [--lookahead]
+                                 [--repeat N] [--warm-up MINUTES] [--both] [--lookahead]
                                  [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
 
 ``--repeat 2 --warm-up 1440`` gives the second day: each setting as it runs once it has brought
@@ -135,6 +135,9 @@ def main() -> None:
     ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
                     help="left out of the figures (vm-replay --warm-up); with --repeat 2 "
                     "--warm-up 1440 the figures are the second day's: the steady state")
+    ap.add_argument("--both", action="store_true", help="with --warm-up, also a row of the "
+                    "warm-up's own figures (with --repeat 2 --warm-up 1440: the first day and "
+                    "the second from one run)")
     ap.add_argument("--lookahead", action="store_true", help="each tick sees the interval "
                     "that starts (vm-replay --lookahead, as CloudSim); default: the one that "
                     "ended (lag)")
@@ -163,6 +166,10 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, _cpu() - c0
             if hasattr(policy, "close"):
                 policy.close()
+            if r.warm_up_figures is not None and args.both:
+                f = r.warm_up_figures
+                rows.append([r.name + " (warm-up)", "", ""]
+                            + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
             f = r.figures
             rows.append([r.name, f"{wall:.1f}", f"{cpu:.1f}"]
                         + [fmt.format(f[key]) for key, _, fmt in COLUMNS])

@@ -154,7 +154,7 @@ def test_a_guest_another_management_node_is_moving_is_never_migrated_again(lab):
     """A run from another machine (its own state directory and lock directory) moves c while
     this run waits to move it: this run asks both hosts right before and does not start."""
     from vmtools.apply import ApplyOptions, apply_plan
-    from vmtools.apply.hostmap import parse_hostmap
+    from vmtools.drivers.hostmap import parse_hostmap
     with lab["state"].transaction() as st:
         st["faults"]["slow"] = {"a": 12.0, "c": 12.0}        # 3 s each
     path = write_plan(lab, [("a", "n4"), ("c", "n3", [1])])

@@ -11,7 +11,7 @@ import pytest
 from tests.apply_lab import make_cluster, start_xends
 from vmtools.drivers.xend_http import parse_sxp, xend_error
 from vmtools.errors import DataError
-from vmtools.apply.hostmap import parse_hostmap
+from vmtools.drivers.hostmap import parse_hostmap
 from vmtools.lab import migrate
 
 

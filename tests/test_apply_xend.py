@@ -18,7 +18,7 @@ from tests.apply_lab import (GUESTS, assert_consistent, cluster_placement, four_
                              hostmap_text, plan_of, snapshot_of)
 from tests.conftest import run, script
 from vmtools.apply import ApplyOptions, apply_plan
-from vmtools.apply.hostmap import parse_hostmap
+from vmtools.drivers.hostmap import parse_hostmap
 from vmtools.model import dumps
 
 # Every test runs a simulated xend per host on loopback and real migrations through it.

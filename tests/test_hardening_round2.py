@@ -101,3 +101,253 @@ def snapshot_doc(host_mem: int = 4096) -> dict:
 def test_a_host_without_memory_is_bad_input_not_a_crash():
     proc = run("vm-plan", input=json.dumps(snapshot_doc(host_mem=0)))
     one_error_line(proc, 65, "vm-plan", "hosts[0].mem_mib", ">= 1")
+
+
+# ----------------------------------------------------------------- what hosts send is data
+
+HOSTILE = "\x1b[2J\x1b[1;31mALL MIGRATIONS SUCCEEDED\x1b]0;title\x07\r"
+
+
+@pytest.fixture(name="xend_lab")
+def _xend_lab(tmp_path):
+    from tests.apply_lab import four_hosts
+    yield from four_hosts(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_hosts_error_text_never_reaches_the_terminal_raw(xend_lab, tmp_path):
+    """A simulated xend refuses a migration with escape sequences: vm-apply's progress lines,
+    its report (JSON and table), vm-rebalance's result.json and summary, and vm-status show
+    them escaped."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.apply_lab import plan_of, snapshot_of
+    from vmtools.model import dumps
+    lab = xend_lab
+    with lab["state"].transaction() as st:
+        st["faults"]["refuse"] = {"a": HOSTILE}
+    path = lab["dir"] / "plan.json"
+    path.write_text(dumps(plan_of(snapshot_of(lab["state"], "xen"), [("a", "n4")]).to_dict()))
+    args = ["vm-apply", str(path), "--hosts", str(lab["hosts"]), "--state-dir",
+            str(lab["state_dir"]), "-v"]
+    proc = run(*args)
+    assert proc.returncode == 1
+    assert "ALL MIGRATIONS SUCCEEDED" in proc.stderr
+    assert "\x1b" not in proc.stderr and "\r" not in proc.stderr and "\x07" not in proc.stderr
+    assert "\\x1b[2J" in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["actions"][0]["error"].count("\\x1b") == 3
+    table = run(*args[:-1], "-f", "table", "--resume",
+                str(next((lab["state_dir"] / "journal").glob("*.jsonl"))))
+    assert "\x1b" not in table.stdout + table.stderr
+
+    runs = tmp_path / "runs"
+    run_dir = runs / "20261207T050000Z"
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(path.read_text())
+    (run_dir / "report.json").write_text(proc.stdout)
+    (run_dir / "report.log").write_text(proc.stderr + "raw: " + HOSTILE + "\n")
+    done = subprocess.run([sys.executable, "-m", "vmtools.runs", "finish", str(run_dir),
+                           "--exit", "1", "--step", "report", "--started",
+                           str(time.time() - 5)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "ALL MIGRATIONS SUCCEEDED" in done.stdout
+    assert "\\u001b" not in (run_dir / "result.json").read_text()
+    snap = tmp_path / "snap.json"
+    snap.write_text(dumps(snapshot_of(lab["state"], "xen").to_dict()))
+    status = run("vm-status", str(snap), "--runs", str(runs))
+    assert status.returncode == 0, status.stderr
+    assert "ALL MIGRATIONS SUCCEEDED" in " ".join(status.stdout.split())
+    assert "\x1b" not in status.stdout
+
+
+# ----------------------------------------------------------------- run archive and state
+
+def write_run(runs, name: str, result: dict | str) -> None:
+    d = runs / name
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(result if isinstance(result, str) else json.dumps(result))
+
+
+@pytest.mark.parametrize("damage", [
+    {"failures": 1}, {"failures": [{"vm": "a"}]}, {"failures": [1, None]},
+    {"plan": [], "exit": "x"}, {"plan": {"migrations": "many", "hosts_before": 1e308}},
+    {"moves": {"a": 1}, "outcomes": [], "seconds": "long", "run": 7},
+    "[1, 2]", "{\"exit\": NaN}",
+])
+def test_vm_status_survives_a_damaged_result_json(tmp_path, damage):
+    runs = tmp_path / "runs"
+    base = {"run": "20261207T050000Z", "exit": 1, "failed_step": "report",
+            "plan": {"objective": "consolidate", "migrations": 1}}
+    write_run(runs, "20261207T040000Z", {"run": "older", "exit": 0})
+    write_run(runs, "20261207T050000Z",
+              {**base, **damage} if isinstance(damage, dict) else damage)
+    snap = tmp_path / "snap.json"
+    assert run("vm-snapshot", "--example", "lab", "-o", str(snap)).returncode == 0
+    for fmt in ("table", "json"):
+        proc = run("vm-status", str(snap), "--runs", str(runs), "-f", fmt)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    if isinstance(damage, dict) and "failures" in damage:
+        last = json.loads(proc.stdout)["last_run"]
+        assert last["run"] == "20261207T050000Z"
+        assert all(isinstance(f["error"], str) for f in last["failures"])
+
+
+@pytest.mark.parametrize("plan", [
+    {"actions": {"vm": "a"}, "summary": []}, {"actions": 3, "solver": "cbc"},
+    {"actions": [1, "x", {"vm": ["a"]}], "summary": {"hosts_before": "nan"}}, [],
+])
+def test_runs_finish_writes_a_result_for_a_malformed_plan(tmp_path, plan):
+    import subprocess
+    import sys
+    run_dir = tmp_path / "20261207T050000Z"
+    run_dir.mkdir()
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    (run_dir / "report.json").write_text(json.dumps({"actions": {"outcome": "failed"}}))
+    done = subprocess.run([sys.executable, "-m", "vmtools.runs", "finish", str(run_dir),
+                           "--exit", "0", "--started", "1765000000"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["run"] == run_dir.name and isinstance(result["moves"], list)
+
+
+@pytest.mark.parametrize("standby", [
+    '{"standby": {"node-9": {"cpu": NaN, "mem_mib": Infinity}}}',
+    '{"standby": {"node-9": {"cpu": 1e999, "mem_mib": "lots"}}}',
+    '{"standby": {"\\u001b[2Jnode": {"cpu": 8}, "node-9": 3}}',
+    '{"standby": [1, 2]}', '\u0000\u0000',
+])
+def test_vm_status_survives_a_damaged_power_state(tmp_path, standby):
+    state = tmp_path / "runs" / ".plan-state"
+    state.mkdir(parents=True)
+    (state / "vm-plan-power.json").write_text(standby)
+    snap = tmp_path / "snap.json"
+    assert run("vm-snapshot", "--example", "lab", "-o", str(snap)).returncode == 0
+    for fmt in ("table", "json"):
+        proc = run("vm-status", str(snap), "--runs", str(tmp_path / "runs"), "-f", fmt)
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_vm_rebalance_passes_an_archive_path_with_a_space_as_one_word(tmp_path):
+    from tests.test_rebalance import rebalance, write_conf
+    archive = tmp_path / "my runs"
+    conf = write_conf(tmp_path / "r.conf", archive, ["--example", "lab"],
+                      ["--objective", "consolidate"], ["--hosts", str(tmp_path / "none.csv")])
+    proc = rebalance("-c", str(conf), "-n")
+    # The plan step ran with --state "my runs/.plan-state" (one word): the run gets to vm-apply,
+    # which fails on the missing host map.
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    run_dir, = [p for p in archive.iterdir() if p.name[0].isdigit()]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["failed_step"] == "report" and result["plan"]["migrations"] > 0
+    assert (archive / ".plan-state").is_dir()
+
+
+# ----------------------------------------------------------------- the atomic write
+
+@pytest.mark.parametrize("target", ["DIR", "", "DIR/", "missing/doc.json"])
+def test_output_to_a_directory_or_nowhere_is_a_usage_error(tmp_path, target):
+    target = target.replace("DIR", str(tmp_path))
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "-o", target, input=snap)
+    one_error_line(proc, 2, "vm-plan", "cannot write" if "missing" in target else "")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def replay_files(tmp_path, trace: str | None = None, hosts: str | None = None):
+    from tests.test_replay import HOSTS, TRACE
+    t, h = tmp_path / "t.csv", tmp_path / "h.csv"
+    t.write_text(TRACE if trace is None else trace)
+    h.write_text(HOSTS if hosts is None else hosts)
+    return str(t), str(h)
+
+
+def test_replay_html_and_output_to_a_directory_are_usage_errors(tmp_path):
+    t, h = replay_files(tmp_path)
+    for flag in ("--html", "-o"):
+        proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", flag, str(tmp_path))
+        one_error_line(proc, 2, "vm-replay", "is a directory")
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none",
+               env={"VMTOOLS_REPLAY_HTML": ""})
+    one_error_line(proc, 2, "vm-replay")
+
+
+# ----------------------------------------------------------------- every read has a limit
+
+def test_a_peer_that_never_stops_sending_is_cut_at_the_answer_limit():
+    import socket
+    import threading
+
+    from vmtools.errors import VmtoolsError
+    from vmtools.ganglia.sources import fetch
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def flood():
+        conn, _ = server.accept()
+        with conn:
+            block = b"<" * 65536
+            try:
+                while not stop.is_set():
+                    conn.sendall(block)
+            except OSError:
+                pass
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    with pytest.raises(DataError, match=r"larger than 4 MiB: not a Ganglia answer") as err:
+        fetch("127.0.0.1", server.getsockname()[1], "gmond://127.0.0.1", timeout=5,
+              limit=4 * 2**20)
+    assert isinstance(err.value, VmtoolsError) and err.value.exit_code == 65
+    stop.set()
+    server.close()
+
+
+def test_one_host_with_endless_metrics_is_dropped_not_held(tmp_path):
+    from vmtools.ganglia.xml import MAX_METRICS_PER_HOST
+    xml = tmp_path / "big.xml"
+    metric = ('<METRIC NAME="container.guest.g{0}.cpu" VAL="1" TYPE="float" UNITS="" TN="1" '
+              'TMAX="60" DMAX="0" SLOPE="both"/>\n')
+    with open(xml, "w") as fh:
+        fh.write('<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond"><CLUSTER NAME="c" '
+                 'LOCALTIME="1765000000">\n<HOST NAME="h1" REPORTED="1765000000" TN="1" '
+                 'TMAX="20">\n')
+        for i in range(MAX_METRICS_PER_HOST + 10):
+            fh.write(metric.format(i))
+        fh.write("</HOST></CLUSTER></GANGLIA_XML>\n")
+    proc = run("vm-snapshot", "-i", str(xml))
+    assert proc.returncode == 0, proc.stderr
+    (problem,) = json.loads(proc.stdout)["problems"]
+    assert problem["kind"] == "dropped-host" and problem["host"] == "h1"
+    assert f"{MAX_METRICS_PER_HOST + 10} metrics" in problem["message"]
+
+
+def test_a_toolstack_printing_without_end_is_killed_at_the_output_limit(tmp_path, monkeypatch):
+    from vmtools.dom0 import read
+    from vmtools.dom0.read import ToolstackError, run_command
+    xl = tmp_path / "xl"
+    xl.write_text("#!/bin/sh\nexec tr '\\0' x < /dev/zero\n")
+    xl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(read, "MAX_OUTPUT_BYTES", 2 * 2**20)
+    with pytest.raises(ToolstackError, match=r"xl list: printed more than 2 MiB, killed"):
+        run_command(["xl", "list"], timeout=20)
+
+
+@pytest.mark.parametrize("prog, args", [
+    ("vm-plan", ["--constraints", "/dev/zero"]),
+    ("vm-plan", ["--power-model", "/dev/zero"]),
+    ("vm-apply", ["--hosts", "/dev/zero"]),
+])
+def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
+    proc = run(prog, *args, input=doc)
+    one_error_line(proc, 65, prog, "/dev/zero", "larger than")

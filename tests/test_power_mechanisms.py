@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
-from vmtools.apply.hostmap import parse_hostmap
+from vmtools.drivers.hostmap import parse_hostmap
 from vmtools.lab import bmc as lab_bmc
 from vmtools.lab.cluster import ClusterState, new_state
 from vmtools.power import ipmi, wol

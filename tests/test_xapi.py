@@ -14,7 +14,7 @@ import pytest
 import XenAPI
 
 from tests.conftest import script
-from vmtools.apply.hostmap import parse_hostmap
+from vmtools.drivers.hostmap import parse_hostmap
 from vmtools.drivers.xapi import (Credentials, XapiSettings, parse_fingerprint,
                                   read_credentials)
 from vmtools.errors import DataError, UsageError

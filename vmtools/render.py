@@ -187,18 +187,32 @@ def plan_tables(plan_doc: dict) -> str:
         after[host][1] += v["mem_mib"]
         after[host][2] += 1
     rows = []
+    frozen = {f["host"]: f for f in plan_doc.get("summary", {}).get("frozen") or []}
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
         state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
                  }.get(switched.get(h["name"], ""), h["state"])
+        if h["name"] in frozen:
+            state += ", frozen"
         rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
                         f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
+    if frozen:
+        out += "\n" + frozen_table(list(frozen.values()))
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())
+
+
+def frozen_table(frozen: list[dict]) -> str:
+    """The frozen hosts of a plan or a status view: nothing moves onto them, their guests
+    stay; why (the problem kinds and the first message)."""
+    rows = [[f["host"], f.get("knowledge", ""), ", ".join(f.get("kinds", [])),
+             ", ".join(f.get("leaving") or []) or "-", f.get("why", "")] for f in frozen]
+    return table(rows, ["host", "known", "problems", "leaving", "why"],
+                 f"Frozen hosts ({len(frozen)}): nothing moves onto them, their guests stay")
 
 
 def report_table(report: dict) -> str:
@@ -297,6 +311,19 @@ def status_table(doc: dict) -> str:
 def policy_lines(s: dict) -> str:
     """What ``--objective auto`` saw and left: hotspots, consolidation, the budget."""
     out = ""
+    if s.get("migrations") == 0 and ("hotspots" in s or "consolidation" in s):
+        why: dict[str, list[str]] = {}
+        for h in s.get("hotspots", []):
+            if not h.get("acted"):
+                why.setdefault(h.get("reason") or "left", []).append(f"hotspot {h['host']}")
+        for e in (s.get("consolidation") or {}).get("left", []):
+            if e.get("reason") not in ("hotspot", "touched"):
+                why.setdefault(e["reason"], []).append(e["host"])
+        if why:
+            out += "nothing moved: " + "; ".join(
+                f"{code}: {', '.join(hosts[:4])}" + (f" (+{len(hosts) - 4})" if len(hosts) > 4
+                                                    else "")
+                for code, hosts in why.items()) + "\n"
     hot = [[h["host"], pct(h["cpu"], 1), pct(h["mem"], 1),
             "relieved" if h["acted"] else "left", h.get("why", "")]
            for h in s.get("hotspots", [])]
@@ -310,8 +337,17 @@ def policy_lines(s: dict) -> str:
         d = cons.get("deferred")
         if d:
             out += f"  {d['hosts']} more to empty later, next {d['next']}: {d['why']}\n"
-        left = cons.get("best_left")
-        if left:
+        lefts = [e for e in cons.get("left", []) if e.get("reason") not in ("hotspot",
+                                                                           "touched")]
+        if lefts:
+            out += "  not emptied (least memory first):\n"
+            for e in lefts[:8]:
+                out += wrap(f"    {e['host']}: {e['reason']}: {e['why']}") + "\n"
+            more = len(lefts) - 8 + (cons.get("left_more") or 0)
+            if more > 0:
+                out += f"    ... and {plural(more, 'host')} more (see the JSON summary)\n"
+        elif cons.get("best_left"):
+            left = cons["best_left"]
             out += f"  best host left: {left['host']}: {left['why']}\n"
     d = s.get("deferred")
     if d is not None:

@@ -17,18 +17,85 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vmtools import numbers
+from vmtools.errors import DataError
+from vmtools.inputs import MAX_FILE_BYTES, MAX_DOCUMENT_BYTES, decode, read_limited
+from vmtools.text import printable
+
 MAX_LISTED = 20           # moves named in a summary; the rest are counted
 RESULT = "result.json"
 COMMANDS = {"snapshot": "vm-snapshot", "plan": "vm-plan", "report": "vm-apply"}  # step: command
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> dict | None:
+    """A run's JSON file, or None when it is missing or damaged (bounded read; a run directory
+    is written by vm-rebalance, but a full disk or a hand edit can leave anything)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError, RecursionError):
+        with open(path, "rb") as fh:
+            doc = json.loads(decode(read_limited(fh, str(path), "document", limit), str(path)))
+    except (OSError, ValueError, RecursionError, DataError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+# Typed reading of documents whose shape nobody vouches for: a wrong type is "unknown"
+# (None, an empty list), never a traceback; a string is made printable.
+def _obj(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return printable(value)[:400] if isinstance(value, str) else None
+
+
+def _num(value: Any) -> float | int | None:
+    return value if numbers.problem(value, lo=-numbers.MAX_NUMBER) is None else None
+
+
+def _count(value: Any) -> int:
+    return value if numbers.problem(value, lo=0, integer=True) is None else 0
+
+
+def clean_result(doc: Any) -> dict:
+    """A ``result.json`` as its readers expect it, whatever the file held: each field of the
+    right type (or null), strings escaped, lists of objects. vm-status reads through this;
+    :func:`describe` writes through it."""
+    r = _obj(doc)
+    plan = r.get("plan")
+    if plan is not None:
+        p = _obj(plan)
+        d = _obj(p.get("deferred"))
+        plan = {"objective": _text(p.get("objective")),
+                "hosts_before": _num(p.get("hosts_before")),
+                "hosts_after": _num(p.get("hosts_after")),
+                "migrations": _count(p.get("migrations")),
+                "migrated_mib": _num(p.get("migrated_mib")) or 0,
+                "solver_status": _text(p.get("solver_status")),
+                "deferred": {"migrations": _count(d.get("migrations")),
+                             "migrated_mib": _num(d.get("migrated_mib")) or 0} if d else None}
+    exit_code = r.get("exit")
+    out: dict[str, Any] = {
+        "format": "vmtools.rebalance-run", "version": "1.0", "run": _text(r.get("run")),
+        "started": _text(r.get("started")), "finished": _text(r.get("finished")),
+        "seconds": _num(r.get("seconds")) or 0,
+        "exit": exit_code if numbers.problem(exit_code, lo=0, hi=255, integer=True) is None
+        else None,
+        "failed_step": _text(r.get("failed_step")), "dry_run": r.get("dry_run") is True,
+        "plan": plan,
+        "moves": [{"vm": _text(m.get("vm")), "from": _text(m.get("from")),
+                   "to": _text(m.get("to")), "mem_mib": _num(m.get("mem_mib"))}
+                  for m in map(_obj, _list(r.get("moves")))],
+        "outcomes": {_text(k): _count(n) for k, n in _obj(r.get("outcomes")).items()}}
+    if "failures" in r:
+        out["failures"] = [{"vm": _text(f.get("vm")), "from": _text(f.get("from")),
+                            "to": _text(f.get("to")),
+                            "error": _text(f.get("error")) or "(no error recorded)"}
+                           for f in map(_obj, _list(r.get("failures")))]
+    return out
 
 
 def _gib(mib: Any) -> str:
@@ -50,9 +117,9 @@ def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
         "seconds": round(finished - started, 1), "exit": exit_code, "failed_step": step,
         "dry_run": dry_run, "plan": None, "moves": [], "outcomes": {}}
     if plan is not None:
-        s = plan.get("summary") or {}
-        solver = plan.get("solver") or {}
-        actions = [a for a in plan.get("actions") or [] if isinstance(a, dict)]
+        s = _obj(plan.get("summary"))
+        solver = _obj(plan.get("solver"))
+        actions = [a for a in _list(plan.get("actions")) if isinstance(a, dict)]
         result["plan"] = {"objective": plan.get("objective"),
                           "hosts_before": s.get("hosts_before"),
                           "hosts_after": s.get("hosts_after"),
@@ -62,14 +129,14 @@ def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
         result["moves"] = [{"vm": a.get("vm"), "from": a.get("src"), "to": a.get("dst"),
                             "mem_mib": a.get("mem_mib")} for a in actions]
     if report is not None:
-        counts = collections.Counter(str(a.get("outcome")) for a in report.get("actions") or []
+        counts = collections.Counter(str(a.get("outcome")) for a in _list(report.get("actions"))
                                      if isinstance(a, dict))
         result["outcomes"] = dict(sorted(counts.items()))
         result["failures"] = [{"vm": a.get("vm"), "from": a.get("src"), "to": a.get("dst"),
                                "error": a.get("error")}
-                              for a in report.get("actions") or []
+                              for a in _list(report.get("actions"))
                               if isinstance(a, dict) and a.get("outcome") == "failed"]
-    return result
+    return clean_result(result)
 
 
 def headline(result: dict) -> str:
@@ -123,7 +190,7 @@ def summary_text(result: dict, run_dir: Path) -> str:
             tail = []
         if tail:
             lines.append("  last lines of the failing step:")
-            lines += [f"    {line}" for line in tail]
+            lines += [f"    {printable(line)}" for line in tail]
     return "\n".join(lines) + "\n"
 
 
@@ -135,9 +202,9 @@ def latest(archive: Path) -> tuple[Path, dict] | None:
     except OSError:
         return None
     for d in dirs:
-        result = _load(d / RESULT)
+        result = _load(d / RESULT, MAX_FILE_BYTES)
         if result is not None:
-            return d, result
+            return d, clean_result(result)
     return None
 
 

@@ -1,5 +1,5 @@
 """Facts about Xen that every part of vmtools shares: Domain-0's names, the names a guest
-carries while it migrates, and the migration transports with their default ports.
+carries while it migrates, and xend's relocation port.
 
 Imports nothing (the lab's stand-ins import it on every simulated ``xl`` call).
 """
@@ -17,15 +17,8 @@ INCOMING_SUFFIX = "--incoming"
 IN_FLIGHT_SUFFIXES = (INCOMING_SUFFIX, "--migratedaway")
 IN_FLIGHT_PREFIXES = ("migrating-",)
 
-# The migration transports (published as ``container.driver.migration``) and the port each
-# reaches a Domain-0 on: xend's HTTP/SXP server, xend's XML-RPC server, SSH for xm/xl and
-# for libvirt's virsh (plain Xen with libxl, or KVM), and XAPI's HTTPS on a XCP-ng /
-# XenServer pool master (every host of a pool is reached through its master).
-DEFAULT_PORTS = {"xen": 8000, "xend-xmlrpc": 8006, "xm-ssh": 22, "xl-ssh": 22,
-                 "libvirt-ssh": 22, "xapi": 443}
-TRANSPORTS = tuple(DEFAULT_PORTS)
-SSH_TRANSPORTS = ("xm-ssh", "xl-ssh", "libvirt-ssh")
-XAPI_TRANSPORT = "xapi"
+# The migration transports and their ports are a table of their own:
+# vmtools.drivers.registry.
 # xend's relocation server, the port a migration's memory stream goes to.
 RELOCATION_PORT = 8002
 
@@ -43,3 +36,7 @@ def is_migrating(vm: str, names: set[str] | frozenset[str]) -> bool:
     """True when ``names`` (what a host runs) shows guest ``vm`` in flight."""
     return any(vm + s in names for s in IN_FLIGHT_SUFFIXES) or \
         any(p + vm in names for p in IN_FLIGHT_PREFIXES)
+
+# Where Debian's xendomains saves guests (XENDOMAINS_SAVE): vm-apply's and vm-plan's default
+# image directory, which must be the same shared directory on every host that may resume.
+DEFAULT_IMAGE_DIR = "/var/lib/xen/save"

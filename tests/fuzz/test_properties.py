@@ -25,7 +25,7 @@ from vmtools.dom0.parse import parse_info, parse_list
 from vmtools.errors import DataError
 from vmtools.ganglia.interpret import interpret
 from vmtools.ganglia.xml import parse_ganglia
-from vmtools.apply.hostmap import parse_hostmap, valid_address
+from vmtools.drivers.hostmap import parse_hostmap, valid_address
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, Plan, Snapshot, is_reserved_name,
                            loads)
 from vmtools.snapshot import snapshot_json

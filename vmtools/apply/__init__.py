@@ -1,7 +1,7 @@
 """vm-apply without its command line: run a plan's migrations safely.
 
 - :mod:`.options` -- :class:`ApplyOptions`, the settings;
-- :mod:`.hostmap` -- the ``--hosts`` CSV: where to reach each host;
+- the ``--hosts`` CSV (where to reach each host) is :mod:`vmtools.drivers.hostmap`;
 - :mod:`.refuse` -- what is refused before anything is touched (and the replay checker);
 - :mod:`.lock` -- one vm-apply per cluster; :mod:`.journal` -- the event log, for resuming;
 - :mod:`.run` -- :func:`apply_plan` and the run itself (the scheduler, each action, what

@@ -36,8 +36,10 @@ from collections import Counter
 from pathlib import Path
 
 from vmtools.apply.ask import survey, where_is
-from vmtools.apply.hostmap import HostEntry
+from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
+from vmtools.apply.lifecycle import label as lifecycle_label
+from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
@@ -51,12 +53,16 @@ from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionErro
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
-from vmtools.xen import DEFAULT_PORTS, TRANSPORTS, XAPI_TRANSPORT, is_migrating
+from vmtools.drivers import registry
+from vmtools.drivers.registry import XAPI_TRANSPORT
+from vmtools.xen import is_migrating
 
 log = logging.getLogger("vmtools.apply")
 
 
 def _label(a: Action) -> str:
+    if a.is_lifecycle:
+        return lifecycle_label(a)
     return f"{a.op} {a.host}" if a.is_power else f"{a.vm} {a.src} -> {a.dst}"
 
 
@@ -76,9 +82,10 @@ class Run:
         self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
         self.endpoints = {h: self._endpoint(h) for h in self.touched_hosts}
         self.drivers = drivers if drivers is not None else {
-            h: make_driver(ep, options.ssh, options.connect_timeout, options.xapi)
+            h: make_driver(ep, options.ssh, options.connect_timeout, xapi=options.xapi)
             for h, ep in self.endpoints.items()}
         self.injected = drivers is not None
+        self.state_dir = Path(options.state_dir or default_state_dir())
         self.outcomes: dict[int, Outcome] = {}
         self.cond = threading.Condition()
         self.stopping: str | None = None
@@ -113,7 +120,7 @@ class Run:
                 continue
             if name not in self.drivers:
                 self.drivers[name] = make_driver(self.endpoints[name], self.opts.ssh,
-                                                 self.opts.connect_timeout, self.opts.xapi)
+                                                 self.opts.connect_timeout, xapi=self.opts.xapi)
             out.append(name)
         return out + [h for h in self.asked_too if h not in out]
 
@@ -158,13 +165,13 @@ class Run:
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
         transport = self.opts.driver or entry.transport or self.hosts[host].migration
-        if transport not in TRANSPORTS:
+        if not registry.is_transport(transport):
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
-                            f"(expected one of {', '.join(TRANSPORTS)}; or choose one driver "
+                            f"(expected one of {', '.join(registry.names())}; or choose one driver "
                             "for every host)",
                             f"plan.origin.hosts[{host}].migration")
         return Endpoint(host, transport, entry.address or host,
-                        entry.port or DEFAULT_PORTS[transport], entry.migrate or host)
+                        entry.port or registry.default_port(transport), entry.migrate or host)
 
     # ---- asking the hosts (vmtools.apply.ask)
     def survey(self, hosts: list[str]) -> dict[str, set[str] | Exception]:
@@ -217,12 +224,18 @@ class Run:
         now = {vm: hosts[0] for vm, hosts in found.items() if len(hosts) == 1}
         for vm in self.touched_vms:
             # not seen because the host it should be on did not answer: not counted stale
-            if vm not in found and isinstance(seen.get(expected[vm]), Exception):
+            if vm not in found and vm in expected and \
+                    isinstance(seen.get(expected[vm]), Exception):
                 now[vm] = expected[vm]
         for vm in stale_guests(self.plan, now, finished):
             got = sorted(found.get(vm, []))
+            if vm not in expected:
+                reasons.append(f"{vm} already runs on {', '.join(got)}; the plan starts it")
+                continue
             reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
                            f"on {expected[vm]} as the plan expects")
+        reasons += self.missing_images(finished)
+        reasons += self.running_elsewhere(finished, found)
         if self.journal:
             self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
         if reasons:
@@ -233,6 +246,44 @@ class Run:
                                        "(make a new snapshot and plan, or pass --force)")
             self.problems.append(f"ran with --force although stale: {text}")
             self.progress(f"warning: --force: running a stale plan: {text}")
+
+    def running_elsewhere(self, finished: set[int], found: dict[str, list[str]]) -> list[str]:
+        """A guest the plan starts (resume, create) must run nowhere in the cluster: two
+        copies of one guest on one disk would destroy it. The hosts the plan does not touch are
+        asked too (those of the touched hosts' clusters)."""
+        starting = {a.vm for a in self.plan.actions if a.starts_guest and a.id not in finished}
+        starting -= set(found)          # already reported as stale by the touched hosts
+        if not starting:
+            return []
+        reasons = []
+        extra = self.others()
+        self.asked_too = sorted(set(self.asked_too) | set(extra))
+        for h, res in sorted(self.survey(extra).items()):
+            if isinstance(res, set):
+                for vm in sorted(starting & res):
+                    reasons.append(f"{vm} already runs on {h}; the plan starts it")
+        return reasons
+
+    def missing_images(self, finished: set[int]) -> list[str]:
+        """Each resume still to run whose image no suspend of this plan writes: the image must
+        be on its target host now (and each create's configuration file)."""
+        written = {a.image for a in self.plan.actions if a.op == "suspend"}
+        reasons = []
+        for a in self.plan.actions:
+            if a.id in finished or not a.starts_guest or a.dst in self.asleep:
+                continue
+            path = a.image if a.op == "resume" else a.config
+            if a.op == "resume" and path in written:
+                continue
+            try:
+                there = self.drivers[a.dst].file_exists(path)
+            except (Unavailable, OperationFailed) as exc:
+                reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
+                continue
+            if not there:
+                what = "the image" if a.op == "resume" else "the configuration file"
+                reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
+        return reasons
 
     # ---- the scheduler
     def execute(self, todo: list[int]) -> None:
@@ -291,7 +342,7 @@ class Run:
     def transport(self, a: Action) -> str:
         if a.is_power:
             return self.power.describe(a.host) if self.power else "none"
-        return self.endpoints[a.src].transport
+        return self.endpoints[a.where if a.is_lifecycle else a.src].transport
 
     def _eta(self) -> str:
         elapsed = time.time() - self.t0
@@ -308,7 +359,8 @@ class Run:
 
     def _worker(self, a: Action, running: set[int], busy: Counter) -> None:
         try:
-            out = self.power_one(a) if a.is_power else self.migrate_one(a)
+            out = self.power_one(a) if a.is_power else run_lifecycle(self, a) \
+                if a.is_lifecycle else self.migrate_one(a)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging
             log.exception("internal error in action %s", a.id)
             out = Outcome(a, "failed", error=f"internal error: {exc}",
@@ -459,7 +511,7 @@ class Run:
                 continue
             driver = self.drivers.get(h) or make_driver(ep, self.opts.ssh,
                                                         self.opts.connect_timeout,
-                                                        self.opts.xapi)
+                                                        xapi=self.opts.xapi)
             self.drivers.setdefault(h, driver)
             try:
                 driver.disable()
@@ -491,6 +543,9 @@ class Run:
             elif len(hosts) > 1:
                 placement[vm] = None
                 self.problems.append(f"{vm} runs on {' and '.join(hosts)}")
+            elif vm not in placement_after(self.plan, [i for i, o in self.outcomes.items()
+                                                       if o.outcome == "done"]):
+                placement[vm] = None     # suspended, or not started (yet): on no host
             else:
                 elsewhere, also_silent = self.find_elsewhere(vm)
                 if elsewhere is not None:
@@ -525,11 +580,20 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
                 document_digest(journal_plan.to_dict()):
             raise DataError("the plan is not the one this journal ran", options.resume)
         plan = journal_plan
-    check(plan)
+    check(plan, options.image_dir)
     refuse_unpowered(plan, options.hosts)
     if options.offline:
+        run = Run(plan, options, progress, drivers={})
+        refuse_incapable(plan, _capabilities(run), {h: e.transport
+                                                    for h, e in run.endpoints.items()})
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
+    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
+    if options.xapi is None and drivers is None:
+        for h, ep in run.endpoints.items():
+            if ep.transport == XAPI_TRANSPORT:
+                from vmtools.drivers.xapi import require_settings
+                require_settings(h, None)
     state_dir = Path(options.state_dir or default_state_dir())
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -574,13 +638,23 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                                        from_journal=True)
             (run.asleep.add if a.op == "power-off" else run.asleep.discard)(a.host)
             continue
-        run.outcomes[i] = Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
-                                   run.endpoints[a.src].transport, from_journal=True)
+        run.outcomes[i] = Outcome(a, "done", None, None, None,
+                                   ev.get("where") or (a.dst or None), run.transport(a),
+                                   from_journal=True)
     # an action that was running when the last run died: only the hosts know how it ended
     # (a power action is run again: switching on or off is idempotent)
     for i in sorted(in_flight):
         a = run.actions[i]
         if a.is_power:
+            continue
+        if a.is_lifecycle:
+            done, where, note = settle(run, a, opts.verify_timeout)
+            if done:
+                run.outcomes[i] = Outcome(a, "done", None, None, note, where,
+                                           run.transport(a), from_journal=True)
+                if run.journal:
+                    run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
+                                      error=note, recovered=True)
             continue
         where, note = run.where_is(a.vm, a.src, a.dst, opts.verify_timeout)
         if where == a.dst:
@@ -599,6 +673,9 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             a = run.actions[i]
             if a.is_power:
                 run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
+            elif a.is_lifecycle:
+                run.progress(f"would {_label(a)} #{a.id} ({a.mem_mib / 1024:.1f} GiB) via "
+                             f"{run.transport(a)}")
             else:
                 run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
                              f"({a.mem_mib / 1024:.1f} GiB) via "
@@ -632,6 +709,9 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
         if a.is_power:
             run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
                          "(offline: no host asked)")
+        elif a.is_lifecycle:
+            run.progress(f"would {_label(a)} #{a.id} ({a.mem_mib / 1024:.1f} GiB) via "
+                         f"{run.transport(a)} (offline: no host asked)")
         else:
             run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
                          f"({a.mem_mib / 1024:.1f} GiB) "
@@ -641,6 +721,15 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report
+
+
+def _capabilities(run: Run) -> dict[str, frozenset[str]]:
+    """Each touched host's driver's optional capabilities (of its class when no driver is
+    made: --offline)."""
+    from vmtools.drivers import registry
+    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
+            else registry.driver_class(ep.transport).capabilities()
+            for h, ep in run.endpoints.items()}
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

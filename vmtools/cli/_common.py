@@ -36,10 +36,10 @@ import typer
 
 from vmtools import __version__
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
-                            UsageError, VmtoolsError)
-from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, input_name, open_input, read_limited
+                            LocalFailure, UsageError, VmtoolsError)
+from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
-from vmtools.text import one_line
+from vmtools.text import one_line, printable
 
 log = logging.getLogger("vmtools")
 
@@ -104,6 +104,14 @@ InputFile = Annotated[str, typer.Argument(metavar="FILE",
 
 # --------------------------------------------------------------------------- errors
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote what hosts answered (an ``xl migrate`` error, a host name from a
+    state file): control characters are shown escaped, never sent to the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
+
+
 def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
         min(verbose + (1 if debug else 0), 2)]
@@ -111,7 +119,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.setFormatter(_EscapingFormatter(f"{prog}: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("pulp", "urllib3"):
@@ -179,14 +187,16 @@ def entry_point(app: typer.Typer, prog: str):
 
 # --------------------------------------------------------------------------- input
 
-def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
-    """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
+def read_text(prog: str, path: str, what: str = "input",
+              limit: int = MAX_FILE_BYTES) -> tuple[str, str]:
+    """Read ``path`` (``-`` for stdin) as text, at most ``limit`` bytes (a document:
+    :data:`~vmtools.inputs.MAX_DOCUMENT_BYTES`); returns (text, name used in messages)."""
     name = input_name(path)
     with contextlib.ExitStack() as stack:
         stream = open_input(path, prog, what)
         if path != "-":
             stack.enter_context(stream)
-        data = read_limited(stream, name, what, MAX_DOCUMENT_BYTES)
+        data = read_limited(stream, name, what, limit)
     if path == "-" and not data.strip() and _stdin_is_pipe():
         raise DataError("empty input: the command before this one in the pipe printed nothing "
                         "(its own error is above; under `set -o pipefail` the pipeline exits "
@@ -204,7 +214,7 @@ def _stdin_is_pipe() -> bool:
 
 def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> Any:
     """Read and validate one document of class ``cls`` (Snapshot, Plan, Report)."""
-    text, name = read_text(prog, path, what or cls.__name__.lower())
+    text, name = read_text(prog, path, what or cls.__name__.lower(), MAX_DOCUMENT_BYTES)
     obj = loads(text, name)
     try:
         return cls.from_dict(obj)
@@ -214,13 +224,24 @@ def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> An
 
 # --------------------------------------------------------------------------- output
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, text: str, what: str = "output") -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing. Every
+    step is guarded: a path that is empty, a directory or holds a NUL is a usage error naming
+    it (exit 2); a disk that fails the write is a local failure (exit 1); the temporary file
+    never stays behind."""
+    name = str(path)
+    if not name.strip():
+        raise UsageError(f"an empty path is no {what} file (use - for standard output)")
+    if "\0" in name:
+        raise UsageError(f"{what} path {name!r} holds a NUL character")
+    path = Path(path)
+    if path.is_dir() or name.endswith("/"):
+        raise UsageError(f"{name}: is a directory; name the {what} file")
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -230,6 +251,12 @@ def write_atomic(path: Path, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, (IsADirectoryError, NotADirectoryError, PermissionError)):
+            raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
+        raise LocalFailure(f"{name}: cannot write: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -240,6 +267,8 @@ def emit(text: str, output: Path | None) -> None:
     """Print a finished document (or table) to stdout, or write it to ``-o FILE``."""
     if not text.endswith("\n"):
         text += "\n"
+    # A table shows names and error texts that came from hosts (JSON is ASCII already).
+    text = printable(text, newlines=True)
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from vmtools.text import printable
+
 log = logging.getLogger("vmtools.progress")
 
 
@@ -57,6 +59,7 @@ class Progress:
 
     def update(self, detail: str) -> None:
         """What the current stage reached (best so far, bound): drawn on a terminal."""
+        detail = printable(detail)
         with self._lock:
             self.detail = detail
         if self.live:

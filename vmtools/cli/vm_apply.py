@@ -1,8 +1,8 @@
 """Execute a plan made by vm-plan: check it still matches the cluster, run its live
 migrations (xend HTTP, xend XML-RPC, xm/xl or virsh over SSH, or a XCP-ng / XenServer pool's
-XAPI) in parallel, switch hosts off (an
-orderly shutdown over SSH, confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where
-every guest landed, and print a report.
+XAPI) in parallel, suspend, resume, create and checkpoint guests (xm/xl over SSH), switch hosts
+off (an orderly shutdown over SSH, confirmed by IPMI; XAPI's host.shutdown) and on (IPMI,
+Wake-on-LAN or XAPI's host.power_on), verify where every guest landed, and print a report.
 
 Progress goes to stderr, one line per start and end; the report (JSON) to stdout. Every event
 is also written, as it happens, to a journal that --resume can continue from.
@@ -23,7 +23,9 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Ou
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
-from vmtools.xen import TRANSPORTS
+from vmtools.xen import DEFAULT_IMAGE_DIR
+from vmtools.drivers.registry import names as transport_names
+from vmtools.text import printable
 
 PROG = "vm-apply"
 app = make_app(PROG, __doc__)
@@ -60,7 +62,7 @@ def apply(
         help="After a failed action, start nothing new (running ones finish).")] = False,
     driver: Annotated[Optional[str], typer.Option(
         "--driver", metavar="TRANSPORT",
-        help=f"Use this transport for every host ({', '.join(TRANSPORTS)}) instead of each "
+        help=f"Use this transport for every host ({', '.join(transport_names())}) instead of each "
              "host's migration field in the plan's snapshot.")] = None,
     hosts: Annotated[Optional[Path], typer.Option(
         "--hosts", metavar="FILE",
@@ -140,8 +142,13 @@ def apply(
              "their host map port).")] = 22,
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", metavar="DIR",
-        help="Where the lock and the journals live (default $VMTOOLS_STATE_DIR or "
-             "/var/lib/vmtools).")] = None,
+        help="Where the lock, the journals and the suspended-guests ledger (suspended.json) "
+             "live (default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
+    image_dir: Annotated[str, typer.Option(
+        "--image-dir", metavar="DIR",
+        help="The directory of suspend and checkpoint images, shared by every host at this "
+             "same path (NFS or the cluster file system the guests' disks live on); a plan "
+             "whose image is not a file of it is refused (exit 65).")] = DEFAULT_IMAGE_DIR,
     journal: Annotated[Optional[Path], typer.Option(
         "--journal", metavar="FILE",
         help="Journal file (JSON lines, one per event; default STATE_DIR/journal/"
@@ -159,7 +166,7 @@ def apply(
 ) -> None:
     """Run a plan's migrations and print a report (JSON)."""
     with guard(PROG, verbose, quiet, debug):
-        from vmtools.apply.hostmap import read_hostmap
+        from vmtools.drivers.hostmap import read_hostmap
         host_map = read_hostmap(str(hosts)) if hosts else {}
         from vmtools.drivers.ssh import SshOptions
         ssh = SshOptions(user=ssh_user, key=str(ssh_key) if ssh_key else None,
@@ -181,6 +188,7 @@ def apply(
             timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
             state_dir=str(state_dir) if state_dir else default_state_dir(),
             journal=str(journal) if journal else None, resume=str(resume) if resume else None,
+            image_dir=image_dir,
             power=PowerSettings(credentials=str(ipmi_credentials), boot_timeout=boot_timeout,
                                 off_timeout=power_off_timeout, wol_address=wol_address,
                                 wol_port=wol_port, shutdown_command=shutdown_command.value,
@@ -190,7 +198,7 @@ def apply(
 
         def progress(line: str) -> None:
             if not quiet:
-                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+                print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
         report = apply_plan(plan, options, progress)
         if fmt == OutputFormat.table:

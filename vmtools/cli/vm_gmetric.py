@@ -19,8 +19,8 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
 from vmtools.errors import UsageError
 from vmtools.gmetric.publish import Settings, parse_spoof, publish_metrics
 from vmtools.model import dumps
+from vmtools.drivers.registry import names as transport_names
 from vmtools.prometheus.names import EXPORTER_PORT
-from vmtools.xen import TRANSPORTS
 
 PROG = "vm-gmetric"
 DEFAULT_CONFIG = "/etc/ganglia/gmond.conf"
@@ -57,7 +57,7 @@ def gmetric(
                           "and send nothing.")] = False,
     migration: Annotated[Optional[str], typer.Option(
         "--migration", metavar="DRIVER",
-        help=f"What to publish as container.driver.migration: {', '.join(TRANSPORTS)}. "
+        help=f"What to publish as container.driver.migration: {', '.join(transport_names())}. "
              "Default: xl-ssh with xl, xm-ssh with xm.")] = None,
     tmax: Annotated[Optional[int], typer.Option(
         "--tmax", metavar="SECONDS",

@@ -103,9 +103,18 @@ def plan(
     cpu_demand: Annotated[CpuDemand, typer.Option(
         "--cpu-demand", help="usage: measured CPU use; vcpus: allocated virtual CPUs "
         "(Entropy's 'simplify').")] = CpuDemand.usage,
+    max_frozen: Annotated[float, typer.Option(
+        "--max-frozen", metavar="FRACTION",
+        help="A host a snapshot problem names is frozen: nothing moves onto it, its guests "
+        "stay (one may leave only to end an overload its known guests alone cause). With "
+        "more than this fraction of the hosts, or of the guests, frozen, monitoring is "
+        "broken: plan nothing, exit 75.")] = 0.25,
+    refuse_problems: Annotated[bool, typer.Option(
+        "--refuse-problems", help="Refuse (exit 65) any snapshot with problems, instead of "
+        "planning around them (vmtools before 0.2).")] = False,
     allow_problems: Annotated[bool, typer.Option(
-        "--allow-problems", help="Plan even when the snapshot lists problems: the guests "
-        "named are pinned and their hosts take nothing new.")] = False,
+        "--allow-problems", hidden=True,
+        help="Ignored: planning around problems is the default now.")] = False,
     require_optimal: Annotated[bool, typer.Option(
         "--require-optimal", help="Refuse (exit 75) a plan not proven optimal within "
         "--time-limit.")] = False,
@@ -137,6 +146,10 @@ def plan(
     cooldown: Annotated[float, typer.Option(
         "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
         "recently is not moved again, except to obey a hard rule.")] = 30.0,
+    settle: Annotated[float, typer.Option(
+        "--settle", metavar="MINUTES", help="With --state, auto: a guest seen to move this "
+        "recently is not moved by consolidation (relief and repairs may still move it once "
+        "--cooldown is over), so no host just filled is emptied again.")] = 60.0,
     power: Annotated[bool, typer.Option(
         "--power", help="Also switch hosts off (power-off) and on (power-on): emptied hosts "
         "go to standby, standby hosts wake when room is needed. On by default under "
@@ -182,10 +195,17 @@ def plan(
                                   ("--cpu-threshold", cpu_threshold, 1.0),
                                   ("--mem-threshold", mem_threshold, 1.0)):
             _fraction(name, value, high)
+        if not 0 <= max_frozen <= 1:
+            raise UsageError(f"--max-frozen {max_frozen:g}: expected a fraction in [0, 1]")
+        if allow_problems:
+            log.warning("--allow-problems is ignored: vm-plan plans around problems by "
+                        "default now (--refuse-problems refuses them)")
         if not 0 <= min_gain < 1:
             raise UsageError(f"--min-gain {min_gain:g}: expected a fraction in [0, 1)")
         if not time_limit > 0 or not bandwidth > 0:
             raise UsageError("--time-limit and --bandwidth must be more than 0")
+        if settle < 0 or cooldown < 0:
+            raise UsageError("--settle and --cooldown must be 0 or more minutes")
         if max_migrations < 0 or max_moved < 0 or max_duration < 0 or demand_window <= 0:
             raise UsageError("--max-migrations, --max-moved and --max-duration must be 0 (no "
                              "limit) or more, --demand-window more than 0")
@@ -229,7 +249,8 @@ def plan(
         opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
                        cpu_target=cpu_target, cpu_threshold=cpu_threshold,
                        mem_threshold=mem_threshold, min_gain=min_gain,
-                       cpu_demand=cpu_demand.value, allow_problems=allow_problems,
+                       cpu_demand=cpu_demand.value, refuse_problems=refuse_problems,
+                       max_frozen=max_frozen,
                        require_optimal=require_optimal, bandwidth=bandwidth, parallel=parallel,
                        explain=explain, threads=threads, seed=seed, mem_target=mem_target,
                        max_migrations=max_migrations, max_moved_gib=max_moved,
@@ -248,10 +269,14 @@ def plan(
             progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {time_limit:g} s")
             result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
-                                     power=power_opts)
+                                     power=power_opts, settle=settle)
         result.rules_skipped = skipped
         if in_process:
             return result
+        for entry in result.summary.get("frozen", []):
+            log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
+                        entry["host"], f"; {', '.join(entry['leaving'])} leave it to end an "
+                        "overload" if entry["leaving"] else "", entry["why"])
         doc = result.to_dict()
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
@@ -265,7 +290,7 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     check_power_settings(standby_after, reserve, boot_timeout)   # before any file is read
     methods = None
     if hosts is not None:
-        from vmtools.apply.hostmap import read_hostmap
+        from vmtools.drivers.hostmap import read_hostmap
         methods = {name: e.power for name, e in read_hostmap(hosts).items()}
     model = None
     if power_model is not None:

@@ -22,6 +22,7 @@ from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, Outpu
 from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
 from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, loads
+from vmtools.text import printable
 
 PROG = "vm-replay"
 app = make_app(PROG, __doc__)
@@ -99,7 +100,7 @@ def _progress_printer(quiet: bool):
 
     def show(name: str, k: int, n: int) -> None:
         end = "\n" if k == n else ""
-        sys.stderr.write(f"\r{PROG}: {name}: tick {k}/{n}" + end)
+        sys.stderr.write(f"\r{PROG}: {printable(name)}: tick {k}/{n}" + end)
         sys.stderr.flush()
     return show
 

@@ -20,7 +20,7 @@ from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT, EXAMPLES
 from vmtools.render import snapshot_table
-from vmtools.snapshot import choose_sources, snapshot_json, snapshot_json_chunks, take_snapshot
+from vmtools.snapshot import make_sources, snapshot_json, snapshot_json_chunks, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
 PROG = "vm-snapshot"
@@ -107,15 +107,16 @@ def snapshot(
                                  "--gmond, --input and --example")
             if not window > 0:
                 raise UsageError(f"--window {window:g}: must be more than 0 seconds")
-            from vmtools.snapshot import take_xapi_snapshot
-            snap = take_xapi_snapshot(xapi, credentials=xapi_credentials, ca_file=xapi_ca,
-                                      fingerprints=xapi_fingerprint or [],
-                                      insecure=xapi_insecure, timeout=timeout, window=window)
+            sources = make_sources("xapi", dict(
+                url=xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+                fingerprints=xapi_fingerprint or [], insecure=xapi_insecure, timeout=timeout,
+                window=window))
         else:
-            sources = choose_sources(gmetad=gmetad or [], cluster=cluster or [],
-                                     gmond=gmond or [], inputs=input_ or [], example=example,
-                                     timeout=timeout)
-            snap = take_snapshot(sources, recover=recover, stale_after=stale_after)
+            sources = make_sources("ganglia", dict(
+                gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
+                inputs=input_ or [], example=example, timeout=timeout, recover=recover,
+                stale_after=stale_after))
+        snap = take_snapshot(sources)
         if snap.problems:
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)

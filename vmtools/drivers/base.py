@@ -1,9 +1,13 @@
 """The interface every migration transport implements, and the errors it raises.
 
 A driver object talks to ONE host (its :class:`Endpoint`): it lists the domains that host
-runs, answers whether it is alive, and asks it to migrate one of its guests to a
-destination address. What a driver never does is decide where a guest is after a failure:
-vm-apply asks both hosts (``list_guests``) and believes only them.
+runs (``list_guests``), answers whether it is alive (``ping``), and asks it to migrate one of
+its guests to a destination address (``migrate``). Those three every transport has. The
+host's power and its guests' lifecycle (``shutdown_host``, ``power_on_host``,
+``start_guest``, ``shutdown_guest``) are optional capabilities: a transport that lacks one
+raises :class:`NotSupported` naming the transport and the operation, and
+:meth:`Driver.capabilities` says which it has. What a driver never does is decide where a
+guest is after a failure: vm-apply asks both hosts (``list_guests``) and believes only them.
 
 Errors:
 
@@ -12,6 +16,8 @@ Errors:
 - :class:`MigrationRefused` -- the hypervisor answered that the migration failed or would not
   start (xend fault, ``(xend.err ...)``, xm/xl non-zero exit). The guest should still be on
   the source; vm-apply verifies.
+- :class:`NotSupported` -- this transport cannot do the operation asked (exit 1, the action
+  fails with that sentence; nothing was attempted).
 - :class:`MigrationUncertain` -- no answer: the client timeout expired or the connection
   dropped while the (synchronous) migration ran. The migration may still be running or may
   have finished: only the hosts can tell.
@@ -24,8 +30,6 @@ from dataclasses import dataclass
 
 from vmtools.errors import OperationFailed, Unavailable
 
-
-
 class HostKeyError(Unavailable):
     """The SSH host key is unknown or does not match known_hosts."""
 
@@ -36,6 +40,22 @@ class MigrationRefused(OperationFailed):
 
 class MigrationUncertain(OperationFailed):
     """The migration's outcome is unknown (client timeout, connection dropped)."""
+
+
+class NotSupported(OperationFailed):
+    """The transport has no such operation (an optional capability it lacks)."""
+
+
+OPTIONAL = ("shutdown_host", "power_on_host", "start_guest", "shutdown_guest",
+            "suspend_guest", "resume_guest", "create_guest", "checkpoint_guest",
+            "file_exists", "remove_file")
+
+# The capabilities a plan's guest-lifecycle op needs of the driver of its host (a suspend
+# and a resume also look at and remove image files on the host).
+LIFECYCLE_NEEDS = {"suspend": ("suspend_guest", "file_exists"),
+                   "checkpoint": ("checkpoint_guest", "file_exists"),
+                   "resume": ("resume_guest", "file_exists", "remove_file"),
+                   "create": ("create_guest", "file_exists")}
 
 
 def why(exc: BaseException) -> str:
@@ -73,13 +93,33 @@ class Endpoint:
 
 
 class Driver:
-    """One transport to one host. Thread-safe: vm-apply calls it from several workers."""
+    """One transport to one host. Thread-safe: vm-apply calls it from several workers.
+
+    A transport module defines a subclass and names it ``DRIVER``
+    (:mod:`vmtools.drivers.registry` builds it through :meth:`for_endpoint`)."""
 
     transport = ""
 
     def __init__(self, endpoint: Endpoint, connect_timeout: float = 10.0):
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
+
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint, connect_timeout: float = 10.0,
+                     **settings) -> "Driver":
+        """The driver for ``endpoint``; ``settings`` are the run's transport settings
+        (``ssh_options``, ...): each transport takes what it needs and ignores the rest."""
+        return cls(endpoint, connect_timeout)
+
+    @classmethod
+    def capabilities(cls) -> frozenset[str]:
+        """The optional operations (:data:`OPTIONAL`) this transport implements."""
+        return frozenset(op for op in OPTIONAL
+                         if getattr(cls, op) is not getattr(Driver, op))
+
+    def _not_supported(self, operation: str) -> NotSupported:
+        return NotSupported(f"{self.endpoint.name}: {operation} is not supported by the "
+                            f"{self.endpoint.transport or self.transport} transport")
 
     def ping(self) -> None:
         """Raise :class:`Unavailable` unless the host answers."""
@@ -97,3 +137,45 @@ class Driver:
 
     def close(self) -> None:
         """Release connections (SSH)."""
+
+    # ---- optional capabilities (a transport overrides the ones it has)
+    def shutdown_host(self, timeout: float) -> str:
+        """Shut the (emptied) host down in order; return what was done."""
+        raise self._not_supported("shutting the host down")
+
+    def power_on_host(self, timeout: float) -> str:
+        """Switch the host on (through the pool or the platform, not a BMC)."""
+        raise self._not_supported("switching the host on")
+
+    def start_guest(self, vm: str, timeout: float) -> None:
+        raise self._not_supported(f"starting guest {vm}")
+
+    def shutdown_guest(self, vm: str, timeout: float) -> None:
+        raise self._not_supported(f"shutting guest {vm} down")
+
+    # The guest lifecycle (optional): each raises MigrationRefused (the toolstack said no),
+    # MigrationUncertain (no answer: ask the host) or Unavailable, as migrate does.
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to the file ``image`` on this host and destroy the guest."""
+        raise self._not_supported(f"suspending guest {vm}")
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to ``image`` and leave it running."""
+        raise self._not_supported(f"checkpointing guest {vm}")
+
+    def resume_guest(self, image: str, timeout: float) -> None:
+        """Start the guest saved in ``image`` on this host (the image is left in place)."""
+        raise self._not_supported("resuming a guest")
+
+    def create_guest(self, config: str, timeout: float) -> None:
+        """Start a new guest from the configuration file ``config`` on this host."""
+        raise self._not_supported("creating a guest")
+
+    def file_exists(self, path: str) -> bool:
+        """Whether this host sees a regular file at ``path`` (Unavailable if it cannot
+        tell)."""
+        raise self._not_supported("looking for a file")
+
+    def remove_file(self, path: str) -> None:
+        """Remove the file at ``path`` on this host (a resumed guest's image)."""
+        raise self._not_supported("removing a file")

@@ -25,9 +25,9 @@ asked once for the whole pool); :class:`XapiDriver` is one host of it as vm-appl
   state, storage, networks checked by XAPI before anything moves: a failure here is a
   refusal), then ``Async.VM.pool_migrate(vm, host, {"live": "true"})``; the task is polled,
   and cancelled (``task.cancel``) when ``timeout`` passes;
-- ``power_off``: ``host.disable`` then ``host.shutdown`` (XAPI itself refuses while a guest
+- ``shutdown_host``: ``host.disable`` then ``host.shutdown`` (XAPI itself refuses while a guest
   runs there: ``HOST_IN_USE``), then ``host_metrics.live`` must turn false;
-- ``power_on``: ``host.power_on`` (the host's own ``power_on_mode``: Wake-on-LAN or IPMI,
+- ``power_on_host``: ``host.power_on`` (the host's own ``power_on_mode``: Wake-on-LAN or IPMI,
   which XAPI drives), then ``host.enable`` once ``host_metrics.live`` is true again;
 - ``disable``: ``host.disable`` (the ``maintenance`` rule: XAPI places nothing new there).
 """
@@ -476,6 +476,27 @@ def records(pool: XapiPool, cls: str) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- the driver
 
+def require_settings(host: str, xapi: "XapiSettings | None") -> None:
+    if xapi is None:
+        raise UsageError(f"host {host} is managed through XAPI: give the pool master's URL "
+                         "({xapi})", settings=("xapi",))
+
+
+class _NoPool:
+    """The pool of a driver made without the master's settings: every call says so."""
+
+    def __init__(self, host: str):
+        self.host = host
+
+    def call(self, *_args):
+        require_settings(self.host, None)
+
+    get = call
+
+    def close(self) -> None:
+        pass
+
+
 class XapiDriver(Driver):
     """One host of a pool, through the pool master."""
 
@@ -486,6 +507,15 @@ class XapiDriver(Driver):
         super().__init__(endpoint, connect_timeout)
         self.pool = pool
         self.poll = poll
+
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint, connect_timeout: float = 10.0, *,
+                     xapi: XapiSettings | None = None, **_settings) -> "XapiDriver":
+        """The hosts of one master share one session (:func:`pool_for`). Without the
+        master's settings the driver is made, but its first call is a UsageError (vm-apply
+        checks before anything runs: :func:`require_settings`)."""
+        return cls(endpoint, pool_for(xapi) if xapi is not None else _NoPool(endpoint.name),
+                   connect_timeout)
 
     # ---- lookups
     def host_ref(self, name: str | None = None) -> str:
@@ -660,7 +690,7 @@ class XapiDriver(Driver):
             raise OperationFailed(f"{self.endpoint.name}: {exc}") from None
         return "host.disable"
 
-    def power_off(self, off_timeout: float, poll: float = 1.0) -> str:
+    def shutdown_host(self, off_timeout: float, poll: float = 1.0) -> str:
         host = self.host_ref()
         mode = self.pool.call("host.get_power_on_mode", host)
         if mode in ("", None):
@@ -689,7 +719,7 @@ class XapiDriver(Driver):
             time.sleep(poll)
         return "host.disable, host.shutdown; XAPI reports it no longer live"
 
-    def power_on(self, boot_timeout: float, poll: float = 1.0) -> str:
+    def power_on_host(self, boot_timeout: float, poll: float = 1.0) -> str:
         host = self.host_ref()
         if not self.is_live():
             try:
@@ -739,6 +769,8 @@ def close_pools() -> None:
         pool.close()
 
 
-__all__ = ["XapiDriver", "XapiPool", "XapiSettings", "XapiError", "Credentials",
+DRIVER = XapiDriver
+
+__all__ = ["DRIVER", "XapiDriver", "XapiPool", "XapiSettings", "XapiError", "Credentials",
            "read_credentials", "parse_fingerprint", "records", "expect", "is_ref",
            "pool_for", "close_pools", "base64"]

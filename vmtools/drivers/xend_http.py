@@ -126,3 +126,6 @@ class XendHttpDriver(Driver):
         err = xend_error(body)
         if status >= 300 or err is not None or (status == 202 and "failed" in body):
             raise MigrationRefused(f"xend: {err or body.strip() or f'HTTP {status}'}")
+
+
+DRIVER = XendHttpDriver

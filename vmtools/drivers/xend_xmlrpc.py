@@ -70,3 +70,6 @@ class XendXmlRpcDriver(Driver):
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
             raise migrate_call_failed(exc, self.endpoint.name, "xend XML-RPC",
                                       timeout) from None
+
+
+DRIVER = XendXmlRpcDriver

@@ -22,7 +22,7 @@ from vmtools.ganglia import xdr
 from vmtools.ganglia.names import HOST_METRICS, VMS
 from vmtools.gmetric.build import Built, Metric, Sample, build_metrics
 from vmtools.model import is_safe_name, utc_now
-from vmtools.xen import TRANSPORTS
+from vmtools.drivers import registry
 
 log = logging.getLogger("vmtools.gmetric")
 
@@ -232,9 +232,9 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
     """Run vm-gmetric: a dry run (returns the document of what would be sent), ``--once``
     (one measured cycle; raises Unavailable when the toolstack failed) or the daemon loop
     (until SIGTERM/SIGINT or ``settings.cycles``; never dies on one bad sample)."""
-    if settings.migration and settings.migration not in TRANSPORTS:
+    if settings.migration and not registry.is_transport(settings.migration):
         raise OptionError("migration", f"{settings.migration!r}: expected one of "
-                         f"{', '.join(TRANSPORTS)}")
+                         f"{', '.join(registry.names())}")
     if settings.interval <= 0:
         raise OptionError("interval", "must be positive")
     one_shot = settings.once or settings.dry_run

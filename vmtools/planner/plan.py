@@ -28,8 +28,8 @@ from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.instance import (Instance, build_instance, diagnose, gib, problem_guests,
-                                      violations)
+from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN, Knowledge, assess, plural
+from vmtools.planner.instance import Instance, build_instance, diagnose, gib, violations
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -55,7 +55,9 @@ class Options:
     mem_threshold: float = 0.95
     min_gain: float = 0.05
     cpu_demand: str = "usage"
-    allow_problems: bool = False
+    refuse_problems: bool = False      # the old refusal: any problem is exit 65
+    max_frozen: float = DEFAULT_MAX_FROZEN   # more hosts or guests frozen: exit 75
+    known_sizes: dict[str, int] = field(default_factory=dict)  # guest -> last MiB (--state)
     require_optimal: bool = False
     bandwidth: float = 1000.0
     parallel: int = 2
@@ -83,6 +85,12 @@ class Options:
     cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
+    # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
+    # where they are; how many minutes ago each guest was seen to move (for the reasons)
+    settling_vms: set[str] = field(default_factory=set)
+    moved_ago: dict[str, float] = field(default_factory=dict)
+    cooldown: float = 30.0
+    settle: float = 60.0
 
 
 @dataclass
@@ -643,12 +651,16 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
     deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
-    bad_vms, bad_hosts = problem_guests(snap)
-    if snap.problems and not opts.allow_problems:
-        named = ", ".join(sorted(bad_vms) or sorted(bad_hosts)) or snap.problems[0].message
-        raise DataError(f"the snapshot is incoherent ({len(snap.problems)} problems: {named}); "
-                        "vm-plan will not plan blind (fix the cluster, or --allow-problems to "
-                        "pin those guests and give their hosts nothing new)", "snapshot.problems")
+    know = assess(snap)
+    if snap.problems and opts.refuse_problems:
+        named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
+            snap.problems[0].message
+        raise DataError(f"the snapshot is incoherent ({plural(len(snap.problems), 'problem')}: "
+                        f"{named}); {{refuse_problems}} refuses to plan around them",
+                        "snapshot.problems", settings=("refuse_problems",))
+    broken_monitoring(snap, know, opts.max_frozen)
+    bad_hosts = set(know.frozen)
+    bad_vms = {v.name for v in snap.vms if v.name in know.unknown_vms}
     offline = {h.name for h in snap.hosts if h.state != "online"}
     fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
     fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
@@ -701,6 +713,11 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     for v in out.repaired:
         reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
                                 "breaks a rule")
+    for v, why in inst.leaving.items():
+        if out.placement[v] != inst.cur[v]:
+            h = inst.hosts[inst.cur[v]]
+            reasons[inst.vms[v]] = (f"overload: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
+                                    f" and {why}")
     t0 = time.monotonic()
     priority = auto.priorities() if auto is not None else {}
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
@@ -730,6 +747,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     }
     if auto is not None:
         summary.update(auto.summary())
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.known_sizes)
     if opts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     solver = {"name": out.solver, "status": out.status,
@@ -742,15 +760,67 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "consolidate":
         solver.update(hosts_method=out.hosts_how, hosts_proven=out.hosts_proven,
                       bound_method=out.bound_how)
+    explain = None
+    if opts.explain:
+        explain = {a.vm: a.reason for a in actions}
+        for entry in summary["frozen"]:
+            explain[f"frozen {entry['host']}"] = entry["why"]
+        if auto is not None:
+            explain.update(auto.explain_left())
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
-                constraints=cons.to_list(), solver=solver, summary=summary,
-                explain={a.vm: a.reason for a in actions} if opts.explain else None)
+                constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
         check_plan(plan, cons)
     except DataError as exc:    # the planner's own plan, not the user's input: a bug
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
+
+
+def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
+    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts, or of the guests, are
+    frozen: monitoring is broken rather than partial, and nothing is planned."""
+    names = {h.name for h in snap.hosts if h.state != "standby"}
+    hosts = names | set(know.frozen)
+    frozen_hosts = set(know.frozen)
+    guests = {v.name for v in snap.vms} | set(know.unknown_vms)
+    frozen_guests = {v.name for v in snap.vms if v.host in frozen_hosts} | set(know.unknown_vms)
+    for what, part, whole in (("hosts", frozen_hosts, hosts), ("guests", frozen_guests, guests)):
+        if whole and len(part) > max_frozen * len(whole) + 1e-9:
+            shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
+                              for h in sorted(frozen_hosts)[:5])
+            more = len(frozen_hosts) - 5
+            raise TemporaryFailure(
+                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} are "
+                f"frozen (more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
+                f"(frozen: {shown}{f' and {more} more' if more > 0 else ''})",
+                settings=("max_frozen",))
+
+
+def frozen_summary(snap: Snapshot, know: Knowledge, inst: Instance, placement: list[int],
+                   known_sizes: dict[str, int]) -> list[dict]:
+    """The plan's ``summary.frozen``: each frozen host, why, its guests, the unknown ones
+    and what they count for (their last known size, or the whole host)."""
+    out = []
+    listed = {v.name for v in snap.vms}
+    on: dict[str, list[str]] = {}
+    for v in snap.vms:
+        on.setdefault(v.host, []).append(v.name)
+    for h in sorted(know.frozen):
+        f = know.frozen[h]
+        unknown = sorted({p.vm for p in f.problems if p.vm and p.vm not in listed})
+        sizes = {v: known_sizes.get(v) for v in unknown}
+        full = any(m is None for m in sizes.values()) or "partial-container" in f.kinds \
+            or "incomplete-host" in f.kinds
+        leaving = sorted(inst.vms[v] for v in inst.leaving
+                         if inst.hosts[inst.cur[v]] == h and placement[v] != inst.cur[v])
+        out.append({"host": h, "knowledge": f.knowledge, "kinds": f.kinds, "why": f.why(),
+                    "guests": len(on.get(h, [])),
+                    "unknown_guests": [{"vm": v, "mem_mib": sizes[v]} for v in unknown],
+                    "counted_as": "full" if full else "its known guests" +
+                    (" and the unknown ones at their last known size" if unknown else ""),
+                    "leaving": leaving})
+    return out
 
 
 def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
@@ -785,7 +855,7 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0, power=None) -> Plan:
+                    cooldown: float = 30.0, power=None, settle: float | None = None) -> Plan:
     """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
     persist, recently moved guests cool down, each guest's CPU samples of the last
     ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
@@ -804,11 +874,22 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
         return plan_it(snap, opts)
     state = st.load_state(state_dir)
     now = st.snapshot_time(snap)
+    from vmtools.planner.power import load_power_state
+    pstate = load_power_state(state_dir)
+    switched_off = set(pstate.standby) | set(pstate.waking) | set(pstate.boot_failed)
+    if power is not None:           # its state reports the hosts it knows itself
+        switched_off |= set(pstate.known)
+    gone, keep = st.vanished(state, snap, now, switched_off, set(assess(snap).frozen))
+    if gone:
+        snap = replace(snap, problems=list(snap.problems) + gone)
+    unknown = assess(snap).unknown_vms
+    known_sizes = {v: int(x[0]) for v, x in state.sizes.items() if v in unknown}
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
     st.observe(state, now, hot)
     st.observe_moves(state, snap, now)
+    state.placement.update(keep)
     from vmtools.planner import demand as dm
     dm.record(state.samples, snap, now, opts.demand_window)
     persistent = st.persistent_hotspots(state, now, window, hold)
@@ -817,11 +898,16 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
         persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+    settle = opts.settle if settle is None else settle
     opts = replace(opts, hot_filter=persistent,
                    fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
+                   settling_vms=st.cooling(state, now, settle), cooldown=cooldown,
+                   settle=settle, moved_ago={v: (now - t) / 60 for v, t in state.moved.items()
+                                             if now - t < max(cooldown, settle) * 60},
                    cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
                    cpu_history=dm.history(state.samples, snap),
-                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES))
+                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES),
+                   known_sizes=known_sizes)
     try:
         return plan_it(snap, opts)
     finally:

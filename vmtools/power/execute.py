@@ -28,11 +28,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from vmtools.drivers import registry
+from vmtools.drivers.registry import XAPI_TRANSPORT
 from vmtools.errors import DataError, OperationFailed, Unavailable
 from vmtools.power import ipmi
 from vmtools.power.boot import answers, wait_until
 from vmtools.power.wol import DEFAULT_ADDRESS, DEFAULT_PORT, send_magic_packet
-from vmtools.xen import SSH_TRANSPORTS, XAPI_TRANSPORT
 
 log = logging.getLogger("vmtools.power")
 
@@ -113,8 +114,9 @@ class PowerRunner:
                                   "switched off")
         if self.method(host) == "xapi":
             self._xapi(host, endpoint)
-            return driver.power_off(self.settings.off_timeout, self.settings.poll)
-        if endpoint.transport in SSH_TRANSPORTS:
+            return driver.shutdown_host(self.settings.off_timeout)
+        if registry.is_transport(endpoint.transport) and \
+                registry.transport(endpoint.transport).ssh:
             address, port = endpoint.address, endpoint.port
         else:
             address, port = endpoint.address, self.settings.ssh_port
@@ -151,7 +153,7 @@ class PowerRunner:
         method = self.method(host)
         if method == "xapi":
             self._xapi(host, endpoint)
-            return driver.power_on(s.boot_timeout, s.poll)
+            return driver.power_on_host(s.boot_timeout)
         if method == "ipmi":
             bmc = self.bmc(host)
             if bmc.power_status() == "on":

@@ -10,32 +10,13 @@ its transport answering afterwards (:mod:`vmtools.power.boot`).
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 
-from vmtools.errors import DataError, Unavailable
+from vmtools.drivers.hostmap import format_mac, parse_mac  # noqa: F401 - read here too
+from vmtools.errors import Unavailable
 
 DEFAULT_PORT = 9
 DEFAULT_ADDRESS = "255.255.255.255"
-
-_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
-
-
-def parse_mac(text: str, where: str | None = None) -> bytes:
-    """``00:16:3e:12:34:56`` or ``00-16-3E-12-34-56`` → 6 bytes. Refuses the broadcast
-    and multicast addresses (no NIC has one as its own)."""
-    if not isinstance(text, str) or not _MAC.fullmatch(text):
-        raise DataError(f"MAC address {text!r} is not six hexadecimal pairs separated by "
-                        "':' or '-' (e.g. 00:16:3e:12:34:56)", where)
-    mac = bytes.fromhex(text.replace(":", "").replace("-", ""))
-    if mac[0] & 1:
-        raise DataError(f"MAC address {text} is a multicast or broadcast address, not a "
-                        "network card's", where)
-    return mac
-
-
-def format_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
 
 
 def magic_packet(mac: bytes | str) -> bytes:

@@ -107,6 +107,7 @@ class RunResult:
     figures: dict
     series: dict
     failures: list[dict] = field(default_factory=list)
+    warm_up_figures: dict | None = None     # the warm-up's own figures (bench/replay_bench.py)
 
 
 def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
@@ -166,6 +167,7 @@ class Simulation:
         self.h_mem: dict[str, float] = {}
         self.h_n: dict[str, int] = {}
         self.sample_times = [s.time for s in trace.samples]
+        self.warm_up_figures: dict | None = None
         self._reset_figures()
 
     def _reset_figures(self) -> None:
@@ -494,6 +496,7 @@ class Simulation:
             if k == warm and warm:
                 # the warm-up ends: the figures and the series start from here
                 self._flush_requested()
+                self.warm_up_figures = self.figures(warm)
                 self._reset_figures()
                 for series in (times, active, overloaded, migrations, watts, host_cpu):
                     series.clear()
@@ -517,7 +520,7 @@ class Simulation:
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
                   "host_cpu": host_cpu}
         return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks - warm),
-                         series, list(self.failures))
+                         series, list(self.failures), self.warm_up_figures)
 
     def _close_tick(self, migrations: list, watts: list, dt: float) -> None:
         migrations.append(self.tick_migrations)

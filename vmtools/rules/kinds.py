@@ -116,6 +116,8 @@ class Spread(Group):
     def check_target(self, rule, final):
         seen: dict[str, str] = {}
         for v in rule.vms:
+            if v not in final:
+                continue          # suspended at the end of the plan: on no host
             if final[v] in seen:
                 raise DataError(f"{rule.label}: {seen[final[v]]} and {v} both end on "
                                 f"{final[v]}", "plan.placement")
@@ -123,7 +125,7 @@ class Spread(Group):
 
     def check_moments(self, rule, plan, replay):
         where = {v.name: v.host for v in plan.origin.vms}
-        stays = {v: _stays(v, where[v], replay) for v in rule.vms}
+        stays = {v: _stays(v, where.get(v, ""), replay) for v in rule.vms}
         for i, u in enumerate(rule.vms):
             for v in rule.vms[i + 1:]:
                 for hu, su, eu in stays[u]:
@@ -153,7 +155,7 @@ class Gather(Group):
         cons.gather.append(rule)
 
     def check_target(self, rule, final):
-        ends = sorted({final[v] for v in rule.vms})
+        ends = sorted({final[v] for v in rule.vms if v in final})
         if len(ends) > 1:
             raise DataError(f"{rule.label}: its guests end on {', '.join(ends)}, not on one "
                             "host", "plan.placement")
@@ -229,7 +231,11 @@ def _stays(vm: str, origin_host: str, replay: Replay
     stays = []
     host, start = origin_host, None
     for a in acts:
-        stays.append((host, start, a.id))
+        if a.op == "checkpoint":
+            continue              # the guest keeps running where it is
+        if host:                  # "": suspended, or not created yet (on no host)
+            stays.append((host, start, a.id))
         host, start = a.dst, a.id
-    stays.append((host, start, None))
+    if host:
+        stays.append((host, start, None))
     return stays

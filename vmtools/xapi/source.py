@@ -1,4 +1,5 @@
-"""Read a XCP-ng / XenServer pool through its master's XAPI into a snapshot.
+"""Read a XCP-ng / XenServer pool through its master's XAPI: a source's reading
+(:mod:`vmtools.sources`; the kind ``xapi`` is :mod:`vmtools.xapi.reading`).
 
 What is read (no call changes anything):
 
@@ -46,8 +47,9 @@ from datetime import datetime, timezone
 
 from vmtools.drivers.xapi import XapiError, XapiPool, is_ref
 from vmtools.errors import DataError, Unavailable
-from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, Snapshot,
-                           epoch_to_iso, is_reserved_name, is_safe_name)
+from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
+                           is_reserved_name, is_safe_name)
+from vmtools.sources.base import Reading
 from vmtools.xapi.rrd import parse_rrd_updates
 
 log = logging.getLogger("vmtools.snapshot")
@@ -104,9 +106,10 @@ class _Reader:
 
 
 def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
-              now: float | None = None) -> Snapshot:
-    """The pool as a snapshot. Unavailable when the master cannot be reached or trusted;
-    DataError when a whole answer is no XAPI answer."""
+              now: float | None = None) -> Reading:
+    """The pool as a reading (:mod:`vmtools.sources`): its migration domain is the pool.
+    Unavailable when the master cannot be reached or trusted; DataError when a whole answer
+    is no XAPI answer."""
     now = time.time() if now is None else now
     r = _Reader()
     base = pool.settings.base
@@ -131,11 +134,13 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         return out
 
     pools = all_records("pool")
-    cluster = ""
+    cluster, domain = "", None
     for rec in pools.values():
         label = rec.get("name_label")
         cluster = label if isinstance(label, str) and label.isprintable() and \
             len(label) <= 200 else ""
+        domain = f"xapi-pool:{rec['uuid']}" if isinstance(rec.get("uuid"), str) and \
+            re.fullmatch(r"[0-9a-f-]{36}", rec["uuid"]) else f"xapi-pool:{base}"
     hosts_rec = all_records("host")
     metrics_rec = all_records("host_metrics")
     vms_rec = all_records("VM")
@@ -333,12 +338,9 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         rules.append({"rule": "spread", "vms": names})
     if maintenance:
         rules.append({"rule": "maintenance", "hosts": sorted(maintenance)})
-    return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
-                    vms=sorted(vms.values(), key=lambda v: v.name),
-                    problems=sorted(r.problems, key=lambda p: (p.kind, p.host or "",
-                                                               p.vm or "", p.message)),
-                    source=f"xapi {base}", rules=rules,
-                    version="1.1" if rules else "1.0")
+    return Reading(source=f"xapi {base}", hosts=sorted(hosts.values(), key=lambda h: h.name),
+                   vms=sorted(vms.values(), key=lambda v: v.name), problems=r.problems,
+                   migration_domain=domain, rules=rules)
 
 
 def _iso(value) -> str | None:

@@ -1,5 +1,6 @@
 """The host map (vmtools-formats(5), HOST MAP; ``vm-apply --hosts FILE``): where to reach
-each host.
+each host. It sits with the transports because both sides read it: vm-apply (where to send a
+migration) and the power actions of :mod:`vmtools.power` (how to switch a host on and off).
 
 CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
 ``name,manage,migrate[,power,bmc,mac[,transport]]``::
@@ -32,12 +33,14 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
-from vmtools.errors import DataError, OptionError
+from vmtools.errors import DataError, OptionError, UsageError
+from vmtools.inputs import read_file
 from vmtools.model import is_safe_name
-from vmtools.xen import TRANSPORTS
+from vmtools.drivers import registry
 
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 each,
 # 253 in all. An IPv6 zone (``fe80::1%eth0``) may hold only [A-Za-z0-9_.-]: Python's ipaddress
@@ -151,9 +154,9 @@ def parse_hostmap(text: str, source: str = "hosts") -> dict[str, HostEntry]:
         if name in entries:
             raise DataError(f"host {name} is listed twice", where)
         address, port = parse_manage(manage, where) if manage else (None, None)
-        if transport and transport not in TRANSPORTS:
+        if transport and not registry.is_transport(transport):
             raise DataError(f"transport {transport[:40]!r}: expected one of "
-                            f"{', '.join(TRANSPORTS)}", where)
+                            f"{', '.join(registry.names())}", where)
         entries[name] = HostEntry(name, address, port,
                                   _address(migrate, where, "migrate address") if migrate
                                   else None, **_power_columns(name, power, bmc, mac, where),
@@ -161,8 +164,27 @@ def parse_hostmap(text: str, source: str = "hosts") -> dict[str, HostEntry]:
     return entries
 
 
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
+
+
+def parse_mac(text: str, where: str | None = None) -> bytes:
+    """``00:16:3e:12:34:56`` or ``00-16-3E-12-34-56`` → 6 bytes. Refuses the broadcast
+    and multicast addresses (no NIC has one as its own)."""
+    if not isinstance(text, str) or not _MAC.fullmatch(text):
+        raise DataError(f"MAC address {text!r} is not six hexadecimal pairs separated by "
+                        "':' or '-' (e.g. 00:16:3e:12:34:56)", where)
+    mac = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    if mac[0] & 1:
+        raise DataError(f"MAC address {text} is a multicast or broadcast address, not a "
+                        "network card's", where)
+    return mac
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
 def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dict:
-    from vmtools.power.wol import format_mac, parse_mac
     power = power.lower() or "none"
     if power not in POWER_METHODS:
         raise DataError(f"power {power!r}: expected ipmi, wol, xapi or none", where)
@@ -182,11 +204,10 @@ def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dic
 
 
 def read_hostmap(path: str) -> dict[str, HostEntry]:
+    if not os.path.exists(path) and "\0" not in str(path):
+        raise OptionError("hosts", f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise OptionError("hosts", f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_file(path, "host map", prog="vm-apply")
+    except UsageError as exc:
         raise DataError(f"cannot read the host map: {exc}", path) from None
     return parse_hostmap(text, path)
