@@ -351,3 +351,176 @@ def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
     doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
     proc = run(prog, *args, input=doc)
     one_error_line(proc, 65, prog, "/dev/zero", "larger than")
+
+
+# ----------------------------------------------------------------- vm-replay's readers and bounds
+
+@pytest.mark.parametrize("edit, where, what", [
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,0.5\r,1000,b"), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", '0,g2,"0.5\x00,1000,b'), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,1e308,1000,b"), "t.csv:3", "cpu: expected"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,nan,1000,b"), "t.csv:3", "finite"),
+    (lambda t: t.replace("1200,g3", "100000000000000000000,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "10000-01-01T00:00:00Z,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "3000000000,g3"), "t.csv:10", "mistyped time"),
+])
+def test_replay_csv_errors_name_file_and_line(tmp_path, edit, where, what):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, edit(TRACE).replace("\n0,", "\n1764547200,")
+                        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", where, what)
+
+
+def test_a_mistyped_epoch_names_its_line_not_a_54_year_replay(tmp_path):
+    from tests.test_replay import TRACE
+    text = TRACE.replace("\n0,", "\n64547200,", 1).replace("\n0,", "\n1764547200,") \
+        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,")
+    t, h = replay_files(tmp_path, text)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "t.csv:2", "mistyped time")
+
+
+@pytest.mark.parametrize("hosts, what", [("name,cpu,mem_mib\na,1e-320,4096\n", "cpu"),
+                                         ("name,cpu,mem_mib\na,2,0\n", "mem_mib"),
+                                         ("name,cpu,mem_mib\na,inf,4096\n", "cpu")])
+def test_replay_host_capacities_get_a_snapshots_bounds(tmp_path, hosts, what):
+    t, h = replay_files(tmp_path, hosts=hosts)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "h.csv:2", what)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--repeat", "100000000"], "--repeat"), (["--every", "1e-300"], "--every"),
+    (["--every", "0.001"], "--every"), (["--step", "inf"], "--step"),
+])
+def test_replay_length_is_bounded_before_the_first_tick(tmp_path, args, option):
+    import resource
+    t, h = replay_files(tmp_path)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", *args, timeout=60)
+    one_error_line(proc, 2, "vm-replay", option)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024  # KB: < 1 GiB
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_replays_private_state_directory(tmp_path):
+    import glob
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    from tests.conftest import script
+    lines = ["time,guest,cpu,mem_mib,host"]
+    for k in range(3000):
+        lines += [f"{1764547200 + 300 * k},g{i},{0.2 + 0.1 * (i % 3)},512,{'abc'[i % 3]}"
+                  for i in range(6)]
+    t, h = replay_files(tmp_path, "\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen([script("vm-replay"), t, "--hosts", h, "--plan",
+                             "--objective balance --state x"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    pattern = os.path.join(str(tmp_path), "vm-replay-state.*")
+    deadline = time.monotonic() + 60
+    while not glob.glob(pattern) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert glob.glob(pattern), "the replay never made its state directory"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert glob.glob(pattern) == []
+    assert tempfile.gettempdir()
+
+
+def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, TRACE.replace("600,g1,1.0,1000,", "600,g1,1.0,5000,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", "--plan", "")
+    assert proc.returncode == 0, proc.stderr
+    assert "a bug" not in proc.stderr
+    assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])
+
+
+# ----------------------------------------------------------------- the planner's own input
+
+def lab_snapshot() -> dict:
+    return json.loads(run("vm-snapshot", "--example", "lab").stdout)
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_standby_host_listing_guests_is_incoherent_input(objective):
+    snap = lab_snapshot()
+    snap["hosts"][0]["state"] = "standby"
+    proc = run("vm-plan", "--objective", objective, input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", f"on host {snap['hosts'][0]['name']}", "standby")
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_gather_rule_no_host_can_hold_is_exit_1_not_a_safety_check(tmp_path, objective):
+    snap = lab_snapshot()
+    off = snap["hosts"][0]["name"]
+    snap["hosts"][0]["state"] = "offline"
+    stuck = next(v["name"] for v in snap["vms"] if v["host"] == off)
+    other = next(v["name"] for v in snap["vms"] if v["host"] != off)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "gather", "vms": [stuck, other]}]}))
+    proc = run("vm-plan", "--objective", objective, "--constraints", str(rules),
+               input=json.dumps(snap))
+    one_error_line(proc, 1, "vm-plan", "gather", f"{stuck} must stay on {off}")
+
+
+@pytest.mark.parametrize("fraction", [0.00001, 0.0, 1.5])
+def test_a_capacity_rule_fraction_no_host_lives_with_is_bad_input(tmp_path, fraction):
+    snap = lab_snapshot()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "capacity", "hosts": [snap["hosts"][0]
+                                                                          ["name"]],
+                                            "mem": fraction}]}))
+    proc = run("vm-plan", "--constraints", str(rules), input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", "rules[0]", "mem must be a fraction from 0.01 to 1")
+
+
+def test_a_host_of_half_a_mib_from_ganglia_is_a_problem_not_a_crash(tmp_path):
+    from vmtools.ganglia.sources import example_path
+    from pathlib import Path
+    text = Path(example_path("lab")).read_text()
+    import re
+    first = re.search(r'NAME="container.mem_total" VAL="(\d+)"', text)
+    broken = tmp_path / "broken.xml"
+    broken.write_text(text[:first.start(1)] + "512" + text[first.end(1):])
+    proc = run("vm-snapshot", "-i", str(broken))
+    assert proc.returncode == 0, proc.stderr
+    problems = json.loads(proc.stdout)["problems"]
+    assert any(p["kind"] == "bad-value" and "container.mem_total" in p["message"]
+               and '"512"' in p["message"] for p in problems), problems
+    plan = run("vm-plan", input=proc.stdout)
+    assert plan.returncode == 0, plan.stderr
+    assert "internal error" not in plan.stderr
+
+
+def test_an_unreadable_reported_is_the_reason_given():
+    from vmtools.ganglia.interpret import SnapshotBuilder
+    from vmtools.ganglia.xml import Cluster, RawHost
+    b = SnapshotBuilder(now=1765000000)
+    raw = RawHost(name="h1", reported=None, tn=1, tmax=20, line=3,
+                  times={"REPORTED": "4294967296"},
+                  metrics={"container.cpu_num": "4", "container.mem_total": "8388608",
+                           "container.type": "xen-4.17", "container.driver.migration": "xen",
+                           "container.vms": "g1"})
+    from vmtools.ganglia.names import HOST_METRICS
+    for m in HOST_METRICS:
+        raw.metrics.setdefault(m, "g1" if m.endswith("vms") else "1")
+    b.add_host(Cluster(name="c"), raw, "test")
+    messages = [p.message for p in b.problems]
+    assert any("REPORTED of host h1" in m and "not a uint32" in m for m in messages), messages
+    offline = [m for m in messages if "still lists" in m]
+    assert offline and "has not reported for" not in offline[0], offline
+    assert "report times that are not uint32" in offline[0]

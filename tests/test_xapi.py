@@ -254,7 +254,7 @@ def run(argv: list[str], env_extra: dict | None = None, timeout: float = 120,
 
 def snapshot(pool, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return run([script("vm-snapshot"), "--xapi", pool.url, "--xapi-ca", str(pool.ca),
-                "--xapi-credentials", str(pool.credentials), "--window", "30", *extra],
+                "--xapi-credentials", str(pool.credentials), "--xapi-window", "30", *extra],
                env_extra=env)
 
 

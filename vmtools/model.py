@@ -294,6 +294,9 @@ class Snapshot:
     # pool's anti-affinity VM groups as spread, its disabled hosts as maintenance): vm-plan
     # obeys them with those of --constraints. Optional (version 1.1).
     rules: list[dict] = field(default_factory=list)
+    # Recent CPU samples of each guest, from a source that keeps history (Prometheus):
+    # {guest: [[epoch seconds, CPUs], ...]}, oldest first; None when the source has none.
+    samples: dict[str, list] | None = None
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
@@ -308,6 +311,7 @@ class Snapshot:
                 raise DataError(f"host {_describe(vm.host)} is not in hosts",
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
+        samples = _samples(r.raw("samples", None), r.where("samples"), {v.name for v in vms})
         rules = []
         for p, item in r.list("rules", False):
             if not isinstance(item, dict):
@@ -315,21 +319,61 @@ class Snapshot:
             rules.append(item)
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
-                   version=r.str("version"), rules=rules)
+                   version=r.str("version"), samples=samples, rules=rules)
 
     def to_dict(self) -> dict:
-        return {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
-                "created": self.created, "source": self.source,
-                "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
-                "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
-                "problems": [p.to_dict() for p in self.problems],
-                **({"rules": list(self.rules)} if self.rules else {})}
+        out = {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
+               "created": self.created, "source": self.source,
+               "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
+               "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
+               "problems": [p.to_dict() for p in self.problems]}
+        if self.samples is not None:
+            out["samples"] = samples_to_dict(self.samples)
+        if self.rules:
+            out["rules"] = list(self.rules)
+        return out
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+
+MAX_SAMPLES_PER_GUEST = 10_000
+
+
+def samples_to_dict(samples: dict[str, list]) -> dict:
+    """A snapshot's ``samples`` as the document has them: ``{"cpu": {guest: [[t, cpu]]}}``."""
+    return {"cpu": {name: [[t, round(c, 4)] for t, c in rows]
+                    for name, rows in sorted(samples.items())}}
+
+
+def _samples(obj: Any, where: str, guests: set[str]) -> dict[str, list] | None:
+    """``samples.cpu``: per guest of the snapshot, [[epoch seconds, CPUs], ...] with times
+    increasing and finite figures; samples of a guest not in ``vms`` are ignored."""
+    if obj is None:
+        return None
+    cpu = obj.get("cpu") if isinstance(obj, dict) else None
+    if not isinstance(cpu, dict):
+        raise DataError("expected {\"cpu\": {guest: [[time, cpu], ...]}}", where)
+    out: dict[str, list] = {}
+    for name, rows in cpu.items():
+        at = f"{where}.cpu.{name}" if is_safe_name(name) else f"{where}.cpu"
+        if not isinstance(rows, list) or len(rows) > MAX_SAMPLES_PER_GUEST:
+            raise DataError(f"expected at most {MAX_SAMPLES_PER_GUEST} [time, cpu] pairs", at)
+        last = -math.inf
+        for i, row in enumerate(rows):
+            ok = (isinstance(row, list) and len(row) == 2 and
+                  all(isinstance(x, (int, float)) and not isinstance(x, bool) and
+                      math.isfinite(x) for x in row) and row[1] >= 0 and row[0] > last)
+            if not ok:
+                raise DataError("expected [time, cpu]: finite, cpu 0 or more, times "
+                                "increasing", f"{at}[{i}]")
+            last = row[0]
+        if name in guests:
+            out[name] = [[float(t), float(c)] for t, c in rows]
+    return out
 
 
 # --------------------------------------------------------------------------- plan

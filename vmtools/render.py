@@ -139,6 +139,10 @@ def plan_summary_line(plan_doc: dict) -> str:
     """One line for people: hosts in use, migrations, memory, time (with what it assumed)."""
     s = plan_doc.get("summary", {})
     n = s.get("migrations") or 0
+    if s.get("manual") or "created" in s:
+        what = s.get("manual") or (f"create {plural(s['created'], 'new guest')}" + (
+            f", waking {', '.join(s['hosts_woken'])}" if s.get("hosts_woken") else ""))
+        return f"{plan_doc.get('objective')}: {what}; {solver_words(plan_doc.get('solver', {}))}"
     line = (f"{plan_doc.get('objective')}: hosts in use {s.get('hosts_before')} -> "
             f"{s.get('hosts_after')} (at least {s.get('hosts_lower_bound')} needed), "
             f"{plural(n, 'migration')}, {gib(s.get('migrated_mib', 0))} GiB to move")
@@ -160,9 +164,24 @@ def _demand_words(plan_doc: dict) -> str:
     return f"{demand} per guest" if demand else "as in the snapshot"
 
 
+def _ends(a: dict) -> tuple[str, str]:
+    """The from and to columns of a guest's action: a suspend goes to (image), a resume comes
+    from (image), a create from (new), a checkpoint stays (checkpoint)."""
+    op = a.get("op", "migrate")
+    if op == "suspend":
+        return a["src"], "(image)"
+    if op == "resume":
+        return "(image)", a["dst"]
+    if op == "create":
+        return "(new)", a["dst"]
+    if op == "checkpoint":
+        return a["src"], "(checkpoint)"
+    return a["src"], a["dst"]
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
-    actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
+    actions = [[a["id"], a["vm"], *_ends(a), gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                if "vm" in a else                     # a power action: op and host
                [a["id"], a["op"], a["host"] if a["op"] == "power-off" else "",
@@ -170,11 +189,15 @@ def plan_tables(plan_doc: dict) -> str:
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
     switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
+    lifecycle = any(a.get("op") not in (None, "migrate") for a in plan_doc.get("actions", []))
     out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
-                "first)")
+                f"{'Actions' if switched or lifecycle else 'Migrations'} (after: the ids that "
+                "must end first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
+    for a in plan_doc.get("actions", []):       # guests a plan starts (resume, create)
+        if a.get("op") in ("resume", "create") and a["vm"] not in vms:
+            vms[a["vm"]] = {"cpu": a.get("cpu", 0.0), "mem_mib": a["mem_mib"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     after: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     for v in origin["vms"]:
@@ -231,7 +254,7 @@ def report_table(report: dict) -> str:
             rows.append([a["id"], a.get("op", ""), a.get("host", ""), "", outcome, seconds,
                          "-", a.get("error") or ""])
             continue
-        rows.append([a["id"], a["vm"], a["src"], a["dst"], outcome, seconds, where,
+        rows.append([a["id"], a["vm"], *_ends(a), outcome, seconds, where,
                      a.get("error") or ""])
     headers = ["id", "guest", "from", "to", "outcome", "seconds", "verified on", "error"]
     if WIDTH is None:

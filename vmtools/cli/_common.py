@@ -100,6 +100,11 @@ Output = Annotated[Optional[Path], typer.Option(
     help="Write the document to FILE (atomically: all or nothing) instead of stdout.")]
 InputFile = Annotated[str, typer.Argument(metavar="FILE",
                                           help="Input document; - (the default) reads stdin.")]
+TextfileDir = Annotated[Optional[Path], typer.Option(
+    "--textfile-dir", metavar="DIR",
+    help="At the end of the run, write DIR/<command>.prom (atomically) for node_exporter's "
+         "textfile collector: when it ran, its exit code and duration, its last success "
+         "(vmtools-formats(5), TEXTFILE METRICS).")]
 
 
 # --------------------------------------------------------------------------- errors
@@ -134,12 +139,53 @@ def error_line(prog: str, message: str) -> str:
     return f"{prog}: error: {one_line(message)}"
 
 
+# What the running command saw or did, for its textfile metrics (``figures(...)``).
+_FIGURES: list = []
+
+
+def figures(*families) -> None:
+    """Add metric families (:class:`vmtools.prometheus.exposition.Family`) to this run's
+    textfile metrics (written only with ``--textfile-dir``)."""
+    _FIGURES.extend(families)
+
+
 @contextlib.contextmanager
 def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
-          flags: dict[str, str] | None = None) -> Iterator[None]:
+          flags: dict[str, str] | None = None,
+          textfile_dir: Path | None = None) -> Iterator[None]:
     """Run a command body: vmtools errors become one stderr line and their exit code. A
     setting a message names shows as its flag: ``--name``, or what ``flags`` says
-    (``{"start": "--from"}``)."""
+    (``{"start": "--from"}``). With ``textfile_dir``, the run's metrics are written there at
+    the end, whatever the end."""
+    import time
+    started = time.time()
+    code = EXIT_SOFTWARE
+    try:
+        with _guard(prog, verbose, quiet, debug, flags):
+            yield
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+        raise
+    finally:
+        if textfile_dir is not None:
+            _write_textfile(prog, textfile_dir, started, code)
+
+
+def _write_textfile(prog: str, directory: Path, started: float, code: int) -> None:
+    from vmtools.prometheus.textfile import write_command
+    try:
+        write_command(str(directory), prog, started, code, list(_FIGURES))
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
+        print(f"{prog}: warning: {exc}", file=sys.stderr)
+    finally:
+        _FIGURES.clear()
+
+
+@contextlib.contextmanager
+def _guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
+           flags: dict[str, str] | None = None) -> Iterator[None]:
+    """vmtools errors become one stderr line and their exit code (typer.Exit)."""
     setup_logging(prog, verbose, quiet, debug)
     try:
         yield
@@ -276,6 +322,6 @@ def emit(text: str, output: Path | None) -> None:
         write_atomic(output, text)
 
 
-__all__ = ["OutputFormat", "make_app", "entry_point", "guard", "read_text", "read_document",
+__all__ = ["OutputFormat", "make_app", "entry_point", "guard", "figures", "TextfileDir", "read_text", "read_document",
            "emit", "write_atomic", "Verbose", "Quiet", "Debug", "Version", "Format", "Output",
            "InputFile", "EXIT_DATAERR", "log"]

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document)
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
@@ -159,13 +159,14 @@ def apply(
              "comes from the journal (a FILE given too must be the same plan).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Run a plan's migrations and print a report (JSON)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.drivers.hostmap import read_hostmap
         host_map = read_hostmap(str(hosts)) if hosts else {}
         from vmtools.drivers.ssh import SshOptions
@@ -201,6 +202,9 @@ def apply(
                 print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
         report = apply_plan(plan, options, progress)
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import report_families
+            figures(*report_families(report))
         if fmt == OutputFormat.table:
             from vmtools.render import report_table
             text = report_table(report.to_dict())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vmtools.dom0.parse import Domain, parse_info, parse_list
 from vmtools.errors import OptionError, Unavailable
+from vmtools.inputs import OutputDeadline, OutputTooLarge, kill_process, read_process
 
 log = logging.getLogger("vmtools.dom0")
 
@@ -51,7 +52,7 @@ def run_command(argv: list[str], timeout: float) -> str:
     try:
         out, err = _bounded_output(proc, timeout, shown)
     except BaseException:
-        _kill(proc)
+        kill_process(proc)
         raise
     if proc.returncode != 0:
         raise ToolstackError(f"{shown}: exit {proc.returncode}: "
@@ -64,60 +65,15 @@ MAX_OUTPUT_BYTES = 16 * 2**20
 MAX_ERROR_BYTES = 64 * 2**10
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    proc.wait()
-
-
 def _bounded_output(proc: subprocess.Popen, timeout: float, shown: str) -> tuple[bytes, bytes]:
-    """stdout and stderr of ``proc`` read together within ``timeout`` overall, stdout at most
-    :data:`MAX_OUTPUT_BYTES` (more is a ToolstackError and the command is killed), stderr
-    keeping its first :data:`MAX_ERROR_BYTES`; unlike ``communicate()`` memory stays bounded
-    whatever the command prints."""
-    import selectors
-    import time
-    deadline = time.monotonic() + timeout
-    out, err = bytearray(), bytearray()
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, out)
-    sel.register(proc.stderr, selectors.EVENT_READ, err)
-    with sel:
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                _kill(proc)
-                raise ToolstackError(f"{shown}: no answer within {timeout:g} s, killed "
-                                     "(is xend/xenstored wedged?)")
-            for key, _ in sel.select(min(left, 1.0)):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buf = key.data
-                if buf is out:
-                    if len(out) + len(chunk) > MAX_OUTPUT_BYTES:
-                        _kill(proc)
-                        raise ToolstackError(f"{shown}: printed more than "
-                                             f"{MAX_OUTPUT_BYTES // 2**20} MiB, killed (a "
-                                             "broken toolstack)")
-                    out += chunk
-                elif len(err) < MAX_ERROR_BYTES:
-                    err += chunk[:MAX_ERROR_BYTES - len(err)]
     try:
-        proc.wait(max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        _kill(proc)
+        return read_process(proc, timeout, MAX_OUTPUT_BYTES, MAX_ERROR_BYTES)
+    except OutputDeadline:
         raise ToolstackError(f"{shown}: no answer within {timeout:g} s, killed "
                              "(is xend/xenstored wedged?)") from None
-    proc.stdout.close()
-    proc.stderr.close()
-    return bytes(out), bytes(err)
+    except OutputTooLarge:
+        raise ToolstackError(f"{shown}: printed more than {MAX_OUTPUT_BYTES // 2**20} MiB, "
+                             "killed (a broken toolstack)") from None
 
 
 class Dom0Reader:

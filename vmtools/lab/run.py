@@ -397,7 +397,7 @@ class Lab:
 
     def snapshot_args(self) -> list[str]:
         if self.platform == "xapi":
-            return self.xapi_args() + ["--window", "10"]
+            return self.xapi_args() + ["--xapi-window", "10"]
         return ["--gmetad", self.ganglia.gmetad_address]
 
     def apply_args(self) -> list[str]:

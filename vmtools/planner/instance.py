@@ -133,11 +133,14 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         return vm.net_mbps or 0.0
 
     dem = {d: [demand(v, d) for v in vms] for d in dims}
+    # Whole MiB, never rounded down to nothing (a 1 MiB host under a target is not a host of
+    # 0, whose every utilisation would be infinite).
     cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
-           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit)
+           "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit))
                    for h in hosts]}
     hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
-            "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
+            "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h)))
+                    for h in hosts]}
     if has_net:
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])

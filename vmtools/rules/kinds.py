@@ -190,6 +190,9 @@ class MaxVms(RuleKind):
                 cons.max_vms[h] = (rule.count, rule)
 
 
+MIN_FRACTION = 0.01
+
+
 class Capacity(RuleKind):
     """``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity."""
 
@@ -204,11 +207,13 @@ class Capacity(RuleKind):
             raise DataError(f"{exc.where}: {exc.message}", label) from None
         if rule.cpu is None and rule.mem is None:
             raise DataError("needs cpu or mem (a fraction of the host's capacity)", label)
-        if rule.cpu is not None and not 0 < rule.cpu <= 4:
-            raise DataError(f"cpu must be a fraction in (0, 4], got {rule.cpu}", label)
-        if rule.mem is not None and not 0 < rule.mem <= 1:
-            raise DataError(f"mem must be a fraction in (0, 1] (memory is never "
-                            f"overcommitted), got {rule.mem}", label)
+        # Below 1 % a host holds nothing anyway: a typo (0.00001 for 0.1), not a limit.
+        if rule.cpu is not None and not MIN_FRACTION <= rule.cpu <= 4:
+            raise DataError(f"cpu must be a fraction from {MIN_FRACTION:g} to 4, got "
+                            f"{rule.cpu:g}", label)
+        if rule.mem is not None and not MIN_FRACTION <= rule.mem <= 1:
+            raise DataError(f"mem must be a fraction from {MIN_FRACTION:g} to 1 (memory is "
+                            f"never overcommitted), got {rule.mem:g}", label)
 
     def index(self, cons, rule):
         for h in rule.hosts:

@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "vanished-host": ("unknown", "a host seen by the last run and gone now"),
     "vanished-guest": ("unknown", "a guest seen by the last run and gone now"),
     "duplicate-host": ("unknown", "a host seen twice"),
+    "duplicate-series": ("unknown", "two series for one host or guest in a Prometheus answer"),
     "unsafe-name": ("unknown", "a name vmtools will not pass on"),
     "reserved-name": ("unknown", "a name Xen gives Domain-0 or a guest in flight"),
     "dropped-host": ("unknown", "a host left out of a malformed answer"),
