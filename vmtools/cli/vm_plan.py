@@ -17,9 +17,10 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document, read_text)
+                                 read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, dumps, loads
+from vmtools.inputs import input_name
+from vmtools.model import Plan, Snapshot, dumps, load_file
 from vmtools.xen import DEFAULT_IMAGE_DIR
 
 PROG = "vm-plan"
@@ -255,13 +256,9 @@ def plan(
         cons_obj = None
         skipped: list[dict] = []
         if constraints is not None:
-            text, name = read_text(PROG, constraints, "constraints")
-            try:
-                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
-                                             skipped=skipped)
-            except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
+            cons_obj = load_file(constraints, "constraints",
+                                 lambda obj: parse_constraints(obj, snap, strict=strict_rules,
+                                                               skipped=skipped), prog=PROG)
         else:
             from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
@@ -368,11 +365,11 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
         plan.summary["manual"] = f"evacuate {first}"
         return plan
     from vmtools.planner.provision import add_plan, parse_guests, rules_for
-    text, name = read_text(PROG, first, "guests")
+    guests, rules = load_file(first, "guests", lambda obj: parse_guests(obj, snap), prog=PROG)
     try:
-        guests, rules = parse_guests(loads(text, name), snap)
         both = rules_for(guests, rules, cons, snap)
     except DataError as exc:
+        name = input_name(first)
         raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
     wakeable = None
     if hosts is not None:
@@ -398,12 +395,9 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     model = None
     if power_model is not None:
         from vmtools.power_model import parse_power_model
-        text, name = read_text(PROG, power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, name), name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
+        model = load_file(power_model, "power model",
+                          lambda obj: parse_power_model(obj, input_name(power_model)),
+                          prog=PROG)
     return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
                          boot_timeout)
 
