@@ -524,3 +524,35 @@ def test_an_unreadable_reported_is_the_reason_given():
     offline = [m for m in messages if "still lists" in m]
     assert offline and "has not reported for" not in offline[0], offline
     assert "report times that are not uint32" in offline[0]
+
+
+@pytest.mark.parametrize("scenario, where", [
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "b"}}}', "guests.g.host"),
+    ("[1]", "expected an object"),
+    ('{"hosts": {"a": {}}}', "guests"),
+    ('{"hosts": {"a": {}}, "guests": {}', "invalid JSON"),
+    ('{"hosts": {"a": {"mem_mib": 1e400}}, "guests": {}}', "invalid JSON"),
+    ('{"hosts": {"a": {"cpus": 0}}, "guests": {}}', "hosts.a.cpus"),
+    ('{"hosts": {"a": {}}, "guests": {}, "load": [{"guests": ["x"], "shape": "step"}]}',
+     "load[0].guests[0]"),
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "a"}}, "load": [{"guests": ["g"], '
+     '"shape": "pulse", "load": 1, "on": 1, "period": 0}]}', "load[0].period"),
+])
+def test_vm_lab_scenario_files_are_checked_before_the_lab_starts(tmp_path, scenario, where):
+    path = tmp_path / "sc.json"
+    path.write_text(scenario)
+    proc = run("vm-lab", "--scenario", str(path), "--duration", "1", timeout=60)
+    one_error_line(proc, 65, "vm-lab", str(path), where)
+
+
+@pytest.mark.parametrize("model, where", [
+    ('{"hosts": [{"curve_w": [1.7e308, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}]}', "curve_w[0]"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 1e9}]}', "peak_w"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 100, "standby_w": "5"}]}', "standby_w"),
+])
+def test_power_model_numbers_are_bounded(tmp_path, model, where):
+    path = tmp_path / "power.json"
+    path.write_text(model)
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "--power-model", str(path), input=snap)
+    one_error_line(proc, 65, "vm-plan", str(path), where)

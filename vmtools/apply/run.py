@@ -397,6 +397,9 @@ class Run:
         if self.journal:
             self.journal.write("start", id=a.id, vm=a.vm, src=a.src, dst=a.dst,
                                transport=src.transport, destination=dst.migrate)
+            if self.journal.broken:     # a move the journal cannot record is not started
+                return Outcome(a, "not-run", start, time.time(), self.journal.broken, None,
+                               src.transport)
         error = None
         uncertain = False
         try:
@@ -563,8 +566,13 @@ class Run:
 
     def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
         interrupted = self.stopping if self.stopping and "SIG" in self.stopping else None
-        return make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
-                           self.opts.parallel, self.opts.per_host, interrupted, dry_run)
+        report = make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
+                             self.opts.parallel, self.opts.per_host, interrupted, dry_run)
+        if self.journal is not None and self.journal.broken:
+            # Never a silent success: the next --resume needs to know what this run did, and
+            # the hosts (not this journal) will tell it.
+            report.summary["journal_error"] = self.journal.broken
+        return report
 
 
 def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = None,
@@ -641,6 +649,8 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         run.outcomes[i] = Outcome(a, "done", None, None, None,
                                    ev.get("where") or (a.dst or None), run.transport(a),
                                    from_journal=True)
+    if run.opts.resume:
+        reconcile(run, in_flight)
     # an action that was running when the last run died: only the hosts know how it ended
     # (a power action is run again: switching on or off is idempotent)
     for i in sorted(in_flight):
@@ -692,6 +702,39 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
     return report
+
+
+def reconcile(run: Run, in_flight: set[int]) -> None:
+    """--resume: the hosts, not the journal, say which migrations happened. A journal that
+    could not be written (a full disk) or a crash between a migration and its record leaves
+    moves the journal does not know about. Per guest, its migrations not known to be done (in
+    the plan's order): where the guest runs now is the destination of one of them, and that
+    one and those before it are done; at the source of the first, all are still to do;
+    anywhere else, the freshness check reports it."""
+    chains: dict[str, list] = {}
+    for a in run.plan.actions:
+        if a.op == "migrate" and a.id not in run.outcomes and a.id not in in_flight:
+            chains.setdefault(a.vm, []).append(a)
+    if not chains:
+        return
+    hosts = sorted({h for chain in chains.values() for a in chain for h in (a.src, a.dst)}
+                   & set(run.awake()))
+    seen = run.survey(hosts)
+    for vm, chain in chains.items():
+        on = [h for h, res in seen.items() if isinstance(res, set) and vm in res]
+        if len(on) != 1 or on[0] == chain[0].src:
+            continue
+        k = next((k for k, a in enumerate(chain) if a.dst == on[0]), None)
+        if k is None:
+            continue
+        for a in chain[:k + 1]:
+            note = f"found on {on[0]} by --resume (the journal did not record it)"
+            run.outcomes[a.id] = Outcome(a, "done", None, None, note, on[0],
+                                         run.endpoints[a.src].transport, from_journal=True)
+            run.progress(f"#{a.id} {a.vm} {a.src} -> {a.dst}: {note}")
+            if run.journal:
+                run.journal.write("end", id=a.id, vm=a.vm, outcome="done", where=on[0],
+                                  error=note, recovered=True)
 
 
 def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Report:

@@ -211,6 +211,10 @@ def apply(
         else:
             text = dumps(report.to_dict())
         emit(text, output)
+        if report.summary.get("journal_error"):
+            print(f"{PROG}: error: {printable(report.summary['journal_error'])}",
+                  file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_FAILED)
         if report.summary.get("failed") or report.summary.get("not-run"):
             raise typer.Exit(EXIT_FAILED)
 

@@ -17,9 +17,10 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document, read_text)
+                                 read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, dumps, loads
+from vmtools.inputs import input_name
+from vmtools.model import Plan, Snapshot, dumps, load_file
 from vmtools.xen import DEFAULT_IMAGE_DIR
 
 PROG = "vm-plan"
@@ -258,25 +259,20 @@ def plan(
         # come first, then the operator's: one set, checked together.
         platform_rules = list(snap.rules)
         if constraints is not None:
-            text, name = read_text(PROG, constraints, "constraints")
-            doc = loads(text, name)
-            if platform_rules and isinstance(doc, dict) and isinstance(doc.get("rules"), list):
-                doc = dict(doc, rules=platform_rules + doc["rules"])
-                name = f"{name} with the snapshot's {len(platform_rules)} rules first"
-            try:
-                cons_obj = parse_constraints(doc, snap, strict=strict_rules, skipped=skipped)
-            except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
+            def with_platform_rules(obj):
+                if platform_rules and isinstance(obj, dict) and \
+                        isinstance(obj.get("rules"), list):
+                    obj = dict(obj, rules=platform_rules + obj["rules"])
+                return parse_constraints(obj, snap, strict=strict_rules, skipped=skipped)
+            cons_obj = load_file(constraints, "constraints", with_platform_rules, prog=PROG)
         elif platform_rules:
             from vmtools.rules.constraints import parse_rules
-            name = "snapshot.rules"
             try:
                 cons_obj = parse_rules(platform_rules, snap, strict=strict_rules,
                                        skipped=skipped)
             except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
+                raise DataError(exc.message, f"snapshot.rules: {exc.where}" if exc.where
+                                else "snapshot.rules") from None
         else:
             from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
@@ -292,7 +288,8 @@ def plan(
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
-            log.warning("%s: %s", name, entry["message"])
+            log.warning("%s: %s", input_name(constraints) if constraints is not None
+                        else "snapshot.rules", entry["message"])
         manual = _manual_op(migrate, suspend, resume, checkpoint, evacuate, add)
         if manual is not None and not in_process:
             result = _manual_plan(manual, snap, cons_obj, opts, image_dir, suspended, hosts)
@@ -383,11 +380,11 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
         plan.summary["manual"] = f"evacuate {first}"
         return plan
     from vmtools.planner.provision import add_plan, parse_guests, rules_for
-    text, name = read_text(PROG, first, "guests")
+    guests, rules = load_file(first, "guests", lambda obj: parse_guests(obj, snap), prog=PROG)
     try:
-        guests, rules = parse_guests(loads(text, name), snap)
         both = rules_for(guests, rules, cons, snap)
     except DataError as exc:
+        name = input_name(first)
         raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
     wakeable = None
     if hosts is not None:
@@ -413,12 +410,9 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     model = None
     if power_model is not None:
         from vmtools.power_model import parse_power_model
-        text, name = read_text(PROG, power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, name), name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
+        model = load_file(power_model, "power model",
+                          lambda obj: parse_power_model(obj, input_name(power_model)),
+                          prog=PROG)
     return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
                          boot_timeout)
 
