@@ -218,7 +218,7 @@ def test_the_command_line(tmp_path):
     # ... except through a transport that cannot suspend
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
-    assert "the xen transport of h1 cannot suspend guests (xl-ssh, xm-ssh can)" in proc.stderr
+    assert "the xen transport of h1 cannot suspend guests (xm-ssh, xl-ssh can)" in proc.stderr
 
 
 def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):

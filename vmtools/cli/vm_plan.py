@@ -17,9 +17,10 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document, read_text)
+                                 read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, dumps, loads
+from vmtools.inputs import input_name
+from vmtools.model import Plan, Snapshot, dumps, load_file
 from vmtools.xen import DEFAULT_IMAGE_DIR
 
 PROG = "vm-plan"
@@ -270,14 +271,24 @@ def plan(
         snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         skipped: list[dict] = []
+        # The platform's own rules (a XAPI pool's anti-affinity groups, its disabled hosts)
+        # come first, then the operator's: one set, checked together.
+        platform_rules = list(snap.rules)
         if constraints is not None:
-            text, name = read_text(PROG, constraints, "constraints")
+            def with_platform_rules(obj):
+                if platform_rules and isinstance(obj, dict) and \
+                        isinstance(obj.get("rules"), list):
+                    obj = dict(obj, rules=platform_rules + obj["rules"])
+                return parse_constraints(obj, snap, strict=strict_rules, skipped=skipped)
+            cons_obj = load_file(constraints, "constraints", with_platform_rules, prog=PROG)
+        elif platform_rules:
+            from vmtools.rules.constraints import parse_rules
             try:
-                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
-                                             skipped=skipped)
+                cons_obj = parse_rules(platform_rules, snap, strict=strict_rules,
+                                       skipped=skipped)
             except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
+                raise DataError(exc.message, f"snapshot.rules: {exc.where}" if exc.where
+                                else "snapshot.rules") from None
         else:
             from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
@@ -293,7 +304,8 @@ def plan(
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
-            log.warning("%s: %s", name, entry["message"])
+            log.warning("%s: %s", input_name(constraints) if constraints is not None
+                        else "snapshot.rules", entry["message"])
         if context_switch and not in_process:
             switched = _context_switch(snap, objective.value, constraints, strict_rules,
                                        suspended, image_dir, suspend_above, resume_below,
@@ -345,7 +357,6 @@ def _context_switch(snap: Snapshot, objective: str, constraints: str | None,
     from vmtools.apply.options import default_state_dir
     from vmtools.model import VM, is_safe_path
     from vmtools.planner.context import SwitchSettings, context_switch
-    from vmtools.rules.constraints import Constraints, parse_constraints
     if objective != "auto":
         raise UsageError("--context-switch works with --objective auto")
     if not 0 < resume_below < suspend_above <= 4:
@@ -361,22 +372,24 @@ def _context_switch(snap: Snapshot, objective: str, constraints: str | None,
     universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [
         VM(name=e["name"], host=e["host"], vcpus=e["vcpus"], cpu=e["cpu"], mem_mib=e["mem_mib"])
         for e in ledger.values() if e["name"] not in running], source=snap.source)
-    cons = Constraints([])
-    if constraints is not None:
-        text, name = read_text(PROG, constraints, "constraints")
-        skipped: list[dict] = []
-        try:
-            cons = parse_constraints(loads(text, name), universe, strict=strict_rules,
-                                     skipped=skipped)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
-        for entry in skipped:
-            if entry["kind"] == "priority":
-                raise DataError(f"rules[{entry['rule']}] (priority) names "
-                                f"{', '.join(entry['unknown_vms'])}, neither running nor "
-                                "suspended: with --context-switch a priority must name known "
-                                "guests (a misspelt name would lose its protection)", name)
+    from vmtools.rules.constraints import parse_rules
+    items, name = _rule_items(constraints)
+    skipped: list[dict] = []
+    try:
+        # the platform's own rules first, then the operator's, as the planner reads them
+        cons = parse_rules(list(snap.rules) + items, universe, strict=strict_rules,
+                           skipped=skipped)
+    except DataError as exc:
+        where = name or "snapshot.rules"
+        raise DataError(exc.message, f"{where}: {exc.where}" if exc.where else where) \
+            from None
+    for entry in skipped:
+        if entry["kind"] == "priority":
+            raise DataError(f"rules[{entry['rule']}] (priority) names "
+                            f"{', '.join(entry['unknown_vms'])}, neither running nor "
+                            "suspended: with --context-switch a priority must name known "
+                            "guests (a misspelt name would lose its protection)",
+                            name or "snapshot.rules")
     return context_switch(snap, cons, ledger,
                           SwitchSettings(image_dir=image_dir, suspend_above=suspend_above,
                                          resume_below=resume_below, resume_after=resume_after,
@@ -408,12 +421,9 @@ def _rule_items(constraints: str | None) -> tuple[list, str]:
     if constraints is None:
         return [], ""
     from vmtools.model import CONSTRAINTS_FORMAT, check_envelope
-    text, name = read_text(PROG, constraints, "constraints")
-    try:
-        r = check_envelope(loads(text, name), CONSTRAINTS_FORMAT)
-        return [item for _, item in r.list("rules")], name
-    except DataError as exc:
-        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    items = load_file(constraints, "constraints", lambda obj: [
+        item for _, item in check_envelope(obj, CONSTRAINTS_FORMAT).list("rules")], prog=PROG)
+    return items, input_name(constraints)
 
 
 def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
@@ -445,10 +455,12 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
                             "records the guests it suspends; pass --suspended FILE for "
                             "another)", "--resume")
         entry = ledger[first]
-        if constraints is not None:
+        if constraints is not None or snap.rules:
             from vmtools.model import VM
             from vmtools.rules.constraints import parse_rules
             items, name = _rule_items(constraints)
+            items = list(snap.rules) + items
+            name = name or "snapshot.rules"
             universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [VM(
                 name=first, host=entry["host"], vcpus=entry["vcpus"], cpu=entry["cpu"],
                 mem_mib=entry["mem_mib"])])
@@ -469,12 +481,12 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
         plan.summary["manual"] = f"evacuate {first}"
         return plan
     from vmtools.planner.provision import add_plan, parse_guests, rules_for
-    text, name = read_text(PROG, first, "guests")
+    guests, rules = load_file(first, "guests", lambda obj: parse_guests(obj, snap), prog=PROG)
     try:
-        guests, rules = parse_guests(loads(text, name), snap)
-        items, cname = _rule_items(constraints)
+        items = list(snap.rules) + _rule_items(constraints)[0]
         both = rules_for(guests, rules, items, snap)
     except DataError as exc:
+        name = input_name(first)
         raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
     wakeable = None
     if hosts is not None:
@@ -500,12 +512,9 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     model = None
     if power_model is not None:
         from vmtools.power_model import parse_power_model
-        text, name = read_text(PROG, power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, name), name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
+        model = load_file(power_model, "power model",
+                          lambda obj: parse_power_model(obj, input_name(power_model)),
+                          prog=PROG)
     return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
                          boot_timeout)
 
