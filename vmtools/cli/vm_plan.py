@@ -17,9 +17,11 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document, read_text)
+                                 read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, dumps, loads
+from vmtools.inputs import input_name
+from vmtools.model import Plan, Snapshot, dumps, load_file
+from vmtools.xen import DEFAULT_IMAGE_DIR
 
 PROG = "vm-plan"
 app = make_app(PROG, __doc__)
@@ -178,6 +180,37 @@ def plan(
         "it reports.")] = 600.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate-host sampling "
                                       "(plans are reproducible).")] = 0,
+    migrate: Annotated[Optional[str], typer.Option(
+        "--migrate", metavar="GUEST:HOST",
+        help="Plan one live migration of GUEST to HOST, checked like any plan (rules, "
+             "capacity at every moment, frozen hosts); no objective is run.")] = None,
+    suspend: Annotated[Optional[str], typer.Option(
+        "--suspend", metavar="GUEST", help="Plan the suspend of GUEST to its image "
+        "IMAGE_DIR/GUEST.save (its memory is freed when the save ends).")] = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="GUEST[:HOST]", help="Plan the resume of a guest vm-apply "
+        "suspended (--suspended) on HOST, or on the host with room the rules allow (the "
+        "one it left first, then the emptiest).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(
+        "--checkpoint", metavar="GUEST", help="Plan a checkpoint of GUEST to "
+        "IMAGE_DIR/GUEST-TIME.chk (it keeps running).")] = None,
+    evacuate: Annotated[Optional[str], typer.Option(
+        "--evacuate", metavar="HOST", help="Plan the migrations that empty HOST (a "
+        "maintenance rule on it, the repair objective): the fewest moves the rules and "
+        "capacity allow.")] = None,
+    add: Annotated[Optional[str], typer.Option(
+        "--add", metavar="FILE", help="Provision the new guests of a vmtools.guests document "
+        "all or nothing under the rules, --objective, --cpu-target and --mem-target, waking "
+        "standby hosts if that is what it takes: one create action per guest, naming its "
+        "host. A group that cannot fit exits 1 saying why, nothing on stdout.")] = None,
+    image_dir: Annotated[str, typer.Option(
+        "--image-dir", metavar="DIR", help="Where suspend and checkpoint images go: the "
+        "directory every host shares at this path (as vm-apply --image-dir).")
+    ] = DEFAULT_IMAGE_DIR,
+    suspended: Annotated[Optional[str], typer.Option(
+        "--suspended", metavar="FILE", help="The suspended-guests ledger --resume reads "
+        "(default: vm-apply's, STATE_DIR/suspended.json under $VMTOOLS_STATE_DIR or "
+        "/var/lib/vmtools).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     textfile_dir: TextfileDir = None,
@@ -222,14 +255,24 @@ def plan(
         snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         skipped: list[dict] = []
+        # The platform's own rules (a XAPI pool's anti-affinity groups, its disabled hosts)
+        # come first, then the operator's: one set, checked together.
+        platform_rules = list(snap.rules)
         if constraints is not None:
-            text, name = read_text(PROG, constraints, "constraints")
+            def with_platform_rules(obj):
+                if platform_rules and isinstance(obj, dict) and \
+                        isinstance(obj.get("rules"), list):
+                    obj = dict(obj, rules=platform_rules + obj["rules"])
+                return parse_constraints(obj, snap, strict=strict_rules, skipped=skipped)
+            cons_obj = load_file(constraints, "constraints", with_platform_rules, prog=PROG)
+        elif platform_rules:
+            from vmtools.rules.constraints import parse_rules
             try:
-                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
-                                             skipped=skipped)
+                cons_obj = parse_rules(platform_rules, snap, strict=strict_rules,
+                                       skipped=skipped)
             except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
+                raise DataError(exc.message, f"snapshot.rules: {exc.where}" if exc.where
+                                else "snapshot.rules") from None
         else:
             from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
@@ -245,7 +288,15 @@ def plan(
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
-            log.warning("%s: %s", name, entry["message"])
+            log.warning("%s: %s", input_name(constraints) if constraints is not None
+                        else "snapshot.rules", entry["message"])
+        manual = _manual_op(migrate, suspend, resume, checkpoint, evacuate, add)
+        if manual is not None and not in_process:
+            result = _manual_plan(manual, snap, cons_obj, opts, image_dir, suspended, hosts)
+            result.rules_skipped = skipped
+            doc = result.to_dict()
+            emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
+            return None
         power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
                                     reserve, power_model, boot_timeout)
         from vmtools.cli._progress import Progress
@@ -271,6 +322,80 @@ def plan(
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 
+def _manual_op(migrate, suspend, resume, checkpoint, evacuate, add) -> tuple | None:
+    given = [(flag, value) for flag, value in (
+        ("--migrate", migrate), ("--suspend", suspend), ("--resume", resume),
+        ("--checkpoint", checkpoint), ("--evacuate", evacuate), ("--add", add))
+        if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{given[0][0]} and {given[1][0]}: one manual operation per plan")
+    if not given:
+        return None
+    flag, value = given[0]
+    if flag in ("--migrate", "--resume"):
+        guest, sep, host = value.partition(":")
+        if not guest or (flag == "--migrate" and not host) or (sep and not host):
+            raise UsageError(f"{flag} {value}: expected "
+                             f"{'GUEST:HOST' if flag == '--migrate' else 'GUEST[:HOST]'}")
+        return flag, guest, host or None
+    return flag, value, None
+
+
+def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
+                 suspended: str | None, hosts: str | None) -> Plan:
+    """A plan of one manual operation (vmtools.planner.manual), or of a group to add
+    (vmtools.planner.provision)."""
+    from vmtools.model import is_safe_path
+    from vmtools.planner import manual as M
+    flag, first, second = manual
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise UsageError(f"--image-dir {image_dir!r}: expected an absolute path of letters, "
+                         "digits and '._+-' between slashes, without '..'")
+    if flag == "--migrate":
+        return M.migrate_plan(snap, cons, first, second)
+    if flag in ("--suspend", "--checkpoint"):
+        return M.suspend_plan(snap, cons, first, image_dir, checkpoint=flag == "--checkpoint")
+    if flag == "--resume":
+        from vmtools.apply.lifecycle import LEDGER, read_suspended
+        from vmtools.apply.options import default_state_dir
+        path = suspended or f"{default_state_dir()}/{LEDGER}"
+        ledger = read_suspended(path)
+        if first not in ledger:
+            running = next((v.host for v in snap.vms if v.name == first), None)
+            if running is not None:
+                raise DataError(f"{first} already runs on {running}; only a suspended guest is "
+                                "resumed", "--resume")
+            raise DataError(f"{first} is not in the suspended-guests ledger {path} (vm-apply "
+                            "records the guests it suspends; pass --suspended FILE for "
+                            "another)", "--resume")
+        return M.resume_plan(snap, cons, ledger[first], second, image_dir)
+    if flag == "--evacuate":
+        from dataclasses import replace
+        from vmtools.planner.plan import make_plan
+        from vmtools.planner.scratch import solver_guard
+        from vmtools.rules.constraints import parse_rules
+        rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)
+        with solver_guard(every_child=True):
+            plan = make_plan(snap, rules, replace(opts, objective="repair"))
+        plan.summary["manual"] = f"evacuate {first}"
+        return plan
+    from vmtools.planner.provision import add_plan, parse_guests, rules_for
+    guests, rules = load_file(first, "guests", lambda obj: parse_guests(obj, snap), prog=PROG)
+    try:
+        both = rules_for(guests, rules, cons, snap)
+    except DataError as exc:
+        name = input_name(first)
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    wakeable = None
+    if hosts is not None:
+        from vmtools.drivers.hostmap import read_hostmap
+        wakeable = {n for n, e in read_hostmap(hosts).items() if e.power in ("ipmi", "wol")}
+    mem_target = opts.mem_target if opts.mem_target is not None else \
+        (0.9 if opts.objective == "auto" else 1.0)
+    return add_plan(snap, both, guests, opts.objective, opts.cpu_target, mem_target,
+                    opts.time_limit, wakeable)
+
+
 def _power_options(power: bool, objective: str, hosts: str | None, standby_after: float,
                    min_hosts: int, reserve: float, power_model: str | None,
                    boot_timeout: float):
@@ -285,12 +410,9 @@ def _power_options(power: bool, objective: str, hosts: str | None, standby_after
     model = None
     if power_model is not None:
         from vmtools.power_model import parse_power_model
-        text, name = read_text(PROG, power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, name), name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
+        model = load_file(power_model, "power model",
+                          lambda obj: parse_power_model(obj, input_name(power_model)),
+                          prog=PROG)
     return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
                          boot_timeout)
 

@@ -17,11 +17,12 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
-                                 Verbose, Version, emit, entry_point, guard, make_app, read_text,
+                                 Verbose, Version, emit, entry_point, guard, make_app,
                                  setup_logging, write_atomic)
 from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
 from vmtools.errors import OperationFailed, UsageError
-from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, loads
+from vmtools.inputs import input_name
+from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, load_file
 from vmtools.text import printable
 
 PROG = "vm-replay"
@@ -197,8 +198,9 @@ def replay(
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
         if power_model is not None:
-            text, name = read_text(PROG, power_model, "power model")
-            model = parse_power_model(loads(text, name), name)
+            model = load_file(power_model, "power model",
+                              lambda obj: parse_power_model(obj, input_name(power_model)),
+                              prog=PROG)
         opts = SimOptions(every_minutes=every, parallel=parallel, per_host=per_host,
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,

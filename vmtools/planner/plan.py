@@ -648,6 +648,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
+    incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
     deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
@@ -680,6 +681,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                        for v in snap.vms])
     inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
                           fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+    unsatisfiable_gather(inst)
     auto = None
     if opts.objective == "auto":
         from vmtools.planner.policy import run_auto
@@ -775,6 +777,38 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
+
+
+def incoherent(snap: Snapshot) -> None:
+    """Refuse a snapshot that contradicts itself before planning (exit 65): a guest listed on
+    a standby host (switched off: it holds nothing). The plan's own checker would refuse
+    whatever came out, as a bug."""
+    standby = {h.name for h in snap.hosts if h.state == "standby"}
+    for i, v in enumerate(snap.vms):
+        if v.host in standby:
+            raise DataError(f"guest {v.name} is listed on host {v.host}, which is in standby "
+                            "(switched off, it holds no guest): the snapshot contradicts "
+                            "itself", f"snapshot.vms[{i}].host")
+
+
+def unsatisfiable_gather(inst: Instance) -> None:
+    """A gather group no host may hold whole (a guest that must stay on an offline host, the
+    others not allowed there) cannot hold in any plan: exit 1 naming the group, before the
+    search hands the checker a plan it must refuse."""
+    for unit in H.units(inst):
+        if len(unit) < 2:
+            continue
+        common = set(inst.allowed[unit[0]])
+        for v in unit[1:]:
+            common &= set(inst.allowed[v])
+        if common:
+            continue
+        stuck = [v for v in unit if inst.fixed[v]]
+        why = (f"{inst.vms[stuck[0]]} must stay on {inst.hosts[inst.cur[stuck[0]]]} "
+               f"(offline, frozen or pinned), where the others may not go" if stuck else
+               "the rules leave no host that may take all of them")
+        raise OperationFailed(f"the gather rule of {', '.join(inst.vms[v] for v in unit)} "
+                              f"cannot hold: {why}")
 
 
 def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
