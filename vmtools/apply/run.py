@@ -46,7 +46,7 @@ from vmtools.apply.order import ends, priorities
 from vmtools.apply.refuse import check
 from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
-from vmtools.drivers import Driver, Endpoint, make_driver
+from vmtools.drivers import Driver, Endpoint, close_shared, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
 from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
                             TemporaryFailure, Unavailable)
@@ -54,6 +54,7 @@ from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
 from vmtools.drivers import registry
+from vmtools.drivers.registry import XAPI_TRANSPORT
 from vmtools.xen import is_migrating
 
 log = logging.getLogger("vmtools.apply")
@@ -81,7 +82,7 @@ class Run:
         self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
         self.endpoints = {h: self._endpoint(h) for h in self.touched_hosts}
         self.drivers = drivers if drivers is not None else {
-            h: make_driver(ep, options.ssh, options.connect_timeout)
+            h: make_driver(ep, options.ssh, options.connect_timeout, xapi=options.xapi)
             for h, ep in self.endpoints.items()}
         self.injected = drivers is not None
         self.state_dir = Path(options.state_dir or default_state_dir())
@@ -119,7 +120,7 @@ class Run:
                 continue
             if name not in self.drivers:
                 self.drivers[name] = make_driver(self.endpoints[name], self.opts.ssh,
-                                                 self.opts.connect_timeout)
+                                                 self.opts.connect_timeout, xapi=self.opts.xapi)
             out.append(name)
         return out + [h for h in self.asked_too if h not in out]
 
@@ -163,7 +164,7 @@ class Run:
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
-        transport = self.opts.driver or self.hosts[host].migration
+        transport = self.opts.driver or entry.transport or self.hosts[host].migration
         if not registry.is_transport(transport):
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
                             f"(expected one of {', '.join(registry.names())}; or choose one driver "
@@ -498,6 +499,32 @@ class Run:
                                error=error, seconds=round(end - start, 3))
         return out
 
+    def disable_maintenance(self) -> None:
+        """The plan's ``maintenance`` hosts managed through XAPI are disabled there first
+        (``host.disable``), so XAPI itself starts or places nothing new on them either."""
+        hosts = sorted({h for rule in self.plan.constraints if isinstance(rule, dict)
+                        and rule.get("rule") == "maintenance"
+                        for h in rule.get("hosts", ()) if h in self.hosts})
+        for h in hosts:
+            try:
+                ep = self.endpoints.get(h) or self._endpoint(h)
+            except DataError:
+                continue
+            if ep.transport != XAPI_TRANSPORT:
+                continue
+            driver = self.drivers.get(h) or make_driver(ep, self.opts.ssh,
+                                                        self.opts.connect_timeout,
+                                                        xapi=self.opts.xapi)
+            self.drivers.setdefault(h, driver)
+            try:
+                driver.disable()
+                self.progress(f"{h}: maintenance: host.disable (XAPI places nothing there)")
+                if self.journal:
+                    self.journal.write("maintenance", host=h, call="host.disable")
+            except (OperationFailed, Unavailable) as exc:
+                self.problems.append(f"{h}: maintenance: host.disable failed: {exc}")
+                self.progress(f"warning: {h}: host.disable failed: {exc}")
+
     # ---- the end
     def final_placement(self) -> dict[str, str | None]:
         seen = self.survey(self.awake())
@@ -570,6 +597,11 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
     refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
+    if options.xapi is None and drivers is None:
+        for h, ep in run.endpoints.items():
+            if ep.transport == XAPI_TRANSPORT:
+                from vmtools.drivers.xapi import require_settings
+                require_settings(h, None)
     state_dir = Path(options.state_dir or default_state_dir())
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -600,6 +632,7 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
                 run.journal.close()
             for d in run.drivers.values():
                 d.close()
+            close_shared()
     finally:
         lock.release()
 
@@ -661,6 +694,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             run.outcomes[i] = Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
         return run.report(placement, dry_run=True)
+    run.disable_maintenance()
     with signals_to(run.interrupted):
         run.execute(todo)
     placement = run.final_placement()

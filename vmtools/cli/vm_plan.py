@@ -255,10 +255,24 @@ def plan(
         snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
         cons_obj = None
         skipped: list[dict] = []
+        # The platform's own rules (a XAPI pool's anti-affinity groups, its disabled hosts)
+        # come first, then the operator's: one set, checked together.
+        platform_rules = list(snap.rules)
         if constraints is not None:
-            cons_obj = load_file(constraints, "constraints",
-                                 lambda obj: parse_constraints(obj, snap, strict=strict_rules,
-                                                               skipped=skipped), prog=PROG)
+            def with_platform_rules(obj):
+                if platform_rules and isinstance(obj, dict) and \
+                        isinstance(obj.get("rules"), list):
+                    obj = dict(obj, rules=platform_rules + obj["rules"])
+                return parse_constraints(obj, snap, strict=strict_rules, skipped=skipped)
+            cons_obj = load_file(constraints, "constraints", with_platform_rules, prog=PROG)
+        elif platform_rules:
+            from vmtools.rules.constraints import parse_rules
+            try:
+                cons_obj = parse_rules(platform_rules, snap, strict=strict_rules,
+                                       skipped=skipped)
+            except DataError as exc:
+                raise DataError(exc.message, f"snapshot.rules: {exc.where}" if exc.where
+                                else "snapshot.rules") from None
         else:
             from vmtools.rules.constraints import Constraints
             cons_obj = Constraints([])
@@ -274,7 +288,8 @@ def plan(
                        demand_window=demand_window)
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
-            log.warning("%s: %s", name, entry["message"])
+            log.warning("%s: %s", input_name(constraints) if constraints is not None
+                        else "snapshot.rules", entry["message"])
         manual = _manual_op(migrate, suspend, resume, checkpoint, evacuate, add)
         if manual is not None and not in_process:
             result = _manual_plan(manual, snap, cons_obj, opts, image_dir, suspended, hosts)

@@ -43,7 +43,10 @@ from vmtools.lab.xend import XendLab
 
 log = logging.getLogger("vmtools.lab")
 
-SSH_DRIVERS = ("xm-ssh", "xl-ssh")
+SSH_DRIVERS = ("xm-ssh", "xl-ssh", "libvirt-ssh")
+# xend: xend, xm/xl/virsh over SSH, Ganglia and vm-gmetric per Domain-0; xapi: a simulated
+# XCP-ng / XenServer pool master (vmtools.lab.xapi) and nothing else.
+PLATFORMS = ("xend", "xapi")
 
 
 def command(name: str) -> str:
@@ -67,7 +70,7 @@ class Lab:
     def __init__(self, scenario: str | dict = "steady", workdir: str | os.PathLike | None = None,
                  ssh: bool | None = None, interval: float = 2.0,
                  mib_per_s: float = 8192.0, gmetad_step: int = 1, power: bool = False,
-                 boot_seconds: float = 3.0):
+                 boot_seconds: float = 3.0, platform: str = "xend"):
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vmtools-lab-"))
@@ -95,6 +98,10 @@ class Lab:
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
         self.started = 0.0
+        if platform not in PLATFORMS:
+            raise LabError(f"unknown platform {platform!r} (expected {', '.join(PLATFORMS)})")
+        self.platform = platform
+        self.xapi = None                       # vmtools.lab.xapi.XapiLab
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +124,9 @@ class Lab:
     def _start(self) -> None:
         state = state_from_scenario(self.scenario)
         state["migration"] = {"mib_per_s": self.mib_per_s, "min_seconds": 0.2}
+        if self.platform == "xapi":
+            self._start_xapi(state)
+            return
         ssh_ok = self.want_ssh
         why = sshlab.available()
         if ssh_ok is None:
@@ -153,6 +163,40 @@ class Lab:
         self._write_hostmap(state)
         for name in hosts:
             self._start_gmetric(name, state["hosts"][name])
+
+    def _start_xapi(self, state: dict) -> None:
+        from vmtools.lab.xapi import XapiLab
+        extras = dict(self.scenario.get("xapi", {}))
+        master = extras.get("master") or sorted(state["hosts"])[0]
+        extras["master"] = master
+        for name, host in state["hosts"].items():
+            host["migration"] = "xapi"
+            host["enabled"] = True
+            # the master is never switched off: XAPI could not switch it on again
+            host.setdefault("power_on_mode", "" if name == master else
+                            extras.get("power_on_mode", "wake-on-lan"))
+        self.state.write(state)
+        if "constraints" in self.scenario:
+            self.constraints_file = self.dir / "constraints.json"
+            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
+        self.state_dir.mkdir(exist_ok=True)
+        self.plan_state.mkdir(exist_ok=True)
+        self.started = time.time()
+        self._tick()
+        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
+        self._driver.start()
+        self.xapi = XapiLab(self.state, extras, self.dir / "xapi",
+                            boot_seconds=self.boot_seconds).start()
+        lines = ["# vm-apply --hosts: the pool's hosts, reached through the master's XAPI",
+                 "name,manage,migrate,power"]
+        for name in sorted(state["hosts"]):
+            power = "none" if name == master else "xapi"
+            lines.append(f"{name},,{name},{power}")
+        self.hosts_file.write_text("\n".join(lines) + "\n")
+
+    def xapi_args(self) -> list[str]:
+        return ["--xapi", self.xapi.url, "--xapi-ca", str(self.xapi.ca),
+                "--xapi-credentials", str(self.xapi.credentials)]
 
     def _write_hostmap(self, state: dict) -> None:
         lines = ["# vm-apply --hosts: each simulated Domain-0 behind the transport it publishes",
@@ -209,6 +253,9 @@ class Lab:
         self._stop.set()
         if self._driver:
             self._driver.join(timeout=5)
+        if self.xapi:
+            self.xapi.stop()
+            self.xapi = None
         if self.wol:
             self.wol.stop()
             self.wol = None
@@ -349,10 +396,14 @@ class Lab:
                               text=True, timeout=timeout, env=self.env())
 
     def snapshot_args(self) -> list[str]:
+        if self.platform == "xapi":
+            return self.xapi_args() + ["--xapi-window", "10"]
         return ["--gmetad", self.ganglia.gmetad_address]
 
     def apply_args(self) -> list[str]:
         args = ["--hosts", str(self.hosts_file), "--state-dir", str(self.state_dir)]
+        if self.platform == "xapi":
+            return args + self.xapi_args()
         if self.bmcs:
             args += ["--ipmi-credentials", str(self.bmcs.credentials)]
         if self.wol:
@@ -364,6 +415,8 @@ class Lab:
 
     def plan_args(self, objective: str = "consolidate") -> list[str]:
         args = ["--objective", objective, "--state", str(self.plan_state)]
+        if self.platform == "xapi" and self.power:
+            args += ["--hosts", str(self.hosts_file)]
         if self.constraints_file:
             args += ["--constraints", str(self.constraints_file)]
         return args
