@@ -17,7 +17,7 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document)
+                                 read_document, started)
 from vmtools.errors import DataError, UsageError
 from vmtools.inputs import input_name
 from vmtools.model import Plan, Snapshot, dumps, load_file
@@ -203,6 +203,22 @@ def plan(
         "all or nothing under the rules, --objective, --cpu-target and --mem-target, waking "
         "standby hosts if that is what it takes: one create action per guest, naming its "
         "host. A group that cannot fit exits 1 saying why, nothing on stdout.")] = None,
+    context_switch: Annotated[bool, typer.Option(
+        "--context-switch", help="auto: when the guests want more CPU than every host "
+        "(standby ones too) can give, suspend the fewest lowest-priority guests (priority "
+        "rules) that end it, and resume them, most important first, once room returns; a "
+        "run that suspends or resumes does nothing else.")] = False,
+    suspend_above: Annotated[float, typer.Option(
+        "--suspend-above", metavar="FRACTION", help="With --context-switch: suspend when the "
+        "CPU demand exceeds this fraction of the cluster's CPUs (standby hosts counted), down "
+        "to --resume-below.")] = 1.0,
+    resume_below: Annotated[float, typer.Option(
+        "--resume-below", metavar="FRACTION", help="With --context-switch: resume a guest only "
+        "while the demand with it stays within this fraction of the cluster's CPUs "
+        "(hysteresis).")] = 0.8,
+    resume_after: Annotated[float, typer.Option(
+        "--resume-after", metavar="MINUTES", help="With --context-switch: a guest stays "
+        "suspended at least this long.")] = 15.0,
     image_dir: Annotated[str, typer.Option(
         "--image-dir", metavar="DIR", help="Where suspend and checkpoint images go: the "
         "directory every host shares at this path (as vm-apply --image-dir).")
@@ -285,14 +301,25 @@ def plan(
                        explain=explain, threads=threads, seed=seed, mem_target=mem_target,
                        max_migrations=max_migrations, max_moved_gib=max_moved,
                        max_duration_min=max_duration, demand=demand,
-                       demand_window=demand_window)
+                       demand_window=demand_window, started=started())
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
             log.warning("%s: %s", input_name(constraints) if constraints is not None
                         else "snapshot.rules", entry["message"])
+        if context_switch:
+            switched = _context_switch(snap, objective.value, constraints, strict_rules,
+                                       suspended, image_dir, suspend_above, resume_below,
+                                       resume_after, cpu_target, in_process)
+            if switched is not None and in_process:
+                return switched
+            if switched is not None:
+                doc = switched.to_dict()
+                emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
+                return None
         manual = _manual_op(migrate, suspend, resume, checkpoint, evacuate, add)
         if manual is not None and not in_process:
-            result = _manual_plan(manual, snap, cons_obj, opts, image_dir, suspended, hosts)
+            result = _manual_plan(manual, snap, cons_obj, opts, image_dir, suspended, hosts,
+                                  constraints)
             result.rules_skipped = skipped
             doc = result.to_dict()
             emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
@@ -322,6 +349,57 @@ def plan(
         emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 
+def _context_switch(snap: Snapshot, objective: str, constraints: str | None,
+                    strict_rules: bool, suspended: str | None, image_dir: str,
+                    suspend_above: float, resume_below: float, resume_after: float,
+                    cpu_target: float, in_process: bool = False) -> Plan | None:
+    """vmtools.planner.context: a plan that suspends or resumes guests, or None."""
+    import time
+    from vmtools.apply.lifecycle import LEDGER, read_suspended
+    from vmtools.apply.options import default_state_dir
+    from vmtools.model import VM, is_safe_path, iso_to_epoch
+    from vmtools.planner.context import SwitchSettings, context_switch
+    if objective != "auto":
+        raise UsageError("--context-switch works with --objective auto")
+    if not 0 < resume_below < suspend_above <= 4:
+        raise UsageError(f"--resume-below {resume_below:g} and --suspend-above "
+                         f"{suspend_above:g}: expected 0 < resume-below < suspend-above <= 4")
+    if resume_after < 0:
+        raise UsageError("--resume-after must be 0 or more")
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise UsageError(f"--image-dir {image_dir!r}: expected an absolute path of letters, "
+                         "digits and '._+-' between slashes, without '..'")
+    ledger = read_suspended(suspended or f"{default_state_dir()}/{LEDGER}")
+    running = {v.name for v in snap.vms}
+    universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [
+        VM(name=e["name"], host=e["host"], vcpus=e["vcpus"], cpu=e["cpu"], mem_mib=e["mem_mib"])
+        for e in ledger.values() if e["name"] not in running], source=snap.source)
+    from vmtools.rules.constraints import parse_rules
+    items, name = _rule_items(constraints)
+    skipped: list[dict] = []
+    try:
+        # the platform's own rules first, then the operator's, as the planner reads them
+        cons = parse_rules(list(snap.rules) + items, universe, strict=strict_rules,
+                           skipped=skipped)
+    except DataError as exc:
+        where = name or "snapshot.rules"
+        raise DataError(exc.message, f"{where}: {exc.where}" if exc.where else where) \
+            from None
+    for entry in skipped:
+        if entry["kind"] == "priority":
+            raise DataError(f"rules[{entry['rule']}] (priority) names "
+                            f"{', '.join(entry['unknown_vms'])}, neither running nor "
+                            "suspended: with --context-switch a priority must name known "
+                            "guests (a misspelt name would lose its protection)",
+                            name or "snapshot.rules")
+    return context_switch(snap, cons, ledger,
+                          SwitchSettings(image_dir=image_dir, suspend_above=suspend_above,
+                                         resume_below=resume_below, resume_after=resume_after,
+                                         cpu_target=cpu_target),
+                          # vm-replay: the replay's clock, which the snapshot carries
+                          iso_to_epoch(snap.created) if in_process else time.time())
+
+
 def _manual_op(migrate, suspend, resume, checkpoint, evacuate, add) -> tuple | None:
     given = [(flag, value) for flag, value in (
         ("--migrate", migrate), ("--suspend", suspend), ("--resume", resume),
@@ -341,10 +419,22 @@ def _manual_op(migrate, suspend, resume, checkpoint, evacuate, add) -> tuple | N
     return flag, value, None
 
 
+def _rule_items(constraints: str | None) -> tuple[list, str]:
+    """The rules of the --constraints document, as objects (validated when parsed against
+    the guests they may name)."""
+    if constraints is None:
+        return [], ""
+    from vmtools.model import CONSTRAINTS_FORMAT, check_envelope
+    items = load_file(constraints, "constraints", lambda obj: [
+        item for _, item in check_envelope(obj, CONSTRAINTS_FORMAT).list("rules")], prog=PROG)
+    return items, input_name(constraints)
+
+
 def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
-                 suspended: str | None, hosts: str | None) -> Plan:
+                 suspended: str | None, hosts: str | None, constraints: str | None) -> Plan:
     """A plan of one manual operation (vmtools.planner.manual), or of a group to add
-    (vmtools.planner.provision)."""
+    (vmtools.planner.provision). A guest to resume or to add may be named by --constraints:
+    the rules are read again with it."""
     from vmtools.model import is_safe_path
     from vmtools.planner import manual as M
     flag, first, second = manual
@@ -368,7 +458,22 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
             raise DataError(f"{first} is not in the suspended-guests ledger {path} (vm-apply "
                             "records the guests it suspends; pass --suspended FILE for "
                             "another)", "--resume")
-        return M.resume_plan(snap, cons, ledger[first], second, image_dir)
+        entry = ledger[first]
+        if constraints is not None or snap.rules:
+            from vmtools.model import VM
+            from vmtools.rules.constraints import parse_rules
+            items, name = _rule_items(constraints)
+            items = list(snap.rules) + items
+            name = name or "snapshot.rules"
+            universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [VM(
+                name=first, host=entry["host"], vcpus=entry["vcpus"], cpu=entry["cpu"],
+                mem_mib=entry["mem_mib"])])
+            try:
+                cons = parse_rules(items, universe, strict=False, skipped=[])
+            except DataError as exc:
+                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
+                    from None
+        return M.resume_plan(snap, cons, entry, second, image_dir)
     if flag == "--evacuate":
         from dataclasses import replace
         from vmtools.planner.plan import make_plan
@@ -382,7 +487,8 @@ def _manual_plan(manual: tuple, snap: Snapshot, cons, opts, image_dir: str,
     from vmtools.planner.provision import add_plan, parse_guests, rules_for
     guests, rules = load_file(first, "guests", lambda obj: parse_guests(obj, snap), prog=PROG)
     try:
-        both = rules_for(guests, rules, cons, snap)
+        items = list(snap.rules) + _rule_items(constraints)[0]
+        both = rules_for(guests, rules, items, snap)
     except DataError as exc:
         name = input_name(first)
         raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None

@@ -121,8 +121,9 @@ class PowerRunner:
         else:
             address, port = endpoint.address, self.settings.ssh_port
         origin = self.origin.get(host)
-        toolstack = "xm" if endpoint.transport == "xm-ssh" or (
-            origin is not None and origin.hypervisor.startswith("xen-3")) else "xl"
+        toolstack = "virsh" if endpoint.transport == "libvirt-ssh" else "xm" if \
+            endpoint.transport == "xm-ssh" or (
+                origin is not None and origin.hypervisor.startswith("xen-3")) else "xl"
         how = shutdown_host(host, address, port, self.ssh, toolstack,
                             self.settings.shutdown_command,
                             connect_timeout=min(30.0, self.settings.off_timeout))
