@@ -8,6 +8,7 @@ trace (time,guest,cpu,mem_mib[,net_mbps], with --hosts); or Ganglia's RRD files 
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import shlex
 import sys
@@ -77,9 +78,13 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
 
     def plan(snap: Snapshot, state_dir: str | None) -> Plan:
         err = io.StringIO()
+        extra = {}
+        if args.get("context_switch") and state_dir:
+            # the replay's own suspended guests (VmPlanSetting writes them there)
+            extra["suspended"] = os.path.join(state_dir, "suspended.json")
         try:
             with contextlib.redirect_stderr(err):
-                return plan_cli.plan(**dict(args, file=snap, state=state_dir))
+                return plan_cli.plan(**dict(args, file=snap, state=state_dir, **extra))
         except typer.Exit as exc:
             if exc.exit_code == 130:
                 raise KeyboardInterrupt from None
@@ -92,7 +97,8 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
             if verbose > 0 and err.getvalue():
                 sys.stderr.write(err.getvalue())
 
-    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None)
+    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None,
+                         context_switch=bool(args.get("context_switch")))
 
 
 def _progress_printer(quiet: bool):

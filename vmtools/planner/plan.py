@@ -91,6 +91,8 @@ class Options:
     moved_ago: dict[str, float] = field(default_factory=dict)
     cooldown: float = 30.0
     settle: float = 60.0
+    # when the run began (time.monotonic()): --time-limit counts from there, reading included
+    started: float | None = None
 
 
 @dataclass
@@ -433,12 +435,21 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         whole, whole_how = packing.consolidate_heuristic(inst)
     placement = list(inst.cur)
     from vmtools.planner import bounds
-    lower, lower_how = bounds.host_lower_bound(inst, time.monotonic() + 2.0)
+    lower, lower_how = bounds.host_lower_bound(inst, min(time.monotonic() + 2.0,
+                                                         deadline.part(0.05, floor=0).at))
     total = Outcome(placement=placement, lower_bound=lower, status="optimal",
                     how=f"{n_groups} groups", bound_how=lower_how)
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
+    late = 0
     for i, group in enumerate(groups):
+        sub, vms = _sub_instance(inst, group)
+        if i and groups_done.passed() and sub.valid(sub.cur, hard=True):
+            # Out of time: a group whose placement already keeps every limit stays as it is
+            # (the plan consolidates less) rather than running its heuristic past the
+            # deadline; a group that breaks one is still repaired.
+            late += 1
+            continue
         sub, vms = _sub_instance(inst, group)
         try:
             res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
@@ -455,7 +466,11 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             total.status = res.status
         if res.gap is not None and (total.gap is None or res.gap > total.gap):
             total.gap = res.gap
-    if not inst.valid(placement):       # the groups' rules do not add up: never risk it
+    if late:
+        log.info("out of time: %d of %d groups left as they are", late, n_groups)
+        total.how += f" ({late} left as they are: out of time)"
+        total.status = "heuristic"
+    if not inst.valid(placement, hard=bool(late)):    # the groups' rules do not add up
         log.warning("the groups' placements together break a rule: the whole cluster at once")
         return consolidate(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
@@ -651,7 +666,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
-    deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
+    deadline = Deadline.for_run(opts.time_limit, len(snap.vms), opts.started)
     know = assess(snap)
     if snap.problems and opts.refuse_problems:
         named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
