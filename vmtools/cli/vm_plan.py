@@ -109,8 +109,8 @@ def plan(
         "--max-frozen", metavar="FRACTION",
         help="A host a snapshot problem names is frozen: nothing moves onto it, its guests "
         "stay (one may leave only to end an overload its known guests alone cause). With "
-        "more than this fraction of the hosts, or of the guests, frozen, monitoring is "
-        "broken: plan nothing, exit 75.")] = 0.25,
+        "more than this fraction of the hosts frozen, or of the guests stale or unknown, "
+        "monitoring is broken: plan nothing, exit 75.")] = 0.25,
     refuse_problems: Annotated[bool, typer.Option(
         "--refuse-problems", help="Refuse (exit 65) any snapshot with problems, instead of "
         "planning around them (vmtools before 0.2).")] = False,

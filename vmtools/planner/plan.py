@@ -827,21 +827,26 @@ def unsatisfiable_gather(inst: Instance) -> None:
 
 
 def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
-    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts, or of the guests, are
-    frozen: monitoring is broken rather than partial, and nothing is planned."""
+    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts are frozen, or of the
+    guests are not known (stale or unknown, :meth:`Knowledge.vm`): monitoring is broken rather
+    than partial, and nothing is planned."""
     names = {h.name for h in snap.hosts if h.state != "standby"}
     hosts = names | set(know.frozen)
     frozen_hosts = set(know.frozen)
     guests = {v.name for v in snap.vms} | set(know.unknown_vms)
-    frozen_guests = {v.name for v in snap.vms if v.host in frozen_hosts} | set(know.unknown_vms)
-    for what, part, whole in (("hosts", frozen_hosts, hosts), ("guests", frozen_guests, guests)):
+    # A guest counts when what is known of it is not (its own problem, or its host's own):
+    # the other guests of a host frozen for one guest's missing metrics are known.
+    frozen_guests = {v.name for v in snap.vms if know.vm(v.name, v.host) != "known"} | \
+        set(know.unknown_vms)
+    for what, part, whole in (("hosts are frozen", frozen_hosts, hosts),
+                              ("guests are stale or unknown", frozen_guests, guests)):
         if whole and len(part) > max_frozen * len(whole) + 1e-9:
             shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
                               for h in sorted(frozen_hosts)[:5])
             more = len(frozen_hosts) - 5
             raise TemporaryFailure(
-                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} are "
-                f"frozen (more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
+                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} "
+                f"(more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
                 f"(frozen: {shown}{f' and {more} more' if more > 0 else ''})",
                 settings=("max_frozen",))
 
