@@ -556,3 +556,13 @@ def test_power_model_numbers_are_bounded(tmp_path, model, where):
     snap = run("vm-snapshot", "--example", "lab").stdout
     proc = run("vm-plan", "--power-model", str(path), input=snap)
     one_error_line(proc, 65, "vm-plan", str(path), where)
+
+
+def test_a_nul_in_a_path_setting_is_a_usage_error(tmp_path):
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-plan]\npower_model = "\\u0000"\n')
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    one_error_line(run("vm-plan", env={"VMTOOLS_CONFIG": str(conf)}, input=snap), 2,
+                   "vm-plan", "--power-model", "NUL")
+    one_error_line(run("vm-plan", env={"VMTOOLS_PLAN_CONSTRAINTS": "a\x01b"}, input=snap), 2,
+                   "vm-plan", "a\\x01b")
