@@ -45,6 +45,9 @@ def test_rrd_updates_means_per_column_within_the_window():
     assert got[("vm", UUID)] == {"cpu0": pytest.approx(0.4), "cpu1": 0.25,
                                  "vif_0_rx": 2000.0}
     assert got[("host", HOSTU)] == {"cpu_avg": pytest.approx(0.2)}
+    from vmtools.xapi.rrd import parse_rrd_export
+    _, series = parse_rrd_export(data, "node-1", since=1000)
+    assert series == {UUID: [(1010.0, 0.75)]}     # the row with a NaN vCPU is no sample
 
 
 @pytest.mark.parametrize("data,message", [
@@ -277,6 +280,9 @@ def test_vm_snapshot_reads_the_pool(pool):
     assert snap["rules"] == [{"rule": "spread", "vms": ["web1", "web2"]},
                              {"rule": "maintenance", "hosts": ["node-3"]}]
     assert snap["problems"] == []
+    web2 = snap["samples"]["cpu"]["web2"]         # each RRD row a CPU sample, oldest first
+    assert len(web2) >= 2 and [t for t, _ in web2] == sorted(t for t, _ in web2)
+    assert all(cpu == pytest.approx(0.5, abs=0.01) for _, cpu in web2)
     assert "2 guest(s) not running, not placed: nap1 (Suspended), old1 (Halted)" in proc.stderr
     # vm-plan obeys the pool's rules: node-3 is evacuated, web1 and web2 never meet
     plan = run([script("vm-plan"), "--objective", "consolidate"], input=proc.stdout)
