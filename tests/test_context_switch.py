@@ -133,3 +133,46 @@ def test_the_command_line(tmp_path):
     assert "names web99, neither running nor suspended" in proc.stderr
     proc = run("vm-plan", str(snap), "--context-switch", "--objective", "balance")
     assert proc.returncode == 2 and "--context-switch works with --objective auto" in proc.stderr
+
+
+def test_vm_replay_scores_the_context_switch_in_suspended_guest_hours_per_priority(tmp_path):
+    from vmtools.cli.vm_replay import vm_plan_setting
+    from vmtools.power_model import parse_power_model
+    from vmtools.replay.engine import SimOptions, replay
+    from vmtools.replay.sources import read_csv_trace
+    hosts = tmp_path / "h.csv"
+    hosts.write_text("name,cpu,mem_mib\na,2,8192\nb,2,8192\n")
+    rows = ["time,guest,cpu,mem_mib,host"]
+    # 3 CPUs of 4 until 600 s; 4.4 of 4 from 600 s (beyond the cluster); 0.9 from 1800 s
+    for t in range(0, 3600, 600):
+        for g, h, hot in (("g1", "a", 2.0), ("g2", "a", 1.2), ("g3", "b", 1.2)):
+            load = 1.0 if t < 600 else hot if t < 1800 else 0.3
+            rows.append(f"{t},{g},{load},1000,{h if t == 0 else ''}")
+    trace_file = tmp_path / "t.csv"
+    trace_file.write_text("\n".join(rows) + "\n")
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "priority", "vms": ["g1"], "priority": 9, "never_suspend": True},
+        {"rule": "priority", "vms": ["g2"], "priority": 5},
+        {"rule": "priority", "vms": ["g3"], "priority": 1}]}))
+    trace = read_csv_trace(str(trace_file), str(hosts))
+    opts = SimOptions(every_minutes=10, bandwidth=8388.608, cpu_threshold=0.9, lookahead=True,
+                      power_model=parse_power_model({"hosts": [{"match": "*", "idle_w": 100,
+                                                                "peak_w": 200}]}))
+    switched = vm_plan_setting(f"--context-switch --constraints {rules} --resume-after 0 "
+                               "--cpu-target 1.0 --resume-below 0.5",
+                               0, True, False)
+    r = replay(trace, switched, opts)
+    switched.close()
+    f = r.figures
+    assert f["failed_ticks"] == 0, r.failures if hasattr(r, "failures") else f
+    assert f["suspends"] == 2 and f["resumes"] == 2
+    hours = f["suspended_guest_hours"]
+    assert set(hours) == {"1", "5"}            # never g1 (priority 9, never_suspend)
+    assert hours["1"] > hours["5"] > 0         # the less important stays suspended longer
+    plain = vm_plan_setting(f"--constraints {rules}", 0, True, False)
+    base = replay(trace, plain, opts)
+    assert "suspended_guest_hours" not in base.figures
+    # suspending trades overload for unmet demand of the suspended: both are counted
+    assert f["overload_hours"] < base.figures["overload_hours"]
+    assert f["unmet_cpu_share"] > 0

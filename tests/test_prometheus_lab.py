@@ -125,3 +125,72 @@ def test_the_demand_window_from_range_queries_is_what_state_gathers(make_lab, tm
 def test_vm_lab_refuses_an_unknown_monitoring():
     proc = run("vm-lab", "--monitoring", "nagios", "--duration", "1")
     assert proc.returncode == 2 and "expected ganglia, prometheus or both" in proc.stderr
+
+
+XEN_EXPORTER_TEXT = """\
+xen_host_memory_total_kib{host="xcp-1", host_uuid="h1"} 67108864
+xen_host_memory_total_kib{host="xcp-2", host_uuid="h2"} 33554432
+""" + "".join(f'xen_host_cpu{{cpu="{i}", host="xcp-1", host_uuid="h1"}} 0.1\n' for i in range(16)) \
+    + "".join(f'xen_host_cpu{{cpu="{i}", host="xcp-2", host_uuid="h2"}} 0.1\n' for i in range(8)) \
+    + """\
+xen_vm_memory{vm="Control domain on host: xcp-1", vm_uuid="d1", host="xcp-1", host_uuid="h1"} 4294967296
+xen_vm_memory{vm="Control domain on host: xcp-2", vm_uuid="d2", host="xcp-2", host_uuid="h2"} 2147483648
+xen_vm_cpu{cpu="0", vm="Control domain on host: xcp-1", vm_uuid="d1", host="xcp-1", host_uuid="h1"} 0.9
+xen_vm_memory{vm="web1", vm_uuid="v1", host="xcp-1", host_uuid="h1"} 2147483648
+xen_vm_cpu{cpu="0", vm="web1", vm_uuid="v1", host="xcp-1", host_uuid="h1"} 0.25
+xen_vm_cpu{cpu="1", vm="web1", vm_uuid="v1", host="xcp-1", host_uuid="h1"} 0.5
+xen_vm_vif_rx{vif="0", vm="web1", vm_uuid="v1", host="xcp-1", host_uuid="h1"} 1000
+xen_vm_vif_tx{vif="0", vm="web1", vm_uuid="v1", host="xcp-1", host_uuid="h1"} 3000
+xen_vm_memory{vm="db1", vm_uuid="v2", host="xcp-2", host_uuid="h2"} 8589934592
+xen_vm_cpu{cpu="0", vm="db1", vm_uuid="v2", host="xcp-2", host_uuid="h2"} 1
+xen_vm_vif_rx{vif="0", vm="db1", vm_uuid="v2", host="xcp-2", host_uuid="h2"} 0
+xen_vm_vif_tx{vif="0", vm="db1", vm_uuid="v2", host="xcp-2", host_uuid="h2"} 0
+xen_host_up{host_ip="10.0.0.1"} 1
+"""
+
+
+def test_the_xen_exporter_profile_through_a_real_prometheus(tmp_path):
+    """The built-in xen-exporter profile's PromQL, run by Prometheus itself on series shaped
+    as MikeDombo/xen-exporter writes them (labels, no HELP or TYPE, Domain-0 as a VM)."""
+    import http.server
+    import threading
+    from vmtools.lab.ganglia import free_port
+    from vmtools.lab.prometheus import PrometheusLab
+
+    class Exporter(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = XEN_EXPORTER_TEXT.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prometheus = PrometheusLab(tmp_path / "prometheus")
+    prometheus.set_targets({"pool": f"127.0.0.1:{port}"})
+    try:
+        prometheus.start()
+        deadline = time.time() + 30
+        while not prometheus.query("xen_vm_cpu") and time.time() < deadline:
+            time.sleep(0.5)
+        proc = run("vm-snapshot", "--prometheus", prometheus.url, "--prometheus-profile",
+                   "xen-exporter", "--samples-step", "1")
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+    finally:
+        prometheus.stop()
+        server.shutdown()
+        server.server_close()
+    assert doc["problems"] == []
+    assert {h["name"]: (h["cpu"], h["mem_mib"], h["migration"]) for h in doc["hosts"]} == {
+        "xcp-1": (16, 60 * 1024, "xapi"), "xcp-2": (8, 30 * 1024, "xapi")}
+    assert {v["name"]: (v["host"], v["cpu"], v["vcpus"], v["mem_mib"], v["net_mbps"])
+            for v in doc["vms"]} == {"web1": ("xcp-1", 0.75, 2, 2048, 0.032),
+                                     "db1": ("xcp-2", 1.0, 1, 8192, 0.0)}
+    assert doc["samples"]["cpu"]["web1"][-1][1] == 0.75

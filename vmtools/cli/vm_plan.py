@@ -17,7 +17,7 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document)
+                                 read_document, started)
 from vmtools.errors import DataError, UsageError
 from vmtools.inputs import input_name
 from vmtools.model import Plan, Snapshot, dumps, load_file
@@ -109,8 +109,8 @@ def plan(
         "--max-frozen", metavar="FRACTION",
         help="A host a snapshot problem names is frozen: nothing moves onto it, its guests "
         "stay (one may leave only to end an overload its known guests alone cause). With "
-        "more than this fraction of the hosts, or of the guests, frozen, monitoring is "
-        "broken: plan nothing, exit 75.")] = 0.25,
+        "more than this fraction of the hosts frozen, or of the guests stale or unknown, "
+        "monitoring is broken: plan nothing, exit 75.")] = 0.25,
     refuse_problems: Annotated[bool, typer.Option(
         "--refuse-problems", help="Refuse (exit 65) any snapshot with problems, instead of "
         "planning around them (vmtools before 0.2).")] = False,
@@ -301,15 +301,17 @@ def plan(
                        explain=explain, threads=threads, seed=seed, mem_target=mem_target,
                        max_migrations=max_migrations, max_moved_gib=max_moved,
                        max_duration_min=max_duration, demand=demand,
-                       demand_window=demand_window)
+                       demand_window=demand_window, started=started())
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
             log.warning("%s: %s", input_name(constraints) if constraints is not None
                         else "snapshot.rules", entry["message"])
-        if context_switch and not in_process:
+        if context_switch:
             switched = _context_switch(snap, objective.value, constraints, strict_rules,
                                        suspended, image_dir, suspend_above, resume_below,
-                                       resume_after, cpu_target)
+                                       resume_after, cpu_target, in_process)
+            if switched is not None and in_process:
+                return switched
             if switched is not None:
                 doc = switched.to_dict()
                 emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
@@ -350,12 +352,12 @@ def plan(
 def _context_switch(snap: Snapshot, objective: str, constraints: str | None,
                     strict_rules: bool, suspended: str | None, image_dir: str,
                     suspend_above: float, resume_below: float, resume_after: float,
-                    cpu_target: float) -> Plan | None:
+                    cpu_target: float, in_process: bool = False) -> Plan | None:
     """vmtools.planner.context: a plan that suspends or resumes guests, or None."""
     import time
     from vmtools.apply.lifecycle import LEDGER, read_suspended
     from vmtools.apply.options import default_state_dir
-    from vmtools.model import VM, is_safe_path
+    from vmtools.model import VM, is_safe_path, iso_to_epoch
     from vmtools.planner.context import SwitchSettings, context_switch
     if objective != "auto":
         raise UsageError("--context-switch works with --objective auto")
@@ -393,7 +395,9 @@ def _context_switch(snap: Snapshot, objective: str, constraints: str | None,
     return context_switch(snap, cons, ledger,
                           SwitchSettings(image_dir=image_dir, suspend_above=suspend_above,
                                          resume_below=resume_below, resume_after=resume_after,
-                                         cpu_target=cpu_target), time.time())
+                                         cpu_target=cpu_target),
+                          # vm-replay: the replay's clock, which the snapshot carries
+                          iso_to_epoch(snap.created) if in_process else time.time())
 
 
 def _manual_op(migrate, suspend, resume, checkpoint, evacuate, add) -> tuple | None:

@@ -8,6 +8,7 @@ trace (time,guest,cpu,mem_mib[,net_mbps], with --hosts); or Ganglia's RRD files 
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import shlex
 import sys
@@ -77,9 +78,13 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
 
     def plan(snap: Snapshot, state_dir: str | None) -> Plan:
         err = io.StringIO()
+        extra = {}
+        if args.get("context_switch") and state_dir:
+            # the replay's own suspended guests (VmPlanSetting writes them there)
+            extra["suspended"] = os.path.join(state_dir, "suspended.json")
         try:
             with contextlib.redirect_stderr(err):
-                return plan_cli.plan(**dict(args, file=snap, state=state_dir))
+                return plan_cli.plan(**dict(args, file=snap, state=state_dir, **extra))
         except typer.Exit as exc:
             if exc.exit_code == 130:
                 raise KeyboardInterrupt from None
@@ -92,7 +97,8 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
             if verbose > 0 and err.getvalue():
                 sys.stderr.write(err.getvalue())
 
-    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None)
+    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None,
+                         context_switch=bool(args.get("context_switch")))
 
 
 def _progress_printer(quiet: bool):
@@ -172,6 +178,14 @@ def replay(
     halt_seconds: Annotated[float, typer.Option(
         "--halt-seconds", metavar="SECONDS", help="A power-off takes this long before the host "
         "draws its standby watts (0 by default).")] = 60.0,
+    monitoring_loss: Annotated[float, typer.Option(
+        "--monitoring-loss", metavar="FRACTION", help="Lose each guest's metrics and each "
+        "host's report at this rate, at random (--loss-seed): a lost guest is a no-data "
+        "problem, a lost host a stale-host one, and vm-plan plans around them (frozen "
+        "host-ticks, refused ticks).")] = 0.0,
+    loss_seed: Annotated[int, typer.Option(
+        "--loss-seed", metavar="N", help="Seed of --monitoring-loss: the same seed loses the "
+        "same figures for every setting and every run.")] = 0,
     html: Annotated[Optional[Path], typer.Option(
         "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
         "offline).")] = None,
@@ -194,6 +208,9 @@ def replay(
             raise UsageError("--every and --bandwidth must be more than 0")
         if boot_seconds < 0 or halt_seconds < 0:
             raise UsageError("--boot-seconds and --halt-seconds must be 0 or more")
+        if not 0 <= monitoring_loss <= 1:
+            raise UsageError(f"--monitoring-loss {monitoring_loss:g}: expected a fraction in "
+                             "[0, 1]")
         if not 0 < cpu_threshold <= 1:
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
@@ -206,7 +223,8 @@ def replay(
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None,
-                          warm_up=warm_up * 60, lookahead=lookahead)
+                          warm_up=warm_up * 60, lookahead=lookahead,
+                          monitoring_loss=monitoring_loss, loss_seed=loss_seed)
         if warm_up < 0:
             raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         sources = list(sources or [])

@@ -41,7 +41,10 @@ exceeded capacity: always 0 unless something is wrong); ``migrations`` and ``mig
 (landed); ``max_migrations_per_tick``; ``ping_pongs`` (migrations to a host the guest left, by
 landing elsewhere, at most an hour before); ``plan_seconds_mean``/``plan_seconds_max`` (wall
 clock of the planning calls); ``failed_ticks`` (planning raised an error; ``failures`` says
-why); ``busy_ticks``.
+why); ``busy_ticks``. Under vm-plan --context-switch also ``suspended_guest_hours`` per priority,
+``suspends`` and ``resumes``: a suspend or resume takes a migration's time (the image saved or
+loaded), a resume claims memory when it starts, a suspend frees it when it ends, and a suspended
+guest's CPU demand counts as unmet.
 """
 
 from __future__ import annotations
@@ -62,10 +65,11 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import OptionError, UsageError, VmtoolsError
+from vmtools.errors import EXIT_TEMPFAIL, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Trace
+from vmtools.sources.knowledge import assess
 
 log = logging.getLogger("vmtools.replay")
 
@@ -99,6 +103,8 @@ class SimOptions:
     until: float | None = None
     warm_up: float = 0.0              # seconds run but left out of the figures and series
     lookahead: bool = False           # the tick sees the interval that starts (else: that ended)
+    monitoring_loss: float = 0.0      # each guest's metrics, each host's report lost this often
+    loss_seed: int = 0                # the losses are drawn from this seed (reproducible)
 
     @property
     def convention(self) -> str:
@@ -158,6 +164,10 @@ class Simulation:
         self.demand: dict[str, Demand] = {}
         self.waiting: dict[str, str | None] = {}    # arrived guests no host could take yet
         self.flight: dict[str, int] = {}            # guest -> migrate action id in flight
+        # the context switch (vm-plan --context-switch): guests suspended (as vm-apply's
+        # ledger has them) and guests being resumed (resume action id; memory claimed)
+        self.suspended: dict[str, dict] = {}
+        self.starting: dict[str, int] = {}
         self.actions: dict[int, Action] = {}
         self.pending: list[int] = []
         self.running: dict[int, float] = {}         # action id -> end time
@@ -195,11 +205,19 @@ class Simulation:
         self.max_per_tick = 0
         self.ping_pongs = 0
         self.power_actions = Counter()
+        self.suspended_s: Counter = Counter()       # priority -> guest-seconds suspended
+        self.lifecycle = Counter()                  # suspends and resumes done
         self.plan_seconds: list[float] = []
         self.failures: list[dict] = []
         self.busy_ticks = 0
         self.tick_energy_j = 0.0
         self.tick_migrations = 0
+        self.frozen_host_ticks = 0      # hosts a tick's snapshot froze, summed over the ticks
+        self.refused_ticks = 0          # ticks vm-plan refused: monitoring broken (exit 75)
+        self.onto_frozen = 0            # migrations planned onto a frozen host (never, by rule)
+        self.off_frozen = 0             # ... off one (only to end an overload)
+        self.lost_guest_metrics = 0
+        self.lost_host_reports = 0
 
     # ------------------------------------------------------------------ demand
     def _apply_samples(self) -> None:
@@ -211,6 +229,9 @@ class Simulation:
             for vm in list(self.place):
                 if vm not in s.vms:
                     self._leave(vm)
+            for vm in list(self.suspended):         # shut down while suspended: gone
+                if vm not in s.vms and vm not in self.starting:
+                    del self.suspended[vm]
             for vm in list(self.waiting):
                 if vm not in s.vms:
                     del self.waiting[vm]
@@ -218,7 +239,8 @@ class Simulation:
             self.demand = dict(s.vms)
             self._hold_growth(before)
             for vm in sorted(s.vms):
-                if vm not in self.place and vm not in self.waiting:
+                if vm not in self.place and vm not in self.waiting and \
+                        vm not in self.suspended:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
@@ -282,7 +304,7 @@ class Simulation:
             self.h_cpu[h] += d.cpu
             self.h_mem[h] += d.mem_mib
             self.h_n[h] += 1
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             dst = self.actions[i].dst
             self.h_mem[dst] += self.demand[vm].mem_mib
             self.h_n[dst] += 1
@@ -291,7 +313,7 @@ class Simulation:
         use: Counter = Counter()
         for vm, h in self.place.items():
             use[h] += self.demand[vm].mem_mib
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             use[self.actions[i].dst] += self.demand[vm].mem_mib
         return use
 
@@ -350,6 +372,12 @@ class Simulation:
                     self.t_full[h] += dt
             if self.h_mem[h] > self.hosts[h].mem_mib + EPS:
                 self.mem_over += 1
+        for vm, entry in self.suspended.items():
+            # a suspended guest's demand is demand nobody meets
+            want = self.demand[vm].cpu if vm in self.demand else entry["cpu"]
+            self.cpu_s += want * dt
+            self.unmet_cpu_s += want * dt
+            self.suspended_s[entry["priority"]] += dt
         self.active_s += n_active * dt
         self.energy_j += watts * dt
         self.tick_energy_j += watts * dt
@@ -371,11 +399,34 @@ class Simulation:
             self.left.setdefault(a.vm, {})[a.src] = self.now
             self.migrations += 1
             self.migrated_mib += a.mem_mib
+        elif a.op == "suspend":
+            self.busy[a.src] -= 1
+            d = self.demand[a.vm]
+            del self.place[a.vm]                      # memory freed when the save ends
+            self.h_cpu[a.src] -= d.cpu
+            self.h_mem[a.src] -= d.mem_mib
+            self.h_n[a.src] -= 1
+            self.suspended[a.vm] = {
+                "name": a.vm, "host": a.src, "image": a.image, "mem_mib": d.mem_mib,
+                "vcpus": d.vcpus, "cpu": d.cpu, "suspended": epoch_to_iso(self.now),
+                "priority": self._priority(a.vm)}
+            self.lifecycle["suspends"] += 1
+        elif a.op == "resume":
+            self.busy[a.dst] -= 1
+            del self.starting[a.vm]
+            self.suspended.pop(a.vm, None)
+            self.place[a.vm] = a.dst                  # its memory was claimed at the start
+            self.h_cpu[a.dst] += self.demand[a.vm].cpu
+            self.lifecycle["resumes"] += 1
         else:
             self.busy[action_host(a)] -= 1
             self.hooks.finish(self, a, self.now)
             self.power_actions[a.op] += 1
         self.done.add(i)
+
+    def _priority(self, vm: str) -> int:
+        """A guest's priority under the setting's rules (0 without one)."""
+        return int(getattr(self.policy, "priorities", {}).get(vm, 0))
 
     def _start_ready(self) -> None:
         for i in list(self.pending):
@@ -405,6 +456,25 @@ class Simulation:
                     self.ping_pongs += 1
                 self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
                 self.tick_migrations += 1
+            elif a.op in ("suspend", "resume", "create", "checkpoint"):
+                host = a.src if a.op in ("suspend", "checkpoint") else a.dst
+                if self.busy[host] >= self.opts.per_host:
+                    continue
+                self.pending.remove(i)
+                ok = (self.place.get(a.vm) == a.src and a.vm not in self.flight) \
+                    if a.op in ("suspend", "checkpoint") else \
+                    (a.op == "resume" and a.vm in self.suspended and a.vm in self.demand
+                     and a.vm not in self.starting)
+                if not ok:
+                    self.dead.add(i)      # the guest left, or nothing the replay can create
+                    continue
+                self.busy[host] += 1
+                if a.op == "resume":
+                    self.starting[a.vm] = i               # memory claimed when it starts
+                    self.h_mem[a.dst] += self.demand[a.vm].mem_mib
+                    self.h_n[a.dst] += 1
+                # saving or loading the memory image, at the migration bandwidth
+                self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
             else:
                 host = action_host(a)
                 self.pending.remove(i)
@@ -486,22 +556,72 @@ class Simulation:
             d = seen[vm]
             vms.append(VM(name=vm, host=self.place[vm], vcpus=d.vcpus, cpu=d.cpu,
                           mem_mib=d.mem_mib, net_mbps=d.net_mbps))
+        problems = []
+        if self.next_sample > 0:        # what the recorded snapshot of this time could not see
+            sample = self.trace.samples[self.next_sample - 1]
+            problems = list(sample.problems)
+            if sample.hidden:
+                vms = [v for v in vms if v.name not in sample.hidden]
+        if self.opts.monitoring_loss > 0:
+            vms, lost = self._lose(hosts, vms)
+            problems += lost
         return Snapshot(hosts=hosts, vms=vms, source=self.trace.source,
-                        created=epoch_to_iso(self.now), generator="vm-replay")
+                        created=epoch_to_iso(self.now), generator="vm-replay",
+                        problems=problems)
+
+    def _lose(self, hosts: list, vms: list) -> tuple[list, list]:
+        """--monitoring-loss: each online host's report and each guest's metrics lost with
+        that chance, drawn from the seed and the tick's time (the same losses for every
+        setting). A lost host report is a ``stale-host`` problem (gmond serves its last
+        figures), a guest's lost metrics a ``no-data`` problem (vm-snapshot leaves it out)."""
+        import random
+        from vmtools.model import Problem
+        rng = random.Random(f"{self.opts.loss_seed}:{self.now:.3f}")
+        p = self.opts.monitoring_loss
+        problems = []
+        for h in hosts:
+            if h.state == "online" and rng.random() < p:
+                self.lost_host_reports += 1
+                problems.append(Problem("stale-host", f"host {h.name}: its report was lost "
+                                        "(vm-replay --monitoring-loss); its figures are old",
+                                        host=h.name))
+        kept = []
+        for v in vms:
+            if rng.random() < p:
+                self.lost_guest_metrics += 1
+                problems.append(Problem("no-data", f"host {v.host} lists guest {v.name} but its "
+                                        "metrics were lost (vm-replay --monitoring-loss); it is "
+                                        "left out", host=v.host, vm=v.name))
+            else:
+                kept.append(v)
+        return kept, problems
 
     def tick(self) -> None:
         if self.pending or self.running:
             self.busy_ticks += 1
             return
         snap = self.snapshot()
+        frozen = set(assess(snap).frozen) if snap.problems else set()
+        self.frozen_host_ticks += len(frozen & set(self.host_names))
+        if hasattr(self.policy, "suspended"):
+            self.policy.suspended = {vm: {k: v for k, v in e.items() if k != "priority"}
+                                     for vm, e in self.suspended.items()}
         t0 = time.perf_counter()
         try:
             actions = self.policy.decide(snap)
         except VmtoolsError as exc:
-            self.failures.append({"time": snap.created, "why": str(exc)})
+            if str(exc).startswith(f"(exit {EXIT_TEMPFAIL})") and frozen:
+                # monitoring broken rather than partial: vm-plan planned nothing, as cron would
+                self.refused_ticks += 1
+            else:
+                self.failures.append({"time": snap.created, "why": str(exc)})
             log.info("%s: %s: planning failed: %s", self.policy.name, snap.created, exc)
             actions = []
         self.plan_seconds.append(time.perf_counter() - t0)
+        for a in actions:
+            if a.op == "migrate":
+                self.onto_frozen += a.dst in frozen
+                self.off_frozen += a.src in frozen
         self.actions = {a.id: a for a in actions}
         self.done.clear()
         self.dead.clear()
@@ -607,7 +727,23 @@ class Simulation:
             "ticks": n_ticks,
             "power_offs": self.power_actions["power-off"],
             "power_ons": self.power_actions["power-on"],
+            "frozen_host_ticks": self.frozen_host_ticks,
+            "refused_ticks": self.refused_ticks,
+            "migrations_onto_frozen": self.onto_frozen,
+            "migrations_off_frozen": self.off_frozen,
+            "lost_host_reports": self.lost_host_reports,
+            "lost_guest_metrics": self.lost_guest_metrics,
+            **self._switch_figures(),
         }
+
+    def _switch_figures(self) -> dict:
+        """Under vm-plan --context-switch only: suspended guest-hours per priority (a guest's
+        priority when it was suspended), suspends and resumes done."""
+        if not (self.lifecycle or self.suspended_s):
+            return {}
+        return {"suspended_guest_hours": {str(p): round(s / 3600, 4)
+                                          for p, s in sorted(self.suspended_s.items())},
+                "suspends": self.lifecycle["suspends"], "resumes": self.lifecycle["resumes"]}
 
 
 # A replay of more ticks than this is a mistake (a mistyped time in a trace, --every in
@@ -716,17 +852,37 @@ class VmPlanSetting:
     kind = "vm-plan"
 
     def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
-                 keeps_state: bool = False):
+                 keeps_state: bool = False, context_switch: bool = False):
         self.text = text
         self.name = text.strip() or "vm-plan (defaults)"
         self.plan = plan
+        # --context-switch: the simulation says which guests are suspended (``suspended``,
+        # written as the ledger vm-plan reads, in the state directory) and learns each
+        # guest's priority from the rules of the last plan (``priorities``)
+        self.context_switch = context_switch
+        self.suspended: dict[str, dict] = {}
+        self.priorities: dict[str, int] = {}
+        keeps_state = keeps_state or context_switch
         if keeps_state:
             reap_dead_states()
         self.state_dir = tempfile.mkdtemp(prefix=f"{STATE_PREFIX}{os.getpid()}-") \
             if keeps_state else None
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.plan(snap, self.state_dir).actions)
+        if self.context_switch and self.state_dir:
+            from vmtools.model import dumps, suspended_document
+            path = os.path.join(self.state_dir, "suspended.json")
+            with open(path + ".tmp", "w", encoding="ascii") as fh:
+                fh.write(dumps(suspended_document(self.suspended)))
+            os.replace(path + ".tmp", path)
+        plan = self.plan(snap, self.state_dir)
+        if self.context_switch:
+            for rule in plan.constraints:
+                if isinstance(rule, dict) and rule.get("rule") == "priority":
+                    for vm in rule.get("vms", []):
+                        self.priorities[vm] = max(self.priorities.get(vm, 0),
+                                                  int(rule.get("priority", 0)))
+        return list(plan.actions)
 
     def close(self) -> None:
         if self.state_dir:
