@@ -109,20 +109,27 @@ def run_lifecycle(run, a: Action) -> Outcome:
     if done:
         if error:
             error = f"{error}; but {note}"
-        if a.op == "suspend":
-            record_suspended(run, a)
-        elif a.op == "resume":
-            try:
-                driver.remove_file(a.image)
-            except (MigrationRefused, Unavailable) as exc:
-                run.problems.append(f"{a.vm} resumed on {host}, but its image {a.image} was "
-                                    f"not removed: {exc}")
-            forget_suspended(run, a.vm)
+        after_done(run, a)
         return ended("done", error, where)
     why = f"{error + '; ' if error else ''}{note}"
     if a.op == "resume":
         why += f"; the image is left at {a.image}"
     return ended("failed", why, where)
+
+
+def after_done(run, a: Action) -> None:
+    """What follows a verified lifecycle action (run again by --resume for one the hosts
+    show done): a suspended guest goes into the ledger; a resumed guest's image is removed
+    (as xendomains does) and the guest leaves the ledger."""
+    if a.op == "suspend":
+        record_suspended(run, a)
+    elif a.op == "resume":
+        try:
+            run.drivers[a.dst].remove_file(a.image)
+        except (MigrationRefused, Unavailable, OperationFailed) as exc:
+            run.problems.append(f"{a.vm} resumed on {a.dst}, but its image {a.image} was "
+                                f"not removed: {exc}")
+        forget_suspended(run, a.vm)
 
 
 def _refuse_start(run, a: Action) -> str | None:

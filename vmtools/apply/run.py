@@ -39,7 +39,7 @@ from vmtools.apply.ask import survey, where_is
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lifecycle import label as lifecycle_label
-from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
+from vmtools.apply.lifecycle import after_done, refuse_incapable, run_lifecycle, settle
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
@@ -660,6 +660,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         if a.is_lifecycle:
             done, where, note = settle(run, a, opts.verify_timeout)
             if done:
+                after_done(run, a)
                 run.outcomes[i] = Outcome(a, "done", None, None, note, where,
                                            run.transport(a), from_journal=True)
                 if run.journal:
