@@ -17,7 +17,7 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, log, make_app,
-                                 read_document)
+                                 read_document, started)
 from vmtools.errors import DataError, UsageError
 from vmtools.inputs import input_name
 from vmtools.model import Plan, Snapshot, dumps, load_file
@@ -109,8 +109,8 @@ def plan(
         "--max-frozen", metavar="FRACTION",
         help="A host a snapshot problem names is frozen: nothing moves onto it, its guests "
         "stay (one may leave only to end an overload its known guests alone cause). With "
-        "more than this fraction of the hosts, or of the guests, frozen, monitoring is "
-        "broken: plan nothing, exit 75.")] = 0.25,
+        "more than this fraction of the hosts frozen, or of the guests stale or unknown, "
+        "monitoring is broken: plan nothing, exit 75.")] = 0.25,
     refuse_problems: Annotated[bool, typer.Option(
         "--refuse-problems", help="Refuse (exit 65) any snapshot with problems, instead of "
         "planning around them (vmtools before 0.2).")] = False,
@@ -301,7 +301,7 @@ def plan(
                        explain=explain, threads=threads, seed=seed, mem_target=mem_target,
                        max_migrations=max_migrations, max_moved_gib=max_moved,
                        max_duration_min=max_duration, demand=demand,
-                       demand_window=demand_window)
+                       demand_window=demand_window, started=started())
         k, n = int(m.group(1)), int(m.group(2))
         for entry in skipped:
             log.warning("%s: %s", input_name(constraints) if constraints is not None
