@@ -217,3 +217,26 @@ def test_a_guest_leaves_a_frozen_host_only_to_end_an_overload_its_known_guests_c
     plan = make_plan(calm, Constraints([]), Options(objective="consolidate", time_limit=20,
                                                           max_frozen=1.0))
     assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
+
+
+def test_auto_relieves_a_frozen_host_its_known_guests_alone_make_a_hotspot():
+    from vmtools.model import VM, Host, Problem, Snapshot
+    from vmtools.planner.plan import Options, make_plan
+    from vmtools.rules.constraints import Constraints
+    snap = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=16384) for i in range(1, 5)],
+                    vms=[VM(name="a", host="h1", cpu=4.0, mem_mib=2048),
+                         VM(name="b", host="h1", cpu=3.6, mem_mib=2048),
+                         VM(name="c", host="h2", cpu=1.0, mem_mib=2048)],
+                    problems=[Problem("no-data", "host h1 lists guest x but ...", host="h1",
+                                      vm="x")],
+                    created="2026-12-07T06:00:00Z")
+    # 7.6 of 8 CPUs known (95 %, above the 0.9 threshold, under capacity): auto relieves it
+    # onto a host whose figures are known; consolidate (no hotspot to end) moves nothing off.
+    plan = make_plan(snap, Constraints([]), Options(objective="auto", max_frozen=1.0))
+    off = [a for a in plan.actions if a.src == "h1"]
+    assert off and all(a.dst != "h1" for a in plan.actions)
+    assert off[0].reason.startswith("relieve: h1 is frozen (no-data) and its known guests "
+                                    "alone make it a hotspot (CPU 95%)"), off[0].reason
+    plan = make_plan(snap, Constraints([]), Options(objective="consolidate", max_frozen=1.0,
+                                                    time_limit=20))
+    assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
