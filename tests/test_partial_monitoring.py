@@ -240,3 +240,28 @@ def test_auto_relieves_a_frozen_host_its_known_guests_alone_make_a_hotspot():
     plan = make_plan(snap, Constraints([]), Options(objective="consolidate", max_frozen=1.0,
                                                     time_limit=20))
     assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
+
+
+def test_a_host_without_its_guest_list_looks_empty_but_takes_nothing(tmp_path):
+    """vm-gmetric left container.vms out (a guest list it could not read whole) and gmond has
+    none from before (restarted): node-3 looks empty. Nothing moves onto it; with --state its
+    guests are vanished-guest problems, counted at their size when last seen."""
+    state = tmp_path / "state"
+    state.mkdir()
+    r, first = plan_of(snapshot_of(tmp_path, DUMP), "--state", str(state))
+    assert r.returncode == 0, r.stderr
+    xml = edit_host(DUMP, "node-3", lambda b: re.sub(
+        r'<METRIC NAME="container\.vms"[^>]*>.*?</METRIC>\s*', "", b, flags=re.S))
+    snap = json.loads(snapshot_of(tmp_path, xml, "no-list.xml"))
+    assert [(p["kind"], p["host"]) for p in snap["problems"]] == [
+        ("partial-container", "node-3")]
+    assert not [v for v in snap["vms"] if v["host"] == "node-3"]
+    for args in ((), ("--state", str(state))):
+        r, plan = plan_of(json.dumps(snap), *args)
+        assert r.returncode == 0, r.stderr
+        entry = {f["host"]: f for f in plan["summary"]["frozen"]}["node-3"]
+        assert entry["counted_as"] == "full"
+        assert all("node-3" not in (a["src"], a["dst"]) for a in plan["actions"])
+    assert entry["kinds"] == ["partial-container", "vanished-guest"]
+    sizes = {v["name"]: v["mem_mib"] for v in first["origin"]["vms"] if v["host"] == "node-3"}
+    assert {g["vm"]: g["mem_mib"] for g in entry["unknown_guests"]} == sizes
