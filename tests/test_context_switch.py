@@ -106,6 +106,7 @@ def test_resume_wakes_a_standby_host_when_the_online_ones_have_no_room():
         ("power-on", "h3", []), ("resume", "h3", [1])]
 
 
+@pytest.mark.slow          # the installed commands, several runs
 def test_the_command_line(tmp_path):
     s = cluster({"a": 3.0, "b": 2.0, "c": 2.5, "d": 2.0})
     snap = tmp_path / "snap.json"
