@@ -221,7 +221,10 @@ def test_runs_finish_writes_a_result_for_a_malformed_plan(tmp_path, plan):
     '{"standby": {"\\u001b[2Jnode": {"cpu": 8}, "node-9": 3}}',
     '{"standby": [1, 2]}', '\u0000\u0000',
 ])
-def test_vm_status_survives_a_damaged_power_state(tmp_path, standby):
+def test_vm_status_refuses_a_damaged_power_state_naming_the_file_and_the_fix(tmp_path,
+                                                                              standby):
+    """As vm-plan does (issue 20: one state document, one reading of it): exit 65, one line
+    naming the file and the fix, nothing a terminal would obey."""
     state = tmp_path / "runs" / ".plan-state"
     state.mkdir(parents=True)
     (state / "vm-plan-power.json").write_text(standby)
@@ -229,8 +232,8 @@ def test_vm_status_survives_a_damaged_power_state(tmp_path, standby):
     assert run("vm-snapshot", "--example", "lab", "-o", str(snap)).returncode == 0
     for fmt in ("table", "json"):
         proc = run("vm-status", str(snap), "--runs", str(tmp_path / "runs"), "-f", fmt)
-        assert proc.returncode == 0, proc.stderr
-        assert "\x1b" not in proc.stdout
+        one_error_line(proc, 65, "vm-status", "vm-plan-power.json", "remove it")
+        assert proc.stdout == "" and "\x1b" not in proc.stderr
 
 
 @pytest.mark.slow

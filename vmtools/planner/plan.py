@@ -30,6 +30,7 @@ from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import (Instance, build_instance, diagnose, gib, problem_guests,
                                       violations)
+from vmtools.planner.options import OBJECTIVES, Options, RunFacts
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -41,48 +42,6 @@ log = logging.getLogger("vmtools.planner")
 # auto never moves a guest back to a host it was seen to leave this recently (no ping-pong)
 NO_RETURN_MINUTES = 60.0
 
-OBJECTIVES = ("auto", "consolidate", "balance", "repair")
-
-
-@dataclass
-class Options:
-    objective: str = "consolidate"
-    solver: str = "cbc"
-    time_limit: float = 60.0
-    cpu_target: float = 0.8
-    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
-    cpu_threshold: float = 0.9
-    mem_threshold: float = 0.95
-    min_gain: float = 0.05
-    cpu_demand: str = "usage"
-    allow_problems: bool = False
-    require_optimal: bool = False
-    bandwidth: float = 1000.0
-    parallel: int = 2
-    explain: bool = False
-    threads: int = 1
-    candidates: int = 10
-    group_size: int = 500
-    group_guests: int = 10_000      # and at most about this many guests in a group
-    whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
-    # guests x hosts up to which a MILP may put each guest on every host it is allowed on
-    # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
-    # large fewest-hosts model, measured 440 s for a 12 s limit at 200 hosts / 2000 guests)
-    all_hosts_pairs: int = 60_000
-    full_model_pairs: int = 5000               # ... below which stage 2 may use any host
-    cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
-    seed: int = 0
-    fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
-    hot_filter: set[str] | None = None                      # hosts allowed to count as hot
-    # auto's budget per run (None or 0: no limit) and demand from history (--state)
-    max_migrations: int | None = 40
-    max_moved_gib: float | None = 50.0
-    max_duration_min: float | None = 4.0
-    demand: str = "max"
-    demand_window: float = 120.0
-    cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
-    cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
-    recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
 
 
 @dataclass
@@ -486,8 +445,8 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     from vmtools.planner import milp
     cur = list(inst.cur)
     hot = H.hotspots(inst, cur, opts.cpu_threshold, opts.mem_threshold)
-    if opts.hot_filter is not None:
-        hot = [h for h in hot if inst.hosts[h] in opts.hot_filter]
+    if opts.facts.hot_filter is not None:
+        hot = [h for h in hot if inst.hosts[h] in opts.facts.hot_filter]
     out = Outcome(placement=cur, how="no hotspot")
     if not hot:
         return out
@@ -652,7 +611,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     offline = {h.name for h in snap.hosts if h.state != "online"}
     fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
     fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
-    for v in opts.fixed_vms:            # cooldown, unless a hard rule makes it move
+    for v in opts.facts.fixed_vms:            # cooldown, unless a hard rule makes it move
         vm = next((x for x in snap.vms if x.name == v), None)
         if vm is not None and cons.allowed(v, vm.host):
             fixed.add(v)
@@ -663,8 +622,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "auto" and opts.mem_target is None:
         opts = replace(opts, mem_target=0.9)
     plan_snap = snap
-    if opts.cpu_estimate is not None and opts.cpu_demand == "usage":
-        plan_snap = replace(snap, vms=[replace(v, cpu=opts.cpu_estimate.get(v.name, v.cpu))
+    if opts.facts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        estimate = opts.facts.cpu_estimate
+        plan_snap = replace(snap, vms=[replace(v, cpu=estimate.get(v.name, v.cpu))
                                        for v in snap.vms])
     inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
                           fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
@@ -673,9 +633,9 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         from vmtools.planner.policy import run_auto
         last = {v.name: v.cpu for v in snap.vms}
         series = None
-        if opts.cpu_history and opts.cpu_demand == "usage":
-            k = len(next(iter(opts.cpu_history.values())))
-            series = [opts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
+        if opts.facts.cpu_history and opts.cpu_demand == "usage":
+            k = len(next(iter(opts.facts.cpu_history.values())))
+            series = [opts.facts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
         auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
         out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
             f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
@@ -730,7 +690,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     }
     if auto is not None:
         summary.update(auto.summary())
-    if opts.cpu_estimate is not None:
+    if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
@@ -786,43 +746,57 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
                     cooldown: float = 30.0, power=None) -> Plan:
-    """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
-    persist, recently moved guests cool down, each guest's CPU samples of the last
-    ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
-    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
-    are also switched off and on."""
+    """:func:`plan_with_memory` with the state read from ``state_dir`` (None: none) and
+    written back, even when planning fails (what was observed stays observed)."""
+    from vmtools.state import read_state, write_state
+    state = read_state(state_dir) if state_dir is not None else None
+    try:
+        return plan_with_memory(snap, cons, opts, state, window, hold, cooldown, power)
+    finally:
+        if state_dir is not None and state is not None:
+            write_state(state_dir, state)
+
+
+def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
+                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
+                     cooldown: float = 30.0, power=None) -> Plan:
+    """make_plan with the memory of earlier cron runs (``state``, a
+    :class:`vmtools.state.State`, updated in place; None: no memory): hotspots must persist,
+    recently moved guests cool down, each guest's CPU samples of the last
+    ``opts.demand_window`` minutes give its planning demand (``opts.demand``). With ``power``
+    (:class:`vmtools.planner.power.PowerOptions`) hosts are also switched off and on. No file
+    is read or written."""
     from vmtools.planner import state as st
 
     def plan_it(snap: Snapshot, opts: Options) -> Plan:
         if power is None:
             return make_plan(snap, cons, opts)
         from vmtools.planner.power import make_power_plan
-        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
-                               make_plan)
+        from vmtools.state import PowerState
+        return make_power_plan(snap, cons, opts, power,
+                               state.power if state is not None else PowerState(),
+                               st.snapshot_time(snap), make_plan)
 
-    if state_dir is None:
+    if state is None:
         return plan_it(snap, opts)
-    state = st.load_state(state_dir)
+    memory = state.plan
     now = st.snapshot_time(snap)
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
-    st.observe(state, now, hot)
-    st.observe_moves(state, snap, now)
+    st.observe(memory, now, hot)
+    st.observe_moves(memory, snap, now)
     from vmtools.planner import demand as dm
-    dm.record(state.samples, snap, now, opts.demand_window)
-    persistent = st.persistent_hotspots(state, now, window, hold)
+    dm.record(memory.samples, snap, now, opts.demand_window)
+    persistent = st.persistent_hotspots(memory, now, window, hold)
     if opts.objective == "auto":
         # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
         persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
-    opts = replace(opts, hot_filter=persistent,
-                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
-                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
-                   cpu_history=dm.history(state.samples, snap),
-                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES))
-    try:
-        return plan_it(snap, opts)
-    finally:
-        st.save_state(state_dir, state)
+    facts = replace(opts.facts, hot_filter=persistent,
+                    fixed_vms=set(opts.facts.fixed_vms) | st.cooling(memory, now, cooldown),
+                    cpu_estimate=dm.estimates(memory.samples, snap, opts.demand),
+                    cpu_history=dm.history(memory.samples, snap),
+                    recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES))
+    return plan_it(snap, replace(opts, facts=facts))

@@ -34,6 +34,7 @@ from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance, diagnose, violations
+from vmtools.planner.options import Options
 from vmtools.rules.capacity import EPS
 
 
@@ -164,7 +165,8 @@ def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]
     return violations(inst, place, dims=("mem",), cap=inst.hard_cap)
 
 
-def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) -> Step | None:
+def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
+            auto: Auto) -> Step | None:
     """Least memory moved to obey every rule, CPU within capacity on every host that takes
     a guest (a host already over it takes none)."""
     from dataclasses import replace as dc_replace
@@ -257,13 +259,13 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
     return best
 
 
-def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
+def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Options,
              unit_of: dict[int, list[int]], avoid: set[int],
              budget) -> tuple[Step | None, str]:
     """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
     targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
-    cooling = [v for v in load.on[h] if inst.vms[v] in opts.fixed_vms]
+    cooling = [v for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms]
     if not units:
         return None, ("its guests are cooling down after a recent move" if cooling
                       else "none of its guests may move (pinned, or held by a rule)")
@@ -354,13 +356,13 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
 # --------------------------------------------------------------------------- consolidate
 
 def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
-           closed: set[int], opts) -> tuple[dict[int, int] | None, str]:
+           closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str]:
     """Every guest of ``h`` onto the other active hosts under the targets, or why not."""
     units = _units_on(inst, load, h, unit_of)
     if len(units) != len({unit_of[v][0] for v in load.on[h]}):
         return None, "a gather group spans it and another host"
     if any(inst.fixed[v] for u in units for v in u):
-        cooling = any(inst.vms[v] in opts.fixed_vms for u in units for v in u)
+        cooling = any(inst.vms[v] in opts.facts.fixed_vms for u in units for v in u)
         return None, ("a guest on it is cooling down after a recent move" if cooling
                       else "a guest on it may not move (pinned, problem)")
     units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
@@ -382,14 +384,14 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
 
 # --------------------------------------------------------------------------- the steps
 
-def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: Deadline | float,
                budget, series: list[list[float]] | None = None) -> Auto:
     """Every step of the way to the target, in priority order (see the module docstring).
-    ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
+    ``opts.facts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
     load = Load(inst, inst.cur, last_cpu, series, opts.demand)
-    load.recent_left = opts.recent_left or {}
+    load.recent_left = opts.facts.recent_left or {}
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
@@ -415,7 +417,8 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
         auto.hotspots.append(entry)
         # CPU demand over capacity right now goes unserved: no waiting for persistence.
         overloaded = load.last_use[h] > inst.hard_cap["cpu"][h] + EPS
-        if opts.hot_filter is not None and name not in opts.hot_filter and not overloaded:
+        hot_filter = opts.facts.hot_filter
+        if hot_filter is not None and name not in hot_filter and not overloaded:
             entry["why"] = "not persistent yet (--hotspot-window)"
             continue
         if deadline.passed():
@@ -530,7 +533,7 @@ class AutoRun:
                 "hotspots": hotspots, "consolidation": cons}
 
 
-def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+def run_auto(inst: Instance, last_cpu: list[float], opts: Options, deadline: Deadline | float,
              series: list[list[float]] | None = None) -> AutoRun:
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,

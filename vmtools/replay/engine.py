@@ -49,15 +49,13 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import UsageError, VmtoolsError
+from vmtools.errors import OperationFailed, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Trace
@@ -589,27 +587,43 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
 
 
 class VmPlanSetting:
-    """A vm-plan setting (``text``: its options as vm-plan's command line takes them).
+    """A vm-plan setting (``text``: its options as vm-plan's command line takes them; checked
+    ``settings`` and the ``documents`` they name, read once), planned through the planner's
+    front door (:func:`vmtools.planner.front.plan_run`) on each tick's snapshot.
 
-    ``plan(snapshot, state_dir)`` is vm-plan's planning for one snapshot; the command line
-    decides how it is built (vmtools.cli.vm_replay). A setting that ``keeps_state`` gets a
-    fresh state directory of its own for the whole replay instead of the one it names (the
-    real one is never touched), so cooldown and hotspot windows run on the replay's clock;
-    :meth:`close` removes it.
+    A setting with a ``state`` keeps its memory in the replay, from a fresh start, instead of
+    the directory it names (the real one is never read or touched), so cooldown and hotspot
+    windows run on the replay's clock. A tick whose planning fails is a failed tick; its why
+    reads as vm-plan would say it, ``(exit 65) ...``. The planner's log lines show with
+    ``show_log`` only (vm-plan's own stderr, as it were).
     """
 
     kind = "vm-plan"
 
-    def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
-                 keeps_state: bool = False):
+    def __init__(self, text: str, settings, documents, show_log: bool = False):
+        from vmtools.state import State
         self.text = text
         self.name = text.strip() or "vm-plan (defaults)"
-        self.plan = plan
-        self.state_dir = tempfile.mkdtemp(prefix="vm-replay-state.") if keeps_state else None
+        self.settings = settings
+        self.documents = documents
+        self.show_log = show_log
+        self.state = State() if settings.state is not None else None
+
+    def plan(self, snap: Snapshot) -> Plan:
+        from vmtools.planner.front import plan_run
+        from vmtools.planner.scratch import solver_guard
+        planner_log = logging.getLogger("vmtools.planner")
+        level = planner_log.level
+        if not self.show_log:
+            planner_log.setLevel(logging.CRITICAL + 1)
+        try:
+            with solver_guard(every_child=False):
+                return plan_run(replace(self.documents, snapshot=snap), self.settings,
+                                self.state).plan
+        except VmtoolsError as exc:
+            raise OperationFailed(f"(exit {exc.exit_code}) {exc.on_command_line()}") from None
+        finally:
+            planner_log.setLevel(level)
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.plan(snap, self.state_dir).actions)
-
-    def close(self) -> None:
-        if self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return list(self.plan(snap).actions)

@@ -1,0 +1,313 @@
+"""vm-plan's settings, each once: name, default, range, help and check.
+
+Everything that takes a vm-plan setting derives from :data:`SETTINGS`: vm-plan's command-line
+options (``cli/vm_plan.py`` builds them from this table), its ``VMTOOLS_PLAN_*`` variables and
+``[vm-plan]`` table of vmtools.toml (named after those options), vm-replay's ``--plan "..."``
+strings (:func:`parse_argv`), the planner front door (:class:`PlanSettings`) and the test that
+man/vm-plan.1 states every default.
+
+A setting is what the user chose. What a run works out on the way (the guests in cooldown, the
+persistent hotspots, the demand estimates) is not a setting: see
+:class:`vmtools.planner.plan.RunFacts`.
+
+Four settings name documents rather than values (``constraints``, ``hosts``,
+``power_model``, ``state``: ``document=True``); the command reads them and hands the planner
+what they hold (:class:`vmtools.planner.front.Documents`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from vmtools import numbers
+from vmtools.errors import OptionError, UsageError
+from vmtools.planner.demand import parse_demand
+
+OBJECTIVES = ("auto", "consolidate", "balance", "repair")
+CPU_DEMANDS = ("usage", "vcpus")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str                          # the core name; the flag is --name with '-' for '_'
+    default: Any
+    help: str
+    kind: type = float                 # float, int, bool or str
+    choices: tuple[str, ...] | None = None
+    lo: float | None = None            # numbers: the range, lo excluded when lo_open
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    optional: bool = False             # None is a value (the default decides later)
+    document: bool = False             # names a file the command reads
+    metavar: str | None = None
+    short: str | None = None           # -P
+    parse: Callable[[str], Any] | None = None   # text -> value, raising OptionError
+    range_text: str | None = None      # how an out-of-range value is explained
+    shown_default: str | None = None   # how the man page writes the default, if not str()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def man_default(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if isinstance(self.default, float) and self.default == int(self.default):
+            return str(int(self.default))
+        return str(self.default)
+
+
+def _hotspot_window(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,6})/(\d{1,6})", str(text).strip())
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise OptionError("hotspot_window", f"{text}: expected K/N with 1 <= K <= N, e.g. 3/5")
+    return int(m.group(1)), int(m.group(2))
+
+
+FRACTION = "expected a fraction in (0, 1]"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("objective", "auto", kind=str, choices=OBJECTIVES, help=(
+        "auto (for cron): repair broken rules, relieve persistent CPU or memory hotspots, then "
+        "empty whole hosts worth emptying, within --max-migrations, --max-moved and "
+        "--max-duration; consolidate: fewest active hosts, then least memory migrated; "
+        "balance: end hotspots with the fewest migrations; repair: only satisfy the rules and "
+        "end overloads.")),
+    Setting("constraints", None, kind=str, optional=True, document=True, metavar="FILE", help=(
+        "A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
+        "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is not in "
+        "the snapshot loses those names (a warning, and rules_skipped in the plan).")),
+    Setting("strict_rules", False, kind=bool, help=(
+        "Refuse (exit 65) a constraints file naming a guest or host that is not in the "
+        "snapshot, instead of skipping those names.")),
+    Setting("time_limit", 60.0, lo=0.0, lo_open=True, metavar="SECONDS", help=(
+        "Time budget of the whole run (solver, ordering, checks); consolidation gives each "
+        "stage a share."), range_text="must be more than 0"),
+    Setting("solver", "cbc", kind=str, metavar="NAME", help=(
+        "cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another solver "
+        "PuLP knows.")),
+    Setting("threads", 1, kind=int, lo=1, help="Solver threads."),
+    Setting("cpu_target", 0.8, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION", help=(
+        "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
+        "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
+    Setting("mem_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
+            metavar="FRACTION", range_text=FRACTION, shown_default="0.9", help=(
+                "consolidate, auto: keep each host's memory use at most this fraction of its "
+                "memory; auto also relieves a memory hotspot down to it. Default: 0.9 under "
+                "auto, 1 under consolidate.")),
+    Setting("cpu_threshold", 0.9, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION",
+            range_text=FRACTION,
+            help="balance, auto: a host above this fraction of its CPUs is a hotspot."),
+    Setting("mem_threshold", 0.95, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION",
+            range_text=FRACTION,
+            help="balance, auto: a host above this fraction of its memory is a hotspot."),
+    Setting("min_gain", 0.05, lo=0.0, hi=1.0, hi_open=True, metavar="FRACTION",
+            range_text="expected a fraction in [0, 1)", help=(
+                "balance, auto: relieve a hotspot only when the worst utilisation (CPU or "
+                "memory, whichever is higher) drops by at least this much.")),
+    Setting("max_migrations", 40, kind=int, lo=0, metavar="N", help=(
+        "auto: at most N migrations per run (0: no limit); the rest is left to later runs "
+        "(summary.deferred)."), range_text="must be 0 (no limit) or more"),
+    Setting("max_moved", 50.0, lo=0.0, metavar="GIB", range_text="must be 0 (no limit) or more",
+            help="auto: at most this much guest memory migrated per run (0: no limit)."),
+    Setting("max_duration", 4.0, lo=0.0, metavar="MINUTES",
+            range_text="must be 0 (no limit) or more", help=(
+                "auto: the plan's estimated duration (with --bandwidth and --parallel) at most "
+                "this long (0: no limit); keep it under the cron interval.")),
+    Setting("cpu_demand", "usage", kind=str, choices=CPU_DEMANDS, help=(
+        "usage: measured CPU use; vcpus: allocated virtual CPUs (Entropy's 'simplify').")),
+    Setting("allow_problems", False, kind=bool, help=(
+        "Plan even when the snapshot lists problems: the guests named are pinned and their "
+        "hosts take nothing new.")),
+    Setting("require_optimal", False, kind=bool, help=(
+        "Refuse (exit 75) a plan not proven optimal within --time-limit.")),
+    Setting("bandwidth", 1000.0, lo=0.0, lo_open=True, metavar="MBIT/S",
+            range_text="must be more than 0",
+            help="Migration bandwidth, for the estimated duration."),
+    Setting("parallel", 2, kind=int, lo=1, metavar="N", short="-P", help=(
+        "Migrations run at once (as vm-apply --parallel), for the estimated duration.")),
+    Setting("explain", False, kind=bool, help="Add an explain object: why each guest moves."),
+    Setting("state", None, kind=str, optional=True, document=True, metavar="DIR", help=(
+        "Keep hotspot history, recent moves, each guest's CPU samples and the hosts switched "
+        "off here between runs (cron), in one vmtools.state document.")),
+    Setting("demand", "max", kind=str, metavar="last|mean|pNN|max", parse=parse_demand, help=(
+        "With --state: plan on this statistic of each guest's CPU samples over "
+        "--demand-window (never below the last sample).")),
+    Setting("demand_window", 120.0, lo=0.0, lo_open=True, metavar="MINUTES",
+            range_text="must be more than 0", help=(
+                "With --state: how far back --demand looks (chosen from replays: see "
+                "vm-plan(1)).")),
+    Setting("hotspot_window", "3/5", kind=str, metavar="K/N", parse=_hotspot_window, help=(
+        "With --state: balance acts on a hotspot seen in at least K of the last N snapshots "
+        "(Sandpiper's rule).")),
+    Setting("hold", 0.0, lo=0.0, metavar="MINUTES", range_text="must be 0 (off) or more", help=(
+        "With --state: also act on a hotspot that has lasted this long, however few snapshots "
+        "saw it (0: off).")),
+    Setting("cooldown", 30.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more", help=(
+        "With --state: a guest seen to move this recently is not moved again, except to obey "
+        "a hard rule.")),
+    Setting("power", False, kind=bool, help=(
+        "Also switch hosts off (power-off) and on (power-on): emptied hosts go to standby, "
+        "standby hosts wake when room is needed. On by default under --objective auto when "
+        "--hosts gives hosts a power method.")),
+    Setting("hosts", None, kind=str, optional=True, document=True, metavar="FILE", help=(
+        "The host map (as vm-apply's): only hosts whose power column is ipmi or wol are "
+        "switched off. Without it --power may switch any host.")),
+    Setting("standby_after", 10.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more",
+            help=("With --power: switch off a host only once it has been empty this long "
+                  "(needs --state; 0: as soon as it is emptied).")),
+    Setting("min_hosts", 1, kind=int, lo=0, metavar="N",
+            help="With --power: never fewer online hosts per cluster."),
+    Setting("reserve", 1.0, lo=0.0, metavar="HOSTS", range_text="must be 0 or more", help=(
+        "With --power: keep this many hosts' worth (the largest online host's CPU and memory) "
+        "free online; 1 = N+1.")),
+    Setting("power_model", None, kind=str, optional=True, document=True, metavar="FILE",
+            help=("A vmtools.power document: consolidation prefers the hosts that draw least "
+                  "for the capacity they give; hungriest hosts are switched off first, most "
+                  "frugal woken first.")),
+    Setting("boot_timeout", 600.0, lo=0.0, lo_open=True, metavar="SECONDS",
+            range_text="must be more than 0", help=(
+                "With --power: a woken host that has not reported this long after its "
+                "power-on failed to boot; it is not woken again until it reports.")),
+    Setting("seed", 0, kind=int, metavar="N",
+            help="Seed of the candidate-host sampling (plans are reproducible)."),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+BY_FLAG: dict[str, Setting] = {**{s.flag: s for s in SETTINGS},
+                               **{s.short: s for s in SETTINGS if s.short}}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def check(setting: Setting, value: Any) -> Any:
+    """``value`` (typed, or text from an environment variable, a settings file or a
+    ``--plan`` string) as the setting's type, checked; OptionError naming the setting."""
+    s = setting
+    if value is None:
+        if s.optional:
+            return None
+        raise OptionError(s.name, "needs a value")
+    if s.kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise OptionError(s.name, f"{value!r}: expected true or false")
+    if s.kind is str:
+        value = getattr(value, "value", value)        # an enum member of the command line
+        if not isinstance(value, str):
+            raise OptionError(s.name, f"{value!r}: expected text")
+        if s.choices is not None and value not in s.choices:
+            raise OptionError(s.name, f"{value!r}: expected one of {', '.join(s.choices)}")
+        if s.parse is not None:
+            s.parse(value)                           # checked; kept as written
+        return value
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if s.kind is int else float(value.strip())
+        except ValueError:
+            raise OptionError(s.name, f"{value!r}: expected "
+                              f"{'an integer' if s.kind is int else 'a number'}") from None
+    if s.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    bad = numbers.problem(value, integer=s.kind is int,
+                          hi=numbers.UINT32_MAX if s.kind is int else numbers.MAX_OPTION,
+                          lo=-numbers.MAX_OPTION if s.kind is float else -numbers.UINT32_MAX)
+    if bad:
+        raise OptionError(s.name, bad.replace("expected", "must be", 1))
+    low_bad = s.lo is not None and (value <= s.lo if s.lo_open else value < s.lo)
+    high_bad = s.hi is not None and (value >= s.hi if s.hi_open else value > s.hi)
+    if low_bad or high_bad:
+        if s.range_text:
+            raise OptionError(s.name, f"{_shown(value)}: {s.range_text}")
+        bound = f">= {_shown(s.lo)}" if low_bad else f"<= {_shown(s.hi)}"
+        raise OptionError(s.name, f"{_shown(value)}: must be {bound}")
+    return value
+
+
+def _field_type(s: Setting) -> Any:
+    return (s.kind | None) if s.optional else s.kind
+
+
+# The settings of one vm-plan run, typed and checked (build it with settings_from).
+PlanSettings = make_dataclass(
+    "PlanSettings", [(s.name, _field_type(s), field(default=s.default)) for s in SETTINGS],
+    frozen=True)
+PlanSettings.__module__ = __name__
+PlanSettings.__doc__ = "The settings of one vm-plan run (each field a setting of SETTINGS)."
+
+
+def settings_from(values: Mapping[str, Any] | None = None, **more: Any) -> Any:
+    """A checked :class:`PlanSettings` from ``values`` (setting name -> value, typed or as
+    text); the rest keep their defaults. OptionError for an unknown name or a bad value."""
+    given = dict(values or {}, **more)
+    out = {}
+    for name, value in given.items():
+        setting = BY_NAME.get(name)
+        if setting is None:
+            raise OptionError(name, "is not a vm-plan setting")
+        out[name] = check(setting, value)
+    return PlanSettings(**out)
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}
+
+
+def hotspot_window(settings: Any) -> tuple[int, int]:
+    return _hotspot_window(settings.hotspot_window)
+
+
+LOG_FLAGS = frozenset({"-v", "--verbose", "-vv", "-q", "--quiet", "--debug"})
+OUTPUT_FLAGS = frozenset({"-o", "--output", "-f", "--format", "-h", "--help", "--version"})
+
+
+def parse_argv(argv: Iterable[str]) -> dict[str, Any]:
+    """vm-plan options as a command line writes them (``--objective balance``,
+    ``--time-limit=30``, ``-P 4``, ``--power``) -> {setting: text or True}. A word that is no
+    option, an unknown option or a missing value is a UsageError naming it."""
+    words = list(argv)
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        flag, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        setting = BY_FLAG.get(flag)
+        if setting is None:
+            if not word.startswith("-") or word == "-":
+                raise UsageError(f"{word!r}: no input file: the replay gives vm-plan each "
+                                 "tick's snapshot")
+            if flag in LOG_FLAGS:
+                continue                  # the replay's own -v, -q, --debug decide
+            if flag in OUTPUT_FLAGS:
+                raise UsageError(f"{flag} has no place here: the replay prints one document")
+            raise UsageError(f"no such option: {flag}")
+        if setting.kind is bool:
+            if eq:
+                raise UsageError(f"option {flag} does not take a value")
+            out[setting.name] = True
+            continue
+        if eq:
+            out[setting.name] = inline
+        elif i < len(words):
+            out[setting.name] = words[i]
+            i += 1
+        else:
+            raise UsageError(f"option {flag} requires an argument")
+    return out
+
+
+__all__ = ["SETTINGS", "BY_NAME", "Setting", "PlanSettings", "settings_from", "check",
+           "parse_argv", "as_dict", "hotspot_window", "OBJECTIVES", "CPU_DEMANDS"]
