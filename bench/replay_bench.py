@@ -2,7 +2,8 @@
 them) replayed through vm-plan settings and the built-in baselines.
 
     python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
-                                 [--repeat N] [--warm-up MINUTES] [--lookahead]
+                                 [--repeat N] [--warm-up MINUTES] [--both] [--lookahead]
+                                 [--day 20110303|20110322|20110412]
                                  [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
 
 ``--repeat 2 --warm-up 1440`` gives the second day: each setting as it runs once it has brought
@@ -51,7 +52,9 @@ from vmtools.replay.report import COLUMNS  # noqa: E402
 from vmtools.replay.sources import _deal  # noqa: E402
 from vmtools.replay.trace import Demand, Sample, Trace  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "planetlab", "20110303")
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "planetlab")
+DATA = os.path.join(DATA_DIR, "20110303")
+DAYS = ("20110303", "20110322", "20110412")     # the last two: held out of the tuning
 START = iso_to_epoch("2011-03-03T00:00:00Z")
 VM_MIPS = (2500, 2000, 1000, 500)
 VM_RAM = (870, 1740, 1740, 613)
@@ -72,17 +75,26 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def load_traces() -> list[list[float]]:
-    """The day's CPU utilisation (%) per VM, files sorted by name, 288 values each."""
+def load_traces(day: str = "20110303") -> list[list[float]]:
+    """The day's CPU utilisation (%) per VM, files sorted by name, 288 values each. 20110303 is
+    CloudSim's directory as it ships it; the other days are packed, one line per file
+    (``name,v1 v2 ... v288``, names sorted, gzip: see bench/data/planetlab/README.md)."""
     out = []
-    for name in sorted(os.listdir(DATA)):
-        with open(os.path.join(DATA, name), encoding="ascii") as fh:
-            out.append([float(x) for x in fh.read().split()])
+    if day == "20110303":
+        for name in sorted(os.listdir(DATA)):
+            with open(os.path.join(DATA, name), encoding="ascii") as fh:
+                out.append([float(x) for x in fh.read().split()])
+        return out
+    import gzip
+    with gzip.open(os.path.join(DATA_DIR, f"{day}.txt.gz"), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            _, _, values = line.rstrip("\n").partition(",")
+            out.append([float(x) for x in values.split()])
     return out
 
 
-def build(variant: str, ticks: int) -> Trace:
-    traces = load_traces()
+def build(variant: str, ticks: int, day: str = "20110303") -> Trace:
+    traces = load_traces(day)
     if variant == "speed":
         n_hosts, n_vms, mem = 200, 2000, 16384
     else:
@@ -100,7 +112,7 @@ def build(variant: str, ticks: int) -> Trace:
             cpu = round(util * VM_MIPS[kind] / MIPS_PER_CPU, 4)
             samples[k].vms[f"vm{j:04d}"] = Demand(cpu, VM_RAM[kind], None, 1)
     placement = _deal(samples[0].vms, hosts, "planetlab")
-    return Trace(f"planetlab/20110303 ({variant})", hosts, placement, samples, 300.0)
+    return Trace(f"planetlab/{day} ({variant})", hosts, placement, samples, 300.0)
 
 
 def write_csv(trace: Trace, directory: str) -> None:
@@ -125,6 +137,8 @@ def write_csv(trace: Trace, directory: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="all", choices=["cloudsim", "cpu", "speed", "all"])
+    ap.add_argument("--day", default="20110303", choices=DAYS,
+                    help="the PlanetLab day (20110322 and 20110412 are held out of the tuning)")
     ap.add_argument("--quick", action="store_true", help="a quarter of the day (72 ticks)")
     ap.add_argument("--ticks", type=int, default=288)
     ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "
@@ -135,6 +149,9 @@ def main() -> None:
     ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
                     help="left out of the figures (vm-replay --warm-up); with --repeat 2 "
                     "--warm-up 1440 the figures are the second day's: the steady state")
+    ap.add_argument("--both", action="store_true", help="with --warm-up, also a row of the "
+                    "warm-up's own figures (with --repeat 2 --warm-up 1440: the first day and "
+                    "the second from one run)")
     ap.add_argument("--lookahead", action="store_true", help="each tick sees the interval "
                     "that starts (vm-replay --lookahead, as CloudSim); default: the one that "
                     "ended (lag)")
@@ -149,7 +166,7 @@ def main() -> None:
                       cpu_threshold=0.9, power_model=POWER, warm_up=args.warm_up * 60,
                       lookahead=args.lookahead)
     for variant in variants:
-        trace = build(variant, ticks).repeated(args.repeat)
+        trace = build(variant, ticks, args.day).repeated(args.repeat)
         if args.write_csv:
             write_csv(trace, os.path.join(args.write_csv, variant))
             print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
@@ -163,6 +180,10 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, _cpu() - c0
             if hasattr(policy, "close"):
                 policy.close()
+            if r.warm_up_figures is not None and args.both:
+                f = r.warm_up_figures
+                rows.append([r.name + " (warm-up)", "", ""]
+                            + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
             f = r.figures
             rows.append([r.name, f"{wall:.1f}", f"{cpu:.1f}"]
                         + [fmt.format(f[key]) for key, _, fmt in COLUMNS])

@@ -250,3 +250,199 @@ def test_vm_rebalance_passes_an_archive_path_with_a_space_as_one_word(tmp_path):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["failed_step"] == "report" and result["plan"]["migrations"] > 0
     assert (archive / ".plan-state").is_dir()
+
+
+# ----------------------------------------------------------------- the atomic write
+
+@pytest.mark.parametrize("target", ["DIR", "", "DIR/", "missing/doc.json"])
+def test_output_to_a_directory_or_nowhere_is_a_usage_error(tmp_path, target):
+    target = target.replace("DIR", str(tmp_path))
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "-o", target, input=snap)
+    one_error_line(proc, 2, "vm-plan", "cannot write" if "missing" in target else "")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def replay_files(tmp_path, trace: str | None = None, hosts: str | None = None):
+    from tests.test_replay import HOSTS, TRACE
+    t, h = tmp_path / "t.csv", tmp_path / "h.csv"
+    t.write_text(TRACE if trace is None else trace)
+    h.write_text(HOSTS if hosts is None else hosts)
+    return str(t), str(h)
+
+
+def test_replay_html_and_output_to_a_directory_are_usage_errors(tmp_path):
+    t, h = replay_files(tmp_path)
+    for flag in ("--html", "-o"):
+        proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", flag, str(tmp_path))
+        one_error_line(proc, 2, "vm-replay", "is a directory")
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none",
+               env={"VMTOOLS_REPLAY_HTML": ""})
+    one_error_line(proc, 2, "vm-replay")
+
+
+# ----------------------------------------------------------------- every read has a limit
+
+def test_a_peer_that_never_stops_sending_is_cut_at_the_answer_limit():
+    import socket
+    import threading
+
+    from vmtools.errors import VmtoolsError
+    from vmtools.ganglia.sources import fetch
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def flood():
+        conn, _ = server.accept()
+        with conn:
+            block = b"<" * 65536
+            try:
+                while not stop.is_set():
+                    conn.sendall(block)
+            except OSError:
+                pass
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    with pytest.raises(DataError, match=r"larger than 4 MiB: not a Ganglia answer") as err:
+        fetch("127.0.0.1", server.getsockname()[1], "gmond://127.0.0.1", timeout=5,
+              limit=4 * 2**20)
+    assert isinstance(err.value, VmtoolsError) and err.value.exit_code == 65
+    stop.set()
+    server.close()
+
+
+def test_one_host_with_endless_metrics_is_dropped_not_held(tmp_path):
+    from vmtools.ganglia.xml import MAX_METRICS_PER_HOST
+    xml = tmp_path / "big.xml"
+    metric = ('<METRIC NAME="container.guest.g{0}.cpu" VAL="1" TYPE="float" UNITS="" TN="1" '
+              'TMAX="60" DMAX="0" SLOPE="both"/>\n')
+    with open(xml, "w") as fh:
+        fh.write('<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond"><CLUSTER NAME="c" '
+                 'LOCALTIME="1765000000">\n<HOST NAME="h1" REPORTED="1765000000" TN="1" '
+                 'TMAX="20">\n')
+        for i in range(MAX_METRICS_PER_HOST + 10):
+            fh.write(metric.format(i))
+        fh.write("</HOST></CLUSTER></GANGLIA_XML>\n")
+    proc = run("vm-snapshot", "-i", str(xml))
+    assert proc.returncode == 0, proc.stderr
+    (problem,) = json.loads(proc.stdout)["problems"]
+    assert problem["kind"] == "dropped-host" and problem["host"] == "h1"
+    assert f"{MAX_METRICS_PER_HOST + 10} metrics" in problem["message"]
+
+
+def test_a_toolstack_printing_without_end_is_killed_at_the_output_limit(tmp_path, monkeypatch):
+    from vmtools.dom0 import read
+    from vmtools.dom0.read import ToolstackError, run_command
+    xl = tmp_path / "xl"
+    xl.write_text("#!/bin/sh\nexec tr '\\0' x < /dev/zero\n")
+    xl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(read, "MAX_OUTPUT_BYTES", 2 * 2**20)
+    with pytest.raises(ToolstackError, match=r"xl list: printed more than 2 MiB, killed"):
+        run_command(["xl", "list"], timeout=20)
+
+
+@pytest.mark.parametrize("prog, args", [
+    ("vm-plan", ["--constraints", "/dev/zero"]),
+    ("vm-plan", ["--power-model", "/dev/zero"]),
+    ("vm-apply", ["--hosts", "/dev/zero"]),
+])
+def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
+    proc = run(prog, *args, input=doc)
+    one_error_line(proc, 65, prog, "/dev/zero", "larger than")
+
+
+# ----------------------------------------------------------------- vm-replay's readers and bounds
+
+@pytest.mark.parametrize("edit, where, what", [
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,0.5\r,1000,b"), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", '0,g2,"0.5\x00,1000,b'), "t.csv:3", "fields"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,1e308,1000,b"), "t.csv:3", "cpu: expected"),
+    (lambda t: t.replace("0,g2,0.5,1000,b", "0,g2,nan,1000,b"), "t.csv:3", "finite"),
+    (lambda t: t.replace("1200,g3", "100000000000000000000,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "10000-01-01T00:00:00Z,g3"), "t.csv:10", "time"),
+    (lambda t: t.replace("1200,g3", "3000000000,g3"), "t.csv:10", "mistyped time"),
+])
+def test_replay_csv_errors_name_file_and_line(tmp_path, edit, where, what):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, edit(TRACE).replace("\n0,", "\n1764547200,")
+                        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", where, what)
+
+
+def test_a_mistyped_epoch_names_its_line_not_a_54_year_replay(tmp_path):
+    from tests.test_replay import TRACE
+    text = TRACE.replace("\n0,", "\n64547200,", 1).replace("\n0,", "\n1764547200,") \
+        .replace("\n600,", "\n1764547800,").replace("\n1200,", "\n1764548400,")
+    t, h = replay_files(tmp_path, text)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "t.csv:2", "mistyped time")
+
+
+@pytest.mark.parametrize("hosts, what", [("name,cpu,mem_mib\na,1e-320,4096\n", "cpu"),
+                                         ("name,cpu,mem_mib\na,2,0\n", "mem_mib"),
+                                         ("name,cpu,mem_mib\na,inf,4096\n", "cpu")])
+def test_replay_host_capacities_get_a_snapshots_bounds(tmp_path, hosts, what):
+    t, h = replay_files(tmp_path, hosts=hosts)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none")
+    one_error_line(proc, 65, "vm-replay", "h.csv:2", what)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--repeat", "100000000"], "--repeat"), (["--every", "1e-300"], "--every"),
+    (["--every", "0.001"], "--every"), (["--step", "inf"], "--step"),
+])
+def test_replay_length_is_bounded_before_the_first_tick(tmp_path, args, option):
+    import resource
+    t, h = replay_files(tmp_path)
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", *args, timeout=60)
+    one_error_line(proc, 2, "vm-replay", option)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024  # KB: < 1 GiB
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_replay_with_a_state_cleanly_and_leaves_nothing_behind(tmp_path):
+    """A --plan setting's state lives in the replay's memory (issue 20), so there is no
+    directory to leave; SIGTERM still ends the replay through its finally blocks: one line,
+    exit 143, no solver file left in $TMPDIR."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import script
+    lines = ["time,guest,cpu,mem_mib,host"]
+    for k in range(3000):
+        lines += [f"{1764547200 + 300 * k},g{i},{0.2 + 0.1 * (i % 3)},512,{'abc'[i % 3]}"
+                  for i in range(6)]
+    t, h = replay_files(tmp_path, "\n".join(lines) + "\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+    env["TMPDIR"] = str(scratch)
+    proc = subprocess.Popen([script("vm-replay"), t, "--hosts", h, "--plan",
+                             "--objective balance --state x"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(3.0)                         # the settings checked, the ticks running
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err and err.count("\n") == 1
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "x").exists()
+
+
+def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
+    from tests.test_replay import TRACE
+    t, h = replay_files(tmp_path, TRACE.replace("600,g1,1.0,1000,", "600,g1,1.0,5000,"))
+    proc = run("vm-replay", t, "--hosts", h, "--baseline", "none", "--plan", "")
+    assert proc.returncode == 0, proc.stderr
+    assert "a bug" not in proc.stderr
+    assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])

@@ -36,7 +36,12 @@ def test_plan_from_stdin_is_a_checked_plan():
     doc = json.loads(r.stdout)
     assert doc["format"] == "vmtools.plan" and doc["summary"]["hosts_after"] == 2
     assert doc["summary"]["migrated_mib"] == 4 * GIB
-    assert set(doc["explain"]) == {a["vm"] for a in doc["actions"]}
+    moved = {a["vm"] for a in doc["actions"]}
+    assert moved <= set(doc["explain"])
+    # auto also says why each host still in use was not emptied
+    others = set(doc["explain"]) - moved
+    assert others == {"not emptied node1", "not emptied node2"}
+    assert all(doc["explain"][k].startswith("no-room: ") for k in others)
     check_plan(Plan.from_dict(doc))
 
 
@@ -108,14 +113,25 @@ def test_infeasible_exits_1_with_a_reason(tmp_path: Path):
         in r.stderr
 
 
-def test_problems_refused_then_allowed():
+def test_problems_are_planned_around_refused_on_request_and_too_many_stop_the_run():
     r = run("vm-plan", input=text(snapshot(problems=True)))
-    assert r.returncode == 65 and "c" in r.stderr and "--allow-problems" in r.stderr
-    r = run("vm-plan", "--allow-problems", input=text(snapshot(problems=True)))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["placement"]["c"] == "node3"
-    assert all(a["dst"] != "node3" for a in doc["actions"])
+    assert all("node3" not in (a["src"], a["dst"]) for a in doc["actions"])
+    assert [f["host"] for f in doc["summary"]["frozen"]] == ["node3"]
+    assert "host node3 is frozen" in r.stderr and "duplicate" in r.stderr
+    r = run("vm-plan", "--refuse-problems", input=text(snapshot(problems=True)))
+    assert r.returncode == 65 and "c" in r.stderr and "--refuse-problems" in r.stderr
+    assert r.stdout == ""
+    # One host of four frozen is a quarter, not more: planned. With 0.2, monitoring is broken.
+    r = run("vm-plan", "--max-frozen", "0.2", input=text(snapshot(problems=True)))
+    assert r.returncode == 75 and r.stdout == "" and len(r.stderr.splitlines()) == 1
+    assert "1 of 4 hosts are frozen (more than --max-frozen 0.2)" in r.stderr
+    assert "node3 (duplicate)" in r.stderr
+    # The old flag still parses (cron lines keep working) and says what became of it.
+    r = run("vm-plan", "--allow-problems", input=text(snapshot(problems=True)))
+    assert r.returncode == 0 and "--allow-problems is ignored" in r.stderr
 
 
 def test_bad_input_and_bad_options():

@@ -285,8 +285,10 @@ def test_a_host_lost_without_vmtools_stays_a_problem(tmp_path):
     s = four_hosts()
     plan_with_state(s, Constraints([]), opts(), d, power=power())
     gone = later(s, 5, drop=("h4",))
-    with pytest.raises(DataError, match="h4"):
-        plan_with_state(gone, Constraints([]), opts(), d, power=power())
+    p = plan_with_state(gone, Constraints([]), opts(), d, power=power())
+    frozen = p.summary["frozen"]
+    assert [f["host"] for f in frozen] == ["h4"] and frozen[0]["kinds"] == ["vanished-host"]
+    assert all(a.host != "h4" and "h4" not in (a.src, a.dst) for a in p.actions)
 
 
 def test_wakes_for_a_persistent_hotspot_the_online_hosts_cannot_relieve():

@@ -154,14 +154,15 @@ def test_infeasible_evacuation_names_the_shortfall():
     assert err.value.exit_code == 1
 
 
-def test_incoherent_snapshot_is_refused_unless_allowed(four):
+def test_incoherent_snapshot_is_planned_around_or_refused_on_request(four):
     four.problems = [Problem(kind="duplicate", vm="c", host="h3", message="c listed twice")]
     with pytest.raises(DataError) as err:
-        plan(four)
-    assert "c" in str(err.value) and "--allow-problems" in str(err.value)
-    p = plan(four, allow_problems=True)
+        plan(four, refuse_problems=True)
+    assert "c" in str(err.value) and "refuse_problems" in str(err.value)
+    p = plan(four)
     assert p.placement["c"] == "h3"
-    assert not any(a.dst == "h3" for a in p.actions)
+    assert not any("h3" in (a.src, a.dst) for a in p.actions)
+    assert p.summary["frozen"][0]["host"] == "h3"
 
 
 def test_constraint_document_errors_name_the_rule(four):

@@ -20,8 +20,11 @@ from vmtools.planner.plan import Options, make_plan, plan_with_state, with_place
 
 
 def auto(s: Snapshot, rules: list | None = None, **kw):
+    """auto's plan; keywords are settings, or facts a run derives from --state (RunFacts)."""
     cons = parse_rules(rules or [], s)
-    p = make_plan(s, cons, Options(objective="auto", time_limit=20, **kw))
+    facts = {k: kw.pop(k) for k in list(kw) if k in RunFacts.__dataclass_fields__}
+    p = make_plan(s, cons, Options(objective="auto", time_limit=20, **kw,
+                                   **({"facts": RunFacts(**facts)} if facts else {})))
     check_plan(p, cons)
     return p
 
@@ -148,12 +151,12 @@ def why(p, host: str) -> str:
 
 
 def test_explains_a_hotspot_not_persistent_yet():
-    p = auto(hot_pair(), facts=RunFacts(hot_filter=set()))
+    p = auto(hot_pair(), hot_filter=set())
     assert why(p, "a").startswith("not persistent yet") and not moved_from(p, "a")
 
 
 def test_explains_a_hotspot_whose_guests_cool_down():
-    p = auto(hot_pair(), facts=RunFacts(fixed_vms={"p1", "p2"}))
+    p = auto(hot_pair(), fixed_vms={"p1", "p2"})
     assert "cooling down" in why(p, "a") and not moved_from(p, "a")
 
 
@@ -339,3 +342,145 @@ def test_a_plans_priority_is_read_and_checked():
         with pytest.raises(DataError, match=r"plan.actions\[0\].priority"):
             Action.from_dict({"id": 1, "vm": "v", "src": "a", "dst": "b", "mem_mib": 1,
                               "priority": bad}, "plan.actions[0]")
+
+
+# --------------------------------------------------------------------------- no second move
+
+def lab() -> Snapshot:
+    from tests.conftest import run
+    r = run("vm-snapshot", "--example", "lab")
+    assert r.returncode == 0, r.stderr
+    return Snapshot.from_dict(json.loads(r.stdout))
+
+
+def test_the_lab_plan_applied_then_planned_again_is_empty():
+    s = lab()
+    first = auto(s)
+    assert first.actions and first.summary["deferred"]["migrations"] == 0
+    # no guest moves twice within the plan: each goes straight to its final host
+    assert len({a.vm for a in first.actions}) == len(first.actions)
+    again = auto(with_placement(s, first.placement))
+    assert again.actions == [], [f"{a.vm} {a.src}->{a.dst}" for a in again.actions]
+    assert again.summary["hosts_after"] == first.summary["hosts_after"]
+    # nothing the first plan filled is emptied, and the second run says why each host stays
+    left = {e["host"]: e for e in again.summary["consolidation"]["left"]}
+    assert set(left) == {a.dst for a in first.actions}
+    assert all(e["reason"] == "no-room" and e["names"] for e in left.values())
+
+
+def test_cron_with_state_moves_no_guest_twice_for_consolidation(tmp_path):
+    """Budgeted runs every 5 minutes for three hours on a cluster they take several runs to
+    consolidate: no guest is moved a second time, and no host that took guests is emptied."""
+    s = spread_out(12, 2)
+    moves: dict[str, int] = {}
+    filled: set[str] = set()
+    cons = parse_rules([], s)
+    for k in range(36):
+        s.created = epoch_to_iso(1_700_000_000 + 300 * k)
+        p = plan_with_state(s, cons, Options(objective="auto", time_limit=20, max_migrations=3),
+                            str(tmp_path))
+        check_plan(p, cons)
+        for a in p.actions:
+            moves[a.vm] = moves.get(a.vm, 0) + 1
+            assert a.src not in filled, f"{a.src} took guests and is emptied again"
+            filled.add(a.dst)
+        s = with_placement(s, p.placement)
+    assert len(moves) >= 9 and max(moves.values()) == 1
+    assert used(s) < 12
+
+
+def test_a_host_holding_a_settling_guest_is_not_emptied_and_the_summary_names_it():
+    s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
+             {"x": ("a", 0.5, 4), "y": ("b", 0.5, 4), "z": ("c", 0.5, 4)})
+    free = auto(s)
+    assert free.summary["consolidation"]["hosts_freed"]
+    held = auto(s, settling_vms={"x", "y", "z"}, moved_ago={"x": 40.0, "y": 40.0, "z": 35.0},
+                settle=60)
+    assert held.actions == []
+    left = {e["host"]: e for e in held.summary["consolidation"]["left"]}
+    assert left["a"]["reason"] == "settle" and left["a"]["names"] == ["x"]
+    assert "x (40 min ago)" in left["a"]["why"] and "--settle 60" in left["a"]["why"]
+    # a relief is not consolidation: a hotspot's settling guests may still leave it
+    hot = auto(hot_pair(), settling_vms={"p1", "p2"})
+    assert moved_from(hot, "a")
+
+
+# --------------------------------------------------------------------------- why nothing moved
+
+def test_why_nothing_moved_after_the_lab_plan_is_the_cooldown_naming_guests(tmp_path):
+    """The operator's tour: the plan applied, vm-plan five minutes later moves nothing
+    because the guests it just moved cool down, and says so (not 'fits on no other host')."""
+    from tests.conftest import run
+    s = lab()
+    s.created = epoch_to_iso(1_700_000_000)
+    cons = parse_rules([], s)
+    first = plan_with_state(s, cons, Options(objective="auto", time_limit=20), str(tmp_path))
+    assert first.actions
+    after = with_placement(s, first.placement)
+    after.created = epoch_to_iso(1_700_000_300)
+    path = tmp_path / "after.json"
+    path.write_text(json.dumps(after.to_dict()))
+    r = CliRunner().invoke(app, [str(path), "--state", str(tmp_path), "--explain"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["actions"] == []
+    left = doc["summary"]["consolidation"]["left"]
+    assert left and all(e["reason"] == "cooldown" for e in left)
+    moved = {a.vm for a in first.actions}
+    for e in left:
+        assert e["names"] and set(e["names"]) <= moved and "--cooldown 30" in e["why"]
+        assert "fits on no other" not in e["why"]
+    assert {k for k in doc["explain"]} == {f"not emptied {e['host']}" for e in left}
+    assert all(v.startswith("cooldown: ") for v in doc["explain"].values())
+    # the table says it in one line, then host by host
+    r = CliRunner().invoke(app, [str(path), "--state", str(tmp_path), "-f", "table"])
+    text = " ".join(r.stdout.split())
+    assert "nothing moved: cooldown: " in text and "cool down after a move" in text
+
+
+def test_why_a_hotspot_was_left_has_a_reason_code_naming_guests():
+    p = auto(hot_pair(), fixed_vms={"p1", "p2"}, moved_ago={"p1": 3.0, "p2": 3.0})
+    entry, = p.summary["hotspots"]
+    assert entry["reason"] == "cooldown" and "p1 (3 min ago), p2 (3 min ago)" in entry["why"]
+    assert auto(hot_pair(), hot_filter=set()).summary["hotspots"][0]["reason"] == "hold"
+    assert auto(hot_pair(), min_gain=0.5).summary["hotspots"][0]["reason"] == "min-gain"
+    p = auto(hot_pair(), fixed_vms={"p1", "p2"}, explain=True)
+    assert p.explain["hotspot a"].startswith("left (cooldown): ")
+
+
+def test_settle_is_an_option_with_its_help():
+    r = CliRunner().invoke(app, ["--help"])
+    assert "--settle" in r.stdout
+    r = CliRunner().invoke(app, ["-", "--settle", "-5"], input="{}")
+    assert r.exit_code == 2
+
+
+def test_settle_keeps_consolidation_from_moving_a_guest_again_when_demand_falls(tmp_path):
+    """x joins b (c is busy); half an hour later c's demand falls and b's guests would fit on
+    c: without --settle x would move a second time within the hour."""
+    def run_at(minutes: int, z_cpu: float, settle: float, d) -> list[str]:
+        s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 128)},
+                 {"x": (where["x"], 0.5, 4), "y": ("b", 0.5, 8), "z": ("c", z_cpu, 48)})
+        s.created = epoch_to_iso(1_700_000_000 + 60 * minutes)
+        cons = parse_rules([], s)
+        p = plan_with_state(s, cons, Options(objective="auto", time_limit=20, demand_window=10,
+                                             settle=settle), str(d))
+        check_plan(p, cons)
+        for a in p.actions:
+            where[a.vm] = a.dst
+        return [a.vm for a in p.actions], p
+
+    for settle, expect_second in ((0, True), (60, False)):
+        d = tmp_path / f"s{settle}"
+        d.mkdir()
+        where = {"x": "a"}
+        moved, _ = run_at(0, 6.0, settle, d)
+        assert moved == ["x"] and where["x"] == "b"
+        assert run_at(5, 6.0, settle, d)[0] == []        # the move seen: x cools down
+        moved, p = run_at(35, 1.0, settle, d)
+        assert ("x" in moved) == expect_second
+        if not expect_second:
+            left = {e["host"]: e for e in p.summary["consolidation"]["left"]}
+            assert left["b"]["reason"] == "settle" and left["b"]["names"] == ["x"]
+            moved, _ = run_at(70, 1.0, settle, d)          # the hour is over
+            assert "x" in moved

@@ -177,6 +177,14 @@ def test_cron_run_against_the_lab_keeps_every_document(tmp_path, make_lab):
     report = json.loads((last / "report.json").read_text())
     assert lab.placement() == plan["placement"] != before
     assert {a["outcome"] for a in report["actions"]} == {"done"}
+    # and its metrics for Prometheus (node_exporter's textfile collector), default: the archive
+    from prometheus_client.parser import text_string_to_metric_families
+    got = {(s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(
+        (archive / "vm-rebalance.prom").read_text()) for s in f.samples}
+    assert got[("vmtools_rebalance_migrations", ("done",))] == len(report["actions"])
+    assert got[("vmtools_rebalance_exit_code", ())] == 0
+    assert got[("vmtools_rebalance_last_migration_timestamp_seconds", ())] == \
+        got[("vmtools_rebalance_last_run_timestamp_seconds", ())]
 
     # Once Ganglia shows the new placement, a quiet run has nothing to say to cron.
     lab.wait_for_truth()

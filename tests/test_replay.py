@@ -211,7 +211,7 @@ def test_a_guest_that_leaves_is_gone(tmp_path):
 
 def test_csv_errors_name_the_line(tmp_path):
     h = write(tmp_path, "h.csv", HOSTS)
-    with pytest.raises(DataError, match=r"t.csv:3: cpu: expected a number, got 'lots'"):
+    with pytest.raises(DataError, match=r't.csv:3: cpu: expected a number, got "lots"'):
         read_csv_trace(write(tmp_path, "t.csv", TRACE.replace("0,g2,0.5", "0,g2,lots")), h)
     with pytest.raises(DataError, match="host z is not in"):
         read_csv_trace(write(tmp_path, "t.csv", TRACE.replace("0,g1,1.0,1000,a",

@@ -11,7 +11,11 @@ the document's own validation on top.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from typing import BinaryIO
 
 from vmtools.errors import DataError, UsageError
@@ -88,3 +92,65 @@ def read_file(path: str, what: str = "input", *, limit: int = MAX_FILE_BYTES,
         if path != "-":
             stream.close()
     return decode(data, name, what)
+
+
+# --------------------------------------------------------------------------- a program's output
+
+class OutputTooLarge(Exception):
+    """A program printed more than its limit; it has been killed."""
+
+
+class OutputDeadline(Exception):
+    """A program did not finish within its time; it has been killed."""
+
+
+def kill_process(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s process group (it was started with ``start_new_session``) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    proc.wait()
+
+
+def read_process(proc: subprocess.Popen, timeout: float, limit: int,
+                 err_limit: int = 64 * 2**10) -> tuple[bytes, bytes]:
+    """stdout and stderr of ``proc`` (both piped), read together within ``timeout`` overall:
+    stdout at most ``limit`` bytes (more: :class:`OutputTooLarge`), stderr keeping its first
+    ``err_limit``; past the time, :class:`OutputDeadline`. Either way the process is killed.
+    Unlike ``communicate()``, memory stays bounded whatever the program prints."""
+    import selectors
+    deadline = time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, out)
+    sel.register(proc.stderr, selectors.EVENT_READ, err)
+    with sel:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                kill_process(proc)
+                raise OutputDeadline()
+            for key, _ in sel.select(min(left, 1.0)):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                if key.data is out:
+                    if len(out) + len(chunk) > limit:
+                        kill_process(proc)
+                        raise OutputTooLarge()
+                    out += chunk
+                elif len(err) < err_limit:
+                    err += chunk[:err_limit - len(err)]
+    try:
+        proc.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        kill_process(proc)
+        raise OutputDeadline() from None
+    proc.stdout.close()
+    proc.stderr.close()
+    return bytes(out), bytes(err)

@@ -290,6 +290,9 @@ class Snapshot:
     created: str = field(default_factory=utc_now)
     generator: str = f"vm-snapshot {__version__}"
     version: str = CURRENT_VERSION
+    # Recent CPU samples of each guest, from a source that keeps history (Prometheus):
+    # {guest: [[epoch seconds, CPUs], ...]}, oldest first; None when the source has none.
+    samples: dict[str, list] | None = None
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
@@ -304,16 +307,20 @@ class Snapshot:
                 raise DataError(f"host {_describe(vm.host)} is not in hosts",
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
+        samples = _samples(r.raw("samples", None), r.where("samples"), {v.name for v in vms})
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
-                   version=r.str("version"))
+                   version=r.str("version"), samples=samples)
 
     def to_dict(self) -> dict:
-        return {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
-                "created": self.created, "source": self.source,
-                "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
-                "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
-                "problems": [p.to_dict() for p in self.problems]}
+        out = {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
+               "created": self.created, "source": self.source,
+               "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
+               "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
+               "problems": [p.to_dict() for p in self.problems]}
+        if self.samples is not None:
+            out["samples"] = samples_to_dict(self.samples)
+        return out
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -322,17 +329,81 @@ class Snapshot:
         raise KeyError(name)
 
 
+MAX_SAMPLES_PER_GUEST = 10_000
+
+
+def samples_to_dict(samples: dict[str, list]) -> dict:
+    """A snapshot's ``samples`` as the document has them: ``{"cpu": {guest: [[t, cpu]]}}``."""
+    return {"cpu": {name: [[t, round(c, 4)] for t, c in rows]
+                    for name, rows in sorted(samples.items())}}
+
+
+def _samples(obj: Any, where: str, guests: set[str]) -> dict[str, list] | None:
+    """``samples.cpu``: per guest of the snapshot, [[epoch seconds, CPUs], ...] with times
+    increasing and finite figures; samples of a guest not in ``vms`` are ignored."""
+    if obj is None:
+        return None
+    cpu = obj.get("cpu") if isinstance(obj, dict) else None
+    if not isinstance(cpu, dict):
+        raise DataError("expected {\"cpu\": {guest: [[time, cpu], ...]}}", where)
+    out: dict[str, list] = {}
+    for name, rows in cpu.items():
+        at = f"{where}.cpu.{name}" if is_safe_name(name) else f"{where}.cpu"
+        if not isinstance(rows, list) or len(rows) > MAX_SAMPLES_PER_GUEST:
+            raise DataError(f"expected at most {MAX_SAMPLES_PER_GUEST} [time, cpu] pairs", at)
+        last = -math.inf
+        for i, row in enumerate(rows):
+            ok = (isinstance(row, list) and len(row) == 2 and
+                  all(isinstance(x, (int, float)) and not isinstance(x, bool) and
+                      math.isfinite(x) for x in row) and row[1] >= 0 and row[0] > last)
+            if not ok:
+                raise DataError("expected [time, cpu]: finite, cpu 0 or more, times "
+                                "increasing", f"{at}[{i}]")
+            last = row[0]
+        if name in guests:
+            out[name] = [[float(t), float(c)] for t, c in rows]
+    return out
+
+
 # --------------------------------------------------------------------------- plan
 
-ACTION_OPS = ("migrate", "suspend", "resume", "boot", "shutdown", "power-off", "power-on")
+ACTION_OPS = ("migrate", "suspend", "resume", "create", "checkpoint", "boot", "shutdown",
+              "power-off", "power-on")
 POWER_OPS = ("power-off", "power-on")
+# The guest lifecycle (vmtools-formats(5), PLAN): a suspend saves a guest's memory to an
+# image and destroys it, a resume starts it again from the image, a create starts a new guest
+# from its configuration file, a checkpoint saves an image and leaves the guest running.
+LIFECYCLE_OPS = ("suspend", "resume", "create", "checkpoint")
 MAX_PRIORITY = 9          # an action's "priority": 0 (default) to 9, higher starts first
+
+# Image and configuration paths: absolute, normalised, made of these characters only, so that
+# no path reaches a shell with a character it treats specially (they are quoted all the same)
+# and none climbs out of its directory.
+_SAFE_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._+-]{0,254})+")
+MAX_PATH = 1024
+
+
+def is_safe_path(path: object) -> bool:
+    """True for an absolute path of letters, digits and ``._+-`` between slashes, with no
+    empty, ``.`` or ``..`` component (``/var/lib/xen/save/web1.save``)."""
+    if not isinstance(path, str) or len(path) > MAX_PATH or not _SAFE_PATH.fullmatch(path):
+        return False
+    return all(part not in (".", "..") for part in path.split("/")[1:])
+
+
+def path_in(path: str, directory: str) -> bool:
+    """True when ``path`` (a safe path) is a file directly inside ``directory``."""
+    parent, _, name = path.rpartition("/")
+    return bool(name) and parent == directory.rstrip("/") and is_safe_path(path)
 
 
 @dataclass
 class Action:
     """One step of a plan. A migration has ``vm``, ``src``, ``dst`` and ``mem_mib``; a
-    power action (``power-off``, ``power-on``) has ``host`` instead."""
+    power action (``power-off``, ``power-on``) has ``host`` instead. The lifecycle ops: a
+    ``suspend`` or ``checkpoint`` has ``vm``, ``src`` (where the guest runs), ``image`` and
+    ``mem_mib``; a ``resume`` has ``vm``, ``dst``, ``image``, and the guest's ``mem_mib``,
+    ``vcpus`` and ``cpu``; a ``create`` the same with ``config`` instead of ``image``."""
 
     id: int
     vm: str
@@ -344,10 +415,28 @@ class Action:
     op: str = "migrate"
     host: str = ""
     priority: int = 0        # higher starts first when vm-apply has a free slot (0-9)
+    image: str = ""          # suspend, resume, checkpoint: the image file
+    config: str = ""         # create: the guest's configuration file on its host
+    vcpus: int = 0           # resume, create: the guest's virtual CPUs
+    cpu: float = 0.0         # resume, create: its CPU demand (physical CPUs)
 
     @property
     def is_power(self) -> bool:
         return self.op in POWER_OPS
+
+    @property
+    def is_lifecycle(self) -> bool:
+        return self.op in LIFECYCLE_OPS
+
+    @property
+    def starts_guest(self) -> bool:
+        """A resume or a create: the guest claims its memory on ``dst`` when it starts."""
+        return self.op in ("resume", "create")
+
+    @property
+    def where(self) -> str:
+        """The one host a lifecycle action runs on."""
+        return self.dst if self.starts_guest else self.src
 
     @classmethod
     def power(cls, id: int, op: str, host: str, after: list[int] | None = None,
@@ -367,6 +456,23 @@ class Action:
         if op in POWER_OPS:
             return cls.power(r.int("id", minimum=1), op, r.name("host"), after,
                              r.str("reason", False, ""))
+        if op in LIFECYCLE_OPS:
+            starts = op in ("resume", "create")
+            out = cls(id=r.int("id", minimum=1), op=op, vm=r.name("vm"),
+                      src="" if starts else r.name("src"), dst=r.name("dst") if starts else "",
+                      mem_mib=r.int("mem_mib", maximum=HOST_MAX_MIB + 1), after=after,
+                      reason=r.str("reason", False, ""),
+                      priority=r.int("priority", False, 0, maximum=MAX_PRIORITY))
+            key = "config" if op == "create" else "image"
+            value = r.str(key)
+            if not is_safe_path(value):
+                raise DataError(f"unsafe path {_describe(value)}: an absolute path of letters, "
+                                "digits and '._+-' between slashes, without '..'", r.where(key))
+            setattr(out, key, value)
+            if starts:
+                out.vcpus = r.int("vcpus", minimum=1, maximum=HOST_MAX_CPU)
+                out.cpu = r.num("cpu", False, 0.0, maximum=HOST_MAX_CPU)
+            return out
         return cls(id=r.int("id", minimum=1), op=op,
                    vm=r.name("vm"), src=r.name("src"), dst=r.name("dst"),
                    mem_mib=r.int("mem_mib"), after=after, reason=r.str("reason", False, ""),
@@ -376,6 +482,23 @@ class Action:
         if self.op in POWER_OPS:
             return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
                     "reason": self.reason}
+        if self.op in LIFECYCLE_OPS:
+            out: dict = {"id": self.id, "op": self.op, "vm": self.vm}
+            if self.starts_guest:
+                out["dst"] = self.dst
+            else:
+                out["src"] = self.src
+            if self.op == "create":
+                out["config"] = self.config
+            else:
+                out["image"] = self.image
+            out["mem_mib"] = self.mem_mib
+            if self.starts_guest:
+                out.update(vcpus=self.vcpus, cpu=float(self.cpu))
+            out.update(after=list(self.after), reason=self.reason)
+            if self.priority:
+                out["priority"] = self.priority
+            return out
         out = {"id": self.id, "op": self.op, "vm": self.vm, "src": self.src, "dst": self.dst,
                "mem_mib": self.mem_mib, "after": list(self.after), "reason": self.reason}
         if self.priority:
@@ -480,6 +603,36 @@ class Report:
                 "created": self.created, "plan_digest": self.plan_digest,
                 "dry_run": self.dry_run, "actions": list(self.actions),
                 "placement": dict(sorted(self.placement.items())), "summary": dict(self.summary)}
+
+
+# --------------------------------------------------------------------------- suspended guests
+
+SUSPENDED_FORMAT = "vmtools.suspended"
+
+
+def parse_suspended(obj: Any, path: str = "") -> dict[str, dict]:
+    """A ``vmtools.suspended`` ledger (vmtools-formats(5), SUSPENDED GUESTS) as
+    ``{vm: {"name", "host", "image", "mem_mib", "vcpus", "cpu", "suspended"}}``."""
+    r = check_envelope(obj, SUSPENDED_FORMAT, path)
+    out: dict[str, dict] = {}
+    for p, item in r.list("guests"):
+        g = Reader(item, p)
+        entry = {"name": g.name("name"), "host": g.name("host"), "image": g.str("image"),
+                 "mem_mib": g.int("mem_mib", minimum=1, maximum=HOST_MAX_MIB + 1),
+                 "vcpus": g.int("vcpus", False, 1, minimum=1, maximum=HOST_MAX_CPU),
+                 "cpu": g.num("cpu", False, 0.0, maximum=HOST_MAX_CPU),
+                 "suspended": g.str("suspended", False, "")}
+        if not is_safe_path(entry["image"]):
+            raise DataError(f"unsafe path {_describe(entry['image'])}", g.where("image"))
+        if entry["name"] in out:
+            raise DataError(f"duplicate guest {_describe(entry['name'])}", p)
+        out[entry["name"]] = entry
+    return out
+
+
+def suspended_document(guests: dict[str, dict]) -> dict:
+    return {"format": SUSPENDED_FORMAT, "version": CURRENT_VERSION,
+            "guests": [guests[k] for k in sorted(guests)]}
 
 
 # --------------------------------------------------------------------------- JSON text

@@ -139,6 +139,10 @@ def plan_summary_line(plan_doc: dict) -> str:
     """One line for people: hosts in use, migrations, memory, time (with what it assumed)."""
     s = plan_doc.get("summary", {})
     n = s.get("migrations") or 0
+    if s.get("manual") or "created" in s:
+        what = s.get("manual") or (f"create {plural(s['created'], 'new guest')}" + (
+            f", waking {', '.join(s['hosts_woken'])}" if s.get("hosts_woken") else ""))
+        return f"{plan_doc.get('objective')}: {what}; {solver_words(plan_doc.get('solver', {}))}"
     line = (f"{plan_doc.get('objective')}: hosts in use {s.get('hosts_before')} -> "
             f"{s.get('hosts_after')} (at least {s.get('hosts_lower_bound')} needed), "
             f"{plural(n, 'migration')}, {gib(s.get('migrated_mib', 0))} GiB to move")
@@ -160,9 +164,24 @@ def _demand_words(plan_doc: dict) -> str:
     return f"{demand} per guest" if demand else "as in the snapshot"
 
 
+def _ends(a: dict) -> tuple[str, str]:
+    """The from and to columns of a guest's action: a suspend goes to (image), a resume comes
+    from (image), a create from (new), a checkpoint stays (checkpoint)."""
+    op = a.get("op", "migrate")
+    if op == "suspend":
+        return a["src"], "(image)"
+    if op == "resume":
+        return "(image)", a["dst"]
+    if op == "create":
+        return "(new)", a["dst"]
+    if op == "checkpoint":
+        return a["src"], "(checkpoint)"
+    return a["src"], a["dst"]
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
-    actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
+    actions = [[a["id"], a["vm"], *_ends(a), gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                if "vm" in a else                     # a power action: op and host
                [a["id"], a["op"], a["host"] if a["op"] == "power-off" else "",
@@ -170,11 +189,15 @@ def plan_tables(plan_doc: dict) -> str:
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
     switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
+    lifecycle = any(a.get("op") not in (None, "migrate") for a in plan_doc.get("actions", []))
     out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
-                "first)")
+                f"{'Actions' if switched or lifecycle else 'Migrations'} (after: the ids that "
+                "must end first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
+    for a in plan_doc.get("actions", []):       # guests a plan starts (resume, create)
+        if a.get("op") in ("resume", "create") and a["vm"] not in vms:
+            vms[a["vm"]] = {"cpu": a.get("cpu", 0.0), "mem_mib": a["mem_mib"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     after: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     for v in origin["vms"]:
@@ -187,18 +210,32 @@ def plan_tables(plan_doc: dict) -> str:
         after[host][1] += v["mem_mib"]
         after[host][2] += 1
     rows = []
+    frozen = {f["host"]: f for f in plan_doc.get("summary", {}).get("frozen") or []}
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
         state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
                  }.get(switched.get(h["name"], ""), h["state"])
+        if h["name"] in frozen:
+            state += ", frozen"
         rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
                      f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
                      f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
                         f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
+    if frozen:
+        out += "\n" + frozen_table(list(frozen.values()))
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())
+
+
+def frozen_table(frozen: list[dict]) -> str:
+    """The frozen hosts of a plan or a status view: nothing moves onto them, their guests
+    stay; why (the problem kinds and the first message)."""
+    rows = [[f["host"], f.get("knowledge", ""), ", ".join(f.get("kinds", [])),
+             ", ".join(f.get("leaving") or []) or "-", f.get("why", "")] for f in frozen]
+    return table(rows, ["host", "known", "problems", "leaving", "why"],
+                 f"Frozen hosts ({len(frozen)}): nothing moves onto them, their guests stay")
 
 
 def report_table(report: dict) -> str:
@@ -217,7 +254,7 @@ def report_table(report: dict) -> str:
             rows.append([a["id"], a.get("op", ""), a.get("host", ""), "", outcome, seconds,
                          "-", a.get("error") or ""])
             continue
-        rows.append([a["id"], a["vm"], a["src"], a["dst"], outcome, seconds, where,
+        rows.append([a["id"], a["vm"], *_ends(a), outcome, seconds, where,
                      a.get("error") or ""])
     headers = ["id", "guest", "from", "to", "outcome", "seconds", "verified on", "error"]
     if WIDTH is None:
@@ -297,6 +334,19 @@ def status_table(doc: dict) -> str:
 def policy_lines(s: dict) -> str:
     """What ``--objective auto`` saw and left: hotspots, consolidation, the budget."""
     out = ""
+    if s.get("migrations") == 0 and ("hotspots" in s or "consolidation" in s):
+        why: dict[str, list[str]] = {}
+        for h in s.get("hotspots", []):
+            if not h.get("acted"):
+                why.setdefault(h.get("reason") or "left", []).append(f"hotspot {h['host']}")
+        for e in (s.get("consolidation") or {}).get("left", []):
+            if e.get("reason") not in ("hotspot", "touched"):
+                why.setdefault(e["reason"], []).append(e["host"])
+        if why:
+            out += "nothing moved: " + "; ".join(
+                f"{code}: {', '.join(hosts[:4])}" + (f" (+{len(hosts) - 4})" if len(hosts) > 4
+                                                    else "")
+                for code, hosts in why.items()) + "\n"
     hot = [[h["host"], pct(h["cpu"], 1), pct(h["mem"], 1),
             "relieved" if h["acted"] else "left", h.get("why", "")]
            for h in s.get("hotspots", [])]
@@ -310,8 +360,17 @@ def policy_lines(s: dict) -> str:
         d = cons.get("deferred")
         if d:
             out += f"  {d['hosts']} more to empty later, next {d['next']}: {d['why']}\n"
-        left = cons.get("best_left")
-        if left:
+        lefts = [e for e in cons.get("left", []) if e.get("reason") not in ("hotspot",
+                                                                           "touched")]
+        if lefts:
+            out += "  not emptied (least memory first):\n"
+            for e in lefts[:8]:
+                out += wrap(f"    {e['host']}: {e['reason']}: {e['why']}") + "\n"
+            more = len(lefts) - 8 + (cons.get("left_more") or 0)
+            if more > 0:
+                out += f"    ... and {plural(more, 'host')} more (see the JSON summary)\n"
+        elif cons.get("best_left"):
+            left = cons["best_left"]
             out += f"  best host left: {left['host']}: {left['why']}\n"
     d = s.get("deferred")
     if d is not None:

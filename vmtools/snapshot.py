@@ -15,12 +15,14 @@ from typing import Any, Iterable, Iterator, Mapping
 from vmtools.drivers import registry
 from vmtools.errors import UsageError
 from vmtools.ganglia import reading as ganglia
+from vmtools.prometheus import source as prometheus
 from vmtools.model import SNAPSHOT_FORMAT, Snapshot
 from vmtools.sources import Source, SourceKind, merge_readings
 
 # The kinds of source, by name: a new platform is one module defining a SourceKind, and one
 # entry here (ARCHITECTURE.md, "A source").
-SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (ganglia.KIND,)}
+SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (ganglia.KIND,
+                                                                    prometheus.KIND)}
 
 
 def make_sources(kind: str, settings: Mapping[str, Any]) -> list[Source]:
@@ -74,6 +76,10 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
             yield sep + enc(item.to_dict()).replace("\n", "\n    ")
             sep = ",\n    "
         yield "\n  ]"
+    if snapshot.samples is not None:
+        from vmtools.model import samples_to_dict
+        yield f",\n  {enc('samples')}: " + enc(samples_to_dict(snapshot.samples)).replace(
+            "\n", "\n  ")
     yield "\n}\n"
 
 

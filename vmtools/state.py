@@ -4,8 +4,9 @@ versioned file, ``DIR/vmtools.state`` (vmtools-formats(5), STATE).
 Two parts, each read and written whole:
 
 - ``plan`` (:class:`PlanMemory`): the hot hosts of the last snapshots and since when, where
-  each guest was, when each guest was last seen to move and which host it left, and each
-  guest's recent CPU samples (vm-plan's demand window);
+  each guest was, when each guest was last seen to move and which host it left, each
+  guest's recent CPU samples (vm-plan's demand window), when each host was last seen and each
+  guest's size when last seen (what vanished since);
 - ``power`` (:class:`PowerState`): the hosts vm-plan switched off (``standby``, with the
   capacity they had), those it is waking and those that failed to boot, how long online hosts
   have been empty, and the last capacity of every host it may switch.
@@ -50,6 +51,8 @@ class PlanMemory:
     placement: dict[str, str] = field(default_factory=dict)  # guest -> host, last snapshot
     samples: dict[str, list] = field(default_factory=dict)   # guest -> [[time, cpu]] (demand)
     left: dict[str, list] = field(default_factory=dict)      # guest -> [host it left, time]
+    hosts: dict[str, float] = field(default_factory=dict)    # host -> last time seen
+    sizes: dict[str, list] = field(default_factory=dict)     # guest -> [MiB, last time seen]
 
 
 @dataclass
@@ -164,7 +167,17 @@ def plan_memory_from(obj: Any, path: str = "") -> PlanMemory:
     return PlanMemory(observations=observations, hot_since=_times(r, "hot_since"),
                       moved=_times(r, "moved"), placement=_names(r, "placement"),
                       samples=_samples(r.raw("samples", {}), r.where("samples")),
-                      left=_left(r.raw("left", {}), r.where("left")))
+                      left=_left(r.raw("left", {}), r.where("left")), hosts=_times(r, "hosts"),
+                      sizes=_sizes(r.raw("sizes", {}), r.where("sizes")))
+
+
+def _sizes(obj: object, where: str) -> dict[str, list]:
+    ok = isinstance(obj, dict) and all(
+        isinstance(v, list) and len(v) == 2 and all(problem(x) is None for x in v)
+        for v in obj.values())
+    if not ok:
+        raise DataError("expected {guest: [MiB, time]}", where)
+    return obj
 
 
 def _left(obj: object, where: str) -> dict[str, list]:
@@ -239,7 +252,7 @@ def state_document(state: State) -> dict:
             "generator": f"vm-plan {__version__}",
             "plan": {"observations": p.observations[-KEEP:], "hot_since": p.hot_since,
                      "moved": p.moved, "placement": p.placement, "samples": p.samples,
-                     "left": p.left},
+                     "left": p.left, "hosts": p.hosts, "sizes": p.sizes},
             "power": {"empty_since": state.power.empty_since, "standby": state.power.standby,
                       "waking": state.power.waking, "boot_failed": state.power.boot_failed,
                       "known": state.power.known}}

@@ -36,3 +36,7 @@ def is_migrating(vm: str, names: set[str] | frozenset[str]) -> bool:
     """True when ``names`` (what a host runs) shows guest ``vm`` in flight."""
     return any(vm + s in names for s in IN_FLIGHT_SUFFIXES) or \
         any(p + vm in names for p in IN_FLIGHT_PREFIXES)
+
+# Where Debian's xendomains saves guests (XENDOMAINS_SAVE): vm-apply's and vm-plan's default
+# image directory, which must be the same shared directory on every host that may resume.
+DEFAULT_IMAGE_DIR = "/var/lib/xen/save"

@@ -9,6 +9,8 @@ from typing import Callable
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.power.execute import PowerSettings
 from vmtools.errors import OptionError
+from vmtools.model import is_safe_path
+from vmtools.xen import DEFAULT_IMAGE_DIR
 from vmtools.drivers import registry
 
 DEFAULT_STATE_DIR = "/var/lib/vmtools"
@@ -41,6 +43,7 @@ class ApplyOptions:
     poll: float = 0.25                         # first interval between two verifications
     lock_dir: str | None = None                # per-host locks (None: vmtools.apply.lock's)
     power: PowerSettings = field(default_factory=PowerSettings)   # power-off / power-on
+    image_dir: str = DEFAULT_IMAGE_DIR         # where suspend images live (shared by hosts)
 
     def validate(self) -> None:
         """:class:`~vmtools.errors.OptionError` naming the first setting out of range."""
@@ -53,6 +56,9 @@ class ApplyOptions:
         if self.driver is not None and not registry.is_transport(self.driver):
             raise OptionError("driver", f"{self.driver}: expected one of "
                               f"{', '.join(registry.names())}")
+        if not is_safe_path(self.image_dir.rstrip("/") or "/"):
+            raise OptionError("image_dir", f"{self.image_dir!r}: expected an absolute path of "
+                              "letters, digits and '._+-' between slashes, without '..'")
         for name in ("timeout", "verify_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise OptionError(name, "must be positive")

@@ -9,7 +9,10 @@ from vmtools.model import Action
 
 
 def ends(a: Action) -> tuple[str, ...]:
-    """The hosts an action occupies: its source and destination, or the host it switches."""
+    """The hosts an action occupies: its source and destination, the host it switches, or
+    the one host a suspend, resume, create or checkpoint runs on."""
+    if a.is_lifecycle:
+        return (a.where,)
     return (a.host,) if a.is_power else (a.src, a.dst)
 
 

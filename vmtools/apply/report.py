@@ -30,6 +30,8 @@ class Outcome:
         d = {"id": a.id, "op": a.op, "host": a.host} if a.is_power else \
             {"id": a.id, "op": a.op, "vm": a.vm, "src": a.src, "dst": a.dst,
              "mem_mib": a.mem_mib}
+        if a.is_lifecycle:
+            d["image" if a.op != "create" else "config"] = a.image or a.config
         d.update({"outcome": self.outcome,
                   "started": iso(self.started) if self.started else None,
                   "ended": iso(self.ended) if self.ended else None,
@@ -50,7 +52,8 @@ def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, s
     the plan's order (every action has an outcome by now), and the summary."""
     entries = [outcomes[a.id].to_dict() for a in plan.actions]
     counts = Counter(e["outcome"] for e in entries)
-    done_mib = sum(e.get("mem_mib", 0) for e in entries if e["outcome"] == "done")
+    done_mib = sum(e.get("mem_mib", 0) for e in entries
+                   if e["outcome"] == "done" and e["op"] == "migrate")
     end = time.time()
     summary = {"actions": len(entries), "done": counts["done"], "failed": counts["failed"],
                "skipped": counts["skipped"], "not-run": counts["not-run"],
@@ -62,5 +65,10 @@ def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, s
                                    and e["outcome"] == "done"),
                "power_on": sorted(e["host"] for e in entries if e["op"] == "power-on"
                                   and e["outcome"] == "done")}
+    for op, key in (("suspend", "suspended"), ("resume", "resumed"), ("create", "created"),
+                    ("checkpoint", "checkpointed")):
+        names = sorted(e["vm"] for e in entries if e["op"] == op and e["outcome"] == "done")
+        if names:
+            summary[key] = names
     return Report(plan_digest=document_digest(plan.to_dict()), actions=entries,
                   placement=placement, summary=summary, dry_run=dry_run)

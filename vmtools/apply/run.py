@@ -38,6 +38,8 @@ from pathlib import Path
 from vmtools.apply.ask import survey, where_is
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
+from vmtools.apply.lifecycle import label as lifecycle_label
+from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
@@ -58,6 +60,8 @@ log = logging.getLogger("vmtools.apply")
 
 
 def _label(a: Action) -> str:
+    if a.is_lifecycle:
+        return lifecycle_label(a)
     return f"{a.op} {a.host}" if a.is_power else f"{a.vm} {a.src} -> {a.dst}"
 
 
@@ -80,6 +84,7 @@ class Run:
             h: make_driver(ep, options.ssh, options.connect_timeout)
             for h, ep in self.endpoints.items()}
         self.injected = drivers is not None
+        self.state_dir = Path(options.state_dir or default_state_dir())
         self.outcomes: dict[int, Outcome] = {}
         self.cond = threading.Condition()
         self.stopping: str | None = None
@@ -218,12 +223,18 @@ class Run:
         now = {vm: hosts[0] for vm, hosts in found.items() if len(hosts) == 1}
         for vm in self.touched_vms:
             # not seen because the host it should be on did not answer: not counted stale
-            if vm not in found and isinstance(seen.get(expected[vm]), Exception):
+            if vm not in found and vm in expected and \
+                    isinstance(seen.get(expected[vm]), Exception):
                 now[vm] = expected[vm]
         for vm in stale_guests(self.plan, now, finished):
             got = sorted(found.get(vm, []))
+            if vm not in expected:
+                reasons.append(f"{vm} already runs on {', '.join(got)}; the plan starts it")
+                continue
             reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
                            f"on {expected[vm]} as the plan expects")
+        reasons += self.missing_images(finished)
+        reasons += self.running_elsewhere(finished, found)
         if self.journal:
             self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
         if reasons:
@@ -234,6 +245,44 @@ class Run:
                                        "(make a new snapshot and plan, or pass --force)")
             self.problems.append(f"ran with --force although stale: {text}")
             self.progress(f"warning: --force: running a stale plan: {text}")
+
+    def running_elsewhere(self, finished: set[int], found: dict[str, list[str]]) -> list[str]:
+        """A guest the plan starts (resume, create) must run nowhere in the cluster: two
+        copies of one guest on one disk would destroy it. The hosts the plan does not touch are
+        asked too (those of the touched hosts' clusters)."""
+        starting = {a.vm for a in self.plan.actions if a.starts_guest and a.id not in finished}
+        starting -= set(found)          # already reported as stale by the touched hosts
+        if not starting:
+            return []
+        reasons = []
+        extra = self.others()
+        self.asked_too = sorted(set(self.asked_too) | set(extra))
+        for h, res in sorted(self.survey(extra).items()):
+            if isinstance(res, set):
+                for vm in sorted(starting & res):
+                    reasons.append(f"{vm} already runs on {h}; the plan starts it")
+        return reasons
+
+    def missing_images(self, finished: set[int]) -> list[str]:
+        """Each resume still to run whose image no suspend of this plan writes: the image must
+        be on its target host now (and each create's configuration file)."""
+        written = {a.image for a in self.plan.actions if a.op == "suspend"}
+        reasons = []
+        for a in self.plan.actions:
+            if a.id in finished or not a.starts_guest or a.dst in self.asleep:
+                continue
+            path = a.image if a.op == "resume" else a.config
+            if a.op == "resume" and path in written:
+                continue
+            try:
+                there = self.drivers[a.dst].file_exists(path)
+            except (Unavailable, OperationFailed) as exc:
+                reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
+                continue
+            if not there:
+                what = "the image" if a.op == "resume" else "the configuration file"
+                reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
+        return reasons
 
     # ---- the scheduler
     def execute(self, todo: list[int]) -> None:
@@ -292,7 +341,7 @@ class Run:
     def transport(self, a: Action) -> str:
         if a.is_power:
             return self.power.describe(a.host) if self.power else "none"
-        return self.endpoints[a.src].transport
+        return self.endpoints[a.where if a.is_lifecycle else a.src].transport
 
     def _eta(self) -> str:
         elapsed = time.time() - self.t0
@@ -309,7 +358,8 @@ class Run:
 
     def _worker(self, a: Action, running: set[int], busy: Counter) -> None:
         try:
-            out = self.power_one(a) if a.is_power else self.migrate_one(a)
+            out = self.power_one(a) if a.is_power else run_lifecycle(self, a) \
+                if a.is_lifecycle else self.migrate_one(a)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging
             log.exception("internal error in action %s", a.id)
             out = Outcome(a, "failed", error=f"internal error: {exc}",
@@ -466,6 +516,9 @@ class Run:
             elif len(hosts) > 1:
                 placement[vm] = None
                 self.problems.append(f"{vm} runs on {' and '.join(hosts)}")
+            elif vm not in placement_after(self.plan, [i for i, o in self.outcomes.items()
+                                                       if o.outcome == "done"]):
+                placement[vm] = None     # suspended, or not started (yet): on no host
             else:
                 elsewhere, also_silent = self.find_elsewhere(vm)
                 if elsewhere is not None:
@@ -500,11 +553,15 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
                 document_digest(journal_plan.to_dict()):
             raise DataError("the plan is not the one this journal ran", options.resume)
         plan = journal_plan
-    check(plan)
+    check(plan, options.image_dir)
     refuse_unpowered(plan, options.hosts)
     if options.offline:
+        run = Run(plan, options, progress, drivers={})
+        refuse_incapable(plan, _capabilities(run), {h: e.transport
+                                                    for h, e in run.endpoints.items()})
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
+    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
     state_dir = Path(options.state_dir or default_state_dir())
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -548,13 +605,23 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
                                        from_journal=True)
             (run.asleep.add if a.op == "power-off" else run.asleep.discard)(a.host)
             continue
-        run.outcomes[i] = Outcome(a, "done", None, None, None, ev.get("where") or a.dst,
-                                   run.endpoints[a.src].transport, from_journal=True)
+        run.outcomes[i] = Outcome(a, "done", None, None, None,
+                                   ev.get("where") or (a.dst or None), run.transport(a),
+                                   from_journal=True)
     # an action that was running when the last run died: only the hosts know how it ended
     # (a power action is run again: switching on or off is idempotent)
     for i in sorted(in_flight):
         a = run.actions[i]
         if a.is_power:
+            continue
+        if a.is_lifecycle:
+            done, where, note = settle(run, a, opts.verify_timeout)
+            if done:
+                run.outcomes[i] = Outcome(a, "done", None, None, note, where,
+                                           run.transport(a), from_journal=True)
+                if run.journal:
+                    run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
+                                      error=note, recovered=True)
             continue
         where, note = run.where_is(a.vm, a.src, a.dst, opts.verify_timeout)
         if where == a.dst:
@@ -573,6 +640,9 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             a = run.actions[i]
             if a.is_power:
                 run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
+            elif a.is_lifecycle:
+                run.progress(f"would {_label(a)} #{a.id} ({a.mem_mib / 1024:.1f} GiB) via "
+                             f"{run.transport(a)}")
             else:
                 run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
                              f"({a.mem_mib / 1024:.1f} GiB) via "
@@ -605,6 +675,9 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
         if a.is_power:
             run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)} "
                          "(offline: no host asked)")
+        elif a.is_lifecycle:
+            run.progress(f"would {_label(a)} #{a.id} ({a.mem_mib / 1024:.1f} GiB) via "
+                         f"{run.transport(a)} (offline: no host asked)")
         else:
             run.progress(f"would migrate #{a.id} {a.vm} {a.src} -> {a.dst} "
                          f"({a.mem_mib / 1024:.1f} GiB) "
@@ -614,6 +687,15 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report
+
+
+def _capabilities(run: Run) -> dict[str, frozenset[str]]:
+    """Each touched host's driver's optional capabilities (of its class when no driver is
+    made: --offline)."""
+    from vmtools.drivers import registry
+    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
+            else registry.driver_class(ep.transport).capabilities()
+            for h, ep in run.endpoints.items()}
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

@@ -36,8 +36,8 @@ import typer
 
 from vmtools import __version__
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
-                            UsageError, VmtoolsError)
-from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, input_name, open_input, read_limited
+                            LocalFailure, UsageError, VmtoolsError)
+from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
 from vmtools.text import one_line, printable
 
@@ -100,6 +100,11 @@ Output = Annotated[Optional[Path], typer.Option(
     help="Write the document to FILE (atomically: all or nothing) instead of stdout.")]
 InputFile = Annotated[str, typer.Argument(metavar="FILE",
                                           help="Input document; - (the default) reads stdin.")]
+TextfileDir = Annotated[Optional[Path], typer.Option(
+    "--textfile-dir", metavar="DIR",
+    help="At the end of the run, write DIR/<command>.prom (atomically) for node_exporter's "
+         "textfile collector: when it ran, its exit code and duration, its last success "
+         "(vmtools-formats(5), TEXTFILE METRICS).")]
 
 
 # --------------------------------------------------------------------------- errors
@@ -134,12 +139,53 @@ def error_line(prog: str, message: str) -> str:
     return f"{prog}: error: {one_line(message)}"
 
 
+# What the running command saw or did, for its textfile metrics (``figures(...)``).
+_FIGURES: list = []
+
+
+def figures(*families) -> None:
+    """Add metric families (:class:`vmtools.prometheus.exposition.Family`) to this run's
+    textfile metrics (written only with ``--textfile-dir``)."""
+    _FIGURES.extend(families)
+
+
 @contextlib.contextmanager
 def guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
-          flags: dict[str, str] | None = None) -> Iterator[None]:
+          flags: dict[str, str] | None = None,
+          textfile_dir: Path | None = None) -> Iterator[None]:
     """Run a command body: vmtools errors become one stderr line and their exit code. A
     setting a message names shows as its flag: ``--name``, or what ``flags`` says
-    (``{"start": "--from"}``)."""
+    (``{"start": "--from"}``). With ``textfile_dir``, the run's metrics are written there at
+    the end, whatever the end."""
+    import time
+    started = time.time()
+    code = EXIT_SOFTWARE
+    try:
+        with _guard(prog, verbose, quiet, debug, flags):
+            yield
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+        raise
+    finally:
+        if textfile_dir is not None:
+            _write_textfile(prog, textfile_dir, started, code)
+
+
+def _write_textfile(prog: str, directory: Path, started: float, code: int) -> None:
+    from vmtools.prometheus.textfile import write_command
+    try:
+        write_command(str(directory), prog, started, code, list(_FIGURES))
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
+        print(f"{prog}: warning: {exc}", file=sys.stderr)
+    finally:
+        _FIGURES.clear()
+
+
+@contextlib.contextmanager
+def _guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
+           flags: dict[str, str] | None = None) -> Iterator[None]:
+    """vmtools errors become one stderr line and their exit code (typer.Exit)."""
     setup_logging(prog, verbose, quiet, debug)
     try:
         yield
@@ -187,14 +233,16 @@ def entry_point(app: typer.Typer, prog: str):
 
 # --------------------------------------------------------------------------- input
 
-def read_text(prog: str, path: str, what: str = "input") -> tuple[str, str]:
-    """Read ``path`` (``-`` for stdin) as text; returns (text, name used in messages)."""
+def read_text(prog: str, path: str, what: str = "input",
+              limit: int = MAX_FILE_BYTES) -> tuple[str, str]:
+    """Read ``path`` (``-`` for stdin) as text, at most ``limit`` bytes (a document:
+    :data:`~vmtools.inputs.MAX_DOCUMENT_BYTES`); returns (text, name used in messages)."""
     name = input_name(path)
     with contextlib.ExitStack() as stack:
         stream = open_input(path, prog, what)
         if path != "-":
             stack.enter_context(stream)
-        data = read_limited(stream, name, what, MAX_DOCUMENT_BYTES)
+        data = read_limited(stream, name, what, limit)
     if path == "-" and not data.strip() and _stdin_is_pipe():
         raise DataError("empty input: the command before this one in the pipe printed nothing "
                         "(its own error is above; under `set -o pipefail` the pipeline exits "
@@ -212,7 +260,7 @@ def _stdin_is_pipe() -> bool:
 
 def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> Any:
     """Read and validate one document of class ``cls`` (Snapshot, Plan, Report)."""
-    text, name = read_text(prog, path, what or cls.__name__.lower())
+    text, name = read_text(prog, path, what or cls.__name__.lower(), MAX_DOCUMENT_BYTES)
     obj = loads(text, name)
     try:
         return cls.from_dict(obj)
@@ -222,13 +270,24 @@ def read_document(prog: str, path: str, cls: Any, what: str | None = None) -> An
 
 # --------------------------------------------------------------------------- output
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, text: str, what: str = "output") -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing. Every
+    step is guarded: a path that is empty, a directory or holds a NUL is a usage error naming
+    it (exit 2); a disk that fails the write is a local failure (exit 1); the temporary file
+    never stays behind."""
+    name = str(path)
+    if not name.strip():
+        raise UsageError(f"an empty path is no {what} file (use - for standard output)")
+    if "\0" in name:
+        raise UsageError(f"{what} path {name!r} holds a NUL character")
+    path = Path(path)
+    if path.is_dir() or name.endswith("/"):
+        raise UsageError(f"{name}: is a directory; name the {what} file")
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -238,6 +297,12 @@ def write_atomic(path: Path, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, (IsADirectoryError, NotADirectoryError, PermissionError)):
+            raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
+        raise LocalFailure(f"{name}: cannot write: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -257,6 +322,6 @@ def emit(text: str, output: Path | None) -> None:
         write_atomic(output, text)
 
 
-__all__ = ["OutputFormat", "make_app", "entry_point", "guard", "read_text", "read_document",
+__all__ = ["OutputFormat", "make_app", "entry_point", "guard", "figures", "TextfileDir", "read_text", "read_document",
            "emit", "write_atomic", "Verbose", "Quiet", "Debug", "Version", "Format", "Output",
            "InputFile", "EXIT_DATAERR", "log"]

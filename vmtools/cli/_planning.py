@@ -30,6 +30,8 @@ def option_parameter(setting: Setting) -> inspect.Parameter:
     extra: dict[str, Any] = {}
     if setting.metavar:
         extra["metavar"] = setting.metavar
+    if setting.hidden:
+        extra["hidden"] = True
     if setting.kind is int and setting.lo is not None and not setting.range_text:
         extra["min"] = int(setting.lo)
     kind: Any = setting.kind
@@ -77,8 +79,17 @@ def read_documents(prog: str, settings: Any, snapshot: Snapshot | None):
         except DataError as exc:
             raise DataError(exc.message, f"{model_name}: {exc.where}" if exc.where
                             else model_name) from None
-    return Documents(snapshot=snapshot, constraints=constraints, constraints_name=name,
+    docs = Documents(snapshot=snapshot, constraints=constraints, constraints_name=name,
                      hosts=hosts, power_model=model)
+    if getattr(settings, "add", None) is not None:
+        text, docs.guests_name = read_text(prog, settings.add, "guests")
+        docs.guests = loads(text, docs.guests_name)
+    if getattr(settings, "resume", None) is not None:
+        from vmtools.apply.lifecycle import LEDGER, read_suspended
+        from vmtools.apply.options import default_state_dir
+        docs.suspended_path = settings.suspended or f"{default_state_dir()}/{LEDGER}"
+        docs.suspended = read_suspended(docs.suspended_path)
+    return docs
 
 
 __all__ = ["option_parameter", "with_settings", "read_documents"]

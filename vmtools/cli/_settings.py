@@ -32,7 +32,7 @@ from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
 
 # Options that mean the same thing in every command that has them.
-COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug"})
+COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug", "textfile-dir"})
 # Never settings: what to print and where is the command line's business alone.
 NOT_SETTINGS = frozenset({"help", "version", "format", "output"})
 COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay",

@@ -1,7 +1,8 @@
 """Execute a plan made by vm-plan: check it still matches the cluster, run its live
-migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, switch hosts off (an
-orderly shutdown over SSH, confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where
-every guest landed, and print a report.
+migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, suspend, resume, create
+and checkpoint guests (xm/xl over SSH), switch hosts off (an orderly shutdown over SSH,
+confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where every guest landed, and print a
+report.
 
 Progress goes to stderr, one line per start and end; the report (JSON) to stdout. Every event
 is also written, as it happens, to a journal that --resume can continue from.
@@ -17,11 +18,12 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document)
 from vmtools.errors import EXIT_FAILED, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
+from vmtools.xen import DEFAULT_IMAGE_DIR
 from vmtools.drivers.registry import names as transport_names
 from vmtools.text import printable
 
@@ -120,8 +122,13 @@ def apply(
              "their host map port).")] = 22,
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", metavar="DIR",
-        help="Where the lock and the journals live (default $VMTOOLS_STATE_DIR or "
-             "/var/lib/vmtools).")] = None,
+        help="Where the lock, the journals and the suspended-guests ledger (suspended.json) "
+             "live (default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
+    image_dir: Annotated[str, typer.Option(
+        "--image-dir", metavar="DIR",
+        help="The directory of suspend and checkpoint images, shared by every host at this "
+             "same path (NFS or the cluster file system the guests' disks live on); a plan "
+             "whose image is not a file of it is refused (exit 65).")] = DEFAULT_IMAGE_DIR,
     journal: Annotated[Optional[Path], typer.Option(
         "--journal", metavar="FILE",
         help="Journal file (JSON lines, one per event; default STATE_DIR/journal/"
@@ -132,13 +139,14 @@ def apply(
              "comes from the journal (a FILE given too must be the same plan).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Run a plan's migrations and print a report (JSON)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.drivers.hostmap import read_hostmap
         host_map = read_hostmap(str(hosts)) if hosts else {}
         from vmtools.drivers.ssh import SshOptions
@@ -154,6 +162,7 @@ def apply(
             timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
             state_dir=str(state_dir) if state_dir else default_state_dir(),
             journal=str(journal) if journal else None, resume=str(resume) if resume else None,
+            image_dir=image_dir,
             power=PowerSettings(credentials=str(ipmi_credentials), boot_timeout=boot_timeout,
                                 off_timeout=power_off_timeout, wol_address=wol_address,
                                 wol_port=wol_port, shutdown_command=shutdown_command.value,
@@ -166,6 +175,9 @@ def apply(
                 print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
         report = apply_plan(plan, options, progress)
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import report_families
+            figures(*report_families(report))
         if fmt == OutputFormat.table:
             from vmtools.render import report_table
             text = report_table(report.to_dict())

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
 from vmtools.errors import UsageError
 from vmtools.gmetric.publish import Settings, parse_spoof, publish_metrics
@@ -95,13 +95,14 @@ def gmetric(
     ] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Publish this Domain-0's Xen metrics to gmond."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.ganglia.send import channels_from_conf, parse_destination
         for name, value in (("--interval", interval), ("--timeout", timeout)):
             if not value > 0:

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version, entry_point,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version, entry_point,
                                  guard, make_app)
 from vmtools.errors import OperationFailed, Unavailable, UsageError
 from vmtools.model import Snapshot
@@ -144,6 +144,7 @@ def lab(
     demo: Annotated[bool, typer.Option(
         "--demo", help="Show consolidation, hotspot relief and a host evacuation, one lab "
                        "after another, then exit.")] = False,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False, version: Version = False,
 ) -> None:
     """Run a simulated Xen cluster lab on loopback."""
@@ -155,7 +156,7 @@ def lab(
     # stop the lab as Ctrl-C does: every daemon it started goes with it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
-    with guard("vm-lab", verbose, quiet, debug):
+    with guard("vm-lab", verbose, quiet, debug, textfile_dir=textfile_dir):
         if demo:
             for name, objective, title in DEMO:
                 _demo_one(name, objective, title, workdir, interval, ssh)

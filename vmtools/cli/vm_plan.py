@@ -12,11 +12,11 @@ from __future__ import annotations
 import inspect
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output,
-                                 OutputFormat, Quiet, Verbose, Version, emit, entry_point, guard,
-                                 log, make_app, read_document)
+                                 OutputFormat, Quiet, TextfileDir, Verbose, Version, emit,
+                                 entry_point, figures, guard, log, make_app, read_document)
 from vmtools.cli._planning import read_documents, with_settings
 from vmtools.model import Snapshot, dumps
-from vmtools.planner.settings import SETTINGS, settings_from
+from vmtools.planner.settings import SETTINGS, manual_operation, settings_from
 
 PROG = "vm-plan"
 app = make_app(PROG, __doc__)
@@ -29,23 +29,30 @@ _KW = inspect.Parameter.KEYWORD_ONLY
     [inspect.Parameter("file", _KW, default="-", annotation=InputFile)],
     [inspect.Parameter(name, _KW, default=default, annotation=annotation)
      for name, default, annotation in (("fmt", OutputFormat.json, Format),
-                                       ("output", None, Output), ("verbose", 0, Verbose),
-                                       ("quiet", False, Quiet), ("debug", False, Debug),
-                                       ("version", False, Version))])
+                                       ("output", None, Output),
+                                       ("textfile_dir", None, TextfileDir),
+                                       ("verbose", 0, Verbose), ("quiet", False, Quiet),
+                                       ("debug", False, Debug), ("version", False, Version))])
 def plan(**kwargs) -> None:
     """Print a plan (JSON) for the snapshot in FILE."""
     verbose, quiet, debug = kwargs["verbose"], kwargs["quiet"], kwargs["debug"]
-    with guard(PROG, verbose, quiet, debug):
+    textfile_dir = kwargs["textfile_dir"]
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.cli._progress import Progress
         from vmtools.planner.front import plan_run
         from vmtools.planner.scratch import solver_guard
         from vmtools.render import plan_tables
         from vmtools.state import read_state, write_state
         settings = settings_from({s.name: kwargs[s.name] for s in SETTINGS})
+        if settings.allow_problems:
+            log.warning("--allow-problems is ignored: vm-plan plans around problems by "
+                        "default now (--refuse-problems refuses them)")
+        manual = manual_operation(settings)
         snap = read_document(PROG, kwargs["file"], Snapshot, "snapshot")
         docs = read_documents(PROG, settings, snap)
-        state = read_state(settings.state) if settings.state is not None else None
-        with solver_guard(), Progress(PROG, quiet, verbose) as progress:
+        state = read_state(settings.state) \
+            if settings.state is not None and manual is None else None
+        with solver_guard(), Progress(PROG, quiet or manual is not None, verbose) as progress:
             progress.follow("vmtools.planner")
             progress.stage(f"planning {settings.objective}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {settings.time_limit:g} s")
@@ -56,7 +63,16 @@ def plan(**kwargs) -> None:
                     write_state(settings.state, state)
         for entry in result.rules_skipped:
             log.warning("%s: %s", docs.constraints_name, entry["message"])
-        doc = result.plan.to_dict()
+        plan = result.plan
+        if manual is None:
+            for entry in plan.summary.get("frozen", []):
+                log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
+                            entry["host"], f"; {', '.join(entry['leaving'])} leave it to end "
+                            "an overload" if entry["leaving"] else "", entry["why"])
+            if textfile_dir is not None:
+                from vmtools.prometheus.textfile import plan_families
+                figures(*plan_families(plan))
+        doc = plan.to_dict()
         emit(plan_tables(doc) if kwargs["fmt"] == OutputFormat.table else dumps(doc),
              kwargs["output"])
 

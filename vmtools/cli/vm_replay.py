@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app, read_text,
                                  write_atomic)
 from vmtools.cli._planning import read_documents
@@ -151,13 +151,14 @@ def replay(
         "offline).")] = None,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Replay SOURCE through each setting and print a replay document (JSON)."""
-    with guard(PROG, verbose, quiet, debug, flags={"start": "--from"}):
+    with guard(PROG, verbose, quiet, debug, flags={"start": "--from"}, textfile_dir=textfile_dir):
         from vmtools.power_model import DEFAULT, parse_power_model
         from vmtools.replay.baselines import make_baseline
         from vmtools.replay.engine import SimOptions

@@ -1,7 +1,9 @@
-"""Read Ganglia (gmetad, gmond or a saved XML dump) and print a snapshot of the Xen hosts and
-their guests: capacity, demand and the problems that make it incoherent.
+"""Read Ganglia (gmetad, gmond or a saved XML dump) or Prometheus and print a snapshot of the
+Xen hosts and their guests: capacity, demand and the problems that make it incoherent.
 
-With no source option it reads gmetad's XML port on localhost:8651.
+With no source option it reads gmetad's XML port on localhost:8651. With --prometheus URL it
+reads a Prometheus server instead (instant queries of a mapping profile), and carries each
+guest's recent CPU samples (a range query) for vm-plan --demand.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
+from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet, Verbose, Version,
                                  emit, entry_point, guard, make_app)
 from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
@@ -48,10 +50,45 @@ def snapshot(
         "--example", metavar="NAME",
         help=f"Read a gmetad dump shipped with vmtools: {', '.join(EXAMPLES)} (a small Xen "
              "lab cluster; the same with one CPU-hot host).")] = None,
+    prometheus: Annotated[Optional[list[str]], typer.Option(
+        "--prometheus", metavar="URL",
+        help="Read a Prometheus server's HTTP API (http[s]://HOST:PORT[/PATH]) through "
+             "--prometheus-profile; no credentials in the URL. Repeatable.")] = None,
+    prometheus_profile: Annotated[str, typer.Option(
+        "--prometheus-profile", metavar="NAME|FILE",
+        help="How hosts and guests are named and measured there: vmtools (vm-gmetric's "
+             "exporter), xen-exporter (MikeDombo/xen-exporter), or a profile file "
+             "(vmtools-formats(5), PROMETHEUS PROFILES).")] = "vmtools",
+    prometheus_user: Annotated[Optional[str], typer.Option(
+        "--prometheus-user", metavar="NAME",
+        help="Basic auth user; the password is read from --prometheus-password-file.")] = None,
+    prometheus_password_file: Annotated[Optional[str], typer.Option(
+        "--prometheus-password-file", metavar="FILE",
+        help="File whose first line is the basic auth password (not readable by others).")
+    ] = None,
+    prometheus_token_file: Annotated[Optional[str], typer.Option(
+        "--prometheus-token-file", metavar="FILE",
+        help="File whose first line is a bearer token (not readable by others).")] = None,
+    prometheus_ca_file: Annotated[Optional[str], typer.Option(
+        "--prometheus-ca-file", metavar="FILE",
+        help="CA certificates (PEM) that sign the https:// server's certificate (default: "
+             "the system's).")] = None,
+    at: Annotated[Optional[str], typer.Option(
+        "--at", metavar="TIME",
+        help="With --prometheus: the snapshot as it was at TIME (Unix seconds or "
+             "YYYY-MM-DDTHH:MM:SSZ) instead of now.")] = None,
+    samples_window: Annotated[float, typer.Option(
+        "--samples-window", metavar="MINUTES",
+        help="With --prometheus: carry each guest's CPU samples of the last MINUTES (a range "
+             "query) for vm-plan --demand; 0 carries none.")] = 120.0,
+    samples_step: Annotated[float, typer.Option(
+        "--samples-step", metavar="SECONDS",
+        help="With --prometheus: seconds between two samples of --samples-window.")] = 60.0,
     timeout: Annotated[float, typer.Option(
         "--timeout", metavar="SECONDS",
-        help="Connect timeout and timeout of every read from gmetad or gmond; a whole answer "
-             "must arrive within 30 times this.")] = DEFAULT_TIMEOUT,
+        help="Ganglia: connect timeout and timeout of every read from gmetad or gmond; a whole "
+             "answer must arrive within 30 times this. Prometheus: the deadline of the whole "
+             "read, every query included.")] = DEFAULT_TIMEOUT,
     recover: Annotated[bool, typer.Option(
         "--recover",
         help="On malformed XML, keep every cluster and host that parses and list the dropped "
@@ -62,25 +99,43 @@ def snapshot(
              "stale (a problem).")] = DEFAULT_STALE_AFTER,
     fmt: Format = OutputFormat.json,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia reports."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
-        sources = make_sources("ganglia", dict(
-            gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [], inputs=input_ or [],
-            example=example, timeout=timeout, recover=recover, stale_after=stale_after))
+        sources = []
+        if prometheus:
+            sources += make_sources("prometheus", _prometheus_settings(
+                prometheus, prometheus_profile, prometheus_user, prometheus_password_file,
+                prometheus_token_file, prometheus_ca_file, at, samples_window, samples_step,
+                timeout, stale_after))
+        elif at is not None:
+            raise UsageError("--at needs --prometheus (Ganglia only knows now)")
+        if not prometheus or gmetad or cluster or gmond or input_ or example:
+            sources += make_sources("ganglia", dict(
+                gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
+                inputs=input_ or [], example=example, timeout=timeout, recover=recover,
+                stale_after=stale_after))
         snap = take_snapshot(sources)
+        evaluated = [src.evaluated_at for src in sources if hasattr(src, "evaluated_at")]
+        if evaluated:           # the moment Prometheus was asked about (--at, or now)
+            from vmtools.model import epoch_to_iso
+            snap.created = epoch_to_iso(evaluated[0])
         if snap.problems:
             log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
                         snap.problems[0].kind, snap.problems[0].message)
         log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
+        if textfile_dir is not None:
+            from vmtools.prometheus.textfile import snapshot_families
+            figures(*snapshot_families(snap))
         if fmt == OutputFormat.table:
             emit(snapshot_table(snap), output)
         elif output is None or str(output) == "-":
@@ -93,6 +148,34 @@ def snapshot(
             sys.stdout.flush()
         else:
             emit(snapshot_json(snap), output)
+
+
+def _prometheus_settings(urls, profile, user, password_file, token_file, ca_file, at, window,
+                         step, timeout, stale_after) -> dict:
+    from vmtools.model import iso_to_epoch
+    from vmtools.prometheus.query import Auth, read_secret
+    if token_file and (user or password_file):
+        raise UsageError("--prometheus-token-file or --prometheus-user with "
+                         "--prometheus-password-file, not both")
+    if bool(user) != bool(password_file):
+        raise UsageError("--prometheus-user and --prometheus-password-file go together")
+    if not window >= 0 or not step > 0 or (window and window * 60 / step > 11000):
+        raise UsageError("--samples-window must be 0 or more minutes and --samples-step more "
+                         "than 0 seconds, with at most 11,000 samples in the window")
+    auth = None
+    if token_file:
+        auth = Auth(token=read_secret(token_file, "prometheus-token-file"))
+    elif user:
+        auth = Auth(user=user, password=read_secret(password_file, "prometheus-password-file"))
+    when = None
+    if at is not None:
+        try:
+            when = float(at) if at.replace(".", "", 1).isdigit() else iso_to_epoch(at)
+        except (TypeError, ValueError):
+            raise UsageError(f"--at {at!r}: expected Unix seconds or YYYY-MM-DDTHH:MM:SSZ") \
+                from None
+    return dict(prometheus=urls, profile=profile, auth=auth, ca_file=ca_file, at=when,
+                window_minutes=window, step=step, timeout=timeout, stale_after=stale_after)
 
 
 main = entry_point(app, PROG)

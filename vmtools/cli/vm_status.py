@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app,
                                  read_document)
 from vmtools.errors import UsageError
@@ -54,13 +54,14 @@ def status(
         help="Flag a host above this fraction of its memory (as vm-plan's).")] = 0.95,
     fmt: Format = OutputFormat.table,
     output: Output = None,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
 ) -> None:
     """Print the state of the cluster for people (or -f json: a vmtools.status document)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.render import status_table
         from vmtools.status import build_status
         for name, value in (("--cpu-threshold", cpu_threshold),

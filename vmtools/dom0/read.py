@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vmtools.dom0.parse import Domain, parse_info, parse_list
 from vmtools.errors import OptionError, Unavailable
+from vmtools.inputs import OutputDeadline, OutputTooLarge, kill_process, read_process
 
 log = logging.getLogger("vmtools.dom0")
 
@@ -49,19 +50,30 @@ def run_command(argv: list[str], timeout: float) -> str:
     except OSError as exc:
         raise ToolstackError(f"{shown}: cannot run: {exc.strerror}") from None
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise ToolstackError(f"{shown}: no answer within {timeout:g} s, killed "
-                             "(is xend/xenstored wedged?)") from None
+        out, err = _bounded_output(proc, timeout, shown)
+    except BaseException:
+        kill_process(proc)
+        raise
     if proc.returncode != 0:
         raise ToolstackError(f"{shown}: exit {proc.returncode}: "
                              f"{_one_line(err.decode('utf-8', 'replace')) or 'no message'}")
     return out.decode("utf-8", "replace")
+
+
+# ``xl list`` of 1,000 guests is ~100 KB, ``xl info`` ~2 KB: a toolstack printing more is broken.
+MAX_OUTPUT_BYTES = 16 * 2**20
+MAX_ERROR_BYTES = 64 * 2**10
+
+
+def _bounded_output(proc: subprocess.Popen, timeout: float, shown: str) -> tuple[bytes, bytes]:
+    try:
+        return read_process(proc, timeout, MAX_OUTPUT_BYTES, MAX_ERROR_BYTES)
+    except OutputDeadline:
+        raise ToolstackError(f"{shown}: no answer within {timeout:g} s, killed "
+                             "(is xend/xenstored wedged?)") from None
+    except OutputTooLarge:
+        raise ToolstackError(f"{shown}: printed more than {MAX_OUTPUT_BYTES // 2**20} MiB, "
+                             "killed (a broken toolstack)") from None
 
 
 class Dom0Reader:

@@ -46,7 +46,16 @@ class NotSupported(OperationFailed):
     """The transport has no such operation (an optional capability it lacks)."""
 
 
-OPTIONAL = ("shutdown_host", "power_on_host", "start_guest", "shutdown_guest")
+OPTIONAL = ("shutdown_host", "power_on_host", "start_guest", "shutdown_guest",
+            "suspend_guest", "resume_guest", "create_guest", "checkpoint_guest",
+            "file_exists", "remove_file")
+
+# The capabilities a plan's guest-lifecycle op needs of the driver of its host (a suspend
+# and a resume also look at and remove image files on the host).
+LIFECYCLE_NEEDS = {"suspend": ("suspend_guest", "file_exists"),
+                   "checkpoint": ("checkpoint_guest", "file_exists"),
+                   "resume": ("resume_guest", "file_exists", "remove_file"),
+                   "create": ("create_guest", "file_exists")}
 
 
 def why(exc: BaseException) -> str:
@@ -144,3 +153,29 @@ class Driver:
     def shutdown_guest(self, vm: str, timeout: float) -> None:
         raise self._not_supported(f"shutting guest {vm} down")
 
+    # The guest lifecycle (optional): each raises MigrationRefused (the toolstack said no),
+    # MigrationUncertain (no answer: ask the host) or Unavailable, as migrate does.
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to the file ``image`` on this host and destroy the guest."""
+        raise self._not_supported(f"suspending guest {vm}")
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        """Save ``vm``'s memory to ``image`` and leave it running."""
+        raise self._not_supported(f"checkpointing guest {vm}")
+
+    def resume_guest(self, image: str, timeout: float) -> None:
+        """Start the guest saved in ``image`` on this host (the image is left in place)."""
+        raise self._not_supported("resuming a guest")
+
+    def create_guest(self, config: str, timeout: float) -> None:
+        """Start a new guest from the configuration file ``config`` on this host."""
+        raise self._not_supported("creating a guest")
+
+    def file_exists(self, path: str) -> bool:
+        """Whether this host sees a regular file at ``path`` (Unavailable if it cannot
+        tell)."""
+        raise self._not_supported("looking for a file")
+
+    def remove_file(self, path: str) -> None:
+        """Remove the file at ``path`` on this host (a resumed guest's image)."""
+        raise self._not_supported("removing a file")

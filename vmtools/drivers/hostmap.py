@@ -30,10 +30,12 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
-from vmtools.errors import DataError, OptionError
+from vmtools.errors import DataError, OptionError, UsageError
+from vmtools.inputs import read_file
 from vmtools.model import is_safe_name
 
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 each,
@@ -193,11 +195,10 @@ def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dic
 
 
 def read_hostmap(path: str) -> dict[str, HostEntry]:
+    if not os.path.exists(path) and "\0" not in str(path):
+        raise OptionError("hosts", f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise OptionError("hosts", f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_file(path, "host map", prog="vm-apply")
+    except UsageError as exc:
         raise DataError(f"cannot read the host map: {exc}", path) from None
     return parse_hostmap(text, path)

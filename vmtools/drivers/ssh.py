@@ -1,7 +1,9 @@
 """The ``xm-ssh`` and ``xl-ssh`` transports: the toolstack's own commands over SSH (paramiko).
 
 ``xm migrate --live <vm> <dst>`` / ``xl migrate <vm> <dst>`` run on the source host;
-``xm list`` / ``xl list`` tell what a host runs. Every word sent is quoted
+``xm list`` / ``xl list`` tell what a host runs. The guest lifecycle: ``save <vm> <image>``
+(suspend), ``save -c`` (checkpoint), ``restore <image>`` (resume), ``create <config>``;
+``test -f`` and ``rm -f --`` for the images. Every word sent is quoted
 (:func:`shlex.quote`), although names are checked safe long before.
 
 Host keys are checked against the system's ``/etc/ssh/ssh_known_hosts``, the user's
@@ -244,6 +246,57 @@ class SshDriver(Driver):
         message = next((ln for ln in lines if ln.startswith("Error:") or "failed" in ln
                         or "invalid domain" in ln), lines[0] if lines else f"exit {rc}")
         raise MigrationRefused(f"{self.tool} migrate exited {rc}: {message}")
+
+    # ---- the guest lifecycle (optional capabilities of the Driver interface)
+
+    def _toolstack(self, argv: list[str], timeout: float, what: str) -> None:
+        try:
+            rc, out, err = self.run(argv, timeout)
+        except TimeoutError:
+            raise MigrationUncertain(f"{self.tool} {what} did not end within {timeout:g}s "
+                                     "(it may still be running)") from None
+        if rc == 0:
+            return
+        if rc == -1:
+            raise MigrationUncertain(f"the SSH connection to {self.endpoint.name} dropped "
+                                     f"during {self.tool} {what}")
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        message = next((ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower()
+                        or "can't" in ln.lower() or "invalid" in ln), lines[-1] if lines
+                       else f"exit {rc}")
+        raise MigrationRefused(f"{self.tool} {what} exited {rc}: {message}")
+
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._toolstack([self.tool, "save", vm, image], timeout, "save")
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._toolstack([self.tool, "save", "-c", vm, image], timeout, "save -c")
+
+    def resume_guest(self, image: str, timeout: float) -> None:
+        self._toolstack([self.tool, "restore", image], timeout, "restore")
+
+    def create_guest(self, config: str, timeout: float) -> None:
+        self._toolstack([self.tool, "create", config], timeout, "create")
+
+    def file_exists(self, path: str) -> bool:
+        try:
+            rc, _, err = self.run(["test", "-f", path], self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.endpoint.name}: test -f did not answer within "
+                              f"{self.connect_timeout:g}s") from None
+        if rc in (0, 1):
+            return rc == 0
+        raise Unavailable(f"{self.endpoint.name}: test -f {path} failed (exit {rc}): "
+                          f"{err.strip()[:200]}")
+
+    def remove_file(self, path: str) -> None:
+        try:
+            rc, _, err = self.run(["rm", "-f", "--", path], self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.endpoint.name}: rm did not answer within "
+                              f"{self.connect_timeout:g}s") from None
+        if rc != 0:
+            raise MigrationRefused(f"rm -f {path} exited {rc}: {err.strip()[:200]}")
 
     def _drop(self) -> None:
         with self._lock:

@@ -10,6 +10,12 @@ Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.Gang
   ``container.net_mbps`` (Mbit/s) becomes ``net_mbps`` (Ganglia cannot know a link's speed).
 - A host is offline iff ``TN > 4 x TMAX``; an offline host that lists guests keeps them, with
   state ``unknown``, and an ``offline-host`` problem.
+- A container.* metric is late when its TN is past its TMAX (or its DMAX, when set): a late
+  host metric (capacity, guest list) is a ``stale-host`` problem, a late guest metric a
+  ``stale-guest`` problem; both are kept at their last figures. A non-empty
+  ``container.problem`` (vm-gmetric could not read the whole guest list) is an
+  ``incomplete-host`` problem. A host that publishes everything but ``container.vms``
+  is kept with no guests and a ``partial-container`` problem (its guests are unknown).
 - A cluster is stale when the grid's LOCALTIME is more than ``stale_after`` seconds ahead of
   the cluster's (gmetad serves the last data it got from a gmond that stopped answering).
 - Guests: ``container.vms`` plus ``container.vms.1``, ``.2``... joined, Domain-0 left out;
@@ -17,7 +23,8 @@ Pure: no sockets, no XML. Input is one or more :class:`~vmtools.ganglia.xml.Gang
   guest's own gmond entry (``cpu_num``, ``mem_total``, ``cpu_user+cpu_system+cpu_nice``,
   ``bytes_in+bytes_out``). A guest with no CPU or memory figure is a ``no-data`` problem and
   is left out; a guest listed by two hosts is a ``duplicate-guest`` problem and is kept on
-  the host that reported most recently (the first by name when they are as fresh).
+  the host that reported most recently (the first by name when they are as fresh). Every host
+  of a stale cluster gets its own ``stale-cluster`` problem.
 - Names must pass :func:`vmtools.model.is_safe_name`; any other name is an ``unsafe-name``
   problem and never reaches the snapshot.
 Hosts and guests are sorted by name (gmond's order is hash order).
@@ -31,9 +38,9 @@ import time
 
 from vmtools.ganglia.xml import FALLBACK_METRICS, Cluster, GangliaDump, RawHost
 from vmtools.drivers import registry
-from vmtools.xen import DOM0_NAMES
+from vmtools.xen import DOM0_NAMES, is_in_flight_name, is_migrating
 from vmtools.ganglia.names import (CPU_NUM, DRIVER_MIGRATION, GUEST_PREFIX, HOST_METRICS,
-                                    MEM_TOTAL, NET_MBPS, TYPE, VMS, VMS_PART)
+                                    MEM_TOTAL, NET_MBPS, PROBLEM, TYPE, VMS, VMS_PART)
 from vmtools.model import (VM, Host, Problem, Snapshot,
                            epoch_to_iso, is_reserved_name, is_safe_name)
 from vmtools.sources.check import CPU_SLACK, PROBLEM_KINDS, show as _show, sort_problems
@@ -71,6 +78,10 @@ def _range(low: float, high: float) -> str:
     return f"{low:g} to {high:.0f}" if high >= 1e6 and high == int(high) else f"{low:g} to {high:g}"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class SnapshotBuilder:
     """Consumes parsed hosts one at a time (so a large dump never sits in memory whole) and
     builds the snapshot at :meth:`finish`. ``add_host`` fits ``parse_ganglia(on_host=...)``."""
@@ -85,6 +96,8 @@ class SnapshotBuilder:
         self.age: dict[str, float] = {}      # host -> seconds since its last report (TN)
         self.container: dict[str, bool] = {}     # every host name seen: has container.*?
         self.plain: dict[str, RawHost] = {}      # ordinary hosts: guests' own gmond entries
+        self.stale_clusters: dict[str, str] = {}  # cluster -> why its data is old
+        self.in_flight: set[str] = set()         # names of guests in flight, as listed
 
     def problem(self, kind: str, message: str, host: str | None = None,
                 vm: str | None = None) -> None:
@@ -157,10 +170,11 @@ class SnapshotBuilder:
             if cluster.grid_localtime is not None and cluster.localtime is not None:
                 lag = cluster.grid_localtime - cluster.localtime
                 if lag > self.stale_after:
-                    self.problem("stale-cluster", f"cluster {_show(cluster.name)} was last "
-                                 f"heard {lag} s before {dump.source} answered (more than "
-                                 f"{self.stale_after:g} s): its gmond stopped answering and the "
-                                 "data may be old")
+                    # One problem per host (in finish): each frozen host names its reason.
+                    self.stale_clusters[cluster.name] = (
+                        f"cluster {_show(cluster.name)} was last heard {lag} s before "
+                        f"{dump.source} answered (more than {self.stale_after:g} s): its "
+                        "gmond stopped answering and the data may be old")
             for raw in cluster.hosts:
                 self.add_host(cluster, raw, dump.source)
 
@@ -187,11 +201,16 @@ class SnapshotBuilder:
             if any(m in raw.metrics for m in FALLBACK_METRICS):
                 self.plain[raw.name] = raw   # maybe a guest's own gmond entry
             return
-        if len(present) < len(HOST_METRICS):
-            missing = [m for m in HOST_METRICS if m not in raw.metrics]
+        missing = [m for m in HOST_METRICS if m not in raw.metrics]
+        if missing == [VMS]:
+            # vm-gmetric leaves its guest list out when it could not read it whole: the host
+            # is there, its guests are unknown (it is frozen, and counts as full).
+            self.problem("partial-container", f"host {raw.name} publishes no {VMS}: its "
+                         "guests are unknown", host=raw.name)
+        elif missing:
             self.problem("partial-container", f"host {raw.name} publishes {', '.join(present)} "
-                         f"but not {', '.join(missing)}: it is not counted as a hypervisor "
-                         "(is vm-gmetric running on its Domain-0?)", host=raw.name)
+                         f"but not {', '.join(missing)}: it is not counted as a hypervisor",
+                         host=raw.name)
             return
         cpu = self.number(raw, CPU_NUM, raw.name, integer=True)
         mem_kb = self.number(raw, MEM_TOTAL, raw.name)
@@ -223,11 +242,18 @@ class SnapshotBuilder:
             name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
             migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
-        names = self.guest_names(raw)
+        names = self.guest_names(raw) if VMS in raw.metrics else []
         if state == "offline" and names:
             self.problem("offline-host", f"host {raw.name} {why} but still lists "
-                         f"{len(names)} guest(s); they are kept with state unknown",
+                         f"{_count(len(names), 'guest')}; they are kept with state unknown",
                          host=raw.name)
+        elif state == "online":
+            self.lateness(raw, names)
+        said = raw.metrics.get(PROBLEM, "").strip()
+        if said:
+            self.problem("incomplete-host", f"host {raw.name}: vm-gmetric could not "
+                         f"read its whole guest list ({_show(said, 120)}) and left {VMS} out "
+                         "this cycle", host=raw.name)
         listed = []
         for name in dict.fromkeys(names):
             if not is_safe_name(name):
@@ -236,9 +262,11 @@ class SnapshotBuilder:
                              "'_' and '-'; it is left out", host=raw.name)
                 continue
             if is_reserved_name(name):
+                if is_in_flight_name(name):
+                    self.in_flight.add(name)
                 self.problem("reserved-name", f"host {raw.name} lists a guest named {name}, "
-                             "the name Xen gives a guest in flight (a migration under way, or "
-                             "a spoofed packet); it is left out", host=raw.name)
+                             "the name Xen gives a guest in flight; it is left out",
+                             host=raw.name)
                 continue
             prefix = f"{GUEST_PREFIX}{name}."
             listed.append((name, (
@@ -248,6 +276,30 @@ class SnapshotBuilder:
                 self.number(raw, prefix + "net", raw.name, name))))
         self.listed[raw.name] = listed
         self.age[raw.name] = raw.tn if raw.tn is not None else 0
+
+    def lateness(self, raw: RawHost, names: list[str]) -> None:
+        """A ``stale-host`` problem when a host metric is late, else a ``stale-guest`` problem
+        for each listed guest with a late metric."""
+        if not raw.late:
+            return
+        host_late = sorted(m for m in raw.late if not m.startswith(GUEST_PREFIX))
+        if host_late:
+            tn, tmax, dmax = max(raw.late[m] for m in host_late)
+            self.problem("stale-host", f"host {raw.name}: {', '.join(host_late[:3])}"
+                         f"{' and more' if len(host_late) > 3 else ''} not updated for {tn} s "
+                         f"(TMAX {tmax}{f', DMAX {dmax}' if dmax else ''}); its figures and "
+                         "guest list are old", host=raw.name)
+            return
+        for name in dict.fromkeys(names):
+            prefix = f"{GUEST_PREFIX}{name}."
+            late = [raw.late[prefix + f] for f in ("cpu", "mem", "vcpus", "net")
+                    if prefix + f in raw.late]
+            if late:
+                tn, tmax, dmax = max(late)
+                self.problem("stale-guest", f"the metrics of guest {name} on host {raw.name} "
+                             f"were not updated for {tn} s (TMAX {tmax}"
+                             f"{f', DMAX {dmax}' if dmax else ''}); its figures are old",
+                             host=raw.name, vm=name)
 
     @staticmethod
     def guest_names(raw: RawHost) -> list[str]:
@@ -269,8 +321,10 @@ class SnapshotBuilder:
             host = self.hosts[host_name]
             for name, figures in self.listed[host_name]:
                 if name in placed:
+                    flight = " (mid-migration: a host lists it in flight)" \
+                        if is_migrating(name, self.in_flight) else ""
                     self.problem("duplicate-guest", f"guest {name} is listed by both "
-                                 f"{placed[name].host} and {host_name} (mid-migration?); it is "
+                                 f"{placed[name].host} and {host_name}{flight}; it is "
                                  f"kept on {placed[name].host}", host=host_name, vm=name)
                     continue
                 vm = self.guest(name, host, figures)
@@ -317,6 +371,13 @@ class SnapshotBuilder:
                   net_mbps=round(net_bps * 8 / 1e6, 4) if net_bps is not None else None)
 
     def finish(self, source: str) -> Snapshot:
+        for name in sorted(self.hosts):
+            why = self.stale_clusters.get(self.hosts[name].cluster)
+            if why is not None:
+                self.problem("stale-cluster", f"host {name}: {why}", host=name)
+        for cluster, why in sorted(self.stale_clusters.items()):
+            if not any(h.cluster == cluster for h in self.hosts.values()):
+                self.problem("stale-cluster", why)
         vms = self.guests()
         vms.sort(key=lambda v: v.name)
         hosts = sorted(self.hosts.values(), key=lambda h: h.name)

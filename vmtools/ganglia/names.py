@@ -7,7 +7,8 @@ take the names from here, so the two sides cannot drift apart.
 - host: ``container.mem_total`` (KB, Domain-0 excluded), ``container.cpu_num``,
   ``container.vms`` (space-separated guest names, continued in ``container.vms.1``, ``.2``...),
   ``container.driver.migration`` (a transport of :mod:`vmtools.xen`), ``container.type``
-  (``xen-<major>.<minor>``); optional ``container.net_mbps`` (a vmtools extension);
+  (``xen-<major>.<minor>``); optional ``container.net_mbps`` (a vmtools extension) and
+  ``container.problem`` (vmtools: why this cycle's guest list was left out, empty when none);
 - per guest: ``container.vm.<name>.cpu`` (%, of one CPU), ``.mem`` (KB), ``.vcpus``, ``.net``
   (bytes/s).
 """
@@ -23,6 +24,9 @@ VMS = "container.vms"
 DRIVER_MIGRATION = "container.driver.migration"
 TYPE = "container.type"
 NET_MBPS = "container.net_mbps"
+# vm-gmetric's word that it could not read the whole guest list this cycle (so it left
+# container.vms out): empty when all is well. vm-snapshot makes it a host problem.
+PROBLEM = "container.problem"
 # The five a host must carry to be a hypervisor.
 HOST_METRICS = (MEM_TOTAL, CPU_NUM, VMS, DRIVER_MIGRATION, TYPE)
 

@@ -2,25 +2,31 @@
 
 Each source is a small value object with ``name`` (used in messages and in the snapshot's
 ``source``) and ``open()`` returning a binary stream. Network sources read the whole answer
-with a connect timeout, a timeout on every read and an overall deadline; any failure to get
+with a connect timeout, a timeout on every read, an overall deadline and a size limit
+(:data:`MAX_ANSWER_BYTES`, spooled to disk beyond :data:`SPOOL_BYTES`); any failure to get
 an answer is :class:`~vmtools.errors.Unavailable` naming the address.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import BinaryIO
 
-from vmtools.errors import OptionError, Unavailable
+from vmtools.errors import DataError, OptionError, Unavailable
 from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
 from vmtools.inputs import input_name, open_input
 
 DEFAULT_TIMEOUT = 10.0
+# gmetad's answer for 1,000 hosts and 100,000 guests is ~100 MiB of XML; five times that is a
+# broken or hostile peer. The answer is spooled to a temporary file beyond SPOOL_BYTES, so
+# memory stays flat whatever the peer sends.
+MAX_ANSWER_BYTES = 512 * 2**20
+SPOOL_BYTES = 16 * 2**20
 # A whole answer must arrive within this many read timeouts (a trickling peer is not a source).
 DEADLINE_FACTOR = 30
 EXAMPLES = {"lab": "lab-gmetad.xml", "hotspot": "lab-gmetad-hotspot.xml"}
@@ -53,8 +59,11 @@ def _netloc(host: str, port: int) -> str:
 
 
 def fetch(host: str, port: int, name: str, request: bytes | None = None,
-          timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Connect, optionally send one request line, read to EOF. Errors name ``name``."""
+          timeout: float = DEFAULT_TIMEOUT, limit: int = MAX_ANSWER_BYTES) -> BinaryIO:
+    """Connect, optionally send one request line, read to EOF (at most ``limit`` bytes,
+    within the deadline); the answer as a stream positioned at its start. Errors name
+    ``name``: no answer is :class:`Unavailable`, an answer beyond ``limit`` a
+    :class:`DataError`."""
     deadline = time.monotonic() + timeout * DEADLINE_FACTOR
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -67,7 +76,8 @@ def fetch(host: str, port: int, name: str, request: bytes | None = None,
         raise Unavailable(f"{name}: no connection within {timeout:g} s (--timeout)") from None
     except OSError as exc:
         raise Unavailable(f"{name}: cannot connect: {exc.strerror or exc}") from None
-    chunks: list[bytes] = []
+    answer = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    got = 0
     with sock:
         try:
             if request is not None:
@@ -79,18 +89,29 @@ def fetch(host: str, port: int, name: str, request: bytes | None = None,
                 chunk = sock.recv(1 << 16)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                got += len(chunk)
+                if got > limit:
+                    answer.close()
+                    raise DataError(f"the answer is larger than {limit // 2**20} MiB: not a "
+                                    "Ganglia answer (a broken or hostile peer); giving up", name)
+                answer.write(chunk)
         except socket.timeout:
+            answer.close()
             raise Unavailable(f"{name}: no data for {timeout:g} s (--timeout); got "
-                              f"{sum(map(len, chunks))} bytes") from None
+                              f"{got} bytes") from None
+        except Unavailable:
+            answer.close()
+            raise
         except OSError as exc:
+            answer.close()
             raise Unavailable(f"{name}: connection failed while reading: "
                               f"{exc.strerror or exc}") from None
-    data = b"".join(chunks)
-    if not data:
+    if not got:
+        answer.close()
         raise Unavailable(f"{name}: closed the connection without an answer (is this machine "
                           "in gmetad's trusted_hosts?)")
-    return data
+    answer.seek(0)
+    return answer
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,7 @@ class GmetadSource:
         return f"gmetad://{_netloc(self.host, self.port)}"
 
     def open(self) -> BinaryIO:
-        return io.BytesIO(fetch(self.host, self.port, self.name, None, self.timeout))
+        return fetch(self.host, self.port, self.name, None, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -129,7 +150,7 @@ class ClusterSource:
 
     def open(self) -> BinaryIO:
         request = f"/{self.cluster}\n".encode("ascii")
-        return io.BytesIO(fetch(self.host, self.port, self.name, request, self.timeout))
+        return fetch(self.host, self.port, self.name, request, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -143,7 +164,7 @@ class GmondSource:
         return f"gmond://{_netloc(self.host, self.port)}"
 
     def open(self) -> BinaryIO:
-        return io.BytesIO(fetch(self.host, self.port, self.name, None, self.timeout))
+        return fetch(self.host, self.port, self.name, None, self.timeout)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,13 @@ FALLBACK_METRICS = frozenset({"cpu_num", "mem_total", "cpu_user", "cpu_system", 
                               "bytes_in", "bytes_out"})
 CONTAINER_PREFIX = "container."
 
+# METRIC children of one HOST: a Domain-0 of 1,000 guests publishes ~5,000, a gmond ~40. A
+# HOST with more is a broken or spoofed sender: it is dropped, and read METRIC by METRIC on the
+# way (never held whole), so memory stays flat whatever one HOST carries.
+MAX_METRICS_PER_HOST = 50_000
+# Recovery reads the whole input; it is bounded like a network answer.
+MAX_RECOVER_BYTES = 512 * 2**20
+
 # How much of the head to scan for a DOCTYPE with entity declarations or an external DTD.
 _PROLOG_LIMIT = 1 << 20
 _ROOT_START = re.compile(rb"<[A-Za-z_]")
@@ -65,6 +72,9 @@ class RawHost:
     line: int = 0
     metrics: dict[str, str] = field(default_factory=dict)   # NAME -> VAL
     times: dict[str, str] = field(default_factory=dict)     # REPORTED/TN/TMAX as sent
+    # container.* metrics older than their TMAX (or their DMAX, when it is set): NAME ->
+    # (TN, TMAX, DMAX). Only the late ones are kept: 40,000 guests' ages would cost memory.
+    late: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,22 +121,55 @@ def _int(value: str | None) -> int | None:
     return int(number)
 
 
+def _age(late: dict, name: str, tn_text: str, tmax_text: str | None,
+         dmax_text: str | None) -> None:
+    """Record ``name`` in ``late`` (a host's) when its TN is past its TMAX, or its DMAX when set
+    (an attribute that is not a uint32 leaves the metric's age unknown: not late)."""
+    tn, tmax, dmax = _int(tn_text), _int(tmax_text), _int(dmax_text)
+    if tn is None or tmax is None:
+        return
+    if (tmax > 0 and tn > tmax) or (dmax is not None and dmax > 0 and tn > dmax):
+        late[name] = (tn, tmax, dmax or 0)
+
+
 def _wanted(name: str) -> bool:
     return name.startswith(CONTAINER_PREFIX) or name in FALLBACK_METRICS
 
 
-def _read_host(elem) -> RawHost:
+def _read_host(elem, metrics: dict[str, str] | None = None,
+               late: dict | None = None) -> RawHost:
+    """The host of a HOST element; ``metrics``: what the streaming parser already took from
+    its METRIC children (they are gone from ``elem`` by then)."""
     host = RawHost(name=elem.get("NAME", ""), ip=elem.get("IP", ""),
                    reported=_int(elem.get("REPORTED")), tn=_int(elem.get("TN")),
                    tmax=_int(elem.get("TMAX")), line=elem.sourceline or 0,
                    times={k: v for k in ("REPORTED", "TN", "TMAX")
                           if (v := elem.get(k)) is not None})
-    metrics = host.metrics
+    if metrics is not None:
+        host.metrics = metrics
+        host.late = late if late is not None else {}
+        return host
     for metric in elem.iterchildren("METRIC"):
-        name = metric.get("NAME")
-        if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
-            metrics[name] = metric.get("VAL", "")
+        _take_metric(host.metrics, metric, host.late)
     return host
+
+
+def _take_metric(metrics: dict[str, str], metric, late: dict) -> None:
+    name = metric.get("NAME")
+    if name and (name[0] == "c" or name in FALLBACK_METRICS) and _wanted(name):
+        metrics[name] = metric.get("VAL", "")
+        tn = metric.get("TN")
+        if tn is not None and tn != "0" and name[0] == "c":
+            _age(late, name, tn, metric.get("TMAX"), metric.get("DMAX"))
+
+
+def _drop_read(elem) -> None:
+    """Streaming: drop an element that has been read, and the siblings before it."""
+    elem.clear(keep_tail=False)
+    parent = elem.getparent()
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
 
 
 # --------------------------------------------------------------------------- input guard
@@ -239,7 +282,10 @@ def parse_ganglia(stream: BinaryIO | bytes, source: str = "<input>", *,
                         source)
     _check_prolog(head, source)
     if recover:
-        data = head + stream.read()
+        data = head + stream.read(MAX_RECOVER_BYTES + 1)
+        if len(data) > MAX_RECOVER_BYTES:
+            raise DataError(f"larger than {MAX_RECOVER_BYTES // 2**20} MiB: too large to "
+                            "recover from (a broken or hostile sender)", source)
         try:
             return _parse_strict(io.BytesIO(data), source)
         except EntityRefused:
@@ -255,10 +301,13 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
     cluster: Cluster | None = None
     loose: Cluster | None = None   # HOSTs directly under GANGLIA_XML (the DTD allows it)
     events = etree.iterparse(stream, events=("start", "end"),
-                             tag=("GANGLIA_XML", "GRID", "CLUSTER", "HOST"),
+                             tag=("GANGLIA_XML", "GRID", "CLUSTER", "HOST", "METRIC"),
                              resolve_entities=False, no_network=True, load_dtd=False,
                              huge_tree=False, remove_comments=True, remove_pis=True)
     root_checked = False
+    metrics: dict[str, str] | None = None    # of the HOST being read
+    late: dict = {}                          # its late container.* metrics
+    count = 0
     try:
         for event, elem in events:
             if not root_checked:
@@ -267,8 +316,18 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                 _check_root(root, source)
                 _check_dtd(root, source)
             tag = elem.tag
+            if tag == "METRIC":
+                if event == "end":
+                    if metrics is not None:
+                        count += 1
+                        if count <= MAX_METRICS_PER_HOST:
+                            _take_metric(metrics, elem, late)
+                    _drop_read(elem)
+                continue
             if event == "start":
-                if tag == "CLUSTER":
+                if tag == "HOST":
+                    metrics, count, late = {}, 0, {}
+                elif tag == "CLUSTER":
                     top = grids[0][1] if grids else None
                     cluster = Cluster(name=elem.get("NAME", ""),
                                       localtime=_int(elem.get("LOCALTIME")),
@@ -278,7 +337,15 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                     grids.append((elem.get("NAME", ""), _int(elem.get("LOCALTIME"))))
                 continue
             if tag == "HOST":
-                host = _read_host(elem)
+                host = _read_host(elem, metrics if metrics is not None else {}, late)
+                metrics = None
+                if count > MAX_METRICS_PER_HOST:
+                    dump.dropped.append(Dropped(
+                        "host", host.name[:200], f"{source}:{host.line}:1",
+                        f"it carries {count} metrics, more than {MAX_METRICS_PER_HOST} (a "
+                        "broken or spoofed sender)"))
+                    _drop_read(elem)
+                    continue
                 if cluster is None:
                     if loose is None:
                         loose = Cluster(name="")
@@ -296,12 +363,7 @@ def _parse_strict(stream, source: str, on_host=None) -> GangliaDump:
                 grids.pop()
             else:
                 continue
-            # Streaming: drop what has been read, and the siblings before it.
-            elem.clear(keep_tail=False)
-            parent = elem.getparent()
-            if parent is not None:
-                while elem.getprevious() is not None:
-                    del parent[0]
+            _drop_read(elem)
     except etree.XMLSyntaxError as exc:
         if getattr(stream, "total", 1) == 0:
             raise DataError("empty input: expected a Ganglia XML document", source) from None

@@ -179,7 +179,9 @@ class Publisher:
             log.warning("%s", problem)
         self.failures += sum(1 for p in built.problems)
         self.last = built
-        self.view = (built, current, complete, cycle_at)
+        # A guest skipped (unsafe name, implausible figures) still holds memory on the host:
+        # a list without it would hide it from the planner.
+        self.view = (built, current, complete and not built.skipped, cycle_at)
         return built
 
     # -- encoding

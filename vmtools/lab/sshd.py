@@ -11,7 +11,7 @@ The stand-ins run as that user and change the shared state file, so :meth:`SshLa
 opens the state's directory, file and lock to it (a lab, not a production setup).
 
     lab = SshLab(state_path, ["node-1", "node-2"]).start()
-    lab.port["node-1"], lab.known_hosts, lab.client_key, lab.user
+    lab.port["node-1"], lab.known_hosts, lab.client_key, lab.user, lab.image_dir
     lab.drop_sessions("node-1")      # kill the sshd processes serving open connections
     lab.stop()
 """
@@ -106,6 +106,7 @@ class SshLab:
         self.procs: dict[str, subprocess.Popen] = {}
         self.known_hosts: Path | None = None
         self.client_key: Path | None = None
+        self.image_dir = self.state_path.parent / "images"
 
     # ---- setup
     def _open_state_to_user(self) -> None:
@@ -125,6 +126,11 @@ class SshLab:
         user = pwd.getpwnam(self.user)
         os.chown(state_dir, user.pw_uid, user.pw_gid)
         os.chmod(state_dir, 0o700)
+        # Suspend images: one directory every simulated host reads and writes at the same
+        # path, as a shared NFS export would be (vm-apply --image-dir).
+        self.image_dir.mkdir(exist_ok=True)
+        os.chown(self.image_dir, user.pw_uid, user.pw_gid)
+        os.chmod(self.image_dir, 0o700)
         lock = self.state_path.with_name(self.state_path.name + ".lock")
         lock.touch()
         for path in (self.state_path, lock, Path(str(self.state_path) + ".marshal")):

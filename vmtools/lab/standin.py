@@ -7,6 +7,7 @@ as the real command does -- same output, same messages, same exit codes -- from 
 simulated cluster (:mod:`vmtools.lab.cluster`):
 
 - ``migrate`` and ``migrate-receive`` go to :mod:`vmtools.lab.migrate` (moves guests);
+- ``save``, ``restore`` and ``create`` go to :mod:`vmtools.lab.lifecycle` (images, new guests);
 - ``poweroff`` and ``shutdown -h`` switch the simulated host off (:mod:`vmtools.lab.power`);
 - everything else (``list``, ``info``, ``xenstore-*``) goes to :mod:`vmtools.lab.toolstack`.
 
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if tool in ("xm", "xl") and sub in ("migrate", "migrate-receive"):
         from vmtools.lab import migrate
         rc, out, err = migrate.run(tool, args, host, state)
+    elif tool in ("xm", "xl") and sub in ("save", "restore", "create"):
+        from vmtools.lab import lifecycle
+        rc, out, err = lifecycle.run(tool, args, host, state)
     else:
         from vmtools.lab import toolstack
         rc, out, err = toolstack.run(tool, args, host, state)

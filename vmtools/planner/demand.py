@@ -1,5 +1,6 @@
-"""Demand from history: each guest's recent CPU samples (kept in ``--state``) and the robust
-estimate vm-plan plans on (``--demand last|mean|pNN|max`` over ``--demand-window MINUTES``).
+"""Demand from history: each guest's recent CPU samples (kept in ``--state``, or carried by the
+snapshot itself when its source keeps history: Prometheus) and the robust estimate vm-plan
+plans on (``--demand last|mean|pNN|max`` over ``--demand-window MINUTES``).
 
 Samples are ``{guest: [[epoch seconds, cpu], ...]}``, oldest first, one per snapshot time;
 a guest's samples older than the window are dropped, and so is a guest no snapshot shows any
@@ -26,6 +27,16 @@ def parse_demand(text: str) -> str:
     if m and 1 <= float(m.group(1)) <= 99:
         return t
     raise OptionError("demand", f"{text}: expected {DEMANDS}")
+
+
+def merge(samples: dict[str, list], carried: dict[str, list] | None) -> None:
+    """Add the samples a snapshot carries (``snapshot.samples``, from a source that keeps
+    history) to ``samples``: per guest, the union by time, the snapshot's figure where both
+    have one (the source saw it; the state only remembers an earlier snapshot's)."""
+    for name, rows in (carried or {}).items():
+        have = {r[0]: r[1] for r in samples.get(name, ())}
+        have.update({t: c for t, c in rows})
+        samples[name] = [[t, round(c, 4)] for t, c in sorted(have.items())]
 
 
 def record(samples: dict[str, list], snap: Snapshot, now: float,

@@ -14,17 +14,17 @@ in a ``finally``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmtools.drivers.hostmap import HostEntry
-from vmtools.errors import DataError
+from vmtools.errors import DataError, OptionError
 from vmtools.model import Plan, Snapshot
 from vmtools.planner.demand import parse_demand
 from vmtools.planner.options import Options
 from vmtools.planner.plan import plan_with_memory
 from vmtools.planner.power import PowerOptions
-from vmtools.planner.settings import as_dict, hotspot_window, settings_from
+from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
 from vmtools.power_model import PowerModel
 from vmtools.rules.constraints import Constraints, parse_constraints
 from vmtools.state import State
@@ -41,6 +41,10 @@ class Documents:
     constraints_name: str = "constraints"
     hosts: dict[str, HostEntry] | None = None
     power_model: PowerModel | None = None
+    guests: Any = None                  # --add: the vmtools.guests document's JSON
+    guests_name: str = "guests"
+    suspended: dict | None = None       # --resume: vm-apply's ledger of suspended guests
+    suspended_path: str = ""
 
 
 @dataclass
@@ -57,11 +61,13 @@ def options_of(settings: Any) -> Options:
                    cpu_target=s.cpu_target, mem_target=s.mem_target,
                    cpu_threshold=s.cpu_threshold, mem_threshold=s.mem_threshold,
                    min_gain=s.min_gain, cpu_demand=s.cpu_demand,
-                   allow_problems=s.allow_problems, require_optimal=s.require_optimal,
+                   require_optimal=s.require_optimal,
                    bandwidth=s.bandwidth, parallel=s.parallel, explain=s.explain,
                    threads=s.threads, seed=s.seed, max_migrations=s.max_migrations,
                    max_moved_gib=s.max_moved, max_duration_min=s.max_duration,
-                   demand=parse_demand(s.demand), demand_window=s.demand_window)
+                   demand=parse_demand(s.demand), demand_window=s.demand_window,
+                   refuse_problems=s.refuse_problems, max_frozen=s.max_frozen, hold=s.hold,
+                   cooldown=s.cooldown, settle=s.settle)
 
 
 def power_options(settings: Any, hosts: dict[str, HostEntry] | None,
@@ -103,11 +109,66 @@ def plan_run(docs: Documents, settings: Any, state: State | None = None) -> Resu
     settings = settings_from(as_dict(settings))          # a hand-built one is checked too
     skipped: list[dict] = []
     cons = constraints_of(docs, settings.strict_rules, skipped)
-    plan = plan_with_memory(docs.snapshot, cons, options_of(settings), state,
-                            hotspot_window(settings), settings.hold, settings.cooldown,
-                            power=power_options(settings, docs.hosts, docs.power_model))
+    manual = manual_operation(settings)
+    if manual is not None:
+        plan = manual_plan(manual, docs, cons, settings)
+    else:
+        plan = plan_with_memory(docs.snapshot, cons, options_of(settings), state,
+                                hotspot_window(settings),
+                                power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
     return Result(plan, state, skipped)
 
 
-__all__ = ["Documents", "Result", "plan_run", "options_of", "power_options", "constraints_of"]
+def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Constraints,
+                settings: Any) -> Plan:
+    """A plan of one manual operation (:mod:`vmtools.planner.manual`), or of a group of
+    guests to add (:mod:`vmtools.planner.provision`); no objective runs, no state is used."""
+    from vmtools.model import is_safe_path
+    from vmtools.planner import manual as M
+    op, first, second = manual
+    snap, image_dir = docs.snapshot, settings.image_dir
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise OptionError("image_dir", f"{image_dir!r}: expected an absolute path of letters, "
+                          "digits and '._+-' between slashes, without '..'")
+    if op == "migrate":
+        return M.migrate_plan(snap, cons, first, second)
+    if op in ("suspend", "checkpoint"):
+        return M.suspend_plan(snap, cons, first, image_dir, checkpoint=op == "checkpoint")
+    if op == "resume":
+        ledger = docs.suspended or {}
+        if first not in ledger:
+            running = next((v.host for v in snap.vms if v.name == first), None)
+            if running is not None:
+                raise DataError(f"{first} already runs on {running}; only a suspended guest is "
+                                "resumed", "--resume")
+            raise DataError(f"{first} is not in the suspended-guests ledger "
+                            f"{docs.suspended_path} (vm-apply records the guests it suspends; "
+                            "pass --suspended FILE for another)", "--resume")
+        return M.resume_plan(snap, cons, ledger[first], second, image_dir)
+    opts = options_of(settings)
+    if op == "evacuate":
+        from vmtools.planner.plan import make_plan
+        from vmtools.rules.constraints import parse_rules
+        rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)
+        plan = make_plan(snap, rules, replace(opts, objective="repair"))
+        plan.summary["manual"] = f"evacuate {first}"
+        return plan
+    from vmtools.planner.provision import add_plan, parse_guests, rules_for
+    name = docs.guests_name
+    try:
+        guests, rules = parse_guests(docs.guests, snap)
+        both = rules_for(guests, rules, cons, snap)
+    except DataError as exc:
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    wakeable = None
+    if docs.hosts is not None:
+        wakeable = {n for n, e in docs.hosts.items() if e.power in ("ipmi", "wol")}
+    mem_target = opts.mem_target if opts.mem_target is not None else \
+        (0.9 if opts.objective == "auto" else 1.0)
+    return add_plan(snap, both, guests, opts.objective, opts.cpu_target, mem_target,
+                    opts.time_limit, wakeable)
+
+
+__all__ = ["Documents", "Result", "plan_run", "options_of", "power_options", "constraints_of",
+           "manual_plan"]

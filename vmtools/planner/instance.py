@@ -4,7 +4,9 @@ Hosts and guests are numbered; ``cap[d][h]`` is what a target placement may use 
 ``h`` in dimension ``d`` (``cpu``, ``mem``, ``net`` when the snapshot has it), ``dem[d][v]``
 what guest ``v`` needs. ``allowed[v]`` lists the hosts a guest may be placed on (ban, fence,
 maintenance, offline and frozen hosts removed); ``fixed[v]`` is set for guests that must not
-move (pin rules, guests named in the snapshot's problems, guests in cooldown).
+move (pin rules, guests named in the snapshot's problems, guests in cooldown, guests of a
+frozen host). A frozen host (:mod:`vmtools.knowledge`) keeps its guests, except those
+``leaving[v]`` it: the fewest that end an overload its known guests alone already cause.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from vmtools.sources.knowledge import assess
 from vmtools.model import Snapshot
 from vmtools.rules.capacity import EPS
 from vmtools.rules.constraints import Constraints
@@ -35,6 +38,7 @@ class Instance:
     spread: list[list[int]] = field(default_factory=list)
     gather: list[list[int]] = field(default_factory=list)
     hard_cap: dict[str, list[float]] = field(default_factory=dict)
+    leaving: dict[int, str] = field(default_factory=dict)   # guest -> why it leaves a frozen host
 
     @functools.cached_property
     def scale(self) -> dict[str, float]:
@@ -129,11 +133,14 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         return vm.net_mbps or 0.0
 
     dem = {d: [demand(v, d) for v in vms] for d in dims}
+    # Whole MiB, never rounded down to nothing (a 1 MiB host under a target is not a host of
+    # 0, whose every utilisation would be infinite).
     cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
-           "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit)
+           "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit))
                    for h in hosts]}
     hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
-            "mem": [math.floor(byname[h].mem_mib * cons.mem_factor(h)) for h in hosts]}
+            "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h)))
+                    for h in hosts]}
     if has_net:
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])
@@ -144,12 +151,19 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
               if byname[h].state == "online" and h not in cons.maintenance and i not in frozen]
     fixed_names = set(cons.pinned) | set(fixed_vms or ())
     fixed = [v in fixed_names for v in vms]
+    leaving = _leaving(frozen, cur, fixed, dem, hard, hosts,
+                       {v for r in cons.gather for v in r.vms}, vms) if frozen else {}
+    for i in range(len(vms)):
+        if cur[i] in frozen and i not in leaving:
+            fixed[i] = True
     allowed = []
     for i, v in enumerate(vms):
         if fixed[i]:
             allowed.append([cur[i]])
             continue
-        if not cons.fenced.get(v) and v not in cons.banned:
+        if i in leaving:        # may stay too: the target's capacity says how many go
+            allowed.append(sorted({cur[i]} | {h for h in usable if cons.allowed(v, hosts[h])}))
+        elif not cons.fenced.get(v) and v not in cons.banned:
             allowed.append(usable)
         else:
             allowed.append([h for h in usable if cons.allowed(v, hosts[h])])
@@ -163,12 +177,48 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     vidx = {v: i for i, v in enumerate(vms)}
     return Instance(snapshot=snap, constraints=cons, hosts=hosts, vms=vms, dims=dims, cap=cap,
                     dem=dem, count_cap=count_cap, cur=cur, allowed=allowed, fixed=fixed,
-                    frozen_hosts=frozen,
+                    frozen_hosts=frozen, leaving=leaving,
                     spread=[[vidx[v] for v in r.vms] for r in cons.spread],
                     gather=[[vidx[v] for v in r.vms] for r in cons.gather], hard_cap=hard)
 
 
 _WORDS = {"cpu": "CPU", "mem": "memory", "net": "network"}
+
+
+def _leaving(frozen: set[int], cur: list[int], fixed: list[bool], dem: dict[str, list[float]],
+             hard: dict[str, list[float]], hosts: list[str], gathered: set[str],
+             vms: list[str]) -> dict[int, str]:
+    """Per frozen host whose known guests alone use more than its capacity (CPU or memory),
+    the guests that leave it: the most relief per MiB first, until the overload ends (or no
+    guest that may move is left). Nothing else leaves a frozen host."""
+    on: dict[int, list[int]] = {h: [] for h in frozen}
+    for v, h in enumerate(cur):
+        if h in on:
+            on[h].append(v)
+    out: dict[int, str] = {}
+    for h, guests in sorted(on.items()):
+        use = {d: sum(dem[d][v] for v in guests) for d in ("cpu", "mem")}
+        excess = {d: use[d] - hard[d][h] for d in use if use[d] > hard[d][h] + EPS}
+        if not excess:
+            continue
+        shown = ", ".join(f"{_WORDS[d]} {use[d] / hard[d][h]:.0%}" if hard[d][h] > 0 else
+                          _WORDS[d] for d in excess)
+        why = f"its known guests alone overload it ({shown})"
+        free = [v for v in guests if not fixed[v] and vms[v] not in gathered]
+
+        def relief(v: int) -> float:
+            gain = sum(min(dem[d][v], max(0.0, excess[d])) / max(hard[d][h], EPS)
+                       for d in excess)
+            return gain / max(1.0, dem["mem"][v])
+        while any(x > EPS for x in excess.values()) and free:
+            free.sort(key=lambda v: (-relief(v), vms[v]))
+            v = free.pop(0)
+            if relief(v) <= 0:
+                break
+            out[v] = why
+            for d in excess:
+                excess[d] -= dem[d][v]
+    return out
 
 
 def violations(inst: Instance, placement: list[int], dims: list[str] | tuple[str, ...] | None = None,
@@ -247,10 +297,7 @@ def diagnose(inst: Instance) -> str:
 
 
 def problem_guests(snap: Snapshot) -> tuple[set[str], set[str]]:
-    """The guests a snapshot's problems name, and the hosts those problems touch: the guests
-    stay where they are, the hosts take nothing new."""
-    names = {v.name for v in snap.vms}
-    vms = {p.vm for p in snap.problems if p.vm and p.vm in names}
-    hosts = {p.host for p in snap.problems if p.host}
-    hosts |= {v.host for v in snap.vms if v.name in vms}
-    return vms, hosts
+    """The guests of ``snap`` its problems name, and its frozen hosts
+    (:func:`vmtools.knowledge.assess`): the guests stay, the hosts take nothing new."""
+    know = assess(snap)
+    return {v.name for v in snap.vms if v.name in know.unknown_vms}, set(know.frozen)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
+
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
@@ -22,6 +24,11 @@ class RunFacts:
     cpu_estimate: dict[str, float] | None = None              # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None         # guest -> window's samples
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
+    known_sizes: dict[str, int] = field(default_factory=dict)  # guest -> last MiB seen
+    # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
+    # where they are; how many minutes ago each guest was seen to move (for the reasons)
+    settling_vms: set[str] = field(default_factory=set)
+    moved_ago: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,7 +42,8 @@ class Options:
     mem_threshold: float = 0.95
     min_gain: float = 0.05
     cpu_demand: str = "usage"
-    allow_problems: bool = False
+    refuse_problems: bool = False      # the old refusal: any problem is exit 65
+    max_frozen: float = DEFAULT_MAX_FROZEN   # more hosts or guests frozen: exit 75
     require_optimal: bool = False
     bandwidth: float = 1000.0
     parallel: int = 2
@@ -48,6 +56,10 @@ class Options:
     max_duration_min: float | None = 4.0
     demand: str = "max"
     demand_window: float = 120.0
+    # with --state: hotspot persistence, cooldown and settling (minutes)
+    hold: float = 0.0
+    cooldown: float = 30.0
+    settle: float = 60.0
     # tuning (no setting): measured, see the comments
     candidates: int = 10
     group_size: int = 500

@@ -28,9 +28,9 @@ from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.instance import (Instance, build_instance, diagnose, gib, problem_guests,
-                                      violations)
+from vmtools.planner.instance import Instance, build_instance, diagnose, gib, violations
 from vmtools.planner.options import OBJECTIVES, Options, RunFacts
+from vmtools.sources.knowledge import Knowledge, assess, plural
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -41,8 +41,6 @@ log = logging.getLogger("vmtools.planner")
 
 # auto never moves a guest back to a host it was seen to leave this recently (no ping-pong)
 NO_RETURN_MINUTES = 60.0
-
-
 
 @dataclass
 class Outcome:
@@ -599,15 +597,20 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
+    incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
     deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
-    bad_vms, bad_hosts = problem_guests(snap)
-    if snap.problems and not opts.allow_problems:
-        named = ", ".join(sorted(bad_vms) or sorted(bad_hosts)) or snap.problems[0].message
-        raise DataError(f"the snapshot is incoherent ({len(snap.problems)} problems: {named}); "
-                        "vm-plan will not plan blind (fix the cluster, or --allow-problems to "
-                        "pin those guests and give their hosts nothing new)", "snapshot.problems")
+    know = assess(snap)
+    if snap.problems and opts.refuse_problems:
+        named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
+            snap.problems[0].message
+        raise DataError(f"the snapshot is incoherent ({plural(len(snap.problems), 'problem')}: "
+                        f"{named}); {{refuse_problems}} refuses to plan around them",
+                        "snapshot.problems", settings=("refuse_problems",))
+    broken_monitoring(snap, know, opts.max_frozen)
+    bad_hosts = set(know.frozen)
+    bad_vms = {v.name for v in snap.vms if v.name in know.unknown_vms}
     offline = {h.name for h in snap.hosts if h.state != "online"}
     fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
     fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
@@ -628,6 +631,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                                        for v in snap.vms])
     inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
                           fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+    unsatisfiable_gather(inst)
     auto = None
     if opts.objective == "auto":
         from vmtools.planner.policy import run_auto
@@ -661,6 +665,11 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     for v in out.repaired:
         reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
                                 "breaks a rule")
+    for v, why in inst.leaving.items():
+        if out.placement[v] != inst.cur[v]:
+            h = inst.hosts[inst.cur[v]]
+            reasons[inst.vms[v]] = (f"overload: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
+                                    f" and {why}")
     t0 = time.monotonic()
     priority = auto.priorities() if auto is not None else {}
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
@@ -690,6 +699,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     }
     if auto is not None:
         summary.update(auto.summary())
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
     if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     solver = {"name": out.solver, "status": out.status,
@@ -702,15 +712,99 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "consolidate":
         solver.update(hosts_method=out.hosts_how, hosts_proven=out.hosts_proven,
                       bound_method=out.bound_how)
+    explain = None
+    if opts.explain:
+        explain = {a.vm: a.reason for a in actions}
+        for entry in summary["frozen"]:
+            explain[f"frozen {entry['host']}"] = entry["why"]
+        if auto is not None:
+            explain.update(auto.explain_left())
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
-                constraints=cons.to_list(), solver=solver, summary=summary,
-                explain={a.vm: a.reason for a in actions} if opts.explain else None)
+                constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
         check_plan(plan, cons)
     except DataError as exc:    # the planner's own plan, not the user's input: a bug
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
+
+
+def incoherent(snap: Snapshot) -> None:
+    """Refuse a snapshot that contradicts itself before planning (exit 65): a guest listed on
+    a standby host (switched off: it holds nothing). The plan's own checker would refuse
+    whatever came out, as a bug."""
+    standby = {h.name for h in snap.hosts if h.state == "standby"}
+    for i, v in enumerate(snap.vms):
+        if v.host in standby:
+            raise DataError(f"guest {v.name} is listed on host {v.host}, which is in standby "
+                            "(switched off, it holds no guest): the snapshot contradicts "
+                            "itself", f"snapshot.vms[{i}].host")
+
+
+def unsatisfiable_gather(inst: Instance) -> None:
+    """A gather group no host may hold whole (a guest that must stay on an offline host, the
+    others not allowed there) cannot hold in any plan: exit 1 naming the group, before the
+    search hands the checker a plan it must refuse."""
+    for unit in H.units(inst):
+        if len(unit) < 2:
+            continue
+        common = set(inst.allowed[unit[0]])
+        for v in unit[1:]:
+            common &= set(inst.allowed[v])
+        if common:
+            continue
+        stuck = [v for v in unit if inst.fixed[v]]
+        why = (f"{inst.vms[stuck[0]]} must stay on {inst.hosts[inst.cur[stuck[0]]]} "
+               f"(offline, frozen or pinned), where the others may not go" if stuck else
+               "the rules leave no host that may take all of them")
+        raise OperationFailed(f"the gather rule of {', '.join(inst.vms[v] for v in unit)} "
+                              f"cannot hold: {why}")
+
+
+def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
+    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts, or of the guests, are
+    frozen: monitoring is broken rather than partial, and nothing is planned."""
+    names = {h.name for h in snap.hosts if h.state != "standby"}
+    hosts = names | set(know.frozen)
+    frozen_hosts = set(know.frozen)
+    guests = {v.name for v in snap.vms} | set(know.unknown_vms)
+    frozen_guests = {v.name for v in snap.vms if v.host in frozen_hosts} | set(know.unknown_vms)
+    for what, part, whole in (("hosts", frozen_hosts, hosts), ("guests", frozen_guests, guests)):
+        if whole and len(part) > max_frozen * len(whole) + 1e-9:
+            shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
+                              for h in sorted(frozen_hosts)[:5])
+            more = len(frozen_hosts) - 5
+            raise TemporaryFailure(
+                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} are "
+                f"frozen (more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
+                f"(frozen: {shown}{f' and {more} more' if more > 0 else ''})",
+                settings=("max_frozen",))
+
+
+def frozen_summary(snap: Snapshot, know: Knowledge, inst: Instance, placement: list[int],
+                   known_sizes: dict[str, int]) -> list[dict]:
+    """The plan's ``summary.frozen``: each frozen host, why, its guests, the unknown ones
+    and what they count for (their last known size, or the whole host)."""
+    out = []
+    listed = {v.name for v in snap.vms}
+    on: dict[str, list[str]] = {}
+    for v in snap.vms:
+        on.setdefault(v.host, []).append(v.name)
+    for h in sorted(know.frozen):
+        f = know.frozen[h]
+        unknown = sorted({p.vm for p in f.problems if p.vm and p.vm not in listed})
+        sizes = {v: known_sizes.get(v) for v in unknown}
+        full = any(m is None for m in sizes.values()) or "partial-container" in f.kinds \
+            or "incomplete-host" in f.kinds
+        leaving = sorted(inst.vms[v] for v in inst.leaving
+                         if inst.hosts[inst.cur[v]] == h and placement[v] != inst.cur[v])
+        out.append({"host": h, "knowledge": f.knowledge, "kinds": f.kinds, "why": f.why(),
+                    "guests": len(on.get(h, [])),
+                    "unknown_guests": [{"vm": v, "mem_mib": sizes[v]} for v in unknown],
+                    "counted_as": "full" if full else "its known guests" +
+                    (" and the unknown ones at their last known size" if unknown else ""),
+                    "leaving": leaving})
+    return out
 
 
 def _reasons(inst: Instance, placement: list[int], opts: Options) -> dict[str, str]:
@@ -745,58 +839,84 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
 
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                    cooldown: float = 30.0, power=None) -> Plan:
+                    cooldown: float = 30.0, power=None, settle: float | None = None) -> Plan:
     """:func:`plan_with_memory` with the state read from ``state_dir`` (None: none) and
     written back, even when planning fails (what was observed stays observed)."""
     from vmtools.state import read_state, write_state
     state = read_state(state_dir) if state_dir is not None else None
     try:
-        return plan_with_memory(snap, cons, opts, state, window, hold, cooldown, power)
+        return plan_with_memory(snap, cons, replace(opts, hold=hold, cooldown=cooldown,
+                                                    settle=opts.settle if settle is None
+                                                    else settle),
+                                state, window, power)
     finally:
         if state_dir is not None and state is not None:
             write_state(state_dir, state)
 
 
 def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
-                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
-                     cooldown: float = 30.0, power=None) -> Plan:
+                     window: tuple[int, int] = (3, 5), power=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``state``, a
-    :class:`vmtools.state.State`, updated in place; None: no memory): hotspots must persist,
-    recently moved guests cool down, each guest's CPU samples of the last
-    ``opts.demand_window`` minutes give its planning demand (``opts.demand``). With ``power``
-    (:class:`vmtools.planner.power.PowerOptions`) hosts are also switched off and on. No file
-    is read or written."""
+    :class:`vmtools.state.State`, updated in place; None: no memory): hotspots must persist
+    (``window``, ``opts.hold``), recently moved guests cool down (``opts.cooldown``) and
+    settle (``opts.settle``), each guest's CPU samples of the last ``opts.demand_window``
+    minutes give its planning demand (``opts.demand``), hosts and guests that vanished since
+    the last run are problems. With ``power`` (:class:`vmtools.planner.power.PowerOptions`)
+    hosts are also switched off and on. No file is read or written."""
+    from vmtools.planner import demand as dm
     from vmtools.planner import state as st
+    from vmtools.state import PowerState
 
     def plan_it(snap: Snapshot, opts: Options) -> Plan:
         if power is None:
             return make_plan(snap, cons, opts)
         from vmtools.planner.power import make_power_plan
-        from vmtools.state import PowerState
         return make_power_plan(snap, cons, opts, power,
                                state.power if state is not None else PowerState(),
                                st.snapshot_time(snap), make_plan)
 
     if state is None:
+        if snap.samples:      # the source's own history: the demand window from the first run
+            samples: dict[str, list] = {}
+            now = st.snapshot_time(snap)
+            dm.merge(samples, snap.samples)
+            dm.record(samples, snap, now, opts.demand_window)
+            opts = replace(opts, facts=replace(
+                opts.facts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
+                cpu_history=dm.history(samples, snap)))
         return plan_it(snap, opts)
-    memory = state.plan
+    memory, pstate = state.plan, state.power
     now = st.snapshot_time(snap)
+    switched_off = set(pstate.standby) | set(pstate.waking) | set(pstate.boot_failed)
+    if power is not None:           # its state reports the hosts it knows itself
+        switched_off |= set(pstate.known)
+    gone, keep = st.vanished(memory, snap, now, switched_off, set(assess(snap).frozen))
+    if gone:
+        snap = replace(snap, problems=list(snap.problems) + gone)
+    unknown = assess(snap).unknown_vms
+    known_sizes = {v: int(x[0]) for v, x in memory.sizes.items() if v in unknown}
     inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
     st.observe(memory, now, hot)
     st.observe_moves(memory, snap, now)
-    from vmtools.planner import demand as dm
+    memory.placement.update(keep)
+    dm.merge(memory.samples, snap.samples)
     dm.record(memory.samples, snap, now, opts.demand_window)
-    persistent = st.persistent_hotspots(memory, now, window, hold)
+    persistent = st.persistent_hotspots(memory, now, window, opts.hold)
     if opts.objective == "auto":
         # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
         persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
-    facts = replace(opts.facts, hot_filter=persistent,
-                    fixed_vms=set(opts.facts.fixed_vms) | st.cooling(memory, now, cooldown),
-                    cpu_estimate=dm.estimates(memory.samples, snap, opts.demand),
-                    cpu_history=dm.history(memory.samples, snap),
-                    recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES))
+    cooldown, settle = opts.cooldown, opts.settle
+    facts = replace(
+        opts.facts, hot_filter=persistent,
+        fixed_vms=set(opts.facts.fixed_vms) | st.cooling(memory, now, cooldown),
+        settling_vms=st.cooling(memory, now, settle),
+        moved_ago={v: (now - t) / 60 for v, t in memory.moved.items()
+                   if now - t < max(cooldown, settle) * 60},
+        cpu_estimate=dm.estimates(memory.samples, snap, opts.demand),
+        cpu_history=dm.history(memory.samples, snap),
+        recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES), known_sizes=known_sizes)
     return plan_it(snap, replace(opts, facts=facts))

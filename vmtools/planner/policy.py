@@ -42,6 +42,7 @@ from vmtools.rules.capacity import EPS
 # guests starved of CPU, relieved before anything else; then rule repairs, then hotspots,
 # then consolidation.
 PRIORITY = {"overload": 3, "repair": 2, "relieve": 1, "consolidate": 0}
+LEFT_SHOWN = 20          # hosts not emptied listed in the summary, least memory first
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Auto:
     consolidation: dict = field(default_factory=dict)
     repair_how: str = ""
     solve_seconds: float = 0.0
+    left: list[dict] = field(default_factory=list)    # active hosts not emptied, and why
 
 
 class Load:
@@ -261,14 +263,21 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
 
 def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Options,
              unit_of: dict[int, list[int]], avoid: set[int],
-             budget) -> tuple[Step | None, str]:
+             budget) -> tuple[Step | None, str, str]:
     """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
     targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
-    cooling = [v for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms]
+    cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms)
     if not units:
-        return None, ("its guests are cooling down after a recent move" if cooling
-                      else "none of its guests may move (pinned, or held by a rule)")
+        if h in inst.frozen_hosts:
+            return None, "frozen", ("it is frozen (a snapshot problem names it): its guests stay "
+                                    "unless its known guests alone overload it")
+        if cooling:
+            return None, "cooldown", (f"its guests are cooling down after a recent move: "
+                                      f"{_moved(opts, cooling)} (--cooldown "
+                                      f"{opts.cooldown:g} min)")
+        return None, "pinned", ("none of its guests may move (pinned, or held by a rule): "
+                                + ", ".join(sorted(inst.vms[v] for v in load.on[h])))
     before = max(load.util(h))
     cap = inst.hard_cap
 
@@ -336,50 +345,105 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
             break
     if not moves:
         if too_big and not tried_rooms:
-            return None, f"its guests are larger than one run's budget ({too_big})"
-        return None, "no room anywhere under the targets" if tried_rooms else \
-            "no guest's move would lower it"
+            return None, "budget", f"its guests are larger than one run's budget ({too_big})"
+        if tried_rooms:
+            return None, "no-room", (f"no room anywhere under the targets (--cpu-target "
+                                     f"{opts.cpu_target:g}, --mem-target {opts.mem_target:g})"
+                                     f" for any of {', '.join(_names(inst, units))}")
+        return None, "no-gain", "no guest's move would lower it"
     after = max([max(load.util(h))] + [max(load.util(d)) for d in set(moves.values())])
     gain = before - after
     if gain < opts.min_gain - 1e-9:
         for v in moves:
             load.move(v, h)
-        return None, (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "
-                      "(worst dimension)")
+        return None, "min-gain", (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "
+                                  f"(worst dimension), moving {', '.join(inst.vms[v] for v in moves)}")
     mib = sum(inst.dem["mem"][v] for v in moves)
     dims = " and ".join({"cpu": "CPU", "mem": "memory"}[d] for d in hot_dims)
     label = f"relieve {inst.hosts[h]} ({dims}, worst {_pct(before)} -> {_pct(after)})"
     return Step("relieve", label, moves, mib, {h} | set(moves.values()),
-                f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})", urgent), ""
+                f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})", urgent), "", ""
 
 
 # --------------------------------------------------------------------------- consolidate
 
+def _names(inst: Instance, units: list[list[int]], most: int = 6) -> list[str]:
+    names = [inst.vms[v] for u in units for v in u]
+    return names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
+
+
+def _moved(opts: Options, names: list[str]) -> str:
+    """``names`` with how long ago each was seen to move (from --state)."""
+    ago = opts.facts.moved_ago
+    return ", ".join(f"{n} ({ago[n]:.0f} min ago)" if n in ago else n for n in names)
+
+
+def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
+             opts: Options) -> str:
+    """Why ``u`` fits on no other active host: what it needs and the most any has left."""
+    cap = inst.hard_cap
+    last, mem, _ = load.totals(u)
+    best_cpu = best_mem = None
+    for d in range(inst.n_hosts):
+        if d == h or d in avoid or load.count[d] == 0:
+            continue
+        free_cpu = opts.cpu_target * cap["cpu"][d] - load.cpu(d)
+        free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
+        if best_cpu is None or free_cpu > best_cpu[0]:
+            best_cpu = (free_cpu, d)
+        if best_mem is None or free_mem > best_mem[0]:
+            best_mem = (free_mem, d)
+    name = inst.vms[u[0]] + (f" (+{len(u) - 1} gathered)" if len(u) > 1 else "")
+    need_cpu = sum(inst.dem["cpu"][v] for v in u)
+    if load.series is not None:
+        need_cpu = max(need_cpu, last)
+    text = (f"{name} fits on no other active host under --cpu-target {opts.cpu_target:g} / "
+            f"--mem-target {opts.mem_target:g}: it needs {need_cpu:.2f} CPUs and "
+            f"{mem / 1024:.1f} GiB")
+    if best_cpu is not None:
+        text += (f"; the most left is {max(best_cpu[0], 0):.2f} CPUs ({inst.hosts[best_cpu[1]]})"
+                 f" and {max(best_mem[0], 0) / 1024:.1f} GiB ({inst.hosts[best_mem[1]]})")
+    return text
+
+
 def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
-           closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str]:
-    """Every guest of ``h`` onto the other active hosts under the targets, or why not."""
+           closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str, str, list[str]]:
+    """Every guest of ``h`` onto the other active hosts under the targets, or why not:
+    (moves, reason code, why, the guests it names)."""
     units = _units_on(inst, load, h, unit_of)
     if len(units) != len({unit_of[v][0] for v in load.on[h]}):
-        return None, "a gather group spans it and another host"
-    if any(inst.fixed[v] for u in units for v in u):
-        cooling = any(inst.vms[v] in opts.facts.fixed_vms for u in units for v in u)
-        return None, ("a guest on it is cooling down after a recent move" if cooling
-                      else "a guest on it may not move (pinned, problem)")
+        return None, "rule", "a gather group spans it and another host", []
+    names = [inst.vms[v] for u in units for v in u]
+    cooling = sorted(n for n in names if n in opts.facts.fixed_vms)
+    if cooling:
+        return None, "cooldown", (f"{_moved(opts, cooling)} cool{'s' if len(cooling) == 1 else ''}"
+                                  f" down after a move (--cooldown "
+                                  f"{opts.cooldown:g} min)"), cooling
+    fixed = sorted(inst.vms[v] for u in units for v in u if inst.fixed[v])
+    if fixed:
+        return None, "pinned", f"{', '.join(fixed)} may not move (pinned, or a problem)", fixed
+    settling = sorted(n for n in names if n in opts.facts.settling_vms)
+    if settling:
+        return None, "settle", (f"{_moved(opts, settling)} settle{'s' if len(settling) == 1 else ''}"
+                                f" after a move (--settle {opts.settle:g} min: "
+                                "consolidation moves no guest twice within it)"), settling
     units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
     done: list[tuple[list[int], int]] = []
     for u in units:
         dst = _destination(load, u, h, closed, opts.cpu_target, opts.mem_target, True)
         if dst < 0:
+            why = _no_room(inst, load, u, h, closed, opts)
+            if done:
+                why += (f" (once {len(done)} larger guest{'s' if len(done) > 1 else ''} of "
+                        f"{inst.hosts[h]} had gone first)")
             for uu, _ in reversed(done):
                 for v in uu:
                     load.move(v, h)
-            name = inst.vms[u[0]] + (f" (+{len(u) - 1} gathered)" if len(u) > 1 else "")
-            return None, (f"{name} fits on no other active host under --cpu-target "
-                          f"{opts.cpu_target:g} / --mem-target {opts.mem_target:g}")
+            return None, "no-room", why, [inst.vms[v] for v in u]
         for v in u:
             load.move(v, dst)
         done.append((u, dst))
-    return {v: dst for u, dst in done for v in u}, ""
+    return {v: dst for u, dst in done for v in u}, "", "", []
 
 
 # --------------------------------------------------------------------------- the steps
@@ -419,55 +483,90 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
         overloaded = load.last_use[h] > inst.hard_cap["cpu"][h] + EPS
         hot_filter = opts.facts.hot_filter
         if hot_filter is not None and name not in hot_filter and not overloaded:
-            entry["why"] = "not persistent yet (--hotspot-window)"
+            entry["reason"] = "hold"
+            entry["why"] = ("not persistent yet (--hotspot-window"
+                            + (", --hold" if opts.hold else "") + ")")
             continue
         if deadline.passed():
-            entry["why"] = "out of --time-limit"
+            entry["reason"], entry["why"] = "time-limit", "out of --time-limit"
             continue
-        step, why = _relieve(inst, load, h, dims, opts, unit_of, hot_hosts - {h}, budget)
+        step, code, why = _relieve(inst, load, h, dims, opts, unit_of, hot_hosts - {h}, budget)
         if step is None:
-            entry["why"] = why
+            entry["reason"], entry["why"] = code, why
             continue
         entry["acted"] = True
         entry["step"] = len(auto.steps)
         touched |= step.hosts
         auto.steps.append(step)
 
-    # Consolidation: hosts emptied whole, least memory first.
+    # Consolidation: hosts emptied whole, least memory first, each onto the active hosts.
+    # A host that took guests of an earlier step may be emptied in its turn: those guests
+    # then go straight to their final host (their first step's move is rewritten), so no
+    # guest moves twice and the plan leaves nothing the next run would empty (a fixpoint).
     freed: list[str] = []
     closed: set[int] = set()
-    best_left: dict | None = None
+    left: list[dict] = []
+    moved_by: dict[int, Step] = {}
     # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.
     sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
                and h not in inst.frozen_hosts and h not in hot_hosts]
+    for h in range(inst.n_hosts):
+        if load.count[h] > 0 and h not in sources:
+            why = ("a hotspot" if h in hot_hosts else "touched by a relief or repair this run"
+                   if h in touched else "frozen (a problem)")
+            left.append({"host": inst.hosts[h], "guests": load.count[h],
+                         "mem_mib": round(load.use["mem"][h]),
+                         "reason": "hotspot" if h in hot_hosts else
+                         "touched" if h in touched else "frozen", "why": why, "names": []})
     sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
-    for h in sources:
+    for i, h in enumerate(sources):
+        own = [v for v in load.on[h] if v not in moved_by]
+        entry = {"host": inst.hosts[h], "guests": load.count[h],
+                 "mem_mib": round(load.use["mem"][h])}
         if deadline.passed():
-            best_left = best_left or {"host": inst.hosts[h], "why": "out of --time-limit"}
+            for g in sources[i:]:
+                left.append({"host": inst.hosts[g], "guests": load.count[g],
+                             "mem_mib": round(load.use["mem"][g]), "reason": "time-limit",
+                             "why": "out of --time-limit", "names": []})
             break
-        if h in touched:        # took guests of an earlier step: emptying it undoes that
-            continue
-        over = budget.over([inst.dem["mem"][v] for v in load.on[h]])
+        over = budget.over([inst.dem["mem"][v] for v in own])
         if over is not None:       # a step no run could take: leave its host as it is
-            if best_left is None:
-                best_left = {"host": inst.hosts[h], "guests": load.count[h],
-                             "mem_mib": round(load.use["mem"][h]),
-                             "why": f"emptying it is more than one run's budget ({over})"}
+            left.append({**entry, "reason": "budget", "names": [],
+                         "why": f"emptying it is more than one run's budget ({over})"})
             continue
-        moves, why = _empty(inst, load, h, unit_of, closed | {h}, opts)
+        moves, code, why, names = _empty(inst, load, h, unit_of, closed | {h}, opts)
         if moves is None:
-            if best_left is None:
-                best_left = {"host": inst.hosts[h], "guests": load.count[h],
-                             "mem_mib": round(load.use["mem"][h]), "why": why}
+            left.append({**entry, "reason": code, "why": why, "names": names})
             continue
         closed.add(h)
-        dsts = set(moves.values())
+        mine = {}
+        for v, dst in moves.items():
+            first = moved_by.get(v)
+            if first is None:
+                mine[v] = dst
+            else:                  # arrived this run: straight to its final host
+                first.moves[v] = dst
+                first.hosts.add(dst)
+        dsts = set(mine.values())
         touched |= dsts | {h}
         freed.append(inst.hosts[h])
-        auto.steps.append(Step("consolidate", f"empty {inst.hosts[h]}", moves,
-                               sum(inst.dem["mem"][v] for v in moves), {h} | dsts,
-                               f"consolidate: empty {inst.hosts[h]}"))
+        step = Step("consolidate", f"empty {inst.hosts[h]}", mine,
+                    sum(inst.dem["mem"][v] for v in mine), {h} | dsts,
+                    f"consolidate: empty {inst.hosts[h]}")
+        for v in mine:
+            moved_by[v] = step
+        auto.steps.append(step)
+    best_left = None
+    for e in left:
+        if e["reason"] not in ("hotspot", "touched", "frozen"):
+            best_left = {k: e[k] for k in ("host", "guests", "mem_mib", "why") if k in e}
+            break
+    auto.left = left
     auto.consolidation = {"hosts_freed": freed, "best_left": best_left}
+    auto.consolidation["left"] = [
+        {k: e[k] for k in ("host", "reason", "why", "names")} for e in left[:LEFT_SHOWN]]
+    if len(left) > LEFT_SHOWN:
+        auto.consolidation["left_more"] = len(left) - LEFT_SHOWN
     return auto
 
 
@@ -505,6 +604,20 @@ class AutoRun:
                 out[self.inst.vms[v]] = PRIORITY[kind]
         return out
 
+    def explain_left(self) -> dict[str, str]:
+        """--explain's entries for what this run left: each hotspot not relieved and each
+        active host not emptied, with why (the guests and hosts it concerns)."""
+        out = {}
+        summary = self.summary()
+        for h in summary["hotspots"]:
+            if not h["acted"]:
+                out[f"hotspot {h['host']}"] = f"left ({h.get('reason', '')}): {h['why']}"
+        for e in summary["consolidation"].get("left", []):
+            if e["reason"] in ("hotspot", "touched"):
+                continue
+            out[f"not emptied {e['host']}"] = f"{e['reason']}: {e['why']}"
+        return out
+
     def trim(self) -> bool:
         return fit_duration(self.choice, True)
 
@@ -518,6 +631,7 @@ class AutoRun:
             i = h.pop("step", None)
             if i is not None and step_of[i] in choice.deferred:
                 h["acted"], h["why"] = False, why[id(step_of[i])]
+                h["reason"] = "budget"
             hotspots.append(h)
         cons = dict(self.auto.consolidation)
         taken = {s.label.removeprefix("empty ") for s in choice.taken if s.kind == "consolidate"}
@@ -527,6 +641,11 @@ class AutoRun:
             first = cons_deferred[0]
             cons["deferred"] = {"hosts": len(cons_deferred), "next": first.label.removeprefix(
                 "empty "), "why": why[id(first)]}
+        deferred_left = [{"host": d.label.removeprefix("empty "), "reason": "budget",
+                          "why": why[id(d)],
+                          "names": sorted(self.inst.vms[v] for v in d.moves)[:6]}
+                         for d in cons_deferred]
+        cons["left"] = (deferred_left + list(cons.get("left", [])))[:LEFT_SHOWN]
         return {"deferred": choice.summary(), "budget": self.budget.to_dict(),
                 "steps": [{"kind": s.kind, "what": s.label, "migrations": len(s.moves),
                            "migrated_mib": round(s.mib)} for s in choice.taken],

@@ -141,7 +141,7 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
         if name not in hosts:
             new_hosts.append(_standby_host(name, rec))
     for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
-        problems.append(Problem("offline-host", f"host {name} vanished from Ganglia and "
+        problems.append(Problem("vanished-host", f"host {name} vanished from Ganglia and "
                                 "vmtools did not switch it off (if it was retired, remove it "
                                 f"from \"power.known\" in {STATE_FILE})", host=name))
     for name, rec in sorted(state.waking.items()):
@@ -181,7 +181,7 @@ def _use(snap: Snapshot, placement: dict[str, str], opts: Options) -> dict[str, 
     """host -> [CPU demand, MiB, guests] under ``placement`` (the planning demand: vCPUs,
     or the estimate from history when vm-plan has one)."""
     use: dict[str, list[float]] = {h.name: [0.0, 0.0, 0] for h in snap.hosts}
-    estimate = getattr(opts, "cpu_estimate", None) or {}
+    estimate = opts.facts.cpu_estimate or {}
     for v in snap.vms:
         host = placement.get(v.name, v.host)
         if host in use:
@@ -194,15 +194,15 @@ def _use(snap: Snapshot, placement: dict[str, str], opts: Options) -> dict[str, 
 
 
 def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
-                cons) -> tuple[bool, str]:
+                cons, full: set[str] | frozenset[str] = frozenset()) -> tuple[bool, str]:
     """Free CPU (at the target) and memory on ``hosts`` against ``reserve`` times the
-    largest of them."""
+    largest of them. A host in ``full`` (frozen: what it holds is not known) has none free."""
     if not hosts:
         return reserve <= 0, "no host online"
     free_cpu = sum(max(0.0, h.cpu * cons.cpu_factor(h.name) * cpu_target - use[h.name][0])
-                   for h in hosts)
+                   for h in hosts if h.name not in full)
     free_mem = sum(max(0.0, h.mem_mib * cons.mem_factor(h.name) - use[h.name][1])
-                   for h in hosts)
+                   for h in hosts if h.name not in full)
     worth_cpu = max(h.cpu * cpu_target for h in hosts) * reserve
     worth_mem = max(h.mem_mib for h in hosts) * reserve
     text = (f"{free_cpu:.1f} CPUs and {free_mem / 1024:.1f} GiB free against a reserve of "
@@ -287,7 +287,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             continue
         online = [h for h in trial.hosts if h.state == "online"]
         ok, text = _reserve_ok(online, _use(trial, plan.placement, opts),
-                               opts.cpu_target, popts.reserve, cons)
+                               opts.cpu_target, popts.reserve, cons, problem_guests(trial)[1])
         if not ok and wakeable:
             h = wakeable.pop(0)
             woken[h.name] = f"demand leaves {text} (--reserve {popts.reserve:g})"
@@ -328,7 +328,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
     for name in list(state.empty_since):
         if name not in hosts or hosts[name].state != "online":
             del state.empty_since[name]
-    frozen = {p.host for p in prepared.problems if p.host}
+    frozen = problem_guests(prepared)[1]
     candidates = []
     for h in prepared.hosts:
         if h.state != "online" or use[h.name][2] > 0 or h.name in frozen:
@@ -358,7 +358,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
                                           f"hosts online in cluster {h.cluster or '(none)'}")
             continue
         rest = [x for x in cluster if x.name != h.name]
-        ok, text = _reserve_ok(rest, use, opts.cpu_target, popts.reserve, cons)
+        ok, text = _reserve_ok(rest, use, opts.cpu_target, popts.reserve, cons, frozen)
         if not ok:
             notes[f"keep {h.name} on"] = (f"--reserve {popts.reserve:g}: without it {text}")
             continue
@@ -438,8 +438,8 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: Powe
     for h in sorted((hosts[n] for n in on if n in hosts), key=lambda x: -(
             _watts(popts, x, use[x.name][0]) or 0.0)):
         guests = on[h.name]
-        if any(g in fixed for g in guests):
-            continue
+        if h.name in bad_hosts or any(g in fixed or g in opts.facts.settling_vms for g in guests):
+            continue            # frozen, cooling down, or settling after a move (--settle)
         cpu, mem = use[h.name][0], use[h.name][1]
         now_w = _watts(popts, h, cpu) or 0.0
         best = None

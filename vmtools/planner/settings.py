@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Mapping
 from vmtools import numbers
 from vmtools.errors import OptionError, UsageError
 from vmtools.planner.demand import parse_demand
+from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
+from vmtools.xen import DEFAULT_IMAGE_DIR
 
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 CPU_DEMANDS = ("usage", "vcpus")
@@ -44,6 +46,9 @@ class Setting:
     document: bool = False             # names a file the command reads
     metavar: str | None = None
     short: str | None = None           # -P
+    hidden: bool = False               # kept for old command lines, not in --help
+    replay: bool = True                # may be in a vm-replay --plan string
+    manual: bool = False               # a manual operation (vm-plan(1), MANUAL OPERATIONS)
     parse: Callable[[str], Any] | None = None   # text -> value, raising OptionError
     range_text: str | None = None      # how an out-of-range value is explained
     shown_default: str | None = None   # how the man page writes the default, if not str()
@@ -66,6 +71,14 @@ def _hotspot_window(text: str) -> tuple[int, int]:
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
         raise OptionError("hotspot_window", f"{text}: expected K/N with 1 <= K <= N, e.g. 3/5")
     return int(m.group(1)), int(m.group(2))
+
+
+def _guest_host(name: str, text: str, host_needed: bool) -> tuple[str, str | None]:
+    guest, sep, host = str(text).partition(":")
+    if not guest or (host_needed and not host) or (sep and not host):
+        form = "GUEST:HOST" if host_needed else "GUEST[:HOST]"
+        raise OptionError(name, f"{text}: expected {form}")
+    return guest, host or None
 
 
 FRACTION = "expected a fraction in (0, 1]"
@@ -120,9 +133,17 @@ SETTINGS: tuple[Setting, ...] = (
                 "this long (0: no limit); keep it under the cron interval.")),
     Setting("cpu_demand", "usage", kind=str, choices=CPU_DEMANDS, help=(
         "usage: measured CPU use; vcpus: allocated virtual CPUs (Entropy's 'simplify').")),
-    Setting("allow_problems", False, kind=bool, help=(
-        "Plan even when the snapshot lists problems: the guests named are pinned and their "
-        "hosts take nothing new.")),
+    Setting("max_frozen", DEFAULT_MAX_FROZEN, lo=0.0, hi=1.0, metavar="FRACTION",
+            range_text="expected a fraction in [0, 1]", help=(
+                "A host a snapshot problem names is frozen: nothing moves onto it, its guests "
+                "stay (one may leave only to end an overload its known guests alone cause). "
+                "With more than this fraction of the hosts, or of the guests, frozen, "
+                "monitoring is broken: plan nothing, exit 75.")),
+    Setting("refuse_problems", False, kind=bool, help=(
+        "Refuse (exit 65) any snapshot with problems, instead of planning around them "
+        "(vmtools before 0.2).")),
+    Setting("allow_problems", False, kind=bool, hidden=True,
+            help="Ignored: planning around problems is the default now."),
     Setting("require_optimal", False, kind=bool, help=(
         "Refuse (exit 75) a plan not proven optimal within --time-limit.")),
     Setting("bandwidth", 1000.0, lo=0.0, lo_open=True, metavar="MBIT/S",
@@ -135,12 +156,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Keep hotspot history, recent moves, each guest's CPU samples and the hosts switched "
         "off here between runs (cron), in one vmtools.state document.")),
     Setting("demand", "max", kind=str, metavar="last|mean|pNN|max", parse=parse_demand, help=(
-        "With --state: plan on this statistic of each guest's CPU samples over "
-        "--demand-window (never below the last sample).")),
+        "With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan on "
+        "this statistic of each guest's CPU samples over --demand-window (never below the "
+        "last sample).")),
     Setting("demand_window", 120.0, lo=0.0, lo_open=True, metavar="MINUTES",
             range_text="must be more than 0", help=(
-                "With --state: how far back --demand looks (chosen from replays: see "
-                "vm-plan(1)).")),
+                "With --state or a snapshot's samples: how far back --demand looks (chosen "
+                "from replays: see vm-plan(1)).")),
     Setting("hotspot_window", "3/5", kind=str, metavar="K/N", parse=_hotspot_window, help=(
         "With --state: balance acts on a hotspot seen in at least K of the last N snapshots "
         "(Sandpiper's rule).")),
@@ -150,6 +172,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cooldown", 30.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more", help=(
         "With --state: a guest seen to move this recently is not moved again, except to obey "
         "a hard rule.")),
+    Setting("settle", 60.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more", help=(
+        "With --state, auto: a guest seen to move this recently is not moved by "
+        "consolidation (relief and repairs may still move it once --cooldown is over), so no "
+        "host just filled is emptied again.")),
     Setting("power", False, kind=bool, help=(
         "Also switch hosts off (power-off) and on (power-on): emptied hosts go to standby, "
         "standby hosts wake when room is needed. On by default under --objective auto when "
@@ -175,6 +201,39 @@ SETTINGS: tuple[Setting, ...] = (
                 "power-on failed to boot; it is not woken again until it reports.")),
     Setting("seed", 0, kind=int, metavar="N",
             help="Seed of the candidate-host sampling (plans are reproducible)."),
+    Setting("migrate", None, kind=str, optional=True, manual=True, replay=False,
+            metavar="GUEST:HOST", parse=lambda t: _guest_host("migrate", t, True), help=(
+                "Plan one live migration of GUEST to HOST, checked like any plan (rules, "
+                "capacity at every moment, frozen hosts); no objective is run.")),
+    Setting("suspend", None, kind=str, optional=True, manual=True, replay=False,
+            metavar="GUEST", help=("Plan the suspend of GUEST to its image "
+                                   "IMAGE_DIR/GUEST.save (its memory is freed when the save "
+                                   "ends).")),
+    Setting("resume", None, kind=str, optional=True, manual=True, replay=False,
+            metavar="GUEST[:HOST]", parse=lambda t: _guest_host("resume", t, False), help=(
+                "Plan the resume of a guest vm-apply suspended (--suspended) on HOST, or on "
+                "the host with room the rules allow (the one it left first, then the "
+                "emptiest).")),
+    Setting("checkpoint", None, kind=str, optional=True, manual=True, replay=False,
+            metavar="GUEST", help=("Plan a checkpoint of GUEST to IMAGE_DIR/GUEST-TIME.chk "
+                                   "(it keeps running).")),
+    Setting("evacuate", None, kind=str, optional=True, manual=True, replay=False,
+            metavar="HOST", help=(
+                "Plan the migrations that empty HOST (a maintenance rule on it, the repair "
+                "objective): the fewest moves the rules and capacity allow.")),
+    Setting("add", None, kind=str, optional=True, manual=True, replay=False, document=True,
+            metavar="FILE", help=(
+                "Provision the new guests of a vmtools.guests document all or nothing under "
+                "the rules, --objective, --cpu-target and --mem-target, waking standby hosts if "
+                "that is what it takes: one create action per guest, naming its host. A group "
+                "that cannot fit exits 1 saying why, nothing on stdout.")),
+    Setting("image_dir", DEFAULT_IMAGE_DIR, kind=str, replay=False, metavar="DIR", help=(
+        "Where suspend and checkpoint images go: the directory every host shares at this "
+        "path (as vm-apply --image-dir).")),
+    Setting("suspended", None, kind=str, optional=True, replay=False, document=True,
+            metavar="FILE", help=(
+                "The suspended-guests ledger --resume reads (default: vm-apply's, "
+                "STATE_DIR/suspended.json under $VMTOOLS_STATE_DIR or /var/lib/vmtools).")),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_FLAG: dict[str, Setting] = {**{s.flag: s for s in SETTINGS},
@@ -269,6 +328,22 @@ def hotspot_window(settings: Any) -> tuple[int, int]:
     return _hotspot_window(settings.hotspot_window)
 
 
+def manual_operation(settings: Any) -> tuple[str, str, str | None] | None:
+    """The one manual operation ``settings`` ask for, as (setting, guest or host or file,
+    host or None), or None; a UsageError when there are two."""
+    given = [s for s in SETTINGS if s.manual and getattr(settings, s.name) is not None]
+    if len(given) > 1:
+        raise UsageError(f"{given[0].flag} and {given[1].flag}: one manual operation per plan")
+    if not given:
+        return None
+    s = given[0]
+    value = getattr(settings, s.name)
+    if s.parse is not None:
+        first, second = s.parse(value)
+        return s.name, first, second
+    return s.name, value, None
+
+
 LOG_FLAGS = frozenset({"-v", "--verbose", "-vv", "-q", "--quiet", "--debug"})
 OUTPUT_FLAGS = frozenset({"-o", "--output", "-f", "--format", "-h", "--help", "--version"})
 
@@ -294,6 +369,9 @@ def parse_argv(argv: Iterable[str]) -> dict[str, Any]:
             if flag in OUTPUT_FLAGS:
                 raise UsageError(f"{flag} has no place here: the replay prints one document")
             raise UsageError(f"no such option: {flag}")
+        if not setting.replay:
+            raise UsageError(f"{flag} has no place here: a replay runs the planner's "
+                             "objectives, not one operation")
         if setting.kind is bool:
             if eq:
                 raise UsageError(f"option {flag} does not take a value")

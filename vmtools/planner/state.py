@@ -74,3 +74,48 @@ def observe_moves(state: State, snap: Snapshot, now: float) -> None:
 def recently_left(state: State, now: float, minutes: float) -> dict[str, str]:
     """Guest -> the host it was seen to leave less than ``minutes`` ago."""
     return {v: x[0] for v, x in state.left.items() if now - x[1] < minutes * 60}
+
+
+# A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
+FORGET_AFTER = 86400.0
+
+
+def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],
+             frozen: set[str]) -> tuple[list, dict[str, str]]:
+    """The ``vanished-host`` and ``vanished-guest`` problems of ``snap`` against the last runs:
+    a host seen before and gone now, unless vmtools switched it off (``switched_off``); a
+    guest seen before that no host lists now, whose last host is gone or ``frozen`` (a guest
+    whose host reports a whole guest list without it was shut down). Then records what this
+    snapshot shows. Returns the problems and the vanished guests' last hosts (to keep in
+    ``placement`` until they are forgotten)."""
+    from vmtools.model import Problem
+    problems = []
+    here = {h.name for h in snap.hosts}
+    gone = set()
+    for name, seen in sorted(state.hosts.items()):
+        if name in here or name in switched_off or now - seen > FORGET_AFTER:
+            continue
+        gone.add(name)
+        problems.append(Problem("vanished-host", f"host {name} was seen {now - seen:.0f} s "
+                                "ago and is not in the snapshot now; vmtools did not switch it "
+                                "off", host=name))
+    listed = {v.name for v in snap.vms}
+    named = {p.vm for p in snap.problems if p.vm}
+    keep = {}
+    for name, host in sorted(state.placement.items()):
+        size = state.sizes.get(name)
+        if name in listed or name in named or (size is not None and now - size[1] > FORGET_AFTER):
+            continue
+        if host in gone or host in frozen or (host not in here and host not in switched_off):
+            mib = f", {size[0]} MiB when last seen" if size is not None else ""
+            problems.append(Problem("vanished-guest", f"guest {name} was on host {host} at "
+                                    f"the last run and no host lists it now{mib}", host=host,
+                                    vm=name))
+            keep[name] = host
+    for h in snap.hosts:
+        state.hosts[h.name] = now
+    state.hosts = {h: t for h, t in state.hosts.items() if now - t <= FORGET_AFTER}
+    for v in snap.vms:
+        state.sizes[v.name] = [v.mem_mib, now]
+    state.sizes = {v: x for v, x in state.sizes.items() if now - x[1] <= FORGET_AFTER}
+    return problems, keep

@@ -47,15 +47,18 @@ why); ``busy_ticks``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import math
+import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import OperationFailed, UsageError, VmtoolsError
+from vmtools.errors import OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Trace
@@ -105,6 +108,7 @@ class RunResult:
     figures: dict
     series: dict
     failures: list[dict] = field(default_factory=list)
+    warm_up_figures: dict | None = None     # the warm-up's own figures (bench/replay_bench.py)
 
 
 def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
@@ -164,6 +168,8 @@ class Simulation:
         self.h_mem: dict[str, float] = {}
         self.h_n: dict[str, int] = {}
         self.sample_times = [s.time for s in trace.samples]
+        self.held: set[str] = set()                 # guests whose memory growth was held
+        self.warm_up_figures: dict | None = None
         self._reset_figures()
 
     def _reset_figures(self) -> None:
@@ -204,13 +210,54 @@ class Simulation:
             for vm in list(self.waiting):
                 if vm not in s.vms:
                     del self.waiting[vm]
+            before = self.demand
             self.demand = dict(s.vms)
+            self._hold_growth(before)
             for vm in sorted(s.vms):
                 if vm not in self.place and vm not in self.waiting:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
             self._recount()
+
+    def _hold_growth(self, before: dict[str, Demand]) -> None:
+        """A guest whose memory grows in the trace beyond what its host has free keeps what it
+        can get, as on a real host: Xen cannot balloon a guest past the host's free memory (the
+        guest sees its target unmet). Said once per guest on stderr; the replay's figures then
+        never show a host over its memory (which would be vmtools' own bug)."""
+        use = self._mem_use()
+        over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
+        if not over:
+            return
+        where: dict[str, list[str]] = {}
+        for vm, h in self.place.items():
+            where.setdefault(vm, []).append(h)
+        for vm, i in self.flight.items():
+            where.setdefault(vm, []).append(self.actions[i].dst)
+        for vm in sorted(where):
+            old = before.get(vm)
+            new = self.demand.get(vm)
+            if old is None or new is None or new.mem_mib <= old.mem_mib:
+                continue
+            hosts = [h for h in where[vm] if h in over]
+            if not hosts:
+                continue
+            cut = min(new.mem_mib - old.mem_mib,
+                      max(math.ceil(use[h] - self.hosts[h].mem_mib) for h in hosts))
+            if cut <= 0:
+                continue
+            self.demand[vm] = replace(new, mem_mib=new.mem_mib - cut)
+            for h in where[vm]:
+                use[h] -= cut
+            over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
+            if vm not in self.held:
+                self.held.add(vm)
+                log.warning("note: the trace grows guest %s to %d MiB at %s, more than host "
+                            "%s has free: it gets %d MiB (Xen cannot balloon a guest past its "
+                            "host's free memory)", vm, new.mem_mib, epoch_to_iso(self.now),
+                            "/".join(hosts), new.mem_mib - cut)
+            if not over:
+                return
 
     def _flush_requested(self) -> None:
         """Add each placed guest's CPU demand since the last flush to its PDM denominator
@@ -483,6 +530,7 @@ class Simulation:
         self.req_since = start
         self._recount()
         times, active, overloaded, migrations, watts, host_cpu = [], [], [], [], [], []
+        host_off: list[list[int]] = []
         warm = warm_up_ticks(opts, n_ticks)
         for k in range(n_ticks):
             t = start + k * every
@@ -492,8 +540,10 @@ class Simulation:
             if k == warm and warm:
                 # the warm-up ends: the figures and the series start from here
                 self._flush_requested()
+                self.warm_up_figures = self.figures(warm)
                 self._reset_figures()
-                for series in (times, active, overloaded, migrations, watts, host_cpu):
+                for series in (times, active, overloaded, migrations, watts, host_cpu,
+                               host_off):
                     series.clear()
             cpu: Counter = Counter()
             occupied = set(self.place.values()) | {self.actions[i].dst
@@ -505,6 +555,7 @@ class Simulation:
             overloaded.append(sum(1 for h in self.host_names if cpu[h] > self.hosts[h].cpu + EPS))
             host_cpu.append([round(cpu[h] / self.hosts[h].cpu, 3) if self.hosts[h].cpu else 0.0
                              for h in self.host_names])
+            host_off.append([i for i, h in enumerate(self.host_names) if self.power[h] != "on"])
             self.tick()
             if self.progress:
                 self.progress(k + 1, n_ticks)
@@ -513,9 +564,9 @@ class Simulation:
         self._close_tick(migrations, watts, end - (start + (n_ticks - 1) * every))
         series = {"time": times, "active_hosts": active, "overloaded_hosts": overloaded,
                   "migrations": migrations, "watts": watts, "hosts": list(self.host_names),
-                  "host_cpu": host_cpu}
+                  "host_cpu": host_cpu, "host_off": host_off}
         return RunResult(self.policy.name, self.policy.kind, self.figures(n_ticks - warm),
-                         series, list(self.failures))
+                         series, list(self.failures), self.warm_up_figures)
 
     def _close_tick(self, migrations: list, watts: list, dt: float) -> None:
         migrations.append(self.tick_migrations)
@@ -555,9 +606,17 @@ class Simulation:
         }
 
 
+# A replay of more ticks than this is a mistake (a mistyped time in a trace, --every in
+# seconds, --repeat of millions): two years of 5-minute cron runs. Each tick keeps its series.
+MAX_TICKS = 210_000
+# The shortest interval between two cron ticks.
+MIN_EVERY_SECONDS = 1.0
+
+
 def window(trace: Trace, opts: SimOptions) -> tuple[float, float, int]:
     """(start, end, number of ticks) of a replay: the trace's span, clipped to ``start`` and
-    ``until``; ticks at start, start + every, ... before the end."""
+    ``until``; ticks at start, start + every, ... before the end. More than
+    :data:`MAX_TICKS` is a usage error saying what makes them (before any tick runs)."""
     start = trace.start if opts.start is None else max(opts.start, trace.start)
     end = trace.end if opts.until is None else min(opts.until, trace.end)
     if end <= start:
@@ -565,7 +624,17 @@ def window(trace: Trace, opts: SimOptions) -> tuple[float, float, int]:
                          f"{epoch_to_iso(end)} (the trace runs from "
                          f"{epoch_to_iso(trace.start)} to {epoch_to_iso(trace.end)})")
     every = opts.every_minutes * 60.0
-    return start, end, max(1, math.ceil((end - start) / every - EPS))
+    if not every >= MIN_EVERY_SECONDS:
+        raise OptionError("every", f"{opts.every_minutes:g}: the replay ticks at most "
+                          f"once a second ({MIN_EVERY_SECONDS / 60:.4f} min)")
+    ticks = (end - start) / every
+    if ticks > MAX_TICKS:
+        raise OptionError("every", f"{opts.every_minutes:g} gives {ticks:,.0f} ticks "
+                          f"from {epoch_to_iso(start)} to {epoch_to_iso(end)}, more than "
+                          f"{MAX_TICKS:,}: replay a shorter window ({{start}}, {{until}}), "
+                          "fewer repetitions, or check the trace for a mistyped time",
+                          settings=("start", "until"))
+    return start, end, max(1, math.ceil(ticks - EPS))
 
 
 def warm_up_ticks(opts: SimOptions, n_ticks: int) -> int:
@@ -584,6 +653,31 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
            progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Replay ``trace`` through ``policy``; the figures and per-tick series of one run."""
     return Simulation(trace, policy, opts or SimOptions(), hooks, progress).run()
+
+
+def _exit_on(signum: int, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
+    """SIGTERM and SIGHUP end the replay through its ``finally`` blocks (the solver's
+    processes and files are removed), with one line and exit 128 + the signal."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):   # not the main thread: leave it
+            previous[sig] = signal.signal(sig, _exit_on)
+    try:
+        yield
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            print(f"{prog}: error: stopped by {signal.Signals(exc.code - 128).name}",
+                  file=sys.stderr)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
 
 
 class VmPlanSetting:
@@ -617,7 +711,7 @@ class VmPlanSetting:
         if not self.show_log:
             planner_log.setLevel(logging.CRITICAL + 1)
         try:
-            with solver_guard(every_child=False):
+            with solver_guard(every_child=False, announce=False):
                 return plan_run(replace(self.documents, snapshot=snap), self.settings,
                                 self.state).plan
         except VmtoolsError as exc:

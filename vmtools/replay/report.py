@@ -7,7 +7,8 @@ from typing import Callable
 
 from vmtools import __version__, render
 from vmtools.model import epoch_to_iso
-from vmtools.replay.engine import RunResult, SimOptions, replay, warm_up_ticks, window
+from vmtools.replay.engine import (RunResult, SimOptions, replay, stop_on_signals,
+                                   warm_up_ticks, window)
 from vmtools.replay.trace import Trace
 
 REPLAY_FORMAT = "vmtools.replay"
@@ -31,9 +32,10 @@ def run_replay(trace: Trace, policies: list, opts: SimOptions,
     start, end, n_ticks = window(trace, opts)
     warm_up_ticks(opts, n_ticks)             # a warm-up longer than the replay: say so first
     runs = []
-    for policy in policies:
-        report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
-        runs.append(replay(trace, policy, opts, progress=report))
+    with stop_on_signals():
+        for policy in policies:
+            report = (lambda k, n, name=policy.name: progress(name, k, n)) if progress else None
+            runs.append(replay(trace, policy, opts, progress=report))
     return replay_document(trace, runs, opts, start, end, n_ticks)
 
 

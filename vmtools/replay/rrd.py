@@ -27,15 +27,28 @@ import math
 import os
 import shutil
 import subprocess
+import time
 
 from vmtools.errors import DataError, OptionError, Unavailable
+from vmtools.inputs import OutputDeadline, OutputTooLarge, read_process
 from vmtools.model import Host, is_safe_name
+from vmtools.numbers import problem
+from vmtools.text import printable
 from vmtools.replay.trace import Demand, Sample, Trace, finish
 
 FIELDS = ("cpu", "mem", "vcpus", "net")
 HOST_METRICS = ("container.cpu_num", "container.mem_total")
 CHUNK = 60                        # DEFs per rrdtool call
-TIMEOUT = 120.0
+TIMEOUT = 120.0                   # for the whole read, every rrdtool call together
+# One rrdtool answer: 60 series of two years of 5-minute rows is ~150 MiB of JSON.
+MAX_ANSWER_BYTES = 256 * 2**20
+# Rows of one answer: more is a damaged RRD header (a step of 14 million s) or a window of years.
+MAX_ROWS = 250_000
+# What a Domain-0's RRDs may say (as vm-snapshot bounds the same metrics, ganglia.interpret):
+# host CPUs and KB, a guest's CPU % of one CPU, KB, vcpus, bytes/s.
+HOST_RANGES = {"container.cpu_num": (1, 2**16 - 1), "container.mem_total": (1024, 2**32 - 1)}
+GUEST_RANGES = {"cpu": (0.0, 100.0 * (2**16 - 1)), "mem": (0.0, 2**32 - 1.0),
+                "vcpus": (1, 2**16 - 1), "net": (0.0, 1.25e12)}
 
 
 def _rrdtool() -> str:
@@ -46,15 +59,22 @@ def _rrdtool() -> str:
 
 
 def _escape(path: str) -> str:
-    # rrdtool's DEF takes "vname=path:ds:cf"; a colon in the path is written "\:"
-    return path.replace("\\", "\\\\").replace(":", "\\:")
+    # rrdtool's DEF takes "vname=path:ds:cf"; a colon in the path is written "\:", and that is
+    # the only escape rrdtool reads: a backslash stays as it is, unless it would escape the
+    # colon after it (a path ending in one, or holding "\:", cannot be said).
+    if path.endswith("\\") or "\\:" in path:
+        raise OptionError("rrd", f"{path}: a path ending in a backslash or holding a "
+                          "backslash before a colon cannot be given to rrdtool")
+    return path.replace(":", "\\:")
 
 
-def xport(files: list[str], start: float, end: float, step: float) -> tuple[float, list[float],
-                                                                             list[list]]:
+def xport(files: list[str], start: float, end: float, step: float,
+          deadline: float | None = None) -> tuple[float, list[float], list[list]]:
     """(actual step, row end times, one value list per row with a value (or None) per file)
-    of ``files`` over [start, end]."""
+    of ``files`` over [start, end]; every call within ``deadline`` (``time.monotonic()``), each
+    answer bounded in bytes and rows before it is parsed."""
     tool = _rrdtool()
+    deadline = time.monotonic() + TIMEOUT if deadline is None else deadline
     times: list[float] = []
     columns: list[list] = []
     actual = step
@@ -66,20 +86,38 @@ def xport(files: list[str], start: float, end: float, step: float) -> tuple[floa
             args.append(f"DEF:v{k}={_escape(f)}:sum:AVERAGE")
         for k in range(len(part)):
             args.append(f"XPORT:v{k}:v{k}")
+        where = os.path.dirname(part[0])
         try:
-            proc = subprocess.run(args, capture_output=True, timeout=TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise Unavailable(f"rrdtool took more than {TIMEOUT:g} s reading "
-                              f"{os.path.dirname(part[0])}") from None
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise Unavailable(f"rrdtool cannot run: {exc.strerror}") from None
+        try:
+            stdout, stderr = read_process(proc, max(0.0, deadline - time.monotonic()),
+                                          MAX_ANSWER_BYTES)
+        except OutputDeadline:
+            raise Unavailable(f"rrdtool took more than {TIMEOUT:g} s for the whole read "
+                              f"(at {where})") from None
+        except OutputTooLarge:
+            raise DataError(f"rrdtool's answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB "
+                            "(a damaged RRD header, or a window of years): replay a shorter "
+                            "window ({start}, {until})", where,
+                            settings=("start", "until")) from None
         if proc.returncode != 0:
-            message = proc.stderr.decode("utf-8", "replace").strip().removeprefix("ERROR: ")
-            raise DataError(f"rrdtool cannot read it: {message}", os.path.dirname(part[0]))
+            message = stderr.decode("utf-8", "replace").strip().removeprefix("ERROR: ")
+            raise DataError(f"rrdtool cannot read it: {printable(message)}", where)
         try:
-            doc = json.loads(proc.stdout.decode("utf-8", "replace"))
+            doc = json.loads(stdout.decode("utf-8", "replace"))
             rows = doc["data"]
+            if len(rows) > MAX_ROWS:
+                raise DataError(f"rrdtool answers {len(rows):,} rows, more than {MAX_ROWS:,} "
+                                "(a damaged RRD header, or a window of years): replay a "
+                                "shorter window ({start}, {until})", where,
+                                settings=("start", "until"))
             actual = float(doc["meta"]["step"])
             these = [float(r[0]) for r in rows]
-            values = [[None if v is None else float(v) for v in r[1:]] for r in rows]
+            values = [[None if v is None or not math.isfinite(float(v)) else float(v)
+                       for v in r[1:]] for r in rows]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise DataError(f"unexpected rrdtool xport output ({exc})",
                             os.path.dirname(part[0])) from None
@@ -133,6 +171,7 @@ def read_rrd(root: str, start: float, until: float, step: float,
     per_host: dict[str, dict[str, dict[str, list]]] = {}   # host -> guest -> field -> values
     grid: list[float] | None = None
     actual_step = step
+    deadline = time.monotonic() + TIMEOUT
     for hname in sorted(os.listdir(cdir)):
         hdir = os.path.join(cdir, hname)
         if hname == "__SummaryInfo__" or not os.path.isdir(hdir):
@@ -149,7 +188,18 @@ def read_rrd(root: str, start: float, until: float, step: float,
             for fld, path in sorted(guests[g].items()):
                 files.append(path)
                 keys.append((g, fld))
-        actual_step, times, rows = xport(files, start, until, step)
+        actual_step, times, rows = xport(files, start, until, step, deadline)
+        # Values outside what the metric can be (a negative CPU count, memory of -100 KB, a
+        # guest at 1e300 %) are no values: what a snapshot of the same metrics refuses.
+        for col, (g, fld) in enumerate(keys):
+            lo, hi = GUEST_RANGES[fld] if g else HOST_RANGES[fld]
+            bad = 0
+            for r in rows:
+                if r[col] is not None and problem(r[col], lo=lo, hi=hi) is not None:
+                    r[col] = None
+                    bad += 1
+            if bad:
+                notes.append(f"{files[col]}: {bad} value(s) outside {lo:g} to {hi:g} left out")
         if grid is None:
             grid = times
         elif times != grid:

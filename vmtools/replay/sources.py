@@ -20,8 +20,12 @@ import io
 import math
 import os
 
+from vmtools import numbers
 from vmtools.errors import DataError, UsageError
-from vmtools.model import SNAPSHOT_FORMAT, Host, Snapshot, is_safe_name, iso_to_epoch, loads
+from vmtools.inputs import MAX_DOCUMENT_BYTES, read_file
+from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_CPU, HOST_MIN_MIB,
+                           SNAPSHOT_FORMAT, Host, Snapshot, epoch_to_iso, is_safe_name,
+                           iso_to_epoch, loads)
 from vmtools.replay.trace import Demand, Sample, Trace, finish, sample_step
 
 
@@ -47,14 +51,7 @@ def _snapshot_files(paths: list[str]) -> list[str]:
 
 
 def _read_json(path: str) -> object:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start})", path) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    return loads(text, path)
+    return loads(read_file(path, "snapshot", limit=MAX_DOCUMENT_BYTES, prog="vm-replay"), path)
 
 
 def read_snapshots(paths: list[str]) -> Trace:
@@ -115,17 +112,17 @@ def read_snapshots(paths: list[str]) -> Trace:
 # --------------------------------------------------------------------------- CSV
 
 def _rows(path: str) -> list[tuple[int, list[str]]]:
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start})", path) from None
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
+    text = read_file(path, "CSV trace", limit=MAX_DOCUMENT_BYTES, prog="vm-replay")
     out = []
-    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        n = reader.line_num + 1             # where the record starts (a quote may span lines)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"not a CSV line: {exc}", f"{path}:{n}") from None
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         out.append((n, [c.strip() for c in row]))
@@ -134,22 +131,34 @@ def _rows(path: str) -> list[tuple[int, list[str]]]:
     return out
 
 
-def _number(text: str, where: str, what: str) -> float:
+# The bounds of what a trace may say (the same as a snapshot document's, vmtools.model).
+BOUNDS = {"cpu": (0.0, HOST_MAX_CPU), "mem_mib": (0, HOST_MAX_MIB + 1),
+          "net_mbps": (0.0, 1e7), "vcpus": (1, HOST_MAX_CPU)}
+HOST_BOUNDS = {"cpu": (HOST_MIN_CPU, HOST_MAX_CPU), "mem_mib": (HOST_MIN_MIB, HOST_MAX_MIB),
+               "net_mbps": (1e-3, 1e7)}
+# Epoch seconds of a trace: from 1970 to the end of year 9999 (what an ISO time can say).
+MAX_EPOCH = 253402300799.0
+# Two samples further apart than this: a mistyped time (64547200 for 1764547200), not a gap.
+MAX_GAP_SECONDS = 366 * 86400.0
+
+
+def _number(text: str, where: str, what: str, bounds: dict | None = None) -> float:
+    lo, hi = (bounds or BOUNDS).get(what, (0.0, None))
     try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{what}: expected a number, got {text!r}", where) from None
-    if not math.isfinite(value) or value < 0:
-        raise DataError(f"{what}: expected a number >= 0, got {text!r}", where)
-    return value
+        return numbers.parse(text, lo=lo, hi=hi)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc.message}", where) from None
 
 
 def _time(text: str, where: str) -> float:
     try:
-        return float(text) if text.replace(".", "", 1).isdigit() else iso_to_epoch(text)
-    except ValueError:
+        value = float(text) if text.replace(".", "", 1).isdigit() else iso_to_epoch(text)
+    except (ValueError, OverflowError):
         raise DataError(f"time: expected 2026-11-22T01:30:00Z or epoch seconds, got "
                         f"{text!r}", where) from None
+    if not 0 <= value <= MAX_EPOCH:
+        raise DataError(f"time: {text!r} is not a time between 1970 and 9999", where)
+    return value
 
 
 def _name(text: str, where: str, what: str) -> str:
@@ -180,11 +189,10 @@ def read_hosts_csv(path: str) -> list[Host]:
         name = _name(f["name"], where, "name")
         if name in hosts:
             raise DataError(f"host {name} is listed twice", where)
-        cpu = _number(f["cpu"], where, "cpu")
-        mem = _number(f["mem_mib"], where, "mem_mib")
-        net = _number(f["net_mbps"], where, "net_mbps") if f.get("net_mbps") else None
-        if cpu <= 0 or mem <= 0:
-            raise DataError("cpu and mem_mib must be more than 0", where)
+        cpu = _number(f["cpu"], where, "cpu", HOST_BOUNDS)
+        mem = _number(f["mem_mib"], where, "mem_mib", HOST_BOUNDS)
+        net = _number(f["net_mbps"], where, "net_mbps", HOST_BOUNDS) if f.get("net_mbps") \
+            else None
         hosts[name] = Host(name=name, cluster=f.get("cluster") or "trace", cpu=cpu,
                            mem_mib=int(mem), net_mbps=net, hypervisor="xen",
                            migration="xen")
@@ -203,6 +211,7 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
     if not {"time", "guest", "cpu", "mem_mib"} <= set(header):
         raise DataError("header: needs time, guest, cpu and mem_mib columns", f"{path}:1")
     by_time: dict[float, Sample] = {}
+    line_of: dict[float, int] = {}
     for n, row in rows:
         where = f"{path}:{n}"
         if len(row) < 4 or len(row) > len(header):
@@ -216,6 +225,7 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
         d = Demand(cpu, int(_number(f["mem_mib"], where, "mem_mib")), net,
                    vcpus or max(1, math.ceil(cpu)))
         s = by_time.setdefault(t, Sample(t, {}))
+        line_of.setdefault(t, n)
         if guest in s.vms:
             raise DataError(f"guest {guest} has two rows at the same time", where)
         s.vms[guest] = d
@@ -225,6 +235,7 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
                 raise DataError(f"host {host} is not in {hosts_path}", where)
             s.seen_on[guest] = host
     samples = [by_time[t] for t in sorted(by_time)]
+    _no_mistyped_time(samples, line_of, path)
     first = samples[0]
     if first.seen_on:
         missing = sorted(set(first.vms) - set(first.seen_on))
@@ -236,6 +247,18 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
         placement = _deal(first.vms, hosts, path)
     return finish(Trace(path, hosts, placement, samples,
                         sample_step([s.time for s in samples])))
+
+
+def _no_mistyped_time(samples: list[Sample], line_of: dict[float, int], path: str) -> None:
+    """Samples more than a year apart: one time is mistyped (a digit dropped from an epoch);
+    name the line of the lone sample at the far end, before the replay ticks through decades."""
+    times = [s.time for s in samples]
+    for i, (a, b) in enumerate(zip(times, times[1:])):
+        if b - a > MAX_GAP_SECONDS:
+            odd = a if i + 1 <= len(times) - i - 1 else b     # the side with fewer samples
+            raise DataError(f"time {epoch_to_iso(odd)} is {(b - a) / 86400 / 365.25:.0f} "
+                            f"year(s) from the next sample: a mistyped time?",
+                            f"{path}:{line_of[odd]}")
 
 
 def _deal(vms: dict[str, Demand], hosts: list[Host], path: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from vmtools.errors import OptionError
 from vmtools.model import Host, epoch_to_iso
 
 
@@ -68,6 +69,10 @@ class Trace:
         names, and the placement is the first repetition's."""
         if times <= 1:
             return self
+        rows = sum(len(s.vms) for s in self.samples)
+        if rows * times > MAX_REPEATED_ROWS:
+            raise OptionError("repeat", f"{times}: {rows:,} rows played {times:,} times is more "
+                              f"than {MAX_REPEATED_ROWS:,} rows to hold in memory")
         span = self.end - self.start
         samples = list(self.samples)
         for k in range(1, times):
@@ -77,6 +82,11 @@ class Trace:
                                     f"{span / 3600:g} h each"]
         return Trace(f"{self.source} x{times}", self.hosts, dict(self.placement), samples,
                      self.step, notes)
+
+
+# Rows (a guest at a time) a repeated trace may hold: about 500 MiB of samples. The tick limit
+# of the engine (MAX_TICKS) bounds the replay's length; this bounds what --repeat builds first.
+MAX_REPEATED_ROWS = 5_000_000
 
 
 def sample_step(times: list[float], default: float = 300.0) -> float:

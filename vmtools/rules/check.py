@@ -34,7 +34,7 @@ from collections import deque
 from typing import Iterable, Sequence
 
 from vmtools.errors import DataError
-from vmtools.model import Action, Plan, Snapshot
+from vmtools.model import VM, Action, Plan, Snapshot
 from vmtools.rules.capacity import EPS, capacity, demand, initial_use
 from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.rules.kinds import KINDS
@@ -59,9 +59,12 @@ def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
     done = set(finished)
     replay = replay_plan(plan)
     for aid in replay.order:
-        if aid in done and not replay.actions[aid].is_power:
-            a = replay.actions[aid]
-            where[a.vm] = a.dst
+        a = replay.actions[aid]
+        if aid in done and not a.is_power and a.op != "checkpoint":
+            if a.dst:
+                where[a.vm] = a.dst
+            else:                       # suspended: on no host
+                where.pop(a.vm, None)
     return where
 
 
@@ -205,12 +208,32 @@ def worst_moment(replay: Replay, incoming: dict[int, float], outgoing: dict[int,
 
 # --------------------------------------------------------------------------- the checker
 
+def arriving_guests(plan: Plan) -> dict[str, VM]:
+    """The guests a plan starts that its origin does not run (resumed from an image or
+    created), as the first such action describes them, on its host."""
+    known = {v.name for v in plan.origin.vms}
+    out: dict[str, VM] = {}
+    for a in plan.actions:
+        if a.starts_guest and a.vm not in known and a.vm not in out:
+            out[a.vm] = VM(name=a.vm, host=a.dst, vcpus=a.vcpus, cpu=a.cpu, mem_mib=a.mem_mib)
+    return out
+
+
+def universe(plan: Plan) -> Snapshot:
+    """The origin plus the guests the plan starts: every guest a plan's rules may name."""
+    new = arriving_guests(plan)
+    if not new:
+        return plan.origin
+    return Snapshot(hosts=plan.origin.hosts, vms=list(plan.origin.vms) + list(new.values()),
+                    source=plan.origin.source, created=plan.origin.created)
+
+
 def _constraints_of(plan: Plan, constraints: object) -> Constraints:
     if isinstance(constraints, Constraints):
         return constraints
     items = plan.constraints if constraints is None else constraints
     try:
-        return parse_rules(list(items), plan.origin)  # type: ignore[arg-type]
+        return parse_rules(list(items), universe(plan))  # type: ignore[arg-type]
     except DataError as exc:
         raise DataError(exc.message, f"plan.constraints: {exc.where}" if exc.where
                         else "plan.constraints") from None
@@ -234,15 +257,19 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
 
     # Actions one by one (power actions: vmtools.rules.power_check).
     woken = {a.host for a in plan.actions if a.op == "power-on"}
+    arriving = arriving_guests(plan)
     for a in plan.actions:
         if a.is_power:
+            continue
+        if a.is_lifecycle:
+            _check_lifecycle(a, hosts, vms, arriving, woken, cons)
             continue
         if a.op != "migrate":
             raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
                             "plan.actions")
         if a.vm in DOM0_NAMES:
             raise DataError(f"{action_label(a)}: Domain-0 never moves", "plan.actions")
-        if a.vm not in vms:
+        if a.vm not in vms and a.vm not in arriving:
             raise DataError(f"{action_label(a)}: unknown guest {a.vm}", "plan.actions")
         for end in (a.src, a.dst):
             if end not in hosts:
@@ -254,9 +281,10 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
                                                    and a.dst in woken):
             raise DataError(f"{action_label(a)}: destination {a.dst} is {hosts[a.dst].state}",
                             "plan.actions")
-        if a.mem_mib != vms[a.vm].mem_mib:
+        size = vms[a.vm].mem_mib if a.vm in vms else arriving[a.vm].mem_mib
+        if a.mem_mib != size:
             raise DataError(f"{action_label(a)}: mem_mib {a.mem_mib} differs from the guest's "
-                            f"{vms[a.vm].mem_mib} MiB in the origin", "plan.actions")
+                            f"{size} MiB in the origin", "plan.actions")
         if a.vm in cons.pinned:
             raise DataError(f"{action_label(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
                             "plan.actions")
@@ -267,26 +295,49 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
 
     replay = replay_plan(plan)
     check_power(plan, replay)
+    _check_images(plan, replay)
 
-    # Chains from the origin, and the final placement.
-    final = {v.name: v.host for v in origin.vms}
+    # Chains from the origin, and the final placement (a suspended guest is on no host).
+    final: dict[str, str | None] = {v.name: v.host for v in origin.vms}
     for vm, acts in replay.by_vm.items():
-        where = final[vm]
+        where = final.get(vm)
         for a in acts:
+            if a.starts_guest:
+                if where is not None:
+                    raise DataError(f"{action_label(a)}: {vm} already runs on {where} at that "
+                                    "point", "plan.actions")
+                if a.op == "create" and (vm in vms or a is not acts[0]):
+                    raise DataError(f"{action_label(a)}: {vm} exists already (a create starts "
+                                    "a new guest)", "plan.actions")
+                where = a.dst
+                continue
+            if where is None:
+                raise DataError(f"{action_label(a)}: {vm} runs on no host at that point "
+                                "(suspended, or not started yet)", "plan.actions")
             if a.src != where:
                 raise DataError(f"{action_label(a)}: {vm} is on {where} at that point, not on "
                                 f"{a.src}", "plan.actions")
-            where = a.dst
+            if a.op == "migrate":
+                where = a.dst
+            elif a.op == "suspend":
+                where = None
         final[vm] = where
+    running = {vm: host for vm, host in final.items() if host is not None}
     for name in plan.placement:
-        if name not in vms:
+        if name not in vms and name not in arriving:
             raise DataError(f"unknown guest {name}", "plan.placement")
-    for name, host in final.items():
+    for name, host in running.items():
         if name not in plan.placement:
             raise DataError(f"{name} is not placed", "plan.placement")
         if plan.placement[name] != host:
             raise DataError(f"{name}: the actions leave it on {host}, the placement says "
                             f"{plan.placement[name]}", "plan.placement")
+    for name in plan.placement:
+        if name not in running:
+            raise DataError(f"{name}: the actions leave it suspended, the placement says "
+                            f"{plan.placement[name]} (a suspended guest is not placed)",
+                            "plan.placement")
+    final = running
 
     # Rules in the target.
     for name, host in final.items():
@@ -310,15 +361,20 @@ _DIMENSIONS = (("mem", "MiB", "memory"), ("cpu", "CPUs", "CPU"), ("net", "Mbit/s
 def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     origin = plan.origin
     vms = {v.name: v for v in origin.vms}
+    vms.update(arriving_guests(plan))
     initial = initial_use(origin)
     needs = {name: demand(v) for name, v in vms.items()}
+    # A migration counts on both hosts until it lands; a suspend frees its host when it ends,
+    # a resume or create claims its host when it starts; a checkpoint changes nothing.
     incoming: dict[str, list[Action]] = {}
     outgoing: dict[str, list[Action]] = {}
     for a in plan.actions:
-        if a.is_power:
+        if a.is_power or a.op == "checkpoint":
             continue
-        incoming.setdefault(a.dst, []).append(a)
-        outgoing.setdefault(a.src, []).append(a)
+        if a.dst:
+            incoming.setdefault(a.dst, []).append(a)
+        if a.src:
+            outgoing.setdefault(a.src, []).append(a)
     for h in origin.hosts:
         if h.name not in incoming:
             continue
@@ -351,3 +407,63 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
                     f"{_fmt(limit, unit)}{rule} while actions "
                     f"{', '.join(map(str, started))} run together{still}; add after "
                     "dependencies so they cannot", "plan.actions")
+
+
+def _check_lifecycle(a: Action, hosts: dict, vms: dict, arriving: dict, woken: set,
+                     cons: Constraints) -> None:
+    """One suspend, resume, create or checkpoint on its own (chains and capacity are checked
+    with the migrations)."""
+    where = "plan.actions"
+    label = action_label(a)
+    if a.vm in DOM0_NAMES:
+        raise DataError(f"{label}: Domain-0 is never suspended, resumed or created", where)
+    if a.where not in hosts:
+        raise DataError(f"{label}: unknown host {a.where}", where)
+    if a.starts_guest:
+        state = hosts[a.dst].state
+        if state != "online" and not (state == "standby" and a.dst in woken):
+            raise DataError(f"{label}: {a.dst} is {state}", where)
+        if a.mem_mib <= 0:
+            raise DataError(f"{label}: mem_mib must be more than 0", where)
+        bad = cons.forbidden_by(a.vm, a.dst)
+        if bad is not None:
+            raise DataError(f"{label}: {bad.label} forbids {a.vm} on {a.dst}", where)
+        if a.vm in vms and vms[a.vm].mem_mib != a.mem_mib:
+            raise DataError(f"{label}: mem_mib {a.mem_mib} differs from the guest's "
+                            f"{vms[a.vm].mem_mib} MiB in the origin", where)
+    else:
+        if a.vm not in vms and a.vm not in arriving:
+            raise DataError(f"{label}: unknown guest {a.vm}", where)
+        size = vms[a.vm].mem_mib if a.vm in vms else arriving[a.vm].mem_mib
+        if a.mem_mib != size:
+            raise DataError(f"{label}: mem_mib {a.mem_mib} differs from the guest's {size} MiB",
+                            where)
+    if a.op != "checkpoint" and a.vm in cons.pinned:
+        raise DataError(f"{label}: {a.vm} is pinned by {cons.pinned[a.vm].label}", where)
+
+
+def _check_images(plan: Plan, replay: Replay) -> None:
+    """An image is written by one action of the plan at most; a resume of a guest the plan
+    suspends reads the image that suspend wrote, after it."""
+    writer: dict[str, Action] = {}
+    for a in plan.actions:
+        if a.op in ("suspend", "checkpoint"):
+            if a.image in writer:
+                raise DataError(f"{action_label(a)} writes {a.image}, which "
+                                f"{action_label(writer[a.image])} writes too", "plan.actions")
+            writer[a.image] = a
+    for vm, acts in replay.by_vm.items():
+        saved = None
+        for a in acts:
+            if a.op == "suspend":
+                saved = a
+            elif a.op == "resume":
+                if saved is not None and a.image != saved.image:
+                    raise DataError(f"{action_label(a)} reads {a.image}, but "
+                                    f"{action_label(saved)} saved {vm} to {saved.image}",
+                                    "plan.actions")
+                w = writer.get(a.image)
+                if w is not None and w.vm != vm:
+                    raise DataError(f"{action_label(a)} reads {a.image}, which "
+                                    f"{action_label(w)} writes for {w.vm}", "plan.actions")
+                saved = None

@@ -116,6 +116,8 @@ class Spread(Group):
     def check_target(self, rule, final):
         seen: dict[str, str] = {}
         for v in rule.vms:
+            if v not in final:
+                continue          # suspended at the end of the plan: on no host
             if final[v] in seen:
                 raise DataError(f"{rule.label}: {seen[final[v]]} and {v} both end on "
                                 f"{final[v]}", "plan.placement")
@@ -123,7 +125,7 @@ class Spread(Group):
 
     def check_moments(self, rule, plan, replay):
         where = {v.name: v.host for v in plan.origin.vms}
-        stays = {v: _stays(v, where[v], replay) for v in rule.vms}
+        stays = {v: _stays(v, where.get(v, ""), replay) for v in rule.vms}
         for i, u in enumerate(rule.vms):
             for v in rule.vms[i + 1:]:
                 for hu, su, eu in stays[u]:
@@ -153,7 +155,7 @@ class Gather(Group):
         cons.gather.append(rule)
 
     def check_target(self, rule, final):
-        ends = sorted({final[v] for v in rule.vms})
+        ends = sorted({final[v] for v in rule.vms if v in final})
         if len(ends) > 1:
             raise DataError(f"{rule.label}: its guests end on {', '.join(ends)}, not on one "
                             "host", "plan.placement")
@@ -188,6 +190,9 @@ class MaxVms(RuleKind):
                 cons.max_vms[h] = (rule.count, rule)
 
 
+MIN_FRACTION = 0.01
+
+
 class Capacity(RuleKind):
     """``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity."""
 
@@ -202,11 +207,13 @@ class Capacity(RuleKind):
             raise DataError(f"{exc.where}: {exc.message}", label) from None
         if rule.cpu is None and rule.mem is None:
             raise DataError("needs cpu or mem (a fraction of the host's capacity)", label)
-        if rule.cpu is not None and not 0 < rule.cpu <= 4:
-            raise DataError(f"cpu must be a fraction in (0, 4], got {rule.cpu}", label)
-        if rule.mem is not None and not 0 < rule.mem <= 1:
-            raise DataError(f"mem must be a fraction in (0, 1] (memory is never "
-                            f"overcommitted), got {rule.mem}", label)
+        # Below 1 % a host holds nothing anyway: a typo (0.00001 for 0.1), not a limit.
+        if rule.cpu is not None and not MIN_FRACTION <= rule.cpu <= 4:
+            raise DataError(f"cpu must be a fraction from {MIN_FRACTION:g} to 4, got "
+                            f"{rule.cpu:g}", label)
+        if rule.mem is not None and not MIN_FRACTION <= rule.mem <= 1:
+            raise DataError(f"mem must be a fraction from {MIN_FRACTION:g} to 1 (memory is "
+                            f"never overcommitted), got {rule.mem:g}", label)
 
     def index(self, cons, rule):
         for h in rule.hosts:
@@ -229,7 +236,11 @@ def _stays(vm: str, origin_host: str, replay: Replay
     stays = []
     host, start = origin_host, None
     for a in acts:
-        stays.append((host, start, a.id))
+        if a.op == "checkpoint":
+            continue              # the guest keeps running where it is
+        if host:                  # "": suspended, or not created yet (on no host)
+            stays.append((host, start, a.id))
         host, start = a.dst, a.id
-    stays.append((host, start, None))
+    if host:
+        stays.append((host, start, None))
     return stays

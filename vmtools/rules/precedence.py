@@ -19,6 +19,8 @@ def action_label(a: Action) -> str:
     """How the checker's messages name an action: ``action 3 (web1 h1 -> h2)``."""
     if a.is_power:
         return f"action {a.id} ({a.op} {a.host})"
+    if a.is_lifecycle:
+        return f"action {a.id} ({a.op} {a.vm} on {a.where})"
     return f"action {a.id} ({a.vm} {a.src} -> {a.dst})"
 
 

@@ -36,12 +36,12 @@ from typing import Collection, Iterable
 from vmtools import numbers
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_CPU, HOST_MIN_MIB, HOST_STATES,
                            VM, Host, Problem, Snapshot, is_reserved_name, is_safe_name)
+from vmtools.sources.knowledge import PROBLEM_KINDS as _KINDS
 from vmtools.sources.base import Reading
 
-# Problem kinds (documented in vmtools-formats(5)), in the order a snapshot lists them.
-PROBLEM_KINDS = ("duplicate-guest", "no-data", "partial-container", "not-a-number",
-                 "bad-value", "stale-cluster", "offline-host", "duplicate-host",
-                 "unsafe-name", "reserved-name", "dropped-host", "dropped-cluster", "truncated")
+# Problem kinds (documented in vmtools-formats(5)), in the order a snapshot lists them: one
+# vocabulary, with what each makes of the host or guest it names, in sources/knowledge.py.
+PROBLEM_KINDS = _KINDS
 # A guest can use no more CPU than its host has; measurement jitter stays well below this slack.
 CPU_SLACK = 1.5
 HOST_MIN_NET_MBPS = 1e-3          # 0 would divide by zero
@@ -237,10 +237,14 @@ def merge_readings(readings: Iterable[Reading], transports: Collection[str]) -> 
                                         host=v.host, vm=v.name))
                 continue
             vms[v.name] = v
+    samples = {name: [[t, c] for t, c in series] for r in readings
+               for name, series in r.samples.items()
+               if name in vms and vms[name].host in {h.name for h in r.hosts}}
     return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
                     vms=sorted(vms.values(), key=lambda v: v.name),
                     problems=sort_problems(problems),
-                    source=", ".join(r.source for r in readings))
+                    source=", ".join(r.source for r in readings),
+                    samples=samples if any(r.samples for r in readings) else None)
 
 
 __all__ = ["check_reading", "merge_readings", "sort_problems", "show", "PROBLEM_KINDS",

@@ -1,0 +1,244 @@
+"""vm-apply's guest lifecycle: suspend, resume, create and checkpoint, each asked of one host
+through its driver and verified by asking that host, never assumed.
+
+- ``suspend``: the guest must run on its host; ``save`` writes the image; done when the host
+  no longer runs the guest and the image is there. The guest is then recorded in the
+  suspended-guests ledger (:func:`record_suspended`), which ``vm-plan --resume`` reads.
+- ``checkpoint``: as a suspend, but the guest must still run afterwards.
+- ``resume``: the image must exist on the target host (asked right before; a missing image
+  fails the action without touching anything); ``restore``; done when the host runs the
+  guest, then the image is removed (as xendomains does). A failed resume leaves the image
+  where it was, and the report's error says where.
+- ``create``: the configuration file must exist on the host; ``create``; done when the host
+  runs the guest.
+
+The ledger is ``<state dir>/suspended.json``, a ``vmtools.suspended`` document
+(vmtools-formats(5), SUSPENDED GUESTS): one entry per guest vm-apply suspended and has not
+resumed, with its image and what it needs of a host.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from vmtools.apply.report import Outcome
+from vmtools.drivers import registry
+from vmtools.drivers.base import LIFECYCLE_NEEDS, MigrationRefused, MigrationUncertain
+from vmtools.errors import DataError, OperationFailed, Unavailable
+from vmtools.model import (Action, Plan, dumps, loads, parse_suspended, suspended_document,
+                           utc_now)
+
+LEDGER = "suspended.json"
+_ledger_lock = threading.Lock()
+
+
+def label(a: Action) -> str:
+    target = a.image if a.op != "create" else a.config
+    return f"{a.op} {a.vm} on {a.where} ({target})"
+
+
+def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
+                     transports: dict[str, str]) -> None:
+    """A lifecycle action on a host whose driver lacks a capability it needs
+    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`): DataError before anything runs, naming
+    the host, its transport and the op. ``capabilities``: each host's driver's."""
+    able = sorted(name for name in registry.names()
+                  if all(set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(name).capabilities()
+                         for op in LIFECYCLE_NEEDS))
+    for i, a in enumerate(plan.actions):
+        if not a.is_lifecycle or a.where not in capabilities:
+            continue
+        if not set(LIFECYCLE_NEEDS[a.op]) <= capabilities[a.where]:
+            raise DataError(f"action {a.id} ({a.op} {a.vm}): the {transports[a.where]} "
+                            f"transport of {a.where} cannot {a.op} guests ({', '.join(able)} "
+                            "can)", f"plan.actions[{i}].op")
+
+
+# --------------------------------------------------------------------------- one action
+
+def run_lifecycle(run, a: Action) -> Outcome:
+    """Carry out one lifecycle action on ``a.where`` and verify it (``run`` is the
+    :class:`vmtools.apply.run.Run`)."""
+    host = a.where
+    driver = run.drivers[host]
+    transport = run.endpoints[host].transport
+    start = time.time()
+
+    def ended(outcome: str, error: str | None, where: str | None) -> Outcome:
+        end = time.time()
+        if run.journal:
+            run.journal.write("end", id=a.id, vm=a.vm, op=a.op, outcome=outcome, where=where,
+                              error=error, seconds=round(end - start, 3))
+        return Outcome(a, outcome, start, end, error, where, transport)
+
+    refused = _refuse_start(run, a)
+    if refused:
+        return ended("failed", refused, a.src or None)
+    if run.journal:
+        run.journal.write("start", id=a.id, vm=a.vm, op=a.op, host=host, transport=transport,
+                          image=a.image or None, config=a.config or None)
+    error = None
+    uncertain = False
+    try:
+        if a.op == "suspend":
+            driver.suspend_guest(a.vm, a.image, run.opts.timeout)
+        elif a.op == "checkpoint":
+            driver.checkpoint_guest(a.vm, a.image, run.opts.timeout)
+        elif a.op == "resume":
+            driver.resume_guest(a.image, run.opts.timeout)
+        else:
+            driver.create_guest(a.config, run.opts.timeout)
+    except MigrationUncertain as exc:
+        error, uncertain = str(exc), True
+    except (MigrationRefused, Unavailable, OperationFailed) as exc:   # NotSupported too
+        error = str(exc)
+    # a clear answer shows at once; after no answer the operation may still be running
+    done, where, note = settle(run, a, run.opts.verify_timeout if uncertain
+                               else min(run.opts.verify_timeout, 2.0))
+    if done:
+        if error:
+            error = f"{error}; but {note}"
+        if a.op == "suspend":
+            record_suspended(run, a)
+        elif a.op == "resume":
+            try:
+                driver.remove_file(a.image)
+            except (MigrationRefused, Unavailable) as exc:
+                run.problems.append(f"{a.vm} resumed on {host}, but its image {a.image} was "
+                                    f"not removed: {exc}")
+            forget_suspended(run, a.vm)
+        return ended("done", error, where)
+    why = f"{error + '; ' if error else ''}{note}"
+    if a.op == "resume":
+        why += f"; the image is left at {a.image}"
+    return ended("failed", why, where)
+
+
+def _refuse_start(run, a: Action) -> str | None:
+    """Why the action must not start now, asked of its host right before."""
+    host = a.where
+    seen = run.survey([host])[host]
+    if isinstance(seen, Exception):
+        return f"not started: {host} did not answer: {seen}"
+    if a.starts_guest:
+        if a.vm in seen:
+            return f"not started: {a.vm} already runs on {host}"
+        path = a.image if a.op == "resume" else a.config
+        try:
+            there = run.drivers[host].file_exists(path)
+        except (Unavailable, OperationFailed) as exc:
+            return f"not started: cannot tell whether {path} exists on {host}: {exc}"
+        if not there:
+            what = "image" if a.op == "resume" else "configuration file"
+            return f"not started: the {what} {path} does not exist on {host}"
+        return None
+    if a.vm not in seen:
+        return f"not started: {a.vm} does not run on {host}"
+    return None
+
+
+def settle(run, a: Action, wait: float) -> tuple[bool, str | None, str]:
+    """Ask the host until the action shows as done, for up to ``wait`` seconds:
+    (done, where the guest runs or None, what was seen last)."""
+    host = a.where
+    deadline = time.monotonic() + wait
+    interval = run.opts.poll
+    while True:
+        seen = run.survey([host])[host]
+        if isinstance(seen, set):
+            done, where, note = _judge(run, a, a.vm in seen)
+            if done:
+                return done, where, note
+        else:
+            where, note = None, f"{host} did not answer: {seen}"
+        if time.monotonic() >= deadline:
+            return False, where, note
+        time.sleep(interval)
+        interval = min(interval * 2, 5.0)
+
+
+def _judge(run, a: Action, runs: bool) -> tuple[bool, str | None, str]:
+    host = a.where
+    if a.starts_guest:
+        if runs:
+            return True, host, f"{a.vm} verified running on {host}"
+        return False, None, f"{a.vm} verified not running on {host}"
+    if a.op == "suspend":
+        if runs:
+            return False, host, f"{a.vm} verified still running on {host}"
+        if _image_there(run, a):
+            return True, None, f"{a.vm} verified gone from {host}, its image at {a.image}"
+        return False, None, f"{a.vm} is gone from {host} but no image is at {a.image}"
+    if not runs:
+        return False, None, f"{a.vm} no longer runs on {host} after its checkpoint"
+    if _image_there(run, a):
+        return True, host, f"{a.vm} verified running on {host}, its image at {a.image}"
+    return False, host, f"{a.vm} runs on {host} but no image is at {a.image}"
+
+
+def _image_there(run, a: Action) -> bool:
+    try:
+        return run.drivers[a.where].file_exists(a.image)
+    except (Unavailable, OperationFailed):
+        return False
+
+
+# --------------------------------------------------------------------------- the ledger
+
+def ledger_path(state_dir: str | os.PathLike) -> Path:
+    return Path(state_dir) / LEDGER
+
+
+def read_suspended(path: str | os.PathLike) -> dict[str, dict]:
+    """The ledger at ``path`` as ``{vm: entry}`` (:func:`vmtools.model.parse_suspended`); an
+    empty one when there is no file. DataError (65) naming the file when it is malformed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the suspended-guests ledger: {exc}", str(path)) from None
+    try:
+        return parse_suspended(loads(text, str(path)))
+    except DataError as exc:
+        raise DataError(f"{exc.message} (a vmtools.suspended ledger, written by vm-apply)",
+                        f"{path}: {exc.where}" if exc.where else str(path)) from None
+
+
+def _write(path: Path, guests: dict[str, dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(dumps(suspended_document(guests)))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def record_suspended(run, a: Action) -> None:
+    vm = next((v for v in run.plan.origin.vms if v.name == a.vm), None)
+    entry = {"name": a.vm, "host": a.src, "image": a.image, "mem_mib": a.mem_mib,
+             "vcpus": vm.vcpus if vm else max(1, a.vcpus), "cpu": vm.cpu if vm else a.cpu,
+             "suspended": utc_now()}
+    _update(run, lambda g: g.__setitem__(a.vm, entry))
+
+
+def forget_suspended(run, vm: str) -> None:
+    _update(run, lambda g: g.pop(vm, None))
+
+
+def _update(run, change) -> None:
+    path = ledger_path(run.state_dir)
+    with _ledger_lock:
+        try:
+            guests = read_suspended(path)
+        except DataError as exc:
+            run.problems.append(f"the suspended-guests ledger was not updated: {exc}")
+            return
+        change(guests)
+        try:
+            _write(path, guests)
+        except OSError as exc:
+            run.problems.append(f"the suspended-guests ledger {path} was not updated: {exc}")
