@@ -18,7 +18,7 @@ LAYERS = [
     {"numbers", "inputs"},           # layer 0 too, above errors: they raise them
     {"model", "runs"},
     {"rules", "drivers", "sources", "state", "dom0", "power_model", "render"},
-    {"ganglia", "power", "prometheus"},
+    {"ganglia", "power", "prometheus", "xapi"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},
     {"cli"},
@@ -26,7 +26,7 @@ LAYERS = [
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 # Third-party libraries and the one unit each may appear in.
 CONFINED = {"typer": "cli", "click": "cli", "pulp": "planner", "highspy": "planner",
-            "paramiko": "drivers", "lxml": "ganglia", "tabulate": "render",
+            "paramiko": "drivers", "XenAPI": "drivers", "lxml": "ganglia", "tabulate": "render",
             "prometheus_client": "prometheus"}
 ONLY_CLI_IMPORTS = {"lab"}
 

@@ -446,3 +446,114 @@ def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
     assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
     doc = json.loads(proc.stdout)
     assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])
+
+
+# ----------------------------------------------------------------- the planner's own input
+
+def lab_snapshot() -> dict:
+    return json.loads(run("vm-snapshot", "--example", "lab").stdout)
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_standby_host_listing_guests_is_incoherent_input(objective):
+    snap = lab_snapshot()
+    snap["hosts"][0]["state"] = "standby"
+    proc = run("vm-plan", "--objective", objective, input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", f"on host {snap['hosts'][0]['name']}", "standby")
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_gather_rule_no_host_can_hold_is_exit_1_not_a_safety_check(tmp_path, objective):
+    snap = lab_snapshot()
+    off = snap["hosts"][0]["name"]
+    snap["hosts"][0]["state"] = "offline"
+    stuck = next(v["name"] for v in snap["vms"] if v["host"] == off)
+    other = next(v["name"] for v in snap["vms"] if v["host"] != off)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "gather", "vms": [stuck, other]}]}))
+    proc = run("vm-plan", "--objective", objective, "--constraints", str(rules),
+               input=json.dumps(snap))
+    one_error_line(proc, 1, "vm-plan", "gather", f"{stuck} must stay on {off}")
+
+
+@pytest.mark.parametrize("fraction", [0.00001, 0.0, 1.5])
+def test_a_capacity_rule_fraction_no_host_lives_with_is_bad_input(tmp_path, fraction):
+    snap = lab_snapshot()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "capacity", "hosts": [snap["hosts"][0]
+                                                                          ["name"]],
+                                            "mem": fraction}]}))
+    proc = run("vm-plan", "--constraints", str(rules), input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", "rules[0]", "mem must be a fraction from 0.01 to 1")
+
+
+def test_a_host_of_half_a_mib_from_ganglia_is_a_problem_not_a_crash(tmp_path):
+    from vmtools.ganglia.sources import example_path
+    from pathlib import Path
+    text = Path(example_path("lab")).read_text()
+    import re
+    first = re.search(r'NAME="container.mem_total" VAL="(\d+)"', text)
+    broken = tmp_path / "broken.xml"
+    broken.write_text(text[:first.start(1)] + "512" + text[first.end(1):])
+    proc = run("vm-snapshot", "-i", str(broken))
+    assert proc.returncode == 0, proc.stderr
+    problems = json.loads(proc.stdout)["problems"]
+    assert any(p["kind"] == "bad-value" and "container.mem_total" in p["message"]
+               and '"512"' in p["message"] for p in problems), problems
+    plan = run("vm-plan", input=proc.stdout)
+    assert plan.returncode == 0, plan.stderr
+    assert "internal error" not in plan.stderr
+
+
+def test_an_unreadable_reported_is_the_reason_given():
+    from vmtools.ganglia.interpret import SnapshotBuilder
+    from vmtools.ganglia.xml import Cluster, RawHost
+    b = SnapshotBuilder(now=1765000000)
+    raw = RawHost(name="h1", reported=None, tn=1, tmax=20, line=3,
+                  times={"REPORTED": "4294967296"},
+                  metrics={"container.cpu_num": "4", "container.mem_total": "8388608",
+                           "container.type": "xen-4.17", "container.driver.migration": "xen",
+                           "container.vms": "g1"})
+    from vmtools.ganglia.names import HOST_METRICS
+    for m in HOST_METRICS:
+        raw.metrics.setdefault(m, "g1" if m.endswith("vms") else "1")
+    b.add_host(Cluster(name="c"), raw, "test")
+    messages = [p.message for p in b.problems]
+    assert any("REPORTED of host h1" in m and "not a uint32" in m for m in messages), messages
+    offline = [m for m in messages if "still lists" in m]
+    assert offline and "has not reported for" not in offline[0], offline
+    assert "report times that are not uint32" in offline[0]
+
+
+@pytest.mark.parametrize("scenario, where", [
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "b"}}}', "guests.g.host"),
+    ("[1]", "expected an object"),
+    ('{"hosts": {"a": {}}}', "guests"),
+    ('{"hosts": {"a": {}}, "guests": {}', "invalid JSON"),
+    ('{"hosts": {"a": {"mem_mib": 1e400}}, "guests": {}}', "invalid JSON"),
+    ('{"hosts": {"a": {"cpus": 0}}, "guests": {}}', "hosts.a.cpus"),
+    ('{"hosts": {"a": {}}, "guests": {}, "load": [{"guests": ["x"], "shape": "step"}]}',
+     "load[0].guests[0]"),
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "a"}}, "load": [{"guests": ["g"], '
+     '"shape": "pulse", "load": 1, "on": 1, "period": 0}]}', "load[0].period"),
+])
+def test_vm_lab_scenario_files_are_checked_before_the_lab_starts(tmp_path, scenario, where):
+    path = tmp_path / "sc.json"
+    path.write_text(scenario)
+    proc = run("vm-lab", "--scenario", str(path), "--duration", "1", timeout=60)
+    one_error_line(proc, 65, "vm-lab", str(path), where)
+
+
+@pytest.mark.parametrize("model, where", [
+    ('{"hosts": [{"curve_w": [1.7e308, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}]}', "curve_w[0]"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 1e9}]}', "peak_w"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 100, "standby_w": "5"}]}', "standby_w"),
+])
+def test_power_model_numbers_are_bounded(tmp_path, model, where):
+    path = tmp_path / "power.json"
+    path.write_text(model)
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "--power-model", str(path), input=snap)
+    one_error_line(proc, 65, "vm-plan", str(path), where)

@@ -182,3 +182,70 @@ def test_bad_input_starts_nothing(make_lab, tmp_path):
     assert proc.returncode == 65 and "web1 already runs on node-1" in proc.stderr
     assert lab.placement() == before
     assert os.listdir(images) == []
+
+
+def overload_scenario() -> dict:
+    host = {"cpus": 4, "mem_mib": 9216, "dom0_mib": 1024, "xen": "4.17", "migration": "xl-ssh"}
+    guests = {"keep": "n1", "mid1": "n1", "mid2": "n2", "low": "n2"}
+    return {"name": "overload", "description": "four guests on two 4-CPU hosts",
+            "hosts": {"n1": dict(host), "n2": dict(host)},
+            "guests": {g: {"host": h, "mem_mib": 1024, "vcpus": 4, "load": 0.3,
+                           "net_mbps": 0.0} for g, h in guests.items()},
+            "load": []}
+
+
+def set_loads(lab, load: float) -> None:
+    for spec in lab.scenario["guests"].values():
+        spec["load"] = load            # the lab's load driver applies it on its next tick
+
+
+def test_an_overload_beyond_the_cluster_suspends_the_low_priority_guests_until_load_falls(
+        make_lab, tmp_path):
+    lab = make_lab(overload_scenario(), ssh=True)
+    images = str(lab.ssh.image_dir)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "priority", "vms": ["keep"], "priority": 9, "never_suspend": True},
+        {"rule": "priority", "vms": ["mid1", "mid2"], "priority": 5},
+        {"rule": "priority", "vms": ["low"], "priority": 1}]}))
+    switch = ["--context-switch", "--constraints", str(rules), "--image-dir", images,
+              "--resume-after", "0", "-q"]
+    lab.wait_for_truth()
+    set_loads(lab, 2.2)                                       # 8.8 CPUs wanted of 8
+    hot = lab.wait_until(lambda s: sum(v["cpu"] for v in s["vms"]) > 8.4 and len(s["vms"]) == 4,
+                         what="the overload")
+    planned = lab.run("vm-plan", "-", *switch, input=json.dumps(hot))
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["summary"]["context_switch"] == "suspend"
+    suspended = [a["vm"] for a in plan["actions"]]
+    assert suspended[0] == "low" and len(suspended) == 2 and "keep" not in suspended
+    applied = lab.run("vm-apply", *lab.apply_args(), "--image-dir", images,
+                      input=planned.stdout)
+    assert applied.returncode == 0, applied.stderr
+    assert not set(suspended) & set(lab.placement())
+
+    # still as hot per guest, but within the cluster now: nothing more is suspended, nothing
+    # resumed (hysteresis: the demand with a guest back would exceed --resume-below)
+    calm = lab.wait_until(lambda s: len(s["vms"]) == 2 and not s["problems"],
+                          what="the snapshot without the suspended guests")
+    again = lab.run("vm-plan", "-", *switch, input=json.dumps(calm))
+    assert again.returncode == 0, again.stderr
+    assert not any(a["op"] in ("suspend", "resume") for a in json.loads(again.stdout)["actions"])
+
+    # load falls: both come back, the most important first
+    set_loads(lab, 0.3)
+    low = lab.wait_until(lambda s: len(s["vms"]) == 2 and sum(v["cpu"] for v in s["vms"]) < 1,
+                         what="the load to fall")
+    planned = lab.run("vm-plan", "-", *switch, input=json.dumps(low))
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["summary"]["context_switch"] == "resume"
+    resumed = [a["vm"] for a in plan["actions"] if a["op"] == "resume"]
+    assert sorted(resumed) == sorted(suspended) and resumed[-1] == "low"
+    applied = lab.run("vm-apply", *lab.apply_args(), "--image-dir", images,
+                      input=planned.stdout)
+    assert applied.returncode == 0, applied.stderr
+    assert set(lab.placement()) == {"keep", "mid1", "mid2", "low"}
+    assert os.listdir(images) == []
+    assert len(lab.wait_for_truth()["vms"]) == 4

@@ -101,7 +101,7 @@ def guests(*specs) -> list[NewGuest]:
 def test_a_group_is_placed_all_or_nothing_under_spread():
     s = snap()
     g = guests(("n1", 2, 0.5), ("n2", 2, 0.5), ("n3", 2, 0.5))
-    cons = rules_for(g, [{"rule": "spread", "vms": ["n1", "n2", "n3"]}], Constraints([]), s)
+    cons = rules_for(g, [{"rule": "spread", "vms": ["n1", "n2", "n3"]}], [], s)
     plan = add_plan(s, cons, g, "consolidate", 0.8, 1.0, 10)
     where = {a.vm: a.dst for a in plan.actions}
     assert sorted(where.values()) == ["h1", "h2", "h3"]
@@ -110,10 +110,10 @@ def test_a_group_is_placed_all_or_nothing_under_spread():
     g4 = g + guests(("n4", 1, 0.1))
     with pytest.raises(DataError, match="spreads 4 guests over 3 online hosts"):
         rules_for(g4, [{"rule": "spread", "vms": ["n1", "n2", "n3", "n4"]}],
-                  Constraints([]), s)
+                  [], s)
     # three spread guests of 3 GiB: only h3 has room for one
     g = guests(("n1", 3, 0.5), ("n2", 3, 0.5), ("n3", 3, 0.5))
-    cons = rules_for(g, [{"rule": "spread", "vms": ["n1", "n2", "n3"]}], Constraints([]), s)
+    cons = rules_for(g, [{"rule": "spread", "vms": ["n1", "n2", "n3"]}], [], s)
     with pytest.raises(OperationFailed, match=r"rules\[0\] \(spread\) needs 3 hosts apart for "
                        r"n1, n2, n3; only 1 can take any of them \(h3\)"):
         add_plan(s, cons, g, "consolidate", 0.8, 1.0, 10)
@@ -148,7 +148,7 @@ def test_refusals_say_why():
         add_plan(s, Constraints([]), guests(("n1", 10, 0.1), ("n2", 10, 0.1)), "consolidate",
                  0.8, 1.0, 10)
     g = guests(("n1", 5, 0.1), ("n2", 5, 0.1))
-    cons = rules_for(g, [{"rule": "gather", "vms": ["n1", "n2"]}], Constraints([]), s)
+    cons = rules_for(g, [{"rule": "gather", "vms": ["n1", "n2"]}], [], s)
     with pytest.raises(OperationFailed, match="not all together under the rules"):
         add_plan(s, cons, g, "consolidate", 0.8, 1.0, 10)
 
@@ -173,9 +173,9 @@ def test_the_guests_document_is_checked():
             parse_guests(bad, s)
         assert err.value.where == where and words in err.value.message
     with pytest.raises(DataError, match="unknown guest 'zz'"):
-        rules_for(g, [{"rule": "spread", "vms": ["web9", "zz"]}], Constraints([]), s)
+        rules_for(g, [{"rule": "spread", "vms": ["web9", "zz"]}], [], s)
     with pytest.raises(DataError, match="cannot be pinned"):
-        rules_for(g, [{"rule": "pin", "vms": ["web9"]}], Constraints([]), s)
+        rules_for(g, [{"rule": "pin", "vms": ["web9"]}], [], s)
 
 
 def test_the_command_line(tmp_path):
@@ -218,4 +218,27 @@ def test_the_command_line(tmp_path):
     # ... except through a transport that cannot suspend
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
-    assert "the xen transport of h1 cannot suspend guests (xl-ssh, xm-ssh can)" in proc.stderr
+    assert "the xen transport of h1 cannot suspend guests (xm-ssh, xl-ssh can)" in proc.stderr
+
+
+def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
+    s = snap()
+    path = tmp_path / "snap.json"
+    path.write_text(dumps(s.to_dict()))
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "fence", "vms": ["n1", "d"], "hosts": ["h2"]}]}))
+    group = tmp_path / "group.json"
+    group.write_text(json.dumps({"format": "vmtools.guests", "version": "1.0", "guests": [
+        {"name": "n1", "vcpus": 1, "mem_mib": 1024, "cpu": 0.1, "config": "/etc/xen/n1.cfg"}]}))
+    proc = run("vm-plan", str(path), "--add", str(group), "--constraints", str(rules), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert [a["dst"] for a in json.loads(proc.stdout)["actions"]] == ["h2"]
+    ledger = tmp_path / "suspended.json"
+    ledger.write_text(json.dumps({"format": "vmtools.suspended", "version": "1.0", "guests": [
+        {"name": "d", "host": "h3", "image": "/var/lib/xen/save/d.save", "mem_mib": 1024,
+         "vcpus": 1, "cpu": 0.1}]}))
+    proc = run("vm-plan", str(path), "--resume", "d", "--suspended", str(ledger),
+               "--constraints", str(rules), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert [a["dst"] for a in json.loads(proc.stdout)["actions"]] == ["h2"]   # not h3

@@ -231,10 +231,19 @@ def plan_tables(plan_doc: dict) -> str:
 
 def frozen_table(frozen: list[dict]) -> str:
     """The frozen hosts of a plan or a status view: nothing moves onto them, their guests
-    stay; why (the problem kinds and the first message)."""
-    rows = [[f["host"], f.get("knowledge", ""), ", ".join(f.get("kinds", [])),
-             ", ".join(f.get("leaving") or []) or "-", f.get("why", "")] for f in frozen]
-    return table(rows, ["host", "known", "problems", "leaving", "why"],
+    stay; the problem kinds and the first problem's sentence (the guests leaving it to end an
+    overload, in a plan)."""
+    plan = any("leaving" in f for f in frozen)
+    rows = []
+    for f in frozen:
+        kinds = f.get("kinds", [])
+        why = f.get("why", "").removeprefix(", ".join(kinds) + ": ")
+        row = [f["host"], ", ".join(kinds), why]
+        if plan:
+            row.insert(2, ", ".join(f.get("leaving") or []) or "-")
+        rows.append(row)
+    headers = ["host", "problems", "leaving", "why"] if plan else ["host", "problems", "why"]
+    return table(rows, headers,
                  f"Frozen hosts ({len(frozen)}): nothing moves onto them, their guests stay")
 
 
@@ -299,7 +308,8 @@ def status_table(doc: dict) -> str:
             if value is None:
                 return "-"
             return f"{100 * value:.0f}%" + ("!" if dim in h["hotspot"] else "")
-        rows.append([h["name"], h["state"], use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
+        rows.append([h["name"], h["state"] + (", frozen" if h.get("frozen") else ""),
+                     use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
                      h["guests"], "-" if h.get("cpus") is None else f"{h['cpus']:g}",
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
                      ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
@@ -308,6 +318,10 @@ def status_table(doc: dict) -> str:
                 wrap(head))
     out += (f"(! marks a hotspot: CPU above {100 * th.get('cpu', 0.9):.0f}% or memory above "
             f"{100 * th.get('mem', 0.95):.0f}% of the host)\n")
+    frozen = [dict(h["frozen"], host=h["name"], knowledge=h.get("knowledge", ""))
+              for h in doc["hosts"] if h.get("frozen")]
+    if frozen:
+        out += "\n" + frozen_table(frozen)
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])

@@ -2,8 +2,9 @@
 
 From a snapshot (a file, or taken live from gmetad by the command line), vm-plan's power state
 (which hosts vmtools switched off: standby) and vm-rebalance's newest run directory: one entry
-per host (state, CPU and memory use, hotspots, guests), the snapshot's problems, and what the
-last cron run did and when.
+per host (state, CPU and memory use, hotspots, guests, what is known of it: a host a problem
+names is frozen, with the problem kinds and why), the snapshot's problems, and what the last
+cron run did and when.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from vmtools.model import Snapshot, is_safe_name
 from vmtools.runs import headline, latest
+from vmtools.sources.knowledge import assess
 from vmtools.state import read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
@@ -40,6 +42,7 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
     for vm in snap.vms:
         guests.setdefault(vm.host, []).append(vm)
     standby = standby_hosts(state_dir)
+    know = assess(snap)
     hosts = []
     for h in sorted(snap.hosts, key=lambda h: h.name):
         mine = guests.get(h.name, [])
@@ -49,16 +52,21 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                                              ("mem", mem, mem_threshold))
                if use is not None and use > limit and h.state == "online"]
         state = "standby" if h.name in standby and h.state != "online" else h.state
+        frozen = know.frozen.get(h.name)
         hosts.append({"name": h.name, "cluster": h.cluster, "state": state,
                       "cpus": h.cpu, "mem_mib": h.mem_mib,
                       "cpu_use": None if cpu is None else round(cpu, 3),
                       "mem_use": None if mem is None else round(mem, 3),
-                      "guests": len(mine), "hotspot": hot})
+                      "guests": len(mine), "hotspot": hot,
+                      "knowledge": know.host(h.name),
+                      "frozen": None if frozen is None else
+                      {"kinds": frozen.kinds, "why": frozen.why()}})
     for name in sorted(set(standby) - {h.name for h in snap.hosts}):
         rec = standby[name]
         hosts.append({"name": name, "cluster": rec.get("cluster", ""), "state": "standby",
                       "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
-                      "mem_use": None, "guests": 0, "hotspot": []})
+                      "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
+                      "frozen": None})
     last = None
     if runs_dir:
         found = latest(Path(runs_dir))
@@ -81,6 +89,7 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                         "standby": sum(1 for h in hosts if h["state"] == "standby"),
                         "guests": len(snap.vms),
                         "hotspots": [h["name"] for h in hosts if h["hotspot"]],
+                        "frozen": [h["name"] for h in hosts if h["frozen"]],
                         "problems": len(snap.problems)},
             "problems": [p.to_dict() for p in snap.problems],
             "last_run": last, "runs_dir": runs_dir}

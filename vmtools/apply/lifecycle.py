@@ -28,8 +28,8 @@ from vmtools.apply.report import Outcome
 from vmtools.drivers import registry
 from vmtools.drivers.base import LIFECYCLE_NEEDS, MigrationRefused, MigrationUncertain
 from vmtools.errors import DataError, OperationFailed, Unavailable
-from vmtools.model import (Action, Plan, dumps, loads, parse_suspended, suspended_document,
-                           utc_now)
+from vmtools.model import (Action, Plan, dumps, load_file, parse_suspended,
+                           suspended_document, utc_now)
 
 LEDGER = "suspended.json"
 _ledger_lock = threading.Lock()
@@ -45,16 +45,24 @@ def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
     """A lifecycle action on a host whose driver lacks a capability it needs
     (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`): DataError before anything runs, naming
     the host, its transport and the op. ``capabilities``: each host's driver's."""
-    able = sorted(name for name in registry.names()
-                  if all(set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(name).capabilities()
-                         for op in LIFECYCLE_NEEDS))
     for i, a in enumerate(plan.actions):
         if not a.is_lifecycle or a.where not in capabilities:
             continue
         if not set(LIFECYCLE_NEEDS[a.op]) <= capabilities[a.where]:
+            able = [name for name in registry.names() if _can(name, a.op)]
             raise DataError(f"action {a.id} ({a.op} {a.vm}): the {transports[a.where]} "
-                            f"transport of {a.where} cannot {a.op} guests ({', '.join(able)} "
-                            "can)", f"plan.actions[{i}].op")
+                            f"transport of {a.where} cannot {a.op} guests"
+                            + (f" ({', '.join(able)} can)" if able else ""),
+                            f"plan.actions[{i}].op")
+
+
+def _can(transport: str, op: str) -> bool:
+    """Whether ``transport``'s driver has what ``op`` needs (False when its module cannot be
+    loaded here: a client library not installed)."""
+    try:
+        return set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(transport).capabilities()
+    except ImportError:
+        return False
 
 
 # --------------------------------------------------------------------------- one action
@@ -195,17 +203,9 @@ def ledger_path(state_dir: str | os.PathLike) -> Path:
 def read_suspended(path: str | os.PathLike) -> dict[str, dict]:
     """The ledger at ``path`` as ``{vm: entry}`` (:func:`vmtools.model.parse_suspended`); an
     empty one when there is no file. DataError (65) naming the file when it is malformed."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the suspended-guests ledger: {exc}", str(path)) from None
-    try:
-        return parse_suspended(loads(text, str(path)))
-    except DataError as exc:
-        raise DataError(f"{exc.message} (a vmtools.suspended ledger, written by vm-apply)",
-                        f"{path}: {exc.where}" if exc.where else str(path)) from None
+    return load_file(str(path), "suspended-guests ledger", parse_suspended, prog="vmtools")
 
 
 def _write(path: Path, guests: dict[str, dict]) -> None:

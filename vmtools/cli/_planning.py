@@ -13,9 +13,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from vmtools.cli._common import read_text
-from vmtools.errors import DataError
-from vmtools.model import Snapshot, loads
+from vmtools.inputs import input_name
+from vmtools.model import Snapshot, load_file
 from vmtools.planner.settings import SETTINGS, Setting
 
 
@@ -59,32 +58,27 @@ def with_settings(before: list[inspect.Parameter], after: list[inspect.Parameter
 
 
 def read_documents(prog: str, settings: Any, snapshot: Snapshot | None):
-    """The documents ``settings`` name, read and checked (constraints as JSON: they are
-    checked against each snapshot by the planner); :class:`vmtools.planner.front.Documents`."""
+    """The documents ``settings`` name, read through the one loader (:func:`model.load_file`:
+    bounded, a bad one exit 65 naming it); constraints and guests as JSON (the planner checks
+    them against each snapshot); :class:`vmtools.planner.front.Documents`."""
     from vmtools.planner.front import Documents
-    constraints, name = None, "constraints"
+    docs = Documents(snapshot=snapshot)
     if settings.constraints is not None:
-        text, name = read_text(prog, settings.constraints, "constraints")
-        constraints = loads(text, name)
-    hosts = None
+        docs.constraints = load_file(settings.constraints, "constraints", prog=prog)
+        docs.constraints_name = input_name(settings.constraints)
     if settings.hosts is not None:
         from vmtools.drivers.hostmap import read_hostmap
-        hosts = read_hostmap(settings.hosts)
-    model = None
+        docs.hosts = read_hostmap(settings.hosts)
     if settings.power_model is not None:
         from vmtools.power_model import parse_power_model
-        text, model_name = read_text(prog, settings.power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, model_name), model_name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{model_name}: {exc.where}" if exc.where
-                            else model_name) from None
-    docs = Documents(snapshot=snapshot, constraints=constraints, constraints_name=name,
-                     hosts=hosts, power_model=model)
+        name = input_name(settings.power_model)
+        docs.power_model = load_file(settings.power_model, "power model",
+                                     lambda obj: parse_power_model(obj, name), prog=prog)
     if getattr(settings, "add", None) is not None:
-        text, docs.guests_name = read_text(prog, settings.add, "guests")
-        docs.guests = loads(text, docs.guests_name)
-    if getattr(settings, "resume", None) is not None:
+        docs.guests = load_file(settings.add, "guests", prog=prog)
+        docs.guests_name = input_name(settings.add)
+    if getattr(settings, "resume", None) is not None or getattr(settings, "context_switch",
+                                                                 False):
         from vmtools.apply.lifecycle import LEDGER, read_suspended
         from vmtools.apply.options import default_state_dir
         docs.suspended_path = settings.suspended or f"{default_state_dir()}/{LEDGER}"

@@ -62,7 +62,7 @@ def plan(**kwargs) -> None:
                 if state is not None:
                     write_state(settings.state, state)
         for entry in result.rules_skipped:
-            log.warning("%s: %s", docs.constraints_name, entry["message"])
+            log.warning("%s: %s", docs.rules_name, entry["message"])
         plan = result.plan
         if manual is None:
             for entry in plan.summary.get("frozen", []):

@@ -15,12 +15,13 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
-                                 Verbose, Version, emit, entry_point, guard, make_app, read_text,
+                                 Verbose, Version, emit, entry_point, guard, make_app,
                                  write_atomic)
 from vmtools.cli._planning import read_documents
 from vmtools.cli._settings import SettingsError, load_config, load_environment
 from vmtools.errors import DataError, UsageError
-from vmtools.model import dumps, iso_to_epoch, loads
+from vmtools.inputs import input_name
+from vmtools.model import dumps, iso_to_epoch, load_file
 from vmtools.text import printable
 
 PROG = "vm-replay"
@@ -52,7 +53,7 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
     try:
         # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
         # and [vm-plan] of the settings files, give the options the string leaves out
-        valid = [*long_names, "verbose", "quiet", "debug"]
+        valid = [*long_names, "verbose", "quiet", "debug", "textfile-dir"]
         values = load_config("vm-plan", valid)
         env, _ = load_environment("vm-plan", {name: None for name in valid})
         values.update(env)
@@ -172,8 +173,9 @@ def replay(
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
         if power_model is not None:
-            text, name = read_text(PROG, power_model, "power model")
-            model = parse_power_model(loads(text, name), name)
+            model = load_file(power_model, "power model",
+                              lambda obj: parse_power_model(obj, input_name(power_model)),
+                              prog=PROG)
         opts = SimOptions(every_minutes=every, parallel=parallel, per_host=per_host,
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,

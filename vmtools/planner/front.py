@@ -14,19 +14,20 @@ in a ``finally``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.errors import DataError, OptionError
-from vmtools.model import Plan, Snapshot
+from vmtools.model import CONSTRAINTS_FORMAT, VM, Plan, Snapshot, check_envelope
 from vmtools.planner.demand import parse_demand
 from vmtools.planner.options import Options
 from vmtools.planner.plan import plan_with_memory
 from vmtools.planner.power import PowerOptions
 from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
 from vmtools.power_model import PowerModel
-from vmtools.rules.constraints import Constraints, parse_constraints
+from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
 from vmtools.state import State
 
 
@@ -43,8 +44,30 @@ class Documents:
     power_model: PowerModel | None = None
     guests: Any = None                  # --add: the vmtools.guests document's JSON
     guests_name: str = "guests"
-    suspended: dict | None = None       # --resume: vm-apply's ledger of suspended guests
+    suspended: dict | None = None       # --resume, --context-switch: vm-apply's ledger
     suspended_path: str = ""
+
+    @property
+    def rules_name(self) -> str:
+        """Where the rules come from, for messages: the constraints file, or the
+        snapshot's own (a XAPI pool's)."""
+        return self.constraints_name if self.constraints is not None else "snapshot.rules"
+
+    def rule_items(self) -> list:
+        """The platform's rules then the operator's, as objects (checked when parsed against
+        the guests they may name)."""
+        items = list(self.snapshot.rules)
+        if self.constraints is not None:
+            try:
+                items += [item for _, item in check_envelope(
+                    self.constraints, CONSTRAINTS_FORMAT).list("rules")]
+            except DataError as exc:
+                raise DataError(exc.message, self._where(exc)) from None
+        return items
+
+    def _where(self, exc: DataError) -> str:
+        name = self.rules_name
+        return f"{name}: {exc.where}" if exc.where else name
 
 
 @dataclass
@@ -91,24 +114,37 @@ def power_options(settings: Any, hosts: dict[str, HostEntry] | None,
 
 
 def constraints_of(docs: Documents, strict: bool, skipped: list[dict]) -> Constraints:
-    if docs.constraints is None:
+    """The rules of a run: the platform's own (a XAPI pool's anti-affinity groups, its
+    disabled hosts, carried in the snapshot) first, then the operator's: one set, checked
+    together against the snapshot."""
+    platform = list(docs.snapshot.rules)
+    if docs.constraints is None and not platform:
         return Constraints([])
-    name = docs.constraints_name
     try:
-        return parse_constraints(docs.constraints, docs.snapshot, strict=strict,
-                                 skipped=skipped)
+        if docs.constraints is None:
+            return parse_rules(platform, docs.snapshot, strict=strict, skipped=skipped)
+        obj = docs.constraints
+        if platform and isinstance(obj, dict) and isinstance(obj.get("rules"), list):
+            obj = dict(obj, rules=platform + obj["rules"])
+        return parse_constraints(obj, docs.snapshot, strict=strict, skipped=skipped)
     except DataError as exc:
-        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name,
-                        settings=exc.settings) from None
+        raise DataError(exc.message, docs._where(exc), settings=exc.settings) from None
 
 
-def plan_run(docs: Documents, settings: Any, state: State | None = None) -> Result:
+def plan_run(docs: Documents, settings: Any, state: State | None = None,
+             now: float | None = None) -> Result:
     """Plan for ``docs`` under ``settings``; ``state`` is the memory of earlier runs (None:
-    none, as vm-plan without ``--state``). Raises the errors of vmtools.errors (a DataError
+    none, as vm-plan without ``--state``); ``now`` the clock of the context switch (None: the
+    time of day; vm-replay: the snapshot's). Raises the errors of vmtools.errors (a DataError
     for an incoherent snapshot or constraints, TemporaryFailure, OperationFailed...)."""
     settings = settings_from(as_dict(settings))          # a hand-built one is checked too
     skipped: list[dict] = []
     cons = constraints_of(docs, settings.strict_rules, skipped)
+    if settings.context_switch:
+        switched = context_switch_plan(docs, settings, time.time() if now is None else now)
+        if switched is not None:
+            switched.rules_skipped = skipped
+            return Result(switched, state, skipped)
     manual = manual_operation(settings)
     if manual is not None:
         plan = manual_plan(manual, docs, cons, settings)
@@ -118,6 +154,42 @@ def plan_run(docs: Documents, settings: Any, state: State | None = None) -> Resu
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
     return Result(plan, state, skipped)
+
+
+def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | None:
+    """vmtools.planner.context: a plan that suspends or resumes guests, or None (the run then
+    plans as usual). The suspended guests are vm-apply's ledger (``docs.suspended``)."""
+    from vmtools.model import is_safe_path
+    from vmtools.planner.context import SwitchSettings, context_switch
+    snap, image_dir = docs.snapshot, settings.image_dir
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise OptionError("image_dir", f"{image_dir!r}: expected an absolute path of letters, "
+                          "digits and '._+-' between slashes, without '..'")
+    ledger = docs.suspended or {}
+    running = {v.name for v in snap.vms}
+    universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [
+        VM(name=e["name"], host=e["host"], vcpus=e["vcpus"], cpu=e["cpu"], mem_mib=e["mem_mib"])
+        for e in ledger.values() if e["name"] not in running], source=snap.source)
+    skipped: list[dict] = []
+    try:
+        # the platform's own rules first, then the operator's, as the planner reads them
+        cons = parse_rules(docs.rule_items(), universe, strict=settings.strict_rules,
+                           skipped=skipped)
+    except DataError as exc:
+        raise DataError(exc.message, docs._where(exc)) from None
+    for entry in skipped:
+        if entry["kind"] == "priority":
+            raise DataError(f"rules[{entry['rule']}] (priority) names "
+                            f"{', '.join(entry['unknown_vms'])}, neither running nor "
+                            "suspended: with --context-switch a priority must name known "
+                            "guests (a misspelt name would lose its protection)",
+                            docs.rules_name)
+    return context_switch(snap, cons, ledger,
+                          SwitchSettings(image_dir=image_dir,
+                                         suspend_above=settings.suspend_above,
+                                         resume_below=settings.resume_below,
+                                         resume_after=settings.resume_after,
+                                         cpu_target=settings.cpu_target), now)
 
 
 def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Constraints,
@@ -145,11 +217,21 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
             raise DataError(f"{first} is not in the suspended-guests ledger "
                             f"{docs.suspended_path} (vm-apply records the guests it suspends; "
                             "pass --suspended FILE for another)", "--resume")
-        return M.resume_plan(snap, cons, ledger[first], second, image_dir)
+        entry = ledger[first]
+        if docs.constraints is not None or snap.rules:
+            # the rules again, with the guest to resume among those they may name
+            universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [VM(
+                name=first, host=entry["host"], vcpus=entry["vcpus"], cpu=entry["cpu"],
+                mem_mib=entry["mem_mib"])])
+            items = docs.rule_items()
+            try:
+                cons = parse_rules(items, universe, strict=False, skipped=[])
+            except DataError as exc:
+                raise DataError(exc.message, docs._where(exc)) from None
+        return M.resume_plan(snap, cons, entry, second, image_dir)
     opts = options_of(settings)
     if op == "evacuate":
         from vmtools.planner.plan import make_plan
-        from vmtools.rules.constraints import parse_rules
         rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)
         plan = make_plan(snap, rules, replace(opts, objective="repair"))
         plan.summary["manual"] = f"evacuate {first}"
@@ -158,7 +240,11 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
     name = docs.guests_name
     try:
         guests, rules = parse_guests(docs.guests, snap)
-        both = rules_for(guests, rules, cons, snap)
+    except DataError as exc:
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    items = docs.rule_items()
+    try:
+        both = rules_for(guests, rules, items, snap)
     except DataError as exc:
         raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
     wakeable = None
@@ -171,4 +257,4 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
 
 
 __all__ = ["Documents", "Result", "plan_run", "options_of", "power_options", "constraints_of",
-           "manual_plan"]
+           "manual_plan", "context_switch_plan"]

@@ -87,10 +87,12 @@ def parse_guests(obj, snap: Snapshot) -> tuple[list[NewGuest], list[dict]]:
     return guests, rules
 
 
-def rules_for(guests: list[NewGuest], rules: list[dict], cons: Constraints,
+def rules_for(guests: list[NewGuest], rules: list[dict], user_rules: list[dict],
               snap: Snapshot) -> Constraints:
-    """The user's constraints and the group's rules together, validated against the snapshot
-    and the new guests (a pin cannot name a guest that has no host yet)."""
+    """The group's rules and the user's (--constraints, as objects) together, validated
+    against the snapshot and the new guests: either may name them. A pin cannot name a new
+    guest (it has no host yet). Names the user's rules give that are in neither are left out
+    (as vm-plan always does); the group's own rules must name known guests."""
     new = {g.name for g in guests}
     for i, rule in enumerate(rules):
         if isinstance(rule, dict) and rule.get("rule") == "pin" and \
@@ -100,8 +102,9 @@ def rules_for(guests: list[NewGuest], rules: list[dict], cons: Constraints,
     universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [
         VM(name=g.name, host="", vcpus=g.vcpus, cpu=g.cpu, mem_mib=g.mem_mib) for g in guests])
     parse_rules(rules, universe)       # the group's own rules, each at its own index
+    mine = parse_rules(user_rules, universe, strict=False, skipped=[]).to_list()
     try:
-        return parse_rules(cons.to_list() + rules, universe)
+        return parse_rules(mine + rules, universe)
     except DataError as exc:
         raise DataError(f"with the rules of --constraints: {exc.message}", exc.where) from None
 

@@ -227,6 +227,19 @@ SETTINGS: tuple[Setting, ...] = (
                 "the rules, --objective, --cpu-target and --mem-target, waking standby hosts if "
                 "that is what it takes: one create action per guest, naming its host. A group "
                 "that cannot fit exits 1 saying why, nothing on stdout.")),
+    Setting("context_switch", False, kind=bool, help=(
+        "auto: when the guests want more CPU than every host (standby ones too) can give, "
+        "suspend the fewest lowest-priority guests (priority rules) that end it, and resume "
+        "them, most important first, once room returns; a run that suspends or resumes does "
+        "nothing else.")),
+    Setting("suspend_above", 1.0, lo=0.0, lo_open=True, hi=4.0, metavar="FRACTION", help=(
+        "With --context-switch: suspend when the CPU demand exceeds this fraction of the "
+        "cluster's CPUs (standby hosts counted), down to --resume-below.")),
+    Setting("resume_below", 0.8, lo=0.0, lo_open=True, hi=4.0, metavar="FRACTION", help=(
+        "With --context-switch: resume a guest only while the demand with it stays within "
+        "this fraction of the cluster's CPUs (hysteresis).")),
+    Setting("resume_after", 15.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more",
+            help="With --context-switch: a guest stays suspended at least this long."),
     Setting("image_dir", DEFAULT_IMAGE_DIR, kind=str, replay=False, metavar="DIR", help=(
         "Where suspend and checkpoint images go: the directory every host shares at this "
         "path (as vm-apply --image-dir).")),
@@ -309,7 +322,8 @@ PlanSettings.__doc__ = "The settings of one vm-plan run (each field a setting of
 
 def settings_from(values: Mapping[str, Any] | None = None, **more: Any) -> Any:
     """A checked :class:`PlanSettings` from ``values`` (setting name -> value, typed or as
-    text); the rest keep their defaults. OptionError for an unknown name or a bad value."""
+    text); the rest keep their defaults. OptionError for an unknown name or a bad value,
+    UsageError for settings that contradict each other."""
     given = dict(values or {}, **more)
     out = {}
     for name, value in given.items():
@@ -317,7 +331,15 @@ def settings_from(values: Mapping[str, Any] | None = None, **more: Any) -> Any:
         if setting is None:
             raise OptionError(name, "is not a vm-plan setting")
         out[name] = check(setting, value)
-    return PlanSettings(**out)
+    settings = PlanSettings(**out)
+    if settings.context_switch and settings.objective != "auto":
+        raise UsageError("{context_switch} works with {objective} auto",
+                         settings=("context_switch", "objective"))
+    if settings.context_switch and not settings.resume_below < settings.suspend_above:
+        raise UsageError(f"{{resume_below}} {settings.resume_below:g} and {{suspend_above}} "
+                         f"{settings.suspend_above:g}: expected 0 < resume-below < "
+                         "suspend-above <= 4", settings=("resume_below", "suspend_above"))
+    return settings
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -159,8 +159,10 @@ class PrometheusSource:
             if host is not None:
                 info.setdefault(host, labels)
         seen = hosts_["host_last_seen"]
-        names = sorted({k[0] for k in hosts_["host_memory_bytes"]} |
-                       {k[0] for k in hosts_["host_cpus"]} | {k[0] for k in seen})
+        # every host any host query names: one with no figures yet is named in a problem,
+        # never silently left out
+        names = sorted({k[0] for answer in hosts_.values() for k in answer} |
+                       set(info))
         hosts: list[Host] = []
         for name in names:
             last = j.number("host_last_seen", seen.get((name,)), 0, at + 86400, name)
@@ -174,7 +176,11 @@ class PrometheusSource:
                     j.problem("vanished-host", f"host {name} last reported {age:.0f} s ago "
                               "and has no current figures; its guests are unknown",
                               host=name)
-                elif (name,) in seen:
+                elif hosts_.get("host_complete", {}).get((name,)) == "0":
+                    j.problem("incomplete-host", f"host {name}'s exporter has not read its "
+                              "toolstack yet (or cannot): no figures, no guest list",
+                              host=name)
+                else:
                     j.problem("partial-container", f"host {name} has "
                               f"{'no memory figure' if mem is None else 'no CPU figure'} "
                               "(host_memory_bytes, host_cpus); it is left out", host=name)

@@ -41,7 +41,10 @@ exceeded capacity: always 0 unless something is wrong); ``migrations`` and ``mig
 (landed); ``max_migrations_per_tick``; ``ping_pongs`` (migrations to a host the guest left, by
 landing elsewhere, at most an hour before); ``plan_seconds_mean``/``plan_seconds_max`` (wall
 clock of the planning calls); ``failed_ticks`` (planning raised an error; ``failures`` says
-why); ``busy_ticks``.
+why); ``busy_ticks``. Under vm-plan --context-switch also ``suspended_guest_hours`` per priority,
+``suspends`` and ``resumes``: a suspend or resume takes a migration's time (the image saved or
+loaded), a resume claims memory when it starts, a suspend frees it when it ends, and a suspended
+guest's CPU demand counts as unmet.
 """
 
 from __future__ import annotations
@@ -154,6 +157,10 @@ class Simulation:
         self.demand: dict[str, Demand] = {}
         self.waiting: dict[str, str | None] = {}    # arrived guests no host could take yet
         self.flight: dict[str, int] = {}            # guest -> migrate action id in flight
+        # the context switch (vm-plan --context-switch): guests suspended (as vm-apply's
+        # ledger has them) and guests being resumed (resume action id; memory claimed)
+        self.suspended: dict[str, dict] = {}
+        self.starting: dict[str, int] = {}
         self.actions: dict[int, Action] = {}
         self.pending: list[int] = []
         self.running: dict[int, float] = {}         # action id -> end time
@@ -191,6 +198,8 @@ class Simulation:
         self.max_per_tick = 0
         self.ping_pongs = 0
         self.power_actions = Counter()
+        self.suspended_s: Counter = Counter()       # priority -> guest-seconds suspended
+        self.lifecycle = Counter()                  # suspends and resumes done
         self.plan_seconds: list[float] = []
         self.failures: list[dict] = []
         self.busy_ticks = 0
@@ -207,6 +216,9 @@ class Simulation:
             for vm in list(self.place):
                 if vm not in s.vms:
                     self._leave(vm)
+            for vm in list(self.suspended):         # shut down while suspended: gone
+                if vm not in s.vms and vm not in self.starting:
+                    del self.suspended[vm]
             for vm in list(self.waiting):
                 if vm not in s.vms:
                     del self.waiting[vm]
@@ -214,7 +226,8 @@ class Simulation:
             self.demand = dict(s.vms)
             self._hold_growth(before)
             for vm in sorted(s.vms):
-                if vm not in self.place and vm not in self.waiting:
+                if vm not in self.place and vm not in self.waiting and \
+                        vm not in self.suspended:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
@@ -278,7 +291,7 @@ class Simulation:
             self.h_cpu[h] += d.cpu
             self.h_mem[h] += d.mem_mib
             self.h_n[h] += 1
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             dst = self.actions[i].dst
             self.h_mem[dst] += self.demand[vm].mem_mib
             self.h_n[dst] += 1
@@ -287,7 +300,7 @@ class Simulation:
         use: Counter = Counter()
         for vm, h in self.place.items():
             use[h] += self.demand[vm].mem_mib
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             use[self.actions[i].dst] += self.demand[vm].mem_mib
         return use
 
@@ -346,6 +359,12 @@ class Simulation:
                     self.t_full[h] += dt
             if self.h_mem[h] > self.hosts[h].mem_mib + EPS:
                 self.mem_over += 1
+        for vm, entry in self.suspended.items():
+            # a suspended guest's demand is demand nobody meets
+            want = self.demand[vm].cpu if vm in self.demand else entry["cpu"]
+            self.cpu_s += want * dt
+            self.unmet_cpu_s += want * dt
+            self.suspended_s[entry["priority"]] += dt
         self.active_s += n_active * dt
         self.energy_j += watts * dt
         self.tick_energy_j += watts * dt
@@ -367,11 +386,34 @@ class Simulation:
             self.left.setdefault(a.vm, {})[a.src] = self.now
             self.migrations += 1
             self.migrated_mib += a.mem_mib
+        elif a.op == "suspend":
+            self.busy[a.src] -= 1
+            d = self.demand[a.vm]
+            del self.place[a.vm]                      # memory freed when the save ends
+            self.h_cpu[a.src] -= d.cpu
+            self.h_mem[a.src] -= d.mem_mib
+            self.h_n[a.src] -= 1
+            self.suspended[a.vm] = {
+                "name": a.vm, "host": a.src, "image": a.image, "mem_mib": d.mem_mib,
+                "vcpus": d.vcpus, "cpu": d.cpu, "suspended": epoch_to_iso(self.now),
+                "priority": self._priority(a.vm)}
+            self.lifecycle["suspends"] += 1
+        elif a.op == "resume":
+            self.busy[a.dst] -= 1
+            del self.starting[a.vm]
+            self.suspended.pop(a.vm, None)
+            self.place[a.vm] = a.dst                  # its memory was claimed at the start
+            self.h_cpu[a.dst] += self.demand[a.vm].cpu
+            self.lifecycle["resumes"] += 1
         else:
             self.busy[action_host(a)] -= 1
             self.hooks.finish(self, a, self.now)
             self.power_actions[a.op] += 1
         self.done.add(i)
+
+    def _priority(self, vm: str) -> int:
+        """A guest's priority under the setting's rules (0 without one)."""
+        return int(getattr(self.policy, "priorities", {}).get(vm, 0))
 
     def _start_ready(self) -> None:
         for i in list(self.pending):
@@ -401,6 +443,25 @@ class Simulation:
                     self.ping_pongs += 1
                 self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
                 self.tick_migrations += 1
+            elif a.op in ("suspend", "resume", "create", "checkpoint"):
+                host = a.src if a.op in ("suspend", "checkpoint") else a.dst
+                if self.busy[host] >= self.opts.per_host:
+                    continue
+                self.pending.remove(i)
+                ok = (self.place.get(a.vm) == a.src and a.vm not in self.flight) \
+                    if a.op in ("suspend", "checkpoint") else \
+                    (a.op == "resume" and a.vm in self.suspended and a.vm in self.demand
+                     and a.vm not in self.starting)
+                if not ok:
+                    self.dead.add(i)      # the guest left, or nothing the replay can create
+                    continue
+                self.busy[host] += 1
+                if a.op == "resume":
+                    self.starting[a.vm] = i               # memory claimed when it starts
+                    self.h_mem[a.dst] += self.demand[a.vm].mem_mib
+                    self.h_n[a.dst] += 1
+                # saving or loading the memory image, at the migration bandwidth
+                self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
             else:
                 host = action_host(a)
                 self.pending.remove(i)
@@ -490,6 +551,9 @@ class Simulation:
             self.busy_ticks += 1
             return
         snap = self.snapshot()
+        if hasattr(self.policy, "suspended"):
+            self.policy.suspended = {vm: {k: v for k, v in e.items() if k != "priority"}
+                                     for vm, e in self.suspended.items()}
         t0 = time.perf_counter()
         try:
             actions = self.policy.decide(snap)
@@ -603,7 +667,17 @@ class Simulation:
             "ticks": n_ticks,
             "power_offs": self.power_actions["power-off"],
             "power_ons": self.power_actions["power-on"],
+            **self._switch_figures(),
         }
+
+    def _switch_figures(self) -> dict:
+        """Under vm-plan --context-switch only: suspended guest-hours per priority (a guest's
+        priority when it was suspended), suspends and resumes done."""
+        if not (self.lifecycle or self.suspended_s):
+            return {}
+        return {"suspended_guest_hours": {str(p): round(s / 3600, 4)
+                                          for p, s in sorted(self.suspended_s.items())},
+                "suspends": self.lifecycle["suspends"], "resumes": self.lifecycle["resumes"]}
 
 
 # A replay of more ticks than this is a mistake (a mistyped time in a trace, --every in
@@ -687,9 +761,11 @@ class VmPlanSetting:
 
     A setting with a ``state`` keeps its memory in the replay, from a fresh start, instead of
     the directory it names (the real one is never read or touched), so cooldown and hotspot
-    windows run on the replay's clock. A tick whose planning fails is a failed tick; its why
-    reads as vm-plan would say it, ``(exit 65) ...``. The planner's log lines show with
-    ``show_log`` only (vm-plan's own stderr, as it were).
+    windows run on the replay's clock. Under ``context_switch`` the simulation says which
+    guests are suspended (``suspended``: the ledger the planner reads, in memory) and the
+    setting learns each guest's priority from the rules of the last plan (``priorities``). A
+    tick whose planning fails is a failed tick; its why reads as vm-plan would say it,
+    ``(exit 65) ...``. The planner's log lines show with ``show_log`` only.
     """
 
     kind = "vm-plan"
@@ -701,23 +777,39 @@ class VmPlanSetting:
         self.settings = settings
         self.documents = documents
         self.show_log = show_log
-        self.state = State() if settings.state is not None else None
+        self.context_switch = bool(settings.context_switch)
+        self.suspended: dict[str, dict] = {}
+        self.priorities: dict[str, int] = {}
+        self.state = State() if settings.state is not None or self.context_switch else None
 
     def plan(self, snap: Snapshot) -> Plan:
+        from vmtools.model import iso_to_epoch, parse_suspended, suspended_document
         from vmtools.planner.front import plan_run
         from vmtools.planner.scratch import solver_guard
+        docs = replace(self.documents, snapshot=snap)
+        if self.context_switch:
+            # the simulation's suspended guests, as vm-apply's ledger would hold them
+            docs.suspended = parse_suspended(suspended_document(self.suspended))
+            docs.suspended_path = "(the replay's)"
         planner_log = logging.getLogger("vmtools.planner")
         level = planner_log.level
         if not self.show_log:
             planner_log.setLevel(logging.CRITICAL + 1)
         try:
             with solver_guard(every_child=False, announce=False):
-                return plan_run(replace(self.documents, snapshot=snap), self.settings,
-                                self.state).plan
+                return plan_run(docs, self.settings, self.state,
+                                now=iso_to_epoch(snap.created)).plan
         except VmtoolsError as exc:
             raise OperationFailed(f"(exit {exc.exit_code}) {exc.on_command_line()}") from None
         finally:
             planner_log.setLevel(level)
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.plan(snap).actions)
+        plan = self.plan(snap)
+        if self.context_switch:
+            for rule in plan.constraints:
+                if isinstance(rule, dict) and rule.get("rule") == "priority":
+                    for vm in rule.get("vms", []):
+                        self.priorities[vm] = max(self.priorities.get(vm, 0),
+                                                  int(rule.get("priority", 0)))
+        return list(plan.actions)

@@ -26,7 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "partial-container": ("unknown", "a host with some but not all container.* metrics"),
     "not-a-number": ("unknown", "a figure that is not a finite number"),
     "bad-value": ("unknown", "a figure outside its type or a plausible range"),
-    "stale-host": ("stale", "a host's container.* metrics older than their TMAX or DMAX"),
+    "stale-host": ("stale", "a host whose own figures are older than its monitoring promises"),
     "stale-cluster": ("stale", "gmetad serves old data of the host's cluster"),
     "offline-host": ("stale", "a host silent for more than 4 x TMAX that still lists guests"),
     "vanished-host": ("unknown", "a host seen by the last run and gone now"),
