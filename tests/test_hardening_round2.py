@@ -557,3 +557,67 @@ def test_power_model_numbers_are_bounded(tmp_path, model, where):
     snap = run("vm-snapshot", "--example", "lab").stdout
     proc = run("vm-plan", "--power-model", str(path), input=snap)
     one_error_line(proc, 65, "vm-plan", str(path), where)
+
+
+def test_a_nul_in_a_path_setting_is_a_usage_error(tmp_path):
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-plan]\npower_model = "\\u0000"\n')
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    one_error_line(run("vm-plan", env={"VMTOOLS_CONFIG": str(conf)}, input=snap), 2,
+                   "vm-plan", "--power-model", "NUL")
+    one_error_line(run("vm-plan", env={"VMTOOLS_PLAN_CONSTRAINTS": "a\x01b"}, input=snap), 2,
+                   "vm-plan", "a\\x01b")
+
+
+# ----------------------------------------------------------------- RRDs written by rrdtool itself
+
+def make_rrd(path, values: list[float | None], start: int, step: int = 15) -> None:
+    import subprocess
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["rrdtool", "create", str(path), "--start", str(start - step), "--step",
+                    str(step), f"DS:sum:GAUGE:{step * 4}:U:U", "RRA:AVERAGE:0.5:1:1000"],
+                   check=True)
+    updates = [f"{start + k * step}:{'U' if v is None else v}" for k, v in enumerate(values)]
+    subprocess.run(["rrdtool", "update", str(path), *updates], check=True)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rrdtool"), reason="needs rrdtool")
+@pytest.mark.parametrize("cluster", ["xen", "a\\b", "with:colon"])
+def test_rrd_capacities_get_a_snapshots_bounds_and_odd_directory_names_are_read(tmp_path,
+                                                                                 cluster):
+    from vmtools.replay.rrd import read_rrd
+    start = 1765000000
+    n = 20
+    root = tmp_path / "rrds"
+    good, bad = root / cluster / "xen-1", root / cluster / "xen-2"
+    make_rrd(good / "container.cpu_num.rrd", [4] * n, start)
+    make_rrd(good / "container.mem_total.rrd", [8 * 2**20] * n, start)
+    make_rrd(good / "container.vm.g1.cpu.rrd", [50.0] * n, start)
+    make_rrd(good / "container.vm.g1.mem.rrd", [2**20] * n, start)
+    make_rrd(bad / "container.cpu_num.rrd", [-1] * n, start)          # a lie
+    make_rrd(bad / "container.mem_total.rrd", [-100] * n, start)
+    make_rrd(bad / "container.vm.g2.cpu.rrd", [1e300] * n, start)
+    make_rrd(bad / "container.vm.g2.mem.rrd", [2**20] * n, start)
+    trace = read_rrd(str(root), start, start + (n - 2) * 15, 15)
+    assert [(h.name, h.cpu, h.mem_mib) for h in trace.hosts] == [("xen-1", 4.0, 8192)]
+    assert any("host xen-2 has no container.cpu_num" in note for note in trace.notes)
+    assert any("outside" in note and "container.cpu_num" in note for note in trace.notes)
+    assert all(s.vms["g1"].cpu == pytest.approx(0.5) for s in trace.samples)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rrdtool"), reason="needs rrdtool")
+def test_an_rrdtool_answer_beyond_its_bounds_is_refused_before_it_is_parsed(tmp_path,
+                                                                            monkeypatch):
+    from vmtools.replay import rrd
+    start = 1765000000
+    host = tmp_path / "rrds" / "xen" / "xen-1"
+    for metric, value in (("container.cpu_num", 4), ("container.mem_total", 8 * 2**20),
+                          ("container.vm.g1.cpu", 50.0), ("container.vm.g1.mem", 2**20)):
+        make_rrd(host / f"{metric}.rrd", [value] * 40, start)
+    monkeypatch.setattr(rrd, "MAX_ROWS", 10)
+    with pytest.raises(DataError, match=r"rrdtool answers \d+ rows, more than 10"):
+        rrd.read_rrd(str(tmp_path / "rrds"), start, start + 39 * 15, 15)
+    monkeypatch.setattr(rrd, "MAX_ROWS", 250_000)
+    monkeypatch.setattr(rrd, "MAX_ANSWER_BYTES", 200)
+    with pytest.raises(DataError, match=r"rrdtool's answer is larger than"):
+        rrd.read_rrd(str(tmp_path / "rrds"), start, start + 39 * 15, 15)

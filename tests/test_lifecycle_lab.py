@@ -249,3 +249,27 @@ def test_an_overload_beyond_the_cluster_suspends_the_low_priority_guests_until_l
     assert set(lab.placement()) == {"keep", "mid1", "mid2", "low"}
     assert os.listdir(images) == []
     assert len(lab.wait_for_truth()["vms"]) == 4
+
+
+def test_suspend_and_resume_through_xend_xmlrpc_the_image_checked_over_ssh(make_lab, tmp_path):
+    scenario = ssh_scenario()
+    scenario["hosts"]["node-1"]["migration"] = "xend-xmlrpc"
+    lab = make_lab(scenario, ssh=True)
+    images = str(lab.ssh.image_dir)
+    snap = snapshot_file(lab, tmp_path / "snap.json")
+    planned = lab.run("vm-plan", str(snap), "--suspend", "app1", "--image-dir", images, "-q")
+    applied = lab.run("vm-apply", *lab.apply_args(), "--image-dir", images,
+                      input=planned.stdout)
+    assert applied.returncode == 0, applied.stderr
+    (entry,) = json.loads(applied.stdout)["actions"]
+    assert entry["transport"] == "xend-xmlrpc" and entry["outcome"] == "done"
+    assert os.path.exists(f"{images}/app1.save") and "app1" not in lab.placement()
+    after = lab.wait_for_truth()
+    (tmp_path / "snap.json").write_text(json.dumps(after))
+    planned = lab.run("vm-plan", str(tmp_path / "snap.json"), "--resume", "app1:node-1",
+                      "--image-dir", images, "-q")
+    applied = lab.run("vm-apply", *lab.apply_args(), "--image-dir", images,
+                      input=planned.stdout)
+    assert applied.returncode == 0, applied.stderr
+    assert lab.placement()["app1"] == "node-1"
+    assert not os.path.exists(f"{images}/app1.save")     # removed over SSH by another host

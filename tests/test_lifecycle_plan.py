@@ -218,7 +218,7 @@ def test_the_command_line(tmp_path):
     # ... except through a transport that cannot suspend
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
-    assert "the xen transport of h1 cannot suspend guests (xm-ssh, xl-ssh can)" in proc.stderr
+    assert "the xen transport of h1 cannot suspend guests (xend-xmlrpc, xm-ssh, xl-ssh can)" in proc.stderr
 
 
 def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
@@ -242,3 +242,25 @@ def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
                "--constraints", str(rules), "-q")
     assert proc.returncode == 0, proc.stderr
     assert [a["dst"] for a in json.loads(proc.stdout)["actions"]] == ["h2"]   # not h3
+
+
+def test_images_need_a_host_that_can_look_at_the_image_directory(tmp_path):
+    s = snap()
+    path = tmp_path / "snap.json"
+    path.write_text(dumps(s.to_dict()))
+    planned = run("vm-plan", str(path), "--suspend", "a", "-q").stdout
+    # xend suspends through its own save, but cannot look at files: with only xend hosts
+    # nobody could check the image, so the plan is refused before anything runs
+    proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xend-xmlrpc", input=planned)
+    assert proc.returncode == 65
+    assert "no host of the cluster can look at the image directory" in proc.stderr
+    s.hosts[2].migration = "xl-ssh"                  # one host reached over SSH is enough
+    for h in s.hosts[:2]:
+        h.migration = "xend-xmlrpc"
+    path.write_text(dumps(s.to_dict()))
+    planned = run("vm-plan", str(path), "--suspend", "a", "-q").stdout
+    proc = run("vm-apply", "--dry-run", "--offline", input=planned)
+    assert proc.returncode == 0, proc.stderr
+    assert "would suspend a on h1 (/var/lib/xen/save/a.save) #1 (4.0 GiB) via xend-xmlrpc" \
+        in proc.stderr
+

@@ -45,6 +45,9 @@ def test_rrd_updates_means_per_column_within_the_window():
     assert got[("vm", UUID)] == {"cpu0": pytest.approx(0.4), "cpu1": 0.25,
                                  "vif_0_rx": 2000.0}
     assert got[("host", HOSTU)] == {"cpu_avg": pytest.approx(0.2)}
+    from vmtools.xapi.rrd import parse_rrd_export
+    _, series = parse_rrd_export(data, "node-1", since=1000)
+    assert series == {UUID: [(1010.0, 0.75)]}     # the row with a NaN vCPU is no sample
 
 
 @pytest.mark.parametrize("data,message", [
@@ -277,6 +280,9 @@ def test_vm_snapshot_reads_the_pool(pool):
     assert snap["rules"] == [{"rule": "spread", "vms": ["web1", "web2"]},
                              {"rule": "maintenance", "hosts": ["node-3"]}]
     assert snap["problems"] == []
+    web2 = snap["samples"]["cpu"]["web2"]         # each RRD row a CPU sample, oldest first
+    assert len(web2) >= 1 and [t for t, _ in web2] == sorted(t for t, _ in web2)
+    assert all(cpu == pytest.approx(0.5, abs=0.01) for _, cpu in web2)
     assert "2 guest(s) not running, not placed: nap1 (Suspended), old1 (Halted)" in proc.stderr
     # vm-plan obeys the pool's rules: node-3 is evacuated, web1 and web2 never meet
     plan = run([script("vm-plan"), "--objective", "consolidate"], input=proc.stdout)
@@ -289,22 +295,23 @@ def test_vm_snapshot_reads_the_pool(pool):
 @pytest.mark.slow
 def test_bad_figures_unknown_refs_and_names_are_problems_not_crashes(pool):
     _fault(pool, override={
-        "host_metrics": {"node-2": {"memory_total": "-5"}},
-        "host": {"node-3": {"host_CPUs": "many"}},
-        "VM": {"web1": {"resident_on": "OpaqueRef:nowhere"},
-               "app1": {"VCPUs_max": str(10**30)}}})
+        "host_metrics": {"node-3": {"memory_total": "-5"}},
+        "host": {"node-1": {"host_CPUs": "many"}},
+        "VM": {"web2": {"resident_on": "OpaqueRef:nowhere"},
+               "db1": {"VCPUs_max": str(10**30)}}})
     proc = snapshot(pool)
     assert proc.returncode == 0, proc.stderr
     snap = json.loads(proc.stdout)
-    assert [h["name"] for h in snap["hosts"]] == ["node-1"]
+    assert [h["name"] for h in snap["hosts"]] == ["node-2"] and snap["vms"] == []
     messages = " | ".join(p["message"] for p in snap["problems"])
-    assert "host node-2: memory_total -5 is outside" in messages
-    assert "host node-3: host_CPUs many is not a list" in messages
-    assert "guest web1 is Running but resident_on OpaqueRef:nowhere is no host" in messages
+    assert "host node-3: memory_total -5 is outside" in messages
+    assert "host node-1: host_CPUs many is not a list" in messages
+    assert "guest web2 is Running but resident_on OpaqueRef:nowhere is no host" in messages
+    assert f"guest db1: VCPUs_max {10**30} is outside 1..65535" in messages
     # vm-plan does not act on hosts it cannot see: it refuses (65) or plans nothing (75)
     plan = run([script("vm-plan")], input=proc.stdout)
     assert plan.returncode in (65, 75), plan.stderr
-    assert "node-2" in plan.stderr
+    assert "node-2" in plan.stderr or "db1" in plan.stderr
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from vmtools.apply.report import Outcome
 from vmtools.drivers import registry
-from vmtools.drivers.base import LIFECYCLE_NEEDS, MigrationRefused, MigrationUncertain
+from vmtools.drivers.base import (FILE_NEEDS, LIFECYCLE_NEEDS, MigrationRefused,
+                                  MigrationUncertain)
 from vmtools.errors import DataError, OperationFailed, Unavailable
 from vmtools.model import (Action, Plan, dumps, load_file, parse_suspended,
                            suspended_document, utc_now)
@@ -41,10 +42,12 @@ def label(a: Action) -> str:
 
 
 def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
-                     transports: dict[str, str]) -> None:
+                     transports: dict[str, str], others: dict[str, frozenset[str]]) -> None:
     """A lifecycle action on a host whose driver lacks a capability it needs
-    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`): DataError before anything runs, naming
-    the host, its transport and the op. ``capabilities``: each host's driver's."""
+    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`), or images no host can look at
+    (:data:`~vmtools.drivers.base.FILE_NEEDS`: the action's host, a touched host or, in
+    ``others``, another of the cluster): DataError before anything runs, naming the host, its
+    transport and the op. ``capabilities``: each touched host's driver's."""
     for i, a in enumerate(plan.actions):
         if not a.is_lifecycle or a.where not in capabilities:
             continue
@@ -54,6 +57,13 @@ def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
                             f"transport of {a.where} cannot {a.op} guests"
                             + (f" ({', '.join(able)} can)" if able else ""),
                             f"plan.actions[{i}].op")
+    if any(a.is_lifecycle and a.op != "create" for a in plan.actions) and not any(
+            set(FILE_NEEDS) <= caps for caps in list(capabilities.values())
+            + list(others.values())):
+        raise DataError("no host of the cluster can look at the image directory (check an "
+                        "image before a resume, remove it after): the hosts' transports "
+                        f"({', '.join(sorted(set(transports.values())))}) cannot; one host "
+                        "reached by xm-ssh or xl-ssh can", "plan.actions")
 
 
 def _can(transport: str, op: str) -> bool:
@@ -63,6 +73,22 @@ def _can(transport: str, op: str) -> bool:
         return set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(transport).capabilities()
     except ImportError:
         return False
+
+
+def files_driver(run, host: str):
+    """The driver that looks at the shared image directory for an action on ``host``: its
+    own when it can, else a touched host's, else another host's of the cluster."""
+    def able(d) -> bool:
+        return set(FILE_NEEDS) <= getattr(type(d), "capabilities", frozenset)()
+    if able(run.drivers[host]):
+        return run.drivers[host]
+    for h in sorted(run.drivers):
+        if h not in run.asleep and able(run.drivers[h]):
+            return run.drivers[h]
+    for h in run.others():
+        if able(run.drivers[h]):
+            return run.drivers[h]
+    raise Unavailable(f"no host answers for the image directory (for {host})")
 
 
 # --------------------------------------------------------------------------- one action
@@ -109,20 +135,27 @@ def run_lifecycle(run, a: Action) -> Outcome:
     if done:
         if error:
             error = f"{error}; but {note}"
-        if a.op == "suspend":
-            record_suspended(run, a)
-        elif a.op == "resume":
-            try:
-                driver.remove_file(a.image)
-            except (MigrationRefused, Unavailable) as exc:
-                run.problems.append(f"{a.vm} resumed on {host}, but its image {a.image} was "
-                                    f"not removed: {exc}")
-            forget_suspended(run, a.vm)
+        after_done(run, a)
         return ended("done", error, where)
     why = f"{error + '; ' if error else ''}{note}"
     if a.op == "resume":
         why += f"; the image is left at {a.image}"
     return ended("failed", why, where)
+
+
+def after_done(run, a: Action) -> None:
+    """What follows a verified lifecycle action (run again by --resume for one the hosts
+    show done): a suspended guest goes into the ledger; a resumed guest's image is removed
+    (as xendomains does) and the guest leaves the ledger."""
+    if a.op == "suspend":
+        record_suspended(run, a)
+    elif a.op == "resume":
+        try:
+            files_driver(run, a.dst).remove_file(a.image)
+        except (MigrationRefused, Unavailable, OperationFailed) as exc:
+            run.problems.append(f"{a.vm} resumed on {a.dst}, but its image {a.image} was "
+                                f"not removed: {exc}")
+        forget_suspended(run, a.vm)
 
 
 def _refuse_start(run, a: Action) -> str | None:
@@ -136,7 +169,8 @@ def _refuse_start(run, a: Action) -> str | None:
             return f"not started: {a.vm} already runs on {host}"
         path = a.image if a.op == "resume" else a.config
         try:
-            there = run.drivers[host].file_exists(path)
+            there = (files_driver(run, host) if a.op == "resume" else
+                     run.drivers[host]).file_exists(path)
         except (Unavailable, OperationFailed) as exc:
             return f"not started: cannot tell whether {path} exists on {host}: {exc}"
         if not there:
@@ -189,7 +223,7 @@ def _judge(run, a: Action, runs: bool) -> tuple[bool, str | None, str]:
 
 def _image_there(run, a: Action) -> bool:
     try:
-        return run.drivers[a.where].file_exists(a.image)
+        return files_driver(run, a.where).file_exists(a.image)
     except (Unavailable, OperationFailed):
         return False
 

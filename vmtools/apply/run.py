@@ -39,7 +39,8 @@ from vmtools.apply.ask import survey, where_is
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lifecycle import label as lifecycle_label
-from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
+from vmtools.apply.lifecycle import (after_done, files_driver, refuse_incapable,
+                                     run_lifecycle, settle)
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
@@ -48,7 +49,7 @@ from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
 from vmtools.drivers import Driver, Endpoint, close_shared, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
-from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
+from vmtools.errors import (VmtoolsError, DataError, LocalFailure, OperationFailed, OptionError,
                             TemporaryFailure, Unavailable)
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
@@ -276,7 +277,8 @@ class Run:
             if a.op == "resume" and path in written:
                 continue
             try:
-                there = self.drivers[a.dst].file_exists(path)
+                there = (files_driver(self, a.dst) if a.op == "resume"
+                         else self.drivers[a.dst]).file_exists(path)
             except (Unavailable, OperationFailed) as exc:
                 reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
                 continue
@@ -593,10 +595,12 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
     if options.offline:
         run = Run(plan, options, progress, drivers={})
         refuse_incapable(plan, _capabilities(run), {h: e.transport
-                                                    for h, e in run.endpoints.items()})
+                                                    for h, e in run.endpoints.items()},
+                         _other_capabilities(run))
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
-    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
+    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()},
+                     _other_capabilities(run))
     if options.xapi is None and drivers is None:
         for h, ep in run.endpoints.items():
             if ep.transport == XAPI_TRANSPORT:
@@ -660,6 +664,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         if a.is_lifecycle:
             done, where, note = settle(run, a, opts.verify_timeout)
             if done:
+                after_done(run, a)
                 run.outcomes[i] = Outcome(a, "done", None, None, note, where,
                                            run.transport(a), from_journal=True)
                 if run.journal:
@@ -773,6 +778,23 @@ def _capabilities(run: Run) -> dict[str, frozenset[str]]:
     return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
             else registry.driver_class(ep.transport).capabilities()
             for h, ep in run.endpoints.items()}
+
+
+def _other_capabilities(run: Run) -> dict[str, frozenset[str]]:
+    """The optional capabilities of the transports of the cluster's other online hosts (by
+    their class: nothing is reached)."""
+    from vmtools.drivers import registry
+    clusters = {run.hosts[h].cluster for h in run.touched_hosts}
+    out = {}
+    for name, host in run.hosts.items():
+        if name in run.endpoints or host.state != "online" or host.cluster not in clusters:
+            continue
+        transport = run.opts.driver or host.migration
+        try:
+            out[name] = registry.driver_class(transport).capabilities()
+        except (ImportError, VmtoolsError):
+            continue
+    return out
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

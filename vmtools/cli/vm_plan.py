@@ -13,7 +13,8 @@ import inspect
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output,
                                  OutputFormat, Quiet, TextfileDir, Verbose, Version, emit,
-                                 entry_point, figures, guard, log, make_app, read_document)
+                                 entry_point, figures, guard, log, make_app, read_document,
+                                 started)
 from vmtools.cli._planning import read_documents, with_settings
 from vmtools.model import Snapshot, dumps
 from vmtools.planner.settings import SETTINGS, manual_operation, settings_from
@@ -57,7 +58,7 @@ def plan(**kwargs) -> None:
             progress.stage(f"planning {settings.objective}: {len(snap.vms)} guests on "
                            f"{len(snap.hosts)} hosts, within {settings.time_limit:g} s")
             try:
-                result = plan_run(docs, settings, state)
+                result = plan_run(docs, settings, state, started=started())
             finally:
                 if state is not None:
                     write_state(settings.state, state)

@@ -147,6 +147,14 @@ def replay(
     halt_seconds: Annotated[float, typer.Option(
         "--halt-seconds", metavar="SECONDS", help="A power-off takes this long before the host "
         "draws its standby watts (0 by default).")] = 60.0,
+    monitoring_loss: Annotated[float, typer.Option(
+        "--monitoring-loss", metavar="FRACTION", help="Lose each guest's metrics and each "
+        "host's report at this rate, at random (--loss-seed): a lost guest is a no-data "
+        "problem, a lost host a stale-host one, and vm-plan plans around them (frozen "
+        "host-ticks, refused ticks).")] = 0.0,
+    loss_seed: Annotated[int, typer.Option(
+        "--loss-seed", metavar="N", help="Seed of --monitoring-loss: the same seed loses the "
+        "same figures for every setting and every run.")] = 0,
     html: Annotated[Optional[Path], typer.Option(
         "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
         "offline).")] = None,
@@ -169,6 +177,9 @@ def replay(
             raise UsageError("--every and --bandwidth must be more than 0")
         if boot_seconds < 0 or halt_seconds < 0:
             raise UsageError("--boot-seconds and --halt-seconds must be 0 or more")
+        if not 0 <= monitoring_loss <= 1:
+            raise UsageError(f"--monitoring-loss {monitoring_loss:g}: expected a fraction in "
+                             "[0, 1]")
         if not 0 < cpu_threshold <= 1:
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
@@ -181,7 +192,8 @@ def replay(
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None,
-                          warm_up=warm_up * 60, lookahead=lookahead)
+                          warm_up=warm_up * 60, lookahead=lookahead,
+                          monitoring_loss=monitoring_loss, loss_seed=loss_seed)
         if warm_up < 0:
             raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
         # Every setting checked before any source is read or any tick runs.

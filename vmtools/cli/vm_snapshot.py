@@ -169,9 +169,11 @@ def snapshot(
             from vmtools.model import epoch_to_iso
             snap.created = epoch_to_iso(evaluated[0])
         if snap.problems:
-            log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
+            n = len(snap.problems)
+            log.warning("%d problem%s in the snapshot, first: %s: %s", n, "" if n == 1 else "s",
                         snap.problems[0].kind, snap.problems[0].message)
-        log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
+        log.info("%d host%s, %d guest%s", len(snap.hosts), "" if len(snap.hosts) == 1 else "s",
+                 len(snap.vms), "" if len(snap.vms) == 1 else "s")
         if textfile_dir is not None:
             from vmtools.prometheus.textfile import snapshot_families
             figures(*snapshot_families(snap))

@@ -52,10 +52,14 @@ OPTIONAL = ("shutdown_host", "power_on_host", "start_guest", "shutdown_guest",
 
 # The capabilities a plan's guest-lifecycle op needs of the driver of its host (a suspend
 # and a resume also look at and remove image files on the host).
-LIFECYCLE_NEEDS = {"suspend": ("suspend_guest", "file_exists"),
-                   "checkpoint": ("checkpoint_guest", "file_exists"),
-                   "resume": ("resume_guest", "file_exists", "remove_file"),
+LIFECYCLE_NEEDS = {"suspend": ("suspend_guest",),
+                   "checkpoint": ("checkpoint_guest",),
+                   "resume": ("resume_guest",),
                    "create": ("create_guest", "file_exists")}
+# What looking at the shared image directory takes: any host whose driver has these (the
+# action's own host first) checks an image before a resume and removes it after; a create's
+# configuration file is on its own host, so that host's driver needs file_exists itself.
+FILE_NEEDS = ("file_exists", "remove_file")
 
 
 def why(exc: BaseException) -> str:

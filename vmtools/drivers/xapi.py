@@ -34,7 +34,6 @@ asked once for the whole pool); :class:`XapiDriver` is one host of it as vm-appl
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import logging
@@ -447,15 +446,6 @@ class XapiPool:
 
 # --------------------------------------------------------------------------- records
 
-def expect(value, kind: type, what: str, where: str):
-    """``value`` if it is a ``kind`` (a XAPI answer of the wrong type is bad data)."""
-    if kind is int and isinstance(value, str) and re.fullmatch(r"-?\d{1,30}", value):
-        return int(value)              # XAPI's int64 travel as strings on XML-RPC
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise DataError(f"{what}: expected {kind.__name__}, got {type(value).__name__}", where)
-    return value
-
-
 def is_ref(value) -> bool:
     return isinstance(value, str) and value.startswith("OpaqueRef:") and \
         value != "OpaqueRef:NULL" and len(value) < 100
@@ -772,5 +762,5 @@ def close_pools() -> None:
 DRIVER = XapiDriver
 
 __all__ = ["DRIVER", "XapiDriver", "XapiPool", "XapiSettings", "XapiError", "Credentials",
-           "read_credentials", "parse_fingerprint", "records", "expect", "is_ref",
-           "pool_for", "close_pools", "base64"]
+           "read_credentials", "parse_fingerprint", "records", "is_ref", "pool_for",
+           "close_pools", "require_settings"]

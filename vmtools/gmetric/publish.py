@@ -317,7 +317,8 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
             next_at += settings.interval
             stop.wait(max(0.0, next_at - time.monotonic()))
         if settings.once and publisher.failures:
-            raise Unavailable(f"{publisher.failures} problem(s) reading the toolstack or "
+            n = publisher.failures
+            raise Unavailable(f"{n} problem{'' if n == 1 else 's'} reading the toolstack or "
                               "sending this run (see the warnings above); published what "
                               "was known")
         return None

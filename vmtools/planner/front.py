@@ -132,10 +132,11 @@ def constraints_of(docs: Documents, strict: bool, skipped: list[dict]) -> Constr
 
 
 def plan_run(docs: Documents, settings: Any, state: State | None = None,
-             now: float | None = None) -> Result:
+             now: float | None = None, started: float | None = None) -> Result:
     """Plan for ``docs`` under ``settings``; ``state`` is the memory of earlier runs (None:
     none, as vm-plan without ``--state``); ``now`` the clock of the context switch (None: the
-    time of day; vm-replay: the snapshot's). Raises the errors of vmtools.errors (a DataError
+    time of day; vm-replay: the snapshot's); ``started`` the :func:`time.monotonic` time
+the command began (``--time-limit`` counts from there, reading included; None: now). Raises the errors of vmtools.errors (a DataError
     for an incoherent snapshot or constraints, TemporaryFailure, OperationFailed...)."""
     settings = settings_from(as_dict(settings))          # a hand-built one is checked too
     skipped: list[dict] = []
@@ -147,9 +148,11 @@ def plan_run(docs: Documents, settings: Any, state: State | None = None,
             return Result(switched, state, skipped)
     manual = manual_operation(settings)
     if manual is not None:
-        plan = manual_plan(manual, docs, cons, settings)
+        plan = manual_plan(manual, docs, cons, settings, started)
     else:
-        plan = plan_with_memory(docs.snapshot, cons, options_of(settings), state,
+        opts = options_of(settings)
+        opts.facts.started = started
+        plan = plan_with_memory(docs.snapshot, cons, opts, state,
                                 hotspot_window(settings),
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
@@ -193,7 +196,7 @@ def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | No
 
 
 def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Constraints,
-                settings: Any) -> Plan:
+                settings: Any, started: float | None = None) -> Plan:
     """A plan of one manual operation (:mod:`vmtools.planner.manual`), or of a group of
     guests to add (:mod:`vmtools.planner.provision`); no objective runs, no state is used."""
     from vmtools.model import is_safe_path
@@ -230,6 +233,7 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
                 raise DataError(exc.message, docs._where(exc)) from None
         return M.resume_plan(snap, cons, entry, second, image_dir)
     opts = options_of(settings)
+    opts.facts.started = started
     if op == "evacuate":
         from vmtools.planner.plan import make_plan
         rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)

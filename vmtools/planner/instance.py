@@ -65,9 +65,12 @@ class Instance:
                 use[d][h] += self.dem[d][v]
         return use
 
-    def valid(self, placement: list[int], eps: float = EPS) -> bool:
-        """True when ``placement`` meets every capacity and rule of a target."""
+    def valid(self, placement: list[int], eps: float = EPS, hard: bool = False) -> bool:
+        """True when ``placement`` meets every capacity and rule of a target (``hard``: the
+        hosts' real capacities instead of the targets, e.g. --cpu-target)."""
         use = self.used(placement)
+        caps = {d: (self.hard_cap.get(d) or self.cap[d]) if hard else self.cap[d]
+                for d in self.dims}
         counts = [0] * self.n_hosts
         for v, h in enumerate(placement):
             counts[h] += 1
@@ -76,7 +79,7 @@ class Instance:
         for h in range(self.n_hosts):
             if counts[h] > self.count_cap[h]:
                 return False
-            if any(use[d][h] > self.cap[d][h] + eps for d in self.dims):
+            if any(use[d][h] > caps[d][h] + eps for d in self.dims):
                 return False
         for group in self.spread:
             if len({placement[v] for v in group}) < len(group):

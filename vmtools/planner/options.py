@@ -29,6 +29,8 @@ class RunFacts:
     # where they are; how many minutes ago each guest was seen to move (for the reasons)
     settling_vms: set[str] = field(default_factory=set)
     moved_ago: dict[str, float] = field(default_factory=dict)
+    # when the run began (time.monotonic()): --time-limit counts from there, reading included
+    started: float | None = None
 
 
 @dataclass

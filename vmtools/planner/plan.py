@@ -382,12 +382,21 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         whole, whole_how = packing.consolidate_heuristic(inst)
     placement = list(inst.cur)
     from vmtools.planner import bounds
-    lower, lower_how = bounds.host_lower_bound(inst, time.monotonic() + 2.0)
+    lower, lower_how = bounds.host_lower_bound(inst, min(time.monotonic() + 2.0,
+                                                         deadline.part(0.05, floor=0).at))
     total = Outcome(placement=placement, lower_bound=lower, status="optimal",
                     how=f"{n_groups} groups", bound_how=lower_how)
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
+    late = 0
     for i, group in enumerate(groups):
+        sub, vms = _sub_instance(inst, group)
+        if i and groups_done.passed() and sub.valid(sub.cur, hard=True):
+            # Out of time: a group whose placement already keeps every limit stays as it is
+            # (the plan consolidates less) rather than running its heuristic past the
+            # deadline; a group that breaks one is still repaired.
+            late += 1
+            continue
         sub, vms = _sub_instance(inst, group)
         try:
             res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
@@ -404,7 +413,11 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             total.status = res.status
         if res.gap is not None and (total.gap is None or res.gap > total.gap):
             total.gap = res.gap
-    if not inst.valid(placement):       # the groups' rules do not add up: never risk it
+    if late:
+        log.info("out of time: %d of %d groups left as they are", late, n_groups)
+        total.how += f" ({late} left as they are: out of time)"
+        total.status = "heuristic"
+    if not inst.valid(placement, hard=bool(late)):    # the groups' rules do not add up
         log.warning("the groups' placements together break a rule: the whole cluster at once")
         return consolidate(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
@@ -600,7 +613,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
-    deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
+    deadline = Deadline.for_run(opts.time_limit, len(snap.vms), opts.facts.started)
     know = assess(snap)
     if snap.problems and opts.refuse_problems:
         named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
@@ -762,21 +775,26 @@ def unsatisfiable_gather(inst: Instance) -> None:
 
 
 def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
-    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts, or of the guests, are
-    frozen: monitoring is broken rather than partial, and nothing is planned."""
+    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts are frozen, or of the
+    guests are not known (stale or unknown, :meth:`Knowledge.vm`): monitoring is broken rather
+    than partial, and nothing is planned."""
     names = {h.name for h in snap.hosts if h.state != "standby"}
     hosts = names | set(know.frozen)
     frozen_hosts = set(know.frozen)
     guests = {v.name for v in snap.vms} | set(know.unknown_vms)
-    frozen_guests = {v.name for v in snap.vms if v.host in frozen_hosts} | set(know.unknown_vms)
-    for what, part, whole in (("hosts", frozen_hosts, hosts), ("guests", frozen_guests, guests)):
+    # A guest counts when what is known of it is not (its own problem, or its host's own):
+    # the other guests of a host frozen for one guest's missing metrics are known.
+    frozen_guests = {v.name for v in snap.vms if know.vm(v.name, v.host) != "known"} | \
+        set(know.unknown_vms)
+    for what, part, whole in (("hosts are frozen", frozen_hosts, hosts),
+                              ("guests are stale or unknown", frozen_guests, guests)):
         if whole and len(part) > max_frozen * len(whole) + 1e-9:
             shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
                               for h in sorted(frozen_hosts)[:5])
             more = len(frozen_hosts) - 5
             raise TemporaryFailure(
-                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} are "
-                f"frozen (more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
+                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} "
+                f"(more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
                 f"(frozen: {shown}{f' and {more} more' if more > 0 else ''})",
                 settings=("max_frozen",))
 

@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vmtools.model import VM, Host, Problem, epoch_to_iso
+from vmtools.model import VM, Host, Problem, epoch_to_iso, is_safe_name
 from vmtools.prometheus.profiles import Profile, load_profile
 from vmtools.prometheus.query import Auth, Client
 from vmtools.sources.base import Reading, SourceKind
+from vmtools.sources.check import show
 
 log = logging.getLogger("vmtools.snapshot")
 
@@ -68,6 +69,7 @@ class _Judge:
         self.source = source
         self.profile = profile
         self.problems: list[Problem] = []
+        self.unsafe: set[str] = set()
 
     def problem(self, kind: str, message: str, host: str | None = None,
                 vm: str | None = None) -> None:
@@ -75,7 +77,8 @@ class _Judge:
 
     def keyed(self, name: str, rows, with_vm: bool) -> dict[tuple, str]:
         """{(host,) or (host, vm): value string} of one query's answer; series without the
-        labels are ignored, repeated series are ``duplicate-series``."""
+        labels are ignored, repeated series are ``duplicate-series``, a name that is not a
+        safe name is ``unsafe-name`` (once) and goes no further."""
         hl, vl = self.profile.host_label, self.profile.vm_label
         out: dict[tuple, str] = {}
         twice: dict[tuple, set[str]] = {}
@@ -83,6 +86,15 @@ class _Judge:
             host = labels.get(hl)
             vm = labels.get(vl) if with_vm else None
             if host is None or (with_vm and vm is None):
+                continue
+            bad = [n for n in (host, vm) if n is not None and not is_safe_name(n)]
+            if bad:
+                if bad[0] not in self.unsafe:
+                    self.unsafe.add(bad[0])
+                    self.problem("unsafe-name", f"{self.source} names a "
+                                 f"{'host' if bad[0] == host else 'guest'} {show(bad[0])}: not "
+                                 "a safe name, left out",
+                                 host=host if is_safe_name(host) else None)
                 continue
             key = (host, vm) if with_vm else (host,)
             if key in out:
@@ -156,7 +168,7 @@ class PrometheusSource:
         info: dict[str, dict[str, str]] = {}
         for labels, _ in answers.get("host_info", []):
             host = labels.get(s.profile.host_label)
-            if host is not None:
+            if host is not None and is_safe_name(host):
                 info.setdefault(host, labels)
         seen = hosts_["host_last_seen"]
         # every host any host query names: one with no figures yet is named in a problem,

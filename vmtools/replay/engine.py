@@ -61,10 +61,11 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import OperationFailed, OptionError, UsageError, VmtoolsError
+from vmtools.errors import EXIT_TEMPFAIL, OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Trace
+from vmtools.sources.knowledge import assess
 
 log = logging.getLogger("vmtools.replay")
 
@@ -98,6 +99,8 @@ class SimOptions:
     until: float | None = None
     warm_up: float = 0.0              # seconds run but left out of the figures and series
     lookahead: bool = False           # the tick sees the interval that starts (else: that ended)
+    monitoring_loss: float = 0.0      # each guest's metrics, each host's report lost this often
+    loss_seed: int = 0                # the losses are drawn from this seed (reproducible)
 
     @property
     def convention(self) -> str:
@@ -205,6 +208,12 @@ class Simulation:
         self.busy_ticks = 0
         self.tick_energy_j = 0.0
         self.tick_migrations = 0
+        self.frozen_host_ticks = 0      # hosts a tick's snapshot froze, summed over the ticks
+        self.refused_ticks = 0          # ticks vm-plan refused: monitoring broken (exit 75)
+        self.onto_frozen = 0            # migrations planned onto a frozen host (never, by rule)
+        self.off_frozen = 0             # ... off one (only to end an overload)
+        self.lost_guest_metrics = 0
+        self.lost_host_reports = 0
 
     # ------------------------------------------------------------------ demand
     def _apply_samples(self) -> None:
@@ -543,14 +552,53 @@ class Simulation:
             d = seen[vm]
             vms.append(VM(name=vm, host=self.place[vm], vcpus=d.vcpus, cpu=d.cpu,
                           mem_mib=d.mem_mib, net_mbps=d.net_mbps))
+        problems = []
+        if self.next_sample > 0:        # what the recorded snapshot of this time could not see
+            sample = self.trace.samples[self.next_sample - 1]
+            problems = list(sample.problems)
+            if sample.hidden:
+                vms = [v for v in vms if v.name not in sample.hidden]
+        if self.opts.monitoring_loss > 0:
+            vms, lost = self._lose(hosts, vms)
+            problems += lost
         return Snapshot(hosts=hosts, vms=vms, source=self.trace.source,
-                        created=epoch_to_iso(self.now), generator="vm-replay")
+                        created=epoch_to_iso(self.now), generator="vm-replay",
+                        problems=problems)
+
+    def _lose(self, hosts: list, vms: list) -> tuple[list, list]:
+        """--monitoring-loss: each online host's report and each guest's metrics lost with
+        that chance, drawn from the seed and the tick's time (the same losses for every
+        setting). A lost host report is a ``stale-host`` problem (gmond serves its last
+        figures), a guest's lost metrics a ``no-data`` problem (vm-snapshot leaves it out)."""
+        import random
+        from vmtools.model import Problem
+        rng = random.Random(f"{self.opts.loss_seed}:{self.now:.3f}")
+        p = self.opts.monitoring_loss
+        problems = []
+        for h in hosts:
+            if h.state == "online" and rng.random() < p:
+                self.lost_host_reports += 1
+                problems.append(Problem("stale-host", f"host {h.name}: its report was lost "
+                                        "(vm-replay --monitoring-loss); its figures are old",
+                                        host=h.name))
+        kept = []
+        for v in vms:
+            if rng.random() < p:
+                self.lost_guest_metrics += 1
+                problems.append(Problem("no-data", f"host {v.host} lists guest {v.name} but its "
+                                        "metrics were lost (vm-replay --monitoring-loss); it is "
+                                        "left out", host=v.host, vm=v.name))
+            else:
+                kept.append(v)
+        return kept, problems
 
     def tick(self) -> None:
         if self.pending or self.running:
             self.busy_ticks += 1
             return
         snap = self.snapshot()
+        frozen = set(assess(snap).frozen) if snap.problems else set()
+        self.frozen_host_ticks += len(frozen & set(self.host_names))
         if hasattr(self.policy, "suspended"):
             self.policy.suspended = {vm: {k: v for k, v in e.items() if k != "priority"}
                                      for vm, e in self.suspended.items()}
@@ -558,10 +606,18 @@ class Simulation:
         try:
             actions = self.policy.decide(snap)
         except VmtoolsError as exc:
-            self.failures.append({"time": snap.created, "why": str(exc)})
+            if str(exc).startswith(f"(exit {EXIT_TEMPFAIL})") and frozen:
+                # monitoring broken rather than partial: vm-plan planned nothing, as cron would
+                self.refused_ticks += 1
+            else:
+                self.failures.append({"time": snap.created, "why": str(exc)})
             log.info("%s: %s: planning failed: %s", self.policy.name, snap.created, exc)
             actions = []
         self.plan_seconds.append(time.perf_counter() - t0)
+        for a in actions:
+            if a.op == "migrate":
+                self.onto_frozen += a.dst in frozen
+                self.off_frozen += a.src in frozen
         self.actions = {a.id: a for a in actions}
         self.done.clear()
         self.dead.clear()
@@ -667,6 +723,12 @@ class Simulation:
             "ticks": n_ticks,
             "power_offs": self.power_actions["power-off"],
             "power_ons": self.power_actions["power-on"],
+            "frozen_host_ticks": self.frozen_host_ticks,
+            "refused_ticks": self.refused_ticks,
+            "migrations_onto_frozen": self.onto_frozen,
+            "migrations_off_frozen": self.off_frozen,
+            "lost_host_reports": self.lost_host_reports,
+            "lost_guest_metrics": self.lost_guest_metrics,
             **self._switch_figures(),
         }
 

@@ -84,10 +84,19 @@ class Knowledge:
         return "known" if f is None else f.knowledge
 
     def vm(self, name: str, host: str | None = None) -> str:
+        """A guest a problem names is what that problem makes it; a guest on a host a problem
+        of the host itself names (not one of its guests) is as known as that host; any other
+        guest is known (a frozen host's other guests are, their figures are fresh)."""
         own = self.unknown_vms.get(name)
         if own:
             return "unknown" if any(knowledge_of(p.kind) == "unknown" for p in own) else "stale"
-        return "stale" if host is not None and self.host(host) == "stale" else "known"
+        f = self.frozen.get(host or "")
+        if f is None:
+            return "known"
+        kinds = [p.kind for p in f.problems if p.vm is None]
+        if not kinds:
+            return "known"
+        return "unknown" if any(knowledge_of(k) == "unknown" for k in kinds) else "stale"
 
 
 def assess(snap: Snapshot) -> Knowledge:

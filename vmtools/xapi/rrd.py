@@ -25,6 +25,15 @@ MAX_BYTES = 64 * 1024 * 1024
 
 def parse_rrd_updates(data: bytes, where: str, since: float | None = None
                       ) -> dict[tuple[str, str], dict[str, float]]:
+    return parse_rrd_export(data, where, since)[0]
+
+
+def parse_rrd_export(data: bytes, where: str, since: float | None = None
+                     ) -> tuple[dict[tuple[str, str], dict[str, float]],
+                                dict[str, list[tuple[float, float]]]]:
+    """(:func:`parse_rrd_updates`'s means, and per guest uuid its CPU series: for each row
+    within the window whose every ``cpuN`` column has a value, ``(time, sum of cpuN)``,
+    oldest first)."""
     if len(data) > MAX_BYTES:
         raise DataError(f"rrd_updates: more than {MAX_BYTES} bytes", where)
     head = data[:2048].lower()
@@ -46,6 +55,11 @@ def parse_rrd_updates(data: bytes, where: str, since: float | None = None
         else:
             keys.append(None)
     sums: dict[tuple[str, str, str], list[float]] = {}
+    cpu_cols: dict[str, list[int]] = {}
+    for j, key in enumerate(keys):
+        if key is not None and key[0] == "vm" and key[2][:3] == "cpu" and key[2][3:].isdigit():
+            cpu_cols.setdefault(key[1], []).append(j)
+    series: dict[str, list[tuple[float, float]]] = {}
     for i, row in enumerate(root.findall("./data/row")):
         t_el = row.find("t")
         values = row.findall("v")
@@ -59,6 +73,7 @@ def parse_rrd_updates(data: bytes, where: str, since: float | None = None
                             f"{len(legend)} legend entries", where)
         if since is not None and t is not None and t < since:
             continue
+        row_values: list[float] = []
         for key, v in zip(keys, values):
             if key is None:
                 continue
@@ -68,12 +83,19 @@ def parse_rrd_updates(data: bytes, where: str, since: float | None = None
             except ValueError:
                 raise DataError(f"rrd_updates: row {i}: value {text[:30]!r} of {key[2]} is "
                                 "not a number", where) from None
+            row_values.append(x)
             if math.isfinite(x):
                 acc = sums.setdefault(key, [0.0, 0])
                 acc[0] += x
                 acc[1] += 1
+        if t is not None and math.isfinite(t):
+            full = dict(zip([j for j, k in enumerate(keys) if k is not None], row_values))
+            for uuid, cols in cpu_cols.items():
+                got = [full.get(j, math.nan) for j in cols]
+                if all(math.isfinite(g) and g >= 0 for g in got):
+                    series.setdefault(uuid, []).append((t, sum(got)))
     out: dict[tuple[str, str], dict[str, float]] = {}
     for (kind, uuid, name), (total, n) in sums.items():
         if n:
             out.setdefault((kind, uuid), {})[name] = total / n
-    return out
+    return out, {uuid: sorted(points) for uuid, points in series.items()}

@@ -15,8 +15,9 @@ What is read (no call changes anything):
   ``anti_affinity``;
 - ``GET /rrd_updates?start=NOW-WINDOW&cf=AVERAGE&interval=5&host=true`` on each live host's
   own address (each host serves only its own figures): a guest's ``cpuN`` (fraction of each
-  vCPU) summed is its demand in physical CPUs, its ``vif_N_rx``/``vif_N_tx`` (bytes/s) its
-  network use.
+  vCPU) summed is its demand in physical CPUs (the mean over the window, and each row as a
+  CPU sample in the reading's ``samples``, for vm-plan's ``--demand``), its
+  ``vif_N_rx``/``vif_N_tx`` (bytes/s) its network use.
 
 What it becomes:
 
@@ -50,7 +51,7 @@ from vmtools.errors import DataError, Unavailable
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
                            is_reserved_name, is_safe_name)
 from vmtools.sources.base import Reading
-from vmtools.xapi.rrd import parse_rrd_updates
+from vmtools.xapi.rrd import parse_rrd_export
 
 log = logging.getLogger("vmtools.snapshot")
 
@@ -225,6 +226,7 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
 
     # ---- RRD figures, every live host at once
     rrd: dict[tuple[str, str], dict[str, float]] = {}
+    series: dict[str, list[tuple[float, float]]] = {}
     rrd_failed: dict[str, str] = {}
 
     def fetch(name: str):
@@ -232,7 +234,7 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
             body = pool.get("/rrd_updates", {"start": str(int(now - window)), "cf": "AVERAGE",
                                              "interval": str(RRD_INTERVAL), "host": "true"},
                             address=addresses[name])
-            return name, parse_rrd_updates(body, f"{name} /rrd_updates", since=now - window)
+            return name, parse_rrd_export(body, f"{name} /rrd_updates", since=now - window)
         except (Unavailable, DataError) as exc:
             return name, exc
     if addresses:
@@ -243,10 +245,12 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
                     r.problem("no-data", f"host {name}: its /rrd_updates could not be read "
                               f"({got}); its guests' CPU is unknown", name)
                 else:
-                    rrd.update(got)
+                    rrd.update(got[0])
+                    series.update(got[1])
 
     # ---- guests
     vms: dict[str, VM] = {}
+    samples: dict[str, list[tuple[float, float]]] = {}
     not_running: list[str] = []
     vm_name: dict[str, str] = {}
     for ref, rec in sorted(vms_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
@@ -313,6 +317,8 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
                        mem_mib=-(-mem // MIB), net_mbps=round(net, 3) if net is not None
                        else None)
         vm_name[ref] = name
+        if series.get(rec["uuid"]):
+            samples[name] = series[rec["uuid"]]
     if not_running:
         log.info("%d guest(s) not running, not placed: %s", len(not_running),
                  ", ".join(not_running[:10]) + (" ..." if len(not_running) > 10 else ""))
@@ -340,7 +346,7 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         rules.append({"rule": "maintenance", "hosts": sorted(maintenance)})
     return Reading(source=f"xapi {base}", hosts=sorted(hosts.values(), key=lambda h: h.name),
                    vms=sorted(vms.values(), key=lambda v: v.name), problems=r.problems,
-                   migration_domain=domain, rules=rules)
+                   migration_domain=domain, rules=rules, samples=samples)
 
 
 def _iso(value) -> str | None:
