@@ -106,6 +106,7 @@ def test_resume_wakes_a_standby_host_when_the_online_ones_have_no_room():
         ("power-on", "h3", []), ("resume", "h3", [1])]
 
 
+@pytest.mark.slow          # the installed commands, several runs
 def test_the_command_line(tmp_path):
     s = cluster({"a": 3.0, "b": 2.0, "c": 2.5, "d": 2.0})
     snap = tmp_path / "snap.json"
@@ -175,3 +176,16 @@ def test_vm_replay_scores_the_context_switch_in_suspended_guest_hours_per_priori
     # suspending trades overload for unmet demand of the suspended: both are counted
     assert f["overload_hours"] < base.figures["overload_hours"]
     assert f["unmet_cpu_share"] > 0
+
+
+def test_vm_status_lists_the_suspended_guests(tmp_path):
+    from vmtools.render import status_table
+    from vmtools.status import build_status
+    s = cluster({"a": 1, "b": 1})
+    led = ledger(("c", "h2", 1.0, 30))
+    doc = build_status(s, None, None, suspended=led)
+    assert doc["summary"]["suspended"] == 1
+    assert doc["suspended"][0]["name"] == "c" and doc["suspended"][0]["host"] == "h2"
+    text = status_table(doc)
+    assert "Suspended guests (vm-apply's ledger)" in text and "/srv/img/c.save" in text
+    assert "Suspended guests" not in status_table(build_status(s, None, None))

@@ -178,6 +178,7 @@ def test_the_guests_document_is_checked():
         rules_for(g, [{"rule": "pin", "vms": ["web9"]}], [], s)
 
 
+@pytest.mark.slow          # the installed commands, several runs
 def test_the_command_line(tmp_path):
     s = snap()
     path = tmp_path / "snap.json"
@@ -221,6 +222,7 @@ def test_the_command_line(tmp_path):
     assert "the xen transport of h1 cannot suspend guests (xend-xmlrpc, xm-ssh, xl-ssh can)" in proc.stderr
 
 
+@pytest.mark.slow          # the installed commands, several runs
 def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
     s = snap()
     path = tmp_path / "snap.json"
@@ -244,6 +246,7 @@ def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
     assert [a["dst"] for a in json.loads(proc.stdout)["actions"]] == ["h2"]   # not h3
 
 
+@pytest.mark.slow          # the installed commands, several runs
 def test_images_need_a_host_that_can_look_at_the_image_directory(tmp_path):
     s = snap()
     path = tmp_path / "snap.json"

@@ -194,3 +194,22 @@ def test_the_xen_exporter_profile_through_a_real_prometheus(tmp_path):
             for v in doc["vms"]} == {"web1": ("xcp-1", 0.75, 2, 2048, 0.032),
                                      "db1": ("xcp-2", 1.0, 1, 8192, 0.0)}
     assert doc["samples"]["cpu"]["web1"][-1][1] == 0.75
+
+
+def test_a_domain0_whose_exporter_dies_is_named_not_hidden(make_lab):
+    """Prometheus marks the series of a target it cannot scrape stale at once: the host drops
+    out of instant queries. vm-snapshot still names it (vanished-host, from host_last_seen over
+    the last hour), so vm-plan freezes it instead of seeing its guests' memory as free."""
+    lab = make_lab("steady", monitoring="prometheus", ssh=False)
+    lab.wait_for_truth(90)
+    proc = lab.gmetrics["node-2"]
+    proc.terminate()
+    proc.wait(timeout=10)
+    snap = lab.wait_until(lambda s: any(p["kind"] == "vanished-host" and p.get("host") == "node-2"
+                                        for p in s["problems"]), 60, "node-2 to vanish")
+    assert "node-2" not in {h["name"] for h in snap["hosts"]}
+    plan = lab.run("vm-plan", "--objective", "consolidate", input=json.dumps(snap))
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert "node-2" in {f["host"] for f in doc["summary"].get("frozen", [])}
+    assert "node-2" not in {a.get("dst") for a in doc["actions"]}

@@ -476,3 +476,71 @@ def test_xapi_error_codes_become_outcomes(pool, tmp_path, faults, words):
     [entry] = report["actions"]
     assert entry["outcome"] == "failed" and entry["where"] == "node-3"
     assert words in entry["error"], entry["error"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_task_is_resumed_from_its_journal(pool, tmp_path):
+    """vm-apply dies while XAPI's task runs; the task ends by itself; --resume asks XAPI where
+    the guest is and records the action done without migrating it again."""
+    import signal
+    plan = _repair_plan(pool, tmp_path)
+    _fault(pool, hang=["app1"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+    env["XDG_CONFIG_HOME"] = "/nonexistent"
+    args = ["--xapi", pool.url, "--xapi-ca", str(pool.ca), "--xapi-credentials",
+            str(pool.credentials), "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.Popen([script("vm-apply"), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdin.write(plan)
+    proc.stdin.close()
+    deadline = time.time() + 30
+    journal = None
+    while time.time() < deadline:
+        found = list((tmp_path / "state" / "journal").glob("*.jsonl")) \
+            if (tmp_path / "state" / "journal").exists() else []
+        with pool.pool.lock:
+            running = any(t["status"] == "pending" for t in pool.pool.tasks.values())
+        if found and '"event": "start"' in found[0].read_text() and running:
+            journal = found[0]            # the run has started XAPI's task
+            break
+        time.sleep(0.1)
+    assert journal is not None, proc.stderr.read() if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _fault(pool)                                # XAPI's task goes on and ends
+    deadline = time.time() + 15
+    while _resident(pool, "app1") == "node-3" and time.time() < deadline:
+        time.sleep(0.2)
+    moved_to = _resident(pool, "app1")
+    assert moved_to != "node-3"
+    resumed = run([script("vm-apply"), *args, "--resume", str(journal)])
+    assert resumed.returncode == 0, resumed.stderr
+    [entry] = json.loads(resumed.stdout)["actions"]
+    assert entry["outcome"] == "done" and entry["where"] == moved_to
+    with pool.pool.lock:
+        migrations = [t for t in pool.pool.tasks.values() if t["name"] == "Async.VM.pool_migrate"]
+    assert len(migrations) <= 1                 # not migrated a second time
+
+
+@pytest.mark.slow
+def test_power_off_refused_by_xapi_leaves_the_host_as_it_was(pool):
+    """XAPI refuses host.shutdown while a guest runs (HOST_IN_USE): the driver says so and
+    enables the host again only if it was enabled before."""
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.xapi import XapiDriver, XapiPool, XapiSettings
+    from vmtools.errors import OperationFailed
+    xp = XapiPool(XapiSettings(pool.url, ca_file=str(pool.ca), credentials=str(pool.credentials)))
+    x = _session(pool).xenapi
+    node2 = x.host.get_by_name_label("node-2")[0]
+    driver = XapiDriver(Endpoint("node-2", "xapi", "127.0.1.2", 443, "node-2"), xp)
+    with pytest.raises(OperationFailed, match="not shut down: XAPI host.shutdown: HOST_IN_USE"):
+        driver.shutdown_host(5, poll=0.2)
+    assert x.host.get_enabled(node2) is True
+    x.host.disable(node2)                        # in maintenance: stays so
+    with pytest.raises(OperationFailed, match="HOST_IN_USE"):
+        driver.shutdown_host(5, poll=0.2)
+    assert x.host.get_enabled(node2) is False
+    master = XapiDriver(Endpoint("node-1", "xapi", "127.0.1.1", 443, "node-1"), xp)
+    with pytest.raises(OperationFailed, match="power_on_mode is empty"):
+        master.shutdown_host(5, poll=0.2)
+    xp.close()

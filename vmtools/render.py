@@ -322,6 +322,11 @@ def status_table(doc: dict) -> str:
               for h in doc["hosts"] if h.get("frozen")]
     if frozen:
         out += "\n" + frozen_table(frozen)
+    if doc.get("suspended"):
+        rows = [[e["name"], e["host"], gib(e["mem_mib"]), f"{e['cpu']:.2f}",
+                 e.get("suspended") or "-", e["image"]] for e in doc["suspended"]]
+        out += "\n" + table(rows, ["guest", "left", "mem GiB", "CPU", "suspended since",
+                                   "image"], "Suspended guests (vm-apply's ledger)")
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])

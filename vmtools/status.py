@@ -35,8 +35,9 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
 
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                  cpu_threshold: float = 0.9, mem_threshold: float = 0.95,
-                 now: float | None = None) -> dict:
-    """The ``vmtools.status`` document."""
+                 now: float | None = None, suspended: dict[str, dict] | None = None) -> dict:
+    """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere)."""
     now = time.time() if now is None else now
     guests: dict[str, list] = {}
     for vm in snap.vms:
@@ -90,6 +91,10 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                         "guests": len(snap.vms),
                         "hotspots": [h["name"] for h in hosts if h["hotspot"]],
                         "frozen": [h["name"] for h in hosts if h["frozen"]],
-                        "problems": len(snap.problems)},
+                        "problems": len(snap.problems),
+                        "suspended": len(suspended or {})},
+            "suspended": [{k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
+                                             "suspended")}
+                          for _, e in sorted((suspended or {}).items())],
             "problems": [p.to_dict() for p in snap.problems],
             "last_run": last, "runs_dir": runs_dir}

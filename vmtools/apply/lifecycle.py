@@ -28,7 +28,7 @@ from vmtools.apply.report import Outcome
 from vmtools.drivers import registry
 from vmtools.drivers.base import (FILE_NEEDS, LIFECYCLE_NEEDS, MigrationRefused,
                                   MigrationUncertain)
-from vmtools.errors import DataError, OperationFailed, Unavailable
+from vmtools.errors import DataError, OperationFailed, Unavailable, VmtoolsError
 from vmtools.model import (Action, Plan, dumps, load_file, parse_suspended,
                            suspended_document, utc_now)
 
@@ -41,13 +41,16 @@ def label(a: Action) -> str:
     return f"{a.op} {a.vm} on {a.where} ({target})"
 
 
-def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
-                     transports: dict[str, str], others: dict[str, frozenset[str]]) -> None:
+def refuse_incapable(run) -> None:
     """A lifecycle action on a host whose driver lacks a capability it needs
     (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`), or images no host can look at
-    (:data:`~vmtools.drivers.base.FILE_NEEDS`: the action's host, a touched host or, in
-    ``others``, another of the cluster): DataError before anything runs, naming the host, its
-    transport and the op. ``capabilities``: each touched host's driver's."""
+    (:data:`~vmtools.drivers.base.FILE_NEEDS`: the action's host, a touched host or another
+    of the cluster): DataError before anything runs, naming the host, its transport
+    and the op (``run`` is the :class:`vmtools.apply.run.Run`)."""
+    plan = run.plan
+    capabilities = _capabilities(run)
+    transports = {h: e.transport for h, e in run.endpoints.items()}
+    others = _other_capabilities(run)
     for i, a in enumerate(plan.actions):
         if not a.is_lifecycle or a.where not in capabilities:
             continue
@@ -89,6 +92,72 @@ def files_driver(run, host: str):
         if able(run.drivers[h]):
             return run.drivers[h]
     raise Unavailable(f"no host answers for the image directory (for {host})")
+
+
+def _capabilities(run) -> dict[str, frozenset[str]]:
+    """Each touched host's driver's optional capabilities (of its class when no driver is
+    made: --offline)."""
+    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
+            else registry.driver_class(ep.transport).capabilities()
+            for h, ep in run.endpoints.items()}
+
+
+def _other_capabilities(run) -> dict[str, frozenset[str]]:
+    """The optional capabilities of the transports of the cluster's other online hosts (by
+    their class: nothing is reached)."""
+    clusters = {run.hosts[h].cluster for h in run.touched_hosts}
+    out = {}
+    for name, host in run.hosts.items():
+        if name in run.endpoints or host.state != "online" or host.cluster not in clusters:
+            continue
+        transport = run.opts.driver or host.migration
+        try:
+            out[name] = registry.driver_class(transport).capabilities()
+        except (ImportError, VmtoolsError):
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- before the run
+
+def running_elsewhere(run, finished: set[int], found: dict[str, list[str]]) -> list[str]:
+    """A guest the plan starts (resume, create) must run nowhere in the cluster: two
+    copies of one guest on one disk would destroy it. The hosts the plan does not touch are
+    asked too (those of the touched hosts' clusters)."""
+    starting = {a.vm for a in run.plan.actions if a.starts_guest and a.id not in finished}
+    starting -= set(found)          # already reported as stale by the touched hosts
+    if not starting:
+        return []
+    reasons = []
+    extra = run.others()
+    run.asked_too = sorted(set(run.asked_too) | set(extra))
+    for h, res in sorted(run.survey(extra).items()):
+        if isinstance(res, set):
+            for vm in sorted(starting & res):
+                reasons.append(f"{vm} already runs on {h}; the plan starts it")
+    return reasons
+
+def missing_images(run, finished: set[int]) -> list[str]:
+    """Each resume still to run whose image no suspend of this plan writes: the image must
+    be on its target host now (and each create's configuration file)."""
+    written = {a.image for a in run.plan.actions if a.op == "suspend"}
+    reasons = []
+    for a in run.plan.actions:
+        if a.id in finished or not a.starts_guest or a.dst in run.asleep:
+            continue
+        path = a.image if a.op == "resume" else a.config
+        if a.op == "resume" and path in written:
+            continue
+        try:
+            there = (files_driver(run, a.dst) if a.op == "resume"
+                     else run.drivers[a.dst]).file_exists(path)
+        except (Unavailable, OperationFailed) as exc:
+            reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
+            continue
+        if not there:
+            what = "the image" if a.op == "resume" else "the configuration file"
+            reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
+    return reasons
 
 
 # --------------------------------------------------------------------------- one action

@@ -39,8 +39,8 @@ from vmtools.apply.ask import survey, where_is
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lifecycle import label as lifecycle_label
-from vmtools.apply.lifecycle import (after_done, files_driver, refuse_incapable,
-                                     run_lifecycle, settle)
+from vmtools.apply.lifecycle import (after_done, missing_images, refuse_incapable,
+                                     run_lifecycle, running_elsewhere, settle)
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
@@ -49,7 +49,7 @@ from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
 from vmtools.drivers import Driver, Endpoint, close_shared, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
-from vmtools.errors import (VmtoolsError, DataError, LocalFailure, OperationFailed, OptionError,
+from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
                             TemporaryFailure, Unavailable)
 from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
@@ -235,8 +235,8 @@ class Run:
                 continue
             reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
                            f"on {expected[vm]} as the plan expects")
-        reasons += self.missing_images(finished)
-        reasons += self.running_elsewhere(finished, found)
+        reasons += missing_images(self, finished)
+        reasons += running_elsewhere(self, finished, found)
         if self.journal:
             self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
         if reasons:
@@ -247,45 +247,6 @@ class Run:
                                        "(make a new snapshot and plan, or pass --force)")
             self.problems.append(f"ran with --force although stale: {text}")
             self.progress(f"warning: --force: running a stale plan: {text}")
-
-    def running_elsewhere(self, finished: set[int], found: dict[str, list[str]]) -> list[str]:
-        """A guest the plan starts (resume, create) must run nowhere in the cluster: two
-        copies of one guest on one disk would destroy it. The hosts the plan does not touch are
-        asked too (those of the touched hosts' clusters)."""
-        starting = {a.vm for a in self.plan.actions if a.starts_guest and a.id not in finished}
-        starting -= set(found)          # already reported as stale by the touched hosts
-        if not starting:
-            return []
-        reasons = []
-        extra = self.others()
-        self.asked_too = sorted(set(self.asked_too) | set(extra))
-        for h, res in sorted(self.survey(extra).items()):
-            if isinstance(res, set):
-                for vm in sorted(starting & res):
-                    reasons.append(f"{vm} already runs on {h}; the plan starts it")
-        return reasons
-
-    def missing_images(self, finished: set[int]) -> list[str]:
-        """Each resume still to run whose image no suspend of this plan writes: the image must
-        be on its target host now (and each create's configuration file)."""
-        written = {a.image for a in self.plan.actions if a.op == "suspend"}
-        reasons = []
-        for a in self.plan.actions:
-            if a.id in finished or not a.starts_guest or a.dst in self.asleep:
-                continue
-            path = a.image if a.op == "resume" else a.config
-            if a.op == "resume" and path in written:
-                continue
-            try:
-                there = (files_driver(self, a.dst) if a.op == "resume"
-                         else self.drivers[a.dst]).file_exists(path)
-            except (Unavailable, OperationFailed) as exc:
-                reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
-                continue
-            if not there:
-                what = "the image" if a.op == "resume" else "the configuration file"
-                reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
-        return reasons
 
     # ---- the scheduler
     def execute(self, todo: list[int]) -> None:
@@ -594,13 +555,10 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
     refuse_unpowered(plan, options.hosts)
     if options.offline:
         run = Run(plan, options, progress, drivers={})
-        refuse_incapable(plan, _capabilities(run), {h: e.transport
-                                                    for h, e in run.endpoints.items()},
-                         _other_capabilities(run))
+        refuse_incapable(run)
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
-    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()},
-                     _other_capabilities(run))
+    refuse_incapable(run)
     if options.xapi is None and drivers is None:
         for h, ep in run.endpoints.items():
             if ep.transport == XAPI_TRANSPORT:
@@ -769,32 +727,6 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report
-
-
-def _capabilities(run: Run) -> dict[str, frozenset[str]]:
-    """Each touched host's driver's optional capabilities (of its class when no driver is
-    made: --offline)."""
-    from vmtools.drivers import registry
-    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
-            else registry.driver_class(ep.transport).capabilities()
-            for h, ep in run.endpoints.items()}
-
-
-def _other_capabilities(run: Run) -> dict[str, frozenset[str]]:
-    """The optional capabilities of the transports of the cluster's other online hosts (by
-    their class: nothing is reached)."""
-    from vmtools.drivers import registry
-    clusters = {run.hosts[h].cluster for h in run.touched_hosts}
-    out = {}
-    for name, host in run.hosts.items():
-        if name in run.endpoints or host.state != "online" or host.cluster not in clusters:
-            continue
-        transport = run.opts.driver or host.migration
-        try:
-            out[name] = registry.driver_class(transport).capabilities()
-        except (ImportError, VmtoolsError):
-            continue
-    return out
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

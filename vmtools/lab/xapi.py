@@ -35,7 +35,8 @@ scenarios as the xend lab. A scenario's optional ``xapi`` object adds what only 
 
 Faults, in the state's ``faults`` under ``xapi`` (besides :mod:`vmtools.lab.migrate`'s)::
 
-    {"hang": ["web1"],              # web1's migration task never ends (until cancelled)
+    {"hang": ["web1"],              # web1's migration task waits until cancelled (or until
+                                    # the fault is lifted: then it migrates)
      "uncancellable": ["web1"],     # ... and task.cancel does not stop it
      "task_error": {"web2": ["VM_MIGRATE_FAILED", "..."]},   # the task fails so
      "expire_before": 1765000000.0, # sessions made before this time are invalid
@@ -552,11 +553,13 @@ class Pool:
         try:
             stubborn = name in faults.get("uncancellable", ())
             if name in faults.get("hang", ()):
-                while not self.stopping.is_set():
+                # until cancelled, or until the fault is lifted: then the migration goes on
+                while name in self.faults(self.state.read()).get("hang", ()):
+                    if self.stopping.is_set():
+                        raise Failure("INTERNAL_ERROR", "xapi is stopping")
                     if cancel.is_set() and not stubborn:
                         raise Failure("TASK_CANCELLED", key)
                     time.sleep(0.05)
-                raise Failure("INTERNAL_ERROR", "xapi is stopping")
             if name in faults.get("task_error", {}):
                 raise Failure(*faults["task_error"][name])
             try:

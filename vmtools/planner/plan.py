@@ -642,8 +642,13 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         estimate = opts.facts.cpu_estimate
         plan_snap = replace(snap, vms=[replace(v, cpu=estimate.get(v.name, v.cpu))
                                        for v in snap.vms])
+    # auto and balance relieve a frozen host its known guests alone make a hotspot, as any
+    # other (the relief goes to hosts whose figures are known); the others only end overloads.
+    frozen_hot = {"cpu": opts.cpu_threshold, "mem": opts.mem_threshold} \
+        if opts.objective in ("auto", "balance") else None
     inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit,
+                          frozen_hot=frozen_hot)
     unsatisfiable_gather(inst)
     auto = None
     if opts.objective == "auto":
@@ -681,7 +686,8 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     for v, why in inst.leaving.items():
         if out.placement[v] != inst.cur[v]:
             h = inst.hosts[inst.cur[v]]
-            reasons[inst.vms[v]] = (f"overload: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
+            kind = "relieve" if "hotspot" in why else "overload"
+            reasons[inst.vms[v]] = (f"{kind}: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
                                     f" and {why}")
     t0 = time.monotonic()
     priority = auto.priorities() if auto is not None else {}

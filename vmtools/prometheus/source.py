@@ -11,7 +11,8 @@ What the answers hold is judged here (the query client only checks their shape):
   have (10^308 bytes, -1 CPUs) is ``bad-value``; either way the figure is not used;
 - a host whose ``host_last_seen`` is older than ``stale_after`` seconds is ``stale-host`` (kept
   at its last figures: the planners freeze it); one seen in the last hour with no current
-  figures is named in a ``vanished-host`` problem;
+  figures at all (Prometheus marks a target it cannot scrape stale at once) is named in a
+  ``vanished-host`` problem;
 - a host whose ``host_complete`` is 0 is ``incomplete-host`` (its guest list is unknown: the
   guests it serves are not a list to believe); one whose ``host_guests`` says more guests than
   have figures is ``no-data``; a host without memory or CPUs is ``partial-container`` and is
@@ -184,10 +185,13 @@ class PrometheusSource:
             age = at - last if last is not None else None
             stale = age is not None and age > s.stale_after
             if mem is None or cpus is None:
-                if stale:
-                    j.problem("vanished-host", f"host {name} last reported {age:.0f} s ago "
-                              "and has no current figures; its guests are unknown",
-                              host=name)
+                current = name in info or any((name,) in answer for key, answer in
+                                              hosts_.items() if key != "host_last_seen")
+                if not current:
+                    when = f"{age:.0f} s ago" if age is not None else "in the last hour"
+                    j.problem("vanished-host", f"host {name} last reported {when} and has no "
+                              "current figures (its exporter is not scraped, or is gone); its "
+                              "guests are unknown", host=name)
                 elif hosts_.get("host_complete", {}).get((name,)) == "0":
                     j.problem("incomplete-host", f"host {name}'s exporter has not read its "
                               "toolstack yet (or cannot): no figures, no guest list",
