@@ -14,10 +14,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
 
 # Lowest first; a unit imports only units of lower layers (ARCHITECTURE.md).
 LAYERS = [
-    {"errors", "xen", "text", "__init__"},
+    {"errors", "xen", "text", "atomic", "__init__"},
     {"numbers", "inputs"},           # layer 0 too, above errors: they raise them
     {"model", "runs"},
-    {"rules", "drivers", "sources", "dom0", "power_model", "render"},
+    {"rules", "drivers", "sources", "state", "dom0", "power_model", "render"},
     {"ganglia", "power", "prometheus", "xapi"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},

@@ -164,7 +164,6 @@ def test_vm_replay_scores_the_context_switch_in_suspended_guest_hours_per_priori
                                "--cpu-target 1.0 --resume-below 0.5",
                                0, True, False)
     r = replay(trace, switched, opts)
-    switched.close()
     f = r.figures
     assert f["failed_ticks"] == 0, r.failures if hasattr(r, "failures") else f
     assert f["suspends"] == 2 and f["resumes"] == 2

@@ -105,7 +105,7 @@ def test_the_demand_window_from_range_queries_is_what_state_gathers(make_lab, tm
         plan = run("vm-plan", "--objective", "balance", "--state", str(state), "--demand",
                    "max", "--demand-window", "5", input=snap.stdout)
         assert plan.returncode == 0, plan.stderr
-    gathered = json.loads((state / "vm-plan-state.json").read_text())["samples"]
+    gathered = json.loads((state / "vmtools.state").read_text())["plan"]["samples"]
     # one snapshot at the last moment, its window from a range query on the same grid
     window = (moments[-1] - moments[0] + 4 * step) / 60
     doc = snapshot(lab, *prom, "--at", str(moments[-1]), "--samples-window", str(window),

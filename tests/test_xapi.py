@@ -520,3 +520,38 @@ def test_a_run_killed_mid_task_is_resumed_from_its_journal(pool, tmp_path):
     with pool.pool.lock:
         migrations = [t for t in pool.pool.tasks.values() if t["name"] == "Async.VM.pool_migrate"]
     assert len(migrations) <= 1                 # not migrated a second time
+
+
+@pytest.mark.slow
+def test_power_off_refused_by_xapi_leaves_the_host_as_it_was(pool):
+    """XAPI refuses host.shutdown while a guest runs (HOST_IN_USE): the driver says so and
+    enables the host again only if it was enabled before."""
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.xapi import XapiDriver, XapiPool, XapiSettings
+    from vmtools.errors import OperationFailed
+    xp = XapiPool(XapiSettings(pool.url, ca_file=str(pool.ca), credentials=str(pool.credentials)))
+    x = _session(pool).xenapi
+    node2 = x.host.get_by_name_label("node-2")[0]
+    driver = XapiDriver(Endpoint("node-2", "xapi", "127.0.1.2", 443, "node-2"), xp)
+    with pytest.raises(OperationFailed, match="not shut down: XAPI host.shutdown: HOST_IN_USE"):
+        driver.shutdown_host(5, poll=0.2)
+    assert x.host.get_enabled(node2) is True
+    x.host.disable(node2)                        # in maintenance: stays so
+    with pytest.raises(OperationFailed, match="HOST_IN_USE"):
+        driver.shutdown_host(5, poll=0.2)
+    assert x.host.get_enabled(node2) is False
+    master = XapiDriver(Endpoint("node-1", "xapi", "127.0.1.1", 443, "node-1"), xp)
+    with pytest.raises(OperationFailed, match="power_on_mode is empty"):
+        master.shutdown_host(5, poll=0.2)
+    xp.close()
+
+
+@pytest.mark.slow
+def test_vm_apply_without_the_master_says_which_option(pool, tmp_path):
+    plan = _repair_plan(pool, tmp_path)
+    proc = run([script("vm-apply"), "--state-dir", str(tmp_path / "state")], input=plan)
+    assert proc.returncode == 2 and proc.stdout == ""
+    import re
+    assert re.fullmatch(r"vm-apply: error: host node-\d is managed through XAPI: give the "
+                        r"pool master's URL \(--xapi\)", proc.stderr.strip()), proc.stderr
+    assert _resident(pool, "app1") == "node-3"

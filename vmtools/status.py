@@ -9,45 +9,27 @@ cron run did and when.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from vmtools.errors import DataError
-from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
 from vmtools.model import Snapshot, is_safe_name
-from vmtools.numbers import problem
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
-
-POWER_STATE_FILE = "vm-plan-power.json"      # vmtools.planner.power.STATE_FILE
-
+from vmtools.state import read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
-    """Hosts vm-plan switched off, from its state directory (``{}`` when there is none)."""
-    if not state_dir:
+    """Hosts vm-plan switched off, from the vmtools.state document in its state directory
+    (``{}`` when there is no such directory or document). A damaged document is a DataError
+    naming the file and the fix (:func:`vmtools.state.read_state`), as for vm-plan."""
+    if not state_dir or not os.path.isdir(state_dir):
         return {}
-    path = os.path.join(state_dir, POWER_STATE_FILE)
-    try:
-        with open(path, "rb") as fh:
-            obj = json.loads(decode(read_limited(fh, path, "power state", MAX_FILE_BYTES), path))
-    except (OSError, ValueError, RecursionError, DataError):
-        return {}
-    standby = obj.get("standby") if isinstance(obj, dict) else None
     out = {}
-    # A damaged or hand-edited state file: a name that is no host name is left out, a
-    # number that is not finite and plausible is unknown (null).
-    for name, rec in (standby.items() if isinstance(standby, dict) else ()):
-        if not is_safe_name(name):
-            continue
-        rec = rec if isinstance(rec, dict) else {}
+    for name, rec in read_state(state_dir).power.standby.items():
         cluster = rec.get("cluster")
         out[name] = {"cluster": cluster if isinstance(cluster, str) and
                      (not cluster or is_safe_name(cluster)) else "",
-                     "cpu": rec.get("cpu") if problem(rec.get("cpu"), lo=0) is None else None,
-                     "mem_mib": rec.get("mem_mib") if problem(rec.get("mem_mib"), lo=0)
-                     is None else None}
+                     "cpu": rec.get("cpu"), "mem_mib": rec.get("mem_mib")}
     return out
 
 

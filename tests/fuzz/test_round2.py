@@ -144,13 +144,25 @@ def test_a_damaged_run_result_is_read_field_by_field(tmp_path_factory, rng):
 
 @given(randoms)
 def test_a_damaged_power_state_gives_safe_names_and_finite_figures(tmp_path_factory, rng):
+    """Read as vm-status reads it (the old file, or the power part of vmtools.state): safe
+    names and finite figures, or a DataError naming the file (exit 65), never a crash."""
+    from vmtools.errors import DataError
     from vmtools.model import is_safe_name
-    from vmtools.status import POWER_STATE_FILE, standby_hosts
+    from vmtools.state import LEGACY_POWER_FILE, STATE_FILE
+    from vmtools.status import standby_hosts
     d = tmp_path_factory.mktemp("state")
     doc = gen.power_state_doc(rng)
-    (d / POWER_STATE_FILE).write_text(gen.mutate_json(rng, doc) if rng.random() < 0.3
-                                      else json.dumps(doc))
-    for name, rec in standby_hosts(str(d)).items():
+    if rng.random() < 0.5:
+        name, doc = STATE_FILE, {"format": "vmtools.state", "version": "1.0", "power": doc}
+    else:
+        name = LEGACY_POWER_FILE
+    (d / name).write_text(gen.mutate_json(rng, doc) if rng.random() < 0.3 else json.dumps(doc))
+    try:
+        standby = standby_hosts(str(d))
+    except DataError as exc:
+        assert name in str(exc) and "remove it" in str(exc)
+        return
+    for name, rec in standby.items():
         assert is_safe_name(name)
         for key in ("cpu", "mem_mib"):
             assert rec[key] is None or (math.isfinite(rec[key]) and rec[key] >= 0)

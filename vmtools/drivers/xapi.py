@@ -254,6 +254,12 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
                     f"{_colons(got)}, not a pinned one")
 
 
+def _port(parsed: urllib.parse.SplitResult) -> int:
+    """The URL's port, else its scheme's (given explicitly: http.client would take the last
+    group of an IPv6 literal for a port)."""
+    return parsed.port or (80 if parsed.scheme == "http" else 443)
+
+
 def _colons(hexdigest: str) -> str:
     return ":".join(hexdigest[i:i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
@@ -273,10 +279,10 @@ class _Transport(xmlrpc.client.Transport):
     def make_connection(self, host):  # type: ignore[override]
         if self._connection and host == self._connection[0]:
             return self._connection[1]
-        chost, self._extra_headers, _x509 = self.get_host_info(host)
-        address, _, port = chost.rpartition(":") if chost.count(":") == 1 else (chost, "", "")
-        conn = open_connection(self.settings, address or chost,
-                               int(port) if port.isdigit() else None, self.timeout)
+        _chost, self._extra_headers, _x509 = self.get_host_info(host)
+        # always the master of the settings (an IPv6 literal keeps its colons)
+        parsed = urllib.parse.urlsplit(self.settings.url)
+        conn = open_connection(self.settings, parsed.hostname, _port(parsed), self.timeout)
         self._connection = host, conn
         return conn
 
@@ -361,7 +367,10 @@ class XapiPool:
         if isinstance(exc, XenAPI.Failure):
             details = exc.details if isinstance(exc.details, list) else [exc.details]
             code = str(details[0]) if details else "UNKNOWN"
-            params = [str(p) for p in details[1:]]
+            # a session handle is as good as the password while it lives: never shown
+            handle = getattr(self._session, "_session", None) if self._session else None
+            params = ["<session>" if handle and str(p) == handle else str(p)
+                      for p in details[1:]]
             if code == "SESSION_AUTHENTICATION_FAILED":
                 return Unavailable(f"XAPI at {base}: login refused: the user name or password "
                                    f"is wrong (check {USER_ENV}/{PASSWORD_ENV} or the "
@@ -419,7 +428,7 @@ class XapiPool:
         host = address or parsed.hostname
         q = urllib.parse.urlencode({"session_id": ref, **query})
         try:
-            conn = open_connection(self.settings, host, parsed.port, self.settings.timeout)
+            conn = open_connection(self.settings, host, _port(parsed), self.settings.timeout)
             try:
                 conn.request("GET", f"{path}?{q}", headers={"originator": ORIGINATOR})
                 resp = conn.getresponse()
@@ -692,14 +701,16 @@ class XapiDriver(Driver):
                 self.pool.call("pool.get_master", pool_refs[0]) == host:
             raise OperationFailed(f"{self.endpoint.name} is the pool master: vmtools never "
                                   "shuts it down")
+        was_enabled = self.pool.call("host.get_enabled", host) is True
         try:
             self.pool.call("host.disable", host)
             self.pool.call("host.shutdown", host)
         except XapiError as exc:
-            try:
-                self.pool.call("host.enable", host)     # back as it was
-            except (XapiError, Unavailable, DataError):
-                pass
+            if was_enabled:                          # back as it was (a host in maintenance
+                try:                                 # stays disabled)
+                    self.pool.call("host.enable", host)
+                except (XapiError, Unavailable, DataError):
+                    pass
             raise OperationFailed(f"{self.endpoint.name}: not shut down: {exc}") from None
         deadline = time.monotonic() + off_timeout
         while self.is_live():

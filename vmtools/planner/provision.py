@@ -133,6 +133,20 @@ class _Search:
                 f["count"] -= 1
         self.where = {v.name: v.host for v in snap.vms}
         self.nodes = 0
+        # per spread and gather rule, the hosts its guests are on (guest counts), so that a
+        # check is a lookup, not a walk over the group
+        self.groups: dict[str, list[tuple[str, int]]] = {}
+        self.on: list[dict[str, int]] = []
+        for k, r in enumerate(list(cons.spread) + list(cons.gather)):
+            kind = "spread" if k < len(cons.spread) else "gather"
+            counts: dict[str, int] = {}
+            for v in r.vms:
+                self.groups.setdefault(v, []).append((kind, k))
+                h = self.where.get(v)
+                if h:
+                    counts[h] = counts.get(h, 0) + 1
+            self.on.append(counts)
+        self.rules = list(cons.spread) + list(cons.gather)
 
     def fits(self, g: NewGuest, h: str) -> str | None:
         """Why ``g`` cannot go on ``h`` now, or None."""
@@ -149,17 +163,14 @@ class _Search:
             return "not enough network"
         if f["count"] < 1 - EPS:
             return f"{self.cons.max_vms[h][1].label} allows no more guests"
-        for s in self.cons.spread:
-            if g.name in s.vms:
-                other = next((v for v in s.vms if v != g.name and self.where.get(v) == h), None)
-                if other is not None:
-                    return f"{s.label} keeps it apart from {other}"
-        for gr in self.cons.gather:
-            if g.name in gr.vms:
-                other = next((self.where[v] for v in gr.vms
-                              if v != g.name and self.where.get(v)), None)
-                if other is not None and other != h:
-                    return f"{gr.label} gathers it with the guests on {other}"
+        for kind, k in self.groups.get(g.name, ()):
+            counts = self.on[k]
+            rule = self.rules[k]
+            if kind == "spread" and counts.get(h):
+                other = next(v for v in rule.vms if v != g.name and self.where.get(v) == h)
+                return f"{rule.label} keeps it apart from {other}"
+            if kind == "gather" and counts and h not in counts:
+                return f"{rule.label} gathers it with the guests on {next(iter(counts))}"
         return None
 
     def _take(self, g: NewGuest, h: str, sign: int) -> None:
@@ -168,6 +179,11 @@ class _Search:
         f["cpu"] -= sign * g.cpu
         f["net"] -= sign * (g.net_mbps or 0.0)
         f["count"] -= sign
+        for _, k in self.groups.get(g.name, ()):
+            counts = self.on[k]
+            counts[h] = counts.get(h, 0) + sign
+            if not counts[h]:
+                del counts[h]
         if sign > 0:
             self.where[g.name] = h
         else:
@@ -223,6 +239,12 @@ def add_plan(snap: Snapshot, cons: Constraints, guests: list[NewGuest], objectiv
         size = {h.name: (h.mem_mib, h.cpu) for h in snap.hosts}
         standby.sort(key=lambda h: (-size[h][0], -size[h][1], h))
     ordered = _search_order(guests, cons)
+    # What no search can get round is said at once (a spread group over too few able hosts
+    # would otherwise cost the search every ordering of its guests before it gave up).
+    hopeless = _why_not(snap, cons, ordered, online + standby, cpu_target, mem_target,
+                        definite_only=True)
+    if hopeless:
+        raise OperationFailed(hopeless)
     spread_first = objective in ("balance", "repair")
     found = None
     woken: tuple[str, ...] = ()
@@ -269,7 +291,9 @@ def add_plan(snap: Snapshot, cons: Constraints, guests: list[NewGuest], objectiv
 
 
 def _why_not(snap: Snapshot, cons: Constraints, guests: list[NewGuest], hosts: list[str],
-             cpu_target: float, mem_target: float) -> str:
+             cpu_target: float, mem_target: float, definite_only: bool = False) -> str | None:
+    """Why the group cannot be placed. ``definite_only``: only what makes it impossible
+    whatever the search does (None when nothing does)."""
     n = len(guests)
     head = f"the {n} new guests cannot all be placed (nothing is planned): "
     if not hosts:
@@ -286,20 +310,34 @@ def _why_not(snap: Snapshot, cons: Constraints, guests: list[NewGuest], hosts: l
     if need_cpu > have_cpu + EPS:
         return head + (f"they need {need_cpu:.2f} CPUs; the hosts have {have_cpu:.2f} free "
                        f"within --cpu-target {cpu_target:g}")
+    named = set(cons.banned) | set(cons.fenced) | set(probe.groups)
+    fits_somewhere: dict[tuple, bool] = {}      # guests no rule names: by their size only
     for g in guests:
-        why = {h: probe.fits(g, h) for h in hosts}
-        if all(why.values()):
-            shown = "; ".join(f"{h}: {w}" for h, w in list(why.items())[:5])
-            more = f"; and {len(why) - 5} more hosts" if len(why) > 5 else ""
-            return head + (f"{g.name} ({g.mem_mib / 1024:.1f} GiB, {g.cpu:.2f} CPUs) fits on "
-                           f"no host: {shown}{more}")
+        key = (g.mem_mib, g.cpu, g.net_mbps)
+        if g.name not in named and fits_somewhere.get(key):
+            continue
+        if any(probe.fits(g, h) is None for h in hosts):
+            fits_somewhere[key] = fits_somewhere.get(key, False) or g.name not in named
+            continue
+        why = {h: probe.fits(g, h) for h in hosts[:5]}
+        shown = "; ".join(f"{h}: {w}" for h, w in why.items())
+        more = f"; and {len(hosts) - 5} more hosts" if len(hosts) > 5 else ""
+        return head + (f"{g.name} ({g.mem_mib / 1024:.1f} GiB, {g.cpu:.2f} CPUs) fits on "
+                       f"no host: {shown}{more}")
     for s in cons.spread:
         members = [g for g in guests if g.name in s.vms]
         if members:
-            room = sorted({h for h in hosts for g in members if probe.fits(g, h) is None})
+            room = []
+            for h in hosts:               # enough hosts able to take one of them?
+                if any(probe.fits(g, h) is None for g in members):
+                    room.append(h)
+                    if len(room) >= len(members):
+                        break
             if len(members) > len(room):
                 return head + (f"{s.label} needs {len(members)} hosts apart for "
                                f"{', '.join(g.name for g in members)}; only "
                                f"{len(room)} can take any of them ({', '.join(room)})")
+    if definite_only:
+        return None
     return head + ("each fits somewhere, but not all together under the rules and the free "
                    "room (spread, gather, max_vms, memory); free room first, or relax a rule")

@@ -51,21 +51,17 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import glob
 import logging
 import math
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import EXIT_TEMPFAIL, OptionError, UsageError, VmtoolsError
+from vmtools.errors import EXIT_TEMPFAIL, OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Trace
@@ -795,33 +791,14 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
     return Simulation(trace, policy, opts or SimOptions(), hooks, progress).run()
 
 
-STATE_PREFIX = "vm-replay-state."
-
-
-def reap_dead_states() -> None:
-    """Remove the private state directories of vm-replay processes that no longer exist (one
-    killed with SIGKILL cannot clean up after itself; SIGTERM is handled by
-    :func:`stop_on_signals`)."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{STATE_PREFIX}*-*")):
-        pid = os.path.basename(path)[len(STATE_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or not os.path.isdir(path):
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            pass
-
-
 def _exit_on(signum: int, frame) -> None:  # noqa: ARG001 - a signal handler's signature
     raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
 def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
-    """SIGTERM and SIGHUP end the replay through its ``finally`` blocks (each setting's
-    private state directory is removed), with one line and exit 128 + the signal."""
+    """SIGTERM and SIGHUP end the replay through its ``finally`` blocks (the solver's
+    processes and files are removed), with one line and exit 128 + the signal."""
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):   # not the main thread: leave it
@@ -830,8 +807,8 @@ def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
         yield
     except SystemExit as exc:
         if isinstance(exc.code, int) and exc.code > 128:
-            print(f"{prog}: error: stopped by {signal.Signals(exc.code - 128).name}; its "
-                  "private state directories are removed", file=sys.stderr)
+            print(f"{prog}: error: stopped by {signal.Signals(exc.code - 128).name}",
+                  file=sys.stderr)
         raise
     finally:
         for sig, handler in previous.items():
@@ -840,42 +817,57 @@ def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
 
 
 class VmPlanSetting:
-    """A vm-plan setting (``text``: its options as vm-plan's command line takes them).
+    """A vm-plan setting (``text``: its options as vm-plan's command line takes them; checked
+    ``settings`` and the ``documents`` they name, read once), planned through the planner's
+    front door (:func:`vmtools.planner.front.plan_run`) on each tick's snapshot.
 
-    ``plan(snapshot, state_dir)`` is vm-plan's planning for one snapshot; the command line
-    decides how it is built (vmtools.cli.vm_replay). A setting that ``keeps_state`` gets a
-    fresh state directory of its own for the whole replay instead of the one it names (the
-    real one is never touched), so cooldown and hotspot windows run on the replay's clock;
-    :meth:`close` removes it.
+    A setting with a ``state`` keeps its memory in the replay, from a fresh start, instead of
+    the directory it names (the real one is never read or touched), so cooldown and hotspot
+    windows run on the replay's clock. Under ``context_switch`` the simulation says which
+    guests are suspended (``suspended``: the ledger the planner reads, in memory) and the
+    setting learns each guest's priority from the rules of the last plan (``priorities``). A
+    tick whose planning fails is a failed tick; its why reads as vm-plan would say it,
+    ``(exit 65) ...``. The planner's log lines show with ``show_log`` only.
     """
 
     kind = "vm-plan"
 
-    def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
-                 keeps_state: bool = False, context_switch: bool = False):
+    def __init__(self, text: str, settings, documents, show_log: bool = False):
+        from vmtools.state import State
         self.text = text
         self.name = text.strip() or "vm-plan (defaults)"
-        self.plan = plan
-        # --context-switch: the simulation says which guests are suspended (``suspended``,
-        # written as the ledger vm-plan reads, in the state directory) and learns each
-        # guest's priority from the rules of the last plan (``priorities``)
-        self.context_switch = context_switch
+        self.settings = settings
+        self.documents = documents
+        self.show_log = show_log
+        self.context_switch = bool(settings.context_switch)
         self.suspended: dict[str, dict] = {}
         self.priorities: dict[str, int] = {}
-        keeps_state = keeps_state or context_switch
-        if keeps_state:
-            reap_dead_states()
-        self.state_dir = tempfile.mkdtemp(prefix=f"{STATE_PREFIX}{os.getpid()}-") \
-            if keeps_state else None
+        self.state = State() if settings.state is not None or self.context_switch else None
+
+    def plan(self, snap: Snapshot) -> Plan:
+        from vmtools.model import iso_to_epoch, parse_suspended, suspended_document
+        from vmtools.planner.front import plan_run
+        from vmtools.planner.scratch import solver_guard
+        docs = replace(self.documents, snapshot=snap)
+        if self.context_switch:
+            # the simulation's suspended guests, as vm-apply's ledger would hold them
+            docs.suspended = parse_suspended(suspended_document(self.suspended))
+            docs.suspended_path = "(the replay's)"
+        planner_log = logging.getLogger("vmtools.planner")
+        level = planner_log.level
+        if not self.show_log:
+            planner_log.setLevel(logging.CRITICAL + 1)
+        try:
+            with solver_guard(every_child=False, announce=False):
+                return plan_run(docs, self.settings, self.state,
+                                now=iso_to_epoch(snap.created)).plan
+        except VmtoolsError as exc:
+            raise OperationFailed(f"(exit {exc.exit_code}) {exc.on_command_line()}") from None
+        finally:
+            planner_log.setLevel(level)
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        if self.context_switch and self.state_dir:
-            from vmtools.model import dumps, suspended_document
-            path = os.path.join(self.state_dir, "suspended.json")
-            with open(path + ".tmp", "w", encoding="ascii") as fh:
-                fh.write(dumps(suspended_document(self.suspended)))
-            os.replace(path + ".tmp", path)
-        plan = self.plan(snap, self.state_dir)
+        plan = self.plan(snap)
         if self.context_switch:
             for rule in plan.constraints:
                 if isinstance(rule, dict) and rule.get("rule") == "priority":
@@ -883,7 +875,3 @@ class VmPlanSetting:
                         self.priorities[vm] = max(self.priorities.get(vm, 0),
                                                   int(rule.get("priority", 0)))
         return list(plan.actions)
-
-    def close(self) -> None:
-        if self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
