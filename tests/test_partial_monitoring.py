@@ -273,7 +273,7 @@ def test_a_run_that_lost_a_guests_metrics_keeps_its_hosts_hotspot_and_its_histor
     history (its planning demand is not its last sample alone)."""
     from vmtools.model import VM, Host, Problem, Snapshot
     from vmtools.planner.plan import Options, plan_with_state
-    from vmtools.planner.state import load_state
+    from vmtools.state import read_state
     from vmtools.rules.constraints import Constraints
     hosts = [Host(name=f"h{i}", cpu=8, mem_mib=16384) for i in range(1, 9)]
 
@@ -286,12 +286,12 @@ def test_a_run_that_lost_a_guests_metrics_keeps_its_hosts_hotspot_and_its_histor
             if lost else []
         return Snapshot(hosts=hosts, vms=vms, problems=problems,
                         created=f"2026-12-07T06:{minute:02d}:00Z")
-    opts = Options(objective="auto", hot_filter=None)
+    opts = Options(objective="auto")
     plan_with_state(snap(0, False), Constraints([]), opts, str(tmp_path),
                     window=(2, 3))
     plan = plan_with_state(snap(5, True), Constraints([]), opts, str(tmp_path), window=(2, 3))
-    state = load_state(str(tmp_path))
-    assert [o["hot"] for o in state.observations] == [["h1"], ["h1"]]
-    assert [r[1] for r in state.samples["b"]] == [3.6]
+    memory = read_state(str(tmp_path)).plan
+    assert [o["hot"] for o in memory.observations] == [["h1"], ["h1"]]
+    assert [r[1] for r in memory.samples["b"]] == [3.6]
     # h1 is frozen, and its known guest alone (a, 50 %) makes no hotspot: nothing touches it.
     assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
