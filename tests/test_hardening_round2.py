@@ -456,6 +456,7 @@ def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "a bug" not in proc.stderr
     assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    assert "t.csv:5: the trace grows" in proc.stderr          # the line of the growing row
     doc = json.loads(proc.stdout)
     assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])
 

@@ -216,10 +216,12 @@ def test_the_command_line(tmp_path):
                str(hosts), input=planned)
     assert proc.returncode == 0, proc.stderr
     assert "would suspend a on h1 (/var/lib/xen/save/a.save)" in proc.stderr
-    # ... except through a transport that cannot suspend
+    # ... except through a transport that cannot do it (xend's HTTP server has no checkpoint)
+    planned = run("vm-plan", str(path), "--checkpoint", "a", "-q").stdout
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
-    assert "the xen transport of h1 cannot suspend guests (xend-xmlrpc, xm-ssh, xl-ssh can)" in proc.stderr
+    assert "the xen transport of h1 cannot checkpoint guests (xend-xmlrpc, xm-ssh, xl-ssh " \
+        "can)" in proc.stderr
 
 
 @pytest.mark.slow          # the installed commands, several runs

@@ -127,5 +127,28 @@ class XendHttpDriver(Driver):
         if status >= 300 or err is not None or (status == 202 and "failed" in body):
             raise MigrationRefused(f"xend: {err or body.strip() or f'HTTP {status}'}")
 
+    # ---- the guest lifecycle: xend's HTTP server saves a domain (POST /xend/domain/<dom>
+    # op=save file=...) and restores one (POST /xend/domain/ op=restore file=...), both
+    # synchronous; it has no checkpoint, no create from an xm configuration file, and cannot
+    # look at files (vm-apply checks and removes images through another host).
+    def _post(self, path: str, form: list[tuple[str, str]], what: str, timeout: float) -> None:
+        try:
+            status, body = self._request("POST", path, urllib.parse.urlencode(form), timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise migrate_call_failed(exc, self.endpoint.name, "xend HTTP", timeout) from None
+        if status == 404:
+            raise MigrationRefused(f"xend {what}: {body.strip() or 'not found'} on "
+                                   f"{self.endpoint.name}")
+        err = xend_error(body)
+        if status >= 300 or err is not None:
+            raise MigrationRefused(f"xend {what}: {err or body.strip() or f'HTTP {status}'}")
+
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._post("/xend/domain/" + urllib.parse.quote(vm, safe=""),
+                   [("op", "save"), ("file", image)], "save", timeout)
+
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._post("/xend/domain/", [("op", "restore"), ("file", image)], "restore", timeout)
+
 
 DRIVER = XendHttpDriver
