@@ -272,10 +272,10 @@ class SshDriver(Driver):
     def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "save", "-c", vm, image], timeout, "save -c")
 
-    def resume_guest(self, image: str, timeout: float) -> None:
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "restore", image], timeout, "restore")
 
-    def create_guest(self, config: str, timeout: float) -> None:
+    def create_guest(self, vm: str, config: str, timeout: float) -> None:
         self._toolstack([self.tool, "create", config], timeout, "create")
 
     def file_exists(self, path: str) -> bool:

@@ -147,7 +147,7 @@ class XendHttpDriver(Driver):
         self._post("/xend/domain/" + urllib.parse.quote(vm, safe=""),
                    [("op", "save"), ("file", image)], "save", timeout)
 
-    def resume_guest(self, image: str, timeout: float) -> None:
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
         self._post("/xend/domain/", [("op", "restore"), ("file", image)], "restore", timeout)
 
 
