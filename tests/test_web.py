@@ -199,6 +199,11 @@ def host_section_text(browser, host: str) -> str:
     return browser.text(browser.find(f"section#host-{host}"))
 
 
+def guests_shown(browser, host: str) -> set[str]:
+    """The guests listed under ``host`` (not any text naming them, such as a problem)."""
+    return {browser.text(e) for e in browser.find_all(f"section#host-{host} span.guest")}
+
+
 @pytest.mark.slow
 @needs_browser
 def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, browser):
@@ -207,10 +212,8 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     assert browser.title.startswith("Cluster"), browser.body_text()[:300]
     assert "token=" not in browser.url
     for h in truth["hosts"]:
-        section = host_section_text(browser, h["name"])
-        for v in truth["vms"]:
-            if v["host"] == h["name"]:
-                assert v["name"] in section, f"{v['name']} not shown on {h['name']}"
+        assert guests_shown(browser, h["name"]) == {v["name"] for v in truth["vms"]
+                                                    if v["host"] == h["name"]}, h["name"]
     assert console_errors(browser) == []
 
     # migrate web1 off node-1, to node-2, from the page
@@ -236,8 +239,8 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     # the cluster page shows it landed once the monitoring says so
     def landed():
         browser.get(server.base + "/")
-        return "web1" in host_section_text(browser, "node-2") and \
-            "web1" not in host_section_text(browser, "node-1")
+        return "web1" in guests_shown(browser, "node-2") and \
+            "web1" not in guests_shown(browser, "node-1")
     browser.wait_for(landed, timeout=60, what="web1 on node-2 on the page")
     for path in ("/plans", "/history", "/replays", "/job/1"):
         browser.get(server.base + path)
@@ -316,6 +319,39 @@ def test_a_forged_cross_site_action_is_refused(lab, server, browser, tmp_path):
 
 @pytest.mark.slow
 @needs_browser
+def test_keyboard_only_and_a_phone_screen(lab, server, browser):
+    browser.get(server.url.replace(server.url.split("token=")[1], server.token))
+    wait_title(browser, "Cluster")
+    guest = next(v for v, h in sorted(lab.placement().items()) if h == "node-3")
+    browser.get(f"{server.base}/action?op=suspend&target={guest}")
+    wait_title(browser, f"suspend {guest}")
+    # Tab through the page to the form's button, Enter: the plan is shown, nothing runs
+    for _ in range(20):
+        browser.keys("\ue004")
+        if browser.script("return document.activeElement.textContent") == "Make the plan":
+            break
+    else:
+        raise AssertionError("the form's button is not reachable with Tab")
+    browser.keys("\ue007")
+    wait_title(browser, f"Confirm: suspend {guest}")
+    assert lab.placement()[guest] == "node-3"
+    # a phone: nothing wider than the screen, every host still there
+    browser.cmd("POST", "/window/rect", {"width": 390, "height": 844})
+    try:
+        for path in ("/", "/plans", "/history"):
+            browser.get(server.base + path)
+            wide = browser.script("return document.documentElement.scrollWidth > "
+                                  "document.documentElement.clientWidth")
+            assert not wide, f"{path} is wider than a phone's screen"
+        browser.get(server.base + "/")
+        assert len(browser.find_all("section.host")) == len(lab.scenario["hosts"])
+    finally:
+        browser.cmd("POST", "/window/rect", {"width": 1280, "height": 1000})
+    assert console_errors(browser) == []
+
+
+@pytest.mark.slow
+@needs_browser
 def test_a_hostile_guest_name_renders_as_text(tmp_path, browser):
     xml = tmp_path / "hostile.xml"
     xml.write_text(EXAMPLE.read_text().replace("web1", "&lt;script&gt;alert(1)&lt;/script&gt;"))
@@ -334,3 +370,83 @@ def test_a_hostile_guest_name_renders_as_text(tmp_path, browser):
         assert console_errors(browser) == []
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------- the plans of the actions (fast)
+
+@pytest.fixture(scope="module")
+def example_snapshot():
+    from vmtools.snapshot import make_sources, take_snapshot
+    return take_snapshot(make_sources("ganglia", dict(
+        gmetad=[], cluster=[], gmond=[], inputs=[], example="lab", timeout=5.0,
+        recover=False, stale_after=60.0)))
+
+
+def test_the_actions_are_checked_plans_of_one_operation(example_snapshot):
+    from vmtools.errors import OperationFailed
+    from vmtools.rules.check import check_plan
+    from vmtools.rules.constraints import Constraints
+    from vmtools.web.actions import PlanSettings, build_plan
+    snap = example_snapshot
+    where = {v.name: v.host for v in snap.vms}
+    other = next(h.name for h in snap.hosts if h.name != where["web1"])
+    plan = build_plan(snap, PlanSettings(), "migrate", "web1", other)
+    assert [(a.op, a.vm, a.src, a.dst) for a in plan.actions] == \
+        [("migrate", "web1", where["web1"], other)]
+    check_plan(plan, Constraints([]))
+    with pytest.raises(OperationFailed, match="runs there already"):
+        build_plan(snap, PlanSettings(), "migrate", "web1", where["web1"])
+    # the operator's rules are obeyed: a ban on the destination refuses the move
+    ban = {"format": "vmtools.constraints", "version": "1.0",
+           "rules": [{"rule": "ban", "vms": ["web1"], "hosts": [other]}]}
+    with pytest.raises(OperationFailed, match="ban"):
+        build_plan(snap, PlanSettings(constraints=ban), "migrate", "web1", other)
+    plan = build_plan(snap, PlanSettings(), "suspend", "web1")
+    assert [(a.op, a.vm) for a in plan.actions] == [("suspend", "web1")]
+    host = where["web1"]
+    plan = build_plan(snap, PlanSettings(time_limit=10), "evacuate", host)
+    assert {a.vm for a in plan.actions} == {v for v, h in where.items() if h == host}
+    assert all(a.dst != host for a in plan.actions)
+    with pytest.raises(OperationFailed, match="runs guests"):
+        build_plan(snap, PlanSettings(), "power-off", host)
+    with pytest.raises(OperationFailed, match="standby"):
+        build_plan(snap, PlanSettings(), "power-on", host)
+
+
+def test_switching_a_host_off_and_on_are_checked_power_actions(example_snapshot):
+    from dataclasses import replace
+    from vmtools.web.actions import PlanSettings, build_plan
+    empty = example_snapshot.hosts[0].name
+    snap = replace(example_snapshot, vms=[v for v in example_snapshot.vms if v.host != empty])
+    plan = build_plan(snap, PlanSettings(), "power-off", empty)
+    assert [(a.op, a.host) for a in plan.actions] == [("power-off", empty)]
+    gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
+    standby = {empty: {"cpu": 8.0, "mem_mib": 16384, "cluster": ""}}
+    plan = build_plan(gone, PlanSettings(standby=lambda: standby), "power-on", empty)
+    assert [(a.op, a.host) for a in plan.actions] == [("power-on", empty)]
+    assert next(h for h in plan.origin.hosts if h.name == empty).state == "standby"
+
+
+def test_history_comes_from_the_archived_runs(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.model import dumps
+    from vmtools.web.history import host_series, list_runs, run_documents
+    host = example_snapshot.hosts[0].name
+    for i, created in enumerate(("2026-12-01T10:00:00Z", "2026-12-01T10:10:00Z")):
+        d = tmp_path / f"20261201T10{i}000Z"
+        d.mkdir()
+        snap = replace(example_snapshot, created=created)
+        if i:      # a guest less on the host the second time
+            gone = next(v.name for v in snap.vms if v.host == host)
+            snap = replace(snap, vms=[v for v in snap.vms if v.name != gone])
+        (d / "snapshot.json").write_text(dumps(snap.to_dict()))
+    (tmp_path / "20261201T102000Z").mkdir()
+    (tmp_path / "20261201T102000Z" / "snapshot.json").write_text("{not json")
+    names, series = host_series(str(tmp_path), host)
+    assert host in names and len(series) == 2
+    assert series[0]["guests"] == series[1]["guests"] + 1
+    assert series[0]["mem"] > series[1]["mem"]
+    page = pages.history_page(host, names, series, "c")
+    assert page.count("<polyline") == 2 and "2026-12-01T10:10:00Z" in page
+    assert [r["name"] for r in list_runs(str(tmp_path))][0] == "20261201T102000Z"
+    assert run_documents(str(tmp_path), "../etc") is None

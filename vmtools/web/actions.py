@@ -18,7 +18,7 @@ from typing import Callable
 from vmtools.errors import DataError, OperationFailed, VmtoolsError
 from vmtools.model import Action, Host, Plan, Snapshot
 from vmtools.rules.check import check_plan
-from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
+from vmtools.rules.constraints import Constraints
 
 # op -> (what the form asks, one line for the page)
 OPS = {
@@ -45,48 +45,37 @@ class PlanSettings:
     time_limit: float = 30.0
 
 
-def rules_of(snap: Snapshot, settings: PlanSettings) -> Constraints:
-    """The platform's rules then the operator's, one set (as vm-plan reads them)."""
-    platform = list(snap.rules)
-    if settings.constraints is not None:
-        doc = dict(settings.constraints)
-        doc["rules"] = platform + list(doc.get("rules") or [])
-        return parse_constraints(doc, snap, strict=False, skipped=[])
-    return parse_rules(platform, snap, strict=False, skipped=[]) if platform \
-        else Constraints([])
-
-
 def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
                dst: str | None = None) -> Plan:
-    """The one-action plan of ``op`` on ``target`` (a guest or a host), checked. DataError or
-    OperationFailed, with the checker's reason, when it cannot be."""
-    from vmtools.planner import manual as M
-    cons = rules_of(snap, settings)
+    """The one-action plan of ``op`` on ``target`` (a guest or a host), checked. A guest's
+    operations and an evacuation go through the planner's front door as vm-plan's manual
+    operations (``--migrate``, ``--suspend``, ``--resume``, ``--evacuate``); switching a host
+    off or on is one power action checked by the same checker. DataError or OperationFailed,
+    with the checker's reason, when it cannot be."""
+    from vmtools.planner.front import Documents, constraints_of, plan_run
+    from vmtools.planner.scratch import solver_guard
+    from vmtools.planner.settings import settings_from
+    docs = Documents(snapshot=snap, constraints=settings.constraints,
+                     constraints_name="the rules (--constraints)")
+    if op in ("power-off", "power-on"):
+        return _power_plan(snap, constraints_of(docs, False, []), settings, op, target)
     if op == "migrate":
         if not dst:
             raise DataError("choose the host to migrate to", "dst")
-        return M.migrate_plan(snap, cons, target, dst)
-    if op == "suspend":
-        return M.suspend_plan(snap, cons, target, settings.image_dir)
-    if op == "resume":
-        ledger = settings.ledger()
-        if target not in ledger:
-            raise DataError(f"{target} is not in the suspended-guests ledger", target)
-        return M.resume_plan(snap, cons, ledger[target], dst or None, settings.image_dir)
-    if op == "evacuate":
-        from vmtools.planner.plan import Options, make_plan
-        from vmtools.planner.scratch import solver_guard
-        rules = parse_rules(M.evacuate_rules(cons, snap, target), snap)
-        with solver_guard(every_child=False):
-            plan = make_plan(snap, rules, Options(objective="repair",
-                                                  time_limit=settings.time_limit))
-        plan.summary["manual"] = f"evacuate {target}"
-        if not plan.actions:
-            raise OperationFailed(f"cannot evacuate {target}: the planner found no moves")
-        return plan
-    if op in ("power-off", "power-on"):
-        return _power_plan(snap, cons, settings, op, target)
-    raise DataError(f"unknown action {op!r}", "op")
+        manual = {"migrate": f"{target}:{dst}"}
+    elif op == "resume":
+        docs.suspended, docs.suspended_path = settings.ledger(), "vm-apply's ledger"
+        manual = {"resume": f"{target}:{dst}" if dst else target}
+    elif op in ("suspend", "evacuate"):
+        manual = {op: target}
+    else:
+        raise DataError(f"unknown action {op!r}", "op")
+    with solver_guard(every_child=False):
+        plan = plan_run(docs, settings_from(manual, image_dir=settings.image_dir,
+                                            time_limit=settings.time_limit)).plan
+    if not plan.actions:
+        raise OperationFailed(f"cannot {op} {target}: the planner found nothing to do")
+    return plan
 
 
 def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: str,
