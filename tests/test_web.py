@@ -5,15 +5,12 @@ nothing without the login, no forged action, hostile names as text, no console e
 
 from __future__ import annotations
 
-import asyncio
+from http.client import HTTPException
 import http.server as httpserver
-import json
 import os
 import re
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -450,3 +447,46 @@ def test_history_comes_from_the_archived_runs(example_snapshot, tmp_path):
     assert page.count("<polyline") == 2 and "2026-12-01T10:10:00Z" in page
     assert [r["name"] for r in list_runs(str(tmp_path))][0] == "20261201T102000Z"
     assert run_documents(str(tmp_path), "../etc") is None
+
+
+@pytest.mark.slow
+def test_under_tls_the_url_is_https_and_the_cookie_secure(tmp_path):
+    import ssl
+    cert, key = tmp_path / "web.pem", tmp_path / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    s = Server(tmp_path, "--example", "lab", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert s.url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(cert))
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(
+            context=ctx))
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            opener.open(s.url, timeout=30)
+        assert answer.value.code == 303
+        cookie = answer.value.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        # plain HTTP on the TLS port gets no page
+        with pytest.raises((urllib.error.URLError, ConnectionError, HTTPException)):
+            urllib.request.urlopen(s.base.replace("https:", "http:") + "/", timeout=10)
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_the_source_comes_from_the_settings_too(tmp_path):
+    config = tmp_path / "vmtools.toml"
+    config.write_text('[vm-web]\nexample = "hotspot"\nread-only = true\n')
+    s = Server(tmp_path, env=dict(os.environ, VMTOOLS_CONFIG=str(config)))
+    try:
+        cookie, _ = login(s)
+        code, page = http("GET", s.base + "/", cookie=cookie)
+        assert code == 200 and "example:hotspot" in page and "HOT (cpu)" in page
+        assert "/action?" not in page                       # read-only from the file too
+    finally:
+        s.stop()
