@@ -35,7 +35,7 @@ from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
 COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug", "textfile-dir"})
 # Never settings: what to print and where is the command line's business alone.
 NOT_SETTINGS = frozenset({"help", "version", "format", "output"})
-COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay",
+COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay", "vm-web",
             "vm-status")
 
 

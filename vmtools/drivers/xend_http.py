@@ -16,6 +16,9 @@ from vmtools.drivers.base import Driver, MigrationRefused, migrate_call_failed, 
 from vmtools.xen import DOM0_NAMES, RELOCATION_PORT
 from vmtools.errors import Unavailable
 
+# The most of one xend answer that is read (a guest list of thousands is ~1 MB of SXP).
+MAX_ANSWER_BYTES = 16 * 2**20
+
 
 def parse_sxp(text: str) -> list:
     """Parse one SXP expression (``(a (b 1) 'c d')``) into nested lists of strings."""
@@ -89,7 +92,9 @@ class XendHttpDriver(Driver):
             conn.sock.settimeout(timeout)
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            return resp.status, resp.read().decode("utf-8", "replace")
+            # At most MAX_ANSWER_BYTES: xend's answers are a few KB; a peer sending without
+            # end is cut there (what follows is never read), never read into memory whole.
+            return resp.status, resp.read(MAX_ANSWER_BYTES).decode("utf-8", "replace")
         finally:
             conn.close()
 
