@@ -11,10 +11,23 @@ Every run is one command on one generated input (see tests/fuzz/generators.py):
   under a random objective;
 - ``vm-apply --dry-run`` on a mutated plan, with a generated host map (hostile addresses);
 - ``vm-gmetric --dry-run`` against stand-in ``xl`` output (names mimicking the fixed fields,
-  huge and negative figures).
+  huge and negative figures);
+- ``vm-replay`` on a generated CSV trace and hosts file (hostile figures and times, carriage
+  returns, a mistyped epoch), with a generated power model and hostile --repeat/--every;
+- ``vm-status`` on a snapshot with a damaged ``RUNS/*/result.json`` (host error texts full of
+  terminal escapes) and a damaged power state;
+- ``options``: a command given a hostile number (inf, nan, 1e10, -4) for one of its number
+  options, through a flag, a ``VMTOOLS_*`` variable or vmtools.toml;
+- ``limits``: endless inputs (``/dev/zero`` as a settings file, constraints or host map, a HOST
+  of 300,000 metrics, a toolstack printing without end, --repeat 100000000).
+
+Every run has an address space of at most 1 GiB (``RLIMIT_AS``, ``--memory-mib``): a reader
+that grows without bound fails with MemoryError (a traceback or exit 70) instead of taking the
+machine down, and the summary gives each command's peak resident memory.
 
 A run fails the harness when the command exits 70, prints a traceback, leaves anything on
-stdout while failing, prints more than one error line, or runs past its timeout (a hang).
+stdout while failing, prints more than one error line, sends a terminal control character to
+stdout or stderr, or runs past its timeout (a hang).
 The summary gives runs per command and exit code; failures are kept under ``--keep`` with the
 command line to replay them. Exit status: 0 when no run failed, 1 otherwise.
 """
@@ -41,7 +54,17 @@ from tests.fuzz import generators as gen  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 60.0
-COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric")
+COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-replay", "vm-status",
+            "options", "limits")
+MEMORY_MIB = 1024
+# Number options of each command that the "options" runs pick from (prog -> options).
+NUMBER_OPTIONS = {
+    "vm-plan": ["time-limit", "max-moved", "max-duration", "threads", "verbose", "seed"],
+    "vm-replay": ["every", "step", "warm-up", "repeat"],
+    "vm-snapshot": ["timeout", "stale-after"],
+    "vm-status": ["timeout", "cpu-threshold"],
+    "vm-apply": ["timeout", "parallel", "connect-timeout"],
+}
 
 
 def _script(name: str) -> str:
@@ -112,6 +135,49 @@ def make_case(seed: int, command: str, workdir: Path) -> tuple[list[str], bytes 
                 "--state-dir", str(workdir / "apply-state")]
         text = gen.mutate_json(rng, plan) if rng.random() < 0.5 else json.dumps(plan)
         return [_script(command), *args], text.encode(), env
+    if command == "vm-replay":
+        hosts_text, names = gen.hosts_csv(rng)
+        (workdir / "h.csv").write_text(hosts_text)
+        (workdir / "t.csv").write_text(gen.csv_trace(rng, names, guests=rng.randrange(1, 6),
+                                                     samples=rng.randrange(1, 8)))
+        args = ["t.csv", "--hosts", "h.csv", "--baseline",
+                rng.choice(["none", "threshold", "thr-mmt"])]
+        if rng.random() < 0.3:
+            (workdir / "power.json").write_text(json.dumps(gen.power_model_doc(rng)))
+            args += ["--power-model", "power.json"]
+        if rng.random() < 0.3:
+            args += [rng.choice(["--repeat", "--every", "--warm-up"]),
+                     rng.choice(gen.HOSTILE_OPTION_NUMBERS)]
+        return [_script(command), *args], None, env
+    if command == "vm-status":
+        runs = workdir / "runs"
+        for k in range(rng.randrange(1, 3)):
+            d = runs / f"2026120{k}T050000Z"
+            d.mkdir(parents=True)
+            doc = gen.result_doc(rng)
+            (d / "result.json").write_text(gen.mutate_json(rng, doc) if rng.random() < 0.3
+                                           else json.dumps(doc))
+        (runs / ".plan-state").mkdir(parents=True, exist_ok=True)
+        (runs / ".plan-state" / "vm-plan-power.json").write_text(
+            json.dumps(gen.power_state_doc(rng)))
+        (workdir / "snap.json").write_text(json.dumps(snap))
+        args = ["snap.json", "--runs", "runs", "-f", rng.choice(["table", "json"])]
+        return [_script(command), *args], None, env
+    if command == "options":
+        prog = rng.choice(sorted(NUMBER_OPTIONS))
+        option, value, how = gen.option_case(rng, NUMBER_OPTIONS[prog])
+        args = ["missing.json"]
+        if how == "flag":
+            args = [f"--{option}", value, *args]
+        elif how == "env":
+            env["VMTOOLS_" + prog[3:].upper() + "_" + option.upper().replace("-", "_")] = value
+        else:
+            (workdir / "vmtools.toml").write_text(f"[{prog}]\n{option.replace('-', '_')} = "
+                                                  f"{value if value[-1].isdigit() or value in ('inf', '-inf', 'nan') else repr(value)}\n")
+            env["VMTOOLS_CONFIG"] = str(workdir / "vmtools.toml")
+        return [_script(prog), *args], None, env
+    if command == "limits":
+        return _limit_case(rng, workdir, snap, env)
     # vm-gmetric against stand-in toolstack commands that print generated text
     bin_dir = workdir / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -128,6 +194,51 @@ def make_case(seed: int, command: str, workdir: Path) -> tuple[list[str], bytes 
     return [_script(command), *args], None, env
 
 
+def _limit_case(rng: random.Random, workdir: Path, snap: dict,
+                env: dict) -> tuple[list[str], bytes | None, dict]:
+    """One endless or oversized input (see the module)."""
+    kind = rng.choice(["config", "constraints", "hostmap", "host-metrics", "xl", "repeat",
+                       "every"])
+    text = json.dumps(snap).encode()
+    if kind == "config":
+        env["VMTOOLS_CONFIG"] = "/dev/zero"
+        return [_script("vm-plan")], text, env
+    if kind == "constraints":
+        return [_script("vm-plan"), "--constraints", "/dev/zero"], text, env
+    if kind == "hostmap":
+        return [_script("vm-apply"), "--dry-run", "--hosts", "/dev/zero"], b"{}", env
+    if kind == "host-metrics":
+        with open(workdir / "host.xml", "w") as fh:
+            fh.write('<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond"><CLUSTER NAME="c">'
+                     '<HOST NAME="h1" REPORTED="1765000000" TN="1" TMAX="20">\n')
+            for i in range(rng.choice([60_000, 300_000])):
+                fh.write(f'<METRIC NAME="container.vm.g{i}.cpu" VAL="1" TYPE="float"/>\n')
+            fh.write("</HOST></CLUSTER></GANGLIA_XML>\n")
+        return [_script("vm-snapshot"), "-i", "host.xml"], None, env
+    if kind == "xl":
+        bin_dir = workdir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "xl").write_text("#!/bin/sh\nexec tr '\\0' x < /dev/zero\n")
+        (bin_dir / "xl").chmod(0o755)
+        env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '')}"
+        return [_script("vm-gmetric"), "--dry-run", "--toolstack", "xl", "--window", "0",
+                "--gmond", "127.0.0.1:9"], None, env
+    (workdir / "h.csv").write_text("name,cpu,mem_mib\na,2,4096\n")
+    (workdir / "t.csv").write_text("time,guest,cpu,mem_mib\n1764547200,g1,1,100\n"
+                                   "1764547500,g1,1,100\n")
+    extra = ["--repeat", "100000000"] if kind == "repeat" else ["--every", "1e-300"]
+    return [_script("vm-replay"), "t.csv", "--hosts", "h.csv", "--baseline", "none",
+            *extra], None, env
+
+
+_CONTROL = set(range(0, 32)) - {10} | {127} | set(range(0x80, 0xA0))
+
+
+def _controls(data: bytes) -> bool:
+    text = data.decode("utf-8", "replace")
+    return any(ord(ch) in _CONTROL for ch in text)
+
+
 def judge(proc_rc: int | None, stdout: bytes, stderr: bytes, command: str = "") -> str | None:
     """Why this run breaks the promise, or None. ``vm-gmetric --dry-run`` exits 69 after
     printing what it did learn when the toolstack had problems (documented): not a failure."""
@@ -140,11 +251,51 @@ def judge(proc_rc: int | None, stdout: bytes, stderr: bytes, command: str = "") 
         return "exit 70"
     if "Traceback" in err:
         return "traceback"
+    if "MemoryError" in err:
+        return "MemoryError (over the address-space cap)"
+    if _controls(stderr) or (command != "vm-snapshot" and _controls(stdout)):
+        return "a control character reached the terminal"
     if proc_rc not in (0, 1) and stdout.strip():
         return f"exit {proc_rc} with output on stdout"
     if proc_rc not in (0, 1) and sum(1 for line in err.splitlines() if ": error: " in line) != 1:
         return f"exit {proc_rc} without exactly one error line"
     return None
+
+
+def run_capped(argv: list[str], stdin: bytes | None, env: dict, cwd: Path,
+               memory_mib: int = MEMORY_MIB) -> tuple[int | None, bytes, bytes, float]:
+    """Run one command with its address space capped (RLIMIT_AS); (exit code or None on a
+    timeout, stdout, stderr, peak resident MiB from ``wait4``)."""
+    import resource
+
+    def cap() -> None:
+        limit = memory_mib * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, \
+            tempfile.TemporaryFile() as ferr:
+        fin.write(stdin or b"")
+        fin.seek(0)
+        child = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, env=env, cwd=cwd,
+                                 preexec_fn=cap, start_new_session=True)
+        t0 = time.monotonic()
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - t0 > TIMEOUT:
+                timed_out = True
+                os.killpg(child.pid, 9)
+                _, status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.02)
+        fout.seek(0)
+        ferr.seek(0)
+        rc = None if timed_out else os.waitstatus_to_exitcode(status)
+        return rc, fout.read(), ferr.read(), usage.ru_maxrss / 1024
+
+
+PEAK: dict[str, float] = {}
 
 
 def one_run(seed: int, command: str, keep: Path | None) -> tuple[str, int | None, str | None]:
@@ -153,15 +304,11 @@ def one_run(seed: int, command: str, keep: Path | None) -> tuple[str, int | None
         argv, stdin, extra = make_case(seed, command, workdir)
         env = _env()
         env.update(extra)
-        try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=TIMEOUT,
-                                  env=env, cwd=workdir)
-            rc, out, err = proc.returncode, proc.stdout, proc.stderr
-        except subprocess.TimeoutExpired as exc:
-            rc, out, err = None, exc.stdout or b"", exc.stderr or b""
+        rc, out, err, peak = run_capped(argv, stdin, env, workdir)
+        PEAK[command] = max(PEAK.get(command, 0.0), peak)
         if os.environ.get("FUZZ_SHOW"):
             print(command, seed, rc, err.decode("utf-8", "replace")[-300:], file=sys.stderr)
-        why = judge(rc, out, err, command)
+        why = judge(rc, out, err, os.path.basename(argv[0]))
         if why and keep is not None:
             dest = keep / f"{command}-{seed}"
             shutil.copytree(workdir, dest, dirs_exist_ok=True)
@@ -228,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     for command in commands:
         by_rc = {rc: n for (c, rc), n in sorted(counts.items(), key=lambda kv: str(kv[0][1]))
                  if c == command}
-        print(f"  {command}: " + ", ".join(f"exit {rc}: {n}" for rc, n in by_rc.items()))
+        print(f"  {command}: " + ", ".join(f"exit {rc}: {n}" for rc, n in by_rc.items())
+              + f"; peak {PEAK.get(command, 0):.0f} MiB (cap {MEMORY_MIB} MiB)")
     return 1 if failures else 0
 
 

@@ -5,9 +5,15 @@ them) replayed through vm-plan settings and the built-in baselines.
                                  [--repeat N] [--warm-up MINUTES] [--both] [--lookahead]
                                  [--day 20110303|20110322|20110412]
                                  [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
+                                 [--monitoring-loss FRACTION [--loss-seed N]]
 
 ``--repeat 2 --warm-up 1440`` gives the second day: each setting as it runs once it has brought
 the cluster where it keeps it (vm-replay's own --repeat and --warm-up).
+
+``--monitoring-loss 0.02`` replays each setting twice, lossless and with that share of guests'
+metrics and hosts' reports lost at random (vm-replay --monitoring-loss, seeded): failed and
+refused ticks, frozen host-ticks, migrations onto frozen hosts, and energy and overload against
+the lossless run.
 
 Variants (bench/data/planetlab/README.md has the data's source and licence):
 
@@ -156,6 +162,10 @@ def main() -> None:
     ap.add_argument("--lookahead", action="store_true", help="each tick sees the interval "
                     "that starts (vm-replay --lookahead, as CloudSim); default: the one that "
                     "ended (lag)")
+    ap.add_argument("--monitoring-loss", type=float, default=0.0, metavar="FRACTION",
+                    help="also replay each setting with this share of the monitoring lost, and "
+                    "compare with the lossless run")
+    ap.add_argument("--loss-seed", type=int, default=0, metavar="N")
     ap.add_argument("--write-csv", metavar="DIR", help="also write the trace as vm-replay's "
                     "CSV input (trace.csv, hosts.csv, power.json) and stop")
     args = ap.parse_args()
@@ -171,6 +181,9 @@ def main() -> None:
         if args.write_csv:
             write_csv(trace, os.path.join(args.write_csv, variant))
             print(f"wrote {args.write_csv}/{variant}/trace.csv, hosts.csv, power.json")
+            continue
+        if args.monitoring_loss > 0:
+            loss_comparison(trace, args, opts, vm_plan_setting)
             continue
         rows = []
         settings = [vm_plan_setting(s, 0, True, False)
@@ -197,6 +210,44 @@ def main() -> None:
         print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
                     f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks * args.repeat} ticks "
                     f"of 5 min, {opts.convention}"))
+
+
+def loss_comparison(trace: Trace, args, opts: SimOptions, vm_plan_setting) -> None:
+    """Each vm-plan setting lossless and with --monitoring-loss: the issue's figure (no failed
+    tick, no migration onto a frozen host, energy and overload within 10 %)."""
+    from dataclasses import replace
+    lossy = replace(opts, monitoring_loss=args.monitoring_loss, loss_seed=args.loss_seed)
+    rows = []
+    for text in args.plan or SETTINGS[:1]:
+        got = {}
+        for name, o in (("lossless", opts), (f"loss {args.monitoring_loss:g}", lossy)):
+            policy = vm_plan_setting(text, 0, True, False)
+            t0 = time.perf_counter()
+            r = replay(trace, policy, o)
+            if hasattr(policy, "close"):
+                policy.close()
+            got[name] = r.figures
+            f = r.figures
+            print(f"  {text}: {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+            rows.append([text, name, f"{f['energy_kwh']:.2f}", f"{f['overload_hours']:.2f}",
+                         f"{f['unmet_cpu_share']:.4%}", f["migrations"], f["failed_ticks"],
+                         f["refused_ticks"], f["frozen_host_ticks"],
+                         f["migrations_onto_frozen"], f["migrations_off_frozen"],
+                         f["lost_host_reports"], f["lost_guest_metrics"]])
+        base, lost = got["lossless"], got[f"loss {args.monitoring_loss:g}"]
+
+        def rel(key: str) -> str:
+            b, x = base[key], lost[key]
+            return f"{(x - b) / b:+.1%}" if b else ("0" if x == b else f"+{x:g} (from 0)")
+        rows.append([text, "loss vs lossless", rel("energy_kwh"), rel("overload_hours"),
+                     rel("unmet_cpu_share"), rel("migrations"), "", "", "", "", "", "", ""])
+    print(table(rows, ["setting", "run", "kWh", "overload h", "unmet CPU", "migr.", "failed",
+                       "refused", "frozen host-ticks", "onto frozen", "off frozen",
+                       "lost hosts", "lost guests"],
+                f"{trace.source}: {len(trace.hosts)} hosts, {len(trace.samples[0].vms)} guests, "
+                f"{len(trace.samples)} samples, --monitoring-loss {args.monitoring_loss:g} "
+                f"(seed {args.loss_seed}), {opts.convention}"))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def make_lab(tmp_path_factory):
 
     def start(scenario, **kw):
         workdir = Path(tmp_path_factory.mktemp("lab"))
-        lab = Lab(scenario, workdir=workdir, interval=1.0, **kw).start()
+        kw.setdefault("interval", 1.0)
+        lab = Lab(scenario, workdir=workdir, **kw).start()
         labs.append(lab)
         return lab
 

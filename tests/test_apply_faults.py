@@ -177,3 +177,102 @@ def test_a_guest_another_management_node_is_moving_is_never_migrated_again(lab):
         p.startswith("c is in flight") for p in report["summary"]["problems"])
     st = lab["state"].read()
     assert [h for h, spec in st["hosts"].items() if "c" in spec["domains"]] == ["n4"]
+
+
+def journal_lines_until(lab, moves, stop) -> int:
+    """Bytes of the journal a full run of ``moves`` writes before the first line ``stop``
+    matches (the run is then undone, moving the guests back): the size a disk-full test lets
+    the journal reach."""
+    path = write_plan(lab, moves, "calibrate.json")
+    journal = lab["dir"] / "calibrate.jsonl"
+    proc = run("vm-apply", str(path), "--journal", str(journal), *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+    size = 0
+    for line in journal.read_text().splitlines():
+        if stop(json.loads(line)):
+            break
+        size += len(line) + 1
+    back = write_plan(lab, [(vm, src) for vm, src in
+                            reversed([(m[0], GUEST_HOME[m[0]]) for m in moves])], "back.json")
+    proc = run("vm-apply", str(back), "--journal", str(lab["dir"] / "back.jsonl"),
+               *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+    return size
+
+
+GUEST_HOME = {"a": "n1", "b": "n1", "c": "n2", "d": "n3"}
+
+
+def run_on_a_small_disk(lab, path, journal, limit):
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return subprocess.run([script("vm-apply"), str(path), "--journal", str(journal),
+                           *apply_args(lab)], capture_output=True, text=True,
+                          preexec_fn=small_disk, timeout=120)
+
+
+def test_a_journal_that_fails_on_its_last_lines_is_never_a_silent_success(lab):
+    moves = [("a", "n4")]
+    # Room for everything up to the migration's start: its end (and the finish) cannot be
+    # written although the migration itself succeeds.
+    limit = journal_lines_until(lab, moves, lambda ev: ev["event"] == "end") + 3
+    path = write_plan(lab, moves)
+    journal = lab["dir"] / "j" / "run.jsonl"
+    proc = run_on_a_small_disk(lab, path, journal, limit)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [a["outcome"] for a in report["actions"]] == ["done"]
+    assert "cannot be written" in report["summary"]["journal_error"]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"vm-apply: error: the journal {journal} cannot be written")
+    assert cluster_placement(lab["state"])["a"] == "n4"
+    # The next --resume completes the plan (here: finds it done) and says so.
+    proc = run("vm-apply", "--resume", str(journal), *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert [a["outcome"] for a in json.loads(proc.stdout)["actions"]] == ["done"]
+
+
+def full_disk_before_the_second_move(lab):
+    moves = [("a", "n4"), ("c", "n3", [1]), ("d", "n2", [2])]
+    limit = journal_lines_until(
+        lab, moves,
+        lambda ev: ev["event"] == "start" and ev["id"] == 2) + 3
+    path = write_plan(lab, moves)
+    journal = lab["dir"] / "j" / "run.jsonl"
+    proc = run_on_a_small_disk(lab, path, journal, limit)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    # A move the journal cannot record is not started.
+    assert [a["outcome"] for a in report["actions"]] == ["done", "not-run", "not-run"]
+    assert report["summary"]["journal_error"]
+    assert cluster_placement(lab["state"]) == {"a": "n4", "b": "n1", "c": "n2", "d": "n3"}
+    return journal
+
+
+def move_by_hand(lab, vm, dst):
+    path = write_plan(lab, [(vm, dst)], "by-hand.json")
+    proc = run("vm-apply", str(path), "--journal", str(lab["dir"] / "by-hand.jsonl"),
+               *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_resume_after_a_full_disk_asks_the_hosts_which_moves_are_left(lab):
+    journal = full_disk_before_the_second_move(lab)
+    # Meanwhile someone moved c exactly where the plan sends it: done, not stale.
+    move_by_hand(lab, "c", "n3")
+    proc = run("vm-apply", "--resume", str(journal), *apply_args(lab))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [a["outcome"] for a in report["actions"]] == ["done"] * 3
+    assert "found on n3 by --resume" in (report["actions"][1].get("error") or "")
+    assert cluster_placement(lab["state"]) == {"a": "n4", "b": "n1", "c": "n3", "d": "n2"}
+    assert_consistent(lab["state"], report, GUESTS)
+
+
+def test_resume_reports_a_guest_found_neither_at_its_source_nor_its_destination(lab):
+    journal = full_disk_before_the_second_move(lab)
+    move_by_hand(lab, "c", "n1")
+    proc = run("vm-apply", "--resume", str(journal), *apply_args(lab))
+    assert proc.returncode == 75 and proc.stdout == ""
+    assert "c is on n1, not on n2 as the plan expects" in proc.stderr
+    assert cluster_placement(lab["state"])["c"] == "n1"

@@ -13,6 +13,18 @@ from vmtools import numbers
 from vmtools.errors import DataError, OptionError
 
 
+_LAB: list[str] = []
+
+
+def lab_text() -> str:
+    """The lab example's snapshot, made once per test session."""
+    if not _LAB:
+        proc = run("vm-snapshot", "--example", "lab")
+        assert proc.returncode == 0, proc.stderr
+        _LAB.append(proc.stdout)
+    return _LAB[0]
+
+
 def one_error_line(proc, code: int, prog: str, *needles: str) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"{prog}: error: "), \
@@ -185,11 +197,12 @@ def test_vm_status_survives_a_damaged_result_json(tmp_path, damage):
     write_run(runs, "20261207T050000Z",
               {**base, **damage} if isinstance(damage, dict) else damage)
     snap = tmp_path / "snap.json"
-    assert run("vm-snapshot", "--example", "lab", "-o", str(snap)).returncode == 0
-    for fmt in ("table", "json"):
-        proc = run("vm-status", str(snap), "--runs", str(runs), "-f", fmt)
-        assert proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr
+    snap.write_text(lab_text())
+    proc = run("vm-status", str(snap), "--runs", str(runs), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    from vmtools import render
+    render.status_table(json.loads(proc.stdout))           # what -f table shows
     if isinstance(damage, dict) and "failures" in damage:
         last = json.loads(proc.stdout)["last_run"]
         assert last["run"] == "20261207T050000Z"
@@ -221,16 +234,18 @@ def test_runs_finish_writes_a_result_for_a_malformed_plan(tmp_path, plan):
     '{"standby": {"\\u001b[2Jnode": {"cpu": 8}, "node-9": 3}}',
     '{"standby": [1, 2]}', '\u0000\u0000',
 ])
-def test_vm_status_survives_a_damaged_power_state(tmp_path, standby):
+def test_vm_status_refuses_a_damaged_power_state_naming_the_file_and_the_fix(tmp_path,
+                                                                              standby):
+    """As vm-plan does (issue 20: one state document, one reading of it): exit 65, one line
+    naming the file and the fix, nothing a terminal would obey."""
     state = tmp_path / "runs" / ".plan-state"
     state.mkdir(parents=True)
     (state / "vm-plan-power.json").write_text(standby)
     snap = tmp_path / "snap.json"
-    assert run("vm-snapshot", "--example", "lab", "-o", str(snap)).returncode == 0
-    for fmt in ("table", "json"):
-        proc = run("vm-status", str(snap), "--runs", str(tmp_path / "runs"), "-f", fmt)
-        assert proc.returncode == 0, proc.stderr
-        assert "\x1b" not in proc.stdout
+    snap.write_text(lab_text())
+    proc = run("vm-status", str(snap), "--runs", str(tmp_path / "runs"), "-f", "table")
+    one_error_line(proc, 65, "vm-status", "vm-plan-power.json", "remove it")
+    assert proc.stdout == "" and "\x1b" not in proc.stderr
 
 
 @pytest.mark.slow
@@ -254,7 +269,7 @@ def test_vm_rebalance_passes_an_archive_path_with_a_space_as_one_word(tmp_path):
 @pytest.mark.parametrize("target", ["DIR", "", "DIR/", "missing/doc.json"])
 def test_output_to_a_directory_or_nowhere_is_a_usage_error(tmp_path, target):
     target = target.replace("DIR", str(tmp_path))
-    snap = run("vm-snapshot", "--example", "lab").stdout
+    snap = lab_text()
     proc = run("vm-plan", "-o", target, input=snap)
     one_error_line(proc, 2, "vm-plan", "cannot write" if "missing" in target else "")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -347,7 +362,7 @@ def test_a_toolstack_printing_without_end_is_killed_at_the_output_limit(tmp_path
     ("vm-apply", ["--hosts", "/dev/zero"]),
 ])
 def test_files_of_endless_bytes_are_bad_data_naming_the_file(prog, args):
-    snap = run("vm-snapshot", "--example", "lab").stdout
+    snap = lab_text()
     doc = snap if prog == "vm-plan" else run("vm-plan", input=snap).stdout
     proc = run(prog, *args, input=doc)
     one_error_line(proc, 65, prog, "/dev/zero", "larger than")
@@ -403,12 +418,13 @@ def test_replay_length_is_bounded_before_the_first_tick(tmp_path, args, option):
 
 
 @pytest.mark.slow
-def test_sigterm_removes_the_replays_private_state_directory(tmp_path):
-    import glob
+def test_sigterm_ends_a_replay_with_a_state_cleanly_and_leaves_nothing_behind(tmp_path):
+    """A --plan setting's state lives in the replay's memory (issue 20), so there is no
+    directory to leave; SIGTERM still ends the replay through its finally blocks: one line,
+    exit 143, no solver file left in $TMPDIR."""
     import os
     import signal
     import subprocess
-    import tempfile
     import time
 
     from tests.conftest import script
@@ -417,23 +433,20 @@ def test_sigterm_removes_the_replays_private_state_directory(tmp_path):
         lines += [f"{1764547200 + 300 * k},g{i},{0.2 + 0.1 * (i % 3)},512,{'abc'[i % 3]}"
                   for i in range(6)]
     t, h = replay_files(tmp_path, "\n".join(lines) + "\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
-    env["TMPDIR"] = str(tmp_path)
+    env["TMPDIR"] = str(scratch)
     proc = subprocess.Popen([script("vm-replay"), t, "--hosts", h, "--plan",
                              "--objective balance --state x"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    pattern = os.path.join(str(tmp_path), "vm-replay-state.*")
-    deadline = time.monotonic() + 60
-    while not glob.glob(pattern) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert glob.glob(pattern), "the replay never made its state directory"
-    time.sleep(1.0)
+    time.sleep(3.0)                         # the settings checked, the ticks running
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert "stopped by SIGTERM" in err and "Traceback" not in err
-    assert glob.glob(pattern) == []
-    assert tempfile.gettempdir()
+    assert "stopped by SIGTERM" in err and "Traceback" not in err and err.count("\n") == 1
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "x").exists()
 
 
 def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
@@ -443,5 +456,213 @@ def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "a bug" not in proc.stderr
     assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    assert "t.csv:5: the trace grows" in proc.stderr          # the line of the growing row
     doc = json.loads(proc.stdout)
     assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])
+
+
+# ----------------------------------------------------------------- the planner's own input
+
+def lab_snapshot() -> dict:
+    return json.loads(lab_text())
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_standby_host_listing_guests_is_incoherent_input(objective):
+    snap = lab_snapshot()
+    snap["hosts"][0]["state"] = "standby"
+    proc = run("vm-plan", "--objective", objective, input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", f"on host {snap['hosts'][0]['name']}", "standby")
+
+
+@pytest.mark.parametrize("objective", ["consolidate", "balance", "auto", "repair"])
+def test_a_gather_rule_no_host_can_hold_is_exit_1_not_a_safety_check(tmp_path, objective):
+    snap = lab_snapshot()
+    off = snap["hosts"][0]["name"]
+    snap["hosts"][0]["state"] = "offline"
+    stuck = next(v["name"] for v in snap["vms"] if v["host"] == off)
+    other = next(v["name"] for v in snap["vms"] if v["host"] != off)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "gather", "vms": [stuck, other]}]}))
+    proc = run("vm-plan", "--objective", objective, "--constraints", str(rules),
+               input=json.dumps(snap))
+    one_error_line(proc, 1, "vm-plan", "gather", f"{stuck} must stay on {off}")
+
+
+@pytest.mark.parametrize("fraction", [0.00001, 0.0, 1.5])
+def test_a_capacity_rule_fraction_no_host_lives_with_is_bad_input(tmp_path, fraction):
+    snap = lab_snapshot()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0",
+                                 "rules": [{"rule": "capacity", "hosts": [snap["hosts"][0]
+                                                                          ["name"]],
+                                            "mem": fraction}]}))
+    proc = run("vm-plan", "--constraints", str(rules), input=json.dumps(snap))
+    one_error_line(proc, 65, "vm-plan", "rules[0]", "mem must be a fraction from 0.01 to 1")
+
+
+def test_a_host_of_half_a_mib_from_ganglia_is_a_problem_not_a_crash(tmp_path):
+    from vmtools.ganglia.sources import example_path
+    from pathlib import Path
+    text = Path(example_path("lab")).read_text()
+    import re
+    first = re.search(r'NAME="container.mem_total" VAL="(\d+)"', text)
+    broken = tmp_path / "broken.xml"
+    broken.write_text(text[:first.start(1)] + "512" + text[first.end(1):])
+    proc = run("vm-snapshot", "-i", str(broken))
+    assert proc.returncode == 0, proc.stderr
+    problems = json.loads(proc.stdout)["problems"]
+    assert any(p["kind"] == "bad-value" and "container.mem_total" in p["message"]
+               and '"512"' in p["message"] for p in problems), problems
+    plan = run("vm-plan", input=proc.stdout)
+    assert plan.returncode == 0, plan.stderr
+    assert "internal error" not in plan.stderr
+
+
+def test_an_unreadable_reported_is_the_reason_given():
+    from vmtools.ganglia.interpret import SnapshotBuilder
+    from vmtools.ganglia.xml import Cluster, RawHost
+    b = SnapshotBuilder(now=1765000000)
+    raw = RawHost(name="h1", reported=None, tn=1, tmax=20, line=3,
+                  times={"REPORTED": "4294967296"},
+                  metrics={"container.cpu_num": "4", "container.mem_total": "8388608",
+                           "container.type": "xen-4.17", "container.driver.migration": "xen",
+                           "container.vms": "g1"})
+    from vmtools.ganglia.names import HOST_METRICS
+    for m in HOST_METRICS:
+        raw.metrics.setdefault(m, "g1" if m.endswith("vms") else "1")
+    b.add_host(Cluster(name="c"), raw, "test")
+    messages = [p.message for p in b.problems]
+    assert any("REPORTED of host h1" in m and "not a uint32" in m for m in messages), messages
+    offline = [m for m in messages if "still lists" in m]
+    assert offline and "has not reported for" not in offline[0], offline
+    assert "report times that are not uint32" in offline[0]
+
+
+@pytest.mark.parametrize("scenario, where", [
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "b"}}}', "guests.g.host"),
+    ("[1]", "expected an object"),
+    ('{"hosts": {"a": {}}}', "guests"),
+    ('{"hosts": {"a": {}}, "guests": {}', "invalid JSON"),
+    ('{"hosts": {"a": {"mem_mib": 1e400}}, "guests": {}}', "invalid JSON"),
+    ('{"hosts": {"a": {"cpus": 0}}, "guests": {}}', "hosts.a.cpus"),
+    ('{"hosts": {"a": {}}, "guests": {}, "load": [{"guests": ["x"], "shape": "step"}]}',
+     "load[0].guests[0]"),
+    ('{"hosts": {"a": {}}, "guests": {"g": {"host": "a"}}, "load": [{"guests": ["g"], '
+     '"shape": "pulse", "load": 1, "on": 1, "period": 0}]}', "load[0].period"),
+])
+def test_vm_lab_scenario_files_are_checked_before_the_lab_starts(tmp_path, scenario, where):
+    path = tmp_path / "sc.json"
+    path.write_text(scenario)
+    proc = run("vm-lab", "--scenario", str(path), "--duration", "1", timeout=60)
+    one_error_line(proc, 65, "vm-lab", str(path), where)
+
+
+@pytest.mark.parametrize("model, where", [
+    ('{"hosts": [{"curve_w": [1.7e308, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}]}', "curve_w[0]"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 1e9}]}', "peak_w"),
+    ('{"hosts": [{"idle_w": 70, "peak_w": 100, "standby_w": "5"}]}', "standby_w"),
+])
+def test_power_model_numbers_are_bounded(tmp_path, model, where):
+    path = tmp_path / "power.json"
+    path.write_text(model)
+    snap = lab_text()
+    proc = run("vm-plan", "--power-model", str(path), input=snap)
+    one_error_line(proc, 65, "vm-plan", str(path), where)
+
+
+def test_a_nul_in_a_path_setting_is_a_usage_error(tmp_path):
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-plan]\npower_model = "\\u0000"\n')
+    snap = lab_text()
+    one_error_line(run("vm-plan", env={"VMTOOLS_CONFIG": str(conf)}, input=snap), 2,
+                   "vm-plan", "--power-model", "NUL")
+    one_error_line(run("vm-plan", env={"VMTOOLS_PLAN_CONSTRAINTS": "a\x01b"}, input=snap), 2,
+                   "vm-plan", "a\\x01b")
+
+
+# ----------------------------------------------------------------- RRDs written by rrdtool itself
+
+def make_rrd(path, values: list[float | None], start: int, step: int = 15) -> None:
+    import subprocess
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["rrdtool", "create", str(path), "--start", str(start - step), "--step",
+                    str(step), f"DS:sum:GAUGE:{step * 4}:U:U", "RRA:AVERAGE:0.5:1:1000"],
+                   check=True)
+    updates = [f"{start + k * step}:{'U' if v is None else v}" for k, v in enumerate(values)]
+    subprocess.run(["rrdtool", "update", str(path), *updates], check=True)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rrdtool"), reason="needs rrdtool")
+@pytest.mark.parametrize("cluster", ["xen", "a\\b", "with:colon"])
+def test_rrd_capacities_get_a_snapshots_bounds_and_odd_directory_names_are_read(tmp_path,
+                                                                                 cluster):
+    from vmtools.replay.rrd import read_rrd
+    start = 1765000000
+    n = 20
+    root = tmp_path / "rrds"
+    good, bad = root / cluster / "xen-1", root / cluster / "xen-2"
+    make_rrd(good / "container.cpu_num.rrd", [4] * n, start)
+    make_rrd(good / "container.mem_total.rrd", [8 * 2**20] * n, start)
+    make_rrd(good / "container.vm.g1.cpu.rrd", [50.0] * n, start)
+    make_rrd(good / "container.vm.g1.mem.rrd", [2**20] * n, start)
+    make_rrd(bad / "container.cpu_num.rrd", [-1] * n, start)          # a lie
+    make_rrd(bad / "container.mem_total.rrd", [-100] * n, start)
+    make_rrd(bad / "container.vm.g2.cpu.rrd", [1e300] * n, start)
+    make_rrd(bad / "container.vm.g2.mem.rrd", [2**20] * n, start)
+    trace = read_rrd(str(root), start, start + (n - 2) * 15, 15)
+    assert [(h.name, h.cpu, h.mem_mib) for h in trace.hosts] == [("xen-1", 4.0, 8192)]
+    assert any("host xen-2 has no container.cpu_num" in note for note in trace.notes)
+    assert any("outside" in note and "container.cpu_num" in note for note in trace.notes)
+    assert all(s.vms["g1"].cpu == pytest.approx(0.5) for s in trace.samples)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rrdtool"), reason="needs rrdtool")
+def test_an_rrdtool_answer_beyond_its_bounds_is_refused_before_it_is_parsed(tmp_path,
+                                                                            monkeypatch):
+    from vmtools.replay import rrd
+    start = 1765000000
+    host = tmp_path / "rrds" / "xen" / "xen-1"
+    for metric, value in (("container.cpu_num", 4), ("container.mem_total", 8 * 2**20),
+                          ("container.vm.g1.cpu", 50.0), ("container.vm.g1.mem", 2**20)):
+        make_rrd(host / f"{metric}.rrd", [value] * 40, start)
+    monkeypatch.setattr(rrd, "MAX_ROWS", 10)
+    with pytest.raises(DataError, match=r"rrdtool answers \d+ rows, more than 10"):
+        rrd.read_rrd(str(tmp_path / "rrds"), start, start + 39 * 15, 15)
+    monkeypatch.setattr(rrd, "MAX_ROWS", 250_000)
+    monkeypatch.setattr(rrd, "MAX_ANSWER_BYTES", 200)
+    with pytest.raises(DataError, match=r"rrdtool's answer is larger than"):
+        rrd.read_rrd(str(tmp_path / "rrds"), start, start + 39 * 15, 15)
+
+
+def test_an_xend_answering_without_end_is_read_up_to_its_limit(monkeypatch):
+    import http.server
+    import threading
+
+    from vmtools.drivers import xend_http
+    from vmtools.drivers.base import Endpoint
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server names it
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"(" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(xend_http, "MAX_ANSWER_BYTES", 1 << 20)
+    try:
+        driver = xend_http.XendHttpDriver(Endpoint("n1", "xen", "127.0.0.1",
+                                                   server.server_address[1], "127.0.0.1"))
+        status, body = driver._request("GET", "/xend/domain", None, timeout=10)
+        assert status == 200 and len(body) == 1 << 20
+    finally:
+        server.shutdown()

@@ -191,3 +191,24 @@ def test_a_guest_already_running_is_not_created_again(env):
     assert proc.returncode == 75, proc.stderr
     assert "c already runs on n2; the plan starts it" in proc.stderr
     assert cluster_placement(env["state"]) == {"a": "n1", "b": "n1", "c": "n2"}
+
+
+def test_resume_of_a_run_that_died_during_a_suspend_settles_it_by_asking_the_host(env):
+    image = f"{env['images']}/a.save"
+    path = write_plan(env, [Action(id=1, op="suspend", vm="a", src="n1", dst="", mem_mib=2048,
+                                   image=image)], {"b": "n1", "c": "n2"})
+    proc = run("vm-apply", str(path), *apply_args(env))
+    assert proc.returncode == 0, proc.stderr
+    # the run as it would be had vm-apply died while xl save ran: no end, no finish, no ledger
+    (journal,) = (env["state_dir"] / "journal").iterdir()
+    events = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events
+                               if e["event"] not in ("end", "finish")))
+    (env["state_dir"] / "suspended.json").unlink()
+    proc = run("vm-apply", "--resume", str(journal), *apply_args(env))
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = json.loads(proc.stdout)["actions"]
+    assert entry["outcome"] == "done" and entry.get("from_journal") is True
+    assert "a verified gone from n1, its image at" in entry["error"]
+    assert [g["name"] for g in json.loads(
+        (env["state_dir"] / "suspended.json").read_text())["guests"]] == ["a"]

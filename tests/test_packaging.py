@@ -118,3 +118,27 @@ def test_the_management_node_install_stages_a_venv_in_opt(tmp_path):
                           capture_output=True, timeout=300, cwd=tmp_path)
     assert plan.returncode == 0, plan.stderr
     assert b"migrations" in plan.stdout
+    # The suggested next step: edit rebalance.conf (here: its gmetad becomes the bundled
+    # dump, its archive a scratch directory), then 'vm-rebalance -n'. Every file the installed
+    # settings name exists, and vm-plan's state is where vm-status looks for it.
+    conf = (stage / "etc/vmtools/rebalance.conf").read_text()
+    for path in {w for w in conf.split() if w.startswith("/etc/vmtools/")
+                 and not w.startswith("/etc/vmtools/rebalance.conf")}:
+        line = next(x for x in conf.splitlines() if path in x)
+        assert line.lstrip().startswith("#") or (stage / path.lstrip("/")).exists(), line
+    archive = tmp_path / "runs"
+    edited = tmp_path / "rebalance.conf"
+    edited.write_text(conf.replace('SNAPSHOT_ARGS="--gmetad ganglia.example.org:8651"',
+                                   'SNAPSHOT_ARGS="--example hotspot"')
+                      .replace("ARCHIVE=/var/lib/vmtools/runs", f"ARCHIVE={archive}")
+                      # the dump's hosts do not exist: the dry run asks none of them
+                      .replace('APPLY_ARGS="', 'APPLY_ARGS="--offline '))
+    run = subprocess.run([str(venv / "bin/vm-rebalance"), "-n", "-c", str(edited)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (archive / ".plan-state").is_dir() and any((archive / ".plan-state").iterdir())
+    status = subprocess.run([str(venv / "bin/vm-status"), "--runs", str(archive),
+                             str(next(archive.glob("2*/snapshot.json")))],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "Last vm-rebalance run" in status.stdout

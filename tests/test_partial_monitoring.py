@@ -217,3 +217,81 @@ def test_a_guest_leaves_a_frozen_host_only_to_end_an_overload_its_known_guests_c
     plan = make_plan(calm, Constraints([]), Options(objective="consolidate", time_limit=20,
                                                           max_frozen=1.0))
     assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
+
+
+def test_auto_relieves_a_frozen_host_its_known_guests_alone_make_a_hotspot():
+    from vmtools.model import VM, Host, Problem, Snapshot
+    from vmtools.planner.plan import Options, make_plan
+    from vmtools.rules.constraints import Constraints
+    snap = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=16384) for i in range(1, 5)],
+                    vms=[VM(name="a", host="h1", cpu=4.0, mem_mib=2048),
+                         VM(name="b", host="h1", cpu=3.6, mem_mib=2048),
+                         VM(name="c", host="h2", cpu=1.0, mem_mib=2048)],
+                    problems=[Problem("no-data", "host h1 lists guest x but ...", host="h1",
+                                      vm="x")],
+                    created="2026-12-07T06:00:00Z")
+    # 7.6 of 8 CPUs known (95 %, above the 0.9 threshold, under capacity): auto relieves it
+    # onto a host whose figures are known; consolidate (no hotspot to end) moves nothing off.
+    plan = make_plan(snap, Constraints([]), Options(objective="auto", max_frozen=1.0))
+    off = [a for a in plan.actions if a.src == "h1"]
+    assert off and all(a.dst != "h1" for a in plan.actions)
+    assert off[0].reason.startswith("relieve: h1 is frozen (no-data) and its known guests "
+                                    "alone make it a hotspot (CPU 95%)"), off[0].reason
+    plan = make_plan(snap, Constraints([]), Options(objective="consolidate", max_frozen=1.0,
+                                                    time_limit=20))
+    assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions
+
+
+def test_a_host_without_its_guest_list_looks_empty_but_takes_nothing(tmp_path):
+    """vm-gmetric left container.vms out (a guest list it could not read whole) and gmond has
+    none from before (restarted): node-3 looks empty. Nothing moves onto it; with --state its
+    guests are vanished-guest problems, counted at their size when last seen."""
+    state = tmp_path / "state"
+    state.mkdir()
+    r, first = plan_of(snapshot_of(tmp_path, DUMP), "--state", str(state))
+    assert r.returncode == 0, r.stderr
+    xml = edit_host(DUMP, "node-3", lambda b: re.sub(
+        r'<METRIC NAME="container\.vms"[^>]*>.*?</METRIC>\s*', "", b, flags=re.S))
+    snap = json.loads(snapshot_of(tmp_path, xml, "no-list.xml"))
+    assert [(p["kind"], p["host"]) for p in snap["problems"]] == [
+        ("partial-container", "node-3")]
+    assert not [v for v in snap["vms"] if v["host"] == "node-3"]
+    for args in ((), ("--state", str(state))):
+        r, plan = plan_of(json.dumps(snap), *args)
+        assert r.returncode == 0, r.stderr
+        entry = {f["host"]: f for f in plan["summary"]["frozen"]}["node-3"]
+        assert entry["counted_as"] == "full"
+        assert all("node-3" not in (a["src"], a["dst"]) for a in plan["actions"])
+    assert entry["kinds"] == ["partial-container", "vanished-guest"]
+    sizes = {v["name"]: v["mem_mib"] for v in first["origin"]["vms"] if v["host"] == "node-3"}
+    assert {g["vm"]: g["mem_mib"] for g in entry["unknown_guests"]} == sizes
+
+
+def test_a_run_that_lost_a_guests_metrics_keeps_its_hosts_hotspot_and_its_history(tmp_path):
+    """With --state: a guest whose metrics are lost for one run counts at its last figures for
+    whether its host is hot (the hotspot's persistence is not broken), and keeps its demand
+    history (its planning demand is not its last sample alone)."""
+    from vmtools.model import VM, Host, Problem, Snapshot
+    from vmtools.planner.plan import Options, plan_with_state
+    from vmtools.state import read_state
+    from vmtools.rules.constraints import Constraints
+    hosts = [Host(name=f"h{i}", cpu=8, mem_mib=16384) for i in range(1, 9)]
+
+    def snap(minute: int, lost: bool) -> Snapshot:
+        vms = [VM(name="a", host="h1", cpu=4.0, mem_mib=2048)]
+        if not lost:
+            vms.append(VM(name="b", host="h1", cpu=3.6, mem_mib=2048))
+        vms += [VM(name=f"g{i}", host=f"h{i}", cpu=0.5, mem_mib=1024) for i in range(2, 9)]
+        problems = [Problem("no-data", "host h1 lists guest b but ...", host="h1", vm="b")] \
+            if lost else []
+        return Snapshot(hosts=hosts, vms=vms, problems=problems,
+                        created=f"2026-12-07T06:{minute:02d}:00Z")
+    opts = Options(objective="auto")
+    plan_with_state(snap(0, False), Constraints([]), opts, str(tmp_path),
+                    window=(2, 3))
+    plan = plan_with_state(snap(5, True), Constraints([]), opts, str(tmp_path), window=(2, 3))
+    memory = read_state(str(tmp_path)).plan
+    assert [o["hot"] for o in memory.observations] == [["h1"], ["h1"]]
+    assert [r[1] for r in memory.samples["b"]] == [3.6]
+    # h1 is frozen, and its known guest alone (a, 50 %) makes no hotspot: nothing touches it.
+    assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions

@@ -156,7 +156,7 @@ def test_state_second_run_plans_nothing_and_cooldown(tmp_path: Path):
     second = run("vm-plan", "--state", str(state), "--cooldown", "30", input=text(after))
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["actions"] == []
-    assert (state / "vm-plan-state.json").exists()
+    assert (state / "vmtools.state").exists() and not (state / "vm-plan-state.json").exists()
 
 
 def test_hotspot_must_persist_k_of_n(tmp_path: Path):

@@ -20,6 +20,7 @@ from vmtools.errors import DataError, OperationFailed
 from vmtools.model import VM, Action, Host, Plan, Snapshot, epoch_to_iso, iso_to_epoch
 from vmtools.rules.check import check_plan
 from vmtools.rules.constraints import Constraints, parse_rules
+from vmtools.planner.options import RunFacts
 from vmtools.planner.plan import Options, make_plan, plan_with_state
 from vmtools.planner.power import PowerOptions, load_power_state
 from vmtools.power_model import parse_power_model
@@ -250,6 +251,27 @@ def test_a_host_switched_off_becomes_standby_and_wakes_for_a_maintenance_evacuat
     check_plan(p2, cons2)
 
 
+def test_a_host_switched_off_that_prometheus_names_vanished_is_standby_and_wakes(tmp_path):
+    """vm-snapshot --prometheus names a host that stopped reporting within the hour
+    (vanished-host): when vmtools switched it off, it is standby, not frozen, and can wake."""
+    from vmtools.model import Problem
+    s = four_hosts()
+    d = str(tmp_path)
+    p1 = plan_with_state(s, Constraints([]), opts(), d, power=power(standby_after=0, reserve=0))
+    off = power_ops(p1)["power-off"]
+    s2 = later(s, 10, p1.placement, drop=off)
+    s2 = replace(s2, problems=[Problem("vanished-host", f"host {h} last reported 600 s ago",
+                                       host=h) for h in off])
+    used = sorted(set(p1.placement.values()))
+    cons2 = parse_rules([{"rule": "maintenance", "hosts": [used[0]]}], replace(s2, hosts=s2.hosts + [
+        Host(name=h, cluster="c", cpu=8, mem_mib=16 * GIB, state="standby") for h in off]))
+    p2 = plan_with_state(s2, cons2, opts(objective="repair"), d,
+                         power=power(standby_after=0, reserve=0))
+    assert not p2.origin.problems
+    assert len(power_ops(p2)["power-on"]) == 1
+    check_plan(p2, cons2)
+
+
 def test_failed_boot_is_remembered_and_not_woken_again(tmp_path):
     d = str(tmp_path)
     s = snap({"h1": (4, 8), "h2": (4, 8)}, {"a": ("h1", 1, 6), "b": ("h1", 1, 3)})
@@ -266,8 +288,10 @@ def test_failed_boot_is_remembered_and_not_woken_again(tmp_path):
         plan_with_state(s, rules, opts(objective="repair"), d,
                         power=power(standby_after=0, reserve=0, boot_timeout=600))
     assert "h3" in load_power_state(d).boot_failed
-    # the same, without the failed boot on record: h3 is woken
-    os.remove(os.path.join(d, "vm-plan-power.json"))
+    # the same, without the failed boot on record: h3 is woken (the state written since is
+    # one vmtools.state document; the old file it was read from is gone)
+    assert not os.path.exists(os.path.join(d, "vm-plan-power.json"))
+    os.remove(os.path.join(d, "vmtools.state"))
     with open(os.path.join(d, "vm-plan-power.json"), "w") as fh:
         json.dump({"standby": {"h3": {"cluster": "c", "cpu": 4, "mem_mib": 8 * GIB,
                                       "since": iso_to_epoch(T0) - 3600}}}, fh)
@@ -321,8 +345,8 @@ def test_power_model_never_sends_guests_back_to_a_host_they_left_within_the_hour
              {"a": ("g5-1", 1, 4), "b": ("g5-1", 1, 4), "c": ("g5-2", 1, 4)})
     model = parse_power_model({"hosts": [{"match": "g4-*", "idle_w": 86, "peak_w": 117},
                                          {"match": "*", "idle_w": 93.7, "peak_w": 135}]})
-    p = plan_with_state(s, Constraints([]), opts(recent_left={"a": "g4-1", "b": "g4-2",
-                                                              "c": "g4-1"}), None,
+    left = RunFacts(recent_left={"a": "g4-1", "b": "g4-2", "c": "g4-1"})
+    p = plan_with_state(s, Constraints([]), opts(facts=left), None,
                         power=power(standby_after=0, reserve=0, model=model))
     assert not any(k.startswith("power-model") for k in p.explain)
     assert not [a for a in p.actions if a.op == "migrate" and a.dst.startswith("g4")]

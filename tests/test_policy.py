@@ -15,12 +15,16 @@ from vmtools.model import Snapshot, epoch_to_iso
 from vmtools.planner import demand as dm
 from vmtools.rules.check import check_plan
 from vmtools.rules.constraints import parse_rules
+from vmtools.planner.options import RunFacts
 from vmtools.planner.plan import Options, make_plan, plan_with_state, with_placement
 
 
 def auto(s: Snapshot, rules: list | None = None, **kw):
+    """auto's plan; keywords are settings, or facts a run derives from --state (RunFacts)."""
     cons = parse_rules(rules or [], s)
-    p = make_plan(s, cons, Options(objective="auto", time_limit=20, **kw))
+    facts = {k: kw.pop(k) for k in list(kw) if k in RunFacts.__dataclass_fields__}
+    p = make_plan(s, cons, Options(objective="auto", time_limit=20, **kw,
+                                   **({"facts": RunFacts(**facts)} if facts else {})))
     check_plan(p, cons)
     return p
 
@@ -213,7 +217,10 @@ def test_estimates_over_a_recorded_window():
     assert dm.estimates(samples, s, "p50")["x"] == 0.5       # never below the last sample
     s2 = snap({"a": (8, 16)}, {"y": ("a", 1, 1)})
     dm.record(samples, s2, base + 1800, 20)
-    assert set(samples) == {"y"}                              # gone guests are forgotten
+    # A guest the snapshot lacks (its metrics lost for a run) keeps its window...
+    assert [r[1] for r in samples["x"]] == [2.0, 0.3, 0.4, 0.5]
+    dm.record(samples, s2, base + 3000, 20)
+    assert set(samples) == {"y"}                   # ... and is forgotten once it is past
 
 
 @pytest.mark.parametrize("text", ["p0", "p100", "median", "p9x", ""])
@@ -245,10 +252,10 @@ def test_a_busy_hour_keeps_its_host_open_until_it_leaves_the_window(tmp_path):
     p = run_with_state(tmp_path, busy + [quiet], demand="p90", demand_window=60)
     assert p.actions == [], "the last quiet sample emptied a host the hour needs"
     assert p.summary["demand"] == "p90 over 60 min"
-    (tmp_path / "vm-plan-state.json").unlink()
+    (tmp_path / "vmtools.state").unlink()
     p = run_with_state(tmp_path, busy + [quiet], demand="last", demand_window=60)
     assert p.actions, "with --demand last the quiet sample is enough to consolidate"
-    (tmp_path / "vm-plan-state.json").unlink()
+    (tmp_path / "vmtools.state").unlink()
     later = [at(35 + 5 * i, 0.5) for i in range(13)]      # an hour of quiet afterwards
     p = run_with_state(tmp_path, busy + later, demand="p90", demand_window=60)
     assert p.actions
@@ -281,7 +288,7 @@ def test_guests_whose_peaks_alternate_share_a_host_under_the_windows_demand(tmp_
     # Per guest, the hour's maxima (3.5 + 3.5) overflow 0.8 x 8 = 6.4; summed
     # time by time, x and y need 4 and share a host.
     assert p.summary["hosts_after"] == 2
-    (tmp_path / "vm-plan-state.json").unlink()
+    (tmp_path / "vmtools.state").unlink()
     together = [at(5 * i, 3.5 if i % 2 else 0.5, 3.5 if i % 2 else 0.5) for i in range(12)]
     p = run_with_state(tmp_path, together, demand="max", demand_window=60)
     assert p.summary["hosts_after"] == 3, "guests that peak together were packed together"
@@ -296,7 +303,7 @@ def test_a_guest_never_goes_back_to_a_host_it_left_within_the_hour(tmp_path):
     history = [at(0, "a", 1.0), at(5, "a", 1.0), at(10, "b", 3.9), at(15, "b", 3.9)]
     p = run_with_state(tmp_path, history, cooldown=0)
     assert not [a for a in p.actions if a.vm == "x" and a.dst == "a"]
-    (tmp_path / "vm-plan-state.json").unlink()
+    (tmp_path / "vmtools.state").unlink()
     # Without the record of the move (a fresh state), x is relieved to a.
     p = run_with_state(tmp_path, history[2:], cooldown=0)
     assert [a for a in p.actions if a.vm == "x" and a.dst == "a"]

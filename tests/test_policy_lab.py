@@ -73,3 +73,48 @@ def test_auto_repairs_maintenance_first_and_never_returns(make_lab):
         _, plan, _, _ = lab.pipeline("auto")
         assert all(a["dst"] != "node-3" for a in plan["actions"])
     assert "node-3" not in hosts_used(lab.placement())
+
+
+def test_a_silent_domain0_is_planned_around_while_a_hotspot_elsewhere_is_relieved(make_lab,
+                                                                                   tmp_path):
+    """One Domain-0's vm-gmetric dies while node-1 is overloaded: vm-plan still relieves
+    node-1 (exit 0), moves nothing onto or off the silent host, names it and why, and the host
+    thaws once its agent is back."""
+    scenario = load_scenario("hotspot")
+    scenario["load"][0]["at"] = 0          # node-1: 8.9 CPUs of 8, overloaded from the start
+    lab = make_lab(scenario)
+    snap = lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 1.0 and not s["problems"]
+                          and len(s["vms"]) == len(scenario["guests"]), what="the overload")
+    # Which host would the plan use to relieve node-1? That one falls silent.
+    import json
+    scratch = tmp_path / "scratch-state"
+    scratch.mkdir()
+    probe = lab.run("vm-plan", "--state", str(scratch), input=json.dumps(snap))
+    assert probe.returncode == 0, probe.stderr
+    relief = [a for a in json.loads(probe.stdout)["actions"] if a["src"] == "node-1"]
+    assert relief, probe.stdout
+    silent = relief[0]["dst"]
+    lab.gmetrics.pop(silent).terminate()
+    frozen = lab.wait_until(
+        lambda s: any(p.get("host") == silent for p in s["problems"]), timeout=150,
+        what=f"{silent}'s metrics to go stale")
+    kinds = {p["kind"] for p in frozen["problems"] if p.get("host") == silent}
+    assert kinds & {"stale-host", "offline-host", "stale-guest"}, frozen["problems"]
+    before = lab.placement()
+    _, plan, report, codes = lab.pipeline("auto")
+    assert codes["vm-plan"] == 0 and codes.get("vm-apply", 0) == 0, lab.last_apply_stderr
+    entry = {f["host"]: f for f in plan["summary"]["frozen"]}
+    assert silent in entry and set(entry[silent]["kinds"]) & kinds
+    relieved = [a for a in plan["actions"] if a["src"] == "node-1"]
+    assert relieved, plan["summary"]["hotspots"]
+    assert all(silent not in (a["src"], a["dst"]) for a in plan["actions"]), plan["actions"]
+    after = lab.placement()
+    assert {v for v, h in before.items() if h == silent} == \
+        {v for v, h in after.items() if h == silent}
+    # The agent is back: the host thaws (no problem names it, vm-plan freezes nothing).
+    lab._start_gmetric(silent, lab.state.read()["hosts"][silent])
+    thawed = lab.wait_until(lambda s: not any(p.get("host") == silent for p in s["problems"]),
+                            timeout=90, what=f"{silent} to report again")
+    again = lab.run("vm-plan", "--state", str(scratch), input=json.dumps(thawed))
+    assert again.returncode == 0, again.stderr
+    assert silent not in {f["host"] for f in json.loads(again.stdout)["summary"]["frozen"]}

@@ -80,12 +80,13 @@ def test_hostmap_power_columns():
 @pytest.mark.parametrize("line,message", [
     ("n1,,,ipmi", "no bmc address"),
     ("n1,,,wol", "no mac address"),
-    ("n1,,,sleep", "expected ipmi, wol or none"),
+    ("n1,,,sleep", "expected ipmi, wol, xapi or none"),
     ("n1,,,ipmi,10.0.0.1:0", "port must be 1-65535"),
     ("n1,,,ipmi,bad host!", "not a host name"),
     ("n1,,,wol,,ff:ff:ff:ff:ff:ff", "broadcast"),
     ("n1,,,wol,,00:16:3e", "six hexadecimal pairs"),
-    ("n1,,,none,,,extra", "got 7 fields"),
+    ("n1,,,none,,,extra", "transport 'extra': expected one of"),
+    ("n1,,,none,,,xapi,more", "got 8 fields"),
 ])
 def test_hostmap_power_columns_validated(line, message):
     with pytest.raises(DataError, match=message) as err:

@@ -272,3 +272,49 @@ def test_profiles_and_bad_profiles(tmp_path, fake):
     bad.write_text('[queries]\nhost_cpus = "x"\n')
     proc = run("vm-snapshot", "--prometheus", fake.url, "--prometheus-profile", str(bad))
     assert proc.returncode == 2 and "lacks host_memory_bytes" in proc.stderr
+
+
+def test_hostile_labels_never_reach_the_snapshot(fake):
+    answers = healthy()
+    evil_host = {"host": "node-1; rm -rf /"}
+    evil_vm = {"host": "node-1", "vm": "<script>alert(1)</script>"}
+    for q, value in ((Q["host_memory_bytes"], str(2**34)), (Q["host_cpus"], "8"),
+                     (Q["host_last_seen"], str(time.time()))):
+        answers[q]["data"]["result"].append({"metric": evil_host, "value": [0, value]})
+    for q, value in ((Q["guest_memory_bytes"], str(2**30)), (Q["guest_vcpus"], "1"),
+                     (Q["guest_cpu"], "0.1")):
+        answers[q]["data"]["result"].append({"metric": evil_vm, "value": [0, value]})
+    fake.answers = answers
+    proc = snapshot(fake)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert {h["name"] for h in doc["hosts"]} == {"node-1", "node-2"}
+    assert "<script>" not in {v["name"] for v in doc["vms"]}
+    assert [p["kind"] for p in doc["problems"]].count("unsafe-name") == 2
+    assert all(p.get("host") in (None, "node-1", "node-2") for p in doc["problems"])
+    plan = run("vm-plan", input=proc.stdout)               # the snapshot is a valid document
+    assert plan.returncode in (0, 75), plan.stderr
+
+
+@pytest.mark.parametrize("answer, text", [
+    ({"status": "success", "data": {"resultType": "string", "result": [1, "x"]}},
+     "expected an instant vector, got a string"),
+    ({"status": "success", "data": {"resultType": "vector",
+                                    "result": [{"metric": {"host": 1}, "value": [1, "8"]}]}},
+     "a series whose labels are not strings"),
+    ({"status": "success", "data": {"resultType": "vector",
+                                    "result": [{"metric": {"host": "node-1"}, "value": 8}]}},
+     "a sample that is not [time, \"value\"]"),
+    (b'{"status": "success", "data": {"resultType": "vector", "result": '
+     b'[{"metric": {"host": "node-1"}, "value": [1e999, "8"]}]}}',
+     "a sample that is not [time, \"value\"]"),
+    (b'{"status": "success", "data": {"resultType": "vector", "result": '
+     b'[{"metric": {"host": "node-1"}, "value": [NaN, "8"]}]}}', "not JSON"),
+    ([1, 2, 3], "no \"status\" of success or error"),
+])
+def test_json_of_another_shape_is_65_naming_the_query(fake, answer, text):
+    fake.answers[Q["host_cpus"]] = answer if isinstance(answer, bytes) else \
+        json.dumps(answer).encode()
+    proc = snapshot(fake)
+    assert proc.returncode == 65 and text in proc.stderr, proc.stderr
+    assert "vmtools_host_cpus" in proc.stderr and proc.stdout == ""

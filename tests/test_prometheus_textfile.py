@@ -132,3 +132,74 @@ def test_the_alerting_rules_example_is_valid_and_its_unit_tests_pass():
     unit = subprocess.run([PROMTOOL, "test", "rules", "vmtools-alerts.test.yml"], cwd=rules,
                           capture_output=True, text=True, timeout=60)
     assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+def test_rebalance_metrics_from_a_run_with_power_actions_frozen_hosts_and_hotspots(tmp_path):
+    """What vm-rebalance.prom says of a run directory, figure by figure (the documents as
+    vm-snapshot, vm-plan and vm-apply write them)."""
+    from vmtools.prometheus.exposition import render
+    from vmtools.prometheus.textfile import rebalance_families
+    run_dir = tmp_path / "20261207T030000Z"
+    run_dir.mkdir()
+    hosts = [{"name": f"node-{i}", "state": s} for i, s in
+             enumerate(["online", "online", "online", "standby", "offline"], 1)]
+    (run_dir / "snapshot.json").write_text(json.dumps({"hosts": hosts, "vms": [], "problems": [
+        {"kind": "stale-host", "host": "node-2", "message": "old"}]}))
+    (run_dir / "plan.json").write_text(json.dumps({
+        "actions": [{"id": 1, "op": "migrate", "vm": "a", "mem_mib": 1024},
+                    {"id": 2, "op": "migrate", "vm": "b", "mem_mib": 2048},
+                    {"id": 3, "op": "power-off", "host": "node-1"},
+                    {"id": 4, "op": "power-on", "host": "node-4"}],
+        "solver": {"status": "feasible", "gap": 0.125, "seconds": 3.5},
+        "summary": {"deferred": {"migrations": 7}, "worst_cpu_before": 1.2,
+                    "frozen": [{"host": "node-2", "why": "stale-host: old", "leaving": []}],
+                    "hotspots": [{"host": "node-3", "acted": True},
+                                 {"host": "node-5", "acted": False, "why": "budget"}]}}))
+    (run_dir / "report.json").write_text(json.dumps({"actions": [
+        {"id": 1, "op": "migrate", "outcome": "done"},
+        {"id": 2, "op": "migrate", "outcome": "failed"},
+        {"id": 3, "op": "power-off", "outcome": "done"},
+        {"id": 4, "op": "power-on", "outcome": "not-run"}]}))
+    (run_dir / "result.json").write_text(json.dumps({"exit": 1, "failed_step": "report",
+                                                     "seconds": 42.0, "dry_run": False}))
+    prom = tmp_path / "vm-rebalance.prom"
+    prom.write_text('vmtools_rebalance_last_success_timestamp_seconds 1000\n')
+    text = render(rebalance_families(str(run_dir), str(prom), now=5000.0))
+    prom.write_text(text)
+    got = samples(prom)
+    r = "vmtools_rebalance_"
+    assert got[(r + "exit_code", ())] == 1
+    assert got[(r + "failed_step", (("step", "report"),))] == 1
+    assert got[(r + "last_success_timestamp_seconds", ())] == 1000     # carried over
+    assert got[(r + "last_migration_timestamp_seconds", ())] == 5000   # one was done
+    assert got[(r + "planned_actions", (("op", "migrate"),))] == 2
+    assert got[(r + "planned_migrated_bytes", ())] == 3 * 2**30
+    assert got[(r + "deferred_migrations", ())] == 7
+    assert got[(r + "frozen_hosts", ())] == 1
+    assert got[(r + "host_frozen", (("host", "node-2"),))] == 1
+    assert got[(r + "hotspots", ())] == 2 and got[(r + "hotspots_not_relieved", ())] == 1
+    assert got[(r + "worst_host_cpu_ratio", ())] == 1.2
+    assert got[(r + "solver_status", (("status", "feasible"),))] == 1
+    assert got[(r + "solver_gap_ratio", ())] == 0.125 and got[(r + "solver_seconds", ())] == 3.5
+    assert got[(r + "migrations", (("outcome", "done"),))] == 1
+    assert got[(r + "migrations", (("outcome", "failed"),))] == 1
+    assert got[(r + "power_actions", (("op", "power-off"), ("outcome", "done")))] == 1
+    assert got[(r + "power_actions", (("op", "power-on"), ("outcome", "not-run")))] == 1
+    assert got[(r + "power_actions", (("op", "power-on"), ("outcome", "planned")))] == 1
+    assert {s: got[(r + "hosts", (("state", s),))] for s in ("online", "offline", "standby")} \
+        == {"online": 3, "offline": 1, "standby": 1}
+    assert got[(r + "duration_seconds", ())] == 42
+    if PROMTOOL:
+        promtool_accepts(prom)
+
+
+def test_a_run_directory_with_garbage_documents_still_gives_metrics(tmp_path):
+    from vmtools.prometheus.exposition import render
+    from vmtools.prometheus.textfile import rebalance_families
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "plan.json").write_text('{"actions": "nope", "summary": [1], "solver": 3}')
+    (run_dir / "report.json").write_text("\x00\x01 not json")
+    text = render(rebalance_families(str(run_dir), str(tmp_path / "none.prom"), now=1.0))
+    assert "vmtools_rebalance_exit_code 70.0" in text      # no result.json: not a success
+    assert "NaN" not in text

@@ -83,6 +83,13 @@ def test_problems_are_listed_in_full(tmp_path):
     assert lines_fit(out)
     assert "Problems (8)" in out
     assert "- unsafe-name (host node-b): host node-b lists a guest named" in out
+    # Each host a problem names is frozen, and the view says so and why.
+    assert "Frozen hosts (" in out and "node-b" in out
+    doc = json.loads(run("vm-status", str(snap), "--runs", "", "-f", "json").stdout)
+    frozen = {h["name"]: h["frozen"] for h in doc["hosts"] if h["frozen"]}
+    assert frozen and set(doc["summary"]["frozen"]) == set(frozen)
+    assert "unsafe-name" in frozen["node-b"]["kinds"] and frozen["node-b"]["why"]
+    assert all(h["knowledge"] == "known" for h in doc["hosts"] if not h["frozen"])
 
 
 def test_bad_input_and_unreachable_gmetad():

@@ -290,6 +290,10 @@ class Snapshot:
     created: str = field(default_factory=utc_now)
     generator: str = f"vm-snapshot {__version__}"
     version: str = CURRENT_VERSION
+    # Rules the platform itself declares (vmtools.constraints rule objects, e.g. a XAPI
+    # pool's anti-affinity VM groups as spread, its disabled hosts as maintenance): vm-plan
+    # obeys them with those of --constraints. Optional (version 1.1).
+    rules: list[dict] = field(default_factory=list)
     # Recent CPU samples of each guest, from a source that keeps history (Prometheus):
     # {guest: [[epoch seconds, CPUs], ...]}, oldest first; None when the source has none.
     samples: dict[str, list] | None = None
@@ -308,9 +312,14 @@ class Snapshot:
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
         samples = _samples(r.raw("samples", None), r.where("samples"), {v.name for v in vms})
+        rules = []
+        for p, item in r.list("rules", False):
+            if not isinstance(item, dict):
+                raise DataError(f"expected a rule object, got {_describe(item)}", p)
+            rules.append(item)
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
-                   version=r.str("version"), samples=samples)
+                   version=r.str("version"), samples=samples, rules=rules)
 
     def to_dict(self) -> dict:
         out = {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
@@ -320,6 +329,8 @@ class Snapshot:
                "problems": [p.to_dict() for p in self.problems]}
         if self.samples is not None:
             out["samples"] = samples_to_dict(self.samples)
+        if self.rules:
+            out["rules"] = list(self.rules)
         return out
 
     def host(self, name: str) -> Host:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from vmtools.errors import DataError
 from vmtools.model import Reader, check_envelope
+from vmtools.numbers import number
 
 POWER_FORMAT = "vmtools.power"
 
@@ -82,6 +83,10 @@ class PowerModel:
 DEFAULT = PowerModel([HostPower("*", HP_ML110_G5)], "default (HP ProLiant ML110 G5, SPECpower)")
 
 
+# One host drawing more than a megawatt is a typo, not a server (every figure multiplies it).
+MAX_WATTS = 1e6
+
+
 def parse_power_model(obj: object, source: str = "power model") -> PowerModel:
     """A :class:`PowerModel` from a parsed ``vmtools.power`` document; DataError on a bad one
     (its ``where`` is the JSON path)."""
@@ -91,21 +96,18 @@ def parse_power_model(obj: object, source: str = "power model") -> PowerModel:
     for path, item in r.list("hosts"):
         e = Reader(item, path)
         match = e.str("match", False, "*")
-        standby = e.num("standby_w", False, 0.0)
+        standby = e.num("standby_w", False, 0.0, maximum=MAX_WATTS)
         if "curve_w" in e.obj:
             points = []
             for p, w in e.list("curve_w"):
-                if isinstance(w, bool) or not isinstance(w, (int, float)) \
-                        or not math.isfinite(w) or w < 0:
-                    raise DataError(f"expected watts (a number >= 0), got {w!r}", p)
-                points.append(float(w))
+                points.append(number(w, p, lo=0.0, hi=MAX_WATTS))
             if len(points) != 11:
                 raise DataError(f"expected 11 values (watts at 0, 10, ..., 100 % CPU), got "
                                 f"{len(points)}", e.where("curve_w"))
             curve = tuple(points)
         else:
-            idle = e.num("idle_w")
-            peak = e.num("peak_w")
+            idle = e.num("idle_w", maximum=MAX_WATTS)
+            peak = e.num("peak_w", maximum=MAX_WATTS)
             if peak < idle:
                 raise DataError(f"peak_w {peak:g} is below idle_w {idle:g}", e.where("peak_w"))
             curve = (idle, peak)

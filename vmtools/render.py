@@ -139,6 +139,10 @@ def plan_summary_line(plan_doc: dict) -> str:
     """One line for people: hosts in use, migrations, memory, time (with what it assumed)."""
     s = plan_doc.get("summary", {})
     n = s.get("migrations") or 0
+    if s.get("manual") or "created" in s:
+        what = s.get("manual") or (f"create {plural(s['created'], 'new guest')}" + (
+            f", waking {', '.join(s['hosts_woken'])}" if s.get("hosts_woken") else ""))
+        return f"{plan_doc.get('objective')}: {what}; {solver_words(plan_doc.get('solver', {}))}"
     line = (f"{plan_doc.get('objective')}: hosts in use {s.get('hosts_before')} -> "
             f"{s.get('hosts_after')} (at least {s.get('hosts_lower_bound')} needed), "
             f"{plural(n, 'migration')}, {gib(s.get('migrated_mib', 0))} GiB to move")
@@ -160,9 +164,24 @@ def _demand_words(plan_doc: dict) -> str:
     return f"{demand} per guest" if demand else "as in the snapshot"
 
 
+def _ends(a: dict) -> tuple[str, str]:
+    """The from and to columns of a guest's action: a suspend goes to (image), a resume comes
+    from (image), a create from (new), a checkpoint stays (checkpoint)."""
+    op = a.get("op", "migrate")
+    if op == "suspend":
+        return a["src"], "(image)"
+    if op == "resume":
+        return "(image)", a["dst"]
+    if op == "create":
+        return "(new)", a["dst"]
+    if op == "checkpoint":
+        return a["src"], "(checkpoint)"
+    return a["src"], a["dst"]
+
+
 def plan_tables(plan_doc: dict) -> str:
     """``vm-plan -f table``: the actions, then each host's use before and after."""
-    actions = [[a["id"], a["vm"], a["src"], a["dst"], gib(a["mem_mib"]),
+    actions = [[a["id"], a["vm"], *_ends(a), gib(a["mem_mib"]),
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                if "vm" in a else                     # a power action: op and host
                [a["id"], a["op"], a["host"] if a["op"] == "power-off" else "",
@@ -170,11 +189,15 @@ def plan_tables(plan_doc: dict) -> str:
                 ",".join(map(str, a["after"])) or "-", a.get("reason", "")]
                for a in plan_doc.get("actions", [])]
     switched = {a["host"]: a["op"] for a in plan_doc.get("actions", []) if "vm" not in a}
+    lifecycle = any(a.get("op") not in (None, "migrate") for a in plan_doc.get("actions", []))
     out = table(actions, ["id", "guest", "from", "to", "mem GiB", "after", "reason"],
-                f"{'Actions' if switched else 'Migrations'} (after: the ids that must end "
-                "first)")
+                f"{'Actions' if switched or lifecycle else 'Migrations'} (after: the ids that "
+                "must end first)")
     origin = plan_doc["origin"]
     vms = {v["name"]: v for v in origin["vms"]}
+    for a in plan_doc.get("actions", []):       # guests a plan starts (resume, create)
+        if a.get("op") in ("resume", "create") and a["vm"] not in vms:
+            vms[a["vm"]] = {"cpu": a.get("cpu", 0.0), "mem_mib": a["mem_mib"]}
     before: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     after: dict[str, list[float]] = {h["name"]: [0.0, 0.0, 0] for h in origin["hosts"]}
     for v in origin["vms"]:
@@ -208,10 +231,19 @@ def plan_tables(plan_doc: dict) -> str:
 
 def frozen_table(frozen: list[dict]) -> str:
     """The frozen hosts of a plan or a status view: nothing moves onto them, their guests
-    stay; why (the problem kinds and the first message)."""
-    rows = [[f["host"], f.get("knowledge", ""), ", ".join(f.get("kinds", [])),
-             ", ".join(f.get("leaving") or []) or "-", f.get("why", "")] for f in frozen]
-    return table(rows, ["host", "known", "problems", "leaving", "why"],
+    stay; the problem kinds and the first problem's sentence (the guests leaving it to end an
+    overload, in a plan)."""
+    plan = any("leaving" in f for f in frozen)
+    rows = []
+    for f in frozen:
+        kinds = f.get("kinds", [])
+        why = f.get("why", "").removeprefix(", ".join(kinds) + ": ")
+        row = [f["host"], ", ".join(kinds), why]
+        if plan:
+            row.insert(2, ", ".join(f.get("leaving") or []) or "-")
+        rows.append(row)
+    headers = ["host", "problems", "leaving", "why"] if plan else ["host", "problems", "why"]
+    return table(rows, headers,
                  f"Frozen hosts ({len(frozen)}): nothing moves onto them, their guests stay")
 
 
@@ -231,7 +263,7 @@ def report_table(report: dict) -> str:
             rows.append([a["id"], a.get("op", ""), a.get("host", ""), "", outcome, seconds,
                          "-", a.get("error") or ""])
             continue
-        rows.append([a["id"], a["vm"], a["src"], a["dst"], outcome, seconds, where,
+        rows.append([a["id"], a["vm"], *_ends(a), outcome, seconds, where,
                      a.get("error") or ""])
     headers = ["id", "guest", "from", "to", "outcome", "seconds", "verified on", "error"]
     if WIDTH is None:
@@ -276,7 +308,8 @@ def status_table(doc: dict) -> str:
             if value is None:
                 return "-"
             return f"{100 * value:.0f}%" + ("!" if dim in h["hotspot"] else "")
-        rows.append([h["name"], h["state"], use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
+        rows.append([h["name"], h["state"] + (", frozen" if h.get("frozen") else ""),
+                     use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
                      h["guests"], "-" if h.get("cpus") is None else f"{h['cpus']:g}",
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
                      ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
@@ -285,6 +318,15 @@ def status_table(doc: dict) -> str:
                 wrap(head))
     out += (f"(! marks a hotspot: CPU above {100 * th.get('cpu', 0.9):.0f}% or memory above "
             f"{100 * th.get('mem', 0.95):.0f}% of the host)\n")
+    frozen = [dict(h["frozen"], host=h["name"], knowledge=h.get("knowledge", ""))
+              for h in doc["hosts"] if h.get("frozen")]
+    if frozen:
+        out += "\n" + frozen_table(frozen)
+    if doc.get("suspended"):
+        rows = [[e["name"], e["host"], gib(e["mem_mib"]), f"{e['cpu']:.2f}",
+                 e.get("suspended") or "-", e["image"]] for e in doc["suspended"]]
+        out += "\n" + table(rows, ["guest", "left", "mem GiB", "CPU", "suspended since",
+                                   "image"], "Suspended guests (vm-apply's ledger)")
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])

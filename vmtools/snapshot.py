@@ -16,13 +16,15 @@ from vmtools.drivers import registry
 from vmtools.errors import UsageError
 from vmtools.ganglia import reading as ganglia
 from vmtools.prometheus import source as prometheus
+from vmtools.xapi import reading as xapi
 from vmtools.model import SNAPSHOT_FORMAT, Snapshot
 from vmtools.sources import Source, SourceKind, merge_readings
 
 # The kinds of source, by name: a new platform is one module defining a SourceKind, and one
 # entry here (ARCHITECTURE.md, "A source").
 SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (ganglia.KIND,
-                                                                    prometheus.KIND)}
+                                                                    prometheus.KIND,
+                                                                    xapi.KIND)}
 
 
 def make_sources(kind: str, settings: Mapping[str, Any]) -> list[Source]:
@@ -62,6 +64,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
     lists = {"hosts": sorted(snapshot.hosts, key=lambda h: h.name),
              "vms": sorted(snapshot.vms, key=lambda v: v.name),
              "problems": snapshot.problems}
+    if snapshot.rules:
+        lists["rules"] = snapshot.rules
 
     def enc(value) -> str:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
@@ -73,7 +77,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
             continue
         sep = f",\n  {enc(key)}: [\n    "
         for item in items:
-            yield sep + enc(item.to_dict()).replace("\n", "\n    ")
+            yield sep + enc(item if isinstance(item, dict) else item.to_dict()
+                            ).replace("\n", "\n    ")
             sep = ",\n    "
         yield "\n  ]"
     if snapshot.samples is not None:

@@ -2,62 +2,48 @@
 
 From a snapshot (a file, or taken live from gmetad by the command line), vm-plan's power state
 (which hosts vmtools switched off: standby) and vm-rebalance's newest run directory: one entry
-per host (state, CPU and memory use, hotspots, guests), the snapshot's problems, and what the
-last cron run did and when.
+per host (state, CPU and memory use, hotspots, guests, what is known of it: a host a problem
+names is frozen, with the problem kinds and why), the snapshot's problems, and what the last
+cron run did and when.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from vmtools.errors import DataError
-from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
 from vmtools.model import Snapshot, is_safe_name
-from vmtools.numbers import problem
 from vmtools.runs import headline, latest
-
-POWER_STATE_FILE = "vm-plan-power.json"      # vmtools.planner.power.STATE_FILE
-
+from vmtools.sources.knowledge import assess
+from vmtools.state import read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
-    """Hosts vm-plan switched off, from its state directory (``{}`` when there is none)."""
-    if not state_dir:
+    """Hosts vm-plan switched off, from the vmtools.state document in its state directory
+    (``{}`` when there is no such directory or document). A damaged document is a DataError
+    naming the file and the fix (:func:`vmtools.state.read_state`), as for vm-plan."""
+    if not state_dir or not os.path.isdir(state_dir):
         return {}
-    path = os.path.join(state_dir, POWER_STATE_FILE)
-    try:
-        with open(path, "rb") as fh:
-            obj = json.loads(decode(read_limited(fh, path, "power state", MAX_FILE_BYTES), path))
-    except (OSError, ValueError, RecursionError, DataError):
-        return {}
-    standby = obj.get("standby") if isinstance(obj, dict) else None
     out = {}
-    # A damaged or hand-edited state file: a name that is no host name is left out, a
-    # number that is not finite and plausible is unknown (null).
-    for name, rec in (standby.items() if isinstance(standby, dict) else ()):
-        if not is_safe_name(name):
-            continue
-        rec = rec if isinstance(rec, dict) else {}
+    for name, rec in read_state(state_dir).power.standby.items():
         cluster = rec.get("cluster")
         out[name] = {"cluster": cluster if isinstance(cluster, str) and
                      (not cluster or is_safe_name(cluster)) else "",
-                     "cpu": rec.get("cpu") if problem(rec.get("cpu"), lo=0) is None else None,
-                     "mem_mib": rec.get("mem_mib") if problem(rec.get("mem_mib"), lo=0)
-                     is None else None}
+                     "cpu": rec.get("cpu"), "mem_mib": rec.get("mem_mib")}
     return out
 
 
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                  cpu_threshold: float = 0.9, mem_threshold: float = 0.95,
-                 now: float | None = None) -> dict:
-    """The ``vmtools.status`` document."""
+                 now: float | None = None, suspended: dict[str, dict] | None = None) -> dict:
+    """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere)."""
     now = time.time() if now is None else now
     guests: dict[str, list] = {}
     for vm in snap.vms:
         guests.setdefault(vm.host, []).append(vm)
     standby = standby_hosts(state_dir)
+    know = assess(snap)
     hosts = []
     for h in sorted(snap.hosts, key=lambda h: h.name):
         mine = guests.get(h.name, [])
@@ -67,16 +53,21 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                                              ("mem", mem, mem_threshold))
                if use is not None and use > limit and h.state == "online"]
         state = "standby" if h.name in standby and h.state != "online" else h.state
+        frozen = know.frozen.get(h.name)
         hosts.append({"name": h.name, "cluster": h.cluster, "state": state,
                       "cpus": h.cpu, "mem_mib": h.mem_mib,
                       "cpu_use": None if cpu is None else round(cpu, 3),
                       "mem_use": None if mem is None else round(mem, 3),
-                      "guests": len(mine), "hotspot": hot})
+                      "guests": len(mine), "hotspot": hot,
+                      "knowledge": know.host(h.name),
+                      "frozen": None if frozen is None else
+                      {"kinds": frozen.kinds, "why": frozen.why()}})
     for name in sorted(set(standby) - {h.name for h in snap.hosts}):
         rec = standby[name]
         hosts.append({"name": name, "cluster": rec.get("cluster", ""), "state": "standby",
                       "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
-                      "mem_use": None, "guests": 0, "hotspot": []})
+                      "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
+                      "frozen": None})
     last = None
     if runs_dir:
         found = latest(Path(runs_dir))
@@ -99,6 +90,11 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                         "standby": sum(1 for h in hosts if h["state"] == "standby"),
                         "guests": len(snap.vms),
                         "hotspots": [h["name"] for h in hosts if h["hotspot"]],
-                        "problems": len(snap.problems)},
+                        "frozen": [h["name"] for h in hosts if h["frozen"]],
+                        "problems": len(snap.problems),
+                        "suspended": len(suspended or {})},
+            "suspended": [{k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
+                                             "suspended")}
+                          for _, e in sorted((suspended or {}).items())],
             "problems": [p.to_dict() for p in snap.problems],
             "last_run": last, "runs_dir": runs_dir}

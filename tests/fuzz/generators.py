@@ -312,3 +312,138 @@ def xl_info(rng: random.Random) -> str:
               "nr_cpus": rng.choice(["8", "-1", "0", "65536", "nan", "9" * 4400, "1e400", "4"]),
               "xen_major": rng.choice(["4", "-4", "9" * 50]), "xen_minor": "17"}
     return "".join(f"{k:<23}: {v}\n" for k, v in values.items())
+
+
+# ----------------------------------------------------------------------------- round two (issue 27)
+# The readers and options added after the first round: vm-replay's CSV traces and hosts files,
+# power models, vm-lab scenarios, vm-rebalance's result.json, vm-plan's power state, number
+# options from flags, VMTOOLS_* variables and vmtools.toml, and text from hosts.
+
+# What a host may answer where vmtools shows an error text: terminal controls of every kind.
+HOSTILE_TEXTS = ["\x1b[2J\x1b[1;31mALL MIGRATIONS SUCCEEDED", "\x1b]0;title\x07", "ok\rFAILED",
+                 "\x9b31m", "line\nvm-apply: error: forged", "\x00\x08\x7f", "\u2028\u202e",
+                 "\x1bP+q\x1b\\", "plain words"]
+# Values a number option or setting may be given.
+HOSTILE_OPTION_NUMBERS = ["inf", "-inf", "nan", "1e10", "1e308", "-4", "0", "1e-300",
+                          "4294967296", "99999999999999999999", "-0", "3", "0.5"]
+
+
+def hostile_text(rng: random.Random) -> str:
+    return rng.choice(HOSTILE_TEXTS) + (rng.choice(HOSTILE_TEXTS) if rng.random() < 0.3 else "")
+
+
+def _rarely(rng: random.Random, low: float, high: float, integer: bool = False,
+            hostile: float = 0.08) -> str:
+    """A figure that is hostile only ``hostile`` of the time (a trace of hundreds of fields
+    must get through whole often enough to replay)."""
+    return number(rng, low, high, integer) if rng.random() < hostile * 4 else \
+        (str(int(rng.uniform(low, high))) if integer else f"{rng.uniform(low, high):.2f}")
+
+
+def hosts_csv(rng: random.Random, n: int = 3) -> tuple[str, list[str]]:
+    """A vm-replay hosts file: name,cpu,mem_mib[,net_mbps] (some figures hostile)."""
+    names = [f"h{i}" for i in range(n)]
+    lines = ["name,cpu,mem_mib,net_mbps"] if rng.random() < 0.7 else []
+    for name in names:
+        lines.append(",".join([name if rng.random() > 0.05 else rng.choice(HOSTILE_NAMES),
+                               _rarely(rng, 1, 64), _rarely(rng, 1024, 65536, integer=True),
+                               _rarely(rng, 100, 10000)]))
+    return "\n".join(lines) + "\n", names
+
+
+def csv_trace(rng: random.Random, hosts: list[str], guests: int = 4, samples: int = 5) -> str:
+    """A vm-replay CSV trace: time,guest,cpu,mem_mib,host; hostile figures, times (a
+    mistyped epoch, years past 9999), carriage returns and quotes inside lines."""
+    start = 1_764_547_200
+    lines = ["time,guest,cpu,mem_mib,host"]
+    for k in range(samples):
+        for g in range(guests):
+            t = str(start + 300 * k)
+            if rng.random() < 0.01:
+                t = rng.choice(HOSTILE_TIMES + [t[1:], "10000-01-01T00:00:00Z", t + "0"])
+            row = [t, f"g{g}", _rarely(rng, 0, 2, hostile=0.01),
+                   _rarely(rng, 64, 1024, integer=True, hostile=0.01),
+                   rng.choice(hosts) if k == 0 else ""]
+            line = ",".join(row)
+            roll = rng.random()
+            if roll < 0.005:
+                line = line.replace(",", "\r,", 1)
+            elif roll < 0.01:
+                line = line.replace(",", ',"', 1)
+            elif roll < 0.015:
+                line += ",extra,fields"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def power_model_doc(rng: random.Random) -> dict:
+    entry: dict[str, Any] = {"match": rng.choice(["*", "h*", "[", "node-?"])}
+    if rng.random() < 0.5:
+        entry["curve_w"] = [rng.choice([rng.uniform(50, 300), 1.7e308, -1, 1e7])
+                            if rng.random() < 0.15 else rng.uniform(50, 300)
+                            for _ in range(rng.choice([11, 11, 11, 10, 0]))]
+    else:
+        entry["idle_w"] = rng.choice([70.0, 0.0, -1.0, 1e9]) if rng.random() < 0.2 else 70.0
+        entry["peak_w"] = rng.choice([120.0, 1e15, 50.0]) if rng.random() < 0.2 else 120.0
+    if rng.random() < 0.3:
+        entry["standby_w"] = rng.choice([5.0, "5", None, 1e7])
+    return {"format": "vmtools.power", "version": "1.0", "hosts": [entry]}
+
+
+def scenario_doc(rng: random.Random) -> Any:
+    """A vm-lab scenario, valid or broken in the ways hand-written files are."""
+    hosts = {f"node-{i}": {"cpus": rng.choice([4, 8, 0, -1]) if rng.random() < 0.1 else 8,
+                           "mem_mib": 16384, "dom0_mib": 1024} for i in range(1, 3)}
+    guests = {f"g{i}": {"host": rng.choice(list(hosts) + (["node-9"] if rng.random() < 0.1
+                                                         else [])),
+                        "mem_mib": 1024, "load": rng.choice([0.1, 0.5, -1, 1e300])
+                        if rng.random() < 0.1 else 0.2} for i in range(3)}
+    doc: Any = {"name": "fuzz", "hosts": hosts, "guests": guests,
+                "load": [{"guests": ["g0"], "shape": rng.choice(["step", "pulse", "diurnal",
+                                                                  "square"]),
+                          "at": 1, "period": rng.choice([10, 0, -5]), "on": 2, "load": [1.0]}]}
+    roll = rng.random()
+    if roll < 0.1:
+        doc = [doc]
+    elif roll < 0.2:
+        del doc["guests"]
+    return doc
+
+
+def result_doc(rng: random.Random) -> Any:
+    """vm-rebalance's result.json, whole or damaged (wrong types, missing fields, host text)."""
+    doc: dict[str, Any] = {
+        "format": "vmtools.rebalance-run", "version": "1.0", "run": "20261207T050000Z",
+        "started": "2026-12-07T05:00:00Z", "finished": "2026-12-07T05:00:30Z", "seconds": 30,
+        "exit": 1, "failed_step": "report", "dry_run": False,
+        "plan": {"objective": "consolidate", "hosts_before": 4, "hosts_after": 3,
+                 "migrations": 1, "migrated_mib": 1024, "solver_status": "optimal"},
+        "moves": [{"vm": "a", "from": "n1", "to": "n2", "mem_mib": 1024}],
+        "outcomes": {"failed": 1},
+        "failures": [{"vm": "a", "from": "n1", "to": "n2", "error": hostile_text(rng)}]}
+    for _ in range(rng.randrange(0, 4)):
+        key = rng.choice(list(doc))
+        doc[key] = rng.choice([1, "x", None, [], {}, [1, None], 1e308, -1, True,
+                               {"error": hostile_text(rng)}])
+    return doc if rng.random() > 0.05 else rng.choice([[], "text", 3])
+
+
+def power_state_doc(rng: random.Random) -> Any:
+    """STATE/vm-plan-power.json as it may be found after a crash or a hand edit."""
+    standby: Any = {rng.choice(["node-9", "\x1b[2Jnode", "a b", "n1"]):
+                    {"cluster": rng.choice(["c", 3, "\x1b]0;t\x07"]),
+                     "cpu": rng.choice([8, float("nan"), float("inf"), 1e308,
+                                        "8", -1]),
+                     "mem_mib": rng.choice([32768, "lots", None, 2**70]),
+                     "since": rng.choice([1_765_000_000, "yesterday", None])}
+                    for _ in range(rng.randrange(0, 3))}
+    if rng.random() < 0.1:
+        standby = rng.choice([[1, 2], "x", None])
+    return {"version": 1, "standby": standby}
+
+
+def option_case(rng: random.Random, options: list[str]) -> tuple[str, str, str]:
+    """(option, value, how): a number option given a hostile value through a flag, a
+    ``VMTOOLS_*`` variable or vmtools.toml."""
+    return (rng.choice(options), rng.choice(HOSTILE_OPTION_NUMBERS),
+            rng.choice(["flag", "env", "toml"]))

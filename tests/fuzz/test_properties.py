@@ -145,7 +145,7 @@ def _read(cls, text):
 def test_mutated_documents_are_read_or_refused_with_a_data_error(plan_doc, rng):
     from vmtools.rules.check import check_plan
     from vmtools.rules.constraints import parse_constraints
-    from vmtools.planner.state import _state_from
+    from vmtools.state import plan_memory_from, state_from_document
     snap_doc = gen.snapshot_doc(rng)
     snap = _read(Snapshot, gen.mutate_json(rng, snap_doc))
     plan = _read(Plan, gen.mutate_json(rng, plan_doc))
@@ -164,7 +164,13 @@ def test_mutated_documents_are_read_or_refused_with_a_data_error(plan_doc, rng):
         except DataError:
             pass
     try:
-        _state_from(loads(gen.mutate_json(rng, gen.state_doc(rng)), "state.json"))
+        plan_memory_from(loads(gen.mutate_json(rng, gen.state_doc(rng)), "state.json"))
+    except DataError:
+        pass
+    document = {"format": "vmtools.state", "version": "1.0", "plan": gen.state_doc(rng),
+                "power": {"standby": {"node-9": {"cpu": 8, "mem_mib": 1024, "since": 1.0}}}}
+    try:
+        state_from_document(loads(gen.mutate_json(rng, document), "vmtools.state"))
     except DataError:
         pass
     del snap

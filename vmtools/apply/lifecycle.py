@@ -26,10 +26,11 @@ from pathlib import Path
 
 from vmtools.apply.report import Outcome
 from vmtools.drivers import registry
-from vmtools.drivers.base import LIFECYCLE_NEEDS, MigrationRefused, MigrationUncertain
-from vmtools.errors import DataError, OperationFailed, Unavailable
-from vmtools.model import (Action, Plan, dumps, loads, parse_suspended, suspended_document,
-                           utc_now)
+from vmtools.drivers.base import (FILE_NEEDS, LIFECYCLE_NEEDS, MigrationRefused,
+                                  MigrationUncertain)
+from vmtools.errors import DataError, OperationFailed, Unavailable, VmtoolsError
+from vmtools.model import (Action, Plan, dumps, load_file, parse_suspended,
+                           suspended_document, utc_now)
 
 LEDGER = "suspended.json"
 _ledger_lock = threading.Lock()
@@ -40,21 +41,123 @@ def label(a: Action) -> str:
     return f"{a.op} {a.vm} on {a.where} ({target})"
 
 
-def refuse_incapable(plan: Plan, capabilities: dict[str, frozenset[str]],
-                     transports: dict[str, str]) -> None:
+def refuse_incapable(run) -> None:
     """A lifecycle action on a host whose driver lacks a capability it needs
-    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`): DataError before anything runs, naming
-    the host, its transport and the op. ``capabilities``: each host's driver's."""
-    able = sorted(name for name in registry.names()
-                  if all(set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(name).capabilities()
-                         for op in LIFECYCLE_NEEDS))
+    (:data:`~vmtools.drivers.base.LIFECYCLE_NEEDS`), or images no host can look at
+    (:data:`~vmtools.drivers.base.FILE_NEEDS`: the action's host, a touched host or another
+    of the cluster): DataError before anything runs, naming the host, its transport
+    and the op (``run`` is the :class:`vmtools.apply.run.Run`)."""
+    plan = run.plan
+    capabilities = _capabilities(run)
+    transports = {h: e.transport for h, e in run.endpoints.items()}
+    others = _other_capabilities(run)
     for i, a in enumerate(plan.actions):
         if not a.is_lifecycle or a.where not in capabilities:
             continue
         if not set(LIFECYCLE_NEEDS[a.op]) <= capabilities[a.where]:
+            able = [name for name in registry.names() if _can(name, a.op)]
             raise DataError(f"action {a.id} ({a.op} {a.vm}): the {transports[a.where]} "
-                            f"transport of {a.where} cannot {a.op} guests ({', '.join(able)} "
-                            "can)", f"plan.actions[{i}].op")
+                            f"transport of {a.where} cannot {a.op} guests"
+                            + (f" ({', '.join(able)} can)" if able else ""),
+                            f"plan.actions[{i}].op")
+    if any(a.is_lifecycle and a.op != "create" for a in plan.actions) and not any(
+            set(FILE_NEEDS) <= caps for caps in list(capabilities.values())
+            + list(others.values())):
+        raise DataError("no host of the cluster can look at the image directory (check an "
+                        "image before a resume, remove it after): the hosts' transports "
+                        f"({', '.join(sorted(set(transports.values())))}) cannot; one host "
+                        "reached by xm-ssh or xl-ssh can", "plan.actions")
+
+
+def _can(transport: str, op: str) -> bool:
+    """Whether ``transport``'s driver has what ``op`` needs (False when its module cannot be
+    loaded here: a client library not installed)."""
+    try:
+        return set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(transport).capabilities()
+    except ImportError:
+        return False
+
+
+def files_driver(run, host: str):
+    """The driver that looks at the shared image directory for an action on ``host``: its
+    own when it can, else a touched host's, else another host's of the cluster."""
+    def able(d) -> bool:
+        return set(FILE_NEEDS) <= getattr(type(d), "capabilities", frozenset)()
+    if able(run.drivers[host]):
+        return run.drivers[host]
+    for h in sorted(run.drivers):
+        if h not in run.asleep and able(run.drivers[h]):
+            return run.drivers[h]
+    for h in run.others():
+        if able(run.drivers[h]):
+            return run.drivers[h]
+    raise Unavailable(f"no host answers for the image directory (for {host})")
+
+
+def _capabilities(run) -> dict[str, frozenset[str]]:
+    """Each touched host's driver's optional capabilities (of its class when no driver is
+    made: --offline)."""
+    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
+            else registry.driver_class(ep.transport).capabilities()
+            for h, ep in run.endpoints.items()}
+
+
+def _other_capabilities(run) -> dict[str, frozenset[str]]:
+    """The optional capabilities of the transports of the cluster's other online hosts (by
+    their class: nothing is reached)."""
+    clusters = {run.hosts[h].cluster for h in run.touched_hosts}
+    out = {}
+    for name, host in run.hosts.items():
+        if name in run.endpoints or host.state != "online" or host.cluster not in clusters:
+            continue
+        transport = run.opts.driver or host.migration
+        try:
+            out[name] = registry.driver_class(transport).capabilities()
+        except (ImportError, VmtoolsError):
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- before the run
+
+def running_elsewhere(run, finished: set[int], found: dict[str, list[str]]) -> list[str]:
+    """A guest the plan starts (resume, create) must run nowhere in the cluster: two
+    copies of one guest on one disk would destroy it. The hosts the plan does not touch are
+    asked too (those of the touched hosts' clusters)."""
+    starting = {a.vm for a in run.plan.actions if a.starts_guest and a.id not in finished}
+    starting -= set(found)          # already reported as stale by the touched hosts
+    if not starting:
+        return []
+    reasons = []
+    extra = run.others()
+    run.asked_too = sorted(set(run.asked_too) | set(extra))
+    for h, res in sorted(run.survey(extra).items()):
+        if isinstance(res, set):
+            for vm in sorted(starting & res):
+                reasons.append(f"{vm} already runs on {h}; the plan starts it")
+    return reasons
+
+def missing_images(run, finished: set[int]) -> list[str]:
+    """Each resume still to run whose image no suspend of this plan writes: the image must
+    be on its target host now (and each create's configuration file)."""
+    written = {a.image for a in run.plan.actions if a.op == "suspend"}
+    reasons = []
+    for a in run.plan.actions:
+        if a.id in finished or not a.starts_guest or a.dst in run.asleep:
+            continue
+        path = a.image if a.op == "resume" else a.config
+        if a.op == "resume" and path in written:
+            continue
+        try:
+            there = (files_driver(run, a.dst) if a.op == "resume"
+                     else run.drivers[a.dst]).file_exists(path)
+        except (Unavailable, OperationFailed) as exc:
+            reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
+            continue
+        if not there:
+            what = "the image" if a.op == "resume" else "the configuration file"
+            reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
+    return reasons
 
 
 # --------------------------------------------------------------------------- one action
@@ -88,9 +191,9 @@ def run_lifecycle(run, a: Action) -> Outcome:
         elif a.op == "checkpoint":
             driver.checkpoint_guest(a.vm, a.image, run.opts.timeout)
         elif a.op == "resume":
-            driver.resume_guest(a.image, run.opts.timeout)
+            driver.resume_guest(a.vm, a.image, run.opts.timeout)
         else:
-            driver.create_guest(a.config, run.opts.timeout)
+            driver.create_guest(a.vm, a.config, run.opts.timeout)
     except MigrationUncertain as exc:
         error, uncertain = str(exc), True
     except (MigrationRefused, Unavailable, OperationFailed) as exc:   # NotSupported too
@@ -101,20 +204,27 @@ def run_lifecycle(run, a: Action) -> Outcome:
     if done:
         if error:
             error = f"{error}; but {note}"
-        if a.op == "suspend":
-            record_suspended(run, a)
-        elif a.op == "resume":
-            try:
-                driver.remove_file(a.image)
-            except (MigrationRefused, Unavailable) as exc:
-                run.problems.append(f"{a.vm} resumed on {host}, but its image {a.image} was "
-                                    f"not removed: {exc}")
-            forget_suspended(run, a.vm)
+        after_done(run, a)
         return ended("done", error, where)
     why = f"{error + '; ' if error else ''}{note}"
     if a.op == "resume":
         why += f"; the image is left at {a.image}"
     return ended("failed", why, where)
+
+
+def after_done(run, a: Action) -> None:
+    """What follows a verified lifecycle action (run again by --resume for one the hosts
+    show done): a suspended guest goes into the ledger; a resumed guest's image is removed
+    (as xendomains does) and the guest leaves the ledger."""
+    if a.op == "suspend":
+        record_suspended(run, a)
+    elif a.op == "resume":
+        try:
+            files_driver(run, a.dst).remove_file(a.image)
+        except (MigrationRefused, Unavailable, OperationFailed) as exc:
+            run.problems.append(f"{a.vm} resumed on {a.dst}, but its image {a.image} was "
+                                f"not removed: {exc}")
+        forget_suspended(run, a.vm)
 
 
 def _refuse_start(run, a: Action) -> str | None:
@@ -128,7 +238,8 @@ def _refuse_start(run, a: Action) -> str | None:
             return f"not started: {a.vm} already runs on {host}"
         path = a.image if a.op == "resume" else a.config
         try:
-            there = run.drivers[host].file_exists(path)
+            there = (files_driver(run, host) if a.op == "resume" else
+                     run.drivers[host]).file_exists(path)
         except (Unavailable, OperationFailed) as exc:
             return f"not started: cannot tell whether {path} exists on {host}: {exc}"
         if not there:
@@ -181,7 +292,7 @@ def _judge(run, a: Action, runs: bool) -> tuple[bool, str | None, str]:
 
 def _image_there(run, a: Action) -> bool:
     try:
-        return run.drivers[a.where].file_exists(a.image)
+        return files_driver(run, a.where).file_exists(a.image)
     except (Unavailable, OperationFailed):
         return False
 
@@ -195,17 +306,9 @@ def ledger_path(state_dir: str | os.PathLike) -> Path:
 def read_suspended(path: str | os.PathLike) -> dict[str, dict]:
     """The ledger at ``path`` as ``{vm: entry}`` (:func:`vmtools.model.parse_suspended`); an
     empty one when there is no file. DataError (65) naming the file when it is malformed."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the suspended-guests ledger: {exc}", str(path)) from None
-    try:
-        return parse_suspended(loads(text, str(path)))
-    except DataError as exc:
-        raise DataError(f"{exc.message} (a vmtools.suspended ledger, written by vm-apply)",
-                        f"{path}: {exc.where}" if exc.where else str(path)) from None
+    return load_file(str(path), "suspended-guests ledger", parse_suspended, prog="vmtools")
 
 
 def _write(path: Path, guests: dict[str, dict]) -> None:

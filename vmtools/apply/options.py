@@ -34,6 +34,7 @@ class ApplyOptions:
     driver: str | None = None                  # one transport for every host
     hosts: dict[str, HostEntry] = field(default_factory=dict)
     ssh: object | None = None                  # vmtools.drivers.ssh.SshOptions
+    xapi: object | None = None                 # vmtools.drivers.xapi.XapiSettings
     timeout: float = 600.0                     # client timeout of one migration call
     verify_timeout: float = 600.0              # how long to ask the hosts after an unknown end
     connect_timeout: float = 10.0

@@ -39,14 +39,15 @@ from vmtools.apply.ask import survey, where_is
 from vmtools.drivers.hostmap import HostEntry
 from vmtools.apply.journal import Journal, read_journal
 from vmtools.apply.lifecycle import label as lifecycle_label
-from vmtools.apply.lifecycle import refuse_incapable, run_lifecycle, settle
+from vmtools.apply.lifecycle import (after_done, missing_images, refuse_incapable,
+                                     run_lifecycle, running_elsewhere, settle)
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
 from vmtools.apply.order import ends, priorities
 from vmtools.apply.refuse import check
 from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
-from vmtools.drivers import Driver, Endpoint, make_driver
+from vmtools.drivers import Driver, Endpoint, close_shared, make_driver
 from vmtools.drivers.base import HostKeyError, MigrationRefused, MigrationUncertain
 from vmtools.errors import (DataError, LocalFailure, OperationFailed, OptionError,
                             TemporaryFailure, Unavailable)
@@ -54,6 +55,7 @@ from vmtools.model import Action, Plan, Report, document_digest
 from vmtools.power.execute import PowerRunner, refuse_unpowered
 from vmtools.rules.check import placement_after, runnable, stale_guests
 from vmtools.drivers import registry
+from vmtools.drivers.registry import XAPI_TRANSPORT
 from vmtools.xen import is_migrating
 
 log = logging.getLogger("vmtools.apply")
@@ -81,7 +83,7 @@ class Run:
         self.asleep = {h for h in self.touched_hosts if self.hosts[h].state == "standby"}
         self.endpoints = {h: self._endpoint(h) for h in self.touched_hosts}
         self.drivers = drivers if drivers is not None else {
-            h: make_driver(ep, options.ssh, options.connect_timeout)
+            h: make_driver(ep, options.ssh, options.connect_timeout, xapi=options.xapi)
             for h, ep in self.endpoints.items()}
         self.injected = drivers is not None
         self.state_dir = Path(options.state_dir or default_state_dir())
@@ -119,7 +121,7 @@ class Run:
                 continue
             if name not in self.drivers:
                 self.drivers[name] = make_driver(self.endpoints[name], self.opts.ssh,
-                                                 self.opts.connect_timeout)
+                                                 self.opts.connect_timeout, xapi=self.opts.xapi)
             out.append(name)
         return out + [h for h in self.asked_too if h not in out]
 
@@ -163,7 +165,7 @@ class Run:
 
     def _endpoint(self, host: str) -> Endpoint:
         entry = self.opts.hosts.get(host, HostEntry(host))
-        transport = self.opts.driver or self.hosts[host].migration
+        transport = self.opts.driver or entry.transport or self.hosts[host].migration
         if not registry.is_transport(transport):
             raise DataError(f"host {host}: migration transport {transport!r} is unknown "
                             f"(expected one of {', '.join(registry.names())}; or choose one driver "
@@ -233,8 +235,8 @@ class Run:
                 continue
             reasons.append(f"{vm} is on {', '.join(got) or 'no host the plan touches'}, not "
                            f"on {expected[vm]} as the plan expects")
-        reasons += self.missing_images(finished)
-        reasons += self.running_elsewhere(finished, found)
+        reasons += missing_images(self, finished)
+        reasons += running_elsewhere(self, finished, found)
         if self.journal:
             self.journal.write("check", stale=reasons, forced=bool(reasons and self.opts.force))
         if reasons:
@@ -245,44 +247,6 @@ class Run:
                                        "(make a new snapshot and plan, or pass --force)")
             self.problems.append(f"ran with --force although stale: {text}")
             self.progress(f"warning: --force: running a stale plan: {text}")
-
-    def running_elsewhere(self, finished: set[int], found: dict[str, list[str]]) -> list[str]:
-        """A guest the plan starts (resume, create) must run nowhere in the cluster: two
-        copies of one guest on one disk would destroy it. The hosts the plan does not touch are
-        asked too (those of the touched hosts' clusters)."""
-        starting = {a.vm for a in self.plan.actions if a.starts_guest and a.id not in finished}
-        starting -= set(found)          # already reported as stale by the touched hosts
-        if not starting:
-            return []
-        reasons = []
-        extra = self.others()
-        self.asked_too = sorted(set(self.asked_too) | set(extra))
-        for h, res in sorted(self.survey(extra).items()):
-            if isinstance(res, set):
-                for vm in sorted(starting & res):
-                    reasons.append(f"{vm} already runs on {h}; the plan starts it")
-        return reasons
-
-    def missing_images(self, finished: set[int]) -> list[str]:
-        """Each resume still to run whose image no suspend of this plan writes: the image must
-        be on its target host now (and each create's configuration file)."""
-        written = {a.image for a in self.plan.actions if a.op == "suspend"}
-        reasons = []
-        for a in self.plan.actions:
-            if a.id in finished or not a.starts_guest or a.dst in self.asleep:
-                continue
-            path = a.image if a.op == "resume" else a.config
-            if a.op == "resume" and path in written:
-                continue
-            try:
-                there = self.drivers[a.dst].file_exists(path)
-            except (Unavailable, OperationFailed) as exc:
-                reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
-                continue
-            if not there:
-                what = "the image" if a.op == "resume" else "the configuration file"
-                reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
-        return reasons
 
     # ---- the scheduler
     def execute(self, todo: list[int]) -> None:
@@ -396,6 +360,9 @@ class Run:
         if self.journal:
             self.journal.write("start", id=a.id, vm=a.vm, src=a.src, dst=a.dst,
                                transport=src.transport, destination=dst.migrate)
+            if self.journal.broken:     # a move the journal cannot record is not started
+                return Outcome(a, "not-run", start, time.time(), self.journal.broken, None,
+                               src.transport)
         error = None
         uncertain = False
         try:
@@ -495,6 +462,32 @@ class Run:
                                error=error, seconds=round(end - start, 3))
         return out
 
+    def disable_maintenance(self) -> None:
+        """The plan's ``maintenance`` hosts managed through XAPI are disabled there first
+        (``host.disable``), so XAPI itself starts or places nothing new on them either."""
+        hosts = sorted({h for rule in self.plan.constraints if isinstance(rule, dict)
+                        and rule.get("rule") == "maintenance"
+                        for h in rule.get("hosts", ()) if h in self.hosts})
+        for h in hosts:
+            try:
+                ep = self.endpoints.get(h) or self._endpoint(h)
+            except DataError:
+                continue
+            if ep.transport != XAPI_TRANSPORT:
+                continue
+            driver = self.drivers.get(h) or make_driver(ep, self.opts.ssh,
+                                                        self.opts.connect_timeout,
+                                                        xapi=self.opts.xapi)
+            self.drivers.setdefault(h, driver)
+            try:
+                driver.disable()
+                self.progress(f"{h}: maintenance: host.disable (XAPI places nothing there)")
+                if self.journal:
+                    self.journal.write("maintenance", host=h, call="host.disable")
+            except (OperationFailed, Unavailable) as exc:
+                self.problems.append(f"{h}: maintenance: host.disable failed: {exc}")
+                self.progress(f"warning: {h}: host.disable failed: {exc}")
+
     # ---- the end
     def final_placement(self) -> dict[str, str | None]:
         seen = self.survey(self.awake())
@@ -536,8 +529,13 @@ class Run:
 
     def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
         interrupted = self.stopping if self.stopping and "SIG" in self.stopping else None
-        return make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
-                           self.opts.parallel, self.opts.per_host, interrupted, dry_run)
+        report = make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
+                             self.opts.parallel, self.opts.per_host, interrupted, dry_run)
+        if self.journal is not None and self.journal.broken:
+            # Never a silent success: the next --resume needs to know what this run did, and
+            # the hosts (not this journal) will tell it.
+            report.summary["journal_error"] = self.journal.broken
+        return report
 
 
 def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = None,
@@ -557,11 +555,15 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
     refuse_unpowered(plan, options.hosts)
     if options.offline:
         run = Run(plan, options, progress, drivers={})
-        refuse_incapable(plan, _capabilities(run), {h: e.transport
-                                                    for h, e in run.endpoints.items()})
+        refuse_incapable(run)
         return _offline(plan, options, progress)
     run = Run(plan, options, progress, drivers)
-    refuse_incapable(plan, _capabilities(run), {h: e.transport for h, e in run.endpoints.items()})
+    refuse_incapable(run)
+    if options.xapi is None and drivers is None:
+        for h, ep in run.endpoints.items():
+            if ep.transport == XAPI_TRANSPORT:
+                from vmtools.drivers.xapi import require_settings
+                require_settings(h, None)
     state_dir = Path(options.state_dir or default_state_dir())
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -592,6 +594,7 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
                 run.journal.close()
             for d in run.drivers.values():
                 d.close()
+            close_shared()
     finally:
         lock.release()
 
@@ -608,6 +611,8 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         run.outcomes[i] = Outcome(a, "done", None, None, None,
                                    ev.get("where") or (a.dst or None), run.transport(a),
                                    from_journal=True)
+    if run.opts.resume:
+        reconcile(run, in_flight)
     # an action that was running when the last run died: only the hosts know how it ended
     # (a power action is run again: switching on or off is idempotent)
     for i in sorted(in_flight):
@@ -617,6 +622,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         if a.is_lifecycle:
             done, where, note = settle(run, a, opts.verify_timeout)
             if done:
+                after_done(run, a)
                 run.outcomes[i] = Outcome(a, "done", None, None, note, where,
                                            run.transport(a), from_journal=True)
                 if run.journal:
@@ -651,6 +657,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             run.outcomes[i] = Outcome(a, "skipped", where=placement.get(a.vm),
                                        transport=run.transport(a))
         return run.report(placement, dry_run=True)
+    run.disable_maintenance()
     with signals_to(run.interrupted):
         run.execute(todo)
     placement = run.final_placement()
@@ -658,6 +665,39 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
     return report
+
+
+def reconcile(run: Run, in_flight: set[int]) -> None:
+    """--resume: the hosts, not the journal, say which migrations happened. A journal that
+    could not be written (a full disk) or a crash between a migration and its record leaves
+    moves the journal does not know about. Per guest, its migrations not known to be done (in
+    the plan's order): where the guest runs now is the destination of one of them, and that
+    one and those before it are done; at the source of the first, all are still to do;
+    anywhere else, the freshness check reports it."""
+    chains: dict[str, list] = {}
+    for a in run.plan.actions:
+        if a.op == "migrate" and a.id not in run.outcomes and a.id not in in_flight:
+            chains.setdefault(a.vm, []).append(a)
+    if not chains:
+        return
+    hosts = sorted({h for chain in chains.values() for a in chain for h in (a.src, a.dst)}
+                   & set(run.awake()))
+    seen = run.survey(hosts)
+    for vm, chain in chains.items():
+        on = [h for h, res in seen.items() if isinstance(res, set) and vm in res]
+        if len(on) != 1 or on[0] == chain[0].src:
+            continue
+        k = next((k for k, a in enumerate(chain) if a.dst == on[0]), None)
+        if k is None:
+            continue
+        for a in chain[:k + 1]:
+            note = f"found on {on[0]} by --resume (the journal did not record it)"
+            run.outcomes[a.id] = Outcome(a, "done", None, None, note, on[0],
+                                         run.endpoints[a.src].transport, from_journal=True)
+            run.progress(f"#{a.id} {a.vm} {a.src} -> {a.dst}: {note}")
+            if run.journal:
+                run.journal.write("end", id=a.id, vm=a.vm, outcome="done", where=on[0],
+                                  error=note, recovered=True)
 
 
 def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Report:
@@ -687,15 +727,6 @@ def _offline(plan: Plan, options: ApplyOptions, progress: Progress | None) -> Re
     report = run.report({}, dry_run=True)
     report.summary["offline"] = True
     return report
-
-
-def _capabilities(run: Run) -> dict[str, frozenset[str]]:
-    """Each touched host's driver's optional capabilities (of its class when no driver is
-    made: --offline)."""
-    from vmtools.drivers import registry
-    return {h: getattr(type(run.drivers[h]), "capabilities", frozenset)() if h in run.drivers
-            else registry.driver_class(ep.transport).capabilities()
-            for h, ep in run.endpoints.items()}
 
 
 def unreachable_words(host: str, ep: Endpoint, exc: Exception) -> str:

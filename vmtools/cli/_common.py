@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -186,6 +187,8 @@ def _write_textfile(prog: str, directory: Path, started: float, code: int) -> No
 def _guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False,
            flags: dict[str, str] | None = None) -> Iterator[None]:
     """vmtools errors become one stderr line and their exit code (typer.Exit)."""
+    global _STARTED
+    _STARTED = time.monotonic()
     setup_logging(prog, verbose, quiet, debug)
     try:
         yield
@@ -209,6 +212,15 @@ def _guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False
         print(error_line(prog, f"internal error: {type(exc).__name__}: {exc} "
                                "(a bug: please report it, with --debug output)"), file=sys.stderr)
         raise typer.Exit(EXIT_SOFTWARE) from None
+
+
+_STARTED: float | None = None
+
+
+def started() -> float:
+    """When the current command's body began (``time.monotonic()``): a run's time limit
+    counts from there."""
+    return _STARTED if _STARTED is not None else time.monotonic()
 
 
 def _silence_stdout() -> None:

@@ -35,7 +35,7 @@ from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
 COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug", "textfile-dir"})
 # Never settings: what to print and where is the command line's business alone.
 NOT_SETTINGS = frozenset({"help", "version", "format", "output"})
-COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay",
+COMMANDS = ("vm-snapshot", "vm-plan", "vm-apply", "vm-gmetric", "vm-lab", "vm-replay", "vm-web",
             "vm-status")
 
 
@@ -163,6 +163,22 @@ def _number_kind(param: Any) -> type | None:
     return kind if kind in (int, float) else None
 
 
+def _refuse_nul(param: Any) -> None:
+    """A text or path option (a flag, a variable or vmtools.toml) holding a NUL character is a
+    usage error: no path or name can hold one, and the OS refuses it with a ValueError."""
+    inner = param.process_value
+
+    def process_value(ctx: Any, value: Any, _inner=inner, _param=param) -> Any:
+        value = _inner(ctx, value)
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if item is not None and not isinstance(item, (bool, int, float)) and \
+                    "\0" in str(getattr(item, "value", item)):
+                raise typer.BadParameter("holds a NUL character", ctx=ctx, param=_param)
+        return value
+
+    param.process_value = process_value
+
+
 def check_numbers(command: Any) -> None:
     """Every number option, whether from a flag, a ``VMTOOLS_*`` variable or vmtools.toml,
     goes through :func:`vmtools.numbers.problem`: finite (no ``inf``/``nan``), within the
@@ -170,8 +186,11 @@ def check_numbers(command: Any) -> None:
     :data:`~vmtools.numbers.MAX_OPTION` (an int: a uint32) in size. A value outside is a usage
     error, exit 2, naming the option; the command's own checks come after."""
     for param in command.params:
+        if getattr(param, "param_type_name", "") != "option":
+            continue
         kind = _number_kind(param)
-        if kind is None or getattr(param, "param_type_name", "") != "option":
+        if kind is None:
+            _refuse_nul(param)
             continue
         inner = param.process_value
 

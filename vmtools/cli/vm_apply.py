@@ -1,8 +1,8 @@
 """Execute a plan made by vm-plan: check it still matches the cluster, run its live
-migrations (xend HTTP, xend XML-RPC, or xm/xl over SSH) in parallel, suspend, resume, create
-and checkpoint guests (xm/xl over SSH), switch hosts off (an orderly shutdown over SSH,
-confirmed by IPMI) and on (IPMI or Wake-on-LAN), verify where every guest landed, and print a
-report.
+migrations (xend HTTP, xend XML-RPC, xm/xl or virsh over SSH, or a XCP-ng / XenServer pool's
+XAPI) in parallel, suspend, resume, create and checkpoint guests (xm/xl over SSH), switch hosts
+off (an orderly shutdown over SSH, confirmed by IPMI; XAPI's host.shutdown) and on (IPMI,
+Wake-on-LAN or XAPI's host.power_on), verify where every guest landed, and print a report.
 
 Progress goes to stderr, one line per start and end; the report (JSON) to stdout. Every event
 is also written, as it happens, to a journal that --resume can continue from.
@@ -82,10 +82,30 @@ def apply(
         help="Trust hosts whose SSH key is unknown, and record their key (in the first "
              "--known-hosts file, else ~/.ssh/known_hosts). A changed key is always refused.")
     ] = False,
+    xapi: Annotated[Optional[str], typer.Option(
+        "--xapi", metavar="URL",
+        help="The pool master (https://MASTER) through which hosts whose transport is xapi "
+             "are reached: migrations by Async.VM.pool_migrate, power-off by host.disable and "
+             "host.shutdown, power-on by host.power_on and host.enable. User and password "
+             "from $VMTOOLS_XAPI_USER/$VMTOOLS_XAPI_PASSWORD or --xapi-credentials.")] = None,
+    xapi_credentials: Annotated[Optional[str], typer.Option(
+        "--xapi-credentials", metavar="FILE",
+        help="XAPI user and password (TOML username, password; owned by root or you, mode "
+             "600). Default: the environment, else /etc/vmtools/xapi.toml.")] = None,
+    xapi_ca: Annotated[Optional[str], typer.Option(
+        "--xapi-ca", metavar="FILE",
+        help="Verify the pool master's TLS certificate against this CA bundle (PEM).")] = None,
+    xapi_fingerprint: Annotated[Optional[list[str]], typer.Option(
+        "--xapi-fingerprint", metavar="SHA256",
+        help="Accept only a certificate with this SHA-256 fingerprint. Repeatable.")] = None,
+    xapi_insecure: Annotated[bool, typer.Option(
+        "--xapi-insecure",
+        help="Do NOT verify the pool master's TLS certificate (a lab only; warned on every "
+             "run).")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", metavar="SECONDS",
-        help="Client timeout of one migration call. It does not cancel the migration: the "
-             "hosts are asked how it ended.")] = 600.0,
+        help="Client timeout of one migration call. It does not cancel the migration (except "
+             "on XAPI, whose task is cancelled): the hosts are asked how it ended.")] = 600.0,
     verify_timeout: Annotated[float, typer.Option(
         "--verify-timeout", metavar="SECONDS",
         help="After a timeout or a dropped connection, how long to keep asking both hosts "
@@ -153,12 +173,19 @@ def apply(
         ssh = SshOptions(user=ssh_user, key=str(ssh_key) if ssh_key else None,
                          known_hosts=[str(p) for p in known_hosts or []],
                          accept_new=accept_new_host_keys)
+        xapi_settings = None
+        if xapi is not None:
+            from vmtools.drivers.xapi import XapiSettings
+            xapi_settings = XapiSettings(xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+                                         fingerprints=tuple(xapi_fingerprint or ()),
+                                         insecure=xapi_insecure, timeout=connect_timeout)
         plan = None
         if resume is None or file != "-":
             plan = read_document(PROG, file, Plan, "plan")
         options = ApplyOptions(
             parallel=parallel, per_host=per_host, dry_run=dry_run, offline=offline, force=force,
             stop_on_failure=stop_on_failure, driver=driver, hosts=host_map, ssh=ssh,
+            xapi=xapi_settings,
             timeout=timeout, verify_timeout=verify_timeout, connect_timeout=connect_timeout,
             state_dir=str(state_dir) if state_dir else default_state_dir(),
             journal=str(journal) if journal else None, resume=str(resume) if resume else None,
@@ -184,6 +211,10 @@ def apply(
         else:
             text = dumps(report.to_dict())
         emit(text, output)
+        if report.summary.get("journal_error"):
+            print(f"{PROG}: error: {printable(report.summary['journal_error'])}",
+                  file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_FAILED)
         if report.summary.get("failed") or report.summary.get("not-run"):
             raise typer.Exit(EXIT_FAILED)
 

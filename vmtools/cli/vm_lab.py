@@ -1,13 +1,16 @@
 """Run a simulated Xen cluster on this machine and drive the real pipeline against it.
 
-Starts a real gmond and gmetad, and per simulated Domain-0 a simulated xend (HTTP and
-XML-RPC), an sshd with xm/xl stand-ins (as root), and a real vm-gmetric publishing that host.
+Starts a real gmond and gmetad (or, with --monitoring prometheus, a real Prometheus server),
+and per simulated Domain-0 a simulated xend (HTTP and XML-RPC), an sshd with xm/xl/virsh
+stand-ins (as root), and a real vm-gmetric publishing that host (to gmond, or as a Prometheus
+exporter). With --platform xapi it starts instead a simulated XCP-ng / XenServer pool master.
 Then prints the commands to try, and runs until interrupted (or --duration). With --demo it
 shows, one lab after another, consolidation, hotspot relief and a host evacuation.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import shlex
 import sys
@@ -25,6 +28,11 @@ from vmtools.render import plan_tables, snapshot_table
 
 app = make_app("vm-lab", __doc__)
 
+
+class Platform(str, enum.Enum):
+    xend = "xend"
+    xapi = "xapi"
+
 DEMO = (("steady", "consolidate", "pack 16 guests from 6 hosts onto as few as possible"),
         ("hotspot", "balance", "node-1's guests turn CPU-hungry: relieve the hotspot"),
         ("maintenance", "repair", "node-3 goes into maintenance: evacuate it"))
@@ -35,7 +43,8 @@ def _say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optional[bool]):
+def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optional[bool],
+           platform: str = "xend", monitoring: str = "ganglia"):
     from vmtools.lab.run import Lab, LabError
     from vmtools.lab.scenario import load_scenario
     try:
@@ -43,7 +52,8 @@ def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optiona
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     try:
-        return Lab(sc, workdir=workdir, ssh=ssh, interval=interval).start()
+        return Lab(sc, workdir=workdir, ssh=ssh, interval=interval, platform=platform,
+                   power=platform == "xapi", monitoring=monitoring).start()
     except (LabError, RuntimeError, OSError) as exc:
         raise Unavailable(f"cannot start the lab: {exc}") from None
 
@@ -82,10 +92,11 @@ def _commands(lab) -> str:
 
 
 def _demo_one(scenario: str, objective: str, title: str, workdir: Optional[Path],
-              interval: float, ssh: Optional[bool]) -> None:
+              interval: float, ssh: Optional[bool], monitoring: str = "ganglia") -> None:
     from vmtools.lab.run import LabError
     _say(f"=== {scenario}: {title}")
-    lab = _start(scenario, workdir / scenario if workdir else None, interval, ssh)
+    lab = _start(scenario, workdir / scenario if workdir else None, interval, ssh,
+                 monitoring=monitoring)
     try:
         snap = lab.wait_for_truth(90)
         if scenario == "hotspot":
@@ -141,6 +152,17 @@ def lab(
     duration: Annotated[float, typer.Option(
         "--duration", metavar="SECONDS", min=0,
         help="Stop after this long; 0 runs until interrupted.")] = 0.0,
+    platform: Annotated[Platform, typer.Option(
+        "--platform",
+        help="xend: per Domain-0 a simulated xend, an sshd with xm/xl/virsh stand-ins and "
+             "vm-gmetric, with gmond and gmetad; xapi: a simulated XCP-ng / XenServer pool "
+             "master (XAPI over HTTPS on 127.0.1.1, each host's /rrd_updates on its own "
+             "127.0.1.N) whose hosts XAPI can power off and on.")] = "xend",
+    monitoring: Annotated[str, typer.Option(
+        "--monitoring", metavar="ganglia|prometheus|both",
+        help="What the simulated Domain-0s publish to and vm-snapshot reads: gmond and gmetad "
+             "(ganglia), a Prometheus server on loopback scraping vm-gmetric's exporters "
+             "(prometheus), or both at once (vm-snapshot reads Ganglia).")] = "ganglia",
     demo: Annotated[bool, typer.Option(
         "--demo", help="Show consolidation, hotspot relief and a host evacuation, one lab "
                        "after another, then exit.")] = False,
@@ -157,21 +179,41 @@ def lab(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
     with guard("vm-lab", verbose, quiet, debug, textfile_dir=textfile_dir):
+        platform = Platform(platform).value
+        if demo and platform != "xend":
+            raise UsageError("--demo runs the xend lab; drop --platform")
+        if platform == "xapi" and monitoring != "ganglia":
+            raise UsageError("--monitoring is for the xend lab (the XAPI lab reads XAPI)")
+        if monitoring not in ("ganglia", "prometheus", "both"):
+            raise UsageError(f"--monitoring {monitoring}: expected ganglia, prometheus or both")
+        if monitoring != "ganglia":
+            from vmtools.lab.prometheus import prometheus_missing
+            if prometheus_missing():
+                raise Unavailable(f"--monitoring {monitoring}: {prometheus_missing()}")
         if demo:
             for name, objective, title in DEMO:
-                _demo_one(name, objective, title, workdir, interval, ssh)
+                _demo_one(name, objective, title, workdir, interval, ssh, monitoring)
             return
         from vmtools.cli._progress import Progress
         with Progress("vm-lab", quiet, verbose) as progress:
-            progress.stage(f"starting scenario {scenario}: gmond, gmetad, and per Domain-0 a "
-                           "xend, an sshd and vm-gmetric")
-            lab_ = _start(scenario, workdir, interval, ssh)
+            what = {"ganglia": "gmond, gmetad", "prometheus": "prometheus",
+                    "both": "gmond, gmetad, prometheus"}[monitoring]
+            progress.stage(f"starting scenario {scenario}: " + (
+                "a simulated XAPI pool master" if platform == "xapi" else
+                f"{what}, and per Domain-0 a xend, an sshd and vm-gmetric"))
+            lab_ = _start(scenario, workdir, interval, ssh, platform, monitoring)
         try:
             with Progress("vm-lab", quiet, verbose) as progress:
-                progress.stage("waiting until Ganglia shows every host and guest")
+                source = "XAPI" if platform == "xapi" else \
+                    "Prometheus" if monitoring == "prometheus" else "Ganglia"
+                progress.stage(f"waiting until {source} shows every host and guest")
                 snap = lab_.wait_for_truth(90)
             (lab_.dir / "lab.json").write_text(json.dumps({
-                "gmetad": lab_.ganglia.gmetad_address, "hosts_file": str(lab_.hosts_file),
+                "platform": platform,
+                "gmetad": lab_.ganglia.gmetad_address if lab_.ganglia else None,
+                "prometheus": lab_.prometheus.url if lab_.prometheus else None,
+                "xapi": lab_.xapi.url if lab_.xapi else None,
+                "hosts_file": str(lab_.hosts_file),
                 "snapshot_args": lab_.snapshot_args(), "plan_args": lab_.plan_args(),
                 "apply_args": lab_.apply_args(), "state_dir": str(lab_.state_dir)}, indent=1))
             _say(f"vm-lab: scenario {lab_.scenario['name']}: {len(snap['hosts'])} Domain-0s, "

@@ -9,290 +9,74 @@ use), repair (only satisfy the rules).
 
 from __future__ import annotations
 
-import enum
-import re
-from typing import Annotated, Optional
+import inspect
 
-import typer
-
-from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
-                                 Version, emit, entry_point, guard, log, make_app,
-                                 read_document, read_text)
-from vmtools.errors import DataError, UsageError
-from vmtools.model import Plan, Snapshot, dumps, loads
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output,
+                                 OutputFormat, Quiet, TextfileDir, Verbose, Version, emit,
+                                 entry_point, figures, guard, log, make_app, read_document,
+                                 started)
+from vmtools.cli._planning import read_documents, with_settings
+from vmtools.model import Snapshot, dumps
+from vmtools.planner.settings import SETTINGS, manual_operation, settings_from
 
 PROG = "vm-plan"
 app = make_app(PROG, __doc__)
 
-
-class Objective(str, enum.Enum):
-    auto = "auto"
-    consolidate = "consolidate"
-    balance = "balance"
-    repair = "repair"
-
-
-class CpuDemand(str, enum.Enum):
-    usage = "usage"
-    vcpus = "vcpus"
-
-
-def _fraction(name: str, value: float, high: float = 1.0) -> None:
-    if not 0 < value <= high:
-        raise UsageError(f"{name} {value:g}: expected a fraction in (0, {high:g}]")
+_KW = inspect.Parameter.KEYWORD_ONLY
 
 
 @app.command(epilog=EXIT_CODES_EPILOG)
-def plan(
-    file: InputFile = "-",
-    objective: Annotated[Objective, typer.Option(
-        "--objective", help="auto (for cron): repair broken rules, relieve persistent CPU or "
-        "memory hotspots, then empty whole hosts worth emptying, within --max-migrations, "
-        "--max-moved and --max-duration; consolidate: fewest active hosts, then least memory "
-        "migrated; balance: end hotspots with the fewest migrations; repair: only satisfy the "
-        "rules and end overloads.")] = Objective.auto,
-    constraints: Annotated[Optional[str], typer.Option(
-        "--constraints", metavar="FILE",
-        help="A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
-             "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is "
-             "not in the snapshot loses those names (a warning, and rules_skipped in the "
-             "plan).")] = None,
-    strict_rules: Annotated[bool, typer.Option(
-        "--strict-rules", help="Refuse (exit 65) a constraints file naming a guest or host "
-        "that is not in the snapshot, instead of skipping those names.")] = False,
-    time_limit: Annotated[float, typer.Option(
-        "--time-limit", metavar="SECONDS",
-        help="Time budget of the whole run (solver, ordering, checks); consolidation gives "
-             "each stage a share.")] = 60.0,
-    solver: Annotated[str, typer.Option(
-        "--solver", metavar="NAME",
-        help="cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another "
-             "solver PuLP knows.")] = "cbc",
-    threads: Annotated[int, typer.Option("--threads", min=1,
-                                         help="Solver threads.")] = 1,
-    cpu_target: Annotated[float, typer.Option(
-        "--cpu-target", metavar="FRACTION",
-        help="consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
-             "(headroom); auto also relieves a CPU hotspot down to it.")] = 0.8,
-    mem_target: Annotated[Optional[float], typer.Option(
-        "--mem-target", metavar="FRACTION",
-        help="consolidate, auto: keep each host's memory use at most this fraction of its "
-             "memory; auto also relieves a memory hotspot down to it. Default: 0.9 under "
-             "auto, 1 under consolidate.")] = None,
-    cpu_threshold: Annotated[float, typer.Option(
-        "--cpu-threshold", metavar="FRACTION",
-        help="balance, auto: a host above this fraction of its CPUs is a hotspot.")] = 0.9,
-    mem_threshold: Annotated[float, typer.Option(
-        "--mem-threshold", metavar="FRACTION",
-        help="balance, auto: a host above this fraction of its memory is a hotspot.")] = 0.95,
-    min_gain: Annotated[float, typer.Option(
-        "--min-gain", metavar="FRACTION",
-        help="balance, auto: relieve a hotspot only when the worst utilisation (CPU or "
-             "memory, whichever is higher) drops by at least this much.")] = 0.05,
-    max_migrations: Annotated[int, typer.Option(
-        "--max-migrations", metavar="N",
-        help="auto: at most N migrations per run (0: no limit); the rest is left to later "
-             "runs (summary.deferred).")] = 40,
-    max_moved: Annotated[float, typer.Option(
-        "--max-moved", metavar="GIB",
-        help="auto: at most this much guest memory migrated per run (0: no limit).")] = 50.0,
-    max_duration: Annotated[float, typer.Option(
-        "--max-duration", metavar="MINUTES",
-        help="auto: the plan's estimated duration (with --bandwidth and --parallel) at most "
-             "this long (0: no limit); keep it under the cron interval.")] = 4.0,
-    cpu_demand: Annotated[CpuDemand, typer.Option(
-        "--cpu-demand", help="usage: measured CPU use; vcpus: allocated virtual CPUs "
-        "(Entropy's 'simplify').")] = CpuDemand.usage,
-    max_frozen: Annotated[float, typer.Option(
-        "--max-frozen", metavar="FRACTION",
-        help="A host a snapshot problem names is frozen: nothing moves onto it, its guests "
-        "stay (one may leave only to end an overload its known guests alone cause). With "
-        "more than this fraction of the hosts, or of the guests, frozen, monitoring is "
-        "broken: plan nothing, exit 75.")] = 0.25,
-    refuse_problems: Annotated[bool, typer.Option(
-        "--refuse-problems", help="Refuse (exit 65) any snapshot with problems, instead of "
-        "planning around them (vmtools before 0.2).")] = False,
-    allow_problems: Annotated[bool, typer.Option(
-        "--allow-problems", hidden=True,
-        help="Ignored: planning around problems is the default now.")] = False,
-    require_optimal: Annotated[bool, typer.Option(
-        "--require-optimal", help="Refuse (exit 75) a plan not proven optimal within "
-        "--time-limit.")] = False,
-    bandwidth: Annotated[float, typer.Option(
-        "--bandwidth", metavar="MBIT/S",
-        help="Migration bandwidth, for the estimated duration.")] = 1000.0,
-    parallel: Annotated[int, typer.Option(
-        "--parallel", "-P", metavar="N", min=1,
-        help="Migrations run at once (as vm-apply --parallel), for the estimated duration.")] = 2,
-    explain: Annotated[bool, typer.Option(
-        "--explain", help="Add an explain object: why each guest moves.")] = False,
-    state: Annotated[Optional[str], typer.Option(
-        "--state", metavar="DIR", help="Keep hotspot history, recent moves and each guest's "
-        "CPU samples here between runs (cron).")] = None,
-    demand: Annotated[str, typer.Option(
-        "--demand", metavar="last|mean|pNN|max",
-        help="With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan "
-             "on this statistic of each guest's CPU samples over --demand-window (never "
-             "below the last sample).")] = "max",
-    demand_window: Annotated[float, typer.Option(
-        "--demand-window", metavar="MINUTES",
-        help="With --state or a snapshot's samples: how far back --demand looks (chosen "
-             "from replays: see vm-plan(1)).")] = 120.0,
-    hotspot_window: Annotated[str, typer.Option(
-        "--hotspot-window", metavar="K/N", help="With --state: balance acts on a hotspot "
-        "seen in at least K of the last N snapshots (Sandpiper's rule).")] = "3/5",
-    hold: Annotated[float, typer.Option(
-        "--hold", metavar="MINUTES", help="With --state: also act on a hotspot that has "
-        "lasted this long, however few snapshots saw it (0: off).")] = 0.0,
-    cooldown: Annotated[float, typer.Option(
-        "--cooldown", metavar="MINUTES", help="With --state: a guest seen to move this "
-        "recently is not moved again, except to obey a hard rule.")] = 30.0,
-    settle: Annotated[float, typer.Option(
-        "--settle", metavar="MINUTES", help="With --state, auto: a guest seen to move this "
-        "recently is not moved by consolidation (relief and repairs may still move it once "
-        "--cooldown is over), so no host just filled is emptied again.")] = 60.0,
-    power: Annotated[bool, typer.Option(
-        "--power", help="Also switch hosts off (power-off) and on (power-on): emptied hosts "
-        "go to standby, standby hosts wake when room is needed. On by default under "
-        "--objective auto when --hosts gives hosts a power method.")] = False,
-    hosts: Annotated[Optional[str], typer.Option(
-        "--hosts", metavar="FILE", help="The host map (as vm-apply's): only hosts whose power "
-        "column is ipmi or wol are switched off. Without it --power may switch any host.")
-    ] = None,
-    standby_after: Annotated[float, typer.Option(
-        "--standby-after", metavar="MINUTES", help="With --power: switch off a host only once "
-        "it has been empty this long (needs --state; 0: as soon as it is emptied).")] = 10.0,
-    min_hosts: Annotated[int, typer.Option(
-        "--min-hosts", min=0, help="With --power: never fewer online hosts per "
-        "cluster.")] = 1,
-    reserve: Annotated[float, typer.Option(
-        "--reserve", metavar="HOSTS", help="With --power: keep this many hosts' worth (the "
-        "largest online host's CPU and memory) free online; 1 = N+1.")] = 1.0,
-    power_model: Annotated[Optional[str], typer.Option(
-        "--power-model", metavar="FILE", help="A vmtools.power document: consolidation "
-        "prefers the hosts that draw least for the capacity they give; hungriest hosts are "
-        "switched off first, most frugal woken first.")] = None,
-    boot_timeout: Annotated[float, typer.Option(
-        "--boot-timeout", metavar="SECONDS", help="With --power: a woken host that has not "
-        "reported this long after its power-on failed to boot; it is not woken again until "
-        "it reports.")] = 600.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the candidate-host sampling "
-                                      "(plans are reproducible).")] = 0,
-    fmt: Format = OutputFormat.json,
-    output: Output = None,
-    textfile_dir: TextfileDir = None,
-    verbose: Verbose = 0,
-    quiet: Quiet = False,
-    debug: Debug = False,
-    version: Version = False,
-) -> Optional[Plan]:
+@with_settings(
+    [inspect.Parameter("file", _KW, default="-", annotation=InputFile)],
+    [inspect.Parameter(name, _KW, default=default, annotation=annotation)
+     for name, default, annotation in (("fmt", OutputFormat.json, Format),
+                                       ("output", None, Output),
+                                       ("textfile_dir", None, TextfileDir),
+                                       ("verbose", 0, Verbose), ("quiet", False, Quiet),
+                                       ("debug", False, Debug), ("version", False, Version))])
+def plan(**kwargs) -> None:
     """Print a plan (JSON) for the snapshot in FILE."""
+    verbose, quiet, debug = kwargs["verbose"], kwargs["quiet"], kwargs["debug"]
+    textfile_dir = kwargs["textfile_dir"]
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
-        from vmtools.rules.constraints import parse_constraints
-        from vmtools.planner.plan import Options, plan_with_state
+        from vmtools.cli._progress import Progress
+        from vmtools.planner.front import plan_run
         from vmtools.planner.scratch import solver_guard
         from vmtools.render import plan_tables
-        for name, value, high in (("--cpu-target", cpu_target, 1.0),
-                                  ("--mem-target", mem_target or 1.0, 1.0),
-                                  ("--cpu-threshold", cpu_threshold, 1.0),
-                                  ("--mem-threshold", mem_threshold, 1.0)):
-            _fraction(name, value, high)
-        if not 0 <= max_frozen <= 1:
-            raise UsageError(f"--max-frozen {max_frozen:g}: expected a fraction in [0, 1]")
-        if allow_problems:
+        from vmtools.state import read_state, write_state
+        settings = settings_from({s.name: kwargs[s.name] for s in SETTINGS})
+        if settings.allow_problems:
             log.warning("--allow-problems is ignored: vm-plan plans around problems by "
                         "default now (--refuse-problems refuses them)")
-        if not 0 <= min_gain < 1:
-            raise UsageError(f"--min-gain {min_gain:g}: expected a fraction in [0, 1)")
-        if not time_limit > 0 or not bandwidth > 0:
-            raise UsageError("--time-limit and --bandwidth must be more than 0")
-        if settle < 0 or cooldown < 0:
-            raise UsageError("--settle and --cooldown must be 0 or more minutes")
-        if max_migrations < 0 or max_moved < 0 or max_duration < 0 or demand_window <= 0:
-            raise UsageError("--max-migrations, --max-moved and --max-duration must be 0 (no "
-                             "limit) or more, --demand-window more than 0")
-        from vmtools.planner.demand import parse_demand
-        demand = parse_demand(demand)
-        m = re.fullmatch(r"(\d+)/(\d+)", hotspot_window)
-        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-            raise UsageError(f"--hotspot-window {hotspot_window}: expected K/N with "
-                             "1 <= K <= N, e.g. 3/5")
-        # vm-replay calls this command in process with the snapshot itself as FILE
-        in_process = isinstance(file, Snapshot)
-        snap = file if in_process else read_document(PROG, file, Snapshot, "snapshot")
-        cons_obj = None
-        skipped: list[dict] = []
-        if constraints is not None:
-            text, name = read_text(PROG, constraints, "constraints")
-            try:
-                cons_obj = parse_constraints(loads(text, name), snap, strict=strict_rules,
-                                             skipped=skipped)
-            except DataError as exc:
-                raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                    from None
-        else:
-            from vmtools.rules.constraints import Constraints
-            cons_obj = Constraints([])
-        opts = Options(objective=objective.value, solver=solver, time_limit=time_limit,
-                       cpu_target=cpu_target, cpu_threshold=cpu_threshold,
-                       mem_threshold=mem_threshold, min_gain=min_gain,
-                       cpu_demand=cpu_demand.value, refuse_problems=refuse_problems,
-                       max_frozen=max_frozen,
-                       require_optimal=require_optimal, bandwidth=bandwidth, parallel=parallel,
-                       explain=explain, threads=threads, seed=seed, mem_target=mem_target,
-                       max_migrations=max_migrations, max_moved_gib=max_moved,
-                       max_duration_min=max_duration, demand=demand,
-                       demand_window=demand_window)
-        k, n = int(m.group(1)), int(m.group(2))
-        for entry in skipped:
-            log.warning("%s: %s", name, entry["message"])
-        power_opts = _power_options(power, objective.value, hosts, standby_after, min_hosts,
-                                    reserve, power_model, boot_timeout)
-        from vmtools.cli._progress import Progress
-        # In process (vm-replay) the caller's other children are none of vm-plan's business.
-        with solver_guard(every_child=not in_process), \
-                Progress(PROG, quiet or in_process, verbose) as progress:
+        manual = manual_operation(settings)
+        snap = read_document(PROG, kwargs["file"], Snapshot, "snapshot")
+        docs = read_documents(PROG, settings, snap)
+        state = read_state(settings.state) \
+            if settings.state is not None and manual is None else None
+        with solver_guard(), Progress(PROG, quiet or manual is not None, verbose) as progress:
             progress.follow("vmtools.planner")
-            progress.stage(f"planning {objective.value}: {len(snap.vms)} guests on "
-                           f"{len(snap.hosts)} hosts, within {time_limit:g} s")
-            result = plan_with_state(snap, cons_obj, opts, state, (k, n), hold, cooldown,
-                                     power=power_opts, settle=settle)
-        result.rules_skipped = skipped
-        if in_process:
-            return result
-        for entry in result.summary.get("frozen", []):
-            log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
-                        entry["host"], f"; {', '.join(entry['leaving'])} leave it to end an "
-                        "overload" if entry["leaving"] else "", entry["why"])
-        if textfile_dir is not None:
-            from vmtools.prometheus.textfile import plan_families
-            figures(*plan_families(result))
-        doc = result.to_dict()
-        emit(plan_tables(doc) if fmt == OutputFormat.table else dumps(doc), output)
-
-
-def _power_options(power: bool, objective: str, hosts: str | None, standby_after: float,
-                   min_hosts: int, reserve: float, power_model: str | None,
-                   boot_timeout: float):
-    """The settings checked, the host map and the power model read: planner.options says
-    whether the plan switches hosts."""
-    from vmtools.planner.options import check_power_settings, power_options
-    check_power_settings(standby_after, reserve, boot_timeout)   # before any file is read
-    methods = None
-    if hosts is not None:
-        from vmtools.drivers.hostmap import read_hostmap
-        methods = {name: e.power for name, e in read_hostmap(hosts).items()}
-    model = None
-    if power_model is not None:
-        from vmtools.power_model import parse_power_model
-        text, name = read_text(PROG, power_model, "power model")
-        try:
-            model = parse_power_model(loads(text, name), name)
-        except DataError as exc:
-            raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) \
-                from None
-    return power_options(power, objective, methods, standby_after, min_hosts, reserve, model,
-                         boot_timeout)
+            progress.stage(f"planning {settings.objective}: {len(snap.vms)} guests on "
+                           f"{len(snap.hosts)} hosts, within {settings.time_limit:g} s")
+            try:
+                result = plan_run(docs, settings, state, started=started())
+            finally:
+                if state is not None:
+                    write_state(settings.state, state)
+        for entry in result.rules_skipped:
+            log.warning("%s: %s", docs.rules_name, entry["message"])
+        plan = result.plan
+        if manual is None:
+            for entry in plan.summary.get("frozen", []):
+                log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
+                            entry["host"], f"; {', '.join(entry['leaving'])} leave it, for "
+                            "what its known guests alone cause" if entry["leaving"] else "",
+                            entry["why"])
+            if textfile_dir is not None:
+                from vmtools.prometheus.textfile import plan_families
+                figures(*plan_families(plan))
+        doc = plan.to_dict()
+        emit(plan_tables(doc) if kwargs["fmt"] == OutputFormat.table else dumps(doc),
+             kwargs["output"])
 
 
 main = entry_point(app, PROG)

@@ -7,8 +7,6 @@ trace (time,guest,cpu,mem_mib[,net_mbps], with --hosts); or Ganglia's RRD files 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shlex
 import sys
 from pathlib import Path
@@ -17,11 +15,13 @@ from typing import Annotated, Optional
 import typer
 
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
-                                 Verbose, Version, emit, entry_point, guard, make_app, read_text,
-                                 setup_logging, write_atomic)
-from vmtools.cli._settings import SettingsError, load_config, load_environment, settable
-from vmtools.errors import OperationFailed, UsageError
-from vmtools.model import Plan, Snapshot, dumps, iso_to_epoch, loads
+                                 Verbose, Version, emit, entry_point, guard, make_app,
+                                 write_atomic)
+from vmtools.cli._planning import read_documents
+from vmtools.cli._settings import SettingsError, load_config, load_environment
+from vmtools.errors import DataError, UsageError
+from vmtools.inputs import input_name
+from vmtools.model import dumps, iso_to_epoch, load_file
 from vmtools.text import printable
 
 PROG = "vm-replay"
@@ -37,61 +37,37 @@ def _time(option: str, text: str) -> float:
 
 
 def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
-    """One ``--plan "OPTIONS"``: parsed by vm-plan's own command line, run in process on each
-    tick's snapshot (a replay.engine.VmPlanSetting)."""
-    from vmtools.cli import vm_plan as plan_cli
+    """One ``--plan "OPTIONS"``, checked before the first tick: the options by vm-plan's
+    settings table (:mod:`vmtools.planner.settings`), what the string leaves out from
+    vm-plan's ``VMTOOLS_PLAN_*`` variables and ``[vm-plan]`` settings, the documents it names
+    read once. A bad string is a usage error (exit 2) naming it; each tick then calls the
+    planner's front door (a :class:`vmtools.replay.engine.VmPlanSetting`)."""
+    from vmtools.planner.settings import SETTINGS, parse_argv, settings_from
     from vmtools.replay.engine import VmPlanSetting
+    del quiet, debug
     try:
         argv = shlex.split(text)
     except ValueError as exc:
         raise UsageError(f"--plan {text!r}: {exc}") from None
-    command = typer.main.get_command(plan_cli.app)
-    # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
-    # and [vm-plan] of the settings files, give the options the string leaves out
-    params = settable(command)
+    long_names = {s.flag[2:]: s.name for s in SETTINGS}
     try:
-        settings = load_config("vm-plan", list(params))
-        env, _ = load_environment("vm-plan", params)
+        # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
+        # and [vm-plan] of the settings files, give the options the string leaves out
+        valid = [*long_names, "verbose", "quiet", "debug", "textfile-dir"]
+        values = load_config("vm-plan", valid)
+        env, _ = load_environment("vm-plan", {name: None for name in valid})
+        values.update(env)
+        values = {long_names[k]: v for k, v in values.items() if k in long_names}
+        values.update(parse_argv(argv))
+        settings = settings_from(values)
+        documents = read_documents(PROG, settings, None)
     except SettingsError as exc:
         raise UsageError(f"--plan {text!r}: {exc}") from None
-    settings.update(env)
-    defaults = {params[name].name: value for name, value in settings.items()}
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            ctx = command.make_context("vm-plan", argv, default_map=defaults)
-    except typer.Exit:
-        raise UsageError(f"--plan {text!r}: --help and --version have no place here") \
-            from None
-    except typer.exceptions.TyperException as exc:
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        raise UsageError(f"--plan {text!r}: {message}") from None
-    args = dict(ctx.params)
-    if args.get("file", "-") != "-":
-        raise UsageError(f"--plan {text!r}: no input file: the replay gives vm-plan each "
-                         "tick's snapshot")
-    if args.get("output") is not None:
-        raise UsageError(f"--plan {text!r}: -o has no place here")
-    args.update(verbose=max(args.get("verbose", 0), verbose), quiet=quiet, debug=debug,
-                version=False)
-
-    def plan(snap: Snapshot, state_dir: str | None) -> Plan:
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                return plan_cli.plan(**dict(args, file=snap, state=state_dir))
-        except typer.Exit as exc:
-            if exc.exit_code == 130:
-                raise KeyboardInterrupt from None
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-            why = lines[-1] if lines else f"vm-plan exited with {exc.exit_code}"
-            why = why.removeprefix("vm-plan: error: ")
-            raise OperationFailed(f"(exit {exc.exit_code}) {why}") from None
-        finally:
-            setup_logging(PROG, verbose, quiet, debug)
-            if verbose > 0 and err.getvalue():
-                sys.stderr.write(err.getvalue())
-
-    return VmPlanSetting(text, plan, keeps_state=args.get("state") is not None)
+    except UsageError as exc:           # OptionError too: the flag it names
+        raise UsageError(f"--plan {text!r}: {exc.on_command_line()}") from None
+    except DataError as exc:
+        raise DataError(f"--plan {text!r}: {exc}") from None
+    return VmPlanSetting(text, settings, documents, show_log=verbose > 0)
 
 
 def _progress_printer(quiet: bool):
@@ -171,6 +147,14 @@ def replay(
     halt_seconds: Annotated[float, typer.Option(
         "--halt-seconds", metavar="SECONDS", help="A power-off takes this long before the host "
         "draws its standby watts (0 by default).")] = 60.0,
+    monitoring_loss: Annotated[float, typer.Option(
+        "--monitoring-loss", metavar="FRACTION", help="Lose each guest's metrics and each "
+        "host's report at this rate, at random (--loss-seed): a lost guest is a no-data "
+        "problem, a lost host a stale-host one, and vm-plan plans around them (frozen "
+        "host-ticks, refused ticks).")] = 0.0,
+    loss_seed: Annotated[int, typer.Option(
+        "--loss-seed", metavar="N", help="Seed of --monitoring-loss: the same seed loses the "
+        "same figures for every setting and every run.")] = 0,
     html: Annotated[Optional[Path], typer.Option(
         "--html", metavar="FILE", help="Also write a self-contained page with charts (opens "
         "offline).")] = None,
@@ -193,20 +177,35 @@ def replay(
             raise UsageError("--every and --bandwidth must be more than 0")
         if boot_seconds < 0 or halt_seconds < 0:
             raise UsageError("--boot-seconds and --halt-seconds must be 0 or more")
+        if not 0 <= monitoring_loss <= 1:
+            raise UsageError(f"--monitoring-loss {monitoring_loss:g}: expected a fraction in "
+                             "[0, 1]")
         if not 0 < cpu_threshold <= 1:
             raise UsageError(f"--cpu-threshold {cpu_threshold:g}: expected a fraction in (0, 1]")
         model = DEFAULT
         if power_model is not None:
-            text, name = read_text(PROG, power_model, "power model")
-            model = parse_power_model(loads(text, name), name)
+            model = load_file(power_model, "power model",
+                              lambda obj: parse_power_model(obj, input_name(power_model)),
+                              prog=PROG)
         opts = SimOptions(every_minutes=every, parallel=parallel, per_host=per_host,
                           bandwidth=bandwidth, cpu_threshold=cpu_threshold, power_model=model,
                           boot_seconds=boot_seconds, halt_seconds=halt_seconds,
                           start=_time("--from", start) if start else None,
                           until=_time("--until", until) if until else None,
-                          warm_up=warm_up * 60, lookahead=lookahead)
+                          warm_up=warm_up * 60, lookahead=lookahead,
+                          monitoring_loss=monitoring_loss, loss_seed=loss_seed)
         if warm_up < 0:
             raise UsageError(f"--warm-up {warm_up:g}: expected 0 or more minutes")
+        # Every setting checked before any source is read or any tick runs.
+        settings: list = []
+        for text in plan or ([] if baseline else [""]):
+            settings.append(vm_plan_setting(text, verbose, quiet, debug))
+        for spec in baseline or ([] if plan else ["none"]):
+            settings.append(make_baseline(spec, model))
+        names = [s.name for s in settings]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise UsageError(f"setting {dup!r} is given twice")
         sources = list(sources or [])
         if rrd is not None:
             if sources:
@@ -232,21 +231,7 @@ def replay(
         if len(trace.notes) > 10 and not quiet:
             typer.echo(f"{PROG}: note: ... and {len(trace.notes) - 10} more (in the document)",
                        err=True)
-        settings: list = []
-        try:
-            for text in plan or ([] if baseline else [""]):
-                settings.append(vm_plan_setting(text, verbose, quiet, debug))
-            for spec in baseline or ([] if plan else ["none"]):
-                settings.append(make_baseline(spec, model))
-            names = [s.name for s in settings]
-            dup = next((n for n in names if names.count(n) > 1), None)
-            if dup is not None:
-                raise UsageError(f"setting {dup!r} is given twice")
-            doc = run_replay(trace, settings, opts, _progress_printer(quiet))
-        finally:
-            for s in settings:
-                if hasattr(s, "close"):
-                    s.close()
+        doc = run_replay(trace, settings, opts, _progress_printer(quiet))
         for run in doc["runs"]:
             if run["figures"]["memory_over_capacity"]:
                 typer.echo(f"{PROG}: warning: {run['name']}: a host's memory went over its "

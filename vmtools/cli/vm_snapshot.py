@@ -3,7 +3,8 @@ Xen hosts and their guests: capacity, demand and the problems that make it incoh
 
 With no source option it reads gmetad's XML port on localhost:8651. With --prometheus URL it
 reads a Prometheus server instead (instant queries of a mapping profile), and carries each
-guest's recent CPU samples (a range query) for vm-plan --demand.
+guest's recent CPU samples (a range query) for vm-plan --demand. With --xapi URL it reads a
+XCP-ng / XenServer pool through its master's XAPI instead.
 """
 
 from __future__ import annotations
@@ -97,6 +98,33 @@ def snapshot(
         "--stale-after", metavar="SECONDS",
         help="A cluster whose gmond was last heard this long before gmetad's answer is "
              "stale (a problem).")] = DEFAULT_STALE_AFTER,
+    xapi: Annotated[Optional[str], typer.Option(
+        "--xapi", metavar="URL",
+        help="Read a XCP-ng / XenServer pool through its master's XAPI (https://MASTER): "
+             "hosts, guests, anti-affinity VM groups, CPU and network from /rrd_updates. The "
+             "user and password come from $VMTOOLS_XAPI_USER and $VMTOOLS_XAPI_PASSWORD, else "
+             "--xapi-credentials; never from the command line.")] = None,
+    xapi_credentials: Annotated[Optional[str], typer.Option(
+        "--xapi-credentials", metavar="FILE",
+        help="XAPI user and password (TOML username, password; owned by root or you, mode "
+             "600). Default: the environment, else /etc/vmtools/xapi.toml.")] = None,
+    xapi_ca: Annotated[Optional[str], typer.Option(
+        "--xapi-ca", metavar="FILE",
+        help="Verify the pool's TLS certificates against this CA bundle (PEM) instead of the "
+             "system's.")] = None,
+    xapi_fingerprint: Annotated[Optional[list[str]], typer.Option(
+        "--xapi-fingerprint", metavar="SHA256",
+        help="Accept only a certificate with this SHA-256 fingerprint (openssl x509 "
+             "-fingerprint -sha256; one per host of the pool when each has its own). "
+             "Repeatable.")] = None,
+    xapi_insecure: Annotated[bool, typer.Option(
+        "--xapi-insecure",
+        help="Do NOT verify the pool's TLS certificate (anyone on the path can read the "
+             "password): for a lab only; warned on every run.")] = False,
+    xapi_window: Annotated[float, typer.Option(
+        "--xapi-window", metavar="SECONDS",
+        help="With --xapi: average each guest's CPU and network over this many seconds of "
+             "XAPI's RRDs.")] = 60.0,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     textfile_dir: TextfileDir = None,
@@ -105,21 +133,32 @@ def snapshot(
     debug: Debug = False,
     version: Version = False,
 ) -> None:
-    """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia reports."""
+    """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia, Prometheus or XAPI
+    reports."""
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
         sources = []
-        if prometheus:
+        if xapi is not None:
+            if gmetad or cluster or gmond or input_ or example or prometheus:
+                raise UsageError("--xapi reads a pool by itself: drop --gmetad, --cluster, "
+                                 "--gmond, --input, --example and --prometheus")
+            if not xapi_window > 0:
+                raise UsageError(f"--xapi-window {xapi_window:g}: must be more than 0 seconds")
+            sources += make_sources("xapi", dict(
+                url=xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+                fingerprints=xapi_fingerprint or [], insecure=xapi_insecure, timeout=timeout,
+                window=xapi_window))
+        elif prometheus:
             sources += make_sources("prometheus", _prometheus_settings(
                 prometheus, prometheus_profile, prometheus_user, prometheus_password_file,
                 prometheus_token_file, prometheus_ca_file, at, samples_window, samples_step,
                 timeout, stale_after))
         elif at is not None:
             raise UsageError("--at needs --prometheus (Ganglia only knows now)")
-        if not prometheus or gmetad or cluster or gmond or input_ or example:
+        if xapi is None and (not prometheus or gmetad or cluster or gmond or input_ or example):
             sources += make_sources("ganglia", dict(
                 gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
                 inputs=input_ or [], example=example, timeout=timeout, recover=recover,
@@ -130,9 +169,11 @@ def snapshot(
             from vmtools.model import epoch_to_iso
             snap.created = epoch_to_iso(evaluated[0])
         if snap.problems:
-            log.warning("%d problem(s) in the snapshot, first: %s: %s", len(snap.problems),
+            n = len(snap.problems)
+            log.warning("%d problem%s in the snapshot, first: %s: %s", n, "" if n == 1 else "s",
                         snap.problems[0].kind, snap.problems[0].message)
-        log.info("%d host(s), %d guest(s)", len(snap.hosts), len(snap.vms))
+        log.info("%d host%s, %d guest%s", len(snap.hosts), "" if len(snap.hosts) == 1 else "s",
+                 len(snap.vms), "" if len(snap.vms) == 1 else "s")
         if textfile_dir is not None:
             from vmtools.prometheus.textfile import snapshot_families
             figures(*snapshot_families(snap))

@@ -15,8 +15,8 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app,
-                                 read_document)
-from vmtools.errors import UsageError
+                                 log, read_document)
+from vmtools.errors import DataError, UsageError
 from vmtools.ganglia.names import GMETAD_XML_PORT
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.model import Snapshot, dumps
@@ -46,6 +46,10 @@ def status(
         "--state", metavar="DIR",
         help="vm-plan's --state directory, for the hosts it switched off (standby). Default: "
              "vm-rebalance's, RUNS/.plan-state.")] = None,
+    suspended: Annotated[Optional[str], typer.Option(
+        "--suspended", metavar="FILE", help="vm-apply's suspended-guests ledger, for the "
+        "guests suspended and not resumed (default: STATE_DIR/suspended.json under "
+        "$VMTOOLS_STATE_DIR or /var/lib/vmtools; '' to leave them out).")] = None,
     cpu_threshold: Annotated[float, typer.Option(
         "--cpu-threshold", metavar="FRACTION",
         help="Flag a host above this fraction of its CPUs (as vm-plan's).")] = 0.9,
@@ -82,7 +86,19 @@ def status(
         runs_dir = runs or None
         state_dir = state if state is not None else (f"{runs_dir}/.plan-state"
                                                      if runs_dir else None)
-        doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold)
+        from vmtools.apply.lifecycle import LEDGER, read_suspended
+        from vmtools.apply.options import default_state_dir
+        ledger: dict = {}
+        if suspended:
+            ledger = read_suspended(suspended)
+        elif suspended is None:
+            # the default ledger: a view for people still shows the rest without it
+            try:
+                ledger = read_suspended(f"{default_state_dir()}/{LEDGER}")
+            except DataError as exc:
+                log.warning("the suspended guests are left out: %s", exc)
+        doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold,
+                           suspended=ledger)
         emit(status_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 

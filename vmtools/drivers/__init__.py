@@ -4,6 +4,7 @@
 ``xl-ssh``) with their ports; ``make_driver(endpoint, ...)`` builds the driver of the
 endpoint's transport from that table. :mod:`vmtools.drivers.hostmap` is the host map (where
 to reach each host), read by vm-apply and by the power actions.
+``close_shared()`` ends what drivers share (XAPI sessions) once a run is over.
 """
 
 from __future__ import annotations
@@ -20,5 +21,13 @@ def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 1
     return cls.for_endpoint(endpoint, connect_timeout, ssh_options=ssh_options, **settings)
 
 
-__all__ = ["Driver", "Endpoint", "HostKeyError", "MigrationRefused", "MigrationUncertain",
+def close_shared() -> None:
+    """Log out of every XAPI session a run opened (nothing when none was)."""
+    import sys
+    xapi = sys.modules.get("vmtools.drivers.xapi")
+    if xapi is not None:
+        xapi.close_pools()
+
+
+__all__ = ["close_shared", "Driver", "Endpoint", "HostKeyError", "MigrationRefused", "MigrationUncertain",
            "NotSupported", "make_driver", "registry"]

@@ -3,7 +3,7 @@ each host. It sits with the transports because both sides read it: vm-apply (whe
 migration) and the power actions of :mod:`vmtools.power` (how to switch a host on and off).
 
 CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
-``name,manage,migrate[,power,bmc,mac]``::
+``name,manage,migrate[,power,bmc,mac[,transport]]``::
 
     # name,  manage (address[:port]),  migrate,   power, bmc (address[:port]), mac
     node1,   10.0.0.1:8000,             10.1.0.1,  ipmi,  10.9.0.1,
@@ -14,10 +14,13 @@ CSV, one host a line, ``#`` comments and blank lines ignored, an optional header
 - ``manage``: ``address[:port]`` where vmtools reaches the host's xend or sshd
   (default: the name, on the transport's default port); IPv6 as ``[addr]:port``;
 - ``migrate``: the destination address handed to the hypervisor (default: the name);
-- ``power``: how vmtools switches the host on: ``ipmi``, ``wol`` or ``none`` (default:
-  never switched off);
+- ``power``: how vmtools switches the host on: ``ipmi``, ``wol``, ``xapi`` (XAPI's own
+  ``host.power_on``, for a host of a XCP-ng / XenServer pool) or ``none`` (default: never
+  switched off);
 - ``bmc``: the BMC's ``address[:port]`` (port 623 by default), required for ``ipmi``;
-- ``mac``: the MAC address Wake-on-LAN wakes, required for ``wol``.
+- ``mac``: the MAC address Wake-on-LAN wakes, required for ``wol``;
+- ``transport``: how vm-apply reaches the host, overriding the snapshot's migration field
+  (e.g. ``libvirt-ssh`` for a plain Xen or KVM host run by libvirt); default: the snapshot's.
 
 Addresses are RFC 1123 host names, IPv4, or IPv6 without a zone or with a zone of
 ``[A-Za-z0-9_.-]`` (:func:`valid_address`); anything else is refused.
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from vmtools.errors import DataError, OptionError, UsageError
 from vmtools.inputs import read_file
 from vmtools.model import is_safe_name
+from vmtools.drivers import registry
 
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 each,
 # 253 in all. An IPv6 zone (``fe80::1%eth0``) may hold only [A-Za-z0-9_.-]: Python's ipaddress
@@ -80,10 +84,11 @@ class HostEntry:
     bmc: str | None = None          # BMC address (ipmi)
     bmc_port: int = 623
     mac: str | None = None          # 00:16:3e:.. (wol)
+    transport: str | None = None    # None: the snapshot's migration field
 
 
-POWER_METHODS = ("ipmi", "wol", "none")
-HOSTMAP_COLUMNS = ("name", "manage", "migrate", "power", "bmc", "mac")
+POWER_METHODS = ("ipmi", "wol", "xapi", "none")
+HOSTMAP_COLUMNS = ("name", "manage", "migrate", "power", "bmc", "mac", "transport")
 
 
 def _address(text: str, where: str, what: str) -> str:
@@ -142,16 +147,20 @@ def parse_hostmap(text: str, source: str = "hosts") -> dict[str, HostEntry]:
             raise DataError(f"expected {','.join(HOSTMAP_COLUMNS)}; got {len(fields)} fields",
                             where)
         fields += [""] * (len(HOSTMAP_COLUMNS) - len(fields))
-        name, manage, migrate, power, bmc, mac = fields
+        name, manage, migrate, power, bmc, mac, transport = fields
         if not is_safe_name(name):
             raise DataError(f"host name {name!r} is not safe (letters, digits, '.', '_', "
                             "'-' only)", where)
         if name in entries:
             raise DataError(f"host {name} is listed twice", where)
         address, port = parse_manage(manage, where) if manage else (None, None)
+        if transport and not registry.is_transport(transport):
+            raise DataError(f"transport {transport[:40]!r}: expected one of "
+                            f"{', '.join(registry.names())}", where)
         entries[name] = HostEntry(name, address, port,
                                   _address(migrate, where, "migrate address") if migrate
-                                  else None, **_power_columns(name, power, bmc, mac, where))
+                                  else None, **_power_columns(name, power, bmc, mac, where),
+                                  transport=transport or None)
     return entries
 
 
@@ -178,7 +187,7 @@ def format_mac(mac: bytes) -> str:
 def _power_columns(name: str, power: str, bmc: str, mac: str, where: str) -> dict:
     power = power.lower() or "none"
     if power not in POWER_METHODS:
-        raise DataError(f"power {power!r}: expected ipmi, wol or none", where)
+        raise DataError(f"power {power!r}: expected ipmi, wol, xapi or none", where)
     out: dict = {"power": power}
     if bmc:
         address, port = parse_manage(bmc, where, "bmc")

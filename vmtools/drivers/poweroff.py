@@ -23,11 +23,15 @@ GUESTS_RUNNING = 3          # the remote check's exit status when a guest runs
 
 def remote_script(toolstack: str, command: str) -> str:
     """The one remote command: refuse (exit 3) while the toolstack lists a guest, else shut
-    down. ``toolstack`` is ``xl`` or ``xm``; ``command`` a key of SHUTDOWN_COMMANDS."""
-    if toolstack not in ("xl", "xm") or command not in SHUTDOWN_COMMANDS:
-        raise ValueError("toolstack must be xl or xm, command poweroff or shutdown")
-    return ("set -e; out=$(" + toolstack + " list); "
-            "n=$(printf '%s\\n' \"$out\" | awk 'NR > 1 && $1 != \"Domain-0\"' | wc -l); "
+    down. ``toolstack`` is ``xl``, ``xm`` or ``virsh`` (libvirt: plain Xen or KVM);
+    ``command`` a key of SHUTDOWN_COMMANDS."""
+    if toolstack not in ("xl", "xm", "virsh") or command not in SHUTDOWN_COMMANDS:
+        raise ValueError("toolstack must be xl, xm or virsh, command poweroff or shutdown")
+    listing = ("out=$(virsh list --name); n=$(printf '%s\\n' \"$out\" | "
+               "awk 'NF && $1 != \"Domain-0\"' | wc -l); " if toolstack == "virsh" else
+               "out=$(" + toolstack + " list); "
+               "n=$(printf '%s\\n' \"$out\" | awk 'NR > 1 && $1 != \"Domain-0\"' | wc -l); ")
+    return ("set -e; " + listing +
             "if [ \"$n\" -ne 0 ]; then echo \"$n guests still run here\" >&2; exit 3; fi; "
             "exec " + SHUTDOWN_COMMANDS[command])
 

@@ -42,8 +42,16 @@ for _row in (
         Transport("xen", 8000, "xend_http", summary="xend's HTTP/SXP server (Xen 3.x, 4.0-4.4)"),
         Transport("xend-xmlrpc", 8006, "xend_xmlrpc", summary="xend's XML-RPC server"),
         Transport("xm-ssh", 22, "ssh", ssh=True, summary="xm over SSH (Xen 3.x, 4.0-4.4)"),
-        Transport("xl-ssh", 22, "ssh", ssh=True, summary="xl over SSH (Xen 4.1 and later)")):
+        Transport("xl-ssh", 22, "ssh", ssh=True, summary="xl over SSH (Xen 4.1 and later)"),
+        Transport("libvirt-ssh", 22, "libvirt", ssh=True,
+                  summary="virsh over SSH (plain Xen with libvirt's libxl driver, or KVM)"),
+        Transport("xapi", 443, "xapi",
+                  summary="a XCP-ng / XenServer pool through its master's XAPI (HTTPS)")):
     register(_row)
+
+# Every host of a XAPI pool is reached through the pool's master (vm-apply --xapi), and XAPI
+# itself switches hosts off and on (the host map's power method "xapi").
+XAPI_TRANSPORT = "xapi"
 
 
 def names() -> tuple[str, ...]:
@@ -74,5 +82,5 @@ def driver_class(name: str):
     return importlib.import_module(f"vmtools.drivers.{row.module}").DRIVER
 
 
-__all__ = ["Transport", "register", "names", "is_transport", "transport", "default_port",
+__all__ = ["XAPI_TRANSPORT", "Transport", "register", "names", "is_transport", "transport", "default_port",
            "driver_class"]

@@ -71,5 +71,31 @@ class XendXmlRpcDriver(Driver):
             raise migrate_call_failed(exc, self.endpoint.name, "xend XML-RPC",
                                       timeout) from None
 
+    # ---- the guest lifecycle: xend's own save and restore (xend.domain.save(dom, file,
+    # checkpoint), xend.domain.restore(file, paused)), both synchronous like migrate. xend
+    # cannot look at files or create a guest from an xm configuration file (xm parses it
+    # client-side into SXP), so images are checked and removed through another host that can
+    # (vm-apply) and create is not offered.
+    def _lifecycle(self, call, what: str, timeout: float) -> None:
+        try:
+            call(self._proxy(timeout).xend.domain)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == 3:
+                raise MigrationRefused(f"xend: domain {exc.faultString} does not exist on "
+                                       f"{self.endpoint.name}") from None
+            raise MigrationRefused(f"xend {what}: {exc.faultString}") from None
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            raise migrate_call_failed(exc, self.endpoint.name, "xend XML-RPC",
+                                      timeout) from None
+
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle(lambda d: d.save(vm, image, False), "save", timeout)
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle(lambda d: d.save(vm, image, True), "save (checkpoint)", timeout)
+
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle(lambda d: d.restore(image, False), "restore", timeout)
+
 
 DRIVER = XendXmlRpcDriver

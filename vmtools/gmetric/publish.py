@@ -19,7 +19,7 @@ from vmtools import __version__
 from vmtools.dom0.read import Dom0Reader, ToolstackError
 from vmtools.errors import OptionError, Unavailable
 from vmtools.ganglia import xdr
-from vmtools.ganglia.names import HOST_METRICS, VMS
+from vmtools.ganglia.names import HOST_METRICS, PROBLEM, VMS
 from vmtools.gmetric.build import Built, Metric, Sample, build_metrics
 from vmtools.model import is_safe_name, utc_now
 from vmtools.drivers import registry
@@ -70,6 +70,20 @@ def parse_spoof(text: str) -> str:
         raise OptionError("spoof", f"{text!r}: {name!r} is not a safe host name "
                          "([A-Za-z0-9._-])")
     return f"{ip.strip('[]')}:{name}"
+
+
+def incomplete_reason(failed: bool, problems: list[str], skipped: list[dict], tool: str) -> str:
+    """Why this cycle's guest list is incomplete, in a few fixed words (never the toolstack's
+    own text: that goes to the log), or "" when it is whole."""
+    if failed:
+        return f"{tool} list failed"
+    refused = sum(1 for p in problems if p.startswith(f"{tool} list:"))
+    if refused:
+        return f"{tool} list: {refused} line{'s' if refused > 1 else ''} not parsed"
+    if skipped:
+        return (f"{len(skipped)} running guest{'s' if len(skipped) > 1 else ''} not "
+                "publishable (name or figures)")
+    return ""
 
 
 class Publisher:
@@ -139,9 +153,6 @@ class Publisher:
         problems: list[str] = []
         self._refresh_info(problems)
         current = self.sample(problems)
-        # Lines of `list` the parser refused are guests the list would hide.
-        complete = current is not None and not any(
-            p.startswith(f"{self.reader.tool} list:") for p in problems)
         cycle_at = time.time()
         if current is None:
             built = Built([], [], problems)
@@ -169,6 +180,16 @@ class Publisher:
                                   sum(1 for m in built.metrics
                                       if m.name.startswith(VMS + ".")) + 1)
             self.previous = current
+        # A running guest the list would hide (a line the parser refused, a guest skipped for
+        # its name or figures) makes the list incomplete: it is never published, and
+        # container.problem says why (vm-snapshot then freezes the host).
+        why = incomplete_reason(current is None, problems, built.skipped, self.reader.tool)
+        complete = why == ""
+        if not complete:
+            built.metrics = [m for m in built.metrics
+                             if m.name != VMS and not m.name.startswith(VMS + ".")]
+        built.metrics.append(Metric(PROBLEM, why, "string", "", "zero",
+                                    self.s.effective_tmax(), 0))
         for skip in built.skipped:
             key = f"skip:{skip['name']}"
             level = logging.DEBUG if key in self.warned else logging.WARNING
@@ -296,7 +317,8 @@ def publish_metrics(settings: Settings, sender_factory: Callable | None = None,
             next_at += settings.interval
             stop.wait(max(0.0, next_at - time.monotonic()))
         if settings.once and publisher.failures:
-            raise Unavailable(f"{publisher.failures} problem(s) reading the toolstack or "
+            n = publisher.failures
+            raise Unavailable(f"{n} problem{'' if n == 1 else 's'} reading the toolstack or "
                               "sending this run (see the warnings above); published what "
                               "was known")
         return None

@@ -4,7 +4,10 @@
 
 - the shared cluster state (:mod:`vmtools.lab.cluster`) from a scenario file, whose guests'
   load then follows the scenario's shapes (:mod:`vmtools.lab.scenario`);
-- a real gmond and gmetad (:class:`vmtools.lab.ganglia.GangliaLab`);
+- the monitoring (``monitoring``): a real gmond and gmetad
+  (:class:`vmtools.lab.ganglia.GangliaLab`, the default ``ganglia``), or a real Prometheus
+  server scraping each Domain-0's vm-gmetric exporter (:class:`vmtools.lab.prometheus.
+  PrometheusLab`, ``prometheus``), or both at once (``both``: vm-gmetric feeds both);
 - per Domain-0: a simulated xend (HTTP and XML-RPC, :class:`vmtools.lab.xend.XendLab`), a real
   sshd with the ``xm``/``xl`` stand-ins on its PATH when this machine allows it (root,
   openssh-server; :class:`vmtools.lab.sshd.SshLab`), and a real ``vm-gmetric`` daemon publishing
@@ -36,14 +39,19 @@ from typing import Any, Callable
 from vmtools.lab import sshd as sshlab
 from vmtools.lab import power as labpower
 from vmtools.lab.cluster import ClusterState, go_down, placement
-from vmtools.lab.ganglia import GangliaLab
+from vmtools.lab.ganglia import GangliaLab, free_port
+from vmtools.lab.prometheus import PrometheusLab
 from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
 from vmtools.lab.standin import install_standins
 from vmtools.lab.xend import XendLab
 
 log = logging.getLogger("vmtools.lab")
 
-SSH_DRIVERS = ("xm-ssh", "xl-ssh")
+SSH_DRIVERS = ("xm-ssh", "xl-ssh", "libvirt-ssh")
+# xend: xend, xm/xl/virsh over SSH, Ganglia and vm-gmetric per Domain-0; xapi: a simulated
+# XCP-ng / XenServer pool master (vmtools.lab.xapi) and nothing else.
+PLATFORMS = ("xend", "xapi")
+MONITORING = ("ganglia", "prometheus", "both")
 
 
 def command(name: str) -> str:
@@ -67,7 +75,11 @@ class Lab:
     def __init__(self, scenario: str | dict = "steady", workdir: str | os.PathLike | None = None,
                  ssh: bool | None = None, interval: float = 2.0,
                  mib_per_s: float = 8192.0, gmetad_step: int = 1, power: bool = False,
-                 boot_seconds: float = 3.0):
+                 boot_seconds: float = 3.0, platform: str = "xend",
+                 monitoring: str = "ganglia"):
+        if monitoring not in MONITORING:
+            raise LabError(f"monitoring {monitoring!r}: expected one of {', '.join(MONITORING)}")
+        self.monitoring = monitoring
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vmtools-lab-"))
@@ -77,6 +89,8 @@ class Lab:
         self.gmetad_step = gmetad_step
         self.state = ClusterState(self.dir / "cluster.json")
         self.ganglia: GangliaLab | None = None
+        self.prometheus: PrometheusLab | None = None
+        self.exporter_ports: dict[str, int] = {}     # host -> its vm-gmetric exporter
         self.xends: dict[str, XendLab] = {}
         self.ssh: sshlab.SshLab | None = None
         self.gmetrics: dict[str, subprocess.Popen] = {}
@@ -95,6 +109,10 @@ class Lab:
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
         self.started = 0.0
+        if platform not in PLATFORMS:
+            raise LabError(f"unknown platform {platform!r} (expected {', '.join(PLATFORMS)})")
+        self.platform = platform
+        self.xapi = None                       # vmtools.lab.xapi.XapiLab
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +135,9 @@ class Lab:
     def _start(self) -> None:
         state = state_from_scenario(self.scenario)
         state["migration"] = {"mib_per_s": self.mib_per_s, "min_seconds": 0.2}
+        if self.platform == "xapi":
+            self._start_xapi(state)
+            return
         ssh_ok = self.want_ssh
         why = sshlab.available()
         if ssh_ok is None:
@@ -141,9 +162,17 @@ class Lab:
         self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
         self._driver.start()
 
-        self.ganglia = GangliaLab(cluster="xen-lab", grid="lab-grid", step=self.gmetad_step,
-                                  workdir=self.dir / "ganglia").start()
         hosts = sorted(state["hosts"])
+        if self.monitoring in ("ganglia", "both"):
+            self.ganglia = GangliaLab(cluster="xen-lab", grid="lab-grid",
+                                      step=self.gmetad_step,
+                                      workdir=self.dir / "ganglia").start()
+        if self.monitoring in ("prometheus", "both"):
+            self.exporter_ports = {name: free_port() for name in hosts}
+            self.prometheus = PrometheusLab(self.dir / "prometheus")
+            self.prometheus.set_targets({n: f"127.0.0.1:{p}"
+                                         for n, p in self.exporter_ports.items()})
+            self.prometheus.start()
         for name in hosts:
             self.xends[name] = XendLab(self.state, name).start()
         if ssh_ok:
@@ -153,6 +182,40 @@ class Lab:
         self._write_hostmap(state)
         for name in hosts:
             self._start_gmetric(name, state["hosts"][name])
+
+    def _start_xapi(self, state: dict) -> None:
+        from vmtools.lab.xapi import XapiLab
+        extras = dict(self.scenario.get("xapi", {}))
+        master = extras.get("master") or sorted(state["hosts"])[0]
+        extras["master"] = master
+        for name, host in state["hosts"].items():
+            host["migration"] = "xapi"
+            host["enabled"] = True
+            # the master is never switched off: XAPI could not switch it on again
+            host.setdefault("power_on_mode", "" if name == master else
+                            extras.get("power_on_mode", "wake-on-lan"))
+        self.state.write(state)
+        if "constraints" in self.scenario:
+            self.constraints_file = self.dir / "constraints.json"
+            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
+        self.state_dir.mkdir(exist_ok=True)
+        self.plan_state.mkdir(exist_ok=True)
+        self.started = time.time()
+        self._tick()
+        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
+        self._driver.start()
+        self.xapi = XapiLab(self.state, extras, self.dir / "xapi",
+                            boot_seconds=self.boot_seconds).start()
+        lines = ["# vm-apply --hosts: the pool's hosts, reached through the master's XAPI",
+                 "name,manage,migrate,power"]
+        for name in sorted(state["hosts"]):
+            power = "none" if name == master else "xapi"
+            lines.append(f"{name},,{name},{power}")
+        self.hosts_file.write_text("\n".join(lines) + "\n")
+
+    def xapi_args(self) -> list[str]:
+        return ["--xapi", self.xapi.url, "--xapi-ca", str(self.xapi.ca),
+                "--xapi-credentials", str(self.xapi.credentials)]
 
     def _write_hostmap(self, state: dict) -> None:
         lines = ["# vm-apply --hosts: each simulated Domain-0 behind the transport it publishes",
@@ -196,8 +259,12 @@ class Lab:
         for key in [k for k in env if k.startswith("VMTOOLS_") and not k.startswith("VMTOOLS_LAB")]:
             del env[key]          # the operator's own settings are not the lab's
         env["XDG_CONFIG_HOME"] = str(self.dir / "no-config")
-        argv = [command("vm-gmetric"), "--gmond", self.ganglia.gmond_address,
-                "--spoof", f"{host['ip']}:{name}", "--interval", str(self.interval),
+        argv = [command("vm-gmetric")]
+        if self.ganglia is not None:
+            argv += ["--gmond", self.ganglia.gmond_address]
+        if self.prometheus is not None:
+            argv += ["--prometheus-listen", f"127.0.0.1:{self.exporter_ports[name]}"]
+        argv += ["--spoof", f"{host['ip']}:{name}", "--interval", str(self.interval),
                 "--window", str(min(1.0, self.interval)), "--toolstack", toolstack,
                 "--migration", host.get("migration", "xen"), "--sysfs-root", str(sysfs), "-q"]
         logfile = open(self.dir / "dom0" / name / "vm-gmetric.log", "ab")
@@ -209,6 +276,9 @@ class Lab:
         self._stop.set()
         if self._driver:
             self._driver.join(timeout=5)
+        if self.xapi:
+            self.xapi.stop()
+            self.xapi = None
         if self.wol:
             self.wol.stop()
             self.wol = None
@@ -234,6 +304,9 @@ class Lab:
         if self.ganglia:
             self.ganglia.stop()
             self.ganglia = None
+        if self.prometheus:
+            self.prometheus.stop()
+            self.prometheus = None
         if self._driver:
             self._driver.join(timeout=5)
             self._driver = None
@@ -271,7 +344,7 @@ class Lab:
                 off = [n for n, h in st["hosts"].items() if labpower.power_of(h) != "on"]
                 hosts = dict(st["hosts"])
             for name in off:
-                if name not in self.down and self.ganglia is not None:
+                if name not in self.down and (self.ganglia or self.prometheus) is not None:
                     self._services(name, hosts[name], up=False)
             for name in booted:
                 if name in self.down:
@@ -349,10 +422,21 @@ class Lab:
                               text=True, timeout=timeout, env=self.env())
 
     def snapshot_args(self) -> list[str]:
+        if self.platform == "xapi":
+            return self.xapi_args() + ["--xapi-window", "10"]
+        if self.ganglia is None:
+            return self.prometheus_args()
         return ["--gmetad", self.ganglia.gmetad_address]
+
+    def prometheus_args(self) -> list[str]:
+        """vm-snapshot's arguments to read the lab's Prometheus (the guests' CPU samples
+        every 2 s over the demand window)."""
+        return ["--prometheus", self.prometheus.url, "--samples-step", "2", "--timeout", "30"]
 
     def apply_args(self) -> list[str]:
         args = ["--hosts", str(self.hosts_file), "--state-dir", str(self.state_dir)]
+        if self.platform == "xapi":
+            return args + self.xapi_args()
         if self.bmcs:
             args += ["--ipmi-credentials", str(self.bmcs.credentials)]
         if self.wol:
@@ -364,6 +448,8 @@ class Lab:
 
     def plan_args(self, objective: str = "consolidate") -> list[str]:
         args = ["--objective", objective, "--state", str(self.plan_state)]
+        if self.platform == "xapi" and self.power:
+            args += ["--hosts", str(self.hosts_file)]
         if self.constraints_file:
             args += ["--constraints", str(self.constraints_file)]
         return args
@@ -379,17 +465,21 @@ class Lab:
         """Take snapshots until ``ready(snapshot)``; returns that snapshot."""
         deadline = time.time() + timeout
         last: dict | None = None
+        error = ""
         while True:
             try:
                 last = self.snapshot()
+                error = ""
                 if ready(last):
                     return last
             except LabError as exc:
                 log.debug("waiting: %s", exc)
+                error = str(exc)
             if time.time() > deadline:
                 problems = (last or {}).get("problems")
                 raise LabError(f"timed out after {timeout:.0f} s waiting for {what}"
-                               + (f"; problems: {problems}" if problems else ""))
+                               + (f"; problems: {problems}" if problems else "")
+                               + (f"; last: {error}" if error else ""))
             time.sleep(0.5)
 
     def wait_for_truth(self, timeout: float = 60.0) -> dict:
@@ -399,7 +489,9 @@ class Lab:
             seen = {v["name"]: v["host"] for v in snap["vms"]}
             return (seen == truth and not snap["problems"]
                     and len(snap["hosts"]) == len(self.scenario["hosts"]))
-        return self.wait_until(truthful, timeout, "Ganglia to show the simulated cluster")
+        source = "XAPI" if self.platform == "xapi" else \
+            "Ganglia" if self.ganglia is not None else "Prometheus"
+        return self.wait_until(truthful, timeout, f"{source} to show the simulated cluster")
 
     def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
                  apply_extra: list[str] = ()) -> tuple[dict, dict, dict | None, dict]:

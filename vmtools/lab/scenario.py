@@ -20,11 +20,14 @@ guest or one for all):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from vmtools.errors import DataError
 from vmtools.lab.cluster import new_state
+from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_MIB, Reader, is_safe_name,
+                           load_file)
+from vmtools.numbers import MAX_OPTION, describe, number
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -41,12 +44,70 @@ def load_scenario(name_or_path: str) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no scenario {name_or_path!r} (built-in: "
                                 f"{', '.join(scenario_names())})")
-    with open(path, encoding="utf-8") as fh:
-        scenario = json.load(fh)
-    for guest, spec in scenario["guests"].items():
-        if spec["host"] not in scenario["hosts"]:
-            raise ValueError(f"{path}: guest {guest} is on unknown host {spec['host']}")
-    return scenario
+    return load_file(str(path), "scenario", check_scenario)
+
+
+SHAPES = ("step", "pulse", "diurnal")
+
+
+def check_scenario(obj: object) -> dict:
+    """``obj`` as a scenario, or a :class:`DataError` naming the JSON path of what is wrong
+    (a scenario file is hand-written: every field is checked before the lab starts)."""
+    r = Reader(obj)
+    hosts = _named(r, "hosts")
+    if not hosts:
+        raise DataError("a scenario needs at least one host", "hosts")
+    for name, spec in hosts.items():
+        h = Reader(spec, f"hosts.{name}")
+        mem = h.int("mem_mib", False, 16384, minimum=HOST_MIN_MIB, maximum=HOST_MAX_MIB)
+        h.int("cpus", False, 8, minimum=1, maximum=HOST_MAX_CPU)
+        h.int("dom0_mib", False, 1024, minimum=0, maximum=max(0, mem - 1))
+        h.str("xen", False)
+        h.name("migration", False)
+    guests = _named(r, "guests")
+    for name, spec in guests.items():
+        g = Reader(spec, f"guests.{name}")
+        host = g.name("host")
+        if host not in hosts:
+            raise DataError(f"guest {name} is on host {host!r}, which is not in hosts",
+                            f"guests.{name}.host")
+        g.int("mem_mib", False, 1024, minimum=1, maximum=HOST_MAX_MIB)
+        g.int("vcpus", False, 1, minimum=1, maximum=HOST_MAX_CPU)
+        g.num("load", False, 0.1, maximum=HOST_MAX_CPU)
+        g.num("net_mbps", False, maximum=1e7)
+    for where, item in r.list("load", False):
+        rule = Reader(item, where)
+        named = rule.list("guests")
+        for w, guest in named:
+            if guest not in guests:
+                raise DataError(f"{guest!r} is not a guest of the scenario", w)
+        shape = rule.str("shape", choices=SHAPES)
+        rule.num("at", False, 0.0, maximum=MAX_OPTION)
+        if shape in ("pulse", "diurnal"):
+            rule.num("period", positive=True, maximum=MAX_OPTION)
+        if shape == "pulse":
+            rule.num("on", maximum=MAX_OPTION)
+        rule.num("amplitude", False, 0.5, maximum=1.0)
+        values = rule.raw("load", [])
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            number(value, f"{where}.load" + (f"[{i}]" if isinstance(values, list) else ""),
+                   lo=0.0, hi=HOST_MAX_CPU)
+        if shape != "diurnal" and not (values if isinstance(values, list) else [values]):
+            raise DataError(f"a {shape} needs load", f"{where}.load")
+    if r.raw("constraints") is not None:
+        Reader(r.raw("constraints"), "constraints")
+    return obj
+
+
+def _named(r: "Reader", key: str) -> dict:
+    value = r.raw(key)
+    if not isinstance(value, dict):
+        raise DataError(f"expected an object of {key} by name, got {describe(value)}", key)
+    for name in value:
+        if not is_safe_name(name):
+            raise DataError(f"unsafe name {describe(name)}: names may hold only letters, "
+                            "digits, '.', '_' and '-'", key)
+    return value
 
 
 def state_from_scenario(scenario: dict) -> dict:

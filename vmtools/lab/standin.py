@@ -1,5 +1,5 @@
-"""Stand-ins for a Domain-0's Xen commands (``xm``, ``xl``, ``xenstore-read``, ``xenstore-ls``)
-and its ``poweroff``/``shutdown``.
+"""Stand-ins for a Domain-0's Xen commands (``xm``, ``xl``, libvirt's ``virsh``,
+``xenstore-read``, ``xenstore-ls``) and its ``poweroff``/``shutdown``.
 
 Xen cannot run here, so the lab puts small scripts with those names first on PATH (locally,
 or for SSH sessions through sshd's ``SetEnv``). Each script runs :func:`main`, which answers
@@ -8,6 +8,7 @@ simulated cluster (:mod:`vmtools.lab.cluster`):
 
 - ``migrate`` and ``migrate-receive`` go to :mod:`vmtools.lab.migrate` (moves guests);
 - ``save``, ``restore`` and ``create`` go to :mod:`vmtools.lab.lifecycle` (images, new guests);
+- ``virsh`` (uri, list, domstate, migrate --live --p2p) goes to :mod:`vmtools.lab.virsh`;
 - ``poweroff`` and ``shutdown -h`` switch the simulated host off (:mod:`vmtools.lab.power`);
 - everything else (``list``, ``info``, ``xenstore-*``) goes to :mod:`vmtools.lab.toolstack`.
 
@@ -22,7 +23,7 @@ import sys
 
 from vmtools.lab.cluster import ClusterState
 
-TOOLS = ("xm", "xl", "xenstore-read", "xenstore-ls", "poweroff", "shutdown")
+TOOLS = ("xm", "xl", "virsh", "xenstore-read", "xenstore-ls", "poweroff", "shutdown")
 
 
 def install_standins(bin_dir: str | os.PathLike, state_path: str | os.PathLike | None = None,
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if tool in ("poweroff", "shutdown"):
         from vmtools.lab import power
         return power.poweroff(tool, args)
-    if tool in ("xm", "xl") and sub in ("migrate", "migrate-receive"):
+    if tool == "virsh":
+        from vmtools.lab import virsh
+        rc, out, err = virsh.run(args, host, state)
+    elif tool in ("xm", "xl") and sub in ("migrate", "migrate-receive"):
         from vmtools.lab import migrate
         rc, out, err = migrate.run(tool, args, host, state)
     elif tool in ("xm", "xl") and sub in ("save", "restore", "create"):

@@ -6,6 +6,8 @@ It serves, each on its own port, the two legacy interfaces vm-apply drives (refe
 - the HTTP/SXP server (``xend-http-server``, port 8000 on a real host):
   ``GET /xend/domain/`` → ``(name1 name2 ...)``; ``?detail=1`` → every domain as SXP;
   ``GET /xend/domain/<dom>`` → one SXP (404 text/plain when unknown); ``GET /xend/node/``;
+  ``POST /xend/domain/<dom>`` with ``op=save file=...`` and ``POST /xend/domain/`` with
+  ``op=restore file=...`` (as the lab's ``xm save``/``xm restore``);
   ``POST /xend/domain/<dom>`` with ``op=migrate`` and the fields the host's Xen version
   requires (missing ones fail with ``Missing parameter: port``, unknown ones are ignored).
   Failures inside an op come back as a 200 whose body is ``(xend.err 'message')``; unknown op
@@ -13,6 +15,8 @@ It serves, each on its own port, the two legacy interfaces vm-apply drives (refe
   ``application/sxp``; HTML otherwise.
 - the XML-RPC server (``xend-tcp-xmlrpc-server``, port 8006): ``xend.domains``,
   ``xend.domain``, ``xend.domain.migrate`` (positional, signature by Xen version),
+  ``xend.domain.save`` (dom, file, checkpoint) and ``xend.domain.restore`` (file, paused), as
+  the lab's ``xm save``/``xm restore`` do them (:mod:`vmtools.lab.lifecycle`),
   ``xend.node.info``, ``system.listMethods``; faults 1 (internal, unknown method), 2 (generic),
   3 (invalid domain: faultString is the domain asked for); ``None`` travels as ``<nil/>``.
 
@@ -239,7 +243,8 @@ class _XendRPC:
     def _dispatch(self, method: str, params: tuple) -> Any:
         handlers = {"xend.domains": self.domains, "xend.domain": self.domain,
                     "xend.domain.migrate": self.migrate, "xend.node.info": self.node_info,
-                    "xend.domains_with_state": self.domains_with_state}
+                    "xend.domains_with_state": self.domains_with_state,
+                    "xend.domain.save": self.save, "xend.domain.restore": self.restore}
         func = handlers.get(method)
         if func is None:
             raise xmlrpc.client.Fault(1, f'method "{method}" is not supported')
@@ -253,8 +258,9 @@ class _XendRPC:
             raise xmlrpc.client.Fault(1, str(exc)) from None
 
     def _listMethods(self) -> list[str]:  # noqa: N802 - SimpleXMLRPCServer's hook
-        return ["xend.domain", "xend.domain.migrate", "xend.domains",
-                "xend.domains_with_state", "xend.node.info"]
+        return ["xend.domain", "xend.domain.migrate", "xend.domain.restore",
+                "xend.domain.save", "xend.domains", "xend.domains_with_state",
+                "xend.node.info"]
 
     def domains(self, detail: bool = True, full: bool = False) -> list:
         host = self.lab.host_state()
@@ -279,6 +285,27 @@ class _XendRPC:
                             f"({4 + len(rest)} given)")
         self.lab.migrate(str(dom), str(dst), bool(live))
         return None
+
+    def save(self, dom: Any, dst: str, checkpoint: bool = False) -> None:
+        """xend's domain_save: the image written as xm save writes it (lab.lifecycle)."""
+        from vmtools.lab import lifecycle
+        rc, _, err = lifecycle.save("xm", ["-c", str(dom), str(dst)] if checkpoint
+                                    else [str(dom), str(dst)], self.lab.host, self.lab.state)
+        self._answer(rc, err, dom)
+
+    def restore(self, src: str, paused: bool = False) -> None:
+        from vmtools.lab import lifecycle
+        rc, _, err = lifecycle.restore("xm", ["-p", str(src)] if paused else [str(src)],
+                                       self.lab.host, self.lab.state)
+        self._answer(rc, err, None)
+
+    @staticmethod
+    def _answer(rc: int, err: str, dom: Any) -> None:
+        if rc == 0:
+            return None
+        if rc == 3 and dom is not None:
+            raise xmlrpc.client.Fault(3, str(dom))
+        raise xmlrpc.client.Fault(2, err.strip().removeprefix("Error: "))
 
     def node_info(self, show_numa: int = 1) -> list:
         return node_info(self.lab.host, self.lab.host_state())
@@ -342,11 +369,25 @@ class _XendHTTPHandler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, "Not found\n", "text/plain")
 
+    def _lifecycle(self, op: str, args: list[str]) -> None:
+        """op=save and op=restore, as the lab's xm save/restore do them; a failure is a 200
+        whose body is (xend.err 'message'), as xend answers."""
+        from vmtools.lab import lifecycle
+        run = lifecycle.save if op == "save" else lifecycle.restore
+        rc, _, err = run("xm", args, self.xend.host, self.xend.state)
+        if rc == 0:
+            self._send(200, "0\n")
+        else:
+            self._send(200, sxp_show(["xend.err", err.strip().removeprefix("Error: ")]) + "\n")
+
     def do_POST(self) -> None:  # noqa: N802
         parts, _ = self._split()
         length = int(self.headers.get("Content-Length") or 0)
         form = urllib.parse.parse_qs(self.rfile.read(length).decode("latin-1"),
                                      keep_blank_values=True)
+        if parts == ["xend", "domain"] and form.get("op") == ["restore"]:
+            self._lifecycle("restore", [form.get("file", [""])[0]])
+            return
         if len(parts) != 3 or parts[:2] != ["xend", "domain"]:
             self._send(404, "Not found\n", "text/plain")
             return
@@ -358,6 +399,9 @@ class _XendHTTPHandler(http.server.BaseHTTPRequestHandler):
         ops = form.get("op", [])
         if len(ops) != 1:
             self._send(406, "Not acceptable: exactly one op is needed\n", "text/plain")
+            return
+        if ops[0] == "save":
+            self._lifecycle("save", [name, form.get("file", [""])[0]])
             return
         if ops[0] != "migrate":
             self._send(501, f"Operation not implemented: {ops[0]}\n", "text/plain")

@@ -43,11 +43,15 @@ class Deadline:
         return cls(time.monotonic() + seconds)
 
     @classmethod
-    def for_run(cls, time_limit: float, n_guests: int) -> "Deadline":
-        """The search's deadline in a run bounded by ``time_limit`` seconds from now."""
+    def for_run(cls, time_limit: float, n_guests: int,
+                started: float | None = None) -> "Deadline":
+        """The search's deadline in a run bounded by ``time_limit`` seconds from ``started``
+        (a ``time.monotonic()`` value: when the command began, so reading the snapshot counts
+        too; None: now)."""
         reserve = min(RESERVE_FRACTION * time_limit,
                       RESERVE_SECONDS + n_guests * RESERVE_SECONDS_PER_GUEST)
-        return cls.after(time_limit - reserve)
+        begin = time.monotonic() if started is None else min(started, time.monotonic())
+        return cls(begin + time_limit - reserve)
 
     def left(self) -> float:
         """Seconds until the deadline, 0 once it has passed."""

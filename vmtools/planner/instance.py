@@ -65,9 +65,12 @@ class Instance:
                 use[d][h] += self.dem[d][v]
         return use
 
-    def valid(self, placement: list[int], eps: float = EPS) -> bool:
-        """True when ``placement`` meets every capacity and rule of a target."""
+    def valid(self, placement: list[int], eps: float = EPS, hard: bool = False) -> bool:
+        """True when ``placement`` meets every capacity and rule of a target (``hard``: the
+        hosts' real capacities instead of the targets, e.g. --cpu-target)."""
         use = self.used(placement)
+        caps = {d: (self.hard_cap.get(d) or self.cap[d]) if hard else self.cap[d]
+                for d in self.dims}
         counts = [0] * self.n_hosts
         for v, h in enumerate(placement):
             counts[h] += 1
@@ -76,7 +79,7 @@ class Instance:
         for h in range(self.n_hosts):
             if counts[h] > self.count_cap[h]:
                 return False
-            if any(use[d][h] > self.cap[d][h] + eps for d in self.dims):
+            if any(use[d][h] > caps[d][h] + eps for d in self.dims):
                 return False
         for group in self.spread:
             if len({placement[v] for v in group}) < len(group):
@@ -112,8 +115,13 @@ class Instance:
 
 def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
                    cpu_demand: str = "usage", fixed_vms: set[str] | None = None,
-                   frozen_hosts: set[str] | None = None, mem_limit: float = 1.0) -> Instance:
-    """``cpu_limit`` is the fraction of each host's CPU a target may use (``--cpu-target``
+                   frozen_hosts: set[str] | None = None, mem_limit: float = 1.0,
+                   frozen_hot: dict[str, float] | None = None) -> Instance:
+    """A frozen host's guests stay, except when its known guests alone use more than its
+    capacity (the fewest that end it leave), or, with ``frozen_hot`` (a fraction of the capacity
+    per dimension: the hotspot thresholds of auto and balance), more than that fraction (then
+    any of them may leave, and the objective's relief picks which).
+``cpu_limit`` is the fraction of each host's CPU a target may use (``--cpu-target``
     for consolidate, ``--cpu-threshold`` for balance, 1.0 for repair); ``mem_limit`` the
     fraction of its memory (``--mem-target`` for consolidate). ``hard_cap`` keeps the whole."""
     hosts = sorted(h.name for h in snap.hosts)
@@ -152,7 +160,8 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     fixed_names = set(cons.pinned) | set(fixed_vms or ())
     fixed = [v in fixed_names for v in vms]
     leaving = _leaving(frozen, cur, fixed, dem, hard, hosts,
-                       {v for r in cons.gather for v in r.vms}, vms) if frozen else {}
+                       {v for r in cons.gather for v in r.vms}, vms, frozen_hot) \
+        if frozen else {}
     for i in range(len(vms)):
         if cur[i] in frozen and i not in leaving:
             fixed[i] = True
@@ -187,10 +196,12 @@ _WORDS = {"cpu": "CPU", "mem": "memory", "net": "network"}
 
 def _leaving(frozen: set[int], cur: list[int], fixed: list[bool], dem: dict[str, list[float]],
              hard: dict[str, list[float]], hosts: list[str], gathered: set[str],
-             vms: list[str]) -> dict[int, str]:
+             vms: list[str], hot: dict[str, float] | None = None) -> dict[int, str]:
     """Per frozen host whose known guests alone use more than its capacity (CPU or memory),
     the guests that leave it: the most relief per MiB first, until the overload ends (or no
-    guest that may move is left). Nothing else leaves a frozen host."""
+    guest that may move is left). With ``hot``, every guest that may move of a frozen host
+    whose known guests alone are above those fractions (a hotspot): the relief chooses.
+    Nothing else leaves a frozen host."""
     on: dict[int, list[int]] = {h: [] for h in frozen}
     for v, h in enumerate(cur):
         if h in on:
@@ -199,6 +210,14 @@ def _leaving(frozen: set[int], cur: list[int], fixed: list[bool], dem: dict[str,
     for h, guests in sorted(on.items()):
         use = {d: sum(dem[d][v] for v in guests) for d in ("cpu", "mem")}
         excess = {d: use[d] - hard[d][h] for d in use if use[d] > hard[d][h] + EPS}
+        if not excess and hot:
+            warm = [d for d in use if use[d] > hot.get(d, 1.0) * hard[d][h] + EPS]
+            if warm:
+                shown = ", ".join(f"{_WORDS[d]} {use[d] / hard[d][h]:.0%}" for d in warm)
+                why = f"its known guests alone make it a hotspot ({shown})"
+                out.update({v: why for v in guests
+                            if not fixed[v] and vms[v] not in gathered})
+            continue
         if not excess:
             continue
         shown = ", ".join(f"{_WORDS[d]} {use[d] / hard[d][h]:.0%}" if hard[d][h] > 0 else

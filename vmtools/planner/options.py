@@ -1,35 +1,79 @@
-"""vm-plan's power settings as the planner takes them: whether a plan may switch hosts on
-and off, and with what limits (vm-plan(1), POWER)."""
+"""What the planner's algorithms read: :class:`Options` (the user's settings as the planner
+takes them, and its tuning) and :class:`RunFacts` (what a run works out on the way from the
+state: never a setting).
+
+Every module of the planner that takes ``opts`` takes an :class:`Options`; this module imports
+nothing of the planner, so each of them can name the type.
+"""
 
 from __future__ import annotations
 
-from vmtools.errors import UsageError
-from vmtools.planner.power import PowerOptions
-from vmtools.power_model import PowerModel
+from dataclasses import dataclass, field
+
+from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
+
+OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 
-def check_power_settings(standby_after: float, reserve: float, boot_timeout: float) -> None:
-    if standby_after < 0 or reserve < 0 or boot_timeout <= 0:
-        raise UsageError("{standby_after} and {reserve} must be 0 or more, {boot_timeout} "
-                         "more than 0", settings=("standby_after", "reserve", "boot_timeout"))
+@dataclass
+class RunFacts:
+    """Derived during a run from vm-plan's state (``--state``), not chosen by the user."""
+
+    fixed_vms: set[str] = field(default_factory=set)         # cooldown
+    hot_filter: set[str] | None = None                        # hosts allowed to count as hot
+    cpu_estimate: dict[str, float] | None = None              # guest -> planning CPU demand
+    cpu_history: dict[str, list[float]] | None = None         # guest -> window's samples
+    recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
+    known_sizes: dict[str, int] = field(default_factory=dict)  # guest -> last MiB seen
+    # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
+    # where they are; how many minutes ago each guest was seen to move (for the reasons)
+    settling_vms: set[str] = field(default_factory=set)
+    moved_ago: dict[str, float] = field(default_factory=dict)
+    # when the run began (time.monotonic()): --time-limit counts from there, reading included
+    started: float | None = None
 
 
-def power_options(power: bool, objective: str, methods: dict[str, str] | None,
-                  standby_after: float, min_hosts: int, reserve: float,
-                  model: PowerModel | None, boot_timeout: float) -> PowerOptions | None:
-    """The :class:`PowerOptions` of a run, or None when it switches no host.
+@dataclass
+class Options:
+    objective: str = "consolidate"
+    solver: str = "cbc"
+    time_limit: float = 60.0
+    cpu_target: float = 0.8
+    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
+    cpu_threshold: float = 0.9
+    mem_threshold: float = 0.95
+    min_gain: float = 0.05
+    cpu_demand: str = "usage"
+    refuse_problems: bool = False      # the old refusal: any problem is exit 65
+    max_frozen: float = DEFAULT_MAX_FROZEN   # more hosts or guests frozen: exit 75
+    require_optimal: bool = False
+    bandwidth: float = 1000.0
+    parallel: int = 2
+    explain: bool = False
+    threads: int = 1
+    seed: int = 0
+    # auto's budget per run (None or 0: no limit) and demand from history (--state)
+    max_migrations: int | None = 40
+    max_moved_gib: float | None = 50.0
+    max_duration_min: float | None = 4.0
+    demand: str = "max"
+    demand_window: float = 120.0
+    # with --state: hotspot persistence, cooldown and settling (minutes)
+    hold: float = 0.0
+    cooldown: float = 30.0
+    settle: float = 60.0
+    # tuning (no setting): measured, see the comments
+    candidates: int = 10
+    group_size: int = 500
+    group_guests: int = 10_000      # and at most about this many guests in a group
+    whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
+    # guests x hosts up to which a MILP may put each guest on every host it is allowed on
+    # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
+    # large fewest-hosts model, measured 440 s for a 12 s limit at 200 hosts / 2000 guests)
+    all_hosts_pairs: int = 60_000
+    full_model_pairs: int = 5000               # ... below which stage 2 may use any host
+    cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
+    facts: RunFacts = field(default_factory=RunFacts)
 
-    Hosts are switched with ``power``, or under ``auto`` as soon as the host map (``methods``:
-    host -> ipmi, wol or none) gives some host a power method. Otherwise a power ``model``
-    still ranks hosts by their watts under consolidate and auto (no host is switched).
-    """
-    check_power_settings(standby_after, reserve, boot_timeout)
-    enabled = power or (objective == "auto" and methods is not None
-                        and any(m != "none" for m in methods.values()))
-    if not enabled:
-        if model is not None and objective in ("consolidate", "auto"):
-            return PowerOptions(methods={}, standby_after=standby_after, min_hosts=min_hosts,
-                                reserve=reserve, boot_timeout=boot_timeout, model=model)
-        return None
-    return PowerOptions(methods=methods, standby_after=standby_after, min_hosts=min_hosts,
-                        reserve=reserve, boot_timeout=boot_timeout, model=model)
+
+__all__ = ["Options", "RunFacts", "OBJECTIVES"]

@@ -28,8 +28,9 @@ from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
-from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN, Knowledge, assess, plural
 from vmtools.planner.instance import Instance, build_instance, diagnose, gib, violations
+from vmtools.planner.options import OBJECTIVES, Options, RunFacts
+from vmtools.sources.knowledge import Knowledge, assess, plural
 from vmtools.planner.schedule import estimate_seconds, order_moves
 from vmtools.rules.capacity import EPS
 from vmtools.rules.check import check_plan
@@ -40,58 +41,6 @@ log = logging.getLogger("vmtools.planner")
 
 # auto never moves a guest back to a host it was seen to leave this recently (no ping-pong)
 NO_RETURN_MINUTES = 60.0
-
-OBJECTIVES = ("auto", "consolidate", "balance", "repair")
-
-
-@dataclass
-class Options:
-    objective: str = "consolidate"
-    solver: str = "cbc"
-    time_limit: float = 60.0
-    cpu_target: float = 0.8
-    mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
-    cpu_threshold: float = 0.9
-    mem_threshold: float = 0.95
-    min_gain: float = 0.05
-    cpu_demand: str = "usage"
-    refuse_problems: bool = False      # the old refusal: any problem is exit 65
-    max_frozen: float = DEFAULT_MAX_FROZEN   # more hosts or guests frozen: exit 75
-    known_sizes: dict[str, int] = field(default_factory=dict)  # guest -> last MiB (--state)
-    require_optimal: bool = False
-    bandwidth: float = 1000.0
-    parallel: int = 2
-    explain: bool = False
-    threads: int = 1
-    candidates: int = 10
-    group_size: int = 500
-    group_guests: int = 10_000      # and at most about this many guests in a group
-    whole_heuristic_pairs: int = 20_000_000    # guests x hosts below which grouping is checked
-    # guests x hosts up to which a MILP may put each guest on every host it is allowed on
-    # (above: a few candidate hosts per guest; CBC cannot be interrupted in the root of the
-    # large fewest-hosts model, measured 440 s for a 12 s limit at 200 hosts / 2000 guests)
-    all_hosts_pairs: int = 60_000
-    full_model_pairs: int = 5000               # ... below which stage 2 may use any host
-    cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
-    seed: int = 0
-    fixed_vms: set[str] = field(default_factory=set)       # cooldown (from --state)
-    hot_filter: set[str] | None = None                      # hosts allowed to count as hot
-    # auto's budget per run (None or 0: no limit) and demand from history (--state)
-    max_migrations: int | None = 40
-    max_moved_gib: float | None = 50.0
-    max_duration_min: float | None = 4.0
-    demand: str = "max"
-    demand_window: float = 120.0
-    cpu_estimate: dict[str, float] | None = None            # guest -> planning CPU demand
-    cpu_history: dict[str, list[float]] | None = None       # guest -> window's samples, aligned
-    recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
-    # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
-    # where they are; how many minutes ago each guest was seen to move (for the reasons)
-    settling_vms: set[str] = field(default_factory=set)
-    moved_ago: dict[str, float] = field(default_factory=dict)
-    cooldown: float = 30.0
-    settle: float = 60.0
-
 
 @dataclass
 class Outcome:
@@ -433,12 +382,21 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         whole, whole_how = packing.consolidate_heuristic(inst)
     placement = list(inst.cur)
     from vmtools.planner import bounds
-    lower, lower_how = bounds.host_lower_bound(inst, time.monotonic() + 2.0)
+    lower, lower_how = bounds.host_lower_bound(inst, min(time.monotonic() + 2.0,
+                                                         deadline.part(0.05, floor=0).at))
     total = Outcome(placement=placement, lower_bound=lower, status="optimal",
                     how=f"{n_groups} groups", bound_how=lower_how)
     rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
+    late = 0
     for i, group in enumerate(groups):
+        sub, vms = _sub_instance(inst, group)
+        if i and groups_done.passed() and sub.valid(sub.cur, hard=True):
+            # Out of time: a group whose placement already keeps every limit stays as it is
+            # (the plan consolidates less) rather than running its heuristic past the
+            # deadline; a group that breaks one is still repaired.
+            late += 1
+            continue
         sub, vms = _sub_instance(inst, group)
         try:
             res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
@@ -455,7 +413,11 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             total.status = res.status
         if res.gap is not None and (total.gap is None or res.gap > total.gap):
             total.gap = res.gap
-    if not inst.valid(placement):       # the groups' rules do not add up: never risk it
+    if late:
+        log.info("out of time: %d of %d groups left as they are", late, n_groups)
+        total.how += f" ({late} left as they are: out of time)"
+        total.status = "heuristic"
+    if not inst.valid(placement, hard=bool(late)):    # the groups' rules do not add up
         log.warning("the groups' placements together break a rule: the whole cluster at once")
         return consolidate(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
@@ -494,8 +456,8 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     from vmtools.planner import milp
     cur = list(inst.cur)
     hot = H.hotspots(inst, cur, opts.cpu_threshold, opts.mem_threshold)
-    if opts.hot_filter is not None:
-        hot = [h for h in hot if inst.hosts[h] in opts.hot_filter]
+    if opts.facts.hot_filter is not None:
+        hot = [h for h in hot if inst.hosts[h] in opts.facts.hot_filter]
     out = Outcome(placement=cur, how="no hotspot")
     if not hot:
         return out
@@ -648,9 +610,10 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
+    incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
-    deadline = Deadline.for_run(opts.time_limit, len(snap.vms))
+    deadline = Deadline.for_run(opts.time_limit, len(snap.vms), opts.facts.started)
     know = assess(snap)
     if snap.problems and opts.refuse_problems:
         named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
@@ -664,7 +627,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     offline = {h.name for h in snap.hosts if h.state != "online"}
     fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
     fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
-    for v in opts.fixed_vms:            # cooldown, unless a hard rule makes it move
+    for v in opts.facts.fixed_vms:            # cooldown, unless a hard rule makes it move
         vm = next((x for x in snap.vms if x.name == v), None)
         if vm is not None and cons.allowed(v, vm.host):
             fixed.add(v)
@@ -675,19 +638,26 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if opts.objective == "auto" and opts.mem_target is None:
         opts = replace(opts, mem_target=0.9)
     plan_snap = snap
-    if opts.cpu_estimate is not None and opts.cpu_demand == "usage":
-        plan_snap = replace(snap, vms=[replace(v, cpu=opts.cpu_estimate.get(v.name, v.cpu))
+    if opts.facts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        estimate = opts.facts.cpu_estimate
+        plan_snap = replace(snap, vms=[replace(v, cpu=estimate.get(v.name, v.cpu))
                                        for v in snap.vms])
+    # auto and balance relieve a frozen host its known guests alone make a hotspot, as any
+    # other (the relief goes to hosts whose figures are known); the others only end overloads.
+    frozen_hot = {"cpu": opts.cpu_threshold, "mem": opts.mem_threshold} \
+        if opts.objective in ("auto", "balance") else None
     inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit)
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit,
+                          frozen_hot=frozen_hot)
+    unsatisfiable_gather(inst)
     auto = None
     if opts.objective == "auto":
         from vmtools.planner.policy import run_auto
         last = {v.name: v.cpu for v in snap.vms}
         series = None
-        if opts.cpu_history and opts.cpu_demand == "usage":
-            k = len(next(iter(opts.cpu_history.values())))
-            series = [opts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
+        if opts.facts.cpu_history and opts.cpu_demand == "usage":
+            k = len(next(iter(opts.facts.cpu_history.values())))
+            series = [opts.facts.cpu_history.get(n) or [last[n]] * k for n in inst.vms]
         auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
         out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
             f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
@@ -716,7 +686,8 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     for v, why in inst.leaving.items():
         if out.placement[v] != inst.cur[v]:
             h = inst.hosts[inst.cur[v]]
-            reasons[inst.vms[v]] = (f"overload: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
+            kind = "relieve" if "hotspot" in why else "overload"
+            reasons[inst.vms[v]] = (f"{kind}: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
                                     f" and {why}")
     t0 = time.monotonic()
     priority = auto.priorities() if auto is not None else {}
@@ -747,8 +718,8 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     }
     if auto is not None:
         summary.update(auto.summary())
-    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.known_sizes)
-    if opts.cpu_estimate is not None:
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
+    if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
@@ -777,22 +748,59 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     return plan
 
 
+def incoherent(snap: Snapshot) -> None:
+    """Refuse a snapshot that contradicts itself before planning (exit 65): a guest listed on
+    a standby host (switched off: it holds nothing). The plan's own checker would refuse
+    whatever came out, as a bug."""
+    standby = {h.name for h in snap.hosts if h.state == "standby"}
+    for i, v in enumerate(snap.vms):
+        if v.host in standby:
+            raise DataError(f"guest {v.name} is listed on host {v.host}, which is in standby "
+                            "(switched off, it holds no guest): the snapshot contradicts "
+                            "itself", f"snapshot.vms[{i}].host")
+
+
+def unsatisfiable_gather(inst: Instance) -> None:
+    """A gather group no host may hold whole (a guest that must stay on an offline host, the
+    others not allowed there) cannot hold in any plan: exit 1 naming the group, before the
+    search hands the checker a plan it must refuse."""
+    for unit in H.units(inst):
+        if len(unit) < 2:
+            continue
+        common = set(inst.allowed[unit[0]])
+        for v in unit[1:]:
+            common &= set(inst.allowed[v])
+        if common:
+            continue
+        stuck = [v for v in unit if inst.fixed[v]]
+        why = (f"{inst.vms[stuck[0]]} must stay on {inst.hosts[inst.cur[stuck[0]]]} "
+               f"(offline, frozen or pinned), where the others may not go" if stuck else
+               "the rules leave no host that may take all of them")
+        raise OperationFailed(f"the gather rule of {', '.join(inst.vms[v] for v in unit)} "
+                              f"cannot hold: {why}")
+
+
 def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> None:
-    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts, or of the guests, are
-    frozen: monitoring is broken rather than partial, and nothing is planned."""
+    """Exit 75 (temporary) when more than ``max_frozen`` of the hosts are frozen, or of the
+    guests are not known (stale or unknown, :meth:`Knowledge.vm`): monitoring is broken rather
+    than partial, and nothing is planned."""
     names = {h.name for h in snap.hosts if h.state != "standby"}
     hosts = names | set(know.frozen)
     frozen_hosts = set(know.frozen)
     guests = {v.name for v in snap.vms} | set(know.unknown_vms)
-    frozen_guests = {v.name for v in snap.vms if v.host in frozen_hosts} | set(know.unknown_vms)
-    for what, part, whole in (("hosts", frozen_hosts, hosts), ("guests", frozen_guests, guests)):
+    # A guest counts when what is known of it is not (its own problem, or its host's own):
+    # the other guests of a host frozen for one guest's missing metrics are known.
+    frozen_guests = {v.name for v in snap.vms if know.vm(v.name, v.host) != "known"} | \
+        set(know.unknown_vms)
+    for what, part, whole in (("hosts are frozen", frozen_hosts, hosts),
+                              ("guests are stale or unknown", frozen_guests, guests)):
         if whole and len(part) > max_frozen * len(whole) + 1e-9:
             shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
                               for h in sorted(frozen_hosts)[:5])
             more = len(frozen_hosts) - 5
             raise TemporaryFailure(
-                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} are "
-                f"frozen (more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
+                f"monitoring is broken, not partial: {len(part)} of {len(whole)} {what} "
+                f"(more than {{max_frozen}} {max_frozen:g}); nothing is planned this run "
                 f"(frozen: {shown}{f' and {more} more' if more > 0 else ''})",
                 settings=("max_frozen",))
 
@@ -853,70 +861,107 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
                    problems=[])
 
 
+def _with_last_known(snap: Snapshot, state, unknown) -> Snapshot:
+    """``snap`` with the guests its problems name and it lacks, on the host a problem names
+    (else where they were last seen) at their last CPU sample and size from the state: only to
+    tell hot hosts, never to plan on."""
+    from vmtools.model import VM
+    hosts = {h.name for h in snap.hosts}
+    listed = {v.name for v in snap.vms}
+    extra = []
+    for name, problems in unknown.items():
+        host = next((p.host for p in problems if p.host), None) or state.placement.get(name)
+        rows = state.samples.get(name)
+        size = state.sizes.get(name)
+        if name in listed or host not in hosts or not rows or size is None:
+            continue
+        extra.append(VM(name=name, host=host, cpu=float(rows[-1][1]), mem_mib=int(size[0])))
+    return replace(snap, vms=list(snap.vms) + extra) if extra else snap
+
+
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
                     cooldown: float = 30.0, power=None, settle: float | None = None) -> Plan:
-    """make_plan with the memory of earlier cron runs (``--state DIR``): hotspots must
-    persist, recently moved guests cool down, each guest's CPU samples of the last
-    ``opts.demand_window`` minutes give its planning demand (``opts.demand``), and the
-    plan is recorded. With ``power`` (:class:`vmtools.planner.power.PowerOptions`) hosts
-    are also switched off and on."""
+    """:func:`plan_with_memory` with the state read from ``state_dir`` (None: none) and
+    written back, even when planning fails (what was observed stays observed)."""
+    from vmtools.state import read_state, write_state
+    state = read_state(state_dir) if state_dir is not None else None
+    try:
+        return plan_with_memory(snap, cons, replace(opts, hold=hold, cooldown=cooldown,
+                                                    settle=opts.settle if settle is None
+                                                    else settle),
+                                state, window, power)
+    finally:
+        if state_dir is not None and state is not None:
+            write_state(state_dir, state)
+
+
+def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
+                     window: tuple[int, int] = (3, 5), power=None) -> Plan:
+    """make_plan with the memory of earlier cron runs (``state``, a
+    :class:`vmtools.state.State`, updated in place; None: no memory): hotspots must persist
+    (``window``, ``opts.hold``), recently moved guests cool down (``opts.cooldown``) and
+    settle (``opts.settle``), each guest's CPU samples of the last ``opts.demand_window``
+    minutes give its planning demand (``opts.demand``), hosts and guests that vanished since
+    the last run are problems. With ``power`` (:class:`vmtools.planner.power.PowerOptions`)
+    hosts are also switched off and on. No file is read or written."""
+    from vmtools.planner import demand as dm
     from vmtools.planner import state as st
+    from vmtools.state import PowerState
 
     def plan_it(snap: Snapshot, opts: Options) -> Plan:
         if power is None:
             return make_plan(snap, cons, opts)
         from vmtools.planner.power import make_power_plan
-        return make_power_plan(snap, cons, opts, power, state_dir, st.snapshot_time(snap),
-                               make_plan)
+        return make_power_plan(snap, cons, opts, power,
+                               state.power if state is not None else PowerState(),
+                               st.snapshot_time(snap), make_plan)
 
-    from vmtools.planner import demand as dm
-    if state_dir is None:
+    if state is None:
         if snap.samples:      # the source's own history: the demand window from the first run
             samples: dict[str, list] = {}
             now = st.snapshot_time(snap)
             dm.merge(samples, snap.samples)
             dm.record(samples, snap, now, opts.demand_window)
-            opts = replace(opts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
-                           cpu_history=dm.history(samples, snap))
+            opts = replace(opts, facts=replace(
+                opts.facts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
+                cpu_history=dm.history(samples, snap)))
         return plan_it(snap, opts)
-    state = st.load_state(state_dir)
+    memory, pstate = state.plan, state.power
     now = st.snapshot_time(snap)
-    from vmtools.planner.power import load_power_state
-    pstate = load_power_state(state_dir)
     switched_off = set(pstate.standby) | set(pstate.waking) | set(pstate.boot_failed)
     if power is not None:           # its state reports the hosts it knows itself
         switched_off |= set(pstate.known)
-    gone, keep = st.vanished(state, snap, now, switched_off, set(assess(snap).frozen))
+    gone, keep = st.vanished(memory, snap, now, switched_off, set(assess(snap).frozen))
     if gone:
         snap = replace(snap, problems=list(snap.problems) + gone)
     unknown = assess(snap).unknown_vms
-    known_sizes = {v: int(x[0]) for v, x in state.sizes.items() if v in unknown}
-    inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
+    known_sizes = {v: int(x[0]) for v, x in memory.sizes.items() if v in unknown}
+    # Whether a host is hot counts an unknown guest at its last known figures: a host whose
+    # guest's metrics were lost for one run must not look cool and lose its hotspot's history.
+    inst = build_instance(_with_last_known(snap, memory, unknown), cons, cpu_limit=1.0,
+                          cpu_demand=opts.cpu_demand)
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
-    st.observe(state, now, hot)
-    st.observe_moves(state, snap, now)
-    state.placement.update(keep)
-    dm.merge(state.samples, snap.samples)
-    dm.record(state.samples, snap, now, opts.demand_window)
-    persistent = st.persistent_hotspots(state, now, window, hold)
+    st.observe(memory, now, hot)
+    st.observe_moves(memory, snap, now)
+    memory.placement.update(keep)
+    dm.merge(memory.samples, snap.samples)
+    dm.record(memory.samples, snap, now, opts.demand_window)
+    persistent = st.persistent_hotspots(memory, now, window, opts.hold)
     if opts.objective == "auto":
         # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
         persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
-    settle = opts.settle if settle is None else settle
-    opts = replace(opts, hot_filter=persistent,
-                   fixed_vms=set(opts.fixed_vms) | st.cooling(state, now, cooldown),
-                   settling_vms=st.cooling(state, now, settle), cooldown=cooldown,
-                   settle=settle, moved_ago={v: (now - t) / 60 for v, t in state.moved.items()
-                                             if now - t < max(cooldown, settle) * 60},
-                   cpu_estimate=dm.estimates(state.samples, snap, opts.demand),
-                   cpu_history=dm.history(state.samples, snap),
-                   recent_left=st.recently_left(state, now, NO_RETURN_MINUTES),
-                   known_sizes=known_sizes)
-    try:
-        return plan_it(snap, opts)
-    finally:
-        st.save_state(state_dir, state)
+    cooldown, settle = opts.cooldown, opts.settle
+    facts = replace(
+        opts.facts, hot_filter=persistent,
+        fixed_vms=set(opts.facts.fixed_vms) | st.cooling(memory, now, cooldown),
+        settling_vms=st.cooling(memory, now, settle),
+        moved_ago={v: (now - t) / 60 for v, t in memory.moved.items()
+                   if now - t < max(cooldown, settle) * 60},
+        cpu_estimate=dm.estimates(memory.samples, snap, opts.demand),
+        cpu_history=dm.history(memory.samples, snap),
+        recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES), known_sizes=known_sizes)
+    return plan_it(snap, replace(opts, facts=facts))

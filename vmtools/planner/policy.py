@@ -34,6 +34,7 @@ from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance, diagnose, violations
+from vmtools.planner.options import Options
 from vmtools.rules.capacity import EPS
 
 
@@ -166,7 +167,8 @@ def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]
     return violations(inst, place, dims=("mem",), cap=inst.hard_cap)
 
 
-def _repair(inst: Instance, load: Load, opts, deadline: Deadline, auto: Auto) -> Step | None:
+def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
+            auto: Auto) -> Step | None:
     """Least memory moved to obey every rule, CPU within capacity on every host that takes
     a guest (a host already over it takes none)."""
     from dataclasses import replace as dc_replace
@@ -259,13 +261,13 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
     return best
 
 
-def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
+def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Options,
              unit_of: dict[int, list[int]], avoid: set[int],
              budget) -> tuple[Step | None, str, str]:
     """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
     targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
-    cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.fixed_vms)
+    cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms)
     if not units:
         if h in inst.frozen_hosts:
             return None, "frozen", ("it is frozen (a snapshot problem names it): its guests stay "
@@ -273,7 +275,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts,
         if cooling:
             return None, "cooldown", (f"its guests are cooling down after a recent move: "
                                       f"{_moved(opts, cooling)} (--cooldown "
-                                      f"{getattr(opts, 'cooldown', 0):g} min)")
+                                      f"{opts.cooldown:g} min)")
         return None, "pinned", ("none of its guests may move (pinned, or held by a rule): "
                                 + ", ".join(sorted(inst.vms[v] for v in load.on[h])))
     before = max(load.util(h))
@@ -370,20 +372,21 @@ def _names(inst: Instance, units: list[list[int]], most: int = 6) -> list[str]:
     return names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
 
 
-def _moved(opts, names: list[str]) -> str:
+def _moved(opts: Options, names: list[str]) -> str:
     """``names`` with how long ago each was seen to move (from --state)."""
-    ago = getattr(opts, "moved_ago", None) or {}
+    ago = opts.facts.moved_ago
     return ", ".join(f"{n} ({ago[n]:.0f} min ago)" if n in ago else n for n in names)
 
 
-def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int], opts) -> str:
+def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
+             opts: Options) -> str:
     """Why ``u`` fits on no other active host: what it needs and the most any has left."""
     cap = inst.hard_cap
     last, mem, _ = load.totals(u)
     best_cpu = best_mem = None
     for d in range(inst.n_hosts):
-        if d == h or d in avoid or load.count[d] == 0:
-            continue
+        if d == h or d in avoid or load.count[d] == 0 or d in inst.frozen_hosts:
+            continue            # a frozen host takes nothing: its room is no room
         free_cpu = opts.cpu_target * cap["cpu"][d] - load.cpu(d)
         free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
         if best_cpu is None or free_cpu > best_cpu[0]:
@@ -404,25 +407,25 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int], 
 
 
 def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
-           closed: set[int], opts) -> tuple[dict[int, int] | None, str, str, list[str]]:
+           closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str, str, list[str]]:
     """Every guest of ``h`` onto the other active hosts under the targets, or why not:
     (moves, reason code, why, the guests it names)."""
     units = _units_on(inst, load, h, unit_of)
     if len(units) != len({unit_of[v][0] for v in load.on[h]}):
         return None, "rule", "a gather group spans it and another host", []
     names = [inst.vms[v] for u in units for v in u]
-    cooling = sorted(n for n in names if n in opts.fixed_vms)
+    cooling = sorted(n for n in names if n in opts.facts.fixed_vms)
     if cooling:
         return None, "cooldown", (f"{_moved(opts, cooling)} cool{'s' if len(cooling) == 1 else ''}"
                                   f" down after a move (--cooldown "
-                                  f"{getattr(opts, 'cooldown', 0):g} min)"), cooling
+                                  f"{opts.cooldown:g} min)"), cooling
     fixed = sorted(inst.vms[v] for u in units for v in u if inst.fixed[v])
     if fixed:
         return None, "pinned", f"{', '.join(fixed)} may not move (pinned, or a problem)", fixed
-    settling = sorted(n for n in names if n in getattr(opts, "settling_vms", ()))
+    settling = sorted(n for n in names if n in opts.facts.settling_vms)
     if settling:
         return None, "settle", (f"{_moved(opts, settling)} settle{'s' if len(settling) == 1 else ''}"
-                                f" after a move (--settle {getattr(opts, 'settle', 0):g} min: "
+                                f" after a move (--settle {opts.settle:g} min: "
                                 "consolidation moves no guest twice within it)"), settling
     units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
     done: list[tuple[list[int], int]] = []
@@ -445,14 +448,14 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
 
 # --------------------------------------------------------------------------- the steps
 
-def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: Deadline | float,
                budget, series: list[list[float]] | None = None) -> Auto:
     """Every step of the way to the target, in priority order (see the module docstring).
-    ``opts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
+    ``opts.facts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
     load = Load(inst, inst.cur, last_cpu, series, opts.demand)
-    load.recent_left = opts.recent_left or {}
+    load.recent_left = opts.facts.recent_left or {}
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
@@ -478,10 +481,11 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
         auto.hotspots.append(entry)
         # CPU demand over capacity right now goes unserved: no waiting for persistence.
         overloaded = load.last_use[h] > inst.hard_cap["cpu"][h] + EPS
-        if opts.hot_filter is not None and name not in opts.hot_filter and not overloaded:
+        hot_filter = opts.facts.hot_filter
+        if hot_filter is not None and name not in hot_filter and not overloaded:
             entry["reason"] = "hold"
             entry["why"] = ("not persistent yet (--hotspot-window"
-                            + (", --hold" if getattr(opts, "hold", 0) else "") + ")")
+                            + (", --hold" if opts.hold else "") + ")")
             continue
         if deadline.passed():
             entry["reason"], entry["why"] = "time-limit", "out of --time-limit"
@@ -509,7 +513,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts, deadline: Deadline |
     for h in range(inst.n_hosts):
         if load.count[h] > 0 and h not in sources:
             why = ("a hotspot" if h in hot_hosts else "touched by a relief or repair this run"
-                   if h in touched else "frozen (a problem)")
+                   if h in touched else "a snapshot problem names it; its guests stay")
             left.append({"host": inst.hosts[h], "guests": load.count[h],
                          "mem_mib": round(load.use["mem"][h]),
                          "reason": "hotspot" if h in hot_hosts else
@@ -648,7 +652,7 @@ class AutoRun:
                 "hotspots": hotspots, "consolidation": cons}
 
 
-def run_auto(inst: Instance, last_cpu: list[float], opts, deadline: Deadline | float,
+def run_auto(inst: Instance, last_cpu: list[float], opts: Options, deadline: Deadline | float,
              series: list[list[float]] | None = None) -> AutoRun:
     budget = Budget(max_migrations=int(m) if (m := unlimited(opts.max_migrations)) else None,
                     max_moved_mib=(g * 1024) if (g := unlimited(opts.max_moved_gib)) else None,

@@ -5,7 +5,7 @@ method).
 What it decides, on top of the placement the objective chose:
 
 * **standby hosts**: a host vmtools switched off is ``standby`` with the capacity it last had.
-  vm-plan knows them from its state (``--state DIR``, file ``vm-plan-power.json``): Ganglia
+  vm-plan knows them from its state (``--state DIR``, the ``power`` part of vmtools.state): Ganglia
   first calls such a host offline, then forgets it; vm-plan puts it back in the snapshot as
   ``standby``. A host that goes offline or vanishes *without* vmtools switching it off stays
   a problem (``offline-host``).
@@ -29,20 +29,18 @@ Every decision (and every host kept on by a limit) goes in ``--explain`` with it
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed
 from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
 from vmtools.planner.instance import problem_guests
+from vmtools.planner.options import Options
+from vmtools.state import STATE_FILE, PowerState, read_state
 
 log = logging.getLogger("vmtools.planner")
 
-STATE_FILE = "vm-plan-power.json"
 MIN_SAVING_W = 1.0
 
 
@@ -59,42 +57,9 @@ class PowerOptions:
         return self.methods is None or self.methods.get(host, "none") != "none"
 
 
-@dataclass
-class PowerState:
-    """What vm-plan remembers about power between runs."""
-
-    empty_since: dict[str, float] = field(default_factory=dict)
-    standby: dict[str, dict] = field(default_factory=dict)   # host -> {"since", capacity...}
-    waking: dict[str, dict] = field(default_factory=dict)    # host -> {"since": power-on, ...}
-    boot_failed: dict[str, dict] = field(default_factory=dict)
-    known: dict[str, dict] = field(default_factory=dict)     # host -> last capacity seen
-
-
 def load_power_state(directory: str | None) -> PowerState:
-    if directory is None:
-        return PowerState()
-    path = os.path.join(directory, STATE_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except FileNotFoundError:
-        return PowerState()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"unreadable power state ({exc}); remove it to start afresh (vm-plan "
-                        "then forgets which hosts it switched off)", path) from None
-    if not isinstance(obj, dict):
-        raise DataError("expected an object; remove it to start afresh", path)
-    return PowerState(**{k: dict(obj.get(k, {})) for k in
-                         ("empty_since", "standby", "waking", "boot_failed", "known")})
-
-
-def save_power_state(directory: str | None, state: PowerState) -> None:
-    if directory is None:
-        return
-    fd, tmp = tempfile.mkstemp(prefix=".vm-plan-power.", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(state.__dict__, fh, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(directory, STATE_FILE))
+    """The power part of the vmtools.state document in ``directory`` (tests, tools)."""
+    return read_state(directory).power if directory is not None else PowerState()
 
 
 def _capacity(h: Host) -> dict:
@@ -175,10 +140,13 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
     for name, rec in sorted({**state.boot_failed, **state.standby, **state.waking}.items()):
         if name not in hosts:
             new_hosts.append(_standby_host(name, rec))
+            # a source that remembers hosts (vm-snapshot --prometheus) names it vanished:
+            # vmtools switched it off, it is standby, not lost
+            problems = [p for p in problems if p.host != name or p.kind != "vanished-host"]
     for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
         problems.append(Problem("vanished-host", f"host {name} vanished from Ganglia and "
                                 "vmtools did not switch it off (if it was retired, remove it "
-                                f"from \"known\" in {STATE_FILE})", host=name))
+                                f"from \"power.known\" in {STATE_FILE})", host=name))
     for name, rec in sorted(state.waking.items()):
         if now - rec.get("since", now) > popts.boot_timeout:
             state.boot_failed[name] = rec
@@ -212,11 +180,11 @@ def _efficiency_key(popts: PowerOptions, host: Host, mean_cpu: float, mean_mem: 
     return (w if w is not None else 100.0) / units
 
 
-def _use(snap: Snapshot, placement: dict[str, str], opts) -> dict[str, list[float]]:
+def _use(snap: Snapshot, placement: dict[str, str], opts: Options) -> dict[str, list[float]]:
     """host -> [CPU demand, MiB, guests] under ``placement`` (the planning demand: vCPUs,
     or the estimate from history when vm-plan has one)."""
     use: dict[str, list[float]] = {h.name: [0.0, 0.0, 0] for h in snap.hosts}
-    estimate = getattr(opts, "cpu_estimate", None) or {}
+    estimate = opts.facts.cpu_estimate or {}
     for v in snap.vms:
         host = placement.get(v.name, v.host)
         if host in use:
@@ -247,7 +215,7 @@ def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
 
 # --------------------------------------------------------------------------- the plan
 
-def _hot_left(plan: Plan, trial: Snapshot, opts) -> tuple[list[str], float]:
+def _hot_left(plan: Plan, trial: Snapshot, opts: Options) -> tuple[list[str], float]:
     """Hosts still hot in the target that the objective wanted relieved, and how far above
     the thresholds they are in all (CPUs, plus memory as a fraction of a host's)."""
     use = _use(trial, plan.placement, opts)
@@ -258,7 +226,7 @@ def _hot_left(plan: Plan, trial: Snapshot, opts) -> tuple[list[str], float]:
             continue
         cpu, mem = use[h.name][0] / h.cpu, use[h.name][1] / max(1, h.mem_mib)
         if cpu > opts.cpu_threshold + 1e-9 or mem > opts.mem_threshold + 1e-9:
-            if opts.hot_filter is None or h.name in opts.hot_filter:
+            if opts.facts.hot_filter is None or h.name in opts.facts.hot_filter:
                 out.append(h.name)
                 excess += max(0.0, use[h.name][0] - opts.cpu_threshold * h.cpu) + \
                     max(0.0, mem - opts.mem_threshold)
@@ -270,19 +238,16 @@ def _with_online(snap: Snapshot, names: set[str]) -> Snapshot:
                                 for h in snap.hosts])
 
 
-def make_power_plan(snap: Snapshot, cons, opts, popts: PowerOptions, state_dir: str | None,
-                    now: float, make_plan) -> Plan:
-    """``make_plan`` (the objective's planner) with hosts switched on and off around it."""
-    state = load_power_state(state_dir)
+def make_power_plan(snap: Snapshot, cons, opts: Options, popts: PowerOptions,
+                    state: PowerState, now: float, make_plan) -> Plan:
+    """``make_plan`` (the objective's planner) with hosts switched on and off around it;
+    ``state`` is updated in place (also when planning fails)."""
     prepared, notes = prepare_snapshot(snap, state, popts, now)
-    try:
-        return _power_plan(snap, prepared, notes, state, cons, opts, popts, now, make_plan)
-    finally:
-        save_power_state(state_dir, state)
+    return _power_plan(snap, prepared, notes, state, cons, opts, popts, now, make_plan)
 
 
 def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state: PowerState,
-                cons, opts, popts: PowerOptions, now: float, make_plan) -> Plan:
+                cons, opts: Options, popts: PowerOptions, now: float, make_plan) -> Plan:
     from vmtools.rules.check import check_plan
     hosts = {h.name: h for h in prepared.hosts}
     live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
@@ -445,7 +410,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
     return result
 
 
-def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions, opts,
+def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions, opts: Options,
                  off: set[str]) -> float:
     use = _use(snap, placement, opts)
     total = 0.0
@@ -455,7 +420,7 @@ def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions,
     return total
 
 
-def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
+def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: PowerOptions,
                    notes: dict[str, str]) -> Plan:
     """Move the whole guest set of a hungry host onto an empty online host that would draw
     less for it (same rules, same capacity limits); re-order the moves."""
@@ -464,7 +429,7 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
     vms = {v.name: v for v in trial.vms}
     hosts = {h.name: h for h in trial.hosts}
     _, bad_hosts = problem_guests(trial)
-    fixed = set(cons.pinned) | set(opts.fixed_vms)
+    fixed = set(cons.pinned) | set(opts.facts.fixed_vms)
     usable = [h for h in trial.hosts if h.state == "online" and h.name not in cons.maintenance
               and h.name not in bad_hosts and h.cpu > 0]
     on = {}
@@ -476,13 +441,14 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts, popts: PowerOptions,
     for h in sorted((hosts[n] for n in on if n in hosts), key=lambda x: -(
             _watts(popts, x, use[x.name][0]) or 0.0)):
         guests = on[h.name]
-        if h.name in bad_hosts or any(g in fixed or g in opts.settling_vms for g in guests):
+        if h.name in bad_hosts or any(g in fixed or g in opts.facts.settling_vms for g in guests):
             continue            # frozen, cooling down, or settling after a move (--settle)
         cpu, mem = use[h.name][0], use[h.name][1]
         now_w = _watts(popts, h, cpu) or 0.0
         best = None
         # never back to a host one of them left within the hour (no ping-pong)
-        left = {opts.recent_left.get(g) for g in guests} if opts.recent_left else set()
+        recent = opts.facts.recent_left
+        left = {recent.get(g) for g in guests} if recent else set()
         for e in empty:
             if e.name in left:
                 continue

@@ -140,9 +140,10 @@ def _exit_on(signum: int, frame) -> None:  # noqa: ARG001 - a signal handler's s
 
 
 @contextlib.contextmanager
-def solver_guard(every_child: bool = True) -> Iterator[None]:
+def solver_guard(every_child: bool = True, announce: bool = True) -> Iterator[None]:
     """Run a vm-plan body so that no solver process or file outlives it (see the module);
-    ``every_child=False`` kills only solver programs (vm-plan run inside another program)."""
+    ``every_child=False`` kills only solver programs (the planner run inside another program,
+    vm-replay); ``announce=False`` leaves the line about a stopping signal to that program."""
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):   # not the main thread: leave it
@@ -150,7 +151,7 @@ def solver_guard(every_child: bool = True) -> Iterator[None]:
     try:
         yield
     except SystemExit as exc:
-        if isinstance(exc.code, int) and exc.code > 128:
+        if announce and isinstance(exc.code, int) and exc.code > 128:
             name = signal.Signals(exc.code - 128).name
             print(f"vm-plan: error: stopped by {name}; the solver and its files are removed",
                   file=sys.stderr)

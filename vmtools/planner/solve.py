@@ -25,6 +25,7 @@ import pulp
 
 from vmtools.errors import OptionError, Unavailable
 from vmtools.planner.deadline import MIN_SOLVE_SECONDS
+from vmtools.planner.options import Options
 from vmtools.planner.scratch import (
     SOLVER_PROGRAMS, children, empty_scratch, kill_children, scratch_dir,
 )
@@ -232,7 +233,8 @@ def _cbc_bound(text: str) -> float | None:
     return None
 
 
-def solve_model(model, inst, opts, time_limit, warm) -> tuple[list[int] | None, object]:
+def solve_model(model, inst, opts: Options, time_limit: float,
+                warm: list[int] | None) -> tuple[list[int] | None, object]:
     """Solve a built model (``milp.build_*``), warm-started from ``warm`` when given; the
     placement it found if the instance accepts it, else None, and the solver's result."""
     if warm is not None:

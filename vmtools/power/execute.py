@@ -14,6 +14,12 @@ are then not run (vm-apply's scheduler), so no guest is sent to a host that is n
 Every host with a power action needs a power method in the host map (``--hosts``); the IPMI
 credentials file is read and checked (:func:`vmtools.power.ipmi.read_credentials`) before
 anything runs.
+
+On a XCP-ng / XenServer pool (power method ``xapi``, transport ``xapi``) XAPI does both:
+``power-off`` is ``host.disable`` then ``host.shutdown`` (XAPI refuses while a guest runs
+there) until ``host_metrics.live`` is false; ``power-on`` is ``host.power_on`` (the host's
+own Wake-on-LAN or IPMI power-on mode, set in XAPI) then ``host.enable`` once it is live
+(:class:`vmtools.drivers.xapi.XapiDriver`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ import time
 from dataclasses import dataclass
 
 from vmtools.drivers import registry
+from vmtools.drivers.registry import XAPI_TRANSPORT
 from vmtools.errors import DataError, OperationFailed, Unavailable
 from vmtools.power import ipmi
 from vmtools.power.boot import answers, wait_until
 from vmtools.power.wol import DEFAULT_ADDRESS, DEFAULT_PORT, send_magic_packet
 
 log = logging.getLogger("vmtools.power")
+
+
 
 @dataclass
 class PowerSettings:
@@ -52,7 +61,7 @@ def refuse_unpowered(plan, hosts: dict) -> None:
         method = entry.power if entry is not None else "none"
         if method == "none":
             raise DataError(f"action {a.id} ({a.op} {a.host}): {a.host} has no power method "
-                            "in the host map (--hosts: power column ipmi or wol); vm-apply "
+                            "in the host map (--hosts: power column ipmi, wol or xapi); vm-apply "
                             "never switches off a host it cannot switch on again",
                             f"plan.actions[{i}]")
 
@@ -85,7 +94,14 @@ class PowerRunner:
             return f"ipmi {entry.bmc}:{entry.bmc_port}"
         if entry.power == "wol":
             return f"wol {entry.mac} via {self.settings.wol_address}:{self.settings.wol_port}"
+        if entry.power == "xapi":
+            return "xapi host.shutdown/host.power_on"
         return entry.power
+
+    def _xapi(self, host: str, endpoint) -> None:
+        if endpoint.transport != XAPI_TRANSPORT:
+            raise OperationFailed(f"{host}: power method xapi, but it is managed through "
+                                  f"{endpoint.transport}, not XAPI")
 
     # ---- power-off
     def power_off(self, host: str, endpoint, driver) -> str:
@@ -96,14 +112,18 @@ class PowerRunner:
         if guests:
             raise OperationFailed(f"{host} still runs {', '.join(sorted(guests)[:5])}: not "
                                   "switched off")
+        if self.method(host) == "xapi":
+            self._xapi(host, endpoint)
+            return driver.shutdown_host(self.settings.off_timeout)
         if registry.is_transport(endpoint.transport) and \
                 registry.transport(endpoint.transport).ssh:
             address, port = endpoint.address, endpoint.port
         else:
             address, port = endpoint.address, self.settings.ssh_port
         origin = self.origin.get(host)
-        toolstack = "xm" if endpoint.transport == "xm-ssh" or (
-            origin is not None and origin.hypervisor.startswith("xen-3")) else "xl"
+        toolstack = "virsh" if endpoint.transport == "libvirt-ssh" else "xm" if \
+            endpoint.transport == "xm-ssh" or (
+                origin is not None and origin.hypervisor.startswith("xen-3")) else "xl"
         how = shutdown_host(host, address, port, self.ssh, toolstack,
                             self.settings.shutdown_command,
                             connect_timeout=min(30.0, self.settings.off_timeout))
@@ -132,6 +152,9 @@ class PowerRunner:
     def power_on(self, host: str, endpoint, driver) -> str:
         s = self.settings
         method = self.method(host)
+        if method == "xapi":
+            self._xapi(host, endpoint)
+            return driver.power_on_host(s.boot_timeout)
         if method == "ipmi":
             bmc = self.bmc(host)
             if bmc.power_status() == "on":

@@ -140,8 +140,7 @@ class Client:
             values = item.get("values")
             if not isinstance(values, list):
                 raise DataError("a series without its values list", self._where(query))
-            out.append((_labels(item, query, self),
-                        [_sample(v, query, self) for v in values]))
+            out.append((_labels(item, query, self), _samples(values, query, self)))
         return out
 
     # ------------------------------------------------------------------ HTTP
@@ -291,6 +290,20 @@ def _labels(item: dict, query: str, client: Client) -> dict[str, str]:
                                                for k, v in labels.items()):
         raise DataError("a series whose labels are not strings", client._where(query))
     return labels
+
+
+def _samples(values: list, query: str, client: Client) -> list[tuple[float, str]]:
+    """A series' [time, "value"] pairs (the common shape checked inline: 121 samples of
+    40,000 guests are 5 million of them)."""
+    out = []
+    isfinite = math.isfinite
+    for v in values:
+        if type(v) is list and len(v) == 2 and type(v[1]) is str and len(v[1]) <= 64 and \
+                type(v[0]) in (int, float) and isfinite(v[0]):
+            out.append((float(v[0]), v[1]))
+        else:
+            out.append(_sample(v, query, client))
+    return out
 
 
 def _sample(value, query: str, client: Client | None = None) -> tuple[float, str]:

@@ -11,7 +11,8 @@ What the answers hold is judged here (the query client only checks their shape):
   have (10^308 bytes, -1 CPUs) is ``bad-value``; either way the figure is not used;
 - a host whose ``host_last_seen`` is older than ``stale_after`` seconds is ``stale-host`` (kept
   at its last figures: the planners freeze it); one seen in the last hour with no current
-  figures is named in a ``vanished-host`` problem;
+  figures at all (Prometheus marks a target it cannot scrape stale at once) is named in a
+  ``vanished-host`` problem;
 - a host whose ``host_complete`` is 0 is ``incomplete-host`` (its guest list is unknown: the
   guests it serves are not a list to believe); one whose ``host_guests`` says more guests than
   have figures is ``no-data``; a host without memory or CPUs is ``partial-container`` and is
@@ -31,10 +32,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vmtools.model import VM, Host, Problem, epoch_to_iso
+from vmtools.model import VM, Host, Problem, epoch_to_iso, is_safe_name
 from vmtools.prometheus.profiles import Profile, load_profile
 from vmtools.prometheus.query import Auth, Client
 from vmtools.sources.base import Reading, SourceKind
+from vmtools.sources.check import show
 
 log = logging.getLogger("vmtools.snapshot")
 
@@ -68,6 +70,7 @@ class _Judge:
         self.source = source
         self.profile = profile
         self.problems: list[Problem] = []
+        self.unsafe: set[str] = set()
 
     def problem(self, kind: str, message: str, host: str | None = None,
                 vm: str | None = None) -> None:
@@ -75,7 +78,8 @@ class _Judge:
 
     def keyed(self, name: str, rows, with_vm: bool) -> dict[tuple, str]:
         """{(host,) or (host, vm): value string} of one query's answer; series without the
-        labels are ignored, repeated series are ``duplicate-series``."""
+        labels are ignored, repeated series are ``duplicate-series``, a name that is not a
+        safe name is ``unsafe-name`` (once) and goes no further."""
         hl, vl = self.profile.host_label, self.profile.vm_label
         out: dict[tuple, str] = {}
         twice: dict[tuple, set[str]] = {}
@@ -83,6 +87,15 @@ class _Judge:
             host = labels.get(hl)
             vm = labels.get(vl) if with_vm else None
             if host is None or (with_vm and vm is None):
+                continue
+            bad = [n for n in (host, vm) if n is not None and not is_safe_name(n)]
+            if bad:
+                if bad[0] not in self.unsafe:
+                    self.unsafe.add(bad[0])
+                    self.problem("unsafe-name", f"{self.source} names a "
+                                 f"{'host' if bad[0] == host else 'guest'} {show(bad[0])}: not "
+                                 "a safe name, left out",
+                                 host=host if is_safe_name(host) else None)
                 continue
             key = (host, vm) if with_vm else (host,)
             if key in out:
@@ -156,11 +169,13 @@ class PrometheusSource:
         info: dict[str, dict[str, str]] = {}
         for labels, _ in answers.get("host_info", []):
             host = labels.get(s.profile.host_label)
-            if host is not None:
+            if host is not None and is_safe_name(host):
                 info.setdefault(host, labels)
         seen = hosts_["host_last_seen"]
-        names = sorted({k[0] for k in hosts_["host_memory_bytes"]} |
-                       {k[0] for k in hosts_["host_cpus"]} | {k[0] for k in seen})
+        # every host any host query names: one with no figures yet is named in a problem,
+        # never silently left out
+        names = sorted({k[0] for answer in hosts_.values() for k in answer} |
+                       set(info))
         hosts: list[Host] = []
         for name in names:
             last = j.number("host_last_seen", seen.get((name,)), 0, at + 86400, name)
@@ -170,11 +185,18 @@ class PrometheusSource:
             age = at - last if last is not None else None
             stale = age is not None and age > s.stale_after
             if mem is None or cpus is None:
-                if stale:
-                    j.problem("vanished-host", f"host {name} last reported {age:.0f} s ago "
-                              "and has no current figures; its guests are unknown",
+                current = name in info or any((name,) in answer for key, answer in
+                                              hosts_.items() if key != "host_last_seen")
+                if not current:
+                    when = f"{age:.0f} s ago" if age is not None else "in the last hour"
+                    j.problem("vanished-host", f"host {name} last reported {when} and has no "
+                              "current figures (its exporter is not scraped, or is gone); its "
+                              "guests are unknown", host=name)
+                elif hosts_.get("host_complete", {}).get((name,)) == "0":
+                    j.problem("incomplete-host", f"host {name}'s exporter has not read its "
+                              "toolstack yet (or cannot): no figures, no guest list",
                               host=name)
-                elif (name,) in seen:
+                else:
                     j.problem("partial-container", f"host {name} has "
                               f"{'no memory figure' if mem is None else 'no CPU figure'} "
                               "(host_memory_bytes, host_cpus); it is left out", host=name)

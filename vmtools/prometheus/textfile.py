@@ -107,6 +107,10 @@ def report_families(report) -> list[Family]:
         1 if report.dry_run else 0)]
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _solver_families(prefix: str, solver: dict) -> list[Family]:
     status = _g(prefix + "solver_status", "The solver's status (one series, value 1)",
                 ("status",))
@@ -145,14 +149,13 @@ def _dicts(value: Any) -> list[dict]:
 def frozen_hosts(plan: dict | None, snapshot: dict | None) -> list[str]:
     """The hosts the plan froze (its summary's ``frozen``: a list of names or of
     {"host": ...}, or a {host: why} object), else the hosts the snapshot has problems on."""
-    summary = (plan or {}).get("summary") or {}
-    frozen = summary.get("frozen") if isinstance(summary, dict) else None
+    frozen = _dict((plan or {}).get("summary")).get("frozen")
     if isinstance(frozen, dict):
         return sorted(str(h) for h in frozen)
     if isinstance(frozen, list):
         return sorted({str(x.get("host")) if isinstance(x, dict) else str(x)
                        for x in frozen if x})
-    origin = snapshot or ((plan or {}).get("origin") or {})
+    origin = snapshot or _dict((plan or {}).get("origin"))
     return sorted({str(p["host"]) for p in _dicts(origin.get("problems")) if p.get("host")})
 
 
@@ -164,7 +167,8 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     snapshot = _load(os.path.join(run_dir, "snapshot.json"))
     plan = _load(os.path.join(run_dir, "plan.json"))
     report = _load(os.path.join(run_dir, "report.json"))
-    exit_code = result.get("exit") if isinstance(result.get("exit"), int) else 70
+    exit_code = result.get("exit") if isinstance(result.get("exit"), int) and \
+        not isinstance(result.get("exit"), bool) and 0 <= result["exit"] <= 255 else 70
     fams = [_g(REBALANCE + "last_run_timestamp_seconds", "When the last run ended (Unix time)")
             .add(now),
             _g(REBALANCE + "exit_code", "Exit code of the last run (vmtools(7); 0 success)")
@@ -172,7 +176,7 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     step = _g(REBALANCE + "failed_step", "The step the last run failed at (value 1; absent "
               "when it succeeded)", ("step",))
     if exit_code and result.get("failed_step"):
-        step.add(1, str(result["failed_step"]))
+        step.add(1, str(result["failed_step"])[:40])
     fams.append(step)
     fams.append(_g(REBALANCE + "duration_seconds", "Seconds the last run took").add(
         _num(result.get("seconds")) or 0.0))
@@ -183,8 +187,7 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     fams.append(fam.add(last_ok) if last_ok is not None else fam)
 
     actions = _dicts((plan or {}).get("actions"))
-    summary = (plan or {}).get("summary") if isinstance((plan or {}).get("summary"), dict) \
-        else {}
+    summary = _dict((plan or {}).get("summary"))
     planned = _g(REBALANCE + "planned_actions", "Actions the last plan holds, by operation",
                  ("op",))
     ops = collections.Counter(str(a.get("op", "migrate")) for a in actions)
@@ -218,7 +221,7 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     if _num(summary.get("worst_cpu_before")) is not None:
         worst.add(_num(summary["worst_cpu_before"]))
     fams.append(worst)
-    fams += _solver_families(REBALANCE, (plan or {}).get("solver") or {})
+    fams += _solver_families(REBALANCE, _dict((plan or {}).get("solver")))
 
     outcomes = collections.Counter()
     power = collections.Counter()
@@ -242,12 +245,12 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
         for outcome in ACTION_OUTCOMES:
             power_f.add(power.get((op, outcome), 0), op, outcome)
     fams.append(power_f)
-    origin = snapshot or ((plan or {}).get("origin") or {})
+    origin = snapshot or _dict((plan or {}).get("origin"))
     states = collections.Counter(str(h.get("state", "online"))
                                  for h in _dicts(origin.get("hosts")))
     hosts = _g(REBALANCE + "hosts", "Hosts in the run's snapshot, by state (online: on; "
                "offline; standby: switched off by vmtools)", ("state",))
-    if origin.get("hosts") is not None:
+    if isinstance(origin.get("hosts"), list):
         for state in HOST_STATES:
             hosts.add(states.get(state, 0), state)
     fams.append(hosts)

@@ -41,31 +41,31 @@ exceeded capacity: always 0 unless something is wrong); ``migrations`` and ``mig
 (landed); ``max_migrations_per_tick``; ``ping_pongs`` (migrations to a host the guest left, by
 landing elsewhere, at most an hour before); ``plan_seconds_mean``/``plan_seconds_max`` (wall
 clock of the planning calls); ``failed_ticks`` (planning raised an error; ``failures`` says
-why); ``busy_ticks``.
+why); ``busy_ticks``. Under vm-plan --context-switch also ``suspended_guest_hours`` per priority,
+``suspends`` and ``resumes``: a suspend or resume takes a migration's time (the image saved or
+loaded), a resume claims memory when it starts, a suspend frees it when it ends, and a suspended
+guest's CPU demand counts as unmet.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import glob
 import logging
 import math
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol
 
 from vmtools.apply.order import priorities
-from vmtools.errors import OptionError, UsageError, VmtoolsError
+from vmtools.errors import EXIT_TEMPFAIL, OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
-from vmtools.replay.trace import Demand, Trace
+from vmtools.replay.trace import Demand, Sample, Trace
+from vmtools.sources.knowledge import assess
 
 log = logging.getLogger("vmtools.replay")
 
@@ -99,6 +99,8 @@ class SimOptions:
     until: float | None = None
     warm_up: float = 0.0              # seconds run but left out of the figures and series
     lookahead: bool = False           # the tick sees the interval that starts (else: that ended)
+    monitoring_loss: float = 0.0      # each guest's metrics, each host's report lost this often
+    loss_seed: int = 0                # the losses are drawn from this seed (reproducible)
 
     @property
     def convention(self) -> str:
@@ -158,6 +160,10 @@ class Simulation:
         self.demand: dict[str, Demand] = {}
         self.waiting: dict[str, str | None] = {}    # arrived guests no host could take yet
         self.flight: dict[str, int] = {}            # guest -> migrate action id in flight
+        # the context switch (vm-plan --context-switch): guests suspended (as vm-apply's
+        # ledger has them) and guests being resumed (resume action id; memory claimed)
+        self.suspended: dict[str, dict] = {}
+        self.starting: dict[str, int] = {}
         self.actions: dict[int, Action] = {}
         self.pending: list[int] = []
         self.running: dict[int, float] = {}         # action id -> end time
@@ -195,11 +201,19 @@ class Simulation:
         self.max_per_tick = 0
         self.ping_pongs = 0
         self.power_actions = Counter()
+        self.suspended_s: Counter = Counter()       # priority -> guest-seconds suspended
+        self.lifecycle = Counter()                  # suspends and resumes done
         self.plan_seconds: list[float] = []
         self.failures: list[dict] = []
         self.busy_ticks = 0
         self.tick_energy_j = 0.0
         self.tick_migrations = 0
+        self.frozen_host_ticks = 0      # hosts a tick's snapshot froze, summed over the ticks
+        self.refused_ticks = 0          # ticks vm-plan refused: monitoring broken (exit 75)
+        self.onto_frozen = 0            # migrations planned onto a frozen host (never, by rule)
+        self.off_frozen = 0             # ... off one (only to end an overload)
+        self.lost_guest_metrics = 0
+        self.lost_host_reports = 0
 
     # ------------------------------------------------------------------ demand
     def _apply_samples(self) -> None:
@@ -211,20 +225,24 @@ class Simulation:
             for vm in list(self.place):
                 if vm not in s.vms:
                     self._leave(vm)
+            for vm in list(self.suspended):         # shut down while suspended: gone
+                if vm not in s.vms and vm not in self.starting:
+                    del self.suspended[vm]
             for vm in list(self.waiting):
                 if vm not in s.vms:
                     del self.waiting[vm]
             before = self.demand
             self.demand = dict(s.vms)
-            self._hold_growth(before)
+            self._hold_growth(before, s)
             for vm in sorted(s.vms):
-                if vm not in self.place and vm not in self.waiting:
+                if vm not in self.place and vm not in self.waiting and \
+                        vm not in self.suspended:
                     self.waiting[vm] = s.seen_on.get(vm)
             for vm in sorted(self.waiting):
                 self._arrive(vm, self.waiting[vm])
             self._recount()
 
-    def _hold_growth(self, before: dict[str, Demand]) -> None:
+    def _hold_growth(self, before: dict[str, Demand], sample: Sample) -> None:
         """A guest whose memory grows in the trace beyond what its host has free keeps what it
         can get, as on a real host: Xen cannot balloon a guest past the host's free memory (the
         guest sees its target unmet). Said once per guest on stderr; the replay's figures then
@@ -256,10 +274,12 @@ class Simulation:
             over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
             if vm not in self.held:
                 self.held.add(vm)
-                log.warning("note: the trace grows guest %s to %d MiB at %s, more than host "
+                where = sample.origin(vm)
+                log.warning("note: %sthe trace grows guest %s to %d MiB at %s, more than host "
                             "%s has free: it gets %d MiB (Xen cannot balloon a guest past its "
-                            "host's free memory)", vm, new.mem_mib, epoch_to_iso(self.now),
-                            "/".join(hosts), new.mem_mib - cut)
+                            "host's free memory)", f"{where}: " if where else "", vm,
+                            new.mem_mib, epoch_to_iso(self.now), "/".join(hosts),
+                            new.mem_mib - cut)
             if not over:
                 return
 
@@ -282,7 +302,7 @@ class Simulation:
             self.h_cpu[h] += d.cpu
             self.h_mem[h] += d.mem_mib
             self.h_n[h] += 1
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             dst = self.actions[i].dst
             self.h_mem[dst] += self.demand[vm].mem_mib
             self.h_n[dst] += 1
@@ -291,7 +311,7 @@ class Simulation:
         use: Counter = Counter()
         for vm, h in self.place.items():
             use[h] += self.demand[vm].mem_mib
-        for vm, i in self.flight.items():
+        for vm, i in list(self.flight.items()) + list(self.starting.items()):
             use[self.actions[i].dst] += self.demand[vm].mem_mib
         return use
 
@@ -350,6 +370,12 @@ class Simulation:
                     self.t_full[h] += dt
             if self.h_mem[h] > self.hosts[h].mem_mib + EPS:
                 self.mem_over += 1
+        for vm, entry in self.suspended.items():
+            # a suspended guest's demand is demand nobody meets
+            want = self.demand[vm].cpu if vm in self.demand else entry["cpu"]
+            self.cpu_s += want * dt
+            self.unmet_cpu_s += want * dt
+            self.suspended_s[entry["priority"]] += dt
         self.active_s += n_active * dt
         self.energy_j += watts * dt
         self.tick_energy_j += watts * dt
@@ -371,11 +397,34 @@ class Simulation:
             self.left.setdefault(a.vm, {})[a.src] = self.now
             self.migrations += 1
             self.migrated_mib += a.mem_mib
+        elif a.op == "suspend":
+            self.busy[a.src] -= 1
+            d = self.demand[a.vm]
+            del self.place[a.vm]                      # memory freed when the save ends
+            self.h_cpu[a.src] -= d.cpu
+            self.h_mem[a.src] -= d.mem_mib
+            self.h_n[a.src] -= 1
+            self.suspended[a.vm] = {
+                "name": a.vm, "host": a.src, "image": a.image, "mem_mib": d.mem_mib,
+                "vcpus": d.vcpus, "cpu": d.cpu, "suspended": epoch_to_iso(self.now),
+                "priority": self._priority(a.vm)}
+            self.lifecycle["suspends"] += 1
+        elif a.op == "resume":
+            self.busy[a.dst] -= 1
+            del self.starting[a.vm]
+            self.suspended.pop(a.vm, None)
+            self.place[a.vm] = a.dst                  # its memory was claimed at the start
+            self.h_cpu[a.dst] += self.demand[a.vm].cpu
+            self.lifecycle["resumes"] += 1
         else:
             self.busy[action_host(a)] -= 1
             self.hooks.finish(self, a, self.now)
             self.power_actions[a.op] += 1
         self.done.add(i)
+
+    def _priority(self, vm: str) -> int:
+        """A guest's priority under the setting's rules (0 without one)."""
+        return int(getattr(self.policy, "priorities", {}).get(vm, 0))
 
     def _start_ready(self) -> None:
         for i in list(self.pending):
@@ -405,6 +454,25 @@ class Simulation:
                     self.ping_pongs += 1
                 self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
                 self.tick_migrations += 1
+            elif a.op in ("suspend", "resume", "create", "checkpoint"):
+                host = a.src if a.op in ("suspend", "checkpoint") else a.dst
+                if self.busy[host] >= self.opts.per_host:
+                    continue
+                self.pending.remove(i)
+                ok = (self.place.get(a.vm) == a.src and a.vm not in self.flight) \
+                    if a.op in ("suspend", "checkpoint") else \
+                    (a.op == "resume" and a.vm in self.suspended and a.vm in self.demand
+                     and a.vm not in self.starting)
+                if not ok:
+                    self.dead.add(i)      # the guest left, or nothing the replay can create
+                    continue
+                self.busy[host] += 1
+                if a.op == "resume":
+                    self.starting[a.vm] = i               # memory claimed when it starts
+                    self.h_mem[a.dst] += self.demand[a.vm].mem_mib
+                    self.h_n[a.dst] += 1
+                # saving or loading the memory image, at the migration bandwidth
+                self.running[i] = self.now + migration_seconds(a.mem_mib, self.opts.bandwidth)
             else:
                 host = action_host(a)
                 self.pending.remove(i)
@@ -486,22 +554,72 @@ class Simulation:
             d = seen[vm]
             vms.append(VM(name=vm, host=self.place[vm], vcpus=d.vcpus, cpu=d.cpu,
                           mem_mib=d.mem_mib, net_mbps=d.net_mbps))
+        problems = []
+        if self.next_sample > 0:        # what the recorded snapshot of this time could not see
+            sample = self.trace.samples[self.next_sample - 1]
+            problems = list(sample.problems)
+            if sample.hidden:
+                vms = [v for v in vms if v.name not in sample.hidden]
+        if self.opts.monitoring_loss > 0:
+            vms, lost = self._lose(hosts, vms)
+            problems += lost
         return Snapshot(hosts=hosts, vms=vms, source=self.trace.source,
-                        created=epoch_to_iso(self.now), generator="vm-replay")
+                        created=epoch_to_iso(self.now), generator="vm-replay",
+                        problems=problems)
+
+    def _lose(self, hosts: list, vms: list) -> tuple[list, list]:
+        """--monitoring-loss: each online host's report and each guest's metrics lost with
+        that chance, drawn from the seed and the tick's time (the same losses for every
+        setting). A lost host report is a ``stale-host`` problem (gmond serves its last
+        figures), a guest's lost metrics a ``no-data`` problem (vm-snapshot leaves it out)."""
+        import random
+        from vmtools.model import Problem
+        rng = random.Random(f"{self.opts.loss_seed}:{self.now:.3f}")
+        p = self.opts.monitoring_loss
+        problems = []
+        for h in hosts:
+            if h.state == "online" and rng.random() < p:
+                self.lost_host_reports += 1
+                problems.append(Problem("stale-host", f"host {h.name}: its report was lost "
+                                        "(vm-replay --monitoring-loss); its figures are old",
+                                        host=h.name))
+        kept = []
+        for v in vms:
+            if rng.random() < p:
+                self.lost_guest_metrics += 1
+                problems.append(Problem("no-data", f"host {v.host} lists guest {v.name} but its "
+                                        "metrics were lost (vm-replay --monitoring-loss); it is "
+                                        "left out", host=v.host, vm=v.name))
+            else:
+                kept.append(v)
+        return kept, problems
 
     def tick(self) -> None:
         if self.pending or self.running:
             self.busy_ticks += 1
             return
         snap = self.snapshot()
+        frozen = set(assess(snap).frozen) if snap.problems else set()
+        self.frozen_host_ticks += len(frozen & set(self.host_names))
+        if hasattr(self.policy, "suspended"):
+            self.policy.suspended = {vm: {k: v for k, v in e.items() if k != "priority"}
+                                     for vm, e in self.suspended.items()}
         t0 = time.perf_counter()
         try:
             actions = self.policy.decide(snap)
         except VmtoolsError as exc:
-            self.failures.append({"time": snap.created, "why": str(exc)})
+            if str(exc).startswith(f"(exit {EXIT_TEMPFAIL})") and frozen:
+                # monitoring broken rather than partial: vm-plan planned nothing, as cron would
+                self.refused_ticks += 1
+            else:
+                self.failures.append({"time": snap.created, "why": str(exc)})
             log.info("%s: %s: planning failed: %s", self.policy.name, snap.created, exc)
             actions = []
         self.plan_seconds.append(time.perf_counter() - t0)
+        for a in actions:
+            if a.op == "migrate":
+                self.onto_frozen += a.dst in frozen
+                self.off_frozen += a.src in frozen
         self.actions = {a.id: a for a in actions}
         self.done.clear()
         self.dead.clear()
@@ -607,7 +725,23 @@ class Simulation:
             "ticks": n_ticks,
             "power_offs": self.power_actions["power-off"],
             "power_ons": self.power_actions["power-on"],
+            "frozen_host_ticks": self.frozen_host_ticks,
+            "refused_ticks": self.refused_ticks,
+            "migrations_onto_frozen": self.onto_frozen,
+            "migrations_off_frozen": self.off_frozen,
+            "lost_host_reports": self.lost_host_reports,
+            "lost_guest_metrics": self.lost_guest_metrics,
+            **self._switch_figures(),
         }
+
+    def _switch_figures(self) -> dict:
+        """Under vm-plan --context-switch only: suspended guest-hours per priority (a guest's
+        priority when it was suspended), suspends and resumes done."""
+        if not (self.lifecycle or self.suspended_s):
+            return {}
+        return {"suspended_guest_hours": {str(p): round(s / 3600, 4)
+                                          for p, s in sorted(self.suspended_s.items())},
+                "suspends": self.lifecycle["suspends"], "resumes": self.lifecycle["resumes"]}
 
 
 # A replay of more ticks than this is a mistake (a mistyped time in a trace, --every in
@@ -659,33 +793,14 @@ def replay(trace: Trace, policy: Policy, opts: SimOptions | None = None,
     return Simulation(trace, policy, opts or SimOptions(), hooks, progress).run()
 
 
-STATE_PREFIX = "vm-replay-state."
-
-
-def reap_dead_states() -> None:
-    """Remove the private state directories of vm-replay processes that no longer exist (one
-    killed with SIGKILL cannot clean up after itself; SIGTERM is handled by
-    :func:`stop_on_signals`)."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{STATE_PREFIX}*-*")):
-        pid = os.path.basename(path)[len(STATE_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or not os.path.isdir(path):
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            pass
-
-
 def _exit_on(signum: int, frame) -> None:  # noqa: ARG001 - a signal handler's signature
     raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
 def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
-    """SIGTERM and SIGHUP end the replay through its ``finally`` blocks (each setting's
-    private state directory is removed), with one line and exit 128 + the signal."""
+    """SIGTERM and SIGHUP end the replay through its ``finally`` blocks (the solver's
+    processes and files are removed), with one line and exit 128 + the signal."""
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):   # not the main thread: leave it
@@ -694,8 +809,8 @@ def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
         yield
     except SystemExit as exc:
         if isinstance(exc.code, int) and exc.code > 128:
-            print(f"{prog}: error: stopped by {signal.Signals(exc.code - 128).name}; its "
-                  "private state directories are removed", file=sys.stderr)
+            print(f"{prog}: error: stopped by {signal.Signals(exc.code - 128).name}",
+                  file=sys.stderr)
         raise
     finally:
         for sig, handler in previous.items():
@@ -704,30 +819,61 @@ def stop_on_signals(prog: str = "vm-replay") -> Iterator[None]:
 
 
 class VmPlanSetting:
-    """A vm-plan setting (``text``: its options as vm-plan's command line takes them).
+    """A vm-plan setting (``text``: its options as vm-plan's command line takes them; checked
+    ``settings`` and the ``documents`` they name, read once), planned through the planner's
+    front door (:func:`vmtools.planner.front.plan_run`) on each tick's snapshot.
 
-    ``plan(snapshot, state_dir)`` is vm-plan's planning for one snapshot; the command line
-    decides how it is built (vmtools.cli.vm_replay). A setting that ``keeps_state`` gets a
-    fresh state directory of its own for the whole replay instead of the one it names (the
-    real one is never touched), so cooldown and hotspot windows run on the replay's clock;
-    :meth:`close` removes it.
+    A setting with a ``state`` keeps its memory in the replay, from a fresh start, instead of
+    the directory it names (the real one is never read or touched), so cooldown and hotspot
+    windows run on the replay's clock. Under ``context_switch`` the simulation says which
+    guests are suspended (``suspended``: the ledger the planner reads, in memory) and the
+    setting learns each guest's priority from the rules of the last plan (``priorities``). A
+    tick whose planning fails is a failed tick; its why reads as vm-plan would say it,
+    ``(exit 65) ...``. The planner's log lines show with ``show_log`` only.
     """
 
     kind = "vm-plan"
 
-    def __init__(self, text: str, plan: Callable[[Snapshot, str | None], Plan],
-                 keeps_state: bool = False):
+    def __init__(self, text: str, settings, documents, show_log: bool = False):
+        from vmtools.state import State
         self.text = text
         self.name = text.strip() or "vm-plan (defaults)"
-        self.plan = plan
-        if keeps_state:
-            reap_dead_states()
-        self.state_dir = tempfile.mkdtemp(prefix=f"{STATE_PREFIX}{os.getpid()}-") \
-            if keeps_state else None
+        self.settings = settings
+        self.documents = documents
+        self.show_log = show_log
+        self.context_switch = bool(settings.context_switch)
+        self.suspended: dict[str, dict] = {}
+        self.priorities: dict[str, int] = {}
+        self.state = State() if settings.state is not None or self.context_switch else None
+
+    def plan(self, snap: Snapshot) -> Plan:
+        from vmtools.model import iso_to_epoch, parse_suspended, suspended_document
+        from vmtools.planner.front import plan_run
+        from vmtools.planner.scratch import solver_guard
+        docs = replace(self.documents, snapshot=snap)
+        if self.context_switch:
+            # the simulation's suspended guests, as vm-apply's ledger would hold them
+            docs.suspended = parse_suspended(suspended_document(self.suspended))
+            docs.suspended_path = "(the replay's)"
+        planner_log = logging.getLogger("vmtools.planner")
+        level = planner_log.level
+        if not self.show_log:
+            planner_log.setLevel(logging.CRITICAL + 1)
+        try:
+            with solver_guard(every_child=False, announce=False):
+                return plan_run(docs, self.settings, self.state,
+                                now=iso_to_epoch(snap.created)).plan
+        except VmtoolsError as exc:
+            raise OperationFailed(f"(exit {exc.exit_code}) {exc.on_command_line()}") from None
+        finally:
+            planner_log.setLevel(level)
 
     def decide(self, snap: Snapshot) -> list[Action]:
-        return list(self.plan(snap, self.state_dir).actions)
-
-    def close(self) -> None:
-        if self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        plan = self.plan(snap)
+        if self.context_switch:
+            for rule in plan.constraints:
+                if isinstance(rule, dict) and rule.get("rule") == "priority":
+                    for vm in rule.get("vms", []):
+                        self.priorities[vm] = max(self.priorities.get(vm, 0),
+                                                  int(rule.get("priority", 0)))
+        return list(plan.actions)

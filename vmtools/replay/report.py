@@ -23,7 +23,8 @@ COLUMNS = [("host_hours", "host-h", "{:.1f}"), ("energy_kwh", "kWh", "{:.2f}"),
            ("migrated_gib", "GiB moved", "{:.1f}"), ("max_migrations_per_tick", "max/tick", "{}"),
            ("ping_pongs", "ping-pong", "{}"), ("plan_seconds_mean", "plan s mean", "{:.3f}"),
            ("plan_seconds_max", "plan s max", "{:.3f}"), ("failed_ticks", "failed", "{}"),
-           ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}")]
+           ("busy_ticks", "busy", "{}"), ("power_offs", "off", "{}"), ("power_ons", "on", "{}"),
+           ("frozen_host_ticks", "frozen host-ticks", "{}"), ("refused_ticks", "refused", "{}")]
 
 
 def run_replay(trace: Trace, policies: list, opts: SimOptions,
@@ -51,7 +52,8 @@ def replay_document(trace: Trace, runs: list[RunResult], opts: SimOptions,
         "hosts": len(trace.hosts), "guests": len({vm for s in trace.samples for vm in s.vms}),
         "settings": {"parallel": opts.parallel, "per_host": opts.per_host,
                      "bandwidth_mbps": opts.bandwidth, "cpu_threshold": opts.cpu_threshold,
-                     "power_model": opts.power_model.source},
+                     "power_model": opts.power_model.source,
+                     "monitoring_loss": opts.monitoring_loss, "loss_seed": opts.loss_seed},
         "notes": list(trace.notes),
         "runs": [{"name": r.name, "kind": r.kind, "figures": r.figures, "failures": r.failures,
                   "series": r.series} for r in runs],

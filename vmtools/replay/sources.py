@@ -3,7 +3,9 @@
 * :func:`read_snapshots`: snapshot documents (files, or directories searched recursively for
   ``*.json``, as vm-rebalance's archive keeps them; plans and reports there are skipped),
   ordered by ``created``. The first snapshot gives the hosts and the starting placement; later
-  ones give each guest's demand at their time (their placement is ignored). Every snapshot must
+  ones give each guest's demand at their time (their placement is ignored), and their problems
+  (each tick's snapshot carries them, so vm-plan plans around them as it did live; a guest a
+  problem names and the snapshot lacks runs on at its last known demand, unseen). Every snapshot must
   be of the first one's cluster(s).
 * :func:`read_csv_trace`: ``time,guest,cpu,mem_mib[,net_mbps]`` rows (``time`` as
   ``2026-11-22T01:30:00Z`` or epoch seconds; ``cpu`` in physical CPUs) plus a hosts file
@@ -96,9 +98,12 @@ def read_snapshots(paths: list[str]) -> Trace:
                                      hypervisor=h.hypervisor, migration=h.migration)
                 notes.append(f"host {h.name} first appears in {path}: it is available to the "
                              "replay from the start")
+        listed = {v.name for v in snap.vms}
         samples.append(Sample(when, {v.name: Demand(v.cpu, v.mem_mib, v.net_mbps, v.vcpus)
                                      for v in snap.vms},
-                              {v.name: v.host for v in snap.vms}))
+                              {v.name: v.host for v in snap.vms}, list(snap.problems),
+                              {p.vm for p in snap.problems if p.vm and p.vm not in listed},
+                              file=path))
     host_list = [Host(name=h.name, cluster=h.cluster, cpu=h.cpu, mem_mib=h.mem_mib,
                       net_mbps=h.net_mbps, hypervisor=h.hypervisor, migration=h.migration)
                  for h in sorted(hosts.values(), key=lambda h: h.name)]
@@ -224,11 +229,12 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
         cpu = _number(f["cpu"], where, "cpu")
         d = Demand(cpu, int(_number(f["mem_mib"], where, "mem_mib")), net,
                    vcpus or max(1, math.ceil(cpu)))
-        s = by_time.setdefault(t, Sample(t, {}))
+        s = by_time.setdefault(t, Sample(t, {}, file=path))
         line_of.setdefault(t, n)
         if guest in s.vms:
             raise DataError(f"guest {guest} has two rows at the same time", where)
         s.vms[guest] = d
+        s.lines[guest] = n
         if f.get("host"):
             host = _name(f["host"], where, "host")
             if host not in by_name:

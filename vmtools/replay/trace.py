@@ -44,6 +44,19 @@ class Sample:
     time: float                                  # epoch seconds
     vms: dict[str, Demand]
     seen_on: dict[str, str] = field(default_factory=dict)   # guest -> host, where known
+    # What monitoring could not vouch for at this time (a recorded snapshot's problems), and
+    # the guests those problems name that the snapshot did not list: they still run (at their
+    # last known demand) but the tick's snapshot leaves them out, as vm-snapshot did.
+    problems: list = field(default_factory=list)
+    hidden: set[str] = field(default_factory=set)
+    # Where each guest's row came from, for messages: the file and, for a CSV trace, the line.
+    file: str = ""
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def origin(self, vm: str) -> str:
+        """``file:line`` of ``vm``'s row (``file`` alone, or "" when unknown)."""
+        line = self.lines.get(vm)
+        return f"{self.file}:{line}" if line and self.file else self.file
 
 
 @dataclass
@@ -76,7 +89,8 @@ class Trace:
         span = self.end - self.start
         samples = list(self.samples)
         for k in range(1, times):
-            samples += [Sample(s.time + k * span, dict(s.vms), dict(s.seen_on))
+            samples += [Sample(s.time + k * span, dict(s.vms), dict(s.seen_on),
+                               list(s.problems), set(s.hidden), s.file, s.lines)
                         for s in self.samples]
         notes = list(self.notes) + [f"the trace is played {times} times back to back, "
                                     f"{span / 3600:g} h each"]
@@ -114,6 +128,9 @@ def finish(trace: Trace) -> Trace:
             current[vm] = d
         for vm in list(current):
             if vm in s.vms:
+                continue
+            if vm in s.hidden:                    # a problem names it: it runs, unseen
+                s.vms[vm] = current[vm]
                 continue
             if last_seen[vm] > i:                 # seen again later: a gap, the value holds
                 s.vms[vm] = current[vm]

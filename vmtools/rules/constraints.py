@@ -13,6 +13,7 @@ rule is one of:
 ``maintenance`` ``hosts`` are evacuated and take nothing new
 ``max_vms``     at most ``count`` guests on each of ``hosts``, at every moment
 ``capacity``    ``hosts`` may use only ``cpu`` / ``mem`` (fractions) of their capacity
+``priority``    ``vms`` have ``priority`` 0-9 (who is suspended last); ``never_suspend``
 ==============  =====================================================================
 
 Each kind is an object of :mod:`vmtools.rules.kinds` (its fields, its validation, what it adds
@@ -22,7 +23,7 @@ to the lookups of :class:`Constraints`, its part of the replay checker). Errors 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from vmtools.errors import DataError
@@ -149,8 +150,7 @@ def prune_unknown(rules: list[Rule], snap: Snapshot, skipped: list[dict]) -> lis
             outcome = "dropped"
         else:
             outcome = "narrowed"
-            out.append(Rule(rule=r.rule, vms=left_vms, hosts=left_hosts, count=r.count,
-                            cpu=r.cpu, mem=r.mem, index=r.index))
+            out.append(replace(r, vms=left_vms, hosts=left_hosts))
         names = ", ".join([f"guest {v}" for v in gone_vms] + [f"host {h}" for h in gone_hosts])
         did = {"narrowed": "the rest of the rule holds",
                "dropped": "nothing is left of it, so it is skipped",

@@ -223,9 +223,48 @@ class Capacity(RuleKind):
                 cons.mem_cap[h] = (rule.mem, rule)
 
 
+class Priority(RuleKind):
+    """``vms`` have ``priority`` (0-9; higher keeps running longer when vm-plan's context
+    switch must suspend guests to end an overload beyond the cluster, and is resumed first);
+    ``never_suspend``: these guests are never suspended, by any plan. A guest named by several
+    priority rules has the highest they give."""
+
+    name = "priority"
+    fields = {"vms": True, "priority": True, "never_suspend": False}
+
+    def parse(self, rule, r, label):
+        try:
+            rule.priority = r.int("priority", minimum=0, maximum=9)
+            rule.never_suspend = r.bool("never_suspend", False, False)
+        except DataError as exc:
+            raise DataError(f"{exc.where}: {exc.message}", label) from None
+
+    def index(self, cons, rule):
+        for v in rule.vms:
+            if v not in cons.priority or rule.priority > cons.priority[v][0]:
+                cons.priority[v] = (rule.priority, rule)
+            if rule.never_suspend:
+                cons.never_suspend.setdefault(v, rule)
+
+    def check_moments(self, rule, plan, replay):
+        if not rule.never_suspend:
+            return
+        for a in plan.actions:
+            if a.op == "suspend" and a.vm in rule.vms:
+                raise DataError(f"action {a.id} suspends {a.vm}, which {rule.label} never "
+                                "suspends", "plan.actions")
+
+    def to_dict(self, rule):
+        d = {"rule": self.name, "vms": list(rule.vms), "priority": rule.priority}
+        if rule.never_suspend:
+            d["never_suspend"] = True
+        return d
+
+
 # Every kind, in the order error messages list them.
 KINDS: dict[str, RuleKind] = {k.name: k for k in (Ban(), Fence(), Pin(), Spread(), Gather(),
-                                                   Maintenance(), MaxVms(), Capacity())}
+                                                   Maintenance(), MaxVms(), Capacity(),
+                                                   Priority())}
 
 
 def _stays(vm: str, origin_host: str, replay: Replay

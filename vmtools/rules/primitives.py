@@ -18,6 +18,8 @@ class Rule:
     count: int | None = None
     cpu: float | None = None
     mem: float | None = None
+    priority: int | None = None          # priority: 0-9, higher keeps running longer
+    never_suspend: bool = False          # priority: these guests are never suspended
     index: int = 0
 
     @property
@@ -42,6 +44,9 @@ class Primitives:
         self.mem_cap: dict[str, tuple[float, Rule]] = {}
         self.spread: list[Rule] = []
         self.gather: list[Rule] = []
+        # the context switch (vm-plan --context-switch): who is suspended last, and never
+        self.priority: dict[str, tuple[int, Rule]] = {}
+        self.never_suspend: dict[str, Rule] = {}
 
     def forbidden_by(self, vm: str, host: str) -> Rule | None:
         """The rule that forbids ``vm`` from ever setting foot on ``host``, or None."""
@@ -56,6 +61,10 @@ class Primitives:
 
     def allowed(self, vm: str, host: str) -> bool:
         return self.forbidden_by(vm, host) is None
+
+    def priority_of(self, vm: str) -> int:
+        """A guest's priority (0 when no rule gives one): higher keeps running longer."""
+        return self.priority[vm][0] if vm in self.priority else 0
 
     def cpu_factor(self, host: str) -> float:
         return self.cpu_cap[host][0] if host in self.cpu_cap else 1.0

@@ -5,7 +5,7 @@
   optional extras: the *migration domain* the hosts form (guests move only between hosts of
   one domain, e.g. one XAPI pool; ``None``: no such limit is known) and, per guest, recent
   CPU samples ``(epoch seconds, physical CPUs)``, oldest first, for a source that keeps
-  history (vm-plan's demand window).
+  history (vm-plan's demand window); and the rules the platform declares (``rules``).
 - :class:`Source` -- anything with a ``name`` and ``read(deadline) -> Reading``. ``deadline``
   is a :func:`time.monotonic` time the whole read must end by, or None (the source's own
   timeouts only). A source that cannot be read raises
@@ -31,6 +31,10 @@ class Reading:
     problems: list[Problem] = field(default_factory=list)
     migration_domain: str | None = None
     samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # Rules the platform itself declares (vmtools.constraints rule objects: a XAPI pool's
+    # anti-affinity VM groups as spread, its disabled hosts as maintenance); the snapshot
+    # carries them in its ``rules`` and vm-plan obeys them.
+    rules: list[dict] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -240,11 +240,21 @@ def merge_readings(readings: Iterable[Reading], transports: Collection[str]) -> 
     samples = {name: [[t, c] for t, c in series] for r in readings
                for name, series in r.samples.items()
                if name in vms and vms[name].host in {h.name for h in r.hosts}}
+    # A platform's rules hold as long as they name only what the snapshot kept (a rule on a
+    # guest left out would make vm-plan refuse the whole snapshot; the guest's problem says
+    # why it is missing, and vm-plan will not plan blind on it anyway).
+    rules = []
+    for reading in readings:
+        for rule in reading.rules:
+            names = [*rule.get("vms", ()), *rule.get("hosts", ())]
+            if all(n in vms or n in hosts for n in names):
+                rules.append(rule)
     return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
                     vms=sorted(vms.values(), key=lambda v: v.name),
                     problems=sort_problems(problems),
                     source=", ".join(r.source for r in readings),
-                    samples=samples if any(r.samples for r in readings) else None)
+                    samples=samples if any(r.samples for r in readings) else None,
+                    rules=rules, **({"version": "1.1"} if rules else {}))
 
 
 __all__ = ["check_reading", "merge_readings", "sort_problems", "show", "PROBLEM_KINDS",

@@ -26,7 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "partial-container": ("unknown", "a host with some but not all container.* metrics"),
     "not-a-number": ("unknown", "a figure that is not a finite number"),
     "bad-value": ("unknown", "a figure outside its type or a plausible range"),
-    "stale-host": ("stale", "a host's container.* metrics older than their TMAX or DMAX"),
+    "stale-host": ("stale", "a host whose own figures are older than its monitoring promises"),
     "stale-cluster": ("stale", "gmetad serves old data of the host's cluster"),
     "offline-host": ("stale", "a host silent for more than 4 x TMAX that still lists guests"),
     "vanished-host": ("unknown", "a host seen by the last run and gone now"),
@@ -84,10 +84,19 @@ class Knowledge:
         return "known" if f is None else f.knowledge
 
     def vm(self, name: str, host: str | None = None) -> str:
+        """A guest a problem names is what that problem makes it; a guest on a host a problem
+        of the host itself names (not one of its guests) is as known as that host; any other
+        guest is known (a frozen host's other guests are, their figures are fresh)."""
         own = self.unknown_vms.get(name)
         if own:
             return "unknown" if any(knowledge_of(p.kind) == "unknown" for p in own) else "stale"
-        return "stale" if host is not None and self.host(host) == "stale" else "known"
+        f = self.frozen.get(host or "")
+        if f is None:
+            return "known"
+        kinds = [p.kind for p in f.problems if p.vm is None]
+        if not kinds:
+            return "known"
+        return "unknown" if any(knowledge_of(k) == "unknown" for k in kinds) else "stale"
 
 
 def assess(snap: Snapshot) -> Knowledge:

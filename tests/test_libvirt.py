@@ -1,0 +1,140 @@
+"""The libvirt-ssh transport over a REAL OpenSSH sshd on 127.0.0.1 (one per simulated plain-Xen
+host), with the lab's ``virsh`` stand-in on the lab user's PATH answering as virsh does.
+Needs root and /usr/sbin/sshd."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.apply_lab import assert_consistent
+from tests.conftest import run
+from vmtools.lab import sshd
+from vmtools.lab.handmade import make_cluster, plan_of, snapshot_of
+from vmtools.model import dumps
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+GUESTS = ["a", "b", "c"]
+
+why = sshd.available()
+if why:
+    pytest.skip(why, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def virsh_lab():
+    base = Path(tempfile.mkdtemp(prefix="vmtools-libvirt-"))
+    base.chmod(0o755)
+    (base / "state").mkdir()
+    state = make_cluster(base / "state", {
+        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
+        "n2": {"domains": {"c": {"mem_mib": 512}}},
+        "n3": {}}, mib_per_s=2048)
+    initial = state.read()
+    lab = sshd.SshLab(state.path, ["n1", "n2", "n3"], directory=base / "ssh").start()
+    hosts = base / "hosts.csv"
+    # the snapshot says xl-ssh (what vm-gmetric publishes); the host map names libvirt-ssh
+    hosts.write_text("name,manage,migrate,power,bmc,mac,transport\n" + "".join(
+        f"{h},127.0.0.1:{lab.port[h]},{h},none,,,libvirt-ssh\n" for h in ("n1", "n2", "n3")))
+    try:
+        yield {"state": state, "lab": lab, "hosts": hosts, "initial": initial}
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def env(virsh_lab, tmp_path):
+    virsh_lab["state"].write(json.loads(json.dumps(virsh_lab["initial"])))
+    return dict(virsh_lab, dir=tmp_path, state_dir=tmp_path / "vmstate")
+
+
+def _apply(env, moves, *extra):
+    plan = plan_of(snapshot_of(env["state"], "xl-ssh"), moves)
+    path = env["dir"] / "plan.json"
+    path.write_text(dumps(plan.to_dict()))
+    lab = env["lab"]
+    return run("vm-apply", str(path), "--hosts", str(env["hosts"]), "--state-dir",
+               str(env["state_dir"]), "--ssh-user", lab.user, "--ssh-key",
+               str(lab.client_key), "--known-hosts", str(lab.known_hosts), *extra)
+
+
+def test_virsh_migrate_p2p_over_ssh(env):
+    proc = _apply(env, [("a", "n3"), ("c", "n1"), ("b", "n3", [1])], "--parallel", "2")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [a["outcome"] for a in report["actions"]] == ["done"] * 3
+    assert {a["transport"] for a in report["actions"]} == {"libvirt-ssh"}
+    assert report["placement"] == {"a": "n3", "b": "n3", "c": "n1"}
+    assert_consistent(env["state"], report, GUESTS)
+
+
+def test_a_refused_virsh_migrate_is_a_failure_verified_on_the_source(env):
+    with env["state"].transaction() as st:
+        st["faults"] = {"refuse": {"a": "Not enough free memory"}}
+    proc = _apply(env, [("a", "n3")])
+    assert proc.returncode == 1
+    [entry] = json.loads(proc.stdout)["actions"]
+    assert entry["outcome"] == "failed" and entry["where"] == "n1"
+    assert "virsh migrate exited 1: error: internal error: libxenlight failed to migrate: " \
+           "Not enough free memory" in entry["error"]
+
+
+def test_the_driver_reads_virsh_and_sees_an_arriving_guest_paused(env):
+    from vmtools.drivers import make_driver
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.ssh import SshOptions
+    lab = env["lab"]
+    opts = SshOptions(user=lab.user, key=str(lab.client_key), known_hosts=[str(lab.known_hosts)])
+    driver = make_driver(Endpoint("n1", "libvirt-ssh", "127.0.0.1", lab.port["n1"], "n1"), opts)
+    try:
+        assert driver.scheme() == "xen"
+        assert driver.list_guests() == {"a", "b"}
+        with env["state"].transaction() as st:
+            st["hosts"]["n1"]["domains"]["c--incoming"] = {"domid": 99, "mem_mib": 512,
+                                                           "vcpus": 1, "state": "--p---"}
+        assert driver.list_guests() == {"a", "b", "c--incoming"}
+        rc, out, _ = driver.run(["virsh", "list"], 10)
+        assert rc == 0 and out.splitlines()[0].split() == ["Id", "Name", "State"]
+        assert "Domain-0" in out
+    finally:
+        driver.close()
+
+
+def test_the_orderly_shutdown_asks_virsh_whether_guests_run(env):
+    from vmtools.drivers.poweroff import shutdown_host
+    from vmtools.drivers.ssh import SshOptions
+    from vmtools.errors import OperationFailed
+    lab = env["lab"]
+    opts = SshOptions(user=lab.user, key=str(lab.client_key), known_hosts=[str(lab.known_hosts)])
+    with pytest.raises(OperationFailed, match="n1: not shut down: 2 guests still run here"):
+        shutdown_host("n1", "127.0.0.1", lab.port["n1"], opts, toolstack="virsh")
+    assert env["state"].read()["hosts"]["n1"].get("power", "on") == "on"
+    shutdown_host("n3", "127.0.0.1", lab.port["n3"], opts, toolstack="virsh")
+    assert env["state"].read()["hosts"]["n3"]["power"] == "off"
+
+
+def test_kvm_hosts_get_a_qemu_ssh_uri(env):
+    """The hypervisor comes from virsh uri: a KVM host migrates to qemu+ssh://DST/system."""
+    with env["state"].transaction() as st:
+        for h in ("n1", "n2", "n3"):
+            st["hosts"][h]["libvirt"] = "qemu"
+    proc = _apply(env, [("a", "n2")])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["placement"]["a"] == "n2"
+    from vmtools.drivers.libvirt import LibvirtDriver
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.ssh import SshOptions
+    lab = env["lab"]
+    driver = LibvirtDriver(Endpoint("n2", "libvirt-ssh", "127.0.0.1", lab.port["n2"], "n2"),
+                           SshOptions(user=lab.user, key=str(lab.client_key),
+                                      known_hosts=[str(lab.known_hosts)]))
+    try:
+        assert driver.scheme() == "qemu"
+        rc, _, err = driver.run(["virsh", "migrate", "--live", "--p2p", "a",
+                                 "xen+ssh://n3/system"], 10)
+        assert rc == 1 and "runs no xen driver" in err
+    finally:
+        driver.close()

@@ -1,0 +1,264 @@
+"""The planner's front door: one call from the documents, the settings and the state to a plan
+and the new state.
+
+:func:`plan_run` is what vm-plan's command line and vm-replay both call. It reads no file,
+writes no file and starts no process of its own (the solver it runs excepted): the command
+reads the documents (:class:`Documents`) and the state (:func:`vmtools.state.read_state`),
+and writes the plan and the state afterwards. The settings are a checked
+:class:`~vmtools.planner.settings.PlanSettings` (:func:`~vmtools.planner.settings.settings_from`).
+
+The state is updated in place and also returned: what a run observed (hot hosts, moves, CPU
+samples, hosts found off) stays observed even when the run then fails, so a command saves it
+in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vmtools.drivers.hostmap import HostEntry
+from vmtools.errors import DataError, OptionError
+from vmtools.model import CONSTRAINTS_FORMAT, VM, Plan, Snapshot, check_envelope
+from vmtools.planner.demand import parse_demand
+from vmtools.planner.options import Options
+from vmtools.planner.plan import plan_with_memory
+from vmtools.planner.power import PowerOptions
+from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
+from vmtools.power_model import PowerModel
+from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
+from vmtools.state import State
+
+
+@dataclass
+class Documents:
+    """What a run plans from, as read: the snapshot; the vmtools.constraints document (its
+    JSON, parsed against each snapshot; None: no rules) and the name it came from; the host
+    map (None: none given); the power model (None: none)."""
+
+    snapshot: Snapshot
+    constraints: Any = None
+    constraints_name: str = "constraints"
+    hosts: dict[str, HostEntry] | None = None
+    power_model: PowerModel | None = None
+    guests: Any = None                  # --add: the vmtools.guests document's JSON
+    guests_name: str = "guests"
+    suspended: dict | None = None       # --resume, --context-switch: vm-apply's ledger
+    suspended_path: str = ""
+
+    @property
+    def rules_name(self) -> str:
+        """Where the rules come from, for messages: the constraints file, or the
+        snapshot's own (a XAPI pool's)."""
+        return self.constraints_name if self.constraints is not None else "snapshot.rules"
+
+    def rule_items(self) -> list:
+        """The platform's rules then the operator's, as objects (checked when parsed against
+        the guests they may name)."""
+        items = list(self.snapshot.rules)
+        if self.constraints is not None:
+            try:
+                items += [item for _, item in check_envelope(
+                    self.constraints, CONSTRAINTS_FORMAT).list("rules")]
+            except DataError as exc:
+                raise DataError(exc.message, self._where(exc)) from None
+        return items
+
+    def _where(self, exc: DataError) -> str:
+        name = self.rules_name
+        return f"{name}: {exc.where}" if exc.where else name
+
+
+@dataclass
+class Result:
+    plan: Plan
+    state: State | None
+    rules_skipped: list[dict] = field(default_factory=list)
+
+
+def options_of(settings: Any) -> Options:
+    """The planner's :class:`Options` for ``settings`` (the user's settings only)."""
+    s = settings
+    return Options(objective=s.objective, solver=s.solver, time_limit=s.time_limit,
+                   cpu_target=s.cpu_target, mem_target=s.mem_target,
+                   cpu_threshold=s.cpu_threshold, mem_threshold=s.mem_threshold,
+                   min_gain=s.min_gain, cpu_demand=s.cpu_demand,
+                   require_optimal=s.require_optimal,
+                   bandwidth=s.bandwidth, parallel=s.parallel, explain=s.explain,
+                   threads=s.threads, seed=s.seed, max_migrations=s.max_migrations,
+                   max_moved_gib=s.max_moved, max_duration_min=s.max_duration,
+                   demand=parse_demand(s.demand), demand_window=s.demand_window,
+                   refuse_problems=s.refuse_problems, max_frozen=s.max_frozen, hold=s.hold,
+                   cooldown=s.cooldown, settle=s.settle)
+
+
+def power_options(settings: Any, hosts: dict[str, HostEntry] | None,
+                  model: PowerModel | None) -> PowerOptions | None:
+    """The :class:`PowerOptions` of a run, or None when it switches no host.
+
+    Hosts are switched with ``power``, or under ``auto`` as soon as the host map gives some
+    host a power method (ipmi or wol). Otherwise a power ``model`` still ranks hosts by their
+    watts under consolidate and auto (no host is switched)."""
+    s = settings
+    methods = {name: e.power for name, e in hosts.items()} if hosts is not None else None
+    enabled = s.power or (s.objective == "auto" and methods is not None
+                          and any(m != "none" for m in methods.values()))
+    limits = dict(standby_after=s.standby_after, min_hosts=s.min_hosts, reserve=s.reserve,
+                  boot_timeout=s.boot_timeout, model=model)
+    if not enabled:
+        if model is not None and s.objective in ("consolidate", "auto"):
+            return PowerOptions(methods={}, **limits)
+        return None
+    return PowerOptions(methods=methods, **limits)
+
+
+def constraints_of(docs: Documents, strict: bool, skipped: list[dict]) -> Constraints:
+    """The rules of a run: the platform's own (a XAPI pool's anti-affinity groups, its
+    disabled hosts, carried in the snapshot) first, then the operator's: one set, checked
+    together against the snapshot."""
+    platform = list(docs.snapshot.rules)
+    if docs.constraints is None and not platform:
+        return Constraints([])
+    try:
+        if docs.constraints is None:
+            return parse_rules(platform, docs.snapshot, strict=strict, skipped=skipped)
+        obj = docs.constraints
+        if platform and isinstance(obj, dict) and isinstance(obj.get("rules"), list):
+            obj = dict(obj, rules=platform + obj["rules"])
+        return parse_constraints(obj, docs.snapshot, strict=strict, skipped=skipped)
+    except DataError as exc:
+        raise DataError(exc.message, docs._where(exc), settings=exc.settings) from None
+
+
+def plan_run(docs: Documents, settings: Any, state: State | None = None,
+             now: float | None = None, started: float | None = None) -> Result:
+    """Plan for ``docs`` under ``settings``; ``state`` is the memory of earlier runs (None:
+    none, as vm-plan without ``--state``); ``now`` the clock of the context switch (None: the
+    time of day; vm-replay: the snapshot's); ``started`` the :func:`time.monotonic` time
+the command began (``--time-limit`` counts from there, reading included; None: now). Raises the errors of vmtools.errors (a DataError
+    for an incoherent snapshot or constraints, TemporaryFailure, OperationFailed...)."""
+    settings = settings_from(as_dict(settings))          # a hand-built one is checked too
+    skipped: list[dict] = []
+    cons = constraints_of(docs, settings.strict_rules, skipped)
+    if settings.context_switch:
+        switched = context_switch_plan(docs, settings, time.time() if now is None else now)
+        if switched is not None:
+            switched.rules_skipped = skipped
+            return Result(switched, state, skipped)
+    manual = manual_operation(settings)
+    if manual is not None:
+        plan = manual_plan(manual, docs, cons, settings, started)
+    else:
+        opts = options_of(settings)
+        opts.facts.started = started
+        plan = plan_with_memory(docs.snapshot, cons, opts, state,
+                                hotspot_window(settings),
+                                power=power_options(settings, docs.hosts, docs.power_model))
+    plan.rules_skipped = skipped
+    return Result(plan, state, skipped)
+
+
+def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | None:
+    """vmtools.planner.context: a plan that suspends or resumes guests, or None (the run then
+    plans as usual). The suspended guests are vm-apply's ledger (``docs.suspended``)."""
+    from vmtools.model import is_safe_path
+    from vmtools.planner.context import SwitchSettings, context_switch
+    snap, image_dir = docs.snapshot, settings.image_dir
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise OptionError("image_dir", f"{image_dir!r}: expected an absolute path of letters, "
+                          "digits and '._+-' between slashes, without '..'")
+    ledger = docs.suspended or {}
+    running = {v.name for v in snap.vms}
+    universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [
+        VM(name=e["name"], host=e["host"], vcpus=e["vcpus"], cpu=e["cpu"], mem_mib=e["mem_mib"])
+        for e in ledger.values() if e["name"] not in running], source=snap.source)
+    skipped: list[dict] = []
+    try:
+        # the platform's own rules first, then the operator's, as the planner reads them
+        cons = parse_rules(docs.rule_items(), universe, strict=settings.strict_rules,
+                           skipped=skipped)
+    except DataError as exc:
+        raise DataError(exc.message, docs._where(exc)) from None
+    for entry in skipped:
+        if entry["kind"] == "priority":
+            raise DataError(f"rules[{entry['rule']}] (priority) names "
+                            f"{', '.join(entry['unknown_vms'])}, neither running nor "
+                            "suspended: with --context-switch a priority must name known "
+                            "guests (a misspelt name would lose its protection)",
+                            docs.rules_name)
+    return context_switch(snap, cons, ledger,
+                          SwitchSettings(image_dir=image_dir,
+                                         suspend_above=settings.suspend_above,
+                                         resume_below=settings.resume_below,
+                                         resume_after=settings.resume_after,
+                                         cpu_target=settings.cpu_target), now)
+
+
+def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Constraints,
+                settings: Any, started: float | None = None) -> Plan:
+    """A plan of one manual operation (:mod:`vmtools.planner.manual`), or of a group of
+    guests to add (:mod:`vmtools.planner.provision`); no objective runs, no state is used."""
+    from vmtools.model import is_safe_path
+    from vmtools.planner import manual as M
+    op, first, second = manual
+    snap, image_dir = docs.snapshot, settings.image_dir
+    if not is_safe_path(image_dir.rstrip("/") or "/"):
+        raise OptionError("image_dir", f"{image_dir!r}: expected an absolute path of letters, "
+                          "digits and '._+-' between slashes, without '..'")
+    if op == "migrate":
+        return M.migrate_plan(snap, cons, first, second)
+    if op in ("suspend", "checkpoint"):
+        return M.suspend_plan(snap, cons, first, image_dir, checkpoint=op == "checkpoint")
+    if op == "resume":
+        ledger = docs.suspended or {}
+        if first not in ledger:
+            running = next((v.host for v in snap.vms if v.name == first), None)
+            if running is not None:
+                raise DataError(f"{first} already runs on {running}; only a suspended guest is "
+                                "resumed", "--resume")
+            raise DataError(f"{first} is not in the suspended-guests ledger "
+                            f"{docs.suspended_path} (vm-apply records the guests it suspends; "
+                            "pass --suspended FILE for another)", "--resume")
+        entry = ledger[first]
+        if docs.constraints is not None or snap.rules:
+            # the rules again, with the guest to resume among those they may name
+            universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [VM(
+                name=first, host=entry["host"], vcpus=entry["vcpus"], cpu=entry["cpu"],
+                mem_mib=entry["mem_mib"])])
+            items = docs.rule_items()
+            try:
+                cons = parse_rules(items, universe, strict=False, skipped=[])
+            except DataError as exc:
+                raise DataError(exc.message, docs._where(exc)) from None
+        return M.resume_plan(snap, cons, entry, second, image_dir)
+    opts = options_of(settings)
+    opts.facts.started = started
+    if op == "evacuate":
+        from vmtools.planner.plan import make_plan
+        rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)
+        plan = make_plan(snap, rules, replace(opts, objective="repair"))
+        plan.summary["manual"] = f"evacuate {first}"
+        return plan
+    from vmtools.planner.provision import add_plan, parse_guests, rules_for
+    name = docs.guests_name
+    try:
+        guests, rules = parse_guests(docs.guests, snap)
+    except DataError as exc:
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    items = docs.rule_items()
+    try:
+        both = rules_for(guests, rules, items, snap)
+    except DataError as exc:
+        raise DataError(exc.message, f"{name}: {exc.where}" if exc.where else name) from None
+    wakeable = None
+    if docs.hosts is not None:
+        wakeable = {n for n, e in docs.hosts.items() if e.power in ("ipmi", "wol")}
+    mem_target = opts.mem_target if opts.mem_target is not None else \
+        (0.9 if opts.objective == "auto" else 1.0)
+    return add_plan(snap, both, guests, opts.objective, opts.cpu_target, mem_target,
+                    opts.time_limit, wakeable)
+
+
+__all__ = ["Documents", "Result", "plan_run", "options_of", "power_options", "constraints_of",
+           "manual_plan", "context_switch_plan"]

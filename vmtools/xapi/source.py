@@ -1,0 +1,363 @@
+"""Read a XCP-ng / XenServer pool through its master's XAPI: a source's reading
+(:mod:`vmtools.sources`; the kind ``xapi`` is :mod:`vmtools.xapi.reading`).
+
+What is read (no call changes anything):
+
+- ``pool.get_all_records`` (the pool's name: the hosts' cluster; its master);
+- ``host.get_all_records`` and ``host_metrics.get_all_records``: each host's ``name_label``,
+  ``enabled``, ``address``, ``host_CPUs`` (its CPU count), ``memory_overhead``,
+  ``power_on_mode``, ``software_version.xen``, and its metrics' ``live``,
+  ``memory_total`` and ``last_updated``;
+- ``VM.get_all_records`` and ``VM_metrics.get_all_records``: each guest's ``name_label``,
+  ``power_state``, ``resident_on``, ``memory_*``, ``VCPUs_max``, ``groups``; control
+  domains (whose memory is taken from their host's), templates and snapshots left out;
+- ``VM_group.get_all_records`` (XAPI 24.19 and later): groups with ``placement``
+  ``anti_affinity``;
+- ``GET /rrd_updates?start=NOW-WINDOW&cf=AVERAGE&interval=5&host=true`` on each live host's
+  own address (each host serves only its own figures): a guest's ``cpuN`` (fraction of each
+  vCPU) summed is its demand in physical CPUs (the mean over the window, and each row as a
+  CPU sample in the reading's ``samples``, for vm-plan's ``--demand``), its
+  ``vif_N_rx``/``vif_N_tx`` (bytes/s) its network use.
+
+What it becomes:
+
+- a live host is ``online``; a host that is not live is ``standby`` when it has a
+  ``power_on_mode`` (XAPI can switch it on: Wake-on-LAN or IPMI), else ``offline``;
+- a live but disabled host (XAPI's maintenance mode) is ``online`` and named in a
+  ``maintenance`` rule: the plan evacuates it and sends it nothing;
+- an ``anti_affinity`` VM group with two or more running guests is a ``spread`` rule, as
+  long as the pool has enough enabled live hosts to spread it (XAPI's anti-affinity is best
+  effort; a group larger than that is reported on stderr and left to XAPI);
+- the rules travel in the snapshot's ``rules`` (vmtools-formats(5)); vm-plan obeys them;
+- Running and Paused guests are placed; Halted and Suspended ones hold no host's memory or
+  CPU and are not placed (counted on stderr);
+- a figure of the wrong type, out of range (negative, beyond any host), a reference to no
+  object of the pool, an unsafe or reserved name, a host whose ``/rrd_updates`` cannot be
+  read: a problem naming it (as for Ganglia), never a crash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from vmtools.drivers.xapi import XapiError, XapiPool, is_ref
+from vmtools.errors import DataError, Unavailable
+from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
+                           is_reserved_name, is_safe_name)
+from vmtools.sources.base import Reading
+from vmtools.xapi.rrd import parse_rrd_export
+
+log = logging.getLogger("vmtools.snapshot")
+
+MIB = 1024 * 1024
+DEFAULT_WINDOW = 60.0
+RRD_INTERVAL = 5
+TRANSPORT = "xapi"
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _shown(value) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _address_ok(text) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return _HOSTNAME.fullmatch(text) is not None
+
+
+class _Reader:
+    def __init__(self):
+        self.problems: list[Problem] = []
+
+    def problem(self, kind: str, message: str, host: str | None = None,
+                vm: str | None = None) -> None:
+        self.problems.append(Problem(kind=kind, message=message, host=host, vm=vm))
+
+    def integer(self, rec: dict, key: str, what: str, low: int, high: int,
+                host: str | None = None, vm: str | None = None) -> int | None:
+        """An int64 field (XAPI sends them as decimal strings) within [low, high], else a
+        bad-value problem and None."""
+        value = rec.get(key)
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,40}", value.strip()):
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            self.problem("bad-value", f"{what}: {key} is {_shown(value)}, not an integer",
+                         host, vm)
+            return None
+        if not low <= number <= high:
+            self.problem("bad-value", f"{what}: {key} {_shown(str(number))} is outside "
+                         f"{low}..{high}", host, vm)
+            return None
+        return number
+
+
+def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
+              now: float | None = None) -> Reading:
+    """The pool as a reading (:mod:`vmtools.sources`): its migration domain is the pool.
+    Unavailable when the master cannot be reached or trusted; DataError when a whole answer
+    is no XAPI answer."""
+    now = time.time() if now is None else now
+    r = _Reader()
+    base = pool.settings.base
+
+    def all_records(cls: str, optional: bool = False) -> dict[str, dict]:
+        try:
+            got = pool.call(f"{cls}.get_all_records")
+        except XapiError as exc:
+            if optional and exc.code == "MESSAGE_METHOD_UNKNOWN":
+                return {}
+            raise Unavailable(f"XAPI at {base}: {exc}") from None
+        if not isinstance(got, dict):
+            raise DataError(f"XAPI {cls}.get_all_records: expected a struct of records, got "
+                            f"{type(got).__name__}", base)
+        out = {}
+        for ref, rec in got.items():
+            if is_ref(ref) and isinstance(rec, dict):
+                out[ref] = rec
+            else:
+                r.problem("bad-value", f"{cls}.get_all_records: an entry {_shown(ref)} that "
+                          "is not a reference to a record; left out")
+        return out
+
+    pools = all_records("pool")
+    cluster, domain = "", None
+    for rec in pools.values():
+        label = rec.get("name_label")
+        cluster = label if isinstance(label, str) and label.isprintable() and \
+            len(label) <= 200 else ""
+        domain = f"xapi-pool:{rec['uuid']}" if isinstance(rec.get("uuid"), str) and \
+            re.fullmatch(r"[0-9a-f-]{36}", rec["uuid"]) else f"xapi-pool:{base}"
+    hosts_rec = all_records("host")
+    metrics_rec = all_records("host_metrics")
+    vms_rec = all_records("VM")
+    vm_metrics = all_records("VM_metrics")
+    groups_rec = all_records("VM_group", optional=True)
+
+    # ---- hosts
+    host_name: dict[str, str] = {}          # ref -> name, hosts kept
+    hosts: dict[str, Host] = {}
+    addresses: dict[str, str] = {}
+    live_enabled: set[str] = set()
+    maintenance: list[str] = []
+    uuids: dict[str, str] = {}
+    control_mem: dict[str, int] = {}
+    for ref, vm in vms_rec.items():          # a control domain's memory is its host's
+        if vm.get("is_control_domain") is True and is_ref(vm.get("resident_on")):
+            mem = r.integer(vm, "memory_target", "control domain", 0, HOST_MAX_MIB * MIB)
+            if mem is not None:
+                control_mem[vm["resident_on"]] = mem
+    for ref, rec in sorted(hosts_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
+        name = rec.get("name_label")
+        if not is_safe_name(name):
+            r.problem("unsafe-name", f"a host named {_shown(name)}: not a safe name; left out")
+            continue
+        if is_reserved_name(name):
+            r.problem("reserved-name", f"a host named {name}; left out", name)
+            continue
+        if name in hosts:
+            r.problem("duplicate-host", f"two hosts of the pool are named {name}; the first "
+                      "is kept", name)
+            continue
+        metrics = metrics_rec.get(rec.get("metrics"))
+        if metrics is None:
+            r.problem("bad-value", f"host {name}: its metrics {_shown(rec.get('metrics'))} "
+                      "are no host_metrics of the pool; left out", name)
+            continue
+        live, enabled = metrics.get("live"), rec.get("enabled")
+        if not isinstance(live, bool) or not isinstance(enabled, bool):
+            r.problem("bad-value", f"host {name}: live {_shown(live)} / enabled "
+                      f"{_shown(enabled)} are not booleans; left out", name)
+            continue
+        cpus = rec.get("host_CPUs")
+        ncpu = len(cpus) if isinstance(cpus, list) and all(is_ref(c) for c in cpus) else None
+        if not ncpu or ncpu > HOST_MAX_CPU:
+            r.problem("bad-value", f"host {name}: host_CPUs {_shown(cpus)} is not a list of "
+                      f"1 to {HOST_MAX_CPU} CPU references; left out", name)
+            continue
+        total = r.integer(metrics, "memory_total", f"host {name}", 1, HOST_MAX_MIB * MIB * 2,
+                          host=name)
+        overhead = r.integer(rec, "memory_overhead", f"host {name}", 0, HOST_MAX_MIB * MIB,
+                             host=name) if "memory_overhead" in rec else 0
+        if total is None or overhead is None:
+            continue
+        mem_mib = (total - control_mem.get(ref, 0) - overhead) // MIB
+        if not 0 <= mem_mib <= HOST_MAX_MIB:
+            r.problem("bad-value", f"host {name}: memory_total {total} less its control "
+                      "domain and overhead is no host's memory; left out", name)
+            continue
+        mode = rec.get("power_on_mode")
+        state = "online" if live else ("standby" if isinstance(mode, str) and mode
+                                       else "offline")
+        software = rec.get("software_version")
+        xen = software.get("xen") if isinstance(software, dict) else None
+        hypervisor = f"xen-{xen}" if isinstance(xen, str) and re.fullmatch(
+            r"[0-9][0-9A-Za-z.+~-]{0,30}", xen) else "xen"
+        reported = _iso(metrics.get("last_updated")) or epoch_to_iso(now)
+        hosts[name] = Host(name=name, cluster=cluster, state=state, cpu=float(ncpu),
+                           mem_mib=int(mem_mib), hypervisor=hypervisor,
+                           migration=TRANSPORT, reported=reported)
+        host_name[ref] = name
+        if isinstance(rec.get("uuid"), str):
+            uuids[name] = rec["uuid"]
+        if live and _address_ok(rec.get("address")):
+            addresses[name] = rec["address"]
+        elif live:
+            r.problem("bad-value", f"host {name}: address {_shown(rec.get('address'))} is "
+                      "not an address; its CPU and network figures cannot be read", name)
+        if live and enabled:
+            live_enabled.add(name)
+        elif live:
+            maintenance.append(name)
+
+    # ---- RRD figures, every live host at once
+    rrd: dict[tuple[str, str], dict[str, float]] = {}
+    series: dict[str, list[tuple[float, float]]] = {}
+    rrd_failed: dict[str, str] = {}
+
+    def fetch(name: str):
+        try:
+            body = pool.get("/rrd_updates", {"start": str(int(now - window)), "cf": "AVERAGE",
+                                             "interval": str(RRD_INTERVAL), "host": "true"},
+                            address=addresses[name])
+            return name, parse_rrd_export(body, f"{name} /rrd_updates", since=now - window)
+        except (Unavailable, DataError) as exc:
+            return name, exc
+    if addresses:
+        with ThreadPoolExecutor(max_workers=min(8, len(addresses))) as ex:
+            for name, got in ex.map(fetch, sorted(addresses)):
+                if isinstance(got, Exception):
+                    rrd_failed[name] = str(got)
+                    r.problem("no-data", f"host {name}: its /rrd_updates could not be read "
+                              f"({got}); its guests' CPU is unknown", name)
+                else:
+                    rrd.update(got[0])
+                    series.update(got[1])
+
+    # ---- guests
+    vms: dict[str, VM] = {}
+    samples: dict[str, list[tuple[float, float]]] = {}
+    not_running: list[str] = []
+    vm_name: dict[str, str] = {}
+    for ref, rec in sorted(vms_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
+        if rec.get("is_control_domain") is not False or rec.get("is_a_template") is True \
+                or rec.get("is_a_snapshot") is True:
+            continue
+        name = rec.get("name_label")
+        power = rec.get("power_state")
+        if power in ("Halted", "Suspended"):
+            not_running.append(f"{_shown(name)} ({power})")
+            continue
+        if power not in ("Running", "Paused"):
+            r.problem("bad-value", f"guest {_shown(name)}: power_state {_shown(power)} is "
+                      "none of XAPI's; left out")
+            continue
+        if not is_safe_name(name):
+            r.problem("unsafe-name", f"a guest named {_shown(name)}: not a safe name; left out")
+            continue
+        if is_reserved_name(name):
+            r.problem("reserved-name", f"a guest named {name}; left out", vm=name)
+            continue
+        host = host_name.get(rec.get("resident_on"))
+        if host is None:
+            r.problem("bad-value", f"guest {name} is {power} but resident_on "
+                      f"{_shown(rec.get('resident_on'))} is no host of the pool kept here; "
+                      "left out", vm=name)
+            continue
+        if name in vms:
+            r.problem("duplicate-guest", f"two guests of the pool are named {name} (on "
+                      f"{vms[name].host} and {host}); the first is kept", host, name)
+            continue
+        if hosts[host].state != "online":
+            r.problem("offline-host", f"host {host} is not live but XAPI lists guest {name} "
+                      "resident there", host, name)
+        metrics = vm_metrics.get(rec.get("metrics"), {})
+        mem = r.integer(metrics, "memory_actual", f"guest {name}", 1, HOST_MAX_MIB * MIB,
+                        host, name) if metrics.get("memory_actual") not in (None, "0") \
+            else r.integer(rec, "memory_target", f"guest {name}", 1, HOST_MAX_MIB * MIB,
+                           host, name)
+        vcpus = r.integer(rec, "VCPUs_max", f"guest {name}", 1, HOST_MAX_CPU, host, name)
+        if mem is None or vcpus is None:
+            continue
+        figures = rrd.get(("vm", rec.get("uuid"))) if isinstance(rec.get("uuid"), str) else None
+        cpu_cols = [v for k, v in (figures or {}).items() if re.fullmatch(r"cpu\d+", k)]
+        if not cpu_cols:
+            why = (f"its host's /rrd_updates could not be read" if host in rrd_failed
+                   else "XAPI's /rrd_updates has no CPU figure for it in the window")
+            r.problem("no-data", f"guest {name} on {host}: {why}; left out", host, name)
+            continue
+        cpu = sum(cpu_cols)
+        if not 0 <= cpu <= 1.5 * hosts[host].cpu or cpu > vcpus * 1.01:
+            r.problem("bad-value", f"guest {name}: CPU {cpu:g} (sum of its vCPUs' use) is "
+                      f"beyond its {vcpus} vCPUs or its host's {hosts[host].cpu:g} CPUs",
+                      host, name)
+            continue
+        net_cols = [v for k, v in figures.items() if re.fullmatch(r"vif_\d+_(rx|tx)", k)]
+        net = sum(net_cols) * 8 / 1e6 if net_cols else None
+        if net is not None and not (0 <= net <= 1e7 and math.isfinite(net)):
+            r.problem("bad-value", f"guest {name}: network {net:g} Mbit/s is out of range; "
+                      "ignored", host, name)
+            net = None
+        vms[name] = VM(name=name, host=host, state="running" if power == "Running" else
+                       "paused", vcpus=vcpus, cpu=round(cpu, 4),
+                       mem_mib=-(-mem // MIB), net_mbps=round(net, 3) if net is not None
+                       else None)
+        vm_name[ref] = name
+        if series.get(rec["uuid"]):
+            samples[name] = series[rec["uuid"]]
+    if not_running:
+        log.info("%d guest(s) not running, not placed: %s", len(not_running),
+                 ", ".join(not_running[:10]) + (" ..." if len(not_running) > 10 else ""))
+
+    # ---- the pool's own rules
+    rules: list[dict] = []
+    for ref, rec in sorted(groups_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
+        if rec.get("placement") != "anti_affinity":
+            continue
+        members = rec.get("VMs")
+        label = _shown(rec.get("name_label"))
+        if not isinstance(members, list):
+            r.problem("bad-value", f"VM group {label}: VMs is {_shown(members)}, not a list")
+            continue
+        names = sorted({vm_name[m] for m in members if m in vm_name})
+        if len(names) < 2:
+            continue
+        if len(names) > len(live_enabled):
+            log.warning("XAPI anti-affinity group %s has %d running guests for %d enabled "
+                        "hosts: not a spread rule (XAPI spreads it as best it can)", label,
+                        len(names), len(live_enabled))
+            continue
+        rules.append({"rule": "spread", "vms": names})
+    if maintenance:
+        rules.append({"rule": "maintenance", "hosts": sorted(maintenance)})
+    return Reading(source=f"xapi {base}", hosts=sorted(hosts.values(), key=lambda h: h.name),
+                   vms=sorted(vms.values(), key=lambda v: v.name), problems=r.problems,
+                   migration_domain=domain, rules=rules, samples=samples)
+
+
+def _iso(value) -> str | None:
+    """A XAPI DateTime (``20261207T05:30:00Z``) as vmtools writes times, or None."""
+    text = getattr(value, "value", value)
+    if not isinstance(text, str):
+        return None
+    for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            dt = datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            continue
+    return None
