@@ -63,7 +63,7 @@ import uuid as _uuid
 import xmlrpc.client
 from pathlib import Path
 
-from vmtools.lab.cluster import ClusterState
+from vmtools.lab.cluster import ClusterState, advance
 from vmtools.lab.migrate import MigrationError, migrate_domain
 from vmtools.lab.power import booted, power_of, switch_off, switch_on
 from vmtools.xen import INCOMING_SUFFIX
@@ -140,13 +140,18 @@ class Pool:
 
     # ---- the world
     def world(self) -> dict:
-        """The state, brought to now (booted hosts marked on and enabled)."""
-        with self.state.transaction() as st:
-            for name, host in st["hosts"].items():
-                if booted(st, name, self.boot_seconds):
-                    host["enabled"] = True
-            st.setdefault("xapi", {})
-            return st
+        """The state, brought to now (booted hosts marked on and enabled). Written back only
+        when a host has just booted: most calls only read."""
+        st = self.state.read()
+        if any(power_of(h) == "booting" for h in st["hosts"].values()):
+            with self.state.transaction() as st:
+                for name, host in st["hosts"].items():
+                    if booted(st, name, self.boot_seconds):
+                        host["enabled"] = True
+        else:
+            advance(st)
+        st.setdefault("xapi", {})
+        return st
 
     def faults(self, st: dict) -> dict:
         return st.get("faults", {}).get("xapi", {})
