@@ -490,3 +490,50 @@ def test_the_source_comes_from_the_settings_too(tmp_path):
         assert "/action?" not in page                       # read-only from the file too
     finally:
         s.stop()
+
+
+def test_replay_pages_and_the_guests_history_through_the_server(example_snapshot, tmp_path):
+    """The aiohttp application itself (aiohttp's test server on loopback): vm-replay's pages
+    listed and served sandboxed, nothing else of the directory; vm-plan's samples charted."""
+    import asyncio
+    from aiohttp.test_utils import TestClient, TestServer
+    from vmtools.state import PlanMemory, State, write_state
+    from vmtools.web.app import REPLAY_CSP, Config, make_app
+    replays = tmp_path / "replays"
+    replays.mkdir()
+    (replays / "week.html").write_text("<!DOCTYPE html><title>replay</title><script>1</script>")
+    (replays / "notes.txt").write_text("secret")
+    state_dir = tmp_path / "plan-state"
+    state_dir.mkdir()
+    host = example_snapshot.hosts[0].name
+    guest = next(v.name for v in example_snapshot.vms if v.host == host)
+    write_state(str(state_dir), State(plan=PlanMemory(
+        placement={guest: host}, samples={guest: [[1796600000.0, 0.25], [1796600060.0, 0.5]]})))
+
+    def refuse(plan, progress):
+        raise AssertionError("nothing runs in this test")
+    cfg = Config(take=lambda: example_snapshot, execute=refuse, gate=Gate("t" * 40),
+                 replay_dir=str(replays), plan_state_dir=str(state_dir), read_only=True)
+
+    async def scenario():
+        async with TestClient(TestServer(make_app(cfg))) as client:
+            resp = await client.get("/replays", allow_redirects=False)
+            assert resp.status == 303 and resp.headers["Location"] == "/login"
+            resp = await client.post("/login", data={"token": "t" * 40},
+                                     allow_redirects=False)
+            assert resp.status == 303
+            page = await (await client.get("/replays")).text()
+            assert "week.html" in page and "notes.txt" not in page
+            resp = await client.get("/replays/week.html")
+            assert resp.status == 200 and resp.headers["Content-Security-Policy"] == REPLAY_CSP
+            assert "sandbox" in REPLAY_CSP
+            for bad in ("/replays/notes.txt", "/replays/..%2Fplan-state%2Fvmtools.state"):
+                assert (await client.get(bad)).status == 404, bad
+            resp = await client.get(f"/history?host={host}")
+            page = await resp.text()
+            assert resp.status == 200 and f"{guest}: CPU used, 2 samples" in page
+            assert page.count("<polyline") == 1
+            resp = await client.get("/")
+            assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            assert "/action?" not in await resp.text()
+    asyncio.run(scenario())

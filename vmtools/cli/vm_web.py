@@ -197,6 +197,7 @@ def web(
                      plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
                                        standby=lambda: standby_hosts(standby_dir)),
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
+                     plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))
 
         def announce(url: str) -> None:

@@ -21,7 +21,7 @@ from vmtools.model import Plan, Snapshot
 from vmtools.web import pages
 from vmtools.web.actions import GUEST_OPS, HOST_OPS, OPS, Jobs, PlanSettings, build_plan
 from vmtools.web.auth import COOKIE, Gate, csrf_ok
-from vmtools.web.history import host_series, list_runs, run_documents
+from vmtools.web.history import guest_samples, host_series, list_runs, run_documents
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -42,6 +42,7 @@ class Config:
     plan: PlanSettings = field(default_factory=PlanSettings)
     status: Callable[[Snapshot], dict] | None = None  # vm-status's document of a snapshot
     runs_dir: str | None = None
+    plan_state_dir: str | None = None                 # vm-plan's --state (guests' samples)
     replay_dir: str | None = None
     read_only: bool = False
     tls: bool = False
@@ -180,7 +181,7 @@ async def cluster(request: web.Request):
     cfg = _cfg(request)
     try:
         snap = await _thread(cfg.take)
-        status = await _thread(cfg.status, snap)
+        status = await _thread(cfg.status or _plain_status(cfg), snap)
     except VmtoolsError as exc:
         return _html(pages.message_page("Cluster", f"cannot read the cluster: {exc}",
                                         _csrf(request)), 503)
@@ -191,6 +192,12 @@ async def cluster(request: web.Request):
     in_flight = sorted({p.vm for p in snap.problems if p.vm and is_in_flight_name(p.vm)})
     return _html(pages.cluster_page(status, snap.vms, moving, in_flight, _csrf(request),
                                     cfg.read_only, cfg.targets))
+
+
+def _plain_status(cfg: Config):
+    """vm-status's document with no suspended-guests ledger."""
+    from vmtools.status import build_status
+    return lambda snap: build_status(snap, cfg.runs_dir, cfg.plan_state_dir, *cfg.targets)
 
 
 def _refuse_read_only(request) -> web.Response | None:
@@ -300,9 +307,12 @@ async def history(request: web.Request):
     cfg = _cfg(request)
     host = request.query.get("host")
     hosts, series = await _thread(host_series, cfg.runs_dir, host)
-    if host is not None and host not in hosts:
-        host, series = None, []
-    return _html(pages.history_page(host, hosts, series, _csrf(request)))
+    guests, note = {}, None
+    if host is not None:
+        guests, note = await _thread(guest_samples, cfg.plan_state_dir, host)
+        if host not in hosts and not guests:
+            host, series = None, []
+    return _html(pages.history_page(host, hosts, series, _csrf(request), guests, note))
 
 
 def _replay_names(replay_dir: str | None) -> list[str]:
