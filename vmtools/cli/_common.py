@@ -177,7 +177,7 @@ def _write_textfile(prog: str, directory: Path, started: float, code: int) -> No
     try:
         write_command(str(directory), prog, started, code, list(_FIGURES))
     except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
-        print(f"{prog}: warning: {exc}", file=sys.stderr)
+        print(f"{prog}: warning: {one_line(exc)}", file=sys.stderr)
     finally:
         _FIGURES.clear()
 
