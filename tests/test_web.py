@@ -70,11 +70,15 @@ def test_hostile_texts_are_escaped_on_the_cluster_page():
 
 
 def test_listening_beyond_loopback_needs_tls(tmp_path):
-    proc = subprocess.run([script("vm-web"), "--listen", "0.0.0.0", "--example", "lab",
-                           "--token-file", str(tmp_path / "t")], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "--tls-cert" in proc.stderr, proc.stderr
+    from typer.testing import CliRunner
+    from vmtools.cli.vm_web import app
+    r = CliRunner().invoke(app, ["--listen", "0.0.0.0", "--example", "lab",
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-cert" in r.output, r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "t").exists()
+    r = CliRunner().invoke(app, ["--listen", "192.0.2.1", "--tls-cert", str(tmp_path / "c"),
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-key" in r.output, r.output
 
 
 # ---------------------------------------------------------------- a running vm-web
@@ -490,3 +494,74 @@ def test_the_source_comes_from_the_settings_too(tmp_path):
         assert "/action?" not in page                       # read-only from the file too
     finally:
         s.stop()
+
+
+def test_replay_pages_and_the_guests_history_through_the_server(example_snapshot, tmp_path):
+    """The aiohttp application itself (aiohttp's test server on loopback): vm-replay's pages
+    listed and served sandboxed, nothing else of the directory; vm-plan's samples charted."""
+    import asyncio
+    from aiohttp.test_utils import TestClient, TestServer
+    from vmtools.state import PlanMemory, State, write_state
+    from vmtools.web.app import REPLAY_CSP, Config, make_app
+    replays = tmp_path / "replays"
+    replays.mkdir()
+    (replays / "week.html").write_text("<!DOCTYPE html><title>replay</title><script>1</script>")
+    (replays / "notes.txt").write_text("secret")
+    state_dir = tmp_path / "plan-state"
+    state_dir.mkdir()
+    host = example_snapshot.hosts[0].name
+    guest = next(v.name for v in example_snapshot.vms if v.host == host)
+    write_state(str(state_dir), State(plan=PlanMemory(
+        placement={guest: host}, samples={guest: [[1796600000.0, 0.25], [1796600060.0, 0.5]]})))
+
+    def refuse(plan, progress):
+        raise AssertionError("nothing runs in this test")
+    cfg = Config(take=lambda: example_snapshot, execute=refuse, gate=Gate("t" * 40),
+                 replay_dir=str(replays), plan_state_dir=str(state_dir), read_only=True)
+
+    async def scenario():
+        async with TestClient(TestServer(make_app(cfg))) as client:
+            resp = await client.get("/replays", allow_redirects=False)
+            assert resp.status == 303 and resp.headers["Location"] == "/login"
+            resp = await client.post("/login", data={"token": "t" * 40},
+                                     allow_redirects=False)
+            assert resp.status == 303
+            page = await (await client.get("/replays")).text()
+            assert "week.html" in page and "notes.txt" not in page
+            resp = await client.get("/replays/week.html")
+            assert resp.status == 200 and resp.headers["Content-Security-Policy"] == REPLAY_CSP
+            assert "sandbox" in REPLAY_CSP
+            for bad in ("/replays/notes.txt", "/replays/..%2Fplan-state%2Fvmtools.state"):
+                assert (await client.get(bad)).status == 404, bad
+            resp = await client.get(f"/history?host={host}")
+            page = await resp.text()
+            assert resp.status == 200 and f"{guest}: CPU used, 2 samples" in page
+            assert page.count("<polyline") == 1
+            resp = await client.get("/")
+            assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            assert "/action?" not in await resp.text()
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_the_cluster_from_prometheus(tmp_path_factory):
+    """--prometheus: the same pages from the lab's Prometheus (vm-snapshot's own source)."""
+    from vmtools.lab.prometheus import prometheus_missing
+    if prometheus_missing():
+        pytest.skip("prometheus missing")
+    from vmtools.lab.run import Lab
+    with Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0,
+             monitoring="prometheus", ssh=False) as lab:
+        truth = lab.wait_for_truth()
+        tmp = tmp_path_factory.mktemp("web")
+        s = Server(tmp, "--prometheus", lab.prometheus.url, "--read-only", env=lab.env())
+        try:
+            cookie, _ = login(s)
+            code, page = http("GET", s.base + "/", cookie=cookie)
+            assert code == 200 and "prometheus" in page.lower()
+            for h in truth["hosts"]:
+                section = page.split(f'id="host-{h["name"]}"')[1].split("</section>")[0]
+                shown = set(re.findall(r'<span class="guest">([^<]+)</span>', section))
+                assert shown == {v["name"] for v in truth["vms"] if v["host"] == h["name"]}
+        finally:
+            s.stop()

@@ -284,7 +284,8 @@ def chart(points: list[tuple[float, float]], label: str) -> Markup:
              f"{100 - 100 / top:.1f}", xy)
 
 
-def history_page(host: str | None, hosts: list[str], series: list[dict], csrf: str) -> str:
+def history_page(host: str | None, hosts: list[str], series: list[dict], csrf: str,
+                 guests: dict[str, list] | None = None, state_note: str | None = None) -> str:
     links = join(h('<li><a href="{}">{}</a></li>', url("/history", host=n), n) for n in hosts)
     parts = [h('<p>From the snapshots vm-rebalance archived (one point per run).</p>'
                '<ul class="inline">{}</ul>', links or Markup("<li>no run archived</li>"))]
@@ -300,6 +301,13 @@ def history_page(host: str | None, hosts: list[str], series: list[dict], csrf: s
                        host, chart(pts, f"CPU use of {host}"),
                        chart(mem, f"memory use of {host}"),
                        rows or Markup('<tr><td colspan="4">no point recorded</td></tr>')))
+        charts = join(h('<figure><figcaption>{}: CPU used, {} samples, at most {} physical CPUs'
+                        '</figcaption>{}</figure>', g, len(pts), f"{max(c for _, c in pts):.2f}",
+                        chart(pts, f"CPU of {g}")) for g, pts in (guests or {}).items())
+        parts.append(h('<h2>Its guests, from vm-plan\'s state</h2><p>The CPU samples vm-plan '
+                       'keeps for its demand window (--state).</p>{}{}', charts or
+                       Markup("<p>none recorded</p>"),
+                       h('<p class="error">{}</p>', state_note) if state_note else Markup("")))
     return page("History", join(parts), csrf=csrf, here="/history")
 
 
