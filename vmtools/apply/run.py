@@ -43,7 +43,7 @@ from vmtools.apply.lifecycle import (after_done, missing_images, refuse_incapabl
                                      run_lifecycle, running_elsewhere, settle)
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
-from vmtools.apply.order import ends, priorities
+from vmtools.apply.order import ends, may_start, priorities
 from vmtools.apply.refuse import check
 from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
@@ -274,9 +274,9 @@ class Run:
                         if len(running) >= self.opts.parallel:
                             break
                         a = self.actions[i]
-                        if i not in ready:
-                            continue
-                        if any(busy[h] >= self.opts.per_host for h in ends(a)):
+                        if i not in ready or not may_start(a, len(running), busy,
+                                                           self.opts.parallel,
+                                                           self.opts.per_host):
                             continue
                         pending.remove(i)
                         running.add(i)

@@ -27,7 +27,6 @@ import enum
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vmtools import __version__
+from vmtools.atomic import write_atomic as write_file_atomic
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
                             LocalFailure, UsageError, VmtoolsError)
 from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
@@ -295,30 +295,12 @@ def write_atomic(path: Path, text: str, what: str = "output") -> None:
     path = Path(path)
     if path.is_dir() or name.endswith("/"):
         raise UsageError(f"{name}: is a directory; name the {what} file")
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
+        write_file_atomic(path, text)            # vmtools.atomic: the one atomic write
+    except (IsADirectoryError, NotADirectoryError, PermissionError, FileNotFoundError) as exc:
         raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, (IsADirectoryError, NotADirectoryError, PermissionError)):
-            raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
         raise LocalFailure(f"{name}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def emit(text: str, output: Path | None) -> None:

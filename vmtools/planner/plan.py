@@ -29,6 +29,7 @@ from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance, build_instance, diagnose, gib, violations
+from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import OBJECTIVES, Options, RunFacts
 from vmtools.sources.knowledge import Knowledge, assess, plural
 from vmtools.planner.schedule import estimate_seconds, order_moves
@@ -473,7 +474,7 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
         # too large to build in time (100,000 guests): Sandpiper's greedy, checked as below
         out.status, out.gap = "heuristic", None
         gain = _worst(inst, cur) - _worst(inst, greedy)
-        if gain < opts.min_gain - 1e-9:
+        if gain < opts.min_gain - FRACTION_EPS:
             out.how = f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
             return out
         out.placement, out.how = greedy, "sandpiper greedy (the model is too large for the " \
@@ -513,14 +514,14 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
         place2, res2 = solve_model(m2, inst, opts, deadline.share(), best)
         out.solve_seconds += res2.seconds
         if place2 is not None and max(H.utilisation(inst, place2)) < \
-                max(H.utilisation(inst, best)) - 1e-9 and moves(place2) <= moves(best):
+                max(H.utilisation(inst, best)) - FRACTION_EPS and moves(place2) <= moves(best):
             best = place2
         if res2.status not in ("optimal",):
             out.status = "feasible" if out.status == "optimal" else out.status
     out.how = "milp (hot hosts to the coolest)" if best is not greedy else "sandpiper greedy"
     # On the worst dimension, so relieving a memory hotspot counts as a gain.
     gain = _worst(inst, cur) - _worst(inst, best)
-    if gain < opts.min_gain - 1e-9:
+    if gain < opts.min_gain - FRACTION_EPS:
         out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
         return out
     out.placement = best
@@ -794,7 +795,7 @@ def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> Non
         set(know.unknown_vms)
     for what, part, whole in (("hosts are frozen", frozen_hosts, hosts),
                               ("guests are stale or unknown", frozen_guests, guests)):
-        if whole and len(part) > max_frozen * len(whole) + 1e-9:
+        if whole and len(part) > max_frozen * len(whole) + FRACTION_EPS:
             shown = ", ".join(f"{h} ({', '.join(know.frozen[h].kinds)})"
                               for h in sorted(frozen_hosts)[:5])
             more = len(frozen_hosts) - 5
@@ -932,7 +933,7 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
         # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
         # wakes a host for it when no online host has the room).
         util = H.utilisation(inst, inst.cur)
-        persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + 1e-9}
+        persistent |= {inst.hosts[h] for h in range(inst.n_hosts) if util[h] > 1.0 + FRACTION_EPS}
     cooldown, settle = opts.cooldown, opts.settle
     facts = replace(
         opts.facts, hot_filter=persistent,

@@ -34,6 +34,7 @@ from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance, diagnose, violations
+from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
 from vmtools.rules.capacity import EPS
 
@@ -353,7 +354,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
         return None, "no-gain", "no guest's move would lower it"
     after = max([max(load.util(h))] + [max(load.util(d)) for d in set(moves.values())])
     gain = before - after
-    if gain < opts.min_gain - 1e-9:
+    if gain < opts.min_gain - FRACTION_EPS:
         for v in moves:
             load.move(v, h)
         return None, "min-gain", (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "
