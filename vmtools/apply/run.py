@@ -24,6 +24,10 @@
 Every event goes to a journal (JSON lines, flushed and synced per event) so a run can be
 audited and resumed (``resume``): done actions are not run again, an action that was running
 when the run died is settled by asking the hosts.
+
+Over 500 lines because the run (survey, scheduler, each action, verification, resume from
+the journal) shares one lock, one journal and one set of outcomes; the pieces that stand
+alone already left (ask, order, lifecycle, journal, report).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps i
 skipping a step that does not fit and any later step that touches a host it touches, so the
 steps taken are exactly a placement the earlier computation saw. Nothing here solves a MILP
 unless a rule is broken: an idle run costs a scan of the hosts.
+
+Over 500 lines because auto's three parts (repair, relieve, consolidate) choose among each
+other's steps under one budget and one load ledger.
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ why); ``busy_ticks``. Under vm-plan --context-switch also ``suspended_guest_hour
 ``suspends`` and ``resumes``: a suspend or resume takes a migration's time (the image saved or
 loaded), a resume claims memory when it starts, a suspend frees it when it ends, and a suspended
 guest's CPU demand counts as unmet.
+
+Over 500 lines because the simulation is one state machine (demand, placement, actions in
+flight, power, the context switch, the figures) whose parts read each other's state every
+tick; split, each part would reach into the others' fields.
 """
 
 from __future__ import annotations
