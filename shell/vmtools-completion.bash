@@ -1,5 +1,5 @@
 # bash completion for every vmtools command: vm-snapshot, vm-plan, vm-apply, vm-gmetric,
-# vm-lab, vm-status, vm-replay and vm-rebalance.
+# vm-lab, vm-status, vm-replay, vm-web and vm-rebalance.
 # Install: packaging/install-venv links it for each command under
 # /usr/local/share/bash-completion/completions; by hand, copy it to
 # /usr/share/bash-completion/completions/ (one symlink per command name), or `source` it from
@@ -32,11 +32,11 @@ _vmtools_complete() {
         --scenario)
             _vmtools_reply "steady hotspot diurnal maintenance" "$cur"
             mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -f -- "$cur"); return ;;
-        -o|--output|--input|-i|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--snapshot|--power-model|--ipmi-credentials)
+        -o|--output|--input|-i|--constraints|--hosts|--journal|--resume|--known-hosts|--ssh-key|--config|-c|--snapshot|--power-model|--ipmi-credentials|--tls-cert|--tls-key|--token-file|--xapi-credentials|--xapi-ca)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
-        --state|--state-dir|--dir|--archive|--runs|-a|--sysfs-root)
+        --state|--state-dir|--dir|--archive|--runs|-a|--sysfs-root|--replay-dir|--image-dir)
             mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
-        --gmetad|--gmond|--cluster|--time-limit|--threads|--seed|--interval|--duration|--timeout|--parallel|-P|--per-host|-k|--keep)
+        --gmetad|--gmond|--cluster|--time-limit|--threads|--seed|--interval|--duration|--timeout|--parallel|-P|--per-host|-k|--keep|--listen|--port|--session-minutes)
             COMPREPLY=(); return ;;
     esac
     if [[ $cur == -* ]]; then
@@ -45,4 +45,4 @@ _vmtools_complete() {
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi
 }
-complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-lab vm-status vm-replay vm-rebalance
+complete -F _vmtools_complete vm-snapshot vm-plan vm-apply vm-gmetric vm-lab vm-status vm-replay vm-web vm-rebalance

@@ -21,13 +21,14 @@ LAYERS = [
     {"ganglia", "power", "prometheus", "xapi"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},
+    {"web"},
     {"cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 # Third-party libraries and the one unit each may appear in.
 CONFINED = {"typer": "cli", "click": "cli", "pulp": "planner", "highspy": "planner",
             "paramiko": "drivers", "XenAPI": "drivers", "lxml": "ganglia", "tabulate": "render",
-            "prometheus_client": "prometheus"}
+            "prometheus_client": "prometheus", "aiohttp": "web"}
 ONLY_CLI_IMPORTS = {"lab"}
 
 

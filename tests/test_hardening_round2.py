@@ -456,6 +456,7 @@ def test_a_guest_growing_past_its_hosts_memory_is_held_as_xen_would(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "a bug" not in proc.stderr
     assert "grows guest g1 to 5000 MiB" in proc.stderr and "it gets 4096 MiB" in proc.stderr
+    assert "t.csv:5: the trace grows" in proc.stderr          # the line of the growing row
     doc = json.loads(proc.stdout)
     assert all(r["figures"]["memory_over_capacity"] == 0 for r in doc["runs"])
 
@@ -633,3 +634,41 @@ def test_an_rrdtool_answer_beyond_its_bounds_is_refused_before_it_is_parsed(tmp_
     monkeypatch.setattr(rrd, "MAX_ANSWER_BYTES", 200)
     with pytest.raises(DataError, match=r"rrdtool's answer is larger than"):
         rrd.read_rrd(str(tmp_path / "rrds"), start, start + 39 * 15, 15)
+
+
+def test_an_xend_answering_without_end_is_read_up_to_its_limit(monkeypatch):
+    import http.server
+    import threading
+
+    from vmtools.drivers import xend_http
+    from vmtools.drivers.base import Endpoint
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server names it
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"(" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(xend_http, "MAX_ANSWER_BYTES", 1 << 20)
+    try:
+        driver = xend_http.XendHttpDriver(Endpoint("n1", "xen", "127.0.0.1",
+                                                   server.server_address[1], "127.0.0.1"))
+        status, body = driver._request("GET", "/xend/domain", None, timeout=10)
+        assert status == 200 and len(body) == 1 << 20
+    finally:
+        server.shutdown()
+
+
+def test_a_usage_error_echoing_a_hostile_value_is_escaped():
+    proc = run("vm-plan", "--objective", "\x1b[2Jauto", input="{}")
+    one_error_line(proc, 2, "vm-plan", "\\x1b[2J")
+    assert "\x1b" not in proc.stderr

@@ -114,3 +114,27 @@ def test_the_orderly_shutdown_asks_virsh_whether_guests_run(env):
     assert env["state"].read()["hosts"]["n1"].get("power", "on") == "on"
     shutdown_host("n3", "127.0.0.1", lab.port["n3"], opts, toolstack="virsh")
     assert env["state"].read()["hosts"]["n3"]["power"] == "off"
+
+
+def test_kvm_hosts_get_a_qemu_ssh_uri(env):
+    """The hypervisor comes from virsh uri: a KVM host migrates to qemu+ssh://DST/system."""
+    with env["state"].transaction() as st:
+        for h in ("n1", "n2", "n3"):
+            st["hosts"][h]["libvirt"] = "qemu"
+    proc = _apply(env, [("a", "n2")])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["placement"]["a"] == "n2"
+    from vmtools.drivers.libvirt import LibvirtDriver
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.ssh import SshOptions
+    lab = env["lab"]
+    driver = LibvirtDriver(Endpoint("n2", "libvirt-ssh", "127.0.0.1", lab.port["n2"], "n2"),
+                           SshOptions(user=lab.user, key=str(lab.client_key),
+                                      known_hosts=[str(lab.known_hosts)]))
+    try:
+        assert driver.scheme() == "qemu"
+        rc, _, err = driver.run(["virsh", "migrate", "--live", "--p2p", "a",
+                                 "xen+ssh://n3/system"], 10)
+        assert rc == 1 and "runs no xen driver" in err
+    finally:
+        driver.close()

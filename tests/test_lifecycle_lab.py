@@ -251,9 +251,11 @@ def test_an_overload_beyond_the_cluster_suspends_the_low_priority_guests_until_l
     assert len(lab.wait_for_truth()["vms"]) == 4
 
 
-def test_suspend_and_resume_through_xend_xmlrpc_the_image_checked_over_ssh(make_lab, tmp_path):
+@pytest.mark.parametrize("transport", ["xend-xmlrpc", "xen"])
+def test_suspend_and_resume_through_xend_the_image_checked_over_ssh(make_lab, tmp_path,
+                                                                     transport):
     scenario = ssh_scenario()
-    scenario["hosts"]["node-1"]["migration"] = "xend-xmlrpc"
+    scenario["hosts"]["node-1"]["migration"] = transport
     lab = make_lab(scenario, ssh=True)
     images = str(lab.ssh.image_dir)
     snap = snapshot_file(lab, tmp_path / "snap.json")
@@ -262,7 +264,7 @@ def test_suspend_and_resume_through_xend_xmlrpc_the_image_checked_over_ssh(make_
                       input=planned.stdout)
     assert applied.returncode == 0, applied.stderr
     (entry,) = json.loads(applied.stdout)["actions"]
-    assert entry["transport"] == "xend-xmlrpc" and entry["outcome"] == "done"
+    assert entry["transport"] == transport and entry["outcome"] == "done"
     assert os.path.exists(f"{images}/app1.save") and "app1" not in lab.placement()
     after = lab.wait_for_truth()
     (tmp_path / "snap.json").write_text(json.dumps(after))

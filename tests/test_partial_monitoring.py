@@ -265,3 +265,33 @@ def test_a_host_without_its_guest_list_looks_empty_but_takes_nothing(tmp_path):
     assert entry["kinds"] == ["partial-container", "vanished-guest"]
     sizes = {v["name"]: v["mem_mib"] for v in first["origin"]["vms"] if v["host"] == "node-3"}
     assert {g["vm"]: g["mem_mib"] for g in entry["unknown_guests"]} == sizes
+
+
+def test_a_run_that_lost_a_guests_metrics_keeps_its_hosts_hotspot_and_its_history(tmp_path):
+    """With --state: a guest whose metrics are lost for one run counts at its last figures for
+    whether its host is hot (the hotspot's persistence is not broken), and keeps its demand
+    history (its planning demand is not its last sample alone)."""
+    from vmtools.model import VM, Host, Problem, Snapshot
+    from vmtools.planner.plan import Options, plan_with_state
+    from vmtools.state import read_state
+    from vmtools.rules.constraints import Constraints
+    hosts = [Host(name=f"h{i}", cpu=8, mem_mib=16384) for i in range(1, 9)]
+
+    def snap(minute: int, lost: bool) -> Snapshot:
+        vms = [VM(name="a", host="h1", cpu=4.0, mem_mib=2048)]
+        if not lost:
+            vms.append(VM(name="b", host="h1", cpu=3.6, mem_mib=2048))
+        vms += [VM(name=f"g{i}", host=f"h{i}", cpu=0.5, mem_mib=1024) for i in range(2, 9)]
+        problems = [Problem("no-data", "host h1 lists guest b but ...", host="h1", vm="b")] \
+            if lost else []
+        return Snapshot(hosts=hosts, vms=vms, problems=problems,
+                        created=f"2026-12-07T06:{minute:02d}:00Z")
+    opts = Options(objective="auto")
+    plan_with_state(snap(0, False), Constraints([]), opts, str(tmp_path),
+                    window=(2, 3))
+    plan = plan_with_state(snap(5, True), Constraints([]), opts, str(tmp_path), window=(2, 3))
+    memory = read_state(str(tmp_path)).plan
+    assert [o["hot"] for o in memory.observations] == [["h1"], ["h1"]]
+    assert [r[1] for r in memory.samples["b"]] == [3.6]
+    # h1 is frozen, and its known guest alone (a, 50 %) makes no hotspot: nothing touches it.
+    assert not any("h1" in (a.src, a.dst) for a in plan.actions), plan.actions

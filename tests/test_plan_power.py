@@ -251,6 +251,27 @@ def test_a_host_switched_off_becomes_standby_and_wakes_for_a_maintenance_evacuat
     check_plan(p2, cons2)
 
 
+def test_a_host_switched_off_that_prometheus_names_vanished_is_standby_and_wakes(tmp_path):
+    """vm-snapshot --prometheus names a host that stopped reporting within the hour
+    (vanished-host): when vmtools switched it off, it is standby, not frozen, and can wake."""
+    from vmtools.model import Problem
+    s = four_hosts()
+    d = str(tmp_path)
+    p1 = plan_with_state(s, Constraints([]), opts(), d, power=power(standby_after=0, reserve=0))
+    off = power_ops(p1)["power-off"]
+    s2 = later(s, 10, p1.placement, drop=off)
+    s2 = replace(s2, problems=[Problem("vanished-host", f"host {h} last reported 600 s ago",
+                                       host=h) for h in off])
+    used = sorted(set(p1.placement.values()))
+    cons2 = parse_rules([{"rule": "maintenance", "hosts": [used[0]]}], replace(s2, hosts=s2.hosts + [
+        Host(name=h, cluster="c", cpu=8, mem_mib=16 * GIB, state="standby") for h in off]))
+    p2 = plan_with_state(s2, cons2, opts(objective="repair"), d,
+                         power=power(standby_after=0, reserve=0))
+    assert not p2.origin.problems
+    assert len(power_ops(p2)["power-on"]) == 1
+    check_plan(p2, cons2)
+
+
 def test_failed_boot_is_remembered_and_not_woken_again(tmp_path):
     d = str(tmp_path)
     s = snap({"h1": (4, 8), "h2": (4, 8)}, {"a": ("h1", 1, 6), "b": ("h1", 1, 3)})

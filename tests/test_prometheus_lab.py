@@ -213,3 +213,45 @@ def test_a_domain0_whose_exporter_dies_is_named_not_hidden(make_lab):
     doc = json.loads(plan.stdout)
     assert "node-2" in {f["host"] for f in doc["summary"].get("frozen", [])}
     assert "node-2" not in {a.get("dst") for a in doc["actions"]}
+
+
+def test_a_real_prometheus_with_tls_and_basic_auth(tmp_path):
+    """Prometheus as it is deployed behind its own web configuration (TLS with a certificate
+    of the site's CA, basic auth with a bcrypt hash): vm-snapshot reads it with the CA file,
+    the user and the password file; a wrong password or an unknown CA is exit 69, one line,
+    and the password never shows."""
+    import subprocess
+    import bcrypt
+    from vmtools.lab.prometheus import PrometheusLab
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    secret = "correct horse battery staple"
+    hashed = bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web = (f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+           f"basic_auth_users:\n  vmtools: '{hashed}'\n")
+    password, wrong = tmp_path / "pw", tmp_path / "wrong"
+    for path, text in ((password, secret), (wrong, "nope")):
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+    prometheus = PrometheusLab(tmp_path / "prometheus", web_config=web,
+                               auth=("vmtools", secret)).start()
+    try:
+        assert prometheus.url.startswith("https://")
+        base = ["--prometheus", prometheus.url, "--prometheus-user", "vmtools", "--timeout", "20"]
+        ok = run("vm-snapshot", *base, "--prometheus-password-file", str(password),
+                 "--prometheus-ca-file", str(cert))
+        assert ok.returncode == 0, ok.stderr
+        doc = json.loads(ok.stdout)                 # nothing scraped: an empty, valid snapshot
+        assert doc["hosts"] == [] and doc["source"].startswith("prometheus https://")
+        refused = run("vm-snapshot", *base, "--prometheus-password-file", str(wrong),
+                      "--prometheus-ca-file", str(cert))
+        assert refused.returncode == 69 and "refused the credentials (HTTP 401)" in \
+            refused.stderr
+        unknown_ca = run("vm-snapshot", *base, "--prometheus-password-file", str(password))
+        assert unknown_ca.returncode == 69 and "TLS failed" in unknown_ca.stderr
+        for proc in (ok, refused, unknown_ca):
+            assert secret not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    finally:
+        prometheus.stop()

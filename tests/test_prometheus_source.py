@@ -294,3 +294,27 @@ def test_hostile_labels_never_reach_the_snapshot(fake):
     assert all(p.get("host") in (None, "node-1", "node-2") for p in doc["problems"])
     plan = run("vm-plan", input=proc.stdout)               # the snapshot is a valid document
     assert plan.returncode in (0, 75), plan.stderr
+
+
+@pytest.mark.parametrize("answer, text", [
+    ({"status": "success", "data": {"resultType": "string", "result": [1, "x"]}},
+     "expected an instant vector, got a string"),
+    ({"status": "success", "data": {"resultType": "vector",
+                                    "result": [{"metric": {"host": 1}, "value": [1, "8"]}]}},
+     "a series whose labels are not strings"),
+    ({"status": "success", "data": {"resultType": "vector",
+                                    "result": [{"metric": {"host": "node-1"}, "value": 8}]}},
+     "a sample that is not [time, \"value\"]"),
+    (b'{"status": "success", "data": {"resultType": "vector", "result": '
+     b'[{"metric": {"host": "node-1"}, "value": [1e999, "8"]}]}}',
+     "a sample that is not [time, \"value\"]"),
+    (b'{"status": "success", "data": {"resultType": "vector", "result": '
+     b'[{"metric": {"host": "node-1"}, "value": [NaN, "8"]}]}}', "not JSON"),
+    ([1, 2, 3], "no \"status\" of success or error"),
+])
+def test_json_of_another_shape_is_65_naming_the_query(fake, answer, text):
+    fake.answers[Q["host_cpus"]] = answer if isinstance(answer, bytes) else \
+        json.dumps(answer).encode()
+    proc = snapshot(fake)
+    assert proc.returncode == 65 and text in proc.stderr, proc.stderr
+    assert "vmtools_host_cpus" in proc.stderr and proc.stdout == ""

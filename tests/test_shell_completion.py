@@ -51,3 +51,8 @@ def test_every_console_script_is_completed():
     line = COMPLETION.read_text().splitlines()[-1]
     assert line.startswith("complete -F _vmtools_complete ")
     assert set(scripts) | {"vm-rebalance"} <= set(line.split()[3:])
+
+
+def test_vm_web_options_complete():
+    assert complete("vm-web", "--read") == ["--read-only"]
+    assert complete("vm-web", "--listen", "") == []

@@ -544,3 +544,14 @@ def test_power_off_refused_by_xapi_leaves_the_host_as_it_was(pool):
     with pytest.raises(OperationFailed, match="power_on_mode is empty"):
         master.shutdown_host(5, poll=0.2)
     xp.close()
+
+
+@pytest.mark.slow
+def test_vm_apply_without_the_master_says_which_option(pool, tmp_path):
+    plan = _repair_plan(pool, tmp_path)
+    proc = run([script("vm-apply"), "--state-dir", str(tmp_path / "state")], input=plan)
+    assert proc.returncode == 2 and proc.stdout == ""
+    import re
+    assert re.fullmatch(r"vm-apply: error: host node-\d is managed through XAPI: give the "
+                        r"pool master's URL \(--xapi\)", proc.stderr.strip()), proc.stderr
+    assert _resident(pool, "app1") == "node-3"

@@ -26,6 +26,7 @@ MAX_INT = 2**53
 MAX_NUMBER = 1e15
 MAX_OPTION = 1e9
 UINT32_MAX = 2**32 - 1
+_INF = math.inf
 
 
 def describe(value: Any) -> str:
@@ -60,6 +61,12 @@ def problem(value: Any, *, lo: float | None = None, hi: Any = _DEFAULT,
     an ``int`` (JSON's ``3``, not ``3.0``)."""
     if hi is _DEFAULT:
         hi = MAX_INT if integer else MAX_NUMBER
+    kind_of = type(value)
+    if (kind_of is int or (kind_of is float and not integer and value == value
+                           and value not in (_INF, -_INF))) \
+            and (lo is None or (value > lo if lo_open else value >= lo)) \
+            and (hi is None or value <= hi):
+        return None                  # the common case, without building a message
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (integer and not isinstance(value, int)):

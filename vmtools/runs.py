@@ -38,6 +38,11 @@ def _load(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def load(path: Path) -> dict | None:
+    """One JSON file of a run directory, or None when it is missing or damaged."""
+    return _load(path)
+
+
 # Typed reading of documents whose shape nobody vouches for: a wrong type is "unknown"
 # (None, an empty list), never a traceback; a string is made printable.
 def _obj(value: Any) -> dict:

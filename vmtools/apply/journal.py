@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from vmtools.errors import DataError, LocalFailure, OptionError
+from vmtools.inputs import MAX_DOCUMENT_BYTES, read_limited
 from vmtools.model import Plan
 
 
@@ -91,8 +92,9 @@ def _parse_line(line: str) -> object | None:
 def read_journal(path: str) -> tuple[Plan, dict[int, dict], set[int]]:
     """(plan, {id: end event of a done action}, ids started but never ended) of a journal."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        with open(path, "rb") as fh:
+            lines = read_limited(fh, path, "journal", MAX_DOCUMENT_BYTES).decode(
+                "utf-8", "replace").splitlines()
     except FileNotFoundError:
         raise OptionError("resume", f"{path}: no such file") from None
     except OSError as exc:

@@ -192,9 +192,9 @@ def run_lifecycle(run, a: Action) -> Outcome:
         elif a.op == "checkpoint":
             driver.checkpoint_guest(a.vm, a.image, run.opts.timeout)
         elif a.op == "resume":
-            driver.resume_guest(a.image, run.opts.timeout)
+            driver.resume_guest(a.vm, a.image, run.opts.timeout)
         else:
-            driver.create_guest(a.config, run.opts.timeout)
+            driver.create_guest(a.vm, a.config, run.opts.timeout)
     except MigrationUncertain as exc:
         error, uncertain = str(exc), True
     except (MigrationRefused, Unavailable, OperationFailed) as exc:   # NotSupported too

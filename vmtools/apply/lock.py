@@ -131,7 +131,7 @@ def _take(path: Path):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read(4096).strip() or "another process"
             fh.close()
             raise _Held(holder) from None
         except BaseException:

@@ -34,8 +34,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from vmtools import __version__
-from vmtools.atomic import write_atomic as write_file_atomic
+from vmtools import __version__, atomic
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
                             LocalFailure, UsageError, VmtoolsError)
 from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
@@ -178,7 +177,7 @@ def _write_textfile(prog: str, directory: Path, started: float, code: int) -> No
     try:
         write_command(str(directory), prog, started, code, list(_FIGURES))
     except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
-        print(f"{prog}: warning: {exc}", file=sys.stderr)
+        print(f"{prog}: warning: {one_line(exc)}", file=sys.stderr)
     finally:
         _FIGURES.clear()
 
@@ -296,10 +295,10 @@ def write_atomic(path: Path, text: str, what: str = "output") -> None:
     if path.is_dir() or name.endswith("/"):
         raise UsageError(f"{name}: is a directory; name the {what} file")
     try:
-        write_file_atomic(path, text)            # vmtools.atomic: the one atomic write
-    except (IsADirectoryError, NotADirectoryError, PermissionError, FileNotFoundError) as exc:
+        atomic.write_atomic(path, text)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
-    except OSError as exc:
+    except OSError as exc:              # a full disk, an I/O error: the machine's, not a bug
         raise LocalFailure(f"{name}: cannot write: {exc.strerror or exc}") from None
 
 

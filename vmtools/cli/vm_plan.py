@@ -68,8 +68,9 @@ def plan(**kwargs) -> None:
         if manual is None:
             for entry in plan.summary.get("frozen", []):
                 log.warning("host %s is frozen (nothing moves onto it, its guests stay%s): %s",
-                            entry["host"], f"; {', '.join(entry['leaving'])} leave it to end "
-                            "an overload" if entry["leaving"] else "", entry["why"])
+                            entry["host"], f"; {', '.join(entry['leaving'])} leave it, for "
+                            "what its known guests alone cause" if entry["leaving"] else "",
+                            entry["why"])
             if textfile_dir is not None:
                 from vmtools.prometheus.textfile import plan_families
                 figures(*plan_families(plan))

@@ -167,13 +167,16 @@ class Driver:
         """Save ``vm``'s memory to ``image`` and leave it running."""
         raise self._not_supported(f"checkpointing guest {vm}")
 
-    def resume_guest(self, image: str, timeout: float) -> None:
-        """Start the guest saved in ``image`` on this host (the image is left in place)."""
-        raise self._not_supported("resuming a guest")
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        """Start the guest ``vm``, saved in ``image``, on this host (the image is left in
+        place). A platform that keeps suspended guests itself (XAPI's suspend VDI) resumes
+        ``vm`` and may ignore ``image``."""
+        raise self._not_supported(f"resuming guest {vm}")
 
-    def create_guest(self, config: str, timeout: float) -> None:
-        """Start a new guest from the configuration file ``config`` on this host."""
-        raise self._not_supported("creating a guest")
+    def create_guest(self, vm: str, config: str, timeout: float) -> None:
+        """Start the new guest ``vm`` from the configuration file ``config`` on this host (a
+        platform that defines guests itself starts the halted ``vm``)."""
+        raise self._not_supported(f"creating guest {vm}")
 
     def file_exists(self, path: str) -> bool:
         """Whether this host sees a regular file at ``path`` (Unavailable if it cannot

@@ -31,6 +31,10 @@ from vmtools.drivers.base import (Driver, Endpoint, HostKeyError, MigrationRefus
 from vmtools.errors import OptionError, Unavailable, UsageError
 from vmtools.xen import DOM0_NAMES
 
+# What is kept of a remote command's output and errors (xl list of 1,000 guests is ~100 KB).
+MAX_OUTPUT_BYTES = 16 * 2**20
+MAX_ERROR_BYTES = 64 * 2**10
+
 log = logging.getLogger("vmtools.ssh")
 
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
@@ -180,10 +184,17 @@ class SshDriver(Driver):
         deadline = time.monotonic() + timeout
         try:
             while True:
+                # Read all the command prints (so it is never blocked on a full channel), keep
+                # at most MAX_OUTPUT_BYTES of it and MAX_ERROR_BYTES of its errors: a host
+                # printing without end cannot grow vm-apply's memory.
                 while chan.recv_ready():
-                    out += chan.recv(65536)
+                    chunk = chan.recv(65536)
+                    if len(out) < MAX_OUTPUT_BYTES:
+                        out += chunk[:MAX_OUTPUT_BYTES - len(out)]
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
+                    chunk = chan.recv_stderr(65536)
+                    if len(err) < MAX_ERROR_BYTES:
+                        err += chunk[:MAX_ERROR_BYTES - len(err)]
                 if chan.exit_status_ready() or chan.closed:
                     break
                 left = deadline - time.monotonic()
@@ -198,10 +209,12 @@ class SshDriver(Driver):
                 chan.status_event.wait(min(left, 0.5))
             # drain what arrived with the exit status
             chan.settimeout(2.0)
-            for reader, buf in ((chan.recv, out), (chan.recv_stderr, err)):
+            for reader, buf, cap in ((chan.recv, out, MAX_OUTPUT_BYTES),
+                                     (chan.recv_stderr, err, MAX_ERROR_BYTES)):
                 try:
                     while data := reader(65536):
-                        buf += data
+                        if len(buf) < cap:
+                            buf += data[:cap - len(buf)]
                 except (socket.timeout, OSError):
                     pass
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
@@ -272,10 +285,10 @@ class SshDriver(Driver):
     def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "save", "-c", vm, image], timeout, "save -c")
 
-    def resume_guest(self, image: str, timeout: float) -> None:
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
         self._toolstack([self.tool, "restore", image], timeout, "restore")
 
-    def create_guest(self, config: str, timeout: float) -> None:
+    def create_guest(self, vm: str, config: str, timeout: float) -> None:
         self._toolstack([self.tool, "create", config], timeout, "create")
 
     def file_exists(self, path: str) -> bool:

@@ -16,7 +16,8 @@ error, never a traceback).
 asked once for the whole pool); :class:`XapiDriver` is one host of it as vm-apply's
 :class:`~vmtools.drivers.base.Driver`:
 
-- ``list_guests``: the running (and paused) guests whose ``resident_on`` is this host,
+- ``list_guests``: the running (and paused) guests whose ``resident_on`` is this host
+  (``VM.get_all_records_where('field "resident_on" = "<host>"')``: one host's records),
   control domains left out; a guest XAPI is migrating (``pool_migrate`` or ``migrate_send``
   among its ``current_operations``) is listed with vmtools' in-flight name
   ``<vm>--migratedaway`` too, so vm-apply never starts a second move of it;
@@ -460,11 +461,13 @@ def is_ref(value) -> bool:
         value != "OpaqueRef:NULL" and len(value) < 100
 
 
-def records(pool: XapiPool, cls: str) -> dict[str, dict]:
-    """``CLS.get_all_records`` checked: a struct of OpaqueRef → struct."""
-    got = pool.call(f"{cls}.get_all_records")
+def records(pool: XapiPool, cls: str, where: str | None = None) -> dict[str, dict]:
+    """``CLS.get_all_records`` (or ``get_all_records_where(where)``, XAPI's query language)
+    checked: a struct of OpaqueRef → struct."""
+    call = f"{cls}.get_all_records_where" if where is not None else f"{cls}.get_all_records"
+    got = pool.call(call, where) if where is not None else pool.call(call)
     if not isinstance(got, dict):
-        raise DataError(f"{cls}.get_all_records returned {type(got).__name__}, not a struct",
+        raise DataError(f"{call} returned {type(got).__name__}, not a struct",
                         pool.settings.base)
     out = {}
     for ref, rec in got.items():
@@ -557,7 +560,8 @@ class XapiDriver(Driver):
     def list_guests(self) -> set[str]:
         try:
             me = self.host_ref()
-            vms = records(self.pool, "VM")
+            # only this host's guests cross the wire (not the whole pool's, every poll)
+            vms = records(self.pool, "VM", f'field "resident_on" = "{me}"')
         except XapiError as exc:
             raise Unavailable(f"{self.endpoint.name}: {exc}") from None
         except DataError as exc:

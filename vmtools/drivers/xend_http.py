@@ -16,6 +16,9 @@ from vmtools.drivers.base import Driver, MigrationRefused, migrate_call_failed, 
 from vmtools.xen import DOM0_NAMES, RELOCATION_PORT
 from vmtools.errors import Unavailable
 
+# The most of one xend answer that is read (a guest list of thousands is ~1 MB of SXP).
+MAX_ANSWER_BYTES = 16 * 2**20
+
 
 def parse_sxp(text: str) -> list:
     """Parse one SXP expression (``(a (b 1) 'c d')``) into nested lists of strings."""
@@ -89,7 +92,9 @@ class XendHttpDriver(Driver):
             conn.sock.settimeout(timeout)
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            return resp.status, resp.read().decode("utf-8", "replace")
+            # At most MAX_ANSWER_BYTES: xend's answers are a few KB; a peer sending without
+            # end is cut there (what follows is never read), never read into memory whole.
+            return resp.status, resp.read(MAX_ANSWER_BYTES).decode("utf-8", "replace")
         finally:
             conn.close()
 
@@ -126,6 +131,29 @@ class XendHttpDriver(Driver):
         err = xend_error(body)
         if status >= 300 or err is not None or (status == 202 and "failed" in body):
             raise MigrationRefused(f"xend: {err or body.strip() or f'HTTP {status}'}")
+
+    # ---- the guest lifecycle: xend's HTTP server saves a domain (POST /xend/domain/<dom>
+    # op=save file=...) and restores one (POST /xend/domain/ op=restore file=...), both
+    # synchronous; it has no checkpoint, no create from an xm configuration file, and cannot
+    # look at files (vm-apply checks and removes images through another host).
+    def _post(self, path: str, form: list[tuple[str, str]], what: str, timeout: float) -> None:
+        try:
+            status, body = self._request("POST", path, urllib.parse.urlencode(form), timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise migrate_call_failed(exc, self.endpoint.name, "xend HTTP", timeout) from None
+        if status == 404:
+            raise MigrationRefused(f"xend {what}: {body.strip() or 'not found'} on "
+                                   f"{self.endpoint.name}")
+        err = xend_error(body)
+        if status >= 300 or err is not None:
+            raise MigrationRefused(f"xend {what}: {err or body.strip() or f'HTTP {status}'}")
+
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._post("/xend/domain/" + urllib.parse.quote(vm, safe=""),
+                   [("op", "save"), ("file", image)], "save", timeout)
+
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._post("/xend/domain/", [("op", "restore"), ("file", image)], "restore", timeout)
 
 
 DRIVER = XendHttpDriver

@@ -94,7 +94,7 @@ class XendXmlRpcDriver(Driver):
     def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
         self._lifecycle(lambda d: d.save(vm, image, True), "save (checkpoint)", timeout)
 
-    def resume_guest(self, image: str, timeout: float) -> None:
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
         self._lifecycle(lambda d: d.restore(image, False), "restore", timeout)
 
 

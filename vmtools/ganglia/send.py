@@ -20,6 +20,7 @@ from typing import Iterable
 
 from vmtools.errors import DataError, OptionError, Unavailable, UsageError
 from vmtools.ganglia.names import GMOND_PORT
+from vmtools.inputs import MAX_FILE_BYTES, open_input, read_limited
 
 log = logging.getLogger("vmtools.ganglia.send")
 
@@ -96,9 +97,8 @@ def parse_gmond_conf(text: str, where: str = "gmond.conf",
                 pattern = os.path.join(base_dir, pattern)
             if _depth < 8:
                 for path in sorted(glob.glob(pattern)):
-                    with open(path, encoding="utf-8", errors="replace") as fh:
-                        sections += parse_gmond_conf(fh.read(), path, os.path.dirname(path),
-                                                     _depth + 1)
+                    sections += parse_gmond_conf(_conf_text(path), path,
+                                                 os.path.dirname(path), _depth + 1)
             i += 4
             continue
         if nxt == "{":
@@ -125,16 +125,21 @@ def parse_gmond_conf(text: str, where: str = "gmond.conf",
     return sections
 
 
+def _conf_text(path: str) -> str:
+    """A gmond.conf (or a file it includes), read bounded like every file vmtools reads; bytes
+    that are not UTF-8 are replaced (gmond itself does not care)."""
+    stream = open_input(path, "vm-gmetric", "gmond.conf")
+    with stream:
+        return read_limited(stream, path, "gmond.conf", MAX_FILE_BYTES).decode("utf-8",
+                                                                               "replace")
+
+
 def channels_from_conf(path: str) -> list[Channel]:
     """The ``udp_send_channel`` destinations of a gmond.conf file."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise UsageError(f"{path}: no such gmond.conf (give --config FILE or --gmond "
-                         "HOST:PORT)") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
+                         "HOST:PORT)")
+    text = _conf_text(path)
     channels = []
     for name, body in parse_gmond_conf(text, path, os.path.dirname(os.path.abspath(path))):
         if name != "udp_send_channel":

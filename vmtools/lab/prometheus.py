@@ -31,16 +31,38 @@ def prometheus_missing() -> str | None:
 
 
 class PrometheusLab:
-    def __init__(self, workdir: Path, scrape_interval: float = 1.0):
+    def __init__(self, workdir: Path, scrape_interval: float = 1.0,
+                 web_config: str | None = None, auth: tuple[str, str] | None = None):
+        """``web_config``: a Prometheus web configuration (YAML: ``tls_server_config``,
+        ``basic_auth_users``), as a server is deployed with TLS and basic auth; ``auth``: the
+        user and password the lab itself uses to see that the server is ready."""
         self.dir = Path(workdir)
         self.scrape_interval = scrape_interval
+        self.web_config = web_config
+        self.auth = auth
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.targets: dict[str, str] = {}       # host -> ADDR:PORT of its exporter
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.web_config and "tls_server_config" in self.web_config \
+            else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _open(self, path: str, data: bytes | None = None):
+        import base64
+        import ssl
+        req = urllib.request.Request(f"{self.url}{path}", data)
+        if self.auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        context = None
+        if self.url.startswith("https"):      # the lab's own readiness check, not vmtools'
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return urllib.request.urlopen(req, timeout=5, context=context)
 
     def set_targets(self, targets: dict[str, str]) -> None:
         self.targets = dict(targets)
@@ -67,13 +89,17 @@ class PrometheusLab:
             "scrape_configs:\n  - job_name: vmtools\n    file_sd_configs:\n"
             f"      - files: ['{self.dir / 'targets.json'}']\n        refresh_interval: 1s\n")
         self.port = free_port()
+        extra = []
+        if self.web_config:
+            (self.dir / "web.yml").write_text(self.web_config)
+            extra.append(f"--web.config.file={self.dir / 'web.yml'}")
         log = open(self.dir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
             [shutil.which("prometheus") or PROMETHEUS,
              f"--config.file={self.dir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.dir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=1d", "--log.level=warn"],
+             "--storage.tsdb.retention.time=1d", "--log.level=warn", *extra],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.dir)
         log.close()
         deadline = time.monotonic() + 60
@@ -82,7 +108,7 @@ class PrometheusLab:
                 tail = (self.dir / "prometheus.log").read_text(errors="replace")[-500:]
                 raise RuntimeError(f"prometheus exited {self.proc.returncode}: {tail}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                with self._open("/-/ready") as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -94,7 +120,7 @@ class PrometheusLab:
     def query(self, promql: str) -> list:
         """An instant query's result list (for tests and waiting)."""
         data = urllib.parse.urlencode({"query": promql}).encode()
-        with urllib.request.urlopen(f"{self.url}/api/v1/query", data, timeout=10) as r:
+        with self._open("/api/v1/query", data) as r:
             return json.loads(r.read())["data"]["result"]
 
     def stop(self) -> None:

@@ -434,7 +434,7 @@ class Lab:
     def prometheus_args(self) -> list[str]:
         """vm-snapshot's arguments to read the lab's Prometheus (the guests' CPU samples
         every 2 s over the demand window)."""
-        return ["--prometheus", self.prometheus.url, "--samples-step", "2"]
+        return ["--prometheus", self.prometheus.url, "--samples-step", "2", "--timeout", "30"]
 
     def apply_args(self) -> list[str]:
         args = ["--hosts", str(self.hosts_file), "--state-dir", str(self.state_dir)]
@@ -468,17 +468,21 @@ class Lab:
         """Take snapshots until ``ready(snapshot)``; returns that snapshot."""
         deadline = time.time() + timeout
         last: dict | None = None
+        error = ""
         while True:
             try:
                 last = self.snapshot()
+                error = ""
                 if ready(last):
                     return last
             except LabError as exc:
                 log.debug("waiting: %s", exc)
+                error = str(exc)
             if time.time() > deadline:
                 problems = (last or {}).get("problems")
                 raise LabError(f"timed out after {timeout:.0f} s waiting for {what}"
-                               + (f"; problems: {problems}" if problems else ""))
+                               + (f"; problems: {problems}" if problems else "")
+                               + (f"; last: {error}" if error else ""))
             time.sleep(0.5)
 
     def wait_for_truth(self, timeout: float = 60.0) -> dict:
@@ -488,7 +492,9 @@ class Lab:
             seen = {v["name"]: v["host"] for v in snap["vms"]}
             return (seen == truth and not snap["problems"]
                     and len(snap["hosts"]) == len(self.scenario["hosts"]))
-        return self.wait_until(truthful, timeout, "Ganglia to show the simulated cluster")
+        source = "XAPI" if self.platform == "xapi" else \
+            "Ganglia" if self.ganglia is not None else "Prometheus"
+        return self.wait_until(truthful, timeout, f"{source} to show the simulated cluster")
 
     def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
                  apply_extra: list[str] = ()) -> tuple[dict, dict, dict | None, dict]:

@@ -3,12 +3,14 @@
 The commands the ``libvirt-ssh`` transport uses (:mod:`vmtools.drivers.libvirt`), from the
 shared cluster state (:mod:`vmtools.lab.cluster`), with virsh's output and messages:
 
-- ``virsh uri``: ``xen:///system``;
+- ``virsh uri``: ``xen:///system`` (``qemu:///system`` on a host whose state says
+  ``"libvirt": "qemu"``, a KVM host);
 - ``virsh list [--all] [--name]``: the table (``Id``, ``Name``, ``State``; Domain-0 with Id 0)
   or the names; a migration arriving shows as its guest, ``paused`` (libvirt keeps the guest's
   own name on the destination while it arrives);
 - ``virsh domstate DOM``: ``running`` or ``paused``;
-- ``virsh migrate --live --p2p DOM xen+ssh://DST/system``: the lab's live migration
+- ``virsh migrate --live --p2p DOM xen+ssh://DST/system`` (``qemu+ssh://`` on KVM; the
+  other scheme is refused): the lab's live migration
   (:func:`vmtools.lab.migrate.migrate_domain`), proportional to memory; ``error: ...`` and exit
   1 when it fails; the transfer stops (the guest stays at the source) when the SSH session
   that runs virsh goes away, as libvirt's p2p job is cancelled with its client.
@@ -47,7 +49,7 @@ def run(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]
     if spec is None or not spec.get("up", True):
         return 1, "", NOT_RUNNING
     if sub == "uri":
-        return 0, "xen:///system\n\n", ""
+        return 0, f"{_scheme(spec)}:///system\n\n", ""
     if sub == "list":
         unknown = [a for a in rest if a not in ("--all", "--name", "--state-running",
                                                  "--state-paused")]
@@ -84,12 +86,16 @@ def _migrate(args: list[str], host: str, state: ClusterState, st: dict) -> tuple
     if len(positional) != 2:
         return 1, "", "error: command 'migrate' requires <desturi> option\n"
     dom, uri = positional
-    m = re.fullmatch(r"xen\+ssh://([^/\s]+)/system", uri)
+    m = re.fullmatch(r"([a-z]+)\+ssh://([^/\s]+)/system", uri)
     if "--p2p" not in flags:
         return 1, "", ("error: Requested operation is not valid: libxenlight driver only "
                        "supports peer2peer migration\n")
     if not m:
         return 1, "", f"error: invalid argument: unable to parse URI {uri}\n"
+    if m.group(1) != _scheme(st["hosts"][host]):
+        return 1, "", (f"error: operation failed: Failed to connect to remote libvirt URI "
+                       f"{uri}: the remote host runs no {m.group(1)} driver\n")
+    dst = m.group(2)
     name = find_domain(st, host, dom)
     if name is None or name == DOM0 or name.endswith(INCOMING_SUFFIX):
         return 1, "", f"error: failed to get domain '{dom}'\n"
@@ -97,15 +103,21 @@ def _migrate(args: list[str], host: str, state: ClusterState, st: dict) -> tuple
     signal.signal(signal.SIGHUP, lambda *_: hangup.append(1))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        migrate_domain(state, host, name, m.group(1), live=True,
+        migrate_domain(state, host, name, dst, live=True,
                        aborted=lambda: bool(hangup) or _stderr_gone())
     except MigrationError as exc:
         if "can't connect" in exc.message and exc.stage == "start":
             return 1, "", (f"error: operation failed: Failed to connect to remote libvirt URI "
-                           f"{uri}: Cannot recv data: ssh: connect to host {m.group(1)} port "
+                           f"{uri}: Cannot recv data: ssh: connect to host {dst} port "
                            "22: Connection refused: Connection reset by peer\n")
         if exc.stage == "ack":
             return 1, "", ("error: internal error: Failed to confirm migration: domain state "
                            "is unknown\n")
         return 1, "", f"error: internal error: libxenlight failed to migrate: {exc.message}\n"
     return 0, "\n", ""
+
+
+def _scheme(spec: dict) -> str:
+    """``xen`` (libvirt's libxl driver), or ``qemu`` for a host the scenario runs as KVM
+    (``"libvirt": "qemu"``)."""
+    return "qemu" if spec.get("libvirt") == "qemu" else "xen"

@@ -51,6 +51,7 @@ from __future__ import annotations
 import datetime as _dt
 import http.server
 import logging
+import re
 import secrets
 import socketserver
 import ssl
@@ -62,7 +63,7 @@ import uuid as _uuid
 import xmlrpc.client
 from pathlib import Path
 
-from vmtools.lab.cluster import ClusterState
+from vmtools.lab.cluster import ClusterState, advance
 from vmtools.lab.migrate import MigrationError, migrate_domain
 from vmtools.lab.power import booted, power_of, switch_off, switch_on
 from vmtools.xen import INCOMING_SUFFIX
@@ -139,13 +140,18 @@ class Pool:
 
     # ---- the world
     def world(self) -> dict:
-        """The state, brought to now (booted hosts marked on and enabled)."""
-        with self.state.transaction() as st:
-            for name, host in st["hosts"].items():
-                if booted(st, name, self.boot_seconds):
-                    host["enabled"] = True
-            st.setdefault("xapi", {})
-            return st
+        """The state, brought to now (booted hosts marked on and enabled). Written back only
+        when a host has just booted: most calls only read."""
+        st = self.state.read()
+        if any(power_of(h) == "booting" for h in st["hosts"].values()):
+            with self.state.transaction() as st:
+                for name, host in st["hosts"].items():
+                    if booted(st, name, self.boot_seconds):
+                        host["enabled"] = True
+        else:
+            advance(st)
+        st.setdefault("xapi", {})
+        return st
 
     def faults(self, st: dict) -> dict:
         return st.get("faults", {}).get("xapi", {})
@@ -337,6 +343,10 @@ class Pool:
                 return self.all_records(st, cls)
             if verb == "get_all" and not args:
                 return list(self.all_records(st, cls))
+            if verb == "get_all_records_where" and len(args) == 1:
+                terms = _where(args[0])
+                return {ref: rec for ref, rec in self.all_records(st, cls).items()
+                        if all(_field_text(rec.get(k)) == v for k, v in terms)}
             if verb in ("get_record",) and len(args) == 1:
                 recs = self.all_records(st, cls)
                 if args[0] not in recs:
@@ -665,6 +675,26 @@ class Pool:
                 f"<v>{'NaN' if v != v else format(v, '.4f')}</v>" for v in values) + "</row>")
         parts.append("</data></xport>")
         return "".join(parts)
+
+
+def _where(expr: object) -> list[tuple[str, str]]:
+    """``field "a" = "b" and field "c" = "d"`` (XAPI's query language, the conjunctions of
+    equalities clients use) as [(a, b), (c, d)]."""
+    if not isinstance(expr, str):
+        raise Failure("INVALID_VALUE", "expr", str(expr)[:40])
+    terms = []
+    for part in re.split(r"\)?\s+and\s+\(?", expr.strip().strip("()")):
+        m = re.fullmatch(r'\s*field\s*"([^"]+)"\s*=\s*"([^"]*)"\s*', part)
+        if not m:
+            raise Failure("INVALID_VALUE", "expr", expr[:60])
+        terms.append((m.group(1), m.group(2)))
+    return terms
+
+
+def _field_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # --------------------------------------------------------------------------- HTTP

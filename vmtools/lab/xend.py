@@ -6,6 +6,8 @@ It serves, each on its own port, the two legacy interfaces vm-apply drives (refe
 - the HTTP/SXP server (``xend-http-server``, port 8000 on a real host):
   ``GET /xend/domain/`` → ``(name1 name2 ...)``; ``?detail=1`` → every domain as SXP;
   ``GET /xend/domain/<dom>`` → one SXP (404 text/plain when unknown); ``GET /xend/node/``;
+  ``POST /xend/domain/<dom>`` with ``op=save file=...`` and ``POST /xend/domain/`` with
+  ``op=restore file=...`` (as the lab's ``xm save``/``xm restore``);
   ``POST /xend/domain/<dom>`` with ``op=migrate`` and the fields the host's Xen version
   requires (missing ones fail with ``Missing parameter: port``, unknown ones are ignored).
   Failures inside an op come back as a 200 whose body is ``(xend.err 'message')``; unknown op
@@ -367,11 +369,25 @@ class _XendHTTPHandler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, "Not found\n", "text/plain")
 
+    def _lifecycle(self, op: str, args: list[str]) -> None:
+        """op=save and op=restore, as the lab's xm save/restore do them; a failure is a 200
+        whose body is (xend.err 'message'), as xend answers."""
+        from vmtools.lab import lifecycle
+        run = lifecycle.save if op == "save" else lifecycle.restore
+        rc, _, err = run("xm", args, self.xend.host, self.xend.state)
+        if rc == 0:
+            self._send(200, "0\n")
+        else:
+            self._send(200, sxp_show(["xend.err", err.strip().removeprefix("Error: ")]) + "\n")
+
     def do_POST(self) -> None:  # noqa: N802
         parts, _ = self._split()
         length = int(self.headers.get("Content-Length") or 0)
         form = urllib.parse.parse_qs(self.rfile.read(length).decode("latin-1"),
                                      keep_blank_values=True)
+        if parts == ["xend", "domain"] and form.get("op") == ["restore"]:
+            self._lifecycle("restore", [form.get("file", [""])[0]])
+            return
         if len(parts) != 3 or parts[:2] != ["xend", "domain"]:
             self._send(404, "Not found\n", "text/plain")
             return
@@ -383,6 +399,9 @@ class _XendHTTPHandler(http.server.BaseHTTPRequestHandler):
         ops = form.get("op", [])
         if len(ops) != 1:
             self._send(406, "Not acceptable: exactly one op is needed\n", "text/plain")
+            return
+        if ops[0] == "save":
+            self._lifecycle("save", [name, form.get("file", [""])[0]])
             return
         if ops[0] != "migrate":
             self._send(501, f"Operation not implemented: {ops[0]}\n", "text/plain")

@@ -41,7 +41,8 @@ def merge(samples: dict[str, list], carried: dict[str, list] | None) -> None:
 
 def record(samples: dict[str, list], snap: Snapshot, now: float,
            window_minutes: float) -> None:
-    """Add this snapshot's CPU use of every guest; forget what left the window."""
+    """Add this snapshot's CPU use of every guest; forget what left the window (a guest the
+    snapshot lacks keeps its samples of the window)."""
     horizon = now - window_minutes * 60
     seen = set()
     for vm in snap.vms:
@@ -54,8 +55,15 @@ def record(samples: dict[str, list], snap: Snapshot, now: float,
         # Keep at least the newest sample, whatever the window.
         while len(rows) > 1 and rows[0][0] < horizon:
             rows.pop(0)
+    # A guest this snapshot does not show (its metrics lost or late, or gone) keeps what it
+    # had within the window: one missed sample must not wipe two hours of history (the guest
+    # would be planned on its last sample alone, and packed too tight).
     for name in [n for n in samples if n not in seen]:
-        del samples[name]
+        rows = [r for r in samples[name] if r[0] >= horizon]
+        if rows:
+            samples[name] = rows
+        else:
+            del samples[name]
 
 
 def estimate(values: list[float], how: str) -> float:

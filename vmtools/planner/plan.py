@@ -326,6 +326,24 @@ def with_placement(snap: Snapshot, placement: dict[str, str]) -> Snapshot:
                    problems=[])
 
 
+def _with_last_known(snap: Snapshot, state, unknown) -> Snapshot:
+    """``snap`` with the guests its problems name and it lacks, on the host a problem names
+    (else where they were last seen) at their last CPU sample and size from the state: only to
+    tell hot hosts, never to plan on."""
+    from vmtools.model import VM
+    hosts = {h.name for h in snap.hosts}
+    listed = {v.name for v in snap.vms}
+    extra = []
+    for name, problems in unknown.items():
+        host = next((p.host for p in problems if p.host), None) or state.placement.get(name)
+        rows = state.samples.get(name)
+        size = state.sizes.get(name)
+        if name in listed or host not in hosts or not rows or size is None:
+            continue
+        extra.append(VM(name=name, host=host, cpu=float(rows[-1][1]), mem_mib=int(size[0])))
+    return replace(snap, vms=list(snap.vms) + extra) if extra else snap
+
+
 def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir: str | None,
                     window: tuple[int, int] = (3, 5), hold: float = 0.0,
                     cooldown: float = 30.0, power=None, settle: float | None = None) -> Plan:
@@ -384,7 +402,10 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
         snap = replace(snap, problems=list(snap.problems) + gone)
     unknown = assess(snap).unknown_vms
     known_sizes = {v: int(x[0]) for v, x in memory.sizes.items() if v in unknown}
-    inst = build_instance(snap, cons, cpu_limit=1.0, cpu_demand=opts.cpu_demand)
+    # Whether a host is hot counts an unknown guest at its last known figures: a host whose
+    # guest's metrics were lost for one run must not look cool and lose its hotspot's history.
+    inst = build_instance(_with_last_known(snap, memory, unknown), cons, cpu_limit=1.0,
+                          cpu_demand=opts.cpu_demand)
     hot = [inst.hosts[h] for h in H.hotspots(inst, inst.cur, opts.cpu_threshold,
                                                 opts.mem_threshold)]
     st.observe(memory, now, hot)

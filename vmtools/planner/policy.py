@@ -389,8 +389,8 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     last, mem, _ = load.totals(u)
     best_cpu = best_mem = None
     for d in range(inst.n_hosts):
-        if d == h or d in avoid or load.count[d] == 0:
-            continue
+        if d == h or d in avoid or load.count[d] == 0 or d in inst.frozen_hosts:
+            continue            # a frozen host takes nothing: its room is no room
         free_cpu = opts.cpu_target * cap["cpu"][d] - load.cpu(d)
         free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
         if best_cpu is None or free_cpu > best_cpu[0]:
@@ -517,7 +517,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     for h in range(inst.n_hosts):
         if load.count[h] > 0 and h not in sources:
             why = ("a hotspot" if h in hot_hosts else "touched by a relief or repair this run"
-                   if h in touched else "frozen (a problem)")
+                   if h in touched else "a snapshot problem names it; its guests stay")
             left.append({"host": inst.hosts[h], "guests": load.count[h],
                          "mem_mib": round(load.use["mem"][h]),
                          "reason": "hotspot" if h in hot_hosts else

@@ -141,6 +141,9 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
     for name, rec in sorted({**state.boot_failed, **state.standby, **state.waking}.items()):
         if name not in hosts:
             new_hosts.append(_standby_host(name, rec))
+            # a source that remembers hosts (vm-snapshot --prometheus) names it vanished:
+            # vmtools switched it off, it is standby, not lost
+            problems = [p for p in problems if p.host != name or p.kind != "vanished-host"]
     for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
         problems.append(Problem("vanished-host", f"host {name} vanished from Ganglia and "
                                 "vmtools did not switch it off (if it was retired, remove it "

@@ -68,7 +68,7 @@ from vmtools.apply.order import may_start, priorities
 from vmtools.errors import EXIT_TEMPFAIL, OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
-from vmtools.replay.trace import Demand, Trace
+from vmtools.replay.trace import Demand, Sample, Trace
 from vmtools.rules.load import FRACTION_EPS, migration_seconds
 from vmtools.sources.knowledge import assess
 
@@ -232,7 +232,7 @@ class Simulation:
                     del self.waiting[vm]
             before = self.demand
             self.demand = dict(s.vms)
-            self._hold_growth(before)
+            self._hold_growth(before, s)
             for vm in sorted(s.vms):
                 if vm not in self.place and vm not in self.waiting and \
                         vm not in self.suspended:
@@ -241,7 +241,7 @@ class Simulation:
                 self._arrive(vm, self.waiting[vm])
             self._recount()
 
-    def _hold_growth(self, before: dict[str, Demand]) -> None:
+    def _hold_growth(self, before: dict[str, Demand], sample: Sample) -> None:
         """A guest whose memory grows in the trace beyond what its host has free keeps what it
         can get, as on a real host: Xen cannot balloon a guest past the host's free memory (the
         guest sees its target unmet). Said once per guest on stderr; the replay's figures then
@@ -273,10 +273,12 @@ class Simulation:
             over = {h for h in use if use[h] > self.hosts[h].mem_mib + EPS}
             if vm not in self.held:
                 self.held.add(vm)
-                log.warning("note: the trace grows guest %s to %d MiB at %s, more than host "
+                where = sample.origin(vm)
+                log.warning("note: %sthe trace grows guest %s to %d MiB at %s, more than host "
                             "%s has free: it gets %d MiB (Xen cannot balloon a guest past its "
-                            "host's free memory)", vm, new.mem_mib, epoch_to_iso(self.now),
-                            "/".join(hosts), new.mem_mib - cut)
+                            "host's free memory)", f"{where}: " if where else "", vm,
+                            new.mem_mib, epoch_to_iso(self.now), "/".join(hosts),
+                            new.mem_mib - cut)
             if not over:
                 return
 

@@ -102,7 +102,8 @@ def read_snapshots(paths: list[str]) -> Trace:
         samples.append(Sample(when, {v.name: Demand(v.cpu, v.mem_mib, v.net_mbps, v.vcpus)
                                      for v in snap.vms},
                               {v.name: v.host for v in snap.vms}, list(snap.problems),
-                              {p.vm for p in snap.problems if p.vm and p.vm not in listed}))
+                              {p.vm for p in snap.problems if p.vm and p.vm not in listed},
+                              file=path))
     host_list = [Host(name=h.name, cluster=h.cluster, cpu=h.cpu, mem_mib=h.mem_mib,
                       net_mbps=h.net_mbps, hypervisor=h.hypervisor, migration=h.migration)
                  for h in sorted(hosts.values(), key=lambda h: h.name)]
@@ -228,11 +229,12 @@ def read_csv_trace(path: str, hosts_path: str | None) -> Trace:
         cpu = _number(f["cpu"], where, "cpu")
         d = Demand(cpu, int(_number(f["mem_mib"], where, "mem_mib")), net,
                    vcpus or max(1, math.ceil(cpu)))
-        s = by_time.setdefault(t, Sample(t, {}))
+        s = by_time.setdefault(t, Sample(t, {}, file=path))
         line_of.setdefault(t, n)
         if guest in s.vms:
             raise DataError(f"guest {guest} has two rows at the same time", where)
         s.vms[guest] = d
+        s.lines[guest] = n
         if f.get("host"):
             host = _name(f["host"], where, "host")
             if host not in by_name:

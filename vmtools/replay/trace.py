@@ -49,6 +49,14 @@ class Sample:
     # last known demand) but the tick's snapshot leaves them out, as vm-snapshot did.
     problems: list = field(default_factory=list)
     hidden: set[str] = field(default_factory=set)
+    # Where each guest's row came from, for messages: the file and, for a CSV trace, the line.
+    file: str = ""
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def origin(self, vm: str) -> str:
+        """``file:line`` of ``vm``'s row (``file`` alone, or "" when unknown)."""
+        line = self.lines.get(vm)
+        return f"{self.file}:{line}" if line and self.file else self.file
 
 
 @dataclass
@@ -82,7 +90,8 @@ class Trace:
         samples = list(self.samples)
         for k in range(1, times):
             samples += [Sample(s.time + k * span, dict(s.vms), dict(s.seen_on),
-                               list(s.problems), set(s.hidden)) for s in self.samples]
+                               list(s.problems), set(s.hidden), s.file, s.lines)
+                        for s in self.samples]
         notes = list(self.notes) + [f"the trace is played {times} times back to back, "
                                     f"{span / 3600:g} h each"]
         return Trace(f"{self.source} x{times}", self.hosts, dict(self.placement), samples,

@@ -1,0 +1,539 @@
+"""vm-web: the login gate, CSRF, escaping, the listen rule, and in a real browser (Debian's
+chromium through chromedriver's W3C WebDriver API, tests/webdriver.py) against the lab: every
+host and guest listed, a migration started from the page lands in the lab and on the page,
+nothing without the login, no forged action, hostile names as text, no console error."""
+
+from __future__ import annotations
+
+from http.client import HTTPException
+import http.server as httpserver
+import os
+import re
+import subprocess
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vmtools.errors import DataError
+from vmtools.model import Problem, Snapshot, VM, Host
+from vmtools.web import pages
+from vmtools.web.auth import Gate, csrf_ok, read_or_create_token
+
+from tests import webdriver
+from tests.conftest import script
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "vmtools" / "examples" / "lab-gmetad.xml"
+HOSTILE = "<script>alert(1)</script>"
+
+
+# ---------------------------------------------------------------- the gate (fast)
+
+def test_token_file_is_created_private_and_reused(tmp_path):
+    path = tmp_path / "web-token"
+    token = read_or_create_token(str(path))
+    assert len(token) >= 32 and os.stat(path).st_mode & 0o777 == 0o600
+    assert read_or_create_token(str(path)) == token
+    os.chmod(path, 0o644)
+    with pytest.raises(DataError, match="readable or writable by others"):
+        read_or_create_token(str(path))
+
+
+def test_one_time_login_is_spent_and_sessions_expire():
+    now = [1000.0]
+    gate = Gate("t" * 40, lifetime=60, clock=lambda: now[0])
+    code = gate.new_one_time()
+    s = gate.login(code)
+    assert s is not None and gate.session(s.sid) is s
+    assert gate.login(code) is None, "a one-time login opened a second session"
+    assert gate.login("wrong") is None and gate.login("") is None
+    assert gate.login("t" * 40) is not None           # the token file's token always works
+    assert csrf_ok(s, s.csrf) and not csrf_ok(s, None) and not csrf_ok(s, "x" + s.csrf)
+    now[0] += 61
+    assert gate.session(s.sid) is None, "a session outlived its lifetime"
+
+
+def test_hostile_texts_are_escaped_on_the_cluster_page():
+    from vmtools.status import build_status
+    snap = Snapshot(hosts=[Host(name="n1", cpu=4, mem_mib=8192)],
+                    vms=[VM(name="web1", host="n1", vcpus=1, cpu=0.5, mem_mib=1024)],
+                    problems=[Problem(kind="unsafe-name", message=f"a guest {HOSTILE}",
+                                      host="n1")])
+    status = build_status(snap, None, None)
+    text = pages.cluster_page(status, snap.vms, {}, [], 'c"><script>', False, (0.9, 0.95))
+    assert HOSTILE not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert 'value="c&quot;&gt;&lt;script&gt;"' in text
+    assert text.count("<script") == 1                      # /static/app.js alone
+
+
+def test_listening_beyond_loopback_needs_tls(tmp_path):
+    proc = subprocess.run([script("vm-web"), "--listen", "0.0.0.0", "--example", "lab",
+                           "--token-file", str(tmp_path / "t")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "--tls-cert" in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------- a running vm-web
+
+class Server:
+    """vm-web started as a user starts it; ``url`` is its first line of output."""
+
+    def __init__(self, tmp: Path, *args: str, env: dict | None = None):
+        env = dict(env or os.environ)
+        env["VMTOOLS_STATE_DIR"] = env.get("VMTOOLS_STATE_DIR") or str(tmp / "state")
+        env.setdefault("XDG_CONFIG_HOME", str(tmp / "no-config"))
+        Path(env["VMTOOLS_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
+        self.err = open(tmp / "vm-web.err", "w+")
+        self.proc = subprocess.Popen([script("vm-web"), "--port", "0", "--runs", "",
+                                      "--token-file", str(tmp / "web-token"), *args],
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     env=env)
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            self.err.seek(0)
+            raise AssertionError(f"vm-web printed no URL: {self.err.read()}")
+        self.base = self.url.split("/login")[0]
+        self.token = (tmp / "web-token").read_text().strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.err.close()
+
+
+def http(method: str, url: str, data: dict | None = None, cookie: str | None = None,
+         headers: dict | None = None) -> tuple[int, str]:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    if cookie:
+        req.add_header("Cookie", cookie)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def login(server: Server) -> tuple[str, str]:
+    """(session cookie, CSRF token) through the token file's token."""
+    req = urllib.request.Request(server.base + "/login", method="POST",
+                                 data=urllib.parse.urlencode({"token": server.token}).encode())
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    try:
+        urllib.request.build_opener(NoRedirect).open(req, timeout=30)
+        raise AssertionError("no redirect after login")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 303
+        cookie = exc.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    cookie = cookie.split(";")[0]
+    _, page = http("GET", server.base + "/", cookie=cookie)
+    return cookie, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+# ---------------------------------------------------------------- in the browser, on the lab
+
+needs_browser = pytest.mark.skipif(bool(webdriver.missing()), reason=str(webdriver.missing()))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from vmtools.lab.ganglia import binaries_missing
+    if binaries_missing():
+        pytest.skip("needs gmond and gmetad")
+    from vmtools.lab.run import Lab
+    lab = Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0).start()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(scope="module")
+def server(lab, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    args = ["--gmetad", lab.ganglia.gmetad_address]
+    apply_args = lab.apply_args()
+    for flag in ("--hosts", "--state-dir", "--ipmi-credentials", "--ssh-user", "--ssh-key",
+                 "--known-hosts"):
+        for i, a in enumerate(apply_args):
+            if a == flag:
+                args += [flag, apply_args[i + 1]]
+    s = Server(tmp, *args, env=lab.env())
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if webdriver.missing():
+        pytest.skip(webdriver.missing())
+    b = webdriver.Browser()
+    yield b
+    b.quit()
+
+
+def console_errors(browser) -> list[dict]:
+    return [e for e in browser.log() if e.get("level") == "SEVERE"]
+
+
+def wait_title(browser, prefix: str) -> None:
+    """After a click: form posts and navigations end when the new page is there."""
+    browser.wait_for(lambda: browser.title.startswith(prefix), timeout=60,
+                     what=f"the page {prefix!r}")
+
+
+def host_section_text(browser, host: str) -> str:
+    return browser.text(browser.find(f"section#host-{host}"))
+
+
+def guests_shown(browser, host: str) -> set[str]:
+    """The guests listed under ``host`` (not any text naming them, such as a problem)."""
+    return {browser.text(e) for e in browser.find_all(f"section#host-{host} span.guest")}
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, browser):
+    truth = lab.wait_for_truth()
+    browser.get(server.url)                           # the one-time login of the first line
+    assert browser.title.startswith("Cluster"), browser.body_text()[:300]
+    assert "token=" not in browser.url
+    for h in truth["hosts"]:
+        assert guests_shown(browser, h["name"]) == {v["name"] for v in truth["vms"]
+                                                    if v["host"] == h["name"]}, h["name"]
+    assert console_errors(browser) == []
+
+    # migrate web1 off node-1, to node-2, from the page
+    assert lab.placement()["web1"] == "node-1"
+    link = browser.find('section#host-node-1 a[href="/action?op=migrate&target=web1"]')
+    browser.click(link)
+    wait_title(browser, "migrate web1")
+    browser.click(browser.find('select#dst option[value="node-2"]'))
+    browser.click(browser.find('form[action="/plan"] button'))
+    wait_title(browser, "Confirm: migrate web1 to node-2")
+    assert "node-1 → node-2" in browser.body_text()
+    assert lab.placement()["web1"] == "node-1", "something ran before the confirmation"
+    assert console_errors(browser) == []
+    browser.click(browser.find("button.go"))
+    # live progress, then the report (the page reloads itself when the run ends)
+    browser.wait_for(lambda: "Report" in browser.body_text(), timeout=120, what="the report")
+    assert browser.text(browser.find("#job-state")) == "done", browser.body_text()
+    assert [browser.text(e) for e in browser.find_all("td.outcome")] == ["done"]
+    assert "web1" in browser.text(browser.find("#job-lines"))
+    assert lab.placement()["web1"] == "node-2"
+    assert console_errors(browser) == []
+
+    # the cluster page shows it landed once the monitoring says so
+    def landed():
+        browser.get(server.base + "/")
+        return "web1" in guests_shown(browser, "node-2") and \
+            "web1" not in guests_shown(browser, "node-1")
+    browser.wait_for(landed, timeout=60, what="web1 on node-2 on the page")
+    for path in ("/plans", "/history", "/replays", "/job/1"):
+        browser.get(server.base + path)
+        assert browser.title != "Log in — vm-web"
+    assert console_errors(browser) == []
+    if os.environ.get("VM_WEB_SCREENSHOT"):
+        browser.get(server.base + "/")
+        browser.screenshot(os.environ["VM_WEB_SCREENSHOT"])
+
+
+@pytest.mark.slow
+@needs_browser
+def test_without_the_login_every_page_and_action_is_refused(lab, server, browser):
+    before = lab.placement()
+    for path in ("/", "/plans", "/history", "/replays", "/job/1", "/job/1.json",
+                 "/action?op=migrate&target=web2", "/run?name=x", "/replays/x.html"):
+        code, page = http("GET", server.base + path)
+        assert code == 303 and "web2" not in page and "node-2" not in page, path
+    for path, data in (("/plan", {"op": "migrate", "target": "web2", "dst": "node-3"}),
+                       ("/run", {"job": "1"}), ("/logout", {})):
+        code, _ = http("POST", server.base + path, data)
+        assert code == 403, path
+    code, _ = http("GET", server.base + "/login?token=not-the-token")
+    assert code == 403
+    spent = server.url
+    code, _ = http("GET", spent)                     # the first test spent it
+    assert code == 403, "the one-time login worked twice"
+    # in the browser, a fresh profile's view: the login page and nothing of the cluster
+    browser.cmd("DELETE", "/cookie")
+    browser.get(server.base + "/")
+    assert browser.title == "Log in — vm-web"
+    assert "node-1" not in browser.body_text()
+    assert console_errors(browser) == []
+    assert lab.placement() == before
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_forged_cross_site_action_is_refused(lab, server, browser, tmp_path):
+    cookie, csrf = login(server)
+    # a plan made properly, then runs attempted without, or with another, CSRF token
+    code, _ = http("POST", server.base + "/plan", {"op": "migrate", "target": "web2",
+                                                   "dst": "node-3", "csrf": csrf}, cookie)
+    assert code == 303
+    _, plans = http("GET", server.base + "/plans", cookie=cookie)
+    job = max(int(j) for j in re.findall(r'href="/job/(\d+)"', plans))
+    for data in ({"job": job}, {"job": job, "csrf": "x" * 43}):
+        code, page = http("POST", server.base + "/run", data, cookie)
+        assert code == 403 and "CSRF" in page
+    code, _ = http("POST", server.base + "/run", {"job": job, "csrf": csrf}, cookie,
+                   headers={"Origin": "http://evil.example"})
+    assert code == 403
+    # the browser: a page of another site posting to vm-web while the user is logged in
+    browser.get(server.url.replace(server.url.split("token=")[1], server.token))
+    assert browser.title.startswith("Cluster")
+    (tmp_path / "evil.html").write_text(
+        f'<!DOCTYPE html><title>evil</title><form method="post" action="{server.base}/run">'
+        f'<input name="job" value="{job}"><input name="csrf" value="guess">'
+        '<button id="go">win a prize</button></form>')
+    handler = lambda *a, **k: httpserver.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(tmp_path), **k)
+    evil = httpserver.ThreadingHTTPServer(("localhost", 0), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://localhost:{evil.server_address[1]}/evil.html")
+        browser.click(browser.find("#go"))
+        browser.wait_for(lambda: browser.title != "evil", what="the forged post's answer")
+        assert "Refused" in browser.body_text() or browser.title == "Log in — vm-web"
+    finally:
+        evil.shutdown()
+    _, page = http("GET", f"{server.base}/job/{job}", cookie=cookie)
+    assert "Confirm:" in page, "the forged run started the plan"
+    assert lab.placement()["web2"] == "node-2"
+    browser.log()                       # the refusals are 403s the console reports: not ours
+
+
+@pytest.mark.slow
+@needs_browser
+def test_keyboard_only_and_a_phone_screen(lab, server, browser):
+    browser.get(server.url.replace(server.url.split("token=")[1], server.token))
+    wait_title(browser, "Cluster")
+    guest = next(v for v, h in sorted(lab.placement().items()) if h == "node-3")
+    browser.get(f"{server.base}/action?op=suspend&target={guest}")
+    wait_title(browser, f"suspend {guest}")
+    # Tab through the page to the form's button, Enter: the plan is shown, nothing runs
+    for _ in range(20):
+        browser.keys("\ue004")
+        if browser.script("return document.activeElement.textContent") == "Make the plan":
+            break
+    else:
+        raise AssertionError("the form's button is not reachable with Tab")
+    browser.keys("\ue007")
+    wait_title(browser, f"Confirm: suspend {guest}")
+    assert lab.placement()[guest] == "node-3"
+    # a phone: nothing wider than the screen, every host still there
+    browser.cmd("POST", "/window/rect", {"width": 390, "height": 844})
+    try:
+        for path in ("/", "/plans", "/history"):
+            browser.get(server.base + path)
+            wide = browser.script("return document.documentElement.scrollWidth > "
+                                  "document.documentElement.clientWidth")
+            assert not wide, f"{path} is wider than a phone's screen"
+        browser.get(server.base + "/")
+        assert len(browser.find_all("section.host")) == len(lab.scenario["hosts"])
+    finally:
+        browser.cmd("POST", "/window/rect", {"width": 1280, "height": 1000})
+    assert console_errors(browser) == []
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_hostile_guest_name_renders_as_text(tmp_path, browser):
+    xml = tmp_path / "hostile.xml"
+    xml.write_text(EXAMPLE.read_text().replace("web1", "&lt;script&gt;alert(1)&lt;/script&gt;"))
+    s = Server(tmp_path, "--input", str(xml), "--read-only")
+    try:
+        browser.get(s.url)
+        assert browser.title.startswith("Cluster")
+        assert HOSTILE in browser.text(browser.find("ul.problems"))
+        assert browser.script("return document.scripts.length") == 1
+        with pytest.raises(webdriver.WebDriverError, match="no such alert"):
+            browser.cmd("GET", "/alert/text")
+        assert "migrate" not in browser.body_text(), "actions offered in read-only mode"
+        code, _ = http("GET", s.base + "/action?op=migrate&target=web2",
+                       cookie=login(s)[0])
+        assert code == 403
+        assert console_errors(browser) == []
+    finally:
+        s.stop()
+
+
+# ---------------------------------------------------------------- the plans of the actions (fast)
+
+@pytest.fixture(scope="module")
+def example_snapshot():
+    from vmtools.snapshot import make_sources, take_snapshot
+    return take_snapshot(make_sources("ganglia", dict(
+        gmetad=[], cluster=[], gmond=[], inputs=[], example="lab", timeout=5.0,
+        recover=False, stale_after=60.0)))
+
+
+def test_the_actions_are_checked_plans_of_one_operation(example_snapshot):
+    from vmtools.errors import OperationFailed
+    from vmtools.rules.check import check_plan
+    from vmtools.rules.constraints import Constraints
+    from vmtools.web.actions import PlanSettings, build_plan
+    snap = example_snapshot
+    where = {v.name: v.host for v in snap.vms}
+    other = next(h.name for h in snap.hosts if h.name != where["web1"])
+    plan = build_plan(snap, PlanSettings(), "migrate", "web1", other)
+    assert [(a.op, a.vm, a.src, a.dst) for a in plan.actions] == \
+        [("migrate", "web1", where["web1"], other)]
+    check_plan(plan, Constraints([]))
+    with pytest.raises(OperationFailed, match="runs there already"):
+        build_plan(snap, PlanSettings(), "migrate", "web1", where["web1"])
+    # the operator's rules are obeyed: a ban on the destination refuses the move
+    ban = {"format": "vmtools.constraints", "version": "1.0",
+           "rules": [{"rule": "ban", "vms": ["web1"], "hosts": [other]}]}
+    with pytest.raises(OperationFailed, match="ban"):
+        build_plan(snap, PlanSettings(constraints=ban), "migrate", "web1", other)
+    plan = build_plan(snap, PlanSettings(), "suspend", "web1")
+    assert [(a.op, a.vm) for a in plan.actions] == [("suspend", "web1")]
+    host = where["web1"]
+    plan = build_plan(snap, PlanSettings(time_limit=10), "evacuate", host)
+    assert {a.vm for a in plan.actions} == {v for v, h in where.items() if h == host}
+    assert all(a.dst != host for a in plan.actions)
+    with pytest.raises(OperationFailed, match="runs guests"):
+        build_plan(snap, PlanSettings(), "power-off", host)
+    with pytest.raises(OperationFailed, match="standby"):
+        build_plan(snap, PlanSettings(), "power-on", host)
+
+
+def test_switching_a_host_off_and_on_are_checked_power_actions(example_snapshot):
+    from dataclasses import replace
+    from vmtools.web.actions import PlanSettings, build_plan
+    empty = example_snapshot.hosts[0].name
+    snap = replace(example_snapshot, vms=[v for v in example_snapshot.vms if v.host != empty])
+    plan = build_plan(snap, PlanSettings(), "power-off", empty)
+    assert [(a.op, a.host) for a in plan.actions] == [("power-off", empty)]
+    gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
+    standby = {empty: {"cpu": 8.0, "mem_mib": 16384, "cluster": ""}}
+    plan = build_plan(gone, PlanSettings(standby=lambda: standby), "power-on", empty)
+    assert [(a.op, a.host) for a in plan.actions] == [("power-on", empty)]
+    assert next(h for h in plan.origin.hosts if h.name == empty).state == "standby"
+
+
+def test_history_comes_from_the_archived_runs(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.model import dumps
+    from vmtools.web.history import host_series, list_runs, run_documents
+    host = example_snapshot.hosts[0].name
+    for i, created in enumerate(("2026-12-01T10:00:00Z", "2026-12-01T10:10:00Z")):
+        d = tmp_path / f"20261201T10{i}000Z"
+        d.mkdir()
+        snap = replace(example_snapshot, created=created)
+        if i:      # a guest less on the host the second time
+            gone = next(v.name for v in snap.vms if v.host == host)
+            snap = replace(snap, vms=[v for v in snap.vms if v.name != gone])
+        (d / "snapshot.json").write_text(dumps(snap.to_dict()))
+    (tmp_path / "20261201T102000Z").mkdir()
+    (tmp_path / "20261201T102000Z" / "snapshot.json").write_text("{not json")
+    names, series = host_series(str(tmp_path), host)
+    assert host in names and len(series) == 2
+    assert series[0]["guests"] == series[1]["guests"] + 1
+    assert series[0]["mem"] > series[1]["mem"]
+    page = pages.history_page(host, names, series, "c")
+    assert page.count("<polyline") == 2 and "2026-12-01T10:10:00Z" in page
+    assert [r["name"] for r in list_runs(str(tmp_path))][0] == "20261201T102000Z"
+    assert run_documents(str(tmp_path), "../etc") is None
+
+
+@pytest.mark.slow
+def test_under_tls_the_url_is_https_and_the_cookie_secure(tmp_path):
+    import ssl
+    cert, key = tmp_path / "web.pem", tmp_path / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    s = Server(tmp_path, "--example", "lab", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert s.url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(cert))
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(
+            context=ctx))
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            opener.open(s.url, timeout=30)
+        assert answer.value.code == 303
+        cookie = answer.value.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        # plain HTTP on the TLS port gets no page
+        with pytest.raises((urllib.error.URLError, ConnectionError, HTTPException)):
+            urllib.request.urlopen(s.base.replace("https:", "http:") + "/", timeout=10)
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_the_source_comes_from_the_settings_too(tmp_path):
+    config = tmp_path / "vmtools.toml"
+    config.write_text('[vm-web]\nexample = "hotspot"\nread-only = true\n')
+    s = Server(tmp_path, env=dict(os.environ, VMTOOLS_CONFIG=str(config)))
+    try:
+        cookie, _ = login(s)
+        code, page = http("GET", s.base + "/", cookie=cookie)
+        assert code == 200 and "example:hotspot" in page and "HOT (cpu)" in page
+        assert "/action?" not in page                       # read-only from the file too
+    finally:
+        s.stop()
+
+
+def test_replay_pages_and_the_guests_history_through_the_server(example_snapshot, tmp_path):
+    """The aiohttp application itself (aiohttp's test server on loopback): vm-replay's pages
+    listed and served sandboxed, nothing else of the directory; vm-plan's samples charted."""
+    import asyncio
+    from aiohttp.test_utils import TestClient, TestServer
+    from vmtools.state import PlanMemory, State, write_state
+    from vmtools.web.app import REPLAY_CSP, Config, make_app
+    replays = tmp_path / "replays"
+    replays.mkdir()
+    (replays / "week.html").write_text("<!DOCTYPE html><title>replay</title><script>1</script>")
+    (replays / "notes.txt").write_text("secret")
+    state_dir = tmp_path / "plan-state"
+    state_dir.mkdir()
+    host = example_snapshot.hosts[0].name
+    guest = next(v.name for v in example_snapshot.vms if v.host == host)
+    write_state(str(state_dir), State(plan=PlanMemory(
+        placement={guest: host}, samples={guest: [[1796600000.0, 0.25], [1796600060.0, 0.5]]})))
+
+    def refuse(plan, progress):
+        raise AssertionError("nothing runs in this test")
+    cfg = Config(take=lambda: example_snapshot, execute=refuse, gate=Gate("t" * 40),
+                 replay_dir=str(replays), plan_state_dir=str(state_dir), read_only=True)
+
+    async def scenario():
+        async with TestClient(TestServer(make_app(cfg))) as client:
+            resp = await client.get("/replays", allow_redirects=False)
+            assert resp.status == 303 and resp.headers["Location"] == "/login"
+            resp = await client.post("/login", data={"token": "t" * 40},
+                                     allow_redirects=False)
+            assert resp.status == 303
+            page = await (await client.get("/replays")).text()
+            assert "week.html" in page and "notes.txt" not in page
+            resp = await client.get("/replays/week.html")
+            assert resp.status == 200 and resp.headers["Content-Security-Policy"] == REPLAY_CSP
+            assert "sandbox" in REPLAY_CSP
+            for bad in ("/replays/notes.txt", "/replays/..%2Fplan-state%2Fvmtools.state"):
+                assert (await client.get(bad)).status == 404, bad
+            resp = await client.get(f"/history?host={host}")
+            page = await resp.text()
+            assert resp.status == 200 and f"{guest}: CPU used, 2 samples" in page
+            assert page.count("<polyline") == 1
+            resp = await client.get("/")
+            assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            assert "/action?" not in await resp.text()
+    asyncio.run(scenario())

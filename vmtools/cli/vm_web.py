@@ -1,0 +1,210 @@
+"""Serve the cluster in a browser: every host with its guests, CPU and memory against the
+targets, hot, frozen and standby hosts, guests in migration, the last plans and vm-rebalance
+runs, per-host history from the run archive, vm-replay's pages. And act on it: migrate,
+suspend, resume, evacuate, switch a host off or on, each a one-action plan checked as vm-plan
+checks it, shown for confirmation, run by vm-apply's executor with live progress and its report.
+
+The first line of output is the URL to open, carrying a one-time login. The login token is kept
+in --token-file (created 0600 when missing). Listening beyond loopback needs --tls-cert and
+--tls-key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
+                                 entry_point, guard, log, make_app)
+from vmtools.errors import DataError, UsageError
+from vmtools.ganglia.sources import DEFAULT_TIMEOUT
+from vmtools.xen import DEFAULT_IMAGE_DIR
+
+PROG = "vm-web"
+DEFAULT_PORT = 8470
+app = make_app(PROG, __doc__)
+
+
+@app.command(epilog=EXIT_CODES_EPILOG)
+def web(
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="ADDRESS", help="Address to listen on; beyond loopback only with "
+        "--tls-cert and --tls-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", metavar="PORT", help="TCP port (0: any free one, shown in the URL).")
+    ] = DEFAULT_PORT,
+    tls_cert: Annotated[Optional[str], typer.Option(
+        "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate chain (PEM).")
+    ] = None,
+    tls_key: Annotated[Optional[str], typer.Option(
+        "--tls-key", metavar="FILE", help="The certificate's private key (PEM).")] = None,
+    token_file: Annotated[Optional[str], typer.Option(
+        "--token-file", metavar="FILE", help="The login token (created 0600 with a random "
+        "token when missing; refused when others may read it). Default: "
+        "STATE_DIR/web-token under $VMTOOLS_STATE_DIR or /var/lib/vmtools.")] = None,
+    session_minutes: Annotated[float, typer.Option(
+        "--session-minutes", metavar="MINUTES", help="A login lasts this long.")] = 60.0,
+    read_only: Annotated[bool, typer.Option(
+        "--read-only", help="Show, never act: no action page, every action refused.")] = False,
+    gmetad: Annotated[Optional[list[str]], typer.Option(
+        "--gmetad", metavar="HOST[:PORT]", help="Read gmetad's XML port (as vm-snapshot; "
+        "default localhost when no other source is given). Repeatable.")] = None,
+    example: Annotated[Optional[str], typer.Option(
+        "--example", metavar="NAME", help="Read a gmetad dump shipped with vmtools (as "
+        "vm-snapshot).")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option(
+        "--input", "-i", metavar="FILE", help="Read a saved gmetad or gmond XML dump, again at "
+        "every page. Repeatable.")] = None,
+    prometheus: Annotated[Optional[list[str]], typer.Option(
+        "--prometheus", metavar="URL", help="Read a Prometheus server (as vm-snapshot, "
+        "profile vmtools). Repeatable.")] = None,
+    xapi: Annotated[Optional[str], typer.Option(
+        "--xapi", metavar="URL", help="Read a XCP-ng / XenServer pool through its master, and "
+        "act through it (as vm-snapshot and vm-apply --xapi).")] = None,
+    xapi_credentials: Annotated[Optional[str], typer.Option(
+        "--xapi-credentials", metavar="FILE", help="XAPI user and password (as "
+        "vm-snapshot).")] = None,
+    xapi_ca: Annotated[Optional[str], typer.Option(
+        "--xapi-ca", metavar="FILE", help="CA bundle for the pool's certificates.")] = None,
+    xapi_insecure: Annotated[bool, typer.Option(
+        "--xapi-insecure", help="Do NOT verify the pool's certificate (a lab only).")] = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", metavar="SECONDS", help="Timeout of every read of the source.")
+    ] = DEFAULT_TIMEOUT,
+    constraints: Annotated[Optional[str], typer.Option(
+        "--constraints", metavar="FILE", help="The rules every action obeys (as vm-plan).")
+    ] = None,
+    hosts: Annotated[Optional[Path], typer.Option(
+        "--hosts", metavar="FILE", help="vm-apply's host map.")] = None,
+    ssh_user: Annotated[Optional[str], typer.Option(
+        "--ssh-user", metavar="USER", help="As vm-apply.")] = None,
+    ssh_key: Annotated[Optional[str], typer.Option(
+        "--ssh-key", metavar="FILE", help="As vm-apply.")] = None,
+    known_hosts: Annotated[Optional[list[str]], typer.Option(
+        "--known-hosts", metavar="FILE", help="As vm-apply. Repeatable.")] = None,
+    ipmi_credentials: Annotated[str, typer.Option(
+        "--ipmi-credentials", metavar="FILE", help="As vm-apply.")
+    ] = "/etc/vmtools/ipmi.toml",
+    state_dir: Annotated[Optional[str], typer.Option(
+        "--state-dir", metavar="DIR", help="vm-apply's state directory (journals, the "
+        "suspended-guests ledger; default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
+    image_dir: Annotated[str, typer.Option(
+        "--image-dir", metavar="DIR", help="Where suspend images go (as vm-plan, vm-apply).")
+    ] = DEFAULT_IMAGE_DIR,
+    runs: Annotated[str, typer.Option(
+        "--runs", metavar="DIR", help="vm-rebalance's archive: its runs, their reports and "
+        "the history charts; '' for none.")] = "/var/lib/vmtools/runs",
+    plan_state: Annotated[Optional[str], typer.Option(
+        "--state", metavar="DIR", help="vm-plan's --state directory (standby hosts). Default: "
+        "RUNS/.plan-state.")] = None,
+    replay_dir: Annotated[Optional[str], typer.Option(
+        "--replay-dir", metavar="DIR", help="A directory of vm-replay HTML pages to link.")
+    ] = None,
+    cpu_threshold: Annotated[float, typer.Option(
+        "--cpu-threshold", metavar="FRACTION", help="A host above this CPU use is hot.")
+    ] = 0.9,
+    mem_threshold: Annotated[float, typer.Option(
+        "--mem-threshold", metavar="FRACTION", help="A host above this memory use is hot.")
+    ] = 0.95,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    version: Version = False,
+) -> None:
+    """Serve the cluster and its manual actions in a browser (the first line printed is the
+    URL to open)."""
+    with guard(PROG, verbose, quiet, debug):
+        from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
+        from vmtools.apply.lifecycle import LEDGER, read_suspended
+        from vmtools.model import load_file
+        from vmtools.power.execute import PowerSettings
+        from vmtools.snapshot import make_sources, take_snapshot
+        from vmtools.status import build_status, standby_hosts
+        from vmtools.web.actions import PlanSettings
+        from vmtools.web.app import Config
+        from vmtools.web.auth import Gate, read_or_create_token
+        from vmtools.web.serve import check_listen, serve, tls_context
+        for name, value in (("--cpu-threshold", cpu_threshold),
+                            ("--mem-threshold", mem_threshold)):
+            if not 0 < value <= 1:
+                raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
+        if not timeout > 0 or not session_minutes > 0:
+            raise UsageError("--timeout and --session-minutes must be more than 0")
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port {port}: expected 0-65535")
+        ctx = tls_context(tls_cert, tls_key)
+        check_listen(listen, ctx)
+        state = state_dir or default_state_dir()
+        token = read_or_create_token(token_file or f"{state}/web-token")
+        if xapi is not None and (gmetad or example or input_ or prometheus):
+            raise UsageError("--xapi reads a pool by itself: drop --gmetad, --example, "
+                             "--input and --prometheus")
+        sources = []
+        xapi_settings = None
+        if xapi is not None:
+            sources += make_sources("xapi", dict(url=xapi, credentials=xapi_credentials,
+                                                 ca_file=xapi_ca, fingerprints=[],
+                                                 insecure=xapi_insecure, timeout=timeout,
+                                                 window=60.0))
+            from vmtools.drivers.xapi import XapiSettings
+            xapi_settings = XapiSettings(xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+                                         insecure=xapi_insecure)
+        elif prometheus:
+            from vmtools.cli.vm_snapshot import _prometheus_settings
+            sources += make_sources("prometheus", _prometheus_settings(
+                prometheus, "vmtools", None, None, None, None, None, 0, 60.0, timeout, 60.0))
+        if xapi is None and (not prometheus or gmetad or example or input_):
+            sources += make_sources("ganglia", dict(
+                gmetad=gmetad or [], cluster=[], gmond=[], inputs=input_ or [],
+                example=example, timeout=timeout, recover=False, stale_after=60.0))
+        rules = None
+        if constraints is not None:
+            rules = load_file(constraints, "constraints", lambda obj: obj, prog=PROG)
+        runs_dir = runs or None
+        standby_dir = plan_state if plan_state is not None else (
+            f"{runs_dir}/.plan-state" if runs_dir else None)
+        ledger_path = f"{state}/{LEDGER}"
+
+        def ledger() -> dict:
+            try:
+                return read_suspended(ledger_path)
+            except DataError as exc:
+                log.warning("the suspended guests are left out: %s", exc)
+                return {}
+
+        def status(snap):
+            return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
+                                suspended=ledger())
+
+        from vmtools.drivers.hostmap import read_hostmap
+        from vmtools.drivers.ssh import SshOptions
+        options = ApplyOptions(
+            hosts=read_hostmap(str(hosts)) if hosts else {},
+            ssh=SshOptions(user=ssh_user, key=ssh_key, known_hosts=list(known_hosts or []),
+                           accept_new=False),
+            xapi=xapi_settings, state_dir=state, image_dir=image_dir,
+            power=PowerSettings(credentials=ipmi_credentials))
+        options.validate()
+
+        def execute(plan, progress) -> dict:
+            return apply_plan(plan, options, progress).to_dict()
+
+        cfg = Config(take=lambda: take_snapshot(sources), execute=execute,
+                     gate=Gate(token, lifetime=session_minutes * 60),
+                     plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
+                                       standby=lambda: standby_hosts(standby_dir)),
+                     status=status, runs_dir=runs_dir, replay_dir=replay_dir,
+                     plan_state_dir=standby_dir,
+                     read_only=read_only, targets=(cpu_threshold, mem_threshold))
+
+        def announce(url: str) -> None:
+            print(url, flush=True)
+            log.info("serving on %s:%s%s", listen, port, " (read-only)" if read_only else "")
+
+        serve(cfg, listen, port, ctx, announce)
+
+
+main = entry_point(app, PROG)

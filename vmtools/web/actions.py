@@ -1,0 +1,196 @@
+"""vm-web's actions: one-action plans built as vm-plan builds them, run as vm-apply runs them.
+
+Every action is a plan of the manual operations (:mod:`vmtools.planner.manual`; an evacuation
+is the planner's repair objective under a maintenance rule on the host, as vm-plan --evacuate),
+checked by the replay checker under the rules, then executed by :func:`vmtools.apply.apply_plan`
+with vm-apply's options. A :class:`Job` runs it in a thread and keeps its progress lines and
+its report for the page.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from vmtools.errors import DataError, OperationFailed, VmtoolsError
+from vmtools.model import Action, Host, Plan, Snapshot
+from vmtools.rules.check import check_plan
+from vmtools.rules.constraints import Constraints
+
+# op -> (what the form asks, one line for the page)
+OPS = {
+    "migrate": "Live-migrate a guest to another host",
+    "suspend": "Suspend a guest to its image (its memory is freed)",
+    "resume": "Resume a suspended guest",
+    "evacuate": "Evacuate a host: move every guest off it (a maintenance rule on it)",
+    "power-off": "Switch an empty host off",
+    "power-on": "Switch a standby host on",
+}
+GUEST_OPS = ("migrate", "suspend")
+HOST_OPS = ("evacuate", "power-off", "power-on")
+
+
+@dataclass
+class PlanSettings:
+    """What vm-plan would be told: the rules (a vmtools.constraints document already read),
+    the image directory, the suspended-guests ledger and vm-plan's state directory."""
+
+    constraints: dict | None = None
+    image_dir: str = "/var/lib/xen/save"
+    ledger: Callable[[], dict] = dict         # name -> entry (vm-apply's ledger, read now)
+    standby: Callable[[], dict] = dict        # name -> {cpu, mem_mib, cluster} (vm-plan state)
+    time_limit: float = 30.0
+
+
+def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
+               dst: str | None = None) -> Plan:
+    """The one-action plan of ``op`` on ``target`` (a guest or a host), checked. A guest's
+    operations and an evacuation go through the planner's front door as vm-plan's manual
+    operations (``--migrate``, ``--suspend``, ``--resume``, ``--evacuate``); switching a host
+    off or on is one power action checked by the same checker. DataError or OperationFailed,
+    with the checker's reason, when it cannot be."""
+    from vmtools.planner.front import Documents, constraints_of, plan_run
+    from vmtools.planner.scratch import solver_guard
+    from vmtools.planner.settings import settings_from
+    docs = Documents(snapshot=snap, constraints=settings.constraints,
+                     constraints_name="the rules (--constraints)")
+    if op in ("power-off", "power-on"):
+        return _power_plan(snap, constraints_of(docs, False, []), settings, op, target)
+    if op == "migrate":
+        if not dst:
+            raise DataError("choose the host to migrate to", "dst")
+        manual = {"migrate": f"{target}:{dst}"}
+    elif op == "resume":
+        docs.suspended, docs.suspended_path = settings.ledger(), "vm-apply's ledger"
+        manual = {"resume": f"{target}:{dst}" if dst else target}
+    elif op in ("suspend", "evacuate"):
+        manual = {op: target}
+    else:
+        raise DataError(f"unknown action {op!r}", "op")
+    with solver_guard(every_child=False):
+        plan = plan_run(docs, settings_from(manual, image_dir=settings.image_dir,
+                                            time_limit=settings.time_limit)).plan
+    if not plan.actions:
+        raise OperationFailed(f"cannot {op} {target}: the planner found nothing to do")
+    return plan
+
+
+def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: str,
+                host: str) -> Plan:
+    what = f"switch {host} {'off' if op == 'power-off' else 'on'}"
+    origin = snap
+    if op == "power-on":
+        standby = settings.standby()
+        if host not in standby:
+            raise OperationFailed(f"cannot {what}: vm-plan's state does not have it in standby")
+        if any(h.name == host for h in snap.hosts if h.state == "online"):
+            raise OperationFailed(f"cannot {what}: it is online")
+        rec = standby[host]
+        if not rec.get("cpu") or not rec.get("mem_mib"):
+            raise OperationFailed(f"cannot {what}: its size is not recorded")
+        origin = replace(snap, hosts=[h for h in snap.hosts if h.name != host] + [Host(
+            name=host, cluster=rec.get("cluster") or "", state="standby", cpu=rec["cpu"],
+            mem_mib=int(rec["mem_mib"]))])
+    elif not any(h.name == host for h in snap.hosts):
+        raise DataError(f"no host {host} in the snapshot", host)
+    elif any(v.host == host for v in snap.vms):
+        raise OperationFailed(f"cannot {what}: it runs guests (evacuate it first)")
+    placement = {v.name: v.host for v in origin.vms}
+    plan = Plan(origin=origin, placement=placement,
+                actions=[Action(id=1, op=op, vm="", src="", dst="", mem_mib=0, host=host,
+                                reason=f"manual: {what}")],
+                objective="manual", constraints=cons.to_list(),
+                summary={"manual": what, "actions": 1, "migrations": 0, "migrated_mib": 0},
+                solver={"name": "manual", "status": "feasible", "method": what})
+    try:
+        check_plan(plan, cons)
+    except DataError as exc:
+        raise OperationFailed(f"cannot {what}: {exc.message}") from None
+    return plan
+
+
+@dataclass
+class Job:
+    """One plan: pending (shown, not confirmed), then running, then done (with its report)."""
+
+    id: int
+    plan: Plan
+    what: str
+    created: float = field(default_factory=time.time)
+    state: str = "pending"            # pending, running, done, failed, cancelled
+    lines: list[str] = field(default_factory=list)
+    report: dict | None = None
+    error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def progress(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+            del self.lines[:-500]
+
+    def view(self) -> dict:
+        with self.lock:
+            return {"id": self.id, "state": self.state, "what": self.what,
+                    "lines": list(self.lines), "error": self.error,
+                    "report": self.report}
+
+    def moving(self) -> dict[str, str]:
+        """guest -> destination, for the migrations of a running job."""
+        if self.state != "running":
+            return {}
+        return {a.vm: a.dst for a in self.plan.actions if a.op == "migrate"}
+
+
+class Jobs:
+    """The plans vm-web made, newest last (at most ``keep``); one runs at a time."""
+
+    def __init__(self, execute: Callable[[Plan, Callable[[str], None]], dict], keep: int = 50):
+        self._execute = execute
+        self._ids = itertools.count(1)
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.jobs: dict[int, Job] = {}
+
+    def add(self, plan: Plan) -> Job:
+        with self._lock:
+            job = Job(next(self._ids), plan, str(plan.summary.get("manual") or "plan"))
+            self.jobs[job.id] = job
+            for old in sorted(self.jobs)[:-self._keep]:
+                if self.jobs[old].state != "running":
+                    del self.jobs[old]
+            return job
+
+    def get(self, job_id: int) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def running(self) -> list[Job]:
+        return [j for j in list(self.jobs.values()) if j.state == "running"]
+
+    def start(self, job: Job) -> None:
+        """Run ``job`` now (OperationFailed when another runs or it is no longer pending)."""
+        with self._lock:
+            if job.state != "pending":
+                raise OperationFailed(f"plan {job.id} is {job.state}; it runs only once")
+            if self.running():
+                raise OperationFailed("another plan is running; wait for its report")
+            job.state = "running"
+        threading.Thread(target=self._run, args=(job,), name=f"vm-web job {job.id}",
+                         daemon=True).start()
+
+    def _run(self, job: Job) -> None:
+        try:
+            report = self._execute(job.plan, job.progress)
+            failed = report.get("summary", {}).get("failed") or \
+                report.get("summary", {}).get("not-run")
+            with job.lock:
+                job.report = report
+                job.state = "failed" if failed else "done"
+        except VmtoolsError as exc:
+            with job.lock:
+                job.error, job.state = str(exc), "failed"
+        except Exception as exc:        # a bug must not leave the job "running" for ever
+            with job.lock:
+                job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
