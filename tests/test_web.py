@@ -70,11 +70,15 @@ def test_hostile_texts_are_escaped_on_the_cluster_page():
 
 
 def test_listening_beyond_loopback_needs_tls(tmp_path):
-    proc = subprocess.run([script("vm-web"), "--listen", "0.0.0.0", "--example", "lab",
-                           "--token-file", str(tmp_path / "t")], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "--tls-cert" in proc.stderr, proc.stderr
+    from typer.testing import CliRunner
+    from vmtools.cli.vm_web import app
+    r = CliRunner().invoke(app, ["--listen", "0.0.0.0", "--example", "lab",
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-cert" in r.output, r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "t").exists()
+    r = CliRunner().invoke(app, ["--listen", "192.0.2.1", "--tls-cert", str(tmp_path / "c"),
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-key" in r.output, r.output
 
 
 # ---------------------------------------------------------------- a running vm-web
@@ -537,3 +541,27 @@ def test_replay_pages_and_the_guests_history_through_the_server(example_snapshot
             assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
             assert "/action?" not in await resp.text()
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_the_cluster_from_prometheus(tmp_path_factory):
+    """--prometheus: the same pages from the lab's Prometheus (vm-snapshot's own source)."""
+    from vmtools.lab.prometheus import prometheus_missing
+    if prometheus_missing():
+        pytest.skip("prometheus missing")
+    from vmtools.lab.run import Lab
+    with Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0,
+             monitoring="prometheus", ssh=False) as lab:
+        truth = lab.wait_for_truth()
+        tmp = tmp_path_factory.mktemp("web")
+        s = Server(tmp, "--prometheus", lab.prometheus.url, "--read-only", env=lab.env())
+        try:
+            cookie, _ = login(s)
+            code, page = http("GET", s.base + "/", cookie=cookie)
+            assert code == 200 and "prometheus" in page.lower()
+            for h in truth["hosts"]:
+                section = page.split(f'id="host-{h["name"]}"')[1].split("</section>")[0]
+                shown = set(re.findall(r'<span class="guest">([^<]+)</span>', section))
+                assert shown == {v["name"] for v in truth["vms"] if v["host"] == h["name"]}
+        finally:
+            s.stop()
