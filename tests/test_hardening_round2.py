@@ -666,3 +666,9 @@ def test_an_xend_answering_without_end_is_read_up_to_its_limit(monkeypatch):
         assert status == 200 and len(body) == 1 << 20
     finally:
         server.shutdown()
+
+
+def test_a_usage_error_echoing_a_hostile_value_is_escaped():
+    proc = run("vm-plan", "--objective", "\x1b[2Jauto", input="{}")
+    one_error_line(proc, 2, "vm-plan", "\\x1b[2J")
+    assert "\x1b" not in proc.stderr

@@ -27,7 +27,6 @@ import enum
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from vmtools import __version__
+from vmtools import __version__, atomic
 from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataError,
                             LocalFailure, UsageError, VmtoolsError)
 from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
@@ -178,7 +177,7 @@ def _write_textfile(prog: str, directory: Path, started: float, code: int) -> No
     try:
         write_command(str(directory), prog, started, code, list(_FIGURES))
     except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
-        print(f"{prog}: warning: {exc}", file=sys.stderr)
+        print(f"{prog}: warning: {one_line(exc)}", file=sys.stderr)
     finally:
         _FIGURES.clear()
 
@@ -295,30 +294,12 @@ def write_atomic(path: Path, text: str, what: str = "output") -> None:
     path = Path(path)
     if path.is_dir() or name.endswith("/"):
         raise UsageError(f"{name}: is a directory; name the {what} file")
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
+        atomic.write_atomic(path, text)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, (IsADirectoryError, NotADirectoryError, PermissionError)):
-            raise UsageError(f"{name}: cannot write: {exc.strerror}") from None
+    except OSError as exc:              # a full disk, an I/O error: the machine's, not a bug
         raise LocalFailure(f"{name}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def emit(text: str, output: Path | None) -> None:

@@ -30,6 +30,7 @@ import typer
 from vmtools import numbers
 from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, decode, read_limited
+from vmtools.text import one_line
 
 # Options that mean the same thing in every command that has them.
 COMMON_KEYS = frozenset({"parallel", "verbose", "quiet", "debug", "textfile-dir"})
@@ -259,7 +260,7 @@ def usage_error_line(prog: str, exc: BaseException) -> str:
     text = " ".join(text.split())
     if text[:1].isupper() and not text[1:2].isupper():
         text = text[0].lower() + text[1:]
-    return f"{prog}: error: {text} (see {prog} --help)"
+    return f"{prog}: error: {one_line(text)} (see {prog} --help)"
 
 
 def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],

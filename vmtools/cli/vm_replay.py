@@ -227,7 +227,7 @@ def replay(
             trace = read_snapshots(sources)
         trace = trace.repeated(repeat)
         for note in trace.notes[:10]:
-            typer.echo(f"{PROG}: note: {note}", err=True) if not quiet else None
+            typer.echo(f"{PROG}: note: {printable(note)}", err=True) if not quiet else None
         if len(trace.notes) > 10 and not quiet:
             typer.echo(f"{PROG}: note: ... and {len(trace.notes) - 10} more (in the document)",
                        err=True)

@@ -63,7 +63,7 @@ import uuid as _uuid
 import xmlrpc.client
 from pathlib import Path
 
-from vmtools.lab.cluster import ClusterState
+from vmtools.lab.cluster import ClusterState, advance
 from vmtools.lab.migrate import MigrationError, migrate_domain
 from vmtools.lab.power import booted, power_of, switch_off, switch_on
 from vmtools.xen import INCOMING_SUFFIX
@@ -140,13 +140,18 @@ class Pool:
 
     # ---- the world
     def world(self) -> dict:
-        """The state, brought to now (booted hosts marked on and enabled)."""
-        with self.state.transaction() as st:
-            for name, host in st["hosts"].items():
-                if booted(st, name, self.boot_seconds):
-                    host["enabled"] = True
-            st.setdefault("xapi", {})
-            return st
+        """The state, brought to now (booted hosts marked on and enabled). Written back only
+        when a host has just booted: most calls only read."""
+        st = self.state.read()
+        if any(power_of(h) == "booting" for h in st["hosts"].values()):
+            with self.state.transaction() as st:
+                for name, host in st["hosts"].items():
+                    if booted(st, name, self.boot_seconds):
+                        host["enabled"] = True
+        else:
+            advance(st)
+        st.setdefault("xapi", {})
+        return st
 
     def faults(self, st: dict) -> dict:
         return st.get("faults", {}).get("xapi", {})
@@ -515,6 +520,12 @@ class Pool:
     def m_VM_get_by_name_label(self, st, label):
         return [ref_of("VM", v) for v in self._vm_names(st)
                 if self.vm_record(st, v)["name_label"] == label]
+
+    def m_VM_get_by_uuid(self, st, uuid):
+        for v in self._vm_names(st):
+            if self.vm_record(st, v)["uuid"] == uuid:
+                return ref_of("VM", v)
+        raise Failure("UUID_INVALID", "VM", uuid)
 
     def _can_migrate(self, st: dict, vm_ref, host_ref) -> tuple[str, str, str]:
         name = self.vm_by_ref(st, vm_ref)

@@ -140,7 +140,17 @@ the command began (``--time-limit`` counts from there, reading included; None: n
     for an incoherent snapshot or constraints, TemporaryFailure, OperationFailed...)."""
     settings = settings_from(as_dict(settings))          # a hand-built one is checked too
     skipped: list[dict] = []
-    cons = constraints_of(docs, settings.strict_rules, skipped)
+    # --add, --resume and --context-switch read the rules again with the guests they start:
+    # a rule naming one of those is no unknown name, even under --strict-rules
+    again = bool(settings.add or settings.resume or settings.context_switch)
+    cons = constraints_of(docs, settings.strict_rules and not again, skipped)
+    skipped[:] = _not_elsewhere(skipped, docs, settings)
+    if settings.strict_rules and again and skipped:
+        e = skipped[0]
+        names = ", ".join([f"guest {v!r}" for v in e["unknown_vms"]]
+                          + [f"host {h!r}" for h in e["unknown_hosts"]])
+        raise DataError(f"rules[{e['rule']}] ({e['kind']}): unknown {names} (not in the "
+                        "snapshot, nor among the guests this run starts)", docs.rules_name)
     if settings.context_switch:
         switched = context_switch_plan(docs, settings, time.time() if now is None else now)
         if switched is not None:
@@ -157,6 +167,20 @@ the command began (``--time-limit`` counts from there, reading included; None: n
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
     return Result(plan, state, skipped)
+
+
+def _not_elsewhere(skipped: list[dict], docs: Documents, settings: Any) -> list[dict]:
+    """The rules left out for names not in the snapshot, less those whose only unknown names
+    are guests this run reads the rules again for (a group to add, the suspended guests of
+    --resume and --context-switch): for them nothing is left out, nothing is to warn about."""
+    known: set[str] = set()
+    if settings.context_switch or settings.resume:
+        known |= set(docs.suspended or {})
+    if settings.add and isinstance(docs.guests, dict) and \
+            isinstance(docs.guests.get("guests"), list):
+        known |= {g.get("name") for g in docs.guests["guests"] if isinstance(g, dict)}
+    return [e for e in skipped
+            if e.get("unknown_hosts") or not set(e.get("unknown_vms", [])) <= known]
 
 
 def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | None:

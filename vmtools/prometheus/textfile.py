@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_rebalance(args.run_dir, args.file)
     except VmtoolsError as exc:
-        print(f"vm-rebalance: warning: {exc}", file=sys.stderr)
+        from vmtools.text import one_line
+        print(f"vm-rebalance: warning: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

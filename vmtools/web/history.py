@@ -86,3 +86,21 @@ def host_series(runs_dir: str | None, host: str | None) -> tuple[list[str], list
                        "cpu": sum(v.cpu for v in mine) / h.cpu if h.cpu else None,
                        "mem": sum(v.mem_mib for v in mine) / h.mem_mib if h.mem_mib else None})
     return sorted(names), points
+
+
+def guest_samples(state_dir: str | None, host: str) -> tuple[dict[str, list], str | None]:
+    """The CPU samples vm-plan keeps (its state, the demand window) of the guests it last saw
+    on ``host``: {guest: [(time, CPUs)]}, and why there are none when the state is unreadable."""
+    if not state_dir:
+        return {}, None
+    from vmtools.state import read_state
+    try:
+        memory = read_state(state_dir).plan
+    except DataError as exc:
+        return {}, str(exc)
+    out = {}
+    for guest, where in sorted(memory.placement.items()):
+        points = [(float(t), float(c)) for t, c in memory.samples.get(guest, [])]
+        if where == host and points:
+            out[guest] = sorted(points)
+    return out, None
