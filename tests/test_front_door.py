@@ -172,3 +172,8 @@ def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path, cont
         assert proc.stdout == "" and proc.stderr.count("\n") == 1
         assert "vmtools.state" in proc.stderr and "remove it" in proc.stderr
     assert (state / STATE_FILE).read_text() == content      # never half-trusted, never rewritten
+
+
+def test_the_objectives_are_one_table_the_settings_name():
+    from vmtools.planner.plan import OBJECTIVE_KINDS
+    assert tuple(OBJECTIVE_KINDS) == BY_NAME["objective"].choices
