@@ -70,3 +70,20 @@ def test_monitoring_loss_is_seeded_and_counted(tmp_path):
     assert fa["migrations_onto_frozen"] == 0
     r = run("vm-replay", src, "--monitoring-loss", "1.5")
     assert r.returncode == 2 and "--monitoring-loss" in r.stderr
+
+
+def test_replaying_a_run_vm_plan_refused_moves_nothing(tmp_path):
+    """An archive whose snapshots freeze three hosts of eight (monitoring broken): vm-plan
+    refused those runs live (exit 75), and the replay refuses them too, counted apart from
+    failures, instead of planning migrations nobody made."""
+    d = archive(tmp_path, False)
+    for path in d.rglob("snapshot.json"):
+        s = Snapshot.from_dict(json.loads(path.read_text()))
+        s.problems = [Problem("stale-host", f"host node{i}: container.vms not updated for "
+                              "7200 s (TMAX 60); its figures and guest list are old",
+                              host=f"node{i}") for i in (1, 2, 3)]
+        path.write_text(dumps(s.to_dict()))
+    figures = replay(str(d))["runs"][0]["figures"]
+    assert figures["refused_ticks"] == figures["ticks"] and figures["failed_ticks"] == 0
+    assert figures["migrations"] == 0
+    assert figures["frozen_host_ticks"] == 3 * figures["ticks"]

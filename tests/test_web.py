@@ -593,3 +593,24 @@ def test_the_confirmation_shows_what_changes(example_snapshot):
     n_dst = sum(1 for h in where.values() if h == dst)
     assert f"<td>{src}</td><td>{n_src} → {n_src - 1}</td>" in page
     assert f"<td>{dst}</td><td>{n_dst} → {n_dst + 1}</td>" in page
+
+
+def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.state import read_state
+    from vmtools.status import standby_hosts
+    from vmtools.web.actions import PlanSettings, build_plan, record_power
+    empty = example_snapshot.hosts[0].name
+    snap = replace(example_snapshot, vms=[v for v in example_snapshot.vms if v.host != empty])
+    off = build_plan(snap, PlanSettings(), "power-off", empty)
+    assert record_power(str(tmp_path), off, {"actions": [{"id": 1, "outcome": "failed"}]}) == []
+    assert standby_hosts(str(tmp_path)) == {}
+    assert record_power(str(tmp_path), off, {"actions": [{"id": 1, "outcome": "done"}]},
+                        now=1000.0) == [empty]
+    assert standby_hosts(str(tmp_path))[empty]["mem_mib"] == snap.hosts[0].mem_mib
+    gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
+    on = build_plan(gone, PlanSettings(standby=lambda: standby_hosts(str(tmp_path))),
+                    "power-on", empty)
+    record_power(str(tmp_path), on, {"actions": [{"id": 1, "outcome": "done"}]}, now=2000.0)
+    power = read_state(str(tmp_path)).power
+    assert empty not in power.standby and power.waking[empty]["since"] == 2000.0

@@ -19,7 +19,7 @@ from aiohttp import web
 from vmtools.errors import VmtoolsError
 from vmtools.model import Plan, Snapshot
 from vmtools.web import pages
-from vmtools.web.actions import GUEST_OPS, HOST_OPS, OPS, Jobs, PlanSettings, build_plan
+from vmtools.web.actions import OPS, Jobs, PlanSettings, build_plan, record_power
 from vmtools.web.auth import COOKIE, Gate, csrf_ok
 from vmtools.web.history import guest_samples, host_series, list_runs, run_documents
 
@@ -55,7 +55,15 @@ class Config:
 
 
 def make_app(cfg: Config) -> web.Application:
-    jobs = Jobs(cfg.execute)
+    def execute(plan: Plan, progress) -> dict:
+        report = cfg.execute(plan, progress)
+        try:        # what ran stands, recorded or not: a failure here is a line, not a failure
+            for host in record_power(cfg.plan_state_dir, plan, report):
+                progress(f"{host}: recorded in vm-plan's state ({cfg.plan_state_dir})")
+        except VmtoolsError as exc:
+            progress(f"warning: vm-plan's state not updated: {exc}")
+        return report
+    jobs = Jobs(execute)
     app = web.Application(middlewares=[_headers, _gate(cfg)], client_max_size=64 * 1024)
     app[CFG], app[JOBS] = cfg, jobs
     r = app.router
