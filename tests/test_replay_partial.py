@@ -3,6 +3,8 @@ lossy monitoring does to a setting (--monitoring-loss, seeded)."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def replay(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_a_replayed_problem_freezes_its_host_as_vm_plan_did(tmp_path):
     clean = replay(str(archive(tmp_path, False)))["runs"][0]
     assert clean["figures"]["migrations"] > 0 and clean["figures"]["frozen_host_ticks"] == 0
@@ -50,6 +53,7 @@ def test_a_replayed_problem_freezes_its_host_as_vm_plan_did(tmp_path):
     assert all(row[idx] > 0 for row in doc["runs"][0]["series"]["host_cpu"])
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_monitoring_loss_is_seeded_and_counted(tmp_path):
     src = str(archive(tmp_path, False, 12))
     a = replay(src, "--monitoring-loss", "0.05", "--loss-seed", "7")

@@ -578,3 +578,17 @@ def test_a_guest_whose_label_is_free_text_goes_by_its_uuid(pool, tmp_path):
     [entry] = report["actions"]
     assert entry["outcome"] == "done"
     assert x.host.get_name_label(x.VM.get_resident_on(app1)) == entry["where"] != "node-3"
+
+
+@pytest.mark.parametrize("xapi,where", [
+    ({"master": "zz"}, "xapi.master"),
+    ({"groups": {"w": {"placement": "anti_affinity", "vms": ["nope"]}}}, "xapi.groups.w.vms[0]"),
+    ({"groups": {"w": {"placement": "spread", "vms": []}}}, "xapi.groups.w.placement"),
+    ({"halted": {"web1": {}}}, "xapi.halted.web1"),
+    ({"halted": {"old": {"power_state": "Running"}}}, "xapi.halted.old.power_state"),
+])
+def test_a_scenarios_xapi_block_is_checked_before_the_lab_starts(xapi, where):
+    from vmtools.lab.scenario import check_scenario
+    with pytest.raises(DataError) as err:
+        check_scenario(dict(_scenario(), xapi=xapi))
+    assert err.value.where == where
