@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "
                     "consolidate, balance, each with --time-limit 20)")
     ap.add_argument("--baseline", action="append", help="baselines (default: all four)")
+    ap.add_argument("--baselines-only", action="store_true", help="no vm-plan setting")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="play the day N times back to back (vm-replay --repeat)")
     ap.add_argument("--warm-up", type=float, default=0.0, metavar="MINUTES",
@@ -185,7 +186,8 @@ def main() -> None:
             loss_comparison(trace, args, opts, vm_plan_setting)
             continue
         rows = []
-        settings = [vm_plan_setting(s, 0, True, False) for s in (args.plan or SETTINGS)]
+        settings = [vm_plan_setting(s, 0, True, False)
+                    for s in ([] if args.baselines_only else args.plan or SETTINGS)]
         settings += [make_baseline(b, POWER) for b in (args.baseline or BASELINES)]
         for policy in settings:
             t0, c0 = time.perf_counter(), _cpu()
@@ -202,6 +204,8 @@ def main() -> None:
                         + [fmt.format(f[key]) for key, _, fmt in COLUMNS])
             print(f"  {variant}: {r.name}: {wall:.1f} s, {cpu:.1f} s CPU", file=sys.stderr,
                   flush=True)
+            for row in rows[-2 if r.warm_up_figures is not None and args.both else -1:]:
+                print("  " + " | ".join(row), file=sys.stderr, flush=True)
         n_vms = len(trace.samples[0].vms)
         print(table(rows, ["setting", "wall s", "CPU s"] + [h for _, h, _ in COLUMNS],
                     f"{trace.source}: {len(trace.hosts)} hosts, {n_vms} guests, {ticks * args.repeat} ticks "

@@ -52,6 +52,7 @@ def test_a_healthy_answer_is_the_cluster(fake):
     assert float(times.pop()) == iso_to_epoch(doc["created"])
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_the_snapshot_carries_the_range_query_samples_and_vm_plan_uses_them(fake):
     now = int(time.time())
     fake.range_answer = {"status": "success", "data": {"resultType": "matrix", "result": [
@@ -120,6 +121,7 @@ def test_a_series_repeated_per_guest_is_a_duplicate_series(fake):
     assert "web1" not in names and names["db1"]["cpu"] == 1.0     # copies agree: used
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_missing_guests_stale_and_incomplete_hosts(fake):
     now = time.time()
     answers = healthy(now)
@@ -189,6 +191,7 @@ def test_an_oversized_answer_is_refused():
         server.close()
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_credentials_come_from_files_never_the_url(tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
@@ -218,6 +221,7 @@ def test_credentials_come_from_files_never_the_url(tmp_path):
     assert loose.returncode == 2 and "readable by every user" in loose.stderr
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_basic_auth_user_and_password_file(tmp_path):
     password = tmp_path / "pw"
     password.write_text("hunter2\n")
@@ -274,6 +278,7 @@ def test_profiles_and_bad_profiles(tmp_path, fake):
     assert proc.returncode == 2 and "lacks host_memory_bytes" in proc.stderr
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_hostile_labels_never_reach_the_snapshot(fake):
     answers = healthy()
     evil_host = {"host": "node-1; rm -rf /"}

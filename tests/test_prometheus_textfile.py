@@ -34,6 +34,7 @@ def promtool_accepts(path: Path) -> None:
     assert check.returncode == 0, f"{path.name}: {check.stdout}{check.stderr}"
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 @needs_promtool
 def test_each_command_writes_its_file_and_a_failure_keeps_the_last_success(tmp_path):
     snap = run("vm-snapshot", "--example", "lab", "--textfile-dir", str(tmp_path))
@@ -72,6 +73,7 @@ def test_an_unwritable_directory_is_a_warning_and_the_run_keeps_its_exit_code(tm
     assert "warning:" in proc.stderr and "cannot write the textfile metrics" in proc.stderr
 
 
+@pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine
 def test_the_setting_goes_in_the_common_table_for_every_command(tmp_path):
     conf = tmp_path / "vmtools.toml"
     conf.write_text(f'[common]\ntextfile_dir = "{tmp_path}"\n')

@@ -390,17 +390,23 @@ def test_tls_and_login_failures_are_one_line_without_the_secret(pool, tmp_path):
 
 # --------------------------------------------------------------------------- vm-apply
 
-def _repair_plan(pool, tmp_path) -> str:
-    """node-3 disabled in XAPI: the snapshot's maintenance rule makes vm-plan move app1."""
+def _repair_plan_of(pool, host: str) -> str:
+    """``host`` disabled in XAPI: the snapshot's maintenance rule makes vm-plan evacuate it."""
     x = _session(pool).xenapi
-    x.host.disable(x.host.get_by_name_label("node-3")[0])
+    x.host.disable(x.host.get_by_name_label(host)[0])
     snap = snapshot(pool)
     assert snap.returncode == 0, snap.stderr
     plan = run([script("vm-plan"), "--objective", "repair"], input=snap.stdout)
     assert plan.returncode == 0, plan.stderr
-    actions = json.loads(plan.stdout)["actions"]
-    assert [(a["vm"], a["src"]) for a in actions] == [("app1", "node-3")]
     return plan.stdout
+
+
+def _repair_plan(pool, tmp_path) -> str:
+    """node-3 disabled in XAPI: the snapshot's maintenance rule makes vm-plan move app1."""
+    plan = _repair_plan_of(pool, "node-3")
+    actions = json.loads(plan)["actions"]
+    assert [(a["vm"], a["src"]) for a in actions] == [("app1", "node-3")]
+    return plan
 
 
 def _apply(pool, tmp_path, plan: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -555,3 +561,34 @@ def test_vm_apply_without_the_master_says_which_option(pool, tmp_path):
     assert re.fullmatch(r"vm-apply: error: host node-\d is managed through XAPI: give the "
                         r"pool master's URL \(--xapi\)", proc.stderr.strip()), proc.stderr
     assert _resident(pool, "app1") == "node-3"
+
+
+@pytest.mark.slow
+def test_a_guest_whose_label_is_free_text_goes_by_its_uuid(pool, tmp_path):
+    """XAPI's name_label is free text ("App #1 (prod)"): the snapshot names such a guest by
+    its uuid, vm-plan moves it under that name, vm-apply finds it by uuid and migrates it."""
+    x = _session(pool).xenapi
+    app1 = x.VM.get_by_name_label("app1")[0]
+    uuid = x.VM.get_uuid(app1)
+    _fault(pool, override={"VM": {"app1": {"name_label": "App #1 (prod)"}}})
+    plan = _repair_plan_of(pool, "node-3")
+    assert [(a["vm"], a["src"]) for a in json.loads(plan)["actions"]] == [(uuid, "node-3")]
+    proc, report = _apply(pool, tmp_path, plan)
+    assert proc.returncode == 0, proc.stderr
+    [entry] = report["actions"]
+    assert entry["outcome"] == "done"
+    assert x.host.get_name_label(x.VM.get_resident_on(app1)) == entry["where"] != "node-3"
+
+
+@pytest.mark.parametrize("xapi,where", [
+    ({"master": "zz"}, "xapi.master"),
+    ({"groups": {"w": {"placement": "anti_affinity", "vms": ["nope"]}}}, "xapi.groups.w.vms[0]"),
+    ({"groups": {"w": {"placement": "spread", "vms": []}}}, "xapi.groups.w.placement"),
+    ({"halted": {"web1": {}}}, "xapi.halted.web1"),
+    ({"halted": {"old": {"power_state": "Running"}}}, "xapi.halted.old.power_state"),
+])
+def test_a_scenarios_xapi_block_is_checked_before_the_lab_starts(xapi, where):
+    from vmtools.lab.scenario import check_scenario
+    with pytest.raises(DataError) as err:
+        check_scenario(dict(_scenario(), xapi=xapi))
+    assert err.value.where == where

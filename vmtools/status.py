@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vmtools.model import Snapshot, is_safe_name
+from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
 from vmtools.state import read_state
@@ -33,25 +34,39 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     return out
 
 
+def rules_of(snap: Snapshot, constraints: object = None):
+    """The rules a host's capacity is read under, as vm-plan reads them: the platform's own
+    (the snapshot's), then a vmtools.constraints document's (its JSON; names the snapshot
+    lacks are left out, as vm-plan does)."""
+    from vmtools.model import CONSTRAINTS_FORMAT, check_envelope
+    from vmtools.rules.constraints import parse_rules
+    items = list(snap.rules)
+    if constraints is not None:
+        items += [item for _, item in check_envelope(constraints, CONSTRAINTS_FORMAT)
+                  .list("rules")]
+    return parse_rules(items, snap, strict=False, skipped=[])
+
+
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
-                 cpu_threshold: float = 0.9, mem_threshold: float = 0.95,
-                 now: float | None = None, suspended: dict[str, dict] | None = None) -> dict:
+                 cpu_threshold: float = CPU_THRESHOLD, mem_threshold: float = MEM_THRESHOLD,
+                 now: float | None = None, suspended: dict[str, dict] | None = None,
+                 constraints: object = None) -> dict:
     """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
-    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere)."""
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere);
+    ``constraints``: vm-plan's rules (JSON), whose capacity rules set what a host gives.
+    Use and hotspots are :mod:`vmtools.rules.load`'s, as vm-plan's are."""
     now = time.time() if now is None else now
     guests: dict[str, list] = {}
     for vm in snap.vms:
         guests.setdefault(vm.host, []).append(vm)
     standby = standby_hosts(state_dir)
     know = assess(snap)
+    loads = host_loads(snap, rules_of(snap, constraints))
     hosts = []
     for h in sorted(snap.hosts, key=lambda h: h.name):
         mine = guests.get(h.name, [])
-        cpu = sum(v.cpu for v in mine) / h.cpu if h.cpu else None
-        mem = sum(v.mem_mib for v in mine) / h.mem_mib if h.mem_mib else None
-        hot = [name for name, use, limit in (("cpu", cpu, cpu_threshold),
-                                             ("mem", mem, mem_threshold))
-               if use is not None and use > limit and h.state == "online"]
+        cpu, mem = loads[h.name].cpu, loads[h.name].mem
+        hot = hot_dims(cpu, mem, cpu_threshold, mem_threshold) if h.state == "online" else []
         state = "standby" if h.name in standby and h.state != "online" else h.state
         frozen = know.frozen.get(h.name)
         hosts.append({"name": h.name, "cluster": h.cluster, "state": state,

@@ -194,3 +194,33 @@ class Jobs:
         except Exception as exc:        # a bug must not leave the job "running" for ever
             with job.lock:
                 job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+
+
+def record_power(state_dir: str | None, plan: Plan, report: dict,
+                 now: float | None = None) -> list[str]:
+    """After a run: a host the page switched off is standby in vm-plan's state (with its
+    capacity, as vm-plan records its own), so vm-plan and vm-status know it is off on
+    purpose and the page can switch it on again; a host switched on is waking until it
+    reports. Only actions the report says are done count. Returns the hosts recorded."""
+    done = {a.get("id") for a in report.get("actions", []) if a.get("outcome") == "done"}
+    power = [a for a in plan.actions if a.is_power and a.id in done]
+    if not state_dir or not power:
+        return []
+    from vmtools.state import read_state, write_state
+    now = time.time() if now is None else now
+    state = read_state(state_dir)
+    hosts = {h.name: h for h in plan.origin.hosts}
+    for a in power:
+        h = hosts[a.host]
+        if a.op == "power-off":
+            state.power.standby[a.host] = {
+                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib,
+                "net_mbps": h.net_mbps, "hypervisor": h.hypervisor,
+                "migration": h.migration, "since": now}
+            state.power.empty_since.pop(a.host, None)
+        else:
+            rec = state.power.standby.pop(a.host, None) or {
+                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib}
+            state.power.waking[a.host] = {**rec, "since": now}
+    write_state(state_dir, state)
+    return [a.host for a in power]
