@@ -4,6 +4,8 @@ run; 80 columns."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -47,6 +49,7 @@ def test_thresholds_move_the_flags(tmp_path):
     assert doc["last_run"] is None
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_standby_hosts_and_the_last_cron_run(tmp_path):
     state = tmp_path / "runs" / ".plan-state"
     state.mkdir(parents=True)

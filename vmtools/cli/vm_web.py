@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
                                  entry_point, guard, log, make_app)
 from vmtools.errors import DataError, UsageError
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
@@ -109,6 +109,7 @@ def web(
     mem_threshold: Annotated[float, typer.Option(
         "--mem-threshold", metavar="FRACTION", help="A host above this memory use is hot.")
     ] = 0.95,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -116,7 +117,7 @@ def web(
 ) -> None:
     """Serve the cluster and its manual actions in a browser (the first line printed is the
     URL to open)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.web.serve import check_listen, serve, tls_context
         ctx = tls_context(tls_cert, tls_key)          # before anything else is read or made
         check_listen(listen, ctx)
