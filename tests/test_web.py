@@ -625,9 +625,9 @@ POWER = {
 
 
 def run_action(server: Server, cookie: str, csrf: str, op: str, target: str,
-               timeout: float = 120) -> dict:
+               timeout: float = 120, dst: str = "") -> dict:
     """An action as the page posts it: the plan, then its confirmation; the job's end."""
-    code, page = http("POST", server.base + "/plan", {"op": op, "target": target,
+    code, page = http("POST", server.base + "/plan", {"op": op, "target": target, "dst": dst,
                                                       "csrf": csrf}, cookie)
     assert code == 303, page
     _, plans = http("GET", server.base + "/plans", cookie=cookie)
@@ -686,3 +686,34 @@ def test_a_host_switched_off_and_on_from_the_page(tmp_path_factory):
             assert lab.state.read()["hosts"]["node-2"]["power"] == "on"
         finally:
             s.stop()
+
+
+@pytest.mark.slow
+def test_a_migration_through_a_xapi_pool(tmp_path):
+    """--xapi: the pool read through its master and the migration run through it (the lab's
+    simulated pool, driven by the real XenAPI client)."""
+    from vmtools.lab.run import Lab
+    scenario = {"name": "web-xapi", "description": "a pool of two",
+                "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 8192, "dom0_mib": 1024}
+                          for i in (1, 2)},
+                "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "vcpus": 1,
+                                    "load": 0.2},
+                           "db1": {"host": "node-2", "mem_mib": 2048, "vcpus": 1,
+                                   "load": 0.2}}}
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        s = Server(tmp_path, *lab.xapi_args(), "--hosts", str(lab.hosts_file),
+                   "--state-dir", str(lab.state_dir), env=lab.env())
+        try:
+            cookie, csrf = login(s)
+            _, page = http("GET", s.base + "/", cookie=cookie)
+            assert '<span class="guest">web1</span>' in \
+                page.split('id="host-node-1"')[1].split("</section>")[0]
+            view = run_action(s, cookie, csrf, "migrate", "web1", dst="node-2")
+            assert view["state"] == "done", view
+            assert lab.placement()["web1"] == "node-2"
+        finally:
+            s.stop()
+    finally:
+        lab.stop()
