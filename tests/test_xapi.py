@@ -582,3 +582,36 @@ def test_a_guest_whose_label_is_free_text_goes_by_its_uuid(pool, tmp_path):
     [entry] = report["actions"]
     assert entry["outcome"] == "done"
     assert x.host.get_name_label(x.VM.get_resident_on(app1)) == entry["where"] != "node-3"
+
+
+@pytest.mark.parametrize("xapi,where", [
+    ({"master": "zz"}, "xapi.master"),
+    ({"groups": {"w": {"placement": "anti_affinity", "vms": ["nope"]}}}, "xapi.groups.w.vms[0]"),
+    ({"groups": {"w": {"placement": "spread", "vms": []}}}, "xapi.groups.w.placement"),
+    ({"halted": {"web1": {}}}, "xapi.halted.web1"),
+    ({"halted": {"old": {"power_state": "Running"}}}, "xapi.halted.old.power_state"),
+])
+def test_a_scenarios_xapi_block_is_checked_before_the_lab_starts(xapi, where):
+    from vmtools.lab.scenario import check_scenario
+    with pytest.raises(DataError) as err:
+        check_scenario(dict(_scenario(), xapi=xapi))
+    assert err.value.where == where
+
+
+def test_a_master_that_is_not_there_is_69_in_one_line():
+    proc = run([script("vm-snapshot"), "--xapi", "https://127.0.0.1:1", "--timeout", "3"],
+               env_extra={"VMTOOLS_XAPI_USER": "root", "VMTOOLS_XAPI_PASSWORD": "S3cretPw"})
+    assert proc.returncode == 69 and proc.stdout == ""
+    assert proc.stderr.strip() == ("vm-snapshot: error: XAPI at https://127.0.0.1:1: "
+                                   "connection refused (is it the pool master, and is xapi "
+                                   "running?)")
+
+
+@pytest.mark.slow
+def test_a_member_given_as_master_names_the_master(pool):
+    member = pool.url.replace("127.0.1.1", "127.0.1.2")
+    proc = run([script("vm-snapshot"), "--xapi", member, "--xapi-ca", str(pool.ca),
+                "--xapi-credentials", str(pool.credentials)])
+    assert proc.returncode == 69
+    assert "is not the pool master (the master is 127.0.1.1): give the master's URL" in \
+        proc.stderr and pool.password not in proc.stderr
