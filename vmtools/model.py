@@ -204,6 +204,13 @@ HOST_MIN_MIB = 1      # a host with no memory would divide every utilisation by 
 MAX_DOMAIN_CHARS = 200   # a migration domain's name (a cluster, "xapi-pool:UUID", a label)
 
 
+def domain_of(rec: dict) -> str:
+    """The migration domain a host record (vm-plan's state, vm-web's) keeps: at most
+    :data:`MAX_DOMAIN_CHARS` printable characters; anything else, or none, is the domain ""."""
+    d = rec.get("domain")
+    return d if isinstance(d, str) and d.isprintable() and len(d) <= MAX_DOMAIN_CHARS else ""
+
+
 @dataclass
 class Host:
     name: str
