@@ -153,14 +153,26 @@ def test_one_versioned_document_replaces_the_two_old_files_read_once(tmp_path, h
     assert read_state(str(tmp_path)) == state
 
 
-@pytest.mark.parametrize("content", [
+DAMAGED = [
     "{", "[]", '{"format": "vmtools.state", "version": "2.0"}',
     '{"format": "vmtools.plan", "version": "1.0"}',
     '{"format": "vmtools.state", "version": "1.0", "power": {"standby": {"x;rm": {}}}}',
     '{"format": "vmtools.state", "version": "1.0", "power": {"standby": {"n": {"cpu": 1e999}}}}',
     '{"format": "vmtools.state", "version": "1.0", "plan": {"samples": {"g": [[1, "x"]]}}}',
-])
-def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path, content):
+]
+
+
+@pytest.mark.parametrize("content", DAMAGED)
+def test_a_damaged_state_document_is_refused_whole_naming_file_and_fix(tmp_path, content):
+    (tmp_path / STATE_FILE).write_text(content)
+    with pytest.raises(DataError) as err:
+        read_state(str(tmp_path))
+    assert str(err.value).startswith(str(tmp_path / STATE_FILE))
+    assert "vmtools.state" in str(err.value) and "remove it" in str(err.value)
+
+
+def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path):
+    content = DAMAGED[5]
     state = tmp_path / "runs" / ".plan-state"
     state.mkdir(parents=True)
     (state / STATE_FILE).write_text(content)
@@ -172,3 +184,8 @@ def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path, cont
         assert proc.stdout == "" and proc.stderr.count("\n") == 1
         assert "vmtools.state" in proc.stderr and "remove it" in proc.stderr
     assert (state / STATE_FILE).read_text() == content      # never half-trusted, never rewritten
+
+
+def test_the_objectives_are_one_table_the_settings_name():
+    from vmtools.planner.plan import OBJECTIVE_KINDS
+    assert tuple(OBJECTIVE_KINDS) == BY_NAME["objective"].choices

@@ -437,15 +437,43 @@ def test_sigterm_ends_a_replay_with_a_state_cleanly_and_leaves_nothing_behind(tm
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
     env["TMPDIR"] = str(scratch)
+    # stderr on a terminal: the replay draws "tick k/n" once it runs its ticks, which is when
+    # the signal is sent (a fixed sleep loses the race on a loaded machine)
+    import pty
+    import select
+    master, slave = pty.openpty()
     proc = subprocess.Popen([script("vm-replay"), t, "--hosts", h, "--plan",
                              "--objective balance --state x"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(3.0)                         # the settings checked, the ticks running
-    assert proc.poll() is None
+                            stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+
+    def read_some(wait: float) -> bool:
+        nonlocal seen
+        ready, _, _ = select.select([master], [], [], wait)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:                      # the child closed the terminal
+            return False
+        seen += chunk
+        return bool(chunk)
+
+    deadline = time.monotonic() + 120
+    while b"tick " not in seen and time.monotonic() < deadline and proc.poll() is None:
+        read_some(0.5)
+    assert b"tick " in seen, seen.decode("utf-8", "replace")
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "stopped by SIGTERM" in err and "Traceback" not in err and err.count("\n") == 1
+    proc.stdout.read()
+    proc.wait(timeout=60)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and read_some(0.2):
+        pass
+    os.close(master)
+    err = seen.decode("utf-8", "replace")
+    assert proc.returncode == 143, err[-500:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert list(scratch.iterdir()) == [] and not (tmp_path / "x").exists()
 
 

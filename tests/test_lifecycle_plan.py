@@ -240,6 +240,17 @@ def test_constraints_may_name_the_guests_to_add_or_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [a["dst"] for a in json.loads(proc.stdout)["actions"]] == ["h2"]
     assert "guest n1" not in proc.stderr          # its rule holds: no warning about it
+    # nor is it an unknown name under --strict-rules; one that is no guest at all still is
+    proc = run("vm-plan", str(path), "--add", str(group), "--constraints", str(rules),
+               "--strict-rules", "-q")
+    assert proc.returncode == 65 and "unknown guest 'd'" in proc.stderr    # d: not suspended
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "fence", "vms": ["n1"], "hosts": ["h2"]}]}))
+    proc = run("vm-plan", str(path), "--add", str(group), "--constraints", str(rules),
+               "--strict-rules", "-q")
+    assert proc.returncode == 0, proc.stderr
+    rules.write_text(json.dumps({"format": "vmtools.constraints", "version": "1.0", "rules": [
+        {"rule": "fence", "vms": ["n1", "d"], "hosts": ["h2"]}]}))
     ledger = tmp_path / "suspended.json"
     ledger.write_text(json.dumps({"format": "vmtools.suspended", "version": "1.0", "guests": [
         {"name": "d", "host": "h3", "image": "/var/lib/xen/save/d.save", "mem_mib": 1024,

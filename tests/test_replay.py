@@ -360,6 +360,7 @@ def test_power_model_curve_and_linear():
 
 # --------------------------------------------------------------------------- the command
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_cli_document_and_table(tmp_path):
     t, h = write(tmp_path, "t.csv", TRACE), write(tmp_path, "h.csv", HOSTS)
     r = run("vm-replay", t, "--hosts", h, "--every", "10", "--plan", "--objective consolidate",
@@ -423,6 +424,7 @@ def test_lag_a_spike_no_policy_can_foresee_counts_as_overload(trace):
     assert replay(trace, setting, opts()).figures["overload_hours"] == round(600 / 3600, 4)
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_cli_bad_inputs(tmp_path):
     t, h = write(tmp_path, "t.csv", TRACE), write(tmp_path, "h.csv", HOSTS)
     r = run("vm-replay", t, "--hosts", h, "--plan", "--objective nowhere")
@@ -461,6 +463,7 @@ def test_warm_up_moves_count_in_no_figure(trace):
         run_replay(trace, [make_baseline("none")], opts(warm_up=1800))
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_cli_repeat_and_warm_up(tmp_path):
     t, h = write(tmp_path, "t.csv", TRACE), write(tmp_path, "h.csv", HOSTS)
     r = run("vm-replay", t, "--hosts", h, "--every", "10", "--repeat", "3", "--warm-up", "30")

@@ -3,6 +3,8 @@ lossy monitoring does to a setting (--monitoring-loss, seeded)."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def replay(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_a_replayed_problem_freezes_its_host_as_vm_plan_did(tmp_path):
     clean = replay(str(archive(tmp_path, False)))["runs"][0]
     assert clean["figures"]["migrations"] > 0 and clean["figures"]["frozen_host_ticks"] == 0
@@ -50,6 +53,7 @@ def test_a_replayed_problem_freezes_its_host_as_vm_plan_did(tmp_path):
     assert all(row[idx] > 0 for row in doc["runs"][0]["series"]["host_cpu"])
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_monitoring_loss_is_seeded_and_counted(tmp_path):
     src = str(archive(tmp_path, False, 12))
     a = replay(src, "--monitoring-loss", "0.05", "--loss-seed", "7")
@@ -66,3 +70,20 @@ def test_monitoring_loss_is_seeded_and_counted(tmp_path):
     assert fa["migrations_onto_frozen"] == 0
     r = run("vm-replay", src, "--monitoring-loss", "1.5")
     assert r.returncode == 2 and "--monitoring-loss" in r.stderr
+
+
+def test_replaying_a_run_vm_plan_refused_moves_nothing(tmp_path):
+    """An archive whose snapshots freeze three hosts of eight (monitoring broken): vm-plan
+    refused those runs live (exit 75), and the replay refuses them too, counted apart from
+    failures, instead of planning migrations nobody made."""
+    d = archive(tmp_path, False)
+    for path in d.rglob("snapshot.json"):
+        s = Snapshot.from_dict(json.loads(path.read_text()))
+        s.problems = [Problem("stale-host", f"host node{i}: container.vms not updated for "
+                              "7200 s (TMAX 60); its figures and guest list are old",
+                              host=f"node{i}") for i in (1, 2, 3)]
+        path.write_text(dumps(s.to_dict()))
+    figures = replay(str(d))["runs"][0]["figures"]
+    assert figures["refused_ticks"] == figures["ticks"] and figures["failed_ticks"] == 0
+    assert figures["migrations"] == 0
+    assert figures["frozen_host_ticks"] == 3 * figures["ticks"]

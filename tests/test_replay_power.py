@@ -3,6 +3,8 @@ at idle watts, and the same cron policy uses less energy with power management o
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from tests.conftest import run
@@ -44,6 +46,7 @@ def test_power_management_saves_energy_in_a_replay(tmp_path):
     assert watts[-1] < 0.3 * runs[base]["series"]["watts"][-1]
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_halting_hosts_draw_idle_watts_until_they_are_off(tmp_path):
     setting = "--objective consolidate --state s --power --standby-after 0 --reserve 0"
     quick = replay(tmp_path, "--plan", setting, "--halt-seconds", "0")[setting]["figures"]

@@ -144,6 +144,10 @@ def test_every_transport_in_the_table_builds_its_driver_without_touching_the_hos
 def test_an_unknown_transport_is_refused_naming_the_known_ones():
     with pytest.raises(UsageError, match="unknown migration transport 'pigeon'.*xl-ssh"):
         make_driver(Endpoint("n1", "pigeon", "127.0.0.1", 1, "n1"))
+
+
+@pytest.mark.slow  # three commands through real pipes
+def test_vm_apply_refuses_an_unknown_transport_naming_the_known_ones():
     plan = run("vm-plan", "-", input=run("vm-snapshot", "--example", "hotspot").stdout).stdout
     proc = run("vm-apply", "--driver", "pigeon", "--dry-run", "--offline", "-", input=plan)
     assert proc.returncode == 2 and "pigeon" in proc.stderr and "xend-xmlrpc" in proc.stderr

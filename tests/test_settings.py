@@ -19,6 +19,7 @@ def source_of(proc: subprocess.CompletedProcess) -> str:
     return json.loads(proc.stdout)["source"]
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_flag_beats_environment_beats_config_file_beats_default(tmp_path):
     conf = tmp_path / "vmtools.toml"
     conf.write_text('[common]\nverbose = 0\n[vm-snapshot]\ntimeout = 5\nexample = "hotspot"\n')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import socket
 
@@ -124,6 +126,7 @@ def test_silent_gmetad_times_out_with_69():
     assert f"gmond://127.0.0.1:{port}: no data for 0.5 s" in proc.stderr
 
 
+@pytest.mark.slow  # a replay or several commands through real pipes: seconds of CPU
 def test_bad_command_lines_exit_2():
     for args in (["--gmetad", "host:99999"], ["--example", "nosuch"], ["--timeout", "0"],
                  ["--cluster", "a/b"], ["--input", "/nonexistent/dump.xml"], ["--frobnicate"]):

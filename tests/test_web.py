@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,11 +71,15 @@ def test_hostile_texts_are_escaped_on_the_cluster_page():
 
 
 def test_listening_beyond_loopback_needs_tls(tmp_path):
-    proc = subprocess.run([script("vm-web"), "--listen", "0.0.0.0", "--example", "lab",
-                           "--token-file", str(tmp_path / "t")], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "--tls-cert" in proc.stderr, proc.stderr
+    from typer.testing import CliRunner
+    from vmtools.cli.vm_web import app
+    r = CliRunner().invoke(app, ["--listen", "0.0.0.0", "--example", "lab",
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-cert" in r.output, r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "t").exists()
+    r = CliRunner().invoke(app, ["--listen", "192.0.2.1", "--tls-cert", str(tmp_path / "c"),
+                                 "--token-file", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--tls-key" in r.output, r.output
 
 
 # ---------------------------------------------------------------- a running vm-web
@@ -153,7 +158,9 @@ def lab(tmp_path_factory):
     if binaries_missing():
         pytest.skip("needs gmond and gmetad")
     from vmtools.lab.run import Lab
-    lab = Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0).start()
+    # migrations at 256 MiB/s: web1's 1 GiB takes about 4 s, long enough to be seen moving
+    lab = Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0,
+              mib_per_s=256.0).start()
     yield lab
     lab.stop()
 
@@ -225,6 +232,18 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     assert lab.placement()["web1"] == "node-1", "something ran before the confirmation"
     assert console_errors(browser) == []
     browser.click(browser.find("button.go"))
+    # while it runs, the cluster page (another session) shows web1 in migration
+    cookie, _ = login(server)
+    seen = False
+    for _ in range(40):
+        _, page = http("GET", server.base + "/", cookie=cookie)
+        if "migrating to node-2" in page.split('id="host-node-1"')[1].split("</section>")[0]:
+            seen = True
+            break
+        if lab.placement()["web1"] == "node-2":
+            break
+        time.sleep(0.1)
+    assert seen, "the cluster page never showed web1 in migration"
     # live progress, then the report (the page reloads itself when the run ends)
     browser.wait_for(lambda: "Report" in browser.body_text(), timeout=120, what="the report")
     assert browser.text(browser.find("#job-state")) == "done", browser.body_text()
@@ -537,3 +556,164 @@ def test_replay_pages_and_the_guests_history_through_the_server(example_snapshot
             assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
             assert "/action?" not in await resp.text()
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_the_cluster_from_prometheus(tmp_path_factory):
+    """--prometheus: the same pages from the lab's Prometheus (vm-snapshot's own source)."""
+    from vmtools.lab.prometheus import prometheus_missing
+    if prometheus_missing():
+        pytest.skip("prometheus missing")
+    from vmtools.lab.run import Lab
+    with Lab("steady", workdir=tmp_path_factory.mktemp("lab"), interval=1.0,
+             monitoring="prometheus", ssh=False) as lab:
+        truth = lab.wait_for_truth()
+        tmp = tmp_path_factory.mktemp("web")
+        s = Server(tmp, "--prometheus", lab.prometheus.url, "--read-only", env=lab.env())
+        try:
+            cookie, _ = login(s)
+            code, page = http("GET", s.base + "/", cookie=cookie)
+            assert code == 200 and "prometheus" in page.lower()
+            for h in truth["hosts"]:
+                section = page.split(f'id="host-{h["name"]}"')[1].split("</section>")[0]
+                shown = set(re.findall(r'<span class="guest">([^<]+)</span>', section))
+                assert shown == {v["name"] for v in truth["vms"] if v["host"] == h["name"]}
+        finally:
+            s.stop()
+
+
+def test_the_confirmation_shows_what_changes(example_snapshot):
+    from vmtools.web.actions import Job, PlanSettings, build_plan
+    where = {v.name: v.host for v in example_snapshot.vms}
+    src = where["db1"]
+    dst = next(h.name for h in example_snapshot.hosts if h.name != src)
+    plan = build_plan(example_snapshot, PlanSettings(), "migrate", "db1", dst)
+    page = pages.confirm_page(Job(1, plan, "migrate db1"), "c")
+    n_src = sum(1 for h in where.values() if h == src)
+    n_dst = sum(1 for h in where.values() if h == dst)
+    assert f"<td>{src}</td><td>{n_src} → {n_src - 1}</td>" in page
+    assert f"<td>{dst}</td><td>{n_dst} → {n_dst + 1}</td>" in page
+
+
+def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.state import read_state
+    from vmtools.status import standby_hosts
+    from vmtools.web.actions import PlanSettings, build_plan, record_power
+    empty = example_snapshot.hosts[0].name
+    snap = replace(example_snapshot, vms=[v for v in example_snapshot.vms if v.host != empty])
+    off = build_plan(snap, PlanSettings(), "power-off", empty)
+    assert record_power(str(tmp_path), off, {"actions": [{"id": 1, "outcome": "failed"}]}) == []
+    assert standby_hosts(str(tmp_path)) == {}
+    assert record_power(str(tmp_path), off, {"actions": [{"id": 1, "outcome": "done"}]},
+                        now=1000.0) == [empty]
+    assert standby_hosts(str(tmp_path))[empty]["mem_mib"] == snap.hosts[0].mem_mib
+    gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
+    on = build_plan(gone, PlanSettings(standby=lambda: standby_hosts(str(tmp_path))),
+                    "power-on", empty)
+    record_power(str(tmp_path), on, {"actions": [{"id": 1, "outcome": "done"}]}, now=2000.0)
+    power = read_state(str(tmp_path)).power
+    assert empty not in power.standby and power.waking[empty]["since"] == 2000.0
+
+
+POWER = {
+    "name": "web-power", "description": "two hosts, one empty, IPMI",
+    "hosts": {"node-1": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"},
+              "node-2": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}},
+    "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "load": 0.2}},
+    "load": []}
+
+
+def run_action(server: Server, cookie: str, csrf: str, op: str, target: str,
+               timeout: float = 120, dst: str = "") -> dict:
+    """An action as the page posts it: the plan, then its confirmation; the job's end."""
+    code, page = http("POST", server.base + "/plan", {"op": op, "target": target, "dst": dst,
+                                                      "csrf": csrf}, cookie)
+    assert code == 303, page
+    _, plans = http("GET", server.base + "/plans", cookie=cookie)
+    job = max(int(j) for j in re.findall(r'href="/job/(\d+)"', plans))
+    code, _ = http("POST", server.base + "/run", {"job": job, "csrf": csrf}, cookie)
+    assert code == 303
+    deadline = time.time() + timeout
+    while True:
+        _, text = http("GET", f"{server.base}/job/{job}.json", cookie=cookie)
+        view = __import__("json").loads(text)
+        if view["state"] not in ("running", "pending") or time.time() > deadline:
+            return view
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.sshd
+def test_a_host_switched_off_and_on_from_the_page(tmp_path_factory):
+    from vmtools.lab import bmc as lab_bmc
+    from vmtools.lab import sshd as sshlab
+    if lab_bmc.available() is not None or sshlab.available() is not None:
+        pytest.skip("needs ipmi_sim, ipmitool, sshd, root")
+    from vmtools.lab.run import Lab
+    with Lab(POWER, workdir=tmp_path_factory.mktemp("lab"), interval=1.0, power=True,
+             boot_seconds=1.0) as lab:
+        lab.wait_for_truth()
+        tmp = tmp_path_factory.mktemp("web")
+        plan_state = tmp / "plan-state"
+        plan_state.mkdir()
+        args = ["--gmetad", lab.ganglia.gmetad_address, "--state", str(plan_state)]
+        apply_args = lab.apply_args()
+        for flag in ("--hosts", "--state-dir", "--ipmi-credentials", "--ssh-user",
+                     "--ssh-key", "--known-hosts"):
+            if flag in apply_args:
+                args += [flag, apply_args[apply_args.index(flag) + 1]]
+        s = Server(tmp, *args, env=lab.env())
+        try:
+            cookie, csrf = login(s)
+            code, page = http("POST", s.base + "/plan", {"op": "power-off", "target": "node-1",
+                                                         "csrf": csrf}, cookie)
+            assert code == 409 and "it runs guests" in page      # refused before any plan
+            view = run_action(s, cookie, csrf, "power-off", "node-2")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-2"]["power"] == "off"
+
+            def standby():
+                _, page = http("GET", s.base + "/", cookie=cookie)
+                section = page.split('id="host-node-2"')[1].split("</section>")[0]
+                return "STANDBY" in section and "op=power-on" in section
+            deadline = time.time() + 90
+            while not standby():
+                assert time.time() < deadline, "node-2 never shown standby"
+                time.sleep(1)
+            view = run_action(s, cookie, csrf, "power-on", "node-2")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-2"]["power"] == "on"
+        finally:
+            s.stop()
+
+
+@pytest.mark.slow
+def test_a_migration_through_a_xapi_pool(tmp_path):
+    """--xapi: the pool read through its master and the migration run through it (the lab's
+    simulated pool, driven by the real XenAPI client)."""
+    from vmtools.lab.run import Lab
+    scenario = {"name": "web-xapi", "description": "a pool of two",
+                "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 8192, "dom0_mib": 1024}
+                          for i in (1, 2)},
+                "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "vcpus": 1,
+                                    "load": 0.2},
+                           "db1": {"host": "node-2", "mem_mib": 2048, "vcpus": 1,
+                                   "load": 0.2}}}
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        s = Server(tmp_path, *lab.xapi_args(), "--hosts", str(lab.hosts_file),
+                   "--state-dir", str(lab.state_dir), env=lab.env())
+        try:
+            cookie, csrf = login(s)
+            _, page = http("GET", s.base + "/", cookie=cookie)
+            assert '<span class="guest">web1</span>' in \
+                page.split('id="host-node-1"')[1].split("</section>")[0]
+            view = run_action(s, cookie, csrf, "migrate", "web1", dst="node-2")
+            assert view["state"] == "done", view
+            assert lab.placement()["web1"] == "node-2"
+        finally:
+            s.stop()
+    finally:
+        lab.stop()

@@ -5,6 +5,7 @@ with bad answers from the master (slow: each starts a simulated pool on loopback
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import time
@@ -272,6 +273,9 @@ def test_vm_snapshot_reads_the_pool(pool):
     assert hosts["node-2"] == {**hosts["node-2"], "state": "online", "cpu": 4.0,
                                "mem_mib": 8192 - 1024 - 64, "migration": "xapi",
                                "cluster": "lab-pool"}
+    # the pool is the hosts' migration domain (its uuid: two pools may share a label)
+    assert len({h["domain"] for h in snap["hosts"]}) == 1
+    assert re.fullmatch(r"xapi-pool:[0-9a-f-]{36}", hosts["node-2"]["domain"])
     vms = {v["name"]: v for v in snap["vms"]}
     assert set(vms) == {"web1", "web2", "db1", "app1"}           # no control domain, no halted
     assert vms["web2"]["cpu"] == pytest.approx(0.5, abs=0.01)    # 2 vCPUs at 25 %
@@ -390,17 +394,23 @@ def test_tls_and_login_failures_are_one_line_without_the_secret(pool, tmp_path):
 
 # --------------------------------------------------------------------------- vm-apply
 
-def _repair_plan(pool, tmp_path) -> str:
-    """node-3 disabled in XAPI: the snapshot's maintenance rule makes vm-plan move app1."""
+def _repair_plan_of(pool, host: str) -> str:
+    """``host`` disabled in XAPI: the snapshot's maintenance rule makes vm-plan evacuate it."""
     x = _session(pool).xenapi
-    x.host.disable(x.host.get_by_name_label("node-3")[0])
+    x.host.disable(x.host.get_by_name_label(host)[0])
     snap = snapshot(pool)
     assert snap.returncode == 0, snap.stderr
     plan = run([script("vm-plan"), "--objective", "repair"], input=snap.stdout)
     assert plan.returncode == 0, plan.stderr
-    actions = json.loads(plan.stdout)["actions"]
-    assert [(a["vm"], a["src"]) for a in actions] == [("app1", "node-3")]
     return plan.stdout
+
+
+def _repair_plan(pool, tmp_path) -> str:
+    """node-3 disabled in XAPI: the snapshot's maintenance rule makes vm-plan move app1."""
+    plan = _repair_plan_of(pool, "node-3")
+    actions = json.loads(plan)["actions"]
+    assert [(a["vm"], a["src"]) for a in actions] == [("app1", "node-3")]
+    return plan
 
 
 def _apply(pool, tmp_path, plan: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -555,3 +565,53 @@ def test_vm_apply_without_the_master_says_which_option(pool, tmp_path):
     assert re.fullmatch(r"vm-apply: error: host node-\d is managed through XAPI: give the "
                         r"pool master's URL \(--xapi\)", proc.stderr.strip()), proc.stderr
     assert _resident(pool, "app1") == "node-3"
+
+
+@pytest.mark.slow
+def test_a_guest_whose_label_is_free_text_goes_by_its_uuid(pool, tmp_path):
+    """XAPI's name_label is free text ("App #1 (prod)"): the snapshot names such a guest by
+    its uuid, vm-plan moves it under that name, vm-apply finds it by uuid and migrates it."""
+    x = _session(pool).xenapi
+    app1 = x.VM.get_by_name_label("app1")[0]
+    uuid = x.VM.get_uuid(app1)
+    _fault(pool, override={"VM": {"app1": {"name_label": "App #1 (prod)"}}})
+    plan = _repair_plan_of(pool, "node-3")
+    assert [(a["vm"], a["src"]) for a in json.loads(plan)["actions"]] == [(uuid, "node-3")]
+    proc, report = _apply(pool, tmp_path, plan)
+    assert proc.returncode == 0, proc.stderr
+    [entry] = report["actions"]
+    assert entry["outcome"] == "done"
+    assert x.host.get_name_label(x.VM.get_resident_on(app1)) == entry["where"] != "node-3"
+
+
+@pytest.mark.parametrize("xapi,where", [
+    ({"master": "zz"}, "xapi.master"),
+    ({"groups": {"w": {"placement": "anti_affinity", "vms": ["nope"]}}}, "xapi.groups.w.vms[0]"),
+    ({"groups": {"w": {"placement": "spread", "vms": []}}}, "xapi.groups.w.placement"),
+    ({"halted": {"web1": {}}}, "xapi.halted.web1"),
+    ({"halted": {"old": {"power_state": "Running"}}}, "xapi.halted.old.power_state"),
+])
+def test_a_scenarios_xapi_block_is_checked_before_the_lab_starts(xapi, where):
+    from vmtools.lab.scenario import check_scenario
+    with pytest.raises(DataError) as err:
+        check_scenario(dict(_scenario(), xapi=xapi))
+    assert err.value.where == where
+
+
+def test_a_master_that_is_not_there_is_69_in_one_line():
+    proc = run([script("vm-snapshot"), "--xapi", "https://127.0.0.1:1", "--timeout", "3"],
+               env_extra={"VMTOOLS_XAPI_USER": "root", "VMTOOLS_XAPI_PASSWORD": "S3cretPw"})
+    assert proc.returncode == 69 and proc.stdout == ""
+    assert proc.stderr.strip() == ("vm-snapshot: error: XAPI at https://127.0.0.1:1: "
+                                   "connection refused (is it the pool master, and is xapi "
+                                   "running?)")
+
+
+@pytest.mark.slow
+def test_a_member_given_as_master_names_the_master(pool):
+    member = pool.url.replace("127.0.1.1", "127.0.1.2")
+    proc = run([script("vm-snapshot"), "--xapi", member, "--xapi-ca", str(pool.ca),
+                "--xapi-credentials", str(pool.credentials)])
+    assert proc.returncode == 69
+    assert "is not the pool master (the master is 127.0.1.1): give the master's URL" in \
+        proc.stderr and pool.password not in proc.stderr

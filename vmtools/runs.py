@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from vmtools.atomic import write_atomic
 from vmtools import numbers
 from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, MAX_DOCUMENT_BYTES, decode, read_limited
@@ -219,9 +219,7 @@ def _finish(args: argparse.Namespace) -> int:
                       time.time())
     text = summary_text(result, run_dir)
     for name, data in ((RESULT, json.dumps(result, indent=2) + "\n"), ("summary.txt", text)):
-        tmp = run_dir / f".{name}.tmp"
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, run_dir / name)
+        write_atomic(run_dir / name, data)
     if not args.quiet or args.exit or (result.get("plan") or {}).get("migrations"):
         sys.stdout.write(text)
     return 0

@@ -39,6 +39,8 @@ STATE_VERSION = "1.0"
 LEGACY_PLAN_FILE = "vm-plan-state.json"
 LEGACY_POWER_FILE = "vm-plan-power.json"
 KEEP = 50                      # observations kept
+# A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
+FORGET_AFTER = 86400.0
 FORGETS = {"plan": "recent hotspots, moves and demand history",
            "power": "which hosts it switched off"}
 

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from vmtools.model import Snapshot, is_safe_name
+from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
-from vmtools.state import read_state
+from vmtools.state import FORGET_AFTER, read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     """Hosts vm-plan switched off, from the vmtools.state document in its state directory
@@ -33,25 +34,57 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     return out
 
 
+def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
+    """Hosts vm-plan saw within a day and the snapshot lacks, which vmtools did not switch
+    off (vm-plan's ``vanished-host``: frozen): name -> seconds since last seen."""
+    if not state_dir or not os.path.isdir(state_dir):
+        return {}
+    from vmtools.model import iso_to_epoch
+    state = read_state(state_dir)
+    try:
+        now = iso_to_epoch(snap.created)
+    except (TypeError, ValueError):
+        now = time.time()
+    off = set(state.power.standby) | set(state.power.waking) | set(state.power.boot_failed)
+    here = {h.name for h in snap.hosts}
+    return {name: now - seen for name, seen in sorted(state.plan.hosts.items())
+            if name not in here and name not in off and is_safe_name(name)
+            and 0 <= now - seen <= FORGET_AFTER}
+
+
+def rules_of(snap: Snapshot, constraints: object = None):
+    """The rules a host's capacity is read under, as vm-plan reads them: the platform's own
+    (the snapshot's), then a vmtools.constraints document's (its JSON; names the snapshot
+    lacks are left out, as vm-plan does)."""
+    from vmtools.model import CONSTRAINTS_FORMAT, check_envelope
+    from vmtools.rules.constraints import parse_rules
+    items = list(snap.rules)
+    if constraints is not None:
+        items += [item for _, item in check_envelope(constraints, CONSTRAINTS_FORMAT)
+                  .list("rules")]
+    return parse_rules(items, snap, strict=False, skipped=[])
+
+
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
-                 cpu_threshold: float = 0.9, mem_threshold: float = 0.95,
-                 now: float | None = None, suspended: dict[str, dict] | None = None) -> dict:
+                 cpu_threshold: float = CPU_THRESHOLD, mem_threshold: float = MEM_THRESHOLD,
+                 now: float | None = None, suspended: dict[str, dict] | None = None,
+                 constraints: object = None) -> dict:
     """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
-    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere)."""
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere);
+    ``constraints``: vm-plan's rules (JSON), whose capacity rules set what a host gives.
+    Use and hotspots are :mod:`vmtools.rules.load`'s, as vm-plan's are."""
     now = time.time() if now is None else now
     guests: dict[str, list] = {}
     for vm in snap.vms:
         guests.setdefault(vm.host, []).append(vm)
     standby = standby_hosts(state_dir)
     know = assess(snap)
+    loads = host_loads(snap, rules_of(snap, constraints))
     hosts = []
     for h in sorted(snap.hosts, key=lambda h: h.name):
         mine = guests.get(h.name, [])
-        cpu = sum(v.cpu for v in mine) / h.cpu if h.cpu else None
-        mem = sum(v.mem_mib for v in mine) / h.mem_mib if h.mem_mib else None
-        hot = [name for name, use, limit in (("cpu", cpu, cpu_threshold),
-                                             ("mem", mem, mem_threshold))
-               if use is not None and use > limit and h.state == "online"]
+        cpu, mem = loads[h.name].cpu, loads[h.name].mem
+        hot = hot_dims(cpu, mem, cpu_threshold, mem_threshold) if h.state == "online" else []
         state = "standby" if h.name in standby and h.state != "online" else h.state
         frozen = know.frozen.get(h.name)
         hosts.append({"name": h.name, "cluster": h.cluster, "state": state,
@@ -68,6 +101,13 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                       "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
                       "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
                       "frozen": None})
+    for name, ago in vanished_hosts(state_dir, snap).items():
+        why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot and is "
+               "not in it; vmtools did not switch it off")
+        hosts.append({"name": name, "cluster": "", "state": "vanished", "cpus": None,
+                      "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
+                      "hotspot": [], "knowledge": "unknown",
+                      "frozen": {"kinds": ["vanished-host"], "why": why}})
     last = None
     if runs_dir:
         found = latest(Path(runs_dir))

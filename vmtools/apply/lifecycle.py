@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from vmtools.atomic import write_atomic
 from vmtools.apply.report import Outcome
 from vmtools.drivers import registry
 from vmtools.drivers.base import (FILE_NEEDS, LIFECYCLE_NEEDS, MigrationRefused,
@@ -312,12 +313,7 @@ def read_suspended(path: str | os.PathLike) -> dict[str, dict]:
 
 
 def _write(path: Path, guests: dict[str, dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(dumps(suspended_document(guests)))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, dumps(suspended_document(guests)))
 
 
 def record_suspended(run, a: Action) -> None:

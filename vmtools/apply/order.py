@@ -1,5 +1,6 @@
-"""The order vm-apply starts a plan's actions in: which hosts an action occupies, and which
-ready action goes first when a slot frees."""
+"""The order vm-apply starts a plan's actions in: which hosts an action occupies, which
+ready action goes first when a slot frees, and whether it may start now. vm-replay's
+simulation asks the same questions here, so it runs a plan as vm-apply would."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ def ends(a: Action) -> tuple[str, ...]:
     if a.is_lifecycle:
         return (a.where,)
     return (a.host,) if a.is_power else (a.src, a.dst)
+
+
+def may_start(a: Action, running: int, busy: Counter, parallel: int, per_host: int) -> bool:
+    """Whether ready action ``a`` may start now: fewer than ``parallel`` actions of any kind
+    run, and each host it occupies (:func:`ends`) has fewer than ``per_host`` running on it
+    (a power action and a suspend count as a migration does)."""
+    return running < parallel and all(busy[h] < per_host for h in ends(a))
 
 
 def priorities(actions: dict[int, Action]) -> dict[int, tuple]:

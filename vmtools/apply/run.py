@@ -24,6 +24,10 @@
 Every event goes to a journal (JSON lines, flushed and synced per event) so a run can be
 audited and resumed (``resume``): done actions are not run again, an action that was running
 when the run died is settled by asking the hosts.
+
+Over 500 lines because the run (survey, scheduler, each action, verification, resume from
+the journal) shares one lock, one journal and one set of outcomes; the pieces that stand
+alone already left (ask, order, lifecycle, journal, report).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from vmtools.apply.lifecycle import (after_done, missing_images, refuse_incapabl
                                      run_lifecycle, running_elsewhere, settle)
 from vmtools.apply.lock import ClusterLock
 from vmtools.apply.options import ApplyOptions, Progress, default_state_dir
-from vmtools.apply.order import ends, priorities
+from vmtools.apply.order import ends, may_start, priorities
 from vmtools.apply.refuse import check
 from vmtools.apply.report import Outcome, make_report
 from vmtools.apply.signals import signals_to
@@ -274,9 +278,9 @@ class Run:
                         if len(running) >= self.opts.parallel:
                             break
                         a = self.actions[i]
-                        if i not in ready:
-                            continue
-                        if any(busy[h] >= self.opts.per_host for h in ends(a)):
+                        if i not in ready or not may_start(a, len(running), busy,
+                                                           self.opts.parallel,
+                                                           self.opts.per_host):
                             continue
                         pending.remove(i)
                         running.add(i)

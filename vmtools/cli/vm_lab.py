@@ -25,6 +25,7 @@ from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, V
 from vmtools.errors import OperationFailed, Unavailable, UsageError
 from vmtools.model import Snapshot
 from vmtools.render import plan_tables, snapshot_table
+from vmtools.rules.load import hotspots
 
 app = make_app("vm-lab", __doc__)
 
@@ -103,8 +104,8 @@ def _demo_one(scenario: str, objective: str, title: str, workdir: Optional[Path]
             _say(f"waiting for the hotspot (at {lab.scenario['load'][0]['at']} s) to show in "
                  "Ganglia...")
             snap = lab.wait_until(lambda s: any(
-                sum(v["cpu"] for v in s["vms"] if v["host"] == h["name"]) > 0.9 * h["cpu"]
-                for h in s["hosts"]), 90, "the hotspot")
+                "cpu" in dims for dims in hotspots(Snapshot.from_dict(s)).values()), 90,
+                "the hotspot")
         _say(snapshot_table(Snapshot.from_dict(snap)))
         for _ in range(10):
             origin, plan, report, codes = lab.pipeline(objective)

@@ -20,6 +20,7 @@ from vmtools.errors import DataError, UsageError
 from vmtools.ganglia.names import GMETAD_XML_PORT
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.model import Snapshot, dumps
+from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD
 
 PROG = "vm-status"
 RUNS_DIR = "/var/lib/vmtools/runs"
@@ -50,12 +51,16 @@ def status(
         "--suspended", metavar="FILE", help="vm-apply's suspended-guests ledger, for the "
         "guests suspended and not resumed (default: STATE_DIR/suspended.json under "
         "$VMTOOLS_STATE_DIR or /var/lib/vmtools; '' to leave them out).")] = None,
+    constraints: Annotated[Optional[str], typer.Option(
+        "--constraints", metavar="FILE",
+        help="vm-plan's vmtools.constraints document: its capacity rules set what each host "
+             "gives, so a host is a hotspot here exactly when it is one for vm-plan.")] = None,
     cpu_threshold: Annotated[float, typer.Option(
         "--cpu-threshold", metavar="FRACTION",
-        help="Flag a host above this fraction of its CPUs (as vm-plan's).")] = 0.9,
+        help="Flag a host above this fraction of its CPUs (as vm-plan's).")] = CPU_THRESHOLD,
     mem_threshold: Annotated[float, typer.Option(
         "--mem-threshold", metavar="FRACTION",
-        help="Flag a host above this fraction of its memory (as vm-plan's).")] = 0.95,
+        help="Flag a host above this fraction of its memory (as vm-plan's).")] = MEM_THRESHOLD,
     fmt: Format = OutputFormat.table,
     output: Output = None,
     textfile_dir: TextfileDir = None,
@@ -97,8 +102,12 @@ def status(
                 ledger = read_suspended(f"{default_state_dir()}/{LEDGER}")
             except DataError as exc:
                 log.warning("the suspended guests are left out: %s", exc)
+        rules = None
+        if constraints is not None:
+            from vmtools.model import load_file
+            rules = load_file(constraints, "constraints", prog=PROG)
         doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold,
-                           suspended=ledger)
+                           suspended=ledger, constraints=rules)
         emit(status_table(doc) if fmt == OutputFormat.table else dumps(doc), output)
 
 

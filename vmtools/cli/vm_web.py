@@ -11,13 +11,13 @@ in --token-file (created 0600 when missing). Listening beyond loopback needs --t
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
+from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
                                  entry_point, guard, log, make_app)
 from vmtools.errors import DataError, UsageError
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
@@ -109,6 +109,7 @@ def web(
     mem_threshold: Annotated[float, typer.Option(
         "--mem-threshold", metavar="FRACTION", help="A host above this memory use is hot.")
     ] = 0.95,
+    textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -116,17 +117,19 @@ def web(
 ) -> None:
     """Serve the cluster and its manual actions in a browser (the first line printed is the
     URL to open)."""
-    with guard(PROG, verbose, quiet, debug):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
+        from vmtools.web.serve import check_listen, serve, tls_context
+        ctx = tls_context(tls_cert, tls_key)          # before anything else is read or made
+        check_listen(listen, ctx)
         from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
         from vmtools.apply.lifecycle import LEDGER, read_suspended
         from vmtools.model import load_file
         from vmtools.power.execute import PowerSettings
         from vmtools.snapshot import make_sources, take_snapshot
-        from vmtools.status import build_status, standby_hosts
+        from vmtools.status import build_status
         from vmtools.web.actions import PlanSettings
         from vmtools.web.app import Config
         from vmtools.web.auth import Gate, read_or_create_token
-        from vmtools.web.serve import check_listen, serve, tls_context
         for name, value in (("--cpu-threshold", cpu_threshold),
                             ("--mem-threshold", mem_threshold)):
             if not 0 < value <= 1:
@@ -135,8 +138,6 @@ def web(
             raise UsageError("--timeout and --session-minutes must be more than 0")
         if not 0 <= port <= 65535:
             raise UsageError(f"--port {port}: expected 0-65535")
-        ctx = tls_context(tls_cert, tls_key)
-        check_listen(listen, ctx)
         state = state_dir or default_state_dir()
         token = read_or_create_token(token_file or f"{state}/web-token")
         if xapi is not None and (gmetad or example or input_ or prometheus):
@@ -175,6 +176,13 @@ def web(
                 log.warning("the suspended guests are left out: %s", exc)
                 return {}
 
+        def standby_records() -> dict:
+            """vm-plan's standby records (capacity and transport), for switching on."""
+            if not standby_dir or not os.path.isdir(standby_dir):
+                return {}
+            from vmtools.state import read_state
+            return read_state(standby_dir).power.standby
+
         def status(snap):
             return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
                                 suspended=ledger())
@@ -195,7 +203,7 @@ def web(
         cfg = Config(take=lambda: take_snapshot(sources), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
                      plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
-                                       standby=lambda: standby_hosts(standby_dir)),
+                                       standby=standby_records),
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
                      plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))

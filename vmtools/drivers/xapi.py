@@ -53,6 +53,7 @@ import XenAPI
 
 from vmtools.drivers.base import Driver, Endpoint, MigrationRefused, MigrationUncertain
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
+from vmtools.model import is_reserved_name, is_safe_name
 from vmtools.xen import IN_FLIGHT_SUFFIXES
 
 log = logging.getLogger("vmtools.xapi")
@@ -456,6 +457,20 @@ class XapiPool:
 
 # --------------------------------------------------------------------------- records
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def guest_name(rec: dict) -> str | None:
+    """The name vmtools gives a XAPI guest: its ``name_label`` when that is a safe name
+    (model.is_safe_name, not a reserved one), else its ``uuid`` (XAPI's labels are free text:
+    "Windows Server 2019 (1)"), else None. The source and the driver both name guests so."""
+    label = rec.get("name_label")
+    if is_safe_name(label) and not is_reserved_name(label) and not _UUID.fullmatch(label):
+        return label
+    uuid = rec.get("uuid")
+    return uuid if isinstance(uuid, str) and _UUID.fullmatch(uuid) else None
+
+
 def is_ref(value) -> bool:
     return isinstance(value, str) and value.startswith("OpaqueRef:") and \
         value != "OpaqueRef:NULL" and len(value) < 100
@@ -533,14 +548,24 @@ class XapiDriver(Driver):
         return refs[0]
 
     def vm_ref(self, name: str) -> str:
-        refs = self.pool.call("VM.get_by_name_label", name)
+        """The guest vmtools calls ``name`` (:func:`guest_name`: its label, or its uuid)."""
+        if _UUID.fullmatch(name):
+            try:
+                refs = [self.pool.call("VM.get_by_uuid", name)]
+            except XapiError as exc:
+                if exc.code != "UUID_INVALID":
+                    raise
+                refs = []
+        else:
+            refs = self.pool.call("VM.get_by_name_label", name)
         if not isinstance(refs, list):
             raise DataError("VM.get_by_name_label returned no list", self.pool.settings.base)
         guests = []
         for ref in (r for r in refs if is_ref(r)):
             rec = self.pool.call("VM.get_record", ref)
             if isinstance(rec, dict) and not rec.get("is_control_domain") and \
-                    not rec.get("is_a_template") and not rec.get("is_a_snapshot"):
+                    not rec.get("is_a_template") and not rec.get("is_a_snapshot") and \
+                    guest_name(rec) == name:
                 guests.append(ref)
         if len(guests) != 1:
             raise MigrationRefused(f"XAPI: {len(guests) or 'no'} guest{'s' if len(guests) > 1 else ''}"
@@ -572,8 +597,8 @@ class XapiDriver(Driver):
                 continue
             if rec.get("power_state") not in ("Running", "Paused"):
                 continue
-            name = rec.get("name_label")
-            if not isinstance(name, str):
+            name = guest_name(rec)
+            if name is None:
                 continue
             names.add(name)
             ops = rec.get("current_operations")
@@ -777,5 +802,5 @@ def close_pools() -> None:
 DRIVER = XapiDriver
 
 __all__ = ["DRIVER", "XapiDriver", "XapiPool", "XapiSettings", "XapiError", "Credentials",
-           "read_credentials", "parse_fingerprint", "records", "is_ref", "pool_for",
+           "read_credentials", "parse_fingerprint", "records", "is_ref", "guest_name", "pool_for",
            "close_pools", "require_settings"]

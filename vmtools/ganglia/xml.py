@@ -29,6 +29,9 @@ raw prolog text refuses the common case before libxml2 sees it at all.
 Numbers in attributes (``TN``, ``TMAX``, ``REPORTED``, ``LOCALTIME``) are Ganglia's uint32
 seconds: anything else (``inf``, ``1e400``, ``-1``, ``2e10``) reads as None, and the raw
 text is kept in ``RawHost.times`` so vm-snapshot can name it in a problem.
+
+Over 500 lines because the streaming parser and its recovering twin share one grammar of
+Ganglia's XML and one set of hostile-input checks.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@
 
 Then ``snapshot()``, ``plan()``, ``apply()`` or ``pipeline()`` run the installed commands
 through real pipes, exactly as cron would. Only the hypervisor is simulated.
+
+Over 500 lines because the lab's lifecycle (daemons, Domain-0s, the scenario's clock, the
+pipeline) is one object the tests drive; it is test equipment, not a command's core.
 """
 
 from __future__ import annotations

@@ -96,7 +96,32 @@ def check_scenario(obj: object) -> dict:
             raise DataError(f"a {shape} needs load", f"{where}.load")
     if r.raw("constraints") is not None:
         Reader(r.raw("constraints"), "constraints")
+    if r.raw("xapi") is not None:
+        _check_xapi(Reader(r.raw("xapi"), "xapi"), hosts, guests)
     return obj
+
+
+def _check_xapi(x: "Reader", hosts: dict, guests: dict) -> None:
+    """The optional ``xapi`` object (vm-lab --platform xapi, :mod:`vmtools.lab.xapi`)."""
+    master = x.name("master", False)
+    if master is not None and master not in hosts:
+        raise DataError(f"master {master!r} is not in hosts", "xapi.master")
+    x.str("power_on_mode", False, choices=("", "wake-on-lan", "IPMI"))
+    if x.raw("groups") is not None:
+        for name, spec in _named(x, "groups").items():
+            g = Reader(spec, f"xapi.groups.{name}")
+            g.str("placement", False, "normal", choices=("anti_affinity", "normal"))
+            for where, vm in g.list("vms"):
+                if vm not in guests:
+                    raise DataError(f"{vm!r} is not a guest of the scenario", where)
+    if x.raw("halted") is not None:
+        for name, spec in _named(x, "halted").items():
+            if name in guests:
+                raise DataError(f"{name} is also a running guest", f"xapi.halted.{name}")
+            h = Reader(spec, f"xapi.halted.{name}")
+            h.int("mem_mib", False, 1024, minimum=1, maximum=HOST_MAX_MIB)
+            h.int("vcpus", False, 1, minimum=1, maximum=HOST_MAX_CPU)
+            h.str("power_state", False, "Halted", choices=("Halted", "Suspended"))
 
 
 def _named(r: "Reader", key: str) -> dict:

@@ -521,6 +521,12 @@ class Pool:
         return [ref_of("VM", v) for v in self._vm_names(st)
                 if self.vm_record(st, v)["name_label"] == label]
 
+    def m_VM_get_by_uuid(self, st, uuid):
+        for v in self._vm_names(st):
+            if self.vm_record(st, v)["uuid"] == uuid:
+                return ref_of("VM", v)
+        raise Failure("UUID_INVALID", "VM", uuid)
+
     def _can_migrate(self, st: dict, vm_ref, host_ref) -> tuple[str, str, str]:
         name = self.vm_by_ref(st, vm_ref)
         dst = self.host_by_ref(st, host_ref)

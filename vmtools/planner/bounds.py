@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 import time
 
+from vmtools.rules.capacity import EPS
 from vmtools.planner import heuristics as H
 from vmtools.planner.instance import Instance
 
-EPS = 1e-6
 
 
 def _hosts_reachable(inst: Instance) -> list[int]:

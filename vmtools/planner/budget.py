@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from vmtools.rules.load import migration_seconds
+
 
 @dataclass
 class Step:
@@ -62,7 +64,7 @@ class Budget:
         workers = [0.0] * max(1, self.parallel)
         for mib in sorted(mibs, reverse=True):
             i = min(range(len(workers)), key=lambda k: workers[k])
-            workers[i] += 1.0 + mib * 8.388608 / max(self.bandwidth, 1e-3)
+            workers[i] += migration_seconds(mib, self.bandwidth)
         return max(workers) if mibs else 0.0
 
 

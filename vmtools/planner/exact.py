@@ -16,10 +16,10 @@ import math
 
 import pulp
 
+from vmtools.rules.capacity import EPS
 from vmtools.planner import bounds
 from vmtools.planner.instance import Instance
 
-EPS = 1e-6
 MAX_GUESTS = 300        # n^2/2 variables: 45,000 at 300 guests
 
 

@@ -140,8 +140,17 @@ the command began (``--time-limit`` counts from there, reading included; None: n
     for an incoherent snapshot or constraints, TemporaryFailure, OperationFailed...)."""
     settings = settings_from(as_dict(settings))          # a hand-built one is checked too
     skipped: list[dict] = []
-    cons = constraints_of(docs, settings.strict_rules, skipped)
+    # --add, --resume and --context-switch read the rules again with the guests they start:
+    # a rule naming one of those is no unknown name, even under --strict-rules
+    again = bool(settings.add or settings.resume or settings.context_switch)
+    cons = constraints_of(docs, settings.strict_rules and not again, skipped)
     skipped[:] = _not_elsewhere(skipped, docs, settings)
+    if settings.strict_rules and again and skipped:
+        e = skipped[0]
+        names = ", ".join([f"guest {v!r}" for v in e["unknown_vms"]]
+                          + [f"host {h!r}" for h in e["unknown_hosts"]])
+        raise DataError(f"rules[{e['rule']}] ({e['kind']}): unknown {names} (not in the "
+                        "snapshot, nor among the guests this run starts)", docs.rules_name)
     if settings.context_switch:
         switched = context_switch_plan(docs, settings, time.time() if now is None else now)
         if switched is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
 from vmtools.rules.capacity import EPS
+from vmtools.rules.load import fraction, hot_dims
 
 # guests x hosts up to which FFD is tried with the max key too when the sum key misses the
 # lower bound (a pass costs about 0.2 s at 2,000 guests, 4 s at 10,000).
@@ -355,23 +356,23 @@ def utilisation(inst: Instance, placement: list[int], hard: bool = True) -> list
     use = [0.0] * inst.n_hosts
     for v, h in enumerate(placement):
         use[h] += inst.dem["cpu"][v]
-    return [u / c if c > 0 else (math.inf if u > 0 else 0.0) for u, c in zip(use, caps)]
+    return [fraction(u, c) for u, c in zip(use, caps)]
 
 
 def mem_utilisation(inst: Instance, placement: list[int]) -> list[float]:
     use = [0.0] * inst.n_hosts
     for v, h in enumerate(placement):
         use[h] += inst.dem["mem"][v]
-    return [u / c if c > 0 else (math.inf if u > 0 else 0.0)
-            for u, c in zip(use, inst.hard_cap["mem"])]
+    return [fraction(u, c) for u, c in zip(use, inst.hard_cap["mem"])]
 
 
 def hotspots(inst: Instance, placement: list[int], cpu_threshold: float,
              mem_threshold: float) -> list[int]:
+    """The hosts over a threshold in ``placement`` (:func:`vmtools.rules.load.hot_dims`)."""
     cpu = utilisation(inst, placement)
     mem = mem_utilisation(inst, placement)
     return [h for h in range(inst.n_hosts)
-            if cpu[h] > cpu_threshold + EPS or mem[h] > mem_threshold + EPS]
+            if hot_dims(cpu[h], mem[h], cpu_threshold, mem_threshold)]
 
 
 def sandpiper(inst: Instance, cpu_threshold: float, mem_threshold: float,

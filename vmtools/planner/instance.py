@@ -15,10 +15,11 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from vmtools.sources.knowledge import assess
 from vmtools.model import Snapshot
 from vmtools.rules.capacity import EPS
 from vmtools.rules.constraints import Constraints
+from vmtools.rules.load import host_capacity
+from vmtools.sources.knowledge import assess
 
 
 @dataclass
@@ -141,14 +142,12 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         return vm.net_mbps or 0.0
 
     dem = {d: [demand(v, d) for v in vms] for d in dims}
-    # Whole MiB, never rounded down to nothing (a 1 MiB host under a target is not a host of
-    # 0, whose every utilisation would be infinite).
-    cap = {"cpu": [byname[h].cpu * cons.cpu_factor(h) * cpu_limit for h in hosts],
-           "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h) * mem_limit))
-                   for h in hosts]}
-    hard = {"cpu": [byname[h].cpu * cons.cpu_factor(h) for h in hosts],
-            "mem": [max(1, math.floor(byname[h].mem_mib * cons.mem_factor(h)))
-                    for h in hosts]}
+    # What each host gives under the rules (vmtools.rules.load): within the target
+    # fractions (cap) and whole (hard_cap).
+    targets = [host_capacity(byname[h], cons, cpu_limit, mem_limit) for h in hosts]
+    whole = [host_capacity(byname[h], cons) for h in hosts]
+    cap = {"cpu": [c for c, _ in targets], "mem": [m for _, m in targets]}
+    hard = {"cpu": [c for c, _ in whole], "mem": [m for _, m in whole]}
     if has_net:
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])

@@ -32,6 +32,7 @@ import math
 import time
 from typing import Callable
 
+from vmtools.rules.capacity import EPS
 from vmtools.planner import heuristics as H
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance
@@ -39,7 +40,6 @@ from vmtools.planner.reduce import reduce_hosts
 
 log = logging.getLogger("vmtools.planner.packing")
 
-EPS = 1e-6
 BIN_CENTRIC_UNITS = 2000        # bin-centric choices scan every guest left: O(n^2)
 EMPTY_HOSTS_UNITS = 20000
 

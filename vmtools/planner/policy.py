@@ -21,6 +21,9 @@ sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps i
 skipping a step that does not fit and any later step that touches a host it touches, so the
 steps taken are exactly a placement the earlier computation saw. Nothing here solves a MILP
 unless a rule is broken: an idle run costs a scan of the hosts.
+
+Over 500 lines because auto's three parts (repair, relieve, consolidate) choose among each
+other's steps under one budget and one load ledger.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import estimate
 from vmtools.planner.instance import Instance, diagnose, violations
+from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
 from vmtools.rules.capacity import EPS
 
@@ -353,7 +357,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
         return None, "no-gain", "no guest's move would lower it"
     after = max([max(load.util(h))] + [max(load.util(d)) for d in set(moves.values())])
     gain = before - after
-    if gain < opts.min_gain - 1e-9:
+    if gain < opts.min_gain - FRACTION_EPS:
         for v in moves:
             load.move(v, h)
         return None, "min-gain", (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "

@@ -37,6 +37,7 @@ from vmtools.errors import DataError, InternalError, OperationFailed
 from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
 from vmtools.planner.instance import problem_guests
 from vmtools.planner.options import Options
+from vmtools.rules.load import FRACTION_EPS, fraction, host_capacity, hot_dims
 from vmtools.state import STATE_FILE, PowerState, read_state
 
 log = logging.getLogger("vmtools.planner")
@@ -210,25 +211,27 @@ def _reserve_ok(hosts: list[Host], use: dict, cpu_target: float, reserve: float,
     worth_mem = max(h.mem_mib for h in hosts) * reserve
     text = (f"{free_cpu:.1f} CPUs and {free_mem / 1024:.1f} GiB free against a reserve of "
             f"{worth_cpu:.1f} CPUs and {worth_mem / 1024:.1f} GiB")
-    return free_cpu + 1e-9 >= worth_cpu and free_mem + 1e-9 >= worth_mem, text
+    return free_cpu + FRACTION_EPS >= worth_cpu and free_mem + FRACTION_EPS >= worth_mem, text
 
 
 # --------------------------------------------------------------------------- the plan
 
-def _hot_left(plan: Plan, trial: Snapshot, opts: Options) -> tuple[list[str], float]:
-    """Hosts still hot in the target that the objective wanted relieved, and how far above
-    the thresholds they are in all (CPUs, plus memory as a fraction of a host's)."""
+def _hot_left(plan: Plan, trial: Snapshot, opts: Options, cons) -> tuple[list[str], float]:
+    """Hosts still hot in the target that the objective wanted relieved (the hotspot test of
+    :mod:`vmtools.rules.load`, under the rules), and how far above the thresholds they are
+    in all (CPUs, plus memory as a fraction of a host's)."""
     use = _use(trial, plan.placement, opts)
     out = []
     excess = 0.0
     for h in trial.hosts:
         if h.state != "online" or h.cpu <= 0:
             continue
-        cpu, mem = use[h.name][0] / h.cpu, use[h.name][1] / max(1, h.mem_mib)
-        if cpu > opts.cpu_threshold + 1e-9 or mem > opts.mem_threshold + 1e-9:
+        cpu_cap, mem_cap = host_capacity(h, cons)
+        cpu, mem = fraction(use[h.name][0], cpu_cap), fraction(use[h.name][1], mem_cap)
+        if hot_dims(cpu, mem, opts.cpu_threshold, opts.mem_threshold):
             if opts.facts.hot_filter is None or h.name in opts.facts.hot_filter:
                 out.append(h.name)
-                excess += max(0.0, use[h.name][0] - opts.cpu_threshold * h.cpu) + \
+                excess += max(0.0, use[h.name][0] - opts.cpu_threshold * cpu_cap) + \
                     max(0.0, mem - opts.mem_threshold)
     return sorted(out), excess
 
@@ -274,7 +277,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             h = wakeable.pop(0)
             woken[h.name] = f"the online hosts cannot take the guests ({exc})"
             continue
-        hot, excess = _hot_left(plan, trial, opts)
+        hot, excess = _hot_left(plan, trial, opts, cons)
         if last is not None:
             if excess > last[2] - 0.05:
                 # the host woken for the hotspot did not cool it: it stays asleep
@@ -346,7 +349,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             idle = 0.0
         else:
             idle = (now - since) / 60.0 if since is not None else 0.0
-            if idle + 1e-9 < popts.standby_after:
+            if idle + FRACTION_EPS < popts.standby_after:
                 if notes is not None and popts.standby_after > 0:
                     notes[f"keep {h.name} on"] = (f"empty for {idle:.0f} min, less than "
                                                   f"--standby-after {popts.standby_after:g}")
@@ -452,7 +455,7 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: Powe
         for e in empty:
             if e.name in left:
                 continue
-            if cpu > e.cpu * cons.cpu_factor(e.name) * opts.cpu_target + 1e-9 or \
+            if cpu > e.cpu * cons.cpu_factor(e.name) * opts.cpu_target + FRACTION_EPS or \
                     mem > e.mem_mib * cons.mem_factor(e.name) or \
                     (e.name in cons.max_vms and len(guests) > cons.max_vms[e.name][0]):
                 continue

@@ -30,9 +30,10 @@ import logging
 import random
 import time
 
+from vmtools.rules.capacity import EPS
+
 log = logging.getLogger("vmtools.planner.reduce")
 
-EPS = 1e-6
 MAX_UNITS = 5000            # one step scans every host: O(hosts x swaps)
 PAIRS_UP_TO = 8             # guests on a host (or in the pool) up to which pairs are swapped
 TENURE = 7

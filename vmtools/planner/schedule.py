@@ -19,6 +19,7 @@ from vmtools.errors import OperationFailed
 from vmtools.model import Action, Snapshot
 from vmtools.rules.capacity import DIMS, EPS, demand, host_limits
 from vmtools.rules.constraints import Constraints
+from vmtools.rules.load import migration_seconds
 
 
 def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
@@ -190,7 +191,7 @@ def estimate_seconds(actions: list[Action], bandwidth_mbps: float, parallel: int
         ready = max((finish[p] for p in a.after), default=0.0)
         i = min(range(len(workers)), key=lambda k: workers[k])
         start = max(ready, workers[i])
-        end = start + 1.0 + a.mem_mib * 8.388608 / max(bandwidth_mbps, 1e-3)
+        end = start + migration_seconds(a.mem_mib, bandwidth_mbps)
         workers[i] = end
         finish[a.id] = end
     return round(max(finish.values()), 1)

@@ -8,7 +8,7 @@ man/vm-plan.1 states every default.
 
 A setting is what the user chose. What a run works out on the way (the guests in cooldown, the
 persistent hotspots, the demand estimates) is not a setting: see
-:class:`vmtools.planner.plan.RunFacts`.
+:class:`vmtools.planner.options.RunFacts`.
 
 Four settings name documents rather than values (``constraints``, ``hosts``,
 ``power_model``, ``state``: ``document=True``); the command reads them and hands the planner

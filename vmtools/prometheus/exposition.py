@@ -8,11 +8,8 @@ exposition format (escaping, ``# HELP`` and ``# TYPE`` lines) and serves it.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -21,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 
+from vmtools.atomic import write_atomic
 from vmtools.errors import LocalFailure, OptionError, Unavailable
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -125,20 +123,11 @@ def write_textfile(path: str, families: Iterable[Family]) -> None:
     """Write ``families`` to ``path`` for node_exporter's textfile collector, atomically: a
     temporary file the collector ignores (it reads ``*.prom`` only), then a rename."""
     text = render(families)
-    directory = os.path.dirname(path) or "."
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)           # node_exporter runs as its own user
-        os.replace(tmp, path)
+        # the temporary file is named .NAME....tmp: the collector reads *.prom only;
+        # node_exporter runs as its own user
+        write_atomic(path, text, mode=0o644)
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         raise LocalFailure(f"{path}: cannot write the textfile metrics: "
                            f"{exc.strerror or exc}") from None
 

@@ -45,8 +45,9 @@ from vmtools.model import Action, Snapshot
 from vmtools.rules.constraints import Constraints
 from vmtools.planner.schedule import order_moves
 from vmtools.power_model import DEFAULT, PowerModel
+from vmtools.rules.load import FRACTION_EPS
 
-EPS = 1e-9
+EPS = FRACTION_EPS            # vmtools.rules.load
 NAMES = ("none", "threshold", "sandpiper", "thr-mmt")
 
 

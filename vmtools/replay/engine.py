@@ -45,6 +45,10 @@ why); ``busy_ticks``. Under vm-plan --context-switch also ``suspended_guest_hour
 ``suspends`` and ``resumes``: a suspend or resume takes a migration's time (the image saved or
 loaded), a resume claims memory when it starts, a suspend frees it when it ends, and a suspended
 guest's CPU demand counts as unmet.
+
+Over 500 lines because the simulation is one state machine (demand, placement, actions in
+flight, power, the context switch, the figures) whose parts read each other's state every
+tick; split, each part would reach into the others' fields.
 """
 
 from __future__ import annotations
@@ -60,20 +64,19 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol
 
-from vmtools.apply.order import priorities
+from vmtools.apply.order import may_start, priorities
 from vmtools.errors import EXIT_TEMPFAIL, OperationFailed, OptionError, UsageError, VmtoolsError
 from vmtools.model import HOST_STATES, VM, Action, Plan, Snapshot, epoch_to_iso
 from vmtools.power_model import DEFAULT, PowerModel
 from vmtools.replay.trace import Demand, Sample, Trace
+from vmtools.rules.load import FRACTION_EPS, migration_seconds
 from vmtools.sources.knowledge import assess
 
 log = logging.getLogger("vmtools.replay")
 
-EPS = 1e-9
+EPS = FRACTION_EPS            # vmtools.rules.load: the simulation's tolerance
 PING_PONG_SECONDS = 3600.0
 PDM_SHARE = 0.10              # Beloglazov & Buyya: a migration costs 10 % of the guest's CPU
-MIB_TO_MBIT = 8.388608        # as vm-plan's estimate_seconds counts it
-MIGRATION_OVERHEAD_S = 1.0
 
 
 class Policy(Protocol):
@@ -115,10 +118,6 @@ class RunResult:
     series: dict
     failures: list[dict] = field(default_factory=list)
     warm_up_figures: dict | None = None     # the warm-up's own figures (bench/replay_bench.py)
-
-
-def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
-    return MIGRATION_OVERHEAD_S + mem_mib * MIB_TO_MBIT / max(bandwidth_mbps, 1e-3)
 
 
 def action_host(a: Action) -> str:
@@ -435,12 +434,12 @@ class Simulation:
                 continue
             if not all(p in self.done for p in a.after):
                 continue
+            # vm-apply's rule (vmtools.apply.order): --parallel actions of any kind at once,
+            # --per-host on each host an action occupies
+            if not may_start(a, len(self.running), self.busy, self.opts.parallel,
+                             self.opts.per_host):
+                continue
             if a.op == "migrate":
-                if sum(1 for j in self.running if self.actions[j].op == "migrate") \
-                        >= self.opts.parallel:
-                    continue
-                if self.busy[a.src] >= self.opts.per_host or self.busy[a.dst] >= self.opts.per_host:
-                    continue
                 self.pending.remove(i)
                 if self.place.get(a.vm) != a.src or a.vm in self.flight:
                     self.dead.add(i)              # the guest left (shut down) meanwhile
@@ -456,8 +455,6 @@ class Simulation:
                 self.tick_migrations += 1
             elif a.op in ("suspend", "resume", "create", "checkpoint"):
                 host = a.src if a.op in ("suspend", "checkpoint") else a.dst
-                if self.busy[host] >= self.opts.per_host:
-                    continue
                 self.pending.remove(i)
                 ok = (self.place.get(a.vm) == a.src and a.vm not in self.flight) \
                     if a.op in ("suspend", "checkpoint") else \

@@ -41,7 +41,7 @@ class PlanSettings:
     constraints: dict | None = None
     image_dir: str = "/var/lib/xen/save"
     ledger: Callable[[], dict] = dict         # name -> entry (vm-apply's ledger, read now)
-    standby: Callable[[], dict] = dict        # name -> {cpu, mem_mib, cluster} (vm-plan state)
+    standby: Callable[[], dict] = dict        # name -> vm-plan's standby record (its state)
     time_limit: float = 30.0
 
 
@@ -91,9 +91,11 @@ def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: s
         rec = standby[host]
         if not rec.get("cpu") or not rec.get("mem_mib"):
             raise OperationFailed(f"cannot {what}: its size is not recorded")
+        # the host as vm-plan recorded it when it went off (its transport included)
         origin = replace(snap, hosts=[h for h in snap.hosts if h.name != host] + [Host(
             name=host, cluster=rec.get("cluster") or "", state="standby", cpu=rec["cpu"],
-            mem_mib=int(rec["mem_mib"]))])
+            mem_mib=int(rec["mem_mib"]), net_mbps=rec.get("net_mbps"),
+            hypervisor=rec.get("hypervisor") or "", migration=rec.get("migration") or "")])
     elif not any(h.name == host for h in snap.hosts):
         raise DataError(f"no host {host} in the snapshot", host)
     elif any(v.host == host for v in snap.vms):
@@ -194,3 +196,33 @@ class Jobs:
         except Exception as exc:        # a bug must not leave the job "running" for ever
             with job.lock:
                 job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+
+
+def record_power(state_dir: str | None, plan: Plan, report: dict,
+                 now: float | None = None) -> list[str]:
+    """After a run: a host the page switched off is standby in vm-plan's state (with its
+    capacity, as vm-plan records its own), so vm-plan and vm-status know it is off on
+    purpose and the page can switch it on again; a host switched on is waking until it
+    reports. Only actions the report says are done count. Returns the hosts recorded."""
+    done = {a.get("id") for a in report.get("actions", []) if a.get("outcome") == "done"}
+    power = [a for a in plan.actions if a.is_power and a.id in done]
+    if not state_dir or not power:
+        return []
+    from vmtools.state import read_state, write_state
+    now = time.time() if now is None else now
+    state = read_state(state_dir)
+    hosts = {h.name: h for h in plan.origin.hosts}
+    for a in power:
+        h = hosts[a.host]
+        if a.op == "power-off":
+            state.power.standby[a.host] = {
+                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib,
+                "net_mbps": h.net_mbps, "hypervisor": h.hypervisor,
+                "migration": h.migration, "since": now}
+            state.power.empty_since.pop(a.host, None)
+        else:
+            rec = state.power.standby.pop(a.host, None) or {
+                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib}
+            state.power.waking[a.host] = {**rec, "since": now}
+    write_state(state_dir, state)
+    return [a.host for a in power]

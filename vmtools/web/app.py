@@ -19,7 +19,7 @@ from aiohttp import web
 from vmtools.errors import VmtoolsError
 from vmtools.model import Plan, Snapshot
 from vmtools.web import pages
-from vmtools.web.actions import GUEST_OPS, HOST_OPS, OPS, Jobs, PlanSettings, build_plan
+from vmtools.web.actions import OPS, Jobs, PlanSettings, build_plan, record_power
 from vmtools.web.auth import COOKIE, Gate, csrf_ok
 from vmtools.web.history import guest_samples, host_series, list_runs, run_documents
 
@@ -31,7 +31,12 @@ REPLAY_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe
               "img-src data:; sandbox allow-scripts")
 STATIC = {"style.css": "text/css", "app.js": "text/javascript"}
 REPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.html")
-OPEN_PATHS = ("/login", "/static/")
+# typed keys where this aiohttp has them (AppKey since 3.9, RequestKey later)
+CFG = web.AppKey("cfg", object)
+JOBS = web.AppKey("jobs", object)
+_request_key = getattr(web, "RequestKey", None)
+SESSION = _request_key("session", object) if _request_key else "session"
+FORM = _request_key("form", object) if _request_key else "form"
 
 
 @dataclass
@@ -50,9 +55,17 @@ class Config:
 
 
 def make_app(cfg: Config) -> web.Application:
-    jobs = Jobs(cfg.execute)
+    def execute(plan: Plan, progress) -> dict:
+        report = cfg.execute(plan, progress)
+        try:        # what ran stands, recorded or not: a failure here is a line, not a failure
+            for host in record_power(cfg.plan_state_dir, plan, report):
+                progress(f"{host}: recorded in vm-plan's state ({cfg.plan_state_dir})")
+        except VmtoolsError as exc:
+            progress(f"warning: vm-plan's state not updated: {exc}")
+        return report
+    jobs = Jobs(execute)
     app = web.Application(middlewares=[_headers, _gate(cfg)], client_max_size=64 * 1024)
-    app["cfg"], app["jobs"] = cfg, jobs
+    app[CFG], app[JOBS] = cfg, jobs
     r = app.router
     r.add_get("/login", login_get)
     r.add_post("/login", login_post)
@@ -100,7 +113,7 @@ def _gate(cfg: Config):
             if request.method == "GET":       # refused: to the login page, nothing shown
                 raise web.HTTPSeeOther("/login")
             return _html(pages.login_page("Refused: not logged in."), 403)
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             origin = request.headers.get("Origin")
             if origin is not None and origin != _origin(request):
@@ -110,7 +123,7 @@ def _gate(cfg: Config):
             if not csrf_ok(session, form.get("csrf")):
                 return _html(pages.message_page("Refused", "the form's CSRF token is missing "
                                                 "or wrong; reload the page", session.csrf), 403)
-            request["form"] = form
+            request[FORM] = form
         return await handler(request)
     return gate
 
@@ -124,11 +137,11 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def _cfg(request) -> Config:
-    return request.app["cfg"]
+    return request.app[CFG]
 
 
 def _csrf(request) -> str:
-    return request["session"].csrf
+    return request[SESSION].csrf
 
 
 async def _thread(fn, *args):
@@ -161,7 +174,7 @@ async def login_post(request: web.Request):
 
 
 async def logout(request: web.Request):
-    _cfg(request).gate.logout(request["session"].sid)
+    _cfg(request).gate.logout(request[SESSION].sid)
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     return resp
@@ -186,7 +199,7 @@ async def cluster(request: web.Request):
         return _html(pages.message_page("Cluster", f"cannot read the cluster: {exc}",
                                         _csrf(request)), 503)
     moving = {}
-    for j in request.app["jobs"].running():
+    for j in request.app[JOBS].running():
         moving.update(j.moving())
     from vmtools.xen import is_in_flight_name
     in_flight = sorted({p.vm for p in snap.problems if p.vm and is_in_flight_name(p.vm)})
@@ -229,7 +242,7 @@ async def make_plan(request: web.Request):
     refused = _refuse_read_only(request)
     if refused:
         return refused
-    cfg, form = _cfg(request), request["form"]
+    cfg, form = _cfg(request), request[FORM]
     op, target, dst = str(form.get("op", "")), str(form.get("target", "")), \
         str(form.get("dst", "")) or None
     if op not in OPS or not target:
@@ -241,7 +254,7 @@ async def make_plan(request: web.Request):
         result = await _thread(plan)
     except VmtoolsError as exc:
         return _html(pages.message_page("No plan", str(exc), _csrf(request)), 409)
-    job = request.app["jobs"].add(result)
+    job = request.app[JOBS].add(result)
     raise web.HTTPSeeOther(f"/job/{job.id}")
 
 
@@ -249,9 +262,9 @@ async def run_plan(request: web.Request):
     refused = _refuse_read_only(request)
     if refused:
         return refused
-    jobs: Jobs = request.app["jobs"]
+    jobs: Jobs = request.app[JOBS]
     try:
-        job = jobs.get(int(str(request["form"].get("job", ""))))
+        job = jobs.get(int(str(request[FORM].get("job", ""))))
     except ValueError:
         job = None
     if job is None:
@@ -264,7 +277,7 @@ async def run_plan(request: web.Request):
 
 
 def _job(request):
-    job = request.app["jobs"].get(int(request.match_info["id"]))
+    job = request.app[JOBS].get(int(request.match_info["id"]))
     if job is None:
         raise web.HTTPNotFound()
     return job
@@ -281,14 +294,15 @@ async def job(request: web.Request):
 
 async def job_json(request: web.Request):
     view = _job(request).view()
-    return web.json_response({"state": view["state"], "lines": view["lines"]})
+    return web.json_response({"state": view["state"], "lines": view["lines"],
+                              "error": view["error"]})
 
 
 # ---------------------------------------------------------------- plans, runs, history
 
 async def plans(request: web.Request):
     cfg = _cfg(request)
-    jobs = [j.view() for j in sorted(request.app["jobs"].jobs.values(), key=lambda j: -j.id)]
+    jobs = [j.view() for j in sorted(request.app[JOBS].jobs.values(), key=lambda j: -j.id)]
     runs = await _thread(list_runs, cfg.runs_dir)
     return _html(pages.plans_page(jobs, runs, _csrf(request)))
 

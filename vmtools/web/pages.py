@@ -209,13 +209,42 @@ def actions_table(actions: list) -> Markup:
              '<th>where</th><th>why</th></tr></thead><tbody>{}</tbody></table>', join(rows))
 
 
+def _use(vms, attr: str, capacity: float) -> str:
+    return pct(sum(getattr(v, attr) for v in vms) / capacity) if capacity else "unknown"
+
+
+def effect_table(plan) -> Markup:
+    """The hosts a plan touches: CPU and memory use before and after (its placement)."""
+    origin = plan.origin
+    touched = sorted({x for a in plan.actions for x in (a.src, a.dst, a.host) if x})
+    size = {v.name: v for v in origin.vms}
+    for a in plan.actions:               # a guest to resume is in no host's list before
+        if a.op in ("resume", "create") and a.vm not in size:
+            size[a.vm] = a
+    rows = []
+    for h_ in origin.hosts:
+        if h_.name not in touched:
+            continue
+        before = [v for v in origin.vms if v.host == h_.name]
+        after = [size[g] for g, where in plan.placement.items() if where == h_.name
+                 and g in size]
+        rows.append(h('<tr><td>{}</td><td>{} → {}</td><td>{} → {}</td><td>{} → {}</td></tr>',
+                      h_.name, len(before), len(after), _use(before, "cpu", h_.cpu),
+                      _use(after, "cpu", h_.cpu), _use(before, "mem_mib", h_.mem_mib),
+                      _use(after, "mem_mib", h_.mem_mib)))
+    if not rows:
+        return Markup("")
+    return h('<h2>What changes</h2><table><thead><tr><th>host</th><th>guests</th><th>CPU</th>'
+             '<th>memory</th></tr></thead><tbody>{}</tbody></table>', join(rows))
+
+
 def confirm_page(job, csrf: str) -> str:
     plan = job.plan
     body = h('<p>This plan has {} action{}, checked against the rules. Nothing has run yet.'
-             '</p>{}<form method="post" action="/run">{}<input type="hidden" name="job" '
+             '</p>{}{}<form method="post" action="/run">{}<input type="hidden" name="job" '
              'value="{}"><button class="go">Run it</button> <a href="/">Cancel</a></form>',
              len(plan.actions), "" if len(plan.actions) == 1 else "s",
-             actions_table(plan.actions), csrf_field(csrf), job.id)
+             actions_table(plan.actions), effect_table(plan), csrf_field(csrf), job.id)
     return page(f"Confirm: {job.what}", body, csrf=csrf)
 
 

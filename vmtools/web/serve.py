@@ -12,7 +12,7 @@ from typing import Callable
 from aiohttp import web
 
 from vmtools.errors import DataError, OptionError, Unavailable
-from vmtools.web.app import Config, make_app
+from vmtools.web.app import JOBS, Config, make_app
 
 
 def is_loopback(host: str) -> bool:
@@ -78,6 +78,6 @@ def serve(cfg: Config, host: str, port: int, ctx: ssl.SSLContext | None,
     finally:
         # a plan started from the page runs to its end (vm-apply's executor lets running
         # migrations finish on SIGTERM too); the page is gone, the journal has it all
-        while app["jobs"].running():
+        while app[JOBS].running():
             time.sleep(0.5)
     sys.stdout.flush()

@@ -30,7 +30,9 @@ What it becomes:
   effort; a group larger than that is reported on stderr and left to XAPI);
 - the rules travel in the snapshot's ``rules`` (vmtools-formats(5)); vm-plan obeys them;
 - Running and Paused guests are placed; Halted and Suspended ones hold no host's memory or
-  CPU and are not placed (counted on stderr);
+  CPU and are not placed (counted on stderr); a guest whose ``name_label`` is not a safe name
+  (XAPI's labels are free text: "Web server (1)") goes by its ``uuid``, as the driver names it
+  too (:func:`vmtools.drivers.xapi.guest_name`);
 - a figure of the wrong type, out of range (negative, beyond any host), a reference to no
   object of the pool, an unsafe or reserved name, a host whose ``/rrd_updates`` cannot be
   read: a problem naming it (as for Ganglia), never a crash.
@@ -46,7 +48,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from vmtools.drivers.xapi import XapiError, XapiPool, is_ref
+from vmtools.drivers.xapi import XapiError, XapiPool, guest_name, is_ref
 from vmtools.errors import DataError, Unavailable
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
                            is_reserved_name, is_safe_name)
@@ -252,26 +254,28 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
     vms: dict[str, VM] = {}
     samples: dict[str, list[tuple[float, float]]] = {}
     not_running: list[str] = []
+    renamed: list[str] = []
     vm_name: dict[str, str] = {}
     for ref, rec in sorted(vms_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
         if rec.get("is_control_domain") is not False or rec.get("is_a_template") is True \
                 or rec.get("is_a_snapshot") is True:
             continue
-        name = rec.get("name_label")
+        label = rec.get("name_label")
         power = rec.get("power_state")
         if power in ("Halted", "Suspended"):
-            not_running.append(f"{_shown(name)} ({power})")
+            not_running.append(f"{_shown(label)} ({power})")
             continue
         if power not in ("Running", "Paused"):
-            r.problem("bad-value", f"guest {_shown(name)}: power_state {_shown(power)} is "
+            r.problem("bad-value", f"guest {_shown(label)}: power_state {_shown(power)} is "
                       "none of XAPI's; left out")
             continue
-        if not is_safe_name(name):
-            r.problem("unsafe-name", f"a guest named {_shown(name)}: not a safe name; left out")
+        name = guest_name(rec)
+        if name is None:
+            r.problem("unsafe-name", f"a guest named {_shown(label)} without a uuid: not a "
+                      "safe name; left out")
             continue
-        if is_reserved_name(name):
-            r.problem("reserved-name", f"a guest named {name}; left out", vm=name)
-            continue
+        if name != label:
+            renamed.append(f"{_shown(label)} as {name}")
         host = host_name.get(rec.get("resident_on"))
         if host is None:
             r.problem("bad-value", f"guest {name} is {power} but resident_on "
@@ -319,6 +323,9 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         vm_name[ref] = name
         if series.get(rec["uuid"]):
             samples[name] = series[rec["uuid"]]
+    if renamed:
+        log.info("%d guest(s) whose name_label is no safe name go by their uuid: %s",
+                 len(renamed), ", ".join(renamed[:10]) + (" ..." if len(renamed) > 10 else ""))
     if not_running:
         log.info("%d guest(s) not running, not placed: %s", len(not_running),
                  ", ".join(not_running[:10]) + (" ..." if len(not_running) > 10 else ""))
