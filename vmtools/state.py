@@ -214,7 +214,7 @@ def _samples(obj: object, where: str) -> dict[str, list]:
 
 # A host's record in the power part: what each field may hold.
 _RECORD_NUMBERS = {"since": None, "cpu": 0.0, "mem_mib": 0.0, "net_mbps": 0.0}
-_RECORD_TEXTS = ("cluster", "hypervisor", "migration")
+_RECORD_TEXTS = ("cluster", "domain", "hypervisor", "migration")
 
 
 def power_state_from(obj: Any, path: str = "") -> PowerState:

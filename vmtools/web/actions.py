@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from vmtools.errors import DataError, OperationFailed, VmtoolsError
-from vmtools.model import Action, Host, Plan, Snapshot
+from vmtools.model import Action, Host, Plan, Snapshot, domain_of
 from vmtools.rules.check import check_plan
 from vmtools.rules.constraints import Constraints
 
@@ -93,7 +93,8 @@ def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: s
             raise OperationFailed(f"cannot {what}: its size is not recorded")
         # the host as vm-plan recorded it when it went off (its transport included)
         origin = replace(snap, hosts=[h for h in snap.hosts if h.name != host] + [Host(
-            name=host, cluster=rec.get("cluster") or "", state="standby", cpu=rec["cpu"],
+            name=host, cluster=rec.get("cluster") or "", domain=domain_of(rec),
+            state="standby", cpu=rec["cpu"],
             mem_mib=int(rec["mem_mib"]), net_mbps=rec.get("net_mbps"),
             hypervisor=rec.get("hypervisor") or "", migration=rec.get("migration") or "")])
     elif not any(h.name == host for h in snap.hosts):
@@ -216,13 +217,14 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
         h = hosts[a.host]
         if a.op == "power-off":
             state.power.standby[a.host] = {
-                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib,
+                "cluster": h.cluster, "domain": h.domain, "cpu": h.cpu, "mem_mib": h.mem_mib,
                 "net_mbps": h.net_mbps, "hypervisor": h.hypervisor,
                 "migration": h.migration, "since": now}
             state.power.empty_since.pop(a.host, None)
         else:
             rec = state.power.standby.pop(a.host, None) or {
-                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib}
+                "cluster": h.cluster, "domain": h.domain, "cpu": h.cpu,
+                "mem_mib": h.mem_mib}
             state.power.waking[a.host] = {**rec, "since": now}
     write_state(state_dir, state)
     return [a.host for a in power]
