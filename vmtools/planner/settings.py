@@ -141,8 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
             range_text="expected a fraction in [0, 1]", help=(
                 "A host a snapshot problem names is frozen: nothing moves onto it, its guests "
                 "stay (one may leave only to end an overload its known guests alone cause). "
-                "With more than this fraction of the hosts frozen, or of the guests stale or "
-                "unknown, monitoring is broken: plan nothing, exit 75.")),
+                "With more than this fraction of the hosts frozen by problems of their own, or "
+                "of the guests stale or unknown, monitoring is broken: plan nothing, "
+                "exit 75.")),
     Setting("refuse_problems", False, kind=bool, help=(
         "Refuse (exit 65) any snapshot with problems, instead of planning around them "
         "(vmtools before 0.2).")),
