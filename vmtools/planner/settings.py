@@ -159,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("explain", False, kind=bool, help="Add an explain object: why each guest moves."),
     Setting("state", None, kind=str, optional=True, document=True, metavar="DIR", help=(
         "Keep hotspot history, recent moves, each guest's CPU samples and the hosts switched "
-        "off here between runs (cron), in one vmtools.state document.")),
+        "off here between runs (cron), in one vmtools.state document; obey the hosts in "
+        "maintenance recorded here (DIR/maintenance.json, written by vm-web).")),
     Setting("demand", "max", kind=str, metavar="last|mean|pNN|max", parse=parse_demand, help=(
         "With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan on "
         "this statistic of each guest's CPU samples over --demand-window (never below the "
