@@ -1,7 +1,8 @@
 """vm-web: the login gate, CSRF, escaping, the listen rule, and in a real browser (Debian's
 chromium through chromedriver's W3C WebDriver API, tests/webdriver.py) against the lab: every
 host and guest listed, a migration started from the page lands in the lab and on the page, a
-suspend, its resume, an evacuation and a maintenance likewise, nothing without the login, no forged action, hostile names as text, no console error."""
+suspend, its resume, an evacuation and a maintenance likewise, nothing without the login, no
+forged action, hostile names as text, no console error."""
 
 from __future__ import annotations
 
