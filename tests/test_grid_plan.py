@@ -106,3 +106,30 @@ def test_vm_status_groups_the_hosts_by_domain(two_clusters):
     assert doc["domains"]["paris"] == {"hosts": 6, "online": 6, "guests": 24, "hotspots": [],
                                        "frozen": []}
     assert [h["domain"] for h in doc["hosts"]] == ["lyon"] * 6 + ["paris"] * 6
+
+
+def test_a_domain_whose_source_did_not_answer_is_not_vanished(two_clusters, tmp_path):
+    """With vm-plan's state (cron), the hosts of a cluster whose gmetad did not answer are out
+    of the run, not vanished: the other cluster is planned. Without the unavailable-source
+    problem the same absence is half the hosts vanished: monitoring broken (75)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    assert run("vm-plan", "--objective", "consolidate", "--state", str(state),
+               input=two_clusters).returncode == 0
+    doc = json.loads(two_clusters)
+    paris = {h["name"] for h in doc["hosts"] if h["domain"] == "paris"}
+    doc["hosts"] = [h for h in doc["hosts"] if h["name"] in paris]
+    doc["vms"] = [v for v in doc["vms"] if v["host"] in paris]
+    gone = json.dumps(doc)
+    broken = run("vm-plan", "--objective", "consolidate", "--state", str(state), input=gone)
+    assert broken.returncode == 75 and "vanished-host" in broken.stderr
+    doc["problems"] = [{"kind": "unavailable-source", "message": "gmetad://127.0.0.1:1: "
+                        "connection refused; its hosts are not in this snapshot"}]
+    proc = run("vm-plan", "--objective", "consolidate", "--state", str(state),
+               input=json.dumps(doc))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert not [p for p in plan["origin"]["problems"] if p["kind"].startswith("vanished")]
+    assert plan["summary"]["hosts_after"] == 2
+    saved = json.loads((state / "vmtools.state").read_text())
+    assert saved["plan"]["domains"]["ly-1"] == "lyon"      # remembered for its return
