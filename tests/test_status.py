@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -103,3 +104,26 @@ def test_bad_input_and_unreachable_gmetad():
     assert proc.stderr.startswith("vm-status: error: gmetad://127.0.0.1:1: ")
     proc = run("vm-status", "x.json", "--gmetad", "localhost")
     assert proc.returncode == 2
+
+
+def test_a_host_gone_since_vm_plans_last_run_shows_as_vanished_and_frozen(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    snap = snapshot(tmp_path)
+    r = run("vm-plan", "--state", str(state), str(snap))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(snap.read_text())
+    doc["hosts"] = [h for h in doc["hosts"] if h["name"] != "node-3"]
+    doc["vms"] = [v for v in doc["vms"] if v["host"] != "node-3"]
+    gone = tmp_path / "gone.json"
+    gone.write_text(json.dumps(doc))
+    out = run("vm-status", str(gone), "--runs", "", "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert lines_fit(out.stdout)
+    assert re.search(r"node-3\s+vanished,", out.stdout) and "Frozen hosts (1)" in out.stdout
+    assert "node-3  vanished-host  host node-3 was seen" in out.stdout
+    doc = json.loads(run("vm-status", str(gone), "--runs", "", "--state", str(state),
+                         "-f", "json").stdout)
+    entry = next(h for h in doc["hosts"] if h["name"] == "node-3")
+    assert entry["state"] == "vanished" and entry["frozen"]["kinds"] == ["vanished-host"]
+    assert "node-3" in doc["summary"]["frozen"]

@@ -614,3 +614,106 @@ def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapsh
     record_power(str(tmp_path), on, {"actions": [{"id": 1, "outcome": "done"}]}, now=2000.0)
     power = read_state(str(tmp_path)).power
     assert empty not in power.standby and power.waking[empty]["since"] == 2000.0
+
+
+POWER = {
+    "name": "web-power", "description": "two hosts, one empty, IPMI",
+    "hosts": {"node-1": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"},
+              "node-2": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"}},
+    "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "load": 0.2}},
+    "load": []}
+
+
+def run_action(server: Server, cookie: str, csrf: str, op: str, target: str,
+               timeout: float = 120, dst: str = "") -> dict:
+    """An action as the page posts it: the plan, then its confirmation; the job's end."""
+    code, page = http("POST", server.base + "/plan", {"op": op, "target": target, "dst": dst,
+                                                      "csrf": csrf}, cookie)
+    assert code == 303, page
+    _, plans = http("GET", server.base + "/plans", cookie=cookie)
+    job = max(int(j) for j in re.findall(r'href="/job/(\d+)"', plans))
+    code, _ = http("POST", server.base + "/run", {"job": job, "csrf": csrf}, cookie)
+    assert code == 303
+    deadline = time.time() + timeout
+    while True:
+        _, text = http("GET", f"{server.base}/job/{job}.json", cookie=cookie)
+        view = __import__("json").loads(text)
+        if view["state"] not in ("running", "pending") or time.time() > deadline:
+            return view
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.sshd
+def test_a_host_switched_off_and_on_from_the_page(tmp_path_factory):
+    from vmtools.lab import bmc as lab_bmc
+    from vmtools.lab import sshd as sshlab
+    if lab_bmc.available() is not None or sshlab.available() is not None:
+        pytest.skip("needs ipmi_sim, ipmitool, sshd, root")
+    from vmtools.lab.run import Lab
+    with Lab(POWER, workdir=tmp_path_factory.mktemp("lab"), interval=1.0, power=True,
+             boot_seconds=1.0) as lab:
+        lab.wait_for_truth()
+        tmp = tmp_path_factory.mktemp("web")
+        plan_state = tmp / "plan-state"
+        plan_state.mkdir()
+        args = ["--gmetad", lab.ganglia.gmetad_address, "--state", str(plan_state)]
+        apply_args = lab.apply_args()
+        for flag in ("--hosts", "--state-dir", "--ipmi-credentials", "--ssh-user",
+                     "--ssh-key", "--known-hosts"):
+            if flag in apply_args:
+                args += [flag, apply_args[apply_args.index(flag) + 1]]
+        s = Server(tmp, *args, env=lab.env())
+        try:
+            cookie, csrf = login(s)
+            code, page = http("POST", s.base + "/plan", {"op": "power-off", "target": "node-1",
+                                                         "csrf": csrf}, cookie)
+            assert code == 409 and "it runs guests" in page      # refused before any plan
+            view = run_action(s, cookie, csrf, "power-off", "node-2")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-2"]["power"] == "off"
+
+            def standby():
+                _, page = http("GET", s.base + "/", cookie=cookie)
+                section = page.split('id="host-node-2"')[1].split("</section>")[0]
+                return "STANDBY" in section and "op=power-on" in section
+            deadline = time.time() + 90
+            while not standby():
+                assert time.time() < deadline, "node-2 never shown standby"
+                time.sleep(1)
+            view = run_action(s, cookie, csrf, "power-on", "node-2")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-2"]["power"] == "on"
+        finally:
+            s.stop()
+
+
+@pytest.mark.slow
+def test_a_migration_through_a_xapi_pool(tmp_path):
+    """--xapi: the pool read through its master and the migration run through it (the lab's
+    simulated pool, driven by the real XenAPI client)."""
+    from vmtools.lab.run import Lab
+    scenario = {"name": "web-xapi", "description": "a pool of two",
+                "hosts": {f"node-{i}": {"cpus": 8, "mem_mib": 8192, "dom0_mib": 1024}
+                          for i in (1, 2)},
+                "guests": {"web1": {"host": "node-1", "mem_mib": 1024, "vcpus": 1,
+                                    "load": 0.2},
+                           "db1": {"host": "node-2", "mem_mib": 2048, "vcpus": 1,
+                                   "load": 0.2}}}
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        s = Server(tmp_path, *lab.xapi_args(), "--hosts", str(lab.hosts_file),
+                   "--state-dir", str(lab.state_dir), env=lab.env())
+        try:
+            cookie, csrf = login(s)
+            _, page = http("GET", s.base + "/", cookie=cookie)
+            assert '<span class="guest">web1</span>' in \
+                page.split('id="host-node-1"')[1].split("</section>")[0]
+            view = run_action(s, cookie, csrf, "migrate", "web1", dst="node-2")
+            assert view["state"] == "done", view
+            assert lab.placement()["web1"] == "node-2"
+        finally:
+            s.stop()
+    finally:
+        lab.stop()

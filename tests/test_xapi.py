@@ -5,6 +5,7 @@ with bad answers from the master (slow: each starts a simulated pool on loopback
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import time
@@ -272,6 +273,9 @@ def test_vm_snapshot_reads_the_pool(pool):
     assert hosts["node-2"] == {**hosts["node-2"], "state": "online", "cpu": 4.0,
                                "mem_mib": 8192 - 1024 - 64, "migration": "xapi",
                                "cluster": "lab-pool"}
+    # the pool is the hosts' migration domain (its uuid: two pools may share a label)
+    assert len({h["domain"] for h in snap["hosts"]}) == 1
+    assert re.fullmatch(r"xapi-pool:[0-9a-f-]{36}", hosts["node-2"]["domain"])
     vms = {v["name"]: v for v in snap["vms"]}
     assert set(vms) == {"web1", "web2", "db1", "app1"}           # no control domain, no halted
     assert vms["web2"]["cpu"] == pytest.approx(0.5, abs=0.01)    # 2 vCPUs at 25 %

@@ -201,6 +201,14 @@ HOST_MAX_CPU = 2**16 - 1
 HOST_MIN_CPU = 0.01   # a host with no CPU would divide every objective by zero
 HOST_MAX_MIB = (2**32 - 1) // 1024
 HOST_MIN_MIB = 1      # a host with no memory would divide every utilisation by zero
+MAX_DOMAIN_CHARS = 200   # a migration domain's name (a cluster, "xapi-pool:UUID", a label)
+
+
+def domain_of(rec: dict) -> str:
+    """The migration domain a host record (vm-plan's state, vm-web's) keeps: at most
+    :data:`MAX_DOMAIN_CHARS` printable characters; anything else, or none, is the domain ""."""
+    d = rec.get("domain")
+    return d if isinstance(d, str) and d.isprintable() and len(d) <= MAX_DOMAIN_CHARS else ""
 
 
 @dataclass
@@ -214,11 +222,19 @@ class Host:
     hypervisor: str = ""
     migration: str = ""
     reported: str | None = None
+    # The migration domain: guests move only between hosts of one domain (a Ganglia cluster,
+    # a XAPI pool, a Prometheus label). Optional: "" (and every snapshot before it) is one
+    # domain.
+    domain: str = ""
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "Host":
         r = Reader(obj, path)
-        return cls(name=r.name("name"), cluster=r.str("cluster", False, ""),
+        domain = r.str("domain", False, "")
+        if len(domain) > MAX_DOMAIN_CHARS or not domain.isprintable():
+            raise DataError(f"a migration domain is at most {MAX_DOMAIN_CHARS} printable "
+                            f"characters, got {_describe(domain)}", r.where("domain"))
+        return cls(name=r.name("name"), cluster=r.str("cluster", False, ""), domain=domain,
                    state=r.str("state", False, "online", HOST_STATES),
                    cpu=r.num("cpu", minimum=HOST_MIN_CPU, maximum=HOST_MAX_CPU),
                    mem_mib=r.int("mem_mib", minimum=HOST_MIN_MIB, maximum=HOST_MAX_MIB),
@@ -226,8 +242,10 @@ class Host:
                    migration=r.str("migration", False, ""), reported=r.str("reported", False))
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "cluster": self.cluster, "state": self.state,
-             "cpu": float(self.cpu), "mem_mib": self.mem_mib}
+        d = {"name": self.name, "cluster": self.cluster}
+        if self.domain:
+            d["domain"] = self.domain
+        d.update(state=self.state, cpu=float(self.cpu), mem_mib=self.mem_mib)
         if self.net_mbps is not None:
             d["net_mbps"] = float(self.net_mbps)
         d.update(hypervisor=self.hypervisor, migration=self.migration, reported=self.reported)
@@ -268,15 +286,20 @@ class Problem:
     message: str
     host: str | None = None
     vm: str | None = None
+    # The migration domain the problem concerns when it names no host (a source that did not
+    # answer): optional.
+    domain: str | None = None
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "Problem":
         r = Reader(obj, path)
         return cls(kind=r.str("kind"), message=r.str("message"), host=r.str("host", False),
-                   vm=r.str("vm", False))
+                   vm=r.str("vm", False), domain=r.str("domain", False))
 
     def to_dict(self) -> dict:
         d: dict = {"kind": self.kind}
+        if self.domain is not None:
+            d["domain"] = self.domain
         if self.host is not None:
             d["host"] = self.host
         if self.vm is not None:

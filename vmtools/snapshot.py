@@ -9,16 +9,17 @@ places as one grid.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping
 
 from vmtools.drivers import registry
-from vmtools.errors import UsageError
+from vmtools.errors import Unavailable, UsageError
 from vmtools.ganglia import reading as ganglia
 from vmtools.prometheus import source as prometheus
 from vmtools.xapi import reading as xapi
-from vmtools.model import SNAPSHOT_FORMAT, Snapshot
-from vmtools.sources import Source, SourceKind, merge_readings
+from vmtools.model import SNAPSHOT_FORMAT, Problem, Snapshot
+from vmtools.sources import Reading, Source, SourceKind, merge_readings, sort_problems
 
 # The kinds of source, by name: a new platform is one module defining a SourceKind, and one
 # entry here (ARCHITECTURE.md, "A source").
@@ -38,10 +39,56 @@ def make_sources(kind: str, settings: Mapping[str, Any]) -> list[Source]:
 
 
 def take_snapshot(sources: Iterable[Source], *, timeout: float | None = None) -> Snapshot:
-    """Read every source (all within ``timeout`` seconds when given) and return their
-    union as a snapshot (:func:`vmtools.sources.merge_readings`)."""
+    """Read every source at once (threads: the sources wait on the network, not the CPU), all
+    within ``timeout`` seconds when given, and return their union as a snapshot
+    (:func:`vmtools.sources.merge_readings`).
+
+    A source that does not answer (:class:`Unavailable`, or still reading at the deadline)
+    is an ``unavailable-source`` problem when another source answered: its hosts are not in
+    the snapshot and nothing is planned for them, the others are. When no source answers,
+    the first one's :class:`Unavailable` (exit 69). A malformed answer (DataError) still ends
+    the run: bad input is never half read."""
+    sources = list(sources)
     deadline = time.monotonic() + timeout if timeout is not None else None
-    return merge_readings((s.read(deadline) for s in list(sources)), registry.names())
+    if len(sources) == 1:
+        return merge_readings([sources[0].read(deadline)], registry.names())
+    results: list = [None] * len(sources)
+
+    def run(i: int, source: Source) -> None:
+        try:
+            results[i] = source.read(deadline)
+        except BaseException as exc:            # handed to the main thread, raised there
+            results[i] = exc
+
+    # Daemon threads: one still waiting on a peer past the deadline must not hold the
+    # command's exit (its own socket timeouts end it).
+    threads = [threading.Thread(target=run, args=(i, s), daemon=True,
+                                name=f"source-{i}") for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    readings: list[Reading] = []
+    lost: list[Problem] = []
+    first: Unavailable | None = None
+    for source, t, got in zip(sources, threads, results):
+        if t.is_alive():
+            got = Unavailable(f"{source.name}: no answer within the {timeout:g} s deadline")
+        if isinstance(got, Unavailable):
+            first = first or got
+            lost.append(Problem("unavailable-source", f"{got}; its hosts are not in this "
+                                "snapshot (nothing is planned for them)",
+                                domain=getattr(source, "domain", None)))
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            readings.append(got)
+    if not readings:
+        assert first is not None
+        raise first
+    snap = merge_readings(readings, registry.names())
+    snap.problems = sort_problems(snap.problems + lost)
+    return snap
 
 
 def choose_sources(**settings: Any) -> list[Source]:

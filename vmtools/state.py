@@ -39,6 +39,8 @@ STATE_VERSION = "1.0"
 LEGACY_PLAN_FILE = "vm-plan-state.json"
 LEGACY_POWER_FILE = "vm-plan-power.json"
 KEEP = 50                      # observations kept
+# A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
+FORGET_AFTER = 86400.0
 FORGETS = {"plan": "recent hotspots, moves and demand history",
            "power": "which hosts it switched off"}
 
@@ -212,7 +214,7 @@ def _samples(obj: object, where: str) -> dict[str, list]:
 
 # A host's record in the power part: what each field may hold.
 _RECORD_NUMBERS = {"since": None, "cpu": 0.0, "mem_mib": 0.0, "net_mbps": 0.0}
-_RECORD_TEXTS = ("cluster", "hypervisor", "migration")
+_RECORD_TEXTS = ("cluster", "domain", "hypervisor", "migration")
 
 
 def power_state_from(obj: Any, path: str = "") -> PowerState:

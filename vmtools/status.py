@@ -17,7 +17,7 @@ from vmtools.model import Snapshot, is_safe_name
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
-from vmtools.state import read_state
+from vmtools.state import FORGET_AFTER, read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     """Hosts vm-plan switched off, from the vmtools.state document in its state directory
@@ -32,6 +32,24 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
                      (not cluster or is_safe_name(cluster)) else "",
                      "cpu": rec.get("cpu"), "mem_mib": rec.get("mem_mib")}
     return out
+
+
+def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
+    """Hosts vm-plan saw within a day and the snapshot lacks, which vmtools did not switch
+    off (vm-plan's ``vanished-host``: frozen): name -> seconds since last seen."""
+    if not state_dir or not os.path.isdir(state_dir):
+        return {}
+    from vmtools.model import iso_to_epoch
+    state = read_state(state_dir)
+    try:
+        now = iso_to_epoch(snap.created)
+    except (TypeError, ValueError):
+        now = time.time()
+    off = set(state.power.standby) | set(state.power.waking) | set(state.power.boot_failed)
+    here = {h.name for h in snap.hosts}
+    return {name: now - seen for name, seen in sorted(state.plan.hosts.items())
+            if name not in here and name not in off and is_safe_name(name)
+            and 0 <= now - seen <= FORGET_AFTER}
 
 
 def rules_of(snap: Snapshot, constraints: object = None):
@@ -103,6 +121,13 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                       "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
                       "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
                       "frozen": None})
+    for name, ago in vanished_hosts(state_dir, snap).items():
+        why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot and is "
+               "not in it; vmtools did not switch it off")
+        hosts.append({"name": name, "cluster": "", "state": "vanished", "cpus": None,
+                      "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
+                      "hotspot": [], "knowledge": "unknown",
+                      "frozen": {"kinds": ["vanished-host"], "why": why}})
     asleep, halted = stopped_guests(snap, suspended)
     last = None
     if runs_dir:

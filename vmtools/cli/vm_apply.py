@@ -53,10 +53,12 @@ def apply(
         help="Run a stale plan (guests not where the plan's origin says, or hosts that do not "
              "answer); the checker still runs.")] = False,
     parallel: Annotated[int, typer.Option(
-        "--parallel", "-P", metavar="N", help="Migrations running at once, in all.")] = 2,
+        "--parallel", "-P", metavar="N",
+        help="Actions running at once, in all (power and lifecycle ones count as migrations "
+             "do).")] = 2,
     per_host: Annotated[int, typer.Option(
         "--per-host", metavar="N",
-        help="Migrations touching one host (as source or destination) at once.")] = 1,
+        help="Actions touching one host (as source or destination) at once.")] = 1,
     stop_on_failure: Annotated[bool, typer.Option(
         "--stop-on-failure",
         help="After a failed action, start nothing new (running ones finish).")] = False,

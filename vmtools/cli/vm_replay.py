@@ -134,9 +134,10 @@ def replay(
         "--cpu-threshold", metavar="FRACTION",
         help="over_threshold_hours counts host-time above this share of the CPUs.")] = 0.9,
     parallel: Annotated[int, typer.Option(
-        "--parallel", "-P", metavar="N", min=1, help="Migrations at once, as vm-apply --parallel.")] = 2,
+        "--parallel", "-P", metavar="N", min=1,
+        help="Actions at once, as vm-apply --parallel.")] = 2,
     per_host: Annotated[int, typer.Option(
-        "--per-host", min=1, help="Migrations touching one host at once, as vm-apply "
+        "--per-host", min=1, help="Actions touching one host at once, as vm-apply "
         "--per-host.")] = 1,
     bandwidth: Annotated[float, typer.Option(
         "--bandwidth", metavar="MBIT/S", help="Bandwidth of one migration: it takes "

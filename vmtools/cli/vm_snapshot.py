@@ -4,7 +4,9 @@ Xen hosts and their guests: capacity, demand and the problems that make it incoh
 With no source option it reads gmetad's XML port on localhost:8651. With --prometheus URL it
 reads a Prometheus server instead (instant queries of a mapping profile), and carries each
 guest's recent CPU samples (a range query) for vm-plan --demand. With --xapi URL it reads a
-XCP-ng / XenServer pool through its master's XAPI instead.
+XCP-ng / XenServer pool through its master's XAPI instead. Several sources of any kinds
+are read at once (--deadline) into one snapshot, each host tagged with its migration domain
+(its Ganglia cluster, its XAPI pool, a Prometheus label).
 """
 
 from __future__ import annotations
@@ -98,12 +100,13 @@ def snapshot(
         "--stale-after", metavar="SECONDS",
         help="A cluster whose gmond was last heard this long before gmetad's answer is "
              "stale (a problem).")] = DEFAULT_STALE_AFTER,
-    xapi: Annotated[Optional[str], typer.Option(
+    xapi: Annotated[Optional[list[str]], typer.Option(
         "--xapi", metavar="URL",
         help="Read a XCP-ng / XenServer pool through its master's XAPI (https://MASTER): "
-             "hosts, guests, anti-affinity VM groups, CPU and network from /rrd_updates. The "
-             "user and password come from $VMTOOLS_XAPI_USER and $VMTOOLS_XAPI_PASSWORD, else "
-             "--xapi-credentials; never from the command line.")] = None,
+             "hosts, guests, anti-affinity VM groups, CPU and network from /rrd_updates; its "
+             "hosts' migration domain is the pool. The user and password come from "
+             "$VMTOOLS_XAPI_USER and $VMTOOLS_XAPI_PASSWORD, else --xapi-credentials; never "
+             "from the command line. Repeatable (one per pool, the same credentials).")] = None,
     xapi_credentials: Annotated[Optional[str], typer.Option(
         "--xapi-credentials", metavar="FILE",
         help="XAPI user and password (TOML username, password; owned by root or you, mode "
@@ -131,6 +134,13 @@ def snapshot(
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
+    deadline: Annotated[Optional[float], typer.Option(
+        "--deadline", metavar="SECONDS",
+        help="Read every source at once and end the whole read within SECONDS: a source "
+             "(a gmetad, gmond, pool or Prometheus server) not done by then, or not answering, "
+             "is an unavailable-source problem and its hosts are left out, while the others "
+             "are read (exit 69 only when none answers). Default: each source's own "
+             "timeouts.")] = None,
     version: Version = False,
 ) -> None:
     """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia, Prometheus or XAPI
@@ -140,30 +150,31 @@ def snapshot(
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
         if not stale_after >= 0:
             raise UsageError(f"--stale-after {stale_after:g}: must be 0 or more seconds")
+        if deadline is not None and not deadline > 0:
+            raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
         sources = []
-        if xapi is not None:
-            if gmetad or cluster or gmond or input_ or example or prometheus:
-                raise UsageError("--xapi reads a pool by itself: drop --gmetad, --cluster, "
-                                 "--gmond, --input, --example and --prometheus")
+        ganglia = bool(gmetad or cluster or gmond or input_ or example)
+        if xapi:
             if not xapi_window > 0:
                 raise UsageError(f"--xapi-window {xapi_window:g}: must be more than 0 seconds")
-            sources += make_sources("xapi", dict(
-                url=xapi, credentials=xapi_credentials, ca_file=xapi_ca,
-                fingerprints=xapi_fingerprint or [], insecure=xapi_insecure, timeout=timeout,
-                window=xapi_window))
-        elif prometheus:
+            for url in xapi:
+                sources += make_sources("xapi", dict(
+                    url=url, credentials=xapi_credentials, ca_file=xapi_ca,
+                    fingerprints=xapi_fingerprint or [], insecure=xapi_insecure,
+                    timeout=timeout, window=xapi_window))
+        if prometheus:
             sources += make_sources("prometheus", _prometheus_settings(
                 prometheus, prometheus_profile, prometheus_user, prometheus_password_file,
                 prometheus_token_file, prometheus_ca_file, at, samples_window, samples_step,
                 timeout, stale_after))
         elif at is not None:
             raise UsageError("--at needs --prometheus (Ganglia only knows now)")
-        if xapi is None and (not prometheus or gmetad or cluster or gmond or input_ or example):
+        if ganglia or not sources:
             sources += make_sources("ganglia", dict(
                 gmetad=gmetad or [], cluster=cluster or [], gmond=gmond or [],
                 inputs=input_ or [], example=example, timeout=timeout, recover=recover,
                 stale_after=stale_after))
-        snap = take_snapshot(sources)
+        snap = take_snapshot(sources, timeout=deadline)
         evaluated = [src.evaluated_at for src in sources if hasattr(src, "evaluated_at")]
         if evaluated:           # the moment Prometheus was asked about (--at, or now)
             from vmtools.model import epoch_to_iso

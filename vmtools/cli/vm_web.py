@@ -11,7 +11,7 @@ in --token-file (created 0600 when missing). Listening beyond loopback needs --t
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -126,7 +126,7 @@ def web(
         from vmtools.model import load_file
         from vmtools.power.execute import PowerSettings
         from vmtools.snapshot import make_sources, take_snapshot
-        from vmtools.status import build_status, standby_hosts
+        from vmtools.status import build_status
         from vmtools.web.actions import PlanSettings
         from vmtools.web.app import Config
         from vmtools.web.auth import Gate, read_or_create_token
@@ -176,6 +176,13 @@ def web(
                 log.warning("the suspended guests are left out: %s", exc)
                 return {}
 
+        def standby_records() -> dict:
+            """vm-plan's standby records (capacity and transport), for switching on."""
+            if not standby_dir or not os.path.isdir(standby_dir):
+                return {}
+            from vmtools.state import read_state
+            return read_state(standby_dir).power.standby
+
         def status(snap):
             return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
                                 suspended=ledger())
@@ -196,7 +203,7 @@ def web(
         cfg = Config(take=lambda: take_snapshot(sources), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
                      plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
-                                       standby=lambda: standby_hosts(standby_dir)),
+                                       standby=standby_records),
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
                      plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))

@@ -239,7 +239,7 @@ class SnapshotBuilder:
             state, why = "offline", (f"has not reported for {raw.tn} s (more than 4 x TMAX = "
                                      f"{4 * raw.tmax} s)")
         self.hosts[raw.name] = Host(
-            name=raw.name, cluster=cluster.name, state=state, cpu=cpu,
+            name=raw.name, cluster=cluster.name, domain=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
             migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
         names = self.guest_names(raw) if VMS in raw.metrics else []

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 from vmtools.errors import DataError, OptionError, Unavailable
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER, SnapshotBuilder
@@ -21,6 +22,7 @@ from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMON
 from vmtools.ganglia.sources import (DEFAULT_TIMEOUT, ClusterSource, ExampleSource, FileSource,
                                      GmetadSource, GmondSource, parse_address)
 from vmtools.ganglia.xml import Cluster, GangliaDump, RawHost, parse_ganglia
+from vmtools.model import Problem
 from vmtools.sources.base import Reading, SourceKind
 
 log = logging.getLogger("vmtools.snapshot")
@@ -58,9 +60,12 @@ def choose_sources(*, gmetad: list[str], cluster: list[str], gmond: list[str],
 
 
 def read_source(source: Part, *, recover: bool = False,
-                on_host: Callable[[Cluster, RawHost], None] | None = None) -> GangliaDump:
-    """Fetch and parse one place (streaming its hosts to ``on_host`` when given)."""
-    stream = source.open()
+                on_host: Callable[[Cluster, RawHost], None] | None = None,
+                stream: BinaryIO | None = None) -> GangliaDump:
+    """Fetch and parse one place (streaming its hosts to ``on_host`` when given); ``stream``:
+    its answer, already fetched."""
+    if stream is None:
+        stream = source.open()
     if isinstance(source, ClusterSource) and on_host is not None:
         asked = on_host
 
@@ -97,18 +102,76 @@ class GangliaSource:
         self.name = ", ".join(p.name for p in self.parts)
 
     def read(self, deadline: float | None = None) -> Reading:
+        """Every place read as one grid. The network places are fetched at once (threads,
+        within ``deadline``), then parsed in the order given, so the first place's host wins
+        a duplicate whatever answered first. A place that does not answer is an
+        ``unavailable-source`` problem when another one answered (its clusters are not in
+        the reading); when none answers, the first one's Unavailable."""
+        fetched = _fetch_all(self.parts, deadline)
         builder = SnapshotBuilder(self.stale_after)
-        for part in self.parts:
-            if deadline is not None and time.monotonic() > deadline:
-                raise Unavailable(f"{part.name}: not read, the time for reading the sources "
+        lost: list[Problem] = []
+        first: Unavailable | None = None
+        answered = 0
+        for i, part in enumerate(self.parts):
+            got = fetched.get(i)
+            # a file is read whatever the time (the deadline is for waiting on peers)
+            late = got is None and deadline is not None and time.monotonic() > deadline
+            if late and _networked(part):
+                got = Unavailable(f"{part.name}: not read, the time for reading the sources "
                                   "ran out")
+            elif got is None and _networked(part):
+                try:
+                    got = part.open()
+                except Unavailable as exc:
+                    got = exc
+            if isinstance(got, Unavailable):
+                first = first or got
+                lost.append(Problem("unavailable-source", f"{got}; its hosts are not in this "
+                                    "snapshot (nothing is planned for them)",
+                                    domain=getattr(part, "cluster", None)))
+                continue
             # Hosts go straight from the parser to the builder: memory stays flat.
-            dump = read_source(part, recover=self.recover,
+            dump = read_source(part, recover=self.recover, stream=got,
                                on_host=lambda c, h, name=part.name: builder.add_host(c, h, name))
             builder.add_dump(dump)
+            answered += 1
+        if not answered and first is not None:
+            raise first
         snap = builder.finish(self.name)
         return Reading(source=self.name, hosts=snap.hosts, vms=snap.vms,
-                       problems=snap.problems)
+                       problems=snap.problems + lost)
+
+
+def _networked(part: Part) -> bool:
+    return isinstance(part, (GmetadSource, ClusterSource, GmondSource))
+
+
+def _fetch_all(parts: list[Part], deadline: float | None) -> dict[int, Any]:
+    """By index in ``parts``: each network place's answer (a stream) or its Unavailable,
+    fetched at once; a place still fetching at ``deadline`` is Unavailable. With fewer than
+    two network places, nothing (the one is fetched when it is parsed, as before)."""
+    wanted = [i for i, p in enumerate(parts) if _networked(p)]
+    if len(wanted) < 2:
+        return {}
+    got: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        try:
+            got[i] = parts[i].open()
+        except BaseException as exc:     # Unavailable, or DataError (raised below)
+            got[i] = exc
+
+    threads = {i: threading.Thread(target=run, args=(i,), daemon=True) for i in wanted}
+    for t in threads.values():
+        t.start()
+    for t in threads.values():
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    for i, t in threads.items():
+        if t.is_alive():
+            got[i] = Unavailable(f"{parts[i].name}: no answer before the deadline")
+        elif not isinstance(got[i], Unavailable) and isinstance(got[i], BaseException):
+            raise got[i]
+    return got
 
 
 def make(settings: Mapping[str, Any]) -> list[GangliaSource]:

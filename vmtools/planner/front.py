@@ -27,7 +27,9 @@ from vmtools.planner.plan import plan_with_memory
 from vmtools.planner.power import PowerOptions
 from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
 from vmtools.power_model import PowerModel
-from vmtools.rules.constraints import Constraints, parse_constraints, parse_rules
+from vmtools.planner.domains import note_domains
+from vmtools.rules.constraints import (Constraints, fence_domains, parse_constraints,
+                                       parse_rules)
 from vmtools.state import State
 
 
@@ -144,6 +146,8 @@ the command began (``--time-limit`` counts from there, reading included; None: n
     # a rule naming one of those is no unknown name, even under --strict-rules
     again = bool(settings.add or settings.resume or settings.context_switch)
     cons = constraints_of(docs, settings.strict_rules and not again, skipped)
+    fence_domains(cons, docs.snapshot, settings.cross_domain)
+    _check_gathers(cons)
     skipped[:] = _not_elsewhere(skipped, docs, settings)
     if settings.strict_rules and again and skipped:
         e = skipped[0]
@@ -155,6 +159,7 @@ the command began (``--time-limit`` counts from there, reading included; None: n
         switched = context_switch_plan(docs, settings, time.time() if now is None else now)
         if switched is not None:
             switched.rules_skipped = skipped
+            note_domains(switched, settings.cross_domain)
             return Result(switched, state, skipped)
     manual = manual_operation(settings)
     if manual is not None:
@@ -166,7 +171,21 @@ the command began (``--time-limit`` counts from there, reading included; None: n
                                 hotspot_window(settings),
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
+    note_domains(plan, settings.cross_domain)
     return Result(plan, state, skipped)
+
+
+def _check_gathers(cons: Constraints) -> None:
+    """A gather rule whose guests sit in different migration domains cannot hold without a
+    move between them: refused (65) rather than planned around."""
+    if not cons.vm_domain:
+        return
+    for r in cons.gather:
+        homes = sorted({cons.vm_domain[v] for v in r.vms if v in cons.vm_domain})
+        if len(homes) > 1:
+            raise DataError(f"gathers guests of different migration domains "
+                            f"({', '.join(repr(d) for d in homes)}), and {{cross_domain}} is "
+                            "off", r.label, settings=("cross_domain",))
 
 
 def _not_elsewhere(skipped: list[dict], docs: Documents, settings: Any) -> list[dict]:
@@ -204,6 +223,7 @@ def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | No
                            skipped=skipped)
     except DataError as exc:
         raise DataError(exc.message, docs._where(exc)) from None
+    fence_domains(cons, universe, settings.cross_domain)
     for entry in skipped:
         if entry["kind"] == "priority":
             raise DataError(f"rules[{entry['rule']}] (priority) names "
@@ -265,12 +285,15 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
                 cons = parse_rules(items, universe, strict=False, skipped=[])
             except DataError as exc:
                 raise DataError(exc.message, docs._where(exc)) from None
+        fence_domains(cons, universe if docs.constraints is not None or snap.rules else snap,
+                      settings.cross_domain)
         return M.resume_plan(snap, cons, entry, second, image_dir)
     opts = options_of(settings)
     opts.facts.started = started
     if op == "evacuate":
         from vmtools.planner.plan import make_plan
-        rules = parse_rules(M.evacuate_rules(cons, snap, first), snap)
+        rules = fence_domains(parse_rules(M.evacuate_rules(cons, snap, first), snap), snap,
+                              settings.cross_domain)
         plan = make_plan(snap, rules, replace(opts, objective="repair"))
         plan.summary["manual"] = f"evacuate {first}"
         return plan

@@ -97,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("strict_rules", False, kind=bool, help=(
         "Refuse (exit 65) a constraints file naming a guest or host that is not in the "
         "snapshot, instead of skipping those names.")),
+    Setting("cross_domain", False, kind=bool, help=(
+        "Allow moves between migration domains (the snapshot hosts' domain: Ganglia clusters, "
+        "XAPI pools), for a platform that migrates across them (XAPI cross-pool migration "
+        "with storage); off, every guest stays in its domain.")),
     Setting("time_limit", 60.0, lo=0.0, lo_open=True, metavar="SECONDS", help=(
         "Time budget of the whole run (solver, ordering, checks); consolidation gives each "
         "stage a share."), range_text="must be more than 0"),

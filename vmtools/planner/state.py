@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 from vmtools.model import Snapshot, iso_to_epoch
+from vmtools.state import FORGET_AFTER
 from vmtools.state import PlanMemory as State
 
 
@@ -76,8 +77,6 @@ def recently_left(state: State, now: float, minutes: float) -> dict[str, str]:
     return {v: x[0] for v, x in state.left.items() if now - x[1] < minutes * 60}
 
 
-# A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
-FORGET_AFTER = 86400.0
 
 
 def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],

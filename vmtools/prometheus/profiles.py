@@ -41,6 +41,9 @@ class Profile:
     queries: dict[str, str]
     host_label: str = "host"
     vm_label: str = "vm"
+    # host_info's label naming the host's migration domain (its cluster or pool); a host
+    # without it is in the domain "" (one domain with every other such host)
+    domain_label: str = "cluster"
     hypervisor: str = ""
     migration: str = ""
     description: str = ""
@@ -85,7 +88,8 @@ def load_profile(name_or_path: str) -> Profile:
     for key in OPTIONAL:
         if key in queries and not isinstance(queries[key], str):
             raise OptionError("prometheus-profile", f"{where}: {key} is not a string")
-    labels = {k: doc.get(k, d) for k, d in (("host_label", "host"), ("vm_label", "vm"))}
+    labels = {k: doc.get(k, d) for k, d in (("host_label", "host"), ("vm_label", "vm"),
+                                              ("domain_label", "cluster"))}
     for key, value in labels.items():
         if not isinstance(value, str) or not _LABEL.fullmatch(value):
             raise OptionError("prometheus-profile", f"{where}: {key} is not a label name")

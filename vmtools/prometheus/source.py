@@ -205,6 +205,7 @@ class PrometheusSource:
             host = Host(name=name, cpu=cpus, mem_mib=int(mem // MIB),
                         hypervisor=labels.get("hypervisor", s.profile.hypervisor),
                         migration=labels.get("migration", s.profile.migration),
+                        domain=labels.get(s.profile.domain_label, ""),
                         reported=epoch_to_iso(last) if last is not None else None)
             if stale:
                 j.problem("stale-host", f"host {name} last reported {age:.0f} s ago (more "

@@ -35,7 +35,7 @@ from typing import Collection, Iterable
 
 from vmtools import numbers
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, HOST_MIN_CPU, HOST_MIN_MIB, HOST_STATES,
-                           VM, Host, Problem, Snapshot, is_reserved_name, is_safe_name)
+                           MAX_DOMAIN_CHARS, VM, Host, Problem, Snapshot, is_reserved_name, is_safe_name)
 from vmtools.sources.knowledge import PROBLEM_KINDS as _KINDS
 from vmtools.sources.base import Reading
 
@@ -70,8 +70,10 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
 
 
 class _Checker:
-    def __init__(self, source: str, transports: Collection[str]):
+    def __init__(self, source: str, transports: Collection[str], domain: str | None = None):
         self.source = source
+        self.domain = domain if isinstance(domain, str) and domain.isprintable() and \
+            len(domain) <= MAX_DOMAIN_CHARS else None
         self.transports = transports
         self.problems: list[Problem] = []
 
@@ -111,6 +113,14 @@ class _Checker:
                          "and its guests are left out", host=h.name)
             return None
         changes: dict = {}
+        if not h.domain and self.domain:
+            changes["domain"] = self.domain
+        elif h.domain and not (isinstance(h.domain, str) and h.domain.isprintable() and
+                               len(h.domain) <= MAX_DOMAIN_CHARS):
+            self.problem("bad-value", f"the migration domain of host {h.name} from "
+                         f"{self.source} is {show(h.domain, 40)}, not a name of at most "
+                         f"{MAX_DOMAIN_CHARS} printable characters", host=h.name)
+            changes["domain"] = ""
         why = None if h.net_mbps is None else \
             numbers.problem(h.net_mbps, lo=HOST_MIN_NET_MBPS, hi=HOST_MAX_NET_MBPS)
         if why:
@@ -174,7 +184,7 @@ def check_reading(reading: Reading, transports: Collection[str]) -> Reading:
     """``reading`` with every figure that breaks the rules above turned into a problem
     (added to the reading's own). ``transports``: the migration transports there are
     (:func:`vmtools.drivers.registry.names`)."""
-    c = _Checker(reading.source, transports)
+    c = _Checker(reading.source, transports, reading.migration_domain)
     hosts: dict[str, Host] = {}
     dropped: set[str] = set()
     for h in reading.hosts:
@@ -201,7 +211,8 @@ def check_reading(reading: Reading, transports: Collection[str]) -> Reading:
     samples = {name: [(t, cpu) for t, cpu in series if _finite(t) and _finite(cpu) and cpu >= 0]
                for name, series in reading.samples.items() if name in vms}
     if not c.problems and len(hosts) == len(reading.hosts) and len(vms) == len(reading.vms) \
-            and samples == reading.samples:
+            and samples == reading.samples and \
+            all(a is b for a, b in zip(hosts.values(), reading.hosts)):
         return reading
     return replace(reading, hosts=list(hosts.values()), vms=list(vms.values()),
                    problems=list(reading.problems) + c.problems, samples=samples)

@@ -38,6 +38,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "dropped-host": ("unknown", "a host left out of a malformed answer"),
     "dropped-cluster": ("unknown", "a cluster left out of a malformed answer"),
     "truncated": ("unknown", "an answer cut short"),
+    "unavailable-source": ("unknown", "a source that did not answer: its hosts are not in the "
+                           "snapshot and nothing is planned for them"),
 }
 PROBLEM_KINDS = tuple(KINDS)
 

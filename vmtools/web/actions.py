@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from vmtools.errors import DataError, OperationFailed, VmtoolsError
-from vmtools.model import Action, Host, Plan, Snapshot
+from vmtools.model import Action, Host, Plan, Snapshot, domain_of
 from vmtools.rules.check import check_plan
 from vmtools.rules.constraints import Constraints
 
@@ -41,7 +41,7 @@ class PlanSettings:
     constraints: dict | None = None
     image_dir: str = "/var/lib/xen/save"
     ledger: Callable[[], dict] = dict         # name -> entry (vm-apply's ledger, read now)
-    standby: Callable[[], dict] = dict        # name -> {cpu, mem_mib, cluster} (vm-plan state)
+    standby: Callable[[], dict] = dict        # name -> vm-plan's standby record (its state)
     time_limit: float = 30.0
 
 
@@ -91,9 +91,12 @@ def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: s
         rec = standby[host]
         if not rec.get("cpu") or not rec.get("mem_mib"):
             raise OperationFailed(f"cannot {what}: its size is not recorded")
+        # the host as vm-plan recorded it when it went off (its transport included)
         origin = replace(snap, hosts=[h for h in snap.hosts if h.name != host] + [Host(
-            name=host, cluster=rec.get("cluster") or "", state="standby", cpu=rec["cpu"],
-            mem_mib=int(rec["mem_mib"]))])
+            name=host, cluster=rec.get("cluster") or "", domain=domain_of(rec),
+            state="standby", cpu=rec["cpu"],
+            mem_mib=int(rec["mem_mib"]), net_mbps=rec.get("net_mbps"),
+            hypervisor=rec.get("hypervisor") or "", migration=rec.get("migration") or "")])
     elif not any(h.name == host for h in snap.hosts):
         raise DataError(f"no host {host} in the snapshot", host)
     elif any(v.host == host for v in snap.vms):
@@ -214,13 +217,14 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
         h = hosts[a.host]
         if a.op == "power-off":
             state.power.standby[a.host] = {
-                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib,
+                "cluster": h.cluster, "domain": h.domain, "cpu": h.cpu, "mem_mib": h.mem_mib,
                 "net_mbps": h.net_mbps, "hypervisor": h.hypervisor,
                 "migration": h.migration, "since": now}
             state.power.empty_since.pop(a.host, None)
         else:
             rec = state.power.standby.pop(a.host, None) or {
-                "cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib}
+                "cluster": h.cluster, "domain": h.domain, "cpu": h.cpu,
+                "mem_mib": h.mem_mib}
             state.power.waking[a.host] = {**rec, "since": now}
     write_state(state_dir, state)
     return [a.host for a in power]

@@ -294,7 +294,8 @@ async def job(request: web.Request):
 
 async def job_json(request: web.Request):
     view = _job(request).view()
-    return web.json_response({"state": view["state"], "lines": view["lines"]})
+    return web.json_response({"state": view["state"], "lines": view["lines"],
+                              "error": view["error"]})
 
 
 # ---------------------------------------------------------------- plans, runs, history
