@@ -703,8 +703,10 @@ def test_a_migration_through_a_xapi_pool(tmp_path):
     lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
     try:
         lab.wait_for_truth(30)
+        plan_state = tmp_path / "plan-state"
         s = Server(tmp_path, *lab.xapi_args(), "--hosts", str(lab.hosts_file),
-                   "--state-dir", str(lab.state_dir), env=lab.env())
+                   "--state-dir", str(lab.state_dir), "--state", str(plan_state),
+                   env=lab.env())
         try:
             cookie, csrf = login(s)
             _, page = http("GET", s.base + "/", cookie=cookie)
@@ -713,7 +715,103 @@ def test_a_migration_through_a_xapi_pool(tmp_path):
             view = run_action(s, cookie, csrf, "migrate", "web1", dst="node-2")
             assert view["state"] == "done", view
             assert lab.placement()["web1"] == "node-2"
+
+            # node-1, now empty, into maintenance: recorded, and disabled in the pool
+            view = run_action(s, cookie, csrf, "maintenance", "node-1")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-1"].get("enabled", True) is False
+            assert "node-1" in (plan_state / "maintenance.json").read_text()
+            _, page = http("GET", s.base + "/", cookie=cookie)
+            section = page.split('id="host-node-1"')[1].split("</section>")[0]
+            assert "MAINTENANCE" in section and "op=end-maintenance" in section
+            # nothing may be migrated there meanwhile
+            code, page = http("POST", s.base + "/plan", {"op": "migrate", "target": "web1",
+                                                         "dst": "node-1", "csrf": csrf}, cookie)
+            assert code == 409, page
+            view = run_action(s, cookie, csrf, "end-maintenance", "node-1")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-1"].get("enabled", True) is True
+            assert "node-1" not in (plan_state / "maintenance.json").read_text()
         finally:
             s.stop()
     finally:
         lab.stop()
+
+
+# ---------------------------------------------------------------- maintenance (fast)
+
+def test_maintenance_is_kept_beside_vm_plans_state_and_vm_plan_obeys_it(example_snapshot,
+                                                                          tmp_path):
+    """A host put in maintenance from the page is in DIR/maintenance.json; vm-plan --state
+    DIR (vm-rebalance's) then empties it and sends it nothing, until the page ends it."""
+    import json
+    from vmtools.maintenance import read_maintenance
+    from vmtools.model import dumps
+    from vmtools.web.actions import PlanSettings, build_plan, record_maintenance
+    state = tmp_path / "plan-state"
+    state.mkdir()
+    settings = PlanSettings(maintenance=lambda: read_maintenance(str(state)),
+                            state_dir=str(state))
+    plan = build_plan(example_snapshot, settings, "maintenance", "node-1")
+    assert {a.src for a in plan.actions} == {"node-1"} and len(plan.actions) == 4
+    assert read_maintenance(str(state)) == {}, "recorded before it was confirmed and run"
+    lines: list[str] = []
+    record_maintenance(str(state), plan, lines.append)
+    assert list(read_maintenance(str(state))) == ["node-1"] and "in maintenance" in lines[0]
+    doc = json.loads((state / "maintenance.json").read_text())
+    assert doc["format"] == "vmtools.constraints"
+    assert doc["rules"] == [{"rule": "maintenance", "hosts": ["node-1"]}]
+    with pytest.raises(Exception, match="already in maintenance"):
+        build_plan(example_snapshot, settings, "maintenance", "node-1")
+
+    # vm-plan --state: guests leave node-1, and nothing goes there, on every run
+    snap = tmp_path / "snap.json"
+    snap.write_text(dumps(example_snapshot.to_dict()))
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--quiet", str(snap)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {"rule": "maintenance", "hosts": ["node-1"]} in out["constraints"]
+    assert not [g for g, h in out["placement"].items() if h == "node-1"]
+    assert all(a.get("dst") != "node-1" for a in out["actions"])
+    # a manual migration onto it is refused too
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--migrate",
+                          "web2:node-1", str(snap)], capture_output=True, text=True)
+    assert run.returncode != 0 and "node-1" in run.stderr and "Traceback" not in run.stderr
+
+    # the end of it: an empty plan; once run, node-1 is no longer in maintenance
+    end = build_plan(example_snapshot, settings, "end-maintenance", "node-1")
+    assert end.actions == []
+    record_maintenance(str(state), end, lines.append)
+    assert read_maintenance(str(state)) == {}
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--quiet", str(snap)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and '"maintenance"' not in run.stdout
+    with pytest.raises(Exception, match="not in maintenance"):
+        build_plan(example_snapshot, settings, "end-maintenance", "node-1")
+
+
+def test_a_maintenance_document_that_is_not_one_is_refused(tmp_path):
+    from vmtools.maintenance import read_maintenance
+    (tmp_path / "maintenance.json").write_text(
+        '{"format": "vmtools.constraints", "version": "1.0", '
+        '"rules": [{"rule": "pin", "vms": ["web1"]}]}')
+    with pytest.raises(DataError, match="only maintenance rules"):
+        read_maintenance(str(tmp_path))
+    (tmp_path / "maintenance.json").write_text("{trunc")
+    with pytest.raises(DataError, match="not a maintenance document"):
+        read_maintenance(str(tmp_path))
+
+
+def test_the_page_shows_a_host_in_maintenance_and_offers_its_end(example_snapshot):
+    from vmtools.status import build_status
+    status = build_status(example_snapshot, None, None)
+    text = pages.cluster_page(status, example_snapshot.vms, {}, [], "c", False, (0.9, 0.95),
+                              {"node-1": {"since": "2026-12-07T07:00:00Z", "ours": True},
+                               "node-2": {"since": "", "ours": False}})
+    one = text.split('id="host-node-1"')[1].split("</section>")[0]
+    two = text.split('id="host-node-2"')[1].split("</section>")[0]
+    three = text.split('id="host-node-3"')[1].split("</section>")[0]
+    assert "MAINTENANCE since 2026-12-07T07:00:00Z" in one and "op=end-maintenance" in one
+    assert "MAINTENANCE" in two and "op=end-maintenance" not in two    # the pool's own
+    assert "op=maintenance" in three and "MAINTENANCE" not in three

@@ -31,6 +31,7 @@ asked once for the whole pool); :class:`XapiDriver` is one host of it as vm-appl
 - ``power_on_host``: ``host.power_on`` (the host's own ``power_on_mode``: Wake-on-LAN or IPMI,
   which XAPI drives), then ``host.enable`` once ``host_metrics.live`` is true again;
 - ``disable``: ``host.disable`` (the ``maintenance`` rule: XAPI places nothing new there);
+  ``enable``: ``host.enable``, when vm-web ends a host's maintenance;
 - the guest lifecycle, each an ``Async`` call whose task is polled and cancelled on
   ``timeout`` as a migration's: ``suspend_guest`` is ``VM.suspend`` (Running to Suspended,
   the memory written to the VM's suspend VDI and freed), ``checkpoint_guest``
@@ -795,6 +796,14 @@ class XapiDriver(Driver):
         except XapiError as exc:
             raise OperationFailed(f"{self.endpoint.name}: {exc}") from None
         return "host.disable"
+
+    def enable(self) -> str:
+        """The end of a maintenance: ``host.enable`` (XAPI places guests there again)."""
+        try:
+            self.pool.call("host.enable", self.host_ref())
+        except XapiError as exc:
+            raise OperationFailed(f"{self.endpoint.name}: {exc}") from None
+        return "host.enable (XAPI places guests there again)"
 
     def shutdown_host(self, off_timeout: float, poll: float = 1.0) -> str:
         host = self.host_ref()
