@@ -92,3 +92,17 @@ def test_one_domain_plans_as_before():
     snap = run("vm-snapshot", "--example", "lab").stdout
     plan = _plan(snap)
     assert "domains" not in plan["summary"] and "cross_domain" not in plan["summary"]
+
+
+def test_vm_status_groups_the_hosts_by_domain(two_clusters):
+    proc = run("vm-status", "-", "--runs", "", input=two_clusters)
+    assert proc.returncode == 0, proc.stderr
+    lyon, paris = proc.stdout.index("domain lyon: 6 hosts"), proc.stdout.index("domain paris:")
+    assert lyon < paris
+    assert all(lyon < proc.stdout.index(f"ly-{i} ") < paris < proc.stdout.index(f"pa-{i} ")
+               for i in range(1, 7))
+    doc = json.loads(run("vm-status", "-", "--runs", "", "-f", "json",
+                         input=two_clusters).stdout)
+    assert doc["domains"]["paris"] == {"hosts": 6, "online": 6, "guests": 24, "hotspots": [],
+                                       "frozen": []}
+    assert [h["domain"] for h in doc["hosts"]] == ["lyon"] * 6 + ["paris"] * 6

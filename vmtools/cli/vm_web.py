@@ -1,7 +1,8 @@
 """Serve the cluster in a browser: every host with its guests, CPU and memory against the
 targets, hot, frozen and standby hosts, guests in migration, the last plans and vm-rebalance
 runs, per-host history from the run archive, vm-replay's pages. And act on it: migrate,
-suspend, resume, evacuate, switch a host off or on, each a one-action plan checked as vm-plan
+suspend, resume, evacuate, put a host in maintenance (kept in vm-plan's --state directory,
+obeyed by every vm-plan --state run until the page ends it), switch a host off or on, each a one-action plan checked as vm-plan
 checks it, shown for confirmation, run by vm-apply's executor with live progress and its report.
 
 The first line of output is the URL to open, carrying a one-time login. The login token is kept
@@ -98,8 +99,9 @@ def web(
         "--runs", metavar="DIR", help="vm-rebalance's archive: its runs, their reports and "
         "the history charts; '' for none.")] = "/var/lib/vmtools/runs",
     plan_state: Annotated[Optional[str], typer.Option(
-        "--state", metavar="DIR", help="vm-plan's --state directory (standby hosts). Default: "
-        "RUNS/.plan-state.")] = None,
+        "--state", metavar="DIR", help="vm-plan's --state directory: the standby hosts, "
+        "and where the hosts in maintenance are kept (DIR/maintenance.json, obeyed by vm-plan "
+        "--state DIR). Default: RUNS/.plan-state.")] = None,
     replay_dir: Annotated[Optional[str], typer.Option(
         "--replay-dir", metavar="DIR", help="A directory of vm-replay HTML pages to link.")
     ] = None,
@@ -183,6 +185,20 @@ def web(
             from vmtools.state import read_state
             return read_state(standby_dir).power.standby
 
+        def maintenance() -> dict:
+            from vmtools.maintenance import read_maintenance
+            return read_maintenance(standby_dir)
+
+        maintain_host = None
+        if xapi_settings is not None:
+            def maintain_host(host: str, on: bool) -> str:
+                """host.disable (maintenance) or host.enable (its end) through the master."""
+                from vmtools.drivers.base import Endpoint
+                from vmtools.drivers.xapi import XapiDriver
+                driver = XapiDriver.for_endpoint(Endpoint(host, "xapi", host, 443, host),
+                                                 xapi=xapi_settings)
+                return driver.disable() if on else driver.enable()
+
         def status(snap):
             return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
                                 suspended=ledger())
@@ -203,7 +219,9 @@ def web(
         cfg = Config(take=lambda: take_snapshot(sources), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
                      plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
-                                       standby=standby_records),
+                                       standby=standby_records, maintenance=maintenance,
+                                       state_dir=standby_dir),
+                     maintain_host=maintain_host,
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
                      plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))
