@@ -1,7 +1,8 @@
 """vm-web: the login gate, CSRF, escaping, the listen rule, and in a real browser (Debian's
 chromium through chromedriver's W3C WebDriver API, tests/webdriver.py) against the lab: every
-host and guest listed, a migration started from the page lands in the lab and on the page,
-nothing without the login, no forged action, hostile names as text, no console error."""
+host and guest listed, a migration started from the page lands in the lab and on the page, a
+suspend, its resume, an evacuation and a maintenance likewise, nothing without the login, no
+forged action, hostile names as text, no console error."""
 
 from __future__ import annotations
 
@@ -168,7 +169,9 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(lab, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
-    args = ["--gmetad", lab.ganglia.gmetad_address]
+    args = ["--gmetad", lab.ganglia.gmetad_address, "--state", str(tmp / "plan-state")]
+    if lab.ssh:
+        args += ["--image-dir", str(lab.ssh.image_dir)]
     apply_args = lab.apply_args()
     for flag in ("--hosts", "--state-dir", "--ipmi-credentials", "--ssh-user", "--ssh-key",
                  "--known-hosts"):
@@ -265,6 +268,93 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     if os.environ.get("VM_WEB_SCREENSHOT"):
         browser.get(server.base + "/")
         browser.screenshot(os.environ["VM_WEB_SCREENSHOT"])
+
+
+def act_in_browser(browser, path: str, title: str, dst: str | None = None) -> None:
+    """From the cluster page: the action's link, its form, its confirmation, Run it; returns
+    when the report is there (done)."""
+    browser.click(browser.find(f'a[href="{path}"]'))
+    browser.wait_for(lambda: browser.find_all('form[action="/plan"] button'), timeout=60,
+                     what="the action's form")
+    if dst is not None:
+        browser.click(browser.find(f'select#dst option[value="{dst}"]'))
+    browser.click(browser.find('form[action="/plan"] button'))
+    wait_title(browser, f"Confirm: {title}")
+    browser.click(browser.find("button.go"))
+    browser.wait_for(lambda: "Report" in browser.body_text(), timeout=120, what="the report")
+    assert browser.text(browser.find("#job-state")) == "done", browser.body_text()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_suspend_resume_evacuate_and_maintenance_from_the_page(lab, server, browser,
+                                                               tmp_path):
+    """A guest suspended from the page is suspended in the lab (its image written) and
+    listed suspended; resumed from the page it runs again; a host evacuated from the page is
+    empty; put in maintenance, vm-plan --state sends it nothing."""
+    import json
+    if not lab.ssh:
+        pytest.skip("needs sshd (the suspend image is written by the xl stand-in)")
+    lab.wait_for_truth()
+    cookie, csrf = login(server)
+    browser.get(server.base + "/")
+    if browser.title.startswith("Log in"):
+        browser.get(server.url.replace(server.url.split("token=")[1], server.token))
+    assert browser.title.startswith("Cluster")
+    image = Path(lab.ssh.image_dir) / "web7.save"
+
+    # suspend web7 (node-6)
+    assert lab.placement()["web7"] == "node-6"
+    act_in_browser(browser, "/action?op=suspend&target=web7", "suspend web7")
+    assert "web7" not in lab.placement() and image.exists()
+
+    def suspended():       # in the suspended guests' table at once (vm-apply's ledger), and
+        browser.get(server.base + "/")      # off node-6 once the monitoring says so
+        table = browser.text(browser.find("table")) if browser.find_all("table") else ""
+        assert "web7" in table and "node-6" in table, table
+        return "web7" not in guests_shown(browser, "node-6")
+    browser.wait_for(suspended, timeout=60, what="web7 shown suspended, on no host")
+    assert console_errors(browser) == []
+
+    # resume it, on any host with room
+    act_in_browser(browser, "/action?op=resume&target=web7", "resume web7")
+    assert "web7" in lab.placement() and not image.exists()
+
+    def back():
+        browser.get(server.base + "/")
+        return any("web7" in guests_shown(browser, h) for h in lab.placement().values())
+    browser.wait_for(back, timeout=60, what="web7 running on the page again")
+    assert not browser.find_all("table") or "web7" not in browser.text(browser.find("table"))
+
+    # evacuate node-5: its guests leave it in the lab, then on the page
+    leaving = {g for g, h in lab.placement().items() if h == "node-5"}
+    assert leaving
+    act_in_browser(browser, "/action?op=evacuate&target=node-5", "evacuate node-5")
+    assert "node-5" not in lab.placement().values()
+
+    def empty():
+        browser.get(server.base + "/")
+        return not guests_shown(browser, "node-5")
+    browser.wait_for(empty, timeout=60, what="node-5 empty on the page")
+    assert console_errors(browser) == []
+
+    # maintenance of the empty host from the page, then a vm-rebalance-like vm-plan run
+    view = run_action(server, cookie, csrf, "maintenance", "node-5")
+    assert view["state"] == "done", view
+    truth = lab.wait_for_truth()
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps(truth))
+    state = Path(server.err.name).parent / "plan-state"      # the server's --state
+    plan = lab.run("vm-plan", "--state", str(state), "-q", str(snap))
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert {"rule": "maintenance", "hosts": ["node-5"]} in doc["constraints"]
+    assert all(a.get("dst") != "node-5" for a in doc["actions"])
+    assert "node-5" not in doc["placement"].values()
+    view = run_action(server, cookie, csrf, "end-maintenance", "node-5")
+    assert view["state"] == "done", view
+    _, page = http("GET", server.base + "/", cookie=cookie)
+    assert "MAINTENANCE" not in page.split('id="host-node-5"')[1].split("</section>")[0]
 
 
 @pytest.mark.slow
