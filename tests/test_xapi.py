@@ -268,7 +268,7 @@ def test_vm_snapshot_reads_the_pool(pool):
     proc = snapshot(pool, "-v")
     assert proc.returncode == 0, proc.stderr
     snap = json.loads(proc.stdout)
-    assert snap["source"] == f"xapi {pool.url}" and snap["version"] == "1.1"
+    assert snap["source"] == f"xapi {pool.url}" and snap["version"] == "1.2"
     hosts = {h["name"]: h for h in snap["hosts"]}
     assert hosts["node-2"] == {**hosts["node-2"], "state": "online", "cpu": 4.0,
                                "mem_mib": 8192 - 1024 - 64, "migration": "xapi",
@@ -288,6 +288,10 @@ def test_vm_snapshot_reads_the_pool(pool):
     assert len(web2) >= 1 and [t for t, _ in web2] == sorted(t for t, _ in web2)
     assert all(cpu == pytest.approx(0.5, abs=0.01) for _, cpu in web2)
     assert "2 guest(s) not running, not placed: nap1 (Suspended), old1 (Halted)" in proc.stderr
+    # ... and reported as such in the snapshot, apart from the placed guests
+    assert snap["stopped"] == [
+        {"name": "nap1", "state": "suspended", "vcpus": 1, "mem_mib": 512},
+        {"name": "old1", "state": "halted", "vcpus": 1, "mem_mib": 512}]
     # vm-plan obeys the pool's rules: node-3 is evacuated, web1 and web2 never meet
     plan = run([script("vm-plan"), "--objective", "consolidate"], input=proc.stdout)
     assert plan.returncode == 0, plan.stderr

@@ -337,10 +337,19 @@ def status_table(doc: dict) -> str:
     if frozen:
         out += "\n" + frozen_table(frozen)
     if doc.get("suspended"):
-        rows = [[e["name"], e["host"], gib(e["mem_mib"]), f"{e['cpu']:.2f}",
-                 e.get("suspended") or "-", e["image"]] for e in doc["suspended"]]
+        rows = [[e["name"], e.get("host") or "-", gib(e["mem_mib"]),
+                 "-" if e.get("cpu") is None else f"{e['cpu']:.2f}",
+                 e.get("suspended") or "-",
+                 e.get("image") or ("(kept by the platform)" if e.get("seen") == "platform"
+                                    else "-")] for e in doc["suspended"]]
         out += "\n" + table(rows, ["guest", "left", "mem GiB", "CPU", "suspended since",
-                                   "image"], "Suspended guests (vm-apply's ledger)")
+                                   "image"], "Suspended guests (vm-apply's ledger and the "
+                                             "platform's)")
+    if doc.get("halted"):
+        rows = [[e["name"], e.get("host") or "-", gib(e["mem_mib"]), e["vcpus"]]
+                for e in doc["halted"]]
+        out += "\n" + table(rows, ["guest", "affinity", "mem GiB", "vCPUs"],
+                             "Halted guests (defined, not running)")
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])

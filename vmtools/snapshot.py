@@ -212,6 +212,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
              "problems": snapshot.problems}
     if snapshot.rules:
         lists["rules"] = snapshot.rules
+    if snapshot.stopped:
+        lists["stopped"] = snapshot.stopped
 
     def enc(value) -> str:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)

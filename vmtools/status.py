@@ -66,12 +66,32 @@ def rules_of(snap: Snapshot, constraints: object = None):
     return parse_rules(items, snap, strict=False, skipped=[])
 
 
+def stopped_guests(snap: Snapshot, suspended: dict[str, dict] | None
+                   ) -> tuple[list[dict], list[dict]]:
+    """The suspended guests (vm-apply's ledger, ``seen`` "ledger", and those the platform
+    reports in the snapshot's ``stopped`` list that the ledger lacks, ``seen`` "platform":
+    suspended outside vmtools, e.g. in XenCenter) and the halted ones, each sorted by name."""
+    ledger = suspended or {}
+    running = {v.name for v in snap.vms}
+    asleep = [dict({k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
+                                      "suspended")}, seen="ledger")
+              for _, e in sorted(ledger.items()) if e["name"] not in running]
+    asleep += [{"name": e["name"], "host": e.get("host"), "mem_mib": e["mem_mib"],
+                "vcpus": e["vcpus"], "cpu": None, "image": None, "suspended": None,
+                "seen": "platform"}
+               for e in snap.stopped if e["state"] == "suspended" and e["name"] not in ledger]
+    halted = [{"name": e["name"], "host": e.get("host"), "mem_mib": e["mem_mib"],
+               "vcpus": e["vcpus"]} for e in snap.stopped if e["state"] == "halted"]
+    return sorted(asleep, key=lambda e: e["name"]), halted
+
+
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                  cpu_threshold: float = CPU_THRESHOLD, mem_threshold: float = MEM_THRESHOLD,
                  now: float | None = None, suspended: dict[str, dict] | None = None,
                  constraints: object = None) -> dict:
     """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
-    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere);
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere) with the
+    snapshot's own suspended guests, and its halted ones (:func:`stopped_guests`);
     ``constraints``: vm-plan's rules (JSON), whose capacity rules set what a host gives.
     Use and hotspots are :mod:`vmtools.rules.load`'s, as vm-plan's are."""
     now = time.time() if now is None else now
@@ -114,6 +134,7 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
     domains = domain_summary(hosts, snap)
     if domains:
         hosts.sort(key=lambda h: (h["domain"], h["name"]))
+    asleep, halted = stopped_guests(snap, suspended)
     last = None
     if runs_dir:
         found = latest(Path(runs_dir))
@@ -138,10 +159,8 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                         "hotspots": [h["name"] for h in hosts if h["hotspot"]],
                         "frozen": [h["name"] for h in hosts if h["frozen"]],
                         "problems": len(snap.problems),
-                        "suspended": len(suspended or {})},
-            "suspended": [{k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
-                                             "suspended")}
-                          for _, e in sorted((suspended or {}).items())],
+                        "suspended": len(asleep), "halted": len(halted)},
+            "suspended": asleep, "halted": halted,
             "problems": [p.to_dict() for p in snap.problems],
             **({"domains": domains} if domains else {}),
             "last_run": last, "runs_dir": runs_dir}

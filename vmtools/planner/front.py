@@ -183,7 +183,8 @@ the command began (``--time-limit`` counts from there, reading included; None: n
                                 hotspot_window(settings),
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
-    note_domains(plan, settings.cross_domain)
+    note_domains(plan, settings.cross_domain, cons, settings.cpu_threshold,
+                 settings.mem_threshold)
     return Result(plan, state, skipped)
 
 
@@ -267,7 +268,16 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
     if op in ("suspend", "checkpoint"):
         return M.suspend_plan(snap, cons, first, image_dir, checkpoint=op == "checkpoint")
     if op == "resume":
-        ledger = docs.suspended or {}
+        ledger = dict(docs.suspended or {})
+        platform = next((e for e in snap.stopped if e["name"] == first
+                         and e["state"] == "suspended"), None)
+        if first not in ledger and platform is not None:
+            # suspended outside vmtools (the platform keeps it: a XAPI pool's Suspended VM);
+            # its CPU demand is not known: its vCPUs are planned for, as for a new guest
+            ledger[first] = {"name": first, "host": platform.get("host") or "",
+                             "image": M.image_path(image_dir, first),
+                             "mem_mib": platform["mem_mib"], "vcpus": platform["vcpus"],
+                             "cpu": float(platform["vcpus"]), "suspended": ""}
         if first not in ledger:
             running = next((v.host for v in snap.vms if v.name == first), None)
             if running is not None:
@@ -275,7 +285,8 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
                                 "resumed", "--resume")
             raise DataError(f"{first} is not in the suspended-guests ledger "
                             f"{docs.suspended_path} (vm-apply records the guests it suspends; "
-                            "pass --suspended FILE for another)", "--resume")
+                            "pass --suspended FILE for another) nor suspended in the "
+                            "snapshot", "--resume")
         entry = ledger[first]
         if docs.constraints is not None or snap.rules:
             # the rules again, with the guest to resume among those they may name

@@ -217,9 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
                                    "ends).")),
     Setting("resume", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST[:HOST]", parse=lambda t: _guest_host("resume", t, False), help=(
-                "Plan the resume of a guest vm-apply suspended (--suspended) on HOST, or on "
-                "the host with room the rules allow (the one it left first, then the "
-                "emptiest).")),
+                "Plan the resume of a guest vm-apply suspended (--suspended), or one the "
+                "snapshot reports suspended, on HOST, or on the host with room the rules "
+                "allow (the one it left first, then the emptiest).")),
     Setting("checkpoint", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST", help=("Plan a checkpoint of GUEST to IMAGE_DIR/GUEST-TIME.chk "
                                    "(it keeps running).")),

@@ -175,7 +175,8 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
     parts.append(Markup("</div>"))
     if status.get("suspended"):
         rows = join(h('<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-                      e["name"], e["host"], e["mem_mib"], e["suspended"],
+                      e["name"], e.get("host") or "-", e["mem_mib"],
+                      e.get("suspended") or "-",
                       Markup("") if read_only else
                       h('<a class="act" href="{}">resume</a>',
                         url("/action", op="resume", target=e["name"])))
