@@ -935,3 +935,26 @@ def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
         r = CliRunner().invoke(web_app, [*args, "--token-file", str(tmp_path / "t")])
         assert r.exit_code == 2 and says in r.output, (args, r.output)
         assert r.output.count("\n") == 1 and "Traceback" not in r.output
+
+
+def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monkeypatch):
+    """[vm-web] keys are vm-web's options: vm-apply's run options too (checked as vm-apply
+    checks them, one line, exit 2), and the example settings file is one vm-web takes."""
+    config = tmp_path / "vmtools.toml"
+    env = dict(os.environ, VMTOOLS_CONFIG=str(config), VMTOOLS_STATE_DIR=str(tmp_path))
+    for key, says in (("parallel = 0", "--parallel must be at least 1"),
+                      ("migration-timeout = 0", "--migration-timeout 0: must be positive"),
+                      ("power-off-timeout = -1", "--power-off-timeout must be positive"),
+                      ('shutdown-command = "halt"', "--shutdown-command 'halt'")):
+        config.write_text(f'[vm-web]\nexample = "lab"\n{key}\n')
+        r = subprocess.run([script("vm-web"), "--token-file", str(tmp_path / "t")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and says in r.stderr, (key, r.stderr)
+        assert r.stdout == "" and r.stderr.count("\n") == 1
+    import typer.main
+    from vmtools.cli._settings import load_config, settable
+    from vmtools.cli.vm_web import app
+    example = Path(__file__).resolve().parent.parent / "contrib" / "vmtools.toml"
+    monkeypatch.setenv("VMTOOLS_CONFIG", str(example))
+    got = load_config("vm-web", list(settable(typer.main.get_command(app))))
+    assert got["migration-timeout"] == 600 and got["parallel"] == 2     # [common] too

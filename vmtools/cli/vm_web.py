@@ -90,6 +90,40 @@ def web(
     ipmi_credentials: Annotated[str, typer.Option(
         "--ipmi-credentials", metavar="FILE", help="As vm-apply.")
     ] = "/etc/vmtools/ipmi.toml",
+    parallel: Annotated[int, typer.Option(
+        "--parallel", "-P", metavar="N", help="As vm-apply: actions of a plan running at "
+        "once, in all (an evacuation's migrations).")] = 2,
+    per_host: Annotated[int, typer.Option(
+        "--per-host", metavar="N", help="As vm-apply: actions touching one host at once.")
+    ] = 1,
+    stop_on_failure: Annotated[bool, typer.Option(
+        "--stop-on-failure", help="As vm-apply: after a failed action, start nothing new.")
+    ] = False,
+    driver: Annotated[Optional[str], typer.Option(
+        "--driver", metavar="TRANSPORT", help="As vm-apply: this transport for every host "
+        "instead of each host's migration field.")] = None,
+    migration_timeout: Annotated[float, typer.Option(
+        "--migration-timeout", metavar="SECONDS", help="vm-apply's --timeout: client timeout "
+        "of one migration call (the hosts are then asked how it ended).")] = 600.0,
+    verify_timeout: Annotated[float, typer.Option(
+        "--verify-timeout", metavar="SECONDS", help="As vm-apply.")] = 600.0,
+    connect_timeout: Annotated[float, typer.Option(
+        "--connect-timeout", metavar="SECONDS", help="As vm-apply: timeout to connect to a "
+        "host (or the pool master) and of each question asked of it.")] = 10.0,
+    boot_timeout: Annotated[float, typer.Option(
+        "--boot-timeout", metavar="SECONDS", help="As vm-apply (power-on).")] = 600.0,
+    power_off_timeout: Annotated[float, typer.Option(
+        "--power-off-timeout", metavar="SECONDS", help="As vm-apply (power-off).")] = 300.0,
+    wol_address: Annotated[str, typer.Option(
+        "--wol-address", metavar="ADDRESS", help="As vm-apply (Wake-on-LAN).")
+    ] = "255.255.255.255",
+    wol_port: Annotated[int, typer.Option(
+        "--wol-port", metavar="PORT", help="As vm-apply (Wake-on-LAN).")] = 9,
+    shutdown_command: Annotated[str, typer.Option(
+        "--shutdown-command", metavar="poweroff|shutdown", help="As vm-apply (power-off over "
+        "SSH).")] = "poweroff",
+    ssh_port: Annotated[int, typer.Option(
+        "--ssh-port", metavar="PORT", help="As vm-apply (power-off of xend hosts).")] = 22,
     state_dir: Annotated[Optional[str], typer.Option(
         "--state-dir", metavar="DIR", help="vm-apply's state directory (journals, the "
         "suspended-guests ledger; default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
@@ -120,7 +154,8 @@ def web(
 ) -> None:
     """Serve the cluster and its manual actions in a browser (the first line printed is the
     URL to open)."""
-    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
+    with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir,
+               flags={"off_timeout": "--power-off-timeout"}):
         from vmtools.web.serve import check_listen, serve, tls_context
         ctx = tls_context(tls_cert, tls_key)          # before anything else is read or made
         check_listen(listen, ctx)
@@ -159,7 +194,7 @@ def web(
             xapi_settings = XapiSettings(xapi[0], credentials=xapi_credentials,
                                          ca_file=xapi_ca,
                                          fingerprints=tuple(xapi_fingerprint or ()),
-                                         insecure=xapi_insecure)
+                                         insecure=xapi_insecure, timeout=connect_timeout)
         rules = None
         if constraints is not None:
             rules = load_file(constraints, "constraints", lambda obj: obj, prog=PROG)
@@ -207,7 +242,18 @@ def web(
             ssh=SshOptions(user=ssh_user, key=ssh_key, known_hosts=list(known_hosts or []),
                            accept_new=False),
             xapi=xapi_settings, state_dir=state, image_dir=image_dir,
-            power=PowerSettings(credentials=ipmi_credentials))
+            parallel=parallel, per_host=per_host, stop_on_failure=stop_on_failure,
+            driver=driver, timeout=migration_timeout, verify_timeout=verify_timeout,
+            connect_timeout=connect_timeout,
+            power=PowerSettings(credentials=ipmi_credentials, boot_timeout=boot_timeout,
+                                off_timeout=power_off_timeout, wol_address=wol_address,
+                                wol_port=wol_port, shutdown_command=shutdown_command,
+                                ssh_port=ssh_port))
+        if not migration_timeout > 0:
+            raise UsageError(f"--migration-timeout {migration_timeout:g}: must be positive")
+        if shutdown_command not in ("poweroff", "shutdown"):
+            raise UsageError(f"--shutdown-command {shutdown_command!r}: expected poweroff or "
+                             "shutdown")
         options.validate()
 
         def execute(plan, progress) -> dict:
