@@ -183,7 +183,8 @@ the command began (``--time-limit`` counts from there, reading included; None: n
                                 hotspot_window(settings),
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
-    note_domains(plan, settings.cross_domain)
+    note_domains(plan, settings.cross_domain, cons, settings.cpu_threshold,
+                 settings.mem_threshold)
     return Result(plan, state, skipped)
 
 
