@@ -905,3 +905,33 @@ def test_the_page_shows_a_host_in_maintenance_and_offers_its_end(example_snapsho
     assert "MAINTENANCE since 2026-12-07T07:00:00Z" in one and "op=end-maintenance" in one
     assert "MAINTENANCE" in two and "op=end-maintenance" not in two    # the pool's own
     assert "op=maintenance" in three and "MAINTENANCE" not in three
+
+
+def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
+    """One way to name the sources: every source option of vm-snapshot (but --at) is
+    vm-web's, with the same words; what vm-web cannot do is refused on one line."""
+    import typer.main
+    from typer.testing import CliRunner
+    from vmtools.cli.vm_snapshot import app as snapshot_app
+    from vmtools.cli.vm_web import app as web_app
+
+    def options(app):
+        cmd = typer.main.get_command(app)
+        return {p.opts[0]: p.help for p in cmd.params if p.opts[0].startswith("--")}
+    snap, web = options(snapshot_app), options(web_app)
+    source = {o for o in snap if o.split("-")[2] in ("gmetad", "cluster", "gmond", "input",
+                                                     "example", "prometheus", "samples",
+                                                     "timeout", "recover", "stale", "xapi",
+                                                     "deadline")}
+    assert len(source) == 23, sorted(source)
+    for o in source:
+        assert web.get(o) == snap[o], o
+    assert "--at" not in web
+    for args, says in ((["--xapi", "https://a", "--xapi", "https://b"], "--read-only"),
+                       (["--input", "-"], "stdin"),
+                       (["--prometheus", "http://127.0.0.1:1", "--prometheus-user", "u"],
+                        "--prometheus-password-file"),
+                       (["--example", "lab", "--deadline", "0"], "--deadline")):
+        r = CliRunner().invoke(web_app, [*args, "--token-file", str(tmp_path / "t")])
+        assert r.exit_code == 2 and says in r.output, (args, r.output)
+        assert r.output.count("\n") == 1 and "Traceback" not in r.output

@@ -20,7 +20,10 @@ import typer
 
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, Verbose, Version,
                                  entry_point, guard, log, make_app)
+from vmtools.cli import _sources as S
+from vmtools.cli._sources import source_settings
 from vmtools.errors import DataError, UsageError
+from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.xen import DEFAULT_IMAGE_DIR
 
@@ -50,31 +53,29 @@ def web(
         "--session-minutes", metavar="MINUTES", help="A login lasts this long.")] = 60.0,
     read_only: Annotated[bool, typer.Option(
         "--read-only", help="Show, never act: no action page, every action refused.")] = False,
-    gmetad: Annotated[Optional[list[str]], typer.Option(
-        "--gmetad", metavar="HOST[:PORT]", help="Read gmetad's XML port (as vm-snapshot; "
-        "default localhost when no other source is given). Repeatable.")] = None,
-    example: Annotated[Optional[str], typer.Option(
-        "--example", metavar="NAME", help="Read a gmetad dump shipped with vmtools (as "
-        "vm-snapshot).")] = None,
-    input_: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", metavar="FILE", help="Read a saved gmetad or gmond XML dump, again at "
-        "every page. Repeatable.")] = None,
-    prometheus: Annotated[Optional[list[str]], typer.Option(
-        "--prometheus", metavar="URL", help="Read a Prometheus server (as vm-snapshot, "
-        "profile vmtools). Repeatable.")] = None,
-    xapi: Annotated[Optional[str], typer.Option(
-        "--xapi", metavar="URL", help="Read a XCP-ng / XenServer pool through its master, and "
-        "act through it (as vm-snapshot and vm-apply --xapi).")] = None,
-    xapi_credentials: Annotated[Optional[str], typer.Option(
-        "--xapi-credentials", metavar="FILE", help="XAPI user and password (as "
-        "vm-snapshot).")] = None,
-    xapi_ca: Annotated[Optional[str], typer.Option(
-        "--xapi-ca", metavar="FILE", help="CA bundle for the pool's certificates.")] = None,
-    xapi_insecure: Annotated[bool, typer.Option(
-        "--xapi-insecure", help="Do NOT verify the pool's certificate (a lab only).")] = False,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", metavar="SECONDS", help="Timeout of every read of the source.")
-    ] = DEFAULT_TIMEOUT,
+    gmetad: S.Gmetad = None,
+    cluster: S.Cluster = None,
+    gmond: S.Gmond = None,
+    input_: S.Input = None,
+    example: S.Example = None,
+    prometheus: S.Prometheus = None,
+    prometheus_profile: S.PrometheusProfile = "vmtools",
+    prometheus_user: S.PrometheusUser = None,
+    prometheus_password_file: S.PrometheusPasswordFile = None,
+    prometheus_token_file: S.PrometheusTokenFile = None,
+    prometheus_ca_file: S.PrometheusCaFile = None,
+    samples_window: S.SamplesWindow = 0.0,
+    samples_step: S.SamplesStep = 60.0,
+    timeout: S.Timeout = DEFAULT_TIMEOUT,
+    recover: S.Recover = False,
+    stale_after: S.StaleAfter = DEFAULT_STALE_AFTER,
+    xapi: S.Xapi = None,
+    xapi_credentials: S.XapiCredentials = None,
+    xapi_ca: S.XapiCa = None,
+    xapi_fingerprint: S.XapiFingerprint = None,
+    xapi_insecure: S.XapiInsecure = False,
+    xapi_window: S.XapiWindow = 60.0,
+    deadline: S.Deadline = None,
     constraints: Annotated[Optional[str], typer.Option(
         "--constraints", metavar="FILE", help="The rules every action obeys (as vm-plan).")
     ] = None,
@@ -127,7 +128,7 @@ def web(
         from vmtools.apply.lifecycle import LEDGER, read_suspended
         from vmtools.model import load_file
         from vmtools.power.execute import PowerSettings
-        from vmtools.snapshot import make_sources, take_snapshot
+        from vmtools.snapshot import sources_from, take_snapshot
         from vmtools.status import build_status
         from vmtools.web.actions import PlanSettings
         from vmtools.web.app import Config
@@ -136,33 +137,29 @@ def web(
                             ("--mem-threshold", mem_threshold)):
             if not 0 < value <= 1:
                 raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
-        if not timeout > 0 or not session_minutes > 0:
-            raise UsageError("--timeout and --session-minutes must be more than 0")
+        if not session_minutes > 0:
+            raise UsageError(f"--session-minutes {session_minutes:g}: must be more than 0")
         if not 0 <= port <= 65535:
             raise UsageError(f"--port {port}: expected 0-65535")
         state = state_dir or default_state_dir()
         token = read_or_create_token(token_file or f"{state}/web-token")
-        if xapi is not None and (gmetad or example or input_ or prometheus):
-            raise UsageError("--xapi reads a pool by itself: drop --gmetad, --example, "
-                             "--input and --prometheus")
-        sources = []
+        if deadline is not None and not deadline > 0:
+            raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
+        if input_ and "-" in input_:
+            raise UsageError("--input -: vm-web reads its sources again at every page; "
+                             "stdin can be read once")
+        # the sources exactly as vm-snapshot makes them (its options, its code)
+        sources = sources_from(source_settings(locals()))
         xapi_settings = None
-        if xapi is not None:
-            sources += make_sources("xapi", dict(url=xapi, credentials=xapi_credentials,
-                                                 ca_file=xapi_ca, fingerprints=[],
-                                                 insecure=xapi_insecure, timeout=timeout,
-                                                 window=60.0))
+        if xapi:
+            if len(xapi) > 1 and not read_only:
+                raise UsageError("vm-web acts through one pool master (as vm-apply --xapi): "
+                                 "give one --xapi, or --read-only to watch several pools")
             from vmtools.drivers.xapi import XapiSettings
-            xapi_settings = XapiSettings(xapi, credentials=xapi_credentials, ca_file=xapi_ca,
+            xapi_settings = XapiSettings(xapi[0], credentials=xapi_credentials,
+                                         ca_file=xapi_ca,
+                                         fingerprints=tuple(xapi_fingerprint or ()),
                                          insecure=xapi_insecure)
-        elif prometheus:
-            from vmtools.cli.vm_snapshot import _prometheus_settings
-            sources += make_sources("prometheus", _prometheus_settings(
-                prometheus, "vmtools", None, None, None, None, None, 0, 60.0, timeout, 60.0))
-        if xapi is None and (not prometheus or gmetad or example or input_):
-            sources += make_sources("ganglia", dict(
-                gmetad=gmetad or [], cluster=[], gmond=[], inputs=input_ or [],
-                example=example, timeout=timeout, recover=False, stale_after=60.0))
         rules = None
         if constraints is not None:
             rules = load_file(constraints, "constraints", lambda obj: obj, prog=PROG)
@@ -216,7 +213,7 @@ def web(
         def execute(plan, progress) -> dict:
             return apply_plan(plan, options, progress).to_dict()
 
-        cfg = Config(take=lambda: take_snapshot(sources), execute=execute,
+        cfg = Config(take=lambda: take_snapshot(sources, timeout=deadline), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
                      plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
                                        standby=standby_records, maintenance=maintenance,
