@@ -221,7 +221,7 @@ def test_the_command_line(tmp_path):
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
     assert "the xen transport of h1 cannot checkpoint guests (xend-xmlrpc, xm-ssh, xl-ssh, " \
-        "xapi can)" in proc.stderr
+        "libvirt-ssh, xapi can)" in proc.stderr
 
 
 @pytest.mark.slow          # the installed commands, several runs

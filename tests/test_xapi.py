@@ -619,3 +619,21 @@ def test_a_member_given_as_master_names_the_master(pool):
     assert proc.returncode == 69
     assert "is not the pool master (the master is 127.0.1.1): give the master's URL" in \
         proc.stderr and pool.password not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_stopped_guest_with_bad_figures_is_a_problem_not_a_crash(pool):
+    """A Halted VM whose memory is negative, a Suspended one labelled with shell characters:
+    problems naming them (one left out, one under its uuid), the rest of the snapshot read,
+    and vm-plan plans it."""
+    _fault(pool, override={"VM": {"old1": {"memory_static_max": "-5"},
+                                  "nap1": {"name_label": "nap; rm -rf /"}}})
+    proc = snapshot(pool)
+    assert proc.returncode == 0, proc.stderr
+    snap = json.loads(proc.stdout)
+    names = [e["name"] for e in snap["stopped"]]
+    assert "old1" not in names and len(names) == 1 and names[0] != "nap; rm -rf /"
+    assert any(p["kind"] == "bad-value" and "old1" in p["message"] and
+               "memory_static_max" in p["message"] for p in snap["problems"])
+    plan = run([script("vm-plan")], input=proc.stdout)
+    assert plan.returncode == 0, plan.stderr

@@ -205,3 +205,42 @@ def test_xapi_lifecycle_calls_answer_as_xapi_does(tmp_path):
         assert x.VM.get_power_state(_vm(x, "web1")) == "Running"
     finally:
         lab.stop()
+
+
+@pytest.mark.slow
+def test_xapi_start_of_a_halted_guest_and_a_suspend_cancelled_on_timeout(tmp_path):
+    """vm-plan --add of a guest the pool defines Halted: vm-apply has XAPI start it
+    (Async.VM.start_on, no configuration file looked at); a suspend whose task does not end
+    within --timeout is cancelled (task.cancel) and fails, the guest still running."""
+    scenario = dict(SCENARIO, xapi={"halted": {"spare1": {"mem_mib": 1024, "vcpus": 1}}})
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        guests = tmp_path / "guests.json"
+        guests.write_text(json.dumps({"format": "vmtools.guests", "version": "1.0", "guests": [
+            {"name": "spare1", "vcpus": 1, "mem_mib": 1024, "cpu": 0.1,
+             "config": "/etc/xen/spare1.cfg"}]}))
+        plan, applied = _plan_and_apply(lab, "--add", str(guests))
+        [action] = plan["actions"]
+        assert action["op"] == "create"
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["summary"]["created"] == ["spare1"]
+        x = _xapi(lab)
+        assert x.VM.get_power_state(_vm(x, "spare1")) == "Running"
+        assert x.VM.get_resident_on(_vm(x, "spare1")) == \
+            x.host.get_by_name_label(action["dst"])[0]
+        # a suspend that hangs: cancelled after --timeout, refused, the guest runs on
+        lab.set_fault("xapi", {"hang": ["web2"]})
+        snap = lab.run("vm-snapshot", *lab.snapshot_args())
+        planned = lab.run("vm-plan", "--suspend", "web2", input=snap.stdout)
+        assert planned.returncode == 0, planned.stderr
+        applied = lab.run("vm-apply", *lab.apply_args(), "--timeout", "1",
+                          input=planned.stdout)
+        assert applied.returncode == 1, applied.stderr
+        [entry] = json.loads(applied.stdout)["actions"]
+        assert entry["outcome"] == "failed"
+        assert "no end within 1s: cancelled" in entry["error"]
+        assert "web2 verified still running on node-2" in entry["error"]
+        assert x.VM.get_power_state(_vm(x, "web2")) == "Running"
+    finally:
+        lab.stop()

@@ -285,9 +285,10 @@ def _refuse_start(run, a: Action) -> str | None:
 
 def _absent(run, a: Action, what: str, path: str, host: str) -> str:
     if keeps(run, host):
-        state = "suspended" if a.op == "resume" else "halted"
-        return (f"{a.vm} is not {state} in the pool of {host} ({run.endpoints[host].transport}"
-                " keeps its images itself)")
+        state = "suspended (no saved image of it)" if a.op == "resume" else \
+            "defined and stopped"
+        return (f"{a.vm} is not {state} on {host} (the {run.endpoints[host].transport} "
+                "platform keeps images itself: none is looked for in the image directory)")
     return f"{what} {path} of {a.vm} does not exist on {host}"
 
 

@@ -64,6 +64,13 @@ LIFECYCLE_NEEDS = {"suspend": ("suspend_guest",),
 FILE_NEEDS = ("file_exists", "remove_file")
 
 
+def checkpoint_name(image: str) -> str:
+    """The name of the snapshot a checkpoint to ``image`` makes on a platform that keeps
+    images itself (XAPI's snapshot VM, libvirt's domain snapshot): the image's file name
+    (``db1-20261207T053000Z.chk``)."""
+    return image.rstrip("/").rpartition("/")[2] or image
+
+
 def why(exc: BaseException) -> str:
     """An exception as a short reason, even when its text is empty."""
     return str(exc) or type(exc).__name__

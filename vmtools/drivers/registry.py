@@ -26,7 +26,8 @@ class Transport:
     ssh: bool = False     # the port is sshd's (xm/xl over SSH)
     summary: str = ""
     # The platform keeps a suspended guest's image itself (XAPI: the suspend VDI in a storage
-    # repository; a checkpoint is a snapshot VM): plan images are names, not files; vm-apply
+    # repository, a checkpoint a snapshot VM; libvirt: the managed save and domain snapshots
+    # in libvirtd's directories): plan images are names, not files; vm-apply
     # asks the driver (has_image), never an image directory through another host, and
     # removes nothing after a resume.
     keeps_images: bool = False
@@ -48,7 +49,7 @@ for _row in (
         Transport("xend-xmlrpc", 8006, "xend_xmlrpc", summary="xend's XML-RPC server"),
         Transport("xm-ssh", 22, "ssh", ssh=True, summary="xm over SSH (Xen 3.x, 4.0-4.4)"),
         Transport("xl-ssh", 22, "ssh", ssh=True, summary="xl over SSH (Xen 4.1 and later)"),
-        Transport("libvirt-ssh", 22, "libvirt", ssh=True,
+        Transport("libvirt-ssh", 22, "libvirt", ssh=True, keeps_images=True,
                   summary="virsh over SSH (plain Xen with libvirt's libxl driver, or KVM)"),
         Transport("xapi", 443, "xapi", keeps_images=True,
                   summary="a XCP-ng / XenServer pool through its master's XAPI (HTTPS)")):

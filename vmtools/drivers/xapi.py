@@ -61,7 +61,8 @@ from dataclasses import dataclass, field
 
 import XenAPI
 
-from vmtools.drivers.base import Driver, Endpoint, MigrationRefused, MigrationUncertain
+from vmtools.drivers.base import (Driver, Endpoint, MigrationRefused, MigrationUncertain,
+                                  checkpoint_name)
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
 from vmtools.model import is_reserved_name, is_safe_name
 from vmtools.xen import IN_FLIGHT_SUFFIXES
@@ -871,12 +872,6 @@ _POOLS_LOCK = threading.Lock()
 
 
 _HERE = object()        # stands for this driver's host among a call's arguments
-
-
-def checkpoint_name(image: str) -> str:
-    """The name of the snapshot VM a checkpoint to ``image`` makes: the image's file name
-    (``db1-20261207T053000Z.chk``)."""
-    return image.rstrip("/").rpartition("/")[2] or image
 
 
 def pool_for(settings: XapiSettings) -> XapiPool:

@@ -15,6 +15,15 @@ vmtools drive it unchanged:
 - ``VM.assert_can_migrate`` (with ``host.migrate_receive``), ``VM.pool_migrate`` and
   ``Async.VM.pool_migrate``, whose task takes time proportional to memory (the lab's
   migration rate, :mod:`vmtools.lab.migrate`) and can be cancelled (``task.cancel``);
+- the guest lifecycle: ``VM.suspend`` (Running to Suspended in the lab's save time, the
+  memory freed when it ends), ``VM.checkpoint(vm, name)`` (a snapshot VM ``name``,
+  ``is_a_snapshot``, ``snapshot_of`` the VM, power_state Suspended; the VM runs on),
+  ``VM.resume_on(vm, host, start_paused, force)`` and ``VM.start_on`` (Suspended, resp.
+  Halted, to Running; the memory claimed when the call starts, ``HOST_NOT_ENOUGH_FREE_MEMORY
+  [needed, free]`` when the host lacks it), each refused with ``VM_BAD_POWER_STATE [vm,
+  expected, actual]`` on a VM in another state, and as ``Async`` tasks that ``task.cancel``
+  stops while a ``hang`` fault holds them; the ``task_error`` fault fails them. Stopped
+  guests are kept in the state's ``xapi.stopped``, checkpoints in ``xapi.checkpoints``;
 - ``host.disable``/``enable``, ``host.shutdown`` (refused with ``HOST_NOT_DISABLED`` or
   ``HOST_IN_USE`` while a guest runs there, as XAPI does), ``host.power_on`` (refused with
   ``HOST_POWER_ON_MODE_DISABLED`` when the host has no power-on mode); a host switched on
