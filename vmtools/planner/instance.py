@@ -165,14 +165,22 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         if cur[i] in frozen and i not in leaving:
             fixed[i] = True
     allowed = []
+    # one list per migration domain, shared by its guests (a guest limited by nothing else
+    # may go to any usable host of its domain)
+    in_domain: dict[str, list[int]] = {}
+    if cons.vm_domain:
+        for i in usable:
+            in_domain.setdefault(cons.host_domain.get(hosts[i], ""), []).append(i)
     for i, v in enumerate(vms):
         if fixed[i]:
             allowed.append([cur[i]])
             continue
         if i in leaving:        # may stay too: the target's capacity says how many go
             allowed.append(sorted({cur[i]} | {h for h in usable if cons.allowed(v, hosts[h])}))
-        elif not cons.fenced.get(v) and v not in cons.banned:
+        elif not cons.fenced.get(v) and v not in cons.banned and v not in cons.vm_domain:
             allowed.append(usable)
+        elif not cons.fenced.get(v) and v not in cons.banned:
+            allowed.append(in_domain.get(cons.vm_domain[v], []))
         else:
             allowed.append([h for h in usable if cons.allowed(v, hosts[h])])
     # Guests that stay put keep their host usable for what they use now.

@@ -34,7 +34,8 @@ import math
 from dataclasses import dataclass, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed
-from vmtools.model import Action, Host, Plan, Problem, Snapshot, epoch_to_iso, iso_to_epoch
+from vmtools.model import (Action, Host, Plan, Problem, Snapshot, domain_of, epoch_to_iso,
+                           iso_to_epoch)
 from vmtools.planner.instance import problem_guests
 from vmtools.planner.options import Options
 from vmtools.rules.load import FRACTION_EPS, fraction, host_capacity, hot_dims
@@ -64,12 +65,13 @@ def load_power_state(directory: str | None) -> PowerState:
 
 
 def _capacity(h: Host) -> dict:
-    return {"cluster": h.cluster, "cpu": h.cpu, "mem_mib": h.mem_mib, "net_mbps": h.net_mbps,
+    return {"cluster": h.cluster, "domain": h.domain, "cpu": h.cpu, "mem_mib": h.mem_mib, "net_mbps": h.net_mbps,
             "hypervisor": h.hypervisor, "migration": h.migration}
 
 
 def _standby_host(name: str, rec: dict, reported: str | None = None) -> Host:
-    return Host(name=name, cluster=rec.get("cluster", ""), state="standby",
+    return Host(name=name, cluster=rec.get("cluster", ""), domain=domain_of(rec),
+                state="standby",
                 cpu=float(rec.get("cpu", 0.0)), mem_mib=int(rec.get("mem_mib", 0)),
                 net_mbps=rec.get("net_mbps"), hypervisor=rec.get("hypervisor", ""),
                 migration=rec.get("migration", ""), reported=reported)

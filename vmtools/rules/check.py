@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 from vmtools.errors import DataError
 from vmtools.model import VM, Action, Plan, Snapshot
 from vmtools.rules.capacity import EPS, capacity, demand, initial_use
-from vmtools.rules.constraints import Constraints, parse_rules
+from vmtools.rules.constraints import Constraints, fence_domains, parse_rules
 from vmtools.rules.kinds import KINDS
 from vmtools.rules.power_check import check_power
 from vmtools.rules.precedence import Replay, action_label, replay_plan
@@ -239,6 +239,12 @@ def _constraints_of(plan: Plan, constraints: object) -> Constraints:
                         else "plan.constraints") from None
 
 
+def crosses_domains(plan: Plan) -> bool:
+    """Whether the plan was made with moves between migration domains allowed (vm-plan
+    --cross-domain: the plan's summary says ``cross_domain``)."""
+    return plan.summary.get("cross_domain") is True
+
+
 def _fmt(x: float, unit: str) -> str:
     return f"{x:.0f} MiB" if unit == "MiB" else (f"{x:.0f} guests" if unit == "guests"
                                                  else f"{x:.2f} {unit}")
@@ -249,6 +255,10 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
     links allow. ``constraints`` defaults to the rules echoed in the plan."""
     origin = plan.origin
     cons = _constraints_of(plan, constraints)
+    if not cons.domains_decided and not crosses_domains(plan):
+        # guests stay in their migration domain unless the plan says vm-plan was told the
+        # platform moves them across (cross_domain): whoever built the rules
+        fence_domains(cons, universe(plan))
     hosts = {h.name: h for h in origin.hosts}
     vms = {v.name: v for v in origin.vms}
     for v in origin.vms:

@@ -233,3 +233,22 @@ def _check_contradictions(c: Constraints, snap: Snapshot) -> None:
         if pinned_here:
             raise DataError(f"evacuates {h}, where {c.pinned[pinned_here[0]].label} pins "
                             f"{pinned_here[0]}", r.label)
+
+def domains_of(snap: Snapshot) -> dict[str, str]:
+    """Each host's migration domain ("" when it has none: a snapshot written before the field
+    is one domain)."""
+    return {h.name: h.domain for h in snap.hosts}
+
+
+def fence_domains(cons: Constraints, snap: Snapshot, allow_cross: bool = False) -> Constraints:
+    """``cons`` with every guest of ``snap`` kept in its host's migration domain (unless
+    ``allow_cross``, or the snapshot is one domain): the planner moves nothing across, and
+    the checker refuses a plan that does (:data:`~vmtools.rules.primitives.DOMAINS`)."""
+    domain = domains_of(snap)
+    cons.domains_decided = True
+    if allow_cross or len(set(domain.values())) < 2:
+        cons.host_domain, cons.vm_domain = {}, {}
+        return cons
+    cons.host_domain = domain
+    cons.vm_domain = {v.name: domain[v.host] for v in snap.vms if v.host in domain}
+    return cons

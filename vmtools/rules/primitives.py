@@ -28,6 +28,18 @@ class Rule:
         return f"rules[{self.index}] ({self.rule})"
 
 
+class DomainRule(Rule):
+    """The migration domains (not a rule of any document): a guest moves only between hosts
+    of its own domain (vmtools-formats(5), the hosts' ``domain``)."""
+
+    @property
+    def label(self) -> str:
+        return "the migration domains (cross_domain is off)"
+
+
+DOMAINS = DomainRule(rule="domain", index=-1)
+
+
 class Primitives:
     """Hosts a guest may never set foot on, guests that never move, per-host limits, groups
     kept apart or together; each with the rule that asks for it (for messages)."""
@@ -47,6 +59,11 @@ class Primitives:
         # the context switch (vm-plan --context-switch): who is suspended last, and never
         self.priority: dict[str, tuple[int, Rule]] = {}
         self.never_suspend: dict[str, Rule] = {}
+        # the migration domains, when a snapshot has several and moves between them are not
+        # allowed: each host's domain and each guest's (its host's); empty: no such limit
+        self.host_domain: dict[str, str] = {}
+        self.vm_domain: dict[str, str] = {}
+        self.domains_decided = False     # fence_domains ran (allowing moves across or not)
 
     def forbidden_by(self, vm: str, host: str) -> Rule | None:
         """The rule that forbids ``vm`` from ever setting foot on ``host``, or None."""
@@ -57,6 +74,9 @@ class Primitives:
         allowed = self.fenced.get(vm)
         if allowed is not None and host not in allowed:
             return self.fence_rule[vm]
+        home = self.vm_domain.get(vm)
+        if home is not None and self.host_domain.get(host, "") != home:
+            return DOMAINS
         return None
 
     def allowed(self, vm: str, host: str) -> bool:
