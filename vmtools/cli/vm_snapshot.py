@@ -23,7 +23,6 @@ from vmtools.errors import UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.names import GMETAD_INTERACTIVE_PORT, GMETAD_XML_PORT, GMOND_PORT
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT, EXAMPLES
-from vmtools.render import snapshot_table
 from vmtools.snapshot import make_sources, snapshot_json, snapshot_json_chunks, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
@@ -189,6 +188,7 @@ def snapshot(
             from vmtools.prometheus.textfile import snapshot_families
             figures(*snapshot_families(snap))
         if fmt == OutputFormat.table:
+            from vmtools.render import snapshot_table     # tabulate: only for the table
             emit(snapshot_table(snap), output)
         elif output is None or str(output) == "-":
             # Encoded whole before the first byte goes out (a value the encoder refuses must
