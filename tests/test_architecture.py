@@ -17,7 +17,8 @@ LAYERS = [
     {"errors", "xen", "text", "atomic", "__init__"},
     {"numbers", "inputs"},           # layer 0 too, above errors: they raise them
     {"model", "runs"},
-    {"rules", "drivers", "sources", "state", "dom0", "power_model", "render"},
+    {"rules", "drivers", "sources", "state", "maintenance", "dom0", "power_model",
+     "render"},
     {"ganglia", "power", "prometheus", "xapi"},
     {"snapshot", "planner", "apply", "gmetric", "status", "lab"},
     {"replay"},

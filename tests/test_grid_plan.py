@@ -24,8 +24,8 @@ def two_clusters(tmp_path_factory) -> str:
     return proc.stdout
 
 
-def _plan(snapshot: str, *args: str) -> dict:
-    proc = run("vm-plan", "--objective", "consolidate", *args, input=snapshot)
+def _plan(snapshot: str, *args: str, objective: str = "consolidate") -> dict:
+    proc = run("vm-plan", "--objective", objective, *args, input=snapshot)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -92,3 +92,64 @@ def test_one_domain_plans_as_before():
     snap = run("vm-snapshot", "--example", "lab").stdout
     plan = _plan(snap)
     assert "domains" not in plan["summary"] and "cross_domain" not in plan["summary"]
+
+
+def test_vm_status_groups_the_hosts_by_domain(two_clusters):
+    proc = run("vm-status", "-", "--runs", "", input=two_clusters)
+    assert proc.returncode == 0, proc.stderr
+    lyon, paris = proc.stdout.index("domain lyon: 6 hosts"), proc.stdout.index("domain paris:")
+    assert lyon < paris
+    assert all(lyon < proc.stdout.index(f"ly-{i} ") < paris < proc.stdout.index(f"pa-{i} ")
+               for i in range(1, 7))
+    doc = json.loads(run("vm-status", "-", "--runs", "", "-f", "json",
+                         input=two_clusters).stdout)
+    assert doc["domains"]["paris"] == {"hosts": 6, "online": 6, "guests": 24, "hotspots": [],
+                                       "frozen": []}
+    assert [h["domain"] for h in doc["hosts"]] == ["lyon"] * 6 + ["paris"] * 6
+
+
+def test_a_domain_whose_source_did_not_answer_is_not_vanished(two_clusters, tmp_path):
+    """With vm-plan's state (cron), the hosts of a cluster whose gmetad did not answer are out
+    of the run, not vanished: the other cluster is planned. Without the unavailable-source
+    problem the same absence is half the hosts vanished: monitoring broken (75)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    assert run("vm-plan", "--objective", "consolidate", "--state", str(state),
+               input=two_clusters).returncode == 0
+    doc = json.loads(two_clusters)
+    paris = {h["name"] for h in doc["hosts"] if h["domain"] == "paris"}
+    doc["hosts"] = [h for h in doc["hosts"] if h["name"] in paris]
+    doc["vms"] = [v for v in doc["vms"] if v["host"] in paris]
+    gone = json.dumps(doc)
+    broken = run("vm-plan", "--objective", "consolidate", "--state", str(state), input=gone)
+    assert broken.returncode == 75 and "vanished-host" in broken.stderr
+    doc["problems"] = [{"kind": "unavailable-source", "message": "gmetad://127.0.0.1:1: "
+                        "connection refused; its hosts are not in this snapshot"}]
+    proc = run("vm-plan", "--objective", "consolidate", "--state", str(state),
+               input=json.dumps(doc))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert not [p for p in plan["origin"]["problems"] if p["kind"].startswith("vanished")]
+    assert plan["summary"]["hosts_after"] == 2
+    saved = json.loads((state / "vmtools.state").read_text())
+    assert saved["plan"]["domains"]["ly-1"] == "lyon"      # remembered for its return
+
+
+def test_a_domain_that_cannot_relieve_its_hotspots_gets_advice(two_clusters):
+    doc = json.loads(two_clusters)
+    for v in doc["vms"]:
+        if v["host"].startswith("pa-"):        # paris: 72 CPUs of demand on 64 CPUs
+            v["vcpus"], v["cpu"] = 4, 3.0
+    plan = _plan(json.dumps(doc), objective="balance")
+    domain = {h["name"]: h["domain"] for h in plan["origin"]["hosts"]}
+    assert all(domain[a["src"]] == domain[a["dst"]] for a in plan["actions"])
+    advice = plan["summary"]["advice"]
+    assert [a["domain"] for a in advice] == ["paris"]
+    assert advice[0]["hot_hosts"] and advice[0]["over_cpu"] > 0
+    assert advice[0]["room_in"][0]["domain"] == "lyon"
+    assert advice[0]["room_in"][0]["cpu"] >= advice[0]["over_cpu"]
+    assert "domain lyon has the room" in advice[0]["advice"]
+    # allowed across, the plan moves there itself: no advice
+    crossed = _plan(json.dumps(doc), "--cross-domain", objective="balance")
+    assert "advice" not in crossed["summary"]
+    assert any(domain[a["src"]] != domain[a["dst"]] for a in crossed["actions"])

@@ -138,3 +138,104 @@ def test_kvm_hosts_get_a_qemu_ssh_uri(env):
         assert rc == 1 and "runs no xen driver" in err
     finally:
         driver.close()
+
+
+def _apply_file(env, plan_text: str, *extra):
+    path = env["dir"] / "plan.json"
+    path.write_text(plan_text)
+    lab = env["lab"]
+    return run("vm-apply", str(path), "--hosts", str(env["hosts"]), "--state-dir",
+               str(env["state_dir"]), "--ssh-user", lab.user, "--ssh-key",
+               str(lab.client_key), "--known-hosts", str(lab.known_hosts), *extra)
+
+
+def _plan(env, *args: str) -> str:
+    snap = env["dir"] / "snap.json"
+    snap.write_text(dumps(snapshot_of(env["state"], "libvirt-ssh").to_dict()))
+    proc = run("vm-plan", str(snap), "--suspended", str(env["state_dir"] / "suspended.json"),
+               *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _virsh(env, host: str, *args: str) -> tuple[int, str, str]:
+    from vmtools.drivers import make_driver
+    from vmtools.drivers.base import Endpoint
+    from vmtools.drivers.ssh import SshOptions
+    lab = env["lab"]
+    opts = SshOptions(user=lab.user, key=str(lab.client_key), known_hosts=[str(lab.known_hosts)])
+    driver = make_driver(Endpoint(host, "libvirt-ssh", "127.0.0.1", lab.port[host], host), opts)
+    try:
+        return driver.run(["virsh", *args], 10)
+    finally:
+        driver.close()
+
+
+def test_managedsave_then_start_and_a_checkpoint_through_virsh_over_ssh(env):
+    """vm-plan --suspend | vm-apply: virsh managedsave on the guest's host (its memory freed,
+    the domain defined and shut off with a managed save); vm-plan --resume | vm-apply: virsh
+    start there; vm-plan --checkpoint: virsh snapshot-create-as, the guest running on. libvirt
+    keeps the images: no image directory is looked at through any host."""
+    before = env["state"].read()["hosts"]["n1"]
+    proc = _apply_file(env, _plan(env, "--suspend", "a"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["suspended"] == ["a"] and report["placement"] == {"a": None}
+    assert report["actions"][0]["transport"] == "libvirt-ssh"
+    after = env["state"].read()["hosts"]["n1"]
+    assert "a" not in after["domains"] and after["libvirt_defined"]["a"]["managed_save"]
+    assert len(after["domains"]) == len(before["domains"]) - 1
+    rc, out, _ = _virsh(env, "n1", "dominfo", "a")
+    assert rc == 0 and "State:          shut off" in out and "Managed save:   yes" in out
+    rc, out, _ = _virsh(env, "n1", "list", "--all")
+    assert any(line.split()[1:] == ["a", "shut", "off"] for line in out.splitlines()[2:]
+               if line.strip())
+    # resumed where libvirt keeps its managed save
+    proc = _apply_file(env, _plan(env, "--resume", "a:n1"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["resumed"] == ["a"] and report["placement"] == {"a": "n1"}
+    spec = env["state"].read()["hosts"]["n1"]
+    assert "a" in spec["domains"] and "a" not in spec.get("libvirt_defined", {})
+    assert "image directory" not in proc.stderr
+    assert json.loads((env["state_dir"] / "suspended.json").read_text())["guests"] == []
+    # a checkpoint: a domain snapshot named after the image, the guest running on
+    plan = json.loads(_plan(env, "--checkpoint", "b"))
+    name = plan["actions"][0]["image"].rsplit("/", 1)[1]
+    proc = _apply_file(env, json.dumps(plan))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["summary"]["checkpointed"] == ["b"]
+    assert env["state"].read()["hosts"]["n1"]["libvirt_snapshots"]["b"] == [name]
+    assert "b" in env["state"].read()["hosts"]["n1"]["domains"]
+
+
+def test_a_resume_where_libvirt_has_no_managed_save_is_stale_and_touches_nothing(env):
+    proc = _apply_file(env, _plan(env, "--suspend", "b"))
+    assert proc.returncode == 0, proc.stderr
+    # the managed save is on n1: a plan resuming b on n3 is refused before anything starts
+    proc = _apply_file(env, _plan(env, "--resume", "b:n3"))
+    assert proc.returncode == 75, proc.stderr
+    assert "b is not suspended (no saved image of it) on n3" in proc.stderr
+    assert "b" not in env["state"].read()["hosts"]["n3"]["domains"]
+    assert env["state"].read()["hosts"]["n1"]["libvirt_defined"]["b"]["managed_save"]
+
+
+def test_virsh_start_of_a_defined_domain_and_no_memory(env):
+    """create: virsh start of a domain libvirt defines (shut off, no managed save); a host
+    without the memory answers as libvirt does, and nothing runs."""
+    with env["state"].transaction() as st:
+        st["hosts"]["n3"]["libvirt_defined"] = {"d": {"mem_mib": 512, "vcpus": 1},
+                                                "huge": {"mem_mib": 10**6, "vcpus": 1}}
+    rc, _, err = _virsh(env, "n3", "start", "huge")
+    assert rc == 1 and "not enough memory" in err
+    rc, out, _ = _virsh(env, "n3", "dominfo", "d")
+    assert "Managed save:   no" in out and "State:          shut off" in out
+    from vmtools.model import Action, Plan
+    snap = snapshot_of(env["state"], "libvirt-ssh")
+    plan = Plan(origin=snap, placement=dict({v.name: v.host for v in snap.vms}, d="n3"),
+                actions=[Action(id=1, op="create", vm="d", src="", dst="n3", mem_mib=512,
+                                config="/etc/libvirt/libxl/d.xml", vcpus=1, cpu=0.1)])
+    proc = _apply_file(env, dumps(plan.to_dict()))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["summary"]["created"] == ["d"]
+    assert env["state"].read()["hosts"]["n3"]["domains"]["d"]["state"] == "-b----"

@@ -220,8 +220,8 @@ def test_the_command_line(tmp_path):
     planned = run("vm-plan", str(path), "--checkpoint", "a", "-q").stdout
     proc = run("vm-apply", "--dry-run", "--offline", "--driver", "xen", input=planned)
     assert proc.returncode == 65
-    assert "the xen transport of h1 cannot checkpoint guests (xend-xmlrpc, xm-ssh, xl-ssh " \
-        "can)" in proc.stderr
+    assert "the xen transport of h1 cannot checkpoint guests (xend-xmlrpc, xm-ssh, xl-ssh, " \
+        "libvirt-ssh, xapi can)" in proc.stderr
 
 
 @pytest.mark.slow          # the installed commands, several runs

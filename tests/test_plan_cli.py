@@ -124,10 +124,10 @@ def test_problems_are_planned_around_refused_on_request_and_too_many_stop_the_ru
     r = run("vm-plan", "--refuse-problems", input=text(snapshot(problems=True)))
     assert r.returncode == 65 and "c" in r.stderr and "--refuse-problems" in r.stderr
     assert r.stdout == ""
-    # One host of four frozen is a quarter, not more: planned. With 0.2, monitoring is broken.
+    # One guest of four unknown is a quarter, not more: planned. With 0.2, monitoring is broken.
     r = run("vm-plan", "--max-frozen", "0.2", input=text(snapshot(problems=True)))
     assert r.returncode == 75 and r.stdout == "" and len(r.stderr.splitlines()) == 1
-    assert "1 of 4 hosts are frozen (more than --max-frozen 0.2)" in r.stderr
+    assert "1 of 4 guests are stale or unknown (more than --max-frozen 0.2)" in r.stderr
     assert "node3 (duplicate)" in r.stderr
     # The old flag still parses (cron lines keep working) and says what became of it.
     r = run("vm-plan", "--allow-problems", input=text(snapshot(problems=True)))

@@ -323,3 +323,18 @@ def test_json_of_another_shape_is_65_naming_the_query(fake, answer, text):
     proc = snapshot(fake)
     assert proc.returncode == 65 and text in proc.stderr, proc.stderr
     assert "vmtools_host_cpus" in proc.stderr and proc.stdout == ""
+
+
+def test_the_host_info_cluster_label_is_the_migration_domain(fake):
+    h1, h2 = {"host": "node-1", "instance": "n1:9782"}, {"host": "node-2", "instance": "n2:9782"}
+    fake.answers[Q["host_info"]] = vec(
+        ({**h1, "hypervisor": "xen-4.17", "migration": "xl-ssh", "cluster": "paris"}, "1"),
+        ({**h2, "hypervisor": "xen-4.17", "migration": "xl-ssh", "cluster": "a\x1bb"}, "1"))
+    proc = snapshot(fake)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert {h["name"]: h.get("domain", "") for h in doc["hosts"]} == {"node-1": "paris",
+                                                                     "node-2": ""}
+    # a label that is not printable is no domain: a problem names (and freezes) the host
+    assert ("bad-value", "node-2", None) in kinds(doc)
+    assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr

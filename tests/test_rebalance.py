@@ -205,3 +205,31 @@ def test_summary_words_for_one_migration_and_deferred_work(tmp_path):
     assert "hosts in use 3 -> 2, 1 migration, 2.0 GiB to move" in text
     assert "deferred to later runs: 1 migration, 1.0 GiB" in text
     assert "    would move web1: n1 -> n2 (2.0 GiB)" in text
+
+
+def test_apply_state_dir_gives_vm_plan_the_ledger_there(tmp_path):
+    """APPLY_ARGS --state-dir DIR: vm-plan reads vm-apply's ledger DIR/suspended.json (the
+    guest it suspended is resumed by PLAN_ARGS --resume), without PLAN_ARGS saying so."""
+    state = tmp_path / "apply-state"
+    state.mkdir()
+    (state / "suspended.json").write_text(json.dumps({
+        "format": "vmtools.suspended", "version": "1.0",
+        "guests": [{"name": "sleeper", "host": "node-1",
+                    "image": "/var/lib/xen/save/sleeper.save", "mem_mib": 512, "vcpus": 1,
+                    "cpu": 0.1, "suspended": "2026-12-07T05:00:00Z"}]}))
+    conf = tmp_path / "r.conf"
+    conf.write_text(f"ARCHIVE={shlex.quote(str(tmp_path / 'runs'))}\n"
+                    "SNAPSHOT_ARGS='--example lab'\nPLAN_ARGS='--resume sleeper'\n"
+                    f"APPLY_ARGS={shlex.quote('--state-dir=' + str(state))}\n")
+    proc = rebalance("-c", str(conf), "-n")
+    run_dir, = [p for p in (tmp_path / "runs").iterdir() if p.name[0].isdigit()]
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert [(a["op"], a["vm"]) for a in plan["actions"]] == [("resume", "sleeper")], \
+        proc.stdout + proc.stderr
+    # PLAN_ARGS' own --suspended wins: an empty ledger there, so nothing to resume (65)
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"format": "vmtools.suspended", "version": "1.0", "guests": []}')
+    conf.write_text(conf.read_text().replace("'--resume sleeper'",
+                                             f"'--resume sleeper --suspended {empty}'"))
+    proc = rebalance("-c", str(conf), "-n")
+    assert proc.returncode == 65 and "not in the suspended-guests ledger" in proc.stdout

@@ -1,7 +1,8 @@
 """vm-web: the login gate, CSRF, escaping, the listen rule, and in a real browser (Debian's
 chromium through chromedriver's W3C WebDriver API, tests/webdriver.py) against the lab: every
-host and guest listed, a migration started from the page lands in the lab and on the page,
-nothing without the login, no forged action, hostile names as text, no console error."""
+host and guest listed, a migration started from the page lands in the lab and on the page, a
+suspend, its resume, an evacuation and a maintenance likewise, nothing without the login, no
+forged action, hostile names as text, no console error."""
 
 from __future__ import annotations
 
@@ -168,7 +169,9 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(lab, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
-    args = ["--gmetad", lab.ganglia.gmetad_address]
+    args = ["--gmetad", lab.ganglia.gmetad_address, "--state", str(tmp / "plan-state")]
+    if lab.ssh:
+        args += ["--image-dir", str(lab.ssh.image_dir)]
     apply_args = lab.apply_args()
     for flag in ("--hosts", "--state-dir", "--ipmi-credentials", "--ssh-user", "--ssh-key",
                  "--known-hosts"):
@@ -265,6 +268,93 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     if os.environ.get("VM_WEB_SCREENSHOT"):
         browser.get(server.base + "/")
         browser.screenshot(os.environ["VM_WEB_SCREENSHOT"])
+
+
+def act_in_browser(browser, path: str, title: str, dst: str | None = None) -> None:
+    """From the cluster page: the action's link, its form, its confirmation, Run it; returns
+    when the report is there (done)."""
+    browser.click(browser.find(f'a[href="{path}"]'))
+    browser.wait_for(lambda: browser.find_all('form[action="/plan"] button'), timeout=60,
+                     what="the action's form")
+    if dst is not None:
+        browser.click(browser.find(f'select#dst option[value="{dst}"]'))
+    browser.click(browser.find('form[action="/plan"] button'))
+    wait_title(browser, f"Confirm: {title}")
+    browser.click(browser.find("button.go"))
+    browser.wait_for(lambda: "Report" in browser.body_text(), timeout=120, what="the report")
+    assert browser.text(browser.find("#job-state")) == "done", browser.body_text()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_suspend_resume_evacuate_and_maintenance_from_the_page(lab, server, browser,
+                                                               tmp_path):
+    """A guest suspended from the page is suspended in the lab (its image written) and
+    listed suspended; resumed from the page it runs again; a host evacuated from the page is
+    empty; put in maintenance, vm-plan --state sends it nothing."""
+    import json
+    if not lab.ssh:
+        pytest.skip("needs sshd (the suspend image is written by the xl stand-in)")
+    lab.wait_for_truth()
+    cookie, csrf = login(server)
+    browser.get(server.base + "/")
+    if browser.title.startswith("Log in"):
+        browser.get(server.url.replace(server.url.split("token=")[1], server.token))
+    assert browser.title.startswith("Cluster")
+    image = Path(lab.ssh.image_dir) / "web7.save"
+
+    # suspend web7 (node-6)
+    assert lab.placement()["web7"] == "node-6"
+    act_in_browser(browser, "/action?op=suspend&target=web7", "suspend web7")
+    assert "web7" not in lab.placement() and image.exists()
+
+    def suspended():       # in the suspended guests' table at once (vm-apply's ledger), and
+        browser.get(server.base + "/")      # off node-6 once the monitoring says so
+        table = browser.text(browser.find("table")) if browser.find_all("table") else ""
+        assert "web7" in table and "node-6" in table, table
+        return "web7" not in guests_shown(browser, "node-6")
+    browser.wait_for(suspended, timeout=60, what="web7 shown suspended, on no host")
+    assert console_errors(browser) == []
+
+    # resume it, on any host with room
+    act_in_browser(browser, "/action?op=resume&target=web7", "resume web7")
+    assert "web7" in lab.placement() and not image.exists()
+
+    def back():
+        browser.get(server.base + "/")
+        return any("web7" in guests_shown(browser, h) for h in lab.placement().values())
+    browser.wait_for(back, timeout=60, what="web7 running on the page again")
+    assert not browser.find_all("table") or "web7" not in browser.text(browser.find("table"))
+
+    # evacuate node-5: its guests leave it in the lab, then on the page
+    leaving = {g for g, h in lab.placement().items() if h == "node-5"}
+    assert leaving
+    act_in_browser(browser, "/action?op=evacuate&target=node-5", "evacuate node-5")
+    assert "node-5" not in lab.placement().values()
+
+    def empty():
+        browser.get(server.base + "/")
+        return not guests_shown(browser, "node-5")
+    browser.wait_for(empty, timeout=60, what="node-5 empty on the page")
+    assert console_errors(browser) == []
+
+    # maintenance of the empty host from the page, then a vm-rebalance-like vm-plan run
+    view = run_action(server, cookie, csrf, "maintenance", "node-5")
+    assert view["state"] == "done", view
+    truth = lab.wait_for_truth()
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps(truth))
+    state = Path(server.err.name).parent / "plan-state"      # the server's --state
+    plan = lab.run("vm-plan", "--state", str(state), "-q", str(snap))
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert {"rule": "maintenance", "hosts": ["node-5"]} in doc["constraints"]
+    assert all(a.get("dst") != "node-5" for a in doc["actions"])
+    assert "node-5" not in doc["placement"].values()
+    view = run_action(server, cookie, csrf, "end-maintenance", "node-5")
+    assert view["state"] == "done", view
+    _, page = http("GET", server.base + "/", cookie=cookie)
+    assert "MAINTENANCE" not in page.split('id="host-node-5"')[1].split("</section>")[0]
 
 
 @pytest.mark.slow
@@ -703,8 +793,10 @@ def test_a_migration_through_a_xapi_pool(tmp_path):
     lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
     try:
         lab.wait_for_truth(30)
+        plan_state = tmp_path / "plan-state"
         s = Server(tmp_path, *lab.xapi_args(), "--hosts", str(lab.hosts_file),
-                   "--state-dir", str(lab.state_dir), env=lab.env())
+                   "--state-dir", str(lab.state_dir), "--state", str(plan_state),
+                   env=lab.env())
         try:
             cookie, csrf = login(s)
             _, page = http("GET", s.base + "/", cookie=cookie)
@@ -713,7 +805,156 @@ def test_a_migration_through_a_xapi_pool(tmp_path):
             view = run_action(s, cookie, csrf, "migrate", "web1", dst="node-2")
             assert view["state"] == "done", view
             assert lab.placement()["web1"] == "node-2"
+
+            # node-1, now empty, into maintenance: recorded, and disabled in the pool
+            view = run_action(s, cookie, csrf, "maintenance", "node-1")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-1"].get("enabled", True) is False
+            assert "node-1" in (plan_state / "maintenance.json").read_text()
+            _, page = http("GET", s.base + "/", cookie=cookie)
+            section = page.split('id="host-node-1"')[1].split("</section>")[0]
+            assert "MAINTENANCE" in section and "op=end-maintenance" in section
+            # nothing may be migrated there meanwhile
+            code, page = http("POST", s.base + "/plan", {"op": "migrate", "target": "web1",
+                                                         "dst": "node-1", "csrf": csrf}, cookie)
+            assert code == 409, page
+            view = run_action(s, cookie, csrf, "end-maintenance", "node-1")
+            assert view["state"] == "done", view
+            assert lab.state.read()["hosts"]["node-1"].get("enabled", True) is True
+            assert "node-1" not in (plan_state / "maintenance.json").read_text()
         finally:
             s.stop()
     finally:
         lab.stop()
+
+
+# ---------------------------------------------------------------- maintenance (fast)
+
+def test_maintenance_is_kept_beside_vm_plans_state_and_vm_plan_obeys_it(example_snapshot,
+                                                                          tmp_path):
+    """A host put in maintenance from the page is in DIR/maintenance.json; vm-plan --state
+    DIR (vm-rebalance's) then empties it and sends it nothing, until the page ends it."""
+    import json
+    from vmtools.maintenance import read_maintenance
+    from vmtools.model import dumps
+    from vmtools.web.actions import PlanSettings, build_plan, record_maintenance
+    state = tmp_path / "plan-state"
+    state.mkdir()
+    settings = PlanSettings(maintenance=lambda: read_maintenance(str(state)),
+                            state_dir=str(state))
+    plan = build_plan(example_snapshot, settings, "maintenance", "node-1")
+    assert {a.src for a in plan.actions} == {"node-1"} and len(plan.actions) == 4
+    assert read_maintenance(str(state)) == {}, "recorded before it was confirmed and run"
+    lines: list[str] = []
+    record_maintenance(str(state), plan, lines.append)
+    assert list(read_maintenance(str(state))) == ["node-1"] and "in maintenance" in lines[0]
+    doc = json.loads((state / "maintenance.json").read_text())
+    assert doc["format"] == "vmtools.constraints"
+    assert doc["rules"] == [{"rule": "maintenance", "hosts": ["node-1"]}]
+    with pytest.raises(Exception, match="already in maintenance"):
+        build_plan(example_snapshot, settings, "maintenance", "node-1")
+
+    # vm-plan --state: guests leave node-1, and nothing goes there, on every run
+    snap = tmp_path / "snap.json"
+    snap.write_text(dumps(example_snapshot.to_dict()))
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--quiet", str(snap)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {"rule": "maintenance", "hosts": ["node-1"]} in out["constraints"]
+    assert not [g for g, h in out["placement"].items() if h == "node-1"]
+    assert all(a.get("dst") != "node-1" for a in out["actions"])
+    # a manual migration onto it is refused too
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--migrate",
+                          "web2:node-1", str(snap)], capture_output=True, text=True)
+    assert run.returncode != 0 and "node-1" in run.stderr and "Traceback" not in run.stderr
+
+    # the end of it: an empty plan; once run, node-1 is no longer in maintenance
+    end = build_plan(example_snapshot, settings, "end-maintenance", "node-1")
+    assert end.actions == []
+    record_maintenance(str(state), end, lines.append)
+    assert read_maintenance(str(state)) == {}
+    run = subprocess.run([script("vm-plan"), "--state", str(state), "--quiet", str(snap)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and '"maintenance"' not in run.stdout
+    with pytest.raises(Exception, match="not in maintenance"):
+        build_plan(example_snapshot, settings, "end-maintenance", "node-1")
+
+
+def test_a_maintenance_document_that_is_not_one_is_refused(tmp_path):
+    from vmtools.maintenance import read_maintenance
+    (tmp_path / "maintenance.json").write_text(
+        '{"format": "vmtools.constraints", "version": "1.0", '
+        '"rules": [{"rule": "pin", "vms": ["web1"]}]}')
+    with pytest.raises(DataError, match="only maintenance rules"):
+        read_maintenance(str(tmp_path))
+    (tmp_path / "maintenance.json").write_text("{trunc")
+    with pytest.raises(DataError, match="not a maintenance document"):
+        read_maintenance(str(tmp_path))
+
+
+def test_the_page_shows_a_host_in_maintenance_and_offers_its_end(example_snapshot):
+    from vmtools.status import build_status
+    status = build_status(example_snapshot, None, None)
+    text = pages.cluster_page(status, example_snapshot.vms, {}, [], "c", False, (0.9, 0.95),
+                              {"node-1": {"since": "2026-12-07T07:00:00Z", "ours": True},
+                               "node-2": {"since": "", "ours": False}})
+    one = text.split('id="host-node-1"')[1].split("</section>")[0]
+    two = text.split('id="host-node-2"')[1].split("</section>")[0]
+    three = text.split('id="host-node-3"')[1].split("</section>")[0]
+    assert "MAINTENANCE since 2026-12-07T07:00:00Z" in one and "op=end-maintenance" in one
+    assert "MAINTENANCE" in two and "op=end-maintenance" not in two    # the pool's own
+    assert "op=maintenance" in three and "MAINTENANCE" not in three
+
+
+def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
+    """One way to name the sources: every source option of vm-snapshot (but --at) is
+    vm-web's, with the same words; what vm-web cannot do is refused on one line."""
+    import typer.main
+    from typer.testing import CliRunner
+    from vmtools.cli.vm_snapshot import app as snapshot_app
+    from vmtools.cli.vm_web import app as web_app
+
+    def options(app):
+        cmd = typer.main.get_command(app)
+        return {p.opts[0]: p.help for p in cmd.params if p.opts[0].startswith("--")}
+    snap, web = options(snapshot_app), options(web_app)
+    source = {o for o in snap if o.split("-")[2] in ("gmetad", "cluster", "gmond", "input",
+                                                     "example", "prometheus", "samples",
+                                                     "timeout", "recover", "stale", "xapi",
+                                                     "deadline")}
+    assert len(source) == 23, sorted(source)
+    for o in source:
+        assert web.get(o) == snap[o], o
+    assert "--at" not in web
+    for args, says in ((["--xapi", "https://a", "--xapi", "https://b"], "--read-only"),
+                       (["--input", "-"], "stdin"),
+                       (["--prometheus", "http://127.0.0.1:1", "--prometheus-user", "u"],
+                        "--prometheus-password-file"),
+                       (["--example", "lab", "--deadline", "0"], "--deadline")):
+        r = CliRunner().invoke(web_app, [*args, "--token-file", str(tmp_path / "t")])
+        assert r.exit_code == 2 and says in r.output, (args, r.output)
+        assert r.output.count("\n") == 1 and "Traceback" not in r.output
+
+
+def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monkeypatch):
+    """[vm-web] keys are vm-web's options: vm-apply's run options too (checked as vm-apply
+    checks them, one line, exit 2), and the example settings file is one vm-web takes."""
+    config = tmp_path / "vmtools.toml"
+    env = dict(os.environ, VMTOOLS_CONFIG=str(config), VMTOOLS_STATE_DIR=str(tmp_path))
+    for key, says in (("parallel = 0", "--parallel must be at least 1"),
+                      ("migration-timeout = 0", "--migration-timeout 0: must be positive"),
+                      ("power-off-timeout = -1", "--power-off-timeout must be positive"),
+                      ('shutdown-command = "halt"', "--shutdown-command 'halt'")):
+        config.write_text(f'[vm-web]\nexample = "lab"\n{key}\n')
+        r = subprocess.run([script("vm-web"), "--token-file", str(tmp_path / "t")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and says in r.stderr, (key, r.stderr)
+        assert r.stdout == "" and r.stderr.count("\n") == 1
+    import typer.main
+    from vmtools.cli._settings import load_config, settable
+    from vmtools.cli.vm_web import app
+    example = Path(__file__).resolve().parent.parent / "contrib" / "vmtools.toml"
+    monkeypatch.setenv("VMTOOLS_CONFIG", str(example))
+    got = load_config("vm-web", list(settable(typer.main.get_command(app))))
+    assert got["migration-timeout"] == 600 and got["parallel"] == 2     # [common] too

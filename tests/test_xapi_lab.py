@@ -104,3 +104,143 @@ def test_vm_lab_platform_xapi_env_file_drives_the_pipeline(tmp_path):
     finally:
         lab.terminate()
         lab.wait(timeout=30)
+
+
+def _vm(x, name: str) -> str:
+    return x.VM.get_by_name_label(name)[0]
+
+
+def _free_mib(x, host: str) -> int:
+    return int(x.host_metrics.get_memory_free(x.host.get_metrics(
+        x.host.get_by_name_label(host)[0]))) // 2**20
+
+
+def _plan_and_apply(lab, *plan_args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """vm-snapshot --xapi | vm-plan PLAN_ARGS | vm-apply --xapi, through real pipes."""
+    snap = lab.run("vm-snapshot", *lab.snapshot_args())
+    assert snap.returncode == 0, snap.stderr
+    plan = lab.run("vm-plan", *plan_args, input=snap.stdout)
+    assert plan.returncode == 0, plan.stderr
+    return json.loads(plan.stdout), lab.run("vm-apply", *lab.apply_args(), input=plan.stdout)
+
+
+@pytest.mark.slow
+def test_suspend_and_resume_a_guest_through_xapi(tmp_path):
+    """vm-plan --suspend | vm-apply has XAPI suspend the guest (Async.VM.suspend: its memory
+    freed, the VM Suspended in the snapshot's stopped list and in vm-status), then vm-plan
+    --resume | vm-apply resumes it (Async.VM.resume_on) on another host: no image directory
+    is looked at through any host (XAPI keeps the image)."""
+    lab = Lab(SCENARIO, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        x = _xapi(lab)
+        before = _free_mib(x, "node-3")
+        plan, applied = _plan_and_apply(lab, "--suspend", "db1")
+        assert [a["op"] for a in plan["actions"]] == ["suspend"]
+        assert applied.returncode == 0, applied.stderr
+        report = json.loads(applied.stdout)
+        assert report["summary"]["suspended"] == ["db1"] and report["placement"] == {"db1": None}
+        assert report["actions"][0]["transport"] == "xapi"
+        assert x.VM.get_power_state(_vm(x, "db1")) == "Suspended"
+        assert _free_mib(x, "node-3") == before + 3072           # its memory is freed
+        ledger = json.loads((lab.state_dir / "suspended.json").read_text())
+        assert [g["name"] for g in ledger["guests"]] == ["db1"]
+        # the snapshot reports it as suspended, apart: the planner never places it
+        snap = lab.snapshot()
+        assert "db1" not in {v["name"] for v in snap["vms"]}
+        assert snap["version"] == "1.2"
+        assert {"name": "db1", "state": "suspended", "vcpus": 2, "mem_mib": 3072} in \
+            snap["stopped"]
+        status = lab.run("vm-status", "--format", "json", "--suspended", "", "-",
+                         input=json.dumps(snap))
+        assert status.returncode == 0, status.stderr
+        [entry] = json.loads(status.stdout)["suspended"]
+        assert entry["name"] == "db1" and entry["seen"] == "platform"
+        # a second suspend is XAPI's VM_BAD_POWER_STATE, on the wire
+        with pytest.raises(XenAPI.Failure) as bad:
+            x.VM.suspend(_vm(x, "db1"))
+        assert bad.value.details[:1] == ["VM_BAD_POWER_STATE"]
+        assert bad.value.details[2:] == ["running", "suspended"]
+        # resume on node-1, through the plan's checks (no file is looked at)
+        plan, applied = _plan_and_apply(lab, "--resume", "db1:node-1")
+        assert [(a["op"], a["dst"]) for a in plan["actions"]] == [("resume", "node-1")]
+        assert applied.returncode == 0, applied.stderr
+        report = json.loads(applied.stdout)
+        assert report["summary"]["resumed"] == ["db1"] and report["placement"] == {"db1": "node-1"}
+        assert x.VM.get_power_state(_vm(x, "db1")) == "Running"
+        assert x.VM.get_resident_on(_vm(x, "db1")) == x.host.get_by_name_label("node-1")[0]
+        assert "image directory" not in applied.stderr
+        assert json.loads((lab.state_dir / "suspended.json").read_text())["guests"] == []
+        assert lab.placement()["db1"] == "node-1"
+    finally:
+        lab.stop()
+
+
+@pytest.mark.slow
+def test_xapi_lifecycle_calls_answer_as_xapi_does(tmp_path):
+    """The simulated master's VM.suspend / resume_on / start_on / checkpoint on the wire:
+    power states, memory, VM_BAD_POWER_STATE and HOST_NOT_ENOUGH_FREE_MEMORY."""
+    scenario = dict(SCENARIO, xapi={"halted": {"spare1": {"mem_mib": 7000, "vcpus": 1}}})
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        x = _xapi(lab)
+        spare, node2 = _vm(x, "spare1"), x.host.get_by_name_label("node-2")[0]
+        with pytest.raises(XenAPI.Failure) as bad:
+            x.VM.resume_on(spare, node2, False, False)
+        assert bad.value.details[:1] == ["VM_BAD_POWER_STATE"]
+        assert bad.value.details[2:] == ["suspended", "halted"]
+        with pytest.raises(XenAPI.Failure) as full:         # 7000 MiB: no host has that free
+            x.VM.start_on(spare, node2, False, False)
+        assert full.value.details[0] == "HOST_NOT_ENOUGH_FREE_MEMORY"
+        assert int(full.value.details[1]) == 7000 * 2**20
+        assert x.VM.get_power_state(spare) == "Halted"
+        # an Async checkpoint: a snapshot VM, the guest running on
+        task = x.Async.VM.checkpoint(_vm(x, "web1"), "web1-now.chk")
+        deadline = time.time() + 20
+        while x.task.get_status(task) == "pending" and time.time() < deadline:
+            time.sleep(0.1)
+        assert x.task.get_status(task) == "success"
+        [snap] = x.VM.get_by_name_label("web1-now.chk")
+        assert x.VM.get_is_a_snapshot(snap) and x.VM.get_snapshot_of(snap) == _vm(x, "web1")
+        assert x.VM.get_power_state(_vm(x, "web1")) == "Running"
+    finally:
+        lab.stop()
+
+
+@pytest.mark.slow
+def test_xapi_start_of_a_halted_guest_and_a_suspend_cancelled_on_timeout(tmp_path):
+    """vm-plan --add of a guest the pool defines Halted: vm-apply has XAPI start it
+    (Async.VM.start_on, no configuration file looked at); a suspend whose task does not end
+    within --timeout is cancelled (task.cancel) and fails, the guest still running."""
+    scenario = dict(SCENARIO, xapi={"halted": {"spare1": {"mem_mib": 1024, "vcpus": 1}}})
+    lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
+    try:
+        lab.wait_for_truth(30)
+        guests = tmp_path / "guests.json"
+        guests.write_text(json.dumps({"format": "vmtools.guests", "version": "1.0", "guests": [
+            {"name": "spare1", "vcpus": 1, "mem_mib": 1024, "cpu": 0.1,
+             "config": "/etc/xen/spare1.cfg"}]}))
+        plan, applied = _plan_and_apply(lab, "--add", str(guests))
+        [action] = plan["actions"]
+        assert action["op"] == "create"
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["summary"]["created"] == ["spare1"]
+        x = _xapi(lab)
+        assert x.VM.get_power_state(_vm(x, "spare1")) == "Running"
+        assert x.VM.get_resident_on(_vm(x, "spare1")) == \
+            x.host.get_by_name_label(action["dst"])[0]
+        # a suspend that hangs: cancelled after --timeout, refused, the guest runs on
+        lab.set_fault("xapi", {"hang": ["web2"]})
+        snap = lab.run("vm-snapshot", *lab.snapshot_args())
+        planned = lab.run("vm-plan", "--suspend", "web2", input=snap.stdout)
+        assert planned.returncode == 0, planned.stderr
+        applied = lab.run("vm-apply", *lab.apply_args(), "--timeout", "1",
+                          input=planned.stdout)
+        assert applied.returncode == 1, applied.stderr
+        [entry] = json.loads(applied.stdout)["actions"]
+        assert entry["outcome"] == "failed"
+        assert "no end within 1s: cancelled" in entry["error"]
+        assert "web2 verified still running on node-2" in entry["error"]
+        assert x.VM.get_power_state(_vm(x, "web2")) == "Running"
+    finally:
+        lab.stop()

@@ -308,6 +308,41 @@ class Problem:
         return d
 
 
+STOPPED_STATES = ("suspended", "halted")
+
+
+def stopped_entry(name: str, state: str, vcpus: int, mem_mib: int,
+                  host: str | None = None) -> dict:
+    """One entry of a snapshot's ``stopped`` list, keys in the documented order."""
+    entry: dict = {"name": name, "state": state}
+    if host is not None:
+        entry["host"] = host
+    entry.update(vcpus=vcpus, mem_mib=mem_mib)
+    return entry
+
+
+def _stopped(r: "Reader", running: set[str]) -> list[dict]:
+    """A snapshot's optional ``stopped`` list (vmtools-formats(5)), checked."""
+    out: list[dict] = []
+    seen: set[str] = set()
+    for p, item in r.list("stopped", False):
+        g = Reader(item, p)
+        name = g.name("name")
+        state = g.str("state")
+        if state not in STOPPED_STATES:
+            raise DataError(f"expected one of {', '.join(STOPPED_STATES)}, got "
+                            f"{_describe(state)}", g.where("state"))
+        host = g.name("host") if g.raw("host", None) is not None else None
+        if name in running or name in seen:
+            raise DataError(f"guest {_describe(name)} is listed twice (a stopped guest runs "
+                            "nowhere)", g.where("name"))
+        seen.add(name)
+        out.append(stopped_entry(name, state,
+                                 g.int("vcpus", False, 1, minimum=1, maximum=HOST_MAX_CPU),
+                                 g.int("mem_mib", minimum=1, maximum=HOST_MAX_MIB + 1), host))
+    return out
+
+
 @dataclass
 class Snapshot:
     hosts: list[Host] = field(default_factory=list)
@@ -324,6 +359,11 @@ class Snapshot:
     # Recent CPU samples of each guest, from a source that keeps history (Prometheus):
     # {guest: [[epoch seconds, CPUs], ...]}, oldest first; None when the source has none.
     samples: dict[str, list] | None = None
+    # Guests the platform keeps but does not run (a XAPI pool's Suspended and Halted VMs):
+    # [{"name", "state": "suspended"|"halted", "host"?, "vcpus", "mem_mib"}]. Never placed:
+    # no planner reads them; vm-status lists them and vm-plan --resume may resume a
+    # suspended one. Optional (version 1.2).
+    stopped: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
@@ -344,9 +384,10 @@ class Snapshot:
             if not isinstance(item, dict):
                 raise DataError(f"expected a rule object, got {_describe(item)}", p)
             rules.append(item)
+        stopped = _stopped(r, {v.name for v in vms})
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
-                   version=r.str("version"), samples=samples, rules=rules)
+                   version=r.str("version"), samples=samples, rules=rules, stopped=stopped)
 
     def to_dict(self) -> dict:
         out = {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
@@ -358,6 +399,8 @@ class Snapshot:
             out["samples"] = samples_to_dict(self.samples)
         if self.rules:
             out["rules"] = list(self.rules)
+        if self.stopped:
+            out["stopped"] = [dict(e) for e in self.stopped]
         return out
 
     def host(self, name: str) -> Host:

@@ -314,8 +314,22 @@ def status_table(doc: dict) -> str:
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
                      ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
                       .replace("mem", "memory")) if h["hotspot"] else ""])
-    out = table(rows, ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""],
-                wrap(head))
+    cols = ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""]
+    domains = doc.get("domains") or {}
+    if not domains:
+        out = table(rows, cols, wrap(head))
+    else:
+        # one table per migration domain (the hosts come sorted by domain, then name)
+        out = wrap(head) + "\n"
+        for name, d in domains.items():
+            mine = [r for r, h in zip(rows, doc["hosts"]) if h.get("domain", "") == name]
+            title = (f"domain {name or '(none)'}: {plural(d['hosts'], 'host')} ({d['online']} "
+                     f"online), {plural(d['guests'], 'guest')}" +
+                     (f", {plural(len(d['hotspots']), 'hotspot')}" if d["hotspots"] else "") +
+                     (f", {len(d['frozen'])} frozen" if d["frozen"] else "") +
+                     (f"; {plural(d['unavailable_sources'], 'source')} did not answer"
+                      if d.get("unavailable_sources") else ""))
+            out += "\n" + (table(mine, cols, wrap(title)) if mine else wrap(title) + "\n")
     out += (f"(! marks a hotspot: CPU above {100 * th.get('cpu', 0.9):.0f}% or memory above "
             f"{100 * th.get('mem', 0.95):.0f}% of the host)\n")
     frozen = [dict(h["frozen"], host=h["name"], knowledge=h.get("knowledge", ""))
@@ -323,10 +337,19 @@ def status_table(doc: dict) -> str:
     if frozen:
         out += "\n" + frozen_table(frozen)
     if doc.get("suspended"):
-        rows = [[e["name"], e["host"], gib(e["mem_mib"]), f"{e['cpu']:.2f}",
-                 e.get("suspended") or "-", e["image"]] for e in doc["suspended"]]
+        rows = [[e["name"], e.get("host") or "-", gib(e["mem_mib"]),
+                 "-" if e.get("cpu") is None else f"{e['cpu']:.2f}",
+                 e.get("suspended") or "-",
+                 e.get("image") or ("(kept by the platform)" if e.get("seen") == "platform"
+                                    else "-")] for e in doc["suspended"]]
         out += "\n" + table(rows, ["guest", "left", "mem GiB", "CPU", "suspended since",
-                                   "image"], "Suspended guests (vm-apply's ledger)")
+                                   "image"], "Suspended guests (vm-apply's ledger and the "
+                                             "platform's)")
+    if doc.get("halted"):
+        rows = [[e["name"], e.get("host") or "-", gib(e["mem_mib"]), e["vcpus"]]
+                for e in doc["halted"]]
+        out += "\n" + table(rows, ["guest", "affinity", "mem GiB", "vCPUs"],
+                             "Halted guests (defined, not running)")
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])

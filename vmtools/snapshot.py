@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 from vmtools.drivers import registry
-from vmtools.errors import Unavailable, UsageError
+from vmtools.errors import OptionError, Unavailable, UsageError
 from vmtools.ganglia import reading as ganglia
 from vmtools.prometheus import source as prometheus
 from vmtools.xapi import reading as xapi
@@ -91,13 +92,111 @@ def take_snapshot(sources: Iterable[Source], *, timeout: float | None = None) ->
     return snap
 
 
+@dataclass
+class SourceSettings:
+    """What a command reading the cluster is told about its sources: vm-snapshot's and
+    vm-web's options, one field each (the same names). Ganglia when nothing else is given."""
+
+    gmetad: list[str] = field(default_factory=list)
+    cluster: list[str] = field(default_factory=list)
+    gmond: list[str] = field(default_factory=list)
+    input: list[str] = field(default_factory=list)
+    example: str | None = None
+    prometheus: list[str] = field(default_factory=list)
+    prometheus_profile: str = "vmtools"
+    prometheus_user: str | None = None
+    prometheus_password_file: str | None = None
+    prometheus_token_file: str | None = None
+    prometheus_ca_file: str | None = None
+    at: str | None = None
+    samples_window: float = 120.0
+    samples_step: float = 60.0
+    timeout: float = 10.0
+    recover: bool = False
+    stale_after: float = 60.0
+    xapi: list[str] = field(default_factory=list)
+    xapi_credentials: str | None = None
+    xapi_ca: str | None = None
+    xapi_fingerprint: list[str] = field(default_factory=list)
+    xapi_insecure: bool = False
+    xapi_window: float = 60.0
+
+    @property
+    def ganglia(self) -> bool:
+        return bool(self.gmetad or self.cluster or self.gmond or self.input or self.example)
+
+
+def sources_from(s: SourceSettings) -> list[Source]:
+    """The sources ``s`` asks for, of every kind: the pools of ``xapi``, the servers of
+    ``prometheus``, and Ganglia's places (gmetad on localhost when no source is given).
+    OptionError naming the setting when one is out of range or goes with another."""
+    if not s.timeout > 0:
+        raise OptionError("timeout", f"{s.timeout:g}: must be more than 0 seconds")
+    if not s.stale_after >= 0:
+        raise OptionError("stale_after", f"{s.stale_after:g}: must be 0 or more seconds")
+    sources: list[Source] = []
+    if s.xapi:
+        if not s.xapi_window > 0:
+            raise OptionError("xapi_window", f"{s.xapi_window:g}: must be more than 0 seconds")
+        for url in s.xapi:
+            sources += make_sources("xapi", dict(
+                url=url, credentials=s.xapi_credentials, ca_file=s.xapi_ca,
+                fingerprints=list(s.xapi_fingerprint), insecure=s.xapi_insecure,
+                timeout=s.timeout, window=s.xapi_window))
+    if s.prometheus:
+        sources += make_sources("prometheus", _prometheus_settings(s))
+    elif s.at is not None:
+        raise OptionError("at", "needs {prometheus} (Ganglia only knows now)",
+                          settings=("prometheus",))
+    if s.ganglia or not sources:
+        sources += make_sources("ganglia", dict(
+            gmetad=list(s.gmetad), cluster=list(s.cluster), gmond=list(s.gmond),
+            inputs=list(s.input), example=s.example, timeout=s.timeout, recover=s.recover,
+            stale_after=s.stale_after))
+    return sources
+
+
+def _prometheus_settings(s: SourceSettings) -> dict:
+    from vmtools.model import iso_to_epoch
+    from vmtools.prometheus.query import Auth, read_secret
+    if s.prometheus_token_file and (s.prometheus_user or s.prometheus_password_file):
+        raise OptionError("prometheus_token_file", "or {prometheus_user} with "
+                          "{prometheus_password_file}, not both",
+                          settings=("prometheus_user", "prometheus_password_file"))
+    if bool(s.prometheus_user) != bool(s.prometheus_password_file):
+        raise OptionError("prometheus_user", "and {prometheus_password_file} go together",
+                          settings=("prometheus_password_file",))
+    window, step = s.samples_window, s.samples_step
+    if not window >= 0 or not step > 0 or (window and window * 60 / step > 11000):
+        raise OptionError("samples_window", "must be 0 or more minutes and {samples_step} "
+                          "more than 0 seconds, with at most 11,000 samples in the window",
+                          settings=("samples_step",))
+    auth = None
+    if s.prometheus_token_file:
+        auth = Auth(token=read_secret(s.prometheus_token_file, "prometheus-token-file"))
+    elif s.prometheus_user:
+        auth = Auth(user=s.prometheus_user, password=read_secret(
+            s.prometheus_password_file, "prometheus-password-file"))
+    when = None
+    if s.at is not None:
+        try:
+            when = float(s.at) if s.at.replace(".", "", 1).isdigit() else iso_to_epoch(s.at)
+        except (TypeError, ValueError):
+            raise OptionError("at", f"{s.at!r}: expected Unix seconds or "
+                              "YYYY-MM-DDTHH:MM:SSZ") from None
+    return dict(prometheus=list(s.prometheus), profile=s.prometheus_profile, auth=auth,
+                ca_file=s.prometheus_ca_file, at=when, window_minutes=window, step=step,
+                timeout=s.timeout, stale_after=s.stale_after)
+
+
 def choose_sources(**settings: Any) -> list[Source]:
     """The Ganglia source of vm-snapshot's Ganglia options (see
     :func:`vmtools.ganglia.reading.make`)."""
     return make_sources("ganglia", settings)
 
 
-__all__ = ["take_snapshot", "make_sources", "choose_sources", "SOURCE_KINDS",
+__all__ = ["take_snapshot", "make_sources", "choose_sources", "SOURCE_KINDS", "SourceSettings",
+           "sources_from",
            "snapshot_json", "snapshot_json_chunks"]
 
 
@@ -113,6 +212,8 @@ def snapshot_json_chunks(snapshot: Snapshot) -> Iterator[str]:
              "problems": snapshot.problems}
     if snapshot.rules:
         lists["rules"] = snapshot.rules
+    if snapshot.stopped:
+        lists["stopped"] = snapshot.stopped
 
     def enc(value) -> str:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)

@@ -30,7 +30,8 @@ from vmtools import __version__
 from vmtools.atomic import write_atomic
 from vmtools.errors import DataError, LocalFailure, OptionError
 from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, read_limited
-from vmtools.model import SUPPORTED_MAJOR, Reader, check_envelope, is_safe_name, loads
+from vmtools.model import (MAX_DOMAIN_CHARS, SUPPORTED_MAJOR, Reader, check_envelope, is_safe_name,
+                           loads)
 from vmtools.numbers import describe, problem
 
 STATE_FORMAT = "vmtools.state"
@@ -55,6 +56,9 @@ class PlanMemory:
     left: dict[str, list] = field(default_factory=dict)      # guest -> [host it left, time]
     hosts: dict[str, float] = field(default_factory=dict)    # host -> last time seen
     sizes: dict[str, list] = field(default_factory=dict)     # guest -> [MiB, last time seen]
+    # host -> its migration domain when last seen (hosts in a named domain only): a host
+    # missing because its domain's source did not answer is not a vanished one
+    domains: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,7 +174,16 @@ def plan_memory_from(obj: Any, path: str = "") -> PlanMemory:
                       moved=_times(r, "moved"), placement=_names(r, "placement"),
                       samples=_samples(r.raw("samples", {}), r.where("samples")),
                       left=_left(r.raw("left", {}), r.where("left")), hosts=_times(r, "hosts"),
-                      sizes=_sizes(r.raw("sizes", {}), r.where("sizes")))
+                      sizes=_sizes(r.raw("sizes", {}), r.where("sizes")),
+                      domains=_domains(r.raw("domains", {}), r.where("domains")))
+
+
+def _domains(obj: object, where: str) -> dict[str, str]:
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.isprintable() and
+            len(v) <= MAX_DOMAIN_CHARS for k, v in obj.items()):
+        raise DataError("expected {host: domain}", where)
+    return obj
 
 
 def _sizes(obj: object, where: str) -> dict[str, list]:
@@ -254,7 +267,8 @@ def state_document(state: State) -> dict:
             "generator": f"vm-plan {__version__}",
             "plan": {"observations": p.observations[-KEEP:], "hot_since": p.hot_since,
                      "moved": p.moved, "placement": p.placement, "samples": p.samples,
-                     "left": p.left, "hosts": p.hosts, "sizes": p.sizes},
+                     "left": p.left, "hosts": p.hosts, "sizes": p.sizes,
+                     **({"domains": p.domains} if p.domains else {})},
             "power": {"empty_since": state.power.empty_since, "standby": state.power.standby,
                       "waking": state.power.waking, "boot_failed": state.power.boot_failed,
                       "known": state.power.known}}

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from vmtools.model import Snapshot, is_safe_name
+from vmtools.model import Snapshot, domain_of, is_safe_name
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
@@ -30,7 +30,8 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
         cluster = rec.get("cluster")
         out[name] = {"cluster": cluster if isinstance(cluster, str) and
                      (not cluster or is_safe_name(cluster)) else "",
-                     "cpu": rec.get("cpu"), "mem_mib": rec.get("mem_mib")}
+                     "domain": domain_of(rec), "cpu": rec.get("cpu"),
+                     "mem_mib": rec.get("mem_mib")}
     return out
 
 
@@ -65,12 +66,32 @@ def rules_of(snap: Snapshot, constraints: object = None):
     return parse_rules(items, snap, strict=False, skipped=[])
 
 
+def stopped_guests(snap: Snapshot, suspended: dict[str, dict] | None
+                   ) -> tuple[list[dict], list[dict]]:
+    """The suspended guests (vm-apply's ledger, ``seen`` "ledger", and those the platform
+    reports in the snapshot's ``stopped`` list that the ledger lacks, ``seen`` "platform":
+    suspended outside vmtools, e.g. in XenCenter) and the halted ones, each sorted by name."""
+    ledger = suspended or {}
+    running = {v.name for v in snap.vms}
+    asleep = [dict({k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
+                                      "suspended")}, seen="ledger")
+              for _, e in sorted(ledger.items()) if e["name"] not in running]
+    asleep += [{"name": e["name"], "host": e.get("host"), "mem_mib": e["mem_mib"],
+                "vcpus": e["vcpus"], "cpu": None, "image": None, "suspended": None,
+                "seen": "platform"}
+               for e in snap.stopped if e["state"] == "suspended" and e["name"] not in ledger]
+    halted = [{"name": e["name"], "host": e.get("host"), "mem_mib": e["mem_mib"],
+               "vcpus": e["vcpus"]} for e in snap.stopped if e["state"] == "halted"]
+    return sorted(asleep, key=lambda e: e["name"]), halted
+
+
 def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                  cpu_threshold: float = CPU_THRESHOLD, mem_threshold: float = MEM_THRESHOLD,
                  now: float | None = None, suspended: dict[str, dict] | None = None,
                  constraints: object = None) -> dict:
     """The ``vmtools.status`` document. ``suspended``: vm-apply's suspended-guests ledger
-    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere);
+    (:func:`vmtools.model.parse_suspended`), listed apart (they run nowhere) with the
+    snapshot's own suspended guests, and its halted ones (:func:`stopped_guests`);
     ``constraints``: vm-plan's rules (JSON), whose capacity rules set what a host gives.
     Use and hotspots are :mod:`vmtools.rules.load`'s, as vm-plan's are."""
     now = time.time() if now is None else now
@@ -87,7 +108,7 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
         hot = hot_dims(cpu, mem, cpu_threshold, mem_threshold) if h.state == "online" else []
         state = "standby" if h.name in standby and h.state != "online" else h.state
         frozen = know.frozen.get(h.name)
-        hosts.append({"name": h.name, "cluster": h.cluster, "state": state,
+        hosts.append({"name": h.name, "cluster": h.cluster, "domain": h.domain, "state": state,
                       "cpus": h.cpu, "mem_mib": h.mem_mib,
                       "cpu_use": None if cpu is None else round(cpu, 3),
                       "mem_use": None if mem is None else round(mem, 3),
@@ -97,17 +118,23 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                       {"kinds": frozen.kinds, "why": frozen.why()}})
     for name in sorted(set(standby) - {h.name for h in snap.hosts}):
         rec = standby[name]
-        hosts.append({"name": name, "cluster": rec.get("cluster", ""), "state": "standby",
+        hosts.append({"name": name, "cluster": rec.get("cluster", ""),
+                      "domain": rec.get("domain", ""), "state": "standby",
                       "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
                       "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
                       "frozen": None})
     for name, ago in vanished_hosts(state_dir, snap).items():
         why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot and is "
                "not in it; vmtools did not switch it off")
-        hosts.append({"name": name, "cluster": "", "state": "vanished", "cpus": None,
+        hosts.append({"name": name, "cluster": "", "domain": "", "state": "vanished",
+                      "cpus": None,
                       "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
                       "hotspot": [], "knowledge": "unknown",
                       "frozen": {"kinds": ["vanished-host"], "why": why}})
+    domains = domain_summary(hosts, snap)
+    if domains:
+        hosts.sort(key=lambda h: (h["domain"], h["name"]))
+    asleep, halted = stopped_guests(snap, suspended)
     last = None
     if runs_dir:
         found = latest(Path(runs_dir))
@@ -132,9 +159,31 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                         "hotspots": [h["name"] for h in hosts if h["hotspot"]],
                         "frozen": [h["name"] for h in hosts if h["frozen"]],
                         "problems": len(snap.problems),
-                        "suspended": len(suspended or {})},
-            "suspended": [{k: e[k] for k in ("name", "host", "mem_mib", "vcpus", "cpu", "image",
-                                             "suspended")}
-                          for _, e in sorted((suspended or {}).items())],
+                        "suspended": len(asleep), "halted": len(halted)},
+            "suspended": asleep, "halted": halted,
             "problems": [p.to_dict() for p in snap.problems],
+            **({"domains": domains} if domains else {}),
             "last_run": last, "runs_dir": runs_dir}
+
+
+def domain_summary(hosts: list[dict], snap: Snapshot) -> dict[str, dict]:
+    """Per migration domain (when there are several): its hosts, how many are online, its
+    guests, hotspots and frozen hosts, and the sources of it that did not answer."""
+    lost: dict[str, int] = {}
+    for p in snap.problems:
+        if p.kind == "unavailable-source" and p.domain is not None:
+            lost[p.domain] = lost.get(p.domain, 0) + 1
+    names = {h["domain"] for h in hosts} | set(lost)
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in sorted(names):
+        mine = [h for h in hosts if h["domain"] == name]
+        out[name] = {"hosts": len(mine),
+                     "online": sum(1 for h in mine if h["state"] == "online"),
+                     "guests": sum(h["guests"] for h in mine),
+                     "hotspots": [h["name"] for h in mine if h["hotspot"]],
+                     "frozen": [h["name"] for h in mine if h["frozen"]]}
+        if lost.get(name):
+            out[name]["unavailable_sources"] = lost[name]
+    return out

@@ -12,6 +12,12 @@ through its driver and verified by asking that host, never assumed.
 - ``create``: the configuration file must exist on the host; ``create``; done when the host
   runs the guest.
 
+A transport that keeps images itself (the registry's ``keeps_images``: XAPI, whose suspended
+guests live in the pool's storage repositories) is asked by its own driver
+(:meth:`~vmtools.drivers.base.Driver.has_image`: the guest Suspended, Halted, or its
+checkpoint there), never through another host's file system, and nothing is removed after
+its resume.
+
 The ledger is ``<state dir>/suspended.json``, a ``vmtools.suspended`` document
 (vmtools-formats(5), SUSPENDED GUESTS): one entry per guest vm-apply suspended and has not
 resumed, with its image and what it needs of a host.
@@ -55,13 +61,14 @@ def refuse_incapable(run) -> None:
     for i, a in enumerate(plan.actions):
         if not a.is_lifecycle or a.where not in capabilities:
             continue
-        if not set(LIFECYCLE_NEEDS[a.op]) <= capabilities[a.where]:
+        if not needs(a.op, transports[a.where]) <= capabilities[a.where]:
             able = [name for name in registry.names() if _can(name, a.op)]
             raise DataError(f"action {a.id} ({a.op} {a.vm}): the {transports[a.where]} "
                             f"transport of {a.where} cannot {a.op} guests"
                             + (f" ({', '.join(able)} can)" if able else ""),
                             f"plan.actions[{i}].op")
-    if any(a.is_lifecycle and a.op != "create" for a in plan.actions) and not any(
+    if any(a.is_lifecycle and a.op != "create" and not keeps(run, a.where)
+           for a in plan.actions) and not any(
             set(FILE_NEEDS) <= caps for caps in list(capabilities.values())
             + list(others.values())):
         raise DataError("no host of the cluster can look at the image directory (check an "
@@ -70,13 +77,37 @@ def refuse_incapable(run) -> None:
                         "reached by xm-ssh or xl-ssh can", "plan.actions")
 
 
+def needs(op: str, transport: str) -> set[str]:
+    """The capabilities ``op`` needs of a driver of ``transport`` (one that keeps images
+    itself looks at no file)."""
+    need = set(LIFECYCLE_NEEDS[op])
+    return need - set(FILE_NEEDS) if registry.keeps_images(transport) else need
+
+
+def keeps(run, host: str) -> bool:
+    """Whether ``host``'s transport keeps images itself (XAPI): no image directory then."""
+    ep = run.endpoints.get(host)
+    return ep is not None and registry.keeps_images(ep.transport)
+
+
 def _can(transport: str, op: str) -> bool:
     """Whether ``transport``'s driver has what ``op`` needs (False when its module cannot be
     loaded here: a client library not installed)."""
     try:
-        return set(LIFECYCLE_NEEDS[op]) <= registry.driver_class(transport).capabilities()
+        return needs(op, transport) <= registry.driver_class(transport).capabilities()
     except ImportError:
         return False
+
+
+def image_there(run, host: str, a: Action, path: str) -> bool:
+    """Whether what ``a`` reads or wrote (its image, or a create's configuration ``path``)
+    is there for ``host``: asked of ``host``'s driver when its platform keeps images, else
+    of a file system (a create's file on its own host, an image in the shared directory)."""
+    if keeps(run, host):
+        return run.drivers[host].has_image(a.op, a.vm, path)
+    if a.op == "create":
+        return run.drivers[host].file_exists(path)
+    return files_driver(run, host).file_exists(path)
 
 
 def files_driver(run, host: str):
@@ -150,14 +181,13 @@ def missing_images(run, finished: set[int]) -> list[str]:
         if a.op == "resume" and path in written:
             continue
         try:
-            there = (files_driver(run, a.dst) if a.op == "resume"
-                     else run.drivers[a.dst]).file_exists(path)
+            there = image_there(run, a.dst, a, path)
         except (Unavailable, OperationFailed) as exc:
             reasons.append(f"{a.dst} cannot tell whether {path} exists: {exc}")
             continue
         if not there:
             what = "the image" if a.op == "resume" else "the configuration file"
-            reasons.append(f"{what} {path} of {a.vm} does not exist on {a.dst}")
+            reasons.append(_absent(run, a, what, path, a.dst))
     return reasons
 
 
@@ -209,7 +239,8 @@ def run_lifecycle(run, a: Action) -> Outcome:
         return ended("done", error, where)
     why = f"{error + '; ' if error else ''}{note}"
     if a.op == "resume":
-        why += f"; the image is left at {a.image}"
+        why += (f"; {a.vm} stays suspended in the pool's storage ({transport} keeps its image)"
+                if keeps(run, host) else f"; the image is left at {a.image}")
     return ended("failed", why, where)
 
 
@@ -221,7 +252,8 @@ def after_done(run, a: Action) -> None:
         record_suspended(run, a)
     elif a.op == "resume":
         try:
-            files_driver(run, a.dst).remove_file(a.image)
+            if not keeps(run, a.dst):   # XAPI destroys the suspend VDI itself
+                files_driver(run, a.dst).remove_file(a.image)
         except (MigrationRefused, Unavailable, OperationFailed) as exc:
             run.problems.append(f"{a.vm} resumed on {a.dst}, but its image {a.image} was "
                                 f"not removed: {exc}")
@@ -239,17 +271,25 @@ def _refuse_start(run, a: Action) -> str | None:
             return f"not started: {a.vm} already runs on {host}"
         path = a.image if a.op == "resume" else a.config
         try:
-            there = (files_driver(run, host) if a.op == "resume" else
-                     run.drivers[host]).file_exists(path)
+            there = image_there(run, host, a, path)
         except (Unavailable, OperationFailed) as exc:
             return f"not started: cannot tell whether {path} exists on {host}: {exc}"
         if not there:
-            what = "image" if a.op == "resume" else "configuration file"
-            return f"not started: the {what} {path} does not exist on {host}"
+            what = "the image" if a.op == "resume" else "the configuration file"
+            return f"not started: {_absent(run, a, what, path, host)}"
         return None
     if a.vm not in seen:
         return f"not started: {a.vm} does not run on {host}"
     return None
+
+
+def _absent(run, a: Action, what: str, path: str, host: str) -> str:
+    if keeps(run, host):
+        state = "suspended (no saved image of it)" if a.op == "resume" else \
+            "defined and stopped"
+        return (f"{a.vm} is not {state} on {host} (the {run.endpoints[host].transport} "
+                "platform keeps images itself: none is looked for in the image directory)")
+    return f"{what} {path} of {a.vm} does not exist on {host}"
 
 
 def settle(run, a: Action, wait: float) -> tuple[bool, str | None, str]:
@@ -293,7 +333,7 @@ def _judge(run, a: Action, runs: bool) -> tuple[bool, str | None, str]:
 
 def _image_there(run, a: Action) -> bool:
     try:
-        return files_driver(run, a.where).file_exists(a.image)
+        return image_there(run, a.where, a, a.image)
     except (Unavailable, OperationFailed):
         return False
 

@@ -66,6 +66,9 @@ def read_documents(prog: str, settings: Any, snapshot: Snapshot | None):
     if settings.constraints is not None:
         docs.constraints = load_file(settings.constraints, "constraints", prog=prog)
         docs.constraints_name = input_name(settings.constraints)
+    if getattr(settings, "state", None) is not None:
+        from vmtools.maintenance import read_maintenance
+        docs.maintenance = read_maintenance(settings.state)
     if settings.hosts is not None:
         from vmtools.drivers.hostmap import read_hostmap
         docs.hosts = read_hostmap(settings.hosts)

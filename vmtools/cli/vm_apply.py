@@ -150,7 +150,9 @@ def apply(
         "--image-dir", metavar="DIR",
         help="The directory of suspend and checkpoint images, shared by every host at this "
              "same path (NFS or the cluster file system the guests' disks live on); a plan "
-             "whose image is not a file of it is refused (exit 65).")] = DEFAULT_IMAGE_DIR,
+             "whose image is not a file of it is refused (exit 65). On xapi and libvirt-ssh "
+             "hosts the platform keeps the images itself: the path only names them.")
+    ] = DEFAULT_IMAGE_DIR,
     journal: Annotated[Optional[Path], typer.Option(
         "--journal", metavar="FILE",
         help="Journal file (JSON lines, one per event; default STATE_DIR/journal/"

@@ -59,7 +59,16 @@ LIFECYCLE_NEEDS = {"suspend": ("suspend_guest",),
 # What looking at the shared image directory takes: any host whose driver has these (the
 # action's own host first) checks an image before a resume and removes it after; a create's
 # configuration file is on its own host, so that host's driver needs file_exists itself.
+# A transport that keeps images itself (registry's keeps_images: XAPI's suspend VDIs in the
+# pool's storage) needs neither: its driver answers has_image from the guest's state.
 FILE_NEEDS = ("file_exists", "remove_file")
+
+
+def checkpoint_name(image: str) -> str:
+    """The name of the snapshot a checkpoint to ``image`` makes on a platform that keeps
+    images itself (XAPI's snapshot VM, libvirt's domain snapshot): the image's file name
+    (``db1-20261207T053000Z.chk``)."""
+    return image.rstrip("/").rpartition("/")[2] or image
 
 
 def why(exc: BaseException) -> str:
@@ -186,3 +195,11 @@ class Driver:
     def remove_file(self, path: str) -> None:
         """Remove the file at ``path`` on this host (a resumed guest's image)."""
         raise self._not_supported("removing a file")
+
+    def has_image(self, op: str, vm: str, path: str) -> bool:
+        """Whether what lifecycle ``op`` on ``vm`` reads or wrote is there: the image
+        ``path`` of a suspend, checkpoint or resume, the configuration file ``path`` of a
+        create. A file on this host (:meth:`file_exists`), unless the transport keeps images
+        itself (:attr:`vmtools.drivers.registry.Transport.keeps_images`: XAPI answers from
+        the guest's own state)."""
+        return self.file_exists(path)

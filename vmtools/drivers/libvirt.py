@@ -18,14 +18,23 @@ so only the source needs to be reached, exactly as ``xl migrate`` does.
   so vm-apply never starts a second move of it and waits for it to settle;
 - ``virsh migrate --live --p2p DOM URI``: exit 0 is success; ``error: ...`` on stderr with a
   non-zero exit is a refusal (the guest stays, libvirt resumes it at the source); a timeout
-  or a dropped SSH connection is uncertain (vm-apply asks both hosts).
+  or a dropped SSH connection is uncertain (vm-apply asks both hosts);
+- the guest lifecycle, on domains libvirt defines (persistent): ``virsh managedsave DOM``
+  (suspend: libvirtd saves the memory in its own directory on that host, the domain stays
+  defined, shut off), ``virsh start DOM`` (resume from the managed save, which libvirt then
+  removes; or create: boot a defined, shut-off domain; the plan's configuration path is not
+  read, libvirt's XML definition is), ``virsh snapshot-create-as DOM NAME`` (checkpoint, NAME
+  the image's file name). libvirt keeps these images itself (the transport's
+  ``keeps_images``): a plan's image path only names them, ``has_image`` asks ``virsh
+  dominfo`` / ``snapshot-list``, and nothing is removed after a resume. A managed save lives
+  on the host that made it: a guest resumes where it was suspended.
 """
 
 from __future__ import annotations
 
 import re
 
-from vmtools.drivers.base import Driver, MigrationRefused, MigrationUncertain
+from vmtools.drivers.base import MigrationRefused, MigrationUncertain, checkpoint_name
 from vmtools.drivers.ssh import SshDriver
 from vmtools.errors import Unavailable
 from vmtools.xen import DOM0_NAMES, INCOMING_SUFFIX
@@ -42,14 +51,43 @@ class LibvirtDriver(SshDriver):
         self.transport = "libvirt-ssh"
         self._scheme: str | None = None
 
-    # xl's save/restore/create words do not carry over to virsh (its create takes libvirt's
-    # XML, not an xl configuration): the guest lifecycle is not offered on this transport.
-    suspend_guest = Driver.suspend_guest
-    checkpoint_guest = Driver.checkpoint_guest
-    resume_guest = Driver.resume_guest
-    create_guest = Driver.create_guest
-    file_exists = Driver.file_exists
-    remove_file = Driver.remove_file
+    # ---- the guest lifecycle: libvirt keeps the images (the registry's keeps_images)
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._toolstack(["virsh", "managedsave", vm], timeout, "managedsave")
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._toolstack(["virsh", "snapshot-create-as", vm, checkpoint_name(image)], timeout,
+                        "snapshot-create-as")
+
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._toolstack(["virsh", "start", vm], timeout, "start")
+
+    def create_guest(self, vm: str, config: str, timeout: float) -> None:
+        self._toolstack(["virsh", "start", vm], timeout, "start")
+
+    def has_image(self, op: str, vm: str, path: str) -> bool:
+        """From libvirtd on this host: a suspend's (or a resume's) image is the domain's
+        managed save (``virsh dominfo``: shut off, ``Managed save: yes``); a create needs the
+        domain defined and shut off without one; a checkpoint's is its snapshot named
+        :func:`~vmtools.drivers.base.checkpoint_name` (``virsh snapshot-list --name``)."""
+        argv = (["virsh", "snapshot-list", vm, "--name"] if op == "checkpoint"
+                else ["virsh", "dominfo", vm])
+        try:
+            rc, out, err = self.run(argv, self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.endpoint.name}: {' '.join(argv[:2])} did not answer "
+                              f"within {self.connect_timeout:g}s") from None
+        if rc != 0:
+            if "failed to get domain" in err:
+                return False                       # not defined on this host
+            last = (err.strip().splitlines() or [f"exit status {rc}"])[-1]
+            raise Unavailable(f"{self.endpoint.name}: {' '.join(argv[:2])} failed: {last}")
+        if op == "checkpoint":
+            return checkpoint_name(path) in {ln.strip() for ln in out.splitlines()}
+        info = {k.strip(): v.strip() for k, _, v in
+                (ln.partition(":") for ln in out.splitlines()) if v}
+        saved = info.get("Managed save") == "yes"
+        return info.get("State") == "shut off" and saved == (op != "create")
 
     def _ask(self, argv: list[str]) -> str:
         try:

@@ -25,6 +25,12 @@ class Transport:
     module: str           # vmtools.drivers.<module>; it defines ``DRIVER``, a Driver class
     ssh: bool = False     # the port is sshd's (xm/xl over SSH)
     summary: str = ""
+    # The platform keeps a suspended guest's image itself (XAPI: the suspend VDI in a storage
+    # repository, a checkpoint a snapshot VM; libvirt: the managed save and domain snapshots
+    # in libvirtd's directories): plan images are names, not files; vm-apply
+    # asks the driver (has_image), never an image directory through another host, and
+    # removes nothing after a resume.
+    keeps_images: bool = False
 
 
 _TRANSPORTS: dict[str, Transport] = {}
@@ -43,9 +49,9 @@ for _row in (
         Transport("xend-xmlrpc", 8006, "xend_xmlrpc", summary="xend's XML-RPC server"),
         Transport("xm-ssh", 22, "ssh", ssh=True, summary="xm over SSH (Xen 3.x, 4.0-4.4)"),
         Transport("xl-ssh", 22, "ssh", ssh=True, summary="xl over SSH (Xen 4.1 and later)"),
-        Transport("libvirt-ssh", 22, "libvirt", ssh=True,
+        Transport("libvirt-ssh", 22, "libvirt", ssh=True, keeps_images=True,
                   summary="virsh over SSH (plain Xen with libvirt's libxl driver, or KVM)"),
-        Transport("xapi", 443, "xapi",
+        Transport("xapi", 443, "xapi", keeps_images=True,
                   summary="a XCP-ng / XenServer pool through its master's XAPI (HTTPS)")):
     register(_row)
 
@@ -72,6 +78,13 @@ def transport(name: str) -> Transport:
                          f"{', '.join(_TRANSPORTS)})") from None
 
 
+def keeps_images(name: str) -> bool:
+    """Whether transport ``name`` keeps suspended guests' images itself (False for a name
+    not in the table)."""
+    row = _TRANSPORTS.get(name)
+    return bool(row and row.keeps_images)
+
+
 def default_port(name: str) -> int:
     return transport(name).default_port
 
@@ -83,4 +96,4 @@ def driver_class(name: str):
 
 
 __all__ = ["XAPI_TRANSPORT", "Transport", "register", "names", "is_transport", "transport", "default_port",
-           "driver_class"]
+           "driver_class", "keeps_images"]

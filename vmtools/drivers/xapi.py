@@ -30,7 +30,17 @@ asked once for the whole pool); :class:`XapiDriver` is one host of it as vm-appl
   runs there: ``HOST_IN_USE``), then ``host_metrics.live`` must turn false;
 - ``power_on_host``: ``host.power_on`` (the host's own ``power_on_mode``: Wake-on-LAN or IPMI,
   which XAPI drives), then ``host.enable`` once ``host_metrics.live`` is true again;
-- ``disable``: ``host.disable`` (the ``maintenance`` rule: XAPI places nothing new there).
+- ``disable``: ``host.disable`` (the ``maintenance`` rule: XAPI places nothing new there);
+  ``enable``: ``host.enable``, when vm-web ends a host's maintenance;
+- the guest lifecycle, each an ``Async`` call whose task is polled and cancelled on
+  ``timeout`` as a migration's: ``suspend_guest`` is ``VM.suspend`` (Running to Suspended,
+  the memory written to the VM's suspend VDI and freed), ``checkpoint_guest``
+  ``VM.checkpoint(vm, NAME)`` (a snapshot VM named after the image's file name, the guest
+  running on), ``resume_guest`` ``VM.resume_on(vm, host, false, false)``, ``create_guest``
+  ``VM.start_on(vm, host, false, false)`` of a Halted VM (XAPI defines guests itself: the
+  configuration path is not read). XAPI keeps the images in its storage repositories (the
+  transport's ``keeps_images``): ``has_image`` answers from the VM's ``power_state`` (or its
+  snapshot), and nothing is removed after a resume (XAPI destroys the suspend VDI itself).
 """
 
 from __future__ import annotations
@@ -51,7 +61,8 @@ from dataclasses import dataclass, field
 
 import XenAPI
 
-from vmtools.drivers.base import Driver, Endpoint, MigrationRefused, MigrationUncertain
+from vmtools.drivers.base import (Driver, Endpoint, MigrationRefused, MigrationUncertain,
+                                  checkpoint_name)
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
 from vmtools.model import is_reserved_name, is_safe_name
 from vmtools.xen import IN_FLIGHT_SUFFIXES
@@ -82,7 +93,7 @@ REFUSED_CODES = frozenset({
 # Words for the codes an operator meets most.
 CODE_WORDS = {
     "HOST_NOT_ENOUGH_FREE_MEMORY": "the destination has not enough free memory",
-    "VM_BAD_POWER_STATE": "the guest is not in a state that can migrate",
+    "VM_BAD_POWER_STATE": "the guest is not in the power state this call needs",
     "HOST_NOT_LIVE": "the host is not live",
     "HOST_OFFLINE": "the host cannot be contacted",
     "HOST_DISABLED": "the destination is disabled (maintenance)",
@@ -637,43 +648,46 @@ class XapiDriver(Driver):
             except (XapiError, Unavailable, DataError):
                 pass
 
-    def _wait(self, task: str, vm: str, timeout: float) -> None:
+    def _wait(self, task: str, vm: str, timeout: float, call: str = "VM.pool_migrate",
+              what: str = "migration") -> None:
         deadline = time.monotonic() + timeout
-        status = self._status(task)
+        status = self._status(task, what)
         while status == "pending":
             if time.monotonic() >= deadline:
-                self._cancel(task, vm, timeout)
+                self._cancel(task, vm, timeout, call, what)
                 return
             time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
-            status = self._status(task)
-        self._ended(task, status, vm)
+            status = self._status(task, what)
+        self._ended(task, status, vm, call, what)
 
-    def _status(self, task: str) -> str:
+    def _status(self, task: str, what: str = "migration") -> str:
         try:
             status = self.pool.call("task.get_status", task)
         except (XapiError, Unavailable, DataError) as exc:
-            raise MigrationUncertain(f"lost track of the migration task: {exc}") from None
+            raise MigrationUncertain(f"lost track of the {what} task: {exc}") from None
         if status not in ("pending", "success", "failure", "cancelling", "cancelled"):
-            raise MigrationUncertain(f"the migration task's status is {_short(status)!r}")
+            raise MigrationUncertain(f"the {what} task's status is {_short(status)!r}")
         return "pending" if status == "cancelling" else status
 
-    def _ended(self, task: str, status: str, vm: str) -> None:
+    def _ended(self, task: str, status: str, vm: str, call: str = "VM.pool_migrate",
+               what: str = "migration") -> None:
         if status == "success":
             return
         if status == "cancelled":
-            raise MigrationRefused(f"XAPI: the migration of {vm} was cancelled")
+            raise MigrationRefused(f"XAPI: the {what} of {vm} was cancelled")
         try:
             info = self.pool.call("task.get_error_info", task)
         except (XapiError, Unavailable, DataError):
             info = []
         info = [str(x) for x in info] if isinstance(info, list) else []
         code = info[0] if info else "UNKNOWN"
-        err = XapiError("VM.pool_migrate", code, info[1:])
+        err = XapiError(call, code, info[1:])
         if code in REFUSED_CODES:
             raise MigrationRefused(f"refused: {err}")
         raise MigrationRefused(f"failed: {err}")
 
-    def _cancel(self, task: str, vm: str, timeout: float) -> None:
+    def _cancel(self, task: str, vm: str, timeout: float, call: str = "VM.pool_migrate",
+                what: str = "migration") -> None:
         """--timeout passed: ask XAPI to cancel the task, and believe only its answer."""
         try:
             self.pool.call("task.cancel", task)
@@ -681,23 +695,89 @@ class XapiDriver(Driver):
             log.info("task.cancel: %s", exc)       # e.g. the task had just ended
         except (Unavailable, DataError) as exc:
             raise MigrationUncertain(f"no end within {timeout:g}s and the task could not be "
-                                     f"cancelled ({exc}); the migration may still run") from None
+                                     f"cancelled ({exc}); the {what} may still run") from None
         end = time.monotonic() + max(5.0, self.connect_timeout)
-        status = self._status(task)
+        status = self._status(task, what)
         while status == "pending" and time.monotonic() < end:
             time.sleep(self.poll)
-            status = self._status(task)
+            status = self._status(task, what)
         if status == "pending":
             raise MigrationUncertain(f"no end within {timeout:g}s; task.cancel asked, but "
-                                     "the task still runs (the migration may still end)")
+                                     f"the task still runs (the {what} may still end)")
         if status == "success":
             return
         if status in ("cancelled", "failure"):
             try:
-                self._ended(task, status, vm)
+                self._ended(task, status, vm, call, what)
             except MigrationRefused as exc:
                 raise MigrationRefused(f"no end within {timeout:g}s: cancelled ({exc})"
                                        ) from None
+
+    # ---- the guest lifecycle (XAPI keeps the images: a suspended VM's memory is its
+    # suspend VDI in a storage repository, a checkpoint is a snapshot VM; the plan's image
+    # path only names it)
+    def _lifecycle(self, call: str, what: str, vm: str, timeout: float, *args,
+                   resident: bool = False) -> None:
+        """``Async.<call>(vm, *args)``, its task polled and cancelled after ``timeout``."""
+        try:
+            ref = self.vm_ref(vm)
+            if resident:
+                rec = self.pool.call("VM.get_record", ref)
+                if isinstance(rec, dict) and rec.get("resident_on") != self.host_ref():
+                    raise MigrationRefused(f"XAPI: {vm} is not resident on "
+                                           f"{self.endpoint.name}")
+            args = tuple(self.host_ref() if a is _HERE else a for a in args)
+            task = self.pool.call(f"Async.{call}", ref, *args)
+        except XapiError as exc:
+            raise MigrationRefused(f"refused: {exc}") from None
+        except DataError as exc:
+            raise MigrationRefused(f"refused: {exc}") from None
+        except Unavailable as exc:
+            raise MigrationUncertain(f"{exc} (the {what} may have started)") from None
+        if not is_ref(task):
+            raise MigrationUncertain(f"XAPI Async.{call} returned no task reference")
+        try:
+            self._wait(task, vm, timeout, call, what)
+        finally:
+            try:
+                self.pool.call("task.destroy", task)
+            except (XapiError, Unavailable, DataError):
+                pass
+
+    def suspend_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle("VM.suspend", "suspend", vm, timeout, resident=True)
+
+    def checkpoint_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle("VM.checkpoint", "checkpoint", vm, timeout, checkpoint_name(image),
+                        resident=True)
+
+    def resume_guest(self, vm: str, image: str, timeout: float) -> None:
+        self._lifecycle("VM.resume_on", "resume", vm, timeout, _HERE, False, False)
+
+    def create_guest(self, vm: str, config: str, timeout: float) -> None:
+        self._lifecycle("VM.start_on", "start", vm, timeout, _HERE, False, False)
+
+    def has_image(self, op: str, vm: str, path: str) -> bool:
+        """From the guest's state: a resume's (or a suspend's) image is there when the VM is
+        Suspended, a create's configuration when it is Halted (XAPI defines guests itself),
+        a checkpoint's when the VM has a snapshot named :func:`checkpoint_name`."""
+        try:
+            ref = self.vm_ref(vm)
+            if op == "checkpoint":
+                found = self.pool.call("VM.get_by_name_label", checkpoint_name(path))
+                for snap in (r for r in (found if isinstance(found, list) else [])
+                             if is_ref(r)):
+                    rec = self.pool.call("VM.get_record", snap)
+                    if isinstance(rec, dict) and rec.get("is_a_snapshot") is True and \
+                            rec.get("snapshot_of") == ref:
+                        return True
+                return False
+            power = self.pool.call("VM.get_power_state", ref)
+        except MigrationRefused:
+            return False                       # no such guest: nothing of it is there
+        except (XapiError, DataError) as exc:
+            raise Unavailable(f"{self.endpoint.name}: {exc}") from None
+        return power == ("Halted" if op == "create" else "Suspended")
 
     # ---- power and maintenance (vmtools.power.execute calls these for xapi hosts)
     def _metrics(self, host: str) -> dict:
@@ -717,6 +797,14 @@ class XapiDriver(Driver):
         except XapiError as exc:
             raise OperationFailed(f"{self.endpoint.name}: {exc}") from None
         return "host.disable"
+
+    def enable(self) -> str:
+        """The end of a maintenance: ``host.enable`` (XAPI places guests there again)."""
+        try:
+            self.pool.call("host.enable", self.host_ref())
+        except XapiError as exc:
+            raise OperationFailed(f"{self.endpoint.name}: {exc}") from None
+        return "host.enable (XAPI places guests there again)"
 
     def shutdown_host(self, off_timeout: float, poll: float = 1.0) -> str:
         host = self.host_ref()
@@ -781,6 +869,9 @@ class XapiDriver(Driver):
 # One pool per master URL for a whole vm-apply run (every xapi host's driver shares it).
 _POOLS: dict[str, XapiPool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+_HERE = object()        # stands for this driver's host among a call's arguments
 
 
 def pool_for(settings: XapiSettings) -> XapiPool:

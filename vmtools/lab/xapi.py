@@ -15,6 +15,15 @@ vmtools drive it unchanged:
 - ``VM.assert_can_migrate`` (with ``host.migrate_receive``), ``VM.pool_migrate`` and
   ``Async.VM.pool_migrate``, whose task takes time proportional to memory (the lab's
   migration rate, :mod:`vmtools.lab.migrate`) and can be cancelled (``task.cancel``);
+- the guest lifecycle: ``VM.suspend`` (Running to Suspended in the lab's save time, the
+  memory freed when it ends), ``VM.checkpoint(vm, name)`` (a snapshot VM ``name``,
+  ``is_a_snapshot``, ``snapshot_of`` the VM, power_state Suspended; the VM runs on),
+  ``VM.resume_on(vm, host, start_paused, force)`` and ``VM.start_on`` (Suspended, resp.
+  Halted, to Running; the memory claimed when the call starts, ``HOST_NOT_ENOUGH_FREE_MEMORY
+  [needed, free]`` when the host lacks it), each refused with ``VM_BAD_POWER_STATE [vm,
+  expected, actual]`` on a VM in another state, and as ``Async`` tasks that ``task.cancel``
+  stops while a ``hang`` fault holds them; the ``task_error`` fault fails them. Stopped
+  guests are kept in the state's ``xapi.stopped``, checkpoints in ``xapi.checkpoints``;
 - ``host.disable``/``enable``, ``host.shutdown`` (refused with ``HOST_NOT_DISABLED`` or
   ``HOST_IN_USE`` while a guest runs there, as XAPI does), ``host.power_on`` (refused with
   ``HOST_POWER_ON_MODE_DISABLED`` when the host has no power-on mode); a host switched on
@@ -64,6 +73,7 @@ import xmlrpc.client
 from pathlib import Path
 
 from vmtools.lab.cluster import ClusterState, advance
+from vmtools.lab.lifecycle import create_seconds, save_seconds
 from vmtools.lab.migrate import MigrationError, migrate_domain
 from vmtools.lab.power import booted, power_of, switch_off, switch_on
 from vmtools.xen import INCOMING_SUFFIX
@@ -72,6 +82,8 @@ log = logging.getLogger("vmtools.lab.xapi")
 
 MIB = 1024 * 1024
 NULL = "OpaqueRef:NULL"
+# the calls whose Async task can be cancelled (task.cancel) while they run
+TASK_AWARE = ("VM.pool_migrate", "VM.suspend", "VM.checkpoint", "VM.resume_on", "VM.start_on")
 _NS = _uuid.UUID("6f1d0b52-8d1f-4d0c-9d43-3c1b8f9e0a11")
 
 
@@ -179,7 +191,10 @@ class Pool:
         names = [f"dom0:{h}" for h in st["hosts"]]
         for host in st["hosts"].values():
             names += [d for d in host["domains"] if not d.endswith(INCOMING_SUFFIX)]
-        return names + list(self.extras.get("halted", {}))
+        names += [n for n in self.extras.get("halted", {}) if n not in names]
+        xst = st.get("xapi", {})
+        names += [n for n in xst.get("stopped", {}) if n not in names]
+        return names + [n for n in xst.get("checkpoints", {}) if n not in names]
 
     # ---- records
     def host_record(self, st: dict, name: str) -> dict:
@@ -223,6 +238,7 @@ class Pool:
     def vm_record(self, st: dict, name: str) -> dict:
         groups = [ref_of("VM_group", g) for g, spec in self.extras.get("groups", {}).items()
                   if name in spec.get("vms", ())]
+        affinity = snapshot_of = NULL
         if name.startswith("dom0:"):
             host = name[5:]
             h = st["hosts"][host]
@@ -230,10 +246,22 @@ class Pool:
             power = "Running" if self.live(h) else "Halted"
             label, control, domid = f"Control domain on host: {host}", True, 0
             groups = []
-        elif name in self.extras.get("halted", {}):
-            spec = self.extras["halted"][name]
-            mem, vcpus, resident = spec.get("mem_mib", 1024), spec.get("vcpus", 1), None
+        elif name in st.get("xapi", {}).get("checkpoints", {}):
+            spec = st["xapi"]["checkpoints"][name]
+            mem, vcpus, resident = spec["mem_mib"], spec["vcpus"], None
+            # a checkpoint is a snapshot VM whose power_state is Suspended (its memory image
+            # is its suspend VDI)
+            power, label, control, domid = "Suspended", name, False, -1
+            snapshot_of = ref_of("VM", spec["of"])
+        elif name in st.get("xapi", {}).get("stopped", {}) or \
+                name in self.extras.get("halted", {}):
+            spec = st.get("xapi", {}).get("stopped", {}).get(name) or \
+                self.extras["halted"][name]
+            dom = spec.get("dom", spec)
+            mem, vcpus, resident = dom.get("mem_mib", 1024), dom.get("vcpus", 1), None
             power, label, control, domid = spec.get("power_state", "Halted"), name, False, -1
+            affinity = ref_of("host", spec["affinity"]) if spec.get("affinity") in st["hosts"] \
+                else NULL
         else:
             resident = next(h for h, spec in st["hosts"].items() if name in spec["domains"])
             dom = st["hosts"][resident]["domains"][name]
@@ -243,15 +271,19 @@ class Pool:
             "uuid": uuid_of("VM", name), "name_label": label, "name_description": "",
             "power_state": power,
             "resident_on": ref_of("host", resident) if resident and power == "Running" else NULL,
-            "affinity": NULL, "is_control_domain": control, "is_a_template": False,
-            "is_a_snapshot": False, "domid": str(domid),
+            "affinity": affinity, "is_control_domain": control, "is_a_template": False,
+            "is_a_snapshot": snapshot_of != NULL, "snapshot_of": snapshot_of,
+            "domid": str(domid),
             "memory_static_max": str(mem * MIB), "memory_static_min": str(mem * MIB // 2),
             "memory_dynamic_max": str(mem * MIB), "memory_dynamic_min": str(mem * MIB),
             "memory_target": str(mem * MIB),
             "VCPUs_max": str(vcpus), "VCPUs_at_startup": str(vcpus),
             "metrics": ref_of("VM_metrics", name), "groups": groups,
             "current_operations": dict(self.vm_ops.get(name, {})),
-            "allowed_operations": ["pool_migrate", "migrate_send"] if power == "Running" else [],
+            "allowed_operations": (["pool_migrate", "migrate_send", "suspend", "checkpoint"]
+                                   if power == "Running" else ["resume", "resume_on"]
+                                   if power == "Suspended" and snapshot_of == NULL else
+                                   ["start", "start_on"] if power == "Halted" else []),
             "other_config": {}, "tags": [],
         }
         return self._override(st, "VM", label, rec)
@@ -406,7 +438,7 @@ class Pool:
 
         def work() -> None:
             try:
-                value = handler(st, *args, task=task) if name == "VM.pool_migrate" \
+                value = handler(st, *args, task=task) if name in TASK_AWARE \
                     else handler(self.world(), *args)
                 if task["status"] in ("pending", "cancelling"):
                     # the result is the call's value as XML-RPC text; a void call's is ""
@@ -593,6 +625,138 @@ class Pool:
                 if not ops:
                     self.vm_ops.pop(name, None)
         return ""
+
+    # ---- the guest lifecycle: suspend, checkpoint, resume_on, start_on
+    def _power(self, st: dict, vm_ref, expected: str) -> tuple[str, dict]:
+        """The VM's name and record; VM_BAD_POWER_STATE unless it is ``expected`` (XAPI's
+        params: the VM, the state expected, the state it is in, lower case)."""
+        name = self.vm_by_ref(st, vm_ref)
+        rec = self.vm_record(st, name)
+        if rec["is_control_domain"] or rec["is_a_snapshot"]:
+            raise Failure("OPERATION_NOT_ALLOWED", "not allowed on a control domain or a "
+                          "snapshot")
+        if rec["power_state"] != expected:
+            raise Failure("VM_BAD_POWER_STATE", vm_ref, expected.lower(),
+                          rec["power_state"].lower())
+        if self.vm_ops.get(name):
+            raise Failure("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref,
+                          next(iter(self.vm_ops[name].values())))
+        return name, rec
+
+    def _busy(self, name: str, op: str, cancel: threading.Event, stubborn: bool):
+        """Mark ``name`` busy with ``op``; wait while a ``hang`` fault holds it (raising
+        TASK_CANCELLED when the task is cancelled); return the key to :meth:`_free`."""
+        key = "OpaqueRef:" + str(_uuid.uuid4())
+        with self.lock:
+            self.vm_ops.setdefault(name, {})[key] = op
+        try:
+            while name in self.faults(self.state.read()).get("hang", ()):
+                if self.stopping.is_set():
+                    raise Failure("INTERNAL_ERROR", "xapi is stopping")
+                if cancel.is_set() and not stubborn:
+                    raise Failure("TASK_CANCELLED", key)
+                time.sleep(0.05)
+        except Failure:
+            self._free(name, key)
+            raise
+        return key
+
+    def _free(self, name: str, key: str) -> None:
+        with self.lock:
+            ops = self.vm_ops.get(name, {})
+            ops.pop(key, None)
+            if not ops:
+                self.vm_ops.pop(name, None)
+
+    def _save(self, st, vm_ref, op: str, task) -> tuple[str, str, dict]:
+        """A running VM's memory written out (its suspend VDI) in ``save_seconds``: (name,
+        host, its domain record)."""
+        name, rec = self._power(st, vm_ref, "Running")
+        host = self.host_by_ref(st, rec["resident_on"])
+        cancel = task["cancel"] if task else threading.Event()
+        key = self._busy(name, op, cancel, name in self.faults(st).get("uncancellable", ()))
+        try:
+            if name in self.faults(st).get("task_error", {}):
+                raise Failure(*self.faults(st)["task_error"][name])
+            dom = dict(st["hosts"][host]["domains"][name])
+            time.sleep(save_seconds(st, int(dom["mem_mib"])))
+        finally:
+            self._free(name, key)
+        return name, host, dom
+
+    def m_VM_suspend(self, st, vm_ref, task=None):
+        name, host, dom = self._save(st, vm_ref, "suspend", task)
+        with self.state.transaction() as st2:       # memory freed when the image is written
+            dom = st2["hosts"][host]["domains"].pop(name, dom)
+            record = {k: v for k, v in dom.items() if k not in ("domid", "busy", "state")}
+            st2.setdefault("xapi", {}).setdefault("stopped", {})[name] = {
+                "power_state": "Suspended", "dom": record, "host": host}
+        return ""
+
+    def m_VM_checkpoint(self, st, vm_ref, new_name, task=None):
+        if not isinstance(new_name, str) or not new_name:
+            raise Failure("INVALID_VALUE", "new_name", str(new_name)[:40])
+        name, _host, dom = self._save(st, vm_ref, "checkpoint", task)
+        with self.state.transaction() as st2:
+            st2.setdefault("xapi", {}).setdefault("checkpoints", {})[new_name] = {
+                "of": name, "mem_mib": int(dom["mem_mib"]), "vcpus": int(dom.get("vcpus", 1))}
+        return ref_of("VM", new_name)
+
+    def _start(self, st, vm_ref, host_ref, expected: str, op: str, task) -> str:
+        name, rec = self._power(st, vm_ref, expected)
+        dst = self.host_by_ref(st, host_ref)
+        host = st["hosts"][dst]
+        if not self.live(host):
+            raise Failure("HOST_OFFLINE", host_ref)
+        if not host.get("enabled", True):
+            raise Failure("HOST_DISABLED", host_ref)
+        cancel = task["cancel"] if task else threading.Event()
+        key = self._busy(name, op, cancel, name in self.faults(st).get("uncancellable", ()))
+        incoming = name + INCOMING_SUFFIX
+        try:
+            with self.state.transaction() as st2:     # memory claimed when the start begins
+                needed = int(rec["memory_static_max"])
+                free = int(self.host_metrics_record(st2, dst)["memory_free"])
+                if needed > free:
+                    # nothing is written: the transaction ends in error
+                    raise Failure("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed), str(free))
+                spec = st2.get("xapi", {}).get("stopped", {}).get(name) or \
+                    self.extras.get("halted", {}).get(name, {})
+                dom = dict(spec.get("dom") or {"mem_mib": needed // MIB,
+                                               "vcpus": int(rec["VCPUs_max"]),
+                                               "load": 0.1, "cpu_time": 0.0})
+                dom.update(domid=st2["next_domid"], state="--p---", busy=op, net_bytes=0)
+                dom.setdefault("net_mbps", 0.0)
+                st2["next_domid"] += 1
+                st2["hosts"][dst]["domains"][incoming] = dom
+                seconds = (save_seconds if expected == "Suspended" else create_seconds)(
+                    st2, int(dom["mem_mib"]))
+            fails = self.faults(st).get("task_error", {}).get(name)
+            time.sleep(seconds / 2 if fails else seconds)
+            with self.state.transaction() as st2:
+                domains = st2["hosts"][dst]["domains"]
+                dom = domains.pop(incoming, None)
+                if dom is not None and not fails:
+                    dom.pop("busy", None)
+                    dom["state"] = "-b----"
+                    domains[name] = dom
+                    st2.setdefault("xapi", {}).setdefault("stopped", {}).pop(name, None)
+            if fails or dom is None:     # the domain is destroyed, the VM stays as it was
+                raise Failure(*fails) if fails else Failure(
+                    "INTERNAL_ERROR", f"the domain of {name} vanished")
+            if name in self.extras.get("halted", {}):
+                self.extras["halted"].pop(name)
+        finally:
+            self._free(name, key)
+        return ""
+
+    def m_VM_resume_on(self, st, vm_ref, host_ref, start_paused=False, force=False,
+                       task=None):
+        return self._start(st, vm_ref, host_ref, "Suspended", "resume_on", task)
+
+    def m_VM_start_on(self, st, vm_ref, host_ref, start_paused=False, force=False,
+                      task=None):
+        return self._start(st, vm_ref, host_ref, "Halted", "start_on", task)
 
     # ---- RRDs
     def sample(self) -> None:

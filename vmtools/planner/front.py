@@ -27,6 +27,7 @@ from vmtools.planner.plan import plan_with_memory
 from vmtools.planner.power import PowerOptions
 from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
 from vmtools.power_model import PowerModel
+from vmtools.maintenance import maintenance_rules
 from vmtools.planner.domains import note_domains
 from vmtools.rules.constraints import (Constraints, fence_domains, parse_constraints,
                                        parse_rules)
@@ -48,6 +49,17 @@ class Documents:
     guests_name: str = "guests"
     suspended: dict | None = None       # --resume, --context-switch: vm-apply's ledger
     suspended_path: str = ""
+    maintenance: dict[str, str] = field(default_factory=dict)   # --state DIR's hosts in it
+
+    def standing_rules(self) -> list:
+        """The rules that stand apart from the operator's document: the platform's (the
+        snapshot's, a XAPI pool's) and the hosts in maintenance (DIR/maintenance.json), these
+        only for the hosts the snapshot has and the platform does not already hold."""
+        items = list(self.snapshot.rules)
+        held = {h for r in items if isinstance(r, dict) and r.get("rule") == "maintenance"
+                for h in (r.get("hosts") or []) if isinstance(h, str)}
+        known = {h.name for h in self.snapshot.hosts} - held
+        return items + maintenance_rules(self.maintenance, known)
 
     @property
     def rules_name(self) -> str:
@@ -58,7 +70,7 @@ class Documents:
     def rule_items(self) -> list:
         """The platform's rules then the operator's, as objects (checked when parsed against
         the guests they may name)."""
-        items = list(self.snapshot.rules)
+        items = self.standing_rules()
         if self.constraints is not None:
             try:
                 items += [item for _, item in check_envelope(
@@ -119,7 +131,7 @@ def constraints_of(docs: Documents, strict: bool, skipped: list[dict]) -> Constr
     """The rules of a run: the platform's own (a XAPI pool's anti-affinity groups, its
     disabled hosts, carried in the snapshot) first, then the operator's: one set, checked
     together against the snapshot."""
-    platform = list(docs.snapshot.rules)
+    platform = docs.standing_rules()
     if docs.constraints is None and not platform:
         return Constraints([])
     try:
@@ -171,7 +183,8 @@ the command began (``--time-limit`` counts from there, reading included; None: n
                                 hotspot_window(settings),
                                 power=power_options(settings, docs.hosts, docs.power_model))
     plan.rules_skipped = skipped
-    note_domains(plan, settings.cross_domain)
+    note_domains(plan, settings.cross_domain, cons, settings.cpu_threshold,
+                 settings.mem_threshold)
     return Result(plan, state, skipped)
 
 
@@ -255,7 +268,16 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
     if op in ("suspend", "checkpoint"):
         return M.suspend_plan(snap, cons, first, image_dir, checkpoint=op == "checkpoint")
     if op == "resume":
-        ledger = docs.suspended or {}
+        ledger = dict(docs.suspended or {})
+        platform = next((e for e in snap.stopped if e["name"] == first
+                         and e["state"] == "suspended"), None)
+        if first not in ledger and platform is not None:
+            # suspended outside vmtools (the platform keeps it: a XAPI pool's Suspended VM);
+            # its CPU demand is not known: its vCPUs are planned for, as for a new guest
+            ledger[first] = {"name": first, "host": platform.get("host") or "",
+                             "image": M.image_path(image_dir, first),
+                             "mem_mib": platform["mem_mib"], "vcpus": platform["vcpus"],
+                             "cpu": float(platform["vcpus"]), "suspended": ""}
         if first not in ledger:
             running = next((v.host for v in snap.vms if v.name == first), None)
             if running is not None:
@@ -263,7 +285,8 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
                                 "resumed", "--resume")
             raise DataError(f"{first} is not in the suspended-guests ledger "
                             f"{docs.suspended_path} (vm-apply records the guests it suspends; "
-                            "pass --suspended FILE for another)", "--resume")
+                            "pass --suspended FILE for another) nor suspended in the "
+                            "snapshot", "--resume")
         entry = ledger[first]
         if docs.constraints is not None or snap.rules:
             # the rules again, with the guest to resume among those they may name

@@ -141,8 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
             range_text="expected a fraction in [0, 1]", help=(
                 "A host a snapshot problem names is frozen: nothing moves onto it, its guests "
                 "stay (one may leave only to end an overload its known guests alone cause). "
-                "With more than this fraction of the hosts frozen, or of the guests stale or "
-                "unknown, monitoring is broken: plan nothing, exit 75.")),
+                "With more than this fraction of the hosts frozen by problems of their own, or "
+                "of the guests stale or unknown, monitoring is broken: plan nothing, "
+                "exit 75.")),
     Setting("refuse_problems", False, kind=bool, help=(
         "Refuse (exit 65) any snapshot with problems, instead of planning around them "
         "(vmtools before 0.2).")),
@@ -158,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("explain", False, kind=bool, help="Add an explain object: why each guest moves."),
     Setting("state", None, kind=str, optional=True, document=True, metavar="DIR", help=(
         "Keep hotspot history, recent moves, each guest's CPU samples and the hosts switched "
-        "off here between runs (cron), in one vmtools.state document.")),
+        "off here between runs (cron), in one vmtools.state document; obey the hosts in "
+        "maintenance recorded here (DIR/maintenance.json, written by vm-web).")),
     Setting("demand", "max", kind=str, metavar="last|mean|pNN|max", parse=parse_demand, help=(
         "With --state, or a snapshot carrying samples (vm-snapshot --prometheus): plan on "
         "this statistic of each guest's CPU samples over --demand-window (never below the "
@@ -215,9 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
                                    "ends).")),
     Setting("resume", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST[:HOST]", parse=lambda t: _guest_host("resume", t, False), help=(
-                "Plan the resume of a guest vm-apply suspended (--suspended) on HOST, or on "
-                "the host with room the rules allow (the one it left first, then the "
-                "emptiest).")),
+                "Plan the resume of a guest vm-apply suspended (--suspended), or one the "
+                "snapshot reports suspended, on HOST, or on the host with room the rules "
+                "allow (the one it left first, then the emptiest).")),
     Setting("checkpoint", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST", help=("Plan a checkpoint of GUEST to IMAGE_DIR/GUEST-TIME.chk "
                                    "(it keeps running).")),

@@ -91,8 +91,16 @@ def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],
     problems = []
     here = {h.name for h in snap.hosts}
     gone = set()
+    # A host of a domain whose source did not answer (an unavailable-source problem naming
+    # that domain, or none of the domain's hosts in the snapshot while a source was lost) is
+    # out of this run, not vanished: nothing is planned for it, and it freezes nothing.
+    unanswered = [p for p in snap.problems if p.kind == "unavailable-source"]
+    lost = {p.domain for p in unanswered if p.domain is not None}
+    present = {h.domain for h in snap.hosts}
+    silent = {name for name, d in state.domains.items() if name not in here and unanswered
+              and (d in lost or d not in present)}
     for name, seen in sorted(state.hosts.items()):
-        if name in here or name in switched_off or now - seen > FORGET_AFTER:
+        if name in here or name in switched_off or name in silent or now - seen > FORGET_AFTER:
             continue
         gone.add(name)
         problems.append(Problem("vanished-host", f"host {name} was seen {now - seen:.0f} s "
@@ -103,7 +111,8 @@ def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],
     keep = {}
     for name, host in sorted(state.placement.items()):
         size = state.sizes.get(name)
-        if name in listed or name in named or (size is not None and now - size[1] > FORGET_AFTER):
+        if name in listed or name in named or host in silent or \
+                (size is not None and now - size[1] > FORGET_AFTER):
             continue
         if host in gone or host in frozen or (host not in here and host not in switched_off):
             mib = f", {size[0]} MiB when last seen" if size is not None else ""
@@ -113,7 +122,12 @@ def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],
             keep[name] = host
     for h in snap.hosts:
         state.hosts[h.name] = now
+        if h.domain:
+            state.domains[h.name] = h.domain
+        else:
+            state.domains.pop(h.name, None)
     state.hosts = {h: t for h, t in state.hosts.items() if now - t <= FORGET_AFTER}
+    state.domains = {h: d for h, d in state.domains.items() if h in state.hosts}
     for v in snap.vms:
         state.sizes[v.name] = [v.mem_mib, now]
     state.sizes = {v: x for v, x in state.sizes.items() if now - x[1] <= FORGET_AFTER}

@@ -35,6 +35,9 @@ class Reading:
     # anti-affinity VM groups as spread, its disabled hosts as maintenance); the snapshot
     # carries them in its ``rules`` and vm-plan obeys them.
     rules: list[dict] = field(default_factory=list)
+    # Guests the platform keeps but does not run (a XAPI pool's Suspended and Halted VMs),
+    # as :func:`vmtools.model.stopped_entry` dicts: the snapshot's ``stopped``, never placed.
+    stopped: list[dict] = field(default_factory=list)
 
 
 @runtime_checkable

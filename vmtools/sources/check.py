@@ -260,12 +260,20 @@ def merge_readings(readings: Iterable[Reading], transports: Collection[str]) -> 
             names = [*rule.get("vms", ()), *rule.get("hosts", ())]
             if all(n in vms or n in hosts for n in names):
                 rules.append(rule)
+    stopped: dict[str, dict] = {}
+    for reading in readings:
+        for entry in reading.stopped:
+            if entry["name"] not in vms and entry["name"] not in stopped:
+                stopped[entry["name"]] = dict(entry) if entry.get("host") in hosts else {
+                    k: v for k, v in entry.items() if k != "host"}
+    version = "1.2" if stopped else "1.1" if rules else None
     return Snapshot(hosts=sorted(hosts.values(), key=lambda h: h.name),
                     vms=sorted(vms.values(), key=lambda v: v.name),
                     problems=sort_problems(problems),
                     source=", ".join(r.source for r in readings),
                     samples=samples if any(r.samples for r in readings) else None,
-                    rules=rules, **({"version": "1.1"} if rules else {}))
+                    rules=rules, stopped=[stopped[n] for n in sorted(stopped)],
+                    **({"version": version} if version else {}))
 
 
 __all__ = ["check_reading", "merge_readings", "sort_problems", "show", "PROBLEM_KINDS",

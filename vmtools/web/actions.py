@@ -25,12 +25,16 @@ OPS = {
     "migrate": "Live-migrate a guest to another host",
     "suspend": "Suspend a guest to its image (its memory is freed)",
     "resume": "Resume a suspended guest",
-    "evacuate": "Evacuate a host: move every guest off it (a maintenance rule on it)",
+    "evacuate": "Evacuate a host once: move every guest off it (later plans may use it "
+                "again)",
+    "maintenance": "Put a host in maintenance: move every guest off it, and vm-plan "
+                   "(vm-rebalance) sends it nothing until the maintenance ends",
+    "end-maintenance": "End a host's maintenance: vm-plan may place guests on it again",
     "power-off": "Switch an empty host off",
     "power-on": "Switch a standby host on",
 }
 GUEST_OPS = ("migrate", "suspend")
-HOST_OPS = ("evacuate", "power-off", "power-on")
+HOST_OPS = ("evacuate", "maintenance", "end-maintenance", "power-off", "power-on")
 
 
 @dataclass
@@ -42,6 +46,8 @@ class PlanSettings:
     image_dir: str = "/var/lib/xen/save"
     ledger: Callable[[], dict] = dict         # name -> entry (vm-apply's ledger, read now)
     standby: Callable[[], dict] = dict        # name -> vm-plan's standby record (its state)
+    maintenance: Callable[[], dict] = dict    # host -> since: the hosts in maintenance
+    state_dir: str | None = None              # vm-plan's --state (where maintenance is kept)
     time_limit: float = 30.0
 
 
@@ -56,7 +62,19 @@ def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
     from vmtools.planner.scratch import solver_guard
     from vmtools.planner.settings import settings_from
     docs = Documents(snapshot=snap, constraints=settings.constraints,
-                     constraints_name="the rules (--constraints)")
+                     constraints_name="the rules (--constraints)",
+                     maintenance=settings.maintenance())
+    if op in ("maintenance", "end-maintenance"):
+        if not settings.state_dir:
+            raise OperationFailed("vm-web has no vm-plan state directory (see vm-web(1)): "
+                                  "nowhere to keep the hosts in maintenance")
+        if not any(h.name == target for h in snap.hosts):
+            raise DataError(f"no host {target} in the snapshot", target)
+        if op == "end-maintenance":
+            return _end_maintenance_plan(snap, docs, target)
+        if target in docs.maintenance:
+            raise OperationFailed(f"{target} is already in maintenance")
+        docs.maintenance = dict(docs.maintenance, **{target: ""})
     if op in ("power-off", "power-on"):
         return _power_plan(snap, constraints_of(docs, False, []), settings, op, target)
     if op == "migrate":
@@ -68,13 +86,42 @@ def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
         manual = {"resume": f"{target}:{dst}" if dst else target}
     elif op in ("suspend", "evacuate"):
         manual = {op: target}
+    elif op == "maintenance":
+        manual = {"evacuate": target}
     else:
         raise DataError(f"unknown action {op!r}", "op")
-    with solver_guard(every_child=False):
-        plan = plan_run(docs, settings_from(manual, image_dir=settings.image_dir,
-                                            time_limit=settings.time_limit)).plan
-    if not plan.actions:
-        raise OperationFailed(f"cannot {op} {target}: the planner found nothing to do")
+    if op == "maintenance" and not any(v.host == target for v in snap.vms):
+        plan = _empty_plan(snap, constraints_of(docs, False, []), f"put {target} in "
+                           "maintenance (it runs no guest: nothing moves)")
+    else:
+        with solver_guard(every_child=False):
+            plan = plan_run(docs, settings_from(manual, image_dir=settings.image_dir,
+                                                time_limit=settings.time_limit)).plan
+        if not plan.actions:
+            raise OperationFailed(f"cannot {op} {target}: the planner found nothing to do")
+    if op == "maintenance":
+        plan.summary["manual"] = f"put {target} in maintenance"
+        plan.summary["maintenance"] = {"host": target, "on": True}
+    return plan
+
+
+def _empty_plan(snap: Snapshot, cons: Constraints, what: str) -> Plan:
+    return Plan(origin=snap, placement={v.name: v.host for v in snap.vms}, actions=[],
+                objective="manual", constraints=cons.to_list(),
+                summary={"manual": what, "actions": 0, "migrations": 0, "migrated_mib": 0},
+                solver={"name": "manual", "status": "feasible", "method": what})
+
+
+def _end_maintenance_plan(snap: Snapshot, docs, host: str) -> Plan:
+    """Nothing moves: the host leaves DIR/maintenance.json when it runs (and, on a XAPI
+    pool, is enabled again). A host the platform holds disabled by itself is the platform's."""
+    from vmtools.planner.front import constraints_of
+    if host not in docs.maintenance:
+        raise OperationFailed(f"{host} is not in maintenance (vm-plan's state directory "
+                              "has no record of it)")
+    docs.maintenance = {h: s for h, s in docs.maintenance.items() if h != host}
+    plan = _empty_plan(snap, constraints_of(docs, False, []), f"end the maintenance of {host}")
+    plan.summary["maintenance"] = {"host": host, "on": False}
     return plan
 
 
@@ -228,3 +275,31 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
             state.power.waking[a.host] = {**rec, "since": now}
     write_state(state_dir, state)
     return [a.host for a in power]
+
+
+def record_maintenance(state_dir: str | None, plan: Plan, progress: Callable[[str], None],
+                       platform: Callable[[str, bool], str] | None = None) -> None:
+    """A maintenance plan's lasting part: before its evacuation runs, the host goes into
+    ``DIR/maintenance.json`` (so no vm-rebalance run meanwhile sends a guest back, and it
+    stays so whatever the evacuation's outcome: vm-plan carries it on); ending it takes the
+    host out. ``platform(host, on)`` (a XAPI pool: ``host.disable``, ``host.enable``) tells the
+    platform too; its failure is a warning line (the record stands)."""
+    what = plan.summary.get("maintenance")
+    if not isinstance(what, dict) or not state_dir:
+        return
+    import os
+    from vmtools.maintenance import MAINTENANCE_FILE, set_maintenance
+    host, on = what["host"], bool(what["on"])
+    os.makedirs(state_dir, exist_ok=True)
+    set_maintenance(state_dir, host, on)
+    where = os.path.join(state_dir, MAINTENANCE_FILE)
+    if on:
+        progress(f"{host}: in maintenance, recorded in {where} (vm-plan --state obeys it)")
+    else:
+        progress(f"{host}: maintenance ended, removed from {where}")
+    if platform is not None:
+        try:
+            progress(f"{host}: {platform(host, on)}")
+        except VmtoolsError as exc:
+            progress(f"warning: {host}: {'host.disable' if on else 'host.enable'} failed: "
+                     f"{exc}")

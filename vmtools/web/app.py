@@ -19,7 +19,8 @@ from aiohttp import web
 from vmtools.errors import VmtoolsError
 from vmtools.model import Plan, Snapshot
 from vmtools.web import pages
-from vmtools.web.actions import OPS, Jobs, PlanSettings, build_plan, record_power
+from vmtools.web.actions import (OPS, Jobs, PlanSettings, build_plan, record_maintenance,
+                                 record_power)
 from vmtools.web.auth import COOKIE, Gate, csrf_ok
 from vmtools.web.history import guest_samples, host_series, list_runs, run_documents
 
@@ -52,10 +53,15 @@ class Config:
     read_only: bool = False
     tls: bool = False
     targets: tuple[float, float] = (0.9, 0.95)
+    # a XAPI pool's host.disable (True: maintenance) and host.enable (False: its end)
+    maintain_host: Callable[[str, bool], str] | None = None
 
 
 def make_app(cfg: Config) -> web.Application:
     def execute(plan: Plan, progress) -> dict:
+        record_maintenance(cfg.plan_state_dir, plan, progress, cfg.maintain_host)
+        if not plan.actions:                # a maintenance of an empty host, or its end
+            return {"actions": [], "summary": {"actions": 0, "done": 0}}
         report = cfg.execute(plan, progress)
         try:        # what ran stands, recorded or not: a failure here is a line, not a failure
             for host in record_power(cfg.plan_state_dir, plan, report):
@@ -203,8 +209,24 @@ async def cluster(request: web.Request):
         moving.update(j.moving())
     from vmtools.xen import is_in_flight_name
     in_flight = sorted({p.vm for p in snap.problems if p.vm and is_in_flight_name(p.vm)})
+    try:
+        maintenance = await _thread(_maintenance, cfg, snap)
+    except VmtoolsError as exc:
+        return _html(pages.message_page("Cluster", f"cannot read the hosts in maintenance: "
+                                        f"{exc}", _csrf(request)), 503)
     return _html(pages.cluster_page(status, snap.vms, moving, in_flight, _csrf(request),
-                                    cfg.read_only, cfg.targets))
+                                    cfg.read_only, cfg.targets, maintenance))
+
+
+def _maintenance(cfg: Config, snap: Snapshot) -> dict[str, dict]:
+    """The hosts in maintenance: the platform's (a XAPI pool's disabled hosts) and those
+    vm-plan's state records (vm-web's)."""
+    out = {h: {"since": "", "ours": False} for r in snap.rules
+           if isinstance(r, dict) and r.get("rule") == "maintenance"
+           for h in (r.get("hosts") or []) if isinstance(h, str)}
+    for h, since in cfg.plan.maintenance().items():
+        out[h] = {"since": since, "ours": True}
+    return out
 
 
 def _plain_status(cfg: Config):

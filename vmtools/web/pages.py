@@ -102,7 +102,11 @@ def _meter(label: str, use: float | None, target: float, what: str) -> Markup:
 
 
 def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: list[str],
-                 csrf: str, read_only: bool, targets: tuple[float, float]) -> str:
+                 csrf: str, read_only: bool, targets: tuple[float, float],
+                 maintenance: dict[str, dict] | None = None) -> str:
+    """``maintenance``: host -> {"since": text, "ours": whether vm-plan's state records it
+    (a host the platform holds disabled by itself, a XAPI pool's, is not ended here)}."""
+    maintenance = maintenance or {}
     cpu_t, mem_t = targets
     by_host: dict[str, list] = {}
     for v in sorted(vms, key=lambda v: v.name):
@@ -123,6 +127,10 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
             flags.append(h('<span class="tag hot">HOT ({})</span>', ", ".join(host["hotspot"])))
         if host["frozen"]:
             flags.append(Markup('<span class="tag frozen">FROZEN</span>'))
+        if host["name"] in maintenance:
+            since = maintenance[host["name"]].get("since")
+            flags.append(h('<span class="tag maint">MAINTENANCE{}</span>',
+                           f" since {since}" if since else ""))
         guests = []
         for v in by_host.get(host["name"], []):
             acts = Markup("")
@@ -138,7 +146,13 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
                             if move else Markup(""), acts))
         host_acts = Markup("")
         if not read_only:
-            ops = ("evacuate", "power-off") if host["state"] == "online" else ("power-on",)
+            if host["state"] != "online":
+                ops: tuple[str, ...] = ("power-on",)
+            elif host["name"] in maintenance:
+                ops = ("end-maintenance", "power-off") if \
+                    maintenance[host["name"]].get("ours") else ("power-off",)
+            else:
+                ops = ("evacuate", "maintenance", "power-off")
             host_acts = h('<p class="hostacts">{} <a href="{}">history</a></p>',
                           join(h('<a class="act" href="{}">{}</a>',
                                  url("/action", op=op, target=host["name"]), op)
@@ -161,7 +175,8 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
     parts.append(Markup("</div>"))
     if status.get("suspended"):
         rows = join(h('<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-                      e["name"], e["host"], e["mem_mib"], e["suspended"],
+                      e["name"], e.get("host") or "-", e["mem_mib"],
+                      e.get("suspended") or "-",
                       Markup("") if read_only else
                       h('<a class="act" href="{}">resume</a>',
                         url("/action", op="resume", target=e["name"])))
@@ -240,10 +255,18 @@ def effect_table(plan) -> Markup:
 
 def confirm_page(job, csrf: str) -> str:
     plan = job.plan
+    lasting = plan.summary.get("maintenance")
+    note = Markup("")
+    if isinstance(lasting, dict):
+        note = h('<p class="lasting">{}</p>', (
+            f"{lasting['host']} stays in maintenance after this plan: it is recorded in "
+            "vm-plan's state directory, and vm-plan (vm-rebalance) moves no guest onto it "
+            "until its maintenance is ended here.") if lasting["on"] else (
+            f"{lasting['host']} leaves maintenance: vm-plan may place guests on it again."))
     body = h('<p>This plan has {} action{}, checked against the rules. Nothing has run yet.'
-             '</p>{}{}<form method="post" action="/run">{}<input type="hidden" name="job" '
+             '</p>{}{}{}<form method="post" action="/run">{}<input type="hidden" name="job" '
              'value="{}"><button class="go">Run it</button> <a href="/">Cancel</a></form>',
-             len(plan.actions), "" if len(plan.actions) == 1 else "s",
+             len(plan.actions), "" if len(plan.actions) == 1 else "s", note,
              actions_table(plan.actions), effect_table(plan), csrf_field(csrf), job.id)
     return page(f"Confirm: {job.what}", body, csrf=csrf)
 

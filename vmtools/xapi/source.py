@@ -30,7 +30,9 @@ What it becomes:
   effort; a group larger than that is reported on stderr and left to XAPI);
 - the rules travel in the snapshot's ``rules`` (vmtools-formats(5)); vm-plan obeys them;
 - Running and Paused guests are placed; Halted and Suspended ones hold no host's memory or
-  CPU and are not placed (counted on stderr); a guest whose ``name_label`` is not a safe name
+  CPU and are not placed: they are the snapshot's ``stopped`` list (vmtools-formats(5)), with
+  their vCPUs, ``memory_static_max`` (what starting them claims) and, when the VM has an
+  ``affinity`` host of the pool, that host; a guest whose ``name_label`` is not a safe name
   (XAPI's labels are free text: "Web server (1)") goes by its ``uuid``, as the driver names it
   too (:func:`vmtools.drivers.xapi.guest_name`);
 - a figure of the wrong type, out of range (negative, beyond any host), a reference to no
@@ -51,7 +53,7 @@ from datetime import datetime, timezone
 from vmtools.drivers.xapi import XapiError, XapiPool, guest_name, is_ref
 from vmtools.errors import DataError, Unavailable
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
-                           is_reserved_name, is_safe_name)
+                           is_reserved_name, is_safe_name, stopped_entry)
 from vmtools.sources.base import Reading
 from vmtools.xapi.rrd import parse_rrd_export
 
@@ -62,6 +64,23 @@ DEFAULT_WINDOW = 60.0
 RRD_INTERVAL = 5
 TRANSPORT = "xapi"
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _stopped_guest(r, rec: dict, power: str, host_name: dict[str, str]) -> dict | None:
+    """A Halted or Suspended VM as an entry of the snapshot's ``stopped`` list, or None
+    (a problem says why) when its name or figures cannot be read."""
+    name = guest_name(rec)
+    label = rec.get("name_label")
+    if name is None:
+        r.problem("unsafe-name", f"a {power.lower()} guest named {_shown(label)} without a "
+                  "uuid: not a safe name; left out")
+        return None
+    mem = r.integer(rec, "memory_static_max", f"guest {name}", 1, HOST_MAX_MIB * MIB, vm=name)
+    vcpus = r.integer(rec, "VCPUs_max", f"guest {name}", 1, HOST_MAX_CPU, vm=name)
+    if mem is None or vcpus is None:
+        return None
+    return stopped_entry(name, power.lower(), vcpus, -(-mem // MIB),
+                         host_name.get(rec.get("affinity")))
 
 
 def _shown(value) -> str:
@@ -254,6 +273,7 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
     vms: dict[str, VM] = {}
     samples: dict[str, list[tuple[float, float]]] = {}
     not_running: list[str] = []
+    stopped: list[dict] = []
     renamed: list[str] = []
     vm_name: dict[str, str] = {}
     for ref, rec in sorted(vms_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
@@ -264,6 +284,9 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         power = rec.get("power_state")
         if power in ("Halted", "Suspended"):
             not_running.append(f"{_shown(label)} ({power})")
+            entry = _stopped_guest(r, rec, power, host_name)
+            if entry is not None:
+                stopped.append(entry)
             continue
         if power not in ("Running", "Paused"):
             r.problem("bad-value", f"guest {_shown(label)}: power_state {_shown(power)} is "
@@ -353,7 +376,7 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         rules.append({"rule": "maintenance", "hosts": sorted(maintenance)})
     return Reading(source=f"xapi {base}", hosts=sorted(hosts.values(), key=lambda h: h.name),
                    vms=sorted(vms.values(), key=lambda v: v.name), problems=r.problems,
-                   migration_domain=domain, rules=rules, samples=samples)
+                   migration_domain=domain, rules=rules, samples=samples, stopped=stopped)
 
 
 def _iso(value) -> str | None:
