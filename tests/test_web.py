@@ -935,6 +935,7 @@ def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
         r = CliRunner().invoke(web_app, [*args, "--token-file", str(tmp_path / "t")])
         assert r.exit_code == 2 and says in r.output, (args, r.output)
         assert r.output.count("\n") == 1 and "Traceback" not in r.output
+        assert not (tmp_path / "t").exists(), "a token file made for a refused command line"
 
 
 def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monkeypatch):
@@ -951,6 +952,7 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
                            capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2 and says in r.stderr, (key, r.stderr)
         assert r.stdout == "" and r.stderr.count("\n") == 1
+        assert not (tmp_path / "t").exists()
     import typer.main
     from vmtools.cli._settings import load_config, settable
     from vmtools.cli.vm_web import app
