@@ -410,6 +410,27 @@ def test_a_stale_guest_list_of_a_switched_off_host_is_not_a_problem(tmp_path):
         p1.placement[moved_away]
 
 
+def test_what_ganglia_last_said_of_a_host_while_it_shut_down_freezes_nothing(tmp_path):
+    """A host vmtools switched off keeps its last figures in Ganglia for a minute or more,
+    and its last vm-gmetric cycle, with the toolstack going down, may have found its guest
+    list unreadable (incomplete-host). That word predates the power-off: the host is
+    standby, and in a three-host cluster it must not count as a frozen third (exit 75 for
+    every cron run until Ganglia forgets it)."""
+    from vmtools.model import Problem
+    d = str(tmp_path)
+    s = four_hosts()
+    p1 = plan_with_state(s, Constraints([]), opts(), d, power=power(standby_after=0, reserve=0))
+    off = power_ops(p1)["power-off"]
+    s2 = later(s, 1, p1.placement)
+    s2 = replace(s2, problems=[Problem("incomplete-host", "the guest list could not be read",
+                                       host=h) for h in off])
+    p2 = plan_with_state(s2, Constraints([]), opts(), d, power=power(standby_after=0,
+                                                                     reserve=0))
+    assert not p2.origin.problems
+    assert all(p2.origin.host(h).state == "standby" for h in off)
+    assert not p2.summary.get("frozen")
+
+
 def test_auto_switches_power_on_when_the_host_map_gives_a_power_method(tmp_path):
     doc = json.dumps(four_hosts().to_dict())
     hosts = tmp_path / "hosts.csv"

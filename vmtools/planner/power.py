@@ -121,7 +121,9 @@ def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now
             new_hosts.append(_standby_host(name, {**_capacity(h), **rec}, h.reported)
                              if h.state != "online" else
                              replace(h, state="standby"))
-            problems = [p for p in problems if p.host != name or p.kind != "offline-host"]
+            # and so is what Ganglia said of it then (offline, a guest list its last cycle
+            # could not read while it shut down): nothing of it is planned on but its room
+            problems = [p for p in problems if p.host != name or p.vm]
             continue
         if name in state.standby:
             notes[f"host {name}"] = f"{name} reports again although vmtools switched it off"
