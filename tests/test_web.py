@@ -935,6 +935,7 @@ def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
         r = CliRunner().invoke(web_app, [*args, "--token-file", str(tmp_path / "t")])
         assert r.exit_code == 2 and says in r.output, (args, r.output)
         assert r.output.count("\n") == 1 and "Traceback" not in r.output
+        assert not (tmp_path / "t").exists(), "a token file made for a refused command line"
 
 
 def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monkeypatch):
@@ -951,6 +952,7 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
                            capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2 and says in r.stderr, (key, r.stderr)
         assert r.stdout == "" and r.stderr.count("\n") == 1
+        assert not (tmp_path / "t").exists()
     import typer.main
     from vmtools.cli._settings import load_config, settable
     from vmtools.cli.vm_web import app
@@ -958,3 +960,26 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
     monkeypatch.setenv("VMTOOLS_CONFIG", str(example))
     got = load_config("vm-web", list(settable(typer.main.get_command(app))))
     assert got["migration-timeout"] == 600 and got["parallel"] == 2     # [common] too
+
+
+def test_vm_status_shows_the_hosts_in_maintenance(example_snapshot, tmp_path):
+    """What the page put in maintenance, vm-status says too (table and JSON)."""
+    import json
+    from vmtools.maintenance import set_maintenance
+    from vmtools.model import dumps
+    snap = tmp_path / "snap.json"
+    snap.write_text(dumps(example_snapshot.to_dict()))
+    state = tmp_path / "plan-state"
+    state.mkdir()
+    set_maintenance(str(state), "node-3", True, now=1796621840.0)
+    run = subprocess.run([script("vm-status"), "--state", str(state), "--runs", "", "-f",
+                          "json", str(snap)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    hosts = {h["name"]: h for h in json.loads(run.stdout)["hosts"]}
+    assert hosts["node-3"]["maintenance"] == {"since": "2026-12-07T05:37:20Z",
+                                              "by": "vmtools"}
+    assert hosts["node-2"]["maintenance"] is None
+    run = subprocess.run([script("vm-status"), "--state", str(state), "--runs", "",
+                          str(snap)], capture_output=True, text=True)
+    line = next(ln for ln in run.stdout.splitlines() if ln.lstrip().startswith("node-3"))
+    assert "online, maintenance" in line, run.stdout

@@ -308,7 +308,8 @@ def status_table(doc: dict) -> str:
             if value is None:
                 return "-"
             return f"{100 * value:.0f}%" + ("!" if dim in h["hotspot"] else "")
-        rows.append([h["name"], h["state"] + (", frozen" if h.get("frozen") else ""),
+        rows.append([h["name"], h["state"] + (", frozen" if h.get("frozen") else "") +
+                     (", maintenance" if h.get("maintenance") else ""),
                      use(h["cpu_use"], "cpu"), use(h["mem_use"], "mem"),
                      h["guests"], "-" if h.get("cpus") is None else f"{h['cpus']:g}",
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),

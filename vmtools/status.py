@@ -35,6 +35,21 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     return out
 
 
+def mark_maintenance(hosts: list[dict], snap: Snapshot, state_dir: str | None) -> None:
+    """Each host's ``maintenance``: null, or ``{"since", "by"}``: ``vmtools`` when vm-plan's
+    state directory records it (DIR/maintenance.json, written by vm-web; since when),
+    ``platform`` when the snapshot's own rules hold it (a XAPI pool's disabled host). A
+    damaged document is a DataError naming the file, as for vm-plan."""
+    from vmtools.maintenance import read_maintenance
+    ours = read_maintenance(state_dir) if state_dir and os.path.isdir(state_dir) else {}
+    platform = {h for r in snap.rules if isinstance(r, dict) and r.get("rule") == "maintenance"
+                for h in (r.get("hosts") or []) if isinstance(h, str)}
+    for h in hosts:
+        name = h["name"]
+        h["maintenance"] = {"since": ours[name] or None, "by": "vmtools"} if name in ours \
+            else {"since": None, "by": "platform"} if name in platform else None
+
+
 def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
     """Hosts vm-plan saw within a day and the snapshot lacks, which vmtools did not switch
     off (vm-plan's ``vanished-host``: frozen): name -> seconds since last seen."""
@@ -131,6 +146,7 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                       "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
                       "hotspot": [], "knowledge": "unknown",
                       "frozen": {"kinds": ["vanished-host"], "why": why}})
+    mark_maintenance(hosts, snap, state_dir)
     domains = domain_summary(hosts, snap)
     if domains:
         hosts.sort(key=lambda h: (h["domain"], h["name"]))

@@ -24,7 +24,6 @@ from vmtools.cli import _sources as S
 from vmtools.cli._sources import source_settings
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
-from vmtools.render import snapshot_table
 from vmtools.snapshot import snapshot_json, snapshot_json_chunks, sources_from, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
@@ -90,6 +89,7 @@ def snapshot(
             from vmtools.prometheus.textfile import snapshot_families
             figures(*snapshot_families(snap))
         if fmt == OutputFormat.table:
+            from vmtools.render import snapshot_table     # tabulate: only for the table
             emit(snapshot_table(snap), output)
         elif output is None or str(output) == "-":
             # Encoded whole before the first byte goes out (a value the encoder refuses must

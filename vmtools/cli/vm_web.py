@@ -177,7 +177,6 @@ def web(
         if not 0 <= port <= 65535:
             raise UsageError(f"--port {port}: expected 0-65535")
         state = state_dir or default_state_dir()
-        token = read_or_create_token(token_file or f"{state}/web-token")
         if deadline is not None and not deadline > 0:
             raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
         if input_ and "-" in input_:
@@ -255,6 +254,8 @@ def web(
             raise UsageError(f"--shutdown-command {shutdown_command!r}: expected poweroff or "
                              "shutdown")
         options.validate()
+        # last: nothing is created on disk for a command line that is refused
+        token = read_or_create_token(token_file or f"{state}/web-token")
 
         def execute(plan, progress) -> dict:
             return apply_plan(plan, options, progress).to_dict()
