@@ -278,7 +278,7 @@ STILL_LONG = {
     "gmetric/build.py:build_metrics", "replay/rrd.py:read_rrd",
     "ganglia/xml.py:recover_ganglia",
     "prometheus/source.py:PrometheusSource._build", "planner/policy.py:_relieve",
-    "prometheus/textfile.py:rebalance_families", "planner/schedule.py:_order_moves",
+    "prometheus/textfile.py:rebalance_families",
     "ganglia/interpret.py:SnapshotBuilder.add_host", "planner/search.py:consolidate_grouped",
     "planner/search.py:consolidate",
 }
