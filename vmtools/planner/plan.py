@@ -62,82 +62,17 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
                         "snapshot.problems", settings=("refuse_problems",))
     broken_monitoring(snap, know, opts.max_frozen)
     bad_hosts = set(know.frozen)
-    bad_vms = {v.name for v in snap.vms if v.name in know.unknown_vms}
-    offline = {h.name for h in snap.hosts if h.state != "online"}
-    fixed = set(bad_vms) | {v.name for v in snap.vms if v.host in offline}
-    fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
-    for v in opts.facts.fixed_vms:            # cooldown, unless a hard rule makes it move
-        vm = next((x for x in snap.vms if x.name == v), None)
-        if vm is not None and cons.allowed(v, vm.host):
-            fixed.add(v)
+    fixed = _fixed_guests(snap, cons, opts, know)
     check_solver(opts.solver)
-    cpu_limit, mem_limit = objective.cpu_limit(opts), objective.mem_limit(opts)
-    if opts.mem_target is None and objective.mem_target is not None:
-        opts = replace(opts, mem_target=objective.mem_target)
-    plan_snap = snap
-    if opts.facts.cpu_estimate is not None and opts.cpu_demand == "usage":
-        estimate = opts.facts.cpu_estimate
-        plan_snap = replace(snap, vms=[replace(v, cpu=estimate.get(v.name, v.cpu))
-                                       for v in snap.vms])
-    # auto and balance relieve a frozen host its known guests alone make a hotspot, as any
-    # other (the relief goes to hosts whose figures are known); the others only end overloads.
-    frozen_hot = {"cpu": opts.cpu_threshold, "mem": opts.mem_threshold} \
-        if objective.relieves_frozen else None
-    inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
-                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit,
-                          frozen_hot=frozen_hot)
-    unsatisfiable_gather(inst)
+    inst, opts = _instance(snap, cons, opts, objective, fixed, bad_hosts)
     out, auto = objective.search(inst, opts, deadline, snap)
-    if out.status == "heuristic" and opts.require_optimal:
-        raise TemporaryFailure("the solver found nothing within --time-limit and "
-                               "--require-optimal refuses the heuristic plan (give it more time)")
-    if out.status == "feasible" and opts.require_optimal:
-        raise TemporaryFailure(f"the solver did not prove its plan optimal within --time-limit "
-                               f"(gap {out.gap if out.gap is not None else 'unknown'}); "
-                               "--require-optimal refuses it (give it more time)")
-    target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-    reasons = _reasons(inst, out.placement, opts) if auto is None else auto.reasons()
-    for v in out.repaired:
-        reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
-                                "breaks a rule")
-    for v, why in inst.leaving.items():
-        if out.placement[v] != inst.cur[v]:
-            h = inst.hosts[inst.cur[v]]
-            kind = "relieve" if "hotspot" in why else "overload"
-            reasons[inst.vms[v]] = (f"{kind}: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
-                                    f" and {why}")
+    _require_optimal(out, opts)
+    reasons = _move_reasons(inst, out.placement, out.repaired, opts, auto, know)
     t0 = time.monotonic()
-    priority = auto.priorities() if auto is not None else {}
-    actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
-    while auto is not None and auto.budget.max_seconds is not None and \
-            estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
-            and auto.trim():
-        out.placement = auto.placement()
-        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
-        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts,
-                                      auto.priorities())
+    target, actions, pivots = _ordered_moves(snap, cons, inst, out, auto, reasons, bad_hosts,
+                                             opts)
     order_seconds = time.monotonic() - t0
-    active_before = len({v.host for v in snap.vms})
-    summary = {
-        "hosts_before": active_before,
-        "hosts_after": len(set(target.values())),
-        "hosts_lower_bound": out.lower_bound if out.lower_bound is not None
-        else H.lower_bound(inst),
-        "migrations": len(actions),
-        "migrated_mib": sum(a.mem_mib for a in actions),
-        "pivots": pivots,
-        "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
-        "estimate_assumes": {"bandwidth_mbit_s": opts.bandwidth, "parallel": opts.parallel},
-        "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
-        "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
-        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
-        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
-    }
-    if auto is not None:
-        summary.update(auto.summary())
-    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
-    if opts.facts.cpu_estimate is not None:
-        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
+    summary = _summary(snap, inst, out, auto, know, target, actions, pivots, opts)
     solver = {"name": out.solver, "status": out.status,
               "seconds": round(time.monotonic() - started, 2),
               "build_seconds": round(out.build_seconds, 2),
@@ -163,6 +98,116 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
+
+
+def _fixed_guests(snap: Snapshot, cons: Constraints, opts: Options, know: Knowledge
+                  ) -> set[str]:
+    """The guests the plan may not move: unknown ones, those on offline hosts, Domain-0s,
+    and those cooling down (unless a hard rule makes them move)."""
+    offline = {h.name for h in snap.hosts if h.state != "online"}
+    fixed = {v.name for v in snap.vms if v.name in know.unknown_vms}
+    fixed |= {v.name for v in snap.vms if v.host in offline}
+    fixed |= {v.name for v in snap.vms if v.name in DOM0_NAMES}
+    for v in opts.facts.fixed_vms:            # cooldown, unless a hard rule makes it move
+        vm = next((x for x in snap.vms if x.name == v), None)
+        if vm is not None and cons.allowed(v, vm.host):
+            fixed.add(v)
+    return fixed
+
+
+def _instance(snap: Snapshot, cons: Constraints, opts: Options, objective: "Objective",
+              fixed: set[str], bad_hosts: set[str]) -> tuple[Instance, Options]:
+    """The objective's instance (its limits, the planning demand) and the options with the
+    memory target the objective implies."""
+    cpu_limit, mem_limit = objective.cpu_limit(opts), objective.mem_limit(opts)
+    if opts.mem_target is None and objective.mem_target is not None:
+        opts = replace(opts, mem_target=objective.mem_target)
+    plan_snap = snap
+    if opts.facts.cpu_estimate is not None and opts.cpu_demand == "usage":
+        estimate = opts.facts.cpu_estimate
+        plan_snap = replace(snap, vms=[replace(v, cpu=estimate.get(v.name, v.cpu))
+                                       for v in snap.vms])
+    # auto and balance relieve a frozen host its known guests alone make a hotspot, as any
+    # other (the relief goes to hosts whose figures are known); the others only end overloads.
+    frozen_hot = {"cpu": opts.cpu_threshold, "mem": opts.mem_threshold} \
+        if objective.relieves_frozen else None
+    inst = build_instance(plan_snap, cons, cpu_limit=cpu_limit, cpu_demand=opts.cpu_demand,
+                          fixed_vms=fixed, frozen_hosts=bad_hosts, mem_limit=mem_limit,
+                          frozen_hot=frozen_hot)
+    unsatisfiable_gather(inst)
+    return inst, opts
+
+
+def _require_optimal(out: Outcome, opts: Options) -> None:
+    """``--require-optimal``: refuse (exit 75) a heuristic or unproven outcome."""
+    if out.status == "heuristic" and opts.require_optimal:
+        raise TemporaryFailure("the solver found nothing within --time-limit and "
+                               "--require-optimal refuses the heuristic plan (give it more time)")
+    if out.status == "feasible" and opts.require_optimal:
+        raise TemporaryFailure(f"the solver did not prove its plan optimal within --time-limit "
+                               f"(gap {out.gap if out.gap is not None else 'unknown'}); "
+                               "--require-optimal refuses it (give it more time)")
+
+
+def _move_reasons(inst: Instance, placement: list[int], repaired, opts: Options, auto,
+                  know: Knowledge) -> dict[str, str]:
+    """Why each guest moves: the objective's (or auto's) reason, then repairs and the guests
+    leaving a frozen host."""
+    reasons = _reasons(inst, placement, opts) if auto is None else auto.reasons()
+    for v in repaired:
+        reasons[inst.vms[v]] = (f"repair: {inst.hosts[inst.cur[v]]} is over its limits or "
+                                "breaks a rule")
+    for v, why in inst.leaving.items():
+        if placement[v] != inst.cur[v]:
+            h = inst.hosts[inst.cur[v]]
+            kind = "relieve" if "hotspot" in why else "overload"
+            reasons[inst.vms[v]] = (f"{kind}: {h} is frozen ({', '.join(know.frozen[h].kinds)})"
+                                    f" and {why}")
+    return reasons
+
+
+def _ordered_moves(snap: Snapshot, cons: Constraints, inst: Instance, out: Outcome, auto,
+                   reasons: dict[str, str], bad_hosts: set[str], opts: Options):
+    """The target placement and its migrations in order (with the pivots); auto trims its
+    steps until the estimate fits its time budget (``out.placement`` follows)."""
+    target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+    priority = auto.priorities() if auto is not None else {}
+    actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
+    while auto is not None and auto.budget.max_seconds is not None and \
+            estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
+            and auto.trim():
+        out.placement = auto.placement()
+        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+        actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts,
+                                      auto.priorities())
+    return target, actions, pivots
+
+
+def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge,
+             target: dict[str, str], actions, pivots, opts: Options) -> dict:
+    """The plan's ``summary``: hosts before and after, the migrations and their estimate,
+    the worst utilisations, auto's budget, the frozen hosts and the demand used."""
+    summary = {
+        "hosts_before": len({v.host for v in snap.vms}),
+        "hosts_after": len(set(target.values())),
+        "hosts_lower_bound": out.lower_bound if out.lower_bound is not None
+        else H.lower_bound(inst),
+        "migrations": len(actions),
+        "migrated_mib": sum(a.mem_mib for a in actions),
+        "pivots": pivots,
+        "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
+        "estimate_assumes": {"bandwidth_mbit_s": opts.bandwidth, "parallel": opts.parallel},
+        "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
+        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
+        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
+    }
+    if auto is not None:
+        summary.update(auto.summary())
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
+    if opts.facts.cpu_estimate is not None:
+        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
+    return summary
 
 
 def _search_auto(inst: Instance, opts: Options, deadline: Deadline, snap: Snapshot):

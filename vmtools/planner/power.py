@@ -34,12 +34,12 @@ import math
 from dataclasses import dataclass, replace
 
 from vmtools.errors import DataError, InternalError, OperationFailed
-from vmtools.model import (Action, Host, Plan, Problem, Snapshot, domain_of, epoch_to_iso,
-                           iso_to_epoch)
+from vmtools.model import Action, Host, Plan, Snapshot
 from vmtools.planner.instance import problem_guests
+from vmtools.planner.standby import capacity_record, prepare_snapshot
 from vmtools.planner.options import Options
 from vmtools.rules.load import FRACTION_EPS, fraction, host_capacity, hot_dims
-from vmtools.state import STATE_FILE, PowerState, read_state
+from vmtools.state import PowerState, read_state
 
 log = logging.getLogger("vmtools.planner")
 
@@ -62,104 +62,6 @@ class PowerOptions:
 def load_power_state(directory: str | None) -> PowerState:
     """The power part of the vmtools.state document in ``directory`` (tests, tools)."""
     return read_state(directory).power if directory is not None else PowerState()
-
-
-def _capacity(h: Host) -> dict:
-    return {"cluster": h.cluster, "domain": h.domain, "cpu": h.cpu, "mem_mib": h.mem_mib, "net_mbps": h.net_mbps,
-            "hypervisor": h.hypervisor, "migration": h.migration}
-
-
-def _standby_host(name: str, rec: dict, reported: str | None = None) -> Host:
-    return Host(name=name, cluster=rec.get("cluster", ""), domain=domain_of(rec),
-                state="standby",
-                cpu=float(rec.get("cpu", 0.0)), mem_mib=int(rec.get("mem_mib", 0)),
-                net_mbps=rec.get("net_mbps"), hypervisor=rec.get("hypervisor", ""),
-                migration=rec.get("migration", ""), reported=reported)
-
-
-def _reported_after(h: Host, t: float, margin: float = 60.0) -> bool:
-    try:
-        return h.reported is not None and iso_to_epoch(h.reported) > t + margin
-    except ValueError:
-        return False
-
-
-def prepare_snapshot(snap: Snapshot, state: PowerState, popts: PowerOptions, now: float
-                     ) -> tuple[Snapshot, dict[str, str]]:
-    """The snapshot as vm-plan plans on it: hosts vmtools switched off are ``standby`` with
-    their last capacity, hosts lost without vmtools are problems. Updates ``state``.
-    Returns (snapshot, notes for --explain)."""
-    notes: dict[str, str] = {}
-    hosts = {h.name: h for h in snap.hosts}
-    # A host switched off leaves its last guest list in Ganglia until it is called offline:
-    # a guest it listed before it was emptied shows up twice. It runs on the awake host.
-    asleep = set(state.standby) | set(state.waking) | set(state.boot_failed)
-    vms = {v.name: v for v in snap.vms}
-    problems = []
-    for p in snap.problems:
-        v = vms.get(p.vm or "")
-        if p.kind == "duplicate-guest" and v is not None and p.host and \
-                (p.host in asleep) != (v.host in asleep):
-            if v.host in asleep:
-                vms[v.name] = replace(v, host=p.host)
-            notes[f"host {p.host if p.host in asleep else v.host}"] = (
-                f"still lists {v.name} in Ganglia from before it was switched off; "
-                f"{v.name} runs on {vms[v.name].host}")
-            continue
-        problems.append(p)
-    snap = replace(snap, vms=[vms[v.name] for v in snap.vms])
-    guests_on: dict[str, int] = {}
-    for v in snap.vms:
-        guests_on[v.host] = guests_on.get(v.host, 0) + 1
-    new_hosts: list[Host] = []
-    for name, h in sorted(hosts.items()):
-        rec = state.standby.get(name) or state.waking.get(name) or state.boot_failed.get(name)
-        if rec is not None and guests_on.get(name, 0) == 0 and \
-                (h.state != "online" or (h.reported is not None
-                                         and not _reported_after(h, rec.get("since", now)))):
-            # switched off by vmtools: Ganglia's last word on it predates the power-off
-            new_hosts.append(_standby_host(name, {**_capacity(h), **rec}, h.reported)
-                             if h.state != "online" else
-                             replace(h, state="standby"))
-            problems = [p for p in problems if p.host != name or p.kind != "offline-host"]
-            continue
-        if name in state.standby:
-            notes[f"host {name}"] = f"{name} reports again although vmtools switched it off"
-            del state.standby[name]
-        if h.state == "standby":            # the snapshot's source knows it is switched off
-            state.known.pop(name, None)
-            new_hosts.append(h)
-            continue
-        if h.state == "online":
-            if name in state.waking:
-                notes[f"host {name}"] = f"{name} is back online after its power-on"
-            state.waking.pop(name, None)
-            state.boot_failed.pop(name, None)
-            state.known[name] = _capacity(h)
-        elif name in state.known and not any(p.host == name for p in problems):
-            problems.append(Problem("offline-host", f"host {name} is offline and vmtools did "
-                                    "not switch it off", host=name))
-        new_hosts.append(h)
-    for name, rec in sorted({**state.boot_failed, **state.standby, **state.waking}.items()):
-        if name not in hosts:
-            new_hosts.append(_standby_host(name, rec))
-            # a source that remembers hosts (vm-snapshot --prometheus) names it vanished:
-            # vmtools switched it off, it is standby, not lost
-            problems = [p for p in problems if p.host != name or p.kind != "vanished-host"]
-    for name in sorted(set(state.known) - set(hosts) - set(state.standby)):
-        problems.append(Problem("vanished-host", f"host {name} vanished from Ganglia and "
-                                "vmtools did not switch it off (if it was retired, remove it "
-                                f"from \"power.known\" in {STATE_FILE})", host=name))
-    for name, rec in sorted(state.waking.items()):
-        if now - rec.get("since", now) > popts.boot_timeout:
-            state.boot_failed[name] = rec
-            del state.waking[name]
-    for name, rec in sorted(state.boot_failed.items()):
-        notes[f"host {name}"] = (f"{name} did not come up within --boot-timeout "
-                                 f"{popts.boot_timeout:g}s of its power-on at "
-                                 f"{epoch_to_iso(rec.get('since', now))}; it is not woken "
-                                 "again until it reports")
-    return replace(snap, hosts=new_hosts, problems=problems), notes
 
 
 # --------------------------------------------------------------------------- capacity sums
@@ -247,21 +149,82 @@ def make_power_plan(snap: Snapshot, cons, opts: Options, popts: PowerOptions,
                     state: PowerState, now: float, make_plan) -> Plan:
     """``make_plan`` (the objective's planner) with hosts switched on and off around it;
     ``state`` is updated in place (also when planning fails)."""
-    prepared, notes = prepare_snapshot(snap, state, popts, now)
+    prepared, notes = prepare_snapshot(snap, state, popts.boot_timeout, now)
     return _power_plan(snap, prepared, notes, state, cons, opts, popts, now, make_plan)
 
 
 def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state: PowerState,
                 cons, opts: Options, popts: PowerOptions, now: float, make_plan) -> Plan:
+    """The objective's plan with hosts woken before it (:func:`_wake`), the frugal hosts
+    preferred, and emptied hosts switched off after it (:func:`_switch_off`); checked, then
+    ``state`` records what was switched."""
     from vmtools.rules.check import check_plan
     hosts = {h.name: h for h in prepared.hosts}
+    eff = _frugality(prepared, popts, opts)
+    plan, trial, woken = _wake(prepared, state, cons, opts, popts, eff, make_plan)
+    if popts.model is not None and opts.objective in ("consolidate", "auto"):
+        plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
+
+    # Woken hosts that neither receive a guest nor hold the reserve go back to sleep.
+    receiving = {a.dst for a in plan.actions}
+    for name in list(woken):
+        if name not in receiving and not woken[name].startswith("demand"):
+            del woken[name]
+
+    actions: list[Action] = []
+    next_id = max((a.id for a in plan.actions), default=0) + 1
+    power_on: dict[str, int] = {}
+    for name in sorted(woken):
+        actions.append(Action.power(next_id, "power-on", name,
+                                    reason=f"power-on: {woken[name]}"))
+        power_on[name] = next_id
+        next_id += 1
+    migrations = [replace(a, after=sorted(set(a.after) | ({power_on[a.dst]}
+                                                          if a.dst in power_on else set())))
+                  for a in plan.actions]
+
+    target = dict(plan.placement)
+    use = _use(prepared, target, opts)
+    _note_empty_hosts(prepared, hosts, use, state, now)
+    off = _switch_off(prepared, use, woken, state, cons, opts, popts, now, notes, eff)
+    for name in sorted(off):
+        after = sorted(a.id for a in migrations if a.src == name)
+        actions.append(Action.power(next_id, "power-off", name, after, off[name]))
+        next_id += 1
+
+    result = _with_power_actions(plan, prepared, actions, migrations, woken, off, notes,
+                                 target, popts, opts)
+    try:
+        check_plan(result, cons)
+    except DataError as exc:
+        raise InternalError(f"the plan with power actions failed vm-plan's own safety check "
+                            f"and is not printed (a bug, please report it): {exc}") from None
+    for name in woken:
+        state.waking[name] = {**state.standby.pop(name, capacity_record(hosts[name])), "since": now}
+    for name in off:
+        state.standby[name] = {**capacity_record(hosts[name]), "since": now}
+        state.empty_since.pop(name, None)
+    return result
+
+
+def _frugality(prepared: Snapshot, popts: PowerOptions, opts: Options):
+    """The key that orders hosts most frugal first (:func:`_efficiency_key`, against the
+    mean capacity of the hosts that have one)."""
     live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
     mean_cpu = sum(h.cpu for h in live) / max(1, len(live))
     mean_mem = sum(h.mem_mib for h in live) / max(1, len(live))
 
     def eff(h: Host) -> float:
         return _efficiency_key(popts, h, mean_cpu, mean_mem, opts.cpu_target)
+    return eff
 
+
+def _wake(prepared: Snapshot, state: PowerState, cons, opts: Options, popts: PowerOptions,
+          eff, make_plan) -> tuple[Plan, Snapshot, dict[str, str]]:
+    """The objective's plan, with the fewest standby hosts woken (most frugal first) for a
+    placement the online hosts cannot take, a persistent hotspot they cannot relieve (kept
+    only when the woken host cools it), or the reserve. Returns the plan, the snapshot it
+    was made on, and the woken hosts with their reasons."""
     wakeable = sorted((h for h in prepared.hosts if h.state == "standby"
                        and h.name not in state.waking and h.name not in state.boot_failed
                        and popts.switchable(h.name) and h.name not in cons.maintenance),
@@ -300,33 +263,13 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             h = wakeable.pop(0)
             woken[h.name] = f"demand leaves {text} (--reserve {popts.reserve:g})"
             continue
-        break
+        return plan, trial, woken
 
-    if popts.model is not None and opts.objective in ("consolidate", "auto"):
-        plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
 
-    # Woken hosts that neither receive a guest nor hold the reserve go back to sleep.
-    receiving = {a.dst for a in plan.actions}
-    for name in list(woken):
-        if name not in receiving and not woken[name].startswith("demand"):
-            del woken[name]
-
-    actions: list[Action] = []
-    next_id = max((a.id for a in plan.actions), default=0) + 1
-    power_on: dict[str, int] = {}
-    for name in sorted(woken):
-        actions.append(Action.power(next_id, "power-on", name,
-                                    reason=f"power-on: {woken[name]}"))
-        power_on[name] = next_id
-        next_id += 1
-    migrations = [replace(a, after=sorted(set(a.after) | ({power_on[a.dst]}
-                                                          if a.dst in power_on else set())))
-                  for a in plan.actions]
-
-    # Switch off.
-    target = dict(plan.placement)
-    use = _use(prepared, target, opts)
-    staying = {h.name for h in prepared.hosts if h.state == "online"} | set(woken)
+def _note_empty_hosts(prepared: Snapshot, hosts: dict[str, Host], use: dict,
+                      state: PowerState, now: float) -> None:
+    """``state.empty_since``: since when each online host has been empty (in the snapshot
+    and the target); hosts no longer online leave it."""
     for h in prepared.hosts:
         if h.state == "online":
             if use[h.name][2] == 0 and not any(v.host == h.name for v in prepared.vms):
@@ -336,6 +279,15 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
     for name in list(state.empty_since):
         if name not in hosts or hosts[name].state != "online":
             del state.empty_since[name]
+
+
+def _switch_off(prepared: Snapshot, use: dict, woken: dict[str, str], state: PowerState,
+                cons, opts: Options, popts: PowerOptions, now: float,
+                notes: dict[str, str], eff) -> dict[str, str]:
+    """The hosts to switch off, with their reasons: empty in the target for
+    ``--standby-after`` minutes, switchable, hungriest first, never below ``--min-hosts``
+    nor the reserve in their cluster (a host kept on for a limit gets a note)."""
+    staying = {h.name for h in prepared.hosts if h.state == "online"} | set(woken)
     frozen = problem_guests(prepared)[1]
     candidates = []
     for h in prepared.hosts:
@@ -378,11 +330,15 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
                        + f" (--standby-after {popts.standby_after:g}){saves}; "
                        f"{len(rest)} hosts stay online in "
                        f"{h.cluster or 'the cluster'}, {text}")
-    for name in sorted(off):
-        after = sorted(a.id for a in migrations if a.src == name)
-        actions.append(Action.power(next_id, "power-off", name, after, off[name]))
-        next_id += 1
+    return off
 
+
+def _with_power_actions(plan: Plan, prepared: Snapshot, actions: list[Action],
+                        migrations: list[Action], woken: dict[str, str], off: dict[str, str],
+                        notes: dict[str, str], target: dict[str, str], popts: PowerOptions,
+                        opts: Options) -> Plan:
+    """``plan`` with the power actions among its migrations, their reasons in ``explain``
+    and the hosts switched (and the watts, under a power model) in its summary."""
     all_actions = sorted(actions + migrations, key=lambda a: a.id)
     explain = dict(plan.explain) if plan.explain is not None else None
     if explain is not None:
@@ -400,19 +356,8 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
                                                      set()), 1)
         summary["watts_after"] = round(_total_watts(prepared, target, popts, opts,
                                                     set(off)), 1)
-    result = replace(plan, origin=prepared, actions=all_actions, summary=summary,
-                     explain=explain)
-    try:
-        check_plan(result, cons)
-    except DataError as exc:
-        raise InternalError(f"the plan with power actions failed vm-plan's own safety check "
-                            f"and is not printed (a bug, please report it): {exc}") from None
-    for name in woken:
-        state.waking[name] = {**state.standby.pop(name, _capacity(hosts[name])), "since": now}
-    for name in off:
-        state.standby[name] = {**_capacity(hosts[name]), "since": now}
-        state.empty_since.pop(name, None)
-    return result
+    return replace(plan, origin=prepared, actions=all_actions, summary=summary,
+                   explain=explain)
 
 
 def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions, opts: Options,
