@@ -275,10 +275,10 @@ STILL_LONG = {
     "drivers/xapi.py", "lab/xapi.py",
     "cli/vm_web.py:web", "web/pages.py:cluster_page", "xapi/source.py:read_pool",
     "replay/html.py:page",
-    "planner/policy.py:plan_steps", "gmetric/build.py:build_metrics", "replay/rrd.py:read_rrd",
-    "rules/check.py:check_plan", "ganglia/xml.py:recover_ganglia",
+    "gmetric/build.py:build_metrics", "replay/rrd.py:read_rrd",
+    "ganglia/xml.py:recover_ganglia",
     "prometheus/source.py:PrometheusSource._build", "planner/policy.py:_relieve",
-    "prometheus/textfile.py:rebalance_families", "planner/schedule.py:_order_moves",
+    "prometheus/textfile.py:rebalance_families",
     "ganglia/interpret.py:SnapshotBuilder.add_host", "planner/search.py:consolidate_grouped",
     "planner/search.py:consolidate",
 }

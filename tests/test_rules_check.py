@@ -222,3 +222,45 @@ def test_a_rule_kind_is_one_object(monkeypatch, two):
     assert cons.to_list() == [{"rule": "avoid", "vms": ["b"], "hosts": ["h3"]}]
     with pytest.raises(DataError, match=r"rules\[0\] \(avoid\) forbids b on h3"):
         check_plan(plan(two, [(1, "b", "h2", "h3", [])]), cons)
+
+
+# --------------------------------------------------------------------------- kinds' own checks
+
+def test_each_rule_kind_prunes_what_the_snapshot_lacks_itself():
+    from vmtools.rules.constraints import parse_rules
+    s = snap({"h1": (8, 16), "h2": (8, 16)},
+             {"a": ("h1", 1, 1), "b": ("h2", 1, 1)})
+    skipped: list[dict] = []
+    c = parse_rules([{"rule": "fence", "vms": ["a", "gone"], "hosts": ["retired"]},
+                     {"rule": "spread", "vms": ["a", "gone"]},
+                     {"rule": "ban", "vms": ["b", "gone"], "hosts": ["h2", "retired"]},
+                     {"rule": "gather", "vms": ["a", "b", "gone"]}],
+                    s, strict=False, skipped=skipped)
+    assert [(e["kind"], e["outcome"]) for e in skipped] == [
+        ("fence", "pinned"), ("spread", "dropped"), ("ban", "narrowed"), ("gather", "narrowed")]
+    assert [(r.rule, r.vms, r.hosts) for r in c.rules] == [
+        ("pin", ["a"], []), ("ban", ["b"], ["h2"]), ("gather", ["a", "b"], [])]
+    assert "a" in c.pinned and not c.allowed("b", "h2") and c.allowed("b", "h1")
+
+
+@pytest.mark.parametrize("rules, where, words", [
+    ([{"rule": "pin", "vms": ["a", "b"]}, {"rule": "gather", "vms": ["a", "b"]}],
+     "rules[1] (gather)", ["pinned on different hosts", "h1, h2"]),
+    ([{"rule": "pin", "vms": ["a", "c"]}, {"rule": "spread", "vms": ["a", "c"]}],
+     "rules[1] (spread)", ["pinned together on h1"]),
+    ([{"rule": "pin", "vms": ["a", "c"]}, {"rule": "max_vms", "hosts": ["h1"], "count": 1}],
+     "rules[1] (max_vms)", ["allows 1 guests on h1, where 2 are pinned"]),
+    ([{"rule": "pin", "vms": ["b"]}, {"rule": "maintenance", "hosts": ["h2"]}],
+     "rules[1] (maintenance)", ["rules[0] (pin) pins b on h2", "forbids it"]),
+    ([{"rule": "spread", "vms": ["a", "b", "c"]}],
+     "rules[0] (spread)", ["spreads 3 guests over 2 online hosts"]),
+])
+def test_each_rule_kind_refuses_rules_that_cannot_hold_before_planning(rules, where, words):
+    from vmtools.rules.constraints import parse_rules
+    s = snap({"h1": (8, 16), "h2": (8, 16)},
+             {"a": ("h1", 1, 1), "b": ("h2", 1, 1), "c": ("h1", 1, 1)})
+    with pytest.raises(DataError) as err:
+        parse_rules(rules, s)
+    assert err.value.where == where
+    for w in words:
+        assert w in str(err.value), str(err.value)

@@ -311,8 +311,8 @@ def test_suspend_resume_evacuate_and_maintenance_from_the_page(lab, server, brow
     def suspended():       # in the suspended guests' table at once (vm-apply's ledger), and
         browser.get(server.base + "/")      # off node-6 once the monitoring says so
         table = browser.text(browser.find("table")) if browser.find_all("table") else ""
-        assert "web7" in table and "node-6" in table, table
-        return "web7" not in guests_shown(browser, "node-6")
+        return "web7" in table and "node-6" in table and \
+            "web7" not in guests_shown(browser, "node-6")
     browser.wait_for(suspended, timeout=60, what="web7 shown suspended, on no host")
     assert console_errors(browser) == []
 

@@ -467,7 +467,16 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
             load.move(v, h)
         auto.steps.append(step)
 
-    # Hotspots, on the placement the repair leaves; the worst first.
+    touched, hot_hosts = _relieve_hotspots(inst, load, opts, deadline, budget, auto, unit_of)
+    _consolidate_hosts(inst, load, opts, deadline, budget, auto, unit_of, touched, hot_hosts)
+    return auto
+
+
+def _relieve_hotspots(inst: Instance, load: Load, opts: Options, deadline: Deadline, budget,
+                      auto: Auto, unit_of: dict) -> tuple[set[int], set[int]]:
+    """Auto's reliefs, on the placement the repair leaves, the worst hotspot first (each
+    noted in ``auto.hotspots``, acted on or left with its reason). Returns the hosts the
+    reliefs touched and the hot hosts."""
     touched: set[int] = set()
     hot = []
     for h in range(inst.n_hosts):
@@ -502,7 +511,13 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
         entry["step"] = len(auto.steps)
         touched |= step.hosts
         auto.steps.append(step)
+    return touched, hot_hosts
 
+
+def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Deadline, budget,
+                       auto: Auto, unit_of: dict, touched: set[int], hot_hosts: set[int]
+                       ) -> None:
+    """Auto's consolidation steps, and what it left (``auto.left``, ``auto.consolidation``)."""
     # Consolidation: hosts emptied whole, least memory first, each onto the active hosts.
     # A host that took guests of an earlier step may be emptied in its turn: those guests
     # then go straight to their final host (their first step's move is rewritten), so no
@@ -571,7 +586,6 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
         {k: e[k] for k in ("host", "reason", "why", "names")} for e in left[:LEFT_SHOWN]]
     if len(left) > LEFT_SHOWN:
         auto.consolidation["left_more"] = len(left) - LEFT_SHOWN
-    return auto
 
 
 # --------------------------------------------------------------------------- one run

@@ -54,10 +54,7 @@ def _order_moves(snap, cons, target, reasons, frozen_hosts, priority,
     dem = {v.name: demand(v) for v in snap.vms}
     where = {v.name: v.host for v in snap.vms}
     pending = {v: h for v, h in target.items() if where[v] != h}
-    peers: dict[str, set[str]] = {}
-    for r in cons.spread:
-        for v in r.vms:
-            peers.setdefault(v, set()).update(x for x in r.vms if x != v)
+    peers = _spread_peers(cons)
     inflight_to: dict[str, set[str]] = {}            # host -> guests arriving this round
     departures: dict[str, list[tuple[int, str]]] = {}  # host -> (action id, vm) that left it
     left: dict[tuple[str, str], int] = {}            # (vm, host) -> action id that left it
@@ -98,22 +95,7 @@ def _order_moves(snap, cons, target, reasons, frozen_hosts, priority,
                 use[dst][d] += dem[v][d]
             inflight_to.setdefault(dst, set()).add(v)
             pivots += 1
-        # Dependencies of this round's moves, per destination.
-        by_dst: dict[str, list[str]] = {}
-        for v, src, dst in started:
-            by_dst.setdefault(dst, []).append(v)
-        deps_of: dict[str, set[int]] = {}
-        for h, arrivals in by_dst.items():
-            deficit = {d: use[h][d] + sum(dem[x][d] for _, x in departures.get(h, []))
-                       - limit[h][d] for d in DIMS}
-            chosen: set[int] = set()
-            for aid, x in sorted(departures.get(h, []), key=lambda t: (-dem[t[1]]["mem"], t[0])):
-                if all(deficit[d] <= EPS for d in DIMS):
-                    break
-                chosen.add(aid)
-                for d in DIMS:
-                    deficit[d] -= dem[x][d]
-            deps_of[h] = chosen
+        deps_of = _room_waits(started, use, limit, dem, departures)
         new_departures: list[tuple[str, int, str]] = []
         for v, src, dst in started:
             after = set(deps_of[dst])
@@ -136,13 +118,43 @@ def _order_moves(snap, cons, target, reasons, frozen_hosts, priority,
                 use[src][d] -= dem[v][d]
             departures.setdefault(src, []).append((aid, v))
             left[(v, src)] = aid
-            dst = actions[aid - 1].dst
-            where[v] = dst
+            where[v] = dst = actions[aid - 1].dst
             if target[v] == dst:
                 del pending[v]
             else:
                 pending[v] = target[v]
     return actions, pivots
+
+
+def _spread_peers(cons) -> dict[str, set[str]]:
+    """Each guest's spread partners: the guests it may never share a host with."""
+    peers: dict[str, set[str]] = {}
+    for r in cons.spread:
+        for v in r.vms:
+            peers.setdefault(v, set()).update(x for x in r.vms if x != v)
+    return peers
+
+
+def _room_waits(started: list[tuple[str, str, str]], use: dict, limit: dict, dem: dict,
+                departures: dict[str, list[tuple[int, str]]]) -> dict[str, set[int]]:
+    """For each destination of this round's moves, the earlier departures from it the moves
+    must wait for (``after``): the fewest, largest first, that make room for what arrives."""
+    by_dst: dict[str, list[str]] = {}
+    for v, src, dst in started:
+        by_dst.setdefault(dst, []).append(v)
+    deps_of: dict[str, set[int]] = {}
+    for h in by_dst:
+        deficit = {d: use[h][d] + sum(dem[x][d] for _, x in departures.get(h, []))
+                   - limit[h][d] for d in DIMS}
+        chosen: set[int] = set()
+        for aid, x in sorted(departures.get(h, []), key=lambda t: (-dem[t[1]]["mem"], t[0])):
+            if all(deficit[d] <= EPS for d in DIMS):
+                break
+            chosen.add(aid)
+            for d in DIMS:
+                deficit[d] -= dem[x][d]
+        deps_of[h] = chosen
+    return deps_of
 
 
 def _pivot(pending, where, order, dem, use, limit, fits, spread_ok, cons, online, frozen,

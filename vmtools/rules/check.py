@@ -274,80 +274,13 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         if a.is_lifecycle:
             _check_lifecycle(a, hosts, vms, arriving, woken, cons)
             continue
-        if a.op != "migrate":
-            raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
-                            "plan.actions")
-        if a.vm in DOM0_NAMES:
-            raise DataError(f"{action_label(a)}: Domain-0 never moves", "plan.actions")
-        if a.vm not in vms and a.vm not in arriving:
-            raise DataError(f"{action_label(a)}: unknown guest {a.vm}", "plan.actions")
-        for end in (a.src, a.dst):
-            if end not in hosts:
-                raise DataError(f"{action_label(a)}: unknown host {end}", "plan.actions")
-        if a.src == a.dst:
-            raise DataError(f"{action_label(a)}: source and destination are the same",
-                            "plan.actions")
-        if hosts[a.dst].state != "online" and not (hosts[a.dst].state == "standby"
-                                                   and a.dst in woken):
-            raise DataError(f"{action_label(a)}: destination {a.dst} is {hosts[a.dst].state}",
-                            "plan.actions")
-        size = vms[a.vm].mem_mib if a.vm in vms else arriving[a.vm].mem_mib
-        if a.mem_mib != size:
-            raise DataError(f"{action_label(a)}: mem_mib {a.mem_mib} differs from the guest's "
-                            f"{size} MiB in the origin", "plan.actions")
-        if a.vm in cons.pinned:
-            raise DataError(f"{action_label(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
-                            "plan.actions")
-        bad = cons.forbidden_by(a.vm, a.dst)
-        if bad is not None:
-            raise DataError(f"{action_label(a)}: {bad.label} forbids {a.vm} on {a.dst}, even "
-                            "for a moment", "plan.actions")
+        _check_migration(a, hosts, vms, arriving, woken, cons)
 
     replay = replay_plan(plan)
     check_power(plan, replay)
     _check_images(plan, replay)
 
-    # Chains from the origin, and the final placement (a suspended guest is on no host).
-    final: dict[str, str | None] = {v.name: v.host for v in origin.vms}
-    for vm, acts in replay.by_vm.items():
-        where = final.get(vm)
-        for a in acts:
-            if a.starts_guest:
-                if where is not None:
-                    raise DataError(f"{action_label(a)}: {vm} already runs on {where} at that "
-                                    "point", "plan.actions")
-                if a.op == "create" and (vm in vms or a is not acts[0]):
-                    raise DataError(f"{action_label(a)}: {vm} exists already (a create starts "
-                                    "a new guest)", "plan.actions")
-                where = a.dst
-                continue
-            if where is None:
-                raise DataError(f"{action_label(a)}: {vm} runs on no host at that point "
-                                "(suspended, or not started yet)", "plan.actions")
-            if a.src != where:
-                raise DataError(f"{action_label(a)}: {vm} is on {where} at that point, not on "
-                                f"{a.src}", "plan.actions")
-            if a.op == "migrate":
-                where = a.dst
-            elif a.op == "suspend":
-                where = None
-        final[vm] = where
-    running = {vm: host for vm, host in final.items() if host is not None}
-    for name in plan.placement:
-        if name not in vms and name not in arriving:
-            raise DataError(f"unknown guest {name}", "plan.placement")
-    for name, host in running.items():
-        if name not in plan.placement:
-            raise DataError(f"{name} is not placed", "plan.placement")
-        if plan.placement[name] != host:
-            raise DataError(f"{name}: the actions leave it on {host}, the placement says "
-                            f"{plan.placement[name]}", "plan.placement")
-    for name in plan.placement:
-        if name not in running:
-            raise DataError(f"{name}: the actions leave it suspended, the placement says "
-                            f"{plan.placement[name]} (a suspended guest is not placed)",
-                            "plan.placement")
-    final = running
+    final = _final_placement(plan, replay, vms, arriving)
 
     # Rules in the target.
     for name, host in final.items():
@@ -477,3 +410,84 @@ def _check_images(plan: Plan, replay: Replay) -> None:
                     raise DataError(f"{action_label(a)} reads {a.image}, which "
                                     f"{action_label(w)} writes for {w.vm}", "plan.actions")
                 saved = None
+
+
+def _check_migration(a, hosts: dict, vms: dict, arriving: dict, woken: set[str],
+                     cons: Constraints) -> None:
+    """One migration on its own: a known guest (not Domain-0) between two known, different
+    hosts, to one online (or woken by the plan), at the guest's size, not pinned, not where a
+    rule forbids it even for a moment."""
+    if a.op != "migrate":
+        raise DataError(f"action {a.id}: op {a.op!r} is not supported by this vmtools",
+                        "plan.actions")
+    if a.vm in DOM0_NAMES:
+        raise DataError(f"{action_label(a)}: Domain-0 never moves", "plan.actions")
+    if a.vm not in vms and a.vm not in arriving:
+        raise DataError(f"{action_label(a)}: unknown guest {a.vm}", "plan.actions")
+    for end in (a.src, a.dst):
+        if end not in hosts:
+            raise DataError(f"{action_label(a)}: unknown host {end}", "plan.actions")
+    if a.src == a.dst:
+        raise DataError(f"{action_label(a)}: source and destination are the same",
+                        "plan.actions")
+    if hosts[a.dst].state != "online" and not (hosts[a.dst].state == "standby"
+                                               and a.dst in woken):
+        raise DataError(f"{action_label(a)}: destination {a.dst} is {hosts[a.dst].state}",
+                        "plan.actions")
+    size = vms[a.vm].mem_mib if a.vm in vms else arriving[a.vm].mem_mib
+    if a.mem_mib != size:
+        raise DataError(f"{action_label(a)}: mem_mib {a.mem_mib} differs from the guest's "
+                        f"{size} MiB in the origin", "plan.actions")
+    if a.vm in cons.pinned:
+        raise DataError(f"{action_label(a)}: {a.vm} is pinned by {cons.pinned[a.vm].label}",
+                        "plan.actions")
+    bad = cons.forbidden_by(a.vm, a.dst)
+    if bad is not None:
+        raise DataError(f"{action_label(a)}: {bad.label} forbids {a.vm} on {a.dst}, even "
+                        "for a moment", "plan.actions")
+
+
+def _final_placement(plan: Plan, replay, vms: dict, arriving: dict) -> dict[str, str]:
+    """Each guest's chain of actions followed from the origin (every action starts where the
+    guest is at that point), and the placement it ends in, which must be the plan's (a
+    suspended guest is on no host and not placed)."""
+    final: dict[str, str | None] = {v.name: v.host for v in plan.origin.vms}
+    for vm, acts in replay.by_vm.items():
+        where = final.get(vm)
+        for a in acts:
+            if a.starts_guest:
+                if where is not None:
+                    raise DataError(f"{action_label(a)}: {vm} already runs on {where} at that "
+                                    "point", "plan.actions")
+                if a.op == "create" and (vm in vms or a is not acts[0]):
+                    raise DataError(f"{action_label(a)}: {vm} exists already (a create starts "
+                                    "a new guest)", "plan.actions")
+                where = a.dst
+                continue
+            if where is None:
+                raise DataError(f"{action_label(a)}: {vm} runs on no host at that point "
+                                "(suspended, or not started yet)", "plan.actions")
+            if a.src != where:
+                raise DataError(f"{action_label(a)}: {vm} is on {where} at that point, not on "
+                                f"{a.src}", "plan.actions")
+            if a.op == "migrate":
+                where = a.dst
+            elif a.op == "suspend":
+                where = None
+        final[vm] = where
+    running = {vm: host for vm, host in final.items() if host is not None}
+    for name in plan.placement:
+        if name not in vms and name not in arriving:
+            raise DataError(f"unknown guest {name}", "plan.placement")
+    for name, host in running.items():
+        if name not in plan.placement:
+            raise DataError(f"{name} is not placed", "plan.placement")
+        if plan.placement[name] != host:
+            raise DataError(f"{name}: the actions leave it on {host}, the placement says "
+                            f"{plan.placement[name]}", "plan.placement")
+    for name in plan.placement:
+        if name not in running:
+            raise DataError(f"{name}: the actions leave it suspended, the placement says "
+                            f"{plan.placement[name]} (a suspended guest is not placed)",
+                            "plan.placement")
+    return running

@@ -23,18 +23,17 @@ to the lookups of :class:`Constraints`, its part of the replay checker). Errors 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from vmtools.errors import DataError
 from vmtools.model import CONSTRAINTS_FORMAT, Reader, Snapshot, check_envelope
-from vmtools.rules.kinds import KINDS
+from vmtools.rules.kinds import CONTRADICTION_ORDER, KINDS
 from vmtools.rules.primitives import Primitives, Rule
 
 RULE_KINDS = tuple(KINDS)
 
 # Which keys each rule needs (True) or may have (False): each kind says (rules.kinds).
-_FIELDS: dict[str, dict[str, bool]] = {name: kind.fields for name, kind in KINDS.items()}
 
 
 @dataclass
@@ -140,17 +139,9 @@ def prune_unknown(rules: list[Rule], snap: Snapshot, skipped: list[dict]) -> lis
             continue
         left_vms = [v for v in r.vms if v in vms]
         left_hosts = [h for h in r.hosts if h in hosts]
-        fields = _FIELDS[r.rule]
-        need_vms = 2 if r.rule in ("spread", "gather") else 1
-        if r.rule == "fence" and left_vms and not left_hosts:
-            outcome = "pinned"
-            out.append(Rule(rule="pin", vms=left_vms, index=r.index))
-        elif ("vms" in fields and len(left_vms) < need_vms) or \
-                ("hosts" in fields and not left_hosts):
-            outcome = "dropped"
-        else:
-            outcome = "narrowed"
-            out.append(replace(r, vms=left_vms, hosts=left_hosts))
+        outcome, kept = KINDS[r.rule].prune(r, left_vms, left_hosts)
+        if kept is not None:
+            out.append(kept)
         names = ", ".join([f"guest {v}" for v in gone_vms] + [f"host {h}" for h in gone_hosts])
         did = {"narrowed": "the rest of the rule holds",
                "dropped": "nothing is left of it, so it is skipped",
@@ -190,49 +181,10 @@ def _check_contradictions(c: Constraints, snap: Snapshot) -> None:
             r = c.fence_rule.get(v) or c.ban_rule[(v, next(iter(c.banned[v])))]
             raise DataError(f"no online host is left for {v} once ban, fence and maintenance "
                             "rules are applied", r.label)
-    for g in c.gather:
-        pinned_hosts = {where[v] for v in g.vms if v in c.pinned}
-        if len(pinned_hosts) > 1:
-            raise DataError(f"gathers guests pinned on different hosts "
-                            f"({', '.join(sorted(pinned_hosts))})", g.label)
-        common = set(usable)
-        for v in g.vms:
-            common = {h for h in common if c.allowed(v, h)}
-        if pinned_hosts:
-            common &= pinned_hosts
-        if not common:
-            raise DataError("no host is allowed for all of these guests", g.label)
-        for s in c.spread:
-            both = set(g.vms) & set(s.vms)
-            if len(both) >= 2:
-                raise DataError(f"{s.label} spreads {', '.join(sorted(both))}, which this "
-                                "rule gathers", g.label)
-        for h, (count, r) in c.max_vms.items():
-            if count < len(g.vms) and common <= {h}:
-                raise DataError(f"gathers {len(g.vms)} guests on {h}, where {r.label} allows "
-                                f"{count}", g.label)
-    for s in c.spread:
-        seen: dict[str, str] = {}
-        for v in s.vms:
-            if v in c.pinned:
-                h = where[v]
-                if h in seen:
-                    raise DataError(f"spreads {seen[h]} and {v}, pinned together on {h}",
-                                    s.label)
-                seen[h] = v
-        if len(s.vms) > len(usable):
-            raise DataError(f"spreads {len(s.vms)} guests over {len(usable)} online hosts",
-                            s.label)
-    for h, (count, r) in c.max_vms.items():
-        pinned_here = [v for v in c.pinned if where.get(v) == h]
-        if len(pinned_here) > count:
-            raise DataError(f"allows {count} guests on {h}, where {len(pinned_here)} are "
-                            "pinned", r.label)
-    for h, r in c.maintenance.items():
-        pinned_here = sorted(v for v in c.pinned if where.get(v) == h)
-        if pinned_here:
-            raise DataError(f"evacuates {h}, where {c.pinned[pinned_here[0]].label} pins "
-                            f"{pinned_here[0]}", r.label)
+    # then each kind's own (rules/kinds.py)
+    for kind in CONTRADICTION_ORDER:
+        kind.contradictions(c, where, usable)
+
 
 def domains_of(snap: Snapshot) -> dict[str, str]:
     """Each host's migration domain ("" when it has none: a snapshot written before the field

@@ -1,6 +1,8 @@
 """Rule kinds as objects: each kind of a ``vmtools.constraints`` rule knows its fields, how
-to validate itself, what it adds to the lookups every part reads, and how the replay checker
-verifies it (BtrPlace-style: a constraint carries its own checker).
+to validate itself, what it adds to the lookups every part reads, what is left of a rule when
+the snapshot lacks some of its names (``prune``), when its rules cannot hold at all
+(``contradictions``, before any planning), and how the replay checker verifies it
+(BtrPlace-style: a constraint carries its own checker).
 
 What the planner obeys it reads from :class:`~vmtools.rules.constraints.Constraints` in a few
 primitives that every kind is expressed in (:class:`~vmtools.rules.primitives.Primitives`):
@@ -18,6 +20,7 @@ kind that needs a new primitive adds it to ``Primitives`` and to the planner's m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from vmtools.errors import DataError
@@ -45,6 +48,25 @@ class RuleKind:
 
     def check_moments(self, rule: Rule, plan: Plan, replay: Replay) -> None:
         """Raise DataError when some execution order of ``plan`` breaks ``rule`` on the way."""
+
+    # A rule of this kind keeps a meaning with this many of its guests left (see prune).
+    min_vms = 1
+
+    def prune(self, rule: Rule, left_vms: list[str], left_hosts: list[str]
+              ) -> tuple[str, Rule | None]:
+        """What is left of ``rule`` once the guests and hosts the snapshot lacks are left
+        out: ("narrowed", the rule on what is left), ("dropped", None) when nothing that means
+        something is left, or ("pinned", a pin rule)."""
+        if ("vms" in self.fields and len(left_vms) < self.min_vms) or \
+                ("hosts" in self.fields and not left_hosts):
+            return "dropped", None
+        return "narrowed", replace(rule, vms=left_vms, hosts=left_hosts)
+
+    def contradictions(self, cons: Primitives, where: dict[str, str], usable: set[str]
+                       ) -> None:
+        """Raise DataError when this kind's rules in ``cons`` cannot hold together with the
+        others or the snapshot (``where``: each guest's host; ``usable``: the online hosts),
+        before any planning."""
 
     def to_dict(self, rule: Rule) -> dict[str, Any]:
         d: dict[str, Any] = {"rule": self.name}
@@ -77,6 +99,13 @@ class Fence(RuleKind):
     name = "fence"
     fields = {"vms": True, "hosts": True}
 
+    def prune(self, rule, left_vms, left_hosts):
+        # a fenced guest never goes anywhere the operator did not allow: with none of its
+        # hosts left, it stays where it is
+        if left_vms and not left_hosts:
+            return "pinned", Rule(rule="pin", vms=left_vms, index=rule.index)
+        return super().prune(rule, left_vms, left_hosts)
+
     def index(self, cons, rule):
         for v in rule.vms:
             cur = cons.fenced.get(v)
@@ -99,6 +128,7 @@ class Group(RuleKind):
     """Rules over a group of at least two guests."""
 
     fields = {"vms": True}
+    min_vms = 2
 
     def parse(self, rule, r, label):
         if len(rule.vms) < 2:
@@ -112,6 +142,20 @@ class Spread(Group):
 
     def index(self, cons, rule):
         cons.spread.append(rule)
+
+    def contradictions(self, cons, where, usable):
+        for s in cons.spread:
+            seen: dict[str, str] = {}
+            for v in s.vms:
+                if v in cons.pinned:
+                    h = where[v]
+                    if h in seen:
+                        raise DataError(f"spreads {seen[h]} and {v}, pinned together on {h}",
+                                        s.label)
+                    seen[h] = v
+            if len(s.vms) > len(usable):
+                raise DataError(f"spreads {len(s.vms)} guests over {len(usable)} online hosts",
+                                s.label)
 
     def check_target(self, rule, final):
         seen: dict[str, str] = {}
@@ -154,6 +198,29 @@ class Gather(Group):
     def index(self, cons, rule):
         cons.gather.append(rule)
 
+    def contradictions(self, cons, where, usable):
+        for g in cons.gather:
+            pinned_hosts = {where[v] for v in g.vms if v in cons.pinned}
+            if len(pinned_hosts) > 1:
+                raise DataError(f"gathers guests pinned on different hosts "
+                                f"({', '.join(sorted(pinned_hosts))})", g.label)
+            common = set(usable)
+            for v in g.vms:
+                common = {h for h in common if cons.allowed(v, h)}
+            if pinned_hosts:
+                common &= pinned_hosts
+            if not common:
+                raise DataError("no host is allowed for all of these guests", g.label)
+            for s in cons.spread:
+                both = set(g.vms) & set(s.vms)
+                if len(both) >= 2:
+                    raise DataError(f"{s.label} spreads {', '.join(sorted(both))}, which this "
+                                    "rule gathers", g.label)
+            for h, (count, r) in cons.max_vms.items():
+                if count < len(g.vms) and common <= {h}:
+                    raise DataError(f"gathers {len(g.vms)} guests on {h}, where {r.label} "
+                                    f"allows {count}", g.label)
+
     def check_target(self, rule, final):
         ends = sorted({final[v] for v in rule.vms if v in final})
         if len(ends) > 1:
@@ -170,6 +237,13 @@ class Maintenance(RuleKind):
     def index(self, cons, rule):
         for h in rule.hosts:
             cons.maintenance.setdefault(h, rule)
+
+    def contradictions(self, cons, where, usable):
+        for h, r in cons.maintenance.items():
+            pinned_here = sorted(v for v in cons.pinned if where.get(v) == h)
+            if pinned_here:
+                raise DataError(f"evacuates {h}, where {cons.pinned[pinned_here[0]].label} "
+                                f"pins {pinned_here[0]}", r.label)
 
 
 class MaxVms(RuleKind):
@@ -188,6 +262,13 @@ class MaxVms(RuleKind):
         for h in rule.hosts:
             if h not in cons.max_vms or rule.count < cons.max_vms[h][0]:
                 cons.max_vms[h] = (rule.count, rule)
+
+    def contradictions(self, cons, where, usable):
+        for h, (count, r) in cons.max_vms.items():
+            pinned_here = [v for v in cons.pinned if where.get(v) == h]
+            if len(pinned_here) > count:
+                raise DataError(f"allows {count} guests on {h}, where {len(pinned_here)} are "
+                                "pinned", r.label)
 
 
 MIN_FRACTION = 0.01
@@ -265,6 +346,12 @@ class Priority(RuleKind):
 KINDS: dict[str, RuleKind] = {k.name: k for k in (Ban(), Fence(), Pin(), Spread(), Gather(),
                                                    Maintenance(), MaxVms(), Capacity(),
                                                    Priority())}
+
+# The order the kinds check for contradictions (a file with several is refused for the first
+# one met): gather, spread, max_vms and maintenance as they always were, then the others.
+_FIRST = ("gather", "spread", "max_vms", "maintenance")
+CONTRADICTION_ORDER: list[RuleKind] = [KINDS[n] for n in _FIRST] + \
+    [k for k in KINDS.values() if k.name not in _FIRST]
 
 
 def _stays(vm: str, origin_host: str, replay: Replay
