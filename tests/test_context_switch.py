@@ -187,5 +187,5 @@ def test_vm_status_lists_the_suspended_guests(tmp_path):
     assert doc["summary"]["suspended"] == 1
     assert doc["suspended"][0]["name"] == "c" and doc["suspended"][0]["host"] == "h2"
     text = status_table(doc)
-    assert "Suspended guests (vm-apply's ledger)" in text and "/srv/img/c.save" in text
+    assert "Suspended guests (vm-apply's ledger and the platform's)" in text and "/srv/img/c.save" in text
     assert "Suspended guests" not in status_table(build_status(s, None, None))
