@@ -26,8 +26,9 @@ def test_a_part_ends_before_the_whole_and_leaves_the_rest():
 
 
 def test_the_run_keeps_a_reserve_for_ordering_and_checking():
-    # a fifth of a short limit, else 1 s + 1 s per 1,000 guests
-    assert 7.9 < Deadline.for_run(10.0, 30_000).left() <= 8.0
+    # 30 % of a short limit, else 1 s + 1 s per 1,000 guests
+    assert 6.9 < Deadline.for_run(10.0, 30_000).left() <= 7.0
+    assert 7.9 < Deadline.for_run(10.0, 1_000).left() <= 8.0
     assert 56.9 < Deadline.for_run(60.0, 2_000).left() <= 57.0
 
 
