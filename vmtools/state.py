@@ -117,25 +117,24 @@ def read_state(directory: str) -> State:
 
 def _read_legacy(directory: str) -> State:
     state = State()
-    path = os.path.join(directory, LEGACY_PLAN_FILE)
-    try:
-        obj = _read_json(path, "state file")
-        if obj is not None:
-            state.plan = plan_memory_from(obj)
-    except DataError as exc:
-        what = exc.message if exc.where in (path, None) else f"{exc.where}: {exc.message}"
-        raise DataError(f"not a vm-plan state file ({what}); {_fix(path, ('plan',))}",
-                        path) from None
-    path = os.path.join(directory, LEGACY_POWER_FILE)
-    try:
-        obj = _read_json(path, "power state")
-        if obj is not None:
-            state.power = power_state_from(obj)
-    except DataError as exc:
-        what = exc.message if exc.where in (path, None) else f"{exc.where}: {exc.message}"
-        raise DataError(f"unreadable power state ({what}); {_fix(path, ('power',))}",
-                        path) from None
+    state.plan = _read_legacy_part(directory, LEGACY_PLAN_FILE, "state file", plan_memory_from,
+                                   "not a vm-plan state file", "plan", state.plan)
+    state.power = _read_legacy_part(directory, LEGACY_POWER_FILE, "power state",
+                                    power_state_from, "unreadable power state", "power",
+                                    state.power)
     return state
+
+
+def _read_legacy_part(directory: str, name: str, what: str, parse, refusal: str, key: str,
+                      default):
+    """One of the two files vmtools.state replaces, parsed, or ``default`` when absent."""
+    path = os.path.join(directory, name)
+    try:
+        obj = _read_json(path, what)
+        return default if obj is None else parse(obj)
+    except DataError as exc:
+        why = exc.message if exc.where in (path, None) else f"{exc.where}: {exc.message}"
+        raise DataError(f"{refusal} ({why}); {_fix(path, (key,))}", path) from None
 
 
 def state_from_document(obj: Any) -> State:

@@ -154,16 +154,7 @@ class Lab:
                                 name, host["migration"], why or "--no-ssh")
                     host["migration"] = "xen"
         self.state.write(state)
-        if "constraints" in self.scenario:
-            self.constraints_file = self.dir / "constraints.json"
-            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
-        self.state_dir.mkdir(exist_ok=True)
-        self.plan_state.mkdir(exist_ok=True)
-
-        self.started = time.time()
-        self._tick()
-        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
-        self._driver.start()
+        self._start_clock()
 
         hosts = sorted(state["hosts"])
         if self.monitoring in ("ganglia", "both"):
@@ -186,6 +177,19 @@ class Lab:
         for name in hosts:
             self._start_gmetric(name, state["hosts"][name])
 
+    def _start_clock(self) -> None:
+        """What every platform's lab needs before its daemons: the scenario's rules file,
+        the state directories, and the clock that drives the guests' load."""
+        if "constraints" in self.scenario:
+            self.constraints_file = self.dir / "constraints.json"
+            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
+        self.state_dir.mkdir(exist_ok=True)
+        self.plan_state.mkdir(exist_ok=True)
+        self.started = time.time()
+        self._tick()
+        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
+        self._driver.start()
+
     def _start_xapi(self, state: dict) -> None:
         from vmtools.lab.xapi import XapiLab
         extras = dict(self.scenario.get("xapi", {}))
@@ -198,15 +202,7 @@ class Lab:
             host.setdefault("power_on_mode", "" if name == master else
                             extras.get("power_on_mode", "wake-on-lan"))
         self.state.write(state)
-        if "constraints" in self.scenario:
-            self.constraints_file = self.dir / "constraints.json"
-            self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
-        self.state_dir.mkdir(exist_ok=True)
-        self.plan_state.mkdir(exist_ok=True)
-        self.started = time.time()
-        self._tick()
-        self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
-        self._driver.start()
+        self._start_clock()
         self.xapi = XapiLab(self.state, extras, self.dir / "xapi",
                             boot_seconds=self.boot_seconds).start()
         lines = ["# vm-apply --hosts: the pool's hosts, reached through the master's XAPI",
