@@ -174,6 +174,31 @@ def test_ipmi_wrong_password_is_unavailable(bmc_lab):
     assert "wrong" not in str(err.value)
 
 
+@pytest.mark.slow           # ipmi_sim is a daemon
+@needs_ipmi
+def test_a_bmc_whose_port_was_taken_meanwhile_starts_on_another(tmp_path, monkeypatch):
+    # A parallel test's daemon may bind the port between choosing it and ipmi_sim binding it
+    # (a full CI run once failed so). The lab starts that ipmi_sim again on another port, and
+    # only calls a BMC ready when ipmi_sim itself holds its port.
+    state = ClusterState(tmp_path / "cluster.json")
+    state.write(new_state({"n1": {}}))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        chosen = iter([busy])
+        real = lab_bmc.free_udp_port
+        monkeypatch.setattr(lab_bmc, "free_udp_port", lambda: next(chosen, None) or real())
+        lab = lab_bmc.BmcLab(state.path, ["n1"], tmp_path / "bmc").start()
+        try:
+            assert lab.port["n1"] != busy
+            assert "Address already in use" in (tmp_path / "bmc/n1/ipmi_sim.log").read_text()
+            store = ipmi.read_credentials(str(lab.credentials))
+            bmc = ipmi.Bmc("n1", "127.0.0.1", lab.port["n1"], store.for_host("n1"), timeout=20)
+            assert bmc.power_status() == "on"
+        finally:
+            lab.stop()
+
+
 # --------------------------------------------------------------------------- boot wait
 
 def test_wait_until_transport_answers():

@@ -53,6 +53,35 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def _holds_udp_port(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself has a UDP socket bound to ``port`` (a port merely
+    taken, perhaps by another test's daemon, is not proof that ipmi_sim listens)."""
+    inodes = set()
+    try:
+        with open("/proc/net/udp") as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+        if not inodes:
+            return False
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except (OSError, StopIteration, IndexError, ValueError):
+        return False
+    return False
+
+
+class _ExitedEarly(RuntimeError):
+    """ipmi_sim ended before it listened (most often: its port was taken meanwhile)."""
+
+
 def _quote_conf(text: str) -> str:
     if '"' in text or "\n" in text:
         raise ValueError("ipmi_sim configuration values may not hold quotes or newlines")
@@ -83,7 +112,7 @@ class BmcLab:
             for host in self.hosts:
                 self._start_host(host)
             for host in self.hosts:
-                self._wait_ready(host)
+                self._wait_ready_or_restart(host)
         except BaseException:
             self.stop()
             raise
@@ -125,19 +154,29 @@ class BmcLab:
         log.close()
         self.port[host] = port
 
+    def _wait_ready_or_restart(self, host: str, attempts: int = 5) -> None:
+        # The port was free when chosen, but another process (a parallel test's gmond or
+        # ipmi_sim) may bind it before this ipmi_sim does; it then exits at once. Start it
+        # again on another port rather than fail the lab.
+        for attempt in range(attempts):
+            try:
+                self._wait_ready(host)
+                return
+            except _ExitedEarly:
+                if attempt == attempts - 1:
+                    raise
+                self._start_host(host)
+
     def _wait_ready(self, host: str, timeout: float = 10.0) -> None:
         # ipmi_sim binds its UDP port once it has read its configuration
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.procs[host].poll() is not None:
-                raise RuntimeError(f"ipmi_sim for {host} exited with status "
+                raise _ExitedEarly(f"ipmi_sim for {host} exited with status "
                                    f"{self.procs[host].returncode}; see "
                                    f"{self.dir / host / 'ipmi_sim.log'}")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                try:
-                    s.bind(("127.0.0.1", self.port[host]))
-                except OSError:
-                    return                  # taken: ipmi_sim listens
+            if _holds_udp_port(self.procs[host].pid, self.port[host]):
+                return
             time.sleep(0.05)
         raise RuntimeError(f"ipmi_sim for {host} did not open its port within {timeout:g}s")
 
