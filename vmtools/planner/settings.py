@@ -169,6 +169,13 @@ SETTINGS: tuple[Setting, ...] = (
             range_text="must be more than 0", help=(
                 "With --state or a snapshot's samples: how far back --demand looks (chosen "
                 "from replays: see vm-plan(1)).")),
+    Setting("forecast", 0.0, lo=0.0, hi=10.0, metavar="K",
+            range_text="expected 0 (off) to 10", help=(
+                "With --state or a snapshot's samples: also plan each host's CPU on the "
+                "forecast of the next interval from its guests' summed samples over "
+                "--demand-window: their exponentially weighted mean plus K times the weighted "
+                "mean of its past one-step errors (guests whose swings coincide need more "
+                "room); never below --demand's estimate (0: off).")),
     Setting("hotspot_window", "3/5", kind=str, metavar="K/N", parse=_hotspot_window, help=(
         "With --state: balance acts on a hotspot seen in at least K of the last N snapshots "
         "(Sandpiper's rule).")),
