@@ -226,7 +226,8 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="GUEST[:HOST]", parse=lambda t: _guest_host("resume", t, False), help=(
                 "Plan the resume of a guest vm-apply suspended (--suspended), or one the "
                 "snapshot reports suspended, on HOST, or on the host with room the rules "
-                "allow (the one it left first, then the emptiest).")),
+                "allow (the one it left first, then the emptiest); through libvirt only "
+                "the host that suspended it (its managed save is there).")),
     Setting("checkpoint", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST", help=("Plan a checkpoint of GUEST to IMAGE_DIR/GUEST-TIME.chk "
                                    "(it keeps running).")),
