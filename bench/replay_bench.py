@@ -3,7 +3,7 @@ them) replayed through vm-plan settings and the built-in baselines.
 
     python bench/replay_bench.py [--variant cloudsim|cpu|speed|all] [--quick] [--ticks N]
                                  [--repeat N] [--warm-up MINUTES] [--both] [--lookahead]
-                                 [--day 20110303|20110322|20110412]
+                                 [--day YYYYMMDD]   (one of CloudSim's ten days)
                                  [--plan "OPTIONS"]... [--baseline NAME]... [--write-csv DIR]
                                  [--monitoring-loss FRACTION [--loss-seed N]]
 
@@ -60,7 +60,9 @@ from vmtools.replay.trace import Demand, Sample, Trace  # noqa: E402
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "planetlab")
 DATA = os.path.join(DATA_DIR, "20110303")
-DAYS = ("20110303", "20110322", "20110412")     # the last two: held out of the tuning
+DAYS = ("20110303", "20110306", "20110309", "20110322", "20110325", "20110403", "20110409",
+        "20110411", "20110412", "20110420")     # CloudSim's ten days
+HELD_OUT = ("20110322", "20110412")             # never used to choose a setting
 START = iso_to_epoch("2011-03-03T00:00:00Z")
 VM_MIPS = (2500, 2000, 1000, 500)
 VM_RAM = (870, 1740, 1740, 613)
@@ -144,7 +146,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="all", choices=["cloudsim", "cpu", "speed", "all"])
     ap.add_argument("--day", default="20110303", choices=DAYS,
-                    help="the PlanetLab day (20110322 and 20110412 are held out of the tuning)")
+                    help="the PlanetLab day: one of CloudSim's ten (default 20110303); "
+                    f"{' and '.join(HELD_OUT)} are held out of the tuning")
     ap.add_argument("--quick", action="store_true", help="a quarter of the day (72 ticks)")
     ap.add_argument("--ticks", type=int, default=288)
     ap.add_argument("--plan", action="append", help="vm-plan settings (default: auto, "

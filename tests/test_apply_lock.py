@@ -116,3 +116,55 @@ def test_runs_that_take_and_let_go_of_one_host_in_a_race_never_hold_it_together(
     assert sum(o for _, o in results) == 0
     assert sum(i for i, _ in results) > 0
     assert os.listdir(tmp_path / "locks") == []
+
+
+def test_a_plan_over_two_domains_holds_both_and_meets_a_one_domain_run_on_a_shared_host(
+        tmp_path):
+    for d in ("state", "other"):
+        (tmp_path / d).mkdir()
+    both = ClusterLock(tmp_path / "state", ["west", "east"], [host("n1"), host("n3")],
+                       lock_dir=tmp_path / "locks", host_domain={"n1": "east", "n3": "west"})
+    assert [p.name for p in both.paths[:2]] == ["apply-east.lock", "apply-west.lock"]
+    both.acquire()
+    west = ClusterLock(tmp_path / "state", ["west"], [host("n4")], lock_dir=tmp_path / "locks",
+                       host_domain={"n4": "west"})
+    with pytest.raises(TemporaryFailure, match=r"another vm-apply is running on migration "
+                                               r"domain 'west' \(pid \d+ since "):
+        west.acquire()
+    # another state directory: the host n3 of west is held whatever else either plan touches
+    n3 = ClusterLock(tmp_path / "other", ["west"], [host("n3")], lock_dir=tmp_path / "locks",
+                     host_domain={"n3": "west"})
+    with pytest.raises(TemporaryFailure, match="another vm-apply is running on host n3"):
+        n3.acquire()
+    both.release()
+    n3.acquire()
+    west.acquire()                  # the two-domain run let go of west: the next one runs
+    n3.release()
+    west.release()
+    assert os.listdir(tmp_path / "locks") == [] and os.listdir(tmp_path / "state") == []
+
+
+def _suspend_many(args: tuple[str, str, int]) -> None:
+    """Record ``count`` suspended guests of this process in the ledger of ``state_dir``, as a
+    vm-apply on one migration domain does."""
+    state_dir, prefix, count = args
+    from vmtools.apply import lifecycle
+    run = SimpleNamespace(state_dir=state_dir, problems=[])
+    for i in range(count):
+        name = f"{prefix}{i}"
+        entry = {"name": name, "host": "n1", "image": f"/var/lib/xen/save/{name}.save",
+                 "mem_mib": 512, "vcpus": 1, "cpu": 0.1, "suspended": "2026-12-07T08:00:00Z"}
+        lifecycle._update(run, lambda g, n=name, e=entry: g.__setitem__(n, e))
+    assert run.problems == []
+
+
+def test_runs_on_two_domains_sharing_a_state_directory_lose_no_suspended_guest(tmp_path):
+    """Runs on different domains now go on together: the ledger they share is rewritten by
+    one at a time."""
+    from vmtools.apply.lifecycle import ledger_path, read_suspended
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        pool.map(_suspend_many, [(str(tmp_path), p, 25) for p in ("east", "west", "north")])
+    guests = read_suspended(ledger_path(tmp_path))
+    assert sorted(guests) == sorted(f"{p}{i}" for p in ("east", "west", "north")
+                                    for i in range(25))
+    assert sorted(os.listdir(tmp_path)) == ["suspended.json"]

@@ -106,6 +106,40 @@ def test_resume_wakes_a_standby_host_when_the_online_ones_have_no_room():
         ("power-on", "h3", []), ("resume", "h3", [1])]
 
 
+def test_a_managed_save_resumes_only_on_the_host_that_made_it():
+    # libvirt keeps a suspended guest's image on the host that saved it (virsh managedsave):
+    # a plan resuming it elsewhere would only be refused by vm-apply's image check
+    from dataclasses import replace as _replace
+    from vmtools.planner.front import Documents, context_switch_plan, manual_plan
+    from vmtools.planner.settings import settings_from
+    s = cluster({"a": 3.0, "b": 0.1, "c": 3.0}, standby=True)    # d suspended on h2
+    s = _replace(s, hosts=[_replace(h, migration="libvirt-ssh") for h in s.hosts])
+    entries = ledger(("d", "h2", 1.5, 30))
+    docs = Documents(snapshot=s, suspended=entries)
+    # h2 lacks room (4 CPUs, 3.0 used, 80 % target): d waits rather than go to h3
+    assert context_switch_plan(docs, settings_from({"context_switch": True,
+                                                    "resume_after": 10}), NOW) is None
+    # with room on h2 it goes back there
+    roomy = _replace(s, vms=[v for v in s.vms if v.name != "c"])
+    plan = context_switch_plan(Documents(snapshot=roomy, suspended=entries),
+                               settings_from({"context_switch": True, "resume_after": 10}), NOW)
+    assert [(a.op, a.dst) for a in plan.actions] == [("resume", "h2")]
+    # by hand: without a host it is h2; another host is refused, saying why
+    cons = parse_rules([], roomy)
+    plan = manual_plan(("resume", "d", None), Documents(snapshot=roomy, suspended=entries),
+                       cons, settings_from({"image_dir": "/srv/img"}))
+    assert plan.actions[0].dst == "h2"
+    with pytest.raises(DataError, match="resumes on h2 or nowhere, not on h1"):
+        manual_plan(("resume", "d", "h1"), Documents(snapshot=roomy, suspended=entries), cons,
+                    settings_from({"image_dir": "/srv/img"}))
+    # xl over SSH with a shared image directory: any host with room
+    shared = cluster({"a": 3.0, "b": 0.1, "c": 3.0}, standby=True)
+    plan = context_switch_plan(Documents(snapshot=shared, suspended=entries),
+                               settings_from({"context_switch": True, "resume_after": 10}), NOW)
+    assert [(a.op, a.host or a.dst) for a in plan.actions] == [("power-on", "h3"),
+                                                               ("resume", "h3")]
+
+
 @pytest.mark.slow          # the installed commands, several runs
 def test_the_command_line(tmp_path):
     s = cluster({"a": 3.0, "b": 2.0, "c": 2.5, "d": 2.0})

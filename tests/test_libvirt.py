@@ -212,8 +212,18 @@ def test_managedsave_then_start_and_a_checkpoint_through_virsh_over_ssh(env):
 def test_a_resume_where_libvirt_has_no_managed_save_is_stale_and_touches_nothing(env):
     proc = _apply_file(env, _plan(env, "--suspend", "b"))
     assert proc.returncode == 0, proc.stderr
-    # the managed save is on n1: a plan resuming b on n3 is refused before anything starts
-    proc = _apply_file(env, _plan(env, "--resume", "b:n3"))
+    # the managed save is on n1: vm-plan knows (the transport keeps it on that host) ...
+    snap = env["dir"] / "resume-snap.json"
+    snap.write_text(dumps(snapshot_of(env["state"], "libvirt-ssh").to_dict()))
+    proc = run("vm-plan", str(snap), "--resume", "b:n3", "--suspended",
+               str(env["state_dir"] / "suspended.json"))
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert "b was suspended on n1, whose platform keeps the image there" in proc.stderr
+    assert json.loads(_plan(env, "--resume", "b"))["actions"][0]["dst"] == "n1"
+    # ... and a plan made elsewhere resuming b on n3 is refused before anything starts
+    plan = json.loads(_plan(env, "--resume", "b"))
+    plan["actions"][0]["dst"] = plan["placement"]["b"] = "n3"
+    proc = _apply_file(env, json.dumps(plan))
     assert proc.returncode == 75, proc.stderr
     assert "b is not suspended (no saved image of it) on n3" in proc.stderr
     assert "b" not in env["state"].read()["hosts"]["n3"]["domains"]

@@ -259,3 +259,25 @@ def test_a_real_prometheus_with_tls_and_basic_auth(tmp_path):
             assert secret not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
     finally:
         prometheus.stop()
+
+
+def test_a_prometheus_that_scrapes_nothing_is_unknown_not_an_empty_cluster(tmp_path):
+    # A real Prometheus with no target: its answers are empty. That says nothing about the
+    # cluster; vm-snapshot must not print a snapshot of a cluster without hosts (a planner or
+    # vm-status would take it as "all is well").
+    from vmtools.lab.prometheus import PrometheusLab
+    prom = PrometheusLab(tmp_path / "prom").start()
+    try:
+        url = f"http://127.0.0.1:{prom.port}"
+        alone = run("vm-snapshot", "--prometheus", url)
+        assert alone.returncode == 69 and alone.stdout == ""
+        assert len(alone.stderr.strip().splitlines()) == 1
+        assert "has no series of the 'vmtools' profile" in alone.stderr
+        # beside a source that answers, it is a problem naming it, not silence
+        both = run("vm-snapshot", "--prometheus", url, "--example", "lab")
+        assert both.returncode == 0, both.stderr
+        doc = json.loads(both.stdout)
+        lost = [p for p in doc["problems"] if p["kind"] == "unavailable-source"]
+        assert len(lost) == 1 and url in lost[0]["message"] and doc["hosts"]
+    finally:
+        prom.stop()

@@ -233,3 +233,99 @@ def test_apply_state_dir_gives_vm_plan_the_ledger_there(tmp_path):
                                              f"'--resume sleeper --suspended {empty}'"))
     proc = rebalance("-c", str(conf), "-n")
     assert proc.returncode == 65 and "not in the suspended-guests ledger" in proc.stdout
+
+
+# A path no word splitting survives: a space, a command substitution, quotes, a semicolon.
+HOSTILE = "my dir $(touch pwned);'x\" *"
+
+
+def ledger_with_sleeper(state: Path) -> None:
+    state.mkdir(parents=True)
+    (state / "suspended.json").write_text(json.dumps({
+        "format": "vmtools.suspended", "version": "1.0",
+        "guests": [{"name": "sleeper", "host": "node-1",
+                    "image": "/var/lib/xen/save/sleeper.save", "mem_mib": 512, "vcpus": 1,
+                    "cpu": 0.1, "suspended": "2026-12-07T05:00:00Z"}]}))
+
+
+@pytest.mark.parametrize("how", ["array", "quoted string"])
+def test_paths_with_spaces_and_shell_characters_reach_the_commands_whole(tmp_path, how):
+    """The *_ARGS are arrays, or strings split as quoted command lines: never word-split, never
+    evaluated. The archive, the dump, vm-plan's state and vm-apply's state directory (whose
+    ledger vm-plan is handed: the guest it lists is resumed) all hold a space and shell
+    characters."""
+    import shutil
+    base = tmp_path / HOSTILE
+    base.mkdir()
+    dump = base / "lab gmetad.xml"
+    shutil.copy(ROOT / "vmtools" / "examples" / "lab-gmetad.xml", dump)
+    state = base / "apply state"
+    ledger_with_sleeper(state)
+    plan_state = base / "plan state"
+    plan_state.mkdir()
+    snapshot, plan, apply = (["--input", str(dump)], ["--resume", "sleeper", "--state",
+                                                        str(plan_state)],
+                             ["--state-dir", str(state)])
+    if how == "array":
+        setting = lambda words: "(" + " ".join(map(shlex.quote, words)) + ")"  # noqa: E731
+    else:
+        setting = lambda words: shlex.quote(shlex.join(words))               # noqa: E731
+    conf = tmp_path / "r.conf"
+    conf.write_text(f"ARCHIVE={shlex.quote(str(base / 'runs'))}\n"
+                    f"SNAPSHOT_ARGS={setting(snapshot)}\nPLAN_ARGS={setting(plan)}\n"
+                    f"APPLY_ARGS={setting(apply)}\n")
+    proc = rebalance("-c", str(conf), "-n")
+    run_dir, = [p for p in (base / "runs").iterdir() if p.name[0].isdigit()]
+    doc = json.loads((run_dir / "plan.json").read_text())
+    assert [(a["op"], a["vm"]) for a in doc["actions"]] == [("resume", "sleeper")], \
+        proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("pwned")) and not (ROOT / "pwned").exists()
+
+
+def test_a_setting_that_cannot_be_split_is_a_bad_settings_file(tmp_path):
+    conf = tmp_path / "r.conf"
+    conf.write_text(f"ARCHIVE={shlex.quote(str(tmp_path / 'runs'))}\n"
+                    "SNAPSHOT_ARGS=\"--input '/srv/a b.xml\"\n")
+    proc = rebalance("-c", str(conf))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("vm-rebalance: error: SNAPSHOT_ARGS: cannot split it")
+    assert not (tmp_path / "runs").exists()
+
+
+def domains_conf(tmp_path: Path, port: int) -> Path:
+    """Two domains: east reads a saved dump (auto within one migration: no whole host can be
+    emptied, so nothing to do), west a gmetad nobody runs (its snapshot fails: 69)."""
+    conf = tmp_path / "r.conf"
+    dump = ROOT / "vmtools" / "examples" / "lab-gmetad.xml"
+    conf.write_text(f"ARCHIVE={shlex.quote(str(tmp_path / HOSTILE))}\n"
+                    "DOMAINS='east west-2'\nPLAN_ARGS=(--max-migrations 1)\n"
+                    f"SNAPSHOT_ARGS_east=(--input {shlex.quote(str(dump))})\n"
+                    f"SNAPSHOT_ARGS_west_2=(--gmetad 127.0.0.1:{port} --timeout 1)\n")
+    return conf
+
+
+def test_one_failing_domain_does_not_stop_the_others_and_the_result_says_which(tmp_path):
+    conf = domains_conf(tmp_path, free_port())
+    proc = rebalance("-c", str(conf))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.endswith("1 of 2 domains failed (west-2: vm-snapshot failed (exit 69))")
+    assert "== east: nothing to do" in proc.stdout
+    archive = tmp_path / HOSTILE
+    run_dir, = [p for p in archive.iterdir() if p.name[0].isdigit()]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["exit"] == 1 and result["version"] == "1.1"
+    east, west = result["domains"]["east"], result["domains"]["west-2"]
+    assert (east["exit"], east["failed_step"], east["plan"]["migrations"]) == (0, None, 0)
+    assert (west["exit"], west["failed_step"], west["plan"]) == (69, "snapshot", None)
+    assert (run_dir / "east" / "plan.json").exists()
+    assert not (run_dir / "west-2" / "plan.json").exists()
+    assert "127.0.0.1" in (run_dir / "west-2" / "snapshot.log").read_text()
+    # each domain keeps its own vm-plan history
+    assert (archive / ".plan-state" / "east" / "vmtools.state").exists()
+    # one domain alone: its own outcome; every domain failing: the first one's code
+    assert rebalance("-c", str(conf), "-d", "east", "-q").returncode == 0
+    proc = rebalance("-c", str(conf), "--domain=west-2", "-j", "1")
+    assert proc.returncode == 69 and "1 of 1 domains failed" in proc.stdout
+    proc = rebalance("-c", str(conf), "-d", "north")
+    assert proc.returncode == 2 and "north: not a domain of DOMAINS" in proc.stderr

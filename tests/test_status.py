@@ -41,6 +41,22 @@ def test_from_a_snapshot_file_hotspots_flagged_in_80_columns(tmp_path):
     assert "No vm-rebalance run found in" in out
 
 
+def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
+    # gmetad's cluster with every host expired: nothing is seen, so "No problems." would lie
+    dump = tmp_path / "empty.xml"
+    dump.write_text('<?xml version="1.0"?>\n<GANGLIA_XML VERSION="3.7.2" SOURCE="gmetad">'
+                    '<GRID NAME="g" AUTHORITY="x" LOCALTIME="1700000000"><CLUSTER NAME="c" '
+                    'LOCALTIME="1700000000" OWNER="o" LATLONG="l" URL="u"></CLUSTER></GRID>'
+                    '</GANGLIA_XML>\n')
+    snap = run("vm-snapshot", "-i", str(dump))
+    assert snap.returncode == 0, snap.stderr
+    path = tmp_path / "snap.json"
+    path.write_text(snap.stdout)
+    out = run("vm-status", str(path), "--runs", "").stdout
+    assert "No problems." not in out
+    assert "No host is seen" in out and "Nothing is known of the guests" in out
+
+
 def test_thresholds_move_the_flags(tmp_path):
     out = run("vm-status", str(snapshot(tmp_path)), "--runs", "", "--cpu-threshold", "0.1",
               "-f", "json").stdout

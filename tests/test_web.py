@@ -706,6 +706,41 @@ def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapsh
     assert empty not in power.standby and power.waking[empty]["since"] == 2000.0
 
 
+def test_a_host_switched_off_while_vm_plan_runs_is_not_lost(example_snapshot, tmp_path):
+    # vm-plan (cron) reads the state, plans, writes it back; the page records a host it
+    # switched off meanwhile. Without one lock on the state, vm-plan's write drops the record
+    # and the host looks vanished instead of standby.
+    from dataclasses import replace
+    from vmtools.model import dumps
+    from vmtools.state import read_state, state_lock
+    from vmtools.status import standby_hosts
+    from vmtools.web.actions import PlanSettings, build_plan, record_power
+    empty = example_snapshot.hosts[0].name
+    snap = replace(example_snapshot, vms=[v for v in example_snapshot.vms if v.host != empty])
+    off = build_plan(snap, PlanSettings(), "power-off", empty)
+    state_dir = str(tmp_path)
+    recorded: list = []
+    with state_lock(state_dir):          # as a vm-plan run holds it for its whole run
+        page = threading.Thread(target=lambda: recorded.append(record_power(
+            state_dir, off, {"actions": [{"id": 1, "outcome": "done"}]})))
+        page.start()
+        page.join(1.0)
+        assert page.is_alive() and not recorded, "the page waits for the run"
+        cron = subprocess.Popen([script("vm-plan"), "--state", state_dir, "-q"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert cron.poll() is None, "a second run waits too"
+    gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])   # it is off
+    out, err = cron.communicate(dumps(gone.to_dict()), timeout=120)
+    page.join(30)
+    assert cron.returncode == 0, err
+    assert recorded == [[empty]]
+    # whichever wrote last, both records stand: the run's memory and the page's standby host
+    state = read_state(state_dir)
+    assert state.plan.hosts and empty in standby_hosts(state_dir)
+
+
 POWER = {
     "name": "web-power", "description": "two hosts, one empty, IPMI",
     "hosts": {"node-1": {"cpus": 8, "mem_mib": 17408, "migration": "xl-ssh"},

@@ -354,6 +354,10 @@ def status_table(doc: dict) -> str:
     if doc.get("problems"):
         out += "\n" + problem_list([(p["kind"], p.get("host"), p.get("vm"), p["message"])
                                     for p in doc["problems"]])
+    elif not doc["hosts"]:
+        # not "no problems": nothing is seen, so nothing is known to be well
+        out += "\n" + wrap("No host is seen: the source reports none (every agent gone, the "
+                           "wrong cluster or profile). Nothing is known of the guests.") + "\n"
     else:
         out += "\nNo problems.\n"
     last = doc.get("last_run")

@@ -4,6 +4,11 @@ A run directory (``ARCHIVE/YYYYMMDDTHHMMSSZ``) holds ``snapshot.json``, ``plan.j
 ``report.json``, one log per step, ``summary.txt`` (what cron mails) and ``result.json`` (the
 same, for programs). vm-rebalance calls ``python -m vmtools.runs finish DIR ...`` at the end of
 a run; vm-status reads the newest ``result.json``.
+
+A run over several migration domains (vm-rebalance's ``DOMAINS``) keeps each domain's
+documents, logs and result in ``DIR/NAME/``; ``finish DIR --domains NAME...`` then writes the
+run's own ``result.json`` (each domain's result under ``domains``) and a summary with a block
+per domain.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from vmtools.text import printable
 
 MAX_LISTED = 20           # moves named in a summary; the rest are counted
 RESULT = "result.json"
+RESULT_VERSION = "1.1"    # 1.1: the optional "domain" and "domains"
+MAX_DOMAINS = 1000        # domains a result lists (vm-rebalance names far fewer)
 COMMANDS = {"snapshot": "vm-snapshot", "plan": "vm-plan", "report": "vm-apply"}  # step: command
 
 
@@ -65,10 +72,11 @@ def _count(value: Any) -> int:
     return value if numbers.problem(value, lo=0, integer=True) is None else 0
 
 
-def clean_result(doc: Any) -> dict:
+def clean_result(doc: Any, nested: bool = False) -> dict:
     """A ``result.json`` as its readers expect it, whatever the file held: each field of the
-    right type (or null), strings escaped, lists of objects. vm-status reads through this;
-    :func:`describe` writes through it."""
+    right type (or null), strings escaped, lists of objects; ``domains`` (a run over several
+    migration domains) holds one such result per domain (``nested``: one of those, which
+    holds none). vm-status reads through this; :func:`describe` writes through it."""
     r = _obj(doc)
     plan = r.get("plan")
     if plan is not None:
@@ -84,7 +92,7 @@ def clean_result(doc: Any) -> dict:
                              "migrated_mib": _num(d.get("migrated_mib")) or 0} if d else None}
     exit_code = r.get("exit")
     out: dict[str, Any] = {
-        "format": "vmtools.rebalance-run", "version": "1.0", "run": _text(r.get("run")),
+        "format": "vmtools.rebalance-run", "version": RESULT_VERSION, "run": _text(r.get("run")),
         "started": _text(r.get("started")), "finished": _text(r.get("finished")),
         "seconds": _num(r.get("seconds")) or 0,
         "exit": exit_code if numbers.problem(exit_code, lo=0, hi=255, integer=True) is None
@@ -100,6 +108,12 @@ def clean_result(doc: Any) -> dict:
                             "to": _text(f.get("to")),
                             "error": _text(f.get("error")) or "(no error recorded)"}
                            for f in map(_obj, _list(r.get("failures")))]
+    if isinstance(r.get("domain"), str):
+        out["domain"] = _text(r["domain"])
+    if not nested and isinstance(r.get("domains"), dict):
+        out["domains"] = {_text(k): clean_result(v, nested=True)
+                          for k, v in list(r["domains"].items())[:MAX_DOMAINS]
+                          if isinstance(k, str)}
     return out
 
 
@@ -116,7 +130,7 @@ def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
     plan = _load(run_dir / "plan.json")
     report = _load(run_dir / "report.json")
     result: dict[str, Any] = {
-        "format": "vmtools.rebalance-run", "version": "1.0", "run": run_dir.name,
+        "format": "vmtools.rebalance-run", "version": RESULT_VERSION, "run": run_dir.name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
         "seconds": round(finished - started, 1), "exit": exit_code, "failed_step": step,
@@ -145,7 +159,9 @@ def describe(run_dir: Path, exit_code: int, step: str | None, dry_run: bool,
 
 
 def headline(result: dict) -> str:
-    """One line: what the run did."""
+    """One line: what the run did (over several domains: how many failed, and which)."""
+    if result.get("domains"):
+        return _domains_headline(result["domains"])
     plan = result.get("plan") or {}
     n = plan.get("migrations", 0)
     moves = f"{n} migration{'' if n == 1 else 's'}"
@@ -162,8 +178,26 @@ def headline(result: dict) -> str:
     return f"{done} of {moves} done"
 
 
+def _domains_headline(domains: dict[str, dict]) -> str:
+    failed = [name for name, r in domains.items() if r.get("exit") != 0]
+    if not failed:
+        return f"{len(domains)} domain{'' if len(domains) == 1 else 's'}, all ok"
+    which = "; ".join(f"{name}: {headline(domains[name])}" for name in failed[:5])
+    more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"{len(failed)} of {len(domains)} domains failed ({which}{more})"
+
+
 def summary_text(result: dict, run_dir: Path) -> str:
-    lines = [f"vm-rebalance {result['run']}: {headline(result)}"]
+    if result.get("domains"):
+        out = f"vm-rebalance {result['run']}: {headline(result)}\n"
+        for name, r in result["domains"].items():
+            out += _domain_text(r, run_dir / name, f"== {name}: ")
+        return out + f"took {result['seconds']:.0f} s; documents and logs in {run_dir}\n"
+    return _domain_text(result, run_dir, f"vm-rebalance {result['run']}: ")
+
+
+def _domain_text(result: dict, run_dir: Path, lead: str = "") -> str:
+    lines = [f"{lead}{headline(result)}"]
     plan = result.get("plan")
     if plan:
         n = plan["migrations"]
@@ -213,14 +247,39 @@ def latest(archive: Path) -> tuple[Path, dict] | None:
     return None
 
 
+def describe_domains(run_dir: Path, names: list[str], exit_code: int, dry_run: bool,
+                     started: float, finished: float) -> dict:
+    """The result of a run over several domains: each one's own result (``NAME/result.json``,
+    written when its pipeline ended; a domain without one failed before it could say)."""
+    result = describe(run_dir, exit_code, None, dry_run, started, finished)
+    domains = {}
+    for name in names:
+        own = _load(run_dir / name / RESULT, MAX_FILE_BYTES)
+        domains[name] = own if own is not None else {
+            "run": run_dir.name, "exit": 70, "failed_step": None, "dry_run": dry_run,
+            "domain": name}
+    result["domains"] = domains
+    return clean_result(result)
+
+
 def _finish(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir)
-    result = describe(run_dir, args.exit, args.step or None, args.dry_run, args.started,
-                      time.time())
+    if args.domains:
+        result = describe_domains(run_dir, args.domains, args.exit, args.dry_run,
+                                  args.started, time.time())
+        moved = any((r.get("plan") or {}).get("migrations")
+                    for r in result["domains"].values())
+    else:
+        result = describe(run_dir, args.exit, args.step or None, args.dry_run, args.started,
+                          time.time())
+        if args.domain:
+            result["domain"] = args.domain
+            result = clean_result(result)
+        moved = (result.get("plan") or {}).get("migrations")
     text = summary_text(result, run_dir)
     for name, data in ((RESULT, json.dumps(result, indent=2) + "\n"), ("summary.txt", text)):
         write_atomic(run_dir / name, data)
-    if not args.quiet or args.exit or (result.get("plan") or {}).get("migrations"):
+    if not args.silent and (not args.quiet or args.exit or moved):
         sys.stdout.write(text)
     return 0
 
@@ -235,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     finish.add_argument("--dry-run", action="store_true")
     finish.add_argument("--quiet", action="store_true")
     finish.add_argument("--started", type=float, required=True)
+    finish.add_argument("--domain", default="", help="this run directory is one domain's")
+    finish.add_argument("--silent", action="store_true", help="write, print nothing")
+    finish.add_argument("--domains", nargs="+", default=[],
+                        help="the run's domains, one directory each: write the whole run's")
     args = parser.parse_args(argv)
     return _finish(args)
 

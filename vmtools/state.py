@@ -15,20 +15,28 @@ vm-plan reads and writes it; vm-status reads it (which hosts are standby). A doc
 not one (hand-edited, truncated, another tool's) is a DataError (exit 65) naming the file and
 the fix, for every reader: it is never half-trusted.
 
+Whoever reads, changes and writes it back (vm-plan for its whole run, vm-web recording a host
+it switched) holds :func:`state_lock`, an exclusive ``flock`` on ``DIR/.vmtools.state.lock``,
+so neither overwrites what the other recorded meanwhile.
+
 The two files earlier versions wrote, ``vm-plan-state.json`` and ``vm-plan-power.json``, are
 read when there is no ``vmtools.state`` yet, once: the next write replaces them with it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 from typing import Any
 
 from vmtools import __version__
 from vmtools.atomic import write_atomic
-from vmtools.errors import DataError, LocalFailure, OptionError
+from vmtools.errors import DataError, LocalFailure, OptionError, TemporaryFailure
 from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, read_limited
 from vmtools.model import (MAX_DOMAIN_CHARS, SUPPORTED_MAJOR, Reader, check_envelope, is_safe_name,
                            loads)
@@ -39,6 +47,7 @@ STATE_FILE = "vmtools.state"
 STATE_VERSION = "1.0"
 LEGACY_PLAN_FILE = "vm-plan-state.json"
 LEGACY_POWER_FILE = "vm-plan-power.json"
+LOCK_FILE = ".vmtools.state.lock"
 KEEP = 50                      # observations kept
 # A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
 FORGET_AFTER = 86400.0
@@ -293,6 +302,37 @@ def write_state(directory: str, state: State) -> None:
                            "no plan was printed)", settings=("state",)) from None
 
 
+@contextmanager
+def state_lock(directory: str, wait: float = 300.0) -> Iterator[None]:
+    """Hold the state directory's lock while reading, changing and writing the state back;
+    waits up to ``wait`` seconds for another holder (a vm-plan run holds it for the run), then
+    :class:`TemporaryFailure` (exit 75: try again at the next run). The kernel releases the
+    lock however the holder ends."""
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LocalFailure(f"{{state}} {directory}: cannot open its lock {LOCK_FILE}: "
+                           f"{exc.strerror}", settings=("state",)) from None
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TemporaryFailure(
+                        f"{{state}} {directory}: another vm-plan run or vm-web holds it "
+                        f"({LOCK_FILE}) for more than {wait:g} s; nothing was planned (the "
+                        "next run will)", settings=("state",)) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
 __all__ = ["State", "PlanMemory", "PowerState", "read_state", "write_state", "state_document",
            "state_from_document", "plan_memory_from", "power_state_from", "STATE_FILE",
-           "STATE_FORMAT", "LEGACY_PLAN_FILE", "LEGACY_POWER_FILE", "SUPPORTED_MAJOR"]
+           "STATE_FORMAT", "LEGACY_PLAN_FILE", "LEGACY_POWER_FILE", "LOCK_FILE", "SUPPORTED_MAJOR",
+           "state_lock"]

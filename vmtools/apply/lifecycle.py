@@ -25,6 +25,8 @@ resumed, with its image and what it needs of a host.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -368,9 +370,28 @@ def forget_suspended(run, vm: str) -> None:
     _update(run, lambda g: g.pop(vm, None))
 
 
+@contextlib.contextmanager
+def _ledger_held(state_dir: Path):
+    """The ledger to itself: the threads of this run (a lock) and the other vm-apply runs on
+    other migration domains that share the state directory (an flock on the directory, which
+    leaves no file behind; held only while the ledger is read and rewritten)."""
+    with _ledger_lock:
+        try:
+            fd = os.open(state_dir, os.O_RDONLY)
+        except OSError:
+            fd = None                      # no directory yet: the write below says why
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)               # closing frees the flock
+
+
 def _update(run, change) -> None:
     path = ledger_path(run.state_dir)
-    with _ledger_lock:
+    with _ledger_held(path.parent):
         try:
             guests = read_suspended(path)
         except DataError as exc:

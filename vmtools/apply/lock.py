@@ -1,14 +1,17 @@
-"""One vm-apply at a time per cluster, wherever the runs start from.
+"""One vm-apply at a time per migration domain, wherever the runs start from.
 
 Two locks, both ``flock``s (released by the kernel when the process dies, however it dies):
 
-- the cluster lock, ``<state_dir>/apply-<cluster>.lock``, as before: two runs that share a
-  state directory never run together;
+- a lock per migration domain the plan touches (a host's ``domain``, else its cluster),
+  ``<state_dir>/apply-<domain>.lock``: two runs that share a state directory never run
+  together on one domain, while runs on different domains (a Ganglia cluster each, a XAPI
+  pool each) go on side by side; a plan touching several domains takes each one's lock, in
+  the order of their names, so two such runs cannot deadlock;
 - a lock per host the plan touches, in one machine-wide directory (``/run/lock/vmtools``,
   else ``$TMPDIR/vmtools-locks``) that does not depend on ``--state-dir``: cron and an
   operator with different state directories, or a ``--resume`` from another directory, see
-  each other's runs on any shared host. A host is named by its cluster, its Ganglia name and
-  the address vm-apply manages it at, so two clusters (or two simulated labs on one machine)
+  each other's runs on any shared host. A host is named by its domain, its Ganglia name and
+  the address vm-apply manages it at, so two domains (or two simulated labs on one machine)
   never block each other by sharing a host name.
 
 A lock file exists only while a run holds it: the run removes it, still holding the lock,
@@ -37,6 +40,7 @@ from pathlib import Path
 
 from vmtools.errors import TemporaryFailure
 from vmtools.model import epoch_to_iso, is_safe_name
+from vmtools.text import printable
 
 MACHINE_LOCK_DIR = "/run/lock/vmtools"
 
@@ -55,25 +59,34 @@ def machine_lock_dir() -> Path:
 
 
 class ClusterLock:
-    """The cluster's lock in the state directory, then one lock per touched host in the
-    machine-wide directory (see the module)."""
+    """The lock of each migration domain in the state directory, in the order of their names,
+    then one lock per touched host in the machine-wide directory (see the module).
+    ``host_domain`` names each host's domain; a host it does not name counts in every one of
+    ``domains`` (a single-domain run: that domain)."""
 
-    def __init__(self, state_dir: Path, clusters: list[str], endpoints: list = (),
-                 lock_dir: str | os.PathLike | None = None):
-        self.paths = [state_dir / f"apply-{_file_part(c)}.lock" for c in sorted(set(clusters))]
+    def __init__(self, state_dir: Path, domains: list[str], endpoints: list = (),
+                 lock_dir: str | os.PathLike | None = None,
+                 host_domain: dict[str, str] | None = None):
+        names = sorted(set(domains))
+        self.names = names + []
+        self.paths = [state_dir / f"apply-{_file_part(d)}.lock" for d in names]
         hosts_dir = Path(lock_dir) if lock_dir is not None else machine_lock_dir()
         with contextlib.suppress(OSError):
             hosts_dir.mkdir(parents=True, exist_ok=True)
-        keys = sorted({(getattr(ep, "name", ""), f"{getattr(ep, 'address', '')}:"
-                        f"{getattr(ep, 'port', '')}") for ep in endpoints})
-        cluster = ",".join(sorted(set(clusters)))
-        self.paths += [hosts_dir / f"apply-host-{_file_part(name)}-"
-                       f"{hashlib.sha256(f'{cluster}|{name}|{where}'.encode()).hexdigest()[:12]}"
-                       ".lock" for name, where in keys]
+        every = ",".join(names)
+        keys = sorted({((host_domain or {}).get(getattr(ep, "name", ""), every),
+                        getattr(ep, "name", ""),
+                        f"{getattr(ep, 'address', '')}:{getattr(ep, 'port', '')}")
+                       for ep in endpoints})
+        for domain, name, where in keys:
+            digest = hashlib.sha256(f"{domain}|{name}|{where}".encode()).hexdigest()[:12]
+            self.paths.append(hosts_dir / f"apply-host-{_file_part(name)}-{digest}.lock")
+            self.names.append(name)
         self.files: list = []
 
     def acquire(self) -> None:
-        for path in self.paths:        # always in this order: two runs cannot deadlock
+        # always in this order (domains by name, then hosts): two runs cannot deadlock
+        for path, name in zip(self.paths, self.names):
             try:
                 fh = _take(path)
             except OSError as exc:
@@ -82,11 +95,11 @@ class ClusterLock:
                     from None
             except _Held as held:
                 self.release()
-                what = "this cluster" if "apply-host-" not in path.name else \
-                    f"host {path.name[len('apply-host-'):].rsplit('-', 1)[0]}"
+                what = f"host {printable(name)}" if "apply-host-" in path.name else \
+                    f"migration domain {printable(name)!r}" if name else "this cluster"
                 raise TemporaryFailure(f"{path}: another vm-apply is running on {what} "
-                                       f"({held.holder}); try again when it has finished") \
-                    from None
+                                       f"({printable(held.holder)}); try again when it has "
+                                       "finished") from None
             with contextlib.suppress(OSError):
                 fh.seek(0)
                 fh.truncate()

@@ -47,9 +47,12 @@ class Outcome:
 
 def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, str | None],
                 problems: list[str], started: float, parallel: int, per_host: int,
-                interrupted: str | None, dry_run: bool) -> Report:
+                interrupted: str | None, dry_run: bool, domains: dict[int, str] | None = None,
+                stopped: dict[str, str] | None = None) -> Report:
     """The Report of a run that began at ``started``: one entry per action of ``plan``, in
-    the plan's order (every action has an outcome by now), and the summary."""
+    the plan's order (every action has an outcome by now), and the summary; with
+    ``domains`` (each action's migration domain) naming several, the summary's ``domains``
+    says per domain what happened (``stopped``: why a domain started nothing new)."""
     entries = [outcomes[a.id].to_dict() for a in plan.actions]
     counts = Counter(e["outcome"] for e in entries)
     done_mib = sum(e.get("mem_mib", 0) for e in entries
@@ -70,5 +73,23 @@ def make_report(plan: Plan, outcomes: dict[int, Outcome], placement: dict[str, s
         names = sorted(e["vm"] for e in entries if e["op"] == op and e["outcome"] == "done")
         if names:
             summary[key] = names
+    if domains and len(set(domains.values())) > 1:
+        summary["domains"] = per_domain(entries, domains, stopped or {})
     return Report(plan_digest=document_digest(plan.to_dict()), actions=entries,
                   placement=placement, summary=summary, dry_run=dry_run)
+
+
+def per_domain(entries: list[dict], domains: dict[int, str], stopped: dict[str, str]) -> dict:
+    """Per migration domain (by name): its actions and how they ended, the MiB migrated, and
+    why it started nothing new (``stopped``, else null)."""
+    out: dict[str, dict] = {}
+    for e in entries:
+        d = out.setdefault(domains[e["id"]], {"actions": 0, "done": 0, "failed": 0,
+                                              "skipped": 0, "not-run": 0, "migrated_mib": 0})
+        d["actions"] += 1
+        d[e["outcome"]] += 1
+        if e["outcome"] == "done" and e["op"] == "migrate":
+            d["migrated_mib"] += e.get("mem_mib", 0)
+    for name, d in out.items():
+        d["stopped"] = printable(stopped[name]) if name in stopped else None
+    return {printable(name): out[name] for name in sorted(out)}

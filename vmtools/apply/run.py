@@ -5,7 +5,8 @@
 1. refuse hostile names, hosts the snapshot does not know, Domain-0, ops other than
    ``migrate``, ``power-off`` and ``power-on`` (DataError, 65), any plan the replay checker
    refuses (65), and a power action for a host without a power method in the host map;
-2. take the cluster's lock under the state directory (a second run: TemporaryFailure, 75);
+2. take the lock of each migration domain the plan touches under the state directory (a
+   second run on one of them: TemporaryFailure, 75; runs on other domains go on);
 3. ask every host the plan touches, through its transport, what it runs: each guest to move
    must be where the plan's origin says and every host must answer, else TemporaryFailure
    (75) before anything moved -- unless ``force``; an unknown SSH host key is 69;
@@ -93,7 +94,11 @@ class Run:
         self.state_dir = Path(options.state_dir or default_state_dir())
         self.outcomes: dict[int, Outcome] = {}
         self.cond = threading.Condition()
-        self.stopping: str | None = None
+        self.stopping: str | None = None          # nothing new starts, in any domain
+        # the migration domain of each host; a domain whose action failed under
+        # --stop-on-failure starts nothing new, the others go on
+        self.domain = {h.name: h.domain for h in plan.origin.hosts}
+        self.stopped: dict[str, str] = {}
         self.journal: Journal | None = None
         self.problems: list[str] = []
         self.asked_too: list[str] = []
@@ -105,6 +110,10 @@ class Run:
         self.power = PowerRunner(options.power, options.hosts, options.ssh, self.hosts,
                                  needs_ipmi=any(options.hosts[a.host].power == "ipmi"
                                                 for a in powered)) if powered else None
+
+    def domain_of(self, a: Action) -> str:
+        """The migration domain an action runs in: its source's (or its host's)."""
+        return self.domain.get(ends(a)[0], "")
 
     def awake(self) -> list[str]:
         return [h for h in self.touched_hosts if h not in self.asleep]
@@ -278,6 +287,8 @@ class Run:
                         if len(running) >= self.opts.parallel:
                             break
                         a = self.actions[i]
+                        if self.domain_of(a) in self.stopped:
+                            continue
                         if i not in ready or not may_start(a, len(running), busy,
                                                            self.opts.parallel,
                                                            self.opts.per_host):
@@ -295,7 +306,8 @@ class Run:
                     break
                 self.cond.wait(timeout=0.5)
             for i in pending:
-                self._not_run(i, self.stopping or "not runnable")
+                self._not_run(i, self.stopping or self.stopped.get(
+                    self.domain_of(self.actions[i])) or "not runnable")
         for t in threads:
             t.join()
 
@@ -340,8 +352,12 @@ class Run:
             self.remaining_mib -= a.mem_mib
             if out.outcome == "done":
                 self.mib_done += a.mem_mib
-            if out.outcome == "failed" and self.opts.stop_on_failure and not self.stopping:
-                self.stopping = f"stopped after action {a.id} failed (--stop-on-failure)"
+            if out.outcome == "failed" and self.opts.stop_on_failure:
+                # only this action's domain: the others' actions do not depend on it
+                domain = self.domain_of(a)
+                self.stopped.setdefault(domain, f"stopped after action {a.id} failed "
+                                        "(--stop-on-failure)" + (f" in migration domain "
+                                                                 f"{domain}" if domain else ""))
             counts = Counter(o.outcome for o in self.outcomes.values())
             took = f" in {out.ended - out.started:.1f} s" if out.started and out.ended else ""
             self.finished += 1
@@ -534,7 +550,9 @@ class Run:
     def report(self, placement: dict[str, str | None], dry_run: bool) -> Report:
         interrupted = self.stopping if self.stopping and "SIG" in self.stopping else None
         report = make_report(self.plan, self.outcomes, placement, self.problems, self.t0,
-                             self.opts.parallel, self.opts.per_host, interrupted, dry_run)
+                             self.opts.parallel, self.opts.per_host, interrupted, dry_run,
+                             {i: self.domain_of(a) for i, a in self.actions.items()},
+                             self.stopped)
         if self.journal is not None and self.journal.broken:
             # Never a silent success: the next --resume needs to know what this run did, and
             # the hosts (not this journal) will tell it.
@@ -573,8 +591,10 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OptionError("state_dir", f"{state_dir}: {exc.strerror}") from None
-    lock = ClusterLock(state_dir, [run.hosts[h].cluster for h in run.touched_hosts] or [""],
-                       [run.endpoints[h] for h in run.touched_hosts], options.lock_dir)
+    lock_domain = {h: run.hosts[h].domain or run.hosts[h].cluster for h in run.touched_hosts}
+    lock = ClusterLock(state_dir, sorted(set(lock_domain.values())) or [""],
+                       [run.endpoints[h] for h in run.touched_hosts], options.lock_dir,
+                       host_domain=lock_domain)
     lock.acquire()
     try:
         if not options.dry_run:

@@ -61,7 +61,8 @@ def apply(
         help="Actions touching one host (as source or destination) at once.")] = 1,
     stop_on_failure: Annotated[bool, typer.Option(
         "--stop-on-failure",
-        help="After a failed action, start nothing new (running ones finish).")] = False,
+        help="After a failed action, start nothing new in its migration domain (running ones "
+             "finish; the plan's other domains go on).")] = False,
     driver: Annotated[Optional[str], typer.Option(
         "--driver", metavar="TRANSPORT",
         help=f"Use this transport for every host ({', '.join(transport_names())}) instead of each "
@@ -144,7 +145,7 @@ def apply(
              "their host map port).")] = 22,
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", metavar="DIR",
-        help="Where the lock, the journals and the suspended-guests ledger (suspended.json) "
+        help="Where the domain locks, the journals and the suspended-guests ledger (suspended.json) "
              "live (default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
     image_dir: Annotated[str, typer.Option(
         "--image-dir", metavar="DIR",

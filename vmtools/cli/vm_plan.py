@@ -10,6 +10,7 @@ use), repair (only satisfy the rules).
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 
 from vmtools.cli._common import (EXIT_CODES_EPILOG, Debug, Format, InputFile, Output,
                                  OutputFormat, Quiet, TextfileDir, Verbose, Version, emit,
@@ -39,11 +40,8 @@ def plan(**kwargs) -> None:
     verbose, quiet, debug = kwargs["verbose"], kwargs["quiet"], kwargs["debug"]
     textfile_dir = kwargs["textfile_dir"]
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
-        from vmtools.cli._progress import Progress
-        from vmtools.planner.front import plan_run
-        from vmtools.planner.scratch import solver_guard
         from vmtools.render import plan_tables
-        from vmtools.state import read_state, write_state
+        from vmtools.state import read_state, state_lock
         settings = settings_from({s.name: kwargs[s.name] for s in SETTINGS})
         if settings.allow_problems:
             log.warning("--allow-problems is ignored: vm-plan plans around problems by "
@@ -51,17 +49,12 @@ def plan(**kwargs) -> None:
         manual = manual_operation(settings)
         snap = read_document(PROG, kwargs["file"], Snapshot, "snapshot")
         docs = read_documents(PROG, settings, snap)
-        state = read_state(settings.state) \
-            if settings.state is not None and manual is None else None
-        with solver_guard(), Progress(PROG, quiet or manual is not None, verbose) as progress:
-            progress.follow("vmtools.planner")
-            progress.stage(f"planning {settings.objective}: {len(snap.vms)} guests on "
-                           f"{len(snap.hosts)} hosts, within {settings.time_limit:g} s")
-            try:
-                result = plan_run(docs, settings, state, started=started())
-            finally:
-                if state is not None:
-                    write_state(settings.state, state)
+        keeps_state = settings.state is not None and manual is None
+        with ExitStack() as held:
+            if keeps_state:             # vm-web may record a host it switched meanwhile
+                held.enter_context(state_lock(settings.state))
+            state = read_state(settings.state) if keeps_state else None
+            result = _plan(docs, settings, state, quiet or manual is not None, verbose)
         for entry in result.rules_skipped:
             log.warning("%s: %s", docs.rules_name, entry["message"])
         plan = result.plan
@@ -77,6 +70,25 @@ def plan(**kwargs) -> None:
         doc = plan.to_dict()
         emit(plan_tables(doc) if kwargs["fmt"] == OutputFormat.table else dumps(doc),
              kwargs["output"])
+
+
+def _plan(docs, settings, state, quiet: bool, verbose: int):
+    """plan_run with the progress lines; the state (when kept) is written back even when
+    planning fails: what was observed stays observed."""
+    from vmtools.cli._progress import Progress
+    from vmtools.planner.front import plan_run
+    from vmtools.planner.scratch import solver_guard
+    from vmtools.state import write_state
+    snap = docs.snapshot
+    with solver_guard(), Progress(PROG, quiet, verbose) as progress:
+        progress.follow("vmtools.planner")
+        progress.stage(f"planning {settings.objective}: {len(snap.vms)} guests on "
+                       f"{len(snap.hosts)} hosts, within {settings.time_limit:g} s")
+        try:
+            return plan_run(docs, settings, state, started=started())
+        finally:
+            if state is not None:
+                write_state(settings.state, state)
 
 
 main = entry_point(app, PROG)

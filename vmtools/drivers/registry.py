@@ -31,6 +31,10 @@ class Transport:
     # asks the driver (has_image), never an image directory through another host, and
     # removes nothing after a resume.
     keeps_images: bool = False
+    # ... and keeps it on the host that made it (libvirt's managed save is a file of that
+    # host's libvirtd): the guest resumes there or nowhere. XAPI's suspend VDI sits in a
+    # storage repository the pool shares: any host of the pool resumes it.
+    images_local: bool = False
 
 
 _TRANSPORTS: dict[str, Transport] = {}
@@ -49,7 +53,7 @@ for _row in (
         Transport("xend-xmlrpc", 8006, "xend_xmlrpc", summary="xend's XML-RPC server"),
         Transport("xm-ssh", 22, "ssh", ssh=True, summary="xm over SSH (Xen 3.x, 4.0-4.4)"),
         Transport("xl-ssh", 22, "ssh", ssh=True, summary="xl over SSH (Xen 4.1 and later)"),
-        Transport("libvirt-ssh", 22, "libvirt", ssh=True, keeps_images=True,
+        Transport("libvirt-ssh", 22, "libvirt", ssh=True, keeps_images=True, images_local=True,
                   summary="virsh over SSH (plain Xen with libvirt's libxl driver, or KVM)"),
         Transport("xapi", 443, "xapi", keeps_images=True,
                   summary="a XCP-ng / XenServer pool through its master's XAPI (HTTPS)")):
@@ -85,6 +89,13 @@ def keeps_images(name: str) -> bool:
     return bool(row and row.keeps_images)
 
 
+def images_local(name: str) -> bool:
+    """Whether a guest suspended through transport ``name`` resumes only on the host that
+    suspended it (False for a name not in the table)."""
+    row = _TRANSPORTS.get(name)
+    return bool(row and row.images_local)
+
+
 def default_port(name: str) -> int:
     return transport(name).default_port
 
@@ -96,4 +107,4 @@ def driver_class(name: str):
 
 
 __all__ = ["XAPI_TRANSPORT", "Transport", "register", "names", "is_transport", "transport", "default_port",
-           "driver_class", "keeps_images"]
+           "driver_class", "keeps_images", "images_local"]

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from vmtools.lab.cluster import ClusterState
+from vmtools.lab.ports import free_udp_port, holds_port
 from vmtools.lab.power import switch_on
 
 IPMI_SIM = "ipmi_sim"
@@ -45,37 +46,6 @@ def available() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install {package})"
     return None
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _holds_udp_port(pid: int, port: int) -> bool:
-    """Whether process ``pid`` itself has a UDP socket bound to ``port`` (a port merely
-    taken, perhaps by another test's daemon, is not proof that ipmi_sim listens)."""
-    inodes = set()
-    try:
-        with open("/proc/net/udp") as fh:
-            next(fh)
-            for line in fh:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
-        if not inodes:
-            return False
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                return True
-    except (OSError, StopIteration, IndexError, ValueError):
-        return False
-    return False
 
 
 class _ExitedEarly(RuntimeError):
@@ -175,7 +145,7 @@ class BmcLab:
                 raise _ExitedEarly(f"ipmi_sim for {host} exited with status "
                                    f"{self.procs[host].returncode}; see "
                                    f"{self.dir / host / 'ipmi_sim.log'}")
-            if _holds_udp_port(self.procs[host].pid, self.port[host]):
+            if holds_port(self.procs[host].pid, self.port[host], "udp"):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"ipmi_sim for {host} did not open its port within {timeout:g}s")

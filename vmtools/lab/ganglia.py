@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from vmtools.ganglia import names
+from vmtools.lab.ports import free_port
 
 GMOND = "/usr/sbin/gmond"
 GMETAD = "/usr/sbin/gmetad"
@@ -56,21 +57,8 @@ def _binary(path: str) -> str:
     return path if os.path.exists(path) else (shutil.which(os.path.basename(path)) or path)
 
 
-def free_port(udp_too: bool = False) -> int:
-    """A port free on 127.0.0.1 for TCP (and UDP when asked) right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            if not udp_too:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
+class _Exited(RuntimeError):
+    """A lab daemon ended before it answered (most often: its port was taken meanwhile)."""
 
 
 def read_port(port: int, request: bytes | None = None, timeout: float = 5.0) -> bytes:
@@ -119,26 +107,43 @@ class GangliaLab:
                                "): apt-get install ganglia-monitor gmetad")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "rrds").mkdir(exist_ok=True)
-        self.gmond_port = free_port(udp_too=True)
-        self.gmetric_conf.write_text(
-            f"udp_send_channel {{\n  host = 127.0.0.1\n  port = {self.gmond_port}\n}}\n")
         try:
-            self.start_gmond()
-            self.xml_port = free_port()
-            self.interactive_port = free_port()
-            while self.interactive_port == self.xml_port:
-                self.interactive_port = free_port()
-            self._write_gmetad_conf()
-            self.gmetad = subprocess.Popen(
-                [_binary(GMETAD), "-c", str(self.dir / "gmetad.conf"), "-d", "1"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(self.dir / "gmetad.log", "ab"))
-            self._wait(lambda: self._answers(self.xml_port), "gmetad's XML port",
-                       self.gmetad)
+            # A port free when chosen may be taken by a parallel test's daemon before ours
+            # binds it (the daemon then exits at once): start again on other ports.
+            self._on_free_ports(self._start_gmond_anew)
+            self._on_free_ports(self._start_gmetad)
         except BaseException:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _on_free_ports(start: Callable[[], None], attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                start()
+                return
+            except _Exited:
+                if attempt == attempts - 1:
+                    raise
+
+    def _start_gmond_anew(self) -> None:
+        self.gmond_port = free_port(udp_too=True)
+        self.gmetric_conf.write_text(
+            f"udp_send_channel {{\n  host = 127.0.0.1\n  port = {self.gmond_port}\n}}\n")
+        self.start_gmond()
+
+    def _start_gmetad(self) -> None:
+        self.xml_port = free_port()
+        self.interactive_port = free_port()
+        while self.interactive_port == self.xml_port:
+            self.interactive_port = free_port()
+        self._write_gmetad_conf()
+        self.gmetad = subprocess.Popen(
+            [_binary(GMETAD), "-c", str(self.dir / "gmetad.conf"), "-d", "1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "gmetad.log", "ab"))
+        self._wait(lambda: self._answers(self.xml_port), "gmetad's XML port", self.gmetad)
 
     def _write_gmetad_conf(self) -> None:
         (self.dir / "gmetad.conf").write_text(
@@ -210,8 +215,7 @@ class GangliaLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with status {proc.returncode}; see "
-                                   f"{self.dir}")
+                raise _Exited(f"{what} exited with status {proc.returncode}; see {self.dir}")
             if ready():
                 return
             time.sleep(0.05)

@@ -88,11 +88,21 @@ class PrometheusLab:
             f"  scrape_timeout: {every}\n"
             "scrape_configs:\n  - job_name: vmtools\n    file_sd_configs:\n"
             f"      - files: ['{self.dir / 'targets.json'}']\n        refresh_interval: 1s\n")
-        self.port = free_port()
         extra = []
         if self.web_config:
             (self.dir / "web.yml").write_text(self.web_config)
             extra.append(f"--web.config.file={self.dir / 'web.yml'}")
+        # The port was free when chosen; a parallel test's daemon may take it before
+        # Prometheus binds it (it then exits at once): start again on another port.
+        for attempt in range(3):
+            self.port = free_port()
+            if self._run(extra, last=attempt == 2):
+                return self
+        raise AssertionError("unreachable")
+
+    def _run(self, extra: list[str], last: bool) -> bool:
+        """Start Prometheus on ``self.port``; True once ready, False when it could not bind
+        (and ``last`` is false); raises otherwise."""
         log = open(self.dir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
             [shutil.which("prometheus") or PROMETHEUS,
@@ -106,11 +116,13 @@ class PrometheusLab:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = (self.dir / "prometheus.log").read_text(errors="replace")[-500:]
+                if not last and "address already in use" in tail:
+                    return False
                 raise RuntimeError(f"prometheus exited {self.proc.returncode}: {tail}")
             try:
                 with self._open("/-/ready") as r:
                     if r.status == 200:
-                        return self
+                        return True
             except OSError:
                 pass
             time.sleep(0.2)

@@ -22,13 +22,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from vmtools.lab.ports import free_port, holds_port
 from vmtools.lab.standin import install_standins
 
 SSHD = "/usr/sbin/sshd"
@@ -72,12 +72,6 @@ def python_for_others() -> str:
         if os.path.exists(candidate) and _world_reachable(Path(candidate)):
             return candidate
     raise RuntimeError(f"no Python the lab user can run ({sys.executable} is not reachable)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_user(user: str) -> None:
@@ -177,7 +171,23 @@ class SshLab:
         bin_dir = install_standins(hdir / "bin", self.state_path, host,
                                    python=python_for_others())
         os.chmod(bin_dir, 0o755)
-        port = free_port()
+        # The port was free when chosen; a parallel test's daemon may take it before sshd
+        # binds it (sshd then exits at once): start again on another port.
+        for attempt in range(3):
+            port = free_port()
+            proc = self._launch(host, hdir, port, hostkey, authorized, bin_dir)
+            if self._wait_listening(proc, port):
+                break
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if attempt == 2:
+                raise RuntimeError(f"sshd for {host} did not start; see {hdir}/sshd.log")
+        pub = Path(str(hostkey) + ".pub").read_text().split()
+        return f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
+
+    def _launch(self, host: str, hdir: Path, port: int, hostkey: Path, authorized: Path,
+                bin_dir: Path) -> subprocess.Popen:
         config = hdir / "sshd_config"
         config.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostkey}\n"
@@ -197,17 +207,18 @@ class SshLab:
         log.close()
         self.procs[host] = proc
         self.port[host] = port
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"sshd for {host} did not start; see {hdir}/sshd.log")
-                time.sleep(0.05)
-        pub = Path(str(hostkey) + ".pub").read_text().split()
-        return f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
+        return proc
+
+    @staticmethod
+    def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 10.0) -> bool:
+        """True once ``proc`` itself listens on ``port``; False when it exited first (or did
+        not listen within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if holds_port(proc.pid, port, "tcp"):
+                return True
+            time.sleep(0.05)
+        return False
 
     # ---- power: a host switched off stops its sshd; switched on, it starts on the same port
     def stop_host(self, host: str) -> None:

@@ -15,7 +15,8 @@ Hysteresis, so that a guest is not suspended and resumed every run:
   ``resume_after`` minutes and the demand with it stays within ``resume_below`` times the
   cluster's CPUs; most important first (priority, then the longest suspended); each on a host
   with room for it within ``cpu_target`` (the host it left if it can, else the fullest that
-  fits, as provisioning places), waking a standby host if that is what it takes.
+  fits, as provisioning places), waking a standby host if that is what it takes; a guest whose
+  image stays on the host that suspended it (libvirt's managed save) only there.
 
 A run that suspends or resumes does nothing else: its plan holds those actions only, checked by
 the replay checker; the next run relieves the per-host hotspots that remain, as usual.
@@ -41,6 +42,9 @@ class SwitchSettings:
     resume_below: float = 0.8
     resume_after: float = 15.0        # minutes
     cpu_target: float = 0.8
+    # guests whose image stays on the host that suspended it (libvirt's managed save): they
+    # resume there or wait
+    saved_here: frozenset[str] = frozenset()
 
 
 def cluster_cpu(snap: Snapshot, cons: Constraints) -> float:
@@ -137,15 +141,16 @@ def _resume(snap: Snapshot, cons: Constraints, waiting: list[dict], settings: Sw
             break                         # most important first: no one overtakes
         g = NewGuest(name=e["name"], vcpus=e["vcpus"], mem_mib=e["mem_mib"], cpu=e["cpu"],
                      config="")
-        host = _room(search, g, e["host"])
+        only = e["name"] in settings.saved_here
+        host = _room(search, g, e["host"], only)
         if host is None:
             for h in standby:
-                if h.name in woken:
+                if h.name in woken or (only and h.name != e["host"]):
                     continue
                 search = _Search(snap, cons, [], awake + [h.name], settings.cpu_target, 1.0,
                                  False, float("inf"))
                 _replay(search, actions)
-                if _room(search, g, e["host"]) is not None:
+                if _room(search, g, e["host"], only) is not None:
                     awake.append(h.name)
                     woken.append(h.name)
                     actions.append(Action.power(len(actions) + 1, "power-on", h.name,
@@ -186,10 +191,12 @@ def _resume(snap: Snapshot, cons: Constraints, waiting: list[dict], settings: Sw
     return plan
 
 
-def _room(search: _Search, g: NewGuest, left: str) -> str | None:
-    """The host it left if it has room, else the fullest that fits."""
+def _room(search: _Search, g: NewGuest, left: str, only_left: bool = False) -> str | None:
+    """The host it left if it has room, else (unless ``only_left``) the fullest that fits."""
     if left in search.free and search.fits(g, left) is None:
         return left
+    if only_left:
+        return None
     return next((h for h in search.order(g) if search.fits(g, h) is None), None)
 
 

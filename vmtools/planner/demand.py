@@ -1,6 +1,9 @@
 """Demand from history: each guest's recent CPU samples (kept in ``--state``, or carried by the
 snapshot itself when its source keeps history: Prometheus) and the robust estimate vm-plan
-plans on (``--demand last|mean|pNN|max`` over ``--demand-window MINUTES``).
+plans on (``--demand last|mean|pNN|max`` over ``--demand-window MINUTES``), and the forecast
+of the next interval (``--forecast K``): an exponentially weighted mean of the samples plus K
+times the weighted mean of its one-step errors, computed from the samples alone, oldest first,
+so that only the past enters it.
 
 Samples are ``{guest: [[epoch seconds, cpu], ...]}``, oldest first, one per snapshot time;
 a guest's samples older than the window are dropped, and so is a guest no snapshot shows any
@@ -84,14 +87,44 @@ def estimate(values: list[float], how: str) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def estimates(samples: dict[str, list], snap: Snapshot, how: str) -> dict[str, float]:
-    """Each guest's planning demand: the estimate over its samples, never below its last
-    sample (a plan must hold for the load the hosts carry now: the replay checker counts
-    it, and so do the guests)."""
+# The forecast's smoothing: the weight of the newest sample in the level and in the error
+# (tuning, chosen by replays of the tuning days: bench/README.md, "Forecasting").
+FORECAST_ALPHA = 0.3
+
+
+def forecast(values: list[float], margin: float, alpha: float = FORECAST_ALPHA) -> float:
+    """The next interval's demand from ``values`` (oldest first): the exponentially weighted
+    level plus ``margin`` times the exponentially weighted mean of the absolute error each
+    sample made against the level before it (how far the next sample may stray). Only
+    ``values`` enter: what comes after them cannot change it."""
+    if not values:
+        return 0.0
+    level, error = values[0], 0.0
+    for x in values[1:]:
+        miss = x - level
+        error += alpha * (abs(miss) - error)
+        level += alpha * miss
+    return level + margin * error
+
+
+def planning(values: list[float], how: str, margin: float = 0.0) -> float:
+    """The planning demand of a series (a guest's, or a host's guests' summed): ``how`` over
+    the window, and with ``margin`` > 0 at least the forecast of the next interval."""
+    value = estimate(values, how)
+    if margin > 0 and len(values) > 1:
+        value = max(value, forecast(values, margin))
+    return value
+
+
+def estimates(samples: dict[str, list], snap: Snapshot, how: str,
+              margin: float = 0.0) -> dict[str, float]:
+    """Each guest's planning demand: the estimate over its samples (:func:`planning`),
+    never below its last sample (a plan must hold for the load the hosts carry now: the
+    replay checker counts it, and so do the guests)."""
     out = {}
     for vm in snap.vms:
         rows = samples.get(vm.name) or [[0, vm.cpu]]
-        out[vm.name] = max(vm.cpu, estimate([r[1] for r in rows], how))
+        out[vm.name] = max(vm.cpu, planning([r[1] for r in rows], how, margin))
     return out
 
 

@@ -106,6 +106,7 @@ def options_of(settings: Any) -> Options:
                    threads=s.threads, seed=s.seed, max_migrations=s.max_migrations,
                    max_moved_gib=s.max_moved, max_duration_min=s.max_duration,
                    demand=parse_demand(s.demand), demand_window=s.demand_window,
+                   forecast=s.forecast,
                    refuse_problems=s.refuse_problems, max_frozen=s.max_frozen, hold=s.hold,
                    cooldown=s.cooldown, settle=s.settle)
 
@@ -225,6 +226,16 @@ def _not_elsewhere(skipped: list[dict], docs: Documents, settings: Any) -> list[
             if e.get("unknown_hosts") or not set(e.get("unknown_vms", [])) <= known]
 
 
+def resumes_only_where_saved(docs: Documents, host: str) -> bool:
+    """Whether a guest suspended on ``host`` resumes only there: its transport (the host
+    map's, else the snapshot's migration field) keeps images on the host that made them."""
+    from vmtools.drivers.registry import images_local
+    entry = (docs.hosts or {}).get(host)
+    if entry is not None and entry.transport:
+        return images_local(entry.transport)
+    return images_local(next((h.migration for h in docs.snapshot.hosts if h.name == host), ""))
+
+
 def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | None:
     """vmtools.planner.context: a plan that suspends or resumes guests, or None (the run then
     plans as usual). The suspended guests are vm-apply's ledger (``docs.suspended``)."""
@@ -254,8 +265,10 @@ def context_switch_plan(docs: Documents, settings: Any, now: float) -> Plan | No
                             "suspended: with --context-switch a priority must name known "
                             "guests (a misspelt name would lose its protection)",
                             docs.rules_name)
+    saved_here = frozenset(name for name, e in ledger.items()
+                           if resumes_only_where_saved(docs, e["host"]))
     return context_switch(snap, cons, ledger,
-                          SwitchSettings(image_dir=image_dir,
+                          SwitchSettings(image_dir=image_dir, saved_here=saved_here,
                                          suspend_above=settings.suspend_above,
                                          resume_below=settings.resume_below,
                                          resume_after=settings.resume_after,
@@ -298,6 +311,12 @@ def manual_plan(manual: tuple[str, str, str | None], docs: Documents, cons: Cons
                             "pass --suspended FILE for another) nor suspended in the "
                             "snapshot", "--resume")
         entry = ledger[first]
+        if resumes_only_where_saved(docs, entry["host"]):
+            if second is not None and second != entry["host"]:
+                raise DataError(f"{first} was suspended on {entry['host']}, whose platform "
+                                "keeps the image there (libvirt's managed save): it resumes "
+                                f"on {entry['host']} or nowhere, not on {second}", "--resume")
+            second = entry["host"]
         if docs.constraints is not None or snap.rules:
             # the rules again, with the guest to resume among those they may name
             universe = Snapshot(hosts=snap.hosts, vms=list(snap.vms) + [VM(

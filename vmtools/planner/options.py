@@ -58,6 +58,7 @@ class Options:
     max_duration_min: float | None = 4.0
     demand: str = "max"
     demand_window: float = 120.0
+    forecast: float = 0.0              # --forecast: margin of errors over the EWMA (0: off)
     # with --state: hotspot persistence, cooldown and settling (minutes)
     hold: float = 0.0
     cooldown: float = 30.0

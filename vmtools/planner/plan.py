@@ -224,7 +224,8 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
         summary.update(auto.summary())
     summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
     if opts.facts.cpu_estimate is not None:
-        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min"
+        summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min" + (
+            f", forecast {opts.forecast:g}" if opts.forecast else "")
     return summary
 
 
@@ -456,7 +457,7 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
             dm.merge(samples, snap.samples)
             dm.record(samples, snap, now, opts.demand_window)
             opts = replace(opts, facts=replace(
-                opts.facts, cpu_estimate=dm.estimates(samples, snap, opts.demand),
+                opts.facts, cpu_estimate=dm.estimates(samples, snap, opts.demand, opts.forecast),
                 cpu_history=dm.history(samples, snap)))
         return plan_it(snap, opts)
     memory, pstate = state.plan, state.power
@@ -493,7 +494,7 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
         settling_vms=st.cooling(memory, now, settle),
         moved_ago={v: (now - t) / 60 for v, t in memory.moved.items()
                    if now - t < max(cooldown, settle) * 60},
-        cpu_estimate=dm.estimates(memory.samples, snap, opts.demand),
+        cpu_estimate=dm.estimates(memory.samples, snap, opts.demand, opts.forecast),
         cpu_history=dm.history(memory.samples, snap),
         recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES), known_sizes=known_sizes)
     return plan_it(snap, replace(opts, facts=facts))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from vmtools.planner import heuristics as H
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.demand import estimate
+from vmtools.planner.demand import planning
 from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
@@ -65,16 +65,20 @@ class Load:
     With ``series`` (each guest's CPU samples over the demand window, aligned in time), a
     host's CPU demand is the statistic ``how`` of its guests' *summed* samples, never below
     what they use now: guests whose peaks come at different times share headroom, and a
-    host is only as full as the window says it was. Without it, a host's CPU demand is the
-    sum of its guests' planning demands."""
+    host is only as full as the window says it was; with ``margin`` (``--forecast``) at
+    least the forecast of the summed samples' next interval, so guests whose swings coincide
+    need the headroom of their joint swing. Without it, a host's CPU demand is the sum of its
+    guests' planning demands."""
 
     def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float],
-                 series: list[list[float]] | None = None, how: str = "max"):
+                 series: list[list[float]] | None = None, how: str = "max",
+                 margin: float = 0.0):
         self.inst = inst
         self.place = list(placement)
         self.last = last_cpu
         self.series = series
         self.how = how
+        self.margin = margin
         n = inst.n_hosts
         self.use = {d: [0.0] * n for d in inst.dims}
         self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
@@ -114,13 +118,15 @@ class Load:
             return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
         if not unit:
             if h not in self.cached:
-                self.cached[h] = max(estimate(self.sums[h], self.how), self.last_use[h])
+                self.cached[h] = max(planning(self.sums[h], self.how, self.margin),
+                                     self.last_use[h])
             return self.cached[h]
         row = list(self.sums[h])
         for v in unit:
             for i, x in enumerate(self.series[v]):
                 row[i] += x
-        return max(estimate(row, self.how), self.last_use[h] + sum(self.last[v] for v in unit))
+        return max(planning(row, self.how, self.margin),
+                   self.last_use[h] + sum(self.last[v] for v in unit))
 
     def util(self, h: int) -> tuple[float, float]:
         cap = self.inst.hard_cap
@@ -458,7 +464,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     ``opts.facts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
-    load = Load(inst, inst.cur, last_cpu, series, opts.demand)
+    load = Load(inst, inst.cur, last_cpu, series, opts.demand, opts.forecast)
     load.recent_left = opts.facts.recent_left or {}
     unit_of = {v: u for u in H.units(inst) for v in u}
     step = _repair(inst, load, opts, deadline, auto)

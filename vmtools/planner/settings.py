@@ -177,6 +177,13 @@ SETTINGS: tuple[Setting, ...] = (
             range_text="must be more than 0", help=(
                 "With --state or a snapshot's samples: how far back --demand looks (chosen "
                 "from replays: see vm-plan(1)).")),
+    Setting("forecast", 0.0, lo=0.0, hi=10.0, metavar="K",
+            range_text="expected 0 (off) to 10", help=(
+                "With --state or a snapshot's samples: also plan each host's CPU on the "
+                "forecast of the next interval from its guests' summed samples over "
+                "--demand-window: their exponentially weighted mean plus K times the weighted "
+                "mean of its past one-step errors (guests whose swings coincide need more "
+                "room); never below --demand's estimate (0: off).")),
     Setting("hotspot_window", "3/5", kind=str, metavar="K/N", parse=_hotspot_window, help=(
         "With --state: balance acts on a hotspot seen in at least K of the last N snapshots "
         "(Sandpiper's rule).")),
@@ -227,7 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="GUEST[:HOST]", parse=lambda t: _guest_host("resume", t, False), help=(
                 "Plan the resume of a guest vm-apply suspended (--suspended), or one the "
                 "snapshot reports suspended, on HOST, or on the host with room the rules "
-                "allow (the one it left first, then the emptiest).")),
+                "allow (the one it left first, then the emptiest); through libvirt only "
+                "the host that suspended it (its managed save is there).")),
     Setting("checkpoint", None, kind=str, optional=True, manual=True, replay=False,
             metavar="GUEST", help=("Plan a checkpoint of GUEST to IMAGE_DIR/GUEST-TIME.chk "
                                    "(it keeps running).")),

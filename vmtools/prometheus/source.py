@@ -21,7 +21,9 @@ What the answers hold is judged here (the query client only checks their shape):
   jobs, are ``duplicate-series``: their figure is used only when the copies agree;
 - a guest without CPU, memory or vCPUs is ``no-data`` and left out; one listed by two hosts is
   a ``duplicate-guest`` (the first host by name keeps it);
-- a historic CPU sample that is not a plausible figure is dropped from the samples (logged).
+- a historic CPU sample that is not a plausible figure is dropped from the samples (logged);
+- a server with no series of the profile at all is :class:`Unavailable` (exit 69, or an
+  ``unavailable-source`` problem beside other sources): unknown, never an empty cluster.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from vmtools.errors import Unavailable
 from vmtools.model import VM, Host, Problem, epoch_to_iso, is_safe_name
 from vmtools.prometheus.profiles import Profile, load_profile
 from vmtools.prometheus.query import Auth, Client
@@ -154,6 +157,13 @@ class PrometheusSource:
         answers = {key: client.instant(text, at) for key, text in q.items()}
         judge = _Judge(self.name, s.profile)
         reading = self._build(judge, answers, at)
+        if not reading.hosts and not reading.problems:
+            # Unknown is not empty: a server that has no series of the profile at all (a
+            # profile that does not match what is scraped, nothing scraped yet, the wrong
+            # server) says nothing about the cluster; it is not a cluster without hosts.
+            raise Unavailable(f"{self.name} has no series of the {s.profile.name!r} profile "
+                              f"({q['host_last_seen']!r} answers nothing): nothing is "
+                              "scraped there, or the profile does not match what is")
         if s.window_minutes > 0:
             rows = client.range(q["guest_cpu"], at - s.window_minutes * 60, at, s.step)
             reading.samples = self._samples(rows, {v.name for v in reading.vms})

@@ -256,8 +256,14 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
     power = [a for a in plan.actions if a.is_power and a.id in done]
     if not state_dir or not power:
         return []
+    from vmtools.state import state_lock
+    with state_lock(state_dir):         # a vm-plan run meanwhile keeps what it read
+        _record_power(state_dir, plan, power, time.time() if now is None else now)
+    return [a.host for a in power]
+
+
+def _record_power(state_dir: str, plan: Plan, power: list, now: float) -> None:
     from vmtools.state import read_state, write_state
-    now = time.time() if now is None else now
     state = read_state(state_dir)
     hosts = {h.name: h for h in plan.origin.hosts}
     for a in power:
@@ -274,7 +280,6 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
                 "mem_mib": h.mem_mib}
             state.power.waking[a.host] = {**rec, "since": now}
     write_state(state_dir, state)
-    return [a.host for a in power]
 
 
 def record_maintenance(state_dir: str | None, plan: Plan, progress: Callable[[str], None],
