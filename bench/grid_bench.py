@@ -7,10 +7,12 @@
 
 ``large``: one migration domain of ``--hosts`` hosts (three types: 16 CPUs / 64 GiB, 32 / 128,
 64 / 256) and ``--vms`` guests (1-8 vCPUs, 1-3 GiB per vCPU, CPU use skewed: half nearly
-idle, a third moderate, the rest busy), dealt at random over all the hosts, under a mix of
+idle, a third moderate, the rest busier: memory binds, as on most virtualised clusters),
+dealt at random over all the hosts (at most 70 % of each), under a mix of
 rules as a production cluster has them (unless ``--no-rules``: spread triples over 3 % of
-the guests, gather pairs over 1 %, 1 % banned from three hosts, 0.5 % fenced to twenty hosts,
-0.5 % pinned). ``vm-plan --objective consolidate --time-limit 60`` runs on it as its own
+the guests, gather pairs over 1 %, 1 % banned from three hosts each, 0.5 % in four licence
+pools each fenced to a tenth of the hosts, 0.5 % pinned).
+``vm-plan --objective consolidate --time-limit 60`` runs on it as its own
 process: wall and CPU seconds, the hosts used against the plan's own lower bound and the
 issue's target (1.02 x bound + 1), peak resident memory (the largest of vm-plan and its
 children, from the kernel's rusage) and the sum over vm-plan's worker processes. Then (unless
@@ -59,8 +61,8 @@ def _guest(j: int, rng: random.Random) -> dict:
     vcpus = rng.choice([1, 1, 2, 2, 4, 8])
     mem = vcpus * rng.choice([1, 2, 2, 3]) * 1024
     kind = rng.random()
-    util = rng.uniform(.01, .10) if kind < .5 else (rng.uniform(.1, .5) if kind < .85
-                                                    else rng.uniform(.5, 1.0))
+    util = rng.uniform(.01, .10) if kind < .5 else (rng.uniform(.1, .3) if kind < .85
+                                                    else rng.uniform(.3, .6))
     return {"name": f"vm{j:06d}", "host": "", "state": "running", "vcpus": vcpus,
             "cpu": round(vcpus * util, 3), "mem_mib": mem}
 
@@ -90,7 +92,9 @@ def generate(n_hosts: int, n_vms: int, seed: int = 0, domains: int = 1,
 
 
 def _rules(snap: dict, rng: random.Random) -> dict:
-    """Rules among guests of one domain (a gather or spread across domains is refused)."""
+    """Rules among guests of one domain (a gather or spread across domains is refused), all
+    kept by the placement as it is (a running cluster's): gather pairs are guests that share
+    a host now (4 % of the guests are drawn for them, about 1 % end in a pair)."""
     domain = {h["name"]: h.get("domain", "") for h in snap["hosts"]}
     by_domain: dict[str, list[dict]] = {}
     for v in snap["vms"]:
@@ -103,18 +107,28 @@ def _rules(snap: dict, rng: random.Random) -> dict:
         pool = list(vms)
         rng.shuffle(pool)
         n = len(pool)
-        cut = [0, n * 3 // 100, n * 4 // 100, n * 5 // 100, n * 11 // 200, n * 6 // 100]
+        cut = [0, n * 3 // 100, n * 7 // 100, n * 8 // 100, n * 17 // 200, n * 9 // 100]
         spread, gather, banned, fenced, pinned = (pool[a:b] for a, b in zip(cut, cut[1:]))
         for i in range(0, len(spread) - 2, 3):
-            out.append({"rule": "spread", "vms": [v["name"] for v in spread[i:i + 3]]})
-        for i in range(0, len(gather) - 1, 2):
-            out.append({"rule": "gather", "vms": [v["name"] for v in gather[i:i + 2]]})
+            if len({v["host"] for v in spread[i:i + 3]}) == 3:    # as they run now
+                out.append({"rule": "spread", "vms": [v["name"] for v in spread[i:i + 3]]})
+        together: dict[str, list[dict]] = {}
+        for v in gather:
+            together.setdefault(v["host"], []).append(v)
+        for vs in together.values():
+            for i in range(0, len(vs) - 1, 2):
+                out.append({"rule": "gather", "vms": [v["name"] for v in vs[i:i + 2]]})
         for v in banned:
             others = [h for h in rng.sample(hosts_of[d], 4) if h != v["host"]][:3]
             out.append({"rule": "ban", "vms": [v["name"]], "hosts": others})
-        for v in fenced:
-            chosen = {v["host"], *rng.sample(hosts_of[d], 19)}
-            out.append({"rule": "fence", "vms": [v["name"]], "hosts": sorted(chosen)})
+        pools = 4           # licence pools: a few guests each fenced to a tenth of the hosts
+        for i in range(pools):
+            group = fenced[i::pools]
+            if group:
+                chosen = set(rng.sample(hosts_of[d], max(1, len(hosts_of[d]) // 10)))
+                chosen |= {v["host"] for v in group}        # where they run now
+                out.append({"rule": "fence", "vms": [v["name"] for v in group],
+                            "hosts": sorted(chosen)})
         for v in pinned:
             out.append({"rule": "pin", "vms": [v["name"]]})
     return {"format": "vmtools.constraints", "version": "1.0", "rules": out}

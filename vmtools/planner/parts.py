@@ -5,9 +5,11 @@ independent problems: one part per domain (its hosts, the guests on them, the ru
 concern them). A domain too large to consolidate as one model in the time given
 (:data:`PARTITION_GUESTS` guests and more) is cut further into partitions of about
 :data:`PARTITION_GUESTS` guests each, so that no rule is cut: the hosts of the guests one
-spread, gather, ban or fence rule names stay in one partition (union-find over the rules'
-members), and so do the few hosts a fence allows (a fence over more hosts than a partition
-can hold is narrowed to those in the guest's partition: stricter, never broken). Each
+spread or gather rule names stay in one partition (union-find over the rules' members), and
+so do the hosts a fence names when they are few (a quarter of a partition at most) with its
+guests' hosts; a fence over more hosts is narrowed to those in each guest's partition
+(stricter, never broken), as each guest of a fence or ban is bound to hosts, not to the
+rule's other guests. A partition is consolidated as one model (no host groups inside it). Each
 partition gets a mix of the host types (hosts dealt out in order of capacity, as the host
 groups of :func:`vmtools.planner.search.consolidate_grouped`).
 
@@ -27,6 +29,14 @@ from vmtools.rules.constraints import Constraints, fence_domains, parse_rules
 PARTITION_GUESTS = 10_000
 # A domain is partitioned from this many guests on (below, one model: the plan is as before).
 PARTITION_FROM = 3 * PARTITION_GUESTS
+
+
+# Rule kinds that bind guests to each other: their guests' hosts stay in one partition. A
+# fence, a ban or a pin binds each guest to hosts on its own: cut across partitions, each of
+# its guests keeps its own hosts (those in its partition: stricter, never broken), and the
+# hosts of a fence naming few stay with its guests (a ban needs none of its hosts: unioning
+# them made one partition of a third of a 20,000-host cluster).
+LINKING = ("spread", "gather")
 
 
 @dataclass
@@ -87,12 +97,14 @@ def partition(snap: Snapshot, cons: Constraints, hosts: list[str], on: dict[str,
     room = max(1, len(hosts) // k // 4)
     for rule in cons.rules:
         mine = [where[v] for v in rule.vms if v in where]
-        for h in mine[1:]:
-            union(h, mine[0])
+        if rule.rule in LINKING:
+            for h in mine[1:]:
+                union(h, mine[0])
         if rule.rule == "fence" and mine and len(rule.hosts) <= room:
             for h in rule.hosts:
                 if h in index:
-                    union(index[h], mine[0])
+                    for g in mine:
+                        union(index[h], g)
     byname = {h.name: h for h in snap.hosts}
     order = sorted(range(len(hosts)), key=lambda i: (byname[hosts[i]].cpu,
                                                       byname[hosts[i]].mem_mib, hosts[i]))

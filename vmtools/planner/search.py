@@ -106,7 +106,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     # Where no MILP will search the host count (_fewest_hosts), the packing heuristics get
     # half the time instead of a quarter: fewer hosts come first.
     heur, how = packing.consolidate_heuristic(
-        inst, deadline.part(0.25 if _host_milp_runs(inst, opts) else 0.5, floor=0).at, lb)
+        inst, deadline.part(0.25 if _host_milp_runs(inst, opts) else 0.5, floor=0).at, lb,
+        finish=deadline.at)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
@@ -345,6 +346,19 @@ def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
     return [g for g in groups if g]
 
 
+def _whole_cluster(inst: Instance, opts: Options, deadline: Deadline) -> Outcome:
+    """The whole cluster at once, when the groups cannot do (a group cannot be consolidated
+    alone, their placements together break a rule), within what is left of ``deadline``:
+    once it has passed, the current placement when it keeps every host's real capacity and
+    every rule (a plan that does nothing rather than a search past the deadline: at 150,000
+    guests one pass of the heuristics alone takes minutes)."""
+    if deadline.passed() and inst.valid(inst.cur, hard=True):
+        log.info("out of time for the whole cluster at once: left as it is")
+        return Outcome(placement=list(inst.cur), status="heuristic", gap=None,
+                       how="out of time: the current placement", lower_bound=None)
+    return consolidate(inst, opts, deadline)
+
+
 def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
     """Split the hosts into groups of about ``group_size`` (:func:`_host_groups`) and
     consolidate each group on its own; the whole cluster at once when it is small, when no
@@ -364,7 +378,9 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     # (about 6 s at 1,000 hosts / 10,000 guests), it guards against that.
     whole = None
     if inst.n_vms * inst.n_hosts <= opts.whole_heuristic_pairs:
-        whole, whole_how = packing.consolidate_heuristic(inst)
+        # a fifth of the time at most: the groups are the plan, this only guards them
+        whole, whole_how = packing.consolidate_heuristic(
+            inst, finish=deadline.part(0.2, floor=0).at)
     placement = list(inst.cur)
     from vmtools.planner import bounds
     lower, lower_how = bounds.host_lower_bound(inst, min(time.monotonic() + 2.0,
@@ -388,7 +404,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         except OperationFailed as exc:
             log.info("group %d of %d cannot be consolidated alone (%s): the whole cluster "
                      "at once", i + 1, n_groups, exc)
-            return consolidate(inst, opts, deadline)
+            return _whole_cluster(inst, opts, deadline)
         for j, v in enumerate(vms):
             placement[v] = group[res.placement[j]]
         total.build_seconds += res.build_seconds
@@ -404,7 +420,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         total.status = "heuristic"
     if not inst.valid(placement, hard=bool(late)):    # the groups' rules do not add up
         log.warning("the groups' placements together break a rule: the whole cluster at once")
-        return consolidate(inst, opts, deadline)
+        return _whole_cluster(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
         drained = H.drain(inst, placement, deadline)
         if inst.valid(drained) and H.hosts_used(drained) < H.hosts_used(placement):

@@ -154,6 +154,9 @@ class _Work:
             # part holding most of the frozen hosts is not refused for it
             opts = replace(self.opts, time_limit=max(share, 0.1), max_frozen=1.0,
                            facts=replace(self.opts.facts, started=t0))
+            if part.name != part.domain:         # a partition is sized to be one model
+                opts = replace(opts, group_size=max(opts.group_size, len(part.hosts)),
+                               group_guests=max(opts.group_guests, part.guests))
             plan = self.make(sub, cons, opts)
         except VmtoolsError as exc:
             log.warning("%s: not planned, left as it is: %s", _label(part), exc)
@@ -165,6 +168,8 @@ class _Work:
             out.status, out.placement, out.actions = "planned", plan.placement, plan.actions
             out.solver, out.summary, out.explain = plan.solver, plan.summary, plan.explain
         out.seconds = time.monotonic() - t0
+        log.info("%s (%d guests on %d hosts): %s in %.1f s of %.1f", _label(part), part.guests,
+                 len(part.hosts), out.status, out.seconds, share)
         out.peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
 
@@ -259,10 +264,17 @@ def merge(snap: Snapshot, cons: Constraints, opts: Options, parts: list[Part],
     try:
         check_plan(plan, cons)
     except DataError as exc:
+        # a part left as it is breaks a rule the whole plan must hold
         failed = [results[i] for i in sorted(results) if results[i].status == "failed"]
         if failed:
-            # a part left as it is breaks a rule the whole plan must hold: its own error
-            failed[0].raise_error()
+            failed[0].raise_error()              # its own error, as one model would
+        late = [parts[i].name for i in range(len(parts))
+                if i not in results or results[i].status != "planned"]
+        if late:
+            raise TemporaryFailure(f"out of time: {', '.join(late[:3])} not planned within "
+                                   f"{{time_limit}}, and as it is it breaks a rule the plan "
+                                   f"must keep ({exc.message}); give it more time",
+                                   settings=("time_limit",)) from None
         raise InternalError(f"the plan merged from {len(parts)} parts failed vm-plan's own "
                             f"safety check and is not printed (a bug, please report it with "
                             f"the snapshot): {exc}") from None
