@@ -1018,3 +1018,23 @@ def test_vm_status_shows_the_hosts_in_maintenance(example_snapshot, tmp_path):
                           str(snap)], capture_output=True, text=True)
     line = next(ln for ln in run.stdout.splitlines() if ln.lstrip().startswith("node-3"))
     assert "online, maintenance" in line, run.stdout
+
+
+def test_history_reads_each_domain_of_a_run_over_several(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.model import dumps
+    from vmtools.web.history import host_series
+    first, second = example_snapshot.hosts[0].name, example_snapshot.hosts[1].name
+    d = tmp_path / "20261201T100000Z"
+    for name, host in (("east", first), ("west", second)):
+        (d / name).mkdir(parents=True)
+        snap = replace(example_snapshot, created="2026-12-01T10:00:00Z",
+                       hosts=[h for h in example_snapshot.hosts if h.name == host],
+                       vms=[v for v in example_snapshot.vms if v.host == host])
+        (d / name / "snapshot.json").write_text(dumps(snap.to_dict()))
+    (d / ".hidden").mkdir()
+    (d / ".hidden" / "snapshot.json").write_text(dumps(example_snapshot.to_dict()))
+    names, series = host_series(str(tmp_path), second)
+    assert names == sorted([first, second])
+    assert len(series) == 1 and series[0]["guests"] == sum(
+        1 for v in example_snapshot.vms if v.host == second)
