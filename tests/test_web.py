@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from http.client import HTTPException
 import http.server as httpserver
+import json
 import os
 import re
 import subprocess
@@ -1038,3 +1039,21 @@ def test_history_reads_each_domain_of_a_run_over_several(example_snapshot, tmp_p
     assert names == sorted([first, second])
     assert len(series) == 1 and series[0]["guests"] == sum(
         1 for v in example_snapshot.vms if v.host == second)
+    # the run's page: each domain's line and plan under its name
+    from vmtools.lab.handmade import plan_of
+    from vmtools.model import Snapshot
+    from vmtools.web.history import run_documents
+    east = Snapshot.from_dict(json.loads((d / "east" / "snapshot.json").read_text()), "s")
+    guest = east.vms[0].name
+    (d / "east" / "plan.json").write_text(dumps(plan_of(east, [(guest, first)]).to_dict()))
+    (d / "result.json").write_text(json.dumps({"exit": 1, "domains": {
+        "east": {"exit": 0, "plan": {"migrations": 1}, "outcomes": {"done": 1}},
+        "west": {"exit": 69, "failed_step": "snapshot"}}}))
+    docs = run_documents(str(tmp_path), d.name)
+    assert [(x["name"], x["what"], x["plan"] is not None) for x in docs["domains"]] == [
+        ("east", "1 of 1 migration done", True),
+        ("west", "vm-snapshot failed (exit 69)", False)]
+    html = pages.run_page(d.name, docs["result"], docs["plan"], docs["report"], "c",
+                          docs["domains"])
+    assert "1 of 2 domains failed (west: vm-snapshot failed (exit 69))" in html
+    assert "<h2>east: Plan</h2>" in html and guest in html

@@ -43,12 +43,23 @@ def list_runs(runs_dir: str | None, limit: int = 30) -> list[dict]:
 
 
 def run_documents(runs_dir: str | None, name: str) -> dict | None:
-    """A run's result, plan (parsed, or None) and report; None when there is no such run."""
+    """A run's result, plan (parsed, or None) and report; None when there is no such run.
+    A run over several domains: ``domains``, each one's name, headline, plan and report."""
     d = next((p for p in _run_dirs(runs_dir) if p.name == name), None)
     if d is None:
         return None
     result = load(d / RESULT)
     clean = clean_result(result) if result is not None else None
+    plan, report = _plan_and_report(d)
+    domains = [{"name": n, "what": headline(r), **dict(zip(("plan", "report"),
+                                                           _plan_and_report(d / n)))}
+               for n, r in ((clean or {}).get("domains") or {}).items()
+               if DOMAIN_DIR.fullmatch(n)]
+    return {"result": {"what": headline(clean), **clean} if clean else None, "plan": plan,
+            "report": report, "domains": domains}
+
+
+def _plan_and_report(d: Path) -> tuple[Plan | None, dict | None]:
     plan = None
     raw = load(d / "plan.json")
     if raw is not None:
@@ -59,8 +70,7 @@ def run_documents(runs_dir: str | None, name: str) -> dict | None:
     report = load(d / "report.json")
     if report is not None and not isinstance(report.get("actions"), list):
         report = None
-    return {"result": {"what": headline(clean), **clean} if clean else None, "plan": plan,
-            "report": report}
+    return plan, report
 
 
 def host_series(runs_dir: str | None, host: str | None) -> tuple[list[str], list[dict]]:
