@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -323,6 +324,12 @@ def test_one_failing_domain_does_not_stop_the_others_and_the_result_says_which(t
     assert "127.0.0.1" in (run_dir / "west-2" / "snapshot.log").read_text()
     # each domain keeps its own vm-plan history
     assert (archive / ".plan-state" / "east" / "vmtools.state").exists()
+    # vm-status's last run is the whole run's line
+    status = subprocess.run([str(Path(sys.executable).parent / "vm-status"),
+                             str(run_dir / "east" / "snapshot.json"), "--runs", str(archive)],
+                            capture_output=True, text=True, timeout=120)
+    assert "1 of 2 domains failed (west-2: vm-snapshot failed (exit 69))" in \
+        " ".join(status.stdout.split()), status.stdout + status.stderr
     # one domain alone: its own outcome; every domain failing: the first one's code
     assert rebalance("-c", str(conf), "-d", "east", "-q").returncode == 0
     proc = rebalance("-c", str(conf), "--domain=west-2", "-j", "1")
