@@ -34,7 +34,7 @@ What it becomes:
   their vCPUs, ``memory_static_max`` (what starting them claims) and, when the VM has an
   ``affinity`` host of the pool, that host; a guest whose ``name_label`` is not a safe name
   (XAPI's labels are free text: "Web server (1)") goes by its ``uuid``, as the driver names it
-  too (:func:`vmtools.drivers.xapi.guest_name`);
+  too (:func:`vmtools.drivers.xapi_pool.guest_name`);
 - a figure of the wrong type, out of range (negative, beyond any host), a reference to no
   object of the pool, an unsafe or reserved name, a host whose ``/rrd_updates`` cannot be
   read: a problem naming it (as for Ganglia), never a crash.
@@ -50,7 +50,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from vmtools.drivers.xapi import XapiError, XapiPool, guest_name, is_ref
+from vmtools.drivers.xapi_pool import XapiError, XapiPool, guest_name, is_ref
 from vmtools.errors import DataError, Unavailable
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
                            is_reserved_name, is_safe_name, stopped_entry)
