@@ -30,6 +30,13 @@ def pytest_configure(config):
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="vmtools-pytest-")
         config.stash[_OWN_BASETEMP] = config.option.basetemp
+    # Commands a test runs without a state directory of its own (vm-apply's journal and
+    # ledger) write under the session's root, never the machine's /var/lib/vmtools.
+    if "VMTOOLS_STATE_DIR" not in os.environ:
+        state = Path(config.option.basetemp) / "var-lib-vmtools"
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o755)
+        os.environ["VMTOOLS_STATE_DIR"] = str(state)
     if not hasattr(config, "workerinput"):
         _compile_package()
 
