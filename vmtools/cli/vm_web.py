@@ -32,7 +32,7 @@ app = make_app(PROG, __doc__)
 
 # vm-apply's options that vm-web's actions run with, declared once, by vm-apply (flag, type,
 # default, help, check): vm-web name -> vm-apply's; vm-web's --migration-timeout is vm-apply's
-# --timeout (vm-web has no plan file whose calls it would time).
+# --timeout (vm-web's --timeout is its source's, as vm-snapshot's).
 APPLY_OPTIONS = {name: name for name in (
     "hosts", "ssh_user", "ssh_key", "known_hosts", "ipmi_credentials", "parallel", "per_host",
     "stop_on_failure", "driver")}
