@@ -982,7 +982,8 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
     for key, says in (("parallel = 0", "--parallel must be at least 1"),
                       ("migration-timeout = 0", "--migration-timeout 0: must be positive"),
                       ("power-off-timeout = -1", "--power-off-timeout must be positive"),
-                      ('shutdown-command = "halt"', "--shutdown-command 'halt'")):
+                      ('shutdown-command = "halt"',
+                       "'--shutdown-command': Value error, 'halt' is not one of")):
         config.write_text(f'[vm-web]\nexample = "lab"\n{key}\n')
         r = subprocess.run([script("vm-web"), "--token-file", str(tmp_path / "t")],
                            capture_output=True, text=True, env=env, timeout=60)
@@ -996,6 +997,18 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
     monkeypatch.setenv("VMTOOLS_CONFIG", str(example))
     got = load_config("vm-web", list(settable(typer.main.get_command(app))))
     assert got["migration-timeout"] == 600 and got["parallel"] == 2     # [common] too
+    # declared once, by vm-apply: the same type, default and help (vm-apply's --timeout is
+    # vm-web's --migration-timeout)
+    from vmtools.cli.vm_apply import app as apply_app
+    from vmtools.cli.vm_web import APPLY_OPTIONS
+    web = {p.name: p for p in typer.main.get_command(app).params}
+    theirs = {p.name: p for p in typer.main.get_command(apply_app).params}
+    assert len(APPLY_OPTIONS) == 20
+    for name, source in APPLY_OPTIONS.items():
+        a, b = web[name], theirs[source]
+        assert (a.help, a.default, a.type_descriptor.annotation) == \
+            (b.help, b.default, b.type_descriptor.annotation), name
+        assert a.opts == ["--" + name.replace("_", "-")] or a.opts == b.opts, name
 
 
 def test_vm_status_shows_the_hosts_in_maintenance(example_snapshot, tmp_path):
