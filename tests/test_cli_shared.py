@@ -78,3 +78,105 @@ def test_man_page_renders_cleanly(page):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
     assert len(proc.stdout.splitlines()) > 20
+
+
+# --- the man page's OPTIONS, both ways, with their defaults and settings variables -----------
+
+TYPER_SCRIPTS = {name: target.split(":")[0] for name, target in tomllib.loads(
+    (ROOT / "pyproject.toml").read_text())["project"]["scripts"].items()}
+ROFF_FONT = re.compile(r"\\f[BIRP]|\\f\(..")
+
+
+def man_entries(name: str) -> dict[str, str]:
+    """Each option a ``.TP`` heading of man/NAME.1 names -> the heading and its paragraph,
+    roff escapes removed (a heading may name several options, which then share the text)."""
+    lines = (ROOT / "man" / f"{name}.1").read_text().splitlines()
+    entries: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        if line != ".TP" or i + 1 == len(lines):
+            continue
+        body = []
+        for follow in lines[i + 2:]:
+            if follow.startswith((".TP", ".SH", ".SS", ".PP")):
+                break
+            body.append(follow)
+        head = ROFF_FONT.sub("", lines[i + 1].replace("\\-", "-"))
+        text = ROFF_FONT.sub("", " ".join([head, *body]).replace("\\-", "-"))
+        for opt in re.findall(r"(?<![\w-])(--?[a-zA-Z][a-zA-Z0-9-]*)", head):
+            entries.setdefault(opt, text)
+    return entries
+
+
+def typer_options(name: str) -> dict[str, object]:
+    """Every option of a Python command -> its click parameter (from the app, not --help)."""
+    import importlib
+
+    import typer
+    command = typer.main.get_command(importlib.import_module(TYPER_SCRIPTS[name]).app)
+    return {opt: param for param in command.params if param.param_type_name == "option"
+            for opt in (*param.opts, *param.secondary_opts)}
+
+
+def _shown(value: object) -> str:
+    value = getattr(value, "value", value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@pytest.mark.parametrize("name", SCRIPTS + ["vm-rebalance"])
+def test_every_option_the_man_page_lists_exists(name):
+    """The other way round: an option the man page describes that the command has not (renamed
+    or removed) sends the admin to a usage error."""
+    known = help_options(name) | {"--help", "-h"} | set(re.findall(
+        r"(?<![\w-])(-[a-zA-Z])\b", run(name, "--help").stdout))
+    if name in TYPER_SCRIPTS:                       # hidden ones too (--allow-problems)
+        known |= set(typer_options(name))
+    stale = sorted(opt for opt in man_entries(name) if opt not in known)
+    assert not stale, f"man/{name}.1 describes options {name} does not have: {stale}"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_man_page_states_every_default_help_shows(name):
+    """A default --help shows ([default: 600]) is written in the option's man entry too, so
+    the authority and the program cannot disagree on it unseen."""
+    entries = man_entries(name)
+    wrong = []
+    for opt, param in typer_options(name).items():
+        default = param.default
+        if (not opt.startswith("--") or opt not in entries or param.hidden
+                or param.show_default is False or default in (None, False, "", (), [])
+                or callable(default) or opt in ("--verbose",)):
+            continue
+        shown = _shown(default)
+        if not re.search(r"(?<![\w.])" + re.escape(shown) + r"(?![\w])", entries[opt]):
+            wrong.append(f"{opt} (default {shown})")
+    assert not wrong, f"man/{name}.1 does not state the defaults of {wrong}"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_man_page_names_its_settings_variables_and_file(name):
+    """Every Python command reads VMTOOLS_<COMMAND>_<OPTION> and its [vm-...] table of
+    vmtools.toml (cli/_settings.py): its man page says so, with the right prefix."""
+    from vmtools.cli._settings import env_prefix
+    text = man_text(name).replace("\\fI", "").replace("\\fR", "")
+    assert env_prefix(name) in text, f"man/{name}.1 does not name {env_prefix(name)}OPTION"
+    assert "vmtools.toml" in text and f"[{name}]" in text, \
+        f"man/{name}.1 does not name the [{name}] table of vmtools.toml"
+
+
+# Variables the lab sets for its own stand-ins (xl, xm, a Domain-0's sysfs), never an admin's.
+LAB_INTERNAL = {"VMTOOLS_LAB", "VMTOOLS_LAB_HOST", "VMTOOLS_LAB_STATE", "VMTOOLS_LAB_SYSFS"}
+
+
+def test_every_variable_the_code_reads_is_in_a_man_page():
+    """VMTOOLS_STATE_DIR, VMTOOLS_CONFIG, VMTOOLS_XAPI_USER...: a variable the code reads by
+    name is one an admin may need, so some man page names it."""
+    names = set()
+    for path in [*(ROOT / "vmtools").rglob("*.py"), ROOT / "shell" / "vm-rebalance"]:
+        names |= set(re.findall(r"\bVMTOOLS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    pages = " ".join(p.read_text().replace("\\", "") for p in (ROOT / "man").glob("*.[1-8]"))
+    settings = re.compile(r"VMTOOLS_(SNAPSHOT|PLAN|APPLY|GMETRIC|LAB|REPLAY|STATUS|WEB)_")
+    undocumented = sorted(n for n in names - LAB_INTERNAL
+                          if n not in pages and not settings.match(n))
+    assert not undocumented, f"no man page names {undocumented}"

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import run
 from vmtools.model import Action, Host, Snapshot, VM, loads
 from vmtools.planner.schedule import estimate_seconds
+from vmtools.render import plan_tables
 from vmtools.rules.constraints import parse_rules
 from vmtools.rules.load import (EPS, fraction, host_capacity, host_loads, hot_dims, hotspots,
                                 migration_seconds)
@@ -38,6 +39,15 @@ def test_vm_status_and_vm_plan_agree_about_hotspots(tmp_path, hot_snapshot, rule
     by_status = {h["name"]: h["hotspot"] for h in status["hosts"] if h["hotspot"]}
     by_plan = {h["host"]: h["dims"] for h in plan["summary"]["hotspots"]}
     assert by_status == by_plan
+    # each host's use and hotspot flag: vm-plan's table of hosts (summary.load) and auto's
+    # hotspot entries say what vm-status says (node-6: 107 % of its memory under the rule)
+    use = {h["name"]: (h["cpu_use"], h["mem_use"], h["hotspot"]) for h in status["hosts"]}
+    assert {e["host"]: (e["cpu_before"], e["mem_before"], e["hot_before"])
+            for e in plan["summary"]["load"]} == use
+    assert all((e["cpu"], e["mem"]) == use[e["host"]][:2] for e in plan["summary"]["hotspots"])
+    table = plan_tables(plan)
+    row = next(line for line in table.splitlines() if line.startswith("node-6 "))
+    assert ("107%! ->" in row) == (rules is not None) and ("64% ->" in row) == (rules is None)
     assert ("node-5" in by_status and "node-6" in by_status) == (rules is not None)
     snap = Snapshot.from_dict(loads(hot_snapshot.read_text()))
     cons = parse_rules(rules["rules"] if rules else [], snap)

@@ -353,6 +353,34 @@ def test_power_model_never_sends_guests_back_to_a_host_they_left_within_the_hour
     check_plan(p)
 
 
+ML110 = parse_power_model({"hosts": [
+    {"match": "g4-*", "curve_w": [86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117]},
+    {"match": "g5-*", "curve_w": [93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135]}]})
+
+
+@pytest.mark.parametrize("binds, kept", [("mem", "g4"), ("cpu", "g5")])
+def test_auto_empties_the_hosts_that_draw_most_for_what_binds(binds, kept):
+    # CloudSim's ML110 G4 (3.72 CPUs, cheaper idle) and G5 (5.32 CPUs, more CPU per watt),
+    # one guest each. Where memory binds (3 GiB guests on 8 GiB hosts, two a host) the G4s
+    # hold the guests for fewer watts; where CPU binds (1.9 CPUs a guest on 64 GiB), the G5s.
+    # A budget of two migrations leaves no room for moving guest sets afterwards: the choice
+    # of hosts to empty decides.
+    mem, cpu = (8, 0.1) if binds == "mem" else (64, 1.9)
+    hosts = {f"g{t}-{i}": (3.72 if t == 4 else 5.32, mem) for i in (1, 2) for t in (4, 5)}
+    guests = {f"v{i}": (h, cpu, 3 if binds == "mem" else 1) for i, h in enumerate(hosts)}
+    s = snap(hosts, guests)
+    for model in (None, ML110):
+        p = plan_with_state(s, Constraints([]), opts(objective="auto", cpu_target=0.75,
+                                                   max_migrations=2),
+                            None, power=power(standby_after=0, reserve=0, model=model))
+        check_plan(p)
+        used = {h[:2] for h in p.placement.values()}
+        if model is not None:
+            assert used == {kept}, (binds, p.placement)
+        elif binds == "mem":
+            assert used == {"g5"}, "without a model the bigger hosts were kept"
+
+
 def test_without_power_nothing_changes():
     p = make_plan(four_hosts(), Constraints([]), opts())
     assert not any(a.is_power for a in p.actions)

@@ -205,3 +205,35 @@ def test_a_run_directory_with_garbage_documents_still_gives_metrics(tmp_path):
     text = render(rebalance_families(str(run_dir), str(tmp_path / "none.prom"), now=1.0))
     assert "vmtools_rebalance_exit_code 70.0" in text      # no result.json: not a success
     assert "NaN" not in text
+
+
+def test_a_run_over_two_domains_counts_what_both_planned_and_did(tmp_path):
+    from vmtools.prometheus.textfile import write_rebalance
+    run_dir = tmp_path / "20261207T050000Z"
+    docs = {"east": (["e1", "e2"], [("web1", "done"), ("web2", "failed")], 12.0, 1),
+            "west": (["w1"], [("db1", "done")], 30.0, 2)}
+    for name, (hosts, moves, seconds, deferred) in docs.items():
+        (run_dir / name).mkdir(parents=True)
+        origin = {"hosts": [{"name": h, "state": "online"} for h in hosts], "problems": []}
+        (run_dir / name / "plan.json").write_text(json.dumps({
+            "origin": origin, "summary": {"deferred": {"migrations": deferred},
+                                          "frozen": [hosts[0]]},
+            "solver": {"status": f"status-{name}", "seconds": seconds},
+            "actions": [{"id": i, "op": "migrate", "vm": vm, "mem_mib": 1024}
+                        for i, (vm, _) in enumerate(moves, 1)]}))
+        (run_dir / name / "report.json").write_text(json.dumps({"actions": [
+            {"id": i, "op": "migrate", "vm": vm, "outcome": outcome}
+            for i, (vm, outcome) in enumerate(moves, 1)]}))
+    (run_dir / "result.json").write_text(json.dumps({"exit": 1, "domains": {
+        "east": {"exit": 1}, "west": {"exit": 0}}}))
+    write_rebalance(str(run_dir), str(tmp_path / "vm-rebalance.prom"))
+    got = samples(tmp_path / "vm-rebalance.prom")
+    assert got[("vmtools_rebalance_exit_code", ())] == 1
+    assert got[("vmtools_rebalance_planned_actions", (("op", "migrate"),))] == 3
+    assert got[("vmtools_rebalance_migrations", (("outcome", "done"),))] == 2
+    assert got[("vmtools_rebalance_migrations", (("outcome", "failed"),))] == 1
+    assert got[("vmtools_rebalance_hosts", (("state", "online"),))] == 3
+    assert got[("vmtools_rebalance_deferred_migrations", ())] == 3
+    assert got[("vmtools_rebalance_frozen_hosts", ())] == 2
+    assert got[("vmtools_rebalance_solver_status", (("status", "status-west"),))] == 1
+    assert got[("vmtools_rebalance_solver_seconds", ())] == 30.0

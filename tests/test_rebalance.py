@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -323,9 +324,55 @@ def test_one_failing_domain_does_not_stop_the_others_and_the_result_says_which(t
     assert "127.0.0.1" in (run_dir / "west-2" / "snapshot.log").read_text()
     # each domain keeps its own vm-plan history
     assert (archive / ".plan-state" / "east" / "vmtools.state").exists()
+    # vm-status's last run is the whole run's line
+    status = subprocess.run([str(Path(sys.executable).parent / "vm-status"),
+                             str(run_dir / "east" / "snapshot.json"), "--runs", str(archive)],
+                            capture_output=True, text=True, timeout=120)
+    assert "1 of 2 domains failed (west-2: vm-snapshot failed (exit 69))" in \
+        " ".join(status.stdout.split()), status.stdout + status.stderr
     # one domain alone: its own outcome; every domain failing: the first one's code
     assert rebalance("-c", str(conf), "-d", "east", "-q").returncode == 0
     proc = rebalance("-c", str(conf), "--domain=west-2", "-j", "1")
     assert proc.returncode == 69 and "1 of 1 domains failed" in proc.stdout
     proc = rebalance("-c", str(conf), "-d", "north")
     assert proc.returncode == 2 and "north: not a domain of DOMAINS" in proc.stderr
+
+
+@pytest.mark.ganglia
+@pytest.mark.skipif(bool(binaries_missing()), reason="needs gmond and gmetad")
+def test_domains_against_the_lab_one_migrates_while_the_other_source_is_down(tmp_path,
+                                                                             make_lab):
+    """east is the lab (its gmetad, its xends and sshd): consolidated for real, in the same
+    cron run in which west's gmetad does not answer."""
+    lab = make_lab("steady")
+    lab.wait_for_truth()
+    archive = tmp_path / HOSTILE
+    words = lambda args: "(" + " ".join(map(shlex.quote, args)) + ")"  # noqa: E731
+    conf = tmp_path / "r.conf"
+    conf.write_text(f"ARCHIVE={shlex.quote(str(archive))}\nDOMAINS=(west east)\n"
+                    f"SNAPSHOT_ARGS_east={words(lab.snapshot_args())}\n"
+                    "PLAN_ARGS_east=(--objective consolidate)\n"
+                    f"APPLY_ARGS_east={words(lab.apply_args())}\n"
+                    f"SNAPSHOT_ARGS_west=(--gmetad 127.0.0.1:{free_port()} --timeout 1)\n")
+    before = dict(lab.placement())
+    proc = rebalance("-c", str(conf), env={"VMTOOLS_STATE_DIR": str(lab.state_dir)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0].endswith(
+        "1 of 2 domains failed (west: vm-snapshot failed (exit 69))")
+    run_dir, = [p for p in archive.iterdir() if p.name[0].isdigit()]
+    plan = json.loads((run_dir / "east" / "plan.json").read_text())
+    report = json.loads((run_dir / "east" / "report.json").read_text())
+    assert {a["outcome"] for a in report["actions"]} == {"done"}
+    assert lab.placement() == plan["placement"] != before
+    result = json.loads((run_dir / "result.json").read_text())
+    east = result["domains"]["east"]
+    assert (east["exit"], east["outcomes"]) == (0, {"done": len(report["actions"])})
+    assert result["domains"]["west"]["exit"] == 69
+    assert (archive / ".plan-state" / "east" / "vmtools.state").exists()
+    # the run's metrics count what every domain did
+    from prometheus_client.parser import text_string_to_metric_families
+    got = {(s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(
+        (archive / "vm-rebalance.prom").read_text()) for s in f.samples}
+    assert got[("vmtools_rebalance_exit_code", ())] == 1
+    assert got[("vmtools_rebalance_migrations", ("done",))] == len(report["actions"])
+    assert got[("vmtools_rebalance_hosts", ("online",))] == len(plan["origin"]["hosts"])

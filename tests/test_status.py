@@ -41,6 +41,20 @@ def test_from_a_snapshot_file_hotspots_flagged_in_80_columns(tmp_path):
     assert "No vm-rebalance run found in" in out
 
 
+def test_the_host_table_has_no_nameless_column(tmp_path):
+    """The note column (hotspot: CPU) is named, and left out when no host has a note: the
+    header rule had a trailing '--' over nothing."""
+    lab = tmp_path / "lab.json"
+    assert run("vm-snapshot", "--example", "lab", "-o", str(lab)).returncode == 0
+    for snap, noted in ((lab, False), (snapshot(tmp_path), True)):
+        out = run("vm-status", str(snap), "--runs", "").stdout.splitlines()
+        header = next(i for i, line in enumerate(out) if line.startswith("host "))
+        names, rule = out[header].split(), out[header + 1].split()
+        assert names[-1] == ("note" if noted else "GiB"), out[header]
+        assert len(rule) == len(out[header].replace("CPU %", "CPU%").replace("mem %", "mem%")
+                                .replace("mem GiB", "memGiB").split())
+
+
 def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
     # gmetad's cluster with every host expired: nothing is seen, so "No problems." would lie
     dump = tmp_path / "empty.xml"

@@ -211,15 +211,20 @@ def plan_tables(plan_doc: dict) -> str:
         after[host][2] += 1
     rows = []
     frozen = {f["host"]: f for f in plan_doc.get("summary", {}).get("frozen") or []}
+    # use under the rules, as vm-status shows it (summary.load); an older plan: of the host
+    load = {e["host"]: e for e in plan_doc.get("summary", {}).get("load") or []}
     for h in origin["hosts"]:
         b, a = before[h["name"]], after[h["name"]]
         state = {"power-off": f"{h['state']} -> standby", "power-on": "standby -> online"
                  }.get(switched.get(h["name"], ""), h["state"])
         if h["name"] in frozen:
             state += ", frozen"
-        rows.append([h["name"], state, f"{b[2]} -> {a[2]}",
-                     f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
-                     f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"])
+        e = load.get(h["name"])
+        use = [f"{_hot_pct(e[f'{d}_before'], d, e['hot_before'])} -> "
+               f"{_hot_pct(e[f'{d}_after'], d, e['hot_after'])}" for d in ("cpu", "mem")] \
+            if e else [f"{pct(b[0], h['cpu'])} -> {pct(a[0], h['cpu'])}",
+                       f"{pct(b[1], h['mem_mib'])} -> {pct(a[1], h['mem_mib'])}"]
+        rows.append([h["name"], state, f"{b[2]} -> {a[2]}", *use])
     out += "\n" + table(rows, ["host", "state", "guests", "CPU %", "mem %"],
                         f"Hosts, before -> after (CPU demand: {_demand_words(plan_doc)})")
     if frozen:
@@ -227,6 +232,11 @@ def plan_tables(plan_doc: dict) -> str:
     out += "\n" + wrap(plan_summary_line(plan_doc)) + "\n"
     policy = policy_lines(plan_doc.get("summary", {}))
     return out + "".join(wrap(line) + "\n" for line in policy.splitlines())
+
+
+def _hot_pct(fraction: float, dim: str, hot: list[str]) -> str:
+    """A use fraction as a percentage, with vm-status's ``!`` when it makes a hotspot."""
+    return f"{100.0 * fraction:.0f}%" + ("!" if dim in hot else "")
 
 
 def frozen_table(frozen: list[dict]) -> str:
@@ -295,6 +305,14 @@ def ago(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
+def _without_empty_last(rows: list[list], cols: list[str]) -> tuple[list[list], list[str]]:
+    """The rows and columns without the last column when no row has anything in it (a column
+    of nothing would still draw its rule)."""
+    if any(r[-1] for r in rows):
+        return rows, cols
+    return [r[:-1] for r in rows], cols[:-1]
+
+
 def status_table(doc: dict) -> str:
     """``vm-status``: one line per host, the problems, the last cron run; 80 columns."""
     s = doc["summary"]
@@ -315,7 +333,8 @@ def status_table(doc: dict) -> str:
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
                      ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
                       .replace("mem", "memory")) if h["hotspot"] else ""])
-    cols = ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""]
+    rows, cols = _without_empty_last(rows, ["host", "state", "CPU %", "mem %", "guests", "CPUs",
+                                            "mem GiB", "note"])
     domains = doc.get("domains") or {}
     if not domains:
         out = table(rows, cols, wrap(head))

@@ -267,7 +267,9 @@ def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],
         argv: list[str] | None = None) -> int:
     """Load the settings, run the command, turn usage errors into one line; returns the exit
     status."""
+    from vmtools.cli._coerce import fast_coercion
     command = typer.main.get_command(app)
+    fast_coercion(command)
     _tidy_help(command, prog)
     check_numbers(command)
     params = settable(command)

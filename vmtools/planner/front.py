@@ -32,6 +32,7 @@ from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, 
 from vmtools.power_model import PowerModel
 from vmtools.maintenance import maintenance_rules
 from vmtools.planner.domains import note_domains
+from vmtools.planner.loads import note_loads
 from vmtools.rules.constraints import (Constraints, fence_domains, parse_constraints,
                                        parse_rules)
 from vmtools.state import State
@@ -181,6 +182,7 @@ the command began (``--time-limit`` counts from there, reading included; None: n
         if switched is not None:
             switched.rules_skipped = skipped
             note_domains(switched, settings.cross_domain)
+            note_loads(switched, cons, settings.cpu_threshold, settings.mem_threshold)
             return Result(switched, state, skipped)
     manual = manual_operation(settings)
     if manual is not None:
@@ -196,6 +198,7 @@ the command began (``--time-limit`` counts from there, reading included; None: n
     plan.rules_skipped = skipped
     note_domains(plan, settings.cross_domain, cons, settings.cpu_threshold,
                  settings.mem_threshold)
+    note_loads(plan, cons, settings.cpu_threshold, settings.mem_threshold)
     return Result(plan, state, skipped)
 
 

@@ -28,6 +28,9 @@ class RunFacts:
     # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
     # where they are; how many minutes ago each guest was seen to move (for the reasons)
     settling_vms: set[str] = field(default_factory=set)
+    # with --power and --power-model: each online host's watts per unit of the capacity that
+    # binds (lower is more frugal); auto's consolidation empties the hungriest hosts first
+    host_cost: dict[str, float] = field(default_factory=dict)
     moved_ago: dict[str, float] = field(default_factory=dict)
     # when the run began (time.monotonic()): --time-limit counts from there, reading included
     started: float | None = None

@@ -13,8 +13,10 @@ the other on the placement the earlier ones leave:
    MiB moved first, each to the fullest host that stays under its targets. A relief that
    does not lower the worst utilisation (of any dimension) by ``--min-gain`` is left.
 3. ``consolidate``: hosts emptied whole, the least memory first (one host freed per step:
-   the best gain per GiB), their guests best-fit onto the other active hosts under the
-   targets. A host is emptied only when all its guests fit; never half.
+   the best gain per GiB; with ``--power --power-model``, ``opts.facts.host_cost``, the
+   hosts that draw most for the capacity that binds first), their guests best-fit onto the
+   other active hosts under the targets. A host is emptied only when all its guests fit;
+   never half.
 
 Demand is the planning estimate of :mod:`vmtools.planner.demand` (never below the last
 sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps in that order,
@@ -543,7 +545,9 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
                          "mem_mib": round(load.use["mem"][h]),
                          "reason": "hotspot" if h in hot_hosts else
                          "touched" if h in touched else "frozen", "why": why, "names": []})
-    sources.sort(key=lambda h: (load.use["mem"][h], load.count[h], inst.hosts[h]))
+    cost = opts.facts.host_cost
+    sources.sort(key=lambda h: (-round(cost.get(inst.hosts[h], 0.0), 1), load.use["mem"][h],
+                                load.count[h], inst.hosts[h]))
     for i, h in enumerate(sources):
         own = [v for v in load.on[h] if v not in moved_by]
         entry = {"host": inst.hosts[h], "guests": load.count[h],

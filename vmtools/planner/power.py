@@ -74,14 +74,15 @@ def _watts(popts: PowerOptions, host: Host, cpu_use: float) -> float | None:
 
 
 def _efficiency_key(popts: PowerOptions, host: Host, mean_cpu: float, mean_mem: float,
-                    cpu_target: float) -> float:
-    """Watts per unit of capacity (at the consolidation target): lower is more frugal.
-    Without a power model, bigger hosts count as more frugal (fewest hosts)."""
-    units = 0.5 * (host.cpu / mean_cpu if mean_cpu else 0) + \
-        0.5 * (host.mem_mib / mean_mem if mean_mem else 0)
+                    cpu_at: float, weight_cpu: float = 0.5) -> float:
+    """Watts per unit of capacity (each dimension weighted by ``weight_cpu`` and its
+    complement), drawn at ``cpu_at`` of the host's CPUs: lower is more frugal. Without a power
+    model, bigger hosts count as more frugal (fewest hosts)."""
+    units = weight_cpu * (host.cpu / mean_cpu if mean_cpu else 0) + \
+        (1.0 - weight_cpu) * (host.mem_mib / mean_mem if mean_mem else 0)
     if units <= 0:
         return math.inf
-    w = _watts(popts, host, host.cpu * cpu_target)
+    w = _watts(popts, host, host.cpu * cpu_at)
     return (w if w is not None else 100.0) / units
 
 
@@ -161,6 +162,9 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
     from vmtools.rules.check import check_plan
     hosts = {h.name: h for h in prepared.hosts}
     eff = _frugality(prepared, popts, opts)
+    if popts.model is not None:       # auto empties the hungriest hosts first
+        opts = replace(opts, facts=replace(opts.facts, host_cost={
+            h.name: eff(h) for h in prepared.hosts if h.state == "online"}))
     plan, trial, woken = _wake(prepared, state, cons, opts, popts, eff, make_plan)
     if popts.model is not None and opts.objective in ("consolidate", "auto"):
         plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
@@ -209,13 +213,23 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
 
 def _frugality(prepared: Snapshot, popts: PowerOptions, opts: Options):
     """The key that orders hosts most frugal first (:func:`_efficiency_key`, against the
-    mean capacity of the hosts that have one)."""
+    mean capacity of the hosts that have one). The dimension the guests use more of, for
+    the capacity there is, binds: capacity counts by the share of each that is used, and a
+    host draws what it draws when the binding dimension is at its target (where memory binds,
+    a host full of guests carries little CPU, and the host that idles cheapest is frugal;
+    where CPU binds, the one with the most CPU per watt)."""
     live = [h for h in prepared.hosts if h.cpu > 0 and h.mem_mib > 0]
     mean_cpu = sum(h.cpu for h in live) / max(1, len(live))
     mean_mem = sum(h.mem_mib for h in live) / max(1, len(live))
+    estimate = opts.facts.cpu_estimate or {}
+    used_cpu = sum(estimate.get(v.name, v.cpu) for v in prepared.vms) / max(
+        FRACTION_EPS, mean_cpu * len(live))
+    used_mem = sum(v.mem_mib for v in prepared.vms) / max(FRACTION_EPS, mean_mem * len(live))
+    weight_cpu = used_cpu / (used_cpu + used_mem) if used_cpu + used_mem > 0 else 0.5
+    cpu_at = opts.cpu_target * (min(1.0, used_cpu / used_mem) if used_mem > 0 else 1.0)
 
     def eff(h: Host) -> float:
-        return _efficiency_key(popts, h, mean_cpu, mean_mem, opts.cpu_target)
+        return _efficiency_key(popts, h, mean_cpu, mean_mem, cpu_at, weight_cpu)
     return eff
 
 

@@ -159,14 +159,56 @@ def frozen_hosts(plan: dict | None, snapshot: dict | None) -> list[str]:
     return sorted({str(p["host"]) for p in _dicts(origin.get("problems")) if p.get("host")})
 
 
+def _run_documents(run_dir: str, result: dict) -> tuple[dict | None, dict | None, dict | None]:
+    """The run's snapshot, plan and report; a run over several migration domains (its
+    result's ``domains``) as one: the domains' hosts, problems, actions and outcomes together,
+    the deferred work summed, the frozen hosts and hotspots of all, the worst host's CPU, and
+    the solver figures of the domain whose planning took longest."""
+    names = result.get("domains")
+    if not isinstance(names, dict):
+        return (_load(os.path.join(run_dir, "snapshot.json")),
+                _load(os.path.join(run_dir, "plan.json")),
+                _load(os.path.join(run_dir, "report.json")))
+    snaps, plans, reports = [], [], []
+    for name in names:
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            continue
+        d = os.path.join(run_dir, name)
+        plan = _load(os.path.join(d, "plan.json"))
+        snap = _load(os.path.join(d, "snapshot.json")) or _dict((plan or {}).get("origin"))
+        snaps += [snap] if snap else []
+        plans += [plan] if plan is not None else []
+        reports += [r for r in [_load(os.path.join(d, "report.json"))] if r is not None]
+    snapshot = {"hosts": [h for x in snaps for h in _dicts(x.get("hosts"))],
+                "problems": [p for x in snaps for p in _dicts(x.get("problems"))]} \
+        if snaps else None
+    report = {"actions": [a for r in reports for a in _dicts(r.get("actions"))]} \
+        if reports else None
+    if not plans:
+        return snapshot, None, report
+    summaries = [_dict(p.get("summary")) for p in plans]
+    deferred = [_dict(x.get("deferred")) for x in summaries]
+    worst = [_num(x.get("worst_cpu_before")) for x in summaries]
+    summary: dict[str, Any] = {
+        "deferred": {"migrations": sum(_num(d.get("migrations")) or 0 for d in deferred)},
+        "frozen": sorted(set().union(*(frozen_hosts(p, None) for p in plans)))}
+    if any("hotspots" in x for x in summaries):
+        summary["hotspots"] = [h for x in summaries for h in _dicts(x.get("hotspots"))]
+    if any(w is not None for w in worst):
+        summary["worst_cpu_before"] = max(w for w in worst if w is not None)
+    solver = max((_dict(p.get("solver")) for p in plans),
+                 key=lambda x: _num(x.get("seconds")) or 0.0)
+    plan = {"actions": [a for p in plans for a in _dicts(p.get("actions"))],
+            "summary": summary, "solver": solver}
+    return snapshot, plan, report
+
+
 def rebalance_families(run_dir: str, path: str, now: float | None = None) -> list[Family]:
     """vm-rebalance's metrics for the run in ``run_dir`` (its result.json, snapshot, plan and
     report); ``path`` is the previous file, for what carries over."""
     now = time.time() if now is None else now
     result = _load(os.path.join(run_dir, "result.json")) or {}
-    snapshot = _load(os.path.join(run_dir, "snapshot.json"))
-    plan = _load(os.path.join(run_dir, "plan.json"))
-    report = _load(os.path.join(run_dir, "report.json"))
+    snapshot, plan, report = _run_documents(run_dir, result)
     exit_code = result.get("exit") if isinstance(result.get("exit"), int) and \
         not isinstance(result.get("exit"), bool) and 0 <= result["exit"] <= 255 else 70
     fams = [_g(REBALANCE + "last_run_timestamp_seconds", "When the last run ended (Unix time)")

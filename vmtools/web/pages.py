@@ -313,12 +313,19 @@ def plans_page(jobs: list, runs: list[dict], csrf: str) -> str:
     return page("Plans and runs", body, csrf=csrf, here="/plans")
 
 
-def run_page(name: str, result: dict | None, plan, report: dict | None, csrf: str) -> str:
+def run_page(name: str, result: dict | None, plan, report: dict | None, csrf: str,
+             domains: list[dict] | None = None) -> str:
+    """One archived run: its line, plan and report; over several migration domains, each
+    domain's line, plan and report under its name."""
     parts = [h("<p>{}</p>", (result or {}).get("what") or "no result recorded")]
-    if plan is not None:
-        parts.append(h("<h2>Plan</h2>{}", actions_table(plan.actions)))
-    if report is not None:
-        parts.append(h("<h2>Report</h2>{}", report_table(report)))
+    for title, one in [("", {"plan": plan, "report": report})] + [
+            (f"{d['name']}: ", d) for d in domains or []]:
+        if title:
+            parts.append(h("<h2>{}</h2><p>{}</p>", title.rstrip(": "), one["what"]))
+        if one["plan"] is not None:
+            parts.append(h("<h2>{}Plan</h2>{}", title, actions_table(one["plan"].actions)))
+        if one["report"] is not None:
+            parts.append(h("<h2>{}Report</h2>{}", title, report_table(one["report"])))
     return page(f"Run {name}", join(parts), csrf=csrf, here="/plans")
 
 
