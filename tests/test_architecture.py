@@ -289,12 +289,11 @@ LONG_FOR_A_REASON = {
 # Over a limit without a reason yet, with the same ceilings: split one (or give its reason and
 # move it above). The list only shrinks.
 STILL_LONG = {
-    "cli/vm_web.py:web": 104, "web/pages.py:cluster_page": 88,
-    "gmetric/build.py:build_metrics": 111, "replay/rrd.py:read_rrd": 111,
+    "web/pages.py:cluster_page": 88,
+    "replay/rrd.py:read_rrd": 111,
     "ganglia/xml.py:recover_ganglia": 100,
     "prometheus/source.py:PrometheusSource._build": 105, "planner/policy.py:_relieve": 98,
     "prometheus/textfile.py:rebalance_families": 95,
-    "ganglia/interpret.py:SnapshotBuilder.add_host": 97,
     "planner/search.py:consolidate_grouped": 81, "planner/search.py:consolidate": 81,
 }
 

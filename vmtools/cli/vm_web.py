@@ -98,6 +98,69 @@ def _apply_options(apply: dict, state_dir: str, xapi: object):
                             ssh_port=a["ssh_port"]))
 
 
+def _check(cpu_threshold: float, mem_threshold: float, session_minutes: float, port: int,
+           deadline: float | None, inputs: list[str] | None) -> None:
+    """vm-web's own options, checked before anything is read or made (usage errors)."""
+    for name, value in (("--cpu-threshold", cpu_threshold),
+                        ("--mem-threshold", mem_threshold)):
+        if not 0 < value <= 1:
+            raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
+    if not session_minutes > 0:
+        raise UsageError(f"--session-minutes {session_minutes:g}: must be more than 0")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected 0-65535")
+    if deadline is not None and not deadline > 0:
+        raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
+    if inputs and "-" in inputs:
+        raise UsageError("--input -: vm-web reads its sources again at every page; "
+                         "stdin can be read once")
+
+
+class _States:
+    """What the page reads again at every request: vm-apply's suspended guests (the ledger
+    in its state directory), vm-plan's standby hosts and the hosts in maintenance (in vm-plan's
+    state directory, ``standby_dir``)."""
+
+    def __init__(self, state_dir: str, standby_dir: str | None):
+        from vmtools.apply.lifecycle import LEDGER
+        self.ledger_path = f"{state_dir}/{LEDGER}"
+        self.standby_dir = standby_dir
+
+    def ledger(self) -> dict:
+        from vmtools.apply.lifecycle import read_suspended
+        try:
+            return read_suspended(self.ledger_path)
+        except DataError as exc:
+            log.warning("the suspended guests are left out: %s", exc)
+            return {}
+
+    def standby(self) -> dict:
+        """vm-plan's standby records (capacity and transport), for switching on."""
+        if not self.standby_dir or not os.path.isdir(self.standby_dir):
+            return {}
+        from vmtools.state import read_state
+        return read_state(self.standby_dir).power.standby
+
+    def maintenance(self) -> dict:
+        from vmtools.maintenance import read_maintenance
+        return read_maintenance(self.standby_dir)
+
+
+def _maintain_host(xapi_settings: object):
+    """With a pool master: host.disable (maintenance) or host.enable (its end) through it;
+    else None (vm-plan's state keeps maintenance alone)."""
+    if xapi_settings is None:
+        return None
+
+    def maintain_host(host: str, on: bool) -> str:
+        from vmtools.drivers.base import Endpoint
+        from vmtools.drivers.xapi import XapiDriver
+        driver = XapiDriver.for_endpoint(Endpoint(host, "xapi", host, 443, host),
+                                         xapi=xapi_settings)
+        return driver.disable() if on else driver.enable()
+    return maintain_host
+
+
 @app.command(epilog=EXIT_CODES_EPILOG)
 @_with_apply_options
 def web(
@@ -177,27 +240,14 @@ def web(
         ctx = tls_context(tls_cert, tls_key)          # before anything else is read or made
         check_listen(listen, ctx)
         from vmtools.apply import apply_plan, default_state_dir
-        from vmtools.apply.lifecycle import LEDGER, read_suspended
         from vmtools.model import load_file
         from vmtools.snapshot import sources_from, take_snapshot
         from vmtools.status import build_status
         from vmtools.web.actions import PlanSettings
         from vmtools.web.app import Config
         from vmtools.web.auth import Gate, read_or_create_token
-        for name, value in (("--cpu-threshold", cpu_threshold),
-                            ("--mem-threshold", mem_threshold)):
-            if not 0 < value <= 1:
-                raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
-        if not session_minutes > 0:
-            raise UsageError(f"--session-minutes {session_minutes:g}: must be more than 0")
-        if not 0 <= port <= 65535:
-            raise UsageError(f"--port {port}: expected 0-65535")
+        _check(cpu_threshold, mem_threshold, session_minutes, port, deadline, input_)
         state = str(apply["state_dir"] or default_state_dir())
-        if deadline is not None and not deadline > 0:
-            raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
-        if input_ and "-" in input_:
-            raise UsageError("--input -: vm-web reads its sources again at every page; "
-                             "stdin can be read once")
         # the sources exactly as vm-snapshot makes them (its options, its code)
         sources = sources_from(source_settings(locals()))
         xapi_settings = None
@@ -205,7 +255,7 @@ def web(
             if len(xapi) > 1 and not read_only:
                 raise UsageError("vm-web acts through one pool master (as vm-apply --xapi): "
                                  "give one --xapi, or --read-only to watch several pools")
-            from vmtools.drivers.xapi import XapiSettings
+            from vmtools.drivers.xapi_pool import XapiSettings
             xapi_settings = XapiSettings(xapi[0], credentials=xapi_credentials,
                                          ca_file=xapi_ca,
                                          fingerprints=tuple(xapi_fingerprint or ()),
@@ -217,39 +267,11 @@ def web(
         runs_dir = runs or None
         standby_dir = plan_state if plan_state is not None else (
             f"{runs_dir}/.plan-state" if runs_dir else None)
-        ledger_path = f"{state}/{LEDGER}"
-
-        def ledger() -> dict:
-            try:
-                return read_suspended(ledger_path)
-            except DataError as exc:
-                log.warning("the suspended guests are left out: %s", exc)
-                return {}
-
-        def standby_records() -> dict:
-            """vm-plan's standby records (capacity and transport), for switching on."""
-            if not standby_dir or not os.path.isdir(standby_dir):
-                return {}
-            from vmtools.state import read_state
-            return read_state(standby_dir).power.standby
-
-        def maintenance() -> dict:
-            from vmtools.maintenance import read_maintenance
-            return read_maintenance(standby_dir)
-
-        maintain_host = None
-        if xapi_settings is not None:
-            def maintain_host(host: str, on: bool) -> str:
-                """host.disable (maintenance) or host.enable (its end) through the master."""
-                from vmtools.drivers.base import Endpoint
-                from vmtools.drivers.xapi import XapiDriver
-                driver = XapiDriver.for_endpoint(Endpoint(host, "xapi", host, 443, host),
-                                                 xapi=xapi_settings)
-                return driver.disable() if on else driver.enable()
+        states = _States(state, standby_dir)
 
         def status(snap):
             return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
-                                suspended=ledger())
+                                suspended=states.ledger())
 
         options = _apply_options(apply, state, xapi_settings)
         options.validate()
@@ -262,10 +284,9 @@ def web(
         cfg = Config(take=lambda: take_snapshot(sources, timeout=deadline), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
                      plan=PlanSettings(constraints=rules, image_dir=apply["image_dir"],
-                                       ledger=ledger,
-                                       standby=standby_records, maintenance=maintenance,
-                                       state_dir=standby_dir),
-                     maintain_host=maintain_host,
+                                       ledger=states.ledger, standby=states.standby,
+                                       maintenance=states.maintenance, state_dir=standby_dir),
+                     maintain_host=_maintain_host(xapi_settings),
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
                      plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))
