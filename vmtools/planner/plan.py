@@ -6,7 +6,8 @@ Objectives:
   count comes from FFD-sum when it meets the per-dimension lower bound (a proof), else from
   a MILP warm-started with it; the memory stage is a candidate-restricted MILP warm-started
   with the best heuristic. Above ``group_size`` hosts the cluster is split into groups
-  solved one after the other (:func:`_host_groups` keeps every rule solvable per group).
+  solved one after the other (:func:`vmtools.planner.groups.host_groups` keeps every rule
+  solvable per group).
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
@@ -108,8 +109,7 @@ def precheck(snap: Snapshot, opts: Options) -> Knowledge:
 
 
 def lower_bound_of(snap: Snapshot, cons: Constraints, opts: Options, seconds: float) -> int:
-    """The fewest hosts any plan of ``snap`` needs, on the instance make_plan would build
-    (the objective's targets, the guests that may not move), within about ``seconds``."""
+    """The fewest hosts any plan of ``snap`` needs, on make_plan's instance, in ``seconds``."""
     from vmtools.planner.bounds import host_lower_bound
     objective = OBJECTIVE_KINDS[opts.objective]
     know = assess(snap)
