@@ -56,12 +56,32 @@ def note_domains(plan: Plan, cross_domain: bool, cons: Constraints | None = None
         }
         if lost.get(name):
             out[name]["unavailable_sources"] = lost[name]
+        out[name].update(_parts_of(plan, name))
     plan.summary["domains"] = out
     if not cross_domain:
         advice = advise(plan, cons, frozen, cpu_threshold, mem_threshold)
         if advice:
             plan.summary["advice"] = advice
     return plan
+
+
+def _parts_of(plan: Plan, name: str) -> dict:
+    """What the domain's part(s) did when the plan was made in parts
+    (:mod:`vmtools.planner.split`): planned, failed or timeout (then its guests stay where
+    they are, and ``error`` says why), partly (some of its partitions were not planned), the
+    seconds it took, and its partitions when it was cut into several."""
+    mine = [p for p in plan.summary.get("parts", []) if p.get("domain") == name]
+    if not mine:
+        return {}
+    states = {p["status"] for p in mine}
+    out: dict = {"status": states.pop() if len(states) == 1 else "partly",
+                 "seconds": max(p["seconds"] for p in mine)}
+    if len(mine) > 1:
+        out["partitions"] = len(mine)
+    errors = [p["error"] for p in mine if p.get("error")]
+    if errors:
+        out["error"] = errors[0]
+    return out
 
 
 def advise(plan: Plan, cons: Constraints | None, frozen: dict, cpu_threshold: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Callable, Iterable
 
 from vmtools.planner.deadline import Deadline
@@ -291,9 +292,12 @@ def relabel(inst: Instance, placement: list[int]) -> list[int]:
     return [mapping[h] for h in placement]
 
 
-def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
+def keep_open(inst: Instance, open_hosts: set[int],
+              deadline: float | None = None) -> list[int] | None:
     """Keep every guest of an open host where it is (evicting the largest while the host is
-    over its target), and pack the others best-fit decreasing into the open hosts."""
+    over its target), and pack the others best-fit decreasing into the open hosts; None when
+    they do not fit, or when ``deadline`` (a ``time.monotonic()`` value) passes first (each
+    guest placed looks at every open host: 10,000 guests on 1,300 hosts took 25 s)."""
     pack = Packing(inst)
     evicted: list[list[int]] = []
     all_units = units(inst)
@@ -326,7 +330,9 @@ def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
 
     evicted.sort(key=lambda u: (not constrained(u), -size_key(inst, u), min(u)))
     scale = inst.scale
-    for unit in evicted:
+    for i, unit in enumerate(evicted):
+        if deadline is not None and i % 64 == 0 and time.monotonic() > deadline:
+            return None
         best, best_room = -1, math.inf
         for h in _allowed(inst, unit) & open_hosts:
             if pack.fits(unit, h):

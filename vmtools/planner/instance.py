@@ -165,6 +165,7 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         if cur[i] in frozen and i not in leaving:
             fixed[i] = True
     allowed = []
+    usable_names = {hosts[i] for i in usable}
     # one list per migration domain, shared by its guests (a guest limited by nothing else
     # may go to any usable host of its domain)
     in_domain: dict[str, list[int]] = {}
@@ -182,7 +183,11 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         elif not cons.fenced.get(v) and v not in cons.banned:
             allowed.append(in_domain.get(cons.vm_domain[v], []))
         else:
-            allowed.append([h for h in usable if cons.allowed(v, hosts[h])])
+            # by set operations (a guest banned from three of 20,000 hosts, host by host,
+            # was 120 s for 4,500 such guests)
+            ok = cons.allowed_among(v, usable_names)
+            allowed.append([h for h in usable if hosts[h] in ok] if len(ok) * 4 > len(usable)
+                           else sorted(hidx[h] for h in ok))
     # Guests that stay put keep their host usable for what they use now.
     for d in dims:
         fixed_load = [0.0] * len(hosts)

@@ -108,6 +108,14 @@ SETTINGS: tuple[Setting, ...] = (
         "cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another solver "
         "PuLP knows.")),
     Setting("threads", 1, kind=int, lo=1, help="Solver threads."),
+    Setting("jobs", 0, kind=int, lo=0, metavar="N", range_text="must be 0 (one per CPU) or more",
+            help=(
+                "Worker processes for a plan made in parts: a snapshot of several migration "
+                "domains (without --cross-domain) is planned domain by domain, and under "
+                "consolidate a domain of 30,000 guests or more in partitions of about 10,000 "
+                "that cut no rule; each part gets a share of --time-limit by its guests, the "
+                "plans are merged and checked whole (0: one per CPU; 1: one after the other in "
+                "the vm-plan process).")),
     Setting("cpu_target", 0.8, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION", help=(
         "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
         "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
