@@ -282,7 +282,7 @@ def test_low_layers_load_no_heavy_library(module):
 # grow, raise its ceiling here, knowingly, or split it.
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 LONG_FOR_A_REASON = {
-    "apply/run.py": 806, "ganglia/xml.py": 514, "lab/run.py": 521, "model.py": 858,
+    "apply/run.py": 806, "ganglia/xml.py": 521, "lab/run.py": 521, "model.py": 858,
     "planner/policy.py": 691, "planner/search.py": 587, "replay/engine.py": 876,
     "replay/html.py:page": 179,
 }
@@ -291,7 +291,6 @@ LONG_FOR_A_REASON = {
 STILL_LONG = {
     "web/pages.py:cluster_page": 88,
     "replay/rrd.py:read_rrd": 111,
-    "ganglia/xml.py:recover_ganglia": 100,
     "prometheus/source.py:PrometheusSource._build": 105, "planner/policy.py:_relieve": 98,
     "prometheus/textfile.py:rebalance_families": 95,
     "planner/search.py:consolidate_grouped": 81, "planner/search.py:consolidate": 81,

@@ -30,6 +30,29 @@ def test_flag_beats_environment_beats_config_file_beats_default(tmp_path):
     assert source_of(run("vm-snapshot", "--example", "hotspot", env=env)) == "example:hotspot"
 
 
+@pytest.mark.parametrize("where", ["variable", "file", "flag"])
+def test_a_bad_value_set_outside_the_command_line_says_where_it_was_set(tmp_path, where):
+    """`vm-plan: error: --time-limit -5: must be more than 0` sent the admin who never typed
+    --time-limit looking for it: a value from a variable or vmtools.toml is named as such."""
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-plan]\ntime-limit = -5\nobjective = "nosuch"\n')
+    env, args = {"variable": ({"VMTOOLS_PLAN_TIME_LIMIT": "-5"}, []),
+                 "file": ({"VMTOOLS_CONFIG": str(conf)}, ["--objective", "auto"]),
+                 "flag": ({"VMTOOLS_PLAN_TIME_LIMIT": "-5"}, ["--time-limit=-3"])}[where]
+    proc = run("vm-plan", *args, env=env, input="{}")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    expected = {"variable": "--time-limit -5: must be more than 0 "
+                            "(set by VMTOOLS_PLAN_TIME_LIMIT)",
+                "file": f"--time-limit -5: must be more than 0 "
+                        f"(set by {conf} [vm-plan] time-limit)",
+                "flag": "--time-limit -3: must be more than 0"}[where]
+    assert proc.stderr == f"vm-plan: error: {expected}\n"
+    # a value click refuses while parsing: the same note, before the pointer to --help
+    proc = run("vm-plan", env={"VMTOOLS_PLAN_OBJECTIVE": "nosuch"}, input="{}")
+    assert proc.returncode == 2
+    assert proc.stderr.endswith("(set by VMTOOLS_PLAN_OBJECTIVE) (see vm-plan --help)\n")
+
+
 def test_config_file_under_xdg_config_home_is_read(tmp_path):
     (tmp_path / "vmtools").mkdir()
     (tmp_path / "vmtools" / "vmtools.toml").write_text('[vm-snapshot]\nexample = "hotspot"\n')

@@ -55,6 +55,17 @@ def test_the_host_table_has_no_nameless_column(tmp_path):
                                 .replace("mem GiB", "memGiB").split())
 
 
+def test_a_bad_constraints_file_is_65_naming_the_file(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"format": "vmtools.constraints", "version": "1.0", '
+                     '"rules": [{"rule": "nosuch"}]}')
+    proc = run("vm-status", str(snapshot(tmp_path)), "--runs", "", "--constraints", str(rules))
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert proc.stderr == (f"vm-status: error: {rules}: rules[0]: unknown rule 'nosuch'; "
+                           "expected one of ban, fence, pin, spread, gather, maintenance, "
+                           "max_vms, capacity, priority\n")
+
+
 def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
     # gmetad's cluster with every host expired: nothing is seen, so "No problems." would lie
     dump = tmp_path / "empty.xml"

@@ -1070,3 +1070,22 @@ def test_history_reads_each_domain_of_a_run_over_several(example_snapshot, tmp_p
                           docs["domains"])
     assert "1 of 2 domains failed (west: vm-snapshot failed (exit 69))" in html
     assert "<h2>east: Plan</h2>" in html and guest in html
+
+
+@pytest.mark.parametrize("rules, where", [
+    ('{"format": "vmtools.constraints", "version": "1.0", "rules": [{"rule": "nosuch"}]}',
+     "rules[0]: unknown rule 'nosuch'"),
+    ('{"format": "vmtools.plan", "version": "1.0"}', "vmtools.constraints"),
+])
+def test_a_constraints_file_that_is_not_valid_is_refused_at_start(tmp_path, rules, where):
+    """vm-web(1): 65 when the constraints cannot be used. It only read the JSON, served, and
+    every action then failed on the rules, page after page."""
+    from tests.conftest import run
+    path = tmp_path / "rules.json"
+    path.write_text(rules)
+    proc = run("vm-web", "--example", "lab", "--runs", "", "--state-dir", str(tmp_path),
+               "--port", "0", "--constraints", str(path), timeout=60)
+    assert proc.returncode == 65 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"vm-web: error: {path}: ") and where in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not (tmp_path / "web-token").exists()      # nothing made for a refused start

@@ -106,7 +106,8 @@ def status(
         rules = None
         if constraints is not None:
             from vmtools.model import load_file
-            rules = load_file(constraints, "constraints", prog=PROG)
+            from vmtools.rules.constraints import checked_document
+            rules = load_file(constraints, "constraints", checked_document, prog=PROG)
         doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold,
                            suspended=ledger, constraints=rules)
         emit(status_table(doc) if fmt == OutputFormat.table else dumps(doc), output)

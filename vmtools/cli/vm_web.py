@@ -263,7 +263,8 @@ def web(
                                          timeout=apply["connect_timeout"])
         rules = None
         if constraints is not None:
-            rules = load_file(constraints, "constraints", lambda obj: obj, prog=PROG)
+            from vmtools.rules.constraints import checked_document
+            rules = load_file(constraints, "constraints", checked_document, prog=PROG)
         runs_dir = runs or None
         standby_dir = plan_state if plan_state is not None else (
             f"{runs_dir}/.plan-state" if runs_dir else None)
