@@ -85,10 +85,10 @@ class Primitives:
     def allowed_among(self, vm: str, hosts: set[str]) -> set[str]:
         """The hosts of ``hosts`` that ``vm`` may use (:meth:`allowed` of each, by set
         operations: a gather's check over 20,000 hosts host by host took seconds)."""
-        out = hosts - self.maintenance.keys() if self.maintenance else set(hosts)
         fence = self.fenced.get(vm)
-        if fence is not None:
-            out &= fence
+        out = hosts & fence if fence is not None else set(hosts)
+        if self.maintenance:
+            out -= self.maintenance.keys()
         ban = self.banned.get(vm)
         if ban:
             out -= ban
