@@ -290,8 +290,7 @@ LONG_FOR_A_REASON = {
 # move it above). The list only shrinks.
 STILL_LONG = {
     "web/pages.py:cluster_page": 88,
-    "replay/rrd.py:read_rrd": 111,
-    "prometheus/source.py:PrometheusSource._build": 105, "planner/policy.py:_relieve": 98,
+    "planner/policy.py:_relieve": 98,
     "prometheus/textfile.py:rebalance_families": 95,
     "planner/search.py:consolidate_grouped": 81, "planner/search.py:consolidate": 81,
 }

@@ -4,6 +4,7 @@ and every option its --help lists is in its man page and in the README."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -17,10 +18,11 @@ SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]+)")
 
 
-def help_options(name: str) -> set[str]:
+@functools.lru_cache(maxsize=None)      # the man page's and the README's test ask alike
+def help_options(name: str) -> frozenset[str]:
     proc = run(name, "--help")
     assert proc.returncode == 0, proc.stderr
-    return set(OPTION.findall(proc.stdout)) - {"--help"}
+    return frozenset(OPTION.findall(proc.stdout)) - {"--help"}
 
 
 def man_text(name: str) -> str:
@@ -183,3 +185,39 @@ def test_every_variable_the_code_reads_is_in_a_man_page():
     undocumented = sorted(n for n in names - LAB_INTERNAL
                           if n not in pages and not settings.match(n))
     assert not undocumented, f"no man page names {undocumented}"
+
+
+def _keys(doc: object, names: set[str], found: set[str]) -> set[str]:
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key not in names and " " not in key:        # a map keyed by guest or host
+                found.add(key)
+            _keys(value, names, found)
+    elif isinstance(doc, list):
+        for value in doc:
+            _keys(value, names, found)
+    return found
+
+
+def test_every_field_of_the_documents_is_named_in_a_man_page(tmp_path):
+    """A field a reader (a script, jq) meets in a snapshot, plan, report or status document is
+    explained somewhere in man/ (vmtools-formats(5) for the documents, the command's page
+    for its own summary fields)."""
+    import json
+    snap = run("vm-snapshot", "--example", "hotspot").stdout
+    plan = run("vm-plan", "--explain", input=snap).stdout
+    report = run("vm-apply", "--dry-run", "--offline", input=plan).stdout
+    status = run("vm-status", "-", "-f", "json", "--runs", str(tmp_path), input=snap).stdout
+    parsed = json.loads(snap)
+    names = {h["name"] for h in parsed["hosts"]} | {v["name"] for v in parsed["vms"]}
+    pages = " ".join(ROFF_FONT.sub("", p.read_text().replace("\\-", "-").replace("\\_", "_"))
+                     for p in (ROOT / "man").glob("*.[1-8]"))
+    unnamed = {}
+    for what, text in (("snapshot", snap), ("plan", plan), ("report", report),
+                       ("status", status)):
+        keys = _keys(json.loads(text), names, set())
+        missing = sorted(k for k in keys
+                         if not re.search(r"(?<![\w-])" + re.escape(k) + r"(?![\w-])", pages))
+        if missing:
+            unnamed[what] = missing
+    assert not unnamed, f"fields no man page names: {unnamed}"

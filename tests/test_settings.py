@@ -273,3 +273,22 @@ def test_a_pipeline_after_a_failed_step_says_so_and_pipestatus_has_the_first_sta
     assert lines[0].startswith("vm-snapshot: error: gmetad://127.0.0.1:1: ")
     assert all("the command before this one in the pipe printed nothing" in line
                for line in lines[1:]) and len(lines) == 3
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"vm": "Domain-0"}, "actions[0].vm: action 1 moves Domain-0"),
+    ({"dst": "node-9"}, "actions[0].dst: action 1: host node-9 is not in the plan's snapshot"),
+])
+def test_a_plan_vm_apply_refuses_is_named_by_its_file(tmp_path, change, where):
+    """'vm-apply: error: plan.actions[0].vm: ...' named no file; a malformed plan names its
+    file (plan.json: version: ...), and so does one the checks refuse."""
+    snap = run("vm-snapshot", "--example", "lab")
+    plan = json.loads(run("vm-plan", input=snap.stdout).stdout)
+    plan["actions"][0].update(change)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    for args, name in (([str(path)], str(path)), ([], "<stdin>")):
+        proc = run("vm-apply", *args, "--dry-run", "--offline", input=path.read_text())
+        assert proc.returncode == 65 and proc.stdout == ""
+        assert proc.stderr.startswith(f"vm-apply: error: {name}: {where}"), proc.stderr
+        assert proc.stderr.count("\n") == 1

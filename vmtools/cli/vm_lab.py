@@ -84,7 +84,7 @@ def _env_file(lab) -> Path:
                 lines.append(f"export VMTOOLS_{prefix}_{name}=1")
                 i += 1
     path = lab.dir / "env"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(dict.fromkeys(lines)) + "\n")     # once each, in order
     path.chmod(0o600)
     return path
 
