@@ -4,6 +4,7 @@ and every option its --help lists is in its man page and in the README."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -17,10 +18,11 @@ SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]+)")
 
 
-def help_options(name: str) -> set[str]:
+@functools.lru_cache(maxsize=None)      # the man page's and the README's test ask alike
+def help_options(name: str) -> frozenset[str]:
     proc = run(name, "--help")
     assert proc.returncode == 0, proc.stderr
-    return set(OPTION.findall(proc.stdout)) - {"--help"}
+    return frozenset(OPTION.findall(proc.stdout)) - {"--help"}
 
 
 def man_text(name: str) -> str:

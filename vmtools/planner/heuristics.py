@@ -145,6 +145,10 @@ def drain(inst: Instance, placement: list[int], deadline: Deadline | float) -> l
 
 
 def _allowed(inst: Instance, unit: list[int]) -> set[int]:
+    """The hosts every guest of ``unit`` may use (read only: a single guest's is the
+    instance's shared set)."""
+    if len(unit) == 1:
+        return inst.allowed_set(unit[0])
     allowed = set(inst.allowed[unit[0]])
     for v in unit[1:]:
         allowed &= inst.allowed_set(v)
@@ -220,15 +224,20 @@ def ffd_sum(inst: Instance, host_order: list[int] | None = None,
     order = host_order or _host_order(inst)
     open_hosts = list(order)
     min_mem = min((sum(inst.dem["mem"][v] for v in u) for u in rest), default=0.0)
+    free_mem, count, count_cap = pack.free["mem"], pack.count, inst.count_cap
     for unit in rest:
         allowed = _allowed(inst, unit)
         placed = False
         full = []
+        # a single guest without spread partners: its demand once, not once per host
+        quick = len(unit) == 1 and unit[0] not in pack.spread_of
+        need = [(pack.free[d], inst.dem[d][unit[0]] - EPS) for d in inst.dims]
         for i, h in enumerate(open_hosts):
-            if pack.free["mem"][h] < min_mem - EPS or pack.count[h] >= inst.count_cap[h]:
+            if free_mem[h] < min_mem - EPS or count[h] >= count_cap[h]:
                 full.append(i)
                 continue
-            if h in allowed and pack.fits(unit, h):
+            if h in allowed and (all(f[h] >= n for f, n in need) if quick
+                                 else pack.fits(unit, h)):
                 pack.put(unit, h)
                 placed = True
                 break

@@ -45,8 +45,8 @@ from vmtools.rules.constraints import Constraints
 
 log = logging.getLogger("vmtools.planner")
 
-GRACE_FRACTION = 0.1
-GRACE_SECONDS = 2.0
+GRACE_FRACTION = 0.05
+GRACE_SECONDS = 1.0
 RANK = {"optimal": 0, "feasible": 1, "heuristic": 2}
 
 
