@@ -186,6 +186,17 @@ def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path):
     assert (state / STATE_FILE).read_text() == content      # never half-trusted, never rewritten
 
 
+def test_a_state_directory_that_does_not_exist_yet_is_made(tmp_path):
+    """The first run of `vm-plan --state DIR` (vm-plan(1) EXAMPLES) exited 1, 'cannot open its
+    lock .vmtools.state.lock: No such file or directory', where vm-apply makes --state-dir."""
+    state = tmp_path / "new" / "plan-state"
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "--state", str(state), "-", input=snap)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "vmtools.plan"
+    assert json.loads((state / STATE_FILE).read_text())["format"] == "vmtools.state"
+
+
 def test_the_objectives_are_one_table_the_settings_name():
     from vmtools.planner.plan import OBJECTIVE_KINDS
     assert tuple(OBJECTIVE_KINDS) == BY_NAME["objective"].choices
