@@ -15,7 +15,8 @@ pools each fenced to a tenth of the hosts, 0.5 % pinned).
 ``vm-plan --objective consolidate --time-limit 60`` runs on it as its own
 process: wall and CPU seconds, the hosts used against the plan's own lower bound and the
 issue's target (1.02 x bound + 1), peak resident memory (the largest of vm-plan and its
-children, from the kernel's rusage) and the sum over vm-plan's worker processes. Then (unless
+children, from the kernel's rusage) and the workers' peaks added up (the plan's
+``solver.worker_peak_mib``). Then (unless
 ``--no-idle``) the idle ``auto`` run: the same cluster at the consolidated placement, which
 auto leaves nearly as it is; its wall time.
 
@@ -164,9 +165,8 @@ def _describe(r: dict) -> str:
     s, solver = plan["summary"], plan["solver"]
     bound = s.get("hosts_lower_bound") or 0
     target = 1.02 * bound + 1
-    parts = s.get("partitions")
-    workers = f", workers' peak sum {parts['peak_mib_sum']:.0f} MiB" \
-        if parts and parts.get("peak_mib_sum") else ""
+    workers = f", the workers' peaks added up {solver['worker_peak_mib']:.0f} MiB" \
+        if solver.get("worker_peak_mib") else ""
     return (f"{head}{workers}\n    {solver['status']} ({solver.get('method', '')}), "
             f"{s['migrations']} migrations, hosts {s['hosts_before']} -> {s['hosts_after']}, "
             f"bound {bound} (target {target:.0f}: "
