@@ -45,6 +45,10 @@ from vmtools.rules.constraints import Constraints
 
 log = logging.getLogger("vmtools.planner")
 
+# A part is given this much of its share of the time left in its lane: what a part does
+# past its search (its instance, ordering its moves, its summary) overran the share by
+# seconds on a loaded machine, and the lane's last part then came back after the deadline.
+SHARE = 0.75
 GRACE_FRACTION = 0.05
 GRACE_SECONDS = 1.0
 RANK = {"optimal": 0, "feasible": 1, "heuristic": 2}
@@ -182,7 +186,7 @@ class _Work:
             if self.deadline.passed():
                 put(PartResult(index=i, status="timeout", pid=os.getpid()))
             else:
-                put(self.one(i, self.deadline.left() * weight / left))
+                put(self.one(i, SHARE * self.deadline.left() * weight / left))
             left -= weight
 
     def run(self, plan_lanes: list[list[int]], meanwhile: Callable[[], None]
