@@ -92,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
         "end overloads.")),
     Setting("constraints", None, kind=str, optional=True, document=True, metavar="FILE", help=(
         "A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
-        "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is not in "
+        "max_vms, capacity, priority); echoed in the plan. A rule naming a guest or host that is not in "
         "the snapshot loses those names (a warning, and rules_skipped in the plan).")),
     Setting("strict_rules", False, kind=bool, help=(
         "Refuse (exit 65) a constraints file naming a guest or host that is not in the "
