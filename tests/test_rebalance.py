@@ -53,6 +53,19 @@ def test_usage_version_and_bad_flags():
         assert proc.stderr.startswith("vm-rebalance: error: ") and proc.stderr.count("\n") == 1
 
 
+def test_a_bad_jobs_or_keep_setting_names_the_settings_file(tmp_path):
+    """JOBS=abc in rebalance.conf said '-j abc: ...', a flag nobody gave."""
+    conf = tmp_path / "rebalance.conf"
+    for setting, flag, expected in (
+            ("JOBS=abc", (), f"JOBS=abc in {conf}: expected a number of domains at once"),
+            ("KEEP_DAYS=soon", (), f"KEEP_DAYS=soon in {conf}: expected a number of days"),
+            ("JOBS=2", ("-j", "0"), "-j 0: expected a number of domains at once")):
+        conf.write_text(f"ARCHIVE={tmp_path / 'runs'}\n{setting}\n")
+        proc = rebalance("-c", str(conf), *flag)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith(f"vm-rebalance: error: {expected}"), proc.stderr
+
+
 def test_shellcheck_finds_nothing_in_the_shell_scripts():
     import shutil
     if not shutil.which("shellcheck"):

@@ -205,3 +205,24 @@ def test_vm_plan_jobs_is_a_setting_with_its_flag_and_variable(tmp_path):
     env = run("vm-plan", "--objective", "consolidate", str(path),
               env={"VMTOOLS_PLAN_JOBS": "1"})
     assert env.returncode == 0 and json.loads(env.stdout)["solver"]["jobs"] == 1
+
+
+def test_the_whole_cluster_fallback_keeps_the_deadline():
+    """Once the deadline has passed, the fallback to the whole cluster (a group that cannot
+    be consolidated alone, groups whose rules do not add up) keeps the placement as it is
+    instead of searching 150,000 guests past it; keep_open stops at its deadline."""
+    from vmtools.planner import heuristics as H
+    from vmtools.planner.deadline import Deadline
+    from vmtools.planner.instance import build_instance
+    from vmtools.planner.search import _whole_cluster
+    snap = grid(domains=1, hosts=20, guests=100)
+    inst = build_instance(snap, Constraints([]))
+    t0 = time.monotonic()
+    out = _whole_cluster(inst, settings_options(), Deadline(time.monotonic() - 1))
+    assert out.placement == inst.cur and out.status == "heuristic"
+    assert "out of time" in out.how and time.monotonic() - t0 < 1
+    half = set(range(inst.n_hosts // 2))          # the others' guests must be placed
+    assert H.keep_open(inst, half, time.monotonic() - 1) is None
+    assert H.keep_open(inst, half) is not None
+    live = _whole_cluster(inst, settings_options(), Deadline.after(5))
+    assert H.hosts_used(live.placement) < H.hosts_used(inst.cur)

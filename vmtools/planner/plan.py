@@ -86,7 +86,8 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
-        check_plan(plan, cons)
+        if opts.check:          # a partition's plan is checked once merged (planner/split)
+            check_plan(plan, cons)
     except DataError as exc:    # the planner's own plan, not the user's input: a bug
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
@@ -111,10 +112,9 @@ def precheck(snap: Snapshot, opts: Options) -> Knowledge:
 def lower_bound_of(snap: Snapshot, cons: Constraints, opts: Options, seconds: float) -> int:
     """The fewest hosts any plan of ``snap`` needs, on make_plan's instance, in ``seconds``."""
     from vmtools.planner.bounds import host_lower_bound
-    objective = OBJECTIVE_KINDS[opts.objective]
     know = assess(snap)
-    fixed = _fixed_guests(snap, cons, opts, know)
-    inst, _ = _instance(snap, cons, opts, objective, fixed, set(know.frozen))
+    inst, _ = _instance(snap, cons, opts, OBJECTIVE_KINDS[opts.objective],
+                        _fixed_guests(snap, cons, opts, know), set(know.frozen))
     return host_lower_bound(inst, time.monotonic() + seconds)[0]
 
 
