@@ -221,3 +221,21 @@ def test_every_field_of_the_documents_is_named_in_a_man_page(tmp_path):
         if missing:
             unnamed[what] = missing
     assert not unnamed, f"fields no man page names: {unnamed}"
+
+
+def test_every_rule_kind_is_in_the_example_the_help_and_the_docs():
+    """A rule kind the planner knows (priority came with --context-switch) is in the example
+    that 'shows every kind of rule', in vm-plan --help's --constraints, in vm-plan(1) and the
+    README; and the example is a valid constraints document."""
+    import json
+
+    from vmtools.rules.constraints import RULE_KINDS, parse_constraints
+    example = json.loads((ROOT / "contrib" / "constraints.example.json").read_text())
+    parse_constraints(example)
+    missing = {
+        "contrib/constraints.example.json": set(RULE_KINDS) - {r["rule"] for r in
+                                                              example["rules"]},
+        "vm-plan --help": {k for k in RULE_KINDS if k not in run("vm-plan", "--help").stdout},
+        "man/vm-plan.1": {k for k in RULE_KINDS if k not in man_text("vm-plan")},
+        "README.md": {k for k in RULE_KINDS if k not in (ROOT / "README.md").read_text()}}
+    assert not any(missing.values()), missing

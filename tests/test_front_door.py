@@ -100,6 +100,12 @@ def test_vmtools_plan_variables_give_the_replay_its_defaults_too(tmp_path):
     proc = run("vm-replay", str(tmp_path / "x"), "--plan", "--objective balance",
                env={"VMTOOLS_PLAN_MIN_GAIN": "2"})
     assert proc.returncode == 2 and "--min-gain 2: expected a fraction in [0, 1)" in proc.stderr
+    # the string never named --min-gain: the error says where its value was set
+    assert proc.stderr.endswith("(set by VMTOOLS_PLAN_MIN_GAIN)\n")
+    proc = run("vm-replay", str(tmp_path / "x"), "--plan", "--min-gain 3",
+               env={"VMTOOLS_PLAN_MIN_GAIN": "2"})
+    assert proc.returncode == 2 and "--min-gain 3: expected" in proc.stderr
+    assert "set by" not in proc.stderr
 
 
 # ---------------------------------------------------------------- the front door

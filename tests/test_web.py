@@ -1089,3 +1089,13 @@ def test_a_constraints_file_that_is_not_valid_is_refused_at_start(tmp_path, rule
     assert proc.stderr.startswith(f"vm-web: error: {path}: ") and where in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "web-token").exists()      # nothing made for a refused start
+
+
+def test_the_url_to_open_names_the_machine_when_listening_on_every_address():
+    """--listen 0.0.0.0 printed https://0.0.0.0:8470/login?...: no browser elsewhere opens it."""
+    import socket
+
+    from vmtools.web.serve import url_host
+    assert url_host("0.0.0.0") == url_host("::") == socket.getfqdn()
+    assert url_host("127.0.0.1") == "127.0.0.1" and url_host("::1") == "[::1]"
+    assert url_host("10.0.0.5") == "10.0.0.5"
