@@ -74,7 +74,10 @@ def merged_summary(snap: Snapshot, opts: Options, parts: list[Part], results: di
     summary["frozen"] = [f for r in planned for f in r.summary.get("frozen", [])]
     if planned and "demand" in planned[0].summary:
         summary["demand"] = planned[0].summary["demand"]
-    summary["parts"] = [_part_entry(p, results.get(i), placement, snap)
+    on: dict[str, list[str]] = {}
+    for v in snap.vms:
+        on.setdefault(v.host, []).append(v.name)
+    summary["parts"] = [_part_entry(p, results.get(i), placement, on)
                         for i, p in enumerate(parts)]
     return summary
 
@@ -94,13 +97,13 @@ def _bound(parts: list[Part], results: dict, bounds: dict[str, int]) -> int:
     return total
 
 
-def _part_entry(part: Part, r: Any, placement: dict[str, str], snap: Snapshot) -> dict:
-    mine = set(part.hosts)
-    guests = [v.name for v in snap.vms if v.host in mine]
+def _part_entry(part: Part, r: Any, placement: dict[str, str],
+                on: dict[str, list[str]]) -> dict:
+    guests = [v for h in part.hosts for v in on.get(h, ())]
     out: dict = {"name": part.name, "domain": part.domain, "hosts": len(part.hosts),
                  "guests": len(guests), "status": r.status if r is not None else "timeout",
                  "seconds": round(r.seconds, 2) if r is not None else 0.0,
-                 "hosts_used_before": len({v.host for v in snap.vms if v.host in mine}),
+                 "hosts_used_before": sum(1 for h in part.hosts if on.get(h)),
                  "hosts_used_after": len({placement[v] for v in guests})}
     if r is not None and r.status == "planned":
         out.update(solver_status=r.solver.get("status"), method=r.solver.get("method", ""),
