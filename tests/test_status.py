@@ -75,11 +75,30 @@ def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
                     '</GANGLIA_XML>\n')
     snap = run("vm-snapshot", "-i", str(dump))
     assert snap.returncode == 0, snap.stderr
+    assert "the source reports no host at all" in snap.stderr
     path = tmp_path / "snap.json"
     path.write_text(snap.stdout)
     out = run("vm-status", str(path), "--runs", "").stdout
     assert "No problems." not in out
     assert "No host is seen" in out and "Nothing is known of the guests" in out
+
+
+def test_live_through_vm_snapshots_own_source_options(tmp_path):
+    # any source vm-snapshot reads (here its built-in example, Ganglia's code path), and the
+    # same view as through a pipe
+    live = run("vm-status", "--example", "hotspot", "--runs", "")
+    piped = run("vm-status", str(snapshot(tmp_path)), "--runs", "")
+    assert live.returncode == 0, live.stderr
+
+    def hosts(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("node-")]
+    assert hosts(live.stdout) == hosts(piped.stdout) and len(hosts(live.stdout)) == 6
+    both = run("vm-status", str(snapshot(tmp_path)), "--prometheus", "http://127.0.0.1:1")
+    assert both.returncode == 2 and "give a snapshot FILE or --prometheus, not both" in both.stderr
+    gone = run("vm-status", "--prometheus", "http://127.0.0.1:1", "--timeout", "2",
+               "--runs", "")
+    assert gone.returncode == 69 and gone.stdout == ""
+    assert len(gone.stderr.strip().splitlines()) == 1 and "127.0.0.1:1" in gone.stderr
 
 
 def test_thresholds_move_the_flags(tmp_path):

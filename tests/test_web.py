@@ -1099,3 +1099,13 @@ def test_the_url_to_open_names_the_machine_when_listening_on_every_address():
     assert url_host("0.0.0.0") == url_host("::") == socket.getfqdn()
     assert url_host("127.0.0.1") == "127.0.0.1" and url_host("::1") == "[::1]"
     assert url_host("10.0.0.5") == "10.0.0.5"
+
+
+def test_a_replay_directory_that_is_not_one_is_refused_at_start(tmp_path):
+    """It was accepted silently, and the page's replay links then led nowhere."""
+    from tests.conftest import run
+    proc = run("vm-web", "--example", "lab", "--runs", "", "--state-dir", str(tmp_path),
+               "--port", "0", "--replay-dir", str(tmp_path / "nope"), timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"vm-web: error: --replay-dir {tmp_path / 'nope'}: no such directory\n"
+    assert not (tmp_path / "web-token").exists()

@@ -247,6 +247,8 @@ def web(
         from vmtools.web.app import Config
         from vmtools.web.auth import Gate, read_or_create_token
         _check(cpu_threshold, mem_threshold, session_minutes, port, deadline, input_)
+        if replay_dir is not None and not os.path.isdir(replay_dir):
+            raise UsageError(f"--replay-dir {replay_dir}: no such directory")
         state = str(apply["state_dir"] or default_state_dir())
         # the sources exactly as vm-snapshot makes them (its options, its code)
         sources = sources_from(source_settings(locals()))
