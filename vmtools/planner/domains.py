@@ -14,11 +14,10 @@ CPUs and memory they need to shed, the other domains with that much room).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 from vmtools.model import Plan
 from vmtools.rules.constraints import Constraints
-from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_capacity, host_loads
+from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_capacity, loads_of
 from vmtools.sources.knowledge import assess
 
 
@@ -90,9 +89,8 @@ def advise(plan: Plan, cons: Constraints | None, frozen: dict, cpu_threshold: fl
     shed (CPUs and MiB over the thresholds) and the other domains whose known, online hosts
     have that much room under the thresholds (most room first)."""
     origin = plan.origin
-    after = replace(origin, vms=[replace(v, host=plan.placement[v.name]) for v in origin.vms
-                                 if plan.placement.get(v.name)])
-    loads = host_loads(after, cons)
+    loads = loads_of(origin.hosts, ((plan.placement[v.name], v.cpu, v.mem_mib)
+                                    for v in origin.vms if plan.placement.get(v.name)), cons)
     need: dict[str, list] = {}
     room: dict[str, list[float]] = {}
     for h in origin.hosts:
