@@ -2,6 +2,8 @@
 
     python bench/grid_bench.py large [--hosts 20000] [--vms 150000] [--time-limit 60]
                                      [--jobs N] [--no-rules] [--no-idle] [--seed 0]
+    python bench/grid_bench.py idle [--hosts 20000] [--vms 150000] [--repeat N] [--keep DIR]
+                                    [--no-rules] [--seed 0]
     python bench/grid_bench.py grid [--hosts 600] [--vms 6000] [--domains 3]
                                     [--time-limit 30] [--seed 0]
 
@@ -19,6 +21,13 @@ children, from the kernel's rusage) and the workers' peaks added up (the plan's
 ``solver.worker_peak_mib``). Then (unless
 ``--no-idle``) the idle ``auto`` run: the same cluster at the consolidated placement, which
 auto leaves nearly as it is; its wall time.
+
+``idle``: the cron run where there is nothing to do, ``vm-plan --objective auto`` on a
+settled cluster of ``--hosts`` hosts (the same types, guests and rules as ``large``): every
+used host between auto's memory target and its hotspot threshold, so no hotspot, no broken
+rule and no host auto can empty (:func:`generate_idle`); wall and CPU seconds and peak
+memory of the run, ``--repeat`` times (``--keep DIR`` keeps the snapshot and rules for
+profiling).
 
 ``grid``: ``--domains`` migration domains (hosts dealt round-robin, as vm-snapshot tags several
 gmetads' hosts), consolidated with ``--jobs 1`` and ``--jobs 2``: wall time of each, the
@@ -86,6 +95,56 @@ def generate(n_hosts: int, n_vms: int, seed: int = 0, domains: int = 1,
                 vm["host"] = host
                 vms.append(vm)
                 break
+    snap = {"format": "vmtools.snapshot", "version": "1.0", "generator": "grid_bench",
+            "created": "2026-12-07T09:00:00Z", "source": "bench", "hosts": hosts, "vms": vms,
+            "problems": []}
+    return snap, (_rules(snap, rng) if rules else None)
+
+
+def generate_idle(n_hosts: int, n_vms: int, seed: int = 0,
+                  rules: bool = True) -> tuple[dict, dict | None]:
+    """A cluster where auto has nothing to do (its cron run on a settled cluster): guests
+    packed host after host (hosts in random order) until each used host's memory is between
+    auto's target and its hotspot threshold (0.9 and 0.95 of it), CPU under 0.7 of it; the
+    other hosts online and empty. No hotspot, no rule broken, and no used host that can be
+    emptied under the targets (the few hosts left below 0.9 at the end are topped up with
+    1 GiB guests, so there may be a few guests more than ``n_vms``)."""
+    rng = random.Random(seed)
+    hosts = _hosts(n_hosts, rng, 1)
+    order = [h["name"] for h in hosts]
+    rng.shuffle(order)
+    cap = {h["name"]: (h["cpu"], h["mem_mib"]) for h in hosts}
+    use = {h: [0.0, 0.0] for h in order}
+    nxt, open_hosts, vms = 0, [], []
+
+    def fits(h: str, vm: dict) -> bool:
+        c, m = cap[h]
+        return use[h][1] + vm["mem_mib"] <= 0.95 * m and use[h][0] + vm["cpu"] <= 0.7 * c
+
+    def put(h: str, vm: dict) -> None:
+        vm["host"] = h
+        use[h][0] += vm["cpu"]
+        use[h][1] += vm["mem_mib"]
+        vms.append(vm)
+        if use[h][1] >= 0.9 * cap[h][1]:
+            open_hosts.remove(h)
+
+    for j in range(n_vms):
+        vm = _guest(j, rng)
+        h = next((h for h in open_hosts if fits(h, vm)), None)
+        if h is None:
+            if nxt == len(order):
+                raise SystemExit(f"{n_vms} guests do not fit {n_hosts} hosts at 0.95")
+            h = order[nxt]
+            nxt += 1
+            open_hosts.append(h)
+        put(h, vm)
+    j = n_vms
+    for h in list(open_hosts):          # top up the last hosts opened
+        while h in open_hosts:
+            put(h, {"name": f"vm{j:06d}", "host": "", "state": "running", "vcpus": 1,
+                    "cpu": 0.05, "mem_mib": 1024})
+            j += 1
     snap = {"format": "vmtools.snapshot", "version": "1.0", "generator": "grid_bench",
             "created": "2026-12-07T09:00:00Z", "source": "bench", "hosts": hosts, "vms": vms,
             "problems": []}
@@ -198,6 +257,38 @@ def large(a: argparse.Namespace) -> None:
         print(f"  auto at the consolidated placement: {_describe(idle)}", flush=True)
 
 
+def idle(a: argparse.Namespace) -> None:
+    snap, rules = generate_idle(a.hosts, a.vms, a.seed, rules=not a.no_rules)
+    used = len({v["host"] for v in snap["vms"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        path, extra = Path(tmp) / "snapshot.json", []
+        path.write_text(json.dumps(snap))
+        if rules is not None:
+            (Path(tmp) / "rules.json").write_text(json.dumps(rules))
+            extra = ["--constraints", str(Path(tmp) / "rules.json")]
+        if a.keep:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for f in Path(tmp).iterdir():
+                (a.keep / f.name).write_bytes(f.read_bytes())
+        print(f"{len(snap['hosts'])} hosts ({used} in use), {len(snap['vms'])} guests, "
+              f"{len(rules['rules']) if rules else 0} rules, "
+              f"{path.stat().st_size / 1e6:.1f} MB snapshot", flush=True)
+        for _ in range(a.repeat):
+            load = os.getloadavg()[0]
+            r = run(path, ["--objective", "auto", *extra])
+            head = f"exit {r['rc']}  {r['wall']:6.1f} s wall  {r['cpu']:6.1f} s CPU  " \
+                   f"peak {r['peak_mib']:.0f} MiB"
+            print(f"  auto (load average {load:.1f} on {os.cpu_count()} CPUs): {head}",
+                  flush=True)
+            if r["rc"] != 0:
+                print(f"    {r.get('error')}", flush=True)
+                continue
+            s = r["plan"]["summary"]
+            print(f"    {r['plan']['solver']['status']}, {s['migrations']} migrations, "
+                  f"{len(s.get('hotspots') or [])} hotspots, hosts {s['hosts_before']} -> "
+                  f"{s['hosts_after']}", flush=True)
+
+
 def grid(a: argparse.Namespace) -> None:
     snap, rules = generate(a.hosts, a.vms, a.seed, domains=a.domains, rules=not a.no_rules)
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,16 +323,22 @@ def main() -> None:
     lg.add_argument("--time-limit", type=float, default=60.0)
     lg.add_argument("--jobs", type=int, default=0, help="vm-plan --jobs (0: its default)")
     lg.add_argument("--no-idle", action="store_true")
+    idl = sub.add_parser("idle")
+    idl.add_argument("--hosts", type=int, default=20000)
+    idl.add_argument("--vms", type=int, default=150000)
+    idl.add_argument("--repeat", type=int, default=1)
+    idl.add_argument("--keep", type=Path, default=None,
+                     help="also write snapshot.json and rules.json into this directory")
     gr = sub.add_parser("grid")
     gr.add_argument("--hosts", type=int, default=600)
     gr.add_argument("--vms", type=int, default=6000)
     gr.add_argument("--domains", type=int, default=3)
     gr.add_argument("--time-limit", type=float, default=30.0)
-    for p in (lg, gr):
+    for p in (lg, gr, idl):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-rules", action="store_true")
     a = ap.parse_args()
-    (large if a.case == "large" else grid)(a)
+    {"large": large, "grid": grid, "idle": idle}[a.case](a)
 
 
 if __name__ == "__main__":
