@@ -7,15 +7,16 @@ Every run is one command on one generated input (see tests/fuzz/generators.py):
 - ``vm-snapshot --input X.xml`` (and ``--recover``): lying metrics, hostile times and names,
   hidden entity declarations, truncation;
 - ``vm-plan`` on a mutated snapshot, with a generated constraints file (some naming guests
-  and hosts that are gone, sometimes ``--strict-rules``) and a generated ``--state`` file,
-  under a random objective;
+  and hosts that are gone, sometimes ``--strict-rules``) and a generated ``--state`` directory
+  (its ``vmtools.state`` document, or now and then the ``vm-plan-state.json`` of an earlier
+  version, read once), under a random objective;
 - ``vm-apply --dry-run`` on a mutated plan, with a generated host map (hostile addresses);
 - ``vm-gmetric --dry-run`` against stand-in ``xl`` output (names mimicking the fixed fields,
   huge and negative figures);
 - ``vm-replay`` on a generated CSV trace and hosts file (hostile figures and times, carriage
   returns, a mistyped epoch), with a generated power model and hostile --repeat/--every;
 - ``vm-status`` on a snapshot with a damaged ``RUNS/*/result.json`` (host error texts full of
-  terminal escapes) and a damaged power state;
+  terminal escapes) and a damaged ``vmtools.state`` beside the runs;
 - ``options``: a command given a hostile number (inf, nan, 1e10, -4) for one of its number
   options, through a flag, a ``VMTOOLS_*`` variable or vmtools.toml;
 - ``limits``: endless inputs (``/dev/zero`` as a settings file, constraints or host map, a HOST
@@ -118,9 +119,12 @@ def make_case(seed: int, command: str, workdir: Path) -> tuple[list[str], bytes 
         if rng.random() < 0.3:
             state = workdir / "state"
             state.mkdir(exist_ok=True)
-            (state / "vm-plan-state.json").write_text(gen.mutate_json(rng, gen.state_doc(rng))
-                                                      if rng.random() < 0.5 else
-                                                      json.dumps(gen.state_doc(rng)))
+            # the vmtools.state document; now and then the file of an earlier version,
+            # which is still read once
+            name, doc = ("vmtools.state", gen.vmtools_state_doc(rng)) if rng.random() < 0.8 \
+                else ("vm-plan-state.json", gen.state_doc(rng))
+            (state / name).write_text(gen.mutate_json(rng, doc) if rng.random() < 0.5
+                                      else json.dumps(doc))
             args += ["--state", str(state)]
         text = gen.mutate_json(rng, snap) if rng.random() < 0.5 else json.dumps(snap)
         return [_script(command), *args], text.encode(), env
@@ -158,8 +162,9 @@ def make_case(seed: int, command: str, workdir: Path) -> tuple[list[str], bytes 
             (d / "result.json").write_text(gen.mutate_json(rng, doc) if rng.random() < 0.3
                                            else json.dumps(doc))
         (runs / ".plan-state").mkdir(parents=True, exist_ok=True)
-        (runs / ".plan-state" / "vm-plan-power.json").write_text(
-            json.dumps(gen.power_state_doc(rng)))
+        doc = gen.vmtools_state_doc(rng)
+        (runs / ".plan-state" / "vmtools.state").write_text(
+            gen.mutate_json(rng, doc) if rng.random() < 0.3 else json.dumps(doc))
         (workdir / "snap.json").write_text(json.dumps(snap))
         args = ["snap.json", "--runs", "runs", "-f", rng.choice(["table", "json"])]
         return [_script(command), *args], None, env

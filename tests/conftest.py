@@ -30,6 +30,13 @@ def pytest_configure(config):
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="vmtools-pytest-")
         config.stash[_OWN_BASETEMP] = config.option.basetemp
+    # Commands a test runs without a state directory of its own (vm-apply's journal and
+    # ledger) write under the session's root, never the machine's /var/lib/vmtools.
+    if "VMTOOLS_STATE_DIR" not in os.environ:
+        state = Path(config.option.basetemp) / "var-lib-vmtools"
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o755)
+        os.environ["VMTOOLS_STATE_DIR"] = str(state)
     if not hasattr(config, "workerinput"):
         _compile_package()
 
@@ -40,9 +47,14 @@ def _compile_package() -> None:
     The tests start the installed commands some 400 times. Where PYTHONDONTWRITEBYTECODE is
     set (common in containers and CI images), a module edited since its last ``.pyc`` was
     compiled again by every one of those starts: 0.1 s of CPU each for a branch that touched
-    the planner."""
+    the planner. For the same reason the session itself writes its bytecode (below): pytest
+    otherwise rewrote the asserts of every test module again in every worker, 3 s of CPU
+    each. Both go to the ``__pycache__`` directories git ignores."""
     import compileall
     compileall.compile_dir(str(ROOT / "vmtools"), quiet=2)
+
+
+sys.dont_write_bytecode = False         # see _compile_package
 
 
 def pytest_unconfigure(config):

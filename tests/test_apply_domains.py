@@ -97,3 +97,42 @@ def test_a_failure_under_stop_on_failure_stops_only_its_domain(lab):
                                "not-run": 0, "migrated_mib": 512, "stopped": None}
     assert_consistent(lab["state"], report, GUESTS)
     assert cluster_placement(lab["state"]) == {"a": "n1", "b": "n1", "c": "n2", "d": "n4"}
+
+
+def test_a_domain_whose_host_is_down_or_whose_guest_moved_starts_nothing_the_other_goes_on(
+        lab):
+    lab["labs"]["n4"].stop()                          # west's destination does not answer
+    path = write_plan(lab, [("a", "n2"), ("d", "n4")], "both.json")
+    proc = apply_cli(lab, path, "--connect-timeout", "2")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    by_id = {a["id"]: a for a in report["actions"]}
+    assert (by_id[1]["outcome"], by_id[2]["outcome"]) == ("done", "not-run")
+    assert "migration domain west: nothing started: cannot reach host n4" in by_id[2]["error"]
+    assert report["summary"]["domains"]["west"]["stopped"] == by_id[2]["error"]
+    assert report["summary"]["domains"]["east"]["stopped"] is None
+    assert any("west" in p for p in report["summary"]["problems"])
+    assert cluster_placement(lab["state"]) == {"a": "n2", "b": "n1", "c": "n2", "d": "n3"}
+    # a stale domain likewise (d was moved by hand after the plan was made): east goes on
+    lab["labs"]["n4"].start()
+    path = write_plan(lab, [("b", "n2"), ("d", "n4")], "stale.json")
+    with lab["state"].transaction() as st:
+        st["hosts"]["n4"]["domains"]["d"] = st["hosts"]["n3"]["domains"].pop("d")
+    proc = apply_cli(lab, path)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [a["outcome"] for a in report["actions"]] == ["done", "not-run"]
+    assert "nothing started: the plan is stale" in report["actions"][1]["error"]
+    assert "d is on n4, not on n3" in report["actions"][1]["error"]
+    assert_consistent(lab["state"], report, GUESTS)
+    assert cluster_placement(lab["state"]) == {"a": "n2", "b": "n2", "c": "n2", "d": "n4"}
+
+
+def test_when_every_domain_fails_the_check_nothing_moves_and_the_exit_is_as_for_one(lab):
+    lab["labs"]["n2"].stop()
+    lab["labs"]["n4"].stop()
+    path = write_plan(lab, [("a", "n2"), ("d", "n4")], "both.json")
+    proc = apply_cli(lab, path, "--connect-timeout", "2")
+    assert proc.returncode == 69 and proc.stdout == ""
+    assert "cannot reach host n2" in proc.stderr and "nothing was moved" in proc.stderr
+    assert cluster_placement(lab["state"]) == {"a": "n1", "b": "n1", "c": "n2", "d": "n3"}

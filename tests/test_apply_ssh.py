@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.apply_lab import (assert_consistent, cluster_placement, make_cluster, plan_of,
-                             snapshot_of)
+from tests import apply_lab
+from tests.apply_lab import (assert_consistent, cluster_placement, fresh_env, plan_of,
+                             snapshot_of, ssh_args)
 from tests.conftest import run, script
 from vmtools.lab import sshd
 from vmtools.model import dumps
@@ -27,27 +26,16 @@ if why:
 
 @pytest.fixture(scope="module")
 def ssh_lab():
-    base = Path(tempfile.mkdtemp(prefix="vmtools-apply-ssh-"))
-    base.chmod(0o755)
-    (base / "state").mkdir()
-    state = make_cluster(base / "state", {
-        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
-        "n2": {"domains": {"c": {"mem_mib": 512}}},
-        "n3": {}}, mib_per_s=2048)
-    initial = state.read()
-    lab = sshd.SshLab(state.path, ["n1", "n2", "n3"], directory=base / "ssh").start()
-    hosts = base / "hosts.csv"
-    hosts.write_text(lab.hostmap())
-    try:
-        yield {"state": state, "lab": lab, "hosts": hosts, "base": base, "initial": initial}
-    finally:
-        lab.stop()
+    with apply_lab.ssh_lab("vmtools-apply-ssh-", {
+            "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
+            "n2": {"domains": {"c": {"mem_mib": 512}}},
+            "n3": {}}, mib_per_s=2048) as lab:
+        yield lab
 
 
 @pytest.fixture
 def env(ssh_lab, tmp_path):
-    ssh_lab["state"].write(json.loads(json.dumps(ssh_lab["initial"])))
-    return dict(ssh_lab, dir=tmp_path, state_dir=tmp_path / "vmstate")
+    return fresh_env(ssh_lab, tmp_path)
 
 
 def plan_file(env, moves, migration):
@@ -55,13 +43,6 @@ def plan_file(env, moves, migration):
     path = env["dir"] / "plan.json"
     path.write_text(dumps(plan.to_dict()))
     return path
-
-
-def ssh_args(env, *extra):
-    lab = env["lab"]
-    return ["--hosts", str(env["hosts"]), "--state-dir", str(env["state_dir"]),
-            "--ssh-user", lab.user, "--ssh-key", str(lab.client_key),
-            "--known-hosts", str(lab.known_hosts), *extra]
 
 
 @pytest.mark.parametrize("transport", ["xm-ssh", "xl-ssh"])

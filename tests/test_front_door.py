@@ -100,6 +100,12 @@ def test_vmtools_plan_variables_give_the_replay_its_defaults_too(tmp_path):
     proc = run("vm-replay", str(tmp_path / "x"), "--plan", "--objective balance",
                env={"VMTOOLS_PLAN_MIN_GAIN": "2"})
     assert proc.returncode == 2 and "--min-gain 2: expected a fraction in [0, 1)" in proc.stderr
+    # the string never named --min-gain: the error says where its value was set
+    assert proc.stderr.endswith("(set by VMTOOLS_PLAN_MIN_GAIN)\n")
+    proc = run("vm-replay", str(tmp_path / "x"), "--plan", "--min-gain 3",
+               env={"VMTOOLS_PLAN_MIN_GAIN": "2"})
+    assert proc.returncode == 2 and "--min-gain 3: expected" in proc.stderr
+    assert "set by" not in proc.stderr
 
 
 # ---------------------------------------------------------------- the front door
@@ -184,6 +190,17 @@ def test_a_damaged_state_document_is_65_for_vm_plan_and_vm_status(tmp_path):
         assert proc.stdout == "" and proc.stderr.count("\n") == 1
         assert "vmtools.state" in proc.stderr and "remove it" in proc.stderr
     assert (state / STATE_FILE).read_text() == content      # never half-trusted, never rewritten
+
+
+def test_a_state_directory_that_does_not_exist_yet_is_made(tmp_path):
+    """The first run of `vm-plan --state DIR` (vm-plan(1) EXAMPLES) exited 1, 'cannot open its
+    lock .vmtools.state.lock: No such file or directory', where vm-apply makes --state-dir."""
+    state = tmp_path / "new" / "plan-state"
+    snap = run("vm-snapshot", "--example", "lab").stdout
+    proc = run("vm-plan", "--state", str(state), "-", input=snap)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "vmtools.plan"
+    assert json.loads((state / STATE_FILE).read_text())["format"] == "vmtools.state"
 
 
 def test_the_objectives_are_one_table_the_settings_name():

@@ -5,15 +5,14 @@ Needs root and /usr/sbin/sshd."""
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.apply_lab import assert_consistent
+from tests import apply_lab
+from tests.apply_lab import assert_consistent, fresh_env, ssh_args
 from tests.conftest import run
 from vmtools.lab import sshd
-from vmtools.lab.handmade import make_cluster, plan_of, snapshot_of
+from vmtools.lab.handmade import plan_of, snapshot_of
 from vmtools.model import dumps
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
@@ -26,39 +25,24 @@ if why:
 
 @pytest.fixture(scope="module")
 def virsh_lab():
-    base = Path(tempfile.mkdtemp(prefix="vmtools-libvirt-"))
-    base.chmod(0o755)
-    (base / "state").mkdir()
-    state = make_cluster(base / "state", {
-        "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
-        "n2": {"domains": {"c": {"mem_mib": 512}}},
-        "n3": {}}, mib_per_s=2048)
-    initial = state.read()
-    lab = sshd.SshLab(state.path, ["n1", "n2", "n3"], directory=base / "ssh").start()
-    hosts = base / "hosts.csv"
     # the snapshot says xl-ssh (what vm-gmetric publishes); the host map names libvirt-ssh
-    hosts.write_text("name,manage,migrate,power,bmc,mac,transport\n" + "".join(
-        f"{h},127.0.0.1:{lab.port[h]},{h},none,,,libvirt-ssh\n" for h in ("n1", "n2", "n3")))
-    try:
-        yield {"state": state, "lab": lab, "hosts": hosts, "initial": initial}
-    finally:
-        lab.stop()
+    with apply_lab.ssh_lab("vmtools-libvirt-", {
+            "n1": {"domains": {"a": {"mem_mib": 1024}, "b": {"mem_mib": 512}}},
+            "n2": {"domains": {"c": {"mem_mib": 512}}},
+            "n3": {}}, mib_per_s=2048, transport="libvirt-ssh") as lab:
+        yield lab
 
 
 @pytest.fixture
 def env(virsh_lab, tmp_path):
-    virsh_lab["state"].write(json.loads(json.dumps(virsh_lab["initial"])))
-    return dict(virsh_lab, dir=tmp_path, state_dir=tmp_path / "vmstate")
+    return fresh_env(virsh_lab, tmp_path)
 
 
 def _apply(env, moves, *extra):
     plan = plan_of(snapshot_of(env["state"], "xl-ssh"), moves)
     path = env["dir"] / "plan.json"
     path.write_text(dumps(plan.to_dict()))
-    lab = env["lab"]
-    return run("vm-apply", str(path), "--hosts", str(env["hosts"]), "--state-dir",
-               str(env["state_dir"]), "--ssh-user", lab.user, "--ssh-key",
-               str(lab.client_key), "--known-hosts", str(lab.known_hosts), *extra)
+    return run("vm-apply", str(path), *ssh_args(env, *extra))
 
 
 def test_virsh_migrate_p2p_over_ssh(env):
@@ -143,10 +127,7 @@ def test_kvm_hosts_get_a_qemu_ssh_uri(env):
 def _apply_file(env, plan_text: str, *extra):
     path = env["dir"] / "plan.json"
     path.write_text(plan_text)
-    lab = env["lab"]
-    return run("vm-apply", str(path), "--hosts", str(env["hosts"]), "--state-dir",
-               str(env["state_dir"]), "--ssh-user", lab.user, "--ssh-key",
-               str(lab.client_key), "--known-hosts", str(lab.known_hosts), *extra)
+    return run("vm-apply", str(path), *ssh_args(env, *extra))
 
 
 def _plan(env, *args: str) -> str:

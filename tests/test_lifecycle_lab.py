@@ -275,3 +275,45 @@ def test_suspend_and_resume_through_xend_the_image_checked_over_ssh(make_lab, tm
     assert applied.returncode == 0, applied.stderr
     assert lab.placement()["app1"] == "node-1"
     assert not os.path.exists(f"{images}/app1.save")     # removed over SSH by another host
+
+
+def test_after_sourcing_the_lab_env_a_suspend_then_a_resume_and_vm_status_work(tmp_path):
+    """What the README's lab tour leads to: start vm-lab, `. DIR/env`, then the bare commands.
+    The env file named neither the lab's image directory (vm-apply tried the real
+    /var/lib/xen/save) nor VMTOOLS_STATE_DIR (vm-plan --resume looked for vm-apply's ledger
+    under /var/lib/vmtools), and vm-status read gmetad on localhost:8651."""
+    import subprocess
+    import time
+
+    from tests.conftest import BIN
+    workdir = tmp_path / "lab"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "no-config"), PATH=f"{BIN}:{env['PATH']}")
+    lab = subprocess.Popen([str(BIN / "vm-lab"), "--scenario", "steady", "--dir", str(workdir),
+                            "--duration", "240", "-q"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while not (workdir / "env").exists():
+            assert lab.poll() is None and time.time() < deadline, lab.stdout.read()
+            time.sleep(0.3)
+
+        def sh(line: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["bash", "-c", f". {workdir}/env; set -o pipefail; {line}"],
+                                  capture_output=True, text=True, env=env, timeout=300)
+
+        suspended = sh("vm-snapshot | vm-plan --suspend web1 | vm-apply")
+        assert suspended.returncode == 0, suspended.stderr
+        assert (workdir / "images" / "web1.save").exists()
+        ledger = json.loads((workdir / "state" / "suspended.json").read_text())
+        assert [g["name"] for g in ledger["guests"]] == ["web1"]
+        status = sh("vm-status -f json")
+        assert status.returncode == 0, status.stderr
+        assert len(json.loads(status.stdout)["hosts"]) == 6
+        resumed = sh("vm-snapshot | vm-plan --resume web1 | vm-apply")
+        assert resumed.returncode == 0, resumed.stderr
+        (action,) = json.loads(resumed.stdout)["actions"]
+        assert action["op"] == "resume" and action["outcome"] == "done"
+    finally:
+        lab.terminate()
+        lab.wait(timeout=60)

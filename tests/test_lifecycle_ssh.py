@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.apply_lab import cluster_placement, make_cluster, snapshot_of
+from tests import apply_lab
+from tests.apply_lab import cluster_placement, fresh_env, snapshot_of, ssh_args
 from tests.conftest import run
 from vmtools.lab import sshd
 from vmtools.lab.lifecycle import read_image
@@ -27,42 +26,21 @@ if why:
 
 @pytest.fixture(scope="module")
 def ssh_lab():
-    base = Path(tempfile.mkdtemp(prefix="vmtools-lifecycle-ssh-"))
-    base.chmod(0o755)
-    (base / "state").mkdir()
-    state = make_cluster(base / "state", {
-        "n1": {"mem_mib": 5120, "domains": {"a": {"mem_mib": 2048, "vcpus": 2, "load": 0.5},
-                                            "b": {"mem_mib": 1024}}},
-        "n2": {"mem_mib": 5120, "domains": {"c": {"mem_mib": 1024}}},
-        "n3": {"mem_mib": 5120}}, mib_per_s=4096)
-    initial = state.read()
-    lab = sshd.SshLab(state.path, ["n1", "n2", "n3"], directory=base / "ssh").start()
-    hosts = base / "hosts.csv"
-    hosts.write_text(lab.hostmap())
-    config_dir = base / "etc"
-    config_dir.mkdir()
-    config_dir.chmod(0o755)
-    try:
-        yield {"state": state, "lab": lab, "hosts": hosts, "base": base, "initial": initial,
-               "images": str(lab.image_dir), "configs": config_dir}
-    finally:
-        lab.stop()
+    with apply_lab.ssh_lab("vmtools-lifecycle-ssh-", {
+            "n1": {"mem_mib": 5120, "domains": {"a": {"mem_mib": 2048, "vcpus": 2, "load": 0.5},
+                                                "b": {"mem_mib": 1024}}},
+            "n2": {"mem_mib": 5120, "domains": {"c": {"mem_mib": 1024}}},
+            "n3": {"mem_mib": 5120}}, mib_per_s=4096) as lab:
+        yield lab
 
 
 @pytest.fixture
 def env(ssh_lab, tmp_path):
-    ssh_lab["state"].write(json.loads(json.dumps(ssh_lab["initial"])))
-    for f in Path(ssh_lab["images"]).iterdir():
-        f.unlink()
-    return dict(ssh_lab, dir=tmp_path, state_dir=tmp_path / "vmstate")
+    return fresh_env(ssh_lab, tmp_path)
 
 
 def apply_args(env, *extra):
-    lab = env["lab"]
-    return ["--hosts", str(env["hosts"]), "--state-dir", str(env["state_dir"]),
-            "--ssh-user", lab.user, "--ssh-key", str(lab.client_key),
-            "--known-hosts", str(lab.known_hosts), "--image-dir", env["images"],
-            "--verify-timeout", "5", *extra]
+    return ssh_args(env, "--image-dir", env["images"], "--verify-timeout", "5", *extra)
 
 
 def write_plan(env, actions, placement, transport="xl-ssh"):

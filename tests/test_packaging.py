@@ -34,6 +34,22 @@ def test_units_and_init_script_point_at_installed_paths():
         (ROOT / "contrib" / "vm-gmetric.service").read_text()
 
 
+def test_every_data_file_of_the_package_is_installed():
+    """A file under vmtools/ that is not Python (an example dump, a scenario, a Prometheus
+    profile, a page's script) is read at run time: package-data must ship it, or a `pip
+    install .` (packaging/install-venv) lacks it while the editable checkout works. The
+    Prometheus profiles were missing: vm-snapshot --prometheus failed on every real install."""
+    import fnmatch
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["vmtools"]
+    tracked = subprocess.run(["git", "ls-files", "vmtools"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    data = [p[len("vmtools/"):] for p in tracked if not p.endswith(".py")]
+    assert data, "git lists no data file under vmtools/"
+    unshipped = [p for p in data if not any(fnmatch.fnmatch(p, g) for g in globs)]
+    assert not unshipped, f"pyproject.toml package-data does not ship {unshipped}"
+
+
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory) -> Path:
     if not shutil.which("dpkg-deb"):

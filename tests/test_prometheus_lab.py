@@ -273,6 +273,8 @@ def test_a_prometheus_that_scrapes_nothing_is_unknown_not_an_empty_cluster(tmp_p
         assert alone.returncode == 69 and alone.stdout == ""
         assert len(alone.stderr.strip().splitlines()) == 1
         assert "has no series of the 'vmtools' profile" in alone.stderr
+        view = run("vm-status", "--prometheus", url, "--runs", "")
+        assert view.returncode == 69 and "has no series" in view.stderr and view.stdout == ""
         # beside a source that answers, it is a problem naming it, not silence
         both = run("vm-snapshot", "--prometheus", url, "--example", "lab")
         assert both.returncode == 0, both.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,19 @@ def test_usage_version_and_bad_flags():
         proc = rebalance(*args)
         assert proc.returncode == 2, args
         assert proc.stderr.startswith("vm-rebalance: error: ") and proc.stderr.count("\n") == 1
+
+
+def test_a_bad_jobs_or_keep_setting_names_the_settings_file(tmp_path):
+    """JOBS=abc in rebalance.conf said '-j abc: ...', a flag nobody gave."""
+    conf = tmp_path / "rebalance.conf"
+    for setting, flag, expected in (
+            ("JOBS=abc", (), f"JOBS=abc in {conf}: expected a number of domains at once"),
+            ("KEEP_DAYS=soon", (), f"KEEP_DAYS=soon in {conf}: expected a number of days"),
+            ("JOBS=2", ("-j", "0"), "-j 0: expected a number of domains at once")):
+        conf.write_text(f"ARCHIVE={tmp_path / 'runs'}\n{setting}\n")
+        proc = rebalance("-c", str(conf), *flag)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith(f"vm-rebalance: error: {expected}"), proc.stderr
 
 
 def test_shellcheck_finds_nothing_in_the_shell_scripts():
@@ -323,6 +337,12 @@ def test_one_failing_domain_does_not_stop_the_others_and_the_result_says_which(t
     assert "127.0.0.1" in (run_dir / "west-2" / "snapshot.log").read_text()
     # each domain keeps its own vm-plan history
     assert (archive / ".plan-state" / "east" / "vmtools.state").exists()
+    # vm-status's last run is the whole run's line
+    status = subprocess.run([str(Path(sys.executable).parent / "vm-status"),
+                             str(run_dir / "east" / "snapshot.json"), "--runs", str(archive)],
+                            capture_output=True, text=True, timeout=120)
+    assert "1 of 2 domains failed (west-2: vm-snapshot failed (exit 69))" in \
+        " ".join(status.stdout.split()), status.stdout + status.stderr
     # one domain alone: its own outcome; every domain failing: the first one's code
     assert rebalance("-c", str(conf), "-d", "east", "-q").returncode == 0
     proc = rebalance("-c", str(conf), "--domain=west-2", "-j", "1")

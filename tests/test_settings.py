@@ -30,6 +30,29 @@ def test_flag_beats_environment_beats_config_file_beats_default(tmp_path):
     assert source_of(run("vm-snapshot", "--example", "hotspot", env=env)) == "example:hotspot"
 
 
+@pytest.mark.parametrize("where", ["variable", "file", "flag"])
+def test_a_bad_value_set_outside_the_command_line_says_where_it_was_set(tmp_path, where):
+    """`vm-plan: error: --time-limit -5: must be more than 0` sent the admin who never typed
+    --time-limit looking for it: a value from a variable or vmtools.toml is named as such."""
+    conf = tmp_path / "vmtools.toml"
+    conf.write_text('[vm-plan]\ntime-limit = -5\nobjective = "nosuch"\n')
+    env, args = {"variable": ({"VMTOOLS_PLAN_TIME_LIMIT": "-5"}, []),
+                 "file": ({"VMTOOLS_CONFIG": str(conf)}, ["--objective", "auto"]),
+                 "flag": ({"VMTOOLS_PLAN_TIME_LIMIT": "-5"}, ["--time-limit=-3"])}[where]
+    proc = run("vm-plan", *args, env=env, input="{}")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    expected = {"variable": "--time-limit -5: must be more than 0 "
+                            "(set by VMTOOLS_PLAN_TIME_LIMIT)",
+                "file": f"--time-limit -5: must be more than 0 "
+                        f"(set by {conf} [vm-plan] time-limit)",
+                "flag": "--time-limit -3: must be more than 0"}[where]
+    assert proc.stderr == f"vm-plan: error: {expected}\n"
+    # a value click refuses while parsing: the same note, before the pointer to --help
+    proc = run("vm-plan", env={"VMTOOLS_PLAN_OBJECTIVE": "nosuch"}, input="{}")
+    assert proc.returncode == 2
+    assert proc.stderr.endswith("(set by VMTOOLS_PLAN_OBJECTIVE) (see vm-plan --help)\n")
+
+
 def test_config_file_under_xdg_config_home_is_read(tmp_path):
     (tmp_path / "vmtools").mkdir()
     (tmp_path / "vmtools" / "vmtools.toml").write_text('[vm-snapshot]\nexample = "hotspot"\n')
@@ -250,3 +273,22 @@ def test_a_pipeline_after_a_failed_step_says_so_and_pipestatus_has_the_first_sta
     assert lines[0].startswith("vm-snapshot: error: gmetad://127.0.0.1:1: ")
     assert all("the command before this one in the pipe printed nothing" in line
                for line in lines[1:]) and len(lines) == 3
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"vm": "Domain-0"}, "actions[0].vm: action 1 moves Domain-0"),
+    ({"dst": "node-9"}, "actions[0].dst: action 1: host node-9 is not in the plan's snapshot"),
+])
+def test_a_plan_vm_apply_refuses_is_named_by_its_file(tmp_path, change, where):
+    """'vm-apply: error: plan.actions[0].vm: ...' named no file; a malformed plan names its
+    file (plan.json: version: ...), and so does one the checks refuse."""
+    snap = run("vm-snapshot", "--example", "lab")
+    plan = json.loads(run("vm-plan", input=snap.stdout).stdout)
+    plan["actions"][0].update(change)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    for args, name in (([str(path)], str(path)), ([], "<stdin>")):
+        proc = run("vm-apply", *args, "--dry-run", "--offline", input=path.read_text())
+        assert proc.returncode == 65 and proc.stdout == ""
+        assert proc.stderr.startswith(f"vm-apply: error: {name}: {where}"), proc.stderr
+        assert proc.stderr.count("\n") == 1

@@ -41,6 +41,31 @@ def test_from_a_snapshot_file_hotspots_flagged_in_80_columns(tmp_path):
     assert "No vm-rebalance run found in" in out
 
 
+def test_the_host_table_has_no_nameless_column(tmp_path):
+    """The note column (hotspot: CPU) is named, and left out when no host has a note: the
+    header rule had a trailing '--' over nothing."""
+    lab = tmp_path / "lab.json"
+    assert run("vm-snapshot", "--example", "lab", "-o", str(lab)).returncode == 0
+    for snap, noted in ((lab, False), (snapshot(tmp_path), True)):
+        out = run("vm-status", str(snap), "--runs", "").stdout.splitlines()
+        header = next(i for i, line in enumerate(out) if line.startswith("host "))
+        names, rule = out[header].split(), out[header + 1].split()
+        assert names[-1] == ("note" if noted else "GiB"), out[header]
+        assert len(rule) == len(out[header].replace("CPU %", "CPU%").replace("mem %", "mem%")
+                                .replace("mem GiB", "memGiB").split())
+
+
+def test_a_bad_constraints_file_is_65_naming_the_file(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"format": "vmtools.constraints", "version": "1.0", '
+                     '"rules": [{"rule": "nosuch"}]}')
+    proc = run("vm-status", str(snapshot(tmp_path)), "--runs", "", "--constraints", str(rules))
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert proc.stderr == (f"vm-status: error: {rules}: rules[0]: unknown rule 'nosuch'; "
+                           "expected one of ban, fence, pin, spread, gather, maintenance, "
+                           "max_vms, capacity, priority\n")
+
+
 def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
     # gmetad's cluster with every host expired: nothing is seen, so "No problems." would lie
     dump = tmp_path / "empty.xml"
@@ -50,11 +75,30 @@ def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
                     '</GANGLIA_XML>\n')
     snap = run("vm-snapshot", "-i", str(dump))
     assert snap.returncode == 0, snap.stderr
+    assert "the source reports no host at all" in snap.stderr
     path = tmp_path / "snap.json"
     path.write_text(snap.stdout)
     out = run("vm-status", str(path), "--runs", "").stdout
     assert "No problems." not in out
     assert "No host is seen" in out and "Nothing is known of the guests" in out
+
+
+def test_live_through_vm_snapshots_own_source_options(tmp_path):
+    # any source vm-snapshot reads (here its built-in example, Ganglia's code path), and the
+    # same view as through a pipe
+    live = run("vm-status", "--example", "hotspot", "--runs", "")
+    piped = run("vm-status", str(snapshot(tmp_path)), "--runs", "")
+    assert live.returncode == 0, live.stderr
+
+    def hosts(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("node-")]
+    assert hosts(live.stdout) == hosts(piped.stdout) and len(hosts(live.stdout)) == 6
+    both = run("vm-status", str(snapshot(tmp_path)), "--prometheus", "http://127.0.0.1:1")
+    assert both.returncode == 2 and "give a snapshot FILE or --prometheus, not both" in both.stderr
+    gone = run("vm-status", "--prometheus", "http://127.0.0.1:1", "--timeout", "2",
+               "--runs", "")
+    assert gone.returncode == 69 and gone.stdout == ""
+    assert len(gone.stderr.strip().splitlines()) == 1 and "127.0.0.1:1" in gone.stderr
 
 
 def test_thresholds_move_the_flags(tmp_path):

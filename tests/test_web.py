@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from http.client import HTTPException
 import http.server as httpserver
+import json
 import os
 import re
 import subprocess
@@ -981,7 +982,8 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
     for key, says in (("parallel = 0", "--parallel must be at least 1"),
                       ("migration-timeout = 0", "--migration-timeout 0: must be positive"),
                       ("power-off-timeout = -1", "--power-off-timeout must be positive"),
-                      ('shutdown-command = "halt"', "--shutdown-command 'halt'")):
+                      ('shutdown-command = "halt"',
+                       "'--shutdown-command': Value error, 'halt' is not one of")):
         config.write_text(f'[vm-web]\nexample = "lab"\n{key}\n')
         r = subprocess.run([script("vm-web"), "--token-file", str(tmp_path / "t")],
                            capture_output=True, text=True, env=env, timeout=60)
@@ -995,6 +997,18 @@ def test_vm_apply_options_reach_vm_web_through_the_settings_file(tmp_path, monke
     monkeypatch.setenv("VMTOOLS_CONFIG", str(example))
     got = load_config("vm-web", list(settable(typer.main.get_command(app))))
     assert got["migration-timeout"] == 600 and got["parallel"] == 2     # [common] too
+    # declared once, by vm-apply: the same type, default and help (vm-apply's --timeout is
+    # vm-web's --migration-timeout)
+    from vmtools.cli.vm_apply import app as apply_app
+    from vmtools.cli.vm_web import APPLY_OPTIONS
+    web = {p.name: p for p in typer.main.get_command(app).params}
+    theirs = {p.name: p for p in typer.main.get_command(apply_app).params}
+    assert len(APPLY_OPTIONS) == 20
+    for name, source in APPLY_OPTIONS.items():
+        a, b = web[name], theirs[source]
+        assert (a.help, a.default, a.type_descriptor.annotation) == \
+            (b.help, b.default, b.type_descriptor.annotation), name
+        assert a.opts == ["--" + name.replace("_", "-")] or a.opts == b.opts, name
 
 
 def test_vm_status_shows_the_hosts_in_maintenance(example_snapshot, tmp_path):
@@ -1018,3 +1032,80 @@ def test_vm_status_shows_the_hosts_in_maintenance(example_snapshot, tmp_path):
                           str(snap)], capture_output=True, text=True)
     line = next(ln for ln in run.stdout.splitlines() if ln.lstrip().startswith("node-3"))
     assert "online, maintenance" in line, run.stdout
+
+
+def test_history_reads_each_domain_of_a_run_over_several(example_snapshot, tmp_path):
+    from dataclasses import replace
+    from vmtools.model import dumps
+    from vmtools.web.history import host_series
+    first, second = example_snapshot.hosts[0].name, example_snapshot.hosts[1].name
+    d = tmp_path / "20261201T100000Z"
+    for name, host in (("east", first), ("west", second)):
+        (d / name).mkdir(parents=True)
+        snap = replace(example_snapshot, created="2026-12-01T10:00:00Z",
+                       hosts=[h for h in example_snapshot.hosts if h.name == host],
+                       vms=[v for v in example_snapshot.vms if v.host == host])
+        (d / name / "snapshot.json").write_text(dumps(snap.to_dict()))
+    (d / ".hidden").mkdir()
+    (d / ".hidden" / "snapshot.json").write_text(dumps(example_snapshot.to_dict()))
+    names, series = host_series(str(tmp_path), second)
+    assert names == sorted([first, second])
+    assert len(series) == 1 and series[0]["guests"] == sum(
+        1 for v in example_snapshot.vms if v.host == second)
+    # the run's page: each domain's line and plan under its name
+    from vmtools.lab.handmade import plan_of
+    from vmtools.model import Snapshot
+    from vmtools.web.history import run_documents
+    east = Snapshot.from_dict(json.loads((d / "east" / "snapshot.json").read_text()), "s")
+    guest = east.vms[0].name
+    (d / "east" / "plan.json").write_text(dumps(plan_of(east, [(guest, first)]).to_dict()))
+    (d / "result.json").write_text(json.dumps({"exit": 1, "domains": {
+        "east": {"exit": 0, "plan": {"migrations": 1}, "outcomes": {"done": 1}},
+        "west": {"exit": 69, "failed_step": "snapshot"}}}))
+    docs = run_documents(str(tmp_path), d.name)
+    assert [(x["name"], x["what"], x["plan"] is not None) for x in docs["domains"]] == [
+        ("east", "1 of 1 migration done", True),
+        ("west", "vm-snapshot failed (exit 69)", False)]
+    html = pages.run_page(d.name, docs["result"], docs["plan"], docs["report"], "c",
+                          docs["domains"])
+    assert "1 of 2 domains failed (west: vm-snapshot failed (exit 69))" in html
+    assert "<h2>east: Plan</h2>" in html and guest in html
+
+
+@pytest.mark.parametrize("rules, where", [
+    ('{"format": "vmtools.constraints", "version": "1.0", "rules": [{"rule": "nosuch"}]}',
+     "rules[0]: unknown rule 'nosuch'"),
+    ('{"format": "vmtools.plan", "version": "1.0"}', "vmtools.constraints"),
+])
+def test_a_constraints_file_that_is_not_valid_is_refused_at_start(tmp_path, rules, where):
+    """vm-web(1): 65 when the constraints cannot be used. It only read the JSON, served, and
+    every action then failed on the rules, page after page."""
+    from tests.conftest import run
+    path = tmp_path / "rules.json"
+    path.write_text(rules)
+    proc = run("vm-web", "--example", "lab", "--runs", "", "--state-dir", str(tmp_path),
+               "--port", "0", "--constraints", str(path), timeout=60)
+    assert proc.returncode == 65 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"vm-web: error: {path}: ") and where in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not (tmp_path / "web-token").exists()      # nothing made for a refused start
+
+
+def test_the_url_to_open_names_the_machine_when_listening_on_every_address():
+    """--listen 0.0.0.0 printed https://0.0.0.0:8470/login?...: no browser elsewhere opens it."""
+    import socket
+
+    from vmtools.web.serve import url_host
+    assert url_host("0.0.0.0") == url_host("::") == socket.getfqdn()
+    assert url_host("127.0.0.1") == "127.0.0.1" and url_host("::1") == "[::1]"
+    assert url_host("10.0.0.5") == "10.0.0.5"
+
+
+def test_a_replay_directory_that_is_not_one_is_refused_at_start(tmp_path):
+    """It was accepted silently, and the page's replay links then led nowhere."""
+    from tests.conftest import run
+    proc = run("vm-web", "--example", "lab", "--runs", "", "--state-dir", str(tmp_path),
+               "--port", "0", "--replay-dir", str(tmp_path / "nope"), timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"vm-web: error: --replay-dir {tmp_path / 'nope'}: no such directory\n"
+    assert not (tmp_path / "web-token").exists()

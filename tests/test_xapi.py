@@ -153,7 +153,7 @@ def _fault(lab, **faults):
 
 
 def _session(lab):
-    from vmtools.drivers.xapi import XapiSettings, _Transport
+    from vmtools.drivers.xapi_pool import XapiSettings, _Transport
     settings = XapiSettings(lab.url, ca_file=str(lab.ca))
     s = XenAPI.Session(lab.url + "/", transport=_Transport(settings, 10))
     s.xenapi.login_with_password("root", lab.password, "2.21", "tests")
@@ -233,7 +233,7 @@ def test_async_pool_migrate_is_a_task_and_xapi_refuses_as_it_does(pool):
 
 @pytest.mark.slow
 def test_a_wrong_password_and_a_member_are_refused_as_xapi_does(pool):
-    from vmtools.drivers.xapi import XapiSettings, _Transport
+    from vmtools.drivers.xapi_pool import XapiSettings, _Transport
     settings = XapiSettings(pool.url, ca_file=str(pool.ca))
     s = XenAPI.Session(pool.url + "/", transport=_Transport(settings, 10))
     with pytest.raises(XenAPI.Failure) as err:
@@ -346,7 +346,7 @@ def test_a_master_that_answers_badly(pool, faults, code, words):
 
 @pytest.mark.slow
 def test_an_expired_session_is_renewed(pool):
-    from vmtools.drivers.xapi import XapiPool, XapiSettings, records
+    from vmtools.drivers.xapi_pool import XapiPool, XapiSettings, records
     xp = XapiPool(XapiSettings(pool.url, ca_file=str(pool.ca),
                                credentials=str(pool.credentials)))
     assert len(records(xp, "host")) == 3

@@ -26,7 +26,7 @@ SCENARIO = {
 
 
 def _xapi(lab):
-    from vmtools.drivers.xapi import XapiSettings, _Transport
+    from vmtools.drivers.xapi_pool import XapiSettings, _Transport
     s = XenAPI.Session(lab.xapi.url + "/", transport=_Transport(
         XapiSettings(lab.xapi.url, ca_file=str(lab.xapi.ca)), 10))
     s.xenapi.login_with_password("root", lab.xapi.password, "2.21", "tests")

@@ -305,6 +305,14 @@ def ago(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
+def _without_empty_last(rows: list[list], cols: list[str]) -> tuple[list[list], list[str]]:
+    """The rows and columns without the last column when no row has anything in it (a column
+    of nothing would still draw its rule)."""
+    if any(r[-1] for r in rows):
+        return rows, cols
+    return [r[:-1] for r in rows], cols[:-1]
+
+
 def status_table(doc: dict) -> str:
     """``vm-status``: one line per host, the problems, the last cron run; 80 columns."""
     s = doc["summary"]
@@ -325,7 +333,8 @@ def status_table(doc: dict) -> str:
                      "-" if h.get("mem_mib") is None else gib(h["mem_mib"]),
                      ("hotspot: " + ", ".join(h["hotspot"]).replace("cpu", "CPU")
                       .replace("mem", "memory")) if h["hotspot"] else ""])
-    cols = ["host", "state", "CPU %", "mem %", "guests", "CPUs", "mem GiB", ""]
+    rows, cols = _without_empty_last(rows, ["host", "state", "CPU %", "mem %", "guests", "CPUs",
+                                            "mem GiB", "note"])
     domains = doc.get("domains") or {}
     if not domains:
         out = table(rows, cols, wrap(head))

@@ -310,9 +310,10 @@ def state_lock(directory: str, wait: float = 300.0) -> Iterator[None]:
     lock however the holder ends."""
     path = os.path.join(directory, LOCK_FILE)
     try:
+        os.makedirs(directory, exist_ok=True)   # a first run: as vm-apply makes --state-dir
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise LocalFailure(f"{{state}} {directory}: cannot open its lock {LOCK_FILE}: "
+        raise LocalFailure(f"{{state}} {directory}: cannot make it or open its lock {LOCK_FILE}: "
                            f"{exc.strerror}", settings=("state",)) from None
     try:
         deadline = time.monotonic() + wait

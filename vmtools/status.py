@@ -159,7 +159,9 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
             last = {"dir": str(run_dir), "run": result.get("run"),
                     "finished": result.get("finished"), "exit": result.get("exit"),
                     "what": headline(result), "dry_run": bool(result.get("dry_run")),
-                    "plan": result.get("plan"), "failures": result.get("failures") or []}
+                    "plan": result.get("plan"), "failures": result.get("failures") or [
+                        f for r in (result.get("domains") or {}).values()
+                        for f in r.get("failures") or []]}
             try:
                 last["age_seconds"] = round(now - os.stat(run_dir / "result.json").st_mtime)
             except OSError:

@@ -195,6 +195,24 @@ def state_doc(rng: random.Random) -> Any:
     return good if rng.random() < 0.3 else rng.choice(broken)
 
 
+def vmtools_state_doc(rng: random.Random) -> Any:
+    """A ``DIR/vmtools.state`` document (vmtools-formats(5), STATE): valid (the plan part of
+    :func:`state_doc`, the power part of :func:`power_state_doc` when that is a valid one), or
+    an envelope or a part broken."""
+    plan = state_doc(rng)
+    power = power_state_doc(rng)
+    good = {"format": "vmtools.state", "version": "1.0", "generator": "vm-plan 0.1.0",
+            "plan": plan if isinstance(plan, dict) else {},
+            "power": {"standby": power["standby"]} if isinstance(power["standby"], dict)
+            else {}}
+    broken = [[], "x", {}, dict(good, format="vmtools.plan"), dict(good, version="2.0"),
+              dict(good, version=1), dict(good, plan=plan), dict(good, plan=[]),
+              dict(good, power=power), dict(good, power={"standby": [1, 2]}),
+              dict(good, power={"waking": {"n1": "soon"}}),
+              dict(good, plan={"samples": {"vm1": [[1e9, float("nan")]]}})]
+    return good if rng.random() < 0.4 else rng.choice(broken)
+
+
 _INJECT = "__FUZZ_TOKEN__"
 JSON_TOKENS = ["1e400", "-1e400", "9" * 400, "-" + "9" * 400, "9" * 5000, "NaN", "Infinity",
                "1e-400", "123456789012345678901234567890", "0", "-1", "[]", "{}", "null",

@@ -68,7 +68,7 @@ class ClusterLock:
                  lock_dir: str | os.PathLike | None = None,
                  host_domain: dict[str, str] | None = None):
         names = sorted(set(domains))
-        self.names = names + []
+        self.names = list(names)
         self.paths = [state_dir / f"apply-{_file_part(d)}.lock" for d in names]
         hosts_dir = Path(lock_dir) if lock_dir is not None else machine_lock_dir()
         with contextlib.suppress(OSError):

@@ -195,10 +195,17 @@ class Run:
                  ) -> tuple[str | None, str | None]:
         return where_is(self.drivers, vm, src, dst, wait, self.opts.poll, settled_answer)
 
-    def check_fresh(self, finished: set[int]) -> None:
+    def check_fresh(self, finished: set[int], only: str | None = None) -> None:
         """Each guest the plan moves is where the plan expects it once the ``finished``
-        actions have landed, and every touched host answers (standby hosts excepted)."""
-        seen = self.survey(self.awake())
+        actions have landed, and every touched host answers (standby hosts excepted);
+        ``only``: the actions of that migration domain and the hosts they touch."""
+        mine = [a for a in self.plan.actions if only is None or self.domain_of(a) == only]
+        touched_vms = self.touched_vms if only is None else \
+            sorted({a.vm for a in mine if not a.is_power})
+        if only is not None:           # the other domains' actions are not this check's
+            finished = set(finished) | {a.id for a in self.plan.actions} - {a.id for a in mine}
+        hosts = {h for a in mine for h in ends(a)}
+        seen = self.survey([h for h in self.awake() if h in hosts])
         # A host that missed one question (a dropped SSH handshake, a busy xend) is asked
         # again before the whole run is called off.
         for delay in (1.0, 2.0):
@@ -223,7 +230,7 @@ class Run:
             reasons.append(f"host {h} does not answer: {res}")
         for h, res in seen.items():
             if isinstance(res, set):
-                for vm in self.touched_vms:
+                for vm in touched_vms:
                     if is_migrating(vm, res):
                         flying = sorted(n for n in res if n != vm and vm in n)
                         reasons.append(f"{vm} is in flight on {h} ({', '.join(flying)} exists): "
@@ -236,12 +243,12 @@ class Run:
                     found.setdefault(vm, []).append(h)
         expected = placement_after(self.plan, finished)
         now = {vm: hosts[0] for vm, hosts in found.items() if len(hosts) == 1}
-        for vm in self.touched_vms:
+        for vm in touched_vms:
             # not seen because the host it should be on did not answer: not counted stale
             if vm not in found and vm in expected and \
                     isinstance(seen.get(expected[vm]), Exception):
                 now[vm] = expected[vm]
-        for vm in stale_guests(self.plan, now, finished):
+        for vm in (v for v in stale_guests(self.plan, now, finished) if v in touched_vms):
             got = sorted(found.get(vm, []))
             if vm not in expected:
                 reasons.append(f"{vm} already runs on {', '.join(got)}; the plan starts it")
@@ -660,7 +667,7 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
             if run.journal:
                 run.journal.write("end", id=i, vm=a.vm, outcome="done", where=where,
                                   error=note, recovered=True)
-    run.check_fresh(set(run.outcomes))
+    check_domains(run, set(run.outcomes))
     todo = [a.id for a in plan.actions if a.id not in run.outcomes]
     if opts.dry_run:
         # Every touched host answered (check_fresh): each row says where its guest was
@@ -668,6 +675,9 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
         placement = run.final_placement()
         for i in todo:
             a = run.actions[i]
+            if run.domain_of(a) in run.stopped:
+                run._not_run(i, run.stopped[run.domain_of(a)])
+                continue
             if a.is_power:
                 run.progress(f"would {a.op} #{a.id} {a.host} via {run.transport(a)}")
             elif a.is_lifecycle:
@@ -689,6 +699,33 @@ def _apply(run: Run, done_before: dict[int, dict], in_flight: set[int]) -> Repor
     if run.journal:
         run.journal.write("finish", summary=report.summary, placement=placement)
     return report
+
+
+def check_domains(run: Run, finished: set[int]) -> None:
+    """The freshness check (:meth:`Run.check_fresh`), per migration domain when the actions
+    left run in several: a domain whose hosts do not answer or whose guests are not where the
+    plan expects starts nothing (its actions end not-run, saying why) while the others go on;
+    when every domain fails, the first one's error ends the run before anything moved, as a
+    single domain's does. An SSH host key that does not match always ends the run."""
+    domains = sorted({run.domain_of(a) for a in run.plan.actions if a.id not in finished})
+    if len(domains) < 2:
+        run.check_fresh(finished)
+        return
+    failed: dict[str, Exception] = {}
+    for d in domains:
+        try:
+            run.check_fresh(finished, only=d)
+        except HostKeyError:
+            raise
+        except (Unavailable, TemporaryFailure) as exc:
+            failed[d] = exc
+    if len(failed) == len(domains):
+        raise failed[domains[0]]
+    for d, exc in failed.items():
+        why = f"migration domain {d}: nothing started: {exc}"
+        run.stopped[d] = why
+        run.problems.append(why)
+        run.progress(f"warning: {why}; the other domains go on")
 
 
 def reconcile(run: Run, in_flight: set[int]) -> None:

@@ -196,7 +196,8 @@ def _guard(prog: str, verbose: int = 0, quiet: bool = False, debug: bool = False
     except VmtoolsError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        text = exc.on_command_line(flags)
+        from vmtools.cli._settings import with_origin
+        text = with_origin(exc.on_command_line(flags))
         print(error_line(prog, text), file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -89,10 +89,11 @@ def _why_not(key: str, table: str, valid: list[str]) -> str:
     return f"not a setting of {table}{_closest(key, valid)}"
 
 
-def load_config(prog: str, valid: list[str]) -> dict[str, Any]:
+def load_config(prog: str, valid: list[str],
+                origins: dict[str, str] | None = None) -> dict[str, Any]:
     """The settings of ``prog`` from the config files (``[common]`` then ``[prog]``; a later
     file overrides an earlier one), keyed by long option name. Unknown keys and tables are
-    errors."""
+    errors. ``origins``, when given, gets where each value was found (``FILE [table] key``)."""
     explicit = os.environ.get("VMTOOLS_CONFIG")
     paths = [Path(explicit)] if explicit else config_paths()
     merged: dict[str, Any] = {}
@@ -133,6 +134,8 @@ def load_config(prog: str, valid: list[str]) -> dict[str, Any]:
                                         f"{_why_not(name, table, valid)}")
                 if name in valid:          # a common key this command does not have: skip
                     merged[name] = value
+                    if origins is not None:
+                        origins[name] = f"{path} [{table}] {key}"
     return merged
 
 
@@ -255,12 +258,40 @@ def _is(exc: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
+# The flags of the running command whose value came from a variable or a settings file, not
+# from its command line, and where: {"--time-limit": "VMTOOLS_PLAN_TIME_LIMIT"}.
+ORIGINS: dict[str, str] = {}
+
+
+def with_origin(text: str) -> str:
+    """An error message naming a flag the command line did not give ends saying where its
+    value was set: the admin who never typed --time-limit is sent to the variable or file."""
+    import re
+    for flag, origin in ORIGINS.items():
+        if re.search(r"(?<![\w-])" + re.escape(flag) + r"(?![\w-])", text):
+            return f"{text} (set by {origin})"
+    return text
+
+
+def _record_origins(params: dict[str, Any], env: dict[str, Any], config: dict[str, str],
+                    prog: str, argv: list[str]) -> None:
+    ORIGINS.clear()
+    for name, param in params.items():
+        origin = (env_prefix(prog) + name.upper().replace("-", "_") if name in env
+                  else config.get(name))
+        flags = [o for o in (*param.opts, *getattr(param, "secondary_opts", ()))]
+        given = any(a == f or a.startswith(f + "=") or (len(f) == 2 and a.startswith(f))
+                    for a in argv for f in flags)
+        if origin and not given:
+            ORIGINS["--" + name] = origin
+
+
 def usage_error_line(prog: str, exc: BaseException) -> str:
     text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     text = " ".join(text.split())
     if text[:1].isupper() and not text[1:2].isupper():
         text = text[0].lower() + text[1:]
-    return f"{prog}: error: {one_line(text)} (see {prog} --help)"
+    return f"{prog}: error: {one_line(with_origin(text))} (see {prog} --help)"
 
 
 def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],
@@ -273,8 +304,9 @@ def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],
     _tidy_help(command, prog)
     check_numbers(command)
     params = settable(command)
+    config_origins: dict[str, str] = {}
     try:
-        defaults = load_config(prog, list(params))
+        defaults = load_config(prog, list(params), config_origins)
         env, warnings = load_environment(prog, params)
     except SettingsError as exc:
         print(error_line(prog, str(exc)), file=sys.stderr)
@@ -282,6 +314,7 @@ def run(app: typer.Typer, prog: str, error_line: Callable[[str, str], str],
     for line in warnings:
         print(f"{prog}: {line}", file=sys.stderr)
     defaults.update(env)
+    _record_origins(params, env, config_origins, prog, sys.argv[1:] if argv is None else argv)
     default_map = {params[name].name: value for name, value in defaults.items()}
     try:
         rv = command.main(args=argv, prog_name=prog, default_map=default_map,

@@ -20,7 +20,7 @@ import typer
 from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
 from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug, Format, InputFile, Output, OutputFormat, Quiet, Verbose,
                                  Version, emit, entry_point, guard, make_app, read_document)
-from vmtools.errors import EXIT_FAILED, UsageError
+from vmtools.errors import EXIT_FAILED, DataError, UsageError
 from vmtools.model import Plan, dumps
 from vmtools.power.execute import PowerSettings
 from vmtools.xen import DEFAULT_IMAGE_DIR
@@ -206,7 +206,10 @@ def apply(
             if not quiet:
                 print(f"{PROG}: {printable(line)}", file=sys.stderr, flush=True)
 
-        report = apply_plan(plan, options, progress)
+        try:
+            report = apply_plan(plan, options, progress)
+        except DataError as exc:
+            raise _named(exc, file if plan is not None else None) from None
         if textfile_dir is not None:
             from vmtools.prometheus.textfile import report_families
             figures(*report_families(report))
@@ -222,6 +225,19 @@ def apply(
             raise typer.Exit(EXIT_FAILED)
         if report.summary.get("failed") or report.summary.get("not-run"):
             raise typer.Exit(EXIT_FAILED)
+
+
+def _named(exc: DataError, file: str | None) -> DataError:
+    """A plan the checks refuse names its file, as a malformed one does (``plan.json:
+    actions[0].vm: ...``); the core calls the document ``plan`` (a resumed run's plan is the
+    journal's, named so)."""
+    from vmtools.inputs import input_name
+    where = exc.where or ""
+    if file is None or not (where == "plan" or where.startswith("plan.")):
+        return exc
+    rest = where[len("plan."):] if where.startswith("plan.") else ""
+    return DataError(exc.message, f"{input_name(file)}: {rest}" if rest else input_name(file),
+                     settings=exc.settings)
 
 
 main = entry_point(app, PROG)

@@ -62,10 +62,18 @@ def _start(scenario: str, workdir: Optional[Path], interval: float, ssh: Optiona
 def _env_file(lab) -> Path:
     """DIR/env: the lab's settings as VMTOOLS_<COMMAND>_<OPTION> variables, so that after
     ``. DIR/env`` a bare ``vm-snapshot | vm-plan | vm-apply`` works against the lab (SSH user,
-    key and known_hosts included)."""
-    lines = ["# vm-lab: . this file, then: vm-snapshot | vm-plan | vm-apply -f table"]
-    for prefix, args in (("SNAPSHOT", lab.snapshot_args()), ("PLAN", lab.plan_args()),
-                         ("APPLY", lab.apply_args())):
+    key and known_hosts included), and so do ``vm-status`` and ``vm-web``, and a suspend
+    then a resume: VMTOOLS_STATE_DIR is where vm-plan finds vm-apply's suspended-guests
+    ledger, and the image directory is the lab's (the default, /var/lib/xen/save, is not)."""
+    snapshot, plan, apply = lab.snapshot_args(), lab.plan_args(), lab.apply_args()
+    images = ["--image-dir", str(lab.ssh.image_dir)] if lab.ssh else []
+    state = ["--state", str(lab.plan_state)]
+    status = ([] if lab.ganglia is None else ["--gmetad", lab.ganglia.gmetad_address]) + state
+    lines = ["# vm-lab: . this file, then: vm-snapshot | vm-plan | vm-apply -f table",
+             f"export VMTOOLS_STATE_DIR={shlex.quote(str(lab.state_dir))}"]
+    for prefix, args in (("SNAPSHOT", snapshot), ("PLAN", plan + images),
+                         ("APPLY", apply + images), ("STATUS", status),
+                         ("WEB", snapshot + apply + images + plan[2:])):
         i = 0
         while i < len(args):
             name = args[i][2:].upper().replace("-", "_")
@@ -76,7 +84,7 @@ def _env_file(lab) -> Path:
                 lines.append(f"export VMTOOLS_{prefix}_{name}=1")
                 i += 1
     path = lab.dir / "env"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(dict.fromkeys(lines)) + "\n")     # once each, in order
     path.chmod(0o600)
     return path
 
@@ -88,8 +96,8 @@ def _commands(lab) -> str:
     return (f"  {snap} -f table\n"
             f"  {snap} | {plan} -f table\n"
             f"  {snap} | {plan} | {apply} -f table\n"
-            f"  VMTOOLS_STATE_DIR={shlex.quote(str(lab.state_dir))} is set for vm-apply's lock "
-            "and journal\n")
+            f"  (vm-apply keeps its lock, journal and suspended-guests ledger in "
+            f"{shlex.quote(str(lab.state_dir))})\n")
 
 
 def _demo_one(scenario: str, objective: str, title: str, workdir: Optional[Path],

@@ -7,6 +7,7 @@ trace (time,guest,cpu,mem_mib[,net_mbps], with --hosts); or Ganglia's RRD files 
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, 
                                  Verbose, Version, emit, entry_point, guard, make_app,
                                  write_atomic)
 from vmtools.cli._planning import read_documents
-from vmtools.cli._settings import SettingsError, load_config, load_environment
+from vmtools.cli._settings import SettingsError, env_prefix, load_config, load_environment
 from vmtools.errors import DataError, UsageError
 from vmtools.inputs import input_name
 from vmtools.model import dumps, iso_to_epoch, load_file
@@ -50,21 +51,30 @@ def vm_plan_setting(text: str, verbose: int, quiet: bool, debug: bool):
     except ValueError as exc:
         raise UsageError(f"--plan {text!r}: {exc}") from None
     long_names = {s.flag[2:]: s.name for s in SETTINGS}
+    set_by: dict[str, str] = {}         # a flag the string leaves out -> where its value is set
     try:
         # what vm-plan's own entry point does: its VMTOOLS_PLAN_* variables, then [common]
         # and [vm-plan] of the settings files, give the options the string leaves out
         valid = [*long_names, "verbose", "quiet", "debug", "textfile-dir"]
-        values = load_config("vm-plan", valid)
+        origins: dict[str, str] = {}
+        values = load_config("vm-plan", valid, origins)
         env, _ = load_environment("vm-plan", {name: None for name in valid})
         values.update(env)
+        origins.update({k: env_prefix("vm-plan") + k.upper().replace("-", "_") for k in env})
         values = {long_names[k]: v for k, v in values.items() if k in long_names}
-        values.update(parse_argv(argv))
+        given = parse_argv(argv)
+        values.update(given)
+        set_by = {f"--{k}": v for k, v in origins.items()
+                  if k in long_names and long_names[k] not in given}
         settings = settings_from(values)
         documents = read_documents(PROG, settings, None)
     except SettingsError as exc:
         raise UsageError(f"--plan {text!r}: {exc}") from None
     except UsageError as exc:           # OptionError too: the flag it names
-        raise UsageError(f"--plan {text!r}: {exc.on_command_line()}") from None
+        message = exc.on_command_line()
+        where = next((f" (set by {origin})" for flag, origin in set_by.items()
+                      if re.search(r"(?<![\w-])" + re.escape(flag) + r"(?![\w-])", message)), "")
+        raise UsageError(f"--plan {text!r}: {message}{where}") from None
     except DataError as exc:
         raise DataError(f"--plan {text!r}: {exc}") from None
     return VmPlanSetting(text, settings, documents, show_log=verbose > 0)

@@ -79,6 +79,9 @@ def snapshot(
         if evaluated:           # the moment Prometheus was asked about (--at, or now)
             from vmtools.model import epoch_to_iso
             snap.created = epoch_to_iso(evaluated[0])
+        if not snap.hosts and not snap.problems:
+            log.warning("the source reports no host at all (every agent gone, or the wrong "
+                        "cluster or source): nothing is known of the cluster")
         if snap.problems:
             n = len(snap.problems)
             log.warning("%d problem%s in the snapshot, first: %s: %s", n, "" if n == 1 else "s",

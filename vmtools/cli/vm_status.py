@@ -2,9 +2,10 @@
 hotspots flagged, guests, capacity), the problems, and what the last vm-rebalance run did and
 when. In 80 columns.
 
-Reads a snapshot FILE (vm-snapshot's document), or with no FILE takes one live from gmetad
-(--gmetad, default localhost:8651). Standby hosts come from vm-plan's --state directory, the
-last run from vm-rebalance's archive (--runs).
+Reads a snapshot FILE (vm-snapshot's document), or with no FILE takes one live through
+vm-snapshot's own source options and code (Ganglia, gmetad on localhost by default;
+--prometheus; --xapi). Standby hosts come from vm-plan's --state directory, the last run from
+vm-rebalance's archive (--runs).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from vmtools.cli import _sources as S
+from vmtools.cli._sources import source_settings
 from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, Output, OutputFormat, Quiet,
                                  Verbose, Version, emit, entry_point, guard, make_app,
                                  log, read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.ganglia.names import GMETAD_XML_PORT
+from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.model import Snapshot, dumps
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD
@@ -31,14 +34,29 @@ app = make_app(PROG, __doc__)
 def status(
     file: Annotated[Optional[str], typer.Argument(
         metavar="[FILE]", help="A snapshot document (- reads stdin). Default: take one live "
-                               "from gmetad.")] = None,
-    gmetad: Annotated[Optional[list[str]], typer.Option(
-        "--gmetad", metavar="HOST[:PORT]",
-        help=f"Without FILE: read gmetad's XML port (default localhost, port "
-             f"{GMETAD_XML_PORT}). Repeatable.")] = None,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", metavar="SECONDS",
-        help="Connect and read timeout for gmetad.")] = DEFAULT_TIMEOUT,
+                               "through the source options (gmetad on localhost when none "
+                               "is given).")] = None,
+    gmetad: S.Gmetad = None,
+    cluster: S.Cluster = None,
+    gmond: S.Gmond = None,
+    input_: S.Input = None,
+    example: S.Example = None,
+    prometheus: S.Prometheus = None,
+    prometheus_profile: S.PrometheusProfile = "vmtools",
+    prometheus_user: S.PrometheusUser = None,
+    prometheus_password_file: S.PrometheusPasswordFile = None,
+    prometheus_token_file: S.PrometheusTokenFile = None,
+    prometheus_ca_file: S.PrometheusCaFile = None,
+    timeout: S.Timeout = DEFAULT_TIMEOUT,
+    recover: S.Recover = False,
+    stale_after: S.StaleAfter = DEFAULT_STALE_AFTER,
+    xapi: S.Xapi = None,
+    xapi_credentials: S.XapiCredentials = None,
+    xapi_ca: S.XapiCa = None,
+    xapi_fingerprint: S.XapiFingerprint = None,
+    xapi_insecure: S.XapiInsecure = False,
+    xapi_window: S.XapiWindow = 60.0,
+    deadline: S.Deadline = None,
     runs: Annotated[str, typer.Option(
         "--runs", metavar="DIR",
         help="vm-rebalance's archive (its -a), for the last run; '' to leave it out.")
@@ -71,6 +89,7 @@ def status(
     version: Version = False,
 ) -> None:
     """Print the state of the cluster for people (or -f json: a vmtools.status document)."""
+    given = dict(locals())
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.render import status_table
         from vmtools.status import build_status
@@ -80,15 +99,22 @@ def status(
                 raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout:g}: must be more than 0 seconds")
+        if deadline is not None and not deadline > 0:
+            raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
+        live = [f"--{name.rstrip('_').replace('_', '-')}" for name in
+                ("gmetad", "cluster", "gmond", "input_", "example", "prometheus", "xapi")
+                if given[name]]
         if file is not None:
-            if gmetad:
-                raise UsageError("give a snapshot FILE or --gmetad, not both")
+            if live:
+                raise UsageError(f"give a snapshot FILE or {live[0]}, not both")
             snap = read_document(PROG, file, Snapshot, "snapshot")
         else:
-            from vmtools.snapshot import choose_sources, take_snapshot
-            snap = take_snapshot(choose_sources(gmetad=list(gmetad or []), cluster=[],
-                                                gmond=[], inputs=[], example=None,
-                                                timeout=timeout))
+            from vmtools.snapshot import sources_from, take_snapshot
+            # the sources exactly as vm-snapshot makes them (its options, its code); no
+            # range query: the view shows now
+            snap = take_snapshot(sources_from(source_settings(dict(given,
+                                                                   samples_window=0.0))),
+                                 timeout=deadline)
         runs_dir = runs or None
         state_dir = state if state is not None else (f"{runs_dir}/.plan-state"
                                                      if runs_dir else None)
@@ -106,7 +132,8 @@ def status(
         rules = None
         if constraints is not None:
             from vmtools.model import load_file
-            rules = load_file(constraints, "constraints", prog=PROG)
+            from vmtools.rules.constraints import checked_document
+            rules = load_file(constraints, "constraints", checked_document, prog=PROG)
         doc = build_status(snap, runs_dir, state_dir, cpu_threshold, mem_threshold,
                            suspended=ledger, constraints=rules)
         emit(status_table(doc) if fmt == OutputFormat.table else dumps(doc), output)

@@ -13,7 +13,6 @@ in --token-file (created 0600 when missing). Listening beyond loopback needs --t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -25,14 +24,145 @@ from vmtools.cli._sources import source_settings
 from vmtools.errors import DataError, UsageError
 from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
 from vmtools.ganglia.sources import DEFAULT_TIMEOUT
-from vmtools.xen import DEFAULT_IMAGE_DIR
 
 PROG = "vm-web"
 DEFAULT_PORT = 8470
 app = make_app(PROG, __doc__)
 
 
+# vm-apply's options that vm-web's actions run with, declared once, by vm-apply (flag, type,
+# default, help, check): vm-web name -> vm-apply's; vm-web's --migration-timeout is vm-apply's
+# --timeout (vm-web's --timeout is its source's, as vm-snapshot's).
+APPLY_OPTIONS = {name: name for name in (
+    "hosts", "ssh_user", "ssh_key", "known_hosts", "ipmi_credentials", "parallel", "per_host",
+    "stop_on_failure", "driver")}
+APPLY_OPTIONS.update(migration_timeout="timeout")
+APPLY_OPTIONS.update({name: name for name in (
+    "verify_timeout", "connect_timeout", "boot_timeout", "power_off_timeout", "wol_address",
+    "wol_port", "shutdown_command", "ssh_port", "state_dir", "image_dir")})
+_COMMON = ("textfile_dir", "verbose", "quiet", "debug", "version")
+
+
+def _with_apply_options(func):
+    """``func(..., **apply)`` takes vm-apply's options (:data:`APPLY_OPTIONS`) in ``apply``:
+    for typer its signature is its own options, then vm-apply's as vm-apply declares them,
+    then those every command has."""
+    import inspect
+    import typing
+    from copy import copy
+
+    from vmtools.cli import vm_apply
+    hints = typing.get_type_hints(vm_apply.apply, include_extras=True)
+    theirs = inspect.signature(vm_apply.apply).parameters
+    kw = inspect.Parameter.KEYWORD_ONLY
+    taken = []
+    for name, source in APPLY_OPTIONS.items():
+        annotation = hints[source]
+        if name != source:                  # the same option under vm-web's flag
+            kind, info = typing.get_args(annotation)[:2]
+            info = copy(info)           # typer keeps an Annotated option's first name in
+            info.default = "--" + name.replace("_", "-")    # ``default``
+            annotation = Annotated[kind, info]
+        taken.append(inspect.Parameter(name, kw, default=theirs[source].default,
+                                       annotation=annotation))
+    own = [p.replace(kind=kw) for p in inspect.signature(func, eval_str=True).parameters.values()
+           if p.kind != p.VAR_KEYWORD]
+    func.__signature__ = inspect.Signature(
+        [p for p in own if p.name not in _COMMON] + taken
+        + [p for p in own if p.name in _COMMON])
+    return func
+
+
+def _apply_options(apply: dict, state_dir: str, xapi: object):
+    """The executor's options from vm-apply's options as vm-web took them (as vm-apply makes
+    them, host keys never accepted new: a page is no place to trust one)."""
+    from vmtools.apply import ApplyOptions
+    from vmtools.drivers.hostmap import read_hostmap
+    from vmtools.drivers.ssh import SshOptions
+    from vmtools.power.execute import PowerSettings
+    a = apply
+    if not a["migration_timeout"] > 0:
+        raise UsageError(f"--migration-timeout {a['migration_timeout']:g}: must be positive")
+    return ApplyOptions(
+        hosts=read_hostmap(str(a["hosts"])) if a["hosts"] else {},
+        ssh=SshOptions(user=a["ssh_user"], key=str(a["ssh_key"]) if a["ssh_key"] else None,
+                       known_hosts=[str(p) for p in a["known_hosts"] or []], accept_new=False),
+        xapi=xapi, state_dir=state_dir, image_dir=a["image_dir"], parallel=a["parallel"],
+        per_host=a["per_host"], stop_on_failure=a["stop_on_failure"], driver=a["driver"],
+        timeout=a["migration_timeout"], verify_timeout=a["verify_timeout"],
+        connect_timeout=a["connect_timeout"],
+        power=PowerSettings(credentials=str(a["ipmi_credentials"]),
+                            boot_timeout=a["boot_timeout"], off_timeout=a["power_off_timeout"],
+                            wol_address=a["wol_address"], wol_port=a["wol_port"],
+                            shutdown_command=a["shutdown_command"].value,
+                            ssh_port=a["ssh_port"]))
+
+
+def _check(cpu_threshold: float, mem_threshold: float, session_minutes: float, port: int,
+           deadline: float | None, inputs: list[str] | None) -> None:
+    """vm-web's own options, checked before anything is read or made (usage errors)."""
+    for name, value in (("--cpu-threshold", cpu_threshold),
+                        ("--mem-threshold", mem_threshold)):
+        if not 0 < value <= 1:
+            raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
+    if not session_minutes > 0:
+        raise UsageError(f"--session-minutes {session_minutes:g}: must be more than 0")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected 0-65535")
+    if deadline is not None and not deadline > 0:
+        raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
+    if inputs and "-" in inputs:
+        raise UsageError("--input -: vm-web reads its sources again at every page; "
+                         "stdin can be read once")
+
+
+class _States:
+    """What the page reads again at every request: vm-apply's suspended guests (the ledger
+    in its state directory), vm-plan's standby hosts and the hosts in maintenance (in vm-plan's
+    state directory, ``standby_dir``)."""
+
+    def __init__(self, state_dir: str, standby_dir: str | None):
+        from vmtools.apply.lifecycle import LEDGER
+        self.ledger_path = f"{state_dir}/{LEDGER}"
+        self.standby_dir = standby_dir
+
+    def ledger(self) -> dict:
+        from vmtools.apply.lifecycle import read_suspended
+        try:
+            return read_suspended(self.ledger_path)
+        except DataError as exc:
+            log.warning("the suspended guests are left out: %s", exc)
+            return {}
+
+    def standby(self) -> dict:
+        """vm-plan's standby records (capacity and transport), for switching on."""
+        if not self.standby_dir or not os.path.isdir(self.standby_dir):
+            return {}
+        from vmtools.state import read_state
+        return read_state(self.standby_dir).power.standby
+
+    def maintenance(self) -> dict:
+        from vmtools.maintenance import read_maintenance
+        return read_maintenance(self.standby_dir)
+
+
+def _maintain_host(xapi_settings: object):
+    """With a pool master: host.disable (maintenance) or host.enable (its end) through it;
+    else None (vm-plan's state keeps maintenance alone)."""
+    if xapi_settings is None:
+        return None
+
+    def maintain_host(host: str, on: bool) -> str:
+        from vmtools.drivers.base import Endpoint
+        from vmtools.drivers.xapi import XapiDriver
+        driver = XapiDriver.for_endpoint(Endpoint(host, "xapi", host, 443, host),
+                                         xapi=xapi_settings)
+        return driver.disable() if on else driver.enable()
+    return maintain_host
+
+
 @app.command(epilog=EXIT_CODES_EPILOG)
+@_with_apply_options
 def web(
     listen: Annotated[str, typer.Option(
         "--listen", metavar="ADDRESS", help="Address to listen on; beyond loopback only with "
@@ -79,57 +209,6 @@ def web(
     constraints: Annotated[Optional[str], typer.Option(
         "--constraints", metavar="FILE", help="The rules every action obeys (as vm-plan).")
     ] = None,
-    hosts: Annotated[Optional[Path], typer.Option(
-        "--hosts", metavar="FILE", help="vm-apply's host map.")] = None,
-    ssh_user: Annotated[Optional[str], typer.Option(
-        "--ssh-user", metavar="USER", help="As vm-apply.")] = None,
-    ssh_key: Annotated[Optional[str], typer.Option(
-        "--ssh-key", metavar="FILE", help="As vm-apply.")] = None,
-    known_hosts: Annotated[Optional[list[str]], typer.Option(
-        "--known-hosts", metavar="FILE", help="As vm-apply. Repeatable.")] = None,
-    ipmi_credentials: Annotated[str, typer.Option(
-        "--ipmi-credentials", metavar="FILE", help="As vm-apply.")
-    ] = "/etc/vmtools/ipmi.toml",
-    parallel: Annotated[int, typer.Option(
-        "--parallel", "-P", metavar="N", help="As vm-apply: actions of a plan running at "
-        "once, in all (an evacuation's migrations).")] = 2,
-    per_host: Annotated[int, typer.Option(
-        "--per-host", metavar="N", help="As vm-apply: actions touching one host at once.")
-    ] = 1,
-    stop_on_failure: Annotated[bool, typer.Option(
-        "--stop-on-failure", help="As vm-apply: after a failed action, start nothing new.")
-    ] = False,
-    driver: Annotated[Optional[str], typer.Option(
-        "--driver", metavar="TRANSPORT", help="As vm-apply: this transport for every host "
-        "instead of each host's migration field.")] = None,
-    migration_timeout: Annotated[float, typer.Option(
-        "--migration-timeout", metavar="SECONDS", help="vm-apply's --timeout: client timeout "
-        "of one migration call (the hosts are then asked how it ended).")] = 600.0,
-    verify_timeout: Annotated[float, typer.Option(
-        "--verify-timeout", metavar="SECONDS", help="As vm-apply.")] = 600.0,
-    connect_timeout: Annotated[float, typer.Option(
-        "--connect-timeout", metavar="SECONDS", help="As vm-apply: timeout to connect to a "
-        "host (or the pool master) and of each question asked of it.")] = 10.0,
-    boot_timeout: Annotated[float, typer.Option(
-        "--boot-timeout", metavar="SECONDS", help="As vm-apply (power-on).")] = 600.0,
-    power_off_timeout: Annotated[float, typer.Option(
-        "--power-off-timeout", metavar="SECONDS", help="As vm-apply (power-off).")] = 300.0,
-    wol_address: Annotated[str, typer.Option(
-        "--wol-address", metavar="ADDRESS", help="As vm-apply (Wake-on-LAN).")
-    ] = "255.255.255.255",
-    wol_port: Annotated[int, typer.Option(
-        "--wol-port", metavar="PORT", help="As vm-apply (Wake-on-LAN).")] = 9,
-    shutdown_command: Annotated[str, typer.Option(
-        "--shutdown-command", metavar="poweroff|shutdown", help="As vm-apply (power-off over "
-        "SSH).")] = "poweroff",
-    ssh_port: Annotated[int, typer.Option(
-        "--ssh-port", metavar="PORT", help="As vm-apply (power-off of xend hosts).")] = 22,
-    state_dir: Annotated[Optional[str], typer.Option(
-        "--state-dir", metavar="DIR", help="vm-apply's state directory (journals, the "
-        "suspended-guests ledger; default $VMTOOLS_STATE_DIR or /var/lib/vmtools).")] = None,
-    image_dir: Annotated[str, typer.Option(
-        "--image-dir", metavar="DIR", help="Where suspend images go (as vm-plan, vm-apply).")
-    ] = DEFAULT_IMAGE_DIR,
     runs: Annotated[str, typer.Option(
         "--runs", metavar="DIR", help="vm-rebalance's archive: its runs, their reports and "
         "the history charts; '' for none.")] = "/var/lib/vmtools/runs",
@@ -151,37 +230,26 @@ def web(
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
+    **apply,
 ) -> None:
     """Serve the cluster and its manual actions in a browser (the first line printed is the
-    URL to open)."""
+    URL to open). ``apply``: vm-apply's options (:data:`APPLY_OPTIONS`)."""
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir,
                flags={"off_timeout": "--power-off-timeout"}):
         from vmtools.web.serve import check_listen, serve, tls_context
         ctx = tls_context(tls_cert, tls_key)          # before anything else is read or made
         check_listen(listen, ctx)
-        from vmtools.apply import ApplyOptions, apply_plan, default_state_dir
-        from vmtools.apply.lifecycle import LEDGER, read_suspended
+        from vmtools.apply import apply_plan, default_state_dir
         from vmtools.model import load_file
-        from vmtools.power.execute import PowerSettings
         from vmtools.snapshot import sources_from, take_snapshot
         from vmtools.status import build_status
         from vmtools.web.actions import PlanSettings
         from vmtools.web.app import Config
         from vmtools.web.auth import Gate, read_or_create_token
-        for name, value in (("--cpu-threshold", cpu_threshold),
-                            ("--mem-threshold", mem_threshold)):
-            if not 0 < value <= 1:
-                raise UsageError(f"{name} {value:g}: expected a fraction in (0, 1]")
-        if not session_minutes > 0:
-            raise UsageError(f"--session-minutes {session_minutes:g}: must be more than 0")
-        if not 0 <= port <= 65535:
-            raise UsageError(f"--port {port}: expected 0-65535")
-        state = state_dir or default_state_dir()
-        if deadline is not None and not deadline > 0:
-            raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
-        if input_ and "-" in input_:
-            raise UsageError("--input -: vm-web reads its sources again at every page; "
-                             "stdin can be read once")
+        _check(cpu_threshold, mem_threshold, session_minutes, port, deadline, input_)
+        if replay_dir is not None and not os.path.isdir(replay_dir):
+            raise UsageError(f"--replay-dir {replay_dir}: no such directory")
+        state = str(apply["state_dir"] or default_state_dir())
         # the sources exactly as vm-snapshot makes them (its options, its code)
         sources = sources_from(source_settings(locals()))
         xapi_settings = None
@@ -189,70 +257,26 @@ def web(
             if len(xapi) > 1 and not read_only:
                 raise UsageError("vm-web acts through one pool master (as vm-apply --xapi): "
                                  "give one --xapi, or --read-only to watch several pools")
-            from vmtools.drivers.xapi import XapiSettings
+            from vmtools.drivers.xapi_pool import XapiSettings
             xapi_settings = XapiSettings(xapi[0], credentials=xapi_credentials,
                                          ca_file=xapi_ca,
                                          fingerprints=tuple(xapi_fingerprint or ()),
-                                         insecure=xapi_insecure, timeout=connect_timeout)
+                                         insecure=xapi_insecure,
+                                         timeout=apply["connect_timeout"])
         rules = None
         if constraints is not None:
-            rules = load_file(constraints, "constraints", lambda obj: obj, prog=PROG)
+            from vmtools.rules.constraints import checked_document
+            rules = load_file(constraints, "constraints", checked_document, prog=PROG)
         runs_dir = runs or None
         standby_dir = plan_state if plan_state is not None else (
             f"{runs_dir}/.plan-state" if runs_dir else None)
-        ledger_path = f"{state}/{LEDGER}"
-
-        def ledger() -> dict:
-            try:
-                return read_suspended(ledger_path)
-            except DataError as exc:
-                log.warning("the suspended guests are left out: %s", exc)
-                return {}
-
-        def standby_records() -> dict:
-            """vm-plan's standby records (capacity and transport), for switching on."""
-            if not standby_dir or not os.path.isdir(standby_dir):
-                return {}
-            from vmtools.state import read_state
-            return read_state(standby_dir).power.standby
-
-        def maintenance() -> dict:
-            from vmtools.maintenance import read_maintenance
-            return read_maintenance(standby_dir)
-
-        maintain_host = None
-        if xapi_settings is not None:
-            def maintain_host(host: str, on: bool) -> str:
-                """host.disable (maintenance) or host.enable (its end) through the master."""
-                from vmtools.drivers.base import Endpoint
-                from vmtools.drivers.xapi import XapiDriver
-                driver = XapiDriver.for_endpoint(Endpoint(host, "xapi", host, 443, host),
-                                                 xapi=xapi_settings)
-                return driver.disable() if on else driver.enable()
+        states = _States(state, standby_dir)
 
         def status(snap):
             return build_status(snap, runs_dir, standby_dir, cpu_threshold, mem_threshold,
-                                suspended=ledger())
+                                suspended=states.ledger())
 
-        from vmtools.drivers.hostmap import read_hostmap
-        from vmtools.drivers.ssh import SshOptions
-        options = ApplyOptions(
-            hosts=read_hostmap(str(hosts)) if hosts else {},
-            ssh=SshOptions(user=ssh_user, key=ssh_key, known_hosts=list(known_hosts or []),
-                           accept_new=False),
-            xapi=xapi_settings, state_dir=state, image_dir=image_dir,
-            parallel=parallel, per_host=per_host, stop_on_failure=stop_on_failure,
-            driver=driver, timeout=migration_timeout, verify_timeout=verify_timeout,
-            connect_timeout=connect_timeout,
-            power=PowerSettings(credentials=ipmi_credentials, boot_timeout=boot_timeout,
-                                off_timeout=power_off_timeout, wol_address=wol_address,
-                                wol_port=wol_port, shutdown_command=shutdown_command,
-                                ssh_port=ssh_port))
-        if not migration_timeout > 0:
-            raise UsageError(f"--migration-timeout {migration_timeout:g}: must be positive")
-        if shutdown_command not in ("poweroff", "shutdown"):
-            raise UsageError(f"--shutdown-command {shutdown_command!r}: expected poweroff or "
-                             "shutdown")
+        options = _apply_options(apply, state, xapi_settings)
         options.validate()
         # last: nothing is created on disk for a command line that is refused
         token = read_or_create_token(token_file or f"{state}/web-token")
@@ -262,10 +286,10 @@ def web(
 
         cfg = Config(take=lambda: take_snapshot(sources, timeout=deadline), execute=execute,
                      gate=Gate(token, lifetime=session_minutes * 60),
-                     plan=PlanSettings(constraints=rules, image_dir=image_dir, ledger=ledger,
-                                       standby=standby_records, maintenance=maintenance,
-                                       state_dir=standby_dir),
-                     maintain_host=maintain_host,
+                     plan=PlanSettings(constraints=rules, image_dir=apply["image_dir"],
+                                       ledger=states.ledger, standby=states.standby,
+                                       maintenance=states.maintenance, state_dir=standby_dir),
+                     maintain_host=_maintain_host(xapi_settings),
                      status=status, runs_dir=runs_dir, replay_dir=replay_dir,
                      plan_state_dir=standby_dir,
                      read_only=read_only, targets=(cpu_threshold, mem_threshold))

@@ -24,7 +24,7 @@ def make_driver(endpoint: Endpoint, ssh_options=None, connect_timeout: float = 1
 def close_shared() -> None:
     """Log out of every XAPI session a run opened (nothing when none was)."""
     import sys
-    xapi = sys.modules.get("vmtools.drivers.xapi")
+    xapi = sys.modules.get("vmtools.drivers.xapi_pool")
     if xapi is not None:
         xapi.close_pools()
 

@@ -212,12 +212,35 @@ class SnapshotBuilder:
                          f"but not {', '.join(missing)}: it is not counted as a hypervisor",
                          host=raw.name)
             return
-        cpu = self.number(raw, CPU_NUM, raw.name, integer=True)
-        mem_kb = self.number(raw, MEM_TOTAL, raw.name)
-        if cpu is None or mem_kb is None:
+        made = self.host_of(cluster, raw)
+        if made is None:
             # Already a problem naming the metric; a capacity that cannot be trusted takes
             # the host (and so its guests) out of the snapshot.
             return
+        self.hosts[raw.name], why = made
+        state = made[0].state
+        names = self.guest_names(raw) if VMS in raw.metrics else []
+        if state == "offline" and names:
+            self.problem("offline-host", f"host {raw.name} {why} but still lists "
+                         f"{_count(len(names), 'guest')}; they are kept with state unknown",
+                         host=raw.name)
+        elif state == "online":
+            self.lateness(raw, names)
+        said = raw.metrics.get(PROBLEM, "").strip()
+        if said:
+            self.problem("incomplete-host", f"host {raw.name}: vm-gmetric could not "
+                         f"read its whole guest list ({_show(said, 120)}) and left {VMS} out "
+                         "this cycle", host=raw.name)
+        self.listed[raw.name] = self.guests_listed(raw, names)
+        self.age[raw.name] = raw.tn if raw.tn is not None else 0
+
+    def host_of(self, cluster: Cluster, raw: RawHost) -> tuple[Host, str] | None:
+        """The host a container's metrics describe, and why it is offline ('' when it is
+        not); None when its CPUs or memory cannot be read (a problem names the metric)."""
+        cpu = self.number(raw, CPU_NUM, raw.name, integer=True)
+        mem_kb = self.number(raw, MEM_TOTAL, raw.name)
+        if cpu is None or mem_kb is None:
+            return None
         net = self.number(raw, NET_MBPS, raw.name)
         hypervisor = raw.metrics[TYPE].strip()
         if not _HYPERVISOR_TYPE.fullmatch(hypervisor):
@@ -238,22 +261,15 @@ class SnapshotBuilder:
         elif raw.tn is not None and raw.tmax and raw.tmax > 0 and raw.tn > 4 * raw.tmax:
             state, why = "offline", (f"has not reported for {raw.tn} s (more than 4 x TMAX = "
                                      f"{4 * raw.tmax} s)")
-        self.hosts[raw.name] = Host(
+        return Host(
             name=raw.name, cluster=cluster.name, domain=cluster.name, state=state, cpu=cpu,
             mem_mib=int(mem_kb // 1024), net_mbps=net, hypervisor=hypervisor,
-            migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None)
-        names = self.guest_names(raw) if VMS in raw.metrics else []
-        if state == "offline" and names:
-            self.problem("offline-host", f"host {raw.name} {why} but still lists "
-                         f"{_count(len(names), 'guest')}; they are kept with state unknown",
-                         host=raw.name)
-        elif state == "online":
-            self.lateness(raw, names)
-        said = raw.metrics.get(PROBLEM, "").strip()
-        if said:
-            self.problem("incomplete-host", f"host {raw.name}: vm-gmetric could not "
-                         f"read its whole guest list ({_show(said, 120)}) and left {VMS} out "
-                         "this cycle", host=raw.name)
+            migration=migration, reported=epoch_to_iso(raw.reported) if raw.reported else None
+        ), why
+
+    def guests_listed(self, raw: RawHost, names: list[str]) -> list[tuple[str, tuple]]:
+        """The guests a host lists that may be kept, each with its figures as read (None
+        where a figure is bad: a problem says so); the others are problems."""
         listed = []
         for name in dict.fromkeys(names):
             if not is_safe_name(name):
@@ -274,8 +290,7 @@ class SnapshotBuilder:
                 self.number(raw, prefix + "mem", raw.name, name),
                 self.number(raw, prefix + "vcpus", raw.name, name, integer=True),
                 self.number(raw, prefix + "net", raw.name, name))))
-        self.listed[raw.name] = listed
-        self.age[raw.name] = raw.tn if raw.tn is not None else 0
+        return listed
 
     def lateness(self, raw: RawHost, names: list[str]) -> None:
         """A ``stale-host`` problem when a host metric is late, else a ``stale-guest`` problem

@@ -401,6 +401,40 @@ def _name_in(chunk: bytes) -> str | None:
     return m.group(1).decode("ascii", "replace")
 
 
+def _host_piece(data: bytes, tokens: list[re.Match], i: int) -> tuple[bytes, bool, int]:
+    """The bytes of the HOST element whose start tag is ``tokens[i]``, whether its
+    ``</HOST>`` closes it, and the index of its last token."""
+    start = tokens[i].start()
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+    if nxt is not None and nxt.group(1) == b"/" and nxt.group(2) == b"HOST":
+        end = _TAG_END.search(data, nxt.end())
+        return data[start:end.end() if end else len(data)], end is not None, i + 1
+    return data[start:nxt.start() if nxt is not None else len(data)], False, i
+
+
+def _piece_host(data: bytes, source: str, parser, offset: int, piece: bytes, complete: bool,
+                dropped: list) -> RawHost | None:
+    """The host a HOST piece at ``offset`` holds, or None with the reason in ``dropped``."""
+    if not complete:
+        dropped.append(Dropped("host", _name_in(piece), f"{source}:{_line_col(data, offset)}",
+                               "the HOST element is cut off (no </HOST>)"))
+        return None
+    try:
+        elem = etree.fromstring(piece, parser)
+    except etree.XMLSyntaxError as exc:
+        err = _syntax_error(exc, source)
+        line, col = exc.position if exc.position else (exc.lineno or 1, 0)
+        first_line = data.count(b"\n", 0, offset)
+        col_text = col if line > 1 else col + offset - (data.rfind(b"\n", 0, offset) + 1)
+        msg = err.message.split(" (gmond/gmetad")[0]
+        dropped.append(Dropped("host", _name_in(piece),
+                               f"{source}:{first_line + line}:{col_text}", msg))
+        return None
+    host = _read_host(elem)
+    host.line = data.count(b"\n", 0, offset) + 1
+    return host
+
+
 def recover_ganglia(data: bytes, source: str, first_error: DataError | None = None) -> GangliaDump:
     """Piecewise parse: every HOST element and every CLUSTER/GRID start tag on its own.
 
@@ -461,44 +495,17 @@ def recover_ganglia(data: bytes, source: str, first_error: DataError | None = No
                     skipping_cluster = False
                     dump.clusters.append(cluster)
         elif tag == "HOST" and not closing:
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-            if nxt is not None and nxt.group(1) == b"/" and nxt.group(2) == b"HOST":
-                end = _TAG_END.search(data, nxt.end())
-                stop = end.end() if end else len(data)
-                i += 1
-                complete = end is not None
-            else:
-                stop = nxt.start() if nxt is not None else len(data)
-                complete = False
-            piece = data[m.start():stop]
-            if skipping_cluster:
-                pass  # already reported with its cluster
-            elif not complete:
-                dump.dropped.append(Dropped("host", _name_in(piece), where(m.start()),
-                                            "the HOST element is cut off (no </HOST>)"))
-            else:
-                try:
-                    elem = etree.fromstring(piece, parser)
-                except etree.XMLSyntaxError as exc:
-                    err = _syntax_error(exc, source)
-                    line, col = exc.position if exc.position else (exc.lineno or 1, 0)
-                    first_line = data.count(b"\n", 0, m.start())
-                    col_text = col if line > 1 else col + m.start() - (
-                        data.rfind(b"\n", 0, m.start()) + 1)
-                    msg = err.message.split(" (gmond/gmetad")[0]
-                    dump.dropped.append(Dropped("host", _name_in(piece),
-                                                f"{source}:{first_line + line}:{col_text}",
-                                                msg))
+            piece, complete, i = _host_piece(data, tokens, i)
+            host = None if skipping_cluster else \
+                _piece_host(data, source, parser, m.start(), piece, complete, dump.dropped)
+            if host is not None:        # (a skipped cluster's hosts went with its report)
+                if cluster is None:
+                    if loose is None:
+                        loose = Cluster(name="")
+                        dump.clusters.append(loose)
+                    loose.hosts.append(host)
                 else:
-                    host = _read_host(elem)
-                    host.line = data.count(b"\n", 0, m.start()) + 1
-                    if cluster is None:
-                        if loose is None:
-                            loose = Cluster(name="")
-                            dump.clusters.append(loose)
-                        loose.hosts.append(host)
-                    else:
-                        cluster.hosts.append(host)
+                    cluster.hosts.append(host)
         i += 1
     if cluster is not None or grids:
         dump.dropped.append(Dropped("input", None, where(len(data)),

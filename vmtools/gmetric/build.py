@@ -95,7 +95,8 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
                   min_parts: int = 1) -> Built:
     """The metric set for one cycle. ``info`` may be None (not known yet): the host metrics
     that need it are then left out and a problem says so. ``min_parts`` keeps publishing
-    (empty) ``container.vms.N`` parts a previous cycle used, so no stale part survives."""
+    (empty) ``container.vms.N`` parts a previous cycle used, so no stale part survives.
+    In this order: the host's capacity, its guest list, its type, each guest's figures."""
     metrics: list[Metric] = []
     skipped: list[dict] = []
     problems: list[str] = []
@@ -107,9 +108,45 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
         metrics.append(Metric(name, str(value), type, units, "both", tmax, guest_dmax))
 
     dom0 = next((d for d in current.domains if d.name == DOM0 or d.domid == 0), None)
+    guests = _publishable(current.domains, dom0, skipped)
+    if info is not None:
+        _capacity(info, dom0, dom0_kib, host, problems)
+    else:
+        problems.append("toolstack info unknown: container.mem_total, container.cpu_num and "
+                        "container.type not published")
+
+    parts = split_guest_list([g.name for g in guests], part_chars)
+    while len(parts) < min_parts:
+        parts.append("")
+    for i, part in enumerate(parts):
+        if i == 0:
+            host(VMS, part, "string")
+        else:
+            metrics.append(Metric(vms_part(i), part, "string", "", "zero", tmax,
+                                  guest_dmax))
+    host(DRIVER_MIGRATION, migration, "string")
+    if info is not None:
+        try:
+            host(TYPE, f"xen-{info_int(info, 'xen_major', 0, 999)}."
+                       f"{info_int(info, 'xen_minor', 0, 999)}", "string")
+        except DataError as exc:
+            problems.append(f"{TYPE} not published: {exc}")
+
+    _guest_figures(guests, info, current, previous, guest, problems)
+    for m in metrics:
+        if not safe_text(m.value):  # names are safe by construction; values come from xl
+            problems.append(f"{m.name}: unsafe value left out")
+    metrics = [m for m in metrics if safe_text(m.value)]
+    return Built(metrics, skipped, problems)
+
+
+def _publishable(domains: list[Domain], dom0: Domain | None, skipped: list[dict]
+                 ) -> list[Domain]:
+    """The guests whose metrics may be published; the others are noted in ``skipped`` (a
+    guest in flight only logged: it is published again once it has landed)."""
     guests: list[Domain] = []
     seen: set[str] = set()
-    for dom in current.domains:
+    for dom in domains:
         if dom is dom0 or dom.domid == 0:
             continue
         if is_in_flight_name(dom.name):
@@ -131,52 +168,41 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
             continue
         seen.add(dom.name)
         guests.append(dom)
+    return guests
 
-    if info is not None:
-        try:
-            total_mib = info_int(info, "total_memory", 1, 2**40)
-            if dom0 is not None:
-                dom0_mib = dom0.mem_mib
-            elif dom0_kib is not None:
-                dom0_mib = dom0_kib // 1024
-            else:
-                raise DataError("Domain-0 is not in the list and its memory is unknown",
-                                "Domain-0")
-            guest_kb = max(0, total_mib - dom0_mib) * 1024
-            if guest_kb > UINT32_MAX:
-                # The metric is a uint32 in KB (4 TiB): under-reporting is safe, lying is not.
-                problems.append(f"{MEM_TOTAL}: {guest_kb} KB does not fit the metric's uint32; "
-                                f"{UINT32_MAX} is published")
-                guest_kb = UINT32_MAX
-            host(MEM_TOTAL, guest_kb, "uint32", "KB")
-        except DataError as exc:
-            problems.append(f"{MEM_TOTAL} not published: {exc}")
-        try:
-            host(CPU_NUM, info_int(info, "nr_cpus", 1, UINT16_MAX), "uint16", "CPUs")
-        except DataError as exc:
-            problems.append(f"{CPU_NUM} not published: {exc}")
-    else:
-        problems.append("toolstack info unknown: container.mem_total, container.cpu_num and "
-                        "container.type not published")
 
-    names = [g.name for g in guests]
-    parts = split_guest_list(names, part_chars)
-    while len(parts) < min_parts:
-        parts.append("")
-    for i, part in enumerate(parts):
-        if i == 0:
-            host(VMS, part, "string")
+def _capacity(info: dict[str, str], dom0: Domain | None, dom0_kib: int | None, host,
+              problems: list[str]) -> None:
+    """``container.mem_total`` (the memory guests may have: the host's less Domain-0's) and
+    ``container.cpu_num``, each left out with a problem when it cannot be read."""
+    try:
+        total_mib = info_int(info, "total_memory", 1, 2**40)
+        if dom0 is not None:
+            dom0_mib = dom0.mem_mib
+        elif dom0_kib is not None:
+            dom0_mib = dom0_kib // 1024
         else:
-            metrics.append(Metric(vms_part(i), part, "string", "", "zero", tmax,
-                                  guest_dmax))
-    host(DRIVER_MIGRATION, migration, "string")
-    if info is not None:
-        try:
-            host(TYPE, f"xen-{info_int(info, 'xen_major', 0, 999)}."
-                       f"{info_int(info, 'xen_minor', 0, 999)}", "string")
-        except DataError as exc:
-            problems.append(f"{TYPE} not published: {exc}")
+            raise DataError("Domain-0 is not in the list and its memory is unknown",
+                            "Domain-0")
+        guest_kb = max(0, total_mib - dom0_mib) * 1024
+        if guest_kb > UINT32_MAX:
+            # The metric is a uint32 in KB (4 TiB): under-reporting is safe, lying is not.
+            problems.append(f"{MEM_TOTAL}: {guest_kb} KB does not fit the metric's uint32; "
+                            f"{UINT32_MAX} is published")
+            guest_kb = UINT32_MAX
+        host(MEM_TOTAL, guest_kb, "uint32", "KB")
+    except DataError as exc:
+        problems.append(f"{MEM_TOTAL} not published: {exc}")
+    try:
+        host(CPU_NUM, info_int(info, "nr_cpus", 1, UINT16_MAX), "uint16", "CPUs")
+    except DataError as exc:
+        problems.append(f"{CPU_NUM} not published: {exc}")
 
+
+def _guest_figures(guests: list[Domain], info: dict[str, str] | None, current: Sample,
+                   previous: Sample | None, guest, problems: list[str]) -> None:
+    """Each guest's CPU (from the CPU time it used since the previous sample: none on the
+    first), memory, vCPUs and network (bytes since the previous sample)."""
     try:
         host_cpus = info_int(info, "nr_cpus", 1, UINT16_MAX) if info is not None else UINT16_MAX
     except DataError:
@@ -202,8 +228,3 @@ def build_metrics(info: dict[str, str] | None, current: Sample, previous: Sample
                 and now_b >= then_b:
             guest(guest_metric(dom.name, "net"), f"{(now_b - then_b) / elapsed:.1f}", "float",
                   "bytes/s")
-    for m in metrics:
-        if not safe_text(m.value):  # names are safe by construction; values come from xl
-            problems.append(f"{m.name}: unsafe value left out")
-    metrics = [m for m in metrics if safe_text(m.value)]
-    return Built(metrics, skipped, problems)

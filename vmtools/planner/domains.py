@@ -14,11 +14,10 @@ CPUs and memory they need to shed, the other domains with that much room).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 from vmtools.model import Plan
 from vmtools.rules.constraints import Constraints
-from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_capacity, host_loads
+from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_capacity, loads_of
 from vmtools.sources.knowledge import assess
 
 
@@ -56,6 +55,7 @@ def note_domains(plan: Plan, cross_domain: bool, cons: Constraints | None = None
         }
         if lost.get(name):
             out[name]["unavailable_sources"] = lost[name]
+        out[name].update(_parts_of(plan, name))
     plan.summary["domains"] = out
     if not cross_domain:
         advice = advise(plan, cons, frozen, cpu_threshold, mem_threshold)
@@ -64,15 +64,33 @@ def note_domains(plan: Plan, cross_domain: bool, cons: Constraints | None = None
     return plan
 
 
+def _parts_of(plan: Plan, name: str) -> dict:
+    """What the domain's part(s) did when the plan was made in parts
+    (:mod:`vmtools.planner.split`): planned, failed or timeout (then its guests stay where
+    they are, and ``error`` says why), partly (some of its partitions were not planned), the
+    seconds it took, and its partitions when it was cut into several."""
+    mine = [p for p in plan.summary.get("parts", []) if p.get("domain") == name]
+    if not mine:
+        return {}
+    states = {p["status"] for p in mine}
+    out: dict = {"status": states.pop() if len(states) == 1 else "partly",
+                 "seconds": max(p["seconds"] for p in mine)}
+    if len(mine) > 1:
+        out["partitions"] = len(mine)
+    errors = [p["error"] for p in mine if p.get("error")]
+    if errors:
+        out["error"] = errors[0]
+    return out
+
+
 def advise(plan: Plan, cons: Constraints | None, frozen: dict, cpu_threshold: float,
            mem_threshold: float) -> list[dict]:
     """Per domain with hosts still over a threshold once the plan has run, what they must
     shed (CPUs and MiB over the thresholds) and the other domains whose known, online hosts
     have that much room under the thresholds (most room first)."""
     origin = plan.origin
-    after = replace(origin, vms=[replace(v, host=plan.placement[v.name]) for v in origin.vms
-                                 if plan.placement.get(v.name)])
-    loads = host_loads(after, cons)
+    loads = loads_of(origin.hosts, ((plan.placement[v.name], v.cpu, v.mem_mib)
+                                    for v in origin.vms if plan.placement.get(v.name)), cons)
     need: dict[str, list] = {}
     room: dict[str, list[float]] = {}
     for h in origin.hosts:

@@ -14,8 +14,10 @@ in a ``finally``.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from vmtools.drivers.hostmap import HostEntry
@@ -23,7 +25,8 @@ from vmtools.errors import DataError, OptionError
 from vmtools.model import CONSTRAINTS_FORMAT, VM, Plan, Snapshot, check_envelope
 from vmtools.planner.demand import parse_demand
 from vmtools.planner.options import Options
-from vmtools.planner.plan import plan_with_memory
+from vmtools.planner.plan import make_plan, plan_with_memory
+from vmtools.planner.split import plan_parts
 from vmtools.planner.power import PowerOptions
 from vmtools.planner.settings import as_dict, hotspot_window, manual_operation, settings_from
 from vmtools.power_model import PowerModel
@@ -109,6 +112,11 @@ def options_of(settings: Any) -> Options:
                    cooldown=s.cooldown, settle=s.settle)
 
 
+def jobs_of(settings: Any) -> int:
+    """The worker processes of a plan made in parts: ``jobs``, 0 meaning one per CPU."""
+    return settings.jobs or os.cpu_count() or 1
+
+
 def power_options(settings: Any, hosts: dict[str, HostEntry] | None,
                   model: PowerModel | None) -> PowerOptions | None:
     """The :class:`PowerOptions` of a run, or None when it switches no host.
@@ -184,7 +192,9 @@ the command began (``--time-limit`` counts from there, reading included; None: n
         opts.facts.started = started
         plan = plan_with_memory(docs.snapshot, cons, opts, state,
                                 hotspot_window(settings),
-                                power=power_options(settings, docs.hosts, docs.power_model))
+                                power=power_options(settings, docs.hosts, docs.power_model),
+                                make=partial(plan_parts, jobs=jobs_of(settings),
+                                             make=make_plan))
     plan.rules_skipped = skipped
     note_domains(plan, settings.cross_domain, cons, settings.cpu_threshold,
                  settings.mem_threshold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Callable, Iterable
 
 from vmtools.planner.deadline import Deadline
@@ -144,6 +145,10 @@ def drain(inst: Instance, placement: list[int], deadline: Deadline | float) -> l
 
 
 def _allowed(inst: Instance, unit: list[int]) -> set[int]:
+    """The hosts every guest of ``unit`` may use (read only: a single guest's is the
+    instance's shared set)."""
+    if len(unit) == 1:
+        return inst.allowed_set(unit[0])
     allowed = set(inst.allowed[unit[0]])
     for v in unit[1:]:
         allowed &= inst.allowed_set(v)
@@ -219,15 +224,20 @@ def ffd_sum(inst: Instance, host_order: list[int] | None = None,
     order = host_order or _host_order(inst)
     open_hosts = list(order)
     min_mem = min((sum(inst.dem["mem"][v] for v in u) for u in rest), default=0.0)
+    free_mem, count, count_cap = pack.free["mem"], pack.count, inst.count_cap
     for unit in rest:
         allowed = _allowed(inst, unit)
         placed = False
         full = []
+        # a single guest without spread partners: its demand once, not once per host
+        quick = len(unit) == 1 and unit[0] not in pack.spread_of
+        need = [(pack.free[d], inst.dem[d][unit[0]] - EPS) for d in inst.dims]
         for i, h in enumerate(open_hosts):
-            if pack.free["mem"][h] < min_mem - EPS or pack.count[h] >= inst.count_cap[h]:
+            if free_mem[h] < min_mem - EPS or count[h] >= count_cap[h]:
                 full.append(i)
                 continue
-            if h in allowed and pack.fits(unit, h):
+            if h in allowed and (all(f[h] >= n for f, n in need) if quick
+                                 else pack.fits(unit, h)):
                 pack.put(unit, h)
                 placed = True
                 break
@@ -291,9 +301,12 @@ def relabel(inst: Instance, placement: list[int]) -> list[int]:
     return [mapping[h] for h in placement]
 
 
-def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
+def keep_open(inst: Instance, open_hosts: set[int],
+              deadline: float | None = None) -> list[int] | None:
     """Keep every guest of an open host where it is (evicting the largest while the host is
-    over its target), and pack the others best-fit decreasing into the open hosts."""
+    over its target), and pack the others best-fit decreasing into the open hosts; None when
+    they do not fit, or when ``deadline`` (a ``time.monotonic()`` value) passes first (each
+    guest placed looks at every open host: 10,000 guests on 1,300 hosts took 25 s)."""
     pack = Packing(inst)
     evicted: list[list[int]] = []
     all_units = units(inst)
@@ -326,7 +339,9 @@ def keep_open(inst: Instance, open_hosts: set[int]) -> list[int] | None:
 
     evicted.sort(key=lambda u: (not constrained(u), -size_key(inst, u), min(u)))
     scale = inst.scale
-    for unit in evicted:
+    for i, unit in enumerate(evicted):
+        if deadline is not None and i % 64 == 0 and time.monotonic() > deadline:
+            return None
         best, best_room = -1, math.inf
         for h in _allowed(inst, unit) & open_hosts:
             if pack.fits(unit, h):

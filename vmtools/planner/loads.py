@@ -15,7 +15,8 @@ from dataclasses import replace
 
 from vmtools.model import VM, Plan
 from vmtools.rules.constraints import Constraints
-from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
+from vmtools.rules.load import (CPU_THRESHOLD, EPS, MEM_THRESHOLD, host_loads, hot_dims,
+                                loads_of)
 
 
 def after_plan(plan: Plan):
@@ -35,25 +36,42 @@ def after_plan(plan: Plan):
     return replace(origin, vms=vms)
 
 
+def placed_guests(plan: Plan):
+    """(host, CPU use, MiB) of every guest where the plan's placement puts it, as
+    :func:`after_plan` has them, without a copy of each guest."""
+    origin = plan.origin
+    known = {v.name: v for v in origin.vms}
+    started = {a.vm: a for a in plan.actions if a.op in ("resume", "create") and a.vm}
+    for name, host in plan.placement.items():
+        v = known.get(name)
+        if v is not None:
+            yield host, v.cpu, v.mem_mib
+        elif name in started:
+            a = started[name]
+            yield host, a.cpu, a.mem_mib
+
+
 def note_loads(plan: Plan, cons: Constraints | None = None,
                cpu_threshold: float = CPU_THRESHOLD,
                mem_threshold: float = MEM_THRESHOLD) -> Plan:
-    """Add ``summary.load`` and give auto's hotspot entries the same figures."""
+    """Add ``summary.load`` and give auto's hotspot entries the same figures (one pass over
+    the guests for each side: 150,000 guests copied into a snapshot of the plan's took 5 s)."""
     origin = plan.origin
     before = host_loads(origin, cons)
-    after = host_loads(after_plan(plan), cons)
-    online = {h.name: h.state == "online" for h in origin.hosts}
+    after = loads_of(origin.hosts, placed_guests(plan), cons)
+    cpu_hot, mem_hot = cpu_threshold + EPS, mem_threshold + EPS
     entries = []
     for h in origin.hosts:
         b, a = before[h.name], after[h.name]
+        online = h.state == "online"
         entries.append({
             "host": h.name,
             "cpu_before": round(b.cpu, 3), "mem_before": round(b.mem, 3),
             "cpu_after": round(a.cpu, 3), "mem_after": round(a.mem, 3),
             "hot_before": hot_dims(b.cpu, b.mem, cpu_threshold, mem_threshold)
-            if online[h.name] else [],
+            if online and (b.cpu > cpu_hot or b.mem > mem_hot) else [],
             "hot_after": hot_dims(a.cpu, a.mem, cpu_threshold, mem_threshold)
-            if online[h.name] else []})
+            if online and (a.cpu > cpu_hot or a.mem > mem_hot) else []})
     plan.summary["load"] = entries
     for entry in plan.summary.get("hotspots") or []:
         if entry.get("host") in before:

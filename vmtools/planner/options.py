@@ -77,6 +77,7 @@ class Options:
     all_hosts_pairs: int = 60_000
     full_model_pairs: int = 5000               # ... below which stage 2 may use any host
     cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
+    check: bool = True          # False: the caller checks the plan (a partition's, merged)
     facts: RunFacts = field(default_factory=RunFacts)
 
 

@@ -419,15 +419,19 @@ def best_packing(inst: Instance, lower: int, deadline: float) -> tuple[list[int]
 
 
 def consolidate_heuristic(inst: Instance, deadline: float | None = None,
-                          lower: int | None = None) -> tuple[list[int] | None, str]:
+                          lower: int | None = None, finish: float | None = None
+                          ) -> tuple[list[int] | None, str]:
     """The best heuristic target for 'fewest hosts, then least memory moved': the packing
     portfolio (:func:`best_packing`) until ``deadline`` or the
-    bound ``lower``, relabelled onto the physical hosts, or kept in place where it can."""
+    bound ``lower``, relabelled onto the physical hosts, or kept in place where it can (only
+    until ``finish``, when given: the keeping is skipped past it)."""
     if deadline is None:
         # FFD-sum, and the other sort keys while a pass is cheap (about 0.2 s at 2,000
         # guests, 4 s at 10,000).
         cheap = inst.n_vms * inst.n_hosts <= H.MAX_KEY_PAIRS
         deadline = time.monotonic() + (5.0 if cheap else 0.0)
+        if finish is not None:
+            deadline = min(deadline, finish)
     ffd, label = best_packing(inst, H.lower_bound(inst) if lower is None else lower, deadline)
     if ffd is None:
         return None, ""
@@ -435,7 +439,7 @@ def consolidate_heuristic(inst: Instance, deadline: float | None = None,
     if not inst.valid(best):        # relabelling must keep every rule; never risk it
         log.warning("relabelled packing breaks a rule; using the packing as it is")
         best, how = ffd, label
-    kept = H.keep_open(inst, set(best))
+    kept = H.keep_open(inst, set(best), finish)
     if kept is not None and H.hosts_used(kept) <= H.hosts_used(best) \
             and H.migrated_mib(inst, kept) < H.migrated_mib(inst, best):
         best, how = kept, f"{label}+keep"

@@ -6,7 +6,8 @@ Objectives:
   count comes from FFD-sum when it meets the per-dimension lower bound (a proof), else from
   a MILP warm-started with it; the memory stage is a candidate-restricted MILP warm-started
   with the best heuristic. Above ``group_size`` hosts the cluster is split into groups
-  solved one after the other (:func:`_host_groups` keeps every rule solvable per group).
+  solved one after the other (:func:`vmtools.planner.groups.host_groups` keeps every rule
+  solvable per group).
 * ``balance``: end hotspots (CPU above ``cpu_threshold``) with the fewest migrations, then
   the lowest worst CPU utilisation; only guests of hot hosts move, only to the coolest hosts.
 * ``repair``: satisfy the rules and end overloads with the least memory moved.
@@ -49,18 +50,10 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     if objective is None:
         raise DataError(f"unknown objective {opts.objective!r}")
     started = time.monotonic()
-    incoherent(snap)
     # --time-limit bounds the whole run: the search ends early enough to leave ordering, the
     # replay checker and PuLP's I/O their share.
     deadline = Deadline.for_run(opts.time_limit, len(snap.vms), opts.facts.started)
-    know = assess(snap)
-    if snap.problems and opts.refuse_problems:
-        named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
-            snap.problems[0].message
-        raise DataError(f"the snapshot is incoherent ({plural(len(snap.problems), 'problem')}: "
-                        f"{named}); {{refuse_problems}} refuses to plan around them",
-                        "snapshot.problems", settings=("refuse_problems",))
-    broken_monitoring(snap, know, opts.max_frozen)
+    know = precheck(snap, opts)
     bad_hosts = set(know.frozen)
     fixed = _fixed_guests(snap, cons, opts, know)
     check_solver(opts.solver)
@@ -93,11 +86,36 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
-        check_plan(plan, cons)
+        if opts.check:          # a partition's plan is checked once merged (planner/split)
+            check_plan(plan, cons)
     except DataError as exc:    # the planner's own plan, not the user's input: a bug
         raise InternalError(f"the plan failed vm-plan's own safety check and is not printed "
                             f"(a bug, please report it with the snapshot): {exc}") from None
     return plan
+
+
+def precheck(snap: Snapshot, opts: Options) -> Knowledge:
+    """Refuse an incoherent snapshot, problems under --refuse-problems, broken monitoring
+    (judged on the whole snapshot); else what is known of it."""
+    incoherent(snap)
+    know = assess(snap)
+    if snap.problems and opts.refuse_problems:
+        named = ", ".join(sorted(know.unknown_vms) or sorted(know.frozen)) or \
+            snap.problems[0].message
+        raise DataError(f"the snapshot is incoherent ({plural(len(snap.problems), 'problem')}: "
+                        f"{named}); {{refuse_problems}} refuses to plan around them",
+                        "snapshot.problems", settings=("refuse_problems",))
+    broken_monitoring(snap, know, opts.max_frozen)
+    return know
+
+
+def lower_bound_of(snap: Snapshot, cons: Constraints, opts: Options, seconds: float) -> int:
+    """The fewest hosts any plan of ``snap`` needs, on make_plan's instance, in ``seconds``."""
+    from vmtools.planner.bounds import host_lower_bound
+    know = assess(snap)
+    inst, _ = _instance(snap, cons, opts, OBJECTIVE_KINDS[opts.objective],
+                        _fixed_guests(snap, cons, opts, know), set(know.frozen))
+    return host_lower_bound(inst, time.monotonic() + seconds)[0]
 
 
 def _fixed_guests(snap: Snapshot, cons: Constraints, opts: Options, know: Knowledge
@@ -411,25 +429,26 @@ def plan_with_state(snap: Snapshot, cons: Constraints, opts: Options, state_dir:
 
 
 def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
-                     window: tuple[int, int] = (3, 5), power=None) -> Plan:
+                     window: tuple[int, int] = (3, 5), power=None, make=None) -> Plan:
     """make_plan with the memory of earlier cron runs (``state``, a
     :class:`vmtools.state.State`, updated in place; None: no memory): hotspots must persist
     (``window``, ``opts.hold``), recently moved guests cool down (``opts.cooldown``) and
     settle (``opts.settle``), each guest's CPU samples of the last ``opts.demand_window``
     minutes give its planning demand (``opts.demand``), hosts and guests that vanished since
     the last run are problems. With ``power`` (:class:`vmtools.planner.power.PowerOptions`)
-    hosts are also switched off and on. No file is read or written."""
+    hosts are also switched off and on; ``make`` plans (default :func:`make_plan`; vm-plan's
+    :func:`vmtools.planner.split.plan_parts` plans in parts). No file is read or written."""
     from vmtools.planner import demand as dm
     from vmtools.planner import state as st
     from vmtools.state import PowerState
 
     def plan_it(snap: Snapshot, opts: Options) -> Plan:
         if power is None:
-            return make_plan(snap, cons, opts)
+            return (make or make_plan)(snap, cons, opts)
         from vmtools.planner.power import make_power_plan
         return make_power_plan(snap, cons, opts, power,
                                state.power if state is not None else PowerState(),
-                               st.snapshot_time(snap), make_plan)
+                               st.snapshot_time(snap), make or make_plan)
 
     if state is None:
         if snap.samples:      # the source's own history: the demand window from the first run

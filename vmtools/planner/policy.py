@@ -216,7 +216,7 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
         for group in inst.gather:
             common = set.intersection(*(set(cands[v]) for v in group))
             if not common:
-                common = set.intersection(*(inst.allowed_set(v) for v in group)) & set(pool)
+                common = set(pool).intersection(*(inst.allowed_set(v) for v in group))
             for v in group:
                 cands[v] = sorted(common) or cands[v]
         model = milp.build_moves(rinst, cands)

@@ -46,6 +46,16 @@ def scratch_dir() -> str:
     return _dir
 
 
+def in_worker() -> None:
+    """In a process forked from vm-plan (:mod:`vmtools.planner.split`): its own directory
+    (made on first use) instead of its parent's, and SIGTERM a clean exit (the ``finally``
+    that calls :func:`cleanup` runs)."""
+    global _dir
+    _dir = None
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, _exit_on)
+
+
 def empty_scratch() -> None:
     """Remove the files of the last solve (the directory stays for the next)."""
     if _dir is None:

@@ -19,6 +19,7 @@ from vmtools.errors import OperationFailed, Unavailable
 from vmtools.planner import heuristics as H
 from vmtools.planner import packing
 from vmtools.planner.deadline import Deadline
+from vmtools.planner.groups import host_groups, sub_instance
 from vmtools.planner.instance import Instance, diagnose, gib, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
@@ -105,8 +106,8 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     lb, lb_how = bounds.host_lower_bound(inst, deadline.part(0.05, floor=0).at)
     # Where no MILP will search the host count (_fewest_hosts), the packing heuristics get
     # half the time instead of a quarter: fewer hosts come first.
-    heur, how = packing.consolidate_heuristic(
-        inst, deadline.part(0.25 if _host_milp_runs(inst, opts) else 0.5, floor=0).at, lb)
+    heur, how = packing.consolidate_heuristic(inst, deadline.part(
+        0.25 if _host_milp_runs(inst, opts) else 0.5, floor=0).at, lb, finish=deadline.at)
     out = Outcome(placement=list(inst.cur), lower_bound=lb, how=how, status="heuristic",
                   hosts_how=how.split("+")[0], bound_how=lb_how)
     best = heur
@@ -179,19 +180,6 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
     out.placement = best
     return out
 
-
-def _sub_allowed(inst: Instance, vms: list[int], hmap: dict[int, int]) -> list[list[int]]:
-    """The group's allowed lists, each distinct list mapped once and shared again (as
-    build_instance shares them: one list per guest was 15 s at 100,000 guests)."""
-    mapped: dict[int, list[int]] = {}
-    out = []
-    for v in vms:
-        a = inst.allowed[v]
-        local = mapped.get(id(a))
-        if local is None:
-            local = mapped[id(a)] = [hmap[h] for h in a if h in hmap]
-        out.append(local)
-    return out
 
 
 def _host_milp_runs(inst: Instance, opts: Options) -> bool:
@@ -276,77 +264,23 @@ def _fewest_hosts(inst: Instance, opts: Options, deadline: Deadline, best: list[
     return res.status in ("optimal", "feasible") or res.bound is not None
 
 
-def _sub_instance(inst: Instance, hosts: list[int]) -> tuple[Instance, list[int]]:
-    hs = set(hosts)
-    vms = [v for v in range(inst.n_vms) if inst.cur[v] in hs]
-    hmap = {h: i for i, h in enumerate(hosts)}
-    sub = Instance(
-        snapshot=inst.snapshot, constraints=inst.constraints,
-        hosts=[inst.hosts[h] for h in hosts], vms=[inst.vms[v] for v in vms], dims=inst.dims,
-        cap={d: [inst.cap[d][h] for h in hosts] for d in inst.dims},
-        dem={d: [inst.dem[d][v] for v in vms] for d in inst.dims},
-        count_cap=[inst.count_cap[h] for h in hosts], cur=[hmap[inst.cur[v]] for v in vms],
-        allowed=_sub_allowed(inst, vms, hmap),
-        fixed=[inst.fixed[v] for v in vms],
-        frozen_hosts={hmap[h] for h in inst.frozen_hosts if h in hs},
-        hard_cap={d: [inst.hard_cap[d][h] for h in hosts] for d in inst.hard_cap})
-    # Rules among the group's own guests; a spread peer in another group is on another host
-    # whatever happens, and the groups keep every gather group whole (see _host_groups).
-    vpos = {v: j for j, v in enumerate(vms)}
-    for rules, into in ((inst.spread, sub.spread), (inst.gather, sub.gather)):
-        for group in rules:
-            local = [vpos[v] for v in group if v in vpos]
-            if len(local) > 1:
-                into.append(local)
-    return sub, vms
 
 
-def _host_groups(inst: Instance, size: int) -> list[list[int]] | None:
-    """Hosts split into groups of about ``size`` that can be consolidated apart: a mix of
-    host types in each (hosts dealt out in order of capacity), the current hosts of a gather
-    group's guests together, a guest fenced to a few hosts together with them. None when
-    some guest that may move would have no allowed host in its group."""
-    sets = H.Disjoint(inst.n_hosts)
-    find, union = sets.find, sets.union
-    for group in inst.gather:
-        for v in group[1:]:
-            union(inst.cur[v], inst.cur[group[0]])
-    everywhere = max((len(a) for a in inst.allowed), default=0)
-    for v in range(inst.n_vms):
-        if not inst.fixed[v] and len(inst.allowed[v]) < everywhere \
-                and len(inst.allowed[v]) <= size // 4:
-            for h in inst.allowed[v]:
-                union(h, inst.cur[v])
-    order = sorted(range(inst.n_hosts),
-                   key=lambda h: (tuple(inst.cap[d][h] for d in inst.dims), inst.hosts[h]))
-    members: dict[int, list[int]] = {}
-    for h in order:
-        members.setdefault(find(h), []).append(h)
-    n_groups = math.ceil(inst.n_hosts / size)
-    groups: list[list[int]] = [[] for _ in range(n_groups)]
-    for i, hosts in enumerate(members[find(h)] for h in order if members[find(h)][0] == h):
-        k = i % n_groups
-        if len(groups[k]) + len(hosts) > size * 3 // 2:
-            k = min(range(n_groups), key=lambda j: len(groups[j]))
-        groups[k].extend(hosts)
-    group_of = [0] * inst.n_hosts
-    for k, hosts in enumerate(groups):
-        for h in hosts:
-            group_of[h] = k
-    reachable: dict[tuple[int, int], bool] = {}     # (allowed list, group): shared lists once
-    for v in range(inst.n_vms):
-        if inst.fixed[v]:
-            continue
-        key = (id(inst.allowed[v]), group_of[inst.cur[v]])
-        if key not in reachable:
-            reachable[key] = any(group_of[h] == key[1] for h in inst.allowed[v])
-        if not reachable[key]:
-            return None
-    return [g for g in groups if g]
+def _whole_cluster(inst: Instance, opts: Options, deadline: Deadline) -> Outcome:
+    """The whole cluster at once, when the groups cannot do (a group cannot be consolidated
+    alone, their placements together break a rule), within what is left of ``deadline``:
+    once it has passed, the current placement when it keeps every host's real capacity and
+    every rule (a plan that does nothing rather than a search past the deadline: at 150,000
+    guests one pass of the heuristics alone takes minutes)."""
+    if deadline.passed() and inst.valid(inst.cur, hard=True):
+        log.info("out of time for the whole cluster at once: left as it is")
+        return Outcome(placement=list(inst.cur), status="heuristic", gap=None,
+                       how="out of time: the current placement", lower_bound=None)
+    return consolidate(inst, opts, deadline)
 
 
 def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome:
-    """Split the hosts into groups of about ``group_size`` (:func:`_host_groups`) and
+    """Split the hosts into groups of about ``group_size`` (:func:`~vmtools.planner.groups.host_groups`) and
     consolidate each group on its own; the whole cluster at once when it is small, when no
     split keeps every guest able to stay in its group, or when a group alone cannot be
     consolidated (its guests need room elsewhere)."""
@@ -356,7 +290,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         # Many small guests (100,000 on 1,000 hosts): a group's heuristic and model grow with
         # its guests times its hosts, so groups hold about group_guests guests each.
         size = max(50, inst.n_hosts * opts.group_guests // inst.n_vms)
-    groups = _host_groups(inst, size) if inst.n_hosts > size else None
+    groups = host_groups(inst, size) if inst.n_hosts > size else None
     if groups is None or len(groups) < 2:
         return consolidate(inst, opts, deadline)
     n_groups = len(groups)
@@ -364,7 +298,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     # (about 6 s at 1,000 hosts / 10,000 guests), it guards against that.
     whole = None
     if inst.n_vms * inst.n_hosts <= opts.whole_heuristic_pairs:
-        whole, whole_how = packing.consolidate_heuristic(inst)
+        whole, whole_how = packing.consolidate_heuristic(inst, finish=deadline.part(0.2).at)
     placement = list(inst.cur)
     from vmtools.planner import bounds
     lower, lower_how = bounds.host_lower_bound(inst, min(time.monotonic() + 2.0,
@@ -375,20 +309,20 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
     late = 0
     for i, group in enumerate(groups):
-        sub, vms = _sub_instance(inst, group)
+        sub, vms = sub_instance(inst, group)
         if i and groups_done.passed() and sub.valid(sub.cur, hard=True):
             # Out of time: a group whose placement already keeps every limit stays as it is
             # (the plan consolidates less) rather than running its heuristic past the
             # deadline; a group that breaks one is still repaired.
             late += 1
             continue
-        sub, vms = _sub_instance(inst, group)
+        sub, vms = sub_instance(inst, group)
         try:
             res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
         except OperationFailed as exc:
             log.info("group %d of %d cannot be consolidated alone (%s): the whole cluster "
                      "at once", i + 1, n_groups, exc)
-            return consolidate(inst, opts, deadline)
+            return _whole_cluster(inst, opts, deadline)
         for j, v in enumerate(vms):
             placement[v] = group[res.placement[j]]
         total.build_seconds += res.build_seconds
@@ -404,7 +338,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
         total.status = "heuristic"
     if not inst.valid(placement, hard=bool(late)):    # the groups' rules do not add up
         log.warning("the groups' placements together break a rule: the whole cluster at once")
-        return consolidate(inst, opts, deadline)
+        return _whole_cluster(inst, opts, deadline)
     if H.hosts_used(placement) > (total.lower_bound or 0):
         drained = H.drain(inst, placement, deadline)
         if inst.valid(drained) and H.hosts_used(drained) < H.hosts_used(placement):

@@ -92,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
         "end overloads.")),
     Setting("constraints", None, kind=str, optional=True, document=True, metavar="FILE", help=(
         "A vmtools.constraints document (ban, fence, pin, spread, gather, maintenance, "
-        "max_vms, capacity); echoed in the plan. A rule naming a guest or host that is not in "
+        "max_vms, capacity, priority); echoed in the plan. A rule naming a guest or host that is not in "
         "the snapshot loses those names (a warning, and rules_skipped in the plan).")),
     Setting("strict_rules", False, kind=bool, help=(
         "Refuse (exit 65) a constraints file naming a guest or host that is not in the "
@@ -108,6 +108,14 @@ SETTINGS: tuple[Setting, ...] = (
         "cbc (PuLP's bundled CBC, else cbc on PATH), highs (needs highspy) or another solver "
         "PuLP knows.")),
     Setting("threads", 1, kind=int, lo=1, help="Solver threads."),
+    Setting("jobs", 0, kind=int, lo=0, metavar="N", range_text="must be 0 (one per CPU) or more",
+            help=(
+                "Worker processes for a plan made in parts: a snapshot of several migration "
+                "domains (without --cross-domain) is planned domain by domain, and under "
+                "consolidate a domain of 30,000 guests or more in partitions of about 10,000 "
+                "that cut no rule; each part gets a share of --time-limit by its guests, the "
+                "plans are merged and checked whole (0: one per CPU; 1: one after the other in "
+                "the vm-plan process).")),
     Setting("cpu_target", 0.8, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION", help=(
         "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
         "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
@@ -171,11 +179,11 @@ SETTINGS: tuple[Setting, ...] = (
                 "from replays: see vm-plan(1)).")),
     Setting("forecast", 0.0, lo=0.0, hi=10.0, metavar="K",
             range_text="expected 0 (off) to 10", help=(
-                "With --state or a snapshot's samples: also plan each host's CPU on the "
-                "forecast of the next interval from its guests' summed samples over "
-                "--demand-window: their exponentially weighted mean plus K times the weighted "
-                "mean of its past one-step errors (guests whose swings coincide need more "
-                "room); never below --demand's estimate (0: off).")),
+                "With --state or a snapshot's samples: also plan on the forecast of the next "
+                "interval from the samples over --demand-window (under auto each host's "
+                "guests' summed, elsewhere each guest's own): their exponentially weighted "
+                "mean plus K times the weighted mean of its past one-step errors (guests whose "
+                "swings coincide need more room); never below --demand's estimate (0: off).")),
     Setting("hotspot_window", "3/5", kind=str, metavar="K/N", parse=_hotspot_window, help=(
         "With --state: balance acts on a hotspot seen in at least K of the last N snapshots "
         "(Sandpiper's rule).")),

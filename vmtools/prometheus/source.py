@@ -181,9 +181,16 @@ class PrometheusSource:
             host = labels.get(s.profile.host_label)
             if host is not None and is_safe_name(host):
                 info.setdefault(host, labels)
+        hosts = self._hosts(j, hosts_, info, at)
+        vms = self._guests(j, hosts_, guests_, hosts)
+        return Reading(source=self.name, hosts=hosts, vms=vms, problems=j.problems)
+
+    def _hosts(self, j: _Judge, hosts_: dict, info: dict[str, dict[str, str]], at: float
+               ) -> list[Host]:
+        """Every host any host query names, with its figures; one without them (vanished,
+        not read yet, partial) is a problem, never silently left out."""
+        s = self.s
         seen = hosts_["host_last_seen"]
-        # every host any host query names: one with no figures yet is named in a problem,
-        # never silently left out
         names = sorted({k[0] for answer in hosts_.values() for k in answer} |
                        set(info))
         hosts: list[Host] = []
@@ -229,6 +236,12 @@ class PrometheusSource:
                               "exporter says the toolstack read failed or was incomplete); "
                               "none of its guests is believed", host=name)
             hosts.append(host)
+        return hosts
+
+    def _guests(self, j: _Judge, hosts_: dict, guests_: dict, hosts: list[Host]) -> list[VM]:
+        """The guests of the hosts kept whose guest list is believed, with their figures; a
+        host that runs more guests than have figures is a problem."""
+        seen = hosts_["host_last_seen"]
         by_host = {h.name: h for h in hosts}
         incomplete = {p.host for p in j.problems if p.kind == "incomplete-host"}
         vms: dict[str, VM] = {}
@@ -275,8 +288,7 @@ class PrometheusSource:
                 j.problem("no-data", f"host {host} runs {n:.0f} guests but "
                           f"{counted.get(host, 0)} have figures; the others are unknown",
                           host=host)
-        return Reading(source=self.name, hosts=hosts, vms=list(vms.values()),
-                       problems=j.problems)
+        return list(vms.values())
 
     # ------------------------------------------------------------------ samples
 

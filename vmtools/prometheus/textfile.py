@@ -211,6 +211,16 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     snapshot, plan, report = _run_documents(run_dir, result)
     exit_code = result.get("exit") if isinstance(result.get("exit"), int) and \
         not isinstance(result.get("exit"), bool) and 0 <= result["exit"] <= 255 else 70
+    actions = _dicts((plan or {}).get("actions"))
+    ops = collections.Counter(str(a.get("op", "migrate")) for a in actions)
+    return (_run_outcome_families(result, exit_code, path, now) +
+            _planned_families(plan, snapshot, actions, ops) +
+            _applied_families(report, ops, snapshot or _dict((plan or {}).get("origin")),
+                              result, path, now))
+
+
+def _run_outcome_families(result: dict, exit_code: int, path: str, now: float) -> list[Family]:
+    """How the run ended: when, its exit code and failed step, how long, dry or not."""
     fams = [_g(REBALANCE + "last_run_timestamp_seconds", "When the last run ended (Unix time)")
             .add(now),
             _g(REBALANCE + "exit_code", "Exit code of the last run (vmtools(7); 0 success)")
@@ -227,15 +237,19 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     last_ok = now if exit_code == 0 else _carried(path, LAST_SUCCESS)
     fam = _g(LAST_SUCCESS, "When a run last ended with exit 0 (Unix time)")
     fams.append(fam.add(last_ok) if last_ok is not None else fam)
+    return fams
 
-    actions = _dicts((plan or {}).get("actions"))
+
+def _planned_families(plan: dict | None, snapshot: dict | None, actions: list[dict],
+                      ops: collections.Counter) -> list[Family]:
+    """What the run's plan held: actions by operation, memory to move, what it deferred,
+    froze and found hot, and the solver's figures."""
     summary = _dict((plan or {}).get("summary"))
     planned = _g(REBALANCE + "planned_actions", "Actions the last plan holds, by operation",
                  ("op",))
-    ops = collections.Counter(str(a.get("op", "migrate")) for a in actions)
     for op in ("migrate", *POWER_OPS):
         planned.add(ops.get(op, 0), op)
-    fams.append(planned)
+    fams = [planned]
     fams.append(_g(REBALANCE + "planned_migrated_bytes", "Memory the last plan migrates, "
                    "bytes").add(sum(_num(a.get("mem_mib")) or 0 for a in actions
                                    if a.get("op", "migrate") == "migrate") * 2**20))
@@ -263,31 +277,31 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     if _num(summary.get("worst_cpu_before")) is not None:
         worst.add(_num(summary["worst_cpu_before"]))
     fams.append(worst)
-    fams += _solver_families(REBALANCE, _dict((plan or {}).get("solver")))
+    return fams + _solver_families(REBALANCE, _dict((plan or {}).get("solver")))
 
-    outcomes = collections.Counter()
-    power = collections.Counter()
-    done_ids = {}
+
+def _applied_families(report: dict | None, ops: collections.Counter, origin: dict,
+                      result: dict, path: str, now: float) -> list[Family]:
+    """What the run did: migrations and power actions by outcome, the hosts by state, and
+    when a migration last completed."""
+    outcomes: collections.Counter = collections.Counter()
+    power: collections.Counter = collections.Counter()
     for a in _dicts((report or {}).get("actions")):
         op = str(a.get("op", "migrate"))
         if op == "migrate":
             outcomes[str(a.get("outcome"))] += 1
         elif op in POWER_OPS:
             power[(op, str(a.get("outcome")))] += 1
-        done_ids[a.get("id")] = a.get("outcome")
     migrations = _g(REBALANCE + "migrations", "Migrations of the last run, by outcome (none "
                     "when nothing was applied)", ("outcome",))
     for outcome in ACTION_OUTCOMES:
         migrations.add(outcomes.get(outcome, 0), outcome)
-    fams.append(migrations)
     power_f = _g(REBALANCE + "power_actions", "Power actions of the last run, by operation "
                  "and outcome (planned: in the plan)", ("op", "outcome"))
     for op in POWER_OPS:
         power_f.add(ops.get(op, 0), op, "planned")
         for outcome in ACTION_OUTCOMES:
             power_f.add(power.get((op, outcome), 0), op, outcome)
-    fams.append(power_f)
-    origin = snapshot or _dict((plan or {}).get("origin"))
     states = collections.Counter(str(h.get("state", "online"))
                                  for h in _dicts(origin.get("hosts")))
     hosts = _g(REBALANCE + "hosts", "Hosts in the run's snapshot, by state (online: on; "
@@ -295,12 +309,11 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
     if isinstance(origin.get("hosts"), list):
         for state in HOST_STATES:
             hosts.add(states.get(state, 0), state)
-    fams.append(hosts)
     last_move = now if outcomes.get("done") and not result.get("dry_run") else \
         _carried(path, LAST_MIGRATION)
     fam = _g(LAST_MIGRATION, "When a run last completed a migration (Unix time)")
-    fams.append(fam.add(last_move) if last_move is not None else fam)
-    return fams
+    return [migrations, power_f, hosts,
+            fam.add(last_move) if last_move is not None else fam]
 
 
 def write_rebalance(run_dir: str, path: str) -> None:

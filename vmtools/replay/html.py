@@ -135,6 +135,12 @@ def _per_hour(migrations: list[int], every_minutes: float) -> list[float | None]
 
 
 def page(doc: dict) -> str:
+    """vm-replay's HTML page for the report ``doc``: the figures, the charts over time and
+    the hosts' CPU heat map, in one file that needs no network (the chart library inlined).
+
+    Over 80 lines because the page is one template (its HTML, style and script, each value
+    escaped where it goes in), read top to bottom as the browser reads it; the Python before
+    it only prepares the values."""
     every_h = doc["every_minutes"] / 60.0
     style = styles([r["name"] for r in doc["runs"]])
     runs = []

@@ -152,6 +152,24 @@ def _guest_files(host_dir: str, notes: list[str]) -> dict[str, dict[str, str]]:
 
 def read_rrd(root: str, start: float, until: float, step: float,
              cluster: str | None = None) -> Trace:
+    cluster = _cluster_in(root, cluster)
+    cdir = os.path.join(root, cluster)
+    notes: list[str] = []
+    hosts, per_host, grid, actual_step = _read_hosts(cdir, cluster, start, until, step, notes)
+    if not hosts:
+        raise DataError("no host with container.cpu_num and container.mem_total RRDs "
+                        "(is vm-gmetric publishing, and gmetad's rrd_rootdir this one?)", cdir)
+    samples = _samples(grid or [], per_host, actual_step)
+    if not samples:
+        raise DataError(f"no guest has a value between {{start}} and {{until}} (step "
+                        f"{actual_step:g} s)", cdir, settings=("start", "until"))
+    trace = Trace(f"rrd://{cdir}", hosts, dict(samples[0].seen_on), samples, actual_step,
+                  notes)
+    return finish(trace)
+
+
+def _cluster_in(root: str, cluster: str | None) -> str:
+    """The cluster directory of gmetad's ``root`` to read: ``cluster``, or the only one."""
     if not os.path.isdir(root):
         raise OptionError("rrd", f"{root}: no such directory")
     clusters = sorted(d for d in os.listdir(root)
@@ -161,12 +179,17 @@ def read_rrd(root: str, start: float, until: float, step: float,
             raise OptionError("rrd", f"{root} holds {len(clusters)} clusters "
                               f"({', '.join(clusters) or 'none'}): choose one with {{cluster}}",
                               settings=("cluster",))
-        cluster = clusters[0]
-    elif cluster not in clusters:
+        return clusters[0]
+    if cluster not in clusters:
         raise OptionError("cluster", f"{cluster}: not in {root} (it holds "
                           f"{', '.join(clusters) or 'no cluster'})")
-    cdir = os.path.join(root, cluster)
-    notes: list[str] = []
+    return cluster
+
+
+def _read_hosts(cdir: str, cluster: str, start: float, until: float, step: float,
+                notes: list[str]):
+    """Every Domain-0 of the cluster directory (its vm-gmetric host RRDs and its guests'),
+    read on one time grid: (hosts, host -> guest -> field -> values, the grid, its step)."""
     hosts: list[Host] = []
     per_host: dict[str, dict[str, dict[str, list]]] = {}   # host -> guest -> field -> values
     grid: list[float] | None = None
@@ -189,17 +212,7 @@ def read_rrd(root: str, start: float, until: float, step: float,
                 files.append(path)
                 keys.append((g, fld))
         actual_step, times, rows = xport(files, start, until, step, deadline)
-        # Values outside what the metric can be (a negative CPU count, memory of -100 KB, a
-        # guest at 1e300 %) are no values: what a snapshot of the same metrics refuses.
-        for col, (g, fld) in enumerate(keys):
-            lo, hi = GUEST_RANGES[fld] if g else HOST_RANGES[fld]
-            bad = 0
-            for r in rows:
-                if r[col] is not None and problem(r[col], lo=lo, hi=hi) is not None:
-                    r[col] = None
-                    bad += 1
-            if bad:
-                notes.append(f"{files[col]}: {bad} value(s) outside {lo:g} to {hi:g} left out")
+        _drop_impossible(files, keys, rows, notes)
         if grid is None:
             grid = times
         elif times != grid:
@@ -218,14 +231,34 @@ def read_rrd(root: str, start: float, until: float, step: float,
             if g:
                 series.setdefault(g, {})[fld] = [r[col] for r in rows]
         per_host[hname] = series
-    if not hosts:
-        raise DataError("no host with container.cpu_num and container.mem_total RRDs "
-                        "(is vm-gmetric publishing, and gmetad's rrd_rootdir this one?)", cdir)
+    return hosts, per_host, grid, actual_step
+
+
+def _drop_impossible(files: list[str], keys: list[tuple[str, str]], rows: list[list],
+                     notes: list[str]) -> None:
+    """Values outside what the metric can be (a negative CPU count, memory of -100 KB, a
+    guest at 1e300 %) are no values: what a snapshot of the same metrics refuses."""
+    for col, (g, fld) in enumerate(keys):
+        lo, hi = GUEST_RANGES[fld] if g else HOST_RANGES[fld]
+        bad = 0
+        for r in rows:
+            if r[col] is not None and problem(r[col], lo=lo, hi=hi) is not None:
+                r[col] = None
+                bad += 1
+        if bad:
+            notes.append(f"{files[col]}: {bad} value(s) outside {lo:g} to {hi:g} left out")
+
+
+def _samples(grid: list[float], per_host: dict[str, dict[str, dict[str, list]]],
+             actual_step: float) -> list[Sample]:
+    """One sample per step of the grid with a guest in it: each guest where its series
+    started last (on two hosts, the other is gmond's stale copy), its memory carried over a
+    step without one."""
     samples: list[Sample] = []
     where: dict[str, str] = {}
     since: dict[tuple[str, str], int] = {}
     last_mem: dict[str, float] = {}
-    for i, t in enumerate(grid or []):
+    for i, t in enumerate(grid):
         s = Sample(t - actual_step, {})
         seen: dict[str, list[str]] = {}
         for hname in sorted(per_host):
@@ -257,9 +290,4 @@ def read_rrd(root: str, start: float, until: float, step: float,
             where[g] = hname
         if s.vms:
             samples.append(s)
-    if not samples:
-        raise DataError(f"no guest has a value between {{start}} and {{until}} (step "
-                        f"{actual_step:g} s)", cdir, settings=("start", "until"))
-    trace = Trace(f"rrd://{cdir}", hosts, dict(samples[0].seen_on), samples, actual_step,
-                  notes)
-    return finish(trace)
+    return samples

@@ -118,6 +118,14 @@ def parse_constraints(obj: Any, snapshot: Snapshot | None = None, *, strict: boo
                        skipped=skipped)
 
 
+def checked_document(obj: Any) -> Any:
+    """``obj`` itself once it is a valid ``vmtools.constraints`` document, for a reader that
+    keeps the document (vm-status, vm-web) and must refuse a bad one when it starts, naming
+    the file, not at the first page or action."""
+    parse_constraints(obj)
+    return obj
+
+
 def prune_unknown(rules: list[Rule], snap: Snapshot, skipped: list[dict]) -> list[Rule]:
     """The rules with the guests and hosts ``snap`` does not know left out.
 

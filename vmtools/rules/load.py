@@ -19,6 +19,7 @@ than ``cpu_threshold`` (``mem_threshold``) of its CPUs (memory) *as the rules gi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vmtools.model import Host, Snapshot
@@ -66,20 +67,25 @@ class HostLoad:
 
 def host_loads(snap: Snapshot, cons: Constraints | None = None) -> dict[str, HostLoad]:
     """Every host's load in ``snap`` under the rules ``cons``."""
-    cpu_use = {h.name: 0.0 for h in snap.hosts}
-    mem_use = {h.name: 0.0 for h in snap.hosts}
-    count = {h.name: 0 for h in snap.hosts}
-    for v in snap.vms:
-        if v.host in cpu_use:
-            cpu_use[v.host] += v.cpu
-            mem_use[v.host] += v.mem_mib
-            count[v.host] += 1
+    return loads_of(snap.hosts, ((v.host, v.cpu, v.mem_mib) for v in snap.vms), cons)
+
+
+def loads_of(hosts: Iterable[Host], guests: Iterable[tuple[str, float, float]],
+             cons: Constraints | None = None) -> dict[str, HostLoad]:
+    """Every host's load, ``guests`` given as (host, CPU use, MiB): one pass over them (a
+    plan's placement needs no snapshot of its own)."""
+    use: dict[str, list] = {h.name: [0.0, 0.0, 0] for h in hosts}
+    for host, cpu, mem in guests:
+        u = use.get(host)
+        if u is not None:
+            u[0] += cpu
+            u[1] += mem
+            u[2] += 1
     out = {}
-    for h in snap.hosts:
+    for h in hosts:
         cpu_cap, mem_cap = host_capacity(h, cons)
-        out[h.name] = HostLoad(cpu_use[h.name], mem_use[h.name],
-                               fraction(cpu_use[h.name], cpu_cap),
-                               fraction(mem_use[h.name], mem_cap), count[h.name])
+        cpu, mem, count = use[h.name]
+        out[h.name] = HostLoad(cpu, mem, fraction(cpu, cpu_cap), fraction(mem, mem_cap), count)
     return out
 
 
@@ -105,5 +111,5 @@ def migration_seconds(mem_mib: float, bandwidth_mbps: float) -> float:
 
 
 __all__ = ["EPS", "FRACTION_EPS", "CPU_THRESHOLD", "MEM_THRESHOLD", "HostLoad",
-           "host_capacity", "fraction", "hot_dims", "host_loads", "hotspots",
+           "host_capacity", "fraction", "hot_dims", "host_loads", "loads_of", "hotspots",
            "migration_seconds"]

@@ -9,7 +9,7 @@ with each action's ancestors, so "must ``a`` finish before ``b`` starts?" is one
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vmtools.errors import DataError
 from vmtools.model import Action, Plan
@@ -33,6 +33,7 @@ class Replay:
     ancestors: dict[int, int]          # id -> bitset of indices in ``order`` of its ancestors
     index: dict[int, int]              # id -> its index in ``order``
     by_vm: dict[str, list[Action]]     # each guest's actions, in execution order
+    start: dict[str, str] = field(default_factory=dict)   # each guest's host in the origin
 
     def precedes(self, a: int, b: int) -> bool:
         """True when action ``a`` must have finished before action ``b`` may start."""
@@ -84,7 +85,8 @@ def replay_plan(plan: Plan) -> Replay:
     for aid in order:
         if not actions[aid].is_power:
             by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
-    replay = Replay(actions, order, ancestors, index, by_vm)
+    replay = Replay(actions, order, ancestors, index, by_vm,
+                    {v.name: v.host for v in plan.origin.vms})
     for vm, acts in by_vm.items():
         for first, second in zip(acts, acts[1:]):
             if not replay.precedes(first.id, second.id):

@@ -82,6 +82,21 @@ class Primitives:
     def allowed(self, vm: str, host: str) -> bool:
         return self.forbidden_by(vm, host) is None
 
+    def allowed_among(self, vm: str, hosts: set[str]) -> set[str]:
+        """The hosts of ``hosts`` that ``vm`` may use (:meth:`allowed` of each, by set
+        operations: a gather's check over 20,000 hosts host by host took seconds)."""
+        fence = self.fenced.get(vm)
+        out = hosts & fence if fence is not None else set(hosts)
+        if self.maintenance:
+            out -= self.maintenance.keys()
+        ban = self.banned.get(vm)
+        if ban:
+            out -= ban
+        home = self.vm_domain.get(vm)
+        if home is not None:
+            out = {h for h in out if self.host_domain.get(h, "") == home}
+        return out
+
     def priority_of(self, vm: str) -> int:
         """A guest's priority (0 when no rule gives one): higher keeps running longer."""
         return self.priority[vm][0] if vm in self.priority else 0

@@ -336,7 +336,7 @@ async def run_view(request: web.Request):
     if docs is None:
         raise web.HTTPNotFound()
     return _html(pages.run_page(name, docs["result"], docs["plan"], docs["report"],
-                                _csrf(request)))
+                                _csrf(request), docs["domains"]))
 
 
 async def history(request: web.Request):

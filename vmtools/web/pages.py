@@ -107,7 +107,6 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
     """``maintenance``: host -> {"since": text, "ours": whether vm-plan's state records it
     (a host the platform holds disabled by itself, a XAPI pool's, is not ended here)}."""
     maintenance = maintenance or {}
-    cpu_t, mem_t = targets
     by_host: dict[str, list] = {}
     for v in sorted(vms, key=lambda v: v.name):
         by_host.setdefault(v.host, []).append(v)
@@ -120,70 +119,13 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
         parts.append(h('<p class="flight">In migration now: {}</p>', ", ".join(in_flight)))
     parts.append(Markup('<div class="hosts">'))
     for host in status["hosts"]:
-        flags = []
-        if host["state"] != "online":
-            flags.append(h('<span class="tag state">{}</span>', host["state"].upper()))
-        if host["hotspot"]:
-            flags.append(h('<span class="tag hot">HOT ({})</span>', ", ".join(host["hotspot"])))
-        if host["frozen"]:
-            flags.append(Markup('<span class="tag frozen">FROZEN</span>'))
-        if host["name"] in maintenance:
-            since = maintenance[host["name"]].get("since")
-            flags.append(h('<span class="tag maint">MAINTENANCE{}</span>',
-                           f" since {since}" if since else ""))
-        guests = []
-        for v in by_host.get(host["name"], []):
-            acts = Markup("")
-            if not read_only:
-                acts = join(h('<a class="act" href="{}">{}</a>',
-                              url("/action", op=op, target=v.name), op)
-                            for op in ("migrate", "suspend"))
-            move = moving.get(v.name)
-            guests.append(h('<li><span class="guest">{}</span> <span class="fig">{} vCPU, '
-                            '{} CPU, {} MiB</span>{} {}</li>', v.name, v.vcpus,
-                            f"{v.cpu:.2f}", v.mem_mib,
-                            h(' <strong class="moving">migrating to {}</strong>', move)
-                            if move else Markup(""), acts))
-        host_acts = Markup("")
-        if not read_only:
-            if host["state"] != "online":
-                ops: tuple[str, ...] = ("power-on",)
-            elif host["name"] in maintenance:
-                ops = ("end-maintenance", "power-off") if \
-                    maintenance[host["name"]].get("ours") else ("power-off",)
-            else:
-                ops = ("evacuate", "maintenance", "power-off")
-            host_acts = h('<p class="hostacts">{} <a href="{}">history</a></p>',
-                          join(h('<a class="act" href="{}">{}</a>',
-                                 url("/action", op=op, target=host["name"]), op)
-                               for op in ops), url("/history", host=host["name"]))
-        else:
-            host_acts = h('<p class="hostacts"><a href="{}">history</a></p>',
-                          url("/history", host=host["name"]))
-        cpus = host.get("cpus")
-        why = h('<p class="why">frozen: {}</p>', host["frozen"]["why"]) if host["frozen"] \
-            else Markup("")
-        parts.append(h('<section class="host" id="{}" aria-label="host {}"><h2>{} {}</h2>{}'
-                       '<p class="fig">{} CPUs, {} MiB, {} guests</p>{}{}<ul class="guests">{}'
-                       '</ul>{}</section>',
-                       "host-" + host["name"], host["name"], host["name"], join(flags), why,
-                       "?" if cpus is None else f"{cpus:g}", host.get("mem_mib") or "?",
-                       host["guests"],
-                       _meter("CPU", host["cpu_use"], cpu_t, "CPU use of the host"),
-                       _meter("Memory", host["mem_use"], mem_t, "memory use of the host"),
-                       join(guests) or Markup("<li>no guest</li>"), host_acts))
+        guests = [_guest_item(v, moving.get(v.name), read_only)
+                  for v in by_host.get(host["name"], [])]
+        parts.append(_host_section(host, guests, maintenance.get(host["name"]), read_only,
+                                   targets))
     parts.append(Markup("</div>"))
     if status.get("suspended"):
-        rows = join(h('<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-                      e["name"], e.get("host") or "-", e["mem_mib"],
-                      e.get("suspended") or "-",
-                      Markup("") if read_only else
-                      h('<a class="act" href="{}">resume</a>',
-                        url("/action", op="resume", target=e["name"])))
-                    for e in status["suspended"])
-        parts.append(h('<h2>Suspended guests</h2><table><thead><tr><th>guest</th><th>left</th>'
-                       '<th>MiB</th><th>since</th><th></th></tr></thead><tbody>{}</tbody>'
-                       '</table>', rows))
+        parts.append(_suspended_table(status["suspended"], read_only))
     if status.get("problems"):
         rows = join(h('<li><strong>{}</strong> {}: {}</li>', p.get("kind"),
                       p.get("host") or p.get("vm") or "", p.get("message"))
@@ -194,6 +136,73 @@ def cluster_page(status: dict, vms: list, moving: dict[str, str], in_flight: lis
         parts.append(h('<h2>Last vm-rebalance run</h2><p>{}: {} (exit {})</p>',
                        last.get("run"), last.get("what"), last.get("exit")))
     return page("Cluster", join(parts), csrf=csrf, read_only=read_only, here="/")
+
+
+def _guest_item(v, move: str | None, read_only: bool) -> Markup:
+    """One guest of a host's list: its figures, where it is migrating, its actions."""
+    acts = Markup("")
+    if not read_only:
+        acts = join(h('<a class="act" href="{}">{}</a>', url("/action", op=op, target=v.name),
+                      op) for op in ("migrate", "suspend"))
+    return h('<li><span class="guest">{}</span> <span class="fig">{} vCPU, {} CPU, {} MiB</span>'
+             '{} {}</li>', v.name, v.vcpus, f"{v.cpu:.2f}", v.mem_mib,
+             h(' <strong class="moving">migrating to {}</strong>', move) if move else Markup(""),
+             acts)
+
+
+def _host_section(host: dict, guests: list, maint: dict | None, read_only: bool,
+                  targets: tuple[float, float]) -> Markup:
+    """One host: its tags (state, hot, frozen, maintenance), figures, meters against the
+    targets, its guests and the actions it offers."""
+    cpu_t, mem_t = targets
+    flags = []
+    if host["state"] != "online":
+        flags.append(h('<span class="tag state">{}</span>', host["state"].upper()))
+    if host["hotspot"]:
+        flags.append(h('<span class="tag hot">HOT ({})</span>', ", ".join(host["hotspot"])))
+    if host["frozen"]:
+        flags.append(Markup('<span class="tag frozen">FROZEN</span>'))
+    if maint is not None:
+        since = maint.get("since")
+        flags.append(h('<span class="tag maint">MAINTENANCE{}</span>',
+                       f" since {since}" if since else ""))
+    history = url("/history", host=host["name"])
+    if read_only:
+        host_acts = h('<p class="hostacts"><a href="{}">history</a></p>', history)
+    else:
+        if host["state"] != "online":
+            ops: tuple[str, ...] = ("power-on",)
+        elif maint is not None:
+            ops = ("end-maintenance", "power-off") if maint.get("ours") else ("power-off",)
+        else:
+            ops = ("evacuate", "maintenance", "power-off")
+        host_acts = h('<p class="hostacts">{} <a href="{}">history</a></p>',
+                      join(h('<a class="act" href="{}">{}</a>',
+                             url("/action", op=op, target=host["name"]), op) for op in ops),
+                      history)
+    cpus = host.get("cpus")
+    why = h('<p class="why">frozen: {}</p>', host["frozen"]["why"]) if host["frozen"] \
+        else Markup("")
+    return h('<section class="host" id="{}" aria-label="host {}"><h2>{} {}</h2>{}'
+             '<p class="fig">{} CPUs, {} MiB, {} guests</p>{}{}<ul class="guests">{}'
+             '</ul>{}</section>',
+             "host-" + host["name"], host["name"], host["name"], join(flags), why,
+             "?" if cpus is None else f"{cpus:g}", host.get("mem_mib") or "?",
+             host["guests"],
+             _meter("CPU", host["cpu_use"], cpu_t, "CPU use of the host"),
+             _meter("Memory", host["mem_use"], mem_t, "memory use of the host"),
+             join(guests) or Markup("<li>no guest</li>"), host_acts)
+
+
+def _suspended_table(entries: list[dict], read_only: bool) -> Markup:
+    rows = join(h('<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                  e["name"], e.get("host") or "-", e["mem_mib"], e.get("suspended") or "-",
+                  Markup("") if read_only else
+                  h('<a class="act" href="{}">resume</a>',
+                    url("/action", op="resume", target=e["name"])))
+                for e in entries)
+    return h('<h2>Suspended guests</h2><table><thead><tr><th>guest</th><th>left</th>'
+             '<th>MiB</th><th>since</th><th></th></tr></thead><tbody>{}</tbody></table>', rows)
 
 
 # ---------------------------------------------------------------- actions
@@ -313,12 +322,19 @@ def plans_page(jobs: list, runs: list[dict], csrf: str) -> str:
     return page("Plans and runs", body, csrf=csrf, here="/plans")
 
 
-def run_page(name: str, result: dict | None, plan, report: dict | None, csrf: str) -> str:
+def run_page(name: str, result: dict | None, plan, report: dict | None, csrf: str,
+             domains: list[dict] | None = None) -> str:
+    """One archived run: its line, plan and report; over several migration domains, each
+    domain's line, plan and report under its name."""
     parts = [h("<p>{}</p>", (result or {}).get("what") or "no result recorded")]
-    if plan is not None:
-        parts.append(h("<h2>Plan</h2>{}", actions_table(plan.actions)))
-    if report is not None:
-        parts.append(h("<h2>Report</h2>{}", report_table(report)))
+    for title, one in [("", {"plan": plan, "report": report})] + [
+            (f"{d['name']}: ", d) for d in domains or []]:
+        if title:
+            parts.append(h("<h2>{}</h2><p>{}</p>", title.rstrip(": "), one["what"]))
+        if one["plan"] is not None:
+            parts.append(h("<h2>{}Plan</h2>{}", title, actions_table(one["plan"].actions)))
+        if one["report"] is not None:
+            parts.append(h("<h2>{}Report</h2>{}", title, report_table(one["report"])))
     return page(f"Run {name}", join(parts), csrf=csrf, here="/plans")
 
 

@@ -45,6 +45,16 @@ def check_listen(host: str, ctx: ssl.SSLContext | None) -> None:
                           settings=("tls_cert", "tls_key"))
 
 
+def url_host(listen: str) -> str:
+    """The host part of the URL to open: a wildcard address (0.0.0.0, ::) is no address a
+    browser elsewhere can open, so the machine's own name stands for it (the TLS certificate
+    names it too)."""
+    if listen in ("0.0.0.0", "::", ""):
+        import socket
+        return socket.getfqdn()
+    return f"[{listen}]" if ":" in listen else listen
+
+
 def serve(cfg: Config, host: str, port: int, ctx: ssl.SSLContext | None,
           announce: Callable[[str], None] = print) -> None:
     """Serve until SIGINT/SIGTERM; ``announce`` gets the one-time login URL once bound."""
@@ -63,7 +73,7 @@ def serve(cfg: Config, host: str, port: int, ctx: ssl.SSLContext | None,
             await runner.cleanup()
             raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        shown = f"[{host}]" if ":" in host else host
+        shown = url_host(host)
         scheme = "https" if ctx else "http"
         announce(f"{scheme}://{shown}:{bound}/login?token={cfg.gate.new_one_time()}")
         try:

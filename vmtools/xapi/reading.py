@@ -19,7 +19,7 @@ class XapiSource:
     def __init__(self, url: str, *, credentials: str | None = None, ca_file: str | None = None,
                  fingerprints: list[str] = (), insecure: bool = False, timeout: float = 10.0,
                  window: float = 60.0):
-        from vmtools.drivers.xapi import XapiSettings
+        from vmtools.drivers.xapi_pool import XapiSettings
         if not window > 0:
             raise OptionError("window", f"{window:g}: must be more than 0 seconds")
         self.settings = XapiSettings(url, credentials=credentials, ca_file=ca_file,
@@ -30,7 +30,7 @@ class XapiSource:
 
     def read(self, deadline: float | None = None) -> Reading:
         import time
-        from vmtools.drivers.xapi import XapiPool
+        from vmtools.drivers.xapi_pool import XapiPool
         from vmtools.xapi.source import read_pool
         if deadline is not None:
             self.settings.timeout = max(1.0, min(self.settings.timeout,

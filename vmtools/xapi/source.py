@@ -34,7 +34,7 @@ What it becomes:
   their vCPUs, ``memory_static_max`` (what starting them claims) and, when the VM has an
   ``affinity`` host of the pool, that host; a guest whose ``name_label`` is not a safe name
   (XAPI's labels are free text: "Web server (1)") goes by its ``uuid``, as the driver names it
-  too (:func:`vmtools.drivers.xapi.guest_name`);
+  too (:func:`vmtools.drivers.xapi_pool.guest_name`);
 - a figure of the wrong type, out of range (negative, beyond any host), a reference to no
   object of the pool, an unsafe or reserved name, a host whose ``/rrd_updates`` cannot be
   read: a problem naming it (as for Ganglia), never a crash.
@@ -48,9 +48,10 @@ import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from vmtools.drivers.xapi import XapiError, XapiPool, guest_name, is_ref
+from vmtools.drivers.xapi_pool import XapiError, XapiPool, guest_name, is_ref
 from vmtools.errors import DataError, Unavailable
 from vmtools.model import (HOST_MAX_CPU, HOST_MAX_MIB, VM, Host, Problem, epoch_to_iso,
                            is_reserved_name, is_safe_name, stopped_entry)
@@ -131,31 +132,51 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
               now: float | None = None) -> Reading:
     """The pool as a reading (:mod:`vmtools.sources`): its migration domain is the pool.
     Unavailable when the master cannot be reached or trusted; DataError when a whole answer
-    is no XAPI answer."""
+    is no XAPI answer. The steps, in this order (problems come in it): every class's records,
+    the hosts, the live hosts' RRDs, the guests, the pool's own rules."""
     now = time.time() if now is None else now
     r = _Reader()
     base = pool.settings.base
+    got = {cls: _all_records(pool, r, cls, optional=cls == "VM_group")
+           for cls in ("pool", "host", "host_metrics", "VM", "VM_metrics", "VM_group")}
+    cluster, domain = _pool_identity(got["pool"], base)
+    kept = _read_hosts(r, got["host"], got["host_metrics"], got["VM"], cluster, now)
+    rrd, series, rrd_failed = _read_rrds(pool, r, kept.addresses, now, window)
+    guests = _read_guests(r, got["VM"], got["VM_metrics"], kept, rrd, series, rrd_failed)
+    rules = _pool_rules(r, got["VM_group"], guests.vm_name, kept)
+    return Reading(source=f"xapi {base}",
+                   hosts=sorted(kept.hosts.values(), key=lambda h: h.name),
+                   vms=sorted(guests.vms.values(), key=lambda v: v.name), problems=r.problems,
+                   migration_domain=domain, rules=rules, samples=guests.samples,
+                   stopped=guests.stopped)
 
-    def all_records(cls: str, optional: bool = False) -> dict[str, dict]:
-        try:
-            got = pool.call(f"{cls}.get_all_records")
-        except XapiError as exc:
-            if optional and exc.code == "MESSAGE_METHOD_UNKNOWN":
-                return {}
-            raise Unavailable(f"XAPI at {base}: {exc}") from None
-        if not isinstance(got, dict):
-            raise DataError(f"XAPI {cls}.get_all_records: expected a struct of records, got "
-                            f"{type(got).__name__}", base)
-        out = {}
-        for ref, rec in got.items():
-            if is_ref(ref) and isinstance(rec, dict):
-                out[ref] = rec
-            else:
-                r.problem("bad-value", f"{cls}.get_all_records: an entry {_shown(ref)} that "
-                          "is not a reference to a record; left out")
-        return out
 
-    pools = all_records("pool")
+def _all_records(pool: XapiPool, r: _Reader, cls: str, optional: bool = False
+                 ) -> dict[str, dict]:
+    """``<cls>.get_all_records``: ref -> record; an entry that is not one is a problem and
+    left out. ``optional``: a pool without the class answers nothing."""
+    base = pool.settings.base
+    try:
+        got = pool.call(f"{cls}.get_all_records")
+    except XapiError as exc:
+        if optional and exc.code == "MESSAGE_METHOD_UNKNOWN":
+            return {}
+        raise Unavailable(f"XAPI at {base}: {exc}") from None
+    if not isinstance(got, dict):
+        raise DataError(f"XAPI {cls}.get_all_records: expected a struct of records, got "
+                        f"{type(got).__name__}", base)
+    out = {}
+    for ref, rec in got.items():
+        if is_ref(ref) and isinstance(rec, dict):
+            out[ref] = rec
+        else:
+            r.problem("bad-value", f"{cls}.get_all_records: an entry {_shown(ref)} that "
+                      "is not a reference to a record; left out")
+    return out
+
+
+def _pool_identity(pools: dict[str, dict], base: str) -> tuple[str, str | None]:
+    """(the cluster name: the pool's name_label when printable; the migration domain)."""
     cluster, domain = "", None
     for rec in pools.values():
         label = rec.get("name_label")
@@ -163,19 +184,22 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
             len(label) <= 200 else ""
         domain = f"xapi-pool:{rec['uuid']}" if isinstance(rec.get("uuid"), str) and \
             re.fullmatch(r"[0-9a-f-]{36}", rec["uuid"]) else f"xapi-pool:{base}"
-    hosts_rec = all_records("host")
-    metrics_rec = all_records("host_metrics")
-    vms_rec = all_records("VM")
-    vm_metrics = all_records("VM_metrics")
-    groups_rec = all_records("VM_group", optional=True)
+    return cluster, domain
 
-    # ---- hosts
-    host_name: dict[str, str] = {}          # ref -> name, hosts kept
-    hosts: dict[str, Host] = {}
-    addresses: dict[str, str] = {}
-    live_enabled: set[str] = set()
-    maintenance: list[str] = []
-    uuids: dict[str, str] = {}
+
+@dataclass
+class _Hosts:
+    """The hosts kept, and what the later steps need of them."""
+    hosts: dict[str, Host] = field(default_factory=dict)
+    name_of: dict[str, str] = field(default_factory=dict)       # ref -> name, hosts kept
+    addresses: dict[str, str] = field(default_factory=dict)     # live hosts' addresses
+    live_enabled: set[str] = field(default_factory=set)
+    maintenance: list[str] = field(default_factory=list)        # live, disabled
+
+
+def _read_hosts(r: _Reader, hosts_rec: dict, metrics_rec: dict, vms_rec: dict, cluster: str,
+                now: float) -> _Hosts:
+    out = _Hosts()
     control_mem: dict[str, int] = {}
     for ref, vm in vms_rec.items():          # a control domain's memory is its host's
         if vm.get("is_control_domain") is True and is_ref(vm.get("resident_on")):
@@ -183,69 +207,82 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
             if mem is not None:
                 control_mem[vm["resident_on"]] = mem
     for ref, rec in sorted(hosts_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
-        name = rec.get("name_label")
-        if not is_safe_name(name):
-            r.problem("unsafe-name", f"a host named {_shown(name)}: not a safe name; left out")
+        host = _host(r, rec, metrics_rec, control_mem.get(ref, 0), out.hosts, cluster, now)
+        if host is None:
             continue
-        if is_reserved_name(name):
-            r.problem("reserved-name", f"a host named {name}; left out", name)
-            continue
-        if name in hosts:
-            r.problem("duplicate-host", f"two hosts of the pool are named {name}; the first "
-                      "is kept", name)
-            continue
-        metrics = metrics_rec.get(rec.get("metrics"))
-        if metrics is None:
-            r.problem("bad-value", f"host {name}: its metrics {_shown(rec.get('metrics'))} "
-                      "are no host_metrics of the pool; left out", name)
-            continue
-        live, enabled = metrics.get("live"), rec.get("enabled")
-        if not isinstance(live, bool) or not isinstance(enabled, bool):
-            r.problem("bad-value", f"host {name}: live {_shown(live)} / enabled "
-                      f"{_shown(enabled)} are not booleans; left out", name)
-            continue
-        cpus = rec.get("host_CPUs")
-        ncpu = len(cpus) if isinstance(cpus, list) and all(is_ref(c) for c in cpus) else None
-        if not ncpu or ncpu > HOST_MAX_CPU:
-            r.problem("bad-value", f"host {name}: host_CPUs {_shown(cpus)} is not a list of "
-                      f"1 to {HOST_MAX_CPU} CPU references; left out", name)
-            continue
-        total = r.integer(metrics, "memory_total", f"host {name}", 1, HOST_MAX_MIB * MIB * 2,
-                          host=name)
-        overhead = r.integer(rec, "memory_overhead", f"host {name}", 0, HOST_MAX_MIB * MIB,
-                             host=name) if "memory_overhead" in rec else 0
-        if total is None or overhead is None:
-            continue
-        mem_mib = (total - control_mem.get(ref, 0) - overhead) // MIB
-        if not 0 <= mem_mib <= HOST_MAX_MIB:
-            r.problem("bad-value", f"host {name}: memory_total {total} less its control "
-                      "domain and overhead is no host's memory; left out", name)
-            continue
-        mode = rec.get("power_on_mode")
-        state = "online" if live else ("standby" if isinstance(mode, str) and mode
-                                       else "offline")
-        software = rec.get("software_version")
-        xen = software.get("xen") if isinstance(software, dict) else None
-        hypervisor = f"xen-{xen}" if isinstance(xen, str) and re.fullmatch(
-            r"[0-9][0-9A-Za-z.+~-]{0,30}", xen) else "xen"
-        reported = _iso(metrics.get("last_updated")) or epoch_to_iso(now)
-        hosts[name] = Host(name=name, cluster=cluster, state=state, cpu=float(ncpu),
-                           mem_mib=int(mem_mib), hypervisor=hypervisor,
-                           migration=TRANSPORT, reported=reported)
-        host_name[ref] = name
-        if isinstance(rec.get("uuid"), str):
-            uuids[name] = rec["uuid"]
+        name, live = host.name, host.state == "online"
+        out.hosts[name] = host
+        out.name_of[ref] = name
         if live and _address_ok(rec.get("address")):
-            addresses[name] = rec["address"]
+            out.addresses[name] = rec["address"]
         elif live:
             r.problem("bad-value", f"host {name}: address {_shown(rec.get('address'))} is "
                       "not an address; its CPU and network figures cannot be read", name)
-        if live and enabled:
-            live_enabled.add(name)
+        if live and rec.get("enabled"):
+            out.live_enabled.add(name)
         elif live:
-            maintenance.append(name)
+            out.maintenance.append(name)
+    return out
 
-    # ---- RRD figures, every live host at once
+
+def _host(r: _Reader, rec: dict, metrics_rec: dict, control_mem: int, kept: dict[str, Host],
+          cluster: str, now: float) -> Host | None:
+    """One host record as a Host, or None (a problem says why)."""
+    name = rec.get("name_label")
+    if not is_safe_name(name):
+        r.problem("unsafe-name", f"a host named {_shown(name)}: not a safe name; left out")
+        return None
+    if is_reserved_name(name):
+        r.problem("reserved-name", f"a host named {name}; left out", name)
+        return None
+    if name in kept:
+        r.problem("duplicate-host", f"two hosts of the pool are named {name}; the first "
+                  "is kept", name)
+        return None
+    metrics = metrics_rec.get(rec.get("metrics"))
+    if metrics is None:
+        r.problem("bad-value", f"host {name}: its metrics {_shown(rec.get('metrics'))} "
+                  "are no host_metrics of the pool; left out", name)
+        return None
+    live, enabled = metrics.get("live"), rec.get("enabled")
+    if not isinstance(live, bool) or not isinstance(enabled, bool):
+        r.problem("bad-value", f"host {name}: live {_shown(live)} / enabled "
+                  f"{_shown(enabled)} are not booleans; left out", name)
+        return None
+    cpus = rec.get("host_CPUs")
+    ncpu = len(cpus) if isinstance(cpus, list) and all(is_ref(c) for c in cpus) else None
+    if not ncpu or ncpu > HOST_MAX_CPU:
+        r.problem("bad-value", f"host {name}: host_CPUs {_shown(cpus)} is not a list of "
+                  f"1 to {HOST_MAX_CPU} CPU references; left out", name)
+        return None
+    total = r.integer(metrics, "memory_total", f"host {name}", 1, HOST_MAX_MIB * MIB * 2,
+                      host=name)
+    overhead = r.integer(rec, "memory_overhead", f"host {name}", 0, HOST_MAX_MIB * MIB,
+                         host=name) if "memory_overhead" in rec else 0
+    if total is None or overhead is None:
+        return None
+    mem_mib = (total - control_mem - overhead) // MIB
+    if not 0 <= mem_mib <= HOST_MAX_MIB:
+        r.problem("bad-value", f"host {name}: memory_total {total} less its control "
+                  "domain and overhead is no host's memory; left out", name)
+        return None
+    mode = rec.get("power_on_mode")
+    state = "online" if live else ("standby" if isinstance(mode, str) and mode
+                                   else "offline")
+    software = rec.get("software_version")
+    xen = software.get("xen") if isinstance(software, dict) else None
+    hypervisor = f"xen-{xen}" if isinstance(xen, str) and re.fullmatch(
+        r"[0-9][0-9A-Za-z.+~-]{0,30}", xen) else "xen"
+    reported = _iso(metrics.get("last_updated")) or epoch_to_iso(now)
+    return Host(name=name, cluster=cluster, state=state, cpu=float(ncpu),
+                mem_mib=int(mem_mib), hypervisor=hypervisor, migration=TRANSPORT,
+                reported=reported)
+
+
+def _read_rrds(pool: XapiPool, r: _Reader, addresses: dict[str, str], now: float,
+               window: float):
+    """Every live host's ``/rrd_updates`` at once: (figures by (kind, uuid), CPU series by
+    uuid, the hosts whose RRDs could not be read and why)."""
     rrd: dict[tuple[str, str], dict[str, float]] = {}
     series: dict[str, list[tuple[float, float]]] = {}
     rrd_failed: dict[str, str] = {}
@@ -268,14 +305,23 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
                 else:
                     rrd.update(got[0])
                     series.update(got[1])
+    return rrd, series, rrd_failed
 
-    # ---- guests
-    vms: dict[str, VM] = {}
-    samples: dict[str, list[tuple[float, float]]] = {}
+
+@dataclass
+class _Guests:
+    vms: dict[str, VM] = field(default_factory=dict)
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    stopped: list[dict] = field(default_factory=list)
+    vm_name: dict[str, str] = field(default_factory=dict)       # ref -> name, guests kept
+
+
+def _read_guests(r: _Reader, vms_rec: dict, vm_metrics: dict, kept: _Hosts, rrd: dict,
+                 series: dict, rrd_failed: dict[str, str]) -> _Guests:
+    """The running and paused guests (and the halted and suspended ones, apart)."""
+    out = _Guests()
     not_running: list[str] = []
-    stopped: list[dict] = []
     renamed: list[str] = []
-    vm_name: dict[str, str] = {}
     for ref, rec in sorted(vms_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
         if rec.get("is_control_domain") is not False or rec.get("is_a_template") is True \
                 or rec.get("is_a_snapshot") is True:
@@ -284,9 +330,9 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         power = rec.get("power_state")
         if power in ("Halted", "Suspended"):
             not_running.append(f"{_shown(label)} ({power})")
-            entry = _stopped_guest(r, rec, power, host_name)
+            entry = _stopped_guest(r, rec, power, kept.name_of)
             if entry is not None:
-                stopped.append(entry)
+                out.stopped.append(entry)
             continue
         if power not in ("Running", "Paused"):
             r.problem("bad-value", f"guest {_shown(label)}: power_state {_shown(power)} is "
@@ -299,61 +345,78 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
             continue
         if name != label:
             renamed.append(f"{_shown(label)} as {name}")
-        host = host_name.get(rec.get("resident_on"))
+        host = kept.name_of.get(rec.get("resident_on"))
         if host is None:
             r.problem("bad-value", f"guest {name} is {power} but resident_on "
                       f"{_shown(rec.get('resident_on'))} is no host of the pool kept here; "
                       "left out", vm=name)
             continue
-        if name in vms:
+        if name in out.vms:
             r.problem("duplicate-guest", f"two guests of the pool are named {name} (on "
-                      f"{vms[name].host} and {host}); the first is kept", host, name)
+                      f"{out.vms[name].host} and {host}); the first is kept", host, name)
             continue
-        if hosts[host].state != "online":
-            r.problem("offline-host", f"host {host} is not live but XAPI lists guest {name} "
-                      "resident there", host, name)
-        metrics = vm_metrics.get(rec.get("metrics"), {})
-        mem = r.integer(metrics, "memory_actual", f"guest {name}", 1, HOST_MAX_MIB * MIB,
-                        host, name) if metrics.get("memory_actual") not in (None, "0") \
-            else r.integer(rec, "memory_target", f"guest {name}", 1, HOST_MAX_MIB * MIB,
-                           host, name)
-        vcpus = r.integer(rec, "VCPUs_max", f"guest {name}", 1, HOST_MAX_CPU, host, name)
-        if mem is None or vcpus is None:
+        vm = _running_guest(r, rec, name, kept.hosts[host], vm_metrics, rrd,
+                            host in rrd_failed)
+        if vm is None:
             continue
-        figures = rrd.get(("vm", rec.get("uuid"))) if isinstance(rec.get("uuid"), str) else None
-        cpu_cols = [v for k, v in (figures or {}).items() if re.fullmatch(r"cpu\d+", k)]
-        if not cpu_cols:
-            why = (f"its host's /rrd_updates could not be read" if host in rrd_failed
-                   else "XAPI's /rrd_updates has no CPU figure for it in the window")
-            r.problem("no-data", f"guest {name} on {host}: {why}; left out", host, name)
-            continue
-        cpu = sum(cpu_cols)
-        if not 0 <= cpu <= 1.5 * hosts[host].cpu or cpu > vcpus * 1.01:
-            r.problem("bad-value", f"guest {name}: CPU {cpu:g} (sum of its vCPUs' use) is "
-                      f"beyond its {vcpus} vCPUs or its host's {hosts[host].cpu:g} CPUs",
-                      host, name)
-            continue
-        net_cols = [v for k, v in figures.items() if re.fullmatch(r"vif_\d+_(rx|tx)", k)]
-        net = sum(net_cols) * 8 / 1e6 if net_cols else None
-        if net is not None and not (0 <= net <= 1e7 and math.isfinite(net)):
-            r.problem("bad-value", f"guest {name}: network {net:g} Mbit/s is out of range; "
-                      "ignored", host, name)
-            net = None
-        vms[name] = VM(name=name, host=host, state="running" if power == "Running" else
-                       "paused", vcpus=vcpus, cpu=round(cpu, 4),
-                       mem_mib=-(-mem // MIB), net_mbps=round(net, 3) if net is not None
-                       else None)
-        vm_name[ref] = name
+        out.vms[name] = vm
+        out.vm_name[ref] = name
         if series.get(rec["uuid"]):
-            samples[name] = series[rec["uuid"]]
+            out.samples[name] = series[rec["uuid"]]
     if renamed:
         log.info("%d guest(s) whose name_label is no safe name go by their uuid: %s",
                  len(renamed), ", ".join(renamed[:10]) + (" ..." if len(renamed) > 10 else ""))
     if not_running:
         log.info("%d guest(s) not running, not placed: %s", len(not_running),
                  ", ".join(not_running[:10]) + (" ..." if len(not_running) > 10 else ""))
+    return out
 
-    # ---- the pool's own rules
+
+def _running_guest(r: _Reader, rec: dict, name: str, host: Host, vm_metrics: dict,
+                   rrd: dict, rrd_failed: bool) -> VM | None:
+    """A running or paused guest's figures (memory, vCPUs, the RRDs' CPU and network) as a
+    VM on ``host``, or None (a problem says why)."""
+    power = rec.get("power_state")
+    if host.state != "online":
+        r.problem("offline-host", f"host {host.name} is not live but XAPI lists guest {name} "
+                  "resident there", host.name, name)
+    metrics = vm_metrics.get(rec.get("metrics"), {})
+    mem = r.integer(metrics, "memory_actual", f"guest {name}", 1, HOST_MAX_MIB * MIB,
+                    host.name, name) if metrics.get("memory_actual") not in (None, "0") \
+        else r.integer(rec, "memory_target", f"guest {name}", 1, HOST_MAX_MIB * MIB,
+                       host.name, name)
+    vcpus = r.integer(rec, "VCPUs_max", f"guest {name}", 1, HOST_MAX_CPU, host.name, name)
+    if mem is None or vcpus is None:
+        return None
+    figures = rrd.get(("vm", rec.get("uuid"))) if isinstance(rec.get("uuid"), str) else None
+    cpu_cols = [v for k, v in (figures or {}).items() if re.fullmatch(r"cpu\d+", k)]
+    if not cpu_cols:
+        why = ("its host's /rrd_updates could not be read" if rrd_failed
+               else "XAPI's /rrd_updates has no CPU figure for it in the window")
+        r.problem("no-data", f"guest {name} on {host.name}: {why}; left out", host.name, name)
+        return None
+    cpu = sum(cpu_cols)
+    if not 0 <= cpu <= 1.5 * host.cpu or cpu > vcpus * 1.01:
+        r.problem("bad-value", f"guest {name}: CPU {cpu:g} (sum of its vCPUs' use) is "
+                  f"beyond its {vcpus} vCPUs or its host's {host.cpu:g} CPUs",
+                  host.name, name)
+        return None
+    net_cols = [v for k, v in figures.items() if re.fullmatch(r"vif_\d+_(rx|tx)", k)]
+    net = sum(net_cols) * 8 / 1e6 if net_cols else None
+    if net is not None and not (0 <= net <= 1e7 and math.isfinite(net)):
+        r.problem("bad-value", f"guest {name}: network {net:g} Mbit/s is out of range; "
+                  "ignored", host.name, name)
+        net = None
+    return VM(name=name, host=host.name, state="running" if power == "Running" else
+              "paused", vcpus=vcpus, cpu=round(cpu, 4), mem_mib=-(-mem // MIB),
+              net_mbps=round(net, 3) if net is not None else None)
+
+
+def _pool_rules(r: _Reader, groups_rec: dict, vm_name: dict[str, str], kept: _Hosts
+                ) -> list[dict]:
+    """The pool's own rules: each anti-affinity VM group with two running guests or more is
+    a spread rule (when the enabled hosts can hold it apart), the live hosts disabled are in
+    maintenance."""
     rules: list[dict] = []
     for ref, rec in sorted(groups_rec.items(), key=lambda kv: str(kv[1].get("name_label"))):
         if rec.get("placement") != "anti_affinity":
@@ -366,17 +429,15 @@ def read_pool(pool: XapiPool, window: float = DEFAULT_WINDOW,
         names = sorted({vm_name[m] for m in members if m in vm_name})
         if len(names) < 2:
             continue
-        if len(names) > len(live_enabled):
+        if len(names) > len(kept.live_enabled):
             log.warning("XAPI anti-affinity group %s has %d running guests for %d enabled "
                         "hosts: not a spread rule (XAPI spreads it as best it can)", label,
-                        len(names), len(live_enabled))
+                        len(names), len(kept.live_enabled))
             continue
         rules.append({"rule": "spread", "vms": names})
-    if maintenance:
-        rules.append({"rule": "maintenance", "hosts": sorted(maintenance)})
-    return Reading(source=f"xapi {base}", hosts=sorted(hosts.values(), key=lambda h: h.name),
-                   vms=sorted(vms.values(), key=lambda v: v.name), problems=r.problems,
-                   migration_domain=domain, rules=rules, samples=samples, stopped=stopped)
+    if kept.maintenance:
+        rules.append({"rule": "maintenance", "hosts": sorted(kept.maintenance)})
+    return rules
 
 
 def _iso(value) -> str | None:
