@@ -99,7 +99,9 @@ class Instance:
         seen: dict[int, list[int]] = {}
         for a in self.allowed:
             seen.setdefault(id(a), a)
-        return {h for a in seen.values() for h in a}
+        # a list less a few bans adds nothing to its base's, when some guest has that
+        return {h for a in seen.values()
+                if not (isinstance(a, _Without) and id(a.base) in seen) for h in a}
 
     def allowed_set(self, v: int) -> AbstractSet[int]:
         """The hosts guest ``v`` may use, as a set to test membership in (read only)."""
