@@ -31,6 +31,9 @@ Variants (bench/data/planetlab/README.md has the data's source and licence):
   types as above over the 2,000), 16384 MB hosts: the speed target (a day in 5 minutes for
   vmtools' settings, baselines in seconds).
 
+vm-plan knows no power model unless a setting names one: ``--power-model
+bench/data/planetlab/power.json`` gives it the two SPECpower curves the replay charges.
+
 Guests start dealt round the hosts in order (each to the next host with the memory), as an
 unconsolidated cluster holds them; CloudSim starts from its own power-aware placement instead.
 Ticks every 5 minutes, the traces' own interval; 288 ticks in a day. Each tick sees the 5 minutes
