@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vmtools"
 # Lowest first; a unit imports only units of lower layers (ARCHITECTURE.md).
 LAYERS = [
     {"errors", "xen", "text", "atomic", "__init__"},
-    {"numbers", "inputs"},           # layer 0 too, above errors: they raise them
+    {"numbers", "inputs", "jsontext"},  # layer 0 too, above errors: they raise them
     {"model", "runs"},
     {"rules", "drivers", "sources", "state", "maintenance", "dom0", "power_model",
      "render"},
@@ -283,14 +283,13 @@ def test_low_layers_load_no_heavy_library(module):
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 LONG_FOR_A_REASON = {
     "apply/run.py": 806, "ganglia/xml.py": 521, "lab/run.py": 521, "model.py": 858,
-    "planner/policy.py": 691, "planner/search.py": 587, "replay/engine.py": 876,
+    "planner/policy.py": 691, "planner/search.py": 531, "replay/engine.py": 876,
     "replay/html.py:page": 179,
 }
 # Over a limit without a reason yet, with the same ceilings: split one (or give its reason and
 # move it above). The list only shrinks.
 STILL_LONG = {
     "planner/policy.py:_relieve": 98,
-    "planner/search.py:consolidate_grouped": 81, "planner/search.py:consolidate": 81,
 }
 
 

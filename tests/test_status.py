@@ -83,6 +83,7 @@ def test_a_snapshot_with_no_host_is_not_called_healthy(tmp_path):
     assert "No host is seen" in out and "Nothing is known of the guests" in out
 
 
+@pytest.mark.slow           # four command starts
 def test_live_through_vm_snapshots_own_source_options(tmp_path):
     # any source vm-snapshot reads (here its built-in example, Ganglia's code path), and the
     # same view as through a pipe

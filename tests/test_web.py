@@ -707,6 +707,7 @@ def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapsh
     assert empty not in power.standby and power.waking[empty]["since"] == 2000.0
 
 
+@pytest.mark.slow           # waits on purpose while the lock is held
 def test_a_host_switched_off_while_vm_plan_runs_is_not_lost(example_snapshot, tmp_path):
     # vm-plan (cron) reads the state, plans, writes it back; the page records a host it
     # switched off meanwhile. Without one lock on the state, vm-plan's write drops the record

@@ -9,6 +9,7 @@ use), repair (only satisfy the rules).
 
 from __future__ import annotations
 
+import gc
 import inspect
 from contextlib import ExitStack
 
@@ -38,6 +39,10 @@ _KW = inspect.Parameter.KEYWORD_ONLY
 def plan(**kwargs) -> None:
     """Print a plan (JSON) for the snapshot in FILE."""
     verbose, quiet, debug = kwargs["verbose"], kwargs["quiet"], kwargs["debug"]
+    # A young-generation collection every 100,000 allocations, not 700: reading 150,000
+    # guests and building the instance set off full collections over millions of objects
+    # (3 s of the idle auto run's 8 s of CPU at 20,000 hosts); cycles are still collected.
+    gc.set_threshold(100_000, 50, 100)
     textfile_dir = kwargs["textfile_dir"]
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.render import plan_tables

@@ -99,7 +99,9 @@ class Instance:
         seen: dict[int, list[int]] = {}
         for a in self.allowed:
             seen.setdefault(id(a), a)
-        return {h for a in seen.values() for h in a}
+        # a list less a few bans adds nothing to its base's, when some guest has that
+        return {h for a in seen.values()
+                if not (isinstance(a, _Without) and id(a.base) in seen) for h in a}
 
     def allowed_set(self, v: int) -> AbstractSet[int]:
         """The hosts guest ``v`` may use, as a set to test membership in (read only)."""
@@ -241,7 +243,28 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     for i in range(len(vms)):
         if cur[i] in frozen and i not in leaving:
             fixed[i] = True
-    allowed = []
+    allowed = _allowed_lists(cons, hosts, hidx, vms, usable, fixed, cur, leaving)
+    # Guests that stay put keep their host usable for what they use now.
+    for d in dims:
+        fixed_load = [0.0] * len(hosts)
+        for i in range(len(vms)):
+            if fixed[i]:
+                fixed_load[cur[i]] += dem[d][i]
+        cap[d] = [max(c, f) for c, f in zip(cap[d], fixed_load)]
+    vidx = {v: i for i, v in enumerate(vms)}
+    return Instance(snapshot=snap, constraints=cons, hosts=hosts, vms=vms, dims=dims, cap=cap,
+                    dem=dem, count_cap=count_cap, cur=cur, allowed=allowed, fixed=fixed,
+                    frozen_hosts=frozen, leaving=leaving,
+                    spread=[[vidx[v] for v in r.vms] for r in cons.spread],
+                    gather=[[vidx[v] for v in r.vms] for r in cons.gather], hard_cap=hard)
+
+
+def _allowed_lists(cons: Constraints, hosts: list[str], hidx: dict[str, int], vms: list[str],
+                   usable: list[int], fixed: list[bool], cur: list[int],
+                   leaving: dict[int, str]) -> list[list[int]]:
+    """Each guest's allowed hosts (:attr:`Instance.allowed`), lists shared where guests
+    share them."""
+    allowed: list[list[int]] = []
     usable_names = {hosts[i] for i in usable}
     # one list per migration domain, shared by its guests (a guest limited by nothing else
     # may go to any usable host of its domain)
@@ -249,7 +272,7 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     if cons.vm_domain:
         for i in usable:
             in_domain.setdefault(cons.host_domain.get(hosts[i], ""), []).append(i)
-    fenced_lists: dict[tuple[int, ...], list[int]] = {}
+    fenced_lists: dict[tuple, list[int]] = {}
     for i, v in enumerate(vms):
         if fixed[i]:
             allowed.append([cur[i]])
@@ -266,21 +289,14 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
             base = in_domain.get(cons.vm_domain[v], []) if v in cons.vm_domain else usable
             allowed.append(_without(base, {hidx[h] for h in cons.banned[v] if h in hidx}))
         else:           # fenced: guests of one fence (and the same bans) share a list
-            mine = tuple(sorted(hidx[h] for h in cons.allowed_among(v, usable_names)))
-            allowed.append(fenced_lists.setdefault(mine, list(mine)))
-    # Guests that stay put keep their host usable for what they use now.
-    for d in dims:
-        fixed_load = [0.0] * len(hosts)
-        for i in range(len(vms)):
-            if fixed[i]:
-                fixed_load[cur[i]] += dem[d][i]
-        cap[d] = [max(c, f) for c, f in zip(cap[d], fixed_load)]
-    vidx = {v: i for i, v in enumerate(vms)}
-    return Instance(snapshot=snap, constraints=cons, hosts=hosts, vms=vms, dims=dims, cap=cap,
-                    dem=dem, count_cap=count_cap, cur=cur, allowed=allowed, fixed=fixed,
-                    frozen_hosts=frozen, leaving=leaving,
-                    spread=[[vidx[v] for v in r.vms] for r in cons.spread],
-                    gather=[[vidx[v] for v in r.vms] for r in cons.gather], hard_cap=hard)
+            key = (frozenset(cons.fenced[v]), frozenset(cons.banned.get(v, ())),
+                   cons.vm_domain.get(v))
+            mine = fenced_lists.get(key)
+            if mine is None:
+                mine = fenced_lists[key] = sorted(hidx[h] for h in
+                                                  cons.allowed_among(v, usable_names))
+            allowed.append(mine)
+    return allowed
 
 
 _WORDS = {"cpu": "CPU", "mem": "memory", "net": "network"}

@@ -170,15 +170,21 @@ def consolidate(inst: Instance, opts: Options, deadline: Deadline | float) -> Ou
         moves_proven = res.status == "optimal" and pool is everywhere
     elif res.status in ("optimal", "feasible"):
         solved = True
+    _settle(out, moves_proven, solved, host_gap(), res.gap if pool is everywhere else None)
+    out.placement = best
+    return out
+
+
+def _settle(out: Outcome, moves_proven: bool, solved: bool, host_gap: float,
+            moves_gap: float | None) -> None:
+    """Consolidate's status and gap once both stages ran: optimal only when the host count
+    and the memory moved are both proven."""
     if out.hosts_proven and moves_proven:
         out.status, out.gap = "optimal", 0.0
     elif not out.hosts_proven:
-        out.status, out.gap = ("feasible" if solved else "heuristic"), host_gap()
+        out.status, out.gap = ("feasible" if solved else "heuristic"), host_gap
     else:       # the host count is proven, the memory moved is not
-        out.status = "feasible" if solved else "heuristic"
-        out.gap = res.gap if pool is everywhere else None
-    out.placement = best
-    return out
+        out.status, out.gap = ("feasible" if solved else "heuristic"), moves_gap
 
 
 
@@ -305,7 +311,6 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
                                                          deadline.part(0.05, floor=0).at))
     total = Outcome(placement=placement, lower_bound=lower, status="optimal",
                     how=f"{n_groups} groups", bound_how=lower_how)
-    rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
     groups_done = deadline.part(0.95)            # the rest: emptying hosts across groups
     late = 0
     for i, group in enumerate(groups):
@@ -316,7 +321,6 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             # deadline; a group that breaks one is still repaired.
             late += 1
             continue
-        sub, vms = sub_instance(inst, group)
         try:
             res = consolidate(sub, opts, groups_done.part(1 / (n_groups - i)))
         except OperationFailed as exc:
@@ -325,13 +329,7 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
             return _whole_cluster(inst, opts, deadline)
         for j, v in enumerate(vms):
             placement[v] = group[res.placement[j]]
-        total.build_seconds += res.build_seconds
-        total.solve_seconds += res.solve_seconds
-        total.solver = res.solver
-        if rank[res.status] > rank[total.status]:
-            total.status = res.status
-        if res.gap is not None and (total.gap is None or res.gap > total.gap):
-            total.gap = res.gap
+        _add_group(total, res)
     if late:
         log.info("out of time: %d of %d groups left as they are", late, n_groups)
         total.how += f" ({late} left as they are: out of time)"
@@ -365,6 +363,18 @@ def consolidate_grouped(inst: Instance, opts: Options, deadline: Deadline | floa
     total.gap = None if total.hosts_proven else \
         round((n_hosts - (total.lower_bound or 0)) / max(1, n_hosts), 4)
     return total
+
+
+def _add_group(total: Outcome, res: Outcome) -> None:
+    """A group's outcome into the whole's: times, solver, the weakest status, the widest gap."""
+    rank = {"optimal": 0, "feasible": 1, "heuristic": 2}
+    total.build_seconds += res.build_seconds
+    total.solve_seconds += res.solve_seconds
+    total.solver = res.solver
+    if rank[res.status] > rank[total.status]:
+        total.status = res.status
+    if res.gap is not None and (total.gap is None or res.gap > total.gap):
+        total.gap = res.gap
 
 
 # --------------------------------------------------------------------------- balance

@@ -208,11 +208,13 @@ class Gather(Group):
             if len(pinned_hosts) > 1:
                 raise DataError(f"gathers guests pinned on different hosts "
                                 f"({', '.join(sorted(pinned_hosts))})", g.label)
-            common = set(usable)
+            common = usable     # read only: a guest no rule limits leaves it as it is
             for v in g.vms:
-                common = cons.allowed_among(v, common)
+                if cons.maintenance or v in cons.fenced or v in cons.banned \
+                        or v in cons.vm_domain:
+                    common = cons.allowed_among(v, common)
             if pinned_hosts:
-                common &= pinned_hosts
+                common = common & pinned_hosts
             if not common:
                 raise DataError("no host is allowed for all of these guests", g.label)
             near = {id(s): s for v in g.vms for s in spreads.get(v, ())}

@@ -1,0 +1,106 @@
+"""vmtools.jsontext: the canonical text is exactly json.dumps(indent=2)'s, errors included,
+and the nesting check finds what the old walk found."""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+
+import pytest
+
+from vmtools.jsontext import dumps_indented, too_deep
+from vmtools.model import dumps
+
+
+def reference(doc):
+    return json.dumps(doc, indent=2, ensure_ascii=True, allow_nan=False)
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+class Count(int):
+    pass
+
+
+TRICKY = [
+    {}, [], "x", 1, 1.5, None, True, {"a": {}}, {"a": []}, [[]], [{}],
+    {"é": "ü\u2028", "n": [1, 2.0, -0.0, 1e300, True, None, "q\"\n", 10**20]},
+    (1, (2, 3)), {"t": (1, 2)}, {1: "x"}, {"a": {1: 2}}, {"a": {"b": {1: [2]}}},
+    [1, [2, [3, {"x": [4]}]]], [{"a": 1}, {"b": {}}, {"c": []}],
+    # strings that look like the separators mended between records
+    [{"a": {}}, {"b": "},\n    {"}], {"l": [{"a": "}{"}, {"b": 2, "c": [], "d": {}}]},
+    [{"a": 1}, {}], [{}, {"a": 1}], [{"x": {}}], [{1: 2}], [{"a": 1}, {1: 2}],
+    [{"a": [1]}, {"b": 2}], {"e": Colour.RED, "i": Count(3)}, [{"e": Colour.RED}],
+    [Colour.RED, {"k": [Count(2)]}],
+]
+
+
+@pytest.mark.parametrize("doc", TRICKY, ids=range(len(TRICKY)))
+def test_same_text_as_the_standard_library(doc):
+    assert dumps_indented(doc) == reference(doc)
+
+
+def test_a_plan_sized_document_is_the_same_text():
+    rng = random.Random(0)
+    vms = [{"name": f"vm{i}", "host": f"node{rng.randrange(50)}", "state": "running",
+            "vcpus": rng.choice([1, 2, 4]), "cpu": rng.random() * 3, "mem_mib": 1024}
+           for i in range(2000)]
+    doc = {"format": "vmtools.plan", "origin": {"hosts": [{"name": "node1", "tags": []}],
+                                                "vms": vms, "problems": []},
+           "placement": {v["name"]: v["host"] for v in vms},
+           "summary": {"load": [{"host": "node1", "cpu_before": 0.5, "hot_before": [],
+                                 "hot_after": ["mem"]}], "steps": []}}
+    assert dumps(doc) == reference(doc) + "\n"
+
+
+def test_random_documents_are_the_same_text():
+    rng = random.Random(1)
+    leaves = [1, -2, 3.25, "s\u00e9", None, False, True, "", 0.1, "}", "{", "},\n  {", [], {}]
+
+    def gen(depth):
+        r = rng.random()
+        if depth > 4 or r < 0.35:
+            return rng.choice(leaves)
+        if r < 0.55:
+            return [gen(depth + 1) for _ in range(rng.randint(0, 4))]
+        if r < 0.7:
+            return [{rng.choice("ab}{") + str(i): gen(depth + 3) for i in range(rng.randint(0, 3))}
+                    for _ in range(rng.randint(0, 4))]
+        return {rng.choice("abcdef") + str(i): gen(depth + 1) for i in range(rng.randint(0, 4))}
+
+    for _ in range(3000):
+        doc = gen(0)
+        assert dumps_indented(doc) == reference(doc), doc
+
+
+@pytest.mark.parametrize("doc", [{"a": [float("nan")]}, {"a": float("inf")}, [{"a": -float("inf")}],
+                                 {"a": {"b": object()}}, [{"a": object()}]])
+def test_the_same_errors(doc):
+    with pytest.raises((ValueError, TypeError)) as ours:
+        dumps_indented(doc)
+    with pytest.raises((ValueError, TypeError)) as theirs:
+        reference(doc)
+    assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+
+
+def test_a_cycle_is_refused_as_the_standard_library_does():
+    doc: dict = {"a": []}
+    doc["a"].append(doc)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        dumps_indented(doc)
+
+
+def test_too_deep_names_the_first_value_past_the_depth():
+    deep: list = [1]
+    for _ in range(70):
+        deep = [deep]
+    doc = {"vms": [{"name": "a"}, {"name": "b", "x": {"y": deep}}], "flat": [[1, 2], {"k": 1}]}
+    path = "vms[1].x.y" + "[0]" * 61           # depth 65: shortened as it always was
+    assert too_deep(doc, 64) == path[:30] + "..." + path[-20:]
+    assert too_deep(doc, 80) is None
+    assert too_deep({"a": {"b": 1}}, 1) is None
+    assert too_deep({"a": {"b": {"c": 1}}}, 1) == "a.b"
+    assert too_deep([[1]], 0) == "[0]"
