@@ -13,8 +13,8 @@ the other on the placement the earlier ones leave:
    MiB moved first, each to the fullest host that stays under its targets. A relief that
    does not lower the worst utilisation (of any dimension) by ``--min-gain`` is left.
 3. ``consolidate``: hosts emptied whole, the least memory first (one host freed per step:
-   the best gain per GiB; with ``--power --power-model``, ``opts.facts.host_cost``, the
-   hosts that draw most for the capacity that binds first), their guests best-fit onto the
+   the best gain per GiB; with ``--power --power-model`` where memory binds,
+   ``opts.facts.host_cost``, the hosts that draw most first), their guests best-fit onto the
    other active hosts under the targets. A host is emptied only when all its guests fit;
    never half.
 
