@@ -9,8 +9,9 @@ import random
 
 import pytest
 
-from vmtools.jsontext import dumps_indented, too_deep
-from vmtools.model import dumps
+from vmtools.errors import DataError
+from vmtools.jsontext import dumps_indented, plain_numbers, too_deep
+from vmtools.model import dumps, loads
 
 
 def reference(doc):
@@ -104,3 +105,22 @@ def test_too_deep_names_the_first_value_past_the_depth():
     assert too_deep({"a": {"b": 1}}, 1) is None
     assert too_deep({"a": {"b": {"c": 1}}}, 1) == "a.b"
     assert too_deep([[1]], 0) == "[0]"
+
+
+@pytest.mark.parametrize("text, plain", [
+    ('{"cpu": 0.25, "mem_mib": 4096, "name": "node00000"}', True),
+    ('{"a": 123456789012345678}', True),            # 18 digits: read as it is
+    ('{"a": 1234567890123456789}', False),          # 19: the hooks decide
+    ('{"a": 1e400}', False), ('{"a": 1E+308}', False), ('{"a": 2e-308}', False),
+    ('{"a": 1e99}', True), ('{"x1e400": 1}', False)])
+def test_plain_numbers(text, plain):
+    assert plain_numbers(text, 18) is plain
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1e400}', "too large for a float"), ('{"a": -2E+308}', "too large for a float"),
+    ('{"a": 12345678901234567890}', "integer of 20 digits"),
+    ('{"a": NaN}', "NaN is not a number JSON allows")])
+def test_loads_still_refuses_what_the_hooks_refuse(text, message):
+    with pytest.raises(DataError, match=message):
+        loads(text)

@@ -162,3 +162,16 @@ def _path_of(entry: tuple) -> str:
     for k in reversed(keys):
         path = join_path(path, k)
     return path
+
+
+_DIGITS = str.maketrans("123456789E", "000000000e")
+
+
+def plain_numbers(text: str, max_digits: int) -> bool:
+    """True when no number in the JSON ``text`` has a run of more than ``max_digits``
+    digits (an integer too long) or an exponent of 3 digits (a float past 1e308): then a
+    reader needs no Python hook per number (0.4 s at 150,000 guests) to refuse them. A
+    name that looks so only sends the text the slow way."""
+    t = text.translate(_DIGITS)
+    return "0" * (max_digits + 1) not in t and not any(
+        e in t for e in ("0e000", "0e-000", "0e+000"))

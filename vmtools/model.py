@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 from vmtools import __version__, numbers
 from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, input_name, read_file
-from vmtools.jsontext import dumps_indented, join_path, too_deep
+from vmtools.jsontext import dumps_indented, join_path, plain_numbers, too_deep
 from vmtools.numbers import MAX_INT, MAX_NUMBER, describe
 from vmtools.xen import is_dom0, is_in_flight_name
 
@@ -757,8 +757,11 @@ def loads(text: str, source: str = "<stdin>", max_depth: int = MAX_DEPTH) -> Any
         return int(digits)
 
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                         parse_int=parse_int)
+        if plain_numbers(text, MAX_INT_DIGITS):     # nothing the hooks refuse: C alone
+            obj = json.loads(text, parse_constant=_reject_constant)
+        else:
+            obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                             parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", f"{source}:{exc.lineno}:{exc.colno}") from exc
     except _NumberRefused as exc:
