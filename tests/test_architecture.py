@@ -283,14 +283,12 @@ def test_low_layers_load_no_heavy_library(module):
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 LONG_FOR_A_REASON = {
     "apply/run.py": 806, "ganglia/xml.py": 521, "lab/run.py": 521, "model.py": 858,
-    "planner/policy.py": 691, "planner/search.py": 531, "replay/engine.py": 876,
+    "planner/policy.py": 705, "planner/search.py": 531, "replay/engine.py": 876,
     "replay/html.py:page": 179,
 }
 # Over a limit without a reason yet, with the same ceilings: split one (or give its reason and
 # move it above). The list only shrinks.
-STILL_LONG = {
-    "planner/policy.py:_relieve": 98,
-}
+STILL_LONG: dict[str, int] = {}
 
 
 def long_parts(package: Path) -> dict[str, tuple[int, bool]]:

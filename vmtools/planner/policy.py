@@ -279,17 +279,8 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
     targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
     units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
-    cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms)
     if not units:
-        if h in inst.frozen_hosts:
-            return None, "frozen", ("it is frozen (a snapshot problem names it): its guests stay "
-                                    "unless its known guests alone overload it")
-        if cooling:
-            return None, "cooldown", (f"its guests are cooling down after a recent move: "
-                                      f"{_moved(opts, cooling)} (--cooldown "
-                                      f"{opts.cooldown:g} min)")
-        return None, "pinned", ("none of its guests may move (pinned, or held by a rule): "
-                                + ", ".join(sorted(inst.vms[v] for v in load.on[h])))
+        return (None, *_why_none_may_move(inst, load, h, opts))
     before = max(load.util(h))
     cap = inst.hard_cap
 
@@ -332,15 +323,11 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
                 take(u, dst)
                 break
     while any(excess(d) > EPS for d in hot_dims) and units:
-        # Most relief (normalised, capped at what is still in excess) per MiB moved.
-        def score(u: list[int]) -> float:
-            gain = sum(min(sum(inst.dem[d][v] for v in u), max(0.0, excess(d))) / cap[d][h]
-                       for d in hot_dims if cap[d][h] > 0)
-            return gain / max(1.0, sum(inst.dem["mem"][v] for v in u))
-        units.sort(key=lambda u: (-score(u), min(u)))
+        left = {d: excess(d) for d in hot_dims}
+        units.sort(key=lambda u: (-_relief(inst, u, left, cap, h), min(u)))
         placed = False
         for u in list(units):
-            if score(u) <= 0:
+            if _relief(inst, u, left, cap, h) <= 0:
                 break
             over = budget.over([inst.dem["mem"][v] for v in list(moves) + u])
             if over is not None:
@@ -356,13 +343,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
         if not placed:
             break
     if not moves:
-        if too_big and not tried_rooms:
-            return None, "budget", f"its guests are larger than one run's budget ({too_big})"
-        if tried_rooms:
-            return None, "no-room", (f"no room anywhere under the targets (--cpu-target "
-                                     f"{opts.cpu_target:g}, --mem-target {opts.mem_target:g})"
-                                     f" for any of {', '.join(_names(inst, units))}")
-        return None, "no-gain", "no guest's move would lower it"
+        return (None, *_why_nothing_moved(inst, units, opts, too_big, tried_rooms))
     after = max([max(load.util(h))] + [max(load.util(d)) for d in set(moves.values())])
     gain = before - after
     if gain < opts.min_gain - FRACTION_EPS:
@@ -375,6 +356,39 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     label = f"relieve {inst.hosts[h]} ({dims}, worst {_pct(before)} -> {_pct(after)})"
     return Step("relieve", label, moves, mib, {h} | set(moves.values()),
                 f"relieve: {inst.hosts[h]} is a {dims} hotspot ({_pct(before)})", urgent), "", ""
+
+
+def _relief(inst: Instance, u: list[int], excess: dict[str, float], cap, h: int) -> float:
+    """Most relief first: what moving ``u`` off ``h`` takes of each hot dimension's excess
+    (normalised, capped at the excess), per MiB moved."""
+    gain = sum(min(sum(inst.dem[d][v] for v in u), max(0.0, e)) / cap[d][h]
+               for d, e in excess.items() if cap[d][h] > 0)
+    return gain / max(1.0, sum(inst.dem["mem"][v] for v in u))
+
+
+def _why_none_may_move(inst: Instance, load: Load, h: int, opts: Options) -> tuple[str, str]:
+    """Why hot host ``h`` has no guest that may leave: frozen, cooling down or pinned."""
+    if h in inst.frozen_hosts:
+        return "frozen", ("it is frozen (a snapshot problem names it): its guests stay unless "
+                          "its known guests alone overload it")
+    cooling = sorted(inst.vms[v] for v in load.on[h] if inst.vms[v] in opts.facts.fixed_vms)
+    if cooling:
+        return "cooldown", (f"its guests are cooling down after a recent move: "
+                            f"{_moved(opts, cooling)} (--cooldown {opts.cooldown:g} min)")
+    return "pinned", ("none of its guests may move (pinned, or held by a rule): "
+                      + ", ".join(sorted(inst.vms[v] for v in load.on[h])))
+
+
+def _why_nothing_moved(inst: Instance, units: list[list[int]], opts: Options,
+                       too_big: str | None, tried_rooms: bool) -> tuple[str, str]:
+    """Why a hot host's movable guests all stayed: the budget, no room, or no gain."""
+    if too_big and not tried_rooms:
+        return "budget", f"its guests are larger than one run's budget ({too_big})"
+    if tried_rooms:
+        return "no-room", (f"no room anywhere under the targets (--cpu-target "
+                           f"{opts.cpu_target:g}, --mem-target {opts.mem_target:g}) for any of "
+                           f"{', '.join(_names(inst, units))}")
+    return "no-gain", "no guest's move would lower it"
 
 
 # --------------------------------------------------------------------------- consolidate
