@@ -232,15 +232,21 @@ def _describe(r: dict) -> str:
             f"{'met' if s['hosts_after'] <= target else 'NOT met'})")
 
 
+def _write_case(tmp: Path, snap: dict, rules: dict | None) -> tuple[Path, list[str]]:
+    """The snapshot (and rules) written in ``tmp``: its path, and vm-plan's --constraints."""
+    path = tmp / "snapshot.json"
+    path.write_text(json.dumps(snap))
+    if rules is None:
+        return path, []
+    (tmp / "rules.json").write_text(json.dumps(rules))
+    return path, ["--constraints", str(tmp / "rules.json")]
+
+
 def large(a: argparse.Namespace) -> None:
     snap, rules = generate(a.hosts, a.vms, a.seed, rules=not a.no_rules)
     jobs = ["--jobs", str(a.jobs)] if a.jobs else []
     with tempfile.TemporaryDirectory() as tmp:
-        path, extra = Path(tmp) / "snapshot.json", []
-        path.write_text(json.dumps(snap))
-        if rules is not None:
-            (Path(tmp) / "rules.json").write_text(json.dumps(rules))
-            extra = ["--constraints", str(Path(tmp) / "rules.json")]
+        path, extra = _write_case(Path(tmp), snap, rules)
         print(f"{len(snap['hosts'])} hosts, {len(snap['vms'])} guests, "
               f"{len(rules['rules']) if rules else 0} rules, "
               f"{path.stat().st_size / 1e6:.1f} MB snapshot, load average "
@@ -261,11 +267,7 @@ def idle(a: argparse.Namespace) -> None:
     snap, rules = generate_idle(a.hosts, a.vms, a.seed, rules=not a.no_rules)
     used = len({v["host"] for v in snap["vms"]})
     with tempfile.TemporaryDirectory() as tmp:
-        path, extra = Path(tmp) / "snapshot.json", []
-        path.write_text(json.dumps(snap))
-        if rules is not None:
-            (Path(tmp) / "rules.json").write_text(json.dumps(rules))
-            extra = ["--constraints", str(Path(tmp) / "rules.json")]
+        path, extra = _write_case(Path(tmp), snap, rules)
         if a.keep:
             a.keep.mkdir(parents=True, exist_ok=True)
             for f in Path(tmp).iterdir():
@@ -292,11 +294,7 @@ def idle(a: argparse.Namespace) -> None:
 def grid(a: argparse.Namespace) -> None:
     snap, rules = generate(a.hosts, a.vms, a.seed, domains=a.domains, rules=not a.no_rules)
     with tempfile.TemporaryDirectory() as tmp:
-        path, extra = Path(tmp) / "snapshot.json", []
-        path.write_text(json.dumps(snap))
-        if rules is not None:
-            (Path(tmp) / "rules.json").write_text(json.dumps(rules))
-            extra = ["--constraints", str(Path(tmp) / "rules.json")]
+        path, extra = _write_case(Path(tmp), snap, rules)
         print(f"{len(snap['hosts'])} hosts, {len(snap['vms'])} guests in {a.domains} domains, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
         plans = {}

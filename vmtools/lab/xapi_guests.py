@@ -64,19 +64,10 @@ class GuestCalls:
         name, src, dst = self._can_migrate(st, vm_ref, host_ref)
         faults = self.faults(st)
         cancel = task["cancel"] if task else threading.Event()
-        key = "OpaqueRef:" + str(_uuid.uuid4())
-        with self.lock:
-            self.vm_ops.setdefault(name, {})[key] = "pool_migrate"
+        stubborn = name in faults.get("uncancellable", ())
+        # a hang holds it until cancelled, or until the fault is lifted: then it goes on
+        key = self._busy(name, "pool_migrate", cancel, stubborn)
         try:
-            stubborn = name in faults.get("uncancellable", ())
-            if name in faults.get("hang", ()):
-                # until cancelled, or until the fault is lifted: then the migration goes on
-                while name in self.faults(self.state.read()).get("hang", ()):
-                    if self.stopping.is_set():
-                        raise Failure("INTERNAL_ERROR", "xapi is stopping")
-                    if cancel.is_set() and not stubborn:
-                        raise Failure("TASK_CANCELLED", key)
-                    time.sleep(0.05)
             if name in faults.get("task_error", {}):
                 raise Failure(*faults["task_error"][name])
             try:
@@ -88,11 +79,7 @@ class GuestCalls:
                 raise Failure("VM_MIGRATE_FAILED", vm_ref, ref_of("host", src), host_ref,
                               exc.message) from None
         finally:
-            with self.lock:
-                ops = self.vm_ops.get(name, {})
-                ops.pop(key, None)
-                if not ops:
-                    self.vm_ops.pop(name, None)
+            self._free(name, key)
         return ""
 
     # ---- the guest lifecycle: suspend, checkpoint, resume_on, start_on
