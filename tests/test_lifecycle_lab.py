@@ -310,6 +310,16 @@ def test_after_sourcing_the_lab_env_a_suspend_then_a_resume_and_vm_status_work(t
         status = sh("vm-status -f json")
         assert status.returncode == 0, status.stderr
         assert len(json.loads(status.stdout)["hosts"]) == 6
+        # until the monitoring shows web1 gone: vm-plan never resumes a guest it still sees
+        # running (Ganglia reports a cycle or two late)
+        deadline = time.time() + 120
+        while True:
+            seen = sh("vm-snapshot")
+            assert seen.returncode == 0, seen.stderr
+            if "web1" not in {v["name"] for v in json.loads(seen.stdout)["vms"]}:
+                break
+            assert time.time() < deadline, "Ganglia still shows web1 running"
+            time.sleep(1.0)
         resumed = sh("vm-snapshot | vm-plan --resume web1 | vm-apply")
         assert resumed.returncode == 0, resumed.stderr
         (action,) = json.loads(resumed.stdout)["actions"]
