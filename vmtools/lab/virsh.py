@@ -86,7 +86,7 @@ def run(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]
         return 0, out + "\n", ""
     if sub == "domstate":
         if len(rest) != 1:
-            return 1, "", "error: command 'domstate' requires <domain> option\n"
+            return _requires("domstate")
         for _, name, state_ in _domains(spec):
             if name == rest[0]:
                 return 0, f"{state_}\n\n", ""
@@ -104,15 +104,21 @@ def _no_domain(dom: str) -> tuple[int, str, str]:
     return 1, "", f"error: failed to get domain '{dom}'\n"
 
 
-def _one(args: list[str], command: str, what: str = "<domain>") -> str | None:
+def _one(args: list[str]) -> str | None:
+    """The one positional argument (the domain), or None when there is not exactly one."""
     positional = [a for a in args if not a.startswith("--")]
     return positional[0] if len(positional) == 1 else None
 
 
+def _requires(command: str, what: str = "<domain> option") -> tuple[int, str, str]:
+    """virsh's answer to a command missing its argument."""
+    return 1, "", f"error: command '{command}' requires {what}\n"
+
+
 def _managedsave(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]:
-    dom = _one(args, "managedsave")
+    dom = _one(args)
     if dom is None:
-        return 1, "", "error: command 'managedsave' requires <domain> option\n"
+        return _requires("managedsave")
     with state.transaction() as st:
         spec = st["hosts"][host]
         name = find_domain(st, host, dom)
@@ -149,9 +155,9 @@ def _managedsave(args: list[str], host: str, state: ClusterState) -> tuple[int, 
 
 
 def _start(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]:
-    dom = _one(args, "start")
+    dom = _one(args)
     if dom is None:
-        return 1, "", "error: command 'start' requires <domain> option\n"
+        return _requires("start")
     with state.transaction() as st:
         spec = st["hosts"][host]
         defined = spec.setdefault("libvirt_defined", {})
@@ -197,7 +203,7 @@ def _snapshot_create_as(args: list[str], host: str, state: ClusterState
                         ) -> tuple[int, str, str]:
     positional = [a for a in args if not a.startswith("--")]
     if len(positional) != 2:
-        return 1, "", "error: command 'snapshot-create-as' requires <domain> and <name>\n"
+        return _requires("snapshot-create-as", "<domain> and <name>")
     dom, snap = positional
     st = state.read()
     name = find_domain(st, host, dom)
@@ -213,9 +219,9 @@ def _snapshot_create_as(args: list[str], host: str, state: ClusterState
 
 
 def _dominfo(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]:
-    dom = _one(args, "dominfo")
+    dom = _one(args)
     if dom is None:
-        return 1, "", "error: command 'dominfo' requires <domain> option\n"
+        return _requires("dominfo")
     st = state.read()
     spec = st["hosts"][host]
     for id_, name, status in _domains(spec, True):
@@ -234,9 +240,9 @@ def _dominfo(args: list[str], host: str, state: ClusterState) -> tuple[int, str,
 
 
 def _snapshot_list(args: list[str], host: str, state: ClusterState) -> tuple[int, str, str]:
-    dom = _one(args, "snapshot-list")
+    dom = _one(args)
     if dom is None:
-        return 1, "", "error: command 'snapshot-list' requires <domain> option\n"
+        return _requires("snapshot-list")
     st = state.read()
     spec = st["hosts"][host]
     if dom not in {n for _, n, _ in _domains(spec, True)}:
@@ -257,7 +263,7 @@ def _migrate(args: list[str], host: str, state: ClusterState, st: dict) -> tuple
         if f not in ("--live", "--p2p", "--verbose", "--persistent", "--undefinesource"):
             return 1, "", f"error: command 'migrate' doesn't support option {f}\n"
     if len(positional) != 2:
-        return 1, "", "error: command 'migrate' requires <desturi> option\n"
+        return _requires("migrate", "<desturi> option")
     dom, uri = positional
     m = re.fullmatch(r"([a-z]+)\+ssh://([^/\s]+)/system", uri)
     if "--p2p" not in flags:
