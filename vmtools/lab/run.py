@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from vmtools.lab import sshd as sshlab
 from vmtools.lab import power as labpower
+from vmtools.lab.clock import ScenarioClock
 from vmtools.lab.cluster import ClusterState, differences, go_down, placement
 from vmtools.lab.ganglia import GangliaLab
 from vmtools.lab.ports import free_port
@@ -112,7 +113,7 @@ class Lab:
         self._power_lock = threading.Lock()
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
-        self.started = 0.0
+        self.clock = ScenarioClock(on_change=self._tick)   # tests may hold it (lab/clock.py)
         if platform not in PLATFORMS:
             raise LabError(f"unknown platform {platform!r} (expected {', '.join(PLATFORMS)})")
         self.platform = platform
@@ -190,7 +191,7 @@ class Lab:
             self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
         self.state_dir.mkdir(exist_ok=True)
         self.plan_state.mkdir(exist_ok=True)
-        self.started = time.time()
+        self.clock.start()
         self._tick()
         self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
         self._driver.start()
@@ -324,12 +325,9 @@ class Lab:
 
     # ------------------------------------------------------------------ the simulated world
 
-    def elapsed(self) -> float:
-        return time.time() - self.started
-
     def _tick(self) -> None:
         with self.state.transaction() as st:     # advanced to now, then the new loads
-            apply_loads(st, self.scenario, self.elapsed())
+            apply_loads(st, self.scenario, self.clock.now())
 
     def _drive(self) -> None:
         while not self._stop.wait(0.5):

@@ -70,6 +70,21 @@ def units(inst: Instance) -> list[list[int]]:
     return out
 
 
+def gather_units(inst: Instance) -> list[list[int]]:
+    """The units of :func:`units` of more than one guest, in the same order, from the
+    gathered guests alone (no pass over every guest)."""
+    if not inst.gather:
+        return []
+    sets = Disjoint(inst.n_vms)
+    for group in inst.gather:
+        for v in group[1:]:
+            sets.union(v, group[0])
+    out: dict[int, list[int]] = {}
+    for v in sorted({v for group in inst.gather for v in group}):
+        out.setdefault(sets.find(v), []).append(v)
+    return [u for u in out.values() if len(u) > 1]
+
+
 class Packing:
     """Free capacity of every host while guests are placed one unit at a time."""
 

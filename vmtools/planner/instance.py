@@ -212,15 +212,12 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     has_net = any(h.net_mbps for h in snap.hosts) and any(v.net_mbps for v in snap.vms)
     dims = ["cpu", "mem"] + (["net"] if has_net else [])
 
-    def demand(v, d):
-        vm = vbyname[v]
-        if d == "cpu":
-            return float(vm.vcpus) if cpu_demand == "vcpus" else vm.cpu
-        if d == "mem":
-            return float(vm.mem_mib)
-        return vm.net_mbps or 0.0
-
-    dem = {d: [demand(v, d) for v in vms] for d in dims}
+    ordered = [vbyname[v] for v in vms]
+    dem = {"cpu": [float(vm.vcpus) for vm in ordered] if cpu_demand == "vcpus"
+           else [vm.cpu for vm in ordered],
+           "mem": [float(vm.mem_mib) for vm in ordered]}
+    if has_net:
+        dem["net"] = [vm.net_mbps or 0.0 for vm in ordered]
     # What each host gives under the rules (vmtools.rules.load): within the target
     # fractions (cap) and whole (hard_cap).
     targets = [host_capacity(byname[h], cons, cpu_limit, mem_limit) for h in hosts]
@@ -231,7 +228,7 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])
     count_cap = [float(cons.max_vms[h][0]) if h in cons.max_vms else math.inf for h in hosts]
-    cur = [hidx[vbyname[v].host] for v in vms]
+    cur = [hidx[vm.host] for vm in ordered]
     frozen = {hidx[h] for h in (frozen_hosts or set()) if h in hidx}
     usable = [i for i, h in enumerate(hosts)
               if byname[h].state == "online" and h not in cons.maintenance and i not in frozen]
