@@ -142,7 +142,10 @@ def pool(tmp_path):
     lab = XapiLab(cs, dict(sc["xapi"], master="node-1"), tmp_path / "xapi",
                   boot_seconds=1.0).start()
     lab.state_path = cs
-    time.sleep(2.2)                 # two RRD samples
+    deadline = time.monotonic() + 60         # two RRD samples (one a second, if not starved)
+    while len(lab.pool.samples) < 2:
+        assert time.monotonic() < deadline, "the pool's RRD sampler never sampled twice"
+        time.sleep(0.1)
     yield lab
     lab.stop()
 
