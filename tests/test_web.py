@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vmtools.errors import DataError
+from vmtools.errors import DataError, UsageError
 from vmtools.model import Problem, Snapshot, VM, Host
 from vmtools.web import pages
 from vmtools.web.auth import Gate, csrf_ok, read_or_create_token
@@ -41,7 +41,10 @@ def test_token_file_is_created_private_and_reused(tmp_path):
     assert len(token) >= 32 and os.stat(path).st_mode & 0o777 == 0o600
     assert read_or_create_token(str(path)) == token
     os.chmod(path, 0o644)
-    with pytest.raises(DataError, match="readable or writable by others"):
+    with pytest.raises(UsageError, match="mode 0644 lets others read or change it; chmod 600"):
+        read_or_create_token(str(path))
+    os.chmod(path, 0o620)               # a group that may write the token is refused too
+    with pytest.raises(UsageError, match="mode 0620"):
         read_or_create_token(str(path))
 
 

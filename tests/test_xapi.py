@@ -72,7 +72,7 @@ def test_credentials_from_the_environment_or_a_private_file(tmp_path):
     f = tmp_path / "xapi.toml"
     f.write_text('username = "root"\npassword = "hunter2"\n')
     f.chmod(0o644)
-    with pytest.raises(UsageError, match="mode 0644 lets others read it") as err:
+    with pytest.raises(UsageError, match="mode 0644 lets others read or change it") as err:
         read_credentials(str(f), {})
     assert "hunter2" not in str(err.value)
     f.chmod(0o600)
