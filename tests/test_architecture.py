@@ -282,7 +282,7 @@ def test_low_layers_load_no_heavy_library(module):
 # grow, raise its ceiling here, knowingly, or split it.
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 LONG_FOR_A_REASON = {
-    "apply/run.py": 806, "ganglia/xml.py": 521, "lab/run.py": 531, "model.py": 911,
+    "apply/run.py": 807, "ganglia/xml.py": 521, "lab/run.py": 531, "model.py": 911,
     "planner/policy.py": 705, "planner/search.py": 531, "replay/engine.py": 876,
     "replay/html.py:page": 179,
 }
