@@ -105,6 +105,10 @@ class Instance:
 
     def allowed_set(self, v: int) -> AbstractSet[int]:
         """The hosts guest ``v`` may use, as a set to test membership in (read only)."""
+        return self.allowed_sets()[v]
+
+    def allowed_sets(self) -> list[AbstractSet[int]]:
+        """:meth:`allowed_set` of every guest, by guest (read only)."""
         if not hasattr(self, "_allowed_sets"):
             # Guests with the same list share its set (one set per guest was 6 GB at 5,000
             # hosts / 30,000 guests); a guest banned from a few hosts gets its list's base
@@ -124,7 +128,7 @@ class Instance:
                         s = shared[id(a)] = set(a)
                 sets.append(s)
             self._allowed_sets = sets
-        return self._allowed_sets[v]
+        return self._allowed_sets
 
 
 class Except(AbstractSet[int]):
@@ -359,8 +363,9 @@ def violations(inst: Instance, placement: list[int], dims: list[str] | tuple[str
     counts = [0] * inst.n_hosts
     for h in placement:
         counts[h] += 1
+    sets, fixed = inst.allowed_sets(), inst.fixed
     for v, h in enumerate(placement):
-        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+        if h not in sets[v] and not fixed[v]:
             movable.add(v)
             why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
     for h in range(inst.n_hosts):

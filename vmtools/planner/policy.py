@@ -94,12 +94,29 @@ class Load:
         self.fracs: tuple[float, float] | None = None     # auto's targets (CPU, memory)
         self.fullest = FullestFirst(n, lambda h: (self.count[h] == 0, -max(self.util(h)),
                                                   inst.hosts[h], h), lambda h: target_room(self, h))
-        for v, h in enumerate(self.place):
-            self._add(v, h)
+        self._fill()
         self.spread_of: dict[int, list[int]] = {}
         for gi, group in enumerate(inst.spread):
             for v in group:
                 self.spread_of.setdefault(v, []).append(gi)
+
+    def _fill(self) -> None:
+        """Every guest added where it is, as :meth:`_add` adds them one by one (the same
+        sums, in the same order), without a call per guest."""
+        for d in self.inst.dims:
+            use, dem = self.use[d], self.inst.dem[d]
+            for v, h in enumerate(self.place):
+                use[h] += dem[v]
+        last_use, last, count, on = self.last_use, self.last, self.count, self.on
+        for v, h in enumerate(self.place):
+            last_use[h] += last[v]
+            count[h] += 1
+            on[h].add(v)
+        if self.sums is not None:
+            for v, h in enumerate(self.place):
+                row = self.sums[h]
+                for i, x in enumerate(self.series[v]):
+                    row[i] += x
 
     def _add(self, v: int, h: int, sign: int = 1) -> None:
         for d in self.inst.dims:
@@ -482,7 +499,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     load = Load(inst, inst.cur, last_cpu, series, opts.demand, opts.forecast)
     load.recent_left = opts.facts.recent_left or {}
     load.fracs = (opts.cpu_target, opts.mem_target)
-    unit_of = {v: u for u in H.units(inst) for v in u}
+    unit_of = H.unit_of(inst)
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
         for v, h in step.moves.items():
