@@ -63,6 +63,20 @@ def ssh_args(env: dict, *extra: str) -> list[str]:
             "--known-hosts", str(lab.known_hosts), *extra]
 
 
+@contextlib.contextmanager
+def held(state: ClusterState, *vms: str) -> Iterator[None]:
+    """Within the block the migrations of ``vms`` stay in flight (the lab's ``hold`` fault):
+    a test acts while a run is mid-move however slowly this machine runs it; at the end of
+    the block the transfers end."""
+    with state.transaction() as st:
+        st.setdefault("faults", {})["hold"] = list(vms)
+    try:
+        yield
+    finally:
+        with state.transaction() as st:
+            st["faults"]["hold"] = []
+
+
 def cluster_placement(state: ClusterState) -> dict[str, str]:
     return placement(state.read())
 
@@ -84,7 +98,7 @@ def assert_consistent(state: ClusterState, report: dict, guests: list[str]) -> N
 
 
 __all__ = ["ssh_lab", "fresh_env", "ssh_args", "make_cluster", "snapshot_of", "plan_of", "start_xends", "hostmap_text",
-           "cluster_placement", "assert_consistent", "GUESTS", "four_hosts"]
+           "cluster_placement", "assert_consistent", "held", "GUESTS", "four_hosts"]
 
 
 GUESTS = ["a", "b", "c", "d"]

@@ -168,3 +168,26 @@ def test_runs_on_two_domains_sharing_a_state_directory_lose_no_suspended_guest(t
     assert sorted(guests) == sorted(f"{p}{i}" for p in ("east", "west", "north")
                                     for i in range(25))
     assert sorted(os.listdir(tmp_path)) == ["suspended.json"]
+
+
+def test_hosts_of_two_xapi_pools_with_the_same_names_never_block_each_other(tmp_path):
+    """A XAPI pool's hosts are all reached through their master: two pools (two estates, or
+    two simulated pools side by side) with a host named node-1 are two hosts, while two runs
+    on one pool's node-1 still meet."""
+    for state in "abc":
+        (tmp_path / state).mkdir()
+
+    def xapi_lock(state: str, master: str) -> ClusterLock:
+        node = SimpleNamespace(name="node-1", address="node-1", port=443, transport="xapi")
+        return ClusterLock(tmp_path / state, ["pool"], [node], lock_dir=tmp_path / "locks",
+                           pool_master=master)
+    first = xapi_lock("a", "https://127.0.0.1:4431")
+    first.acquire()
+    other_pool = xapi_lock("b", "https://127.0.0.1:4432")
+    other_pool.acquire()
+    same_pool = xapi_lock("c", "https://127.0.0.1:4431")
+    with pytest.raises(TemporaryFailure, match="another vm-apply is running on host node-1"):
+        same_pool.acquire()
+    first.release()
+    other_pool.release()
+    assert os.listdir(tmp_path / "locks") == []

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.apply_lab import (GUESTS, assert_consistent, cluster_placement, four_hosts,
+from tests.apply_lab import (GUESTS, assert_consistent, cluster_placement, four_hosts, held,
                              hostmap_text, plan_of, snapshot_of)
 from tests.conftest import run, script
 from vmtools.apply import ApplyOptions, apply_plan
@@ -162,23 +162,26 @@ def test_unreachable_destination_is_69_and_nothing_moves(lab):
 
 
 def test_second_vm_apply_exits_75_at_once(lab):
-    with lab["state"].transaction() as st:
-        st["faults"]["slow"] = {"a": 12.0}         # 3 s
     _, path = write_plan(lab, [("a", "n4")])
-    first = subprocess.Popen([script("vm-apply"), str(path), "--hosts", str(lab["hosts"]),
-                              "--state-dir", str(lab["state_dir"])],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while "start #1" not in _incoming(lab) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        t0 = time.monotonic()
-        second = apply_cli(lab, path)
-        assert second.returncode == 75
-        assert time.monotonic() - t0 < 3
-        assert "another vm-apply is running" in second.stderr
-    finally:
-        out, err = first.communicate(timeout=30)
+    with held(lab["state"], "a"):            # the first run's migration lasts the block
+        first = subprocess.Popen([script("vm-apply"), str(path), "--hosts", str(lab["hosts"]),
+                                  "--state-dir", str(lab["state_dir"])],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "start #1" not in _incoming(lab):
+                assert time.monotonic() < deadline and first.poll() is None, \
+                    "the first run never started its migration"
+                time.sleep(0.05)
+            second = apply_cli(lab, path)
+            assert second.returncode == 75
+            assert "another vm-apply is running" in second.stderr
+            # at once: it answered while the first run was still moving a, not after
+            assert first.poll() is None and _incoming(lab)
+        except BaseException:
+            first.kill()
+            raise
+    out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert_consistent(lab["state"], json.loads(out), GUESTS)
 

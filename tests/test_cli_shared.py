@@ -239,3 +239,26 @@ def test_every_rule_kind_is_in_the_example_the_help_and_the_docs():
         "man/vm-plan.1": {k for k in RULE_KINDS if k not in man_text("vm-plan")},
         "README.md": {k for k in RULE_KINDS if k not in (ROOT / "README.md").read_text()}}
     assert not any(missing.values()), missing
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment(capsys):
+    """A command run in process (vm-replay runs settings so, as do tests) has its stderr
+    swapped and closed afterwards; the lines logged later still reach the stderr of then,
+    escaped, instead of 'Logging error' tracebacks about a closed file."""
+    import io
+    import logging
+    import sys
+    from vmtools.cli._common import setup_logging
+    swapped = io.StringIO()
+    real, sys.stderr = sys.stderr, swapped
+    try:
+        setup_logging("vm-test", 0, False, False)
+        logging.getLogger("vmtools.test").warning("first \x1b[2J")
+    finally:
+        sys.stderr = real
+    assert swapped.getvalue() == "vm-test: first \\x1b[2J\n"
+    swapped.close()
+    logging.getLogger("vmtools.test").warning("after the swap")
+    err = capsys.readouterr().err
+    assert err == "vm-test: after the swap\n"
+    setup_logging("vm-test", 0, False, False)

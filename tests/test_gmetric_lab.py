@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -362,16 +363,22 @@ def test_metadata_is_resent_after_a_gmond_restart(tmp_path):
     with GangliaLab(workdir=tmp_path / "ganglia") as ganglia:
         daemon = subprocess.Popen(
             [script("vm-gmetric"), "--interval", "0.5", "--window", "0",
-             "--metadata-interval", "2", "--cycles", "40", "--gmond", ganglia.gmond_address,
+             "--metadata-interval", "2", "--cycles", "400", "--gmond", ganglia.gmond_address,
              *lab.args("node-1")], env=dict(os.environ, **lab.env("node-1")),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             in_gmond = lambda: b'NAME="container.vm.web1.mem"' in ganglia.gmond_xml()  # noqa
-            ganglia.wait_until(in_gmond, 15, "metrics in gmond")
-            ganglia.kill_gmond()
-            ganglia.start_gmond()
-            assert not in_gmond()             # the restarted gmond knows nothing
-            ganglia.wait_until(in_gmond, 10, "metrics in the restarted gmond")
+            ganglia.wait_until(in_gmond, 30, "metrics in gmond")
+            # vm-gmetric paused over the restart: its metadata, resent every 2 s, would
+            # otherwise land now and then between gmond's start and the look below.
+            daemon.send_signal(signal.SIGSTOP)
+            try:
+                ganglia.kill_gmond()
+                ganglia.start_gmond()
+                assert not in_gmond()         # the restarted gmond knows nothing
+            finally:
+                daemon.send_signal(signal.SIGCONT)
+            ganglia.wait_until(in_gmond, 30, "metrics in the restarted gmond")
         finally:
             daemon.terminate()
             _, err = daemon.communicate(timeout=15)

@@ -16,7 +16,7 @@ from vmtools.lab.handmade import make_cluster, start_xends
 from vmtools.lab.migrate import MigrationError, migrate_domain
 from vmtools.lab.run import Lab
 
-# 1 GiB takes 1 s: long enough to break the transfer halfway
+# 1 GiB takes 1 s; the transfers broken below are held (the lab's ``hold`` fault) until then
 MIB_PER_S = 1024.0
 
 
@@ -32,8 +32,11 @@ def in_flight(state) -> dict[str, list[str]]:
 
 def migrate_in_background(state, src="n1", vm="a", dst="n2", migrate=None):
     """Start a migration in a thread; returns (thread, outcome list) once the receiver holds
-    the ``--incoming`` domain."""
+    the ``--incoming`` domain. The transfer is held in flight (however long the test takes
+    to break it) until the test breaks it or takes ``vm`` off ``faults.hold``."""
     outcome: list = []
+    with state.transaction() as st:
+        st.setdefault("faults", {})["hold"] = [vm]
 
     def run() -> None:
         try:
@@ -44,7 +47,7 @@ def migrate_in_background(state, src="n1", vm="a", dst="n2", migrate=None):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while not in_flight(state)[dst] and thread.is_alive():
         assert time.monotonic() < deadline, "the migration never started"
         time.sleep(0.02)
@@ -57,6 +60,21 @@ def lab_on(tmp_path, state) -> Lab:
     lab = Lab({"hosts": {}}, workdir=tmp_path / "lab")
     lab.state = state
     return lab
+
+
+def test_a_held_transfer_outlasts_its_time_and_ends_when_let_go(tmp_path):
+    state = two_hosts(tmp_path)
+    thread, outcome = migrate_in_background(state)
+    thread.join(timeout=1.5)                 # past its 1 s: still in flight, the guest on n1
+    assert thread.is_alive() and not outcome
+    assert in_flight(state)["n2"] == ["a--incoming"]
+    assert "a" in state.read()["hosts"]["n1"]["domains"]
+    with state.transaction() as st:
+        st["faults"]["hold"] = []
+    thread.join(timeout=30)
+    assert outcome == ["done"]
+    st = state.read()
+    assert list(st["hosts"]["n2"]["domains"]) == ["a"] and st["hosts"]["n1"]["domains"] == {}
 
 
 def test_source_going_down_mid_migration_leaves_no_incoming_domain(tmp_path):

@@ -115,7 +115,7 @@ def test_consolidate_switch_off_then_a_hotspot_wakes_a_host(make_lab):
     hot, busy = sorted(on_hosts, key=lambda h: (-len(guests[h]), h))
     load = {g: 2.0 for g in guests[hot]}
     load.update({g: round(0.85 * 8 / len(guests[busy]), 3) for g in guests[busy]})
-    lab.scenario["load"] = [{"guests": sorted(load), "shape": "step", "at": lab.elapsed(),
+    lab.scenario["load"] = [{"guests": sorted(load), "shape": "step", "at": lab.clock.now(),
                              "load": [load[g] for g in sorted(load)]}]
 
     def hot_now(s: dict) -> bool:

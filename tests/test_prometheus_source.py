@@ -218,7 +218,12 @@ def test_credentials_come_from_files_never_the_url(tmp_path):
     token.chmod(0o644)
     loose = run("vm-snapshot", "--prometheus", "http://127.0.0.1:9", "--prometheus-token-file",
                 str(token))
-    assert loose.returncode == 2 and "readable by every user" in loose.stderr
+    assert loose.returncode == 2 and "mode 0644 lets others read or change it" in loose.stderr
+    assert loose.stderr.count("\n") == 1 and "--prometheus-token-file" in loose.stderr
+    token.chmod(0o640)                  # the group too: as ssh, as XAPI's and IPMI's files
+    group = run("vm-snapshot", "--prometheus", "http://127.0.0.1:9", "--prometheus-token-file",
+                str(token))
+    assert group.returncode == 2 and "mode 0640" in group.stderr
 
 
 @pytest.mark.slow  # several commands through real pipes: seconds on a loaded machine

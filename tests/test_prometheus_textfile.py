@@ -207,7 +207,8 @@ def test_a_run_directory_with_garbage_documents_still_gives_metrics(tmp_path):
     assert "NaN" not in text
 
 
-def test_a_run_over_two_domains_counts_what_both_planned_and_did(tmp_path):
+def _two_domain_run(tmp_path: Path) -> Path:
+    """A run over two domains (east failed at apply, west did its one move); its file."""
     from vmtools.prometheus.textfile import write_rebalance
     run_dir = tmp_path / "20261207T050000Z"
     docs = {"east": (["e1", "e2"], [("web1", "done"), ("web2", "failed")], 12.0, 1),
@@ -225,9 +226,13 @@ def test_a_run_over_two_domains_counts_what_both_planned_and_did(tmp_path):
             {"id": i, "op": "migrate", "vm": vm, "outcome": outcome}
             for i, (vm, outcome) in enumerate(moves, 1)]}))
     (run_dir / "result.json").write_text(json.dumps({"exit": 1, "domains": {
-        "east": {"exit": 1}, "west": {"exit": 0}}}))
+        "east": {"exit": 1, "failed_step": "apply"}, "west": {"exit": 0}}}))
     write_rebalance(str(run_dir), str(tmp_path / "vm-rebalance.prom"))
-    got = samples(tmp_path / "vm-rebalance.prom")
+    return tmp_path / "vm-rebalance.prom"
+
+
+def test_a_run_over_two_domains_counts_what_both_planned_and_did(tmp_path):
+    got = samples(_two_domain_run(tmp_path))
     assert got[("vmtools_rebalance_exit_code", ())] == 1
     assert got[("vmtools_rebalance_planned_actions", (("op", "migrate"),))] == 3
     assert got[("vmtools_rebalance_migrations", (("outcome", "done"),))] == 2
@@ -237,3 +242,37 @@ def test_a_run_over_two_domains_counts_what_both_planned_and_did(tmp_path):
     assert got[("vmtools_rebalance_frozen_hosts", ())] == 2
     assert got[("vmtools_rebalance_solver_status", (("status", "status-west"),))] == 1
     assert got[("vmtools_rebalance_solver_seconds", ())] == 30.0
+
+
+def test_a_run_over_two_domains_gives_each_domains_figures_with_its_label(tmp_path):
+    prom = _two_domain_run(tmp_path)
+    got = samples(prom)
+    east, west = ("domain", "east"), ("domain", "west")
+    assert got[("vmtools_rebalance_domain_exit_code", (east,))] == 1
+    assert got[("vmtools_rebalance_domain_exit_code", (west,))] == 0
+    assert got[("vmtools_rebalance_domain_failed_step", (east, ("step", "apply")))] == 1
+    assert not any(k[0] == "vmtools_rebalance_domain_failed_step" and west in k[1] for k in got)
+    assert got[("vmtools_rebalance_domain_planned_actions", (east, ("op", "migrate")))] == 2
+    assert got[("vmtools_rebalance_domain_planned_actions", (west, ("op", "migrate")))] == 1
+    assert got[("vmtools_rebalance_domain_migrations", (east, ("outcome", "failed")))] == 1
+    assert got[("vmtools_rebalance_domain_migrations", (west, ("outcome", "failed")))] == 0
+    assert got[("vmtools_rebalance_domain_hosts", (east, ("state", "online")))] == 2
+    assert got[("vmtools_rebalance_domain_deferred_migrations", (west,))] == 2
+    assert got[("vmtools_rebalance_domain_host_frozen", (east, ("host", "e1")))] == 1
+    assert got[("vmtools_rebalance_domain_solver_seconds", (east,))] == 12.0
+    # the domains' figures add up to the run's (summed, no domain label)
+    for name, labels in (("planned_actions", (("op", "migrate"),)),
+                         ("migrations", (("outcome", "done"),)), ("frozen_hosts", ())):
+        assert sum(got[(f"vmtools_rebalance_domain_{name}", (d, *labels))]
+                   for d in (east, west)) == got[(f"vmtools_rebalance_{name}", labels)]
+    assert not any("timestamp" in k[0] and "domain" in k[0] for k in got)
+    if PROMTOOL is not None:
+        promtool_accepts(prom)
+
+
+def test_a_single_domain_run_has_no_domain_families(tmp_path):
+    from vmtools.prometheus.textfile import write_rebalance
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps({"exit": 0}))
+    write_rebalance(str(tmp_path / "run"), str(tmp_path / "vm-rebalance.prom"))
+    assert "vmtools_rebalance_domain_" not in (tmp_path / "vm-rebalance.prom").read_text()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vmtools.errors import DataError
+from vmtools.errors import DataError, UsageError
 from vmtools.model import Problem, Snapshot, VM, Host
 from vmtools.web import pages
 from vmtools.web.auth import Gate, csrf_ok, read_or_create_token
@@ -41,7 +41,10 @@ def test_token_file_is_created_private_and_reused(tmp_path):
     assert len(token) >= 32 and os.stat(path).st_mode & 0o777 == 0o600
     assert read_or_create_token(str(path)) == token
     os.chmod(path, 0o644)
-    with pytest.raises(DataError, match="readable or writable by others"):
+    with pytest.raises(UsageError, match="mode 0644 lets others read or change it; chmod 600"):
+        read_or_create_token(str(path))
+    os.chmod(path, 0o620)               # a group that may write the token is refused too
+    with pytest.raises(UsageError, match="mode 0620"):
         read_or_create_token(str(path))
 
 
@@ -235,19 +238,22 @@ def test_the_page_lists_every_host_and_guest_and_a_migration_lands(lab, server, 
     assert "node-1 → node-2" in browser.body_text()
     assert lab.placement()["web1"] == "node-1", "something ran before the confirmation"
     assert console_errors(browser) == []
-    browser.click(browser.find("button.go"))
-    # while it runs, the cluster page (another session) shows web1 in migration
-    cookie, _ = login(server)
-    seen = False
-    for _ in range(40):
-        _, page = http("GET", server.base + "/", cookie=cookie)
-        if "migrating to node-2" in page.split('id="host-node-1"')[1].split("</section>")[0]:
-            seen = True
-            break
-        if lab.placement()["web1"] == "node-2":
-            break
-        time.sleep(0.1)
-    assert seen, "the cluster page never showed web1 in migration"
+    # while it runs, the cluster page (another session) shows web1 in migration: the lab
+    # holds web1's transfer until the page has been seen (a 4-s move could end unseen on a
+    # slow machine)
+    lab.set_fault("hold", ["web1"])
+    try:
+        browser.click(browser.find("button.go"))
+        cookie, _ = login(server)
+        deadline = time.time() + 120
+        while True:
+            _, page = http("GET", server.base + "/", cookie=cookie)
+            if "migrating to node-2" in page.split('id="host-node-1"')[1].split("</section>")[0]:
+                break
+            assert time.time() < deadline, "the cluster page never showed web1 in migration"
+            time.sleep(0.1)
+    finally:
+        lab.set_fault("hold", [])
     # live progress, then the report (the page reloads itself when the run ends)
     browser.wait_for(lambda: "Report" in browser.body_text(), timeout=120, what="the report")
     assert browser.text(browser.find("#job-state")) == "done", browser.body_text()

@@ -72,7 +72,7 @@ def test_credentials_from_the_environment_or_a_private_file(tmp_path):
     f = tmp_path / "xapi.toml"
     f.write_text('username = "root"\npassword = "hunter2"\n')
     f.chmod(0o644)
-    with pytest.raises(UsageError, match="mode 0644 lets others read it") as err:
+    with pytest.raises(UsageError, match="mode 0644 lets others read or change it") as err:
         read_credentials(str(f), {})
     assert "hunter2" not in str(err.value)
     f.chmod(0o600)
@@ -142,7 +142,10 @@ def pool(tmp_path):
     lab = XapiLab(cs, dict(sc["xapi"], master="node-1"), tmp_path / "xapi",
                   boot_seconds=1.0).start()
     lab.state_path = cs
-    time.sleep(2.2)                 # two RRD samples
+    deadline = time.monotonic() + 60         # two RRD samples (one a second, if not starved)
+    while len(lab.pool.samples) < 2:
+        assert time.monotonic() < deadline, "the pool's RRD sampler never sampled twice"
+        time.sleep(0.1)
     yield lab
     lab.stop()
 

@@ -48,6 +48,33 @@ def open_input(path: str, prog: str, what: str = "input") -> BinaryIO:
         raise UsageError(f"{path}: {exc.strerror}") from None
 
 
+def check_private(path: str, what: str = "", st: os.stat_result | None = None
+                  ) -> os.stat_result:
+    """The one rule for a file that holds a secret (a password, a token, credentials), as ssh
+    has it for a key: a regular file, owned by root or by the user running vmtools, that its
+    group and others may neither read nor write. ``st``: its status when the caller opened it
+    already (fstat, no race). Anything else is a :class:`UsageError` (exit 2) that says what
+    to do; the content is never read here."""
+    name = f"{what} {path}" if what else path
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise UsageError(f"{name}: no such file") from None
+        except OSError as exc:
+            raise UsageError(f"{name}: {exc.strerror}") from None
+    import stat
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{name}: not a regular file")
+    if st.st_uid not in (0, os.geteuid()):
+        raise UsageError(f"{name}: owned by uid {st.st_uid}, not by root or the user "
+                         "running vmtools (chown it)")
+    if st.st_mode & 0o077:
+        raise UsageError(f"{name}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or "
+                         f"change it; chmod 600 {path}")
+    return st
+
+
 def input_name(path: str) -> str:
     """How messages name the input."""
     return "<stdin>" if path == "-" else str(path)

@@ -158,6 +158,19 @@ class Reader:
         base = self.where(key)
         return [(f"{base}[{i}]", item) for i, item in enumerate(value)]
 
+    def records(self, key: str, cls: Any) -> list:
+        """``[cls.from_dict(item, path) for path, item in self.list(key)]`` (required) without
+        writing a path for each item read by ``cls.fast`` (150,000 guests' paths: 0.03 s)."""
+        found, value = self._get(key, True, [])
+        if not isinstance(value, list):
+            raise DataError(f"expected a list, got {_describe(value)}", self.where(key))
+        base, fast, read = self.where(key), cls.fast, cls.from_dict
+        out = []
+        for i, item in enumerate(value):
+            x = fast(item)
+            out.append(x if x is not None else read(item, f"{base}[{i}]"))
+        return out
+
     def raw(self, key: str, default: Any = None) -> Any:
         return self.obj.get(key, default)
 
@@ -181,6 +194,8 @@ def check_envelope(obj: Any, expected_format: str, path: str = "") -> Reader:
 
 
 def _unique(items: list, key: Callable[[Any], str], path: str, what: str) -> None:
+    if len(set(map(key, items))) == len(items):
+        return                  # the common case, at C speed; else the first duplicate named
     seen: set[str] = set()
     for i, item in enumerate(items):
         k = key(item)
@@ -225,6 +240,35 @@ class Host:
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "Host":
+        return cls.fast(obj) or cls._checked(obj, path)
+
+    @classmethod
+    def fast(cls, obj: Any) -> "Host | None":
+        """The common case in one test (20,000 hosts: 0.1 s less), or None: then
+        :meth:`from_dict` reads it field by field and names what is wrong."""
+        if type(obj) is dict:
+            g = obj.get
+            name, cluster, domain, state, cpu, mem, net, hyp, mig, rep = (
+                g("name"), g("cluster"), g("domain"), g("state"), g("cpu"), g("mem_mib"),
+                g("net_mbps"), g("hypervisor"), g("migration"), g("reported"))
+            if (type(name) is str and _SAFE_NAME.fullmatch(name)
+                    and (cluster is None or type(cluster) is str)
+                    and (domain is None or (type(domain) is str and domain.isprintable()
+                                            and len(domain) <= MAX_DOMAIN_CHARS))
+                    and (state is None or (type(state) is str and state in HOST_STATES))
+                    and type(cpu) in _NUMBER and HOST_MIN_CPU <= cpu <= HOST_MAX_CPU
+                    and type(mem) is int and HOST_MIN_MIB <= mem <= HOST_MAX_MIB
+                    and (net is None or (type(net) in _NUMBER and 0.0 < net <= MAX_NUMBER))
+                    and (hyp is None or type(hyp) is str) and (mig is None or type(mig) is str)
+                    and (rep is None or type(rep) is str)):
+                return cls(name, "" if cluster is None else cluster,
+                           "online" if state is None else state, float(cpu), mem,
+                           None if net is None else float(net), "" if hyp is None else hyp,
+                           "" if mig is None else mig, rep, "" if domain is None else domain)
+        return None
+
+    @classmethod
+    def _checked(cls, obj: Any, path: str) -> "Host":
         r = Reader(obj, path)
         domain = r.str("domain", False, "")
         if len(domain) > MAX_DOMAIN_CHARS or not domain.isprintable():
@@ -260,7 +304,13 @@ class VM:
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> "VM":
-        if type(obj) is dict:       # the common case in one test (150,000 guests: 1.5 s less)
+        return cls.fast(obj) or cls._checked(obj, path)
+
+    @classmethod
+    def fast(cls, obj: Any) -> "VM | None":
+        """The common case in one test (150,000 guests: 1.5 s less), or None: then
+        :meth:`from_dict` reads it field by field and names what is wrong."""
+        if type(obj) is dict:
             g = obj.get
             name, host, state, vcpus, cpu, mem, net = (
                 g("name"), g("host"), g("state"), g("vcpus"), g("cpu"), g("mem_mib"),
@@ -274,6 +324,10 @@ class VM:
                 return cls(name, host, "running" if state is None else state,
                            1 if vcpus is None else vcpus, float(cpu), mem,
                            None if net is None else float(net))
+        return None
+
+    @classmethod
+    def _checked(cls, obj: Any, path: str) -> "VM":
         r = Reader(obj, path)     # anything else: checked field by field, the error named
         return cls(name=r.name("name"), host=r.name("host"),
                    state=r.str("state", False, "running"),
@@ -378,9 +432,9 @@ class Snapshot:
     @classmethod
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
         r = check_envelope(obj, SNAPSHOT_FORMAT, path)
-        hosts = [Host.from_dict(item, p) for p, item in r.list("hosts")]
+        hosts = r.records("hosts", Host)
         _unique(hosts, lambda h: h.name, r.where("hosts"), "host")
-        vms = [VM.from_dict(item, p) for p, item in r.list("vms")]
+        vms = r.records("vms", VM)
         _unique(vms, lambda v: v.name, r.where("vms"), "guest")
         names = {h.name for h in hosts}
         for i, vm in enumerate(vms):

@@ -9,13 +9,13 @@ window title of the operator who reads its output.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-# ASCII text (every JSON document vmtools prints) is checked by one regular expression, at C
-# speed: a 20 MB plan must not be walked character by character.
-_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ASCII_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+# ASCII text (every JSON document vmtools prints) is checked at C speed: its bytes with the
+# printable ones deleted (bytes.translate) must leave nothing; a 39 MB plan must not be walked
+# character by character (a regular expression over it took 0.1-0.2 s).
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7f))
+_PRINTABLE_ASCII_AND_NEWLINE = _PRINTABLE_ASCII + b"\n"
 
 
 def _escape(ch: str) -> str:
@@ -29,7 +29,8 @@ def printable(value: Any, *, newlines: bool = False) -> str:
     for multi-line text that is ours, escaping only what is inside)."""
     text = value if isinstance(value, str) else str(value)
     if text.isascii():
-        if not (_ASCII_CONTROL_BUT_NEWLINE if newlines else _ASCII_CONTROL).search(text):
+        if not text.encode("ascii").translate(
+                None, _PRINTABLE_ASCII_AND_NEWLINE if newlines else _PRINTABLE_ASCII):
             return text
     elif text.isprintable():
         return text

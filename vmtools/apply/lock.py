@@ -11,8 +11,9 @@ Two locks, both ``flock``s (released by the kernel when the process dies, howeve
   else ``$TMPDIR/vmtools-locks``) that does not depend on ``--state-dir``: cron and an
   operator with different state directories, or a ``--resume`` from another directory, see
   each other's runs on any shared host. A host is named by its domain, its Ganglia name and
-  the address vm-apply manages it at, so two domains (or two simulated labs on one machine)
-  never block each other by sharing a host name.
+  the address vm-apply manages it at (for a XAPI pool's host, the master's URL), so two
+  domains (or two simulated labs or pools on one machine) never block each other by sharing
+  a host name.
 
 A lock file exists only while a run holds it: the run removes it, still holding the lock,
 when it lets go, so the directory does not fill with one file per host ever touched. A run
@@ -38,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from vmtools.drivers.registry import XAPI_TRANSPORT
 from vmtools.errors import TemporaryFailure
 from vmtools.model import epoch_to_iso, is_safe_name
 from vmtools.text import printable
@@ -62,11 +64,13 @@ class ClusterLock:
     """The lock of each migration domain in the state directory, in the order of their names,
     then one lock per touched host in the machine-wide directory (see the module).
     ``host_domain`` names each host's domain; a host it does not name counts in every one of
-    ``domains`` (a single-domain run: that domain)."""
+    ``domains`` (a single-domain run: that domain). A host managed through a XAPI
+    ``pool_master`` is named by the master's URL, not by its endpoint's address."""
 
     def __init__(self, state_dir: Path, domains: list[str], endpoints: list = (),
                  lock_dir: str | os.PathLike | None = None,
-                 host_domain: dict[str, str] | None = None):
+                 host_domain: dict[str, str] | None = None,
+                 pool_master: str | None = None):
         names = sorted(set(domains))
         self.names = list(names)
         self.paths = [state_dir / f"apply-{_file_part(d)}.lock" for d in names]
@@ -76,6 +80,7 @@ class ClusterLock:
         every = ",".join(names)
         keys = sorted({((host_domain or {}).get(getattr(ep, "name", ""), every),
                         getattr(ep, "name", ""),
+                        (pool_master if getattr(ep, "transport", "") == XAPI_TRANSPORT else None) or
                         f"{getattr(ep, 'address', '')}:{getattr(ep, 'port', '')}")
                        for ep in endpoints})
         for domain, name, where in keys:

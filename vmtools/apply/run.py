@@ -601,7 +601,8 @@ def apply_plan(plan: Plan, options: ApplyOptions, progress: Progress | None = No
     lock_domain = {h: run.hosts[h].domain or run.hosts[h].cluster for h in run.touched_hosts}
     lock = ClusterLock(state_dir, sorted(set(lock_domain.values())) or [""],
                        [run.endpoints[h] for h in run.touched_hosts], options.lock_dir,
-                       host_domain=lock_domain)
+                       host_domain=lock_domain,
+                       pool_master=options.xapi.url if options.xapi is not None else None)
     lock.acquire()
     try:
         if not options.dry_run:

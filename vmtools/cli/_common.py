@@ -117,13 +117,30 @@ class _EscapingFormatter(logging.Formatter):
         return printable(super().format(record), newlines=True)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when logging was
+    set up: a command run in process (vm-replay's settings, a test's runner) swaps stderr and
+    closes its copy afterwards, and a handler kept on that copy failed every later line."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):                            # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(prog: str, verbose: int, quiet: bool, debug: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
         min(verbose + (1 if debug else 0), 2)]
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(_EscapingFormatter(f"{prog}: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)

@@ -1,13 +1,14 @@
-"""The source options, one set for every command that reads the cluster (vm-snapshot and
-vm-web): each is a typer annotation here, and :func:`source_settings` turns their values
+"""The source options, one set for every command that reads the cluster (vm-snapshot,
+vm-status and vm-web): each is a typer annotation here, and :func:`source_settings` turns their values
 into :class:`vmtools.snapshot.SourceSettings` for :func:`vmtools.snapshot.sources_from`.
-A command declares each as ``name: Annotated-type = default`` with the same name, so
-``--help``, the settings file (``[vm-snapshot]``, ``[vm-web]``) and the environment see the
-same options with the same words."""
+A command takes them all through :func:`with_sources`, so ``--help``, the settings file
+(``[vm-snapshot]``, ``[vm-web]``, ``[vm-status]``) and the environment see the same options
+with the same words."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import inspect
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -114,15 +115,44 @@ Deadline = Annotated[Optional[float], typer.Option(
          "are read (exit 69 only when none answers). Default: each source's own "
          "timeouts.")]
 
-# name -> default, as each command declares them (besides --deadline, which is
-# take_snapshot's)
-DEFAULTS: dict[str, Any] = dict(
-    gmetad=None, cluster=None, gmond=None, input_=None, example=None, prometheus=None,
-    prometheus_profile="vmtools", prometheus_user=None, prometheus_password_file=None,
-    prometheus_token_file=None, prometheus_ca_file=None, samples_window=120.0,
-    samples_step=60.0, timeout=DEFAULT_TIMEOUT, recover=False,
-    stale_after=DEFAULT_STALE_AFTER, xapi=None, xapi_credentials=None, xapi_ca=None,
-    xapi_fingerprint=None, xapi_insecure=False, xapi_window=60.0)
+# The source options in --help's order: name -> (annotation, default). --deadline is
+# take_snapshot's, not a SourceSettings field.
+OPTIONS: dict[str, tuple[Any, Any]] = dict(
+    gmetad=(Gmetad, None), cluster=(Cluster, None), gmond=(Gmond, None),
+    input_=(Input, None), example=(Example, None), prometheus=(Prometheus, None),
+    prometheus_profile=(PrometheusProfile, "vmtools"),
+    prometheus_user=(PrometheusUser, None),
+    prometheus_password_file=(PrometheusPasswordFile, None),
+    prometheus_token_file=(PrometheusTokenFile, None),
+    prometheus_ca_file=(PrometheusCaFile, None), samples_window=(SamplesWindow, 120.0),
+    samples_step=(SamplesStep, 60.0), timeout=(Timeout, DEFAULT_TIMEOUT),
+    recover=(Recover, False), stale_after=(StaleAfter, DEFAULT_STALE_AFTER),
+    xapi=(Xapi, None), xapi_credentials=(XapiCredentials, None), xapi_ca=(XapiCa, None),
+    xapi_fingerprint=(XapiFingerprint, None), xapi_insecure=(XapiInsecure, False),
+    xapi_window=(XapiWindow, 60.0), deadline=(Deadline, None))
+DEFAULTS: dict[str, Any] = {name: default for name, (_, default) in OPTIONS.items()
+                            if name != "deadline"}
+
+
+def with_sources(after: str | None = None, omit: tuple[str, ...] = (), **defaults: Any
+                 ) -> Callable[[Callable], Callable]:
+    """Give ``func(..., **given)`` the source options (:data:`OPTIONS`, but ``omit``; with
+    ``defaults`` where a command's differ) after its own parameter ``after`` (first when
+    None): typer builds them from its signature, and the command finds their values in
+    ``given`` by the same names. The one declaration of the options every reading command
+    shares."""
+    def decorate(func: Callable) -> Callable:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=kw) for p in
+               inspect.signature(func, eval_str=True).parameters.values()
+               if p.kind != p.VAR_KEYWORD]
+        ours = [inspect.Parameter(name, kw, annotation=annotation,
+                                  default=defaults.get(name, default))
+                for name, (annotation, default) in OPTIONS.items() if name not in omit]
+        cut = 0 if after is None else [p.name for p in own].index(after) + 1
+        func.__signature__ = inspect.Signature(own[:cut] + ours + own[cut:])  # type: ignore
+        return func
+    return decorate
 
 
 def source_settings(values: dict[str, Any], at: str | None = None) -> SourceSettings:
@@ -136,4 +166,4 @@ def source_settings(values: dict[str, Any], at: str | None = None) -> SourceSett
     return SourceSettings(at=at, **kw)
 
 
-__all__ = ["DEFAULTS", "source_settings"]
+__all__ = ["DEFAULTS", "OPTIONS", "source_settings", "with_sources"]

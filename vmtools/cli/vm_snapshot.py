@@ -22,8 +22,6 @@ from vmtools.cli._common import (TextfileDir, figures, EXIT_CODES_EPILOG, Debug,
 from vmtools.errors import UsageError
 from vmtools.cli import _sources as S
 from vmtools.cli._sources import source_settings
-from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
-from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.snapshot import snapshot_json, snapshot_json_chunks, sources_from, take_snapshot
 
 log = logging.getLogger("vmtools.snapshot")
@@ -32,48 +30,30 @@ app = make_app(PROG, __doc__)
 
 
 @app.command(epilog=EXIT_CODES_EPILOG)
+@S.with_sources()
 def snapshot(
-    gmetad: S.Gmetad = None,
-    cluster: S.Cluster = None,
-    gmond: S.Gmond = None,
-    input_: S.Input = None,
-    example: S.Example = None,
-    prometheus: S.Prometheus = None,
-    prometheus_profile: S.PrometheusProfile = "vmtools",
-    prometheus_user: S.PrometheusUser = None,
-    prometheus_password_file: S.PrometheusPasswordFile = None,
-    prometheus_token_file: S.PrometheusTokenFile = None,
-    prometheus_ca_file: S.PrometheusCaFile = None,
     at: Annotated[Optional[str], typer.Option(
         "--at", metavar="TIME",
         help="With --prometheus: the snapshot as it was at TIME (Unix seconds or "
              "YYYY-MM-DDTHH:MM:SSZ) instead of now.")] = None,
-    samples_window: S.SamplesWindow = 120.0,
-    samples_step: S.SamplesStep = 60.0,
-    timeout: S.Timeout = DEFAULT_TIMEOUT,
-    recover: S.Recover = False,
-    stale_after: S.StaleAfter = DEFAULT_STALE_AFTER,
-    xapi: S.Xapi = None,
-    xapi_credentials: S.XapiCredentials = None,
-    xapi_ca: S.XapiCa = None,
-    xapi_fingerprint: S.XapiFingerprint = None,
-    xapi_insecure: S.XapiInsecure = False,
-    xapi_window: S.XapiWindow = 60.0,
     fmt: Format = OutputFormat.json,
     output: Output = None,
     textfile_dir: TextfileDir = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
-    deadline: S.Deadline = None,
     version: Version = False,
+    **given,
 ) -> None:
     """Print a snapshot (JSON) of the Xen hosts and guests that Ganglia, Prometheus or XAPI
-    reports."""
+    reports.
+    \f
+    ``given``: the source options (:func:`vmtools.cli._sources.with_sources`)."""
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
+        deadline = given["deadline"]
         if deadline is not None and not deadline > 0:
             raise UsageError(f"--deadline {deadline:g}: must be more than 0 seconds")
-        sources = sources_from(source_settings(locals(), at=at))
+        sources = sources_from(source_settings(given, at=at))
         snap = take_snapshot(sources, timeout=deadline)
         evaluated = [src.evaluated_at for src in sources if hasattr(src, "evaluated_at")]
         if evaluated:           # the moment Prometheus was asked about (--at, or now)

@@ -20,8 +20,6 @@ from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Format, 
                                  Verbose, Version, emit, entry_point, guard, make_app,
                                  log, read_document)
 from vmtools.errors import DataError, UsageError
-from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
-from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 from vmtools.model import Snapshot, dumps
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD
 
@@ -31,32 +29,12 @@ app = make_app(PROG, __doc__)
 
 
 @app.command(epilog=EXIT_CODES_EPILOG)
+@S.with_sources(after="file", omit=("samples_window", "samples_step"))
 def status(
     file: Annotated[Optional[str], typer.Argument(
         metavar="[FILE]", help="A snapshot document (- reads stdin). Default: take one live "
                                "through the source options (gmetad on localhost when none "
                                "is given).")] = None,
-    gmetad: S.Gmetad = None,
-    cluster: S.Cluster = None,
-    gmond: S.Gmond = None,
-    input_: S.Input = None,
-    example: S.Example = None,
-    prometheus: S.Prometheus = None,
-    prometheus_profile: S.PrometheusProfile = "vmtools",
-    prometheus_user: S.PrometheusUser = None,
-    prometheus_password_file: S.PrometheusPasswordFile = None,
-    prometheus_token_file: S.PrometheusTokenFile = None,
-    prometheus_ca_file: S.PrometheusCaFile = None,
-    timeout: S.Timeout = DEFAULT_TIMEOUT,
-    recover: S.Recover = False,
-    stale_after: S.StaleAfter = DEFAULT_STALE_AFTER,
-    xapi: S.Xapi = None,
-    xapi_credentials: S.XapiCredentials = None,
-    xapi_ca: S.XapiCa = None,
-    xapi_fingerprint: S.XapiFingerprint = None,
-    xapi_insecure: S.XapiInsecure = False,
-    xapi_window: S.XapiWindow = 60.0,
-    deadline: S.Deadline = None,
     runs: Annotated[str, typer.Option(
         "--runs", metavar="DIR",
         help="vm-rebalance's archive (its -a), for the last run; '' to leave it out.")
@@ -87,9 +65,12 @@ def status(
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
+    **given,
 ) -> None:
-    """Print the state of the cluster for people (or -f json: a vmtools.status document)."""
-    given = dict(locals())
+    """Print the state of the cluster for people (or -f json: a vmtools.status document).
+    \f
+    ``given``: the source options (:func:`vmtools.cli._sources.with_sources`)."""
+    timeout, deadline = given["timeout"], given["deadline"]
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir):
         from vmtools.render import status_table
         from vmtools.status import build_status

@@ -22,8 +22,6 @@ from vmtools.cli._common import (TextfileDir, EXIT_CODES_EPILOG, Debug, Quiet, V
 from vmtools.cli import _sources as S
 from vmtools.cli._sources import source_settings
 from vmtools.errors import DataError, UsageError
-from vmtools.ganglia.interpret import DEFAULT_STALE_AFTER
-from vmtools.ganglia.sources import DEFAULT_TIMEOUT
 
 PROG = "vm-web"
 DEFAULT_PORT = 8470
@@ -163,6 +161,7 @@ def _maintain_host(xapi_settings: object):
 
 @app.command(epilog=EXIT_CODES_EPILOG)
 @_with_apply_options
+@S.with_sources(after="read_only", samples_window=0.0)
 def web(
     listen: Annotated[str, typer.Option(
         "--listen", metavar="ADDRESS", help="Address to listen on; beyond loopback only with "
@@ -183,29 +182,6 @@ def web(
         "--session-minutes", metavar="MINUTES", help="A login lasts this long.")] = 60.0,
     read_only: Annotated[bool, typer.Option(
         "--read-only", help="Show, never act: no action page, every action refused.")] = False,
-    gmetad: S.Gmetad = None,
-    cluster: S.Cluster = None,
-    gmond: S.Gmond = None,
-    input_: S.Input = None,
-    example: S.Example = None,
-    prometheus: S.Prometheus = None,
-    prometheus_profile: S.PrometheusProfile = "vmtools",
-    prometheus_user: S.PrometheusUser = None,
-    prometheus_password_file: S.PrometheusPasswordFile = None,
-    prometheus_token_file: S.PrometheusTokenFile = None,
-    prometheus_ca_file: S.PrometheusCaFile = None,
-    samples_window: S.SamplesWindow = 0.0,
-    samples_step: S.SamplesStep = 60.0,
-    timeout: S.Timeout = DEFAULT_TIMEOUT,
-    recover: S.Recover = False,
-    stale_after: S.StaleAfter = DEFAULT_STALE_AFTER,
-    xapi: S.Xapi = None,
-    xapi_credentials: S.XapiCredentials = None,
-    xapi_ca: S.XapiCa = None,
-    xapi_fingerprint: S.XapiFingerprint = None,
-    xapi_insecure: S.XapiInsecure = False,
-    xapi_window: S.XapiWindow = 60.0,
-    deadline: S.Deadline = None,
     constraints: Annotated[Optional[str], typer.Option(
         "--constraints", metavar="FILE", help="The rules every action obeys (as vm-plan).")
     ] = None,
@@ -230,10 +206,15 @@ def web(
     quiet: Quiet = False,
     debug: Debug = False,
     version: Version = False,
-    **apply,
+    **given,
 ) -> None:
     """Serve the cluster and its manual actions in a browser (the first line printed is the
-    URL to open). ``apply``: vm-apply's options (:data:`APPLY_OPTIONS`)."""
+    URL to open).
+    \f
+    ``given``: the source options (:func:`vmtools.cli._sources.with_sources`) and vm-apply's
+    options (:data:`APPLY_OPTIONS`)."""
+    apply = given
+    deadline, input_, xapi = given["deadline"], given["input_"], given["xapi"]
     with guard(PROG, verbose, quiet, debug, textfile_dir=textfile_dir,
                flags={"off_timeout": "--power-off-timeout"}):
         from vmtools.web.serve import check_listen, serve, tls_context
@@ -251,17 +232,17 @@ def web(
             raise UsageError(f"--replay-dir {replay_dir}: no such directory")
         state = str(apply["state_dir"] or default_state_dir())
         # the sources exactly as vm-snapshot makes them (its options, its code)
-        sources = sources_from(source_settings(locals()))
+        sources = sources_from(source_settings(given))
         xapi_settings = None
         if xapi:
             if len(xapi) > 1 and not read_only:
                 raise UsageError("vm-web acts through one pool master (as vm-apply --xapi): "
                                  "give one --xapi, or --read-only to watch several pools")
             from vmtools.drivers.xapi_pool import XapiSettings
-            xapi_settings = XapiSettings(xapi[0], credentials=xapi_credentials,
-                                         ca_file=xapi_ca,
-                                         fingerprints=tuple(xapi_fingerprint or ()),
-                                         insecure=xapi_insecure,
+            xapi_settings = XapiSettings(xapi[0], credentials=given["xapi_credentials"],
+                                         ca_file=given["xapi_ca"],
+                                         fingerprints=tuple(given["xapi_fingerprint"] or ()),
+                                         insecure=given["xapi_insecure"],
                                          timeout=apply["connect_timeout"])
         rules = None
         if constraints is not None:

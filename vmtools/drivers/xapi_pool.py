@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import XenAPI
 
+from vmtools.inputs import check_private
 from vmtools.errors import DataError, OperationFailed, Unavailable, UsageError
 from vmtools.model import is_reserved_name, is_safe_name
 
@@ -67,23 +68,10 @@ class Credentials:
 
 
 def _check_private(path: str) -> None:
-    import stat
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise UsageError(f"XAPI credentials {path}: no such file (write username and "
-                         f"password there, chmod 600, or set {USER_ENV} and {PASSWORD_ENV})"
-                         ) from None
-    except OSError as exc:
-        raise UsageError(f"XAPI credentials {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"XAPI credentials {path}: not a regular file")
-    if st.st_uid not in (0, os.geteuid()):
-        raise UsageError(f"XAPI credentials {path}: owned by uid {st.st_uid}, not by root or "
-                         "the user running vmtools (chown it)")
-    if st.st_mode & 0o077:
-        raise UsageError(f"XAPI credentials {path}: mode {stat.S_IMODE(st.st_mode):04o} lets "
-                         f"others read it; chmod 600 {path}")
+                         f"password there, chmod 600, or set {USER_ENV} and {PASSWORD_ENV})")
+    check_private(path, "XAPI credentials")
 
 
 def read_credentials(path: str | None, environ=os.environ) -> Credentials:

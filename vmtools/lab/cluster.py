@@ -178,6 +178,21 @@ def placement(state: dict) -> dict[str, str]:
     return {vm: h for h, spec in state["hosts"].items() for vm in spec["domains"]}
 
 
+def differences(truth: dict[str, str], snap: dict, hosts) -> str:
+    """How a snapshot differs from the simulated truth (guest → host, the hosts that should be
+    seen): the hosts it misses and the guests it places wrong; empty when it shows the truth."""
+    seen = {v["name"]: v["host"] for v in snap["vms"]}
+    missing = sorted(set(hosts) - {h["name"] for h in snap["hosts"]})
+    wrong = sorted(n for n in set(truth) | set(seen) if truth.get(n) != seen.get(n))
+    parts = []
+    if missing:
+        parts.append("hosts not seen: " + ", ".join(missing))
+    if wrong:
+        parts.append("guests not where they run: " + ", ".join(
+            f"{n} (seen on {seen.get(n)}, runs on {truth.get(n)})" for n in wrong[:10]))
+    return "; ".join(parts)
+
+
 def advance(state: dict, now: float | None = None) -> None:
     """Move the simulated clock to ``now``: CPU time and vif counters grow with each guest's
     load, so two samples taken by a Domain-0 tool give the load back."""

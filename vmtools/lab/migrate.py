@@ -17,7 +17,12 @@ Fault injection, through the state's ``faults`` dict (all keys optional)::
     {"refuse":   {"web1": "Not enough free memory"},  # destination refuses: fails at once
      "dst_dies": ["web2"],            # destination host goes down halfway through web2's move
      "slow":     {"web3": 4.0},       # web3's migration takes 4x longer
+     "hold":     ["web5"],            # web5's transfer does not end while it is listed here
      "lose_ack": ["web4"]}            # the move succeeds but the sender reports failure
+
+``hold`` keeps a migration in flight for as long as a test needs it there (a second run
+started meanwhile, a signal sent), whatever the machine's speed; the test then takes the
+guest off the list and the transfer ends at once (or at its time, if that is later).
 """
 
 from __future__ import annotations
@@ -148,7 +153,8 @@ def migrate_domain(state: ClusterState, src: str, dom: str, destination: str,
     half = time.monotonic() + seconds / 2
     while True:
         now = time.monotonic()
-        if now >= deadline:
+        seen = state.read()
+        if now >= deadline and name not in seen.get("faults", {}).get("hold", ()):
             break
         if aborted():
             _discard(state, dst, name + INCOMING)
@@ -157,11 +163,11 @@ def migrate_domain(state: ClusterState, src: str, dom: str, destination: str,
             with state.transaction() as st:
                 go_down(st, dst)             # a dead host takes its guests with it
             raise reset
-        failure = _broken(state.read(), src, dst, name, reset)
+        failure = _broken(seen, src, dst, name, reset)
         if failure is not None:
             _discard(state, dst, name + INCOMING)
             raise failure
-        time.sleep(min(POLL, deadline - now))
+        time.sleep(POLL if now >= deadline else min(POLL, deadline - now))
 
     with state.transaction() as st:
         failure = _broken(st, src, dst, name, reset)

@@ -1,38 +1,79 @@
 """Loopback ports for the lab's daemons: one chosen free a moment before the daemon starts
 (another process may still take it first: each lab starts its daemon again on another port
 when that happens), and whether a given process really holds a port (a port merely taken,
-perhaps by a parallel test's daemon, proves nothing)."""
+perhaps by a parallel test's daemon, proves nothing).
+
+Ports are chosen outside the kernel's ephemeral range (``ip_local_port_range``): a port the
+kernel handed out for ``bind(0)`` and that was let go is the very kind of port the kernel
+hands out next for an outgoing connection (a Prometheus scrape, a snapshot's HTTP request),
+and one such connection between choosing and starting took a vm-gmetric exporter's port.
+Outside that range only another explicit choice can collide; one process never hands out
+the same port twice."""
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 
 _LISTEN = "0A"                  # TCP_LISTEN in /proc/net/tcp
+_LOWEST = 10000                 # below: well-known and registered services' habits
+_given: set[int] = set()        # handed out by this process (never twice)
+_random = random.SystemRandom()
+
+
+def _candidates() -> range:
+    """Ports the kernel never hands out on its own: below the ephemeral range, or above it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(x) for x in fh.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999                 # Linux's default
+    if low - _LOWEST >= 1000:
+        return range(_LOWEST, low)
+    if 65535 - high >= 1000:
+        return range(high + 1, 65536)
+    return range(0)                              # a range that leaves no room: bind(0)
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _choose(tcp: bool, udp: bool) -> int:
+    ports = _candidates()
+    for _ in range(200 if ports else 0):
+        port = _random.choice(ports)
+        if port in _given:
+            continue
+        if (not tcp or _bindable(port, socket.SOCK_STREAM)) and \
+                (not udp or _bindable(port, socket.SOCK_DGRAM)):
+            _given.add(port)
+            return port
+    for _ in range(50):                          # no room outside: the kernel's choice
+        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given and (not (tcp and udp) or _bindable(port, socket.SOCK_DGRAM)):
+            _given.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def free_port(udp_too: bool = False) -> int:
     """A port free on 127.0.0.1 for TCP (and UDP when asked) right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            if not udp_too:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
+    return _choose(tcp=True, udp=udp_too)
 
 
 def free_udp_port() -> int:
     """A UDP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _choose(tcp=False, udp=True)
 
 
 def holds_port(pid: int, port: int, proto: str = "tcp") -> bool:

@@ -17,8 +17,10 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from vmtools.lab.ganglia import free_port
+from vmtools.lab.ports import holds_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -145,3 +147,38 @@ class PrometheusLab:
                 self.proc.wait()
         self.proc = None
 
+
+def exporters_listening(prometheus: PrometheusLab, procs: dict[str, subprocess.Popen],
+                        ports: dict[str, int], restart: Callable[[str], subprocess.Popen],
+                        log_of: Callable[[str], Path], attempts: int = 3) -> None:
+    """Wait until every Domain-0's vm-gmetric (``procs``) holds its exporter port (``ports``,
+    updated in place). One that could not listen (the port was taken between choosing and
+    starting: vm-gmetric exits 69) is ``restart``ed on another port, and ``prometheus`` is
+    given the new target. A CI run once failed on one exporter Prometheus never saw."""
+    for attempt in range(attempts):
+        pending = dict(ports)
+        failed = []
+        deadline = time.time() + 60
+        while pending and time.time() < deadline:
+            for name, port in list(pending.items()):
+                if holds_port(procs[name].pid, port, "tcp"):
+                    del pending[name]
+                elif procs[name].poll() is not None:
+                    failed.append(name)
+                    del pending[name]
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise RuntimeError("vm-gmetric's exporter did not listen within 60 s on "
+                               + ", ".join(f"{n} (127.0.0.1:{p})" for n, p in pending.items()))
+        if not failed:
+            return
+        if attempt == attempts - 1:
+            tail = log_of(failed[0]).read_text(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"vm-gmetric's exporter on {failed[0]} could not listen: "
+                               + (tail[0] if tail else "no log"))
+        for name in failed:
+            ports[name] = free_port()
+        prometheus.set_targets({n: f"127.0.0.1:{p}" for n, p in ports.items()})
+        for name in failed:
+            procs[name] = restart(name)

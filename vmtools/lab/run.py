@@ -41,9 +41,11 @@ from typing import Any, Callable
 
 from vmtools.lab import sshd as sshlab
 from vmtools.lab import power as labpower
-from vmtools.lab.cluster import ClusterState, go_down, placement
-from vmtools.lab.ganglia import GangliaLab, free_port
-from vmtools.lab.prometheus import PrometheusLab
+from vmtools.lab.clock import ScenarioClock
+from vmtools.lab.cluster import ClusterState, differences, go_down, placement
+from vmtools.lab.ganglia import GangliaLab
+from vmtools.lab.ports import free_port
+from vmtools.lab.prometheus import PrometheusLab, exporters_listening
 from vmtools.lab.scenario import apply_loads, load_scenario, state_from_scenario
 from vmtools.lab.standin import install_standins
 from vmtools.lab.xend import XendLab
@@ -111,7 +113,7 @@ class Lab:
         self._power_lock = threading.Lock()
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
-        self.started = 0.0
+        self.clock = ScenarioClock(on_change=self._tick)   # tests may hold it (lab/clock.py)
         if platform not in PLATFORMS:
             raise LabError(f"unknown platform {platform!r} (expected {', '.join(PLATFORMS)})")
         self.platform = platform
@@ -176,6 +178,10 @@ class Lab:
         self._write_hostmap(state)
         for name in hosts:
             self._start_gmetric(name, state["hosts"][name])
+        if self.prometheus is not None:      # each holds its port, or starts on another
+            exporters_listening(self.prometheus, self.gmetrics, self.exporter_ports,
+                                lambda name: self._start_gmetric(name, state["hosts"][name]),
+                                lambda name: self.dir / "dom0" / name / "vm-gmetric.log")
 
     def _start_clock(self) -> None:
         """What every platform's lab needs before its daemons: the scenario's rules file,
@@ -185,7 +191,7 @@ class Lab:
             self.constraints_file.write_text(json.dumps(self.scenario["constraints"], indent=1))
         self.state_dir.mkdir(exist_ok=True)
         self.plan_state.mkdir(exist_ok=True)
-        self.started = time.time()
+        self.clock.start()
         self._tick()
         self._driver = threading.Thread(target=self._drive, name="lab-load", daemon=True)
         self._driver.start()
@@ -247,7 +253,7 @@ class Lab:
         if self.macs:
             self.wol = WolListener(self.state.path, self.macs).start()
 
-    def _start_gmetric(self, name: str, host: dict) -> None:
+    def _start_gmetric(self, name: str, host: dict) -> subprocess.Popen:
         bin_dir = install_standins(self.dir / "dom0" / name / "bin", self.state.path, name)
         sysfs = self.dir / "dom0" / name / "sysfs"
         sysfs.mkdir(parents=True, exist_ok=True)
@@ -270,6 +276,7 @@ class Lab:
         self.gmetrics[name] = subprocess.Popen(argv, env=env, stdout=logfile, stderr=logfile,
                                                stdin=subprocess.DEVNULL)
         logfile.close()
+        return self.gmetrics[name]
 
     def stop(self) -> None:
         self._stop.set()
@@ -318,12 +325,9 @@ class Lab:
 
     # ------------------------------------------------------------------ the simulated world
 
-    def elapsed(self) -> float:
-        return time.time() - self.started
-
     def _tick(self) -> None:
         with self.state.transaction() as st:     # advanced to now, then the new loads
-            apply_loads(st, self.scenario, self.elapsed())
+            apply_loads(st, self.scenario, self.clock.now())
 
     def _drive(self) -> None:
         while not self._stop.wait(0.5):
@@ -482,15 +486,19 @@ class Lab:
             time.sleep(0.5)
 
     def wait_for_truth(self, timeout: float = 60.0) -> dict:
-        """Wait until Ganglia shows the cluster exactly as the simulation has it."""
+        """Wait until the monitoring shows the cluster exactly as the simulation has it; on
+        timeout, the error says how it differs."""
+        differs = [""]
+
         def truthful(snap: dict) -> bool:
-            truth = self.placement()
-            seen = {v["name"]: v["host"] for v in snap["vms"]}
-            return (seen == truth and not snap["problems"]
-                    and len(snap["hosts"]) == len(self.scenario["hosts"]))
+            differs[0] = differences(self.placement(), snap, self.scenario["hosts"])
+            return not differs[0] and not snap["problems"]
         source = "XAPI" if self.platform == "xapi" else \
             "Ganglia" if self.ganglia is not None else "Prometheus"
-        return self.wait_until(truthful, timeout, f"{source} to show the simulated cluster")
+        try:
+            return self.wait_until(truthful, timeout, f"{source} to show the simulated cluster")
+        except LabError as exc:
+            raise LabError(f"{exc}; {differs[0]}" if differs[0] else str(exc)) from None
 
     def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
                  apply_extra: list[str] = ()) -> tuple[dict, dict, dict | None, dict]:

@@ -105,6 +105,10 @@ class Instance:
 
     def allowed_set(self, v: int) -> AbstractSet[int]:
         """The hosts guest ``v`` may use, as a set to test membership in (read only)."""
+        return self.allowed_sets()[v]
+
+    def allowed_sets(self) -> list[AbstractSet[int]]:
+        """:meth:`allowed_set` of every guest, by guest (read only)."""
         if not hasattr(self, "_allowed_sets"):
             # Guests with the same list share its set (one set per guest was 6 GB at 5,000
             # hosts / 30,000 guests); a guest banned from a few hosts gets its list's base
@@ -124,7 +128,7 @@ class Instance:
                         s = shared[id(a)] = set(a)
                 sets.append(s)
             self._allowed_sets = sets
-        return self._allowed_sets[v]
+        return self._allowed_sets
 
 
 class Except(AbstractSet[int]):
@@ -212,15 +216,12 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     has_net = any(h.net_mbps for h in snap.hosts) and any(v.net_mbps for v in snap.vms)
     dims = ["cpu", "mem"] + (["net"] if has_net else [])
 
-    def demand(v, d):
-        vm = vbyname[v]
-        if d == "cpu":
-            return float(vm.vcpus) if cpu_demand == "vcpus" else vm.cpu
-        if d == "mem":
-            return float(vm.mem_mib)
-        return vm.net_mbps or 0.0
-
-    dem = {d: [demand(v, d) for v in vms] for d in dims}
+    ordered = [vbyname[v] for v in vms]
+    dem = {"cpu": [float(vm.vcpus) for vm in ordered] if cpu_demand == "vcpus"
+           else [vm.cpu for vm in ordered],
+           "mem": [float(vm.mem_mib) for vm in ordered]}
+    if has_net:
+        dem["net"] = [vm.net_mbps or 0.0 for vm in ordered]
     # What each host gives under the rules (vmtools.rules.load): within the target
     # fractions (cap) and whole (hard_cap).
     targets = [host_capacity(byname[h], cons, cpu_limit, mem_limit) for h in hosts]
@@ -231,7 +232,7 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])
     count_cap = [float(cons.max_vms[h][0]) if h in cons.max_vms else math.inf for h in hosts]
-    cur = [hidx[vbyname[v].host] for v in vms]
+    cur = [hidx[vm.host] for vm in ordered]
     frozen = {hidx[h] for h in (frozen_hosts or set()) if h in hidx}
     usable = [i for i, h in enumerate(hosts)
               if byname[h].state == "online" and h not in cons.maintenance and i not in frozen]
@@ -362,8 +363,9 @@ def violations(inst: Instance, placement: list[int], dims: list[str] | tuple[str
     counts = [0] * inst.n_hosts
     for h in placement:
         counts[h] += 1
+    sets, fixed = inst.allowed_sets(), inst.fixed
     for v, h in enumerate(placement):
-        if h not in inst.allowed_set(v) and not inst.fixed[v]:
+        if h not in sets[v] and not fixed[v]:
             movable.add(v)
             why.append(f"{inst.vms[v]} may not stay on {inst.hosts[h]}")
     for h in range(inst.n_hosts):

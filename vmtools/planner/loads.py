@@ -51,6 +51,14 @@ def placed_guests(plan: Plan):
             yield host, a.cpu, a.mem_mib
 
 
+def _unchanged(plan: Plan) -> bool:
+    """Whether the plan leaves every guest where it is and starts none (the idle cron run):
+    then the loads after are the loads before, not summed again."""
+    placement, origin = plan.placement, plan.origin
+    return len(placement) == len(origin.vms) and \
+        all(placement.get(v.name) == v.host for v in origin.vms)
+
+
 def note_loads(plan: Plan, cons: Constraints | None = None,
                cpu_threshold: float = CPU_THRESHOLD,
                mem_threshold: float = MEM_THRESHOLD) -> Plan:
@@ -58,7 +66,7 @@ def note_loads(plan: Plan, cons: Constraints | None = None,
     the guests for each side: 150,000 guests copied into a snapshot of the plan's took 5 s)."""
     origin = plan.origin
     before = host_loads(origin, cons)
-    after = loads_of(origin.hosts, placed_guests(plan), cons)
+    after = before if _unchanged(plan) else loads_of(origin.hosts, placed_guests(plan), cons)
     cpu_hot, mem_hot = cpu_threshold + EPS, mem_threshold + EPS
     entries = []
     for h in origin.hosts:

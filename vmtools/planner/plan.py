@@ -293,9 +293,7 @@ def unsatisfiable_gather(inst: Instance) -> None:
     """A gather group no host may hold whole (a guest that must stay on an offline host, the
     others not allowed there) cannot hold in any plan: exit 1 naming the group, before the
     search hands the checker a plan it must refuse."""
-    for unit in H.units(inst):
-        if len(unit) < 2:
-            continue
+    for unit in H.gather_units(inst):
         # a host in every guest's set, the smallest set walked (no copy of 20,000 hosts)
         first, *rest = sorted((inst.allowed_set(v) for v in unit), key=len)
         if any(all(h in a for a in rest) for h in first):

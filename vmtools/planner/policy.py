@@ -41,6 +41,7 @@ from vmtools.planner import heuristics as H
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import planning
+from vmtools.planner.fullest import FullestFirst, target_room
 from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
@@ -93,12 +94,32 @@ class Load:
         self.last_use = [0.0] * n
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
-        for v, h in enumerate(self.place):
-            self._add(v, h)
+        self.fracs: tuple[float, float] | None = None     # auto's targets (CPU, memory)
+        self.fullest = FullestFirst(n, lambda h: (self.count[h] == 0, -max(self.util(h)),
+                                                  inst.hosts[h], h), lambda h: target_room(self, h))
+        self._fill()
         self.spread_of: dict[int, list[int]] = {}
         for gi, group in enumerate(inst.spread):
             for v in group:
                 self.spread_of.setdefault(v, []).append(gi)
+
+    def _fill(self) -> None:
+        """Every guest added where it is, as :meth:`_add` adds them one by one (the same
+        sums, in the same order), without a call per guest."""
+        for d in self.inst.dims:
+            use, dem = self.use[d], self.inst.dem[d]
+            for v, h in enumerate(self.place):
+                use[h] += dem[v]
+        last_use, last, count, on = self.last_use, self.last, self.count, self.on
+        for v, h in enumerate(self.place):
+            last_use[h] += last[v]
+            count[h] += 1
+            on[h].add(v)
+        if self.sums is not None:
+            for v, h in enumerate(self.place):
+                row = self.sums[h]
+                for i, x in enumerate(self.series[v]):
+                    row[i] += x
 
     def _add(self, v: int, h: int, sign: int = 1) -> None:
         for d in self.inst.dims:
@@ -111,6 +132,7 @@ class Load:
                 row[i] += sign * x
         self.count[h] += sign
         (self.on[h].add if sign > 0 else self.on[h].discard)(v)
+        self.fullest.touch(h)
 
     def move(self, v: int, h: int) -> None:
         self._add(v, self.place[v], -1)
@@ -253,27 +275,23 @@ def _units_on(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]])
 
 
 def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_frac: float,
-                 mem_frac: float, active_only: bool) -> int:
-    """The fullest host (by its worse dimension) that takes ``unit`` under the targets."""
+                 mem_frac: float, active_only: bool, empty_only: bool = False) -> int:
+    """The fullest host (by its worse dimension) that takes ``unit`` under the targets: the
+    first that fits, fullest first (``empty_only``: of the empty hosts; :class:`FullestFirst`)."""
     inst = load.inst
-    allowed = set(inst.allowed[unit[0]])
-    for v in unit[1:]:
-        allowed &= inst.allowed_set(v)
-    best, best_key = -1, None
     totals = load.totals(unit)
     # Never back to a host a guest left within the hour (the state's record): no ping-pong.
     left = {load.host_index[x] for v in unit
             if (x := load.recent_left.get(inst.vms[v])) in load.host_index}
-    for h in allowed:
-        if h == src or h in avoid or h in left or (active_only and load.count[h] == 0):
+    # the room under auto's targets bounds the room under lower ones (consolidation's)
+    need = (totals[1], totals[0]) if load.fracs is not None and cpu_frac <= load.fracs[0] \
+        and mem_frac <= load.fracs[1] else ()
+    for h in load.fullest.walk(*need, active_only=active_only, empty_only=empty_only):
+        if h == src or h in avoid or h in left:
             continue
-        if not load.fits(unit, h, cpu_frac, mem_frac, totals):
-            continue
-        c, m = load.util(h)
-        key = (load.count[h] == 0, -max(c, m), inst.hosts[h])
-        if best_key is None or key < best_key:
-            best, best_key = h, key
-    return best
+        if load.fits(unit, h, cpu_frac, mem_frac, totals):
+            return h
+    return -1
 
 
 def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Options,
@@ -298,11 +316,11 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
 
     def room(u: list[int]) -> int:
         """The destination of ``u``: an active host if one has room, else any (or -1)."""
-        for active_only in (True, False):
-            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, active_only)
-            if dst >= 0:
-                return dst
-        return -1
+        dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
+        if dst < 0:     # no active host takes it: the fullest empty one (the same as any)
+            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False,
+                               empty_only=True)
+        return dst
 
     def take(u: list[int], dst: int) -> None:
         if load.last_use[h] > cpu_cap + EPS:        # over capacity now: this move ends it
@@ -486,7 +504,8 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     auto = Auto()
     load = Load(inst, inst.cur, last_cpu, series, opts.demand, opts.forecast)
     load.recent_left = opts.facts.recent_left or {}
-    unit_of = {v: u for u in H.units(inst) for v in u}
+    load.fracs = (opts.cpu_target, opts.mem_target)
+    unit_of = H.unit_of(inst)
     empty_before = {h for h in range(inst.n_hosts) if load.count[h] == 0}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import tomllib
 from dataclasses import dataclass
 
+from vmtools import inputs
 from vmtools.errors import OperationFailed, Unavailable, UsageError
 
 log = logging.getLogger("vmtools.power")
@@ -48,24 +48,12 @@ class Credentials:
 
 
 def check_private(path: str) -> os.stat_result:
-    """Raise UsageError unless ``path`` is a regular file owned by root or by us that its
-    group and others may not read or write."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+    """Raise UsageError unless ``path`` is a private file (:func:`vmtools.inputs.
+    check_private`)."""
+    if not os.path.exists(path):
         raise UsageError(f"IPMI credentials {path}: no such file (see vm-apply(1), POWER "
-                         "MANAGEMENT)") from None
-    except OSError as exc:
-        raise UsageError(f"IPMI credentials {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"IPMI credentials {path}: not a regular file")
-    if st.st_uid not in (0, os.geteuid()):
-        raise UsageError(f"IPMI credentials {path}: owned by uid {st.st_uid}, not by root "
-                         "or the user running vm-apply (chown it)")
-    if st.st_mode & 0o077:
-        raise UsageError(f"IPMI credentials {path}: mode {stat.S_IMODE(st.st_mode):04o} lets "
-                         f"others read it; chmod 600 {path}")
-    return st
+                         "MANAGEMENT)")
+    return inputs.check_private(path, "IPMI credentials")
 
 
 def _credentials(table: dict, where: str, base: Credentials | None) -> Credentials:

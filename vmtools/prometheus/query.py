@@ -24,13 +24,13 @@ import math
 import os
 import socket
 import ssl
-import stat
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 
-from vmtools.errors import DataError, OptionError, Unavailable
+from vmtools.errors import DataError, OptionError, Unavailable, UsageError
+from vmtools.inputs import check_private
 
 MAX_ANSWER_BYTES = 128 << 20      # one answer; 40,000 guests x 121 samples fit
 MAX_SERIES = 1_000_000
@@ -56,15 +56,18 @@ class Auth:
 
 def read_secret(path: str, setting: str) -> str:
     """The first line of a credentials file (a password or a token), bounded; never echoed.
-    A file others can read is refused, as ssh refuses such a key."""
+    A file others can read is refused, as ssh refuses such a key
+    (:func:`vmtools.inputs.check_private`)."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             data = fh.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise OptionError(setting, f"{path}: cannot read: {exc.strerror or exc}") from None
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_mode & 0o004:
-        raise OptionError(setting, f"{path}: readable by every user (chmod 600 it)")
+    try:
+        check_private(path, st=st)
+    except UsageError as exc:
+        raise OptionError(setting, str(exc)) from None
     if len(data) > MAX_SECRET_BYTES:
         raise OptionError(setting, f"{path}: longer than {MAX_SECRET_BYTES} bytes: not a "
                           "password or token file")

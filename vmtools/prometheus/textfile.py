@@ -159,6 +159,20 @@ def frozen_hosts(plan: dict | None, snapshot: dict | None) -> list[str]:
     return sorted({str(p["host"]) for p in _dicts(origin.get("problems")) if p.get("host")})
 
 
+def _domain_names(names: dict) -> list[str]:
+    """The domains of a run's result whose name is a directory of the run."""
+    return [n for n in names if isinstance(n, str) and n and "/" not in n
+            and not n.startswith(".")]
+
+
+def _domain_documents(run_dir: str, name: str) -> tuple[dict | None, dict | None, dict | None]:
+    """One domain's snapshot (else its plan's origin), plan and report, from ``RUN/NAME/``."""
+    d = os.path.join(run_dir, name)
+    plan = _load(os.path.join(d, "plan.json"))
+    snap = _load(os.path.join(d, "snapshot.json")) or _dict((plan or {}).get("origin"))
+    return snap or None, plan, _load(os.path.join(d, "report.json"))
+
+
 def _run_documents(run_dir: str, result: dict) -> tuple[dict | None, dict | None, dict | None]:
     """The run's snapshot, plan and report; a run over several migration domains (its
     result's ``domains``) as one: the domains' hosts, problems, actions and outcomes together,
@@ -170,15 +184,11 @@ def _run_documents(run_dir: str, result: dict) -> tuple[dict | None, dict | None
                 _load(os.path.join(run_dir, "plan.json")),
                 _load(os.path.join(run_dir, "report.json")))
     snaps, plans, reports = [], [], []
-    for name in names:
-        if not isinstance(name, str) or "/" in name or name.startswith("."):
-            continue
-        d = os.path.join(run_dir, name)
-        plan = _load(os.path.join(d, "plan.json"))
-        snap = _load(os.path.join(d, "snapshot.json")) or _dict((plan or {}).get("origin"))
+    for name in _domain_names(names):
+        snap, plan, report = _domain_documents(run_dir, name)
         snaps += [snap] if snap else []
         plans += [plan] if plan is not None else []
-        reports += [r for r in [_load(os.path.join(d, "report.json"))] if r is not None]
+        reports += [report] if report is not None else []
     snapshot = {"hosts": [h for x in snaps for h in _dicts(x.get("hosts"))],
                 "problems": [p for x in snaps for p in _dicts(x.get("problems"))]} \
         if snaps else None
@@ -213,10 +223,45 @@ def rebalance_families(run_dir: str, path: str, now: float | None = None) -> lis
         not isinstance(result.get("exit"), bool) and 0 <= result["exit"] <= 255 else 70
     actions = _dicts((plan or {}).get("actions"))
     ops = collections.Counter(str(a.get("op", "migrate")) for a in actions)
-    return (_run_outcome_families(result, exit_code, path, now) +
+    fams = (_run_outcome_families(result, exit_code, path, now) +
             _planned_families(plan, snapshot, actions, ops) +
             _applied_families(report, ops, snapshot or _dict((plan or {}).get("origin")),
                               result, path, now))
+    if isinstance(result.get("domains"), dict):
+        fams += _per_domain_families(run_dir, result["domains"], path, now)
+    return fams
+
+
+DOMAIN = REBALANCE + "domain_"
+
+
+def _per_domain_families(run_dir: str, results: dict, path: str, now: float) -> list[Family]:
+    """A run over several migration domains: each domain's own figures, the families of a
+    single-domain run named ``vmtools_rebalance_domain_*`` with the label ``domain`` first
+    (its exit code and failed step from its own result; no timestamps: they are the run's)."""
+    merged: dict[str, Family] = {}
+    for name in _domain_names(results):
+        own = _dict(results[name])
+        code = own.get("exit")
+        code = code if isinstance(code, int) and not isinstance(code, bool) and \
+            0 <= code <= 255 else 70
+        snapshot, plan, report = _domain_documents(run_dir, name)
+        actions = _dicts((plan or {}).get("actions"))
+        ops = collections.Counter(str(a.get("op", "migrate")) for a in actions)
+        fams = [f for f in _run_outcome_families(own, code, path, now)
+                if f.name in (REBALANCE + "exit_code", REBALANCE + "failed_step")]
+        fams += _planned_families(plan, snapshot, actions, ops)
+        fams += [f for f in _applied_families(report, ops, snapshot or _dict(
+            (plan or {}).get("origin")), own, path, now) if f.name != LAST_MIGRATION]
+        for f in fams:
+            into = merged.get(f.name)
+            if into is None:
+                into = merged[f.name] = _g(DOMAIN + f.name[len(REBALANCE):],
+                                           f"{f.help}, per migration domain",
+                                           ("domain", *f.labels))
+            for labels, value in f.samples:
+                into.add(value, name, *labels)
+    return list(merged.values())
 
 
 def _run_outcome_families(result: dict, exit_code: int, path: str, now: float) -> list[Family]:

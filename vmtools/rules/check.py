@@ -305,8 +305,6 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     origin = plan.origin
     vms = {v.name: v for v in origin.vms}
     vms.update(arriving_guests(plan))
-    initial = initial_use(origin)
-    needs = {name: demand(v) for name, v in vms.items()}
     # A migration counts on both hosts until it lands; a suspend frees its host when it ends,
     # a resume or create claims its host when it starts; a checkpoint changes nothing.
     incoming: dict[str, list[Action]] = {}
@@ -318,6 +316,12 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
             incoming.setdefault(a.dst, []).append(a)
         if a.src:
             outgoing.setdefault(a.src, []).append(a)
+    if not incoming:
+        return              # no host receives anything: no use can grow
+    initial = initial_use(origin)
+    # what the guests that act need (every guest's figures made a dict each: 150,000 of them)
+    needs = {a.vm: demand(vms[a.vm]) for acts in incoming.values() for a in acts}
+    needs.update((a.vm, demand(vms[a.vm])) for acts in outgoing.values() for a in acts)
     for h in origin.hosts:
         if h.name not in incoming:
             continue

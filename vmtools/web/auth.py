@@ -13,12 +13,12 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
 
 from vmtools.errors import DataError
+from vmtools.inputs import check_private
 
 COOKIE = "vmweb_session"
 TOKEN_BYTES = 32
@@ -27,7 +27,8 @@ MAX_SESSIONS = 1000
 
 def read_or_create_token(path: str) -> str:
     """The login token in ``path``, created (0600, a random secret) when the file is missing.
-    DataError when it is readable or writable by others, not its reader's, or empty."""
+    UsageError (exit 2) when others may read or change it, or it is not root's or its
+    reader's (:func:`vmtools.inputs.check_private`); DataError when it holds no token."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -42,14 +43,7 @@ def read_or_create_token(path: str) -> str:
     except OSError as exc:
         raise DataError(f"cannot read the login token file: {exc.strerror}", path) from None
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError("the login token file is not a regular file", path)
-        if st.st_mode & 0o077:
-            raise DataError(f"the login token file is readable or writable by others (mode "
-                            f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it", path)
-        if st.st_uid != os.geteuid():
-            raise DataError("the login token file belongs to another user", path)
+        check_private(path, "login token file", os.fstat(fh.fileno()))
         raw = fh.read(4096)
     token = raw.decode("ascii", "replace").strip().splitlines()[0] if raw.strip() else ""
     if len(token) < 16:
