@@ -70,9 +70,10 @@ def test_hotspot_is_relieved_once_it_has_lasted(make_lab):
     assert cpu_use(hot)["node-1"] > 1.0
 
     extra = ["--hotspot-window", "2/3"]
-    _, first, report, _ = lab.pipeline("balance", plan_extra=extra)
+    origin, first, report, _ = lab.pipeline("balance", plan_extra=extra)
     assert first["actions"] == [] and report is None, "acted on a hotspot seen only once"
-    time.sleep(1.5)
+    # the next run's snapshot of a later second: vm-plan counts one observation per second
+    lab.wait_until(lambda s: s["created"] > origin["created"], what="a later snapshot")
     _, plan, report, codes = lab.pipeline("balance", plan_extra=extra)
     assert codes["vm-apply"] == 0, lab.last_apply_stderr
     assert plan["actions"], "a hotspot seen twice in three snapshots was not relieved"
