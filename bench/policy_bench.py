@@ -1,6 +1,6 @@
 """vm-plan --objective auto as cron runs it: bounded runs to the target, and the idle run.
 
-    python bench/policy_bench.py [--sizes 200x2000,1000x10000] [--seed 0] [--compare]
+    python bench/policy_bench.py [--quick] [--sizes 200x2000,1000x10000] [--seed 0] [--compare]
 
 On plan_bench's seeded clusters (guests placed spread out, a few hosts made hot), ``auto`` with
 its default budget runs again and again, each plan applied (the next snapshot is the plan's
@@ -107,7 +107,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", action="store_true",
                     help="also one --objective consolidate plan of each cluster")
+    ap.add_argument("--quick", action="store_true",
+                    help="one small cluster (--sizes 50x250): a check that it runs, in seconds")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes = "50x250"
     rows, idles = [], []
     for item in args.sizes.split(","):
         h, v = (int(x) for x in item.lower().split("x"))

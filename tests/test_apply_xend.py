@@ -277,18 +277,33 @@ def test_bad_host_map_names_the_line(lab):
     assert "bad.csv:3" in proc.stderr and "port" in proc.stderr
 
 
+def _journaled(lab, event: str) -> bool:
+    return any(f'"event": "{event}"' in p.read_text()
+               for p in (lab["state_dir"] / "journal").glob("*.jsonl"))
+
+
 def test_sigterm_lets_running_migrations_finish_and_writes_the_report(lab):
-    with lab["state"].transaction() as st:
-        st["faults"]["slow"] = {"a": 8.0}          # 2 s
     _, path = write_plan(lab, [("a", "n4"), ("c", "n3", [1]), ("d", "n2", [1])])
-    proc = subprocess.Popen([script("vm-apply"), str(path), "--hosts", str(lab["hosts"]),
-                             "--state-dir", str(lab["state_dir"]), "--parallel", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while not _incoming(lab) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    # a's migration is held until the run has taken the signal in (its journal says so)
+    with held(lab["state"], "a"):
+        proc = subprocess.Popen([script("vm-apply"), str(path), "--hosts", str(lab["hosts"]),
+                                 "--state-dir", str(lab["state_dir"]), "--parallel", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _incoming(lab):
+                assert time.monotonic() < deadline and proc.poll() is None, \
+                    "the migration of a never started"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            while not _journaled(lab, "signal"):
+                assert time.monotonic() < deadline and proc.poll() is None, \
+                    "the run never took SIGTERM in"
+                time.sleep(0.05)
+        except BaseException:
+            proc.kill()
+            raise
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     report = json.loads(out)
     assert [a["outcome"] for a in report["actions"]] == ["done", "not-run", "not-run"]

@@ -70,9 +70,10 @@ def test_hotspot_is_relieved_once_it_has_lasted(make_lab):
     assert cpu_use(hot)["node-1"] > 1.0
 
     extra = ["--hotspot-window", "2/3"]
-    _, first, report, _ = lab.pipeline("balance", plan_extra=extra)
+    origin, first, report, _ = lab.pipeline("balance", plan_extra=extra)
     assert first["actions"] == [] and report is None, "acted on a hotspot seen only once"
-    time.sleep(1.5)
+    # the next run's snapshot of a later second: vm-plan counts one observation per second
+    lab.wait_until(lambda s: s["created"] > origin["created"], what="a later snapshot")
     _, plan, report, codes = lab.pipeline("balance", plan_extra=extra)
     assert codes["vm-apply"] == 0, lab.last_apply_stderr
     assert plan["actions"], "a hotspot seen twice in three snapshots was not relieved"
@@ -101,6 +102,7 @@ def test_load_that_comes_and_goes_moves_no_guest_back_and_forth(make_lab):
     lab.wait_for_truth(120)
     moves: list[tuple[str, str, str]] = []
     hot_at: list[int] = []
+    refused: list[int] = []
     last = ""
     for t in moments:
         lab.clock.hold(t)
@@ -111,22 +113,25 @@ def test_load_that_comes_and_goes_moves_no_guest_back_and_forth(make_lab):
         lab.wait_until(lambda s: not s["problems"] and len(s["vms"]) == len(scenario["guests"])
                        and (cpu_use(s).get("node-2", 0) > 0.9) == (t in pulse)
                        and s["created"] > last, 120, f"Ganglia to show the load of second {t}")
-        while True:
-            try:
-                snap, plan, report, _ = lab.pipeline("balance")  # vm-plan's defaults, as cron
-                break
-            except LabError as exc:
-                # Several hosts' metrics late in Ganglia at once (a loaded machine stalls the
-                # vm-gmetrics): vm-plan finds monitoring broken (75), moves nothing and
-                # remembers nothing, as a cron run would; the next run sees the same moment.
-                if "'vm-plan': 75" not in str(exc) or "monitoring is broken" not in str(exc):
-                    raise
-                time.sleep(1.0)
+        try:
+            snap, plan, report, _ = lab.pipeline("balance")    # vm-plan's defaults, as cron
+        except LabError as exc:
+            # Several hosts' metrics late in Ganglia at once since the look above (a loaded
+            # machine stalls the vm-gmetrics): vm-plan finds monitoring broken (75) and moves
+            # nothing, as a cron run would; it still observed the moment (with the hosts'
+            # last known figures), so the next run is the next moment's, as cron's would be.
+            if "'vm-plan': 75" not in str(exc) or "monitoring is broken" not in str(exc):
+                raise
+            refused.append(t)
+            last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())   # its snapshot's second
+            continue
         last = snap["created"]
         if cpu_use(snap).get("node-2", 0) > 0.9:
             hot_at.append(t)
         moves += [(a["vm"], a["src"], a["dst"]) for a in plan["actions"]]
-    assert hot_at == pulse, "the runs did not see the pulse when it was on; the test proved nothing"
+    assert len(refused) <= 2, f"monitoring broken in the runs of seconds {refused}"
+    assert hot_at == [t for t in pulse if t not in refused], \
+        "the runs did not see the pulse exactly when it was on; the test proved nothing"
     # A short pulse is never hot in 3 of the last 5 snapshots (vm-plan's default
     # --hotspot-window): nothing moves at all.
     assert moves == []

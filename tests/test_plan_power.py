@@ -364,13 +364,15 @@ def test_auto_empties_the_hosts_that_draw_most_for_what_binds(binds, kept):
     # one guest each. Where memory binds (3 GiB guests on 8 GiB hosts, two a host) the G4s
     # hold the guests for fewer watts; where CPU binds (1.9 CPUs a guest on 64 GiB), the G5s.
     # A budget of two migrations leaves no room for moving guest sets afterwards: the choice
-    # of hosts to empty decides.
+    # of hosts to empty decides. Consolidation fills to 0.75 here (by default 0.1 below
+    # --cpu-target, where two such guests no longer share a G5).
     mem, cpu = (8, 0.1) if binds == "mem" else (64, 1.9)
     hosts = {f"g{t}-{i}": (3.72 if t == 4 else 5.32, mem) for i in (1, 2) for t in (4, 5)}
     guests = {f"v{i}": (h, cpu, 3 if binds == "mem" else 1) for i, h in enumerate(hosts)}
     s = snap(hosts, guests)
     for model in (None, ML110):
         p = plan_with_state(s, Constraints([]), opts(objective="auto", cpu_target=0.75,
+                                                   consolidate_target=0.75,
                                                    max_migrations=2),
                             None, power=power(standby_after=0, reserve=0, model=model))
         check_plan(p)
@@ -473,3 +475,23 @@ def test_auto_switches_power_on_when_the_host_map_gives_a_power_method(tmp_path)
     hosts.write_text("h1,,,ipmi,10.0.0.1\n")
     cons = json.loads(run("vm-plan", "--objective", "consolidate", *args, input=doc).stdout)
     assert not any(a["op"] != "migrate" for a in cons["actions"])   # only auto turns it on
+
+
+def test_a_host_empty_already_is_switched_off_before_consolidation_moves():
+    # h4 is empty (--standby-after 0): its power-off depends on nothing and has priority 1,
+    # so vm-apply starts it before the consolidation's migrations (0); the hosts this plan
+    # empties go off after their guests left, at 0.
+    first = plan_with_state(four_hosts(), Constraints([]), opts(objective="auto"), None,
+                            power=power(standby_after=0, reserve=0))
+    offs = {a.host: a for a in first.actions if a.op == "power-off"}
+    assert "h4" in offs and not offs["h4"].after and offs["h4"].priority == 1
+    emptied = [a for a in offs.values() if a.after]
+    assert emptied and all(a.priority == 0 for a in emptied)
+    moves = [a for a in first.actions if a.op == "migrate"]
+    assert moves and all(a.priority == 0 for a in moves)
+    from vmtools.apply.order import priorities
+    prio = priorities({a.id: a for a in first.actions})
+    assert max(prio, key=prio.get) == offs["h4"].id
+    assert first.to_dict()["actions"][[a.id for a in first.actions].index(offs["h4"].id)][
+        "priority"] == 1
+    check_plan(first)

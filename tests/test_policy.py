@@ -487,3 +487,38 @@ def test_settle_keeps_consolidation_from_moving_a_guest_again_when_demand_falls(
             assert left["b"]["reason"] == "settle" and left["b"]["names"] == ["x"]
             moved, _ = run_at(70, 1.0, settle, d)          # the hour is over
             assert "x" in moved
+
+
+# --------------------------------------------------------------------------- hysteresis
+
+def test_consolidation_fills_hosts_only_to_its_target_below_the_cpu_target():
+    # Emptying b puts a at 7.5 of 10 CPUs: under --cpu-target 0.8, over consolidation's
+    # default 0.7 (0.1 below it). b stays, and says so; with --consolidate-target 0.8 it is
+    # emptied. A relief still fills a host to --cpu-target: h's excess goes to a (7.9 CPUs).
+    s = snap({"a": (10, 64), "b": (10, 64)}, {"a1": ("a", 6.0, 8), "b1": ("b", 1.5, 4)})
+    p = auto(s)
+    assert not p.actions
+    left = {e["host"]: e for e in p.summary["consolidation"]["left"]}
+    assert left["b"]["reason"] == "no-room" and "--consolidate-target 0.7" in left["b"]["why"]
+    p = auto(s, consolidate_target=0.8)
+    assert [(a.vm, a.dst) for a in p.actions] == [("b1", "a")]
+    # never above --cpu-target, whatever it says
+    assert not auto(s, consolidate_target=1.0, cpu_target=0.7).actions
+    hot = snap({"a": (10, 64), "h": (10, 64)},
+               {"a1": ("a", 6.0, 4), "h1": ("h", 7.2, 4), "h2": ("h", 1.9, 1)})
+    p = auto(hot)
+    assert [(a.vm, a.dst) for a in p.actions] == [("h2", "a")]
+
+
+def test_consolidation_never_fills_a_host_a_relief_opened_in_the_same_run():
+    # h is hot and neither a nor s has room for its excess: the relief opens e (20 CPUs).
+    # Emptying s onto e would trade s for e at the price of s's guests, so s stays.
+    s = snap({"a": (10, 64), "h": (10, 64), "e": (20, 64), "s": (10, 64)},
+             {"a1": ("a", 7.5, 4), "h1": ("h", 5.0, 4), "h2": ("h", 4.5, 4),
+              "s1": ("s", 4.0, 4)})
+    p = auto(s)
+    moves = {(a.vm, a.src, a.dst) for a in p.actions if a.op == "migrate"}
+    assert ("h2", "h", "e") in moves or ("h1", "h", "e") in moves
+    assert not [m for m in moves if m[1] == "s"], moves
+    left = {e["host"]: e for e in p.summary["consolidation"]["left"]}
+    assert left["s"]["reason"] == "no-room"

@@ -47,11 +47,13 @@ def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
     lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 0.9 and not s["problems"] and
                    len(s["vms"]) == len(scenario["guests"]), what="the hotspot")
     extra = ["--hotspot-window", "2/3"]
-    _, first, _, _ = lab.pipeline("auto", plan_extra=extra)
+    origin, first, _, _ = lab.pipeline("auto", plan_extra=extra)
     assert not [a for a in first["actions"] if a["src"] == "node-1"]
     seen = {h["host"]: h for h in first["summary"]["hotspots"]}
     assert seen["node-1"]["why"].startswith("not persistent yet"), seen
     lab.wait_for_truth()          # the first run may have consolidated other hosts
+    # the next run's snapshot of a later second: vm-plan counts one observation per second
+    lab.wait_until(lambda s: s["created"] > origin["created"], what="a later snapshot")
     _, plan, report, codes = lab.pipeline("auto", plan_extra=extra)
     assert codes["vm-apply"] == 0, lab.last_apply_stderr
     relieved = [a for a in plan["actions"] if a["src"] == "node-1"]

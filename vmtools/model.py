@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from vmtools import __version__, numbers
@@ -599,8 +599,9 @@ class Action:
             after.append(item)
         op = r.str("op", False, "migrate", ACTION_OPS)
         if op in POWER_OPS:
-            return cls.power(r.int("id", minimum=1), op, r.name("host"), after,
-                             r.str("reason", False, ""))
+            return replace(cls.power(r.int("id", minimum=1), op, r.name("host"), after,
+                                     r.str("reason", False, "")),
+                           priority=r.int("priority", False, 0, maximum=MAX_PRIORITY))
         if op in LIFECYCLE_OPS:
             starts = op in ("resume", "create")
             out = cls(id=r.int("id", minimum=1), op=op, vm=r.name("vm"),
@@ -626,7 +627,7 @@ class Action:
     def to_dict(self) -> dict:
         if self.op in POWER_OPS:
             return {"id": self.id, "op": self.op, "host": self.host, "after": list(self.after),
-                    "reason": self.reason}
+                    "reason": self.reason, **({"priority": self.priority} if self.priority else {})}
         if self.op in LIFECYCLE_OPS:
             out: dict = {"id": self.id, "op": self.op, "vm": self.vm}
             if self.starts_guest:

@@ -14,6 +14,10 @@ from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
 
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
+# auto's consolidation fills hosts this much below --cpu-target (--consolidate-target's
+# default): chosen by replays of the tuning day, bench/README.md ("Hysteresis").
+HYSTERESIS = 0.1
+
 
 @dataclass
 class RunFacts:
@@ -43,6 +47,7 @@ class Options:
     time_limit: float = 60.0
     cpu_target: float = 0.8
     mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
+    consolidate_target: float | None = None   # auto's consolidation; None: cpu_target - 0.1
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05
@@ -78,6 +83,14 @@ class Options:
     full_model_pairs: int = 5000               # ... below which stage 2 may use any host
     cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
     check: bool = True          # False: the caller checks the plan (a partition's, merged)
+
+    @property
+    def fill_target(self) -> float:
+        """auto's consolidation target (``--consolidate-target``): never above --cpu-target;
+        by default :data:`HYSTERESIS` below it, and at least half of it."""
+        if self.consolidate_target is not None:
+            return min(self.consolidate_target, self.cpu_target)
+        return max(self.cpu_target - HYSTERESIS, self.cpu_target / 2)
     facts: RunFacts = field(default_factory=RunFacts)
 
 

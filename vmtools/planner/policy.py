@@ -15,8 +15,11 @@ the other on the placement the earlier ones leave:
 3. ``consolidate``: hosts emptied whole, the least memory first (one host freed per step:
    the best gain per GiB; with ``--power --power-model`` where memory binds,
    ``opts.facts.host_cost``, the hosts that draw most first), their guests best-fit onto the
-   other active hosts under the targets. A host is emptied only when all its guests fit;
-   never half.
+   other active hosts under ``--consolidate-target`` (below ``--cpu-target``: a hysteresis
+   band, so a host consolidation fills has room to grow before a relief must empty part of
+   it) and ``--mem-target``, never onto a host this run's reliefs opened (that would trade
+   one host for another at the price of the guests moved). A host is emptied only when all
+   its guests fit; never half.
 
 Demand is the planning estimate of :mod:`vmtools.planner.demand` (never below the last
 sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps in that order,
@@ -280,7 +283,9 @@ def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_fra
     # Never back to a host a guest left within the hour (the state's record): no ping-pong.
     left = {load.host_index[x] for v in unit
             if (x := load.recent_left.get(inst.vms[v])) in load.host_index}
-    need = (totals[1], totals[0]) if load.fracs == (cpu_frac, mem_frac) else ()
+    # the room under auto's targets bounds the room under lower ones (consolidation's)
+    need = (totals[1], totals[0]) if load.fracs is not None and cpu_frac <= load.fracs[0] \
+        and mem_frac <= load.fracs[1] else ()
     for h in load.fullest.walk(*need, active_only=active_only, empty_only=empty_only):
         if h == src or h in avoid or h in left:
             continue
@@ -429,7 +434,7 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     for d in range(inst.n_hosts):
         if d == h or d in avoid or load.count[d] == 0 or d in inst.frozen_hosts:
             continue            # a frozen host takes nothing: its room is no room
-        free_cpu = opts.cpu_target * cap["cpu"][d] - load.cpu(d)
+        free_cpu = opts.fill_target * cap["cpu"][d] - load.cpu(d)
         free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
         if best_cpu is None or free_cpu > best_cpu[0]:
             best_cpu = (free_cpu, d)
@@ -439,8 +444,9 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     need_cpu = sum(inst.dem["cpu"][v] for v in u)
     if load.series is not None:
         need_cpu = max(need_cpu, last)
-    text = (f"{name} fits on no other active host under --cpu-target {opts.cpu_target:g} / "
-            f"--mem-target {opts.mem_target:g}: it needs {need_cpu:.2f} CPUs and "
+    text = (f"{name} fits on no other active host under --consolidate-target "
+            f"{opts.fill_target:g} / --mem-target {opts.mem_target:g}: it needs "
+            f"{need_cpu:.2f} CPUs and "
             f"{mem / 1024:.1f} GiB")
     if best_cpu is not None:
         text += (f"; the most left is {max(best_cpu[0], 0):.2f} CPUs ({inst.hosts[best_cpu[1]]})"
@@ -472,7 +478,7 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
     units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
     done: list[tuple[list[int], int]] = []
     for u in units:
-        dst = _destination(load, u, h, closed, opts.cpu_target, opts.mem_target, True)
+        dst = _destination(load, u, h, closed, opts.fill_target, opts.mem_target, True)
         if dst < 0:
             why = _no_room(inst, load, u, h, closed, opts)
             if done:
@@ -500,6 +506,7 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     load.recent_left = opts.facts.recent_left or {}
     load.fracs = (opts.cpu_target, opts.mem_target)
     unit_of = H.unit_of(inst)
+    empty_before = {h for h in range(inst.n_hosts) if load.count[h] == 0}
     step = _repair(inst, load, opts, deadline, auto)
     if step is not None:
         for v, h in step.moves.items():
@@ -507,7 +514,11 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
         auto.steps.append(step)
 
     touched, hot_hosts = _relieve_hotspots(inst, load, opts, deadline, budget, auto, unit_of)
-    _consolidate_hosts(inst, load, opts, deadline, budget, auto, unit_of, touched, hot_hosts)
+    # A host this run's repair or reliefs opened takes no consolidation: emptying another
+    # host onto it trades one host for another at the price of every guest moved.
+    opened = {h for h in empty_before if load.count[h] > 0}
+    _consolidate_hosts(inst, load, opts, deadline, budget, auto, unit_of, touched, hot_hosts,
+                       opened)
     return auto
 
 
@@ -554,15 +565,15 @@ def _relieve_hotspots(inst: Instance, load: Load, opts: Options, deadline: Deadl
 
 
 def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Deadline, budget,
-                       auto: Auto, unit_of: dict, touched: set[int], hot_hosts: set[int]
-                       ) -> None:
+                       auto: Auto, unit_of: dict, touched: set[int], hot_hosts: set[int],
+                       opened: set[int] = frozenset()) -> None:
     """Auto's consolidation steps, and what it left (``auto.left``, ``auto.consolidation``)."""
     # Consolidation: hosts emptied whole, least memory first, each onto the active hosts.
     # A host that took guests of an earlier step may be emptied in its turn: those guests
     # then go straight to their final host (their first step's move is rewritten), so no
     # guest moves twice and the plan leaves nothing the next run would empty (a fixpoint).
     freed: list[str] = []
-    closed: set[int] = set()
+    closed: set[int] = set(opened)
     left: list[dict] = []
     moved_by: dict[int, Step] = {}
     # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.

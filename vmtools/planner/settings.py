@@ -119,6 +119,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cpu_target", 0.8, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION", help=(
         "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
         "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
+    Setting("consolidate_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
+            metavar="FRACTION", range_text=FRACTION, shown_default="0.1 below --cpu-target",
+            help=(
+                "auto: consolidation fills a host's CPU only to this fraction of its CPUs, "
+                "never above --cpu-target, so a host it fills has room to grow before it is "
+                "a hotspot (reliefs fill to --cpu-target: the two do not undo each other). "
+                "Default: 0.1 below --cpu-target (at least half of it).")),
     Setting("mem_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
             metavar="FRACTION", range_text=FRACTION, shown_default="0.9", help=(
                 "consolidate, auto: keep each host's memory use at most this fraction of its "
