@@ -318,8 +318,9 @@ def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> Non
     guests = {v.name for v in snap.vms} | set(know.unknown_vms)
     # A guest counts when what is known of it is not (its own problem, or its host's own):
     # the other guests of a host frozen for one guest's missing metrics are known.
-    frozen_guests = {v.name for v in snap.vms if know.vm(v.name, v.host) != "known"} | \
-        set(know.unknown_vms)
+    frozen_guests = {v.name for v in snap.vms
+                     if (v.name in know.unknown_vms or v.host in know.frozen)
+                     and know.vm(v.name, v.host) != "known"} | set(know.unknown_vms)
     for what, part, whole in (("hosts are frozen by problems of their own", frozen_hosts,
                                hosts),
                               ("guests are stale or unknown", frozen_guests, guests)):
