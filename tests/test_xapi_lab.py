@@ -80,10 +80,10 @@ def test_vm_lab_platform_xapi_env_file_drives_the_pipeline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "no-config")
     lab = subprocess.Popen([script("vm-lab"), "--platform", "xapi", "--dir", str(workdir),
-                            "--duration", "120"], stdout=subprocess.PIPE,
+                            "--duration", "600"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180     # vm-lab itself waits up to 90 s for the truth
         while not (workdir / "env").exists():
             assert lab.poll() is None and time.time() < deadline, lab.stdout.read()
             time.sleep(0.3)
