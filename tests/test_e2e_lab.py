@@ -80,8 +80,12 @@ def test_hotspot_is_relieved_once_it_has_lasted(make_lab):
     assert all(a["src"] == "node-1" for a in plan["actions"])
     assert {a["outcome"] for a in report["actions"]} == {"done"}
 
-    after = lab.wait_for_truth()
-    assert max(cpu_use(after).values()) <= 0.9
+    lab.wait_for_truth()
+    # Ganglia's CPU figures lag a migration by an interval: the next run waits until they
+    # show every host at or below 90 % (else it would rightly see node-1 hot a third time)
+    lab.wait_until(lambda s: max(cpu_use(s).values()) <= 0.9 and not s["problems"]
+                   and {v["name"]: v["host"] for v in s["vms"]} == lab.placement(),
+                   what="every host at or below 90 % in Ganglia")
     _, again, _, _ = lab.pipeline("balance", plan_extra=extra)
     assert again["actions"] == []
 

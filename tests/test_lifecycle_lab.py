@@ -290,7 +290,7 @@ def test_after_sourcing_the_lab_env_a_suspend_then_a_resume_and_vm_status_work(t
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
     env.update(XDG_CONFIG_HOME=str(tmp_path / "no-config"), PATH=f"{BIN}:{env['PATH']}")
     lab = subprocess.Popen([str(BIN / "vm-lab"), "--scenario", "steady", "--dir", str(workdir),
-                            "--duration", "240", "-q"], stdout=subprocess.PIPE,
+                            "--duration", "600", "-q"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.time() + 120

@@ -162,7 +162,7 @@ def test_explains_a_hotspot_whose_guests_cool_down():
 
 def test_explains_a_hotspot_whose_relief_gains_too_little():
     p = auto(hot_pair(), min_gain=0.5)
-    assert why(p, "a").startswith("gain") and "below --min-gain 0.50" in why(p, "a")
+    assert why(p, "a").startswith("gain") and "below --min-gain 0.5" in why(p, "a")
     assert not moved_from(p, "a")
 
 

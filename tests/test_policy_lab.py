@@ -41,23 +41,30 @@ def test_auto_consolidates_in_budgeted_runs_emptying_whole_hosts(make_lab):
 def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
     scenario = load_scenario("hotspot")
     scenario["load"][0]["at"] = 0
-    # Hot (7.7 of 8 CPUs) but not overloaded: an overloaded host is relieved at once.
-    scenario["load"][0]["load"] = [2.3, 2.5, 2.9]
-    lab = make_lab(scenario)
+    # Hot but not overloaded (an overloaded host is relieved at once): 7.6 of 8 CPUs, in the
+    # middle of the band between --cpu-threshold 0.9 and 100 %, measured over 2-s intervals.
+    # Over 1-s intervals on a loaded machine a CPU figure is off by several percent: 7.7 of
+    # 8 (96 %) was once read as 101 %, and node-1 was relieved on the first run.
+    scenario["load"][0]["load"] = [2.3, 2.5, 2.8]
+    lab = make_lab(scenario, interval=2.0)
     lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 0.9 and not s["problems"] and
                    len(s["vms"]) == len(scenario["guests"]), what="the hotspot")
     extra = ["--hotspot-window", "2/3"]
     origin, first, _, _ = lab.pipeline("auto", plan_extra=extra)
-    assert not [a for a in first["actions"] if a["src"] == "node-1"]
+    assert not [a for a in first["actions"] if a["src"] == "node-1"], (
+        [(a["vm"], a["src"], a["dst"], a["reason"]) for a in first["actions"]],
+        first["summary"].get("hotspots"), cpu_use(origin))
     seen = {h["host"]: h for h in first["summary"]["hotspots"]}
     assert seen["node-1"]["why"].startswith("not persistent yet"), seen
     lab.wait_for_truth()          # the first run may have consolidated other hosts
     # the next run's snapshot of a later second: vm-plan counts one observation per second
     lab.wait_until(lambda s: s["created"] > origin["created"], what="a later snapshot")
-    _, plan, report, codes = lab.pipeline("auto", plan_extra=extra)
-    assert codes["vm-apply"] == 0, lab.last_apply_stderr
+    second, plan, report, codes = lab.pipeline("auto", plan_extra=extra)
     relieved = [a for a in plan["actions"] if a["src"] == "node-1"]
-    assert relieved and all(a["reason"].startswith("relieve: node-1") for a in relieved)
+    assert relieved, ([(h["host"], h["cpu"], h.get("why")) for h in plan["summary"]["hotspots"]],
+                      cpu_use(second), plan["actions"])
+    assert all(a["reason"].startswith("relieve: node-1") for a in relieved)
+    assert codes["vm-apply"] == 0, lab.last_apply_stderr
     # Ganglia's CPU figures lag a migration by an interval: wait for them to settle.
     lab.wait_until(lambda s: cpu_use(s).get("node-1", 1) <= 0.9, what="node-1 below 90 %")
 

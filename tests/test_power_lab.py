@@ -49,18 +49,18 @@ def test_shutdown_ipmi_and_wol_in_the_lab(make_lab):
     bmc = ipmi.Bmc("node-2", "127.0.0.1", lab.bmcs.port["node-2"], creds)
     assert bmc.power_status() == "on"
     shutdown_host("node-2", "127.0.0.1", port["node-2"], ssh, "xl")
-    assert wait_until(lambda: bmc.power_status() == "off", 10, 0.2)
-    assert wait_until(lambda: not answers("127.0.0.1", port["node-2"], 0.5), 10, 0.2)
+    assert wait_until(lambda: bmc.power_status() == "off", 60, 0.2)
+    assert wait_until(lambda: not answers("127.0.0.1", port["node-2"], 0.5), 60, 0.2)
     bmc.power_on()
-    assert wait_until(lambda: answers("127.0.0.1", port["node-2"], 0.5), 15, 0.2)
+    assert wait_until(lambda: answers("127.0.0.1", port["node-2"], 0.5), 60, 0.2)
     assert lab.state.read()["hosts"]["node-2"]["power"] == "on"
 
     # WoL host: shutdown -h now, then a magic packet wakes it
     shutdown_host("node-3", "127.0.0.1", port["node-3"], ssh, "xl", command="shutdown")
-    assert wait_until(lambda: not answers("127.0.0.1", port["node-3"], 0.5), 10, 0.2)
+    assert wait_until(lambda: not answers("127.0.0.1", port["node-3"], 0.5), 60, 0.2)
     assert lab.state.read()["hosts"]["node-3"]["power"] == "off"
     wol.send_magic_packet("02:16:3e:00:00:03", "127.0.0.1", lab.wol.port)
-    assert wait_until(lambda: answers("127.0.0.1", port["node-3"], 0.5), 15, 0.2)
+    assert wait_until(lambda: answers("127.0.0.1", port["node-3"], 0.5), 60, 0.2)
     assert lab.wol.received and lab.wol.ignored == 0
 
 
@@ -158,7 +158,7 @@ def test_a_host_that_does_not_boot_leaves_its_migrations_not_run(make_lab, tmp_p
     creds = ipmi.read_credentials(str(lab.bmcs.credentials)).for_host("node-2")
     bmc = ipmi.Bmc("node-2", "127.0.0.1", lab.bmcs.port["node-2"], creds)
     bmc.power_off()                                    # node-2 is empty: now standby
-    assert wait_until(lambda: not answers("127.0.0.1", lab.ssh.port["node-2"], 0.5), 10, 0.2)
+    assert wait_until(lambda: not answers("127.0.0.1", lab.ssh.port["node-2"], 0.5), 60, 0.2)
     origin = Snapshot(hosts=[h if h.name == "node-1" else
                              type(h)(**{**h.__dict__, "state": "standby"}) for h in snap.hosts],
                       vms=snap.vms, created=snap.created, source=snap.source)

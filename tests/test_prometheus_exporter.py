@@ -15,16 +15,11 @@ import pytest
 
 from tests.conftest import run, script
 from tests.test_gmetric_lab import Dom0Lab
+from vmtools.lab.ports import free_port, holds_port
 from vmtools.prometheus import names as N
 
 pytestmark = pytest.mark.slow
 PROMTOOL = shutil.which("promtool")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse(text: str) -> dict[tuple, float]:
@@ -46,15 +41,18 @@ class Exporter:
              "--interval", "0.5", "--window", "0.3", *lab.args(host), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def scrape(self, until=lambda text: True, timeout: float = 20) -> str:
+    def scrape(self, until=lambda text: True, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                            timeout=2) as r:
-                    text = r.read().decode()
-                if until(text):
-                    return text
+                # its own port (chosen outside the kernel's ephemeral range, lab/ports.py),
+                # not whatever else may have taken it first
+                if holds_port(self.proc.pid, self.port):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                                timeout=10) as r:
+                        text = r.read().decode()
+                    if until(text):
+                        return text
             except OSError:
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -33,6 +35,14 @@ def snapshot(lab, *args: str, timeout: float = 90) -> dict:
             continue
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+
+def scraped_after(lab, t: float) -> bool:
+    """Every exporter of the lab scraped after second ``t`` (its ``up`` series' last sample)."""
+    query = urllib.parse.urlencode({"query": "min(timestamp(up))"})
+    with urllib.request.urlopen(f"{lab.prometheus.url}/api/v1/query?{query}", timeout=10) as r:
+        result = json.load(r)["data"]["result"]
+    return bool(result) and float(result[0]["value"][1]) > t
 
 
 def test_the_pipeline_runs_end_to_end_through_prometheus(make_lab):
@@ -108,6 +118,12 @@ def test_the_demand_window_from_range_queries_is_what_state_gathers(make_lab, tm
         time.sleep(2.5)
         t = math.floor((time.time() - 3) / step) * step
         assert t > settled
+        # Prometheus has every target's scrapes up to t once each has one after t (a
+        # target's scrapes are stored in order): a loaded machine can delay one for seconds
+        deadline = time.time() + 60
+        while not scraped_after(lab, t):
+            assert time.time() < deadline, f"a target not scraped after second {t} in 60 s"
+            time.sleep(0.5)
         moments.append(t)
         snap = run("vm-snapshot", *prom, "--at", str(t), "--samples-window", "0")
         assert snap.returncode == 0, snap.stderr

@@ -42,7 +42,7 @@ def test_pipeline_empties_a_host_switches_it_off_and_wakes_it_through_xapi(tmp_p
     lab = Lab(SCENARIO, workdir=tmp_path / "lab", platform="xapi", power=True,
               boot_seconds=2.0).start()
     try:
-        lab.wait_for_truth(30)
+        lab.wait_for_truth(90)
         power = ["--power", "--standby-after", "0", "--reserve", "0", "--hosts",
                  str(lab.hosts_file)]
         _, plan, report, codes = lab.pipeline("consolidate", plan_extra=power)
@@ -80,10 +80,10 @@ def test_vm_lab_platform_xapi_env_file_drives_the_pipeline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMTOOLS_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "no-config")
     lab = subprocess.Popen([script("vm-lab"), "--platform", "xapi", "--dir", str(workdir),
-                            "--duration", "120"], stdout=subprocess.PIPE,
+                            "--duration", "600"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180     # vm-lab itself waits up to 90 s for the truth
         while not (workdir / "env").exists():
             assert lab.poll() is None and time.time() < deadline, lab.stdout.read()
             time.sleep(0.3)
@@ -132,7 +132,7 @@ def test_suspend_and_resume_a_guest_through_xapi(tmp_path):
     is looked at through any host (XAPI keeps the image)."""
     lab = Lab(SCENARIO, workdir=tmp_path / "lab", platform="xapi").start()
     try:
-        lab.wait_for_truth(30)
+        lab.wait_for_truth(90)
         x = _xapi(lab)
         before = _free_mib(x, "node-3")
         plan, applied = _plan_and_apply(lab, "--suspend", "db1")
@@ -215,7 +215,7 @@ def test_xapi_start_of_a_halted_guest_and_a_suspend_cancelled_on_timeout(tmp_pat
     scenario = dict(SCENARIO, xapi={"halted": {"spare1": {"mem_mib": 1024, "vcpus": 1}}})
     lab = Lab(scenario, workdir=tmp_path / "lab", platform="xapi").start()
     try:
-        lab.wait_for_truth(30)
+        lab.wait_for_truth(90)
         guests = tmp_path / "guests.json"
         guests.write_text(json.dumps({"format": "vmtools.guests", "version": "1.0", "guests": [
             {"name": "spare1", "vcpus": 1, "mem_mib": 1024, "cpu": 0.1,

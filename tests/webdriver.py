@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from vmtools.lab.ports import free_port, holds_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -35,28 +36,41 @@ class WebDriverError(RuntimeError):
 
 class Browser:
     def __init__(self):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         self.profile = tempfile.mkdtemp(prefix="vm-web-chromium-")
-        self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 20
-        while True:
-            try:
-                self._call("GET", "/status")
+        # chromedriver takes the port it is given: one chosen free outside the kernel's
+        # ephemeral range (lab/ports.py), and another if something took it first
+        for _ in range(5):
+            port = free_port()
+            self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.base = f"http://127.0.0.1:{port}"
+            if self._answers(port):
                 break
-            except (OSError, WebDriverError):
-                if time.time() > deadline:
-                    self.driver.kill()
-                    raise
-                time.sleep(0.1)
+            self.driver.wait()
+        else:
+            raise WebDriverError("chromedriver never held the port it was given")
         caps = {"capabilities": {"alwaysMatch": {
             "browserName": "chrome", "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {"binary": CHROMIUM,
                                    "args": FLAGS + [f"--user-data-dir={self.profile}"]}}}}
         self.sid = self._call("POST", "/session", caps)["sessionId"]
+
+    def _answers(self, port: int, timeout: float = 60.0) -> bool:
+        """chromedriver holds ``port`` itself and answers there (False: it exited)."""
+        deadline = time.time() + timeout
+        while self.driver.poll() is None:
+            if holds_port(self.driver.pid, port):
+                try:
+                    self._call("GET", "/status")
+                    return True
+                except (OSError, WebDriverError):
+                    pass
+            if time.time() > deadline:
+                self.driver.kill()
+                raise WebDriverError(f"chromedriver did not answer on port {port} in "
+                                     f"{timeout:g} s")
+            time.sleep(0.1)
+        return False
 
     def _call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None

@@ -137,7 +137,7 @@ class BmcLab:
                     raise
                 self._start_host(host)
 
-    def _wait_ready(self, host: str, timeout: float = 10.0) -> None:
+    def _wait_ready(self, host: str, timeout: float = 30.0) -> None:
         # ipmi_sim binds its UDP port once it has read its configuration
         deadline = time.time() + timeout
         while time.time() < deadline:

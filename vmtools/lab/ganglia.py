@@ -211,7 +211,7 @@ class GangliaLab:
             return False
 
     def _wait(self, ready: Callable[[], bool], what: str, proc: subprocess.Popen,
-              timeout: float = 10.0) -> None:
+              timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

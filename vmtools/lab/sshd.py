@@ -210,7 +210,7 @@ class SshLab:
         return proc
 
     @staticmethod
-    def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 10.0) -> bool:
+    def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> bool:
         """True once ``proc`` itself listens on ``port``; False when it exited first (or did
         not listen within ``timeout``)."""
         deadline = time.monotonic() + timeout

@@ -421,6 +421,11 @@ def mem_utilisation(inst: Instance, placement: list[int]) -> list[float]:
     return [fraction(u, c) for u, c in zip(use, inst.hard_cap["mem"])]
 
 
+def utilisations(inst: Instance, placement: list[int]) -> tuple[list[float], list[float]]:
+    """:func:`utilisation` and :func:`mem_utilisation` of ``placement``."""
+    return utilisation(inst, placement), mem_utilisation(inst, placement)
+
+
 def hotspots(inst: Instance, placement: list[int], cpu_threshold: float,
              mem_threshold: float) -> list[int]:
     """The hosts over a threshold in ``placement`` (:func:`vmtools.rules.load.hot_dims`)."""

@@ -274,11 +274,16 @@ def _allowed_lists(cons: Constraints, hosts: list[str], hidx: dict[str, int], vm
         for i in usable:
             in_domain.setdefault(cons.host_domain.get(hosts[i], ""), []).append(i)
     fenced_lists: dict[tuple, list[int]] = {}
+    # the guests some rule limits (the others, most of them, take the shared list)
+    limited = {v for v, f in cons.fenced.items() if f} | cons.banned.keys() | \
+        cons.vm_domain.keys()
     for i, v in enumerate(vms):
         if fixed[i]:
             allowed.append([cur[i]])
             continue
-        if i in leaving:        # may stay too: the target's capacity says how many go
+        if v not in limited and i not in leaving:
+            allowed.append(usable)
+        elif i in leaving:        # may stay too: the target's capacity says how many go
             allowed.append(sorted({cur[i]} | {h for h in usable if cons.allowed(v, hosts[h])}))
         elif not cons.fenced.get(v) and v not in cons.banned and v not in cons.vm_domain:
             allowed.append(usable)

@@ -205,6 +205,9 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
              target: dict[str, str], actions, pivots, opts: Options) -> dict:
     """The plan's ``summary``: hosts before and after, the migrations and their estimate,
     the worst utilisations, auto's budget, the frozen hosts and the demand used."""
+    (cpu_before, mem_before) = before = H.utilisations(inst, inst.cur)
+    cpu_after, mem_after = before if out.placement == inst.cur else \
+        H.utilisations(inst, out.placement)
     summary = {
         "hosts_before": len({v.host for v in snap.vms}),
         "hosts_after": len(set(target.values())),
@@ -215,10 +218,10 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
         "pivots": pivots,
         "estimated_seconds": estimate_seconds(actions, opts.bandwidth, opts.parallel),
         "estimate_assumes": {"bandwidth_mbit_s": opts.bandwidth, "parallel": opts.parallel},
-        "worst_cpu_before": round(max(H.utilisation(inst, inst.cur), default=0.0), 3),
-        "worst_cpu_after": round(max(H.utilisation(inst, out.placement), default=0.0), 3),
-        "worst_mem_before": round(max(H.mem_utilisation(inst, inst.cur), default=0.0), 3),
-        "worst_mem_after": round(max(H.mem_utilisation(inst, out.placement), default=0.0), 3),
+        "worst_cpu_before": round(max(cpu_before, default=0.0), 3),
+        "worst_cpu_after": round(max(cpu_after, default=0.0), 3),
+        "worst_mem_before": round(max(mem_before, default=0.0), 3),
+        "worst_mem_after": round(max(mem_after, default=0.0), 3),
     }
     if auto is not None:
         summary.update(auto.summary())
@@ -318,8 +321,8 @@ def broken_monitoring(snap: Snapshot, know: Knowledge, max_frozen: float) -> Non
     guests = {v.name for v in snap.vms} | set(know.unknown_vms)
     # A guest counts when what is known of it is not (its own problem, or its host's own):
     # the other guests of a host frozen for one guest's missing metrics are known.
-    frozen_guests = {v.name for v in snap.vms if know.vm(v.name, v.host) != "known"} | \
-        set(know.unknown_vms)
+    frozen_guests = {v.name for v in snap.vms if (v.name in know.unknown_vms or v.host in
+                     know.frozen) and know.vm(v.name, v.host) != "known"} | set(know.unknown_vms)
     for what, part, whole in (("hosts are frozen by problems of their own", frozen_hosts,
                                hosts),
                               ("guests are stale or unknown", frozen_guests, guests)):

@@ -370,7 +370,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     if gain < opts.min_gain - FRACTION_EPS:
         for v in moves:
             load.move(v, h)
-        return None, "min-gain", (f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f} "
+        return None, "min-gain", (f"gain {gain:.3f} below --min-gain {opts.min_gain:g} "
                                   f"(worst dimension), moving {', '.join(inst.vms[v] for v in moves)}")
     mib = sum(inst.dem["mem"][v] for v in moves)
     dims = " and ".join({"cpu": "CPU", "mem": "memory"}[d] for d in hot_dims)

@@ -403,7 +403,7 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
         out.status, out.gap = "heuristic", None
         gain = _worst(inst, cur) - _worst(inst, greedy)
         if gain < opts.min_gain - FRACTION_EPS:
-            out.how = f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+            out.how = f"gain {gain:.3f} below --min-gain {opts.min_gain:g}"
             return out
         out.placement, out.how = greedy, "sandpiper greedy (the model is too large for the " \
             "time left)"
@@ -450,7 +450,7 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
     # On the worst dimension, so relieving a memory hotspot counts as a gain.
     gain = _worst(inst, cur) - _worst(inst, best)
     if gain < opts.min_gain - FRACTION_EPS:
-        out.placement, out.how = cur, f"gain {gain:.2f} below --min-gain {opts.min_gain:.2f}"
+        out.placement, out.how = cur, f"gain {gain:.3f} below --min-gain {opts.min_gain:g}"
         return out
     out.placement = best
     return out

@@ -282,8 +282,11 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
 
     final = _final_placement(plan, replay, vms, arriving)
 
-    # Rules in the target.
+    # Rules in the target: only a guest a ban, fence or domain names, or in maintenance
+    named = cons.banned.keys() | cons.fenced.keys() | cons.vm_domain.keys()
     for name, host in final.items():
+        if name not in named and host not in cons.maintenance:
+            continue
         bad = cons.forbidden_by(name, host)
         if bad is not None:
             raise DataError(f"{name} ends on {host}, which {bad.label} forbids",

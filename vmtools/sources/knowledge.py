@@ -106,12 +106,14 @@ def assess(snap: Snapshot) -> Knowledge:
     that names no host) and each guest a problem names (it stays where it is)."""
     frozen: dict[str, Frozen] = {}
     unknown: dict[str, list[Problem]] = {}
-    where = {v.name: v.host for v in snap.vms}
+    where: dict[str, str] | None = None       # made when a problem names no host
     for p in snap.problems:
         if p.vm:
             unknown.setdefault(p.vm, []).append(p)
         # The host a problem names; else the host of the guest it names. A guest listed by
         # two hosts is kept (and counted) on one: the other is the one whose use is unknown.
+        if not p.host and where is None:
+            where = {v.name: v.host for v in snap.vms}
         host = p.host or where.get(p.vm or "")
         if host:
             frozen.setdefault(host, Frozen(host)).problems.append(p)
