@@ -177,6 +177,7 @@ def test_vm_web_records_maintenance_and_power_in_the_hosts_domain(tmp_path):
         h.to_dict() for h in snap.hosts if h.name != empty]))
     on = build_plan(gone, settings, "power-on", empty)
     assert on.origin.hosts[-1].domain == "east"
+    assert on.origin.hosts[-1].migration == "xl-ssh"      # the whole record, transport too
     record_power(str(state), on, {"actions": [{"id": 1, "outcome": "done"}]})
     assert empty in read_state(str(state / "east")).power.waking
     assert not (state / "vmtools.state").exists()

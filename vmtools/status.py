@@ -38,8 +38,14 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
 def domain_standby(snap: Snapshot, state_dir: str | None) -> dict[str, dict]:
     """The standby hosts as each domain's vm-plan keeps them: from each domain's own
     directory (:func:`plan_state_dirs`; a record without a domain gets its directory's), then
-    STATE_DIR's of the domains without one (one domain: STATE_DIR's, as ever)."""
-    return _merged_standby(*_standby_by_dir(state_dir, plan_state_dirs(snap, state_dir)))
+    STATE_DIR's of the domains without one (one domain: STATE_DIR's, as ever). Whole records
+    (capacity and transport, as vm-plan keeps them), for switching a host on."""
+    def records(path: str | None) -> dict[str, dict]:
+        return read_state(path).power.standby if path and os.path.isdir(path) else {}
+    dirs = plan_state_dirs(snap, state_dir)
+    return _merged_standby(records(state_dir), {
+        d: {name: dict(rec, domain=domain_of(rec) or d) for name, rec in records(path).items()}
+        for d, path in dirs.items()})
 
 
 def _standby_by_dir(state_dir: str | None, dirs: dict[str, str]
@@ -59,7 +65,7 @@ def _merged_standby(top: dict[str, dict], own: dict[str, dict[str, dict]]) -> di
         for name, rec in own[d].items():
             out.setdefault(name, rec)
     for name, rec in top.items():
-        if rec["domain"] not in own:
+        if domain_of(rec) not in own:
             out.setdefault(name, rec)
     return out
 
