@@ -10,7 +10,8 @@ import random
 import pytest
 
 from vmtools.errors import DataError
-from vmtools.jsontext import dumps_indented, plain_numbers, too_deep
+from vmtools import jsontext
+from vmtools.jsontext import dumps_indented, dumps_sorted, plain_numbers, shared_columns, too_deep
 from vmtools.model import dumps, loads
 
 
@@ -85,6 +86,55 @@ def test_the_same_errors(doc):
     with pytest.raises((ValueError, TypeError)) as theirs:
         reference(doc)
     assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+
+
+def sorted_reference(doc):
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+def both_texts(doc):
+    """The digest's text then the indented text, written with the values shared, and the
+    standard library's (or the error each raised)."""
+    def run(first, second):
+        try:
+            return first(doc), second(doc)
+        except (ValueError, TypeError) as e:
+            return type(e), str(e)
+
+    with shared_columns():
+        ours = run(dumps_sorted, dumps_indented)
+    return ours, run(sorted_reference, reference)
+
+
+RECORDS = TRICKY + [
+    [{"a%": 1, "b{}": "x\u00e9\"\\{0}", "c": True, "d": None, "e": -0.0}] * 5,
+    [{"n": "a", "h": "b"}, {"h": "c", "n": "d"}],           # the same keys, not in one order
+    [{"a": 1}, {"b": 2}], [{"a": 1, "b": 2}, {"a": 1}], [{"a": 1.5}, {"a": "x"}],
+    [{"a": True}, {"a": 1}], [{"a": None}, {"a": False}], [{"a": 1}, {"a": 10**400}],
+    [{"a": float("nan")}] * 3, [{"a": Count(1)}] * 3, [{"a": [1]}] * 3, [{}] * 3,
+    {"origin": {"vms": [{"name": "v", "cpu": 0.1}] * 3, "again": [{"z": 1, "y": 2}] * 3},
+     "more": [[{"b": 1, "a": 2}] * 3]},
+]
+
+
+@pytest.mark.parametrize("doc", RECORDS, ids=range(len(RECORDS)))
+def test_shared_columns_write_the_same_texts(doc, monkeypatch):
+    monkeypatch.setattr(jsontext, "SHARED_ROWS", 2)     # every list of records by column
+    ours, theirs = both_texts(doc)
+    assert ours == theirs
+
+
+def test_shared_columns_keep_nothing_after_and_a_record_reordered_between_is_written_anew(
+        monkeypatch):
+    monkeypatch.setattr(jsontext, "SHARED_ROWS", 2)
+    rows = [{"name": f"vm{i}", "cpu": i / 3} for i in range(5)]
+    with shared_columns():
+        dumps_sorted(rows)
+        rows[1] = {"cpu": 9.5, "name": "edited"}              # keys in another order
+        assert dumps_indented(rows) == reference(rows)
+    assert jsontext._shared is None
+    assert dumps_sorted(rows) == sorted_reference(rows)
 
 
 def test_a_cycle_is_refused_as_the_standard_library_does():

@@ -24,6 +24,7 @@ from vmtools.cli._planning import read_documents, with_settings
 # snapshot, the instance and the plan alive until the interpreter's exit (at 150,000 guests
 # 0.8 s of teardown after the plan was printed, and 110 MiB).
 import vmtools.planner.solve  # noqa: F401,E402
+from vmtools.jsontext import shared_columns
 from vmtools.model import Snapshot, dumps
 from vmtools.planner.settings import SETTINGS, manual_operation, settings_from
 
@@ -79,7 +80,7 @@ def plan(**kwargs) -> None:
             if textfile_dir is not None:
                 from vmtools.prometheus.textfile import plan_families
                 figures(*plan_families(plan))
-        with _no_collection():
+        with _no_collection(), shared_columns():    # the origin's values encoded once
             doc = plan.to_dict()
             text = plan_tables(doc) if kwargs["fmt"] == OutputFormat.table else dumps(doc)
         emit(text,

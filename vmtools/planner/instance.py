@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
-from collections.abc import Iterable, Iterator, Set as AbstractSet
+from collections.abc import Iterable, Iterator, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 
 from vmtools.model import Snapshot
@@ -179,22 +180,68 @@ def _intersect(a: AbstractSet[int], b: AbstractSet[int]) -> set[int]:
     return {h for h in small if h in big}
 
 
-class _Without(list):
-    """``base`` (a shared list) less ``gone``, as a list of its own; ``base`` and ``gone``
-    kept so :meth:`Instance.allowed_set` shares ``base``'s set."""
+class _Without(Sequence):
+    """``base`` (a shared ascending list) less the few hosts ``gone``, read through
+    ``base`` without a copy (1,500 banned guests' copies of 20,000 hosts were 0.4 s and
+    240 MB of an idle run): a read-only sequence, equal to the list it stands for;
+    ``base`` and ``gone`` kept so :meth:`Instance.allowed_set` shares ``base``'s set."""
 
-    __slots__ = ("base", "gone")
+    __slots__ = ("base", "gone", "_at")
+
+    def __init__(self, base: list[int], gone: frozenset[int]):
+        self.base, self.gone = base, gone
+        # where the gone hosts stand in ``base`` (ascending); hosts not in it ignored
+        at = []
+        for h in sorted(gone):
+            i = bisect.bisect_left(base, h)
+            if i < len(base) and base[i] == h:
+                at.append(i)
+        self._at = at
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self._at)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self._at:
+            return iter(self.base)
+        return itertools.filterfalse(self.gone.__contains__, self.base)
+
+    def __contains__(self, h: object) -> bool:
+        if h in self.gone:
+            return False
+        i = bisect.bisect_left(self.base, h)
+        return i < len(self.base) and self.base[i] == h
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self)[i]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("list index out of range")
+        for p in self._at:          # the i-th kept element: step over each gone one
+            if p <= i:
+                i += 1
+        return self.base[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Without):
+            return self.base is other.base and self._at == other._at or \
+                list(self) == list(other)
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None                 # type: ignore[assignment]   # as a list's
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
-def _without(hosts: list[int], gone: set[int]) -> list[int]:
-    """``hosts`` (ascending) without ``gone``: a copy, then the few deleted in place."""
-    out = _Without(hosts)
-    out.base, out.gone = hosts, frozenset(gone)
-    for h in sorted(gone, reverse=True):
-        i = bisect.bisect_left(out, h)
-        if i < len(out) and out[i] == h:
-            del out[i]
-    return out
+def _without(hosts: list[int], gone: set[int]) -> _Without:
+    """``hosts`` (ascending) without ``gone``, without a copy of ``hosts``."""
+    return _Without(hosts, frozenset(gone))
 
 
 def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
