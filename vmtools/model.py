@@ -21,6 +21,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from vmtools import __version__, numbers
@@ -41,7 +42,7 @@ HOST_STATES = ("online", "offline", "standby")
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
-_NUMBER = (int, float)
+_NUMBER, _BY_NAME = (int, float), attrgetter("name")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -456,8 +457,8 @@ class Snapshot:
     def to_dict(self) -> dict:
         out = {"format": SNAPSHOT_FORMAT, "version": self.version, "generator": self.generator,
                "created": self.created, "source": self.source,
-               "hosts": [h.to_dict() for h in sorted(self.hosts, key=lambda h: h.name)],
-               "vms": [v.to_dict() for v in sorted(self.vms, key=lambda v: v.name)],
+               "hosts": [h.to_dict() for h in sorted(self.hosts, key=_BY_NAME)],
+               "vms": [v.to_dict() for v in sorted(self.vms, key=_BY_NAME)],
                "problems": [p.to_dict() for p in self.problems]}
         if self.samples is not None:
             out["samples"] = samples_to_dict(self.samples)

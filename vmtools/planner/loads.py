@@ -12,11 +12,14 @@ left after its repair): ``dims`` still says what auto found and acted on.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 
 from vmtools.model import VM, Plan
 from vmtools.rules.constraints import Constraints
 from vmtools.rules.load import (CPU_THRESHOLD, EPS, MEM_THRESHOLD, host_loads, hot_dims,
                                 loads_of)
+
+_NAME, _HOST = attrgetter("name"), attrgetter("host")
 
 
 def after_plan(plan: Plan):
@@ -56,7 +59,7 @@ def _unchanged(plan: Plan) -> bool:
     then the loads after are the loads before, not summed again."""
     placement, origin = plan.placement, plan.origin
     return len(placement) == len(origin.vms) and \
-        all(placement.get(v.name) == v.host for v in origin.vms)
+        placement == dict(zip(map(_NAME, origin.vms), map(_HOST, origin.vms)))  # in C
 
 
 def note_loads(plan: Plan, cons: Constraints | None = None,
