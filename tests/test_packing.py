@@ -140,6 +140,26 @@ def test_every_heuristic_obeys_the_rules(seed):
     check_plan(plan, parse_rules(rules, s))
 
 
+def test_a_banned_guests_hosts_are_the_shared_list_less_its_bans_without_a_copy():
+    s = _random_cluster(0)
+    rules = [{"rule": "ban", "vms": ["v05"], "hosts": ["h00", "h03", "h11"]},
+             {"rule": "ban", "vms": ["v06"], "hosts": ["h11"]}]
+    inst = build_instance(s, parse_rules(rules, s), cpu_limit=0.8)
+    every = inst.allowed[0]                 # an unconstrained guest's, shared
+    at = inst.hosts.index
+    for v, gone in ((5, {at("h00"), at("h03"), at("h11")}), (6, {at("h11")})):
+        mine, want = inst.allowed[v], [h for h in every if h not in gone]
+        assert mine.base is every           # read through the shared list, not a copy
+        assert list(mine) == want and mine == want and want == mine and len(mine) == len(want)
+        assert [mine[i] for i in range(-len(want), len(want))] == want + want
+        assert mine[1:4] == want[1:4] and sorted(set(mine)) == want
+        assert all((h in mine) == (h in want) for h in range(-1, len(every) + 2))
+        assert set(inst.allowed_set(v)) == set(want)
+        with pytest.raises(IndexError):
+            mine[len(want)]
+    assert inst.usable_hosts() == set(every)
+
+
 @pytest.mark.slow           # a MILP solved to proof: about 15 s
 def test_identical_hosts_model_proves_what_the_bounds_miss():
     # class7_40_3_5: the one-pass heuristics stop at 19, the optimum is 18 and the bounds say

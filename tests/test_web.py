@@ -535,7 +535,7 @@ def test_switching_a_host_off_and_on_are_checked_power_actions(example_snapshot)
     assert [(a.op, a.host) for a in plan.actions] == [("power-off", empty)]
     gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
     standby = {empty: {"cpu": 8.0, "mem_mib": 16384, "cluster": ""}}
-    plan = build_plan(gone, PlanSettings(standby=lambda: standby), "power-on", empty)
+    plan = build_plan(gone, PlanSettings(standby=lambda _snap: standby), "power-on", empty)
     assert [(a.op, a.host) for a in plan.actions] == [("power-on", empty)]
     assert next(h for h in plan.origin.hosts if h.name == empty).state == "standby"
 
@@ -706,7 +706,7 @@ def test_a_host_switched_off_from_the_page_is_standby_for_vm_plan(example_snapsh
                         now=1000.0) == [empty]
     assert standby_hosts(str(tmp_path))[empty]["mem_mib"] == snap.hosts[0].mem_mib
     gone = replace(snap, hosts=[h for h in snap.hosts if h.name != empty])
-    on = build_plan(gone, PlanSettings(standby=lambda: standby_hosts(str(tmp_path))),
+    on = build_plan(gone, PlanSettings(standby=lambda _snap: standby_hosts(str(tmp_path))),
                     "power-on", empty)
     record_power(str(tmp_path), on, {"actions": [{"id": 1, "outcome": "done"}]}, now=2000.0)
     power = read_state(str(tmp_path)).power
@@ -883,7 +883,7 @@ def test_maintenance_is_kept_beside_vm_plans_state_and_vm_plan_obeys_it(example_
     from vmtools.web.actions import PlanSettings, build_plan, record_maintenance
     state = tmp_path / "plan-state"
     state.mkdir()
-    settings = PlanSettings(maintenance=lambda: read_maintenance(str(state)),
+    settings = PlanSettings(maintenance=lambda _snap: read_maintenance(str(state)),
                             state_dir=str(state))
     plan = build_plan(example_snapshot, settings, "maintenance", "node-1")
     assert {a.src for a in plan.actions} == {"node-1"} and len(plan.actions) == 4

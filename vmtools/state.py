@@ -28,10 +28,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 from typing import Any
 
 from vmtools import __version__
@@ -51,6 +52,9 @@ LOCK_FILE = ".vmtools.state.lock"
 KEEP = 50                      # observations kept
 # A host or guest gone this long is forgotten (retired, or deleted): no longer ``vanished``.
 FORGET_AFTER = 86400.0
+# A migration domain's name as vm-rebalance's DOMAINS accepts it: the only names a domain's
+# own state directory (STATE/NAME) is looked for under
+DOMAIN_DIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 FORGETS = {"plan": "recent hotspots, moves and demand history",
            "power": "which hosts it switched off"}
 
@@ -300,6 +304,23 @@ def write_state(directory: str, state: State) -> None:
         raise LocalFailure(f"{{state}} {directory}: cannot save vm-plan's state: "
                            f"{exc.strerror} (free space or fix the directory's permissions; "
                            "no plan was printed)", settings=("state",)) from None
+
+
+def domain_dirs(state_dir: str | None, domains: Iterable[str]) -> dict[str, str]:
+    """vm-rebalance's domain mode (DOMAINS): each migration domain's own vm-plan state
+    directory, ``STATE_DIR/NAME`` (its standby hosts, its history, its maintenance.json), for
+    each of ``domains`` whose name vm-rebalance accepts (letters, digits, ``_`` and ``-``,
+    starting with a letter or digit; ``xapi-pool:UUID`` is none) and whose directory exists.
+    No other name is ever made a path: "", "..", "a/b" are left out. {} without STATE_DIR."""
+    if not state_dir:
+        return {}
+    out = {}
+    for name in sorted({d for d in domains if isinstance(d, str)}):
+        if DOMAIN_DIR_NAME.fullmatch(name):
+            path = os.path.join(state_dir, name)
+            if os.path.isdir(path):
+                out[name] = path
+    return out
 
 
 @contextmanager

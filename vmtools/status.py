@@ -17,7 +17,7 @@ from vmtools.model import Snapshot, domain_of, is_safe_name
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
-from vmtools.state import FORGET_AFTER, read_state
+from vmtools.state import FORGET_AFTER, domain_dirs, read_state
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     """Hosts vm-plan switched off, from the vmtools.state document in its state directory
@@ -35,19 +35,83 @@ def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     return out
 
 
-def mark_maintenance(hosts: list[dict], snap: Snapshot, state_dir: str | None) -> None:
+def domain_standby(snap: Snapshot, state_dir: str | None) -> dict[str, dict]:
+    """The standby hosts as each domain's vm-plan keeps them: from each domain's own
+    directory (:func:`plan_state_dirs`; a record without a domain gets its directory's), then
+    STATE_DIR's of the domains without one (one domain: STATE_DIR's, as ever). Whole records
+    (capacity and transport, as vm-plan keeps them), for switching a host on."""
+    def records(path: str | None) -> dict[str, dict]:
+        return read_state(path).power.standby if path and os.path.isdir(path) else {}
+    dirs = plan_state_dirs(snap, state_dir)
+    return _merged_standby(records(state_dir), {
+        d: {name: dict(rec, domain=domain_of(rec) or d) for name, rec in records(path).items()}
+        for d, path in dirs.items()})
+
+
+def _standby_by_dir(state_dir: str | None, dirs: dict[str, str]
+                    ) -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
+    """STATE_DIR's standby hosts, and each domain's own directory's (a record without a
+    domain gets its directory's)."""
+    own = {d: {name: dict(rec, domain=rec["domain"] or d)
+               for name, rec in standby_hosts(path).items()} for d, path in dirs.items()}
+    return standby_hosts(state_dir), own
+
+
+def _merged_standby(top: dict[str, dict], own: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Each domain's own standby hosts, then STATE_DIR's of the domains without a
+    directory."""
+    out: dict[str, dict] = {}
+    for d in sorted(own):
+        for name, rec in own[d].items():
+            out.setdefault(name, rec)
+    for name, rec in top.items():
+        if domain_of(rec) not in own:
+            out.setdefault(name, rec)
+    return out
+
+
+def domain_maintenance(snap: Snapshot, state_dir: str | None) -> dict[str, str]:
+    """host -> since: the hosts in maintenance as each host's own domain's vm-plan reads
+    them: a host of a domain with its own directory from that directory's maintenance.json
+    alone, the others (one domain: all) from STATE_DIR's."""
+    from vmtools.maintenance import read_maintenance
+    dirs = plan_state_dirs(snap, state_dir)
+    domain = {h.name: h.domain for h in snap.hosts}
+    top = read_maintenance(state_dir) if state_dir and os.path.isdir(state_dir) else {}
+    out = {name: since for name, since in top.items() if domain.get(name) not in dirs}
+    for d, path in dirs.items():
+        out.update({name: since for name, since in read_maintenance(path).items()
+                    if domain.get(name, d) == d})
+    return out
+
+
+def mark_maintenance(hosts: list[dict], snap: Snapshot, state_dir: str | None,
+                     dirs: dict[str, str] | None = None) -> None:
     """Each host's ``maintenance``: null, or ``{"since", "by"}``: ``vmtools`` when vm-plan's
-    state directory records it (DIR/maintenance.json, written by vm-web; since when),
+    state directory records it (DIR/maintenance.json, written by vm-web; since when; a host
+    of a domain in ``dirs``, :func:`plan_state_dirs`, from its domain's own directory alone),
     ``platform`` when the snapshot's own rules hold it (a XAPI pool's disabled host). A
     damaged document is a DataError naming the file, as for vm-plan."""
     from vmtools.maintenance import read_maintenance
-    ours = read_maintenance(state_dir) if state_dir and os.path.isdir(state_dir) else {}
+    dirs = dirs or {}
+    top = read_maintenance(state_dir) if state_dir and os.path.isdir(state_dir) else {}
+    own = {d: read_maintenance(path) for d, path in dirs.items()}
     platform = {h for r in snap.rules if isinstance(r, dict) and r.get("rule") == "maintenance"
                 for h in (r.get("hosts") or []) if isinstance(h, str)}
     for h in hosts:
         name = h["name"]
+        ours = own.get(h["domain"], top)
         h["maintenance"] = {"since": ours[name] or None, "by": "vmtools"} if name in ours \
             else {"since": None, "by": "platform"} if name in platform else None
+
+
+def plan_state_dirs(snap: Snapshot, state_dir: str | None) -> dict[str, str]:
+    """vm-rebalance's domain mode: the migration domains of the snapshot (its hosts', and
+    those whose source did not answer) that have their own vm-plan state directory,
+    STATE_DIR/NAME (:func:`vmtools.state.domain_dirs`: only names vm-rebalance accepts)."""
+    names = {h.domain for h in snap.hosts} | {p.domain for p in snap.problems
+                                              if isinstance(p.domain, str)}
+    return domain_dirs(state_dir, names)
 
 
 def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
@@ -113,7 +177,10 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
     guests: dict[str, list] = {}
     for vm in snap.vms:
         guests.setdefault(vm.host, []).append(vm)
-    standby = standby_hosts(state_dir)
+    # a host's standby and maintenance come from its domain's own directory when it has one
+    # (vm-rebalance with DOMAINS), else from STATE_DIR itself (one domain: as ever)
+    dirs = plan_state_dirs(snap, state_dir)
+    top, own = _standby_by_dir(state_dir, dirs)
     know = assess(snap)
     loads = host_loads(snap, rules_of(snap, constraints))
     hosts = []
@@ -121,7 +188,8 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
         mine = guests.get(h.name, [])
         cpu, mem = loads[h.name].cpu, loads[h.name].mem
         hot = hot_dims(cpu, mem, cpu_threshold, mem_threshold) if h.state == "online" else []
-        state = "standby" if h.name in standby and h.state != "online" else h.state
+        state = "standby" if h.name in own.get(h.domain, top) and h.state != "online" \
+            else h.state
         frozen = know.frozen.get(h.name)
         hosts.append({"name": h.name, "cluster": h.cluster, "domain": h.domain, "state": state,
                       "cpus": h.cpu, "mem_mib": h.mem_mib,
@@ -131,22 +199,8 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
                       "knowledge": know.host(h.name),
                       "frozen": None if frozen is None else
                       {"kinds": frozen.kinds, "why": frozen.why()}})
-    for name in sorted(set(standby) - {h.name for h in snap.hosts}):
-        rec = standby[name]
-        hosts.append({"name": name, "cluster": rec.get("cluster", ""),
-                      "domain": rec.get("domain", ""), "state": "standby",
-                      "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
-                      "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
-                      "frozen": None})
-    for name, ago in vanished_hosts(state_dir, snap).items():
-        why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot and is "
-               "not in it; vmtools did not switch it off")
-        hosts.append({"name": name, "cluster": "", "domain": "", "state": "vanished",
-                      "cpus": None,
-                      "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
-                      "hotspot": [], "knowledge": "unknown",
-                      "frozen": {"kinds": ["vanished-host"], "why": why}})
-    mark_maintenance(hosts, snap, state_dir)
+    hosts += _absent_hosts(snap, state_dir, dirs, own, top)
+    mark_maintenance(hosts, snap, state_dir, dirs)
     domains = domain_summary(hosts, snap)
     if domains:
         hosts.sort(key=lambda h: (h["domain"], h["name"]))
@@ -181,7 +235,38 @@ def build_status(snap: Snapshot, runs_dir: str | None, state_dir: str | None,
             "suspended": asleep, "halted": halted,
             "problems": [p.to_dict() for p in snap.problems],
             **({"domains": domains} if domains else {}),
+            **({"domain_state": dirs} if dirs else {}),
             "last_run": last, "runs_dir": runs_dir}
+
+
+def _absent_hosts(snap: Snapshot, state_dir: str | None, dirs: dict[str, str],
+                  own: dict[str, dict], top: dict[str, dict]) -> list[dict]:
+    """The hosts the snapshot lacks: standby (each domain's own directory's, ``own``, then
+    STATE_DIR's, ``top``, of the domains without one), then vanished (seen by the vm-plan of
+    STATE_DIR, then of each domain's directory, and neither switched off nor listed)."""
+    hosts: list[dict] = []
+    standby = _merged_standby(top, own)
+    for name in sorted(set(standby) - {h.name for h in snap.hosts}):
+        rec = standby[name]
+        hosts.append({"name": name, "cluster": rec.get("cluster", ""),
+                      "domain": rec.get("domain", ""), "state": "standby",
+                      "cpus": rec.get("cpu"), "mem_mib": rec.get("mem_mib"), "cpu_use": None,
+                      "mem_use": None, "guests": 0, "hotspot": [], "knowledge": "known",
+                      "frozen": None})
+    listed = {h.name for h in snap.hosts} | {h["name"] for h in hosts}
+    for domain, path in [("", state_dir), *sorted(dirs.items())]:
+        for name, ago in vanished_hosts(path, snap).items():
+            if name in listed:
+                continue
+            listed.add(name)
+            why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot "
+                   "and is not in it; vmtools did not switch it off")
+            hosts.append({"name": name, "cluster": "", "domain": domain, "state": "vanished",
+                          "cpus": None,
+                          "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
+                          "hotspot": [], "knowledge": "unknown",
+                          "frozen": {"kinds": ["vanished-host"], "why": why}})
+    return hosts
 
 
 def domain_summary(hosts: list[dict], snap: Snapshot) -> dict[str, dict]:

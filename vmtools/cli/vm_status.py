@@ -42,7 +42,8 @@ def status(
     state: Annotated[Optional[str], typer.Option(
         "--state", metavar="DIR",
         help="vm-plan's --state directory, for the hosts it switched off (standby) and the "
-             "hosts in maintenance (maintenance.json, written by vm-web). Default: "
+             "hosts in maintenance (maintenance.json, written by vm-web); with "
+             "vm-rebalance's DOMAINS, each domain's own DIR/NAME for its hosts. Default: "
              "vm-rebalance's, RUNS/.plan-state.")] = None,
     suspended: Annotated[Optional[str], typer.Option(
         "--suspended", metavar="FILE", help="vm-apply's suspended-guests ledger, for the "

@@ -132,16 +132,15 @@ class _States:
             log.warning("the suspended guests are left out: %s", exc)
             return {}
 
-    def standby(self) -> dict:
-        """vm-plan's standby records (capacity and transport), for switching on."""
-        if not self.standby_dir or not os.path.isdir(self.standby_dir):
-            return {}
-        from vmtools.state import read_state
-        return read_state(self.standby_dir).power.standby
+    def standby(self, snap) -> dict:
+        """vm-plan's standby records (capacity and transport), for switching on: of each
+        domain's own directory in domain mode (:func:`vmtools.status.domain_standby`)."""
+        from vmtools.status import domain_standby
+        return domain_standby(snap, self.standby_dir)
 
-    def maintenance(self) -> dict:
-        from vmtools.maintenance import read_maintenance
-        return read_maintenance(self.standby_dir)
+    def maintenance(self, snap) -> dict:
+        from vmtools.status import domain_maintenance
+        return domain_maintenance(snap, self.standby_dir)
 
 
 def _maintain_host(xapi_settings: object):
@@ -191,7 +190,8 @@ def web(
     plan_state: Annotated[Optional[str], typer.Option(
         "--state", metavar="DIR", help="vm-plan's --state directory: the standby hosts, "
         "and where the hosts in maintenance are kept (DIR/maintenance.json, obeyed by vm-plan "
-        "--state DIR). Default: RUNS/.plan-state.")] = None,
+        "--state DIR); with vm-rebalance's DOMAINS, each domain's own DIR/NAME for its "
+        "hosts. Default: RUNS/.plan-state.")] = None,
     replay_dir: Annotated[Optional[str], typer.Option(
         "--replay-dir", metavar="DIR", help="A directory of vm-replay HTML pages to link.")
     ] = None,

@@ -188,14 +188,14 @@ def _ordered_moves(snap: Snapshot, cons: Constraints, inst: Instance, out: Outco
                    reasons: dict[str, str], bad_hosts: set[str], opts: Options):
     """The target placement and its migrations in order (with the pivots); auto trims its
     steps until the estimate fits its time budget (``out.placement`` follows)."""
-    target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+    target = dict(zip(inst.vms, map(inst.hosts.__getitem__, out.placement)))
     priority = auto.priorities() if auto is not None else {}
     actions, pivots = order_moves(snap, cons, target, reasons, bad_hosts, priority)
     while auto is not None and auto.budget.max_seconds is not None and \
             estimate_seconds(actions, opts.bandwidth, opts.parallel) > auto.budget.max_seconds \
             and auto.trim():
         out.placement = auto.placement()
-        target = {inst.vms[v]: inst.hosts[h] for v, h in enumerate(out.placement)}
+        target = dict(zip(inst.vms, map(inst.hosts.__getitem__, out.placement)))
         actions, pivots = order_moves(snap, cons, target, auto.reasons(), bad_hosts,
                                       auto.priorities())
     return target, actions, pivots

@@ -45,9 +45,13 @@ class PlanSettings:
     constraints: dict | None = None
     image_dir: str = "/var/lib/xen/save"
     ledger: Callable[[], dict] = dict         # name -> entry (vm-apply's ledger, read now)
-    standby: Callable[[], dict] = dict        # name -> vm-plan's standby record (its state)
-    maintenance: Callable[[], dict] = dict    # host -> since: the hosts in maintenance
-    state_dir: str | None = None              # vm-plan's --state (where maintenance is kept)
+    # name -> vm-plan's standby record (its state), of the snapshot's domains
+    standby: Callable[[Snapshot], dict] = lambda snap: {}
+    # host -> since: the hosts in maintenance, of the snapshot's domains
+    maintenance: Callable[[Snapshot], dict] = lambda snap: {}
+    # vm-plan's --state (where maintenance is kept; a host of a domain with its own
+    # directory there, STATE_DIR/NAME, in that one: :func:`host_state_dir`)
+    state_dir: str | None = None
     time_limit: float = 30.0
 
 
@@ -63,7 +67,7 @@ def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
     from vmtools.planner.settings import settings_from
     docs = Documents(snapshot=snap, constraints=settings.constraints,
                      constraints_name="the rules (--constraints)",
-                     maintenance=settings.maintenance())
+                     maintenance=settings.maintenance(snap))
     if op in ("maintenance", "end-maintenance"):
         if not settings.state_dir:
             raise OperationFailed("vm-web has no vm-plan state directory (see vm-web(1)): "
@@ -130,7 +134,7 @@ def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: s
     what = f"switch {host} {'off' if op == 'power-off' else 'on'}"
     origin = snap
     if op == "power-on":
-        standby = settings.standby()
+        standby = settings.standby(snap)
         if host not in standby:
             raise OperationFailed(f"cannot {what}: vm-plan's state does not have it in standby")
         if any(h.name == host for h in snap.hosts if h.state == "online"):
@@ -246,6 +250,14 @@ class Jobs:
                 job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
 
 
+def host_state_dir(state_dir: str, plan: Plan, host: str) -> str:
+    """Where vm-plan of ``host``'s migration domain keeps its state: STATE_DIR/NAME when
+    that domain has its own directory (vm-rebalance with DOMAINS), else STATE_DIR."""
+    from vmtools.state import domain_dirs
+    domain = next((h.domain for h in plan.origin.hosts if h.name == host), "")
+    return domain_dirs(state_dir, [domain]).get(domain, state_dir)
+
+
 def record_power(state_dir: str | None, plan: Plan, report: dict,
                  now: float | None = None) -> list[str]:
     """After a run: a host the page switched off is standby in vm-plan's state (with its
@@ -257,8 +269,12 @@ def record_power(state_dir: str | None, plan: Plan, report: dict,
     if not state_dir or not power:
         return []
     from vmtools.state import state_lock
-    with state_lock(state_dir):         # a vm-plan run meanwhile keeps what it read
-        _record_power(state_dir, plan, power, time.time() if now is None else now)
+    mine: dict[str, list] = {}          # each host in its own domain's state
+    for a in power:
+        mine.setdefault(host_state_dir(state_dir, plan, a.host), []).append(a)
+    for where, actions in sorted(mine.items()):
+        with state_lock(where):         # a vm-plan run meanwhile keeps what it read
+            _record_power(where, plan, actions, time.time() if now is None else now)
     return [a.host for a in power]
 
 
@@ -295,6 +311,7 @@ def record_maintenance(state_dir: str | None, plan: Plan, progress: Callable[[st
     import os
     from vmtools.maintenance import MAINTENANCE_FILE, set_maintenance
     host, on = what["host"], bool(what["on"])
+    state_dir = host_state_dir(state_dir, plan, host)
     os.makedirs(state_dir, exist_ok=True)
     set_maintenance(state_dir, host, on)
     where = os.path.join(state_dir, MAINTENANCE_FILE)

@@ -20,7 +20,7 @@ from vmtools.errors import VmtoolsError
 from vmtools.model import Plan, Snapshot
 from vmtools.web import pages
 from vmtools.web.actions import (OPS, Jobs, PlanSettings, build_plan, record_maintenance,
-                                 record_power)
+                                 host_state_dir, record_power)
 from vmtools.web.auth import COOKIE, Gate, csrf_ok
 from vmtools.web.history import guest_samples, host_series, list_runs, run_documents
 
@@ -65,7 +65,8 @@ def make_app(cfg: Config) -> web.Application:
         report = cfg.execute(plan, progress)
         try:        # what ran stands, recorded or not: a failure here is a line, not a failure
             for host in record_power(cfg.plan_state_dir, plan, report):
-                progress(f"{host}: recorded in vm-plan's state ({cfg.plan_state_dir})")
+                where = host_state_dir(cfg.plan_state_dir, plan, host)
+                progress(f"{host}: recorded in vm-plan's state ({where})")
         except VmtoolsError as exc:
             progress(f"warning: vm-plan's state not updated: {exc}")
         return report
@@ -224,7 +225,7 @@ def _maintenance(cfg: Config, snap: Snapshot) -> dict[str, dict]:
     out = {h: {"since": "", "ours": False} for r in snap.rules
            if isinstance(r, dict) and r.get("rule") == "maintenance"
            for h in (r.get("hosts") or []) if isinstance(h, str)}
-    for h, since in cfg.plan.maintenance().items():
+    for h, since in cfg.plan.maintenance(snap).items():
         out[h] = {"since": since, "ours": True}
     return out
 
