@@ -183,3 +183,27 @@ def test_vm_web_records_maintenance_and_power_in_the_hosts_domain(tmp_path):
     assert not (state / "vmtools.state").exists()
     hosts = {h["name"]: h for h in status(tmp_path / "snap.json", state)["hosts"]}
     assert hosts[empty]["state"] == "online"
+
+
+def test_vm_webs_history_finds_a_guests_samples_in_its_domains_state(tmp_path):
+    """The history page's guests' CPU samples (vm-plan's demand window) of a host of west
+    come from PLAN_STATE/west, as west's vm-plan keeps them; a damaged one is said."""
+    from vmtools.state import read_state, write_state
+    from vmtools.web.history import guest_samples
+    state = tmp_path / "plan-state"
+    (state / "west").mkdir(parents=True)
+    (state / "..x").mkdir()              # not a domain's name: never read
+    memory = read_state(str(state / "west"))
+    memory.plan.placement = {"web1": "node-5", "db1": "node-4"}
+    memory.plan.samples = {"web1": [[1796621840.0, 0.5], [1796621540.0, 0.42]],
+                           "db1": [[1796621840.0, 1.5]]}
+    write_state(str(state / "west"), memory)
+    other = read_state(str(state / "..x"))
+    other.plan.placement, other.plan.samples = {"g": "node-1"}, {"g": [[1796621840.0, 1.0]]}
+    write_state(str(state / "..x"), other)
+    assert guest_samples(str(state), "node-5") == (
+        {"web1": [(1796621540.0, 0.42), (1796621840.0, 0.5)]}, None)
+    assert guest_samples(str(state), "node-1") == ({}, None)
+    (state / "west" / "vmtools.state").write_text("{trunc")
+    samples, note = guest_samples(str(state), "node-5")
+    assert samples == {} and "vmtools.state" in note

@@ -113,17 +113,30 @@ def _snapshots_of(run_dir: Path) -> list[dict]:
 
 def guest_samples(state_dir: str | None, host: str) -> tuple[dict[str, list], str | None]:
     """The CPU samples vm-plan keeps (its state, the demand window) of the guests it last saw
-    on ``host``: {guest: [(time, CPUs)]}, and why there are none when the state is unreadable."""
+    on ``host``: {guest: [(time, CPUs)]}, and why there are none when the state is unreadable.
+    With vm-rebalance's DOMAINS, each domain's vm-plan keeps its own, STATE_DIR/NAME (NAME a
+    name vm-rebalance accepts; nothing else is made a path): the first domain directory whose
+    vm-plan saw guests on ``host``, else STATE_DIR's."""
     if not state_dir:
         return {}, None
-    from vmtools.state import read_state
+    import os
+    from vmtools.state import domain_dirs, read_state
     try:
-        memory = read_state(state_dir).plan
-    except DataError as exc:
-        return {}, str(exc)
-    out = {}
-    for guest, where in sorted(memory.placement.items()):
-        points = [(float(t), float(c)) for t, c in memory.samples.get(guest, [])]
-        if where == host and points:
-            out[guest] = sorted(points)
-    return out, None
+        names = os.listdir(state_dir)
+    except OSError:
+        names = []
+    note = None
+    for path in [*domain_dirs(state_dir, names).values(), state_dir]:
+        try:
+            memory = read_state(path).plan
+        except DataError as exc:
+            note = note or str(exc)
+            continue
+        out = {}
+        for guest, where in sorted(memory.placement.items()):
+            points = [(float(t), float(c)) for t, c in memory.samples.get(guest, [])]
+            if where == host and points:
+                out[guest] = sorted(points)
+        if out:
+            return out, None
+    return {}, note
