@@ -259,8 +259,7 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
         # guests stay in their migration domain unless the plan says vm-plan was told the
         # platform moves them across (cross_domain): whoever built the rules
         fence_domains(cons, universe(plan))
-    hosts = {h.name: h for h in origin.hosts}
-    vms = {v.name: v for v in origin.vms}
+    hosts, vms = {h.name: h for h in origin.hosts}, {v.name: v for v in origin.vms}
     for v in origin.vms:
         if v.host not in hosts:
             raise DataError(f"guest {v.name} sits on unknown host {v.host}", "plan.origin")
@@ -284,7 +283,8 @@ def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = No
 
     # Rules in the target: only a guest a ban, fence or domain names, or in maintenance
     named = cons.banned.keys() | cons.fenced.keys() | cons.vm_domain.keys()
-    for name, host in final.items():
+    for name in (final if cons.maintenance else filter(named.__contains__, final)):  # in C
+        host = final[name]
         if name not in named and host not in cons.maintenance:
             continue
         bad = cons.forbidden_by(name, host)
@@ -306,8 +306,6 @@ _DIMENSIONS = (("mem", "MiB", "memory"), ("cpu", "CPUs", "CPU"), ("net", "Mbit/s
 
 def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
     origin = plan.origin
-    vms = {v.name: v for v in origin.vms}
-    vms.update(arriving_guests(plan))
     # A migration counts on both hosts until it lands; a suspend frees its host when it ends,
     # a resume or create claims its host when it starts; a checkpoint changes nothing.
     incoming: dict[str, list[Action]] = {}
@@ -321,6 +319,8 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
             outgoing.setdefault(a.src, []).append(a)
     if not incoming:
         return              # no host receives anything: no use can grow
+    vms = {v.name: v for v in origin.vms}
+    vms.update(arriving_guests(plan))
     initial = initial_use(origin)
     # what the guests that act need (every guest's figures made a dict each: 150,000 of them)
     needs = {a.vm: demand(vms[a.vm]) for acts in incoming.values() for a in acts}
