@@ -50,7 +50,10 @@ def _at(minute: int, x: float, y: float) -> Snapshot:
 
 
 def _plan_over(tmp_path, snaps: list[Snapshot], **kw):
+    """auto over ``snaps`` as cron runs; consolidation fills hosts to the 0.8 CPU target itself
+    (no --consolidate-target band: these tests are about the demand the forecast adds)."""
     p = None
+    kw.setdefault("consolidate_target", 0.8)
     tmp_path.mkdir()
     for s in snaps:
         p = plan_with_state(s, parse_rules([], s), Options(objective="auto", time_limit=20,
