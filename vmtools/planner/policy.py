@@ -37,6 +37,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from vmtools.planner import candidates as C
 from vmtools.planner import heuristics as H
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
@@ -224,20 +225,17 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
     rinst = dc_replace(inst, cap=cap)
     pool = sorted(inst.usable_hosts() - over)
     rng = random.Random(opts.seed)
+    k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
+    use, dem = load.use, inst.dem
+
+    def fits(v: int, h: int) -> bool:
+        return (use["mem"][h] + dem["mem"][v] <= cap["mem"][h] + EPS
+                and use["cpu"][h] + dem["cpu"][v] <= cap["cpu"][h] + EPS)
     for widen in (False, True):
-        mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
-        k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
-        cands = []
-        for v in range(inst.n_vms):
-            if v not in mv:
-                cands.append([load.place[v]])
-                continue
-            allowed = [h for h in pool if h in inst.allowed_set(v)]
-            pick = allowed if len(allowed) <= k else rng.sample(allowed, k)
-            mine = set(pick)
-            if load.place[v] in inst.allowed_set(v):
-                mine.add(load.place[v])
-            cands.append(sorted(mine) or [load.place[v]])
+        if widen and deadline.passed():
+            break                     # no time left to let other guests make room
+        mv = movable if not widen else C.room_makers(inst, load.place, pool, movable, k, rng)
+        cands = C.candidates(inst, load.place, pool, mv, k, rng, fits)
         for group in inst.gather:
             common = set.intersection(*(set(cands[v]) for v in group))
             if not common:
