@@ -223,8 +223,16 @@ def domain_of(rec: dict) -> str:
     return d if isinstance(d, str) and d.isprintable() and len(d) <= MAX_DOMAIN_CHARS else ""
 
 
+class _Record:
+    """Read by ``fast`` (one test), else by ``_checked``, which names the field that is wrong."""
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: str):
+        return cls.fast(obj) or cls._checked(obj, path)
+
+
 @dataclass
-class Host:
+class Host(_Record):
     name: str
     cluster: str = ""
     state: str = "online"
@@ -238,10 +246,6 @@ class Host:
     # a XAPI pool, a Prometheus label). Optional: "" (and every snapshot before it) is one
     # domain.
     domain: str = ""
-
-    @classmethod
-    def from_dict(cls, obj: Any, path: str) -> "Host":
-        return cls.fast(obj) or cls._checked(obj, path)
 
     @classmethod
     def fast(cls, obj: Any) -> "Host | None":
@@ -294,7 +298,7 @@ class Host:
 
 
 @dataclass
-class VM:
+class VM(_Record):
     name: str
     host: str
     state: str = "running"
@@ -302,10 +306,6 @@ class VM:
     cpu: float = 0.0                 # demand in physical CPUs (0.85 = 85 % of one CPU)
     mem_mib: int = 0
     net_mbps: float | None = None
-
-    @classmethod
-    def from_dict(cls, obj: Any, path: str) -> "VM":
-        return cls.fast(obj) or cls._checked(obj, path)
 
     @classmethod
     def fast(cls, obj: Any) -> "VM | None":
