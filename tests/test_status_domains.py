@@ -207,3 +207,28 @@ def test_vm_webs_history_finds_a_guests_samples_in_its_domains_state(tmp_path):
     (state / "west" / "vmtools.state").write_text("{trunc")
     samples, note = guest_samples(str(state), "node-5")
     assert samples == {} and "vmtools.state" in note
+
+
+def test_a_xapi_pool_run_under_another_name_is_found_by_what_its_vm_plan_recorded(tmp_path):
+    """DOMAINS="pool-a": vm-rebalance runs the pool's vm-plan with --state PLAN_STATE/pool-a,
+    while the snapshot names its hosts' domain xapi-pool:UUID. The directory whose vm-plan
+    recorded that domain for its hosts is the pool's: its standby host and its maintenance
+    are shown; a subdirectory with a broken state is passed over."""
+    from vmtools.maintenance import set_maintenance
+    from vmtools.state import read_state, write_state
+    pool = "xapi-pool:9f1c5e2a"
+    snap = two_domains(tmp_path, domains={f"node-{n}": pool for n in (1, 2, 3)})
+    state = tmp_path / "plan-state"
+    (state / "pool-a").mkdir(parents=True)
+    memory = read_state(str(state / "pool-a"))
+    memory.plan.domains = {"node-1": pool, "node-2": pool, "node-3": pool}
+    write_state(str(state / "pool-a"), memory)
+    standby(state / "pool-a", "node-3")
+    set_maintenance(str(state / "pool-a"), "node-2", True)
+    (state / "broken").mkdir()
+    (state / "broken" / "vmtools.state").write_text("{not json")
+    doc = status(snap, state)
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert hosts["node-3"]["state"] == "standby" and hosts["node-3"]["domain"] == pool
+    assert hosts["node-2"]["maintenance"]["by"] == "vmtools"
+    assert doc["domain_state"] == {pool: str(state / "pool-a")}

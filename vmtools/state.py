@@ -37,7 +37,7 @@ from typing import Any
 
 from vmtools import __version__
 from vmtools.atomic import write_atomic
-from vmtools.errors import DataError, LocalFailure, OptionError, TemporaryFailure
+from vmtools.errors import DataError, LocalFailure, OptionError, TemporaryFailure, VmtoolsError
 from vmtools.inputs import MAX_DOCUMENT_BYTES, decode, read_limited
 from vmtools.model import (MAX_DOMAIN_CHARS, SUPPORTED_MAJOR, Reader, check_envelope, is_safe_name,
                            loads)
@@ -310,16 +310,44 @@ def domain_dirs(state_dir: str | None, domains: Iterable[str]) -> dict[str, str]
     """vm-rebalance's domain mode (DOMAINS): each migration domain's own vm-plan state
     directory, ``STATE_DIR/NAME`` (its standby hosts, its history, its maintenance.json), for
     each of ``domains`` whose name vm-rebalance accepts (letters, digits, ``_`` and ``-``,
-    starting with a letter or digit; ``xapi-pool:UUID`` is none) and whose directory exists.
-    No other name is ever made a path: "", "..", "a/b" are left out. {} without STATE_DIR."""
+    starting with a letter or digit) and whose directory exists; a domain whose name is none
+    (``xapi-pool:UUID``) is found by what the subdirectories' vm-plans recorded. No domain's
+    name is ever made a path: "", "..", "a/b" are left out. {} without STATE_DIR."""
     if not state_dir:
         return {}
     out = {}
-    for name in sorted({d for d in domains if isinstance(d, str)}):
+    wanted = {d for d in domains if isinstance(d, str) and d}
+    for name in sorted(wanted):
         if DOMAIN_DIR_NAME.fullmatch(name):
             path = os.path.join(state_dir, name)
             if os.path.isdir(path):
                 out[name] = path
+    if wanted - set(out):
+        out.update(_recorded_domains(state_dir, wanted - set(out), set(out.values())))
+    return out
+
+
+def _recorded_domains(state_dir: str, wanted: set[str], taken: set[str]) -> dict[str, str]:
+    """A domain whose name is no directory name (a XAPI pool's ``xapi-pool:UUID``, run by
+    vm-rebalance as DOMAINS name ``pool-a``): the subdirectory ``STATE_DIR/NAME`` (a name
+    vm-rebalance accepts) whose vm-plan recorded that domain for its hosts. A subdirectory
+    whose state cannot be read is passed over (its own vm-plan says what is wrong)."""
+    out: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return out
+    for name in names:
+        path = os.path.join(state_dir, name)
+        if not DOMAIN_DIR_NAME.fullmatch(name) or path in taken or not os.path.isdir(path) \
+                or not os.path.isfile(os.path.join(path, STATE_FILE)):
+            continue
+        try:
+            recorded = set(read_state(path).plan.domains.values())
+        except VmtoolsError:
+            continue
+        for domain in sorted(wanted & recorded):
+            out.setdefault(domain, path)
     return out
 
 
