@@ -48,26 +48,10 @@ def units(inst: Instance) -> list[list[int]]:
     """Guests that must travel together: gather groups (merged when they overlap) and singles."""
     if not inst.gather:
         return [[v] for v in range(inst.n_vms)]
-    sets = Disjoint(inst.n_vms)
-    find = sets.find
-    for group in inst.gather:
-        for v in group[1:]:
-            sets.union(v, group[0])
-    gathered = {v for group in inst.gather for v in group}
-    out: list[list[int]] = []
-    at: dict[int, int] = {}             # a group's root -> its unit's place in out
-    for v in range(inst.n_vms):         # in order of each unit's first guest, as before
-        if v not in gathered:
-            out.append([v])
-            continue
-        root = find(v)
-        i = at.get(root)
-        if i is None:
-            at[root] = len(out)
-            out.append([v])
-        else:
-            out[i].append(v)
-    return out
+    first = {u[0]: u for u in gather_units(inst)}     # each unit by its first guest
+    gathered = {v for u in first.values() for v in u}
+    # in order of each unit's first guest, as before
+    return [first.get(v, [v]) for v in range(inst.n_vms) if v in first or v not in gathered]
 
 
 def gather_units(inst: Instance) -> list[list[int]]:
