@@ -278,3 +278,22 @@ def test_the_hosts_of_a_domain_whose_source_did_not_answer_are_unanswered_not_va
     assert hosts["node-3"]["state"] == "vanished" and hosts["node-3"]["domain"] == "east"
     assert hosts["node-3"]["frozen"]["kinds"] == ["vanished-host"]
     assert hosts["node-4"]["state"] == "unanswered"
+
+
+def test_a_domain_kept_elsewhere_is_read_through_a_symbolic_link(tmp_path):
+    """vm-rebalance's PLAN_STATE_NAME keeps a domain's vm-plan state outside PLAN_STATE
+    (vm-rebalance(1)); vm-status(1) reads it through a symbolic link PLAN_STATE/NAME."""
+    snap = two_domains(tmp_path)
+    elsewhere = tmp_path / "srv" / "east-state"       # PLAN_STATE_east
+    standby(elsewhere, "node-3")
+    state = tmp_path / "plan-state"
+    state.mkdir()
+    (state / "east").symlink_to(elsewhere)
+    doc = status(snap, state)
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert hosts["node-3"]["state"] == "standby" and not hosts["node-3"]["frozen"]
+    assert doc["domain_state"]["east"] == str(state / "east")
+    # without the link the standby host is unknown to the view: neither standby nor listed
+    (state / "east").unlink()
+    hosts = {h["name"]: h for h in status(snap, state)["hosts"]}
+    assert "node-3" not in hosts
