@@ -113,6 +113,10 @@ RECORDS = TRICKY + [
     [{"a": 1}, {"b": 2}], [{"a": 1, "b": 2}, {"a": 1}], [{"a": 1.5}, {"a": "x"}],
     [{"a": True}, {"a": 1}], [{"a": None}, {"a": False}], [{"a": 1}, {"a": 10**400}],
     [{"a": float("nan")}] * 3, [{"a": Count(1)}] * 3, [{"a": [1]}] * 3, [{}] * 3,
+    # figures that repeat are written once each: 0.0 and -0.0 (one key of a dict), 1 and 1.0
+    [{"a": x} for x in (0.0, -0.0, 1.5, 1.5, 1.5, 1.5, 0.0)],
+    [{"a": x} for x in (-0.0, -0.0, 2.5, 2.5, 2.5)], [{"a": x} for x in (1, 1.0, 1, 1.0, 1)],
+    [{"a": x, "b": x / 7} for x in (3.0, 3.0, 0.1, 0.1, 3.0, 0.1)],
     {"origin": {"vms": [{"name": "v", "cpu": 0.1}] * 3, "again": [{"z": 1, "y": 2}] * 3},
      "more": [[{"b": 1, "a": 2}] * 3]},
 ]
