@@ -243,10 +243,10 @@ def _search_auto(inst: Instance, opts: Options, deadline: Deadline, snap: Snapsh
     auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
     out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
         f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
-        for k in ("repair", "relieve", "consolidate")), lower_bound=None)
+        for k in ("repair", "relieve", "consolidate")), lower_bound=None, gap=None)
     out.solve_seconds = auto.auto.solve_seconds
-    out.solver = opts.solver if auto.auto.repair_how else "none"
-    out.gap = None
+    out.how += f" (repair: {how})" if (how := auto.auto.repair_how).startswith("greedy") else ""
+    out.solver = opts.solver if auto.auto.repair_how not in ("", "greedy") else "none"
     return out, auto
 
 
