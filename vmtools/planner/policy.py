@@ -632,8 +632,9 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
     # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.
     sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
                and h not in inst.frozen_hosts and h not in hot_hosts]
+    source_set = set(sources)       # (a list's membership test was 20,000 x 6,658 compares)
     for h in range(inst.n_hosts):
-        if load.count[h] > 0 and h not in sources:
+        if load.count[h] > 0 and h not in source_set:
             why = ("a hotspot" if h in hot_hosts else "touched by a relief or repair this run"
                    if h in touched else "a snapshot problem names it; its guests stay")
             left.append({"host": inst.hosts[h], "guests": load.count[h],
