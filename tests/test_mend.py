@@ -238,3 +238,33 @@ def test_vm_plan_says_in_its_table_which_overload_the_repair_left(tmp_path):
     assert r.exit_code == 0, r.output
     assert "Overloads the repair left" in r.stdout and "no-room" in r.stdout
     assert "112%" in r.stdout
+
+
+def test_objective_repair_repairs_greedily_too_every_overload_without_a_budget():
+    snap, rules, facts = cluster()
+    cons = parse_rules(rules, snap)
+    p = make_plan(snap, cons, Options(objective="repair", time_limit=20, explain=True, **GREEDY))
+    check_plan(p, cons)
+    assert p.solver["method"] == "greedy" and p.solver["status"] == "heuristic"
+    assert p.summary["repair"] == {"how": "greedy", "left": []}
+    assert over(snap, p.placement) == set()
+    mv = moved(snap, p)
+    assert facts["unknown"] not in mv and not facts["pinned"] & set(mv)
+    assert not {h for pair in mv.values() for h in pair} & facts["frozen"]
+    assert facts["maintenance"] not in p.placement.values()
+    evacuees = sum(1 for v in snap.vms if v.host == facts["maintenance"])
+    assert len(mv) <= evacuees + 2 * 12           # about one guest per overload
+
+
+def test_objective_repair_says_what_it_left_when_the_milp_finds_nothing():
+    snap = Snapshot(hosts=[Host(name="a", cpu=8, mem_mib=16 * GIB),
+                           Host(name="b", cpu=8, mem_mib=16 * GIB)],
+                    vms=[VM(name="x", host="a", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="y", host="a", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="z", host="b", cpu=0.5, mem_mib=15 * GIB)])
+    cons = parse_rules([], snap)
+    p = make_plan(snap, cons, Options(objective="repair", time_limit=20, explain=True))
+    assert p.actions == [] and p.solver["method"] == "greedy after the MILP found nothing"
+    assert p.solver["name"] == "cbc"
+    assert [e["reason"] for e in p.summary["repair"]["left"]] == ["no-room"]
+    assert p.explain["overload a"].startswith("left over its memory capacity (112%)")

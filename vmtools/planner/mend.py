@@ -302,10 +302,15 @@ def summary(left: list[dict]) -> dict:
     return out
 
 
-def explain(left: list[dict]) -> dict[str, str]:
+def summary_of(left: list[dict] | None) -> dict:
+    """``{"repair": summary(left)}`` after a greedy repair (``left`` not None), else {}."""
+    return {} if left is None else {"repair": summary(left)}
+
+
+def explain(left: list[dict] | None) -> dict[str, str]:
     """--explain's "overload HOST" entries: each overload left, and why."""
     out = {}
-    for e in left:
+    for e in left or ():
         what = {"mem": "memory", "cpu": "CPU"}[e["dim"]]
         use = f" ({e['use']:.0%})" if e["use"] is not None else ""
         key, text = f"overload {e['host']}", (f"left over its {what} capacity{use} "
@@ -328,4 +333,5 @@ def _units_on(inst: Instance, load, h: int, unit_of) -> list[list[int]]:
     return out
 
 
-__all__ = ["Mended", "mend", "overloads", "step", "summary", "explain", "LEFT_SHOWN"]
+__all__ = ["Mended", "mend", "overloads", "step", "summary", "summary_of", "explain",
+           "LEFT_SHOWN"]

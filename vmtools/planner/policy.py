@@ -293,6 +293,23 @@ def _mend(inst: Instance, load: Load, opts: Options, deadline: Deadline, auto: A
     return M.step(inst, done)
 
 
+def repair_greedily(inst: Instance, opts: Options,
+                    deadline: Deadline) -> tuple[list[int], list[dict]] | None:
+    """``--objective repair``'s greedy (:mod:`vmtools.planner.mend`, no budget): each guest
+    to the fullest host that stays under the hotspot thresholds (it makes none), else within
+    capacity; the placement and the overloads left, or None when a broken rule cannot be
+    repaired so."""
+    load = Load(inst, inst.cur, inst.dem["cpu"])
+    load.fracs = (opts.cpu_threshold, opts.mem_threshold)
+    fracs = [(*load.fracs, True, False), (*load.fracs, False, True), (1.0, 1.0, False, False)]
+
+    def place(u: list[int], src: int, avoid: set[int]) -> int:
+        return next((d for c, m, a, e in fracs
+                     if (d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+    done = M.mend(inst, load, Budget(None, None, None), place, H.unit_of(inst), deadline)
+    return None if done.broken else (load.place, done.left)
+
+
 # --------------------------------------------------------------------------- relieve
 
 def _units_on(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]]) -> list[list[int]]:
