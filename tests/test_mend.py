@@ -16,7 +16,7 @@ from vmtools.errors import OperationFailed
 from vmtools.model import VM, Host, Problem, Snapshot
 from vmtools.planner.plan import Options, make_plan
 from vmtools.rules.check import check_plan
-from vmtools.rules.constraints import parse_rules
+from vmtools.rules.constraints import fence_domains, parse_rules
 
 GIB = 1024
 GREEDY = {"greedy_repair_pairs": 1000}
@@ -268,3 +268,25 @@ def test_objective_repair_says_what_it_left_when_the_milp_finds_nothing():
     assert p.solver["name"] == "cbc"
     assert [e["reason"] for e in p.summary["repair"]["left"]] == ["no-room"]
     assert p.explain["overload a"].startswith("left over its memory capacity (112%)")
+
+
+def test_the_greedy_repair_never_moves_a_guest_to_another_migration_domain():
+    """Room in another domain is no room: the overload stays, said (no-room), and the plan
+    moves nothing across (the replay checker holds it to that too)."""
+    hosts = [Host(name="a1", cpu=8, mem_mib=16 * GIB, domain="paris"),
+             Host(name="a2", cpu=8, mem_mib=16 * GIB, domain="paris"),
+             Host(name="b1", cpu=32, mem_mib=64 * GIB, domain="lyon"),
+             Host(name="b2", cpu=32, mem_mib=64 * GIB, domain="lyon")]
+    vms = [VM(name="x", host="a1", cpu=0.5, mem_mib=9 * GIB),
+           VM(name="y", host="a1", cpu=0.5, mem_mib=9 * GIB),
+           VM(name="z", host="a2", cpu=0.5, mem_mib=15 * GIB),
+           VM(name="w", host="b1", cpu=0.5, mem_mib=8 * GIB)]
+    snap = Snapshot(hosts=hosts, vms=vms)
+    for kw in (GREEDY, {}):                   # greedy first, and after the MILP found nothing
+        cons = fence_domains(parse_rules([], snap), snap)     # as vm-plan's front door does
+        p = make_plan(snap, cons, Options(objective="auto", time_limit=20, **kw))
+        check_plan(p)
+        assert p.placement["x"] in ("a1", "a2") and p.placement["y"] in ("a1", "a2")
+        assert all((a.src < "b") == (a.dst < "b") for a in p.actions)   # none across
+        assert [(e["host"], e["reason"]) for e in p.summary["repair"]["left"]] == \
+            [("a1", "no-room")]
