@@ -290,3 +290,30 @@ def test_the_greedy_repair_never_moves_a_guest_to_another_migration_domain():
         assert all((a.src < "b") == (a.dst < "b") for a in p.actions)   # none across
         assert [(e["host"], e["reason"]) for e in p.summary["repair"]["left"]] == \
             [("a1", "no-room")]
+
+
+def test_out_of_time_the_overloads_are_left_as_time_limit_and_the_rules_still_repaired():
+    import time
+
+    from vmtools.planner import heuristics as H
+    from vmtools.planner import mend as M
+    from vmtools.planner.budget import Budget
+    from vmtools.planner.deadline import Deadline
+    from vmtools.planner.instance import build_instance
+    from vmtools.planner.policy import Load, repair_greedily
+    snap = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=16 * GIB) for i in range(4)],
+                    vms=[VM(name="x", host="h0", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="y", host="h0", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="b", host="h1", cpu=0.5, mem_mib=2 * GIB)])
+    cons = parse_rules([{"rule": "ban", "vms": ["b"], "hosts": ["h1"]}], snap)
+    inst = build_instance(snap, cons, cpu_limit=1.0)
+    gone = Deadline.of(time.monotonic() - 1)
+    load = Load(inst, inst.cur, inst.dem["cpu"])
+    done = M.mend(inst, load, Budget(None, None, None), lambda u, s, a: 3, H.unit_of(inst),
+                  gone)
+    assert done.moves == {inst.vms.index("b"): 3}          # the ban: repaired all the same
+    assert [(e["host"], e["reason"]) for e in done.left] == [("h0", "time-limit")]
+    # with time, the same instance is repaired whole (objective repair's greedy)
+    place, left = repair_greedily(inst, Options(), Deadline.of(time.monotonic() + 10))
+    assert left == [] and place[inst.vms.index("b")] != 1
+    assert sum(inst.dem["mem"][v] for v in range(inst.n_vms) if place[v] == 0) <= 16 * GIB
