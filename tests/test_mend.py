@@ -16,7 +16,7 @@ from vmtools.errors import OperationFailed
 from vmtools.model import VM, Host, Problem, Snapshot
 from vmtools.planner.plan import Options, make_plan
 from vmtools.rules.check import check_plan
-from vmtools.rules.constraints import parse_rules
+from vmtools.rules.constraints import fence_domains, parse_rules
 
 GIB = 1024
 GREEDY = {"greedy_repair_pairs": 1000}
@@ -268,3 +268,52 @@ def test_objective_repair_says_what_it_left_when_the_milp_finds_nothing():
     assert p.solver["name"] == "cbc"
     assert [e["reason"] for e in p.summary["repair"]["left"]] == ["no-room"]
     assert p.explain["overload a"].startswith("left over its memory capacity (112%)")
+
+
+def test_the_greedy_repair_never_moves_a_guest_to_another_migration_domain():
+    """Room in another domain is no room: the overload stays, said (no-room), and the plan
+    moves nothing across (the replay checker holds it to that too)."""
+    hosts = [Host(name="a1", cpu=8, mem_mib=16 * GIB, domain="paris"),
+             Host(name="a2", cpu=8, mem_mib=16 * GIB, domain="paris"),
+             Host(name="b1", cpu=32, mem_mib=64 * GIB, domain="lyon"),
+             Host(name="b2", cpu=32, mem_mib=64 * GIB, domain="lyon")]
+    vms = [VM(name="x", host="a1", cpu=0.5, mem_mib=9 * GIB),
+           VM(name="y", host="a1", cpu=0.5, mem_mib=9 * GIB),
+           VM(name="z", host="a2", cpu=0.5, mem_mib=15 * GIB),
+           VM(name="w", host="b1", cpu=0.5, mem_mib=8 * GIB)]
+    snap = Snapshot(hosts=hosts, vms=vms)
+    for kw in (GREEDY, {}):                   # greedy first, and after the MILP found nothing
+        cons = fence_domains(parse_rules([], snap), snap)     # as vm-plan's front door does
+        p = make_plan(snap, cons, Options(objective="auto", time_limit=20, **kw))
+        check_plan(p)
+        assert p.placement["x"] in ("a1", "a2") and p.placement["y"] in ("a1", "a2")
+        assert all((a.src < "b") == (a.dst < "b") for a in p.actions)   # none across
+        assert [(e["host"], e["reason"]) for e in p.summary["repair"]["left"]] == \
+            [("a1", "no-room")]
+
+
+def test_out_of_time_the_overloads_are_left_as_time_limit_and_the_rules_still_repaired():
+    import time
+
+    from vmtools.planner import heuristics as H
+    from vmtools.planner import mend as M
+    from vmtools.planner.budget import Budget
+    from vmtools.planner.deadline import Deadline
+    from vmtools.planner.instance import build_instance
+    from vmtools.planner.policy import Load, repair_greedily
+    snap = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=16 * GIB) for i in range(4)],
+                    vms=[VM(name="x", host="h0", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="y", host="h0", cpu=0.5, mem_mib=9 * GIB),
+                         VM(name="b", host="h1", cpu=0.5, mem_mib=2 * GIB)])
+    cons = parse_rules([{"rule": "ban", "vms": ["b"], "hosts": ["h1"]}], snap)
+    inst = build_instance(snap, cons, cpu_limit=1.0)
+    gone = Deadline.of(time.monotonic() - 1)
+    load = Load(inst, inst.cur, inst.dem["cpu"])
+    done = M.mend(inst, load, Budget(None, None, None), lambda u, s, a: 3, H.unit_of(inst),
+                  gone)
+    assert done.moves == {inst.vms.index("b"): 3}          # the ban: repaired all the same
+    assert [(e["host"], e["reason"]) for e in done.left] == [("h0", "time-limit")]
+    # with time, the same instance is repaired whole (objective repair's greedy)
+    place, left = repair_greedily(inst, Options(), Deadline.of(time.monotonic() + 10))
+    assert left == [] and place[inst.vms.index("b")] != 1
+    assert sum(inst.dem["mem"][v] for v in range(inst.n_vms) if place[v] == 0) <= 16 * GIB

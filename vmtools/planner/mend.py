@@ -245,6 +245,8 @@ def _capacity(inst: Instance, load, budget, place: Place, unit_of, deadline, mov
         # one move where one suffices: the least memory among the guests that end it alone
         for u in sorted((u for u in units if measure(u) >= excess - EPS),
                         key=lambda u: (sum(mem[v] for v in u), min(u))):
+            if deadline.passed():       # each failed search may walk every host
+                break
             if not fits_budget(u):
                 continue
             dst = place(u, h, avoid)
@@ -254,7 +256,7 @@ def _capacity(inst: Instance, load, budget, place: Place, unit_of, deadline, mov
                 break
         if not cleared:                 # else the largest first: the fewest moves
             for u in sorted(units, key=lambda u: (-measure(u), sum(mem[v] for v in u), min(u))):
-                if _use(load, d, h) - hard[d][h] <= EPS:
+                if _use(load, d, h) - hard[d][h] <= EPS or deadline.passed():
                     break
                 if not fits_budget(u):
                     continue
@@ -264,7 +266,9 @@ def _capacity(inst: Instance, load, budget, place: Place, unit_of, deadline, mov
             cleared = _use(load, d, h) - hard[d][h] <= EPS
         if not cleared:
             undo(mark)
-            if too_big:
+            if deadline.passed():
+                out.left.append({**entry, "reason": "time-limit", "why": "out of --time-limit"})
+            elif too_big:
                 out.left.append({**entry, "reason": "budget", "why": (
                     f"clearing it needs more than the run's budget left ({too_big}) once "
                     "the overloads before it (memory first, the worst first) were cleared")})

@@ -44,7 +44,7 @@ from vmtools.planner import mend as M
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import planning
-from vmtools.planner.fullest import FullestFirst, target_room
+from vmtools.planner.fullest import FullestFirst, MostLeft, target_room
 from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
@@ -100,6 +100,7 @@ class Load:
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
         self.fracs: tuple[float, float] | None = None     # auto's targets (CPU, memory)
+        self.most: tuple | None = None      # consolidation's most room left (_no_room)
         self.fullest = FullestFirst(n, lambda h: (self.count[h] == 0, -max(self.util(h)),
                                                   inst.hosts[h], h), lambda h: target_room(self, h))
         self._fill()
@@ -138,6 +139,9 @@ class Load:
         self.count[h] += sign
         (self.on[h].add if sign > 0 else self.on[h].discard)(v)
         self.fullest.touch(h)
+        if self.most is not None:
+            for m in self.most:
+                m.touch(h)
 
     def move(self, v: int, h: int) -> None:
         self._add(v, self.place[v], -1)
@@ -481,16 +485,15 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     """Why ``u`` fits on no other active host: what it needs and the most any has left."""
     cap = inst.hard_cap
     last, mem, _ = load.totals(u)
-    best_cpu = best_mem = None
-    for d in range(inst.n_hosts):
-        if d == h or d in avoid or load.count[d] == 0 or d in inst.frozen_hosts:
-            continue            # a frozen host takes nothing: its room is no room
-        free_cpu = opts.fill_target * cap["cpu"][d] - load.cpu(d)
-        free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
-        if best_cpu is None or free_cpu > best_cpu[0]:
-            best_cpu = (free_cpu, d)
-        if best_mem is None or free_mem > best_mem[0]:
-            best_mem = (free_mem, d)
+    if load.most is None:       # kept as guests move (Load._add touches them)
+        fill, mem_frac = opts.fill_target, opts.mem_target
+        load.most = (MostLeft(inst.n_hosts, lambda d: fill * cap["cpu"][d] - load.cpu(d)),
+                     MostLeft(inst.n_hosts, lambda d: min(mem_frac * cap["mem"][d],
+                                                          inst.cap["mem"][d]) - load.use["mem"][d]))
+
+    def gone(d: int) -> bool:   # the hosts avoided but h only grow as consolidation goes on
+        return d in avoid or load.count[d] == 0 or d in inst.frozen_hosts   # frozen: no room
+    best_cpu, best_mem = (m.best(gone, h) for m in load.most)
     name = inst.vms[u[0]] + (f" (+{len(u) - 1} gathered)" if len(u) > 1 else "")
     need_cpu = sum(inst.dem["cpu"][v] for v in u)
     if load.series is not None:
