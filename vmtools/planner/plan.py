@@ -224,7 +224,8 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
         "worst_mem_after": round(max(mem_after, default=0.0), 3),
     }
     summary.update(auto.summary() if auto is not None else M.summary_of(out.repair_left))
-    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes
+                                       ) if know.frozen else []   # (two passes over the guests)
     if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min" + (
             f", forecast {opts.forecast:g}" if opts.forecast else "")
