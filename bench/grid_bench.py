@@ -5,8 +5,8 @@
     python bench/grid_bench.py idle [--hosts 20000] [--vms 150000] [--repeat N] [--keep DIR]
                                     [--no-rules] [--seed 0]
     python bench/grid_bench.py hot [--hosts 20000] [--vms 150000] [--mem-overloads 30]
-                                   [--cpu-hotspots 8] [--no-budget] [--keep DIR] [--no-rules]
-                                   [--seed 0]
+                                   [--cpu-hotspots 8] [--runs N] [--no-budget] [--keep DIR]
+                                   [--no-rules] [--seed 0]
     python bench/grid_bench.py grid [--hosts 600] [--vms 6000] [--domains 3]
                                     [--time-limit 30] [--seed 0]
 
@@ -38,8 +38,9 @@ more than it has (a repair: memory over capacity breaks a hard rule), and ``--cp
 others (8) their guests' CPU raised so each host wants 0.95-1.3 x its CPUs (a guest at most its
 vCPUs): CPU hotspots, most of them over capacity. Wall and CPU seconds, peak memory, exit code, the hosts over capacity
 (memory, CPU) and above the hotspot thresholds before and after the plan, the migrations and
-what the plan says it left (``--no-budget``: auto without its per-run budget; ``--keep DIR``
-keeps the snapshot and rules).
+what the plan says it left (``--runs N``: up to N cron runs, each plan's placement applied
+before the next, until no host is over capacity; ``--no-budget``: auto without its per-run
+budget; ``--keep DIR`` keeps the first snapshot and the rules).
 
 ``grid``: ``--domains`` migration domains (hosts dealt round-robin, as vm-snapshot tags several
 gmetads' hosts), consolidated with ``--jobs 1`` and ``--jobs 2``: wall time of each, the
@@ -366,33 +367,45 @@ def hot(a: argparse.Namespace) -> None:
                 (a.keep / f.name).write_bytes(f.read_bytes())
         print(f"{len(snap['hosts'])} hosts, {len(snap['vms'])} guests, "
               f"{len(rules['rules']) if rules else 0} rules, before: {before}", flush=True)
-        load = os.getloadavg()[0]
         unlimited = ["--max-migrations", "0", "--max-moved", "0", "--max-duration", "0"] \
             if a.no_budget else []
-        r = run(path, ["--objective", "auto", "--explain", *unlimited, *extra])
-        print(f"  auto (load average {load:.1f} on {os.cpu_count()} CPUs): exit {r['rc']}  "
-              f"{r['wall']:6.1f} s wall  {r['cpu']:6.1f} s CPU  peak {r['peak_mib']:.0f} MiB",
+        for n in range(1, a.runs + 1):
+            load = os.getloadavg()[0]
+            r = run(path, ["--objective", "auto", "--explain", *unlimited, *extra])
+            print(f"  run {n}: auto (load average {load:.1f} on {os.cpu_count()} CPUs): exit "
+                  f"{r['rc']}  {r['wall']:6.1f} s wall  {r['cpu']:6.1f} s CPU  peak "
+                  f"{r['peak_mib']:.0f} MiB", flush=True)
+            if r["rc"] != 0:
+                print(f"    {r.get('error')}", flush=True)
+                return
+            plan = r["plan"]
+            _report_hot(snap, plan)
+            after = trouble(snap, plan["placement"])
+            if not plan["actions"] or not after["mem_over"] + after["cpu_over"]:
+                return
+            for v in snap["vms"]:           # applied: the next cron run starts there
+                v["host"] = plan["placement"][v["name"]]
+            path.write_text(json.dumps(snap))
+
+
+def _report_hot(snap: dict, plan: dict) -> None:
+    s = plan["summary"]
+    kinds: dict[str, int] = {}
+    for st in s.get("steps", []):
+        kinds[st["kind"]] = kinds.get(st["kind"], 0) + st["migrations"]
+    print(f"    after: {trouble(snap, plan['placement'])}", flush=True)
+    print(f"    {plan['solver']['status']} ({plan['solver']['method']}), "
+          f"{s['migrations']} migrations {kinds}, deferred {s.get('deferred')}", flush=True)
+    rep = s.get("repair") or {}
+    left = rep.get("left", [])
+    if left:
+        reasons: dict[str, int] = {}
+        for e in left:
+            key = f"{e['dim']} {e['reason']}"
+            reasons[key] = reasons.get(key, 0) + 1
+        print(f"    the repair left {len(left) + rep.get('left_more', 0)} overloads (the first "
+              f"{len(left)}: {reasons}); first: {left[0]['host']}: {left[0]['why']}",
               flush=True)
-        if r["rc"] != 0:
-            print(f"    {r.get('error')}", flush=True)
-            return
-        plan = r["plan"]
-        s = plan["summary"]
-        kinds: dict[str, int] = {}
-        for st in s.get("steps", []):
-            kinds[st["kind"]] = kinds.get(st["kind"], 0) + st["migrations"]
-        print(f"    after: {trouble(snap, plan['placement'])}", flush=True)
-        print(f"    {plan['solver']['status']} ({plan['solver']['method']}), "
-              f"{s['migrations']} migrations {kinds}, deferred {s.get('deferred')}", flush=True)
-        rep = s.get("repair") or {}
-        left = rep.get("left", [])
-        if left:
-            reasons: dict[str, int] = {}
-            for e in left:
-                reasons[f"{e['dim']} {e['reason']}"] = reasons.get(f"{e['dim']} {e['reason']}", 0) + 1
-            print(f"    the repair left {len(left) + rep.get('left_more', 0)} overloads (the first "
-                  f"{len(left)}: {reasons}); first: {left[0]['host']}: {left[0]['why']}",
-                  flush=True)
 
 
 def grid(a: argparse.Namespace) -> None:
@@ -436,6 +449,8 @@ def main() -> None:
     ht.add_argument("--vms", type=int, default=150000)
     ht.add_argument("--mem-overloads", type=int, default=30)
     ht.add_argument("--cpu-hotspots", type=int, default=8)
+    ht.add_argument("--runs", type=int, default=1,
+                    help="cron runs, each plan applied before the next, until no overload")
     ht.add_argument("--no-budget", action="store_true",
                     help="auto with --max-migrations 0 --max-moved 0 --max-duration 0")
     ht.add_argument("--keep", type=Path, default=None,

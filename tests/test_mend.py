@@ -207,7 +207,7 @@ def test_broken_rules_are_repaired_greedily_gather_spread_and_bans():
     vms = [VM(name="g1", host="h0", cpu=0.5, mem_mib=4 * GIB),
            VM(name="g2", host="h1", cpu=0.5, mem_mib=4 * GIB),      # gathered, apart
            VM(name="s1", host="h2", cpu=0.5, mem_mib=4 * GIB),
-           VM(name="s2", host="h2", cpu=0.5, mem_mib=4 * GIB),      # spread, together
+           VM(name="s2", host="h2", cpu=0.5, mem_mib=6 * GIB),      # spread, together
            VM(name="b1", host="h3", cpu=0.5, mem_mib=4 * GIB),      # banned where it is
            VM(name="f1", host="h4", cpu=0.5, mem_mib=40 * GIB)]
     rules = [{"rule": "gather", "vms": ["g1", "g2"]}, {"rule": "spread", "vms": ["s1", "s2"]},
@@ -217,6 +217,9 @@ def test_broken_rules_are_repaired_greedily_gather_spread_and_bans():
     assert "(repair: greedy)" in p.solver["method"]
     pl = p.placement
     assert pl["g1"] == pl["g2"] and pl["s1"] != pl["s2"] and pl["b1"] not in ("h3", "h5")
+    why = {a.vm: a.reason for a in p.actions}
+    assert why["s1"].startswith("repair: ")   # the larger stays: the least memory moved
+    assert not why.get("s2", "consolidate").startswith("repair")
     repair = p.summary["steps"][0]
     assert repair["kind"] == "repair" and repair["migrations"] == 3   # one guest per rule
 

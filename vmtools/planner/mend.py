@@ -165,14 +165,15 @@ def _gather(inst: Instance, load, group: list[int], place: Place, unit_of, move,
 
 def _spread(inst: Instance, load, group: list[int], place: Place, unit_of, move,
             out: Mended) -> None:
-    """Spread guests sharing a host: all but one of them (a fixed one stays) elsewhere."""
+    """Spread guests sharing a host: all but one of them elsewhere (a fixed one stays, else
+    the one with the most memory: the least moved)."""
     on: dict[int, list[int]] = {}
     for v in group:
         on.setdefault(load.place[v], []).append(v)
     for h, vs in sorted(on.items()):
         if len(vs) < 2:
             continue
-        vs.sort(key=lambda v: (not inst.fixed[v], inst.dem["mem"][v], v))
+        vs.sort(key=lambda v: (not inst.fixed[v], -inst.dem["mem"][v], v))
         for v in vs[1:]:
             u = unit_of[v]
             dst = -1 if any(inst.fixed[x] for x in u) else place(u, h, set())
