@@ -42,7 +42,7 @@ HOST_STATES = ("online", "offline", "standby")
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
-_NUMBER, _BY_NAME = (int, float), attrgetter("name")
+_NUMBER, _BY_NAME, _HOST = (int, float), attrgetter("name"), attrgetter("host")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -166,11 +166,8 @@ class Reader:
         if not isinstance(value, list):
             raise DataError(f"expected a list, got {_describe(value)}", self.where(key))
         base, fast, read = self.where(key), cls.fast, cls.from_dict
-        out = []
-        for i, item in enumerate(value):
-            x = fast(item)
-            out.append(x if x is not None else read(item, f"{base}[{i}]"))
-        return out
+        return [x if (x := fast(item)) is not None else read(item, f"{base}[{i}]")
+                for i, item in enumerate(value)]
 
     def raw(self, key: str, default: Any = None) -> Any:
         return self.obj.get(key, default)
@@ -434,22 +431,25 @@ class Snapshot:
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
         r = check_envelope(obj, SNAPSHOT_FORMAT, path)
         hosts = r.records("hosts", Host)
-        _unique(hosts, lambda h: h.name, r.where("hosts"), "host")
+        _unique(hosts, _BY_NAME, r.where("hosts"), "host")      # names read in C
         vms = r.records("vms", VM)
-        _unique(vms, lambda v: v.name, r.where("vms"), "guest")
-        names = {h.name for h in hosts}
-        for i, vm in enumerate(vms):
-            if vm.host not in names:
+        _unique(vms, _BY_NAME, r.where("vms"), "guest")
+        names = set(map(_BY_NAME, hosts))
+        for i, vm in (() if names.issuperset(map(_HOST, vms)) else enumerate(vms)):
+            if vm.host not in names:        # the first guest on an unknown host, named
                 raise DataError(f"host {_describe(vm.host)} is not in hosts",
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
-        samples = _samples(r.raw("samples", None), r.where("samples"), {v.name for v in vms})
+        # the guests' names, only for samples and stopped guests to be checked against
+        listed = set(map(_BY_NAME, vms)) if r.raw("samples") is not None or r.raw("stopped") \
+            else set()
+        samples = _samples(r.raw("samples", None), r.where("samples"), listed)
         rules = []
         for p, item in r.list("rules", False):
             if not isinstance(item, dict):
                 raise DataError(f"expected a rule object, got {_describe(item)}", p)
             rules.append(item)
-        stopped = _stopped(r, {v.name for v in vms})
+        stopped = _stopped(r, listed)
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
                    version=r.str("version"), samples=samples, rules=rules, stopped=stopped)
