@@ -37,6 +37,9 @@ TRICKY = [
     [{"a": 1}, {}], [{}, {"a": 1}], [{"x": {}}], [{1: 2}], [{"a": 1}, {1: 2}],
     [{"a": [1]}, {"b": 2}], {"e": Colour.RED, "i": Count(3)}, [{"e": Colour.RED}],
     [Colour.RED, {"k": [Count(2)]}],
+    # records whose values are empty containers (written inline) or one that is not
+    [{"a": 1, "b": [], "c": {}}, {"a": 2, "b": [], "c": {}}], [{"a": 1, "b": []}, {"a": 2, "b": [3]}],
+    [{"a": ()}, {"a": 1}], [{"a": {"x": 1}}, {"a": {}}], [{"a": 1}, {"a": Count(2), "b": []}],
 ]
 
 
@@ -178,3 +181,10 @@ def test_plain_numbers(text, plain):
 def test_loads_still_refuses_what_the_hooks_refuse(text, message):
     with pytest.raises(DataError, match=message):
         loads(text)
+
+
+@pytest.mark.parametrize("d", [{}, {"a": 1}, {"b": 1, "a": 2}, {"a": 1, "b": 2, "c": 3},
+                               {"vm2": "h", "vm10": "g", "vm1": "h"}, {"z": 0, "a": 0, "m": 0}])
+def test_by_key_is_the_dict_sorted_by_key_and_a_copy(d):
+    out = jsontext.by_key(d)
+    assert list(out.items()) == sorted(d.items()) and out is not d

@@ -20,7 +20,7 @@ import json
 import math
 import operator
 from contextlib import contextmanager
-from itertools import chain, filterfalse, repeat
+from itertools import chain, compress, filterfalse, repeat
 from json import encoder as _json_encoder
 from typing import Any, Iterable, Iterator
 
@@ -29,6 +29,9 @@ _ESCAPE = _json_encoder.encode_basestring_ascii
 _SCALARS = (str, int, float, bool, type(None))
 _EXACT = frozenset(_SCALARS)
 _STR = frozenset((str,))
+_CONTAINERS = frozenset((dict, list, tuple))
+_LEAF_KINDS = _EXACT | _CONTAINERS
+_DICT = frozenset((dict,))
 _levels: dict[int, Any] = {}
 
 
@@ -57,6 +60,20 @@ def _flat_dict(d: dict) -> bool:
         return False
     return _EXACT.issuperset(map(type, d.values())) or all(type(m) in _EXACT or _leaf(m)
                                                            for m in d.values())
+
+
+def _flat_records(rows: Any) -> bool:
+    """Every member a dict that is not empty and :func:`_flat_dict` (a list of records:
+    guests, hosts, summary.load's entries), tested over all their keys and values at once
+    (record by record, summary.load's 20,000 took 0.04 s). Only the exact types: anything
+    else (a subclass) is left to the walk, which writes the same text."""
+    if not _DICT.issuperset(map(type, rows)) or not all(rows) or \
+            not _STR.issuperset(map(type, chain.from_iterable(rows))):
+        return False
+    values = list(chain.from_iterable(map(dict.values, rows)))
+    kinds = set(map(type, values))
+    return kinds <= _EXACT or (kinds <= _LEAF_KINDS and not any(compress(   # in C:
+        values, map(_CONTAINERS.__contains__, map(type, values)))))  # no container but empty
 
 
 def _refuse(obj: Any) -> Any:
@@ -99,7 +116,7 @@ def _emit(obj: Any, level: int, out: list[str], open_ids: set[int]) -> None:
         if text is not None:
             out.append(text)
             return
-    if not isinstance(obj, dict) and all(type(m) is dict and m and _flat_dict(m) for m in obj):
+    if not isinstance(obj, dict) and _flat_records(obj):
         # Records (guests, hosts): one call for all, the separators between them mended.
         # A raw newline is never inside an encoded string, so "}" + sep + "{" is a boundary.
         deeper = ",\n" + "  " * (level + 2)
@@ -128,6 +145,14 @@ def _emit(obj: Any, level: int, out: list[str], open_ids: set[int]) -> None:
             sep = "," + inner
         out.append(close + "]")
     open_ids.discard(id(obj))
+
+
+def by_key(d: dict) -> dict:
+    """``dict(sorted(d.items()))``, the same dict: a copy in the order of its keys, sorted
+    only when they are not in it already (a plan's placement of 150,000 guests, made in the
+    order of their names: its items sorted again took 0.06 s)."""
+    keys = list(d)
+    return dict(d) if keys == sorted(keys) else dict(sorted(d.items()))
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -191,7 +216,7 @@ def plain_numbers(text: str, max_digits: int) -> bool:
 
 _COMPACT_SORTED = None if _C_ENCODER is None else _C_ENCODER(
     None, _refuse, _ESCAPE, None, ":", ",", True, False, False)
-_DICT, _NUMBERS, _FLOAT = frozenset((dict,)), frozenset((int, float)), frozenset((float,))
+_NUMBERS, _FLOAT = frozenset((int, float)), frozenset((float,))
 _WORD_KINDS = frozenset((bool, type(None)))
 _WORDS = {True: "true", False: "false", None: "null"}
 _shared: dict[int, tuple[list, list[str], list[list[str]]]] | None = None

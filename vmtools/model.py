@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Callable, Iterable
 
-from vmtools import __version__, numbers
+from vmtools import __version__, jsontext, numbers
 from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, input_name, read_file
 from vmtools.jsontext import dumps_indented, dumps_sorted, join_path, plain_numbers, too_deep
@@ -700,7 +700,7 @@ class Plan:
              "created": self.created, "origin": origin,
              "origin_digest": document_digest(origin), "objective": self.objective,
              "constraints": list(self.constraints), "solver": dict(self.solver),
-             "placement": dict(sorted(self.placement.items())),
+             "placement": jsontext.by_key(self.placement),
              "actions": [a.to_dict() for a in self.actions], "summary": dict(self.summary)}
         if self.explain is not None:
             d["explain"] = dict(sorted(self.explain.items()))
