@@ -4,6 +4,9 @@
                                      [--jobs N] [--no-rules] [--no-idle] [--seed 0]
     python bench/grid_bench.py idle [--hosts 20000] [--vms 150000] [--repeat N] [--keep DIR]
                                     [--no-rules] [--seed 0]
+    python bench/grid_bench.py hot [--hosts 20000] [--vms 150000] [--mem-overloads 30]
+                                   [--cpu-hotspots 8] [--runs N] [--no-budget] [--keep DIR]
+                                   [--no-rules] [--seed 0]
     python bench/grid_bench.py grid [--hosts 600] [--vms 6000] [--domains 3]
                                     [--time-limit 30] [--seed 0]
 
@@ -29,6 +32,16 @@ rule and no host auto can empty (:func:`generate_idle`); wall and CPU seconds an
 memory of the run, ``--repeat`` times (``--keep DIR`` keeps the snapshot and rules for
 profiling).
 
+``hot``: the idle cluster with real trouble, ``vm-plan --objective auto`` as cron runs it:
+``--mem-overloads`` used hosts (30) have their guests' memory raised so each host holds 2-8 %
+more than it has (a repair: memory over capacity breaks a hard rule), and ``--cpu-hotspots``
+others (8) their guests' CPU raised so each host wants 0.95-1.3 x its CPUs (a guest at most its
+vCPUs): CPU hotspots, most of them over capacity. Wall and CPU seconds, peak memory, exit code, the hosts over capacity
+(memory, CPU) and above the hotspot thresholds before and after the plan, the migrations and
+what the plan says it left (``--runs N``: up to N cron runs, each plan's placement applied
+before the next, until no host is over capacity; ``--no-budget``: auto without its per-run
+budget; ``--keep DIR`` keeps the first snapshot and the rules).
+
 ``grid``: ``--domains`` migration domains (hosts dealt round-robin, as vm-snapshot tags several
 gmetads' hosts), consolidated with ``--jobs 1`` and ``--jobs 2``: wall time of each, the
 hosts used per domain, and whether both plans are the same.
@@ -38,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -291,6 +305,109 @@ def idle(a: argparse.Namespace) -> None:
                   f"{s['hosts_after']}", flush=True)
 
 
+def make_hot(snap: dict, n_mem: int, n_cpu: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Overload ``n_mem`` used hosts' memory (2-8 % over) and make ``n_cpu`` others CPU
+    hotspots, in place (see ``hot``): the hosts chosen, memory then CPU."""
+    rng = random.Random(seed + 1)
+    hosts = {h["name"]: h for h in snap["hosts"]}
+    on: dict[str, list[dict]] = {}
+    for v in snap["vms"]:
+        on.setdefault(v["host"], []).append(v)
+    used = sorted(on)
+    mem_hosts = sorted(rng.sample(used, n_mem))
+    # CPU hotspots among hosts whose guests' vCPUs can want 1.3 x the host's CPUs
+    able = [h for h in used if h not in mem_hosts
+            and sum(v["vcpus"] for v in on[h]) >= 1.3 * hosts[h]["cpu"]]
+    cpu_hosts = sorted(rng.sample(able, n_cpu))
+    for h in mem_hosts:
+        use = sum(v["mem_mib"] for v in on[h])
+        f = rng.uniform(1.02, 1.08) * hosts[h]["mem_mib"] / use
+        for v in on[h]:
+            v["mem_mib"] = math.ceil(v["mem_mib"] * f)
+    for h in cpu_hosts:
+        want = rng.uniform(0.95, 1.3) * hosts[h]["cpu"]
+        for _ in range(10):         # raised in proportion, a guest at most its vCPUs
+            free = [v for v in on[h] if v["cpu"] < v["vcpus"]]
+            short = want - sum(v["cpu"] for v in on[h])
+            if short <= 0.01 or not free:
+                break
+            f = 1 + short / max(sum(v["cpu"] for v in free), 1e-3)
+            for v in free:
+                v["cpu"] = round(min(float(v["vcpus"]), max(v["cpu"], 0.01) * f), 3)
+    return mem_hosts, cpu_hosts
+
+
+def trouble(snap: dict, placement: dict[str, str] | None = None) -> dict[str, int]:
+    """Hosts over capacity (memory, CPU) and above auto's default hotspot thresholds (0.95 of
+    memory, 0.9 of CPU) in ``snap``, or at ``placement`` (guest -> host)."""
+    use = {h["name"]: [0.0, 0.0] for h in snap["hosts"]}
+    for v in snap["vms"]:
+        u = use[placement.get(v["name"], v["host"]) if placement else v["host"]]
+        u[0] += v["cpu"]
+        u[1] += v["mem_mib"]
+    out = {"mem_over": 0, "cpu_over": 0, "mem_hot": 0, "cpu_hot": 0}
+    for h in snap["hosts"]:
+        c, m = use[h["name"]]
+        out["mem_over"] += m > h["mem_mib"]
+        out["cpu_over"] += c > h["cpu"] + 1e-9
+        out["mem_hot"] += m > 0.95 * h["mem_mib"]
+        out["cpu_hot"] += c > 0.9 * h["cpu"] + 1e-9
+    return out
+
+
+def hot(a: argparse.Namespace) -> None:
+    snap, rules = generate_idle(a.hosts, a.vms, a.seed, rules=not a.no_rules)
+    make_hot(snap, a.mem_overloads, a.cpu_hotspots, a.seed)
+    before = trouble(snap)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, extra = _write_case(Path(tmp), snap, rules)
+        if a.keep:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for f in Path(tmp).iterdir():
+                (a.keep / f.name).write_bytes(f.read_bytes())
+        print(f"{len(snap['hosts'])} hosts, {len(snap['vms'])} guests, "
+              f"{len(rules['rules']) if rules else 0} rules, before: {before}", flush=True)
+        unlimited = ["--max-migrations", "0", "--max-moved", "0", "--max-duration", "0"] \
+            if a.no_budget else []
+        for n in range(1, a.runs + 1):
+            load = os.getloadavg()[0]
+            r = run(path, ["--objective", "auto", "--explain", *unlimited, *extra])
+            print(f"  run {n}: auto (load average {load:.1f} on {os.cpu_count()} CPUs): exit "
+                  f"{r['rc']}  {r['wall']:6.1f} s wall  {r['cpu']:6.1f} s CPU  peak "
+                  f"{r['peak_mib']:.0f} MiB", flush=True)
+            if r["rc"] != 0:
+                print(f"    {r.get('error')}", flush=True)
+                return
+            plan = r["plan"]
+            _report_hot(snap, plan)
+            after = trouble(snap, plan["placement"])
+            if not plan["actions"] or not after["mem_over"] + after["cpu_over"]:
+                return
+            for v in snap["vms"]:           # applied: the next cron run starts there
+                v["host"] = plan["placement"][v["name"]]
+            path.write_text(json.dumps(snap))
+
+
+def _report_hot(snap: dict, plan: dict) -> None:
+    s = plan["summary"]
+    kinds: dict[str, int] = {}
+    for st in s.get("steps", []):
+        kinds[st["kind"]] = kinds.get(st["kind"], 0) + st["migrations"]
+    print(f"    after: {trouble(snap, plan['placement'])}", flush=True)
+    print(f"    {plan['solver']['status']} ({plan['solver']['method']}), "
+          f"{s['migrations']} migrations {kinds}, deferred {s.get('deferred')}", flush=True)
+    rep = s.get("repair") or {}
+    left = rep.get("left", [])
+    if left:
+        reasons: dict[str, int] = {}
+        for e in left:
+            key = f"{e['dim']} {e['reason']}"
+            reasons[key] = reasons.get(key, 0) + 1
+        print(f"    the repair left {len(left) + rep.get('left_more', 0)} overloads (the first "
+              f"{len(left)}: {reasons}); first: {left[0]['host']}: {left[0]['why']}",
+              flush=True)
+
+
 def grid(a: argparse.Namespace) -> None:
     snap, rules = generate(a.hosts, a.vms, a.seed, domains=a.domains, rules=not a.no_rules)
     with tempfile.TemporaryDirectory() as tmp:
@@ -327,16 +444,27 @@ def main() -> None:
     idl.add_argument("--repeat", type=int, default=1)
     idl.add_argument("--keep", type=Path, default=None,
                      help="also write snapshot.json and rules.json into this directory")
+    ht = sub.add_parser("hot")
+    ht.add_argument("--hosts", type=int, default=20000)
+    ht.add_argument("--vms", type=int, default=150000)
+    ht.add_argument("--mem-overloads", type=int, default=30)
+    ht.add_argument("--cpu-hotspots", type=int, default=8)
+    ht.add_argument("--runs", type=int, default=1,
+                    help="cron runs, each plan applied before the next, until no overload")
+    ht.add_argument("--no-budget", action="store_true",
+                    help="auto with --max-migrations 0 --max-moved 0 --max-duration 0")
+    ht.add_argument("--keep", type=Path, default=None,
+                    help="also write snapshot.json and rules.json into this directory")
     gr = sub.add_parser("grid")
     gr.add_argument("--hosts", type=int, default=600)
     gr.add_argument("--vms", type=int, default=6000)
     gr.add_argument("--domains", type=int, default=3)
     gr.add_argument("--time-limit", type=float, default=30.0)
-    for p in (lg, gr, idl):
+    for p in (lg, gr, idl, ht):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-rules", action="store_true")
     a = ap.parse_args()
-    {"large": large, "grid": grid, "idle": idle}[a.case](a)
+    {"large": large, "grid": grid, "idle": idle, "hot": hot}[a.case](a)
 
 
 if __name__ == "__main__":

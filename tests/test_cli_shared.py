@@ -262,3 +262,25 @@ def test_log_lines_go_to_the_stderr_of_the_moment(capsys):
     err = capsys.readouterr().err
     assert err == "vm-test: after the swap\n"
     setup_logging("vm-test", 0, False, False)
+
+
+@pytest.mark.parametrize("text", ['{\n  "a": "x"\n}', '{\n  "a": "x"\n}\n', "host \x1b[2J h\u00e9\n",
+                                  "del \x7f\ttab", "\u2028line"])
+def test_a_document_is_written_escaped_and_ends_with_one_newline(text, capsysbinary, tmp_path,
+                                                                  monkeypatch):
+    """What a command prints, to stdout or -o FILE: a host's escape sequence, DEL or tab shown
+    escaped, never sent to the terminal; exactly one newline at the end; the same bytes both
+    ways; to a stdout without bytes under it (io.StringIO) the same text."""
+    import io
+    import sys
+    from vmtools.cli._common import emit
+    from vmtools.text import printable
+    want = printable(text if text.endswith("\n") else text + "\n", newlines=True)
+    assert "\x1b" not in want and "\x7f" not in want and "\t" not in want
+    emit(text, None)
+    assert capsysbinary.readouterr().out == want.encode("utf-8")
+    emit(text, tmp_path / "out.json")
+    assert (tmp_path / "out.json").read_bytes() == want.encode("utf-8")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    emit(text, None)
+    assert sys.stdout.getvalue() == want

@@ -50,3 +50,33 @@ def test_no_bound_walks_every_host_in_key_order():
     assert list(order.walk()) == [2, 0, 1]
     assert list(order.walk(active_only=True)) == [2, 0]
     assert list(order.walk(empty_only=True)) == [1]
+
+
+def test_most_left_is_the_first_of_the_largest_a_pass_over_every_host_finds():
+    """MostLeft (auto's consolidation's "the most left is ...") against the pass over every
+    host it replaced: ties (the first host wins), hosts out for good, one host skipped this
+    time only, figures changing as guests move."""
+    from vmtools.planner.fullest import MostLeft
+    rng = random.Random(11)
+    n = 200
+    free = [float(rng.choice([0, 1, 2, 4, 8])) for _ in range(n)]     # many ties
+    closed: set[int] = set()
+    most = MostLeft(n, lambda h: free[h])
+    for _ in range(500):
+        skip = rng.randrange(n)
+
+        def gone(h):
+            return h in closed or free[h] == 0          # 0: an empty host, say
+
+        want = None
+        for h in range(n):
+            if h == skip or gone(h):
+                continue
+            if want is None or free[h] > want[0]:
+                want = (free[h], h)
+        assert most.best(gone, skip) == want
+        if rng.random() < 0.1:
+            closed.add(rng.randrange(n))                # only grows, as consolidation's
+        for h in rng.sample(range(n), 3):
+            free[h] = float(rng.choice([0, 1, 2, 4, 8, 16]))
+            most.touch(h)

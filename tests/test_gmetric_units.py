@@ -228,3 +228,37 @@ def test_unknown_info_still_publishes_the_guest_list():
     names = {m.name for m in built.metrics}
     assert "container.vms" in names and "container.mem_total" not in names
     assert built.problems and "not published" in built.problems[0]
+
+
+def test_a_slow_toolstack_call_does_not_skew_the_cpu_figure():
+    """xl reads the guests' CPU times somewhere within its call; on a loaded Domain-0 the call
+    can take a large part of a second. A guest using exactly 2 CPUs, read by one slow call
+    (0.6 s, read in its middle) then one fast one 1 s later, is published at 2 CPUs, not at
+    the 1.3 x error of timestamping when the call returned."""
+    import time
+    from vmtools.gmetric.publish import Publisher, Settings
+
+    class SlowThenFast:
+        tool = "xl"
+
+        def __init__(self):
+            self.calls = 0
+            self.start = time.monotonic()
+
+        def list(self, bad):
+            took = 0.6 if self.calls == 0 else 0.0
+            self.calls += 1
+            time.sleep(took / 2)
+            read = time.monotonic()
+            time.sleep(took / 2)
+            return [Domain("web1", 3, 1024, 2, "r-----", 2.0 * (read - self.start))]
+
+        def vif_bytes(self):
+            return {}
+
+    pub = Publisher(Settings(toolstack="xl"), reader=SlowThenFast())
+    first = pub.sample([])
+    time.sleep(1.0)
+    second = pub.sample([])
+    used = (second.domains[0].cpu_time - first.domains[0].cpu_time) / (second.when - first.when)
+    assert abs(used - 2.0) < 0.1, used

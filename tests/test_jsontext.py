@@ -37,6 +37,9 @@ TRICKY = [
     [{"a": 1}, {}], [{}, {"a": 1}], [{"x": {}}], [{1: 2}], [{"a": 1}, {1: 2}],
     [{"a": [1]}, {"b": 2}], {"e": Colour.RED, "i": Count(3)}, [{"e": Colour.RED}],
     [Colour.RED, {"k": [Count(2)]}],
+    # records whose values are empty containers (written inline) or one that is not
+    [{"a": 1, "b": [], "c": {}}, {"a": 2, "b": [], "c": {}}], [{"a": 1, "b": []}, {"a": 2, "b": [3]}],
+    [{"a": ()}, {"a": 1}], [{"a": {"x": 1}}, {"a": {}}], [{"a": 1}, {"a": Count(2), "b": []}],
 ]
 
 
@@ -113,6 +116,10 @@ RECORDS = TRICKY + [
     [{"a": 1}, {"b": 2}], [{"a": 1, "b": 2}, {"a": 1}], [{"a": 1.5}, {"a": "x"}],
     [{"a": True}, {"a": 1}], [{"a": None}, {"a": False}], [{"a": 1}, {"a": 10**400}],
     [{"a": float("nan")}] * 3, [{"a": Count(1)}] * 3, [{"a": [1]}] * 3, [{}] * 3,
+    # figures that repeat are written once each: 0.0 and -0.0 (one key of a dict), 1 and 1.0
+    [{"a": x} for x in (0.0, -0.0, 1.5, 1.5, 1.5, 1.5, 0.0)],
+    [{"a": x} for x in (-0.0, -0.0, 2.5, 2.5, 2.5)], [{"a": x} for x in (1, 1.0, 1, 1.0, 1)],
+    [{"a": x, "b": x / 7} for x in (3.0, 3.0, 0.1, 0.1, 3.0, 0.1)],
     {"origin": {"vms": [{"name": "v", "cpu": 0.1}] * 3, "again": [{"z": 1, "y": 2}] * 3},
      "more": [[{"b": 1, "a": 2}] * 3]},
 ]
@@ -174,3 +181,10 @@ def test_plain_numbers(text, plain):
 def test_loads_still_refuses_what_the_hooks_refuse(text, message):
     with pytest.raises(DataError, match=message):
         loads(text)
+
+
+@pytest.mark.parametrize("d", [{}, {"a": 1}, {"b": 1, "a": 2}, {"a": 1, "b": 2, "c": 3},
+                               {"vm2": "h", "vm10": "g", "vm1": "h"}, {"z": 0, "a": 0, "m": 0}])
+def test_by_key_is_the_dict_sorted_by_key_and_a_copy(d):
+    out = jsontext.by_key(d)
+    assert list(out.items()) == sorted(d.items()) and out is not d

@@ -232,3 +232,68 @@ def test_a_xapi_pool_run_under_another_name_is_found_by_what_its_vm_plan_recorde
     assert hosts["node-3"]["state"] == "standby" and hosts["node-3"]["domain"] == pool
     assert hosts["node-2"]["maintenance"]["by"] == "vmtools"
     assert doc["domain_state"] == {pool: str(state / "pool-a")}
+
+
+def test_the_hosts_of_a_domain_whose_source_did_not_answer_are_unanswered_not_vanished(tmp_path):
+    """vm-plan takes a silent domain's hosts as out of its run (nothing planned, nothing
+    frozen for them); vm-status says the same of them instead of calling them vanished,
+    and a host gone from a domain that did answer is still vanished, in its domain."""
+    state = tmp_path / "state"
+    whole = two_domains(tmp_path, gone=())
+    r = run("vm-plan", "--state", str(state), str(whole))
+    assert r.returncode == 0, r.stderr
+
+    def without(name, lose):
+        doc = json.loads(whole.read_text())
+        doc["hosts"] = [h for h in doc["hosts"] if h["domain"] == "east" and h["name"] not in lose]
+        doc["vms"] = [v for v in doc["vms"] if v["host"] in {h["name"] for h in doc["hosts"]}]
+        doc["problems"] = [{"kind": "unavailable-source", "domain": "west",
+                            "message": "gmetad://127.0.0.1:8652: connection refused; its "
+                                       "hosts are not in this snapshot"}]
+        path = tmp_path / name
+        path.write_text(json.dumps(doc))
+        return path
+
+    silent = without("silent.json", ())
+    out = status(silent, state)
+    hosts = {h["name"]: h for h in out["hosts"]}
+    for name in ("node-4", "node-5", "node-6"):
+        assert hosts[name]["state"] == "unanswered" and hosts[name]["domain"] == "west"
+        assert hosts[name]["knowledge"] == "unknown"
+        assert hosts[name]["frozen"]["kinds"] == ["unavailable-source"]
+        assert "source of its domain west did not answer" in hosts[name]["frozen"]["why"]
+    assert out["domains"]["west"]["hosts"] == 3 and out["domains"]["west"]["online"] == 0
+    assert out["domains"]["west"]["unavailable_sources"] == 1
+    table = run("vm-status", str(silent), "--runs", "", "--state", str(state))
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"node-4\s+unanswered, frozen", table.stdout)
+    # vm-plan on the same snapshot plans east and calls nothing of west vanished
+    plan = run("vm-plan", "--state", str(state), "-f", "json", str(silent))
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["summary"]["frozen"] == []
+
+    # node-3 gone from east, which answered: vanished, in east
+    gone = without("gone.json", ("node-3",))
+    hosts = {h["name"]: h for h in status(gone, state)["hosts"]}
+    assert hosts["node-3"]["state"] == "vanished" and hosts["node-3"]["domain"] == "east"
+    assert hosts["node-3"]["frozen"]["kinds"] == ["vanished-host"]
+    assert hosts["node-4"]["state"] == "unanswered"
+
+
+def test_a_domain_kept_elsewhere_is_read_through_a_symbolic_link(tmp_path):
+    """vm-rebalance's PLAN_STATE_NAME keeps a domain's vm-plan state outside PLAN_STATE
+    (vm-rebalance(1)); vm-status(1) reads it through a symbolic link PLAN_STATE/NAME."""
+    snap = two_domains(tmp_path)
+    elsewhere = tmp_path / "srv" / "east-state"       # PLAN_STATE_east
+    standby(elsewhere, "node-3")
+    state = tmp_path / "plan-state"
+    state.mkdir()
+    (state / "east").symlink_to(elsewhere)
+    doc = status(snap, state)
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert hosts["node-3"]["state"] == "standby" and not hosts["node-3"]["frozen"]
+    assert doc["domain_state"]["east"] == str(state / "east")
+    # without the link the standby host is unknown to the view: neither standby nor listed
+    (state / "east").unlink()
+    hosts = {h["name"]: h for h in status(snap, state)["hosts"]}
+    assert "node-3" not in hosts

@@ -950,6 +950,29 @@ def test_the_page_shows_a_host_in_maintenance_and_offers_its_end(example_snapsho
     assert "op=maintenance" in three and "MAINTENANCE" not in three
 
 
+def test_only_a_standby_host_offers_to_be_switched_on(example_snapshot, tmp_path):
+    """A host vm-plan switched off offers power-on; a host that vanished from monitoring, or
+    whose domain's source did not answer, offers no action at all: nothing is known of it
+    now (vm-web would refuse the switch-on anyway: it is in no standby record)."""
+    from vmtools.status import build_status
+    status = build_status(example_snapshot, None, None)
+    by_name = {h["name"]: h for h in status["hosts"]}
+    by_name["node-1"]["state"] = "standby"
+    for name, state in (("node-2", "vanished"), ("node-3", "unanswered")):
+        by_name[name].update(state=state, knowledge="unknown", guests=0, frozen={
+            "kinds": ["vanished-host" if state == "vanished" else "unavailable-source"],
+            "why": f"{name} is not in this snapshot"})
+    vms = [v for v in example_snapshot.vms if v.host not in ("node-1", "node-2", "node-3")]
+    text = pages.cluster_page(status, vms, {}, [], "c", False, (0.9, 0.95), {})
+    section = {n: text.split(f'id="host-{n}"')[1].split("</section>")[0]
+               for n in ("node-1", "node-2", "node-3", "node-4")}
+    assert "STANDBY" in section["node-1"] and "op=power-on" in section["node-1"]
+    for name, tag in (("node-2", "VANISHED"), ("node-3", "UNANSWERED")):
+        assert tag in section[name] and "FROZEN" in section[name]
+        assert "op=" not in section[name] and "history" in section[name]
+    assert "op=evacuate" in section["node-4"]
+
+
 def test_vm_web_takes_vm_snapshots_source_options(tmp_path):
     """One way to name the sources: every source option of vm-snapshot (but --at) is
     vm-web's, with the same words; what vm-web cannot do is refused on one line."""

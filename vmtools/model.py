@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Callable, Iterable
 
-from vmtools import __version__, numbers
+from vmtools import __version__, jsontext, numbers
 from vmtools.errors import DataError
 from vmtools.inputs import MAX_FILE_BYTES, input_name, read_file
 from vmtools.jsontext import dumps_indented, dumps_sorted, join_path, plain_numbers, too_deep
@@ -42,7 +42,7 @@ HOST_STATES = ("online", "offline", "standby")
 
 # Names that may reach a shell, an URL path, an XML attribute or a file name. Ganglia
 # carries whatever anyone on the network sent, so everything else is refused.
-_NUMBER, _BY_NAME = (int, float), attrgetter("name")
+_NUMBER, _BY_NAME, _HOST = (int, float), attrgetter("name"), attrgetter("host")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -166,11 +166,8 @@ class Reader:
         if not isinstance(value, list):
             raise DataError(f"expected a list, got {_describe(value)}", self.where(key))
         base, fast, read = self.where(key), cls.fast, cls.from_dict
-        out = []
-        for i, item in enumerate(value):
-            x = fast(item)
-            out.append(x if x is not None else read(item, f"{base}[{i}]"))
-        return out
+        return [x if (x := fast(item)) is not None else read(item, f"{base}[{i}]")
+                for i, item in enumerate(value)]
 
     def raw(self, key: str, default: Any = None) -> Any:
         return self.obj.get(key, default)
@@ -434,22 +431,25 @@ class Snapshot:
     def from_dict(cls, obj: Any, path: str = "") -> "Snapshot":
         r = check_envelope(obj, SNAPSHOT_FORMAT, path)
         hosts = r.records("hosts", Host)
-        _unique(hosts, lambda h: h.name, r.where("hosts"), "host")
+        _unique(hosts, _BY_NAME, r.where("hosts"), "host")      # names read in C
         vms = r.records("vms", VM)
-        _unique(vms, lambda v: v.name, r.where("vms"), "guest")
-        names = {h.name for h in hosts}
-        for i, vm in enumerate(vms):
-            if vm.host not in names:
+        _unique(vms, _BY_NAME, r.where("vms"), "guest")
+        names = set(map(_BY_NAME, hosts))
+        for i, vm in (() if names.issuperset(map(_HOST, vms)) else enumerate(vms)):
+            if vm.host not in names:        # the first guest on an unknown host, named
                 raise DataError(f"host {_describe(vm.host)} is not in hosts",
                                 join_path(r.where("vms"), i) + ".host")
         problems = [Problem.from_dict(item, p) for p, item in r.list("problems", False)]
-        samples = _samples(r.raw("samples", None), r.where("samples"), {v.name for v in vms})
+        # the guests' names, only for samples and stopped guests to be checked against
+        listed = set(map(_BY_NAME, vms)) if r.raw("samples") is not None or r.raw("stopped") \
+            else set()
+        samples = _samples(r.raw("samples", None), r.where("samples"), listed)
         rules = []
         for p, item in r.list("rules", False):
             if not isinstance(item, dict):
                 raise DataError(f"expected a rule object, got {_describe(item)}", p)
             rules.append(item)
-        stopped = _stopped(r, {v.name for v in vms})
+        stopped = _stopped(r, listed)
         return cls(hosts=hosts, vms=vms, problems=problems, source=r.str("source", False, ""),
                    created=r.str("created", False, ""), generator=r.str("generator", False, ""),
                    version=r.str("version"), samples=samples, rules=rules, stopped=stopped)
@@ -700,7 +700,7 @@ class Plan:
              "created": self.created, "origin": origin,
              "origin_digest": document_digest(origin), "objective": self.objective,
              "constraints": list(self.constraints), "solver": dict(self.solver),
-             "placement": dict(sorted(self.placement.items())),
+             "placement": jsontext.by_key(self.placement),
              "actions": [a.to_dict() for a in self.actions], "summary": dict(self.summary)}
         if self.explain is not None:
             d["explain"] = dict(sorted(self.explain.items()))

@@ -418,6 +418,13 @@ def policy_lines(s: dict) -> str:
            for h in s.get("hotspots", [])]
     if hot:
         out += table(hot, ["host", "CPU %", "mem %", "", "why"], "Hotspots")
+    left = (s.get("repair") or {}).get("left") or []
+    if left:                # what auto's greedy repair could not clear (vm-plan(1))
+        out += table([[e["host"], {"mem": "memory"}.get(e["dim"], "CPU"),
+                       "-" if e.get("use") is None else pct(e["use"], 1), e["reason"], e["why"]]
+                      for e in left], ["host", "over", "use %", "reason", "why"],
+                     "Overloads the repair left" + (f" (and {s['repair']['left_more']} more)"
+                                                    if s["repair"].get("left_more") else ""))
     cons = s.get("consolidation")
     if cons is not None:
         freed = cons.get("hosts_freed") or []

@@ -306,6 +306,22 @@ def write_state(directory: str, state: State) -> None:
                            "no plan was printed)", settings=("state",)) from None
 
 
+def unanswered_hosts(memory: PlanMemory, snap) -> dict[str, str]:
+    """The hosts vm-plan saw before that are missing from ``snap`` because their migration
+    domain's source did not answer (an ``unavailable-source`` problem naming that domain,
+    or, when a source was lost without naming one, a domain none of whose hosts is in the
+    snapshot): host -> domain. They are out of this run, not vanished: nothing is planned
+    for them and they freeze nothing (vm-plan), and vm-status shows them as unanswered."""
+    unanswered = [p for p in snap.problems if p.kind == "unavailable-source"]
+    if not unanswered:
+        return {}
+    lost = {p.domain for p in unanswered if p.domain is not None}
+    here = {h.name for h in snap.hosts}
+    present = {h.domain for h in snap.hosts}
+    return {name: d for name, d in sorted(memory.domains.items())
+            if name not in here and (d in lost or d not in present)}
+
+
 def domain_dirs(state_dir: str | None, domains: Iterable[str]) -> dict[str, str]:
     """vm-rebalance's domain mode (DOMAINS): each migration domain's own vm-plan state
     directory, ``STATE_DIR/NAME`` (its standby hosts, its history, its maintenance.json), for

@@ -17,7 +17,7 @@ from vmtools.model import Snapshot, domain_of, is_safe_name
 from vmtools.rules.load import CPU_THRESHOLD, MEM_THRESHOLD, host_loads, hot_dims
 from vmtools.runs import headline, latest
 from vmtools.sources.knowledge import assess
-from vmtools.state import FORGET_AFTER, domain_dirs, read_state
+from vmtools.state import FORGET_AFTER, domain_dirs, read_state, unanswered_hosts
 
 def standby_hosts(state_dir: str | None) -> dict[str, dict]:
     """Hosts vm-plan switched off, from the vmtools.state document in its state directory
@@ -114,9 +114,13 @@ def plan_state_dirs(snap: Snapshot, state_dir: str | None) -> dict[str, str]:
     return domain_dirs(state_dir, names)
 
 
-def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
+def vanished_hosts(state_dir: str | None, snap: Snapshot
+                   ) -> dict[str, tuple[float, str | None, bool]]:
     """Hosts vm-plan saw within a day and the snapshot lacks, which vmtools did not switch
-    off (vm-plan's ``vanished-host``: frozen): name -> seconds since last seen."""
+    off: name -> (seconds since last seen, the domain it was last seen in or None, whether
+    its domain's source did not answer). A vanished one is vm-plan's ``vanished-host``
+    (frozen); one whose source did not answer is out of the run, as vm-plan has it
+    (:func:`vmtools.state.unanswered_hosts`)."""
     if not state_dir or not os.path.isdir(state_dir):
         return {}
     from vmtools.model import iso_to_epoch
@@ -127,7 +131,9 @@ def vanished_hosts(state_dir: str | None, snap: Snapshot) -> dict[str, float]:
         now = time.time()
     off = set(state.power.standby) | set(state.power.waking) | set(state.power.boot_failed)
     here = {h.name for h in snap.hosts}
-    return {name: now - seen for name, seen in sorted(state.plan.hosts.items())
+    silent = unanswered_hosts(state.plan, snap)
+    return {name: (now - seen, state.plan.domains.get(name), name in silent)
+            for name, seen in sorted(state.plan.hosts.items())
             if name not in here and name not in off and is_safe_name(name)
             and 0 <= now - seen <= FORGET_AFTER}
 
@@ -255,17 +261,26 @@ def _absent_hosts(snap: Snapshot, state_dir: str | None, dirs: dict[str, str],
                       "frozen": None})
     listed = {h.name for h in snap.hosts} | {h["name"] for h in hosts}
     for domain, path in [("", state_dir), *sorted(dirs.items())]:
-        for name, ago in vanished_hosts(path, snap).items():
+        for name, (ago, seen_in, silent) in vanished_hosts(path, snap).items():
             if name in listed:
                 continue
             listed.add(name)
-            why = (f"vanished-host: host {name} was seen {ago:.0f} s before this snapshot "
-                   "and is not in it; vmtools did not switch it off")
-            hosts.append({"name": name, "cluster": "", "domain": domain, "state": "vanished",
+            where = seen_in or domain
+            if not silent:
+                state, kind = "vanished", "vanished-host"
+                why = (f"vanished-host: host {name} was seen {ago:.0f} s before this "
+                       "snapshot and is not in it; vmtools did not switch it off")
+            else:
+                # as vm-plan has it: out of the run (its source is silent), not gone
+                state, kind = "unanswered", "unavailable-source"
+                why = (f"unavailable-source: host {name} was seen {ago:.0f} s before this "
+                       f"snapshot; the source of its domain {where} did not answer, so "
+                       "nothing is known of it now and nothing is planned for it")
+            hosts.append({"name": name, "cluster": "", "domain": where, "state": state,
                           "cpus": None,
                           "mem_mib": None, "cpu_use": None, "mem_use": None, "guests": 0,
                           "hotspot": [], "knowledge": "unknown",
-                          "frozen": {"kinds": ["vanished-host"], "why": why}})
+                          "frozen": {"kinds": [kind], "why": why}})
     return hosts
 
 

@@ -40,6 +40,16 @@ def printable(value: Any, *, newlines: bool = False) -> str:
                    for ch in text)
 
 
+def printable_ascii(text: str) -> bytes | None:
+    """``text`` as ASCII bytes when every character of it is printable or a newline (what
+    :func:`printable` with ``newlines`` would leave as it is), else None: the bytes a writer
+    needs anyway, checked once (a 39 MB plan encoded once, not twice)."""
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    return None if data.translate(None, _PRINTABLE_ASCII_AND_NEWLINE) else data
+
+
 def one_line(value: Any) -> str:
     """A message on one line: newlines become spaces, the rest as :func:`printable`."""
     text = value if isinstance(value, str) else str(value)

@@ -39,7 +39,7 @@ from vmtools.errors import (EXIT_CODES_SHORT, EXIT_DATAERR, EXIT_SOFTWARE, DataE
                             LocalFailure, UsageError, VmtoolsError)
 from vmtools.inputs import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, decode, input_name, open_input, read_limited
 from vmtools.model import loads
-from vmtools.text import one_line, printable
+from vmtools.text import one_line, printable, printable_ascii
 
 log = logging.getLogger("vmtools")
 
@@ -321,16 +321,27 @@ def write_atomic(path: Path, text: str, what: str = "output") -> None:
 
 
 def emit(text: str, output: Path | None) -> None:
-    """Print a finished document (or table) to stdout, or write it to ``-o FILE``."""
-    if not text.endswith("\n"):
-        text += "\n"
+    """Print a finished document (or table) to stdout, or write it to ``-o FILE``, ending
+    with a newline."""
     # A table shows names and error texts that came from hosts (JSON is ASCII already).
-    text = printable(text, newlines=True)
-    if output is None or str(output) == "-":
-        sys.stdout.write(text)
+    data = printable_ascii(text)        # the common case: encoded once, written as bytes
+    end = "" if text.endswith("\n") else "\n"
+    stdout = output is None or str(output) == "-"
+    buffer = getattr(sys.stdout, "buffer", None) if stdout else None
+    if data is None or (stdout and buffer is None):
+        text = printable(text + end, newlines=True)
+        if stdout:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            write_atomic(output, text)
+    elif stdout:
         sys.stdout.flush()
+        buffer.write(data)
+        buffer.write(end.encode("ascii"))
+        buffer.flush()
     else:
-        write_atomic(output, text)
+        write_atomic(output, data + end.encode("ascii"))
 
 
 __all__ = ["OutputFormat", "make_app", "entry_point", "guard", "figures", "TextfileDir", "read_text", "read_document",

@@ -57,7 +57,8 @@ class Metric:
 
 @dataclass
 class Sample:
-    """One reading of the Domain-0: ``when`` is ``time.monotonic()`` right after ``list``."""
+    """One reading of the Domain-0: ``when`` is ``time.monotonic()`` in the middle of the
+    ``list`` call (the moment the toolstack read the CPU times is somewhere within it)."""
     when: float
     domains: list[Domain]
     vif: dict[int, int] = field(default_factory=dict)

@@ -24,11 +24,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from vmtools.lab.cluster import ClusterState
-from vmtools.lab.ports import free_udp_port, holds_port
+from vmtools.lab.ports import free_udp_port, wait_holding
 from vmtools.lab.power import switch_on
 
 IPMI_SIM = "ipmi_sim"
@@ -139,15 +138,12 @@ class BmcLab:
 
     def _wait_ready(self, host: str, timeout: float = 30.0) -> None:
         # ipmi_sim binds its UDP port once it has read its configuration
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.procs[host].poll() is not None:
-                raise _ExitedEarly(f"ipmi_sim for {host} exited with status "
-                                   f"{self.procs[host].returncode}; see "
-                                   f"{self.dir / host / 'ipmi_sim.log'}")
-            if holds_port(self.procs[host].pid, self.port[host], "udp"):
-                return
-            time.sleep(0.05)
+        proc = self.procs[host]
+        if wait_holding(proc, self.port[host], "udp", timeout):
+            return
+        if proc.poll() is not None:
+            raise _ExitedEarly(f"ipmi_sim for {host} exited with status {proc.returncode}; "
+                               f"see {self.dir / host / 'ipmi_sim.log'}")
         raise RuntimeError(f"ipmi_sim for {host} did not open its port within {timeout:g}s")
 
     def stop(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
 
 _LISTEN = "0A"                  # TCP_LISTEN in /proc/net/tcp
 _LOWEST = 10000                 # below: well-known and registered services' habits
@@ -104,4 +105,16 @@ def holds_port(pid: int, port: int, proto: str = "tcp") -> bool:
     return False
 
 
-__all__ = ["free_port", "free_udp_port", "holds_port"]
+def wait_holding(proc, port: int, proto: str = "tcp", timeout: float = 30.0) -> bool:
+    """Wait until the process ``proc`` (a Popen) itself holds ``port`` (:func:`holds_port`):
+    True then; False when it exited first (a port free when chosen can be taken before the
+    daemon binds it, and the daemon exits at once) or did not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if holds_port(proc.pid, port, proto):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+__all__ = ["free_port", "free_udp_port", "holds_port", "wait_holding"]

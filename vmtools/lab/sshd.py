@@ -25,10 +25,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from vmtools.lab.ports import free_port, holds_port
+from vmtools.lab.ports import free_port, wait_holding
 from vmtools.lab.standin import install_standins
 
 SSHD = "/usr/sbin/sshd"
@@ -176,7 +175,7 @@ class SshLab:
         for attempt in range(3):
             port = free_port()
             proc = self._launch(host, hdir, port, hostkey, authorized, bin_dir)
-            if self._wait_listening(proc, port):
+            if wait_holding(proc, port):
                 break
             if proc.poll() is None:
                 proc.kill()
@@ -208,17 +207,6 @@ class SshLab:
         self.procs[host] = proc
         self.port[host] = port
         return proc
-
-    @staticmethod
-    def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> bool:
-        """True once ``proc`` itself listens on ``port``; False when it exited first (or did
-        not listen within ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            if holds_port(proc.pid, port, "tcp"):
-                return True
-            time.sleep(0.05)
-        return False
 
     # ---- power: a host switched off stops its sshd; switched on, it starts on the same port
     def stop_host(self, host: str) -> None:

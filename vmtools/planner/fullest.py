@@ -15,6 +15,7 @@ those that fit, and a skipped block holds none that fits.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from typing import Callable, Iterator
 
@@ -113,6 +114,45 @@ class FullestFirst:
                 elif empty_only:
                     continue
                 yield k[3]
+
+
+class MostLeft:
+    """The host with the most of one figure left (``free(h)``) among the eligible ones, kept
+    as guests move: a heap of (-free, host) updated lazily (``touch(h)`` after anything that
+    changes ``free(h)``; an entry whose figure is no longer the host's is dropped). The same
+    host a pass over every host in order keeps (the first of the largest), without the pass
+    (auto's consolidation explained each host it could not empty by one: 841 hosts x 20,000
+    took 38 s of a 45 s run)."""
+
+    def __init__(self, n: int, free: Callable[[int], float]):
+        self.free = free
+        self.heap = [(-free(h), h) for h in range(n)]
+        heapq.heapify(self.heap)
+        self.dirty: set[int] = set()
+
+    def touch(self, h: int) -> None:
+        self.dirty.add(h)
+
+    def best(self, gone: Callable[[int], bool], skip: int) -> tuple[float, int] | None:
+        """(free, host) of the most among the hosts neither ``gone`` (for good: until
+        touched again) nor ``skip`` (this time only), or None."""
+        heap, free = self.heap, self.free
+        for h in self.dirty:
+            heapq.heappush(heap, (-free(h), h))
+        self.dirty.clear()
+        out, held = None, []
+        while heap:
+            neg, h = heap[0]
+            if free(h) != -neg or (h != skip and gone(h)):
+                heapq.heappop(heap)          # stale, or out for good
+            elif h == skip:
+                held.append(heapq.heappop(heap))       # put back below
+            else:
+                out = (-neg, h)
+                break
+        for entry in held:
+            heapq.heappush(heap, entry)
+        return out
 
 
 def target_room(load, h: int) -> tuple[float, float]:

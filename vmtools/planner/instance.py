@@ -17,12 +17,15 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from vmtools.model import Snapshot
 from vmtools.rules.capacity import EPS
 from vmtools.rules.constraints import Constraints
 from vmtools.rules.load import host_capacity
 from vmtools.sources.knowledge import assess
+
+_NAME, _HOST, _CPU, _MEM = (attrgetter(f) for f in ("name", "host", "cpu", "mem_mib"))
 
 
 @dataclass
@@ -258,15 +261,13 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
     hosts = sorted(h.name for h in snap.hosts)
     hidx = {h: i for i, h in enumerate(hosts)}
     byname = {h.name: h for h in snap.hosts}
-    vms = sorted(v.name for v in snap.vms)
-    vbyname = {v.name: v for v in snap.vms}
+    # the guests in the order of their names (unique), their figures read in C
+    ordered = sorted(snap.vms, key=_NAME)
+    vms = list(map(_NAME, ordered))
     has_net = any(h.net_mbps for h in snap.hosts) and any(v.net_mbps for v in snap.vms)
     dims = ["cpu", "mem"] + (["net"] if has_net else [])
-
-    ordered = [vbyname[v] for v in vms]
     dem = {"cpu": [float(vm.vcpus) for vm in ordered] if cpu_demand == "vcpus"
-           else [vm.cpu for vm in ordered],
-           "mem": [float(vm.mem_mib) for vm in ordered]}
+           else list(map(_CPU, ordered)), "mem": list(map(float, map(_MEM, ordered)))}
     if has_net:
         dem["net"] = [vm.net_mbps or 0.0 for vm in ordered]
     # What each host gives under the rules (vmtools.rules.load): within the target
@@ -279,7 +280,7 @@ def build_instance(snap: Snapshot, cons: Constraints, *, cpu_limit: float = 0.8,
         cap["net"] = [byname[h].net_mbps or math.inf for h in hosts]
         hard["net"] = list(cap["net"])
     count_cap = [float(cons.max_vms[h][0]) if h in cons.max_vms else math.inf for h in hosts]
-    cur = [hidx[vm.host] for vm in ordered]
+    cur = list(map(hidx.__getitem__, map(_HOST, ordered)))
     frozen = {hidx[h] for h in (frozen_hosts or set()) if h in hidx}
     usable = [i for i, h in enumerate(hosts)
               if byname[h].state == "online" and h not in cons.maintenance and i not in frozen]

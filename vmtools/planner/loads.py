@@ -57,9 +57,9 @@ def placed_guests(plan: Plan):
 def _unchanged(plan: Plan) -> bool:
     """Whether the plan leaves every guest where it is and starts none (the idle cron run):
     then the loads after are the loads before, not summed again."""
-    placement, origin = plan.placement, plan.origin
-    return len(placement) == len(origin.vms) and \
-        placement == dict(zip(map(_NAME, origin.vms), map(_HOST, origin.vms)))  # in C
+    placement, vms = plan.placement, plan.origin.vms
+    return len(placement) == len(vms) and \
+        list(map(placement.get, map(_NAME, vms))) == list(map(_HOST, vms))      # in C
 
 
 def note_loads(plan: Plan, cons: Constraints | None = None,

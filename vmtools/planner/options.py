@@ -83,6 +83,9 @@ class Options:
     all_hosts_pairs: int = 60_000
     full_model_pairs: int = 5000               # ... below which stage 2 may use any host
     cool_hosts: int = 20                       # balance: the coolest hosts guests may go to
+    # guests x usable hosts above which auto repairs greedily first (planner/mend.py): the
+    # repair MILP found nothing in its share at 150,000 x 20,000 (bench/grid_bench.py hot)
+    greedy_repair_pairs: int = 250_000_000
     check: bool = True          # False: the caller checks the plan (a partition's, merged)
 
     @property

@@ -25,6 +25,7 @@ from typing import Callable
 from vmtools.errors import DataError, InternalError, OperationFailed, TemporaryFailure
 from vmtools.model import Plan, Snapshot
 from vmtools.planner import heuristics as H
+from vmtools.planner import mend as M
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.instance import Instance, build_instance
 from vmtools.rules.load import FRACTION_EPS
@@ -81,8 +82,7 @@ def make_plan(snap: Snapshot, cons: Constraints, opts: Options) -> Plan:
         explain = {a.vm: a.reason for a in actions}
         for entry in summary["frozen"]:
             explain[f"frozen {entry['host']}"] = entry["why"]
-        if auto is not None:
-            explain.update(auto.explain_left())
+        explain.update(auto.explain_left() if auto is not None else M.explain(out.repair_left))
     plan = Plan(origin=snap, placement=target, actions=actions, objective=opts.objective,
                 constraints=cons.to_list(), solver=solver, summary=summary, explain=explain)
     try:
@@ -223,9 +223,9 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
         "worst_mem_before": round(max(mem_before, default=0.0), 3),
         "worst_mem_after": round(max(mem_after, default=0.0), 3),
     }
-    if auto is not None:
-        summary.update(auto.summary())
-    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes)
+    summary.update(auto.summary() if auto is not None else M.summary_of(out.repair_left))
+    summary["frozen"] = frozen_summary(snap, know, inst, out.placement, opts.facts.known_sizes
+                                       ) if know.frozen else []   # (two passes over the guests)
     if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min" + (
             f", forecast {opts.forecast:g}" if opts.forecast else "")
@@ -243,10 +243,10 @@ def _search_auto(inst: Instance, opts: Options, deadline: Deadline, snap: Snapsh
     auto = run_auto(inst, [last[n] for n in inst.vms], opts, deadline, series)
     out = Outcome(placement=auto.placement(), status="heuristic", how="auto: " + ", ".join(
         f"{len([s for s in auto.choice.taken if s.kind == k])} {k}"
-        for k in ("repair", "relieve", "consolidate")), lower_bound=None)
+        for k in ("repair", "relieve", "consolidate")), lower_bound=None, gap=None)
     out.solve_seconds = auto.auto.solve_seconds
-    out.solver = opts.solver if auto.auto.repair_how else "none"
-    out.gap = None
+    out.how += f" (repair: {how})" if (how := auto.auto.repair_how).startswith("greedy") else ""
+    out.solver = opts.solver if auto.auto.repair_how not in ("", "greedy") else "none"
     return out, auto
 
 

@@ -33,21 +33,24 @@ other's steps under one budget and one load ledger.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
 
 from vmtools.planner import candidates as C
 from vmtools.planner import heuristics as H
+from vmtools.planner import mend as M
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
 from vmtools.planner.demand import planning
-from vmtools.planner.fullest import FullestFirst, target_room
+from vmtools.planner.fullest import FullestFirst, MostLeft, target_room
 from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
 from vmtools.rules.capacity import EPS
 
+log = logging.getLogger("vmtools.planner")
 
 # Action priorities (vm-apply starts the highest first): CPU demand over capacity right now is
 # guests starved of CPU, relieved before anything else; then rule repairs, then hotspots,
@@ -62,6 +65,7 @@ class Auto:
     hotspots: list[dict] = field(default_factory=list)
     consolidation: dict = field(default_factory=dict)
     repair_how: str = ""
+    repair_left: list[dict] = field(default_factory=list)   # overloads the greedy repair left
     solve_seconds: float = 0.0
     left: list[dict] = field(default_factory=list)    # active hosts not emptied, and why
 
@@ -96,6 +100,7 @@ class Load:
         self.count = [0] * n
         self.on: list[set[int]] = [set() for _ in range(n)]
         self.fracs: tuple[float, float] | None = None     # auto's targets (CPU, memory)
+        self.most: tuple | None = None      # consolidation's most room left (_no_room)
         self.fullest = FullestFirst(n, lambda h: (self.count[h] == 0, -max(self.util(h)),
                                                   inst.hosts[h], h), lambda h: target_room(self, h))
         self._fill()
@@ -134,6 +139,9 @@ class Load:
         self.count[h] += sign
         (self.on[h].add if sign > 0 else self.on[h].discard)(v)
         self.fullest.touch(h)
+        if self.most is not None:
+            for m in self.most:
+                m.touch(h)
 
     def move(self, v: int, h: int) -> None:
         self._add(v, self.place[v], -1)
@@ -206,9 +214,11 @@ def rule_breakers(inst: Instance, place: list[int]) -> tuple[set[int], list[str]
 
 
 def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
-            auto: Auto) -> Step | None:
+            auto: Auto, budget=None, unit_of=None) -> Step | None:
     """Least memory moved to obey every rule, CPU within capacity on every host that takes
-    a guest (a host already over it takes none)."""
+    a guest (a host already over it takes none). Above ``opts.greedy_repair_pairs`` guests x
+    hosts, or when the MILP finds nothing in its share, greedily within the budget
+    (:func:`_mend`); exit 1 with why only when neither repairs the rules."""
     from dataclasses import replace as dc_replace
 
     from vmtools.errors import OperationFailed
@@ -217,6 +227,11 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
     movable, why = rule_breakers(inst, load.place)
     if not movable:
         return None
+    greedy_first = inst.n_vms * len(inst.usable_hosts()) > opts.greedy_repair_pairs
+    if greedy_first:
+        step = _mend(inst, load, opts, deadline, auto, budget, unit_of)
+        if step is not None:
+            return step
     cpu_cap = inst.hard_cap["cpu"]
     over = {h for h in range(inst.n_hosts) if load.use["cpu"][h] > cpu_cap[h] + EPS}
     cap = dict(inst.cap)
@@ -254,7 +269,49 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
                         set(moves.values()) | {load.place[v] for v in moves}, "")
             auto.repair_how = f"milp ({res.status})"
             return step
+    if not greedy_first:
+        step = _mend(inst, load, opts, deadline, auto, budget, unit_of)
+        if step is not None:
+            auto.repair_how = "greedy after the MILP found nothing"
+            return step
     raise OperationFailed(diagnose(inst))
+
+
+def _mend(inst: Instance, load: Load, opts: Options, deadline: Deadline, auto: Auto,
+          budget, unit_of) -> Step | None:
+    """The greedy repair (:mod:`vmtools.planner.mend`) as auto's repair step, its moves made
+    on ``load``, each guest to the fullest host under the targets (as a relief's), else
+    within capacity; None (nothing moved) when it cannot repair every broken rule."""
+    fracs = ((opts.cpu_target, opts.mem_target, True, False),
+             (opts.cpu_target, opts.mem_target, False, True), (1.0, 1.0, False, False))
+
+    def place(u: list[int], src: int, avoid: set[int]) -> int:
+        return next((d for c, m, a, e in fracs
+                     if (d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+    done = M.mend(inst, load, budget or Budget(None, None, None), place,
+                  unit_of if unit_of is not None else H.unit_of(inst), deadline)
+    if done.broken:
+        log.info("auto: the greedy repair cannot repair %s", "; ".join(done.broken[:3]))
+        return None
+    auto.repair_how, auto.repair_left = "greedy", done.left
+    return M.step(inst, done)
+
+
+def repair_greedily(inst: Instance, opts: Options,
+                    deadline: Deadline) -> tuple[list[int], list[dict]] | None:
+    """``--objective repair``'s greedy (:mod:`vmtools.planner.mend`, no budget): each guest
+    to the fullest host that stays under the hotspot thresholds (it makes none), else within
+    capacity; the placement and the overloads left, or None when a broken rule cannot be
+    repaired so."""
+    load = Load(inst, inst.cur, inst.dem["cpu"])
+    load.fracs = (opts.cpu_threshold, opts.mem_threshold)
+    fracs = [(*load.fracs, True, False), (*load.fracs, False, True), (1.0, 1.0, False, False)]
+
+    def place(u: list[int], src: int, avoid: set[int]) -> int:
+        return next((d for c, m, a, e in fracs
+                     if (d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+    done = M.mend(inst, load, Budget(None, None, None), place, H.unit_of(inst), deadline)
+    return None if done.broken else (load.place, done.left)
 
 
 # --------------------------------------------------------------------------- relieve
@@ -428,16 +485,15 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     """Why ``u`` fits on no other active host: what it needs and the most any has left."""
     cap = inst.hard_cap
     last, mem, _ = load.totals(u)
-    best_cpu = best_mem = None
-    for d in range(inst.n_hosts):
-        if d == h or d in avoid or load.count[d] == 0 or d in inst.frozen_hosts:
-            continue            # a frozen host takes nothing: its room is no room
-        free_cpu = opts.fill_target * cap["cpu"][d] - load.cpu(d)
-        free_mem = min(opts.mem_target * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
-        if best_cpu is None or free_cpu > best_cpu[0]:
-            best_cpu = (free_cpu, d)
-        if best_mem is None or free_mem > best_mem[0]:
-            best_mem = (free_mem, d)
+    if load.most is None:       # kept as guests move (Load._add touches them)
+        fill, mem_frac = opts.fill_target, opts.mem_target
+        load.most = (MostLeft(inst.n_hosts, lambda d: fill * cap["cpu"][d] - load.cpu(d)),
+                     MostLeft(inst.n_hosts, lambda d: min(mem_frac * cap["mem"][d],
+                                                          inst.cap["mem"][d]) - load.use["mem"][d]))
+
+    def gone(d: int) -> bool:   # the hosts avoided but h only grow as consolidation goes on
+        return d in avoid or load.count[d] == 0 or d in inst.frozen_hosts   # frozen: no room
+    best_cpu, best_mem = (m.best(gone, h) for m in load.most)
     name = inst.vms[u[0]] + (f" (+{len(u) - 1} gathered)" if len(u) > 1 else "")
     need_cpu = sum(inst.dem["cpu"][v] for v in u)
     if load.series is not None:
@@ -505,11 +561,13 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     load.fracs = (opts.cpu_target, opts.mem_target)
     unit_of = H.unit_of(inst)
     empty_before = {h for h in range(inst.n_hosts) if load.count[h] == 0}
-    step = _repair(inst, load, opts, deadline, auto)
+    step = _repair(inst, load, opts, deadline, auto, budget, unit_of)
     if step is not None:
-        for v, h in step.moves.items():
-            load.move(v, h)
-        auto.steps.append(step)
+        if not auto.repair_how.startswith("greedy"):   # the greedy moved them already
+            for v, h in step.moves.items():
+                load.move(v, h)
+        if step.moves:
+            auto.steps.append(step)
 
     touched, hot_hosts = _relieve_hotspots(inst, load, opts, deadline, budget, auto, unit_of)
     # A host this run's repair or reliefs opened takes no consolidation: emptying another
@@ -577,8 +635,8 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
     # A hotspot is relieved in its turn or left for a reason; consolidation leaves it alone.
     sources = [h for h in range(inst.n_hosts) if load.count[h] > 0 and h not in touched
                and h not in inst.frozen_hosts and h not in hot_hosts]
-    for h in range(inst.n_hosts):
-        if load.count[h] > 0 and h not in sources:
+    for h in range(inst.n_hosts):       # the others (no `in` of the list: 20,000 x 6,658)
+        if load.count[h] > 0 and (h in touched or h in inst.frozen_hosts or h in hot_hosts):
             why = ("a hotspot" if h in hot_hosts else "touched by a relief or repair this run"
                    if h in touched else "a snapshot problem names it; its guests stay")
             left.append({"host": inst.hosts[h], "guests": load.count[h],
@@ -684,6 +742,7 @@ class AutoRun:
             if e["reason"] in ("hotspot", "touched"):
                 continue
             out[f"not emptied {e['host']}"] = f"{e['reason']}: {e['why']}"
+        out.update(M.explain(self.auto.repair_left))
         return out
 
     def trim(self) -> bool:
@@ -714,10 +773,13 @@ class AutoRun:
                           "names": sorted(self.inst.vms[v] for v in d.moves)[:6]}
                          for d in cons_deferred]
         cons["left"] = (deferred_left + list(cons.get("left", [])))[:LEFT_SHOWN]
-        return {"deferred": choice.summary(), "budget": self.budget.to_dict(),
+        out = {"deferred": choice.summary(), "budget": self.budget.to_dict(),
                 "steps": [{"kind": s.kind, "what": s.label, "migrations": len(s.moves),
                            "migrated_mib": round(s.mib)} for s in choice.taken],
                 "hotspots": hotspots, "consolidation": cons}
+        if self.auto.repair_how.startswith("greedy"):   # what the greedy repair left, and why
+            out["repair"] = M.summary(self.auto.repair_left)
+        return out
 
 
 def run_auto(inst: Instance, last_cpu: list[float], opts: Options, deadline: Deadline | float,

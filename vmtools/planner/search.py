@@ -42,6 +42,7 @@ class Outcome:
     hosts_how: str = ""               # what found the host count
     bound_how: str = ""               # what gave the lower bound
     hosts_proven: bool = False
+    repair_left: list[dict] | None = None    # a greedy repair's overloads left (planner/mend)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -477,6 +478,7 @@ def balance_after_repair(inst: Instance, opts: Options, deadline: Deadline | flo
     fixed = repair(inst, opts, deadline.part(0.5))
     after = balance(replace(inst, cur=list(fixed.placement)), opts, deadline)
     after.repaired = {v for v in range(inst.n_vms) if fixed.placement[v] != inst.cur[v]}
+    after.repair_left = fixed.repair_left
     after.how = f"repair ({fixed.how}), then {after.how}"
     after.build_seconds += fixed.build_seconds
     after.solve_seconds += fixed.solve_seconds
@@ -506,6 +508,9 @@ def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome
         return out
     rng = random.Random(opts.seed)
     pool = sorted(inst.usable_hosts())
+    greedy_first = inst.n_vms * len(pool) > opts.greedy_repair_pairs
+    if greedy_first and (done := _greedy(inst, opts, deadline, "greedy")) is not None:
+        return done
     for widen in (False, True):
         mv = movable if not widen else {v for v in range(inst.n_vms) if not inst.fixed[v]}
         k = len(pool) if inst.n_vms * len(pool) <= opts.all_hosts_pairs else opts.candidates
@@ -528,4 +533,20 @@ def repair(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcome
             out.gap = res.gap
             out.how = "milp (least memory moved)"
             return out
+    if not greedy_first and (done := _greedy(inst, opts, deadline, "greedy after the MILP "
+                                             "found nothing")) is not None:
+        done.solver, done.build_seconds, done.solve_seconds = \
+            out.solver, out.build_seconds, out.solve_seconds
+        return done
     raise OperationFailed(diagnose(inst))
+
+
+def _greedy(inst: Instance, opts: Options, deadline: Deadline, how: str) -> Outcome | None:
+    """:func:`repair` without a solver (:func:`vmtools.planner.policy.repair_greedily`):
+    None when a broken rule cannot be repaired so."""
+    from vmtools.planner.policy import repair_greedily
+    done = repair_greedily(inst, opts, deadline)
+    if done is None:
+        return None
+    place, left = done
+    return Outcome(placement=place, status="heuristic", how=how, gap=None, repair_left=left)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from vmtools.model import Snapshot, iso_to_epoch
-from vmtools.state import FORGET_AFTER
+from vmtools.state import FORGET_AFTER, unanswered_hosts
 from vmtools.state import PlanMemory as State
 
 
@@ -94,11 +94,7 @@ def vanished(state: State, snap: Snapshot, now: float, switched_off: set[str],
     # A host of a domain whose source did not answer (an unavailable-source problem naming
     # that domain, or none of the domain's hosts in the snapshot while a source was lost) is
     # out of this run, not vanished: nothing is planned for it, and it freezes nothing.
-    unanswered = [p for p in snap.problems if p.kind == "unavailable-source"]
-    lost = {p.domain for p in unanswered if p.domain is not None}
-    present = {h.domain for h in snap.hosts}
-    silent = {name for name, d in state.domains.items() if name not in here and unanswered
-              and (d in lost or d not in present)}
+    silent = set(unanswered_hosts(state, snap))
     for name, seen in sorted(state.hosts.items()):
         if name in here or name in switched_off or name in silent or now - seen > FORGET_AFTER:
             continue

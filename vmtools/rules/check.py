@@ -47,8 +47,7 @@ from vmtools.xen import DOM0_NAMES
 
 def runnable(plan: Plan, finished: Iterable[int], running: Iterable[int] = ()) -> list[Action]:
     """Actions not yet started whose ``after`` actions have all finished."""
-    done = set(finished)
-    busy = set(running)
+    done, busy = set(finished), set(running)
     return [a for a in plan.actions
             if a.id not in done and a.id not in busy and all(p in done for p in a.after)]
 
@@ -246,8 +245,7 @@ def crosses_domains(plan: Plan) -> bool:
 
 
 def _fmt(x: float, unit: str) -> str:
-    return f"{x:.0f} MiB" if unit == "MiB" else (f"{x:.0f} guests" if unit == "guests"
-                                                 else f"{x:.2f} {unit}")
+    return f"{x:.0f} {unit}" if unit in ("MiB", "guests") else f"{x:.2f} {unit}"
 
 
 def check_plan(plan: Plan, constraints: Constraints | Sequence[dict] | None = None) -> None:
@@ -319,8 +317,7 @@ def _check_capacity(plan: Plan, replay: Replay, cons: Constraints) -> None:
             outgoing.setdefault(a.src, []).append(a)
     if not incoming:
         return              # no host receives anything: no use can grow
-    vms = {v.name: v for v in origin.vms}
-    vms.update(arriving_guests(plan))
+    vms = {v.name: v for v in origin.vms} | arriving_guests(plan)
     initial = initial_use(origin)
     # what the guests that act need (every guest's figures made a dict each: 150,000 of them)
     needs = {a.vm: demand(vms[a.vm]) for acts in incoming.values() for a in acts}
@@ -458,7 +455,7 @@ def _final_placement(plan: Plan, replay, vms: dict, arriving: dict) -> dict[str,
     """Each guest's chain of actions followed from the origin (every action starts where the
     guest is at that point), and the placement it ends in, which must be the plan's (a
     suspended guest is on no host and not placed)."""
-    final: dict[str, str | None] = {v.name: v.host for v in plan.origin.vms}
+    final: dict[str, str | None] = dict(replay.start)     # the origin's placement
     for vm, acts in replay.by_vm.items():
         where = final.get(vm)
         for a in acts:
@@ -482,7 +479,10 @@ def _final_placement(plan: Plan, replay, vms: dict, arriving: dict) -> dict[str,
             elif a.op == "suspend":
                 where = None
         final[vm] = where
-    running = {vm: host for vm, host in final.items() if host is not None}
+    running = final if None not in final.values() else {
+        vm: host for vm, host in final.items() if host is not None}
+    if running == plan.placement:         # in C; then nothing below can fail
+        return running
     for name in plan.placement:
         if name not in vms and name not in arriving:
             raise DataError(f"unknown guest {name}", "plan.placement")

@@ -176,14 +176,13 @@ def _check_names(c: Constraints, snap: Snapshot) -> None:
 def _check_contradictions(c: Constraints, snap: Snapshot) -> None:
     where = {v.name: v.host for v in snap.vms}
     usable = {h.name for h in snap.hosts if h.state == "online"}
-    for v in where:
+    named = c.pinned.keys() | c.fenced.keys() | c.banned.keys()
+    for v in filter(named.__contains__, where):     # the others: nothing to contradict
         if v in c.pinned:
             bad = c.forbidden_by(v, where[v])
             if bad is not None:
                 raise DataError(f"{c.pinned[v].label} pins {v} on {where[v]}, where "
                                 f"{bad.label} forbids it", bad.label)
-            continue
-        if v not in c.fenced and v not in c.banned:
             continue
         if not any(c.allowed(v, h) for h in usable):
             r = c.fence_rule.get(v) or c.ban_rule[(v, next(iter(c.banned[v])))]

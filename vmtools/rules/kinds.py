@@ -107,9 +107,10 @@ class Fence(RuleKind):
         return super().prune(rule, left_vms, left_hosts)
 
     def index(self, cons, rule):
+        hosts = frozenset(rule.hosts)       # one set per rule, its guests share it
         for v in rule.vms:
             cur = cons.fenced.get(v)
-            cons.fenced[v] = set(rule.hosts) if cur is None else cur & set(rule.hosts)
+            cons.fenced[v] = hosts if cur is None else cur & hosts
             cons.fence_rule[v] = rule
 
 

@@ -46,7 +46,7 @@ class Primitives:
 
     def __init__(self) -> None:
         self.banned: dict[str, set[str]] = {}
-        self.fenced: dict[str, set[str]] = {}
+        self.fenced: dict[str, frozenset[str]] = {}     # shared by a fence's guests
         self.fence_rule: dict[str, Rule] = {}
         self.ban_rule: dict[tuple[str, str], Rule] = {}
         self.pinned: dict[str, Rule] = {}

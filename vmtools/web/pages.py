@@ -170,8 +170,11 @@ def _host_section(host: dict, guests: list, maint: dict | None, read_only: bool,
     if read_only:
         host_acts = h('<p class="hostacts"><a href="{}">history</a></p>', history)
     else:
-        if host["state"] != "online":
+        if host["state"] == "standby":
             ops: tuple[str, ...] = ("power-on",)
+        elif host["state"] != "online":
+            # vanished, unanswered: nothing is known of it now, so nothing is offered
+            ops = ()
         elif maint is not None:
             ops = ("end-maintenance", "power-off") if maint.get("ours") else ("power-off",)
         else:
