@@ -493,13 +493,13 @@ def test_settle_keeps_consolidation_from_moving_a_guest_again_when_demand_falls(
 
 def test_consolidation_fills_hosts_only_to_its_target_below_the_cpu_target():
     # Emptying b puts a at 7.5 of 10 CPUs: under --cpu-target 0.8, over consolidation's
-    # default 0.7 (0.1 below it). b stays, and says so; with --consolidate-target 0.8 it is
+    # default 0.65 (0.15 below it). b stays, and says so; with --consolidate-target 0.8 it is
     # emptied. A relief still fills a host to --cpu-target: h's excess goes to a (7.9 CPUs).
     s = snap({"a": (10, 64), "b": (10, 64)}, {"a1": ("a", 6.0, 8), "b1": ("b", 1.5, 4)})
     p = auto(s)
     assert not p.actions
     left = {e["host"]: e for e in p.summary["consolidation"]["left"]}
-    assert left["b"]["reason"] == "no-room" and "--consolidate-target 0.7" in left["b"]["why"]
+    assert left["b"]["reason"] == "no-room" and "--consolidate-target 0.65" in left["b"]["why"]
     p = auto(s, consolidate_target=0.8)
     assert [(a.vm, a.dst) for a in p.actions] == [("b1", "a")]
     # never above --cpu-target, whatever it says

@@ -15,8 +15,9 @@ from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
 OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 
 # auto's consolidation fills hosts this much below --cpu-target (--consolidate-target's
-# default): chosen by replays of the tuning day, bench/README.md ("Hysteresis").
-HYSTERESIS = 0.1
+# default): chosen by replays of three tuning days with --standby-after 0, bench/README.md
+# ("Hysteresis" and "Switching off at once").
+HYSTERESIS = 0.15
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Options:
     time_limit: float = 60.0
     cpu_target: float = 0.8
     mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
-    consolidate_target: float | None = None   # auto's consolidation; None: cpu_target - 0.1
+    consolidate_target: float | None = None   # auto's consolidation; None: cpu_target - 0.15
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05

@@ -54,7 +54,7 @@ MIN_SAVING_W = 1.0
 @dataclass
 class PowerOptions:
     methods: dict[str, str] | None = None   # host -> ipmi/wol/none (host map); None: any host
-    standby_after: float = 10.0             # minutes a host stays empty before it is switched off
+    standby_after: float = 0.0              # minutes a host stays empty before it is switched off
     min_hosts: int = 1                      # online hosts kept per cluster
     reserve: float = 1.0                    # hosts' worth of free capacity kept online
     boot_timeout: float = 600.0             # seconds a woken host has to report

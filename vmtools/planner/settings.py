@@ -120,12 +120,12 @@ SETTINGS: tuple[Setting, ...] = (
         "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
         "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
     Setting("consolidate_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
-            metavar="FRACTION", range_text=FRACTION, shown_default="0.1 below --cpu-target",
+            metavar="FRACTION", range_text=FRACTION, shown_default="0.15 below --cpu-target",
             help=(
                 "auto: consolidation fills a host's CPU only to this fraction of its CPUs, "
                 "never above --cpu-target, so a host it fills has room to grow before it is "
                 "a hotspot (reliefs fill to --cpu-target: the two do not undo each other). "
-                "Default: 0.1 below --cpu-target (at least half of it).")),
+                "Default: 0.15 below --cpu-target (at least half of it).")),
     Setting("mem_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
             metavar="FRACTION", range_text=FRACTION, shown_default="0.9", help=(
                 "consolidate, auto: keep each host's memory use at most this fraction of its "
@@ -211,9 +211,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hosts", None, kind=str, optional=True, document=True, metavar="FILE", help=(
         "The host map (as vm-apply's): only hosts whose power column is ipmi or wol are "
         "switched off. Without it --power may switch any host.")),
-    Setting("standby_after", 10.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more",
+    Setting("standby_after", 0.0, lo=0.0, metavar="MINUTES", range_text="must be 0 or more",
             help=("With --power: switch off a host only once it has been empty this long "
-                  "(needs --state; 0: as soon as it is emptied).")),
+                  "(needs --state; 0, the default: as soon as the plan empties it, after its "
+                  "last guest has left).")),
     Setting("min_hosts", 1, kind=int, lo=0, metavar="N",
             help="With --power: never fewer online hosts per cluster."),
     Setting("reserve", 1.0, lo=0.0, metavar="HOSTS", range_text="must be 0 or more", help=(
