@@ -246,14 +246,21 @@ def _describe(r: dict) -> str:
             f"{'met' if s['hosts_after'] <= target else 'NOT met'})")
 
 
-def _write_case(tmp: Path, snap: dict, rules: dict | None) -> tuple[Path, list[str]]:
-    """The snapshot (and rules) written in ``tmp``: its path, and vm-plan's --constraints."""
+def _write_case(tmp: Path, snap: dict, rules: dict | None, keep: Path | None = None
+                ) -> tuple[Path, list[str]]:
+    """The snapshot (and rules) written in ``tmp`` (and copied into ``keep`` when given): its
+    path, and vm-plan's --constraints."""
     path = tmp / "snapshot.json"
     path.write_text(json.dumps(snap))
-    if rules is None:
-        return path, []
-    (tmp / "rules.json").write_text(json.dumps(rules))
-    return path, ["--constraints", str(tmp / "rules.json")]
+    extra = []
+    if rules is not None:
+        (tmp / "rules.json").write_text(json.dumps(rules))
+        extra = ["--constraints", str(tmp / "rules.json")]
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            (keep / f.name).write_bytes(f.read_bytes())
+    return path, extra
 
 
 def large(a: argparse.Namespace) -> None:
@@ -281,11 +288,7 @@ def idle(a: argparse.Namespace) -> None:
     snap, rules = generate_idle(a.hosts, a.vms, a.seed, rules=not a.no_rules)
     used = len({v["host"] for v in snap["vms"]})
     with tempfile.TemporaryDirectory() as tmp:
-        path, extra = _write_case(Path(tmp), snap, rules)
-        if a.keep:
-            a.keep.mkdir(parents=True, exist_ok=True)
-            for f in Path(tmp).iterdir():
-                (a.keep / f.name).write_bytes(f.read_bytes())
+        path, extra = _write_case(Path(tmp), snap, rules, a.keep)
         print(f"{len(snap['hosts'])} hosts ({used} in use), {len(snap['vms'])} guests, "
               f"{len(rules['rules']) if rules else 0} rules, "
               f"{path.stat().st_size / 1e6:.1f} MB snapshot", flush=True)
@@ -360,11 +363,7 @@ def hot(a: argparse.Namespace) -> None:
     make_hot(snap, a.mem_overloads, a.cpu_hotspots, a.seed)
     before = trouble(snap)
     with tempfile.TemporaryDirectory() as tmp:
-        path, extra = _write_case(Path(tmp), snap, rules)
-        if a.keep:
-            a.keep.mkdir(parents=True, exist_ok=True)
-            for f in Path(tmp).iterdir():
-                (a.keep / f.name).write_bytes(f.read_bytes())
+        path, extra = _write_case(Path(tmp), snap, rules, a.keep)
         print(f"{len(snap['hosts'])} hosts, {len(snap['vms'])} guests, "
               f"{len(rules['rules']) if rules else 0} rules, before: {before}", flush=True)
         unlimited = ["--max-migrations", "0", "--max-moved", "0", "--max-duration", "0"] \

@@ -117,7 +117,7 @@ def _rules(inst: Instance, load, place: Place, unit_of, move, out: Mended) -> No
     for h in range(inst.n_hosts):
         if load.count[h] <= inst.count_cap[h]:
             continue
-        units = sorted(_units_on(inst, load, h, unit_of),
+        units = sorted(units_on(inst, load, h, unit_of),
                        key=lambda u: (sum(inst.dem["mem"][v] for v in u), min(u)))
         for u in units:
             if load.count[h] <= inst.count_cap[h]:
@@ -226,7 +226,7 @@ def _capacity(inst: Instance, load, budget, place: Place, unit_of, deadline, mov
         def measure(u: list[int]) -> float:
             return sum(mem[v] for v in u) if d == "mem" else sum(last[v] for v in u)
 
-        units = [u for u in _units_on(inst, load, h, unit_of)
+        units = [u for u in units_on(inst, load, h, unit_of)
                  if not any(inst.fixed[v] for v in u) and measure(u) > 0]
         if not units:
             why = ("it is frozen (a snapshot problem names it): its guests stay"
@@ -324,7 +324,7 @@ def explain(left: list[dict] | None) -> dict[str, str]:
     return out
 
 
-def _units_on(inst: Instance, load, h: int, unit_of) -> list[list[int]]:
+def units_on(inst: Instance, load, h: int, unit_of) -> list[list[int]]:
     """The units (a guest, or its gather group) wholly on host ``h``."""
     seen: set[int] = set()
     out = []

@@ -316,19 +316,6 @@ def repair_greedily(inst: Instance, opts: Options,
 
 # --------------------------------------------------------------------------- relieve
 
-def _units_on(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]]) -> list[list[int]]:
-    seen: set[int] = set()
-    out = []
-    for v in sorted(load.on[h]):
-        u = unit_of[v]
-        if u[0] in seen:
-            continue
-        seen.add(u[0])
-        if all(load.place[x] == h for x in u):
-            out.append(u)
-    return out
-
-
 def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_frac: float,
                  mem_frac: float, active_only: bool, empty_only: bool = False) -> int:
     """The fullest host (by its worse dimension) that takes ``unit`` under the targets: the
@@ -354,7 +341,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
              budget) -> tuple[Step | None, str, str]:
     """Move guests off hot host ``h`` until it is under its targets in ``hot_dims``."""
     targets = {"cpu": opts.cpu_target, "mem": opts.mem_target}
-    units = [u for u in _units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
+    units = [u for u in M.units_on(inst, load, h, unit_of) if not any(inst.fixed[v] for v in u)]
     if not units:
         return (None, *_why_none_may_move(inst, load, h, opts))
     before = max(load.util(h))
@@ -512,7 +499,7 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
            closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str, str, list[str]]:
     """Every guest of ``h`` onto the other active hosts under the targets, or why not:
     (moves, reason code, why, the guests it names)."""
-    units = _units_on(inst, load, h, unit_of)
+    units = M.units_on(inst, load, h, unit_of)
     if len(units) != len({unit_of[v][0] for v in load.on[h]}):
         return None, "rule", "a gather group spans it and another host", []
     names = [inst.vms[v] for u in units for v in u]
