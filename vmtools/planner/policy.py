@@ -19,7 +19,9 @@ the other on the placement the earlier ones leave:
    band, so a host consolidation fills has room to grow before a relief must empty part of
    it) and ``--mem-target``, never onto a host this run's reliefs opened (that would trade
    one host for another at the price of the guests moved). A host is emptied only when all
-   its guests fit; never half.
+   its guests fit; never half. A guest that no active host has the memory for may go where
+   one smaller guest is moved aside to a third active host (memory fragmented by guests of
+   unequal sizes; :func:`_make_room`); the step's moves include that one.
 
 Demand is the planning estimate of :mod:`vmtools.planner.demand` (never below the last
 sample). The run's budget (:mod:`vmtools.planner.budget`) then takes the steps in that order,
@@ -496,9 +498,12 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
 
 
 def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
-           closed: set[int], opts: Options) -> tuple[dict[int, int] | None, str, str, list[str]]:
+           closed: set[int], opts: Options, room: dict | None = None,
+           ) -> tuple[dict[int, int] | None, str, str, list[str]]:
     """Every guest of ``h`` onto the other active hosts under the targets, or why not:
-    (moves, reason code, why, the guests it names)."""
+    (moves, reason code, why, the guests it names). With ``room`` (:func:`_make_room`'s
+    bounds), a guest no host has the memory for may go where a smaller guest is moved aside
+    to a third host; the moves then include that guest's."""
     units = M.units_on(inst, load, h, unit_of)
     if len(units) != len({unit_of[v][0] for v in load.on[h]}):
         return None, "rule", "a gather group spans it and another host", []
@@ -518,21 +523,101 @@ def _empty(inst: Instance, load: Load, h: int, unit_of: dict[int, list[int]],
                                 "consolidation moves no guest twice within it)"), settling
     units.sort(key=lambda u: (-H.size_key(inst, u), min(u)))
     done: list[tuple[list[int], int]] = []
+    back: list[tuple[int, int]] = []        # (guest, the host it was on) of each move, in order
     for u in units:
         dst = _destination(load, u, h, closed, opts.fill_target, opts.mem_target, True)
         if dst < 0:
             why = _no_room(inst, load, u, h, closed, opts)
-            if done:
-                why += (f" (once {len(done)} larger guest{'s' if len(done) > 1 else ''} of "
-                        f"{inst.hosts[h]} had gone first)")
-            for uu, _ in reversed(done):
-                for v in uu:
-                    load.move(v, h)
-            return None, "no-room", why, [inst.vms[v] for v in u]
+            aside = None if room is None else _make_room(inst, load, u, h, closed, opts,
+                                                         unit_of, room, back)
+            if aside is None:
+                ours = sum(1 for _, d in back if d == h)
+                if ours:
+                    why += (f" (once {ours} larger guest{'s' if ours > 1 else ''} of "
+                            f"{inst.hosts[h]} had gone first)")
+                for v, was in reversed(back):
+                    load.move(v, was)
+                return None, "no-room", why, [inst.vms[v] for v in u]
+            w, e, dst = aside
+            done.append((w, e))
         for v in u:
+            back.append((v, h))
             load.move(v, dst)
         done.append((u, dst))
     return {v: dst for u, dst in done for v in u}, "", "", []
+
+
+ASIDE_TRIES = 8          # guests per run given room by moving a smaller guest aside
+ASIDE_HOSTS = 128        # hosts looked at for one guest's room that way
+ASIDE_CANDIDATES = 4     # of them, the hosts tried
+
+
+def _make_room(inst: Instance, load: Load, u: list[int], h: int, closed: set[int],
+               opts: Options, unit_of: dict[int, list[int]], room: dict,
+               back: list[tuple[int, int]]) -> tuple[list[int], int, int] | None:
+    """Room for ``u`` (leaving ``h``) where memory is what no active host has left for it:
+    an active host ``d`` that takes it once one of its own units, smaller in memory, moves
+    to a third active host. Guests of unequal sizes fragment memory: hosts each holding one
+    large and one middle guest have room for neither another large guest nor to be emptied,
+    though two of them together would free one. Returns (that unit, its new host, ``d``)
+    with the unit moved (recorded in ``back``), or None. At most ``ASIDE_TRIES`` searches
+    a run (``room["tries"]``), each over at most ``ASIDE_HOSTS`` hosts and trying the first
+    ``ASIDE_CANDIDATES`` that could take it (an idle run costs little more); a unit moved aside
+    is none that moved this run (``room["busy"]``), cools down, settles or may not move,
+    and no host a relief or repair touched or a hotspot (``room["keep"]``) gives one."""
+    mem_of = inst.dem["mem"]
+    mem = sum(mem_of[v] for v in u)
+    cpu = load.totals(u)[0]
+    if room["tries"] <= 0 or any(mem >= m and cpu >= c for m, c in room["failed"]):
+        return None
+    room["tries"] -= 1
+    fill, mem_frac = opts.fill_target, opts.mem_target
+    cap = inst.hard_cap
+
+    def free(d: int) -> float:
+        return min(mem_frac * cap["mem"][d], inst.cap["mem"][d]) - load.use["mem"][d]
+
+    def movable(w: list[int]) -> bool:
+        return all(not inst.fixed[v] and v not in room["busy"]
+                   and inst.vms[v] not in opts.facts.fixed_vms
+                   and inst.vms[v] not in opts.facts.settling_vms for v in w)
+
+    recent = {load.host_index[x] for v in u
+              if (x := load.recent_left.get(inst.vms[v])) in load.host_index}
+    smaller = [m for m in room["sizes"] if m < mem - EPS]
+    candidates: list[tuple[int, list[int]]] = []
+    looked = 0
+    for d in load.fullest.walk(mem - smaller[-1] if smaller else math.inf, active_only=True):
+        if d == h or d in closed or d in recent or d in room["keep"] \
+                or d in inst.frozen_hosts:
+            continue
+        looked += 1
+        if looked > ASIDE_HOSTS:
+            break
+        left = free(d)
+        if left + EPS >= mem or not smaller or left + smaller[-1] + EPS < mem:
+            continue                # memory is not what keeps u off d, or nothing can help
+        ws = [w for w in M.units_on(inst, load, d, unit_of)
+              if sum(mem_of[v] for v in w) < mem - EPS
+              and left + sum(mem_of[v] for v in w) + EPS >= mem and movable(w)]
+        if ws:
+            candidates.append((d, min(ws, key=lambda w: (sum(mem_of[v] for v in w), min(w)))))
+            if len(candidates) >= ASIDE_CANDIDATES:
+                break
+    for d, w in candidates:
+        e = _destination(load, w, d, closed | {h}, fill, mem_frac, True)
+        if e < 0:
+            continue
+        for v in w:
+            back.append((v, d))
+            load.move(v, e)
+        if d not in recent and load.fits(u, d, fill, mem_frac):
+            return w, e, d
+        for v in reversed(w):
+            back.pop()
+            load.move(v, d)
+    room["failed"].append((mem, cpu))
+    return None
 
 
 # --------------------------------------------------------------------------- the steps
@@ -630,6 +715,11 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
                          "mem_mib": round(load.use["mem"][h]),
                          "reason": "hotspot" if h in hot_hosts else
                          "touched" if h in touched else "frozen", "why": why, "names": []})
+    # moving a smaller guest aside to make room (_make_room): the guest sizes, bounds
+    room = {"tries": ASIDE_TRIES, "failed": [], "busy": moved_by,
+            "keep": set(touched) | set(hot_hosts),
+            "sizes": sorted({sum(inst.dem["mem"][x] for x in unit_of[v])
+                             for v in range(inst.n_vms)})}
     cost = opts.facts.host_cost
     sources.sort(key=lambda h: (-round(cost.get(inst.hosts[h], 0.0), 1), load.use["mem"][h],
                                 load.count[h], inst.hosts[h]))
@@ -648,7 +738,7 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
             left.append({**entry, "reason": "budget", "names": [],
                          "why": f"emptying it is more than one run's budget ({over})"})
             continue
-        moves, code, why, names = _empty(inst, load, h, unit_of, closed | {h}, opts)
+        moves, code, why, names = _empty(inst, load, h, unit_of, closed | {h}, opts, room)
         if moves is None:
             left.append({**entry, "reason": code, "why": why, "names": names})
             continue

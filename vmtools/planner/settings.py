@@ -86,7 +86,8 @@ FRACTION = "expected a fraction in (0, 1]"
 SETTINGS: tuple[Setting, ...] = (
     Setting("objective", "auto", kind=str, choices=OBJECTIVES, help=(
         "auto (for cron): repair broken rules, relieve persistent CPU or memory hotspots, then "
-        "empty whole hosts worth emptying, within --max-migrations, --max-moved and "
+        "empty whole hosts worth emptying (a guest no host has the memory for may go where a "
+        "smaller guest is moved aside), within --max-migrations, --max-moved and "
         "--max-duration; consolidate: fewest active hosts, then least memory migrated; "
         "balance: end hotspots with the fewest migrations; repair: only satisfy the rules and "
         "end overloads.")),
