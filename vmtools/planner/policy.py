@@ -562,13 +562,19 @@ def _make_room(inst: Instance, load: Load, u: list[int], h: int, closed: set[int
     though two of them together would free one. Returns (that unit, its new host, ``d``)
     with the unit moved (recorded in ``back``), or None. At most ``ASIDE_TRIES`` searches
     a run (``room["tries"]``), each over at most ``ASIDE_HOSTS`` hosts and trying the first
-    ``ASIDE_CANDIDATES`` that could take it (an idle run costs little more); a unit moved aside
+    ``ASIDE_CANDIDATES`` that could take it (an idle run costs little more). The plan must
+    stay orderable: a host that gave a unit aside (``room["lost"]``) takes none aside, one
+    that took one (``room["gained"]``) gives none, and neither is emptied later in the run,
+    so a move waits at most for one move aside, which waits for nothing; never for a unit
+    that arrived this run (its move is an earlier step's, which the budget could take without
+    this one's move aside); a unit moved aside
     is none that moved this run (``room["busy"]``), cools down, settles or may not move,
     and no host a relief or repair touched or a hotspot (``room["keep"]``) gives one."""
     mem_of = inst.dem["mem"]
     mem = sum(mem_of[v] for v in u)
     cpu = load.totals(u)[0]
-    if room["tries"] <= 0 or any(mem >= m and cpu >= c for m, c in room["failed"]):
+    if room["tries"] <= 0 or any(mem >= m and cpu >= c for m, c in room["failed"]) \
+            or any(v in room["busy"] for v in u):     # arrived this run: see the docstring
         return None
     room["tries"] -= 1
     fill, mem_frac = opts.fill_target, opts.mem_target
@@ -589,7 +595,7 @@ def _make_room(inst: Instance, load: Load, u: list[int], h: int, closed: set[int
     looked = 0
     for d in load.fullest.walk(mem - smaller[-1] if smaller else math.inf, active_only=True):
         if d == h or d in closed or d in recent or d in room["keep"] \
-                or d in inst.frozen_hosts:
+                or d in room["gained"] or d in inst.frozen_hosts:
             continue
         looked += 1
         if looked > ASIDE_HOSTS:
@@ -605,13 +611,15 @@ def _make_room(inst: Instance, load: Load, u: list[int], h: int, closed: set[int
             if len(candidates) >= ASIDE_CANDIDATES:
                 break
     for d, w in candidates:
-        e = _destination(load, w, d, closed | {h}, fill, mem_frac, True)
+        e = _destination(load, w, d, closed | {h} | room["lost"], fill, mem_frac, True)
         if e < 0:
             continue
         for v in w:
             back.append((v, d))
             load.move(v, e)
         if d not in recent and load.fits(u, d, fill, mem_frac):
+            room["lost"].add(d)
+            room["gained"].add(e)
             return w, e, d
         for v in reversed(w):
             back.pop()
@@ -717,7 +725,7 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
                          "touched" if h in touched else "frozen", "why": why, "names": []})
     # moving a smaller guest aside to make room (_make_room): the guest sizes, bounds
     room = {"tries": ASIDE_TRIES, "failed": [], "busy": moved_by,
-            "keep": set(touched) | set(hot_hosts),
+            "keep": set(touched) | set(hot_hosts), "lost": set(), "gained": set(),
             "sizes": sorted({sum(inst.dem["mem"][x] for x in unit_of[v])
                              for v in range(inst.n_vms)})}
     cost = opts.facts.host_cost
@@ -733,6 +741,10 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
                              "mem_mib": round(load.use["mem"][g]), "reason": "time-limit",
                              "why": "out of --time-limit", "names": []})
             break
+        if h in room["lost"] or h in room["gained"]:   # emptied, the plan could not be ordered
+            left.append({**entry, "reason": "touched", "names": [],
+                         "why": "a guest was moved aside to or from it this run"})
+            continue
         over = budget.over([inst.dem["mem"][v] for v in own])
         if over is not None:       # a step no run could take: leave its host as it is
             left.append({**entry, "reason": "budget", "names": [],
