@@ -577,6 +577,8 @@ def _make_room(inst: Instance, load: Load, u: list[int], h: int, closed: set[int
             or any(v in room["busy"] for v in u):     # arrived this run: see the docstring
         return None
     room["tries"] -= 1
+    if room["sizes"] is None:       # the units' sizes, made once and only when asked
+        room["sizes"] = sorted({sum(mem_of[x] for x in unit_of[v]) for v in range(inst.n_vms)})
     fill, mem_frac = opts.fill_target, opts.mem_target
     cap = inst.hard_cap
 
@@ -726,8 +728,7 @@ def _consolidate_hosts(inst: Instance, load: Load, opts: Options, deadline: Dead
     # moving a smaller guest aside to make room (_make_room): the guest sizes, bounds
     room = {"tries": ASIDE_TRIES, "failed": [], "busy": moved_by,
             "keep": set(touched) | set(hot_hosts), "lost": set(), "gained": set(),
-            "sizes": sorted({sum(inst.dem["mem"][x] for x in unit_of[v])
-                             for v in range(inst.n_vms)})}
+            "sizes": None}
     cost = opts.facts.host_cost
     sources.sort(key=lambda h: (-round(cost.get(inst.hosts[h], 0.0), 1), load.use["mem"][h],
                                 load.count[h], inst.hosts[h]))
