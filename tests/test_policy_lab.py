@@ -113,7 +113,10 @@ def test_a_silent_domain0_is_planned_around_while_a_hotspot_elsewhere_is_relieve
     _, plan, report, codes = lab.pipeline("auto")
     assert codes["vm-plan"] == 0 and codes.get("vm-apply", 0) == 0, lab.last_apply_stderr
     entry = {f["host"]: f for f in plan["summary"]["frozen"]}
-    assert silent in entry and set(entry[silent]["kinds"]) & kinds
+    assert silent in entry and set(entry[silent]["kinds"]) & kinds, (
+        f"{silent} not frozen by the pipeline's run; its snapshot's problems: "
+        f"{plan['origin']['problems']}; {silent} in it: "
+        f"{[h for h in plan['origin']['hosts'] if h['name'] == silent]}")
     relieved = [a for a in plan["actions"] if a["src"] == "node-1"]
     assert relieved, plan["summary"]["hotspots"]
     assert all(silent not in (a["src"], a["dst"]) for a in plan["actions"]), plan["actions"]
