@@ -243,27 +243,28 @@ def _capacity(inst: Instance, load, budget, place: Place, unit_of, deadline, mov
                                   [mem[v] for v in u])
             too_big = too_big or over_by
             return over_by is None
+
+        def moved(u: list[int]) -> bool:
+            """``u`` moved off ``h`` when the budget and some host's room allow it."""
+            if not fits_budget(u):
+                return False
+            dst = place(u, h, avoid)
+            if dst >= 0:
+                move(u, dst)
+            return dst >= 0
         # one move where one suffices: the least memory among the guests that end it alone
         for u in sorted((u for u in units if measure(u) >= excess - EPS),
                         key=lambda u: (sum(mem[v] for v in u), min(u))):
             if deadline.passed():       # each failed search may walk every host
                 break
-            if not fits_budget(u):
-                continue
-            dst = place(u, h, avoid)
-            if dst >= 0:
-                move(u, dst)
+            if moved(u):
                 cleared = True
                 break
         if not cleared:                 # else the largest first: the fewest moves
             for u in sorted(units, key=lambda u: (-measure(u), sum(mem[v] for v in u), min(u))):
                 if _use(load, d, h) - hard[d][h] <= EPS or deadline.passed():
                     break
-                if not fits_budget(u):
-                    continue
-                dst = place(u, h, avoid)
-                if dst >= 0:
-                    move(u, dst)
+                moved(u)
             cleared = _use(load, d, h) - hard[d][h] <= EPS
         if not cleared:
             undo(mark)
