@@ -41,15 +41,17 @@ def test_auto_consolidates_in_budgeted_runs_emptying_whole_hosts(make_lab):
 def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
     scenario = load_scenario("hotspot")
     scenario["load"][0]["at"] = 0
-    # Hot but not overloaded (an overloaded host is relieved at once): 7.6 of 8 CPUs, in the
-    # middle of the band between --cpu-threshold 0.9 and 100 %, measured over 2-s intervals.
-    # Over 1-s intervals on a loaded machine a CPU figure is off by several percent: 7.7 of
-    # 8 (96 %) was once read as 101 %, and node-1 was relieved on the first run.
-    scenario["load"][0]["load"] = [2.3, 2.5, 2.8]
+    # Hot but not overloaded (an overloaded host is relieved at once): 7.2 of 8 CPUs, in the
+    # middle of the band between --cpu-threshold 0.8 and 100 %, measured over 2-s intervals.
+    # On a loaded machine a lab CPU figure is off by several percent: with a band of 0.9-1.0,
+    # 7.7 of 8 was once read as 101 % over 1-s intervals and 7.6 of 8 as 101 % over 2-s
+    # intervals in a CI run, and node-1 was relieved on the first run. The wider band leaves
+    # 11 % either side.
+    scenario["load"][0]["load"] = [2.2, 2.4, 2.6]
     lab = make_lab(scenario, interval=2.0)
-    lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 0.9 and not s["problems"] and
+    lab.wait_until(lambda s: cpu_use(s).get("node-1", 0) > 0.8 and not s["problems"] and
                    len(s["vms"]) == len(scenario["guests"]), what="the hotspot")
-    extra = ["--hotspot-window", "2/3"]
+    extra = ["--hotspot-window", "2/3", "--cpu-threshold", "0.8", "--cpu-target", "0.7"]
     origin, first, _, _ = lab.pipeline("auto", plan_extra=extra)
     assert not [a for a in first["actions"] if a["src"] == "node-1"], (
         [(a["vm"], a["src"], a["dst"], a["reason"]) for a in first["actions"]],
@@ -66,7 +68,7 @@ def test_auto_relieves_a_hotspot_once_it_persists_and_says_why_before(make_lab):
     assert all(a["reason"].startswith("relieve: node-1") for a in relieved)
     assert codes["vm-apply"] == 0, lab.last_apply_stderr
     # Ganglia's CPU figures lag a migration by an interval: wait for them to settle.
-    lab.wait_until(lambda s: cpu_use(s).get("node-1", 1) <= 0.9, what="node-1 below 90 %")
+    lab.wait_until(lambda s: cpu_use(s).get("node-1", 1) <= 0.8, what="node-1 below 80 %")
 
 
 def test_auto_repairs_maintenance_first_and_never_returns(make_lab):
