@@ -501,20 +501,30 @@ class Lab:
             raise LabError(f"{exc}; {differs[0]}" if differs[0] else str(exc)) from None
 
     def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
-                 apply_extra: list[str] = ()) -> tuple[dict, dict, dict | None, dict]:
+                 apply_extra: list[str] = (), snapshot: dict | None = None
+                 ) -> tuple[dict, dict, dict | None, dict]:
         """``vm-snapshot | vm-plan | vm-apply`` through real pipes. Returns (snapshot, plan,
-        report or None when the plan was empty, exit codes by command)."""
+        report or None when the plan was empty, exit codes by command). With ``snapshot``,
+        vm-plan reads that document instead (a snapshot a test already judged), and
+        vm-snapshot is not run."""
         env = self.env()
-        snap = subprocess.Popen([command("vm-snapshot"), *self.snapshot_args()],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
-                                       *plan_extra], stdin=snap.stdout, capture_output=True,
-                                      text=True, env=env, timeout=300)
-        snap.stdout.close()
-        snap_err = snap.stderr.read().decode()
-        snap.stderr.close()
-        codes = {"vm-snapshot": snap.wait(), "vm-plan": planned.returncode}
-        if codes["vm-snapshot"] != 0 or codes["vm-plan"] != 0:
+        if snapshot is not None:
+            planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
+                                      *plan_extra], input=json.dumps(snapshot),
+                                     capture_output=True, text=True, env=env, timeout=300)
+            snap_err = ""
+            codes = {"vm-plan": planned.returncode}
+        else:
+            snap = subprocess.Popen([command("vm-snapshot"), *self.snapshot_args()],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
+                                      *plan_extra], stdin=snap.stdout, capture_output=True,
+                                     text=True, env=env, timeout=300)
+            snap.stdout.close()
+            snap_err = snap.stderr.read().decode()
+            snap.stderr.close()
+            codes = {"vm-snapshot": snap.wait(), "vm-plan": planned.returncode}
+        if codes.get("vm-snapshot", 0) != 0 or codes["vm-plan"] != 0:
             raise LabError(f"pipeline failed {codes}: {snap_err.strip()} "
                            f"{planned.stderr.strip()}")
         plan = json.loads(planned.stdout)
