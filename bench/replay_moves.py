@@ -4,10 +4,13 @@ than once and by which step next, and what became of each host consolidation emp
 off, or filled again by a consolidation or a relief, and how many runs later).
 
     python bench/replay_moves.py [--plan "OPTIONS"] [--day YYYYMMDD] [--repeat N]
-                                 [--ticks N] [--variant cpu|cloudsim]
+                                 [--ticks N] [--variant cpu|cloudsim] [--list]
 
 With ``--repeat 2`` (the default) the first day and the second are classed apart (the second:
-the steady state, as replay_bench's ``--repeat 2 --warm-up 1440``). The figures of the run
+the steady state, as replay_bench's ``--repeat 2 --warm-up 1440``). ``--list`` also prints
+the last day's actions one by one (run, action, guest and its MiB, source -> destination, the
+reason's first 100 characters): a move aside is a consolidation's migration whose source is
+not the host its reason empties. The figures of the run
 itself are replay_bench's; the classes are of the plans' actions (a migration the replay could
 not start, its guest gone, would still count: none did on these days).
 """
@@ -33,6 +36,13 @@ def kind(reason: str) -> str:
     return reason.split(":")[0].split(" ")[0] or "?"
 
 
+def aside(e: tuple) -> bool:
+    """A consolidation's migration off another host than the one its reason empties: a guest
+    moved aside to make room (policy._make_room)."""
+    reason = e[6]
+    return reason.startswith("consolidate: empty ") and e[3] != reason.split()[2]
+
+
 def classify(log: list[tuple], label: str) -> None:
     """``log``: (run, op, guest, source, destination, host, reason) of every planned action."""
     moves = [e for e in log if e[1] == "migrate"]
@@ -51,17 +61,18 @@ def classify(log: list[tuple], label: str) -> None:
         for e in es:
             back += e[4] in left
             left.add(e[3])
-    print(f"{label}: {len(moves)} migrations ({', '.join(f'{k} {n}' for k, n in by_kind.most_common())}); "
-          f"power: {dict(ops) or 'none'}")
+    print(f"{label}: {len(moves)} migrations ({', '.join(f'{k} {n}' for k, n in by_kind.most_common())}; "
+          f"{sum(map(aside, moves))} of them moved aside); power: {dict(ops) or 'none'}")
     print(f"  {len(per_guest)} guests moved, {len(again)} of them more than once "
           f"({sum(len(es) for es in again.values())} migrations); "
           f"{back} back to a host they had left that day")
     print(f"  a guest's next move after one: {dict(next_kind.most_common())}")
     # hosts emptied by consolidation: the next thing that happens to each
     events: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for run, op, _, src, dst, host, reason in log:
+    for e in log:
+        run, op, _, src, dst, host, reason = e
         if op == "migrate":
-            events[src].append((run, "left by " + kind(reason)))
+            events[src].append((run, "gave a guest aside" if aside(e) else "left by " + kind(reason)))
             events[dst].append((run, "filled by " + kind(reason)))
         else:
             events[host].append((run, op))
@@ -86,6 +97,7 @@ def main() -> None:
     ap.add_argument("--variant", default="cpu", choices=["cpu", "cloudsim"])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--ticks", type=int, default=288)
+    ap.add_argument("--list", action="store_true", help="also list the last day's actions")
     args = ap.parse_args()
     from vmtools.cli.vm_replay import vm_plan_setting
     trace = build(args.variant, args.ticks, args.day).repeated(args.repeat)
@@ -98,7 +110,11 @@ def main() -> None:
     decide, runs = policy.decide, [0]
     start = trace.samples[0].time
 
+    mib: dict[str, int] = {}
+
     def logged(snap):
+        for v in snap.vms:
+            mib[v.name] = v.mem_mib
         actions = decide(snap)
         for a in actions:
             log.append((runs[0], a.op, a.vm, a.src, a.dst, a.host, a.reason,
@@ -115,6 +131,10 @@ def main() -> None:
         parts = [("first day", first), ("second day", log[len(first):])]
     for label, part in parts:
         classify([e[:7] for e in part], label)
+    if args.list:
+        for run, op, vm, src, dst, host, reason, _ in parts[-1][1]:
+            print(f"  run {run:3d} {op:9s} {vm or '':8s} {mib.get(vm, '')!s:>5s} "
+                  f"{src or '':9s} -> {dst or host or '':9s} {reason[:100]}")
     for label, f in (("first day", result.warm_up_figures),
                      ("second day" if args.repeat > 1 else "whole replay", result.figures)):
         if f is not None:
