@@ -126,6 +126,20 @@ def test_a_memory_hotspot_is_relieved_by_auto_and_by_balance():
     assert b.actions, "balance left a memory hotspot: --min-gain looked at CPU only"
 
 
+def test_balance_relieves_a_full_memory_hotspot_by_the_move_that_gains_most():
+    # a at 99.9 % of its memory. Moving "small" ends the hotspot just at the 95 % threshold (a
+    # gain of 0.049, under --min-gain 0.05) and is best for CPU; moving "mid" takes a to 65 %
+    # and leaves every host at or under 75 %. balance used to weigh its choice on CPU alone,
+    # pick "small", then refuse it for too little gain: the hotspot stayed.
+    s = snap({"a": (8, 100), "b": (8, 100)},
+             {"big": ("a", 3.0, 60), "mid": ("a", 0.1, 35), "small": ("a", 2.0, 4.9),
+              "n": ("b", 1.0, 40)})
+    b = make_plan(s, parse_rules([], s), Options(objective="balance", time_limit=20))
+    check_plan(b)
+    assert [(a.vm, a.src, a.dst) for a in b.actions] == [("mid", "a", "b")], b.summary
+    assert b.summary["worst_mem_after"] <= 0.75 + 1e-6
+
+
 def test_a_cpu_hotspot_is_relieved_to_its_target():
     s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
              {"p1": ("a", 2.5, 4), "p2": ("a", 2.5, 4), "p3": ("a", 2.5, 4), "q": ("b", 1, 4),
