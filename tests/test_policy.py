@@ -100,6 +100,28 @@ def test_a_host_too_big_for_any_run_is_left_whole_and_said_so():
     assert auto(s, max_moved_gib=16).summary["consolidation"]["hosts_freed"] == ["a"]
 
 
+def test_memory_overloads_are_repaired_within_the_budget_on_a_small_cluster_too():
+    # Four hosts each 4 GiB over their 32 GiB (a guest of 6 GiB must leave each), eight hosts
+    # with room. The repair MILP ended all four at once, whatever --max-migrations said; the
+    # greedy repair used on large clusters kept to it. Both keep to it now: the worst
+    # overloads first, the rest left for the next run, named and with why.
+    hosts = {f"o{i}": (16, 32) for i in range(4)} | {f"r{i}": (16, 64) for i in range(8)}
+    vms = {f"o{i}{k}": (f"o{i}", 0.5, m) for i in range(4)
+           for k, m in (("a", 20), ("b", 10 + i * 0.25), ("c", 6))}
+    vms |= {f"r{i}x": (f"r{i}", 0.5, 8) for i in range(8)}
+    s = snap(hosts, vms)
+    p = auto(s, max_migrations=2)
+    repairs = [a for a in p.actions if a.reason.startswith("repair")]
+    assert len(p.actions) <= 2 and len(repairs) == 2, [(a.vm, a.reason) for a in p.actions]
+    assert {a.src for a in repairs} == {"o3", "o2"}          # the worst two
+    left = {e["host"]: e for e in p.summary["repair"]["left"]}
+    assert set(left) == {"o0", "o1"} and {e["reason"] for e in left.values()} == {"budget"}
+    # without a budget every overload ends in the one run
+    everything = auto(s, max_migrations=0, max_moved_gib=0, max_duration_min=0)
+    assert {a.src for a in everything.actions if a.reason.startswith("repair")} == \
+        {"o0", "o1", "o2", "o3"}
+
+
 def test_rule_repairs_come_first_and_are_never_deferred():
     s = spread_out(6)
     rules = [{"rule": "maintenance", "hosts": ["h00"]}]
