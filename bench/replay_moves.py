@@ -1,7 +1,8 @@
 """What a vm-plan setting's migrations are for, over replay_bench's PlanetLab days: each planned
 migration classed by the step that made it (relieve, consolidate, repair), guests moved more
 than once and by which step next, and what became of each host consolidation emptied (switched
-off, or filled again by a consolidation or a relief, and how many runs later).
+off, in the same plan or a later one, or filled again by a consolidation or a relief, and how
+many runs later).
 
     python bench/replay_moves.py [--plan "OPTIONS"] [--day YYYYMMDD] [--repeat N]
                                  [--ticks N] [--variant cpu|cloudsim] [--list]
@@ -79,7 +80,10 @@ def classify(log: list[tuple], label: str) -> None:
     fate: dict[str, list[int]] = defaultdict(list)
     for host, es in events.items():
         for run in sorted({r for r, what in es if what == "left by consolidate"}):
-            after = [(r, what) for r, what in es if r > run]
+            # a later run's event, or a power operation in the emptying plan itself (with
+            # --standby-after 0 a host goes off in the plan that empties it)
+            after = [(r, what) for r, what in es
+                     if r > run or (r == run and not what.startswith(("left by", "filled by")))]
             if after:
                 fate[after[0][1]].append(after[0][0] - run)
             else:

@@ -503,27 +503,23 @@ class Lab:
     def pipeline(self, objective: str = "consolidate", plan_extra: list[str] = (),
                  apply_extra: list[str] = (), snapshot: dict | None = None
                  ) -> tuple[dict, dict, dict | None, dict]:
-        """``vm-snapshot | vm-plan | vm-apply`` through real pipes. Returns (snapshot, plan,
-        report or None when the plan was empty, exit codes by command). With ``snapshot``,
-        vm-plan reads that document instead (a snapshot a test already judged), and
-        vm-snapshot is not run."""
+        """``vm-snapshot | vm-plan | vm-apply`` through real pipes (with ``snapshot``, vm-plan
+        reads that document, one a test already judged). Returns (snapshot, plan, report or
+        None when the plan was empty, exit codes by command)."""
         env = self.env()
-        if snapshot is not None:
-            planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
-                                      *plan_extra], input=json.dumps(snapshot),
-                                     capture_output=True, text=True, env=env, timeout=300)
-            snap_err = ""
-            codes = {"vm-plan": planned.returncode}
-        else:
-            snap = subprocess.Popen([command("vm-snapshot"), *self.snapshot_args()],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            planned = subprocess.run([command("vm-plan"), *self.plan_args(objective),
-                                      *plan_extra], stdin=snap.stdout, capture_output=True,
-                                     text=True, env=env, timeout=300)
+        feed = {"input": json.dumps(snapshot)} if snapshot is not None else {}
+        snap = None if feed else subprocess.Popen(
+            [command("vm-snapshot"), *self.snapshot_args()], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env)
+        planned = subprocess.run([command("vm-plan"), *self.plan_args(objective), *plan_extra],
+                                 stdin=snap and snap.stdout, capture_output=True, text=True,
+                                 env=env, timeout=300, **feed)
+        codes, snap_err = {"vm-plan": planned.returncode}, ""
+        if snap is not None:
             snap.stdout.close()
             snap_err = snap.stderr.read().decode()
             snap.stderr.close()
-            codes = {"vm-snapshot": snap.wait(), "vm-plan": planned.returncode}
+            codes = {"vm-snapshot": snap.wait(), **codes}
         if codes.get("vm-snapshot", 0) != 0 or codes["vm-plan"] != 0:
             raise LabError(f"pipeline failed {codes}: {snap_err.strip()} "
                            f"{planned.stderr.strip()}")

@@ -219,8 +219,9 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
             auto: Auto, budget=None, unit_of=None) -> Step | None:
     """Least memory moved to obey every rule, CPU within capacity on every host that takes
     a guest (a host already over it takes none). Above ``opts.greedy_repair_pairs`` guests x
-    hosts, or when the MILP finds nothing in its share, greedily within the budget
-    (:func:`_mend`); exit 1 with why only when neither repairs the rules."""
+    hosts, when the MILP finds nothing in its share, or when the MILP's repair is more than
+    the run's ``budget``, greedily within the budget (:func:`_mend`: every broken rule, then
+    the overloads the budget allows); exit 1 with why only when neither repairs the rules."""
     from dataclasses import replace as dc_replace
 
     from vmtools.errors import OperationFailed
@@ -265,6 +266,14 @@ def _repair(inst: Instance, load: Load, opts: Options, deadline: Deadline,
         auto.solve_seconds += res.seconds
         if place is not None:
             moves = {v: h for v, h in enumerate(place) if h != load.place[v]}
+            over_budget = budget is not None and \
+                budget.over([inst.dem["mem"][v] for v in moves]) is not None
+            if over_budget and not greedy_first:
+                # Overloads wait for the budget, as the greedy repair's do; rules do not.
+                step = _mend(inst, load, opts, deadline, auto, budget, unit_of)
+                if step is not None:
+                    auto.repair_how = "greedy (the MILP's repair was over the run's budget)"
+                    return step
             step = Step("repair", "repair: " + "; ".join(why[:3]) +
                         (f" (and {len(why) - 3} more)" if len(why) > 3 else ""),
                         moves, sum(inst.dem["mem"][v] for v in moves),

@@ -442,8 +442,8 @@ def balance(inst: Instance, opts: Options, deadline: Deadline | float) -> Outcom
         out.build_seconds += time.monotonic() - t0
         place2, res2 = solve_model(m2, inst, opts, deadline.share(), best)
         out.solve_seconds += res2.seconds
-        if place2 is not None and max(H.utilisation(inst, place2)) < \
-                max(H.utilisation(inst, best)) - FRACTION_EPS and moves(place2) <= moves(best):
+        if place2 is not None and _worst(inst, place2) < _worst(inst, best) - FRACTION_EPS \
+                and moves(place2) <= moves(best):
             best = place2
         if res2.status not in ("optimal",):
             out.status = "feasible" if out.status == "optimal" else out.status
