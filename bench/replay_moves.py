@@ -82,8 +82,8 @@ def classify(log: list[tuple], label: str) -> None:
         for run in sorted({r for r, what in es if what == "left by consolidate"}):
             # a later run's event, or a power operation in the emptying plan itself (with
             # --standby-after 0 a host goes off in the plan that empties it)
-            after = [(r, what) for r, what in es
-                     if r > run or (r == run and not what.startswith(("left by", "filled by")))]
+            after = [(r, what) for r, what in es if r > run or (
+                r == run and not what.startswith(("left by", "filled by", "gave")))]
             if after:
                 fate[after[0][1]].append(after[0][0] - run)
             else:
