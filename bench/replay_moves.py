@@ -62,8 +62,9 @@ def classify(log: list[tuple], label: str) -> None:
         for e in es:
             back += e[4] in left
             left.add(e[3])
-    print(f"{label}: {len(moves)} migrations ({', '.join(f'{k} {n}' for k, n in by_kind.most_common())}; "
-          f"{sum(map(aside, moves))} of them moved aside); power: {dict(ops) or 'none'}")
+    kinds = ", ".join(f"{k} {n}" for k, n in by_kind.most_common())
+    print(f"{label}: {len(moves)} migrations ({kinds}; {sum(map(aside, moves))} of them moved "
+          f"aside); power: {dict(ops) or 'none'}")
     print(f"  {len(per_guest)} guests moved, {len(again)} of them more than once "
           f"({sum(len(es) for es in again.values())} migrations); "
           f"{back} back to a host they had left that day")
@@ -73,7 +74,8 @@ def classify(log: list[tuple], label: str) -> None:
     for e in log:
         run, op, _, src, dst, host, reason = e
         if op == "migrate":
-            events[src].append((run, "gave a guest aside" if aside(e) else "left by " + kind(reason)))
+            left_by = "gave a guest aside" if aside(e) else "left by " + kind(reason)
+            events[src].append((run, left_by))
             events[dst].append((run, "filled by " + kind(reason)))
         else:
             events[host].append((run, op))
