@@ -100,7 +100,7 @@ def options_of(settings: Any) -> Options:
     s = settings
     return Options(objective=s.objective, solver=s.solver, time_limit=s.time_limit,
                    cpu_target=s.cpu_target, mem_target=s.mem_target,
-                   consolidate_target=s.consolidate_target,
+                   consolidate_target=s.consolidate_target, relief_target=s.relief_target,
                    cpu_threshold=s.cpu_threshold, mem_threshold=s.mem_threshold,
                    min_gain=s.min_gain, cpu_demand=s.cpu_demand,
                    require_optimal=s.require_optimal,

@@ -18,6 +18,10 @@ OBJECTIVES = ("auto", "consolidate", "balance", "repair")
 # default): chosen by replays of three tuning days with --standby-after 0, bench/README.md
 # ("Hysteresis" and "Switching off at once").
 HYSTERESIS = 0.15
+# A relief puts a guest first on a host that stays this much below --cpu-target
+# (--relief-target's default), so the host it fills is not the next hotspot: chosen by replays
+# of the three tuning days, bench/README.md ("Room after a relief").
+RELIEF_ROOM = 0.1
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Options:
     cpu_target: float = 0.8
     mem_target: float | None = None    # None: 0.9 under auto, 1.0 (none) under consolidate
     consolidate_target: float | None = None   # auto's consolidation; None: cpu_target - 0.15
+    relief_target: float | None = None        # auto's reliefs first; None: cpu_target - 0.1
     cpu_threshold: float = 0.9
     mem_threshold: float = 0.95
     min_gain: float = 0.05
@@ -95,6 +100,14 @@ class Options:
         if self.consolidate_target is not None:
             return min(self.consolidate_target, self.cpu_target)
         return max(self.cpu_target - HYSTERESIS, self.cpu_target / 2)
+
+    @property
+    def relief_fill(self) -> float:
+        """Where auto's reliefs look first (``--relief-target``): never above --cpu-target;
+        by default :data:`RELIEF_ROOM` below it, and at least half of it."""
+        if self.relief_target is not None:
+            return min(self.relief_target, self.cpu_target)
+        return max(self.cpu_target - RELIEF_ROOM, self.cpu_target / 2)
     facts: RunFacts = field(default_factory=RunFacts)
 
 

@@ -368,12 +368,11 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     cpu_cap = cap["cpu"][h]
 
     def room(u: list[int]) -> int:
-        """The destination of ``u``: an active host if one has room, else any (or -1)."""
-        dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, True)
-        if dst < 0:     # no active host takes it: the fullest empty one (the same as any)
-            dst = _destination(load, u, h, avoid, opts.cpu_target, opts.mem_target, False,
-                               empty_only=True)
-        return dst
+        """The destination of ``u``: an active host under --relief-target, else under
+        --cpu-target, else the fullest empty one (the same as any), or -1."""
+        return next((d for c, a, e in ((opts.relief_fill, True, False), (opts.cpu_target, True,
+                     False), (opts.cpu_target, False, True))
+                     if (d := _destination(load, u, h, avoid, c, opts.mem_target, a, e)) >= 0), -1)
 
     def take(u: list[int], dst: int) -> None:
         if load.last_use[h] > cpu_cap + EPS:        # over capacity now: this move ends it

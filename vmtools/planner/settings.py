@@ -125,8 +125,16 @@ SETTINGS: tuple[Setting, ...] = (
             help=(
                 "auto: consolidation fills a host's CPU only to this fraction of its CPUs, "
                 "never above --cpu-target, so a host it fills has room to grow before it is "
-                "a hotspot (reliefs fill to --cpu-target: the two do not undo each other). "
-                "Default: 0.15 below --cpu-target (at least half of it).")),
+                "a hotspot (reliefs fill to --relief-target, then --cpu-target: the two do "
+                "not undo each other). Default: 0.15 below --cpu-target (at least half of "
+                "it).")),
+    Setting("relief_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
+            metavar="FRACTION", range_text=FRACTION, shown_default="0.1 below --cpu-target",
+            help=(
+                "auto: a relief puts a guest on an active host that stays under this "
+                "fraction of its CPUs where one has room, else on one that stays under "
+                "--cpu-target, so the host it fills is not the next hotspot; never above "
+                "--cpu-target. Default: 0.1 below --cpu-target (at least half of it).")),
     Setting("mem_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
             metavar="FRACTION", range_text=FRACTION, shown_default="0.9", help=(
                 "consolidate, auto: keep each host's memory use at most this fraction of its "
