@@ -45,6 +45,14 @@ class RunFacts:
     started: float | None = None
 
 
+def under_cpu_target(chosen: float | None, cpu_target: float, below: float) -> float:
+    """A target under --cpu-target: the one ``chosen``, never above --cpu-target; by default
+    ``below`` under it, and at least half of it."""
+    if chosen is not None:
+        return min(chosen, cpu_target)
+    return max(cpu_target - below, cpu_target / 2)
+
+
 @dataclass
 class Options:
     objective: str = "consolidate"
@@ -95,19 +103,16 @@ class Options:
 
     @property
     def fill_target(self) -> float:
-        """auto's consolidation target (``--consolidate-target``): never above --cpu-target;
-        by default :data:`HYSTERESIS` below it, and at least half of it."""
-        if self.consolidate_target is not None:
-            return min(self.consolidate_target, self.cpu_target)
-        return max(self.cpu_target - HYSTERESIS, self.cpu_target / 2)
+        """auto's consolidation target (``--consolidate-target``; :func:`under_cpu_target`,
+        by default :data:`HYSTERESIS` below --cpu-target)."""
+        return under_cpu_target(self.consolidate_target, self.cpu_target, HYSTERESIS)
 
     @property
     def relief_fill(self) -> float:
-        """Where auto's reliefs look first (``--relief-target``): never above --cpu-target;
-        by default :data:`RELIEF_ROOM` below it, and at least half of it."""
-        if self.relief_target is not None:
-            return min(self.relief_target, self.cpu_target)
-        return max(self.cpu_target - RELIEF_ROOM, self.cpu_target / 2)
+        """Where auto's reliefs look first (``--relief-target``; :func:`under_cpu_target`, by
+        default :data:`RELIEF_ROOM` below --cpu-target)."""
+        return under_cpu_target(self.relief_target, self.cpu_target, RELIEF_ROOM)
+
     facts: RunFacts = field(default_factory=RunFacts)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 from vmtools import numbers
 from vmtools.errors import OptionError, UsageError
 from vmtools.planner.demand import parse_demand
+from vmtools.planner.options import HYSTERESIS, RELIEF_ROOM
 from vmtools.sources.knowledge import DEFAULT_MAX_FROZEN
 from vmtools.xen import DEFAULT_IMAGE_DIR
 
@@ -83,6 +84,14 @@ def _guest_host(name: str, text: str, host_needed: bool) -> tuple[str, str | Non
 
 FRACTION = "expected a fraction in (0, 1]"
 
+def _under_cpu_target(name: str, below: float, help: str) -> Setting:
+    """A target of auto's under --cpu-target (:func:`vmtools.planner.options.
+    under_cpu_target`): by default ``below`` under it."""
+    return Setting(name, None, optional=True, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION",
+                   range_text=FRACTION, shown_default=f"{below:g} below --cpu-target",
+                   help=f"{help} Default: {below:g} below --cpu-target (at least half of it).")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("objective", "auto", kind=str, choices=OBJECTIVES, help=(
         "auto (for cron): repair broken rules, relieve persistent CPU or memory hotspots, then "
@@ -120,21 +129,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cpu_target", 0.8, lo=0.0, lo_open=True, hi=1.0, metavar="FRACTION", help=(
         "consolidate, auto: keep each host's CPU use at most this fraction of its CPUs "
         "(headroom); auto also relieves a CPU hotspot down to it."), range_text=FRACTION),
-    Setting("consolidate_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
-            metavar="FRACTION", range_text=FRACTION, shown_default="0.15 below --cpu-target",
-            help=(
-                "auto: consolidation fills a host's CPU only to this fraction of its CPUs, "
-                "never above --cpu-target, so a host it fills has room to grow before it is "
-                "a hotspot (reliefs fill to --relief-target, then --cpu-target: the two do "
-                "not undo each other). Default: 0.15 below --cpu-target (at least half of "
-                "it).")),
-    Setting("relief_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
-            metavar="FRACTION", range_text=FRACTION, shown_default="0.1 below --cpu-target",
-            help=(
-                "auto: a relief puts a guest on an active host that stays under this "
-                "fraction of its CPUs where one has room, else on one that stays under "
-                "--cpu-target, so the host it fills is not the next hotspot; never above "
-                "--cpu-target. Default: 0.1 below --cpu-target (at least half of it).")),
+    _under_cpu_target("consolidate_target", HYSTERESIS, (
+        "auto: consolidation fills a host's CPU only to this fraction of its CPUs, never "
+        "above --cpu-target, so a host it fills has room to grow before it is a hotspot "
+        "(reliefs fill to --relief-target, then --cpu-target: the two do not undo each "
+        "other).")),
+    _under_cpu_target("relief_target", RELIEF_ROOM, (
+        "auto: a relief puts a guest on an active host that stays under this fraction of "
+        "its CPUs where one has room, else on one that stays under --cpu-target, so the "
+        "host it fills is not the next hotspot; never above --cpu-target.")),
     Setting("mem_target", None, optional=True, lo=0.0, lo_open=True, hi=1.0,
             metavar="FRACTION", range_text=FRACTION, shown_default="0.9", help=(
                 "consolidate, auto: keep each host's memory use at most this fraction of its "
