@@ -323,6 +323,17 @@ def test_wakes_for_a_persistent_hotspot_the_online_hosts_cannot_relieve():
     check_plan(p)
 
 
+def test_a_wake_for_many_hotspots_names_five_and_counts_the_rest():
+    hosts = {f"h{i}": (4, 64) for i in range(8)} | {"spare": (4, 64)}
+    vms = {f"v{i}{k}": (f"h{i}", 2, 4) for i in range(8) for k in "ab"}
+    s = snap(hosts, vms, standby=("spare",))
+    p = plan_with_state(s, Constraints([]), opts(objective="balance", min_gain=0.0), None,
+                        power=power(standby_after=0, reserve=0))
+    why = p.explain["power-on spare"]
+    assert "persistent hotspots h0, h1, h2, h3, h4 and 3 more stay hot:" in why, why
+    check_plan(p)
+
+
 def test_power_model_keeps_the_frugal_hosts_on():
     # g4-* draw 86-117 W, g5-* 93.7-135 W, same capacity: the guests end on g4 hosts
     s = snap({"g5-1": (8, 16), "g5-2": (8, 16), "g4-1": (8, 16), "g4-2": (8, 16)},

@@ -279,8 +279,11 @@ def _wake(prepared: Snapshot, state: PowerState, cons, opts: Options, popts: Pow
             last = None
         if hot and wakeable and not hot_done:
             h = wakeable.pop(0)
-            woken[h.name] = (f"persistent hotspot {', '.join(hot)} stays hot: the online "
-                             "hosts lack the room to relieve it")
+            # at most 5 named: with --mem-target 1, 200 full hosts can all be memory hotspots
+            named = ", ".join(hot[:5]) + (f" and {len(hot) - 5} more" if len(hot) > 5 else "")
+            woken[h.name] = (f"persistent {'hotspots' if len(hot) > 1 else 'hotspot'} {named} "
+                             f"{'stay' if len(hot) > 1 else 'stays'} hot: the online hosts "
+                             "lack the room to relieve them")
             last = (plan, trial, excess, h.name)
             continue
         online = [h for h in trial.hosts if h.state == "online"]
