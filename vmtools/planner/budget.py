@@ -4,10 +4,10 @@ the prefix of the policy's steps that fits it.
 Steps come in priority order (:mod:`vmtools.planner.policy`). A repair is always taken (a
 plan's target must obey the rules; the repair step keeps its overload repairs within the
 budget itself, :func:`vmtools.planner.policy._repair`). Every other step is taken while
-the totals stay within the budget; a step that does not fit is deferred, and so is every later step that touches a
-host a deferred step touches, since that later step was computed on the placement the
-deferred one leaves. What is taken is therefore a placement the steps' own computation saw,
-and the next run carries on from wherever the cluster then is.
+the totals stay within the budget; a step that does not fit is deferred, and so is every
+later step that touches a host a deferred step touches, since that later step was computed
+on the placement the deferred one leaves. What is taken is therefore a placement the steps'
+own computation saw, and the next run carries on from wherever the cluster then is.
 
 The duration is estimated as vm-plan's summary does (:func:`~vmtools.planner.schedule.
 estimate_seconds`): each migration takes a second plus its memory over ``--bandwidth``,

@@ -370,8 +370,9 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     def room(u: list[int]) -> int:
         """The destination of ``u``: an active host under --relief-target, else under
         --cpu-target, else the fullest empty one (the same as any), or -1."""
-        return next((d for c, a, e in ((opts.relief_fill, True, False), (opts.cpu_target, True,
-                     False), (opts.cpu_target, False, True))
+        tries = ((opts.relief_fill, True, False), (opts.cpu_target, True, False),
+                 (opts.cpu_target, False, True))      # (CPU fraction, active only, empty only)
+        return next((d for c, a, e in tries
                      if (d := _destination(load, u, h, avoid, c, opts.mem_target, a, e)) >= 0), -1)
 
     def take(u: list[int], dst: int) -> None:
