@@ -173,9 +173,10 @@ def test_a_cpu_hotspot_is_relieved_to_its_target():
 
 def test_a_relief_leaves_room_on_the_host_it_fills():
     # a is hot (7.6 of 8 CPUs); p3 (1.6 CPUs, the most relief per MiB) must leave. b (4.2
-    # of 8) would take it to 0.725, c (3.0 of 8) to 0.575: both stay under --cpu-target 0.8, and b is the fuller. With
-    # --relief-target's default 0.7 (0.1 below --cpu-target) b would be too full;
-    # the guest goes to c. Told --relief-target 0.8, the relief fills b as it used to.
+    # of 8) would take it to 0.725, c (3.0 of 8) to 0.575: both stay under --cpu-target 0.8,
+    # and b is the fuller. With --relief-target's default 0.7 (0.1 below --cpu-target) b
+    # would be too full; the guest goes to c. Told --relief-target 0.8, the relief fills b
+    # as it used to.
     s = snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)},
              {"p1": ("a", 3.0, 16), "p2": ("a", 3.0, 16), "p3": ("a", 1.6, 4),
               "q": ("b", 4.2, 4), "r": ("c", 3.0, 4)})
