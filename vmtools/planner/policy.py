@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from typing import Callable
 from dataclasses import dataclass, field
 
 from vmtools.planner import candidates as C
@@ -293,12 +294,9 @@ def _mend(inst: Instance, load: Load, opts: Options, deadline: Deadline, auto: A
     """The greedy repair (:mod:`vmtools.planner.mend`) as auto's repair step, its moves made
     on ``load``, each guest to the fullest host under the targets (as a relief's), else
     within capacity; None (nothing moved) when it cannot repair every broken rule."""
-    fracs = ((opts.cpu_target, opts.mem_target, True, False),
-             (opts.cpu_target, opts.mem_target, False, True), (1.0, 1.0, False, False))
-
-    def place(u: list[int], src: int, avoid: set[int]) -> int:
-        return next((d for c, m, a, e in fracs
-                     if (d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+    place = _placer(load, ((opts.cpu_target, opts.mem_target, True, False),
+                           (opts.cpu_target, opts.mem_target, False, True),
+                           (1.0, 1.0, False, False)))
     done = M.mend(inst, load, budget or Budget(None, None, None), place,
                   unit_of if unit_of is not None else H.unit_of(inst), deadline)
     if done.broken:
@@ -316,16 +314,20 @@ def repair_greedily(inst: Instance, opts: Options,
     repaired so."""
     load = Load(inst, inst.cur, inst.dem["cpu"])
     load.fracs = (opts.cpu_threshold, opts.mem_threshold)
-    fracs = [(*load.fracs, True, False), (*load.fracs, False, True), (1.0, 1.0, False, False)]
-
-    def place(u: list[int], src: int, avoid: set[int]) -> int:
-        return next((d for c, m, a, e in fracs
-                     if (d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+    place = _placer(load, ((*load.fracs, True, False), (*load.fracs, False, True),
+                           (1.0, 1.0, False, False)))
     done = M.mend(inst, load, Budget(None, None, None), place, H.unit_of(inst), deadline)
     return None if done.broken else (load.place, done.left)
 
 
 # --------------------------------------------------------------------------- relieve
+
+def _placer(load: Load, tries: tuple) -> Callable[[list[int], int, set[int]], int]:
+    """``place(unit, src, avoid)``: the first host :func:`_destination` finds, trying each
+    (CPU fraction, memory fraction, active only, empty only) of ``tries`` in turn, or -1."""
+    return lambda u, src, avoid: next((d for c, m, a, e in tries if (
+        d := _destination(load, u, src, avoid, c, m, a, e)) >= 0), -1)
+
 
 def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_frac: float,
                  mem_frac: float, active_only: bool, empty_only: bool = False) -> int:
@@ -367,13 +369,10 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
     too_big = None
     cpu_cap = cap["cpu"][h]
 
-    def room(u: list[int]) -> int:
-        """The destination of ``u``: an active host under --relief-target, else under
-        --cpu-target, else the fullest empty one (the same as any), or -1."""
-        tries = ((opts.relief_fill, True, False), (opts.cpu_target, True, False),
-                 (opts.cpu_target, False, True))      # (CPU fraction, active only, empty only)
-        return next((d for c, a, e in tries
-                     if (d := _destination(load, u, h, avoid, c, opts.mem_target, a, e)) >= 0), -1)
+    # an active host under --relief-target, else --cpu-target, else the fullest empty one
+    place = _placer(load, ((opts.relief_fill, opts.mem_target, True, False),
+                           (opts.cpu_target, opts.mem_target, True, False),
+                           (opts.cpu_target, opts.mem_target, False, True)))
 
     def take(u: list[int], dst: int) -> None:
         if load.last_use[h] > cpu_cap + EPS:        # over capacity now: this move ends it
@@ -391,7 +390,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
             if sum(load.last[v] for v in u) < need - EPS or \
                     budget.over([inst.dem["mem"][v] for v in u]) is not None:
                 continue
-            dst = room(u)
+            dst = place(u, h, avoid)
             tried_rooms = True
             if dst >= 0:
                 take(u, dst)
@@ -407,7 +406,7 @@ def _relieve(inst: Instance, load: Load, h: int, hot_dims: list[str], opts: Opti
             if over is not None:
                 too_big = too_big or over
                 continue
-            dst = room(u)
+            dst = place(u, h, avoid)
             tried_rooms = True
             if dst < 0:
                 continue
