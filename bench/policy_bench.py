@@ -8,7 +8,7 @@ target), until a run plans nothing. Reported: how many runs that took, the large
 migrations, GiB and estimated minutes against the budget of 20 / 50 GiB / 4 min), every run's
 planning seconds (wall clock and CPU: on a shared machine the wall clock says more about
 the neighbours), and the hosts reached; then the idle run at that fixpoint (the median of five),
-without and with ``--state`` (a state directory holding ``--demand-window``'s default of
+without and with ``--state`` (a state directory holding the default windows' worth of
 five-minute samples).
 ``--compare`` adds one ``--objective consolidate`` plan of the same cluster (the whole way in
 one run, as before).
@@ -83,7 +83,7 @@ def idle(snap, seed: int) -> list:
         plain_cpu.append(time.process_time() - c0)
         assert not plan.actions
     with tempfile.TemporaryDirectory() as state:
-        n = int(Options().demand_window // 5) + 1   # the default window of 5-minute samples
+        n = int(Options().history_window // 5) + 1  # the default windows of 5-minute samples
         base = time.time() - 300 * n
         for i in range(n):
             s = replace(snap, created=epoch_to_iso(base + 300 * i))

@@ -303,7 +303,8 @@ def test_out_of_time_the_overloads_are_left_as_time_limit_and_the_rules_still_re
     from vmtools.planner.budget import Budget
     from vmtools.planner.deadline import Deadline
     from vmtools.planner.instance import build_instance
-    from vmtools.planner.policy import Load, repair_greedily
+    from vmtools.planner.hostload import Load
+    from vmtools.planner.policy import repair_greedily
     snap = Snapshot(hosts=[Host(name=f"h{i}", cpu=8, mem_mib=16 * GIB) for i in range(4)],
                     vms=[VM(name="x", host="h0", cpu=0.5, mem_mib=9 * GIB),
                          VM(name="y", host="h0", cpu=0.5, mem_mib=9 * GIB),

@@ -317,6 +317,67 @@ def test_a_busy_hour_keeps_its_host_open_until_it_leaves_the_window(tmp_path):
     assert p.actions
 
 
+def test_consolidation_fills_a_host_only_under_both_windows():
+    from vmtools.model import VM, Host
+    from vmtools.planner.instance import build_instance
+    from vmtools.planner.hostload import Load
+    s = Snapshot(hosts=[Host(name="a", cpu=8, mem_mib=64 * GIB),
+                        Host(name="b", cpu=8, mem_mib=64 * GIB)],
+                 vms=[VM(name="x", host="a", cpu=1.0, mem_mib=GIB),
+                      VM(name="y", host="b", cpu=1.0, mem_mib=GIB)])
+    inst = build_instance(s, parse_rules([], s), cpu_limit=1.0)
+    x, b = inst.vms.index("x"), inst.hosts.index("b")
+    # six samples each, the newest three the demand window's: x was busy before
+    xs, ys = [7.0, 7.0, 7.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
+    load = Load(inst, inst.cur, [1.0, 1.0], [xs, ys] if x == 0 else [ys, xs], "max",
+                recent=3)
+    assert load.cpu(b, [x]) == pytest.approx(3.0)
+    assert load.cpu_all_along(b, [x]) == pytest.approx(7.0)
+    assert load.fits([x], b, 0.65, 1.0)              # hotspots, reliefs: 3 of 8 CPUs
+    with load.looking_back(0.8):                     # consolidation: 7 of 8 before
+        assert not load.fits([x], b, 0.65, 1.0)
+        assert load.cpu(b, [x]) == pytest.approx(3.0)
+    with load.looking_back(0.9):
+        assert load.fits([x], b, 0.65, 1.0)
+    assert load.fits([x], b, 0.65, 1.0)
+    # without older samples than the demand window's there is nothing more to judge
+    load = Load(inst, inst.cur, [1.0, 1.0], [xs[3:], ys[3:]], "max", recent=3)
+    with load.looking_back(0.1):
+        assert load.fits([x], b, 0.65, 1.0)
+
+
+def test_consolidation_looks_further_back_than_hotspots_and_reliefs(tmp_path):
+    # x was busy (4 of 8 CPUs) for half an hour, then quiet for 75 minutes: gone from a
+    # 60-minute demand window, still within --consolidate-window 240.
+    def at(minute: int, x: float, hot: bool = False) -> Snapshot:
+        guests = {"x": ("a", x, 4), "y": ("b", 3.0, 4)}
+        if hot:
+            guests.update({"z1": ("c", 3.8, 4), "z2": ("c", 3.8, 4)})
+        return timed(snap({"a": (8, 64), "b": (8, 64), "c": (8, 64)}, guests), minute)
+
+    def history(hot: bool = False) -> list[Snapshot]:
+        return [at(5 * i, 4.0, hot) for i in range(6)] + \
+            [at(35 + 5 * i, 0.5, hot) for i in range(15)]
+
+    def moves(p) -> list[tuple[str, str, str]]:
+        return [(a.vm, a.src, a.dst) for a in p.actions if a.op == "migrate"]
+
+    # y and x's busy half hour would have put either host over --cpu-target (7 of 8 CPUs)
+    p = run_with_state(tmp_path, history(), demand_window=60, consolidate_window=240)
+    assert moves(p) == [], "consolidation filled a host with room that opened only lately"
+    assert p.summary["demand"] == "max over 60 min (consolidation 240 min)"
+    (tmp_path / "vmtools.state").unlink()
+    p = run_with_state(tmp_path, history(), demand_window=60)        # the default: off
+    assert len(moves(p)) == 1 and moves(p)[0][0] in ("x", "y"), moves(p)
+    assert p.summary["demand"] == "max over 60 min"
+    # A hotspot is judged, and relieved, on the demand window: c (7.6 of 8) gives a guest to
+    # a, whose last hour leaves room under --relief-target (0.5 + 3.8 <= 5.6), though its
+    # busy half hour would not (4 + 3.8).
+    (tmp_path / "vmtools.state").unlink()
+    p = run_with_state(tmp_path, history(hot=True), demand_window=60, consolidate_window=240)
+    assert [(src, dst) for _, src, dst in moves(p)] == [("c", "a")], moves(p)
+
+
 # --------------------------------------------------------------------------- CLI
 
 def test_cli_defaults_to_auto_and_shows_why_in_table(tmp_path):

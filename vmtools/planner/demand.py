@@ -117,15 +117,20 @@ def planning(values: list[float], how: str, margin: float = 0.0) -> float:
 
 
 def estimates(samples: dict[str, list], snap: Snapshot, how: str,
-              margin: float = 0.0) -> dict[str, float]:
-    """Each guest's planning demand: the estimate over its samples (:func:`planning`),
-    never below its last sample (a plan must hold for the load the hosts carry now: the
-    replay checker counts it, and so do the guests)."""
+              margin: float = 0.0, since: float = -math.inf) -> dict[str, float]:
+    """Each guest's planning demand: the estimate over its samples taken at or after
+    ``since`` (:func:`planning`), never below its last sample (a plan must hold for the load
+    the hosts carry now: the replay checker counts it, and so do the guests)."""
     out = {}
     for vm in snap.vms:
-        rows = samples.get(vm.name) or [[0, vm.cpu]]
+        rows = [r for r in samples.get(vm.name, ()) if r[0] >= since] or [[0, vm.cpu]]
         out[vm.name] = max(vm.cpu, planning([r[1] for r in rows], how, margin))
     return out
+
+
+def recent(samples: dict[str, list], snap: Snapshot, since: float) -> int:
+    """How many of :func:`history`'s sample times are at or after ``since``."""
+    return len({r[0] for vm in snap.vms for r in samples.get(vm.name, ()) if r[0] >= since})
 
 
 def history(samples: dict[str, list], snap: Snapshot) -> dict[str, list[float]]:
@@ -146,3 +151,13 @@ def history(samples: dict[str, list], snap: Snapshot) -> dict[str, list[float]]:
             values.append(value)
         out[vm.name] = values
     return out
+
+
+def run_facts(samples: dict[str, list], snap: Snapshot, now: float, opts) -> dict:
+    """A run's facts (:class:`vmtools.planner.options.RunFacts`) from the CPU samples kept
+    (over ``opts.history_window``, --consolidate-window's when longer): each guest's planning
+    demand over --demand-window, every guest's samples aligned, and how many of the newest of
+    them are --demand-window's."""
+    since = now - opts.demand_window * 60
+    return {"cpu_estimate": estimates(samples, snap, opts.demand, opts.forecast, since),
+            "cpu_history": history(samples, snap), "cpu_recent": recent(samples, snap, since)}

@@ -108,7 +108,7 @@ def options_of(settings: Any) -> Options:
                    threads=s.threads, seed=s.seed, max_migrations=s.max_migrations,
                    max_moved_gib=s.max_moved, max_duration_min=s.max_duration,
                    demand=parse_demand(s.demand), demand_window=s.demand_window,
-                   forecast=s.forecast,
+                   consolidate_window=s.consolidate_window, forecast=s.forecast,
                    refuse_problems=s.refuse_problems, max_frozen=s.max_frozen, hold=s.hold,
                    cooldown=s.cooldown, settle=s.settle)
 

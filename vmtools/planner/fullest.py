@@ -157,7 +157,7 @@ class MostLeft:
 
 def target_room(load, h: int) -> tuple[float, float]:
     """What host ``h`` has left under auto's targets (``load.fracs``: CPU, memory), by the
-    first tests of :meth:`vmtools.planner.policy.Load.fits`: memory, and CPU in use now.
+    first tests of :meth:`vmtools.planner.hostload.Load.fits`: memory, and CPU in use now.
     Without targets: no bound."""
     if load.fracs is None:
         return _NONE

@@ -56,7 +56,7 @@ class Mended:
 
 
 def mend(inst: Instance, load, budget, place: Place, unit_of, deadline) -> Mended:
-    """Repair ``load``'s placement (auto's :class:`~vmtools.planner.policy.Load`, moved in
+    """Repair ``load``'s placement (auto's :class:`~vmtools.planner.hostload.Load`, moved in
     place) as the module says. With :attr:`Mended.broken` set, every move is undone."""
     out = Mended()
     origin = list(load.place)

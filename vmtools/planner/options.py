@@ -32,6 +32,9 @@ class RunFacts:
     hot_filter: set[str] | None = None                        # hosts allowed to count as hot
     cpu_estimate: dict[str, float] | None = None              # guest -> planning CPU demand
     cpu_history: dict[str, list[float]] | None = None         # guest -> window's samples
+    # how many of cpu_history's newest samples lie within --demand-window (None: all); the
+    # older ones are there for auto's consolidation alone (--consolidate-window)
+    cpu_recent: int | None = None
     recent_left: dict[str, str] = field(default_factory=dict)  # guest -> host left < 1 h ago
     known_sizes: dict[str, int] = field(default_factory=dict)  # guest -> last MiB seen
     # auto: guests seen to move less than --settle minutes ago, which consolidation leaves
@@ -80,6 +83,9 @@ class Options:
     max_duration_min: float | None = 4.0
     demand: str = "max"
     demand_window: float = 120.0
+    # auto's consolidation keeps hosts under --cpu-target over this many minutes too (None:
+    # --demand-window, off; never fewer): bench/README.md, "Looking further back"
+    consolidate_window: float | None = None
     forecast: float = 0.0              # --forecast: margin of errors over the EWMA (0: off)
     # with --state: hotspot persistence, cooldown and settling (minutes)
     hold: float = 0.0
@@ -112,6 +118,11 @@ class Options:
         """Where auto's reliefs look first (``--relief-target``; :func:`under_cpu_target`, by
         default :data:`RELIEF_ROOM` below --cpu-target)."""
         return under_cpu_target(self.relief_target, self.cpu_target, RELIEF_ROOM)
+
+    @property
+    def history_window(self) -> float:
+        """How many minutes of samples the state keeps: the longer of the two windows."""
+        return max(self.demand_window, self.consolidate_window or 0.0)
 
     facts: RunFacts = field(default_factory=RunFacts)
 

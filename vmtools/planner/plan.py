@@ -228,6 +228,8 @@ def _summary(snap: Snapshot, inst: Instance, out: Outcome, auto, know: Knowledge
                                        ) if know.frozen else []   # (two passes over the guests)
     if opts.facts.cpu_estimate is not None:
         summary["demand"] = f"{opts.demand} over {opts.demand_window:g} min" + (
+            f" (consolidation {opts.history_window:g} min)" if opts.objective == "auto"
+            and opts.history_window > opts.demand_window else "") + (
             f", forecast {opts.forecast:g}" if opts.forecast else "")
     return summary
 
@@ -455,10 +457,9 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
             samples: dict[str, list] = {}
             now = st.snapshot_time(snap)
             dm.merge(samples, snap.samples)
-            dm.record(samples, snap, now, opts.demand_window)
-            opts = replace(opts, facts=replace(
-                opts.facts, cpu_estimate=dm.estimates(samples, snap, opts.demand, opts.forecast),
-                cpu_history=dm.history(samples, snap)))
+            dm.record(samples, snap, now, opts.history_window)
+            facts = dm.run_facts(samples, snap, now, opts)
+            opts = replace(opts, facts=replace(opts.facts, **facts))
         return plan_it(snap, opts)
     memory, pstate = state.plan, state.power
     now = st.snapshot_time(snap)
@@ -480,7 +481,7 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
     st.observe_moves(memory, snap, now)
     memory.placement.update(keep)
     dm.merge(memory.samples, snap.samples)
-    dm.record(memory.samples, snap, now, opts.demand_window)
+    dm.record(memory.samples, snap, now, opts.history_window)
     persistent = st.persistent_hotspots(memory, now, window, opts.hold)
     if opts.objective == "auto":
         # CPU demand over capacity now goes unserved: auto relieves it at once (and --power
@@ -494,7 +495,6 @@ def plan_with_memory(snap: Snapshot, cons: Constraints, opts: Options, state,
         settling_vms=st.cooling(memory, now, settle),
         moved_ago={v: (now - t) / 60 for v, t in memory.moved.items()
                    if now - t < max(cooldown, settle) * 60},
-        cpu_estimate=dm.estimates(memory.samples, snap, opts.demand, opts.forecast),
-        cpu_history=dm.history(memory.samples, snap),
-        recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES), known_sizes=known_sizes)
+        recent_left=st.recently_left(memory, now, NO_RETURN_MINUTES), known_sizes=known_sizes,
+        **dm.run_facts(memory.samples, snap, now, opts))
     return plan_it(snap, replace(opts, facts=facts))

@@ -17,8 +17,10 @@ the other on the placement the earlier ones leave:
    ``opts.facts.host_cost``, the hosts that draw most first), their guests best-fit onto the
    other active hosts under ``--consolidate-target`` (below ``--cpu-target``: a hysteresis
    band, so a host consolidation fills has room to grow before a relief must empty part of
-   it) and ``--mem-target``, never onto a host this run's reliefs opened (that would trade
-   one host for another at the price of the guests moved). A host is emptied only when all
+   it) and ``--mem-target`` (with ``--consolidate-window``, and under ``--cpu-target`` over
+   that longer window than the ``--demand-window`` hotspots and reliefs look at), never onto
+   a host this run's reliefs opened (that would trade one host for another at the price of
+   the guests moved). A host is emptied only when all
    its guests fit; never half. A guest that no active host has the memory for may go where
    one smaller guest is moved aside to a third active host (memory fragmented by guests of
    unequal sizes; :func:`_make_room`); the step's moves include that one.
@@ -38,16 +40,16 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Callable
 from dataclasses import dataclass, field
+from typing import Callable
 
 from vmtools.planner import candidates as C
 from vmtools.planner import heuristics as H
 from vmtools.planner import mend as M
 from vmtools.planner.budget import Budget, Step, choose, fit_duration, unlimited
 from vmtools.planner.deadline import Deadline
-from vmtools.planner.demand import planning
-from vmtools.planner.fullest import FullestFirst, MostLeft, target_room
+from vmtools.planner.fullest import MostLeft
+from vmtools.planner.hostload import Load
 from vmtools.planner.instance import Instance, diagnose, violations
 from vmtools.rules.load import FRACTION_EPS
 from vmtools.planner.options import Options
@@ -71,137 +73,6 @@ class Auto:
     repair_left: list[dict] = field(default_factory=list)   # overloads the greedy repair left
     solve_seconds: float = 0.0
     left: list[dict] = field(default_factory=list)    # active hosts not emptied, and why
-
-
-class Load:
-    """Per-host use while steps are planned; fit tests against the targets.
-
-    With ``series`` (each guest's CPU samples over the demand window, aligned in time), a
-    host's CPU demand is the statistic ``how`` of its guests' *summed* samples, never below
-    what they use now: guests whose peaks come at different times share headroom, and a
-    host is only as full as the window says it was; with ``margin`` (``--forecast``) at
-    least the forecast of the summed samples' next interval, so guests whose swings coincide
-    need the headroom of their joint swing. Without it, a host's CPU demand is the sum of its
-    guests' planning demands."""
-
-    def __init__(self, inst: Instance, placement: list[int], last_cpu: list[float],
-                 series: list[list[float]] | None = None, how: str = "max",
-                 margin: float = 0.0):
-        self.inst = inst
-        self.place = list(placement)
-        self.last = last_cpu
-        self.series = series
-        self.how = how
-        self.margin = margin
-        n = inst.n_hosts
-        self.use = {d: [0.0] * n for d in inst.dims}
-        self.sums = [[0.0] * len(series[0]) for _ in range(n)] if series else None
-        self.cached: dict[int, float] = {}
-        self.recent_left: dict[str, str] = {}
-        self.host_index = {name: i for i, name in enumerate(inst.hosts)}
-        self.last_use = [0.0] * n
-        self.count = [0] * n
-        self.on: list[set[int]] = [set() for _ in range(n)]
-        self.fracs: tuple[float, float] | None = None     # auto's targets (CPU, memory)
-        self.most: tuple | None = None      # consolidation's most room left (_no_room)
-        self.fullest = FullestFirst(n, lambda h: (self.count[h] == 0, -max(self.util(h)),
-                                                  inst.hosts[h], h), lambda h: target_room(self, h))
-        self._fill()
-        self.spread_of: dict[int, list[int]] = {}
-        for gi, group in enumerate(inst.spread):
-            for v in group:
-                self.spread_of.setdefault(v, []).append(gi)
-
-    def _fill(self) -> None:
-        """Every guest added where it is, as :meth:`_add` adds them one by one (the same
-        sums, in the same order), without a call per guest."""
-        for d in self.inst.dims:
-            use, dem = self.use[d], self.inst.dem[d]
-            for v, h in enumerate(self.place):
-                use[h] += dem[v]
-        last_use, last, count, on = self.last_use, self.last, self.count, self.on
-        for v, h in enumerate(self.place):
-            last_use[h] += last[v]
-            count[h] += 1
-            on[h].add(v)
-        if self.sums is not None:
-            for v, h in enumerate(self.place):
-                row = self.sums[h]
-                for i, x in enumerate(self.series[v]):
-                    row[i] += x
-
-    def _add(self, v: int, h: int, sign: int = 1) -> None:
-        for d in self.inst.dims:
-            self.use[d][h] += sign * self.inst.dem[d][v]
-        self.last_use[h] += sign * self.last[v]
-        self.cached.pop(h, None)
-        if self.sums is not None:
-            row = self.sums[h]
-            for i, x in enumerate(self.series[v]):
-                row[i] += sign * x
-        self.count[h] += sign
-        (self.on[h].add if sign > 0 else self.on[h].discard)(v)
-        self.fullest.touch(h)
-        if self.most is not None:
-            for m in self.most:
-                m.touch(h)
-
-    def move(self, v: int, h: int) -> None:
-        self._add(v, self.place[v], -1)
-        self.place[v] = h
-        self._add(v, h)
-
-    def cpu(self, h: int, unit: list[int] = ()) -> float:
-        """CPU demand of host ``h`` (with ``unit`` added)."""
-        if self.sums is None:
-            return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
-        if not unit:
-            if h not in self.cached:
-                self.cached[h] = max(planning(self.sums[h], self.how, self.margin),
-                                     self.last_use[h])
-            return self.cached[h]
-        row = list(self.sums[h])
-        for v in unit:
-            for i, x in enumerate(self.series[v]):
-                row[i] += x
-        return max(planning(row, self.how, self.margin),
-                   self.last_use[h] + sum(self.last[v] for v in unit))
-
-    def util(self, h: int) -> tuple[float, float]:
-        cap = self.inst.hard_cap
-        return (_ratio(self.cpu(h), cap["cpu"][h]), _ratio(self.use["mem"][h], cap["mem"][h]))
-
-    def totals(self, unit: list[int]) -> tuple[float, float, float]:
-        """What ``unit`` adds to a host: (CPU now, memory, network)."""
-        dem = self.inst.dem
-        return (sum(self.last[v] for v in unit), sum(dem["mem"][v] for v in unit),
-                sum(dem["net"][v] for v in unit) if "net" in dem else 0.0)
-
-    def fits(self, unit: list[int], h: int, cpu_frac: float, mem_frac: float,
-             totals: tuple[float, float, float] | None = None) -> bool:
-        inst = self.inst
-        if self.count[h] + len(unit) > inst.count_cap[h]:
-            return False
-        for v in unit:
-            if h not in inst.allowed_set(v):
-                return False
-        cap = inst.hard_cap
-        last, mem, net = totals or self.totals(unit)
-        if self.last_use[h] + last > cpu_frac * cap["cpu"][h] + EPS:
-            return False          # the window's demand is never below the use now
-        if self.use["mem"][h] + mem > min(mem_frac * cap["mem"][h], inst.cap["mem"][h]) + EPS:
-            return False
-        if net and self.use["net"][h] + net > inst.cap["net"][h] + EPS:
-            return False
-        for v in unit:
-            for g in self.spread_of.get(v, ()):
-                if any(p in self.on[h] for p in inst.spread[g] if p != v):
-                    return False
-        return self.cpu(h, unit) <= cpu_frac * cap["cpu"][h] + EPS
-
-
-def _ratio(use: float, cap: float) -> float:
-    return use / cap if cap > 0 else (math.inf if use > 0 else 0.0)
 
 
 def _pct(x: float) -> str:
@@ -332,7 +203,7 @@ def _placer(load: Load, tries: tuple) -> Callable[[list[int], int, set[int]], in
 def _destination(load: Load, unit: list[int], src: int, avoid: set[int], cpu_frac: float,
                  mem_frac: float, active_only: bool, empty_only: bool = False) -> int:
     """The fullest host (by its worse dimension) that takes ``unit`` under the targets: the
-    first that fits, fullest first (``empty_only``: of the empty hosts; :class:`FullestFirst`)."""
+    first that fits, fullest first (``empty_only``: of the empty hosts; :class:`~vmtools.planner.fullest.FullestFirst`)."""
     inst = load.inst
     totals = load.totals(unit)
     # Never back to a host a guest left within the hour (the state's record): no ping-pong.
@@ -646,7 +517,8 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     ``opts.facts.hot_filter``: the hotspots persistent enough to act on (None: all)."""
     deadline = Deadline.of(deadline)
     auto = Auto()
-    load = Load(inst, inst.cur, last_cpu, series, opts.demand, opts.forecast)
+    load = Load(inst, inst.cur, last_cpu, series, opts.demand, opts.forecast,
+                opts.facts.cpu_recent)
     load.recent_left = opts.facts.recent_left or {}
     load.fracs = (opts.cpu_target, opts.mem_target)
     unit_of = H.unit_of(inst)
@@ -663,8 +535,9 @@ def plan_steps(inst: Instance, last_cpu: list[float], opts: Options, deadline: D
     # A host this run's repair or reliefs opened takes no consolidation: emptying another
     # host onto it trades one host for another at the price of every guest moved.
     opened = {h for h in empty_before if load.count[h] > 0}
-    _consolidate_hosts(inst, load, opts, deadline, budget, auto, unit_of, touched, hot_hosts,
-                       opened)
+    with load.looking_back(opts.cpu_target):
+        _consolidate_hosts(inst, load, opts, deadline, budget, auto, unit_of, touched,
+                           hot_hosts, opened)
     return auto
 
 

@@ -196,6 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
             range_text="must be more than 0", help=(
                 "With --state or a snapshot's samples: how far back --demand looks (chosen "
                 "from replays: see vm-plan(1)).")),
+    Setting("consolidate_window", None, optional=True, lo=0.0, lo_open=True, metavar="MINUTES",
+            range_text="must be more than 0", shown_default="--demand-window", help=(
+                "With --state or a snapshot's samples: auto's consolidation fills a host only "
+                "where --demand of its guests summed over this many minutes also stays under "
+                "--cpu-target (over --demand-window: under --consolidate-target), so it does "
+                "not fill a host whose room opened only lately; hotspots and reliefs look back "
+                "--demand-window. Default: --demand-window, off (replays: see vm-plan(1)).")),
     Setting("forecast", 0.0, lo=0.0, hi=10.0, metavar="K",
             range_text="expected 0 (off) to 10", help=(
                 "With --state or a snapshot's samples: also plan on the forecast of the next "
