@@ -366,6 +366,13 @@ def test_consolidation_looks_further_back_than_hotspots_and_reliefs(tmp_path):
     p = run_with_state(tmp_path, history(), demand_window=60, consolidate_window=240)
     assert moves(p) == [], "consolidation filled a host with room that opened only lately"
     assert p.summary["demand"] == "max over 60 min (consolidation 240 min)"
+    # why each host was not emptied says so: the demand window's room alone would do
+    why = {e["host"]: e["why"] for e in p.summary["consolidation"]["left"]}
+    assert why["a"] == ("x fits on no other active host under --consolidate-target 0.65 / "
+                        "--mem-target 0.9: it needs 0.50 CPUs and 4.0 GiB; the most left is "
+                        "2.20 CPUs (b) and 53.6 GiB (b), but with it a host with that room "
+                        "would have gone over --cpu-target 0.8 in the last 240 min "
+                        "(--consolidate-window)"), why
     (tmp_path / "vmtools.state").unlink()
     p = run_with_state(tmp_path, history(), demand_window=60)        # the default: off
     assert len(moves(p)) == 1 and moves(p)[0][0] in ("x", "y"), moves(p)

@@ -373,6 +373,10 @@ def _no_room(inst: Instance, load: Load, u: list[int], h: int, avoid: set[int],
     if best_cpu is not None:
         text += (f"; the most left is {max(best_cpu[0], 0):.2f} CPUs ({inst.hosts[best_cpu[1]]})"
                  f" and {max(best_mem[0], 0) / 1024:.1f} GiB ({inst.hosts[best_mem[1]]})")
+        if load.whole is not None and best_cpu[0] >= need_cpu - EPS and best_mem[0] >= mem - EPS:
+            text += (f", but with it a host with that room would have gone over --cpu-target "
+                     f"{load.whole:g} in the last {opts.history_window:g} min "
+                     f"(--consolidate-window)")
     return text
 
 
