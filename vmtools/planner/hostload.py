@@ -105,22 +105,23 @@ class Load:
             if h not in self.cached:
                 self.cached[h] = max(self._planning(self.sums[h]), self.last_use[h])
             return self.cached[h]
+        return max(self._planning(self._row(h, unit)),
+                   self.last_use[h] + sum(self.last[v] for v in unit))
+
+    def _row(self, h: int, unit: list[int]) -> list[float]:
+        """Host ``h``'s summed samples with ``unit`` added."""
         row = list(self.sums[h])
         for v in unit:
             for i, x in enumerate(self.series[v]):
                 row[i] += x
-        return max(self._planning(row), self.last_use[h] + sum(self.last[v] for v in unit))
+        return row
 
     def _planning(self, row: list[float]) -> float:
         return planning(row[-self.recent:] if self.recent else row, self.how, self.margin)
 
     def cpu_all_along(self, h: int, unit: list[int]) -> float:
         """CPU demand of host ``h`` with ``unit`` added over the whole series."""
-        row = list(self.sums[h])
-        for v in unit:
-            for i, x in enumerate(self.series[v]):
-                row[i] += x
-        return planning(row, self.how, self.margin)
+        return planning(self._row(h, unit), self.how, self.margin)
 
     @contextmanager
     def looking_back(self, fraction: float) -> Iterator[None]:

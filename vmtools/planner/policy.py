@@ -17,8 +17,8 @@ the other on the placement the earlier ones leave:
    ``opts.facts.host_cost``, the hosts that draw most first), their guests best-fit onto the
    other active hosts under ``--consolidate-target`` (below ``--cpu-target``: a hysteresis
    band, so a host consolidation fills has room to grow before a relief must empty part of
-   it) and ``--mem-target`` (with ``--consolidate-window``, and under ``--cpu-target`` over
-   that longer window than the ``--demand-window`` hotspots and reliefs look at), never onto
+   it) and ``--mem-target`` (with ``--consolidate-window``, also under ``--cpu-target`` over
+   that window, longer than the ``--demand-window`` hotspots and reliefs look at), never onto
    a host this run's reliefs opened (that would trade one host for another at the price of
    the guests moved). A host is emptied only when all
    its guests fit; never half. A guest that no active host has the memory for may go where
