@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _OWN_BASETEMP = pytest.StashKey[str]()
+ROOT_PREFIX = "vmtools-pytest-"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -25,10 +27,13 @@ def pytest_configure(config):
     under the test's tmp_path. pytest makes ``/tmp/pytest-of-<user>`` private again (0700)
     whenever another pytest session starts on the machine, which cut a running session's SSH
     labs off mid-test ("xm: Permission denied", "Authentication failed"). A directory outside
-    that root is left alone. It is removed when the session passes, kept (and named) when not.
+    that root is left alone. It is removed when the session passes, kept (and named) when
+    not, and then removed by a later session once it is a day old.
     """
     if config.option.basetemp is None:
-        config.option.basetemp = tempfile.mkdtemp(prefix="vmtools-pytest-")
+        if not hasattr(config, "workerinput"):
+            _remove_old_roots()
+        config.option.basetemp = tempfile.mkdtemp(prefix=ROOT_PREFIX)
         config.stash[_OWN_BASETEMP] = config.option.basetemp
     # Commands a test runs without a state directory of its own (vm-apply's journal and
     # ledger) write under the session's root, never the machine's /var/lib/vmtools.
@@ -39,6 +44,22 @@ def pytest_configure(config):
         os.environ["VMTOOLS_STATE_DIR"] = str(state)
     if not hasattr(config, "workerinput"):
         _compile_package()
+
+
+def _remove_old_roots(days: float = 1.0) -> None:
+    """Remove the roots a failed session kept (named at its end) once they are a day old.
+
+    A failed full run kept 6 GB (the labs' gmetad archives, before the lab kept fewer), and
+    the roots of failed or killed sessions piled up until /tmp was full and every test failed
+    with "No space left on device". A root touched in the last day may be a running
+    session's: it stays."""
+    cutoff = time.time() - days * 86400
+    for path in Path(tempfile.gettempdir()).glob(ROOT_PREFIX + "*"):
+        try:
+            if path.is_dir() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _compile_package() -> None:

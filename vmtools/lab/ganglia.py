@@ -156,6 +156,10 @@ class GangliaLab:
             f"interactive_port {self.interactive_port}\n"
             "server_threads 2\n"
             f'rrd_rootdir "{self.dir / "rrds"}"\n'
+            # gmetad's own archives keep a year (630 KB per metric, 250 MB for a lab of
+            # four Domain-0s); a lab keeps each step for 1.6 h at the lab's step and a
+            # minute's average for a day (58 KB per metric), all vm-replay --rrd reads of it
+            f'RRAs "RRA:AVERAGE:0.5:1:5856" "RRA:AVERAGE:0.5:{max(1, 60 // self.step)}:1440"\n'
             "case_sensitive_hostnames 1\n")
 
     def start_gmond(self) -> None:
