@@ -1,5 +1,7 @@
 """A lower bound on the first day's energy of any policy allowed at most M migrations, on
-replay_bench's CPU-bound PlanetLab days (guests dealt round all 800 hosts).
+replay_bench's PlanetLab days (guests dealt round all 800 hosts), CPU-bound (``--variant cpu``) or
+CloudSim's memory-bound set-up (``--variant cloudsim``: the bound ignores every host's capacity,
+so it holds there too).
 
 Under vm-replay's rules a host stops drawing only once every guest has left it (one migration
 each, holding one of vm-apply's two slots for ``migration_seconds``) and its power-off has held
@@ -25,9 +27,14 @@ from vmtools.replay.engine import SimOptions  # noqa: E402
 from vmtools.rules.load import migration_seconds  # noqa: E402
 
 
-def bound(day: str, most: int, slots: int = 2, keep: int = 40) -> tuple[int, float]:
+#: thr-mmt's first day on 2011-03-03 (migrations, kWh), from replay_bench's tables in README.md
+THR_MMT_20110303 = {"cpu": (5774, 480.99), "cloudsim": (702, 907.40)}
+
+
+def bound(day: str, most: int, slots: int = 2, keep: int = 40,
+          variant: str = "cpu") -> tuple[int, float]:
     """(hosts switched off, kWh at least) with at most ``most`` migrations on ``day``."""
-    trace = rb.build("cpu", 288, day)
+    trace = rb.build(variant, 288, day)
     on = collections.defaultdict(list)
     for vm, host in trace.placement.items():
         on[host].append(trace.samples[0].vms[vm].mem_mib)
@@ -55,17 +62,24 @@ def bound(day: str, most: int, slots: int = 2, keep: int = 40) -> tuple[int, flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--day", default="20110303")
-    ap.add_argument("--thr-migrations", type=int, default=5774,
-                    help="thr-mmt's first-day migrations (2011-03-03: 5,774)")
-    ap.add_argument("--thr-kwh", type=float, default=480.99,
-                    help="thr-mmt's first-day kWh (2011-03-03: 480.99)")
+    ap.add_argument("--variant", default="cpu", choices=sorted(THR_MMT_20110303))
+    ap.add_argument("--thr-migrations", type=int,
+                    help="thr-mmt's first-day migrations (2011-03-03: 5,774 CPU-bound, "
+                    "702 memory-bound)")
+    ap.add_argument("--thr-kwh", type=float,
+                    help="thr-mmt's first-day kWh (2011-03-03: 480.99 CPU-bound, "
+                    "907.40 memory-bound)")
     a = ap.parse_args()
+    if a.thr_migrations is None or a.thr_kwh is None:
+        if a.day != "20110303":
+            ap.error("--thr-migrations and --thr-kwh are needed with another --day")
+        a.thr_migrations, a.thr_kwh = THR_MMT_20110303[a.variant]
     cap = a.thr_migrations // 10
-    off, kwh = bound(a.day, cap)
+    off, kwh = bound(a.day, cap, variant=a.variant)
     print(f"{a.day}: at most {cap} migrations: at most {off} hosts off, at least {kwh:.1f} kWh "
           f"(thr-mmt {a.thr_kwh:g})")
-    for most in range(cap, 2000, 10):
-        off, kwh = bound(a.day, most)
+    for most in range(cap, len(rb.load_traces(a.day)) + 10, 10):
+        off, kwh = bound(a.day, most, variant=a.variant)
         if kwh <= a.thr_kwh:
             print(f"  the fewest migrations whose bound is within thr-mmt's energy: about {most} "
                   f"({most / a.thr_migrations:.1%} of its), {off} hosts off, {kwh:.1f} kWh")
