@@ -22,7 +22,7 @@ What it decides, on top of the placement the objective chose:
   default 1: one host's failure can be absorbed). Hungriest hosts first.
 * **frugal hosts** (``--power-model``): after consolidation, the guests of a host that draws
   more than an empty online host would for the same load move there whole, when that saves
-  at least ``MIN_SAVING_W`` watts.
+  at least ``MIN_SAVING_W`` watts and the host has as much of what binds.
 
 Every decision (and every host kept on by a limit) goes in ``--explain`` with its reason.
 """
@@ -176,7 +176,7 @@ def _power_plan(snap: Snapshot, prepared: Snapshot, notes: dict[str, str], state
             h.name: eff(h) for h in prepared.hosts if h.state == "online"}))
     plan, trial, woken = _wake(prepared, state, cons, opts, popts, eff, make_plan)
     if popts.model is not None and opts.objective in ("consolidate", "auto"):
-        plan = _prefer_frugal(plan, trial, cons, opts, popts, notes)
+        plan = _prefer_frugal(plan, trial, cons, opts, popts, notes, eff.memory_binds)
 
     # Woken hosts that neither receive a guest nor hold the reserve go back to sleep.
     receiving = {a.dst for a in plan.actions}
@@ -401,9 +401,18 @@ def _total_watts(snap: Snapshot, placement: dict[str, str], popts: PowerOptions,
 
 
 def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: PowerOptions,
-                   notes: dict[str, str]) -> Plan:
+                   notes: dict[str, str], memory_binds: bool) -> Plan:
     """Move the whole guest set of a hungry host onto an empty online host that would draw
-    less for it (same rules, same capacity limits); re-order the moves."""
+    less for it (same rules, same capacity limits) and has as much of what binds (memory
+    or CPU, :func:`_frugality`); re-order the moves.
+
+    A smaller host draws less for the same load, but a cluster that trades its big hosts'
+    capacity for that needs more hosts for its guests: where CPU binds, moving a G5's guests
+    onto an empty G4 (CloudSim's ML110s) took 3 % more energy on the PlanetLab replay's
+    first day and 6 % on the second than not moving them (bench/README.md)."""
+    def binding(x: Host) -> float:
+        return x.mem_mib * cons.mem_factor(x.name) if memory_binds else \
+            x.cpu * cons.cpu_factor(x.name)
     from vmtools.planner.schedule import estimate_seconds, order_moves
     target = dict(plan.placement)
     vms = {v.name: v for v in trial.vms}
@@ -432,7 +441,7 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: Powe
         recent = opts.facts.recent_left
         left = {recent.get(g) for g in guests} if recent else set()
         for e in empty:
-            if e.name in left:
+            if e.name in left or binding(e) < binding(h) - FRACTION_EPS:
                 continue
             if cpu > e.cpu * cons.cpu_factor(e.name) * fill + FRACTION_EPS or \
                     mem > e.mem_mib * cons.mem_factor(e.name) or \
