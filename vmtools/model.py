@@ -468,6 +468,10 @@ class Snapshot:
             out["stopped"] = [dict(e) for e in self.stopped]
         return out
 
+    def guest_hosts(self) -> dict[str, str]:
+        """Each running guest's name -> the name of the host it runs on (a new dict)."""
+        return {v.name: v.host for v in self.vms}
+
     def host(self, name: str) -> Host:
         for h in self.hosts:
             if h.name == name:

@@ -36,7 +36,7 @@ def snapshot_of(state: ClusterState, migration: str | dict[str, str] = "xen",
 
 def plan_of(snapshot: Snapshot, moves: list[tuple], **kw) -> Plan:
     """A plan from ``[(vm, dst), (vm, dst, [after ids]), ...]``; ids count from 1."""
-    where = {v.name: v.host for v in snapshot.vms}
+    where = snapshot.guest_hosts()
     mem = {v.name: v.mem_mib for v in snapshot.vms}
     actions = []
     for i, move in enumerate(moves, 1):

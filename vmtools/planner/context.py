@@ -135,7 +135,7 @@ def _resume(snap: Snapshot, cons: Constraints, waiting: list[dict], settings: Sw
     woken: list[str] = []
     search = _Search(snap, cons, [], awake, settings.cpu_target, 1.0, False, float("inf"))
     actions: list[Action] = []
-    placement = {v.name: v.host for v in snap.vms}
+    placement = snap.guest_hosts()
     for e in waiting:
         if demand + e["cpu"] > goal + EPS:
             break                         # most important first: no one overtakes

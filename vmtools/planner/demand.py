@@ -17,6 +17,7 @@ import re
 
 from vmtools.errors import OptionError
 from vmtools.model import Snapshot
+from vmtools.planner.options import Options
 
 DEMANDS = "last, mean, max or pNN (1 <= NN <= 99)"
 
@@ -153,7 +154,7 @@ def history(samples: dict[str, list], snap: Snapshot) -> dict[str, list[float]]:
     return out
 
 
-def run_facts(samples: dict[str, list], snap: Snapshot, now: float, opts) -> dict:
+def run_facts(samples: dict[str, list], snap: Snapshot, now: float, opts: Options) -> dict:
     """A run's facts (:class:`vmtools.planner.options.RunFacts`) from the CPU samples kept
     (over ``opts.history_window``, --consolidate-window's when longer): each guest's planning
     demand over --demand-window, every guest's samples aligned, and how many of the newest of

@@ -36,7 +36,7 @@ def note_domains(plan: Plan, cross_domain: bool, cons: Constraints | None = None
     if cross_domain:
         plan.summary["cross_domain"] = True
     frozen = assess(origin).frozen
-    before = {v.name: v.host for v in origin.vms}
+    before = origin.guest_hosts()
     out: dict[str, dict] = {}
     for name in sorted(names):
         hosts = [h for h, d in domain.items() if d == name]

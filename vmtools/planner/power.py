@@ -381,9 +381,8 @@ def _with_power_actions(plan: Plan, prepared: Snapshot, actions: list[Action],
     summary["hosts_standby"] = sorted({h.name for h in prepared.hosts if h.state == "standby"}
                                       - set(woken) | set(off))
     if popts.model is not None:
-        summary["watts_before"] = round(_total_watts(prepared, {v.name: v.host for v in
-                                                                 prepared.vms}, popts, opts,
-                                                     set()), 1)
+        summary["watts_before"] = round(_total_watts(prepared, prepared.guest_hosts(), popts,
+                                                     opts, set()), 1)
         summary["watts_after"] = round(_total_watts(prepared, target, popts, opts,
                                                     set(off)), 1)
     return replace(plan, origin=prepared, actions=all_actions, summary=summary,

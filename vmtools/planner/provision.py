@@ -55,7 +55,7 @@ def parse_guests(obj, snap: Snapshot) -> tuple[list[NewGuest], list[dict]]:
     snapshot). DataError naming the JSON path of what is wrong, or of a guest that runs
     already."""
     r = check_envelope(obj, GUESTS_FORMAT)
-    running = {v.name: v.host for v in snap.vms}
+    running = snap.guest_hosts()
     guests: list[NewGuest] = []
     seen: set[str] = set()
     items = r.list("guests")
@@ -131,7 +131,7 @@ class _Search:
                 f["cpu"] -= v.cpu
                 f["net"] -= v.net_mbps or 0.0
                 f["count"] -= 1
-        self.where = {v.name: v.host for v in snap.vms}
+        self.where = snap.guest_hosts()
         self.nodes = 0
         # per spread and gather rule, the hosts its guests are on (guest counts), so that a
         # check is a lookup, not a walk over the group
@@ -270,7 +270,7 @@ def add_plan(snap: Snapshot, cons: Constraints, guests: list[NewGuest], objectiv
         actions.append(Action.power(len(actions) + 1, "power-on", h,
                                     reason=f"provision: room for the new guests on {h}"))
         power_id[h] = actions[-1].id
-    placement = {v.name: v.host for v in snap.vms}
+    placement = snap.guest_hosts()
     for g in sorted(guests, key=lambda g: g.name):
         h = found.where[g.name]
         placement[g.name] = h

@@ -34,7 +34,7 @@ def order_moves(snap: Snapshot, cons: Constraints, target: dict[str, str],
     lets a waiting move in (neither rule always succeeds where the other does: a cluster
     full to the last unit with one spare host, bench/vectorpack's class9_500_3_5, needs the
     second)."""
-    where = {v.name: v.host for v in snap.vms}
+    where = snap.guest_hosts()
     if target.items() <= where.items():
         return [], 0                    # nothing moves (an idle run): nothing to order
     try:
@@ -55,7 +55,7 @@ def _order_moves(snap, cons, target, reasons, frozen_hosts, priority,
     online = {h.name for h in snap.hosts if h.state == "online"}
     use, limit = host_limits(snap, cons)
     dem = {v.name: demand(v) for v in snap.vms}
-    where = {v.name: v.host for v in snap.vms}
+    where = snap.guest_hosts()
     pending = {v: h for v, h in target.items() if where[v] != h}
     peers = _spread_peers(cons)
     inflight_to: dict[str, set[str]] = {}            # host -> guests arriving this round

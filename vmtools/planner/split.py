@@ -245,7 +245,7 @@ def merge(snap: Snapshot, cons: Constraints, opts: Options, parts: list[Part],
           results: dict[int, PartResult], bounds: dict[str, int], seconds: float,
           jobs: int) -> Plan:
     """One plan from the parts' (a part not planned stays as it is), checked whole."""
-    placement = {v.name: v.host for v in snap.vms}
+    placement = snap.guest_hosts()
     actions: list[Action] = []
     explain: dict | None = {} if opts.explain else None
     status = "optimal"

@@ -66,7 +66,7 @@ def observe_moves(state: State, snap: Snapshot, now: float) -> None:
         if before is not None and before != vm.host:
             state.moved[vm.name] = now
             state.left[vm.name] = [before, now]
-    state.placement = {vm.name: vm.host for vm in snap.vms}
+    state.placement = snap.guest_hosts()
     horizon = now - 7 * 86400
     state.moved = {v: t for v, t in state.moved.items() if t >= horizon}
     state.left = {v: x for v, x in state.left.items() if x[1] >= now - 86400}

@@ -101,13 +101,13 @@ def read_snapshots(paths: list[str]) -> Trace:
         listed = {v.name for v in snap.vms}
         samples.append(Sample(when, {v.name: Demand(v.cpu, v.mem_mib, v.net_mbps, v.vcpus)
                                      for v in snap.vms},
-                              {v.name: v.host for v in snap.vms}, list(snap.problems),
+                              snap.guest_hosts(), list(snap.problems),
                               {p.vm for p in snap.problems if p.vm and p.vm not in listed},
                               file=path))
     host_list = [Host(name=h.name, cluster=h.cluster, cpu=h.cpu, mem_mib=h.mem_mib,
                       net_mbps=h.net_mbps, hypervisor=h.hypervisor, migration=h.migration)
                  for h in sorted(hosts.values(), key=lambda h: h.name)]
-    placement = {v.name: v.host for v in first.vms}
+    placement = first.guest_hosts()
     source = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1})"
     trace = Trace(source, host_list, placement, samples,
                   sample_step([s.time for s in samples]), notes)

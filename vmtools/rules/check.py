@@ -54,7 +54,7 @@ def runnable(plan: Plan, finished: Iterable[int], running: Iterable[int] = ()) -
 
 def placement_after(plan: Plan, finished: Iterable[int]) -> dict[str, str]:
     """Where each guest of the origin is once the ``finished`` actions have landed."""
-    where = {v.name: v.host for v in plan.origin.vms}
+    where = plan.origin.guest_hosts()
     done = set(finished)
     replay = replay_plan(plan)
     for aid in replay.order:
@@ -71,7 +71,7 @@ def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
                  finished: Iterable[int] = ()) -> list[str]:
     """Guests the plan moves that are not (or no longer) where it expects them: where its
     origin says, or where the ``finished`` actions have taken them."""
-    now = current if isinstance(current, dict) else {v.name: v.host for v in current.vms}
+    now = current if isinstance(current, dict) else current.guest_hosts()
     done = set(finished)
     expected = placement_after(plan, done) if done else {v.name: v.host
                                                           for v in plan.origin.vms}

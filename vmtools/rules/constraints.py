@@ -174,7 +174,7 @@ def _check_names(c: Constraints, snap: Snapshot) -> None:
 
 
 def _check_contradictions(c: Constraints, snap: Snapshot) -> None:
-    where = {v.name: v.host for v in snap.vms}
+    where = snap.guest_hosts()
     usable = {h.name for h in snap.hosts if h.state == "online"}
     named = c.pinned.keys() | c.fenced.keys() | c.banned.keys()
     for v in filter(named.__contains__, where):     # the others: nothing to contradict

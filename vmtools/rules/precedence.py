@@ -86,7 +86,7 @@ def replay_plan(plan: Plan) -> Replay:
         if not actions[aid].is_power:
             by_vm.setdefault(actions[aid].vm, []).append(actions[aid])
     replay = Replay(actions, order, ancestors, index, by_vm,
-                    {v.name: v.host for v in plan.origin.vms})
+                    plan.origin.guest_hosts())
     for vm, acts in by_vm.items():
         for first, second in zip(acts, acts[1:]):
             if not replay.precedes(first.id, second.id):

@@ -113,7 +113,7 @@ def assess(snap: Snapshot) -> Knowledge:
         # The host a problem names; else the host of the guest it names. A guest listed by
         # two hosts is kept (and counted) on one: the other is the one whose use is unknown.
         if not p.host and where is None:
-            where = {v.name: v.host for v in snap.vms}
+            where = snap.guest_hosts()
         host = p.host or where.get(p.vm or "")
         if host:
             frozen.setdefault(host, Frozen(host)).problems.append(p)

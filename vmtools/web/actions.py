@@ -110,7 +110,7 @@ def build_plan(snap: Snapshot, settings: PlanSettings, op: str, target: str,
 
 
 def _empty_plan(snap: Snapshot, cons: Constraints, what: str) -> Plan:
-    return Plan(origin=snap, placement={v.name: v.host for v in snap.vms}, actions=[],
+    return Plan(origin=snap, placement=snap.guest_hosts(), actions=[],
                 objective="manual", constraints=cons.to_list(),
                 summary={"manual": what, "actions": 0, "migrations": 0, "migrated_mib": 0},
                 solver={"name": "manual", "status": "feasible", "method": what})
@@ -152,7 +152,7 @@ def _power_plan(snap: Snapshot, cons: Constraints, settings: PlanSettings, op: s
         raise DataError(f"no host {host} in the snapshot", host)
     elif any(v.host == host for v in snap.vms):
         raise OperationFailed(f"cannot {what}: it runs guests (evacuate it first)")
-    placement = {v.name: v.host for v in origin.vms}
+    placement = origin.guest_hosts()
     plan = Plan(origin=origin, placement=placement,
                 actions=[Action(id=1, op=op, vm="", src="", dst="", mem_mib=0, host=host,
                                 reason=f"manual: {what}")],
