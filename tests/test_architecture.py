@@ -282,7 +282,7 @@ def test_low_layers_load_no_heavy_library(module):
 # grow, raise its ceiling here, knowingly, or split it.
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 LONG_FOR_A_REASON = {
-    "apply/run.py": 807, "ganglia/xml.py": 521, "lab/run.py": 535, "model.py": 912,
+    "apply/run.py": 807, "ganglia/xml.py": 521, "lab/run.py": 535, "model.py": 916,
     "planner/policy.py": 768, "planner/search.py": 552, "replay/engine.py": 876,
     "replay/html.py:page": 179,
 }
