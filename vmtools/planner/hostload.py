@@ -97,15 +97,16 @@ class Load:
         self.place[v] = h
         self._add(v, h)
 
-    def cpu(self, h: int, unit: list[int] = ()) -> float:
-        """CPU demand of host ``h`` (with ``unit`` added) over the demand window."""
+    def cpu(self, h: int, unit: list[int] = (), row: list[float] | None = None) -> float:
+        """CPU demand of host ``h`` (with ``unit`` added) over the demand window; ``row``:
+        :meth:`_row`'s, when the caller has it."""
         if self.sums is None:
             return self.use["cpu"][h] + sum(self.inst.dem["cpu"][v] for v in unit)
         if not unit:
             if h not in self.cached:
                 self.cached[h] = max(self._planning(self.sums[h]), self.last_use[h])
             return self.cached[h]
-        return max(self._planning(self._row(h, unit)),
+        return max(self._planning(row if row is not None else self._row(h, unit)),
                    self.last_use[h] + sum(self.last[v] for v in unit))
 
     def _row(self, h: int, unit: list[int]) -> list[float]:
@@ -119,9 +120,9 @@ class Load:
     def _planning(self, row: list[float]) -> float:
         return planning(row[-self.recent:] if self.recent else row, self.how, self.margin)
 
-    def cpu_all_along(self, h: int, unit: list[int]) -> float:
+    def cpu_all_along(self, h: int, unit: list[int], row: list[float] | None = None) -> float:
         """CPU demand of host ``h`` with ``unit`` added over the whole series."""
-        return planning(self._row(h, unit), self.how, self.margin)
+        return planning(row if row is not None else self._row(h, unit), self.how, self.margin)
 
     @contextmanager
     def looking_back(self, fraction: float) -> Iterator[None]:
@@ -164,10 +165,11 @@ class Load:
             for g in self.spread_of.get(v, ()):
                 if any(p in self.on[h] for p in inst.spread[g] if p != v):
                     return False
-        if self.cpu(h, unit) > cpu_frac * cap["cpu"][h] + EPS:
-            return False
         whole = self.whole
-        return whole is None or self.cpu_all_along(h, unit) <= whole * cap["cpu"][h] + EPS
+        row = self._row(h, unit) if whole is not None else None    # both windows read it
+        if self.cpu(h, unit, row) > cpu_frac * cap["cpu"][h] + EPS:
+            return False
+        return whole is None or self.cpu_all_along(h, unit, row) <= whole * cap["cpu"][h] + EPS
 
 
 def ratio(use: float, cap: float) -> float:

@@ -409,10 +409,11 @@ def _prefer_frugal(plan: Plan, trial: Snapshot, cons, opts: Options, popts: Powe
     capacity for that needs more hosts for its guests: where CPU binds, moving a G5's guests
     onto an empty G4 (CloudSim's ML110s) took 3 % more energy on the PlanetLab replay's
     first day and 6 % on the second than not moving them (bench/README.md)."""
+    from vmtools.planner.schedule import estimate_seconds, order_moves
+
     def binding(x: Host) -> float:
         return x.mem_mib * cons.mem_factor(x.name) if memory_binds else \
             x.cpu * cons.cpu_factor(x.name)
-    from vmtools.planner.schedule import estimate_seconds, order_moves
     target = dict(plan.placement)
     vms = {v.name: v for v in trial.vms}
     hosts = {h.name: h for h in trial.hosts}
