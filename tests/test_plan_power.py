@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import run
 from vmtools.errors import DataError, OperationFailed
-from vmtools.model import VM, Action, Host, Plan, Snapshot, epoch_to_iso, iso_to_epoch
+from vmtools.model import (VM, Action, Host, Plan, Problem, Snapshot, epoch_to_iso,
+                           iso_to_epoch)
 from vmtools.rules.check import check_plan
 from vmtools.rules.constraints import Constraints, parse_rules
 from vmtools.planner.options import RunFacts
@@ -414,6 +415,28 @@ def test_guests_go_whole_to_a_frugal_host_only_with_as_much_of_what_binds(binds)
         assert moved == [] and set(p.placement.values()) == {"g5-1"}, p.actions
         assert not any(k.startswith("power-model") for k in p.explain)
         assert power_ops(p)["power-off"] == ["g4-1"]
+
+
+@pytest.mark.parametrize("frozen", ["g4-1", "g5-1"])
+def test_no_guest_goes_whole_onto_or_off_a_host_monitoring_cannot_see(frozen):
+    # Where memory binds the empty G4 would take the G5's guests (the test above); with
+    # either host named by a snapshot problem (no report for 10 minutes) nothing moves onto
+    # or off it, and a frozen empty host is not switched off either. g4-2's guests have no
+    # room elsewhere and no cheaper host to go to.
+    placed = {"a": "g5-1", "b": "g5-1", "c": "g4-2", "d": "g4-2"}
+    s = snap({"g5-1": (5.32, 8), "g4-1": (3.72, 8), "g4-2": (3.72, 8)},
+             {"a": ("g5-1", 1.0, 3), "b": ("g5-1", 1.0, 3), "c": ("g4-2", 0.5, 2),
+              "d": ("g4-2", 0.5, 2)})
+    s = replace(s, problems=[Problem("stale-host", "no report for 600 s", host=frozen)])
+    # one host of three (two guests of four) frozen is over --max-frozen 0.25: allow it
+    p = plan_with_state(s, Constraints([]), opts(objective="auto", max_frozen=0.5), None,
+                        power=power(standby_after=0, reserve=0, model=ML110))
+    check_plan(p)
+    assert not [a for a in p.actions if a.op == "migrate"], p.actions
+    assert p.placement == placed
+    assert not any(k.startswith("power-model") for k in p.explain)
+    assert frozen not in power_ops(p).get("power-off", [])
+    assert [f["host"] for f in p.summary["frozen"]] == [frozen]
 
 
 def test_without_power_nothing_changes():
