@@ -73,8 +73,7 @@ def stale_guests(plan: Plan, current: Snapshot | dict[str, str],
     origin says, or where the ``finished`` actions have taken them."""
     now = current if isinstance(current, dict) else current.guest_hosts()
     done = set(finished)
-    expected = placement_after(plan, done) if done else {v.name: v.host
-                                                          for v in plan.origin.vms}
+    expected = placement_after(plan, done) if done else plan.origin.guest_hosts()
     return sorted({a.vm for a in plan.actions
                    if not a.is_power and now.get(a.vm) != expected.get(a.vm)})
 
